@@ -1,0 +1,36 @@
+"""Where the Triton kernels can run: compiled on a CUDA GPU, or in Triton's CPU interpreter.
+
+The interpreter is chosen by the environment variable TRITON_INTERPRET=1, which Triton reads when
+the kernels are *defined* (at `import kernels`), so it must be set before that import.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+INTERPRET_HINT = ("set TRITON_INTERPRET=1 before importing kernels to run the Triton kernels in the CPU "
+                  "interpreter (slow; meant for tests and small cases), or move the model to a CUDA GPU")
+
+
+def interpreting() -> bool:
+    """True when TRITON_INTERPRET is set to a true value (the kernels then run on CPU tensors)."""
+    return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
+
+
+def triton_mode(device: torch.device | str | None = None) -> str | None:
+    """'interpreter', 'cuda' or None (the kernels cannot run on this device here)."""
+    if interpreting():
+        return "interpreter"
+    device = torch.device(device) if device is not None else None
+    if torch.cuda.is_available() and (device is None or device.type == "cuda"):
+        return "cuda"
+    return None
+
+
+def require_runtime(device: torch.device) -> str:
+    """triton_mode(device), or a RuntimeError that says what to do."""
+    mode = triton_mode(device)
+    if mode is None:
+        raise RuntimeError(f"the Triton RNN kernels cannot run on device '{device}' here: {INTERPRET_HINT}")
+    return mode
