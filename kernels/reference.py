@@ -12,9 +12,10 @@ Call it with float64 tensors to get the reference the kernels are checked agains
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
+import torch.nn.functional as F
 
 ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu}
 
@@ -41,10 +42,16 @@ def elman_layer(x: torch.Tensor, h0: torch.Tensor, w_ih: torch.Tensor, w_hh: tor
     return torch.stack(outputs)
 
 
+LayerFn = Callable[..., torch.Tensor]  # elman_layer's signature
+
+
 def rnn_forward(input: torch.Tensor, hx: torch.Tensor | None, weights: Mapping[str, torch.Tensor], *,
                 num_layers: int = 1, nonlinearity: str = "tanh", bidirectional: bool = False,
-                batch_first: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """torch.nn.RNN's forward (eval mode, no dropout) as a loop of PyTorch ops.
+                batch_first: bool = False, dropout: float = 0.0, layer_fn: LayerFn = elman_layer
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """torch.nn.RNN's forward: layers, directions, batch_first, unbatched input and dropout between
+    layers (pass dropout > 0 only in training), with layer_fn running one layer and direction
+    (elman_layer, the loop of PyTorch ops, by default; the Triton layer passes its kernels).
 
     input: [T, B, I] ([B, T, I] if batch_first) or unbatched [T, I]; hx: [L*D, B, H] or None.
     Returns (output [T, B, D*H], h_n [L*D, B, H]) shaped like nn.RNN's.
@@ -65,11 +72,13 @@ def rnn_forward(input: torch.Tensor, hx: torch.Tensor | None, weights: Mapping[s
         for d in range(directions):
             reverse = d == 1
             w = {k: weights.get(param_name(k, layer, reverse)) for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
-            ys = elman_layer(layer_input, hx[layer * directions + d], w["weight_ih"], w["weight_hh"],
+            ys = layer_fn(layer_input, hx[layer * directions + d], w["weight_ih"], w["weight_hh"],
                              w["bias_ih"], w["bias_hh"], nonlinearity, reverse)
             outs.append(ys)
             finals.append(ys[0] if reverse else ys[-1])
         layer_input = torch.cat(outs, dim=-1) if directions == 2 else outs[0]
+        if dropout > 0 and layer < num_layers - 1:
+            layer_input = F.dropout(layer_input, dropout, training=True)
     output, h_n = layer_input, torch.stack(finals)
     if unbatched:
         return output.squeeze(1), h_n.squeeze(1)

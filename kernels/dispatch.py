@@ -1,0 +1,108 @@
+"""Dispatch: which kernel runs a layer of hidden size H, batch B and dtype, and with what configuration.
+
+Tiers, tried in order (a split-H cooperative tier for large H will slot in between):
+
+- resident: the persistent kernels of persistent.py. One program per BLOCK_B batch rows holds all of
+  U (H padded to BLOCK_H) on chip; fits while U is at most 128 KiB and compiles without spills
+  (kernels/audit.py checks every entry of RESIDENT_CONFIGS for sm_80 and sm_90).
+- stepwise: one launch per timestep (stepwise.py); serves any H.
+
+The configuration of each resident size was chosen from the compile audit: the smallest number of
+warps, and of K blocks, with zero spills on both targets.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import triton
+
+from . import persistent, stepwise
+from .activations import ACTIVATION_CODES
+from .runtime import interpreting
+
+TIERS = ("resident", "stepwise")
+KERNEL_CHOICES = ("auto",) + TIERS
+RESIDENT_BLOCK_B = 16  # tl.dot needs M >= 16; small tiles spread the batch over more SMs
+
+# (dtype, BLOCK_H) -> (num_warps, K_CHUNKS) of the resident kernels.
+_SMALL_H = {16: (4, 1), 32: (4, 1), 64: (4, 1), 128: (8, 1)}
+RESIDENT_CONFIGS = {
+    **{(torch.bfloat16, bh): cfg for bh, cfg in {**_SMALL_H, 256: (16, 2)}.items()},
+    **{(torch.float16, bh): cfg for bh, cfg in {**_SMALL_H, 256: (16, 2)}.items()},
+    **{(torch.float32, bh): cfg for bh, cfg in {16: (4, 1), 32: (4, 1), 64: (8, 1), 128: (16, 4)}.items()},
+    # float64 exists for gradcheck; small sizes only.
+    **{(torch.float64, bh): cfg for bh, cfg in {16: (4, 1), 32: (4, 1)}.items()},
+}
+SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
+
+
+@dataclass(frozen=True)
+class KernelPlan:
+    """The kernel chosen for one shape: its tier, compile-time configuration and why."""
+    tier: str
+    config: dict = field(compare=False)
+    reason: str = field(compare=False, default="")
+
+    @property
+    def name(self) -> str:
+        return f"{self.tier}({','.join(f'{k}={v}' for k, v in self.config.items())})"
+
+
+def resident_block_h(hidden_size: int) -> int:
+    return max(16, triton.next_power_of_2(hidden_size))
+
+
+def resident_limit(dtype: torch.dtype) -> int:
+    """Largest hidden size the resident tier serves for dtype (0 if none)."""
+    return max((bh for (dt, bh) in RESIDENT_CONFIGS if dt == dtype), default=0)
+
+
+def plan_for(hidden_size: int, batch_size: int, dtype: torch.dtype, device: torch.device | str | None = None,
+             kernel: str = "auto") -> KernelPlan:
+    """The plan for a layer of this hidden size and batch in dtype. kernel: 'auto' or a tier name."""
+    if kernel not in KERNEL_CHOICES:
+        raise ValueError(f"kernel must be one of {KERNEL_CHOICES}, got {kernel!r}")
+    if dtype not in SUPPORTED_DTYPES:
+        raise TypeError(f"dtype must be one of {SUPPORTED_DTYPES}, got {dtype}")
+    block_h = resident_block_h(hidden_size)
+    resident = RESIDENT_CONFIGS.get((dtype, block_h))
+    if kernel == "stepwise":
+        return _stepwise_plan("requested")
+    if resident is not None:
+        num_warps, k_chunks = resident
+        size_kib = block_h * block_h * dtype.itemsize / 1024
+        return KernelPlan("resident", {"BLOCK_B": RESIDENT_BLOCK_B, "BLOCK_H": block_h, "K_CHUNKS": k_chunks,
+                                       "num_warps": num_warps},
+                          f"U ({block_h}x{block_h} {dtype}, {size_kib:.0f} KiB) stays on chip in one program")
+    why = (f"hidden_size {hidden_size} exceeds the resident tier's limit of {resident_limit(dtype)} for {dtype}")
+    if kernel == "resident":
+        raise ValueError(f"kernel='resident' cannot serve this layer: {why}; use kernel='auto' or 'stepwise'")
+    return _stepwise_plan(why)
+
+
+def _stepwise_plan(reason: str) -> KernelPlan:
+    return KernelPlan("stepwise", {"BLOCK_B": stepwise.BLOCK_B, "BLOCK_N": stepwise.BLOCK_N,
+                                   "BLOCK_K": stepwise.BLOCK_K, "num_warps": stepwise.NUM_WARPS}, reason)
+
+
+def launch_config(plan: KernelPlan, nonlinearity: str, dtype: torch.dtype) -> dict:
+    """plan.config plus what every launch needs: activation, dot precision, interpreter workaround."""
+    return {**plan.config, "ACTIVATION": ACTIVATION_CODES[nonlinearity], "DOT_PRECISION": "ieee",
+            "UPCAST_DOT": interpreting() and dtype in (torch.bfloat16, torch.float16)}
+
+
+_FORWARD = {"resident": persistent.resident_forward, "stepwise": stepwise.stepwise_forward}
+_BACKWARD = {"resident": persistent.resident_backward, "stepwise": stepwise.stepwise_backward}
+
+
+def recurrence_forward(plan: KernelPlan, xw: torch.Tensor, h0: torch.Tensor, u: torch.Tensor,
+                       nonlinearity: str, reverse: bool) -> torch.Tensor:
+    """h_t = act(xw_t + h_{t-1} U^T) for all t: [T, B, H] in xw's dtype."""
+    return _FORWARD[plan.tier](xw, h0, u, reverse, launch_config(plan, nonlinearity, xw.dtype))
+
+
+def recurrence_backward(plan: KernelPlan, y: torch.Tensor, dy: torch.Tensor, u: torch.Tensor,
+                        nonlinearity: str, reverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(dL/da_t for all t in y's dtype, dL/dh_0 in fp32) from the stored h_t and their gradients dy."""
+    return _BACKWARD[plan.tier](y, dy, u, reverse, launch_config(plan, nonlinearity, y.dtype))

@@ -1,0 +1,94 @@
+"""Stepwise Triton baseline: the same maths as the persistent kernels, one launch per timestep.
+
+Each launch is a tiled GEMM with a fused epilogue over a [B, H] state:
+
+    forward  (t = 1..T):  h_t      = act(xw_t + h_{t-1} U^T)
+    backward (t = T..1):  da_t     = (dy_t + da_{t+1} U) * act'(h_t),   da_{T+1} = 0
+
+so between launches the state round-trips through global memory and every step pays a launch.
+It serves any H and shows in the harness what persistence buys. U is re-read from global memory
+(L2) by every launch; the K loop streams it in BLOCK_K slices.
+"""
+import torch
+import triton
+import triton.language as tl
+
+from .activations import activation_grad_from_output, apply_activation
+
+BLOCK_B, BLOCK_N, BLOCK_K, NUM_WARPS = 16, 64, 64, 4
+
+
+@triton.jit
+def step_kernel(
+    a_ptr,          # [B, H] state entering the step: h_{t-1} (forward) or da_{t+1} (backward)
+    m_ptr,          # [H, H] U, contiguous; read as U^T (forward) or U (backward)
+    c_ptr,          # [B, H] added to the product: xw_t (forward) or dy_t (backward)
+    hd_ptr,         # [B, H] backward only: h_t, whose act' scales the sum (ignored forward)
+    out_ptr,        # [B, H] out: h_t (forward) or da_t (backward)
+    B, H,           # batch, hidden size; all [B, H] tensors contiguous
+    BACKWARD: tl.constexpr,       # selects the product's orientation and the epilogue
+    ACTIVATION: tl.constexpr,     # 0 tanh, 1 relu
+    BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,  # "ieee" or "tf32"; only matters for fp32
+    UPCAST_DOT: tl.constexpr,     # interpreter workaround for bf16 tl.dot (see matmul.py)
+):
+    offs_b = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    # [k, n] element of the operand: U^T[k, n] = U[n, k] forward, U[k, n] backward.
+    if BACKWARD:
+        stride_k, stride_n = H, 1
+    else:
+        stride_k, stride_n = 1, H
+    acc = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
+    for k0 in range(0, H, BLOCK_K):
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        a = tl.load(a_ptr + offs_b[:, None] * H + offs_k[None, :],
+                    mask=(offs_b[:, None] < B) & (offs_k[None, :] < H), other=0.0)
+        m = tl.load(m_ptr + offs_k[:, None] * stride_k + offs_n[None, :] * stride_n,
+                    mask=(offs_k[:, None] < H) & (offs_n[None, :] < H), other=0.0)
+        if UPCAST_DOT:
+            a = a.to(tl.float32)
+            m = m.to(tl.float32)
+        acc = tl.dot(a, m, acc, input_precision=DOT_PRECISION)
+    tile = offs_b[:, None] * H + offs_n[None, :]
+    tile_mask = (offs_b[:, None] < B) & (offs_n[None, :] < H)
+    acc += tl.load(c_ptr + tile, mask=tile_mask, other=0.0).to(tl.float32)
+    if BACKWARD:
+        h = tl.load(hd_ptr + tile, mask=tile_mask, other=0.0).to(tl.float32)
+        out = acc * activation_grad_from_output(h, ACTIVATION)
+    else:
+        out = apply_activation(acc, ACTIVATION)
+    tl.store(out_ptr + tile, out.to(out_ptr.dtype.element_ty), mask=tile_mask)
+
+
+def _launch_step(a, u, c, hd, out, backward: bool, config: dict) -> None:
+    B, H = out.shape
+    grid = (triton.cdiv(B, BLOCK_B), triton.cdiv(H, BLOCK_N))
+    step_kernel[grid](a, u, c, hd, out, B, H, BACKWARD=backward, ACTIVATION=config["ACTIVATION"],
+                      BLOCK_B=BLOCK_B, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, DOT_PRECISION=config["DOT_PRECISION"],
+                      UPCAST_DOT=config["UPCAST_DOT"], num_warps=NUM_WARPS)
+
+
+def _time_order(T: int, reverse: bool) -> range:
+    return range(T - 1, -1, -1) if reverse else range(T)
+
+
+def stepwise_forward(xw: torch.Tensor, h0: torch.Tensor, u: torch.Tensor, reverse: bool, config: dict) -> torch.Tensor:
+    """All hidden states [T, B, H] of one layer-direction, one launch per step; inputs contiguous."""
+    y = torch.empty_like(xw)
+    h = h0
+    for t in _time_order(xw.shape[0], reverse):
+        _launch_step(h, u, xw[t], h, y[t], False, config)
+        h = y[t]
+    return y
+
+
+def stepwise_backward(y: torch.Tensor, dy: torch.Tensor, u: torch.Tensor, reverse: bool,
+                      config: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(da [T, B, H], dh0 [B, H] fp32) for one layer-direction, one launch per step; inputs contiguous."""
+    da = torch.empty_like(y)
+    da_next = torch.zeros_like(y[0])  # nothing flows back into the last step but dy
+    for t in _time_order(y.shape[0], not reverse):  # backward walks the forward order in reverse
+        _launch_step(da_next, u, dy[t], y[t], da[t], True, config)
+        da_next = da[t]
+    return da, da_next.float() @ u.float()
