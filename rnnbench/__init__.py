@@ -1,0 +1,15 @@
+"""rnnbench: the harness that compares the Triton Elman-RNN kernels with cuDNN and eager PyTorch.
+
+Triton reads TRITON_INTERPRET when kernels are *defined*, i.e. when the `kernels` package is first
+imported (even `kernels.reference` runs `kernels/__init__.py`). Without a CUDA GPU the kernels can
+only run in Triton's CPU interpreter, so the harness turns it on here, before anything imports
+`kernels`.
+"""
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ["TRITON_INTERPRET"] = "1"
+
+__version__ = "0.1.0"

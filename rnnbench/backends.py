@@ -1,0 +1,190 @@
+"""The implementations being compared, each behind the same small interface.
+
+As in tritonbench, a backend does its setup outside the timed region: `prepare(source, device,
+dtype)` copies the weights of a seeded `torch.nn.RNN` into the backend's own module and returns a
+`Prepared` whose `fn(x, h0) -> (output, h_n)` is what gets timed. Every backend says whether it can
+run here (`unavailable`) and whether one case is beyond what it should attempt (`skip`); the
+runner turns both into result rows with the reason instead of stopping.
+
+  triton           kernels.TritonRNN(kernel="auto"): the dispatcher picks a persistent kernel
+  triton-stepwise  kernels.TritonRNN(kernel="stepwise"): one launch per time step
+  cudnn            torch.nn.RNN (cuDNN on CUDA; PyTorch's native CPU RNN without a GPU)
+  eager            kernels.reference.run_module: a Python loop of PyTorch ops per step
+  compile          torch.compile of that loop, applied to chunks of COMPILE_CHUNK steps
+"""
+from __future__ import annotations
+
+import functools
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+# Triton's CPU interpreter runs ~4 ms per step per program at H=128: cases above this much work
+# (seq_len * hidden * layers, with one batch tile) are skipped there and labelled as such.
+INTERPRETER_MAX_WORK = 8192
+INTERPRETER_MAX_BATCH = 16
+# torch.compile unrolls the Python time loop; compiling chunks of this many steps keeps the
+# compile time bounded for any T (the hidden state is carried from chunk to chunk).
+COMPILE_CHUNK = 16
+
+
+@dataclass
+class Prepared:
+    """A backend ready to run one shape: fn(x, h0) -> (output, h_n), its parameters by nn.RNN name,
+    and note() describing what ran (kernel plan, TF32 mode), read after the first call."""
+    fn: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+    params: dict[str, torch.Tensor]
+    note: Callable[[], str] = field(default=lambda: "")
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    label: Callable[[torch.device], str]
+    unavailable: Callable[[torch.device], str | None]
+    prepare: Callable[[torch.nn.RNN, torch.device, torch.dtype], Prepared]
+    skip: Callable[[object, torch.device], str | None] = lambda case, device: None
+
+
+def copy_rnn(source: torch.nn.RNN, device: torch.device, dtype: torch.dtype) -> torch.nn.RNN:
+    """A torch.nn.RNN with the same settings and weights as source, on device in dtype."""
+    rnn = torch.nn.RNN(source.input_size, source.hidden_size, source.num_layers, nonlinearity=source.nonlinearity,
+                       bias=source.bias, batch_first=source.batch_first, bidirectional=source.bidirectional)
+    rnn.load_state_dict(source.state_dict())
+    return rnn.to(device=device, dtype=dtype)
+
+
+def _params(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return dict(module.named_parameters())
+
+
+# ---- triton ---------------------------------------------------------------------------------
+
+def _triton_mode(device: torch.device) -> str | None:
+    from kernels.runtime import triton_mode
+    return triton_mode(device)
+
+
+@functools.lru_cache(maxsize=None)
+def _triton_unavailable(device_type: str) -> str | None:
+    """Why kernels.TritonRNN cannot run here (import failure or a tiny forward failing), else None."""
+    device = torch.device(device_type)
+    if _triton_mode(device) is None:
+        return "Triton needs a CUDA GPU or TRITON_INTERPRET=1 set before kernels is imported"
+    try:
+        from kernels import TritonRNN
+        rnn = TritonRNN(16, 16, device=device)
+        rnn(torch.zeros(2, 1, 16, device=device))
+    except Exception as err:  # any failure means "not usable here", with the reason shown
+        return f"kernels.TritonRNN does not run here: {type(err).__name__}: {first_line(err)}"
+    return None
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (at most 300 characters), for an error column."""
+    text = str(err).strip()
+    return text.splitlines()[0][:300] if text else ""
+
+
+def _triton_skip(case, device: torch.device) -> str | None:
+    if _triton_mode(device) != "interpreter":
+        return None
+    if case.seq_len * case.hidden * case.layers > INTERPRETER_MAX_WORK or case.batch > INTERPRETER_MAX_BATCH:
+        return (f"Triton interpreter cap: runs only seq_len*hidden*layers <= {INTERPRETER_MAX_WORK} and "
+                f"batch <= {INTERPRETER_MAX_BATCH} on CPU (about 4 ms per step at H=128)")
+    return None
+
+
+def _triton_prepare(kernel: str):
+    def prepare(source: torch.nn.RNN, device: torch.device, dtype: torch.dtype) -> Prepared:
+        from kernels import TritonRNN
+        rnn = TritonRNN(source.input_size, source.hidden_size, source.num_layers, nonlinearity=source.nonlinearity,
+                        bias=source.bias, device=device, dtype=dtype, kernel=kernel)
+        rnn.load_state_dict(source.state_dict())
+
+        def note() -> str:
+            plans = getattr(rnn, "last_plans", None) or []
+            return "; ".join(dict.fromkeys(p.name for p in plans))
+        return Prepared(rnn, _params(rnn), note)
+    return prepare
+
+
+def _triton_label(kernel: str):
+    def label(device: torch.device) -> str:
+        where = " (interpreter)" if _triton_mode(device) == "interpreter" else ""
+        return f"Triton {kernel}{where}"
+    return label
+
+
+def _triton_backend(name: str, kernel: str) -> Backend:
+    return Backend(name, _triton_label(kernel), lambda device: _triton_unavailable(device.type),
+                   _triton_prepare(kernel), _triton_skip)
+
+
+# ---- cudnn / native -------------------------------------------------------------------------
+
+def _tf32_note(dtype: torch.dtype) -> str:
+    if dtype != torch.float32:
+        return ""
+    return "TF32 allowed" if torch.backends.cudnn.allow_tf32 else "TF32 off"
+
+
+def _cudnn_prepare(source: torch.nn.RNN, device: torch.device, dtype: torch.dtype) -> Prepared:
+    rnn = copy_rnn(source, device, dtype)
+    if device.type == "cuda":
+        rnn.flatten_parameters()
+        return Prepared(rnn, _params(rnn), lambda: _tf32_note(dtype))
+    return Prepared(rnn, _params(rnn))
+
+
+def _cudnn_unavailable(device: torch.device) -> str | None:
+    if device.type == "cuda" and not torch.backends.cudnn.is_available():
+        return "torch.backends.cudnn is not available in this PyTorch build"
+    return None
+
+
+def _cudnn_label(device: torch.device) -> str:
+    return "cuDNN (torch.nn.RNN)" if device.type == "cuda" else "PyTorch native CPU RNN (not cuDNN)"
+
+
+# ---- eager and torch.compile ----------------------------------------------------------------
+
+def _eager_prepare(source: torch.nn.RNN, device: torch.device, dtype: torch.dtype) -> Prepared:
+    from kernels.reference import run_module
+    rnn = copy_rnn(source, device, dtype)
+    return Prepared(lambda x, h0: run_module(rnn, x, h0), _params(rnn))
+
+
+def _compile_prepare(source: torch.nn.RNN, device: torch.device, dtype: torch.dtype) -> Prepared:
+    from kernels.reference import rnn_forward
+    rnn = copy_rnn(source, device, dtype)
+    weights = _params(rnn)
+    torch._dynamo.reset()  # a fresh compile per case: no recompile limit reached, no silent fallback
+    step = torch.compile(functools.partial(rnn_forward, num_layers=rnn.num_layers, nonlinearity=rnn.nonlinearity),
+                         dynamic=False)
+
+    def forward(x: torch.Tensor, h0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        outputs, h = [], h0
+        for chunk in x.split(COMPILE_CHUNK):
+            y, h = step(chunk, h, weights)
+            outputs.append(y)
+        return torch.cat(outputs), h
+    return Prepared(forward, weights, lambda: f"compiled in chunks of {COMPILE_CHUNK} steps")
+
+
+def _compile_unavailable(device: torch.device) -> str | None:
+    if device.type == "cpu" and not any(shutil.which(cc) for cc in ("cc", "gcc", "clang", "g++")):
+        return "torch.compile on CPU needs a C/C++ compiler (none on PATH)"
+    return None
+
+
+BACKENDS: dict[str, Backend] = {
+    "triton": _triton_backend("triton", "auto"),
+    "triton-stepwise": _triton_backend("triton-stepwise", "stepwise"),
+    "cudnn": Backend("cudnn", _cudnn_label, _cudnn_unavailable, _cudnn_prepare),
+    "eager": Backend("eager", lambda device: "eager PyTorch loop", lambda device: None, _eager_prepare),
+    "compile": Backend("compile", lambda device: "torch.compile of the eager loop", _compile_unavailable,
+                       _compile_prepare),
+}

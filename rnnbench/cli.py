@@ -1,0 +1,191 @@
+"""The `rnnbench` command: run a scenario, rebuild a report, compare two runs, list what is here.
+
+Usage errors (a bad scenario, a missing run folder) print one line naming the file, the key path
+and what was expected, and exit with code 2; no traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import torch
+import yaml
+
+from rnnbench import report, runner
+from rnnbench.backends import BACKENDS
+from rnnbench.environment import capture
+from rnnbench.results import CSV_NAME, RunFolder
+from rnnbench.schema import SCHEMA_HELP, ScenarioError, load_scenario, parse_scenario
+
+
+class UsageError(Exception):
+    """A mistake in how rnnbench was called; printed as one line, exit code 2."""
+
+
+RUN_EPILOG = f"""\
+Without a CUDA GPU the scenario's `cpu:` profile (a smaller sweep) is used, with a banner that says
+so; Triton then runs in its CPU interpreter, only up to a size cap. Results go to
+OUT/<scenario name>/<run id>/: results.csv (long format, a row per backend, mode, dtype, case and
+metric with p20/p50/p80 and an error column, written as each case finishes), results.json,
+report.md and PNG plots. An interrupted run continues with --resume.
+
+{SCHEMA_HELP}"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rnnbench", description="Benchmark the Triton Elman-RNN kernels against "
+                                     "cuDNN, eager PyTorch and torch.compile: speed, memory and gradient stability.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run a scenario and write results, report and plots",
+                         description="Run a scenario file and write its results, report and plots.",
+                         epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("scenario", help="scenario YAML file, e.g. scenarios/long_seq.yaml")
+    run.add_argument("--profile", choices=("auto", "full", "cpu"), default="auto",
+                     help="which sweep: cpu when no CUDA GPU is present (auto, the default), the full one, or cpu")
+    run.add_argument("--out", default="results", help="root folder of the results (default: results)")
+    run.add_argument("--run-id", help="name of the run folder (default: date-time, -cpu for the cpu profile)")
+    run.add_argument("--resume", nargs="?", const="latest", metavar="RUN_DIR",
+                     help="continue an interrupted run: RUN_DIR, or the latest run of this scenario under --out")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    rep = sub.add_parser("report", help="rebuild report.md, results.json and the plots from results.csv",
+                         description="Rebuild report.md, results.json and the PNG plots of a run folder from its results.csv.")
+    rep.add_argument("run_dir", help="a run folder, e.g. results/long_seq/20250101-120000")
+
+    cmp_ = sub.add_parser("compare", help="what changed between two runs",
+                          description="Print a markdown table of every metric present in both runs, with the ratio B/A, "
+                                      "largest change first, then rows present in one run only and environment changes.")
+    cmp_.add_argument("run_a")
+    cmp_.add_argument("run_b")
+    cmp_.add_argument("--metric", help="only this metric, e.g. latency")
+    cmp_.add_argument("--threshold", type=float, default=0.0,
+                      help="only rows whose ratio differs from 1 by at least this much (e.g. 0.05)")
+
+    lst = sub.add_parser("list", help="scenarios and backends, with their availability here",
+                         description="List the scenarios (with their case counts) and the backends (with whether they can run here).")
+    lst.add_argument("--scenarios", default="scenarios", help="folder of scenario files (default: scenarios)")
+    return parser
+
+
+def device_here() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def choose_profile(requested: str, device: torch.device) -> str:
+    if requested != "auto":
+        return requested
+    return "full" if device.type == "cuda" else "cpu"
+
+
+def banner(scenario, device: torch.device) -> str | None:
+    if scenario.profile != "cpu":
+        return None
+    has_cpu = "cpu" in scenario.data
+    what = "its cpu: profile" if has_cpu else "its full sweep (it has no cpu: section)"
+    where = "no CUDA GPU found" if device.type == "cpu" else "--profile cpu"
+    return (f"*** {where}: running {what} — {len(scenario.cases)} cases, wall-clock timing, Triton in its "
+            f"CPU interpreter up to a size cap. These are not GPU numbers. ***")
+
+
+def run_folder(args, scenario) -> tuple[RunFolder, bool]:
+    """The run folder and whether it already holds a run to continue."""
+    root = Path(args.out) / scenario.name
+    if args.resume == "latest":
+        runs = sorted(p for p in root.glob("*") if (p / CSV_NAME).exists()) if root.is_dir() else []
+        if not runs:
+            raise UsageError(f"--resume: no run of '{scenario.name}' under {root} to continue")
+        return RunFolder(max(runs, key=lambda p: p.stat().st_mtime)), True
+    if args.resume:
+        if not (Path(args.resume) / CSV_NAME).exists():
+            raise UsageError(f"--resume {args.resume}: no {CSV_NAME} there to continue")
+        return RunFolder(args.resume), True
+    run_id = args.run_id or datetime.now().strftime("%Y%m%d-%H%M%S") + ("-cpu" if scenario.profile == "cpu" else "")
+    folder = RunFolder(root / run_id)
+    if folder.csv.exists():
+        raise UsageError(f"{folder.path} already holds a run; continue it with --resume {folder.path} or pick another --run-id")
+    return folder, False
+
+
+def check_same_scenario(folder: RunFolder, scenario) -> None:
+    stored = parse_scenario(yaml.safe_load(folder.scenario_text()), str(folder.path), scenario.profile)
+    if stored != scenario:
+        raise UsageError(f"{folder.path} was started from a different scenario (or profile) than "
+                         f"{scenario.source}; start a new run instead of resuming")
+
+
+def cmd_run(args) -> int:
+    device = device_here()
+    scenario = load_scenario(args.scenario, choose_profile(args.profile, device))
+    folder, resuming = run_folder(args, scenario)
+    if resuming:
+        check_same_scenario(folder, scenario)
+    else:
+        env = capture(device, scenario.profile, scenario.allow_tf32, args.scenario)
+        env.update(scenario=scenario.name, baseline=scenario.baseline)
+        folder.create(Path(args.scenario).read_text(), env)
+    message = banner(scenario, device)
+    if message:
+        print(message, flush=True)
+    print(f"{'resuming' if resuming else 'writing'} {folder.path}", flush=True)
+    ctx = runner.Context(scenario, device, folder)
+    try:
+        ran = runner.run(ctx, progress=False if args.no_progress else None)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; what was measured is in {folder.csv}. Continue with:\n"
+              f"  rnnbench run {args.scenario} --resume {folder.path}", file=sys.stderr)
+        return 130
+    path = report.build(folder.path)
+    rows = folder.rows()
+    failed = sum(1 for r in rows if r["error"])
+    print(f"ran {ran} units; {len(rows)} rows ({failed} with an error or skip reason)\nreport: {path}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    if not (Path(args.run_dir) / CSV_NAME).exists():
+        raise UsageError(f"{args.run_dir}: no {CSV_NAME} there; expected a run folder written by `rnnbench run`")
+    print(f"report: {report.build(args.run_dir)}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    for run in (args.run_a, args.run_b):
+        if not (Path(run) / CSV_NAME).exists():
+            raise UsageError(f"{run}: no {CSV_NAME} there; expected a run folder written by `rnnbench run`")
+    print(report.compare(args.run_a, args.run_b, args.metric, args.threshold), end="")
+    return 0
+
+
+def cmd_list(args) -> int:
+    device = device_here()
+    folder = Path(args.scenarios)
+    if not folder.is_dir():
+        raise UsageError(f"{folder}: no such folder of scenarios (use --scenarios DIR)")
+    print(f"Scenarios in {folder} (cases: full sweep / cpu profile):")
+    for path in sorted(folder.glob("*.yaml")):
+        try:
+            full, cpu = (load_scenario(path, p) for p in ("full", "cpu"))
+            print(f"  {path.name:<22} {full.name:<14} {len(full.cases):>4} / {len(cpu.cases):<4} {full.description}")
+        except ScenarioError as err:
+            print(f"  {path.name:<22} INVALID: {err}")
+    print(f"\nBackends on this machine ({device.type}):")
+    for name, backend in BACKENDS.items():
+        reason = backend.unavailable(device)
+        state = f"unavailable: {reason}" if reason else "available"
+        print(f"  {name:<16} {backend.label(device):<40} {state}")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "report": cmd_report, "compare": cmd_compare, "list": cmd_list}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (ScenarioError, UsageError) as err:
+        print(f"rnnbench: error: {err}", file=sys.stderr)
+        return 2

@@ -1,0 +1,188 @@
+"""report.md, results.json and the plots of a run folder, rebuilt from results.csv alone (plus the
+environment.json written at the start of the run), and the comparison of two runs."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from rnnbench.plots import make_plots
+from rnnbench.results import CASE_COLUMNS, JSON_NAME, RunFolder, load_frame
+
+CPU_BANNER = ("CPU profile: no CUDA GPU was present, so this ran the scenario's smaller `cpu:` sweep with "
+              "wall-clock timing (peak memory needs CUDA and is not measured). It checks that everything works; "
+              "it says nothing about GPU performance.")
+SPEED_TABLES = [("latency", "Latency (ms)"), ("time_per_step", "Time per step (us)"),
+                ("tokens_per_s", "Throughput (tokens/s)"), ("tflops", "TFLOP/s"),
+                ("peak_memory", "Peak memory (MiB, above inputs and weights)"),
+                ("activation_memory", "Activation memory saved for backward (MiB)")]
+
+
+def fmt(value: float) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if value == 0 or 1e-3 <= abs(value) < 1e5:
+        return f"{value:.4g}"
+    return f"{value:.3e}"
+
+
+def md_table(headers: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def cell(row: pd.Series, spread: bool) -> str:
+    """A table cell: the p50 (with [p20-p80] where asked and present) or the error, shortened."""
+    if row.error:
+        return "✗ " + row.error.split(":")[0]
+    text = fmt(row.p50)
+    if spread and not pd.isna(row.p20):
+        text += f" [{fmt(row.p20)}–{fmt(row.p80)}]"
+    return text
+
+
+def case_label(row) -> str:
+    return " ".join(f"{k}={int(row[c])}" for k, c in zip("TBHIL", CASE_COLUMNS))
+
+
+def pivot_table(rows: pd.DataFrame, index: list[str], backends: list[str], spread: bool) -> str:
+    """One markdown table: a row per combination of `index` (case columns shown as T= B= ...),
+    a column per backend present, in the given order."""
+    backends = [b for b in backends if b in set(rows.backend)]
+    lines = []
+    for key, group in rows.groupby(index, sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        first = group.iloc[0]
+        label = [case_label(first) if c == "seq_len" else str(v) for c, v in zip(index, key) if c not in CASE_COLUMNS[1:]]
+        by_backend = {r.backend: cell(r, spread) for r in group.itertuples()}
+        lines.append(label + [by_backend.get(b, "") for b in backends])
+    headers = [("case" if c == "seq_len" else c) for c in index if c not in CASE_COLUMNS[1:]] + backends
+    return md_table(headers, lines)
+
+
+def speed_sections(bench: pd.DataFrame, baseline: str, order: list[str]) -> list[str]:
+    out = []
+    index = ["seq_len", *CASE_COLUMNS[1:]]
+    speedup = bench[bench.metric == "speedup"]
+    if not speedup.empty:
+        out.append(f"## Headline: speedup over {baseline} (p50 latency ratio; > 1 is faster)")
+        for (mode, dtype), group in speedup.groupby(["mode", "dtype"], sort=False):
+            out += [f"**{mode}, {dtype}**", pivot_table(group, index, order, spread=False)]
+    for metric, title in SPEED_TABLES:
+        rows = bench[bench.metric == metric]
+        if rows.empty or rows.p50.isna().all():
+            continue
+        out.append(f"## {title}")
+        for (mode, dtype), group in rows.groupby(["mode", "dtype"], sort=False):
+            out += [f"**{mode}, {dtype}** — p50 [p20–p80]", pivot_table(group, index, order, spread=True)]
+    return out
+
+
+def stability_sections(study: pd.DataFrame, order: list[str]) -> list[str]:
+    errors = study[study.metric.str.startswith("rel_err") | (study.metric == "nonfinite")]
+    if errors.empty:
+        return []
+    worst = errors.assign(metric=errors.metric.where(errors.metric != "rel_err_output", "output")
+                          .where(~errors.metric.str.startswith("rel_err_grad"), "worst gradient"))
+    worst = worst.sort_values("p50", na_position="first").drop_duplicates(
+        ["backend", "dtype", "radius", "seq_len", "metric"], keep="last")
+    out = ["## Gradient stability: relative error vs the float64 reference",
+           "Output, worst gradient (max over the input and every parameter) and NaN/Inf count, "
+           "per spectral radius of U and sequence length T."]
+    for metric in ("output", "worst gradient", "nonfinite"):
+        rows = worst[worst.metric == metric].sort_values(["radius", "seq_len"], key=_numeric, kind="stable")
+        if not rows.empty:
+            out += [f"**{metric}**", pivot_table(rows, ["dtype", "radius", "seq_len"], order, spread=False)]
+    return out
+
+
+def _numeric(column: pd.Series) -> pd.Series:
+    return pd.to_numeric(column, errors="coerce")
+
+
+def backends_section(frame: pd.DataFrame) -> list[str]:
+    """What each backend was here (e.g. the CPU stand-in for cuDNN) and what it ran (kernel plans)."""
+    rows = [[backend, group.label.iloc[0], "; ".join(n for n in dict.fromkeys(group.note) if n)]
+            for backend, group in frame.groupby("backend", sort=False)]
+    return ["## Backends", md_table(["backend", "what ran", "notes (kernel plans, TF32)"], rows)]
+
+
+def failures_section(frame: pd.DataFrame) -> list[str]:
+    failed = frame[frame.error != ""].drop_duplicates(["kind", "backend", "mode", "dtype", *CASE_COLUMNS, "radius", "error"])
+    if failed.empty:
+        return []
+    rows = [[r.backend, r.kind, r.mode, r.dtype, case_label(r._asdict()), r.radius, r.metric, r.error]
+            for r in failed.itertuples()]
+    return ["## Failures, skips and unavailable backends",
+            md_table(["backend", "kind", "mode", "dtype", "case", "radius", "metric", "reason"], rows)]
+
+
+def environment_section(env: dict, scenario_text: str) -> list[str]:
+    rows = [[k, f"`{v}`" if v != "" else ""] for k, v in env.items()]
+    return ["## Environment", md_table(["", ""], rows), "## Scenario", "```yaml\n" + scenario_text.strip() + "\n```"]
+
+
+def build(run_dir: str | Path) -> Path:
+    """Writes report.md, results.json and the PNG plots into run_dir; returns the report path."""
+    folder = RunFolder(run_dir)
+    frame = load_frame(folder.path)
+    env = folder.environment()
+    device = env.get("device_name", "unknown device")
+    plots = make_plots(frame, folder.path, device)
+    scenario_text = folder.scenario_text()
+    name = frame.scenario.iloc[0] if len(frame) else folder.path.parent.name
+    bench, study = frame[frame.kind == "bench"], frame[frame.kind == "stability"]
+    baseline = env.get("baseline", "the baseline")
+    parts = [f"# rnnbench: {name}", f"Device: **{device}**, profile: **{env.get('profile', '?')}**, "
+             f"date: {env.get('date', '?')}, commit: `{env.get('git_commit', '?')}`"]
+    if env.get("profile") == "cpu":
+        parts.append(f"> {CPU_BANNER}")
+    order = list(dict.fromkeys(frame.backend))  # the run order: baseline first
+    parts += backends_section(frame) + speed_sections(bench, baseline, order) + stability_sections(study, order)
+    if plots:
+        parts.append("## Plots")
+        parts += [f"### {title}\n![{title}]({file})" for title, file in plots]
+    parts += failures_section(frame) + environment_section(env, scenario_text)
+    report = folder.path / "report.md"
+    report.write_text("\n\n".join(parts) + "\n")
+    records = json.loads(frame.to_json(orient="records"))
+    (folder.path / JSON_NAME).write_text(json.dumps({"environment": env, "scenario": scenario_text,
+                                                     "rows": records}, indent=1))
+    return report
+
+
+# ---- compare --------------------------------------------------------------------------------
+
+KEY = ["kind", "backend", "mode", "dtype", *CASE_COLUMNS, "radius", "metric"]
+
+
+def compare(run_a: str | Path, run_b: str | Path, metric: str | None = None, threshold: float = 0.0) -> str:
+    """Markdown: p50 of every (backend, mode, dtype, case, metric) in both runs, B/A ratio, sorted by
+    the size of the change; rows only in one run and environment differences listed below."""
+    a, b = (load_frame(r) for r in (run_a, run_b))
+    a, b = (f[f.step.isna()] for f in (a, b))
+    if metric:
+        a, b = a[a.metric == metric], b[b.metric == metric]
+    merged = a.merge(b, on=KEY, how="outer", suffixes=("_a", "_b"), indicator=True)
+    both = merged[merged._merge == "both"].copy()
+    both["ratio"] = both.p50_b / both.p50_a
+    both = both[(both.ratio - 1).abs().fillna(math.inf) >= threshold]
+    both = both.reindex((both.ratio.apply(lambda r: abs(math.log(r)) if r and r > 0 else math.inf))
+                        .sort_values(ascending=False).index)
+    rows = [[r.backend, r.kind, r.mode, r.dtype, case_label(r._asdict()), r.radius, r.metric,
+             r.error_a or fmt(r.p50_a), r.error_b or fmt(r.p50_b), fmt(r.ratio)] for r in both.itertuples()]
+    out = [f"# {run_a} (A) vs {run_b} (B)",
+           md_table(["backend", "kind", "mode", "dtype", "case", "radius", "metric", "A p50", "B p50", "B/A"], rows)]
+    for side, label in (("left_only", "only in A"), ("right_only", "only in B")):
+        only = merged[merged._merge == side]
+        if len(only):
+            out.append(f"{len(only)} rows {label}: " + ", ".join(sorted({f"{r.backend}/{r.metric}" for r in only.itertuples()})))
+    env_a, env_b = RunFolder(run_a).environment(), RunFolder(run_b).environment()
+    changed = [[k, str(env_a.get(k, "")), str(env_b.get(k, ""))] for k in dict.fromkeys([*env_a, *env_b])
+               if k != "date" and env_a.get(k) != env_b.get(k)]
+    if changed:
+        out += ["Environment differences:", md_table(["", "A", "B"], changed)]
+    return "\n\n".join(out) + "\n"

@@ -1,0 +1,302 @@
+"""Scenario files: the YAML schema, its validation and the profile (full or cpu) a run uses.
+
+A scenario says which backends to compare on which shapes and what to measure. Every mistake in a
+file is reported as one `ScenarioError` naming the file, the key path (e.g. `sweep.seq_len[2]`) and
+what was expected; the CLI turns it into one line on stderr and exit code 2.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rnnbench.backends import BACKENDS
+
+DTYPES = ("float32", "float16", "bfloat16", "float64")
+MODES = ("forward", "forward+backward")
+METRICS = ("speed", "memory", "stability")
+CASE_KEYS = ("seq_len", "batch", "hidden", "input_size", "layers")
+
+SCHEMA_HELP = """\
+Scenario schema (YAML; keys marked * are required, the rest have the defaults shown):
+  name*            str    identifier, used for the results folder
+  description      str    one line shown by `rnnbench list` and in the report ("")
+  backends*        list   of: triton, triton-stepwise, cudnn, eager, compile
+  baseline         str    backend the speedups are measured against (first backend)
+  dtypes           list   of: float32, float16, bfloat16, float64 ([float32])
+  modes            list   of: forward, forward+backward (both); forward runs under no_grad
+  nonlinearity     str    tanh or relu (tanh)
+  allow_tf32       bool   let cuDNN/cuBLAS use TF32 for float32 (false)
+  metrics          list   of: speed, memory, stability ([speed, memory])
+  seed             int    seeds the weights and inputs of every case (0)
+  sweep*           map    the cases, either a grid (every combination of the lists):
+                            seq_len*, batch*, hidden*: int or list of ints
+                            input_size: ints (= hidden), layers: ints (1)
+                          or an explicit list:  cases: [{seq_len: .., batch: .., hidden: ..}, ...]
+  timing           map    warmup_ms (25), rep_ms (100): time spent warming up and measuring
+                          each case; min_reps (3): fewest timed calls (wall clock on CPU)
+  stability        map    seq_lens ([64, 256, 1024]): T values for the error-vs-T study
+                          batch (4), hidden (64): its shape (one layer, input_size = hidden)
+                          spectral_radii ([0.5, 0.9, 1.0, 1.1]): spectral radius of U
+                          curve_seq_len (largest of seq_lens): T of the ||dL/dh_t|| curve
+  cpu              map    any of the keys above except name/description, replacing them when
+                          no CUDA GPU is present (the "cpu profile": a smaller sweep)
+"""
+
+
+class ScenarioError(ValueError):
+    """A scenario file that cannot be used: says where (file and key path) and what was expected."""
+
+    def __init__(self, source: str, keypath: str, message: str):
+        self.source, self.keypath = source, keypath
+        where = f"{source}: {keypath}: " if keypath else f"{source}: "
+        super().__init__(where + message)
+
+
+@dataclass(frozen=True, order=True)
+class Case:
+    """One shape of the sweep."""
+    seq_len: int
+    batch: int
+    hidden: int
+    input_size: int
+    layers: int = 1
+
+    @property
+    def label(self) -> str:
+        return f"T={self.seq_len} B={self.batch} H={self.hidden} I={self.input_size} L={self.layers}"
+
+
+@dataclass(frozen=True)
+class Timing:
+    warmup_ms: float = 25.0
+    rep_ms: float = 100.0
+    min_reps: int = 3
+
+
+@dataclass(frozen=True)
+class Stability:
+    seq_lens: tuple[int, ...] = (64, 256, 1024)
+    batch: int = 4
+    hidden: int = 64
+    spectral_radii: tuple[float, ...] = (0.5, 0.9, 1.0, 1.1)
+    curve_seq_len: int | None = None
+
+    @property
+    def curve_len(self) -> int:
+        return self.curve_seq_len or max(self.seq_lens)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    description: str
+    backends: tuple[str, ...]
+    baseline: str
+    dtypes: tuple[str, ...]
+    modes: tuple[str, ...]
+    nonlinearity: str
+    allow_tf32: bool
+    metrics: tuple[str, ...]
+    seed: int
+    cases: tuple[Case, ...]
+    timing: Timing
+    stability: Stability
+    profile: str = "full"
+    source: str = ""
+    data: dict = field(default_factory=dict, compare=False)
+
+    def ordered_backends(self) -> list[str]:
+        """The baseline first, then the others in file order (speedups need the baseline's time)."""
+        return [self.baseline] + [b for b in self.backends if b != self.baseline]
+
+
+# ---- small typed readers: each returns the value or raises ScenarioError at `at` ----------------
+
+def _describe(value: Any) -> str:
+    return f"{value!r} ({type(value).__name__})"
+
+
+class _Reader:
+    def __init__(self, source: str):
+        self.source = source
+
+    def fail(self, at: str, message: str):
+        raise ScenarioError(self.source, at, message)
+
+    def mapping(self, value, at: str, allowed: tuple[str, ...]) -> dict:
+        if not isinstance(value, dict):
+            self.fail(at, f"expected a mapping with keys {', '.join(allowed)}, got {_describe(value)}")
+        for key in value:
+            if key not in allowed:
+                self.fail(_join(at, str(key)), f"unknown key; expected one of: {', '.join(allowed)}")
+        return value
+
+    def string(self, value, at: str, choices: tuple[str, ...] | None = None) -> str:
+        if not isinstance(value, str) or (choices is not None and value not in choices):
+            expected = f"one of {', '.join(choices)}" if choices else "a string"
+            self.fail(at, f"expected {expected}, got {_describe(value)}")
+        return value
+
+    def boolean(self, value, at: str) -> bool:
+        if not isinstance(value, bool):
+            self.fail(at, f"expected true or false, got {_describe(value)}")
+        return value
+
+    def positive_int(self, value, at: str, minimum: int = 1) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            self.fail(at, f"expected an integer >= {minimum}, got {_describe(value)}")
+        return value
+
+    def positive_float(self, value, at: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            self.fail(at, f"expected a number > 0, got {_describe(value)}")
+        return float(value)
+
+    def listing(self, value, at: str, item, scalar_ok: bool = False) -> tuple:
+        """A non-empty list whose items pass `item(value, at)`; a bare scalar if scalar_ok."""
+        if scalar_ok and not isinstance(value, (list, dict)):
+            value = [value]
+        if not isinstance(value, list):
+            self.fail(at, f"expected a list, got {_describe(value)}")
+        if not value:
+            self.fail(at, "expected a non-empty list, got an empty one")
+        items = tuple(item(v, f"{at}[{i}]") for i, v in enumerate(value))
+        if len(set(items)) != len(items):
+            self.fail(at, f"expected distinct values, got {list(items)}")
+        return items
+
+
+def _join(at: str, key: str) -> str:
+    return f"{at}.{key}" if at else key
+
+
+# ---- the schema ------------------------------------------------------------------------------
+
+PROFILE_KEYS = ("backends", "baseline", "dtypes", "modes", "nonlinearity", "allow_tf32", "metrics", "seed",
+                "sweep", "timing", "stability")
+TOP_KEYS = ("name", "description") + PROFILE_KEYS + ("cpu",)
+TIMING_KEYS = ("warmup_ms", "rep_ms", "min_reps")
+STABILITY_KEYS = ("seq_lens", "batch", "hidden", "spectral_radii", "curve_seq_len")
+
+
+def _backend_name(r: _Reader):
+    return lambda v, at: r.string(v, at, tuple(BACKENDS))
+
+
+def _read_sweep(r: _Reader, raw, at: str) -> tuple[Case, ...]:
+    if isinstance(raw, dict) and "cases" in raw:
+        r.mapping(raw, at, ("cases",))
+        return r.listing(raw["cases"], _join(at, "cases"), lambda v, a: _read_case(r, v, a))
+    grid = r.mapping(raw, at, CASE_KEYS + ("cases",))
+    lists = {}
+    for key in CASE_KEYS:
+        if key in grid:
+            lists[key] = r.listing(grid[key], _join(at, key), r.positive_int, scalar_ok=True)
+        elif key in ("seq_len", "batch", "hidden"):
+            r.fail(_join(at, key), "missing; expected an integer or a list of integers")
+    combos = []
+    for values in itertools.product(*lists.values()):
+        case = dict(zip(lists, values))
+        case.setdefault("input_size", case["hidden"])
+        combos.append(Case(**case))
+    return tuple(sorted(combos))
+
+
+def _read_case(r: _Reader, raw, at: str) -> Case:
+    case = r.mapping(raw, at, CASE_KEYS)
+    for key in ("seq_len", "batch", "hidden"):
+        if key not in case:
+            r.fail(_join(at, key), "missing; expected an integer")
+    values = {k: r.positive_int(v, _join(at, k)) for k, v in case.items()}
+    values.setdefault("input_size", values["hidden"])
+    return Case(**values)
+
+
+def _read_timing(r: _Reader, raw, at: str) -> Timing:
+    raw = r.mapping(raw, at, TIMING_KEYS)
+    values = {k: (r.positive_int(v, _join(at, k)) if k == "min_reps" else r.positive_float(v, _join(at, k)))
+              for k, v in raw.items()}
+    return Timing(**values)
+
+
+def _read_stability(r: _Reader, raw, at: str) -> Stability:
+    raw = r.mapping(raw, at, STABILITY_KEYS)
+    readers = {"seq_lens": lambda v, a: r.listing(v, a, r.positive_int),
+               "spectral_radii": lambda v, a: r.listing(v, a, r.positive_float),
+               "batch": r.positive_int, "hidden": r.positive_int, "curve_seq_len": r.positive_int}
+    return Stability(**{k: readers[k](v, _join(at, k)) for k, v in raw.items()})
+
+
+def _read_profile(r: _Reader, raw: dict, at: str) -> dict:
+    """Validates the profile keys present in raw (top level or the cpu: section); returns parsed values."""
+    readers = {
+        "backends": lambda v, a: r.listing(v, a, _backend_name(r)),
+        "baseline": _backend_name(r),
+        "dtypes": lambda v, a: r.listing(v, a, lambda x, b: r.string(x, b, DTYPES)),
+        "modes": lambda v, a: r.listing(v, a, lambda x, b: r.string(x, b, MODES)),
+        "nonlinearity": lambda v, a: r.string(v, a, ("tanh", "relu")),
+        "allow_tf32": r.boolean,
+        "metrics": lambda v, a: r.listing(v, a, lambda x, b: r.string(x, b, METRICS)),
+        "seed": lambda v, a: r.positive_int(v, a, minimum=0),
+        "sweep": lambda v, a: _read_sweep(r, v, a),
+        "timing": lambda v, a: _read_timing(r, v, a),
+        "stability": lambda v, a: _read_stability(r, v, a),
+    }
+    return {k: readers[k](v, _join(at, k)) for k, v in raw.items() if k in readers}
+
+
+DEFAULTS = {"description": "", "dtypes": ("float32",), "modes": MODES, "nonlinearity": "tanh",
+            "allow_tf32": False, "metrics": ("speed", "memory"), "seed": 0, "timing": Timing(),
+            "stability": Stability()}
+
+
+def parse_scenario(data: Any, source: str, profile: str) -> Scenario:
+    """A Scenario from the loaded YAML `data`; profile is "full" or "cpu" (the cpu: section on top)."""
+    r = _Reader(source)
+    data = r.mapping(data, "", TOP_KEYS)
+    top = _read_profile(r, data, "")
+    if "name" not in data:
+        r.fail("name", "missing; expected a string")
+    top["name"] = r.string(data["name"], "name")
+    if "description" in data:
+        top["description"] = r.string(data["description"], "description")
+    cpu = _read_profile(r, r.mapping(data["cpu"], "cpu", PROFILE_KEYS), "cpu") if "cpu" in data else {}
+    chosen = cpu if profile == "cpu" else {}
+    values = {**DEFAULTS, **top, **chosen}
+
+    def at(key: str) -> str:
+        return "cpu." + key if key in chosen else key
+
+    for key in ("backends", "sweep"):
+        if key not in values:
+            r.fail(key, "missing; expected " + ("a list of backends" if key == "backends" else "a mapping of the cases"))
+    values.setdefault("baseline", values["backends"][0])
+    if values["baseline"] not in values["backends"]:
+        r.fail(at("baseline"), f"expected one of the scenario's backends ({', '.join(values['backends'])}), "
+                               f"got {values['baseline']!r}")
+    stab = values["stability"]
+    if stab.curve_seq_len is not None and stab.curve_seq_len not in stab.seq_lens:
+        r.fail(at("stability") + ".curve_seq_len",
+               f"expected one of stability.seq_lens {list(stab.seq_lens)}, got {stab.curve_seq_len}")
+    values["cases"] = values.pop("sweep")
+    return Scenario(**values, profile=profile, source=source, data=data)
+
+
+def load_scenario(path: str | Path, profile: str = "full") -> Scenario:
+    """Reads and validates a scenario file; every problem is a ScenarioError."""
+    source = str(path)
+    try:
+        text = Path(path).read_text()
+    except OSError as err:
+        raise ScenarioError(source, "", f"cannot read the scenario file ({err.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ScenarioError(source, "", f"{where}not valid YAML ({getattr(err, 'problem', err)})") from None
+    return parse_scenario(data, source, profile)
