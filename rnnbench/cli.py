@@ -86,7 +86,7 @@ def banner(scenario, device: torch.device) -> str | None:
     has_cpu = "cpu" in scenario.data
     what = "its cpu: profile" if has_cpu else "its full sweep (it has no cpu: section)"
     where = "no CUDA GPU found" if device.type == "cpu" else "--profile cpu"
-    return (f"*** {where}: running {what} — {len(scenario.cases)} cases, wall-clock timing, Triton in its "
+    return (f"*** {where}: running {what} — {len(runner.plan(scenario))} units, wall-clock timing, Triton in its "
             f"CPU interpreter up to a size cap. These are not GPU numbers. ***")
 
 
@@ -164,11 +164,12 @@ def cmd_list(args) -> int:
     folder = Path(args.scenarios)
     if not folder.is_dir():
         raise UsageError(f"{folder}: no such folder of scenarios (use --scenarios DIR)")
-    print(f"Scenarios in {folder} (cases: full sweep / cpu profile):")
+    print(f"Scenarios in {folder} (units of work: full sweep / cpu profile):")
     for path in sorted(folder.glob("*.yaml")):
         try:
             full, cpu = (load_scenario(path, p) for p in ("full", "cpu"))
-            print(f"  {path.name:<22} {full.name:<14} {len(full.cases):>4} / {len(cpu.cases):<4} {full.description}")
+            print(f"  {path.name:<22} {full.name:<14} {len(runner.plan(full)):>5} / {len(runner.plan(cpu)):<4} "
+                  f"{full.description}")
         except ScenarioError as err:
             print(f"  {path.name:<22} INVALID: {err}")
     print(f"\nBackends on this machine ({device.type}):")

@@ -130,12 +130,12 @@ def stability_rows(unit: Unit, ctx: Context) -> list[dict]:
     sc, case, st = ctx.scenario, unit.case, ctx.scenario.stability
     with_curve = case.seq_len == st.curve_len
     ref = stability.reference(case.hidden, case.batch, case.seq_len, unit.radius, sc.nonlinearity, sc.seed,
-                              with_curve)
+                              st.input_scale, with_curve)
     if unit.backend == REFERENCE:
         return curve_rows(unit, ctx, ref.curve, note="")
     source = stability.stability_rnn(case.hidden, unit.radius, sc.nonlinearity, sc.seed)
     prepared = BACKENDS[unit.backend].prepare(source, ctx.device, getattr(torch, unit.dtype))
-    x, gy = stability.study_inputs(case.seq_len, case.batch, case.hidden, sc.seed)
+    x, gy = stability.study_inputs(case.seq_len, case.batch, case.hidden, sc.seed, st.input_scale)
     result = stability.run_study(prepared, x, gy, ctx.device, getattr(torch, unit.dtype), with_curve)
     note = prepared.note()
     rows = [make_row(unit, ctx, m, "relative", single(v), note=note)

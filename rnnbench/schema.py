@@ -32,7 +32,7 @@ Scenario schema (YAML; keys marked * are required, the rest have the defaults sh
   allow_tf32       bool   let cuDNN/cuBLAS use TF32 for float32 (false)
   metrics          list   of: speed, memory, stability ([speed, memory])
   seed             int    seeds the weights and inputs of every case (0)
-  sweep*           map    the cases, either a grid (every combination of the lists):
+  sweep*           map    (* unless metrics is [stability]) the cases, either a grid (every combination of the lists):
                             seq_len*, batch*, hidden*: int or list of ints
                             input_size: ints (= hidden), layers: ints (1)
                           or an explicit list:  cases: [{seq_len: .., batch: .., hidden: ..}, ...]
@@ -42,6 +42,8 @@ Scenario schema (YAML; keys marked * are required, the rest have the defaults sh
                           batch (4), hidden (64): its shape (one layer, input_size = hidden)
                           spectral_radii ([0.5, 0.9, 1.0, 1.1]): spectral radius of U
                           curve_seq_len (largest of seq_lens): T of the ||dL/dh_t|| curve
+                          input_scale (0.01): std of the inputs; small keeps tanh out of
+                          saturation so radii > 1 show exploding gradients
   cpu              map    any of the keys above except name/description, replacing them when
                           no CUDA GPU is present (the "cpu profile": a smaller sweep)
 """
@@ -84,6 +86,7 @@ class Stability:
     hidden: int = 64
     spectral_radii: tuple[float, ...] = (0.5, 0.9, 1.0, 1.1)
     curve_seq_len: int | None = None
+    input_scale: float = 0.01
 
     @property
     def curve_len(self) -> int:
@@ -180,7 +183,7 @@ PROFILE_KEYS = ("backends", "baseline", "dtypes", "modes", "nonlinearity", "allo
                 "sweep", "timing", "stability")
 TOP_KEYS = ("name", "description") + PROFILE_KEYS + ("cpu",)
 TIMING_KEYS = ("warmup_ms", "rep_ms", "min_reps")
-STABILITY_KEYS = ("seq_lens", "batch", "hidden", "spectral_radii", "curve_seq_len")
+STABILITY_KEYS = ("seq_lens", "batch", "hidden", "spectral_radii", "curve_seq_len", "input_scale")
 
 
 def _backend_name(r: _Reader):
@@ -227,7 +230,8 @@ def _read_stability(r: _Reader, raw, at: str) -> Stability:
     raw = r.mapping(raw, at, STABILITY_KEYS)
     readers = {"seq_lens": lambda v, a: r.listing(v, a, r.positive_int),
                "spectral_radii": lambda v, a: r.listing(v, a, r.positive_float),
-               "batch": r.positive_int, "hidden": r.positive_int, "curve_seq_len": r.positive_int}
+               "batch": r.positive_int, "hidden": r.positive_int, "curve_seq_len": r.positive_int,
+               "input_scale": r.positive_float}
     return Stability(**{k: readers[k](v, _join(at, k)) for k, v in raw.items()})
 
 
@@ -271,9 +275,12 @@ def parse_scenario(data: Any, source: str, profile: str) -> Scenario:
     def at(key: str) -> str:
         return "cpu." + key if key in chosen else key
 
-    for key in ("backends", "sweep"):
-        if key not in values:
-            r.fail(key, "missing; expected " + ("a list of backends" if key == "backends" else "a mapping of the cases"))
+    if "backends" not in values:
+        r.fail("backends", "missing; expected a list of backends")
+    if "sweep" not in values:
+        if {"speed", "memory"} & set(values["metrics"]):
+            r.fail("sweep", "missing; expected a mapping of the cases (needed by the speed and memory metrics)")
+        values["sweep"] = ()
     values.setdefault("baseline", values["backends"][0])
     if values["baseline"] not in values["backends"]:
         r.fail(at("baseline"), f"expected one of the scenario's backends ({', '.join(values['backends'])}), "
