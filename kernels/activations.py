@@ -22,7 +22,7 @@ def apply_activation(a, ACTIVATION: tl.constexpr):
         t = tl.fdiv(1.0 - e, 1.0 + e, ieee_rounding=False)  # IEEE division is a ptxas subroutine call
         return tl.where(a < 0.0, -t, t)
     else:
-        return tl.maximum(a, 0.0)
+        return tl.where(a > 0.0, a, 0.0)
 
 
 @triton.jit

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from .dispatch import KernelPlan, recurrence_backward, recurrence_forward
+from .matmul import accumulator_dtype
 from .runtime import require_runtime
 
 
@@ -41,5 +42,5 @@ class ElmanRecurrence(torch.autograd.Function):
         d_w_hh = da[first].t() @ h0 + da[rest].reshape(-1, H).t() @ y[prev].reshape(-1, H)
         d_w_ih = da_rows.t() @ x.reshape(T * B, -1)
         d_x = (da_rows @ w_ih).view_as(x)
-        d_bias = da_rows.sum(0, dtype=torch.float32).to(da.dtype) if ctx.has_bias else None
+        d_bias = da_rows.sum(0, dtype=accumulator_dtype(da.dtype)).to(da.dtype) if ctx.has_bias else None
         return d_x, dh0.to(h0.dtype), d_w_ih, d_w_hh, d_bias, d_bias, None, None, None

@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 
 import torch
 import triton
+import triton.language as tl
 
 from . import persistent, stepwise
 from .activations import ACTIVATION_CODES
+from .matmul import accumulator_dtype
 from .runtime import interpreting
 
 TIERS = ("resident", "stepwise")
@@ -88,7 +90,8 @@ def _stepwise_plan(reason: str) -> KernelPlan:
 
 def launch_config(plan: KernelPlan, nonlinearity: str, dtype: torch.dtype) -> dict:
     """plan.config plus what every launch needs: activation, dot precision, interpreter workaround."""
-    return {**plan.config, "ACTIVATION": ACTIVATION_CODES[nonlinearity], "DOT_PRECISION": "ieee",
+    acc_dtype = tl.float64 if accumulator_dtype(dtype) == torch.float64 else tl.float32
+    return {**plan.config, "ACTIVATION": ACTIVATION_CODES[nonlinearity], "DOT_PRECISION": "ieee", "ACC_DTYPE": acc_dtype,
             "UPCAST_DOT": interpreting() and dtype in (torch.bfloat16, torch.float16)}
 
 
@@ -104,5 +107,5 @@ def recurrence_forward(plan: KernelPlan, xw: torch.Tensor, h0: torch.Tensor, u: 
 
 def recurrence_backward(plan: KernelPlan, y: torch.Tensor, dy: torch.Tensor, u: torch.Tensor,
                         nonlinearity: str, reverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """(dL/da_t for all t in y's dtype, dL/dh_0 in fp32) from the stored h_t and their gradients dy."""
+    """(dL/da_t for all t in y's dtype, dL/dh_0 in the accumulator dtype) from the stored h_t and their gradients dy."""
     return _BACKWARD[plan.tier](y, dy, u, reverse, launch_config(plan, nonlinearity, y.dtype))

@@ -14,8 +14,14 @@ Interpreter workaround: its tl.dot multiplies raw bf16 bit patterns (triton issu
 interpreter (UPCAST_DOT) both operands are upcast to fp32 after the same rounding, which gives the
 same numbers as the GPU's bf16 x bf16 -> fp32 product.
 """
+import torch
 import triton
 import triton.language as tl
+
+
+def accumulator_dtype(io_dtype: torch.dtype) -> torch.dtype:
+    """Carries and accumulations are fp32, except for float64 I/O (used by gradcheck)."""
+    return torch.float64 if io_dtype == torch.float64 else torch.float32
 
 
 @triton.jit
@@ -26,7 +32,8 @@ def load_k_chunk(u_ptr, chunk, H, BLOCK_H: tl.constexpr, CHUNK: tl.constexpr, TR
     offs_n = tl.arange(0, BLOCK_H)
     if TRANSPOSE:  # U^T[k, n] = U[n, k]: load U's [n, k] block row-major, then transpose in registers
         mask = (offs_n[:, None] < H) & (offs_k[None, :] < H)
-        block = tl.trans(tl.load(u_ptr + offs_n[:, None] * H + offs_k[None, :], mask=mask, other=0.0))
+        block = tl.load(u_ptr + offs_n[:, None] * H + offs_k[None, :], mask=mask, other=0.0)
+        block = tl.trans(block)
     else:
         mask = (offs_k[:, None] < H) & (offs_n[None, :] < H)
         block = tl.load(u_ptr + offs_k[:, None] * H + offs_n[None, :], mask=mask, other=0.0)

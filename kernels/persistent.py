@@ -21,7 +21,7 @@ import triton
 import triton.language as tl
 
 from .activations import activation_grad_from_output, apply_activation
-from .matmul import load_resident_operand, recurrent_product
+from .matmul import accumulator_dtype, load_resident_operand, recurrent_product
 
 
 @triton.jit
@@ -38,6 +38,7 @@ def resident_forward_kernel(
     BLOCK_H: tl.constexpr,        # H padded to a power of two
     K_CHUNKS: tl.constexpr,       # U is held and multiplied as 1, 2 or 4 row blocks (see matmul.py)
     DOT_PRECISION: tl.constexpr,  # "ieee" or "tf32"; only matters for fp32
+    ACC_DTYPE: tl.constexpr,      # carry and accumulation: tl.float32 (tl.float64 for float64 I/O)
     UPCAST_DOT: tl.constexpr,     # interpreter workaround, see matmul.py
 ):
     offs_b = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
@@ -46,10 +47,10 @@ def resident_forward_kernel(
     tile_mask = (offs_b[:, None] < B) & (offs_h[None, :] < H)
     # U^T as the [k, n] operand: element [k, n] = U[n, k]. Loaded once, resident for all T steps.
     m0, m1, m2, m3 = load_resident_operand(u_ptr, H, BLOCK_H, K_CHUNKS, True, UPCAST_DOT)
-    h = tl.load(h0_ptr + tile, mask=tile_mask, other=0.0).to(tl.float32)
+    h = tl.load(h0_ptr + tile, mask=tile_mask, other=0.0).to(ACC_DTYPE)
     for s in range(T):
         step = (t_first + tl.cast(s, tl.int64) * t_step) * B * H
-        xw = tl.load(xw_ptr + step + tile, mask=tile_mask, other=0.0).to(tl.float32)
+        xw = tl.load(xw_ptr + step + tile, mask=tile_mask, other=0.0).to(ACC_DTYPE)
         a = recurrent_product(h, m0, m1, m2, m3, xw, BLOCK_B, BLOCK_H, K_CHUNKS, y_ptr.dtype.element_ty,
                               DOT_PRECISION, UPCAST_DOT)
         h = apply_activation(a, ACTIVATION)
@@ -62,7 +63,7 @@ def resident_backward_kernel(
     dy_ptr,         # [T, B, H] dL/dh_t from the layer's outputs (h_n's gradient included), contiguous
     u_ptr,          # [H, H] recurrent weight U, contiguous
     da_ptr,         # [T, B, H] out: dL/da_t, I/O dtype
-    dh0_ptr,        # [B, H] out: dL/dh_0, fp32
+    dh0_ptr,        # [B, H] out: dL/dh_0, in the accumulator dtype
     T, B, H,        # sequence length, batch, hidden size
     t_first,        # time index of the first reverse step: T - 1, or 0 for the reverse direction
     t_step,         # -1 or +1
@@ -71,6 +72,7 @@ def resident_backward_kernel(
     BLOCK_H: tl.constexpr,        # H padded to a power of two
     K_CHUNKS: tl.constexpr,       # U is held and multiplied as 1, 2 or 4 row blocks (see matmul.py)
     DOT_PRECISION: tl.constexpr,  # "ieee" or "tf32"; only matters for fp32
+    ACC_DTYPE: tl.constexpr,      # carry and accumulation: tl.float32 (tl.float64 for float64 I/O)
     UPCAST_DOT: tl.constexpr,     # interpreter workaround, see matmul.py
 ):
     offs_b = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
@@ -79,12 +81,12 @@ def resident_backward_kernel(
     tile_mask = (offs_b[:, None] < B) & (offs_h[None, :] < H)
     # U itself as the [k, n] operand: dh_{t-1}[b, j] = sum_i da_t[b, i] U[i, j]. Resident for all steps.
     m0, m1, m2, m3 = load_resident_operand(u_ptr, H, BLOCK_H, K_CHUNKS, False, UPCAST_DOT)
-    zeros = tl.zeros((BLOCK_B, BLOCK_H), dtype=tl.float32)
+    zeros = tl.zeros((BLOCK_B, BLOCK_H), dtype=ACC_DTYPE)
     dh = zeros
     for s in range(T):
         step = (t_first + tl.cast(s, tl.int64) * t_step) * B * H
-        h = tl.load(y_ptr + step + tile, mask=tile_mask, other=0.0).to(tl.float32)
-        g = tl.load(dy_ptr + step + tile, mask=tile_mask, other=0.0).to(tl.float32) + dh
+        h = tl.load(y_ptr + step + tile, mask=tile_mask, other=0.0).to(ACC_DTYPE)
+        g = tl.load(dy_ptr + step + tile, mask=tile_mask, other=0.0).to(ACC_DTYPE) + dh
         da = g * activation_grad_from_output(h, ACTIVATION)
         tl.store(da_ptr + step + tile, da.to(da_ptr.dtype.element_ty), mask=tile_mask)
         dh = recurrent_product(da, m0, m1, m2, m3, zeros, BLOCK_B, BLOCK_H, K_CHUNKS, y_ptr.dtype.element_ty,
@@ -100,19 +102,19 @@ def resident_forward(xw: torch.Tensor, h0: torch.Tensor, u: torch.Tensor, revers
     resident_forward_kernel[grid](
         xw, h0, u, y, T, B, H, T - 1 if reverse else 0, -1 if reverse else 1,
         ACTIVATION=config["ACTIVATION"], BLOCK_B=config["BLOCK_B"], BLOCK_H=config["BLOCK_H"],
-        K_CHUNKS=config["K_CHUNKS"], DOT_PRECISION=config["DOT_PRECISION"], UPCAST_DOT=config["UPCAST_DOT"], num_warps=config["num_warps"])
+        K_CHUNKS=config["K_CHUNKS"], DOT_PRECISION=config["DOT_PRECISION"], ACC_DTYPE=config["ACC_DTYPE"], UPCAST_DOT=config["UPCAST_DOT"], num_warps=config["num_warps"])
     return y
 
 
 def resident_backward(y: torch.Tensor, dy: torch.Tensor, u: torch.Tensor, reverse: bool,
                       config: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """(da [T, B, H] in the I/O dtype, dh0 [B, H] fp32) for one layer-direction; inputs contiguous."""
+    """(da [T, B, H] in the I/O dtype, dh0 [B, H] in the accumulator dtype) for one layer-direction; inputs contiguous."""
     T, B, H = y.shape
     da = torch.empty_like(y)
-    dh0 = torch.empty((B, H), dtype=torch.float32, device=y.device)
+    dh0 = torch.empty((B, H), dtype=accumulator_dtype(y.dtype), device=y.device)
     grid = (triton.cdiv(B, config["BLOCK_B"]),)
     resident_backward_kernel[grid](
         y, dy, u, da, dh0, T, B, H, 0 if reverse else T - 1, 1 if reverse else -1,
         ACTIVATION=config["ACTIVATION"], BLOCK_B=config["BLOCK_B"], BLOCK_H=config["BLOCK_H"],
-        K_CHUNKS=config["K_CHUNKS"], DOT_PRECISION=config["DOT_PRECISION"], UPCAST_DOT=config["UPCAST_DOT"], num_warps=config["num_warps"])
+        K_CHUNKS=config["K_CHUNKS"], DOT_PRECISION=config["DOT_PRECISION"], ACC_DTYPE=config["ACC_DTYPE"], UPCAST_DOT=config["UPCAST_DOT"], num_warps=config["num_warps"])
     return da, dh0

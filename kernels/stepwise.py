@@ -14,8 +14,9 @@ import triton
 import triton.language as tl
 
 from .activations import activation_grad_from_output, apply_activation
+from .matmul import accumulator_dtype
 
-BLOCK_B, BLOCK_N, BLOCK_K, NUM_WARPS = 16, 64, 64, 4
+BLOCK_B, BLOCK_N, BLOCK_K, NUM_WARPS = 16, 64, 32, 8  # BLOCK_K=32: fp32 at 64 spills on sm_90
 
 
 @triton.jit
@@ -30,6 +31,7 @@ def step_kernel(
     ACTIVATION: tl.constexpr,     # 0 tanh, 1 relu
     BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     DOT_PRECISION: tl.constexpr,  # "ieee" or "tf32"; only matters for fp32
+    ACC_DTYPE: tl.constexpr,      # carry and accumulation: tl.float32 (tl.float64 for float64 I/O)
     UPCAST_DOT: tl.constexpr,     # interpreter workaround for bf16 tl.dot (see matmul.py)
 ):
     offs_b = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
@@ -39,7 +41,7 @@ def step_kernel(
         stride_k, stride_n = H, 1
     else:
         stride_k, stride_n = 1, H
-    acc = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
+    acc = tl.zeros((BLOCK_B, BLOCK_N), dtype=ACC_DTYPE)
     for k0 in range(0, H, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
         a = tl.load(a_ptr + offs_b[:, None] * H + offs_k[None, :],
@@ -52,9 +54,9 @@ def step_kernel(
         acc = tl.dot(a, m, acc, input_precision=DOT_PRECISION)
     tile = offs_b[:, None] * H + offs_n[None, :]
     tile_mask = (offs_b[:, None] < B) & (offs_n[None, :] < H)
-    acc += tl.load(c_ptr + tile, mask=tile_mask, other=0.0).to(tl.float32)
+    acc += tl.load(c_ptr + tile, mask=tile_mask, other=0.0).to(ACC_DTYPE)
     if BACKWARD:
-        h = tl.load(hd_ptr + tile, mask=tile_mask, other=0.0).to(tl.float32)
+        h = tl.load(hd_ptr + tile, mask=tile_mask, other=0.0).to(ACC_DTYPE)
         out = acc * activation_grad_from_output(h, ACTIVATION)
     else:
         out = apply_activation(acc, ACTIVATION)
@@ -65,7 +67,7 @@ def _launch_step(a, u, c, hd, out, backward: bool, config: dict) -> None:
     B, H = out.shape
     grid = (triton.cdiv(B, BLOCK_B), triton.cdiv(H, BLOCK_N))
     step_kernel[grid](a, u, c, hd, out, B, H, BACKWARD=backward, ACTIVATION=config["ACTIVATION"],
-                      BLOCK_B=BLOCK_B, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, DOT_PRECISION=config["DOT_PRECISION"],
+                      BLOCK_B=BLOCK_B, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, DOT_PRECISION=config["DOT_PRECISION"], ACC_DTYPE=config["ACC_DTYPE"],
                       UPCAST_DOT=config["UPCAST_DOT"], num_warps=NUM_WARPS)
 
 
@@ -91,4 +93,4 @@ def stepwise_backward(y: torch.Tensor, dy: torch.Tensor, u: torch.Tensor, revers
     for t in _time_order(y.shape[0], not reverse):  # backward walks the forward order in reverse
         _launch_step(da_next, u, dy[t], y[t], da[t], True, config)
         da_next = da[t]
-    return da, da_next.float() @ u.float()
+    return da, da_next.to(accumulator_dtype(u.dtype)) @ u.to(accumulator_dtype(u.dtype))
