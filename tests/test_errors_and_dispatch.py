@@ -1,0 +1,98 @@
+"""Bad input is refused with a message naming the argument, before anything is launched; the
+dispatcher's choices and limits."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from kernels import TritonRNN, plan_for
+from kernels.dispatch import RESIDENT_CONFIGS, resident_limit
+
+
+@pytest.fixture
+def layer():
+    return TritonRNN(4, 8, num_layers=2)
+
+
+@pytest.mark.parametrize("args,exc,words", [
+    ((torch.randn(3, 2, 5),), ValueError, ["input_size=4", "(3, 2, 5)"]),
+    ((torch.randn(2, 3, 2, 4),), ValueError, ["3-D", "(2, 3, 2, 4)"]),
+    ((torch.randn(0, 2, 4),), ValueError, ["at least one timestep"]),
+    ((torch.randn(3, 2, 4, dtype=torch.float64),), TypeError, ["torch.float64", "torch.float32"]),
+    ((torch.randint(0, 3, (3, 2, 4)),), TypeError, ["input dtype", "torch.int64"]),
+    ((torch.randn(3, 2, 4), torch.randn(1, 2, 8)), ValueError, ["hx", "(2, 2, 8)", "(1, 2, 8)"]),
+    ((torch.randn(3, 2, 4), torch.randn(2, 2, 8, dtype=torch.float16)), TypeError, ["hx dtype", "torch.float16"]),
+    (([[1.0]],), TypeError, ["input must be a torch.Tensor"]),
+])
+def test_bad_input_names_the_problem(layer, args, exc, words):
+    with pytest.raises(exc) as info:
+        layer(*args)
+    for word in words:
+        assert word in str(info.value)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a second device")
+def test_device_mismatch_is_refused():
+    layer = TritonRNN(4, 8).cuda()
+    with pytest.raises(ValueError, match="input is on cpu"):
+        layer(torch.randn(3, 2, 4))
+
+
+@pytest.mark.parametrize("kwargs,exc,pattern", [
+    (dict(nonlinearity="gelu"), ValueError, "gelu"),
+    (dict(hidden_size=0), ValueError, "hidden_size"),
+    (dict(hidden_size=-3), ValueError, "hidden_size"),
+    (dict(input_size=0), ValueError, "input_size"),
+    (dict(num_layers=0), ValueError, "num_layers"),
+    (dict(kernel="fast"), ValueError, "kernel must be one of"),
+])
+def test_bad_construction_is_refused(kwargs, exc, pattern):
+    args = {"input_size": 4, "hidden_size": 8} | kwargs
+    with pytest.raises(exc, match=pattern):
+        TritonRNN(args.pop("input_size"), args.pop("hidden_size"), **args)
+
+
+def test_resident_request_beyond_limit_is_refused():
+    with pytest.raises(ValueError, match="resident tier's limit of 128"):
+        plan_for(200, 4, torch.float32, kernel="resident")
+
+
+def test_dispatch_picks_resident_up_to_the_limit_then_stepwise():
+    assert resident_limit(torch.bfloat16) == 256 and resident_limit(torch.float16) == 256
+    assert resident_limit(torch.float32) == 128
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        limit = resident_limit(dtype)
+        for h in (1, 48, 100, limit):
+            plan = plan_for(h, 5, dtype)
+            assert plan.tier == "resident", (dtype, h)
+            assert plan.config["BLOCK_H"] >= h and (dtype, plan.config["BLOCK_H"]) in RESIDENT_CONFIGS
+        over = plan_for(limit + 1, 5, dtype)
+        assert over.tier == "stepwise" and "exceeds" in over.reason
+    assert plan_for(64, 5, torch.bfloat16, kernel="stepwise").tier == "stepwise"
+    assert plan_for(48, 5, torch.bfloat16).name.startswith("resident(BLOCK_B=16,BLOCK_H=64")
+
+
+def test_stepwise_serves_hidden_sizes_beyond_the_resident_tier(device):
+    torch.manual_seed(0)
+    layer = TritonRNN(3, 300, device=device)  # fp32 resident limit is 128
+    ref = torch.nn.RNN(3, 300, dtype=torch.float64)
+    ref.load_state_dict({k: v.double() for k, v in layer.state_dict().items()})
+    x = torch.randn(2, 2, 3)
+    with torch.no_grad():
+        out, _ = layer(x.to(device))
+        ref_out, _ = ref(x.double())
+    assert layer.last_plans[0].tier == "stepwise"
+    assert ((out.cpu().double() - ref_out).norm() / ref_out.norm()).item() < 2e-5
+
+
+def test_without_cuda_or_interpreter_the_error_says_what_to_do():
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present: the kernels can run")
+    code = ("import torch, kernels\n"
+            "try:\n    kernels.TritonRNN(2, 4)(torch.randn(3, 1, 2))\n"
+            "except RuntimeError as e:\n    print('ERR', e)\n")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300).stdout
+    assert "ERR" in out and "TRITON_INTERPRET=1" in out and "CUDA" in out

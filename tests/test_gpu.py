@@ -1,0 +1,49 @@
+"""GPU-only checks of the compiled kernels at the sizes they are built for (skipped without CUDA).
+The rest of the suite also runs compiled on a GPU; these add the large shapes the interpreter
+cannot afford: every resident size limit, long sequences, and the layer against cuDNN."""
+import pytest
+import torch
+
+from conftest import DTYPES, TOLERANCE, rel_err
+from helpers import reference_layer
+from kernels import TritonRNN, plan_for
+from kernels.dispatch import recurrence_backward, recurrence_forward, resident_limit
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+@pytest.mark.parametrize("B", [1, 16, 64])
+def test_resident_limit_long_sequence(dtype, nonlinearity, B):
+    T, H = 1024, resident_limit(dtype)
+    g = torch.Generator().manual_seed(0)
+    xw = torch.randn(T, B, H, generator=g) * 0.5
+    h0 = torch.randn(B, H, generator=g) * 0.5
+    u = torch.randn(H, H, generator=g) * (0.9 / H ** 0.5)
+    dy = torch.randn(T, B, H, generator=g)
+    plan = plan_for(H, B, dtype, "cuda")
+    assert plan.tier == "resident"
+    args = [t.to("cuda", dtype) for t in (xw, h0, u)]
+    y = recurrence_forward(plan, *args, nonlinearity, False)
+    ref_y, ref_da, ref_dh0 = reference_layer(*(t.cpu() for t in args), nonlinearity, False, dy.to(dtype))
+    assert rel_err(y.cpu(), ref_y) < 2 * TOLERANCE[dtype]
+    da, dh0 = recurrence_backward(plan, ref_y.to("cuda", dtype), dy.to("cuda", dtype), args[2], nonlinearity, False)
+    assert rel_err(da.cpu(), ref_da) < 4 * TOLERANCE[dtype]
+    assert rel_err(dh0.cpu(), ref_dh0) < 4 * TOLERANCE[dtype]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_layer_matches_cudnn(dtype):
+    torch.manual_seed(0)
+    ours = TritonRNN(64, 128, num_layers=2, bidirectional=True, device="cuda", dtype=dtype)
+    theirs = torch.nn.RNN(64, 128, num_layers=2, bidirectional=True, device="cuda", dtype=torch.float64)
+    theirs.load_state_dict({k: v.double() for k, v in ours.state_dict().items()})
+    x = torch.randn(512, 8, 64, device="cuda")
+    out, h_n = ours(x.to(dtype))
+    ref_out, ref_h_n = theirs(x.to(dtype).double())
+    assert rel_err(out, ref_out) < 2 * TOLERANCE[dtype] and rel_err(h_n, ref_h_n) < 2 * TOLERANCE[dtype]
+    out.float().sum().backward()
+    ref_out.sum().backward()
+    for (name, p), q in zip(ours.named_parameters(), theirs.parameters()):
+        assert rel_err(p.grad, q.grad) < 8 * TOLERANCE[dtype], name

@@ -1,0 +1,170 @@
+"""TritonRNN as a drop-in torch.nn.RNN, and ElmanRNNModel, against float64 nn.RNN with the same weights."""
+import pytest
+import torch
+
+from conftest import DTYPES, TOLERANCE, rel_err
+from kernels import ElmanRNNModel, TritonRNN
+
+
+def reference_copy(layer: torch.nn.RNN) -> torch.nn.RNN:
+    """A float64 torch.nn.RNN with layer's settings and weights (loaded through state_dict)."""
+    ref = torch.nn.RNN(layer.input_size, layer.hidden_size, num_layers=layer.num_layers,
+                       nonlinearity=layer.nonlinearity, bias=layer.bias, batch_first=layer.batch_first,
+                       bidirectional=layer.bidirectional, dtype=torch.float64)
+    ref.load_state_dict({k: v.double() for k, v in layer.state_dict().items()})
+    return ref
+
+
+def run_and_backward(module, x, hx):
+    """(output, h_n, grads of x, hx and every parameter) for L = sum(output * w1) + sum(h_n * w2)."""
+    x = x.detach().requires_grad_(True)
+    hx = None if hx is None else hx.detach().requires_grad_(True)
+    out, h_n = module(x, hx)
+    g = torch.Generator().manual_seed(1)
+    loss = (out.double() * torch.randn(out.shape, generator=g, dtype=torch.float64)).sum() \
+        + (h_n.double() * torch.randn(h_n.shape, generator=g, dtype=torch.float64)).sum()
+    loss.backward()
+    grads = {"input": x.grad, "hx": None if hx is None else hx.grad}
+    grads.update({name: p.grad for name, p in module.named_parameters()})
+    return out, h_n, grads
+
+
+CASES = {
+    "1layer-tanh-h48-b5": dict(num_layers=1, nonlinearity="tanh", T=7, B=5, H=48),
+    "2layer-relu-bidir-batchfirst": dict(num_layers=2, nonlinearity="relu", bidirectional=True, batch_first=True,
+                                         T=4, B=3, H=24),
+    "no-bias-no-h0-T1": dict(bias=False, T=1, B=2, H=16, no_h0=True),
+    "T37-B1": dict(T=37, B=1, H=20),
+}
+
+
+@pytest.mark.parametrize("kernel", ["auto", "stepwise"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_matches_nn_rnn_float64(case, dtype, kernel, device):
+    spec = dict(CASES[case])
+    T, B, H, no_h0 = spec.pop("T"), spec.pop("B"), spec.pop("H"), spec.pop("no_h0", False)
+    torch.manual_seed(0)
+    layer = TritonRNN(6, H, kernel=kernel, device=device, dtype=dtype, **spec)
+    ref = reference_copy(layer)
+    D = 2 if layer.bidirectional else 1
+    x = torch.randn((B, T, 6) if layer.batch_first else (T, B, 6))
+    hx = None if no_h0 else torch.randn(layer.num_layers * D, B, H) * 0.5
+    out, h_n, grads = run_and_backward(layer, x.to(device, dtype), None if hx is None else hx.to(device, dtype))
+    ref_out, ref_h_n, ref_grads = run_and_backward(ref, x.to(dtype).double(), None if hx is None else hx.to(dtype).double())
+    assert out.shape == ref_out.shape and h_n.shape == ref_h_n.shape and out.dtype == dtype
+    tol = TOLERANCE[dtype]
+    assert rel_err(out.cpu(), ref_out) < tol
+    assert rel_err(h_n.cpu(), ref_h_n) < tol
+    for name, ref_grad in ref_grads.items():
+        if ref_grad is None:
+            continue
+        assert rel_err(grads[name].cpu(), ref_grad) < 4 * tol, name
+    assert layer.last_plans and all(p.tier == ("stepwise" if kernel == "stepwise" else "resident")
+                                    for p in layer.last_plans)
+
+
+def test_state_dict_round_trips_with_nn_rnn(device):
+    torch.manual_seed(0)
+    theirs = torch.nn.RNN(5, 12, num_layers=2, bidirectional=True)
+    ours = TritonRNN(5, 12, num_layers=2, bidirectional=True)
+    assert [n for n, _ in ours.named_parameters()] == [n for n, _ in theirs.named_parameters()]
+    ours.load_state_dict(theirs.state_dict())
+    back = torch.nn.RNN(5, 12, num_layers=2, bidirectional=True)
+    back.load_state_dict(ours.state_dict())
+    x = torch.randn(6, 3, 5)
+    with torch.no_grad():
+        expected, _ = theirs(x)
+        got, _ = ours.to(device)(x.to(device))
+        again, _ = back(x)
+    assert rel_err(got.cpu(), expected) < 1e-5
+    assert torch.equal(again, expected)
+
+
+def test_initialisation_matches_nn_rnn():
+    torch.manual_seed(7)
+    theirs = torch.nn.RNN(9, 33, num_layers=2)
+    torch.manual_seed(7)
+    ours = TritonRNN(9, 33, num_layers=2)
+    for (name, a), (_, b) in zip(theirs.named_parameters(), ours.named_parameters()):
+        assert torch.equal(a, b), name
+
+
+def test_unbatched_input_and_non_contiguous_input(device):
+    torch.manual_seed(0)
+    layer = TritonRNN(4, 16, device=device)
+    ref = reference_copy(layer)
+    x = torch.randn(3, 10, 4).transpose(0, 1)  # [T=10, B=3, I=4], not contiguous
+    assert not x.is_contiguous()
+    with torch.no_grad():
+        out, h_n = layer(x.to(device))
+        ref_out, ref_h_n = ref(x.double())
+        single, single_h = layer(x[:, 0].to(device))  # unbatched [T, I]
+    assert rel_err(out.cpu(), ref_out) < 2e-5 and rel_err(h_n.cpu(), ref_h_n) < 2e-5
+    assert single.shape == (10, 16) and single_h.shape == (1, 16)
+    assert rel_err(single.cpu(), ref_out[:, 0]) < 2e-5
+
+
+def test_dropout_between_layers_only_in_training(device):
+    torch.manual_seed(0)
+    layer = TritonRNN(4, 16, num_layers=2, dropout=0.5, device=device)
+    x = torch.randn(5, 3, 4, device=device)
+    with torch.no_grad():
+        layer.eval()
+        a, _ = layer(x)
+        b, _ = layer(x)
+        layer.train()
+        c, _ = layer(x)
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, c)
+
+
+def test_gradcheck_float64(device):
+    torch.manual_seed(0)
+    layer = TritonRNN(3, 5, num_layers=1, dtype=torch.float64, device=device)
+    x = torch.randn(4, 2, 3, dtype=torch.float64, device=device, requires_grad=True)
+    h0 = torch.randn(1, 2, 5, dtype=torch.float64, device=device, requires_grad=True)
+    params = tuple(layer.parameters())
+
+    def f(x, h0, *weights):
+        names = [n for n, _ in layer.named_parameters()]
+        out, h_n = torch.func.functional_call(layer, dict(zip(names, weights)), (x, h0))
+        return out, h_n
+
+    assert torch.autograd.gradcheck(f, (x, h0, *params), eps=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_model_classifies_and_models_language(dtype, device):
+    torch.manual_seed(0)
+    model = ElmanRNNModel(8, 32, 5, vocab_size=11, num_layers=1, device=device, dtype=dtype)
+    ref = ElmanRNNModel(8, 32, 5, vocab_size=11, num_layers=1, rnn_cls=torch.nn.RNN, dtype=torch.float64)
+    ref.load_state_dict({k: v.double() for k, v in model.state_dict().items()})
+    tokens = torch.randint(0, 11, (9, 4))
+    log_probs, _ = model(tokens.to(device))
+    ref_log_probs, _ = ref(tokens)
+    assert log_probs.shape == (9, 4, 5)
+    assert rel_err(log_probs.cpu(), ref_log_probs) < 4 * TOLERANCE[dtype]
+    probs = log_probs.float().exp().sum(-1)
+    assert torch.allclose(probs, torch.ones_like(probs), atol=2e-2)
+    assert torch.equal(model.classify(tokens.to(device)), log_probs[-1])
+    loss = torch.nn.functional.nll_loss(log_probs.float().reshape(-1, 5), tokens.to(device).reshape(-1) % 5)
+    loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_model_training_reduces_loss(device):
+    """A few SGD steps on a learnable task (class = sign of the input's running sum) lower the loss."""
+    torch.manual_seed(0)
+    model = ElmanRNNModel(1, 16, 2, device=device)
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    x = torch.randn(6, 32, 1, device=device)
+    y = (x.sum(0).squeeze(-1) > 0).long()
+    losses = []
+    for _ in range(15):
+        opt.zero_grad()
+        loss = torch.nn.functional.nll_loss(model.classify(x), y)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0]
