@@ -109,7 +109,7 @@ class Scenario:
     timing: Timing
     stability: Stability
     profile: str = "full"
-    source: str = ""
+    source: str = field(default="", compare=False)
     data: dict = field(default_factory=dict, compare=False)
 
     def ordered_backends(self) -> list[str]:

@@ -1,0 +1,133 @@
+"""Measurements checked against independent references: numpy percentiles, PyTorch's FLOP counter,
+a hand count of what the eager loop saves for backward, and the float64 BPTT of a hand-written loop."""
+import time
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from rnnbench import measure, stability
+from rnnbench.backends import BACKENDS, Prepared
+from rnnbench.runner import seeded_rnn
+from rnnbench.schema import Case
+
+CPU = torch.device("cpu")
+
+
+def test_quantiles_match_numpy():
+    values = list(np.random.default_rng(0).exponential(size=37))
+    assert measure.quantiles(values) == pytest.approx(tuple(np.percentile(values, [20, 50, 80])))
+
+
+def test_wall_clock_times_what_it_calls():
+    calls = []
+
+    def sleep():
+        calls.append(1)
+        time.sleep(0.002)
+    p20, p50, p80 = measure.wall_clock(sleep, warmup_ms=1, rep_ms=5, min_reps=4)
+    assert 2.0 <= p20 <= p50 <= p80 < 50
+    assert len(calls) >= 1 + 4
+
+
+@pytest.mark.parametrize("case", [Case(6, 3, 8, 5, 1), Case(4, 2, 6, 3, 2)], ids=str)
+def test_forward_flops_match_pytorch_flop_counter(case):
+    prepared = BACKENDS["eager"].prepare(seeded_rnn(case, "tanh", 0), CPU, torch.float32)
+    inputs = measure.make_inputs(case, CPU, torch.float32, seed=0)
+    with FlopCounterMode(display=False) as counter:
+        measure.make_call(prepared, inputs, "forward")()
+    assert measure.flops(case, "forward") == counter.get_total_flops()
+
+
+def test_forward_backward_flops_are_three_forwards_as_counted():
+    case = Case(32, 4, 16, 16, 1)
+    prepared = BACKENDS["eager"].prepare(seeded_rnn(case, "tanh", 0), CPU, torch.float32)
+    inputs = measure.make_inputs(case, CPU, torch.float32, seed=0)
+    with FlopCounterMode(display=False) as counter:
+        measure.make_call(prepared, inputs, "forward+backward")()
+    # the counter skips one B x H x H product: no gradient is asked for h0
+    assert measure.flops(case, "forward+backward") == pytest.approx(counter.get_total_flops(), rel=0.01)
+
+
+def test_speed_metrics_derive_from_latency():
+    case = Case(1000, 8, 64, 32, 1)
+    metrics = measure.speed_metrics(case, "forward", (1.0, 2.0, 4.0))
+    assert metrics["time_per_step"] == ("us", (1.0, 2.0, 4.0))
+    assert metrics["tokens_per_s"][1] == pytest.approx((8000 / 0.004, 8000 / 0.002, 8000 / 0.001))
+    assert metrics["tflops"][1][1] == pytest.approx((2 * 64 * 64 + 2 * 32 * 64) * 8000 / 0.002 / 1e12)
+
+
+def test_activation_memory_of_the_eager_loop_is_one_hidden_state_per_step():
+    case = Case(16, 4, 32, 24, 1)
+    prepared = BACKENDS["eager"].prepare(seeded_rnn(case, "tanh", 0), CPU, torch.float32)
+    inputs = measure.make_inputs(case, CPU, torch.float32, seed=0)
+    # tanh saves each h_t and each matmul saves h_{t-1}: T distinct [B, H] float32 tensors
+    assert measure.saved_activation_mib(prepared, inputs) * measure.MiB == 16 * 4 * 32 * 4
+
+
+def test_spectral_matrix_has_the_requested_radius():
+    u = stability.spectral_matrix(24, 1.1, torch.Generator().manual_seed(3))
+    assert np.abs(np.linalg.eigvals(u.numpy())).max() == pytest.approx(1.1, rel=1e-9)
+
+
+def hidden_grads_by_retain_grad(rnn: torch.nn.RNN, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """||dL/dh_t|| of L = <h_{T-1}, g> straight from autograd on a hand-written float64 loop."""
+    w = {n: p.detach().double() for n, p in rnn.named_parameters()}
+    h, states = torch.zeros(x.shape[1], x.shape[2], dtype=torch.float64), []
+    for t in range(x.shape[0]):
+        h = torch.tanh(x[t] @ w["weight_ih_l0"].T + w["bias_ih_l0"] + h @ w["weight_hh_l0"].T + w["bias_hh_l0"])
+        h.retain_grad()
+        states.append(h)
+    (h * g).sum().backward()
+    return torch.stack([s.grad.flatten().norm() for s in states])
+
+
+@pytest.mark.parametrize("radius", [0.5, 1.3])
+def test_grad_norm_curve_matches_autograd_on_the_hidden_states(radius):
+    rnn = stability.stability_rnn(12, radius, "tanh", seed=1)
+    x, gy = stability.study_inputs(20, 3, 12, seed=1, scale=0.05)
+    prepared = BACKENDS["eager"].prepare(rnn, CPU, torch.float64)
+    result = stability.run_study(prepared, x, gy, CPU, torch.float64, with_curve=True)
+    expected = hidden_grads_by_retain_grad(rnn, x, gy[-1])
+    torch.testing.assert_close(result.curve, expected, rtol=1e-10, atol=0)
+
+
+def test_curve_shows_vanishing_and_exploding_gradients():
+    def ratio(radius):  # ||dL/dh_0|| / ||dL/dh_{T-1}||
+        curve = stability.reference(64, 4, 200, radius, "tanh", 0, 0.01, True).curve
+        return (curve[0] / curve[-1]).item()
+    assert ratio(0.5) < 1e-20
+    assert ratio(0.5) < ratio(0.9) < ratio(1.0) < 1 < ratio(1.5)
+    assert ratio(1.5) > 100
+
+
+def test_errors_are_zero_for_the_reference_itself_and_small_in_float32():
+    ref = stability.reference(16, 2, 24, 0.9, "tanh", 0, 0.01, False)
+    source = stability.stability_rnn(16, 0.9, "tanh", 0)
+    x, gy = stability.study_inputs(24, 2, 16, 0, 0.01)
+    for dtype, bound in ((torch.float64, 0.0), (torch.float32, 1e-5)):
+        prepared = BACKENDS["cudnn"].prepare(source, CPU, dtype)  # nn.RNN, independent of the loop
+        errors = stability.error_metrics(stability.run_study(prepared, x, gy, CPU, dtype, False), ref)
+        assert set(errors) == {"rel_err_output", "rel_err_grad_input", "rel_err_grad_weight_ih_l0",
+                               "rel_err_grad_weight_hh_l0", "rel_err_grad_bias_ih_l0", "rel_err_grad_bias_hh_l0"}
+        assert all(e <= max(bound, 1e-12) for e in errors.values()), errors
+        if dtype == torch.float32:
+            assert max(errors.values()) > 1e-9  # really float32 arithmetic
+
+
+def test_nonfinite_counts_nan_and_inf():
+    prepared = Prepared(lambda x, h0: (x * torch.tensor([float("nan"), 1.0, float("inf")]), None),
+                        {"w": torch.ones(3, requires_grad=True)})
+    g = stability.Gradients(torch.tensor([1.0, float("nan")]), {"a": torch.tensor([float("inf"), -float("inf")])},
+                            None)
+    assert stability.nonfinite(g) == 3
+    assert prepared.note() == ""
+
+
+def test_curve_points_keep_both_ends_and_a_bounded_count():
+    curve = torch.arange(5000, dtype=torch.float64)
+    points = stability.curve_points(curve)
+    assert points[0] == (0, 0.0) and points[-1] == (4999, 4999.0)
+    assert len(points) <= stability.CURVE_MAX_POINTS
+    assert stability.curve_points(curve[:10]) == [(t, float(t)) for t in range(10)]

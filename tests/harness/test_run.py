@@ -1,0 +1,250 @@
+"""End to end: the smoke scenario's cpu profile through the real command, the report rebuilt from
+the CSV, resume after an interruption or a crash, failing and unavailable backends, compare, list."""
+import csv
+import dataclasses
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib.image
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from rnnbench import runner
+from rnnbench.backends import BACKENDS
+from rnnbench.cli import main
+from rnnbench.results import COLUMNS, UNIT_COLUMNS, RunFolder
+from rnnbench.schema import load_scenario
+
+ROOT = Path(__file__).resolve().parents[2]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """`python -m rnnbench run scenarios/smoke.yaml` in a fresh process without TRITON_INTERPRET set."""
+    out = tmp_path_factory.mktemp("results")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    proc = subprocess.run([sys.executable, "-m", "rnnbench", "run", "scenarios/smoke.yaml", "--out", str(out),
+                           "--run-id", "smoke-cpu"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out / "smoke" / "smoke-cpu", proc.stdout
+
+
+def png_files(run_dir: Path) -> list[Path]:
+    return sorted(run_dir.glob("*.png"))
+
+
+def test_smoke_cpu_profile_writes_every_output(smoke_run):
+    run_dir, stdout = smoke_run
+    if not torch.cuda.is_available():
+        assert "no CUDA GPU found: running its cpu: profile" in stdout
+    for name in ("results.csv", "results.json", "report.md", "environment.json", "scenario.yaml"):
+        assert (run_dir / name).is_file(), name
+    with (run_dir / "results.csv").open() as f:
+        assert next(csv.reader(f)) == COLUMNS
+    frame = pd.read_csv(run_dir / "results.csv")
+    scenario = load_scenario(ROOT / "scenarios" / "smoke.yaml", "cpu" if not torch.cuda.is_available() else "full")
+    # every planned unit wrote rows, and each unit either measured or says why not
+    assert len(frame.drop_duplicates(UNIT_COLUMNS)) == len(runner.plan(scenario))
+    bench = frame[frame.kind == "bench"]
+    for _, unit in bench.groupby(UNIT_COLUMNS, dropna=False):
+        assert unit.error.notna().any() or {"latency", "speedup", "tflops", "tokens_per_s"} <= set(unit.metric)
+    latency = bench[bench.metric == "latency"].dropna(subset=["p50"])
+    assert (latency.p20 <= latency.p50).all() and (latency.p50 <= latency.p80).all() and (latency.p20 > 0).all()
+    assert set(frame[frame.kind == "stability"].metric) >= {"rel_err_output", "rel_err_grad_weight_hh_l0",
+                                                             "nonfinite", "grad_norm"}
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["environment"]["torch"] == torch.__version__ and len(results["rows"]) == len(frame)
+
+
+def test_cudnn_and_triton_rows_say_what_ran(smoke_run):
+    frame = pd.read_csv(smoke_run[0] / "results.csv", dtype=str, keep_default_na=False)
+    cudnn_labels = set(frame[frame.backend == "cudnn"].label)
+    assert cudnn_labels == {"cuDNN (torch.nn.RNN)" if torch.cuda.is_available() else "PyTorch native CPU RNN (not cuDNN)"}
+    for backend in ("triton", "triton-stepwise"):
+        rows = frame[frame.backend == backend]
+        # either the kernels ran (and the plan they chose is recorded) or every row says why not
+        assert rows[rows.error == ""].note.str.contains(r"\w+\(", regex=True).all()
+        assert rows[rows.error != ""].error.str.match(r"(unavailable|skipped): ").all()
+        if not torch.cuda.is_available():
+            assert rows.label.str.endswith("(interpreter)").all()
+
+
+def test_plots_are_real_pngs_and_the_report_embeds_them(smoke_run):
+    run_dir = smoke_run[0]
+    pngs = png_files(run_dir)
+    names = {p.name for p in pngs}
+    assert {"latency_forward_float32.png", "speedup_fwd_bwd_float32.png", "memory_fwd_bwd_float32.png",
+            "stability_error_float32.png", "grad_norm.png"} <= names
+    report = (run_dir / "report.md").read_text()
+    linked = set(re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report))
+    assert linked == names
+    for png in pngs:
+        assert png.read_bytes()[:8] == PNG_MAGIC
+        height, width = matplotlib.image.imread(png).shape[:2]
+        assert width > 300 and height > 200
+    assert "## Headline: speedup over cudnn" in report and "## Environment" in report
+
+
+def test_report_is_rebuilt_from_the_csv(smoke_run, tmp_path, capsys):
+    run_dir = tmp_path / "copy"
+    shutil.copytree(smoke_run[0], run_dir)
+    original = (run_dir / "report.md").read_text()
+    for path in [*png_files(run_dir), run_dir / "report.md", run_dir / "results.json"]:
+        path.unlink()
+    assert main(["report", str(run_dir)]) == 0
+    assert (run_dir / "report.md").read_text() == original
+    assert {p.name for p in png_files(run_dir)} == {p.name for p in png_files(smoke_run[0])}
+
+    # the report follows the CSV: drop the eager rows and they are gone from the tables
+    frame = pd.read_csv(run_dir / "results.csv", dtype=str, keep_default_na=False)
+    frame[frame.backend != "eager"].to_csv(run_dir / "results.csv", index=False)
+    assert main(["report", str(run_dir)]) == 0
+    rebuilt = (run_dir / "report.md").read_text()
+    assert "| eager " not in rebuilt and "| eager " in original
+    assert main(["report", str(tmp_path / "nothing")]) == 2
+    assert "no results.csv there" in capsys.readouterr().err
+
+
+def test_compare_shows_what_changed(smoke_run, tmp_path, capsys):
+    run_b = tmp_path / "b"
+    shutil.copytree(smoke_run[0], run_b)
+    frame = pd.read_csv(run_b / "results.csv", dtype=str, keep_default_na=False)
+    target = (frame.backend == "eager") & (frame.metric == "latency") & (frame["mode"] == "forward")
+    chosen = frame[target].index[0]
+    frame.loc[chosen, "p50"] = str(float(frame.loc[chosen, "p50"]) * 2)
+    frame.to_csv(run_b / "results.csv", index=False)
+    assert main(["compare", str(smoke_run[0]), str(run_b), "--metric", "latency", "--threshold", "0.5"]) == 0
+    out = capsys.readouterr().out
+    table = [line for line in out.splitlines() if line.startswith("| eager")]
+    assert len(table) == 1 and table[0].endswith("| 2 |")
+
+
+# ---- in-process runs of a tiny scenario ------------------------------------------------------
+
+TINY = {"name": "tiny", "backends": ["cudnn", "eager"], "modes": ["forward", "forward+backward"],
+        "metrics": ["speed", "memory", "stability"],
+        "sweep": {"seq_len": [4, 8], "batch": 2, "hidden": 8},
+        "timing": {"warmup_ms": 0.1, "rep_ms": 0.5, "min_reps": 2},
+        "stability": {"seq_lens": [4, 8], "batch": 2, "hidden": 4, "spectral_radii": [0.5]}}
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY))
+    return path
+
+
+def run_tiny(path: Path, *extra: str) -> int:
+    return main(["run", str(path), "--out", str(path.parent / "out"), "--run-id", "r", "--profile", "full",
+                 "--no-progress", *extra])
+
+
+def unit_keys(run_dir: Path) -> list[tuple]:
+    return [tuple(r[c] for c in UNIT_COLUMNS) for r in RunFolder(run_dir).rows()]
+
+
+def test_resume_after_interruption_runs_only_what_is_missing(tiny, monkeypatch, capsys):
+    planned = runner.plan(load_scenario(tiny, "full"))
+    real, calls = runner.guarded, []
+
+    def interrupt_after_five(unit, ctx):
+        calls.append(unit)
+        if len(calls) > 5:
+            raise KeyboardInterrupt
+        return real(unit, ctx)
+    monkeypatch.setattr(runner, "guarded", interrupt_after_five)
+    assert run_tiny(tiny) == 130
+    assert "--resume" in capsys.readouterr().err
+    run_dir = tiny.parent / "out" / "tiny" / "r"
+    first = RunFolder(run_dir).rows()
+    assert len(set(unit_keys(run_dir))) == 5
+    assert RunFolder(run_dir).inflight() is None  # an interruption is not a crash
+
+    calls.clear()
+    monkeypatch.setattr(runner, "guarded", lambda unit, ctx: calls.append(unit) or real(unit, ctx))
+    assert run_tiny(tiny, "--resume", str(run_dir)) == 0
+    assert calls == planned[5:]
+    rows = RunFolder(run_dir).rows()
+    assert rows[:len(first)] == first
+    assert len(set(unit_keys(run_dir))) == len(planned)
+    # speedups of resumed units still use the baseline measured before the interruption
+    speedups = [r for r in rows if r["metric"] == "speedup"]
+    assert speedups and all(r["p50"] and not r["error"] for r in speedups)
+    assert (run_dir / "report.md").exists()
+
+
+def test_resume_after_a_crash_keeps_rows_and_skips_the_crashing_unit(tiny, capsys):
+    assert run_tiny(tiny) == 0
+    run_dir = tiny.parent / "out" / "tiny" / "r"
+    folder = RunFolder(run_dir)
+    rows = folder.rows()
+    # simulate a process that died while running the last unit and while writing a row
+    last = runner.plan(load_scenario(tiny, "full"))[-1]
+    kept = [r for r in rows if tuple(r[c] for c in UNIT_COLUMNS) != tuple(map(str, last.key()))]
+    with folder.csv.open("w", newline="") as f:
+        writer = csv.DictWriter(f, COLUMNS)
+        writer.writeheader()
+        writer.writerows(kept)
+        f.write("tiny,bench,eager,eager loop,forw")  # a row cut short
+    folder.mark_inflight(last)
+    assert run_tiny(tiny, "--resume") == 0  # the latest run of this scenario
+    after = folder.rows()
+    assert after[:len(kept)] == kept
+    crashed = [r for r in after if tuple(r[c] for c in UNIT_COLUMNS) == tuple(map(str, last.key()))]
+    assert len(crashed) == 1 and "process died" in crashed[0]["error"]
+    assert folder.inflight() is None
+    assert run_tiny(tiny) == 2 and "already holds a run" in capsys.readouterr().err
+
+
+def test_resume_refuses_a_changed_scenario(tiny, capsys):
+    assert run_tiny(tiny) == 0
+    tiny.write_text(yaml.safe_dump({**TINY, "seed": 7}))
+    assert run_tiny(tiny, "--resume") == 2
+    assert "different scenario" in capsys.readouterr().err
+
+
+def test_failing_unavailable_and_oom_backends_do_not_stop_the_run(tiny, monkeypatch):
+    def broken(source, device, dtype):
+        raise RuntimeError("kernel exploded\nsecond line")
+
+    def oom(source, device, dtype):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1 PiB")
+    monkeypatch.setitem(BACKENDS, "eager", dataclasses.replace(BACKENDS["eager"], prepare=broken))
+    monkeypatch.setitem(BACKENDS, "compile", dataclasses.replace(BACKENDS["compile"], prepare=oom))
+    monkeypatch.setitem(BACKENDS, "triton", dataclasses.replace(BACKENDS["triton"],
+                                                                 unavailable=lambda device: "no GPU in this test"))
+    TINY_PLUS = {**TINY, "backends": ["cudnn", "eager", "compile", "triton"]}
+    tiny.write_text(yaml.safe_dump(TINY_PLUS))
+    assert run_tiny(tiny) == 0
+    frame = pd.read_csv(tiny.parent / "out" / "tiny" / "r" / "results.csv")
+    errors = {b: set(frame[frame.backend == b].error.dropna()) for b in ("eager", "compile", "triton", "cudnn")}
+    assert errors["eager"] == {"RuntimeError: kernel exploded"}
+    assert errors["compile"] == {"CUDA out of memory"}
+    assert errors["triton"] == {"unavailable: no GPU in this test"}
+    assert errors["cudnn"] == set()
+    planned = runner.plan(load_scenario(tiny, "full"))
+    assert len(frame.drop_duplicates(UNIT_COLUMNS)) == len(planned)
+    assert frame[(frame.backend == "cudnn") & (frame.metric == "latency")].p50.notna().all()
+    report = (tiny.parent / "out" / "tiny" / "r" / "report.md").read_text()
+    assert "RuntimeError: kernel exploded" in report and "unavailable: no GPU in this test" in report
+
+
+def test_list_shows_scenarios_and_backend_availability(capsys):
+    assert main(["list", "--scenarios", str(ROOT / "scenarios")]) == 0
+    out = capsys.readouterr().out
+    for name in ("smoke.yaml", "long_seq.yaml", "stability.yaml", "batch_sweep.yaml", "hidden_sweep.yaml"):
+        assert name in out
+    for backend in BACKENDS:
+        line = next(line for line in out.splitlines() if line.strip().startswith(backend + " "))
+        assert ("unavailable: " in line) != line.endswith("available")
+    assert "PyTorch native CPU RNN" in out or "cuDNN" in out
