@@ -25,6 +25,14 @@ from .matmul import accumulator_dtype, load_resident_operand, recurrent_product
 
 
 @triton.jit
+def batch_tile(B, H, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):
+    """Offsets and mask of this program's [BLOCK_B, BLOCK_H] tile in a contiguous [B, H] matrix."""
+    offs_b = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    offs_h = tl.arange(0, BLOCK_H)
+    return offs_b[:, None] * H + offs_h[None, :], (offs_b[:, None] < B) & (offs_h[None, :] < H)
+
+
+@triton.jit
 def resident_forward_kernel(
     xw_ptr,         # [T, B, H] input projection incl. both biases, I/O dtype, contiguous
     h0_ptr,         # [B, H] initial hidden state, I/O dtype, contiguous
@@ -41,10 +49,7 @@ def resident_forward_kernel(
     ACC_DTYPE: tl.constexpr,      # carry and accumulation: tl.float32 (tl.float64 for float64 I/O)
     UPCAST_DOT: tl.constexpr,     # interpreter workaround, see matmul.py
 ):
-    offs_b = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
-    offs_h = tl.arange(0, BLOCK_H)
-    tile = offs_b[:, None] * H + offs_h[None, :]
-    tile_mask = (offs_b[:, None] < B) & (offs_h[None, :] < H)
+    tile, tile_mask = batch_tile(B, H, BLOCK_B, BLOCK_H)
     # U^T as the [k, n] operand: element [k, n] = U[n, k]. Loaded once, resident for all T steps.
     m0, m1, m2, m3 = load_resident_operand(u_ptr, H, BLOCK_H, K_CHUNKS, True, UPCAST_DOT)
     h = tl.load(h0_ptr + tile, mask=tile_mask, other=0.0).to(ACC_DTYPE)
@@ -75,10 +80,7 @@ def resident_backward_kernel(
     ACC_DTYPE: tl.constexpr,      # carry and accumulation: tl.float32 (tl.float64 for float64 I/O)
     UPCAST_DOT: tl.constexpr,     # interpreter workaround, see matmul.py
 ):
-    offs_b = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
-    offs_h = tl.arange(0, BLOCK_H)
-    tile = offs_b[:, None] * H + offs_h[None, :]
-    tile_mask = (offs_b[:, None] < B) & (offs_h[None, :] < H)
+    tile, tile_mask = batch_tile(B, H, BLOCK_B, BLOCK_H)
     # U itself as the [k, n] operand: dh_{t-1}[b, j] = sum_i da_t[b, i] U[i, j]. Resident for all steps.
     m0, m1, m2, m3 = load_resident_operand(u_ptr, H, BLOCK_H, K_CHUNKS, False, UPCAST_DOT)
     zeros = tl.zeros((BLOCK_B, BLOCK_H), dtype=ACC_DTYPE)
