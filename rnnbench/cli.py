@@ -132,7 +132,7 @@ def cmd_run(args) -> int:
     print(f"{'resuming' if resuming else 'writing'} {folder.path}", flush=True)
     ctx = runner.Context(scenario, device, folder)
     try:
-        ran = runner.run(ctx, progress=False if args.no_progress else None)
+        ran = runner.run(ctx, progress=not args.no_progress)
     except KeyboardInterrupt:
         print(f"\ninterrupted; what was measured is in {folder.csv}. Continue with:\n"
               f"  rnnbench run {args.scenario} --resume {folder.path}", file=sys.stderr)

@@ -31,12 +31,13 @@ class Inputs:
 
 
 def make_inputs(case, device: torch.device, dtype: torch.dtype, seed: int) -> Inputs:
-    """Seeded inputs, drawn in float32 on CPU so every backend and device gets the same numbers."""
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(case.seq_len, case.batch, case.input_size, generator=gen)
-    gy = torch.randn(case.seq_len, case.batch, case.hidden, generator=gen)
-    h0 = torch.zeros(case.layers, case.batch, case.hidden)
-    return Inputs(*(t.to(device=device, dtype=dtype) for t in (x, h0, gy)))
+    """Seeded inputs drawn on the device itself (a T=64k case holds gigabytes: no host round trip);
+    every backend on that device gets the same numbers."""
+    gen = torch.Generator(device=device).manual_seed(seed)
+    x = torch.randn(case.seq_len, case.batch, case.input_size, generator=gen, device=device, dtype=dtype)
+    gy = torch.randn(case.seq_len, case.batch, case.hidden, generator=gen, device=device, dtype=dtype)
+    h0 = torch.zeros(case.layers, case.batch, case.hidden, device=device, dtype=dtype)
+    return Inputs(x, gy=gy, h0=h0)
 
 
 def make_call(prepared: Prepared, inputs: Inputs, mode: str) -> Callable[[], object]:

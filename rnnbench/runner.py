@@ -7,6 +7,7 @@ out of CUDA memory or failing yields a row with the reason in `error`, and the r
 from __future__ import annotations
 
 import gc
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -185,7 +186,7 @@ def restore_baselines(ctx: Context, rows: list[dict]) -> None:
             ctx.baseline_ms[(row["mode"], row["dtype"], case)] = float(row["p50"])
 
 
-def run(ctx: Context, progress: bool | None = None) -> int:
+def run(ctx: Context, progress: bool = True) -> int:
     """Runs every unit not yet in the folder's CSV; returns how many ran now."""
     torch.backends.cudnn.allow_tf32 = ctx.scenario.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = ctx.scenario.allow_tf32
@@ -194,11 +195,12 @@ def run(ctx: Context, progress: bool | None = None) -> int:
     record_crashed_unit(ctx, units)
     done = ctx.folder.done()
     todo = [u for u in units if unit_key_strings(u) not in done]
+    interactive = sys.stderr.isatty()  # in a log file, a line every 30 s instead of a live bar
     bar = tqdm(total=len(units), initial=len(units) - len(todo), unit="unit", desc=ctx.scenario.name,
-               disable=None if progress is None else not progress, dynamic_ncols=True)
+               disable=not progress, mininterval=0.1 if interactive else 30, dynamic_ncols=interactive)
     with bar:
         for unit in todo:
-            bar.set_postfix_str(unit.describe(), refresh=True)
+            bar.set_postfix_str(unit.describe(), refresh=False)
             ctx.folder.mark_inflight(unit)
             try:
                 rows = guarded(unit, ctx)
