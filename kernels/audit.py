@@ -47,6 +47,9 @@ class AuditRow:
     shared_limit: int = 0
     u_hoisted: str = "n/a"       # "yes" / "NO" for resident kernels
     block_h: int = 0
+    num_warps: int = 0
+    plan: str = ""               # KernelPlan.name
+    nonlinearity: str = ""
     error: str = ""
 
     @property
@@ -60,22 +63,37 @@ class AuditRow:
         return "known" if known else "FAIL"
 
 
-def audit_jobs() -> list[tuple[str, str, dict, int]]:
-    """(kernel name, torch dtype name, launch config, arch) for every configuration the dispatcher can pick."""
+@dataclass(frozen=True)
+class AuditJob:
+    kernel: str          # the @triton.jit function's name
+    dtype: str           # torch dtype name, e.g. "torch.bfloat16"
+    config: dict         # its constexprs and num_warps, as the launcher passes them
+    arch: int            # 80 or 90
+    plan: str            # KernelPlan.name the configuration belongs to
+    nonlinearity: str
+
+
+def audit_jobs(plan: str | None = None, dtype: str | None = None, nonlinearity: str | None = None,
+               arch: int | None = None) -> list[AuditJob]:
+    """Every configuration the dispatcher can pick, optionally only those of one plan name, dtype
+    ("bfloat16" or "torch.bfloat16"), nonlinearity or arch."""
     from .activations import ACTIVATION_CODES
     from .dispatch import RESIDENT_CONFIGS, SUPPORTED_DTYPES, launch_config, plan_for
-    plans = [(dtype, plan_for(block_h, 1, dtype, kernel="resident")) for dtype, block_h in RESIDENT_CONFIGS]
-    plans += [(dtype, plan_for(1, 1, dtype, kernel="stepwise")) for dtype in SUPPORTED_DTYPES]
+    plans = [(dt, plan_for(block_h, 1, dt, kernel="resident")) for dt, block_h in RESIDENT_CONFIGS]
+    plans += [(dt, plan_for(1, 1, dt, kernel="stepwise")) for dt in SUPPORTED_DTYPES]
     jobs = []
-    for arch in (80, 90):
-        for nonlinearity in ACTIVATION_CODES:
-            for dtype, plan in plans:
-                config = launch_config(plan, nonlinearity, dtype) | {"UPCAST_DOT": False}
-                if plan.tier == "resident":
-                    jobs += [(kernel, str(dtype), config, arch) for kernel in RESIDENT_KERNELS]
+    for target in (80, 90):
+        for act in ACTIVATION_CODES:
+            for dt, p in plans:
+                config = launch_config(p, act, dt) | {"UPCAST_DOT": False}
+                if p.tier == "resident":
+                    variants = [(kernel, config) for kernel in RESIDENT_KERNELS]
                 else:
-                    jobs += [("step_kernel", str(dtype), config | {"BACKWARD": backward}, arch) for backward in (False, True)]
-    return jobs
+                    variants = [("step_kernel", config | {"BACKWARD": backward}) for backward in (False, True)]
+                jobs += [AuditJob(kernel, str(dt), cfg, target, p.name, act) for kernel, cfg in variants]
+    wanted = dtype if dtype is None or dtype.startswith("torch.") else f"torch.{dtype}"
+    return [j for j in jobs if (plan is None or j.plan == plan) and (wanted is None or j.dtype == wanted)
+            and (nonlinearity is None or j.nonlinearity == nonlinearity) and (arch is None or j.arch == arch)]
 
 
 def _kernel(name: str):
@@ -118,15 +136,16 @@ def u_hoisted(ttgir: str, k_chunks: int) -> bool:
     return len(u_load.findall(ttgir[:first_loop])) == k_chunks and not u_load.search(ttgir[first_loop:])
 
 
-def compile_one(job: tuple[str, str, dict, int]) -> AuditRow:
+def compile_one(job: AuditJob) -> AuditRow:
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
-    kernel, dtype, config, arch = job
+    kernel, dtype, config, arch = job.kernel, job.dtype, job.config, job.arch
     constexprs = {k: v for k, v in config.items() if k != "num_warps"}
     label = ",".join(f"{k}={v}" for k, v in config.items() if k not in ("DOT_PRECISION", "UPCAST_DOT", "ACC_DTYPE"))
     row = AuditRow(kernel, TRITON_DTYPE[dtype], label, arch, shared_limit=SHARED_LIMIT[arch],
-                   block_h=config.get("BLOCK_H", 0))
+                   block_h=config.get("BLOCK_H", 0), num_warps=config["num_warps"], plan=job.plan,
+                   nonlinearity=job.nonlinearity)
     try:
         fn = _kernel(kernel)
         src = ASTSource(fn=fn, signature=_signature(fn, dtype, constexprs), constexprs=constexprs)
@@ -140,9 +159,9 @@ def compile_one(job: tuple[str, str, dict, int]) -> AuditRow:
     return row
 
 
-def run_audit(jobs: int = 2) -> list[AuditRow]:
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
-        return list(pool.map(compile_one, audit_jobs()))
+def run_audit(jobs: list[AuditJob], workers: int = 2) -> list[AuditRow]:
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(compile_one, jobs))
 
 
 def format_table(rows: list[AuditRow]) -> str:
@@ -162,8 +181,15 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel compiles (default: CPU count)")
     parser.add_argument("--json", metavar="FILE", help="also write the rows as JSON to FILE")
+    parser.add_argument("--plan", help="only the configuration of this KernelPlan.name, e.g. as TritonRNN.last_plans shows")
+    parser.add_argument("--dtype", help="only this dtype (float32, bfloat16, float16, float64)")
+    parser.add_argument("--nonlinearity", choices=["tanh", "relu"], help="only this activation")
+    parser.add_argument("--arch", type=int, choices=sorted(SHARED_LIMIT), help="only this target")
     args = parser.parse_args(argv)
-    rows = run_audit(args.jobs)
+    selected = audit_jobs(args.plan, args.dtype, args.nonlinearity, args.arch)
+    if not selected:
+        parser.error("no dispatchable configuration matches --plan/--dtype/--nonlinearity/--arch")
+    rows = run_audit(selected, args.jobs)
     print(format_table(rows))
     if args.json:
         with open(args.json, "w") as f:
