@@ -1,4 +1,5 @@
-"""The `rnnbench` command: run a scenario, rebuild a report, compare two runs, list what is here.
+"""The `rnnbench` command: run a scenario, profile one of its cases, rebuild a report, compare two runs,
+list what is here.
 
 Usage errors (a bad scenario, a missing run folder) print one line naming the file, the key path
 and what was expected, and exit with code 2; no traceback.
@@ -6,6 +7,9 @@ and what was expected, and exit with code 2; no traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
+import shlex
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -13,11 +17,12 @@ from pathlib import Path
 import torch
 import yaml
 
+from rnnbench import profile as profiling
 from rnnbench import report, runner
 from rnnbench.backends import BACKENDS
 from rnnbench.environment import capture
-from rnnbench.results import CSV_NAME, RunFolder
-from rnnbench.schema import SCHEMA_HELP, ScenarioError, load_scenario, parse_scenario
+from rnnbench.results import CSV_NAME, ENV_NAME, SCENARIO_NAME, RunFolder
+from rnnbench.schema import CASE_KEYS, DTYPES, MODES, SCHEMA_HELP, Case, ScenarioError, load_scenario, parse_scenario
 
 
 class UsageError(Exception):
@@ -64,10 +69,55 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--threshold", type=float, default=0.0,
                       help="only rows whose ratio differs from 1 by at least this much (e.g. 0.05)")
 
+    add_profile_parser(sub)
+
     lst = sub.add_parser("list", help="scenarios and backends, with their availability here",
                          description="List the scenarios (with their case counts) and the backends (with whether they can run here).")
     lst.add_argument("--scenarios", default="scenarios", help="folder of scenario files (default: scenarios)")
     return parser
+
+
+PROFILE_EPILOG = """\
+Writes into RUN_DIR/profile/ (RUN_DIR: --run-dir, or a new OUT/<scenario>/<date>-profile[-cpu]/):
+  trace_<backend>.json   Chrome/Perfetto trace of one call (ui.perfetto.dev, chrome://tracing)
+  kernels.csv            every kernel: backend, name, group, calls, total/mean time, share
+  profile.json           launch accounting, host/wall/device time, compile facts, GPU efficiency
+  profile.md             the "Where the time goes" section on its own, with where_time_goes.png
+and, when RUN_DIR holds a run (results.csv), rebuilds its report.md with that section.
+Groups: input projection, recurrence (per step, or the persistent kernel), backward GEMMs, other.
+Without a CUDA GPU the scenario's cpu: profile is used; times are CPU time and launches are counted
+from the dispatched ops that would launch a kernel on a GPU (Triton in its interpreter).
+
+--case: a 0-based index into the scenario's cases (default 0: the first case of the active profile),
+or key=value pairs that change the first case, e.g. --case seq_len=4096,batch=8 (keys: seq_len or T,
+batch or B, hidden or H, input_size or I, layers or L; input_size follows hidden unless given)."""
+CASE_ALIASES = {"T": "seq_len", "B": "batch", "H": "hidden", "I": "input_size", "L": "layers"}
+
+
+def add_profile_parser(sub) -> None:
+    prof = sub.add_parser("profile", help="profile one case per backend: traces, kernel table, launches per step",
+                          description="Run one case of a scenario once per backend under torch.profiler and show "
+                                      "where the time goes: kernel groups, launches per time step, host vs device "
+                                      "time, the Triton kernels' compile facts and, on a GPU, efficiency against the "
+                                      "device's peak.",
+                          epilog=PROFILE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    prof.add_argument("scenario", help="scenario YAML file, e.g. scenarios/long_seq.yaml")
+    prof.add_argument("--case", default="0", help="case index or key=value,... (default 0; see below)")
+    prof.add_argument("--backend", action="append", metavar="NAME",
+                      help=f"backend to profile, repeatable or comma-separated (default: the scenario's); "
+                           f"one of {', '.join(BACKENDS)}")
+    prof.add_argument("--dtype", choices=DTYPES, help="default: the scenario's first dtype")
+    prof.add_argument("--mode", choices=MODES, help="default: forward+backward if the scenario has it")
+    prof.add_argument("--profile", choices=("auto", "full", "cpu"), default="auto",
+                      help="the scenario's sweep to take the case from: cpu without a CUDA GPU (auto), full, or cpu")
+    prof.add_argument("--out", default="results", help="root folder of new profile folders (default: results)")
+    prof.add_argument("--run-id", help="name of the new folder (default: <date-time>-profile, -cpu without a GPU)")
+    prof.add_argument("--run-dir", help="put the profile into this existing run folder instead, next to its results")
+    prof.add_argument("--nvtx", action="store_true",
+                      help="wrap each backend's call and every Triton launch in NVTX ranges (CUDA only), for nsys/ncu")
+    prof.add_argument("--no-compile-facts", action="store_true",
+                      help="skip the compile audit of the Triton kernels (a few seconds per plan)")
+    prof.add_argument("--no-progress", action="store_true", help="no progress lines")
 
 
 def device_here() -> torch.device:
@@ -180,11 +230,101 @@ def cmd_list(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "report": cmd_report, "compare": cmd_compare, "list": cmd_list}
+def parse_case(spec: str, scenario) -> Case:
+    """--case: an index into the scenario's cases, or key=value pairs applied to the first case."""
+    cases = scenario.cases
+    if spec.strip().isdigit():
+        index = int(spec)
+        if index >= len(cases):
+            raise UsageError(f"--case {spec}: {scenario.source} ({scenario.profile} profile) has {len(cases)} "
+                             f"cases, numbered 0 to {len(cases) - 1}")
+        return cases[index]
+    values = dataclasses.asdict(cases[0]) if cases else {}
+    given = {}
+    for item in spec.split(","):
+        key, sep, value = (part.strip() for part in item.partition("="))
+        key = CASE_ALIASES.get(key, key)
+        if not sep or key not in CASE_KEYS or not value.isdigit() or int(value) < 1:
+            raise UsageError(f"--case {spec}: expected an index or key=value pairs with keys {', '.join(CASE_KEYS)} "
+                             f"(or T, B, H, I, L) and integer values >= 1, got {item!r}")
+        given[key] = int(value)
+    if "hidden" in given and "input_size" not in given and values.get("input_size") == values.get("hidden"):
+        given["input_size"] = given["hidden"]
+    values.update(given)
+    missing = [k for k in ("seq_len", "batch", "hidden") if k not in values]
+    if missing:
+        raise UsageError(f"--case {spec}: {scenario.source} has no sweep cases to start from; give {', '.join(missing)}")
+    values.setdefault("input_size", values["hidden"])
+    return Case(**values)
+
+
+def parse_backends(given: list[str] | None, scenario) -> list[str]:
+    if not given:
+        return scenario.ordered_backends()
+    names = [n.strip() for item in given for n in item.split(",") if n.strip()]
+    for name in names:
+        if name not in BACKENDS:
+            raise UsageError(f"--backend {name}: unknown backend; expected one of {', '.join(BACKENDS)}")
+    return list(dict.fromkeys(names))
+
+
+def profile_folder(args, scenario) -> tuple[Path, bool]:
+    """The folder the profile goes into and whether it is an existing run folder."""
+    if args.run_dir:
+        if not Path(args.run_dir).is_dir():
+            raise UsageError(f"--run-dir {args.run_dir}: no such folder")
+        return Path(args.run_dir), True
+    suffix = "-profile" + ("-cpu" if scenario.profile == "cpu" else "")
+    folder = Path(args.out) / scenario.name / (args.run_id or datetime.now().strftime("%Y%m%d-%H%M%S") + suffix)
+    if (folder / profiling.PROFILE_DIR / profiling.PROFILE_JSON).exists():
+        raise UsageError(f"{folder} already holds a profile; pick another --run-id")
+    return folder, False
+
+
+def cmd_profile(args) -> int:
+    device = device_here()
+    scenario = load_scenario(args.scenario, choose_profile(args.profile, device))
+    case = parse_case(args.case, scenario)
+    backends = parse_backends(args.backend, scenario)
+    folder, existing = profile_folder(args, scenario)
+    notes = []
+    if args.nvtx and device.type != "cuda":
+        notes.append("--nvtx asked for, but NVTX ranges need CUDA: none were emitted")
+    if not existing:
+        folder.mkdir(parents=True, exist_ok=True)
+        env = capture(device, scenario.profile, scenario.allow_tf32, args.scenario)
+        (folder / ENV_NAME).write_text(json.dumps(env | {"scenario": scenario.name}, indent=2))
+        (folder / SCENARIO_NAME).write_text(Path(args.scenario).read_text())
+    if device.type == "cpu":
+        print("*** no CUDA GPU found: CPU profiler only (CPU time, launches counted from the ops, Triton in its "
+              "interpreter); GPU-only parts are marked as such. ***", flush=True)
+    request = profiling.Request(scenario, case, args.dtype or scenario.dtypes[0],
+                                args.mode or ("forward+backward" if "forward+backward" in scenario.modes else scenario.modes[0]),
+                                backends, device, folder / profiling.PROFILE_DIR, nvtx=args.nvtx,
+                                compile_facts=not args.no_compile_facts, command=shlex.join(["rnnbench", *args.argv]),
+                                notes=notes)
+    spec = ",".join(f"{k}={v}" for k, v in dataclasses.asdict(case).items())
+    print(f"writing {request.out}", flush=True)
+    data = profiling.run(request, args.scenario, spec, progress=not args.no_progress)
+    run = RunFolder(folder)
+    md = report.write_profile_md(folder, run.environment(), run.scenario_text())
+    print(f"profile: {md}")
+    if (folder / CSV_NAME).exists():
+        print(f"report: {report.build(folder)}")
+    for note in notes:
+        print(f"note: {note}")
+    if data["ncu_command"]:
+        print(f"Nsight Compute on the persistent kernel{'' if device.type == 'cuda' else ' (on a GPU machine)'}:\n"
+              f"  {data['ncu_command']}")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "profile": cmd_profile, "report": cmd_report, "compare": cmd_compare, "list": cmd_list}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return COMMANDS[args.command](args)
     except (ScenarioError, UsageError) as err:

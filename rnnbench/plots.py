@@ -150,3 +150,41 @@ def make_plots(frame: pd.DataFrame, out: Path, device: str) -> list[tuple[str, s
     made += [stability_error_figure(study, dtype, out, device) for dtype in study.dtype.unique() if dtype != "float64"]
     made.append(grad_norm_figure(study, out, device))
     return [m for m in made if m is not None]
+
+
+GROUP_COLORS = {"input projection": "C0", "recurrence": "C3", "backward GEMMs": "C2", "other": "0.6"}
+
+
+def where_time_goes_figure(profile: dict, out: Path, name: str) -> tuple[str, str] | None:
+    """Left: a stacked bar per backend of its time by kernel group (share of its total, the total
+    written at the bar's end). Right: kernel launches per time step, log scale."""
+    from rnnbench.launches import GROUPS
+    ran = [r for r in profile["backends"] if r["status"] == "ok"]
+    if not ran:
+        return None
+    names = [r["backend"] for r in ran]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 0.6 * len(ran) + 2.2), gridspec_kw={"width_ratios": [3, 2]})
+    start = [0.0] * len(ran)
+    for group in GROUPS:
+        totals = [sum(r["time_us_by_group"].values()) or 1.0 for r in ran]
+        shares = [100 * r["time_us_by_group"][group] / t for r, t in zip(ran, totals)]
+        left.barh(names, shares, left=start, color=GROUP_COLORS[group], label=group)
+        start = [s + v for s, v in zip(start, shares)]
+    for i, r in enumerate(ran):
+        left.text(101, i, f"{sum(r['time_us_by_group'].values()) / 1e3:.3g} ms", va="center", fontsize=8)
+    gpu = profile["device"] == "cuda"
+    left.set(xlim=(0, 118), xlabel=f"share of {'GPU kernel' if gpu else 'CPU op (no GPU)'} time (%)")
+    left.invert_yaxis()
+    left.legend(fontsize=8, ncols=4, loc="upper center", bbox_to_anchor=(0.5, -0.25 if len(ran) < 4 else -0.12))
+    per_step = [r["launches_per_step"] for r in ran]
+    right.barh(names, per_step, color=[COLORS.get(n) for n in names])
+    for i, value in enumerate(per_step):
+        right.text(value, i, f" {value:.3g}", va="center", fontsize=8)
+    right.set_xscale("log")
+    right.set(xlabel="kernel launches per time step" + ("" if gpu else " (counted, not timed)"))
+    right.invert_yaxis()
+    right.set_yticklabels([])
+    case = profile["case"]
+    title = (f"Where the time goes: {profile['mode']}, {profile['dtype']}, T={case['seq_len']} B={case['batch']} "
+             f"H={case['hidden']} — {profile['device_name']}")
+    return _save(fig, out, name, title)

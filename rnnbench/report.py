@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from rnnbench.plots import make_plots
+from rnnbench import profile as profiling
+from rnnbench.launches import GROUPS
+from rnnbench.plots import make_plots, where_time_goes_figure
 from rnnbench.results import CASE_COLUMNS, JSON_NAME, RunFolder, load_frame
 
 CPU_BANNER = ("CPU profile: no CUDA GPU was present, so this ran the scenario's smaller `cpu:` sweep with "
@@ -142,6 +144,9 @@ def build(run_dir: str | Path) -> Path:
         parts.append(f"> {CPU_BANNER}")
     order = list(dict.fromkeys(frame.backend))  # the run order: baseline first
     parts += backends_section(frame) + speed_sections(bench, baseline, order) + stability_sections(study, order)
+    data = profiling.load(folder.path)
+    if data:
+        parts += profile_section(data, folder.path, f"{profiling.PROFILE_DIR}/")
     if plots:
         parts.append("## Plots")
         parts += [f"### {title}\n![{title}]({file})" for title, file in plots]
@@ -152,6 +157,135 @@ def build(run_dir: str | Path) -> Path:
     (folder.path / JSON_NAME).write_text(json.dumps({"environment": env, "scenario": scenario_text,
                                                      "rows": records}, indent=1))
     return report
+
+
+# ---- where the time goes (rnnbench profile) ---------------------------------------------------
+
+PROFILE_CPU_NOTE = ("No CUDA GPU: times are CPU time of the ops (Triton in its interpreter), and launches are "
+                    "*counted*, not timed: the dispatched aten ops that would each launch a kernel on a GPU, and "
+                    "the Triton kernel launches. GPU-only parts (GPU time, TFLOP/s and bandwidth against the peak, "
+                    "the per-step floor, NVTX) are marked as such.")
+TOP_KERNELS = 6
+
+
+def _ms(value) -> str:
+    return "GPU only" if value is None else fmt(value)
+
+
+def profile_section(data: dict, run_dir: Path, prefix: str) -> list[str]:
+    """The "Where the time goes" section from profile.json's data; writes its plot into the profile
+    folder. prefix: the path from the markdown file to the profile folder ("profile/" or "")."""
+    out_dir = Path(run_dir) / profiling.PROFILE_DIR
+    case = data["case"]
+    gpu = data["device"] == "cuda"
+    parts = ["## Where the time goes",
+             f"One {data['mode']} call of T={case['seq_len']} B={case['batch']} H={case['hidden']} "
+             f"I={case['input_size']} L={case['layers']}, {data['dtype']}, {data['nonlinearity']}, per backend, under "
+             f"torch.profiler ({'GPU kernel time' if gpu else 'CPU time'}). Command: `{data.get('command', '')}`"]
+    if not gpu:
+        parts.append(f"> {PROFILE_CPU_NOTE}")
+    plot = where_time_goes_figure(data, out_dir, profiling.PLOT_NAME)
+    if plot:
+        parts.append(f"![{plot[0]}]({prefix}{plot[1]})")
+    ran = [r for r in data["backends"] if r["status"] == "ok"]
+    parts += _launch_table(ran, gpu) + _group_table(ran) + _top_kernels(ran, gpu) + _compile_facts_table(ran)
+    parts += _efficiency_section(ran, data) + _profile_extras(data, prefix)
+    return parts
+
+
+def _launch_table(ran: list[dict], gpu: bool) -> list[str]:
+    rows = [[r["backend"], r["note"] or r["label"], r["launches"], fmt(r["launches_per_step"]), r["recurrence_launches"],
+             fmt(r["recurrence_launches_per_step"]), fmt(r["host_ms"]), fmt(r["wall_ms"]), _ms(r["device_ms"])]
+            for r in ran]
+    what = "GPU kernels" if gpu else "counted from the profiler's CPU events, not timed"
+    return [f"### Launches per time step ({what})",
+            "Eager PyTorch pays several launches per step, cuDNN's STANDARD algorithm about one per step, the "
+            "persistent kernel one per sequence (1/T per step). Host: until the call returns on the CPU; wall: until "
+            "the device is done (unprofiled calls, median of 3); device: sum of the kernels' GPU time.",
+            md_table(["backend", "what ran", "launches", "per step", "recurrence launches", "recurrence per step",
+                      "host ms", "wall ms", "device ms"], rows)]
+
+
+def _group_table(ran: list[dict]) -> list[str]:
+    rows = []
+    for r in ran:
+        total = sum(r["time_us_by_group"].values()) or 1.0
+        rows.append([r["backend"]] + [f"{100 * r['time_us_by_group'][g] / total:.1f}% ({r['launches_by_group'][g]})"
+                                      for g in GROUPS] + [fmt(total / 1e3)])
+    return ["### Time by group (share of the time, launches in brackets)",
+            md_table(["backend", *GROUPS, "total ms"], rows)]
+
+
+def _top_kernels(ran: list[dict], gpu: bool) -> list[str]:
+    unit = "GPU" if gpu else "CPU"
+    parts = [f"### Top kernels ({unit} time; every kernel in `{profiling.PROFILE_DIR}/{profiling.KERNELS_CSV}`)"]
+    for r in ran:
+        rows = [[k["kernel"], k["group"], k["calls"], fmt(k["total_us"]), fmt(k["mean_us"]), f"{100 * k['share']:.1f}%"]
+                for k in r["kernels"][:TOP_KERNELS]]
+        parts += [f"**{r['backend']}**",
+                  md_table(["kernel", "group", "calls", f"total {unit} us", f"mean {unit} us", "share"], rows)]
+    return parts
+
+
+def _compile_facts_table(ran: list[dict]) -> list[str]:
+    rows = [[r["backend"], f["tier"], f["kernel"], f"sm_{f['arch']}", f.get("registers", ""), f.get("spill_bytes", ""),
+             f.get("shared", ""), f.get("num_warps", ""), f.get("blocks_per_sm", ""),
+             f"{100 * f['occupancy']:.0f}%" if "occupancy" in f else "", f.get("limiter", ""),
+             f.get("error") or f.get("status", "")]
+            for r in ran for f in r.get("compile_facts", [])]
+    if not rows:
+        return []
+    return ["### Compile facts of the Triton kernels that ran (kernels.audit; no GPU needed)",
+            "The dispatcher's tier and configuration for this case, compiled for the target; occupancy = resident "
+            "warps / 64 per SM, limited by registers, shared memory or warps (rnnbench/hardware.py).",
+            md_table(["backend", "tier", "kernel", "arch", "regs/thread", "spill B", "shared B", "warps", "blocks/SM",
+                      "occupancy", "limited by", "audit"], rows)]
+
+
+def _efficiency_section(ran: list[dict], data: dict) -> list[str]:
+    title = "### Against the hardware"
+    if data["device"] != "cuda":
+        return [title, "GPU only: achieved TFLOP/s and bandwidth against the device's peak, and time per step "
+                       "against the floor, need a CUDA GPU; not measured here."]
+    floor = data.get("floor")
+    rows = []
+    for r in ran:
+        e = r["efficiency"]
+        share = (lambda key: f"{100 * e[key]:.1f}%" if key in e else "unknown GPU")
+        rows.append([r["backend"], fmt(e["latency_ms"]), fmt(e["time_per_step_us"]),
+                     fmt(e["time_per_step_us"] / floor["us_per_step"]) if floor else "",
+                     fmt(e["tflops"]), share("tflops_share"), fmt(e["bandwidth_gbs"]), share("bandwidth_share")])
+    gpu = data.get("gpu")
+    peaks = (f"Peaks: {gpu} datasheet (dense), see rnnbench/hardware.py." if gpu else
+             f"{data['device_name']} is not in rnnbench/hardware.py's table of peaks: no share of peak.")
+    floor_text = (f"Floor: {fmt(floor['us_per_step'])} us per step = {floor['what']}." if floor else
+                  "Floor: none (the triton backend did not run a resident plan here).")
+    return [title, "Latency: p50 of triton.testing.do_bench; bandwidth counts compulsory bytes only (inputs and "
+                   "outputs once), a lower bound. " + peaks + " " + floor_text,
+            md_table(["backend", "latency ms", "us per step", "x floor", "TFLOP/s", "of peak", "GB/s", "of peak"], rows)]
+
+
+def _profile_extras(data: dict, prefix: str) -> list[str]:
+    traces = ", ".join(f"[{r['backend']}]({prefix}{r['trace']})" for r in data["backends"] if r.get("trace"))
+    parts = [f"Chrome/Perfetto traces (open in ui.perfetto.dev): {traces}"] if traces else []
+    if data.get("ncu_command"):
+        where = "" if data["device"] == "cuda" else " (on a GPU machine)"
+        parts += [f"Nsight Compute on the persistent forward kernel{where}:", f"```\n{data['ncu_command']}\n```"]
+    failed = [[r["backend"], r["status"], r["error"]] for r in data["backends"] if r["status"] != "ok"]
+    if failed:
+        parts += ["Not profiled:", md_table(["backend", "status", "reason"], failed)]
+    return parts
+
+
+def write_profile_md(run_dir: str | Path, environment: dict, scenario_text: str) -> Path:
+    """profile/profile.md: the section on its own, with the environment and the scenario."""
+    folder = Path(run_dir)
+    data = profiling.load(folder)
+    parts = [f"# rnnbench profile: {data['scenario']}"] + profile_section(data, folder, "")
+    parts += environment_section(environment, scenario_text)
+    path = folder / profiling.PROFILE_DIR / profiling.PROFILE_MD
+    path.write_text("\n\n".join(parts) + "\n")
+    return path
 
 
 # ---- compare --------------------------------------------------------------------------------

@@ -1,0 +1,298 @@
+"""`rnnbench profile`: where the time of one case goes, per backend.
+
+For one case, dtype and mode of a scenario, every backend is prepared exactly as `rnnbench run`
+prepares it (same weights, inputs and closure), called once to warm up, then called once under
+torch.profiler with Triton launches marked (launches.triton_launch_ranges). From that one call:
+
+- trace_<backend>.json: the Chrome/Perfetto trace (open it in ui.perfetto.dev or chrome://tracing);
+- the kernel table (launches.kernel_table) and the launch accounting (launches.accounting): launches
+  per time step, by group (input projection, recurrence, backward GEMMs, other);
+- host time (the CPU returns from the call) vs wall time (the device is done), from separate
+  unprofiled calls, and device time (the sum of the kernels' GPU time, CUDA only);
+- for the Triton backends, the compile facts of the plans the dispatcher chose (registers, spills,
+  shared memory, warps from kernels.audit, compiled for sm_80 and sm_90 in a subprocess without the
+  interpreter, so they exist on CPU too) and the occupancy they allow (hardware.occupancy);
+- CUDA only: latency (triton.testing.do_bench), achieved TFLOP/s and bandwidth against the
+  device's datasheet peak (hardware.GPU_PEAKS), and time per step against a floor: the per-step
+  GPU time of the persistent recurrence kernels alone, measured in the same profile.
+
+Everything goes to PROFILE_DIR = <run folder>/profile/: the traces, kernels.csv, profile.json and
+profile.md (plus where_time_goes.png); `rnnbench report` then adds a "Where the time goes" section.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from rnnbench import hardware, launches, measure
+from rnnbench.backends import BACKENDS, first_line
+from rnnbench.environment import device_name
+from rnnbench.runner import seeded_rnn
+from rnnbench.schema import Case, Scenario
+
+PROFILE_DIR, PROFILE_JSON, KERNELS_CSV, PROFILE_MD, PLOT_NAME = (
+    "profile", "profile.json", "kernels.csv", "profile.md", "where_time_goes.png")
+TRITON_BACKENDS = ("triton", "triton-stepwise")
+AUDIT_ARCHS = (80, 90)
+HOST_REPS = 3
+
+
+@dataclass
+class Request:
+    """What to profile: one case, dtype and mode of a scenario, on these backends."""
+    scenario: Scenario
+    case: Case
+    dtype: str
+    mode: str
+    backends: list[str]
+    device: torch.device
+    out: Path                     # the profile folder
+    nvtx: bool = False
+    compile_facts: bool = True
+    command: str = ""             # the command line that made it, for the record
+    notes: list[str] = field(default_factory=list)
+
+
+# ---- one backend -----------------------------------------------------------------------------
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def host_and_wall_ms(call, device: torch.device, reps: int = HOST_REPS) -> tuple[float, float]:
+    """Medians over reps unprofiled calls of (time until the call returns on the host, time until
+    the device has finished). Equal on CPU; on CUDA the gap is work still queued on the GPU."""
+    host, wall = [], []
+    for _ in range(reps):
+        _sync(device)
+        start = time.perf_counter()
+        call()
+        returned = time.perf_counter()
+        _sync(device)
+        done = time.perf_counter()
+        host.append((returned - start) * 1e3)
+        wall.append((done - start) * 1e3)
+    return statistics.median(host), statistics.median(wall)
+
+
+def profiled_events(call, device: torch.device, trace: Path, nvtx: bool, label: str):
+    """One call under torch.profiler (CPU, plus CUDA where present); writes the Chrome trace."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    ranged_nvtx = nvtx and device.type == "cuda"
+    with launches.triton_launch_ranges(nvtx=ranged_nvtx), \
+            torch.profiler.profile(activities=activities, record_shapes=True) as prof:
+        with torch.profiler.record_function(f"rnnbench::{label}"), launches.nvtx_range(
+                f"rnnbench/{label}" if ranged_nvtx else None):
+            call()
+        _sync(device)
+    prof.export_chrome_trace(str(trace))
+    return prof.events()
+
+
+def inductor_kernel_events(backend: str, device: torch.device):
+    """For torch.compile on CPU, Inductor's `cpp.enable_kernel_profile` while it compiles, so that its
+    fused C++ kernels appear as profiler events (a record_function each; on CUDA its Triton kernels
+    are recorded anyway); else None. Only the code compiled for this profile is affected."""
+    if backend != "compile" or device.type != "cpu":
+        return None
+    try:
+        from torch._inductor import config
+        return config.patch({"cpp.enable_kernel_profile": True})
+    except (ImportError, AttributeError, KeyError, RuntimeError):  # an Inductor without it
+        return None
+
+
+def build_call(name: str, req: Request, build_context=None):
+    """(prepared backend, the closure to call) as `rnnbench run` builds them, called once to
+    compile / autotune / first-touch."""
+    sc, dtype = req.scenario, getattr(torch, req.dtype)
+    with build_context or contextlib.nullcontext():
+        prepared = BACKENDS[name].prepare(seeded_rnn(req.case, sc.nonlinearity, sc.seed), req.device, dtype)
+        call = measure.make_call(prepared, measure.make_inputs(req.case, req.device, dtype, sc.seed), req.mode)
+        call()
+    return prepared, call
+
+
+def profile_backend(name: str, req: Request) -> dict:
+    """The profile record of one backend (see the module docstring); a backend that cannot run
+    here, is skipped for this case or fails gives a record with status and reason instead."""
+    backend = BACKENDS[name]
+    record = {"backend": name, "label": backend.label(req.device), "status": "ok", "error": ""}
+    for status, reason in (("unavailable", backend.unavailable(req.device)),
+                           ("skipped", backend.skip(req.case, req.device))):
+        if reason:
+            return record | {"status": status, "error": reason}
+    try:
+        record.update(_measure(name, req))
+    except Exception as err:  # one failing backend must not stop the others
+        record.update(status="failed", error=f"{type(err).__name__}: {first_line(err)}")
+    return record
+
+
+def _measure(name: str, req: Request) -> dict:
+    sc, case = req.scenario, req.case
+    prepared, call = build_call(name, req, inductor_kernel_events(name, req.device))
+    on_cuda = req.device.type == "cuda"
+    trace = req.out / f"trace_{name}.json"
+    events = profiled_events(call, req.device, trace, req.nvtx, name)
+    found = launches.launches(events, on_cuda, case.seq_len)
+    host_ms, wall_ms = host_and_wall_ms(call, req.device)
+    record = {"note": prepared.note(), "trace": trace.name, "time_source": "cuda" if on_cuda else "cpu",
+              "host_ms": host_ms, "wall_ms": wall_ms,
+              "device_ms": sum(la.time_us for la in found) / 1e3 if on_cuda else None,
+              "kernels": launches.kernel_table(found), **launches.accounting(found, case.seq_len)}
+    if on_cuda:
+        latency = measure.time_call(call, req.device, sc.timing.warmup_ms, sc.timing.rep_ms, sc.timing.min_reps)
+        record["efficiency"] = efficiency(case, req.mode, req.dtype, latency[1], req.device, sc.allow_tf32)
+    if name in TRITON_BACKENDS and req.compile_facts:
+        plans = [p for p in record["note"].split("; ") if p]
+        record["compile_facts"] = compile_facts(plans, req.dtype, sc.nonlinearity, case.batch, req.device)
+    return record
+
+
+# ---- GPU efficiency --------------------------------------------------------------------------
+
+def efficiency(case: Case, mode: str, dtype: str, latency_ms: float, device: torch.device, allow_tf32: bool) -> dict:
+    """Achieved TFLOP/s and bandwidth (compulsory bytes) at the p50 latency, against the datasheet peaks."""
+    seconds = latency_ms / 1e3
+    tflops = measure.flops(case, mode) / seconds / 1e12
+    gbs = hardware.compulsory_bytes(case, mode, getattr(torch, dtype).itemsize) / seconds / 1e9
+    gpu = hardware.known_gpu(device_name(device))
+    out = {"latency_ms": latency_ms, "time_per_step_us": latency_ms * 1e3 / case.seq_len, "tflops": tflops,
+           "bandwidth_gbs": gbs, "gpu": gpu}
+    if gpu:
+        peak = hardware.peak_tflops(gpu, dtype, allow_tf32)
+        out.update(peak_tflops=peak, tflops_share=tflops / peak,
+                   peak_bandwidth_gbs=hardware.GPU_PEAKS[gpu]["bandwidth_gbs"],
+                   bandwidth_share=gbs / hardware.GPU_PEAKS[gpu]["bandwidth_gbs"])
+    return out
+
+
+def step_floor(records: list[dict], seq_len: int) -> dict | None:
+    """The floor of time per step: the GPU time of the persistent recurrence kernels alone, per
+    step, measured in this profile. None without CUDA or when the triton backend ran no persistent plan."""
+    ours = launches.triton_kernel_names()
+    for record in records:
+        if record["backend"] != "triton" or record.get("time_source") != "cuda" or "stepwise" in record["note"]:
+            continue
+        kernels = [k for k in record["kernels"] if k["kernel"] in ours]
+        if kernels:
+            return {"us_per_step": sum(k["total_us"] for k in kernels) / seq_len,
+                    "what": f"GPU time per step of the persistent recurrence kernels alone ({record['note']}; "
+                            f"measured in this profile, no input projection or backward GEMMs)"}
+    return None
+
+
+# ---- compile facts ---------------------------------------------------------------------------
+
+def _device_archs(device: torch.device) -> tuple[int, ...]:
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        if major * 10 + minor in AUDIT_ARCHS:
+            return (major * 10 + minor,)
+    return AUDIT_ARCHS
+
+
+def compile_facts(plans: list[str], dtype: str, nonlinearity: str, batch: int, device: torch.device) -> list[dict]:
+    """The compile audit's rows for these plans (every kernel, each target arch), with occupancy."""
+    rows = []
+    for plan in plans:
+        for arch in _device_archs(device):
+            rows += [_with_occupancy(r, plan, batch) for r in _audit(plan, dtype, nonlinearity, arch)]
+    return rows
+
+
+def _audit(plan: str, dtype: str, nonlinearity: str, arch: int) -> list[dict]:
+    """`python -m kernels.audit --plan ... --json` in a subprocess: kernels cannot be compiled in a
+    process whose Triton was imported in interpreter mode, so TRITON_INTERPRET is removed there."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")])
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "audit.json"
+        proc = subprocess.run([sys.executable, "-m", "kernels.audit", "--plan", plan, "--dtype", dtype,
+                               "--nonlinearity", nonlinearity, "--arch", str(arch), "--jobs", "2", "--json", str(out)],
+                              env=env, capture_output=True, text=True, timeout=600)
+        if not out.exists():
+            tail = (proc.stderr or proc.stdout).strip().splitlines()
+            return [{"plan": plan, "arch": arch, "kernel": "", "error": f"audit failed: {tail[-1] if tail else proc.returncode}"}]
+        return json.loads(out.read_text())
+
+
+def _with_occupancy(row: dict, plan: str, batch: int) -> dict:
+    keep = ("kernel", "arch", "registers", "spill_bytes", "shared", "num_warps", "status", "config", "error")
+    out = {k: row.get(k) for k in keep} | {"plan": plan, "tier": plan.split("(")[0]}
+    if not row.get("error") and row.get("registers", -1) > 0:
+        out.update(hardware.occupancy(row["registers"], row["shared"], row["num_warps"], row["arch"]))
+    return out
+
+
+# ---- the whole profile -----------------------------------------------------------------------
+
+def ncu_command(req: Request, scenario_path: str, case_spec: str) -> str | None:
+    """The Nsight Compute command line for the persistent forward kernel of this case."""
+    if "triton" not in req.backends:
+        return None
+    return (f"ncu --set full --nvtx --kernel-name regex:resident_forward_kernel --launch-count 1 "
+            f"-o {req.out / 'ncu_triton'} {Path(sys.executable).name} -m rnnbench profile {scenario_path} "
+            f"--case {case_spec} --backend triton --dtype {req.dtype} --mode {req.mode} --nvtx "
+            f"--no-compile-facts --out {req.out / 'ncu-run'}")
+
+
+def run(req: Request, scenario_path: str, case_spec: str, progress: bool = True) -> dict:
+    """Profiles every requested backend and writes the profile folder; returns profile.json's data."""
+    req.out.mkdir(parents=True, exist_ok=True)
+    torch.backends.cudnn.allow_tf32 = req.scenario.allow_tf32  # as `rnnbench run` does
+    torch.backends.cuda.matmul.allow_tf32 = req.scenario.allow_tf32
+    records = []
+    for i, name in enumerate(req.backends, 1):
+        if progress:
+            print(f"[{i}/{len(req.backends)}] {name}: profiling {req.mode} {req.dtype} {req.case.label} ...", flush=True)
+        started = time.perf_counter()
+        records.append(profile_backend(name, req))
+        if progress:
+            r = records[-1]
+            what = (f"{r['launches']} launches ({r['launches_per_step']:.3g} per step)" if r["status"] == "ok"
+                    else f"{r['status']}: {r['error']}")
+            print(f"      {what} [{time.perf_counter() - started:.1f} s]", flush=True)
+    data = {"scenario": req.scenario.name, "profile": req.scenario.profile, "case": asdict(req.case),
+            "mode": req.mode, "dtype": req.dtype, "nonlinearity": req.scenario.nonlinearity,
+            "device": req.device.type, "device_name": device_name(req.device),
+            "gpu": hardware.known_gpu(device_name(req.device)) if req.device.type == "cuda" else None,
+            "floor": step_floor(records, req.case.seq_len), "ncu_command": ncu_command(req, scenario_path, case_spec),
+            "nvtx": req.nvtx and req.device.type == "cuda", "command": req.command, "notes": req.notes,
+            "backends": records}
+    (req.out / PROFILE_JSON).write_text(json.dumps(data, indent=1))
+    write_kernels_csv(req.out / KERNELS_CSV, records)
+    return data
+
+
+KERNEL_COLUMNS = ["backend", "kernel", "group", "calls", "total_us", "mean_us", "share", "time_source"]
+
+
+def write_kernels_csv(path: Path, records: list[dict]) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, KERNEL_COLUMNS)
+        writer.writeheader()
+        for record in records:
+            for row in record.get("kernels", []):
+                writer.writerow(row | {"backend": record["backend"], "time_source": record["time_source"]})
+
+
+def load(run_dir: str | Path) -> dict | None:
+    """profile/profile.json of a run folder, or None when it has none."""
+    path = Path(run_dir) / PROFILE_DIR / PROFILE_JSON
+    return json.loads(path.read_text()) if path.exists() else None
