@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from rnnbench import launches
 from rnnbench import profile as profiling
 from rnnbench import report, runner
 from rnnbench.backends import BACKENDS
@@ -288,6 +289,9 @@ def cmd_profile(args) -> int:
     backends = parse_backends(args.backend, scenario)
     folder, existing = profile_folder(args, scenario)
     notes = []
+    if case.seq_len < launches.MIN_SEQ_LEN:
+        notes.append(f"T={case.seq_len} is below {launches.MIN_SEQ_LEN}: the per-step grouping (recurrence vs the "
+                     f"rest) may take per-layer work for per-step work")
     if args.nvtx and device.type != "cuda":
         notes.append("--nvtx asked for, but NVTX ranges need CUDA: none were emitted")
     if not existing:

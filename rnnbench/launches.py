@@ -16,7 +16,9 @@ Each launch goes into one group, by these rules in order:
 1. recurrence: a Triton kernel of `kernels` or a cuDNN RNN kernel (by name), or any launch that repeats with
    the time loop: the same op or kernel (its name without a trailing `_<number>`, which torch.compile
    appends to each copy of a fused kernel) with the same shapes at least T - 1 times (at least
-   twice); one less than T because the first or last step may skip an op (no gradient flows into h_0);
+   twice); one less than T because the first or last step may skip an op (no gradient flows into h_0).
+   This needs T well above the number of layers (an op done once per layer and pass must not reach
+   T - 1 copies): `MIN_SEQ_LEN` and more;
 2. input projection: a GEMM in the forward pass that is not per step (x W_ih^T over all T at once);
 3. backward GEMMs: a GEMM in the backward pass that is not per step (dW_ih, dU, dX over all T);
 4. other: the rest (bias adds, stacking the outputs, gradient accumulation, copies).
@@ -48,6 +50,7 @@ GEMM_KERNEL = re.compile(r"gemm|xmma|cutlass|cublas|wgmma|mma_", re.I)
 CUDNN_RNN_KERNEL = re.compile(r"rnn|persist", re.I)  # cuDNN's RNN kernels (names vary by version)
 BACKWARD_EVENT = re.compile(r"^autograd::engine::evaluate_function|Backward\d*$")
 INDUCTOR_CPU_KERNEL = re.compile(r"cpp_fused_")
+MIN_SEQ_LEN = 8  # below this the per-step rule may take per-layer work for per-step work
 
 
 @dataclass

@@ -160,7 +160,7 @@ def _measure(name: str, req: Request) -> dict:
         record["efficiency"] = efficiency(case, req.mode, req.dtype, latency[1], req.device, sc.allow_tf32)
     if name in TRITON_BACKENDS and req.compile_facts:
         plans = [p for p in record["note"].split("; ") if p]
-        record["compile_facts"] = compile_facts(plans, req.dtype, sc.nonlinearity, case.batch, req.device)
+        record["compile_facts"] = compile_facts(plans, req.dtype, sc.nonlinearity, req.device)
     return record
 
 
@@ -207,32 +207,31 @@ def _device_archs(device: torch.device) -> tuple[int, ...]:
     return AUDIT_ARCHS
 
 
-def compile_facts(plans: list[str], dtype: str, nonlinearity: str, batch: int, device: torch.device) -> list[dict]:
+def compile_facts(plans: list[str], dtype: str, nonlinearity: str, device: torch.device) -> list[dict]:
     """The compile audit's rows for these plans (every kernel, each target arch), with occupancy."""
-    rows = []
-    for plan in plans:
-        for arch in _device_archs(device):
-            rows += [_with_occupancy(r, plan, batch) for r in _audit(plan, dtype, nonlinearity, arch)]
-    return rows
+    return [_with_occupancy(row, plan) for plan in plans
+            for row in _audit(plan, dtype, nonlinearity, _device_archs(device))]
 
 
-def _audit(plan: str, dtype: str, nonlinearity: str, arch: int) -> list[dict]:
+def _audit(plan: str, dtype: str, nonlinearity: str, archs: tuple[int, ...]) -> list[dict]:
     """`python -m kernels.audit --plan ... --json` in a subprocess: kernels cannot be compiled in a
     process whose Triton was imported in interpreter mode, so TRITON_INTERPRET is removed there."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")])
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "audit.json"
+        arch = ["--arch", str(archs[0])] if len(archs) == 1 else []
         proc = subprocess.run([sys.executable, "-m", "kernels.audit", "--plan", plan, "--dtype", dtype,
-                               "--nonlinearity", nonlinearity, "--arch", str(arch), "--jobs", "2", "--json", str(out)],
+                               "--nonlinearity", nonlinearity, *arch, "--jobs", "2", "--json", str(out)],
                               env=env, capture_output=True, text=True, timeout=600)
         if not out.exists():
             tail = (proc.stderr or proc.stdout).strip().splitlines()
-            return [{"plan": plan, "arch": arch, "kernel": "", "error": f"audit failed: {tail[-1] if tail else proc.returncode}"}]
+            return [{"plan": plan, "arch": a, "kernel": "", "error": f"audit failed: {tail[-1] if tail else proc.returncode}"}
+                    for a in archs]
         return json.loads(out.read_text())
 
 
-def _with_occupancy(row: dict, plan: str, batch: int) -> dict:
+def _with_occupancy(row: dict, plan: str) -> dict:
     keep = ("kernel", "arch", "registers", "spill_bytes", "shared", "num_warps", "status", "config", "error")
     out = {k: row.get(k) for k in keep} | {"plan": plan, "tier": plan.split("(")[0]}
     if not row.get("error") and row.get("registers", -1) > 0:
@@ -242,12 +241,15 @@ def _with_occupancy(row: dict, plan: str, batch: int) -> dict:
 
 # ---- the whole profile -----------------------------------------------------------------------
 
-def ncu_command(req: Request, scenario_path: str, case_spec: str) -> str | None:
-    """The Nsight Compute command line for the persistent forward kernel of this case."""
-    if "triton" not in req.backends:
+def ncu_command(req: Request, records: list[dict], scenario_path: str, case_spec: str) -> str | None:
+    """The Nsight Compute command line for the forward recurrence kernel the triton backend ran."""
+    ours = launches.triton_kernel_names()
+    ran = [k["kernel"] for r in records if r["backend"] == "triton" for k in r.get("kernels", []) if k["kernel"] in ours]
+    kernel = next((k for k in ran if "forward" in k), ran[0] if ran else None)
+    if kernel is None:
         return None
-    return (f"ncu --set full --nvtx --kernel-name regex:resident_forward_kernel --launch-count 1 "
-            f"-o {req.out / 'ncu_triton'} {Path(sys.executable).name} -m rnnbench profile {scenario_path} "
+    return (f"ncu --set full --nvtx --kernel-name regex:{kernel} --launch-count 1 "
+            f"-o {req.out / 'ncu_triton'} {sys.executable} -m rnnbench profile {scenario_path} "
             f"--case {case_spec} --backend triton --dtype {req.dtype} --mode {req.mode} --nvtx "
             f"--no-compile-facts --out {req.out / 'ncu-run'}")
 
@@ -272,7 +274,7 @@ def run(req: Request, scenario_path: str, case_spec: str, progress: bool = True)
             "mode": req.mode, "dtype": req.dtype, "nonlinearity": req.scenario.nonlinearity,
             "device": req.device.type, "device_name": device_name(req.device),
             "gpu": hardware.known_gpu(device_name(req.device)) if req.device.type == "cuda" else None,
-            "floor": step_floor(records, req.case.seq_len), "ncu_command": ncu_command(req, scenario_path, case_spec),
+            "floor": step_floor(records, req.case.seq_len), "ncu_command": ncu_command(req, records, scenario_path, case_spec),
             "nvtx": req.nvtx and req.device.type == "cuda", "command": req.command, "notes": req.notes,
             "backends": records}
     (req.out / PROFILE_JSON).write_text(json.dumps(data, indent=1))

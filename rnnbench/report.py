@@ -184,6 +184,7 @@ def profile_section(data: dict, run_dir: Path, prefix: str) -> list[str]:
              f"torch.profiler ({'GPU kernel time' if gpu else 'CPU time'}). Command: `{data.get('command', '')}`"]
     if not gpu:
         parts.append(f"> {PROFILE_CPU_NOTE}")
+    parts += [f"> Note: {note}" for note in data.get("notes", [])]
     plot = where_time_goes_figure(data, out_dir, profiling.PLOT_NAME)
     if plot:
         parts.append(f"![{plot[0]}]({prefix}{plot[1]})")
