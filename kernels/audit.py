@@ -7,8 +7,10 @@ For each configuration and target (sm_80, sm_90) it runs Triton's full pipeline
 - registers per thread and spills: from the cubin, via the cuobjdump shipped in the triton wheel.
   Triton kernels make no calls, so any stack frame (STACK) or LOCAL memory means spilled registers;
 - shared memory (metadata.shared) within the target's per-block limit;
-- resident kernels only: U is loaded before the time loop and never inside it (read from the TTGIR:
-  U's K_CHUNKS block loads come before the first scf.for, none inside).
+- persistent kernels (resident and split): U, or the program's slice of it, is loaded before the time
+  loop and never inside it (read from the TTGIR: its K_CHUNKS block loads come before the first
+  scf.for, none inside);
+- split kernels: the grid barrier's release arrival and acquire poll are in the PTX.
 
 Run it as `python -m kernels.audit` (prints the table, exits 1 on any failure); the test suite runs it too.
 KNOWN_SPILLS lists the one gap still open.
@@ -26,8 +28,12 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 
 SHARED_LIMIT = {80: 166912, 90: 232448}  # max dynamic shared memory per block: A100, H100
+SM_COUNT = {80: 108, 90: 132}  # A100, H100 SXM: bounds which split configurations the dispatcher can pick
 TRITON_DTYPE = {"torch.float32": "fp32", "torch.bfloat16": "bf16", "torch.float16": "fp16", "torch.float64": "fp64"}
 RESIDENT_KERNELS = ("resident_forward_kernel", "resident_backward_kernel")
+SPLIT_KERNELS = ("split_forward_kernel", "split_backward_kernel")
+PERSISTENT_KERNELS = RESIDENT_KERNELS + SPLIT_KERNELS  # U (or its slice) must be hoisted out of the time loop
+OPTIONS = ("num_warps", "num_stages")  # compile options, not constexprs
 # Known gap, kept visible: at BLOCK_H=256 (16 warps, the 128-register cap) ptxas spills one register
 # (8 bytes of stack) in these (kernel, arch) pairs for some activations/dtypes; no num_warps, K_CHUNKS
 # or pipelining variant tried removed it. Rows here with at most this much spill are "known", not ok.
@@ -45,7 +51,8 @@ class AuditRow:
     spill_bytes: int = -1        # STACK + LOCAL per thread from cuobjdump
     shared: int = -1
     shared_limit: int = 0
-    u_hoisted: str = "n/a"       # "yes" / "NO" for resident kernels
+    u_hoisted: str = "n/a"       # "yes" / "NO" for persistent kernels
+    barrier_atomics: str = "n/a" # "yes" / "NO" for split kernels: release add and acquire poll in the PTX
     block_h: int = 0
     num_warps: int = 0
     plan: str = ""               # KernelPlan.name
@@ -55,7 +62,8 @@ class AuditRow:
     @property
     def status(self) -> str:
         """'ok', 'known' (a listed KNOWN_SPILLS gap, otherwise clean) or 'FAIL'."""
-        if self.error or self.shared > self.shared_limit or self.u_hoisted == "NO" or self.spill_bytes < 0:
+        if (self.error or self.shared > self.shared_limit or "NO" in (self.u_hoisted, self.barrier_atomics)
+                or self.spill_bytes < 0):
             return "FAIL"
         if self.spill_bytes == 0:
             return "ok"
@@ -78,18 +86,24 @@ def audit_jobs(plan: str | None = None, dtype: str | None = None, nonlinearity: 
     """Every configuration the dispatcher can pick, optionally only those of one plan name, dtype
     ("bfloat16" or "torch.bfloat16"), nonlinearity or arch."""
     from .activations import ACTIVATION_CODES
-    from .dispatch import RESIDENT_CONFIGS, SUPPORTED_DTYPES, launch_config, plan_for
+    from .dispatch import RESIDENT_CONFIGS, SPLIT_CONFIGS, SUPPORTED_DTYPES, launch_config, plan_for
     plans = [(dt, plan_for(block_h, 1, dt, kernel="resident")) for dt, block_h in RESIDENT_CONFIGS]
+    plans += [(dt, plan_for(block_h, 1, dt, kernel="split")) for dt, block_h in SPLIT_CONFIGS]
     plans += [(dt, plan_for(1, 1, dt, kernel="stepwise")) for dt in SUPPORTED_DTYPES]
     jobs = []
     for target in (80, 90):
         for act in ACTIVATION_CODES:
             for dt, p in plans:
-                config = launch_config(p, act, dt) | {"UPCAST_DOT": False}
-                if p.tier == "resident":
-                    variants = [(kernel, config) for kernel in RESIDENT_KERNELS]
+                if p.tier == "split" and -(-p.config["BLOCK_H"] // p.config["BLOCK_N"]) > SM_COUNT[target]:
+                    continue  # more slices than this target's SMs: never dispatched there
+                config = launch_config(p, act, dt) | {"UPCAST_DOT": False, "USE_BARRIER": p.tier == "split"}
+                if p.tier in ("resident", "split"):
+                    kernels = RESIDENT_KERNELS if p.tier == "resident" else SPLIT_KERNELS
+                    variants = [(kernel, {k: v for k, v in config.items() if k != "USE_BARRIER" or p.tier == "split"})
+                                for kernel in kernels]
                 else:
-                    variants = [("step_kernel", config | {"BACKWARD": backward}) for backward in (False, True)]
+                    variants = [("step_kernel", {k: v for k, v in config.items() if k != "USE_BARRIER"} | {"BACKWARD": b})
+                                for b in (False, True)]
                 jobs += [AuditJob(kernel, str(dt), cfg, target, p.name, act) for kernel, cfg in variants]
     wanted = dtype if dtype is None or dtype.startswith("torch.") else f"torch.{dtype}"
     return [j for j in jobs if (plan is None or j.plan == plan) and (wanted is None or j.dtype == wanted)
@@ -97,8 +111,16 @@ def audit_jobs(plan: str | None = None, dtype: str | None = None, nonlinearity: 
 
 
 def _kernel(name: str):
-    from . import persistent, stepwise
-    return getattr(persistent, name, None) or getattr(stepwise, name)
+    from . import persistent, split, stepwise
+    return next(getattr(m, name) for m in (persistent, split, stepwise) if hasattr(m, name))
+
+
+def _pointer_type(arg: str, dtype: str) -> str:
+    if arg in ("counter_ptr", "status_ptr"):
+        return "*i32"
+    if arg in ("dh0_ptr", "dh_out_ptr") and dtype != "torch.float64":
+        return "*fp32"  # the accumulator dtype
+    return f"*{TRITON_DTYPE[dtype]}"
 
 
 def _signature(fn, dtype: str, constexprs: dict) -> dict:
@@ -107,7 +129,7 @@ def _signature(fn, dtype: str, constexprs: dict) -> dict:
         if arg in constexprs:
             sig[arg] = "constexpr"
         elif arg.endswith("_ptr"):
-            sig[arg] = "*fp32" if arg == "dh0_ptr" and dtype != "torch.float64" else f"*{TRITON_DTYPE[dtype]}"
+            sig[arg] = _pointer_type(arg, dtype)
         else:
             sig[arg] = "i32"
     return sig
@@ -136,12 +158,20 @@ def u_hoisted(ttgir: str, k_chunks: int) -> bool:
     return len(u_load.findall(ttgir[:first_loop])) == k_chunks and not u_load.search(ttgir[first_loop:])
 
 
+def barrier_atomics(ptx: str) -> bool:
+    """The grid barrier's arrival (a gpu-scope release add, e.g. red.global.gpu.release.add) and its
+    poll (a gpu-scope acquire load or atomic, e.g. ld.global.gpu.acquire) are in the PTX."""
+    release_add = re.search(r"\b(red|atom)\.\S*\bgpu\.release\.add", ptx)
+    acquire_poll = re.search(r"\b(ld|atom)\.\S*\bgpu\.acquire\b", ptx)
+    return bool(release_add and acquire_poll)
+
+
 def compile_one(job: AuditJob) -> AuditRow:
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
     kernel, dtype, config, arch = job.kernel, job.dtype, job.config, job.arch
-    constexprs = {k: v for k, v in config.items() if k != "num_warps"}
+    constexprs = {k: v for k, v in config.items() if k not in OPTIONS}
     label = ",".join(f"{k}={v}" for k, v in config.items() if k not in ("DOT_PRECISION", "UPCAST_DOT", "ACC_DTYPE"))
     row = AuditRow(kernel, TRITON_DTYPE[dtype], label, arch, shared_limit=SHARED_LIMIT[arch],
                    block_h=config.get("BLOCK_H", 0), num_warps=config["num_warps"], plan=job.plan,
@@ -149,11 +179,14 @@ def compile_one(job: AuditJob) -> AuditRow:
     try:
         fn = _kernel(kernel)
         src = ASTSource(fn=fn, signature=_signature(fn, dtype, constexprs), constexprs=constexprs)
-        compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32), options={"num_warps": config["num_warps"]})
+        compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32),
+                                  options={k: v for k, v in config.items() if k in OPTIONS})
         row.registers, row.spill_bytes = _resource_usage(compiled.asm["cubin"])
         row.shared = compiled.metadata.shared
-        if kernel in RESIDENT_KERNELS:
+        if kernel in PERSISTENT_KERNELS:
             row.u_hoisted = "yes" if u_hoisted(compiled.asm["ttgir"], config["K_CHUNKS"]) else "NO"
+        if kernel in SPLIT_KERNELS:
+            row.barrier_atomics = "yes" if barrier_atomics(compiled.asm["ptx"]) else "NO"
     except Exception as exc:  # one broken configuration must not hide the others
         row.error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200]
     return row
@@ -165,11 +198,12 @@ def run_audit(jobs: list[AuditJob], workers: int = 2) -> list[AuditRow]:
 
 
 def format_table(rows: list[AuditRow]) -> str:
-    header = f"{'kernel':<26} {'dtype':<5} {'arch':<5} {'regs':>4} {'spill':>5} {'shared':>7} {'U hoisted':<9} {'status':<6} config"
+    header = (f"{'kernel':<26} {'dtype':<5} {'arch':<5} {'regs':>4} {'spill':>5} {'shared':>7} {'U hoisted':<9} "
+              f"{'barrier':<7} {'status':<6} config")
     lines = [header, "-" * len(header)]
     for r in rows:
         lines.append(f"{r.kernel:<26} {r.dtype:<5} sm_{r.arch:<2} {r.registers:>4} {r.spill_bytes:>5} {r.shared:>7} "
-                     f"{r.u_hoisted:<9} {r.status:<6} {r.config}" + (f"  [{r.error}]" if r.error else ""))
+                     f"{r.u_hoisted:<9} {r.barrier_atomics:<7} {r.status:<6} {r.config}" + (f"  [{r.error}]" if r.error else ""))
     counts = {status: sum(r.status == status for r in rows) for status in ("ok", "known", "FAIL")}
     lines.append(f"{len(rows)} configurations: {counts['ok']} ok, {counts['known']} known spill gaps, "
                  f"{counts['FAIL']} failed")

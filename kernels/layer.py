@@ -15,7 +15,7 @@ from .reference import rnn_forward
 
 
 class TritonRNN(torch.nn.RNN):
-    """torch.nn.RNN's arguments, plus keyword-only kernel: 'auto' (dispatcher), 'resident' or 'stepwise'.
+    """torch.nn.RNN's arguments, plus keyword-only kernel: 'auto' (dispatcher), 'resident', 'split' or 'stepwise'.
 
     After a forward, last_plans holds the KernelPlan of each layer and direction, in nn.RNN's order.
     """

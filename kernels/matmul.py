@@ -25,11 +25,12 @@ def accumulator_dtype(io_dtype: torch.dtype) -> torch.dtype:
 
 
 @triton.jit
-def load_k_chunk(u_ptr, chunk, H, BLOCK_H: tl.constexpr, CHUNK: tl.constexpr, TRANSPOSE: tl.constexpr,
+def load_k_chunk(u_ptr, chunk, n_start, H, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr, TRANSPOSE: tl.constexpr,
                  UPCAST_DOT: tl.constexpr):
-    """Rows [chunk*CHUNK, (chunk+1)*CHUNK) of the [k, n] operand U^T (TRANSPOSE) or U; zero padded."""
+    """Rows [chunk*CHUNK, (chunk+1)*CHUNK) and columns [n_start, n_start+BLOCK_N) of the [k, n]
+    operand U^T (TRANSPOSE) or U; zero outside the H x H matrix."""
     offs_k = chunk * CHUNK + tl.arange(0, CHUNK)
-    offs_n = tl.arange(0, BLOCK_H)
+    offs_n = n_start + tl.arange(0, BLOCK_N)
     if TRANSPOSE:  # U^T[k, n] = U[n, k]: load U's [n, k] block row-major, then transpose in registers
         mask = (offs_n[:, None] < H) & (offs_k[None, :] < H)
         block = tl.load(u_ptr + offs_n[:, None] * H + offs_k[None, :], mask=mask, other=0.0)
@@ -43,19 +44,20 @@ def load_k_chunk(u_ptr, chunk, H, BLOCK_H: tl.constexpr, CHUNK: tl.constexpr, TR
 
 
 @triton.jit
-def load_resident_operand(u_ptr, H, BLOCK_H: tl.constexpr, K_CHUNKS: tl.constexpr, TRANSPOSE: tl.constexpr,
-                          UPCAST_DOT: tl.constexpr):
-    """The K_CHUNKS (1, 2 or 4) row blocks of the operand; unused slots repeat block 0."""
+def load_resident_operand(u_ptr, n_start, H, BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr, K_CHUNKS: tl.constexpr,
+                          TRANSPOSE: tl.constexpr, UPCAST_DOT: tl.constexpr):
+    """Columns [n_start, n_start+BLOCK_N) of the operand (all of it in the resident tier, a slice in
+    the split tier) as K_CHUNKS (1, 2 or 4) row blocks of BLOCK_H / K_CHUNKS rows; unused slots repeat block 0."""
     CHUNK: tl.constexpr = BLOCK_H // K_CHUNKS
-    m0 = load_k_chunk(u_ptr, 0, H, BLOCK_H, CHUNK, TRANSPOSE, UPCAST_DOT)
+    m0 = load_k_chunk(u_ptr, 0, n_start, H, BLOCK_N, CHUNK, TRANSPOSE, UPCAST_DOT)
     m1 = m0
     m2 = m0
     m3 = m0
     if K_CHUNKS > 1:
-        m1 = load_k_chunk(u_ptr, 1, H, BLOCK_H, CHUNK, TRANSPOSE, UPCAST_DOT)
+        m1 = load_k_chunk(u_ptr, 1, n_start, H, BLOCK_N, CHUNK, TRANSPOSE, UPCAST_DOT)
     if K_CHUNKS > 2:
-        m2 = load_k_chunk(u_ptr, 2, H, BLOCK_H, CHUNK, TRANSPOSE, UPCAST_DOT)
-        m3 = load_k_chunk(u_ptr, 3, H, BLOCK_H, CHUNK, TRANSPOSE, UPCAST_DOT)
+        m2 = load_k_chunk(u_ptr, 2, n_start, H, BLOCK_N, CHUNK, TRANSPOSE, UPCAST_DOT)
+        m3 = load_k_chunk(u_ptr, 3, n_start, H, BLOCK_N, CHUNK, TRANSPOSE, UPCAST_DOT)
     return m0, m1, m2, m3
 
 
@@ -93,4 +95,32 @@ def recurrent_product(carry, m0, m1, m2, m3, acc, BLOCK_B: tl.constexpr, BLOCK_H
         acc = rounded_dot(c1, m1, acc, IO_DTYPE, DOT_PRECISION, UPCAST_DOT)
         acc = rounded_dot(c2, m2, acc, IO_DTYPE, DOT_PRECISION, UPCAST_DOT)
         acc = rounded_dot(c3, m3, acc, IO_DTYPE, DOT_PRECISION, UPCAST_DOT)
+    return acc
+
+
+@triton.jit
+def load_state_chunk(state_ptr, rows, row_mask, chunk, H, CHUNK: tl.constexpr):
+    """Columns [chunk*CHUNK, (chunk+1)*CHUNK) of a [B, H] state written by other programs this launch
+    (.cg: read through L2, never a stale L1 line)."""
+    offs_k = chunk * CHUNK + tl.arange(0, CHUNK)
+    mask = row_mask[:, None] & (offs_k[None, :] < H)
+    return tl.load(state_ptr + rows[:, None] * H + offs_k[None, :], mask=mask, other=0.0, cache_modifier=".cg")
+
+
+@triton.jit
+def shared_state_product(state_ptr, rows, row_mask, H, m0, m1, m2, m3, acc, BLOCK_H: tl.constexpr,
+                         K_CHUNKS: tl.constexpr, IO_DTYPE: tl.constexpr, DOT_PRECISION: tl.constexpr,
+                         UPCAST_DOT: tl.constexpr):
+    """acc + state @ M for a state in global memory, read one K block at a time (split tier)."""
+    CHUNK: tl.constexpr = BLOCK_H // K_CHUNKS
+    acc = rounded_dot(load_state_chunk(state_ptr, rows, row_mask, 0, H, CHUNK), m0, acc, IO_DTYPE, DOT_PRECISION,
+                      UPCAST_DOT)
+    if K_CHUNKS > 1:
+        acc = rounded_dot(load_state_chunk(state_ptr, rows, row_mask, 1, H, CHUNK), m1, acc, IO_DTYPE,
+                          DOT_PRECISION, UPCAST_DOT)
+    if K_CHUNKS > 2:
+        acc = rounded_dot(load_state_chunk(state_ptr, rows, row_mask, 2, H, CHUNK), m2, acc, IO_DTYPE,
+                          DOT_PRECISION, UPCAST_DOT)
+        acc = rounded_dot(load_state_chunk(state_ptr, rows, row_mask, 3, H, CHUNK), m3, acc, IO_DTYPE,
+                          DOT_PRECISION, UPCAST_DOT)
     return acc

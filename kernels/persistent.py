@@ -51,7 +51,7 @@ def resident_forward_kernel(
 ):
     tile, tile_mask = batch_tile(B, H, BLOCK_B, BLOCK_H)
     # U^T as the [k, n] operand: element [k, n] = U[n, k]. Loaded once, resident for all T steps.
-    m0, m1, m2, m3 = load_resident_operand(u_ptr, H, BLOCK_H, K_CHUNKS, True, UPCAST_DOT)
+    m0, m1, m2, m3 = load_resident_operand(u_ptr, 0, H, BLOCK_H, BLOCK_H, K_CHUNKS, True, UPCAST_DOT)
     h = tl.load(h0_ptr + tile, mask=tile_mask, other=0.0).to(ACC_DTYPE)
     for s in range(T):
         step = (t_first + tl.cast(s, tl.int64) * t_step) * B * H
@@ -82,7 +82,7 @@ def resident_backward_kernel(
 ):
     tile, tile_mask = batch_tile(B, H, BLOCK_B, BLOCK_H)
     # U itself as the [k, n] operand: dh_{t-1}[b, j] = sum_i da_t[b, i] U[i, j]. Resident for all steps.
-    m0, m1, m2, m3 = load_resident_operand(u_ptr, H, BLOCK_H, K_CHUNKS, False, UPCAST_DOT)
+    m0, m1, m2, m3 = load_resident_operand(u_ptr, 0, H, BLOCK_H, BLOCK_H, K_CHUNKS, False, UPCAST_DOT)
     zeros = tl.zeros((BLOCK_B, BLOCK_H), dtype=ACC_DTYPE)
     dh = zeros
     for s in range(T):

@@ -5,8 +5,8 @@ import os
 import subprocess
 import sys
 
-from kernels.audit import KNOWN_SPILLS, u_hoisted
-from kernels.dispatch import RESIDENT_CONFIGS, SUPPORTED_DTYPES
+from kernels.audit import KNOWN_SPILLS, SM_COUNT, barrier_atomics, u_hoisted
+from kernels.dispatch import RESIDENT_CONFIGS, SPLIT_CONFIGS, SUPPORTED_DTYPES
 
 
 def test_u_hoisted_check_can_fail():
@@ -15,6 +15,13 @@ def test_u_hoisted_check_can_fail():
     assert u_hoisted(before, 1)
     assert not u_hoisted(before, 2)
     assert not u_hoisted(inside, 1)
+
+
+def test_barrier_atomics_check_can_fail():
+    both = "@%p1 red.global.gpu.release.add.u32 [%rd1+0], %r1;\n@%p1 ld.global.gpu.acquire.b32 %r2, [%rd1+0];"
+    assert barrier_atomics(both)
+    assert not barrier_atomics(both.replace("release", "relaxed"))
+    assert not barrier_atomics(both.replace("acquire", "relaxed"))
 
 
 def test_every_dispatchable_configuration_compiles_clean(tmp_path):
@@ -26,17 +33,22 @@ def test_every_dispatchable_configuration_compiles_clean(tmp_path):
     assert proc.returncode == 0
     rows = json.loads(report.read_text())
     assert "regs" in proc.stdout and "configurations:" in proc.stdout
-    # Coverage: every resident (dtype, BLOCK_H) and the stepwise kernel of every dtype, both archs and
-    # activations, forward and backward.
-    resident = {(r["kernel"], r["dtype"], r["block_h"], r["arch"], "ACTIVATION=1" in r["config"])
-                for r in rows if r["kernel"].startswith("resident")}
-    assert len(resident) == len(RESIDENT_CONFIGS) * 2 * 2 * 2
+    # Coverage: every resident and split (dtype, BLOCK_H) the target can get (split needs a slice per SM)
+    # and the stepwise kernel of every dtype, both archs and activations, forward and backward.
+    def covered(tier):
+        return {(r["kernel"], r["dtype"], r["block_h"], r["arch"], r["nonlinearity"])
+                for r in rows if r["kernel"].startswith(tier)}
+    assert len(covered("resident")) == len(RESIDENT_CONFIGS) * 2 * 2 * 2
+    reachable = sum(-(-bh // cfg[0]) <= SM_COUNT[arch] for (_, bh), cfg in SPLIT_CONFIGS.items() for arch in SM_COUNT)
+    assert len(covered("split")) == reachable * 2 * 2
+    assert {r["block_h"] for r in rows if r["kernel"].startswith("split") and r["arch"] == 90} == {256, 512, 1024, 2048}
     assert sum(r["kernel"] == "step_kernel" for r in rows) == len(SUPPORTED_DTYPES) * 2 * 2 * 2
     for r in rows:
         assert r["status"] in ("ok", "known"), r
         assert r["registers"] > 0 and r["shared"] <= r["shared_limit"]
-        if r["kernel"].startswith("resident"):
+        if r["kernel"].startswith(("resident", "split")):
             assert r["u_hoisted"] == "yes", r
+        assert r["barrier_atomics"] == ("yes" if r["kernel"].startswith("split") else "n/a"), r
         if r["status"] == "known":
             assert (r["kernel"], r["arch"], r["block_h"]) in KNOWN_SPILLS and 0 < r["spill_bytes"] <= 8
         else:

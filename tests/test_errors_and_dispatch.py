@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from kernels import TritonRNN, plan_for
-from kernels.dispatch import RESIDENT_CONFIGS, resident_limit
+from kernels.dispatch import PLANNING_SM_COUNT, RESIDENT_CONFIGS, SPLIT_CONFIGS, _split_plan, resident_limit
+from kernels.split import launch_groups
 
 
 @pytest.fixture
@@ -59,25 +60,47 @@ def test_resident_request_beyond_limit_is_refused():
         plan_for(200, 4, torch.float32, kernel="resident")
 
 
-def test_dispatch_picks_resident_up_to_the_limit_then_stepwise():
+SPLIT_LIMIT = {torch.bfloat16: 2048, torch.float16: 2048, torch.float32: 1024}
+
+
+@pytest.mark.parametrize("dtype", list(SPLIT_LIMIT))
+def test_dispatch_tiers_resident_then_split_then_stepwise(dtype):
     assert resident_limit(torch.bfloat16) == 256 and resident_limit(torch.float16) == 256
     assert resident_limit(torch.float32) == 128
-    for dtype in (torch.float32, torch.bfloat16, torch.float16):
-        limit = resident_limit(dtype)
-        for h in (1, 48, 100, limit):
-            plan = plan_for(h, 5, dtype)
-            assert plan.tier == "resident", (dtype, h)
-            assert plan.config["BLOCK_H"] >= h and (dtype, plan.config["BLOCK_H"]) in RESIDENT_CONFIGS
-        over = plan_for(limit + 1, 5, dtype)
-        assert over.tier == "stepwise" and "exceeds" in over.reason
-    assert plan_for(64, 5, torch.bfloat16, kernel="stepwise").tier == "stepwise"
-    assert plan_for(48, 5, torch.bfloat16).name.startswith("resident(BLOCK_B=16,BLOCK_H=64")
+    limit = resident_limit(dtype)
+    for h in (1, 48, 100, limit):
+        plan = plan_for(h, 5, dtype)
+        assert plan.tier == "resident", (dtype, h)
+        assert plan.config["BLOCK_H"] >= h and (dtype, plan.config["BLOCK_H"]) in RESIDENT_CONFIGS
+    for h in (limit + 1, 768, SPLIT_LIMIT[dtype]):
+        plan = plan_for(h, 5, dtype)
+        assert plan.tier == "split", (dtype, h)
+        assert (dtype, plan.config["BLOCK_H"]) in SPLIT_CONFIGS and plan.config["BLOCK_H"] >= h
+        assert -(-h // plan.config["BLOCK_N"]) <= PLANNING_SM_COUNT
+    over = plan_for(SPLIT_LIMIT[dtype] + 1, 5, dtype)
+    assert over.tier == "stepwise" and "resident:" in over.reason and "split:" in over.reason
+    assert plan_for(64, 5, dtype, kernel="stepwise").tier == "stepwise"
+    assert plan_for(48, 5, dtype).name.startswith("resident(BLOCK_B=16,BLOCK_H=64")
 
 
-def test_stepwise_serves_hidden_sizes_beyond_the_resident_tier(device):
+def test_split_tier_needs_a_slice_per_sm_and_groups_batch_tiles_into_launches():
+    config = plan_for(2048, 64, torch.bfloat16, kernel="split").config
+    assert config["BLOCK_N"] == 16  # 128 slices: fits an H100's 132 SMs, not an A100's 108
+    assert "108 SMs" in _split_plan(2048, 64, torch.bfloat16, 2048, 108)
+    assert launch_groups(64, 2048, config, 132) == [(0, 1), (1, 1), (2, 1), (3, 1)]  # one tile of 16 per launch
+    config = plan_for(1024, 64, torch.bfloat16, kernel="split").config  # 32 slices: 4 tiles per launch
+    assert launch_groups(64, 1024, config, 132) == [(0, 4)]
+    assert launch_groups(100, 1024, config, 132) == [(0, 4), (4, 3)]
+    with pytest.raises(RuntimeError, match="could never be met"):
+        launch_groups(16, 2048, plan_for(2048, 16, torch.bfloat16, kernel="split").config, 100)
+    with pytest.raises(ValueError, match="kernel='split' cannot serve"):
+        plan_for(4096, 4, torch.bfloat16, kernel="split")
+
+
+def test_stepwise_serves_hidden_sizes_beyond_the_persistent_tiers(device):
     torch.manual_seed(0)
-    layer = TritonRNN(3, 300, device=device)  # fp32 resident limit is 128
-    ref = torch.nn.RNN(3, 300, dtype=torch.float64)
+    layer = TritonRNN(3, 1100, device=device)  # fp32 persistent tiers end at 1024
+    ref = torch.nn.RNN(3, 1100, dtype=torch.float64)
     ref.load_state_dict({k: v.double() for k, v in layer.state_dict().items()})
     x = torch.randn(2, 2, 3)
     with torch.no_grad():

@@ -47,3 +47,31 @@ def test_layer_matches_cudnn(dtype):
     ref_out.sum().backward()
     for (name, p), q in zip(ours.named_parameters(), theirs.parameters()):
         assert rel_err(p.grad, q.grad) < 8 * TOLERANCE[dtype], name
+
+
+@pytest.mark.parametrize("H,B", [(1024, 64), (2048, 16), (512, 1)])
+def test_split_barrier_under_load_matches_stepwise(H, B):
+    """T >= 10k steps with (nearly) every SM in the barrier: any missed or torn barrier would show up
+    as a difference from the stepwise kernel, which synchronises by launching once per step."""
+    T, dtype = 10_000, torch.bfloat16
+    g = torch.Generator().manual_seed(0)
+    xw = (torch.randn(T, B, H, generator=g) * 0.5).to("cuda", dtype)
+    h0 = (torch.randn(B, H, generator=g) * 0.5).to("cuda", dtype)
+    u = (torch.randn(H, H, generator=g) * (0.9 / H ** 0.5)).to("cuda", dtype)
+    dy = torch.randn(T, B, H, generator=g).to("cuda", dtype)
+    split_plan, step_plan = plan_for(H, B, dtype, "cuda"), plan_for(H, B, dtype, "cuda", kernel="stepwise")
+    assert split_plan.tier == "split"
+    y = recurrence_forward(split_plan, xw, h0, u, "tanh", False)
+    y_ref = recurrence_forward(step_plan, xw, h0, u, "tanh", False)
+    assert rel_err(y, y_ref) < 1e-2
+    da, dh0 = recurrence_backward(split_plan, y_ref, dy, u, "tanh", False)
+    da_ref, dh0_ref = recurrence_backward(step_plan, y_ref, dy, u, "tanh", False)
+    assert rel_err(da, da_ref) < 1e-2 and rel_err(dh0, dh0_ref) < 1e-2
+
+
+def test_split_refuses_a_grid_larger_than_the_sm_count():
+    from kernels.split import launch_groups
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    config = plan_for(512, 1, torch.bfloat16, "cuda", kernel="split").config | {"BLOCK_N": 1}
+    with pytest.raises(RuntimeError, match="could never be met"):
+        launch_groups(1, 16 * sms, config, sms)

@@ -4,7 +4,9 @@ import torch
 
 from conftest import DTYPES, TOLERANCE, rel_err
 from helpers import reference_layer
-from kernels.dispatch import plan_for, recurrence_backward, recurrence_forward
+from kernels.dispatch import launch_config, plan_for, recurrence_backward, recurrence_forward
+from kernels.runtime import interpreting
+from kernels.split import split_backward, split_forward
 
 # (T, B, H): T=1, odd H and B, two batch tiles (B=17), padding to BLOCK_H (48 -> 64, 130 -> 256).
 SHAPES = [(1, 1, 16), (5, 5, 48), (6, 17, 33), (3, 2, 130)]
@@ -46,3 +48,50 @@ def test_hidden_state_carried_in_fp32_not_io_dtype(device):
     y = recurrence_forward(plan_for(H, B, torch.float16, device), xw, h0, u, "tanh", False)
     ref_y, _, _ = reference_layer(xw.cpu(), h0.cpu(), u.cpu(), "tanh", False, dy.cpu())
     assert (y.cpu().double() - ref_y).abs().max().item() < 5e-3
+
+
+# Split-H: hidden sizes past the resident tier, one launch per step in the interpreter.
+SPLIT_SHAPES = [(3, 5, 320), (2, 2, 512), (2, 1, 1024)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SPLIT_SHAPES, ids=lambda s: "T{}-B{}-H{}".format(*s))
+@pytest.mark.parametrize("nonlinearity,reverse", [("tanh", False), ("relu", True)])
+def test_split_kernels_match_float64_reference(dtype, shape, nonlinearity, reverse, device):
+    T, B, H = shape
+    plan = plan_for(H, B, dtype, device)
+    assert plan.tier == "split"
+    xw, h0, u, dy = make_inputs(T, B, H, dtype, device)
+    y = recurrence_forward(plan, xw, h0, u, nonlinearity, reverse)
+    ref_y, ref_da, ref_dh0 = reference_layer(xw.cpu(), h0.cpu(), u.cpu(), nonlinearity, reverse, dy.cpu())
+    assert rel_err(y.cpu(), ref_y) < TOLERANCE[dtype]
+    da, dh0 = recurrence_backward(plan, ref_y.to(device=device, dtype=dtype), dy, u, nonlinearity, reverse)
+    assert rel_err(da.cpu(), ref_da) < 2 * TOLERANCE[dtype]
+    assert rel_err(dh0.cpu(), ref_dh0) < 2 * TOLERANCE[dtype]
+
+
+def barrier_config(nonlinearity: str, block_h: int) -> dict:
+    """A split configuration whose grid is one program when H <= 16: the barrier path can run in the interpreter."""
+    plan = plan_for(512, 1, torch.float32, kernel="split")
+    config = launch_config(plan, nonlinearity, torch.float32)
+    return config | {"BLOCK_N": 16, "BLOCK_H": block_h, "K_CHUNKS": 1, "USE_BARRIER": True}
+
+
+@pytest.mark.skipif(not interpreting(), reason="interpreter-only: one program per SM is the interpreter's rule")
+@pytest.mark.parametrize("nonlinearity,reverse", [("tanh", False), ("relu", True)])
+def test_split_barrier_path_with_a_one_program_grid(nonlinearity, reverse):
+    T, B, H = 6, 3, 16
+    xw, h0, u, dy = make_inputs(T, B, H, torch.float32, "cpu")
+    config = barrier_config(nonlinearity, 16)
+    y = split_forward(xw, h0, u, reverse, config)
+    ref_y, ref_da, ref_dh0 = reference_layer(xw, h0, u, nonlinearity, reverse, dy)
+    assert rel_err(y, ref_y) < TOLERANCE[torch.float32]
+    da, dh0 = split_backward(ref_y.float(), dy, u, reverse, config)
+    assert rel_err(da, ref_da) < 2 * TOLERANCE[torch.float32] and rel_err(dh0, ref_dh0) < 2 * TOLERANCE[torch.float32]
+
+
+@pytest.mark.skipif(not interpreting(), reason="interpreter-only: one program per SM is the interpreter's rule")
+def test_split_barrier_refuses_a_grid_that_cannot_be_co_resident():
+    xw, h0, u, _ = make_inputs(2, 1, 32, torch.float32, "cpu")  # two slices of 16: two programs, one "SM"
+    with pytest.raises(RuntimeError, match="co-resident"):
+        split_forward(xw, h0, u, False, barrier_config("tanh", 32))

@@ -1,0 +1,31 @@
+"""Grid-wide barrier for the split-H tier, from acquire/release atomics on a counter in global memory.
+
+Every program of a group adds 1 to the group's counter once per step (release: its stores of that
+step become visible first), then spins until the counter reaches (step + 1) * programs (acquire: the
+other programs' stores are visible after it). The counter only grows, so it never needs resetting
+within a launch; the launcher zeroes it. This only terminates if all programs of the group are
+resident at once: the launcher refuses grids larger than the SM count and launches cooperatively.
+
+The spin is bounded: after MAX_SPINS polls the program records the failure in status_ptr and goes
+on, so a barrier that cannot be met becomes an error raised by the launcher, not a hung GPU.
+Pattern as in PyTorch Inductor's x_grid_barrier; scalar atomics are issued once per program.
+"""
+import triton
+import triton.language as tl
+
+MAX_SPINS = tl.constexpr(1 << 24)  # ~seconds of polling: far beyond any real step, short enough to report
+
+
+@triton.jit
+def grid_barrier(counter_ptr, status_ptr, target):
+    """Wait until *counter_ptr >= target after adding this program's arrival."""
+    tl.debug_barrier()  # every thread of this program has issued its stores of the step
+    tl.atomic_add(counter_ptr, 1, sem="release", scope="gpu")
+    arrived = tl.atomic_add(counter_ptr, 0, sem="acquire", scope="gpu")
+    spins = 0
+    while (arrived < target) & (spins < MAX_SPINS):
+        arrived = tl.atomic_add(counter_ptr, 0, sem="acquire", scope="gpu")
+        spins += 1
+    if arrived < target:
+        tl.atomic_max(status_ptr, 1)
+    tl.debug_barrier()  # no thread reads the step's results before the acquire above
