@@ -194,6 +194,23 @@ def _cuda_sites(events) -> list[Launch]:
             rnn = kernel.name in ours or bool(CUDNN_RNN_KERNEL.search(kernel.name))
             out.append(Launch(kernel.name, phase, gemm, rnn,
                               (phase, _kernel_family(kernel.name), event.name, _shapes(event)), kernel.duration))
+    return out + _unattached_kernels(events, out, ours)
+
+
+def _unattached_kernels(events, attached: list[Launch], ours: set[str]) -> list[Launch]:
+    """GPU kernels the profiler could not link to a CPU op (e.g. a launch through the driver API
+    that CUPTI did not correlate): classified by their name alone, phase guessed from the name."""
+    device = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA
+              and not e.name.startswith(("Memcpy", "Memset"))]
+    surplus = Counter(e.name for e in device) - Counter(launch.name for launch in attached)
+    out = []
+    for event in device:
+        if surplus[event.name] > 0:
+            surplus[event.name] -= 1
+            phase = "backward" if "backward" in event.name.lower() else "forward"
+            rnn = event.name in ours or bool(CUDNN_RNN_KERNEL.search(event.name))
+            out.append(Launch(event.name, phase, bool(GEMM_KERNEL.search(event.name)), rnn,
+                              (phase, _kernel_family(event.name)), event.time_range.elapsed_us()))
     return out
 
 

@@ -44,9 +44,9 @@ def _grid(n: int, width: float = 5.0, height: float = 3.8):
     return fig, list(axes.flat[:n])
 
 
-def _save(fig, out: Path, name: str, title: str) -> tuple[str, str]:
+def _save(fig, out: Path, name: str, title: str, rect=(0, 0, 1, 1)) -> tuple[str, str]:
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=rect)
     fig.savefig(out / name, dpi=110)
     plt.close(fig)
     return title, name
@@ -85,7 +85,7 @@ def speed_figure(bench: pd.DataFrame, metrics: dict[str, str], ylabel: str, out:
         ax.set(title=facet, xlabel=AXIS_NAMES[x], ylabel=ylabel)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
-    return _save(fig, out, name, title)
+    return _save(fig, out, name, title, rect=(0, 0.5 / fig.get_figheight(), 1, 1))
 
 
 def stability_error_figure(study: pd.DataFrame, dtype: str, out: Path, device: str) -> tuple[str, str] | None:
@@ -175,16 +175,19 @@ def where_time_goes_figure(profile: dict, out: Path, name: str) -> tuple[str, st
     gpu = profile["device"] == "cuda"
     left.set(xlim=(0, 118), xlabel=f"share of {'GPU kernel' if gpu else 'CPU op (no GPU)'} time (%)")
     left.invert_yaxis()
-    left.legend(fontsize=8, ncols=4, loc="upper center", bbox_to_anchor=(0.5, -0.25 if len(ran) < 4 else -0.12))
+    fig.legend(*left.get_legend_handles_labels(), loc="lower center", ncols=len(GROUPS), fontsize=9, frameon=False)
     per_step = [r["launches_per_step"] for r in ran]
-    right.barh(names, per_step, color=[COLORS.get(n) for n in names])
+    right.barh(names, per_step, color="0.35")
     for i, value in enumerate(per_step):
         right.text(value, i, f" {value:.3g}", va="center", fontsize=8)
-    right.set_xscale("log")
+    if max(per_step) >= 10 * min(per_step) > 0:
+        right.set(xscale="log", xlim=(min(per_step) / 3, max(per_step) * 5))
+    else:
+        right.set(xlim=(0, max(per_step) * 1.3))
     right.set(xlabel="kernel launches per time step" + ("" if gpu else " (counted, not timed)"))
     right.invert_yaxis()
     right.set_yticklabels([])
     case = profile["case"]
     title = (f"Where the time goes: {profile['mode']}, {profile['dtype']}, T={case['seq_len']} B={case['batch']} "
              f"H={case['hidden']} — {profile['device_name']}")
-    return _save(fig, out, name, title)
+    return _save(fig, out, name, title, rect=(0, 0.5 / fig.get_figheight(), 1, 1))

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import matplotlib.image
 import pytest
@@ -134,6 +135,36 @@ def test_compile_facts_match_the_audit(profiled):
             assert fact[key] == row[key], key
         assert fact["tier"] == "resident" and fact["plan"] == plan.name
         assert fact["occupancy"] == hardware.occupancy(row["registers"], row["shared"], row["num_warps"], 90)["occupancy"]
+
+
+def fake_event(name, device="CPU", kernels=(), parent=None, shapes=(), us=0.0):
+    event = SimpleNamespace(name=name, device_type=getattr(torch.autograd.DeviceType, device), cpu_parent=parent,
+                            cpu_children=[], input_shapes=[list(s) for s in shapes], cpu_time_total=us,
+                            kernels=[SimpleNamespace(name=k, device=0, duration=d) for k, d in kernels],
+                            time_range=SimpleNamespace(elapsed_us=lambda: us))
+    if parent is not None:
+        parent.cpu_children.append(event)
+    return event
+
+
+def test_gpu_kernels_are_grouped_by_their_launching_op_and_name():
+    """The CUDA path on synthetic events: kernels attached to CPU ops, plus one CUPTI left unlinked."""
+    gemm = "sm90_xmma_gemm_f32f32_tf32f32_f32_tn_n_tilesize128x128x32"
+    root = fake_event("rnnbench::triton")
+    fwd_mm = fake_event("aten::mm", kernels=[(gemm, 10.0)], parent=root, shapes=[(64, 16), (16, 16)])
+    ranged = fake_event("triton::resident_forward_kernel", kernels=[("resident_forward_kernel", 500.0)], parent=root)
+    engine = fake_event("autograd::engine::evaluate_function: MmBackward0")
+    bwd_mm = fake_event("aten::mm", kernels=[(gemm, 20.0)], parent=fake_event("MmBackward0", parent=engine),
+                        shapes=[(16, 64), (64, 16)])
+    on_device = [fake_event(n, "CUDA", us=us) for n, us in
+                 ((gemm, 10.0), ("resident_forward_kernel", 500.0), (gemm, 20.0), ("resident_backward_kernel", 400.0))]
+    events = [root, fwd_mm, ranged, engine, bwd_mm, *on_device]
+    found = {(la.name, la.phase): la for la in launches.launches(events, on_cuda=True, seq_len=16)}
+    assert {key: la.group for key, la in found.items()} == {
+        (gemm, "forward"): "input projection", ("resident_forward_kernel", "forward"): "recurrence",
+        (gemm, "backward"): "backward GEMMs", ("resident_backward_kernel", "backward"): "recurrence"}
+    counts = launches.accounting(list(found.values()), 16)
+    assert counts["recurrence_launches"] == 2 and counts["time_us_by_group"]["recurrence"] == 900.0
 
 
 def test_occupancy_follows_the_stated_formula():
