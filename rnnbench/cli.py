@@ -236,6 +236,9 @@ def parse_case(spec: str, scenario) -> Case:
     cases = scenario.cases
     if spec.strip().isdigit():
         index = int(spec)
+        if not cases:
+            raise UsageError(f"--case {spec}: {scenario.source} has no sweep cases; give the shape, "
+                             f"e.g. --case seq_len=256,batch=4,hidden=64")
         if index >= len(cases):
             raise UsageError(f"--case {spec}: {scenario.source} ({scenario.profile} profile) has {len(cases)} "
                              f"cases, numbered 0 to {len(cases) - 1}")
@@ -274,6 +277,10 @@ def profile_folder(args, scenario) -> tuple[Path, bool]:
     if args.run_dir:
         if not Path(args.run_dir).is_dir():
             raise UsageError(f"--run-dir {args.run_dir}: no such folder")
+        ran_on = RunFolder(args.run_dir).environment().get("device")
+        if ran_on and ran_on != device_here().type:
+            raise UsageError(f"--run-dir {args.run_dir}: that run was on {ran_on}, this machine profiles on "
+                             f"{device_here().type}; profile into a new folder instead (leave out --run-dir)")
         return Path(args.run_dir), True
     suffix = "-profile" + ("-cpu" if scenario.profile == "cpu" else "")
     folder = Path(args.out) / scenario.name / (args.run_id or datetime.now().strftime("%Y%m%d-%H%M%S") + suffix)

@@ -10,8 +10,9 @@ torch.profiler with Triton launches marked (launches.triton_launch_ranges). From
 - host time (the CPU returns from the call) vs wall time (the device is done), from separate
   unprofiled calls, and device time (the sum of the kernels' GPU time, CUDA only);
 - for the Triton backends, the compile facts of the plans the dispatcher chose (registers, spills,
-  shared memory, warps from kernels.audit, compiled for sm_80 and sm_90 in a subprocess without the
-  interpreter, so they exist on CPU too) and the occupancy they allow (hardware.occupancy);
+  shared memory, warps from kernels.audit, compiled in a subprocess without the interpreter for the
+  GPU's arch, or for sm_80 and sm_90 without one, so they exist on CPU too) and the occupancy they
+  allow (hardware.occupancy);
 - CUDA only: latency (triton.testing.do_bench), achieved TFLOP/s and bandwidth against the
   device's datasheet peak (hardware.GPU_PEAKS), and time per step against a floor: the per-step
   GPU time of the persistent recurrence kernels alone, measured in the same profile.

@@ -236,6 +236,21 @@ def test_usage_errors_name_the_argument(tmp_path, capsys, args, message):
     assert err.startswith("rnnbench: error: ") and message in err and "Traceback" not in err
 
 
-def test_a_missing_scenario_is_a_usage_error(capsys):
+def test_a_missing_scenario_or_case_is_a_usage_error(tmp_path, capsys):
     assert main(["profile", "no/such.yaml"]) == 2
     assert "no/such.yaml: cannot read the scenario file" in capsys.readouterr().err
+    no_sweep = tmp_path / "study.yaml"
+    no_sweep.write_text(yaml.safe_dump({"name": "study", "backends": ["eager"], "metrics": ["stability"]}))
+    assert main(["profile", str(no_sweep)]) == 2
+    assert "has no sweep cases; give the shape" in capsys.readouterr().err
+
+
+def test_a_run_from_another_device_is_not_mixed_with_this_one(tmp_path, capsys):
+    other = "cpu" if DEVICE.type == "cuda" else "cuda"
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "environment.json").write_text(json.dumps({"device": other}))
+    scenario = tmp_path / "tiny.yaml"
+    scenario.write_text(yaml.safe_dump(TINY))
+    assert main(["profile", str(scenario), "--run-dir", str(run_dir)]) == 2
+    assert f"that run was on {other}" in capsys.readouterr().err
