@@ -72,13 +72,9 @@ def resident_backward_kernel(
     T, B, H,        # sequence length, batch, hidden size
     t_first,        # time index of the first reverse step: T - 1, or 0 for the reverse direction
     t_step,         # -1 or +1
-    ACTIVATION: tl.constexpr,     # 0 tanh, 1 relu
-    BLOCK_B: tl.constexpr,        # batch rows per program (>= 16 for tl.dot)
-    BLOCK_H: tl.constexpr,        # H padded to a power of two
-    K_CHUNKS: tl.constexpr,       # U is held and multiplied as 1, 2 or 4 row blocks (see matmul.py)
-    DOT_PRECISION: tl.constexpr,  # "ieee" or "tf32"; only matters for fp32
-    ACC_DTYPE: tl.constexpr,      # carry and accumulation: tl.float32 (tl.float64 for float64 I/O)
-    UPCAST_DOT: tl.constexpr,     # interpreter workaround, see matmul.py
+    ACTIVATION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, K_CHUNKS: tl.constexpr,
+    DOT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    UPCAST_DOT: tl.constexpr,     # as in resident_forward_kernel
 ):
     tile, tile_mask = batch_tile(B, H, BLOCK_B, BLOCK_H)
     # U itself as the [k, n] operand: dh_{t-1}[b, j] = sum_i da_t[b, i] U[i, j]. Resident for all steps.
