@@ -63,16 +63,22 @@ class KernelPlan:
         return f"{self.tier}({','.join(f'{k}={v}' for k, v in self.config.items())})"
 
 
-def resident_block_h(hidden_size: int) -> int:
+def padded_hidden(hidden_size: int) -> int:
+    """BLOCK_H: the hidden size padded to a power of two, at least 16 (tl.dot's minimum)."""
     return max(16, triton.next_power_of_2(hidden_size))
+
+
+def _limit(configs: dict, dtype: torch.dtype) -> int:
+    return max((bh for (dt, bh) in configs if dt == dtype), default=0)
 
 
 def resident_limit(dtype: torch.dtype) -> int:
     """Largest hidden size the resident tier serves for dtype (0 if none)."""
-    return max((bh for (dt, bh) in RESIDENT_CONFIGS if dt == dtype), default=0)
+    return _limit(RESIDENT_CONFIGS, dtype)
 
 
 def sm_count(device: torch.device | str | None) -> int:
+    """SMs available to a split plan: the device's, or an H100's when planning without CUDA."""
     device = torch.device(device) if device is not None else None
     if device is not None and device.type == "cuda":
         return torch.cuda.get_device_properties(device).multi_processor_count
@@ -89,7 +95,7 @@ def plan_for(hidden_size: int, batch_size: int, dtype: torch.dtype, device: torc
         raise TypeError(f"dtype must be one of {SUPPORTED_DTYPES}, got {dtype}")
     if kernel == "stepwise":
         return _stepwise_plan("requested")
-    block_h = resident_block_h(hidden_size)
+    block_h = padded_hidden(hidden_size)
     refusals = []
     for tier, make in (("resident", _resident_plan), ("split", _split_plan)):
         if kernel in ("auto", tier):
@@ -117,8 +123,7 @@ def _resident_plan(hidden_size, batch_size, dtype, block_h, sms) -> KernelPlan |
 def _split_plan(hidden_size, batch_size, dtype, block_h, sms) -> KernelPlan | str:
     """The split-H plan, or why there is none."""
     if (dtype, block_h) not in SPLIT_CONFIGS:
-        limit = max((bh for (dt, bh) in SPLIT_CONFIGS if dt == dtype), default=0)
-        return f"no split configuration for hidden_size {hidden_size} in {dtype} (limit {limit})"
+        return f"no split configuration for hidden_size {hidden_size} in {dtype} (limit {_limit(SPLIT_CONFIGS, dtype)})"
     block_n, num_warps, k_chunks = SPLIT_CONFIGS[(dtype, block_h)]
     slices = triton.cdiv(hidden_size, block_n)
     if slices > sms:
