@@ -20,6 +20,11 @@ import torch.nn.functional as F
 ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu}
 
 
+def time_order(T: int, reverse: bool) -> range:
+    """The order a direction visits the time steps: 0..T-1, or T-1..0 for the reverse direction."""
+    return range(T - 1, -1, -1) if reverse else range(T)
+
+
 def param_name(kind: str, layer: int, reverse: bool) -> str:
     """nn.RNN's parameter name, e.g. param_name("weight_hh", 1, True) == "weight_hh_l1_reverse"."""
     return f"{kind}_l{layer}" + ("_reverse" if reverse else "")
@@ -35,8 +40,7 @@ def elman_layer(x: torch.Tensor, h0: torch.Tensor, w_ih: torch.Tensor, w_hh: tor
         xw = xw + b_ih + b_hh
     h = h0
     outputs = [None] * x.shape[0]
-    steps = range(x.shape[0] - 1, -1, -1) if reverse else range(x.shape[0])
-    for t in steps:
+    for t in time_order(x.shape[0], reverse):
         h = act(xw[t] + h @ w_hh.t())
         outputs[t] = h
     return torch.stack(outputs)

@@ -24,6 +24,7 @@ import triton.language as tl
 from .activations import activation_grad_from_output, apply_activation
 from .barrier import grid_barrier
 from .matmul import accumulator_dtype, load_resident_operand, shared_state_product
+from .reference import time_order
 
 
 @triton.jit
@@ -160,16 +161,12 @@ def _launch_one_step(kernel, args: tuple, t: int, config: dict) -> None:
                                      num_stages=config["num_stages"])
 
 
-def _time_order(T: int, reverse: bool) -> list[int]:
-    return list(range(T - 1, -1, -1)) if reverse else list(range(T))
-
-
 def split_forward(xw: torch.Tensor, h0: torch.Tensor, u: torch.Tensor, reverse: bool, config: dict) -> torch.Tensor:
     """All hidden states [T, B, H] of one layer-direction; inputs contiguous.
     config["USE_BARRIER"]: one persistent launch for all steps; otherwise one launch per step."""
     T = xw.shape[0]
     y = torch.empty_like(xw)
-    order = _time_order(T, reverse)
+    order = time_order(T, reverse)
     if config["USE_BARRIER"]:
         _launch_all_steps(split_forward_kernel, (xw, h0, u, y), T, order[0], -1 if reverse else 1, config)
         return y
@@ -188,7 +185,7 @@ def split_backward(y: torch.Tensor, dy: torch.Tensor, u: torch.Tensor, reverse: 
     T = y.shape[0]
     da = torch.empty_like(y)
     da_in = torch.zeros_like(y[0])
-    order = _time_order(T, not reverse)  # backward walks the forward order in reverse
+    order = time_order(T, not reverse)  # backward walks the forward order in reverse
     if config["USE_BARRIER"]:
         _launch_all_steps(split_backward_kernel, (y, dy, u, da, da_in), T, order[0], 1 if reverse else -1, config)
     else:

@@ -15,6 +15,7 @@ import triton.language as tl
 
 from .activations import activation_grad_from_output, apply_activation
 from .matmul import accumulator_dtype
+from .reference import time_order
 
 BLOCK_B, BLOCK_N, BLOCK_K, NUM_WARPS = 16, 64, 32, 8  # BLOCK_K=32: fp32 at 64 spills on sm_90
 
@@ -71,15 +72,11 @@ def _launch_step(a, u, c, hd, out, backward: bool, config: dict) -> None:
                       UPCAST_DOT=config["UPCAST_DOT"], num_warps=NUM_WARPS)
 
 
-def _time_order(T: int, reverse: bool) -> range:
-    return range(T - 1, -1, -1) if reverse else range(T)
-
-
 def stepwise_forward(xw: torch.Tensor, h0: torch.Tensor, u: torch.Tensor, reverse: bool, config: dict) -> torch.Tensor:
     """All hidden states [T, B, H] of one layer-direction, one launch per step; inputs contiguous."""
     y = torch.empty_like(xw)
     h = h0
-    for t in _time_order(xw.shape[0], reverse):
+    for t in time_order(xw.shape[0], reverse):
         _launch_step(h, u, xw[t], h, y[t], False, config)
         h = y[t]
     return y
@@ -90,7 +87,7 @@ def stepwise_backward(y: torch.Tensor, dy: torch.Tensor, u: torch.Tensor, revers
     """(da [T, B, H], dh0 [B, H] fp32) for one layer-direction, one launch per step; inputs contiguous."""
     da = torch.empty_like(y)
     da_next = torch.zeros_like(y[0])  # nothing flows back into the last step but dy
-    for t in _time_order(y.shape[0], not reverse):  # backward walks the forward order in reverse
+    for t in time_order(y.shape[0], not reverse):  # backward walks the forward order in reverse
         _launch_step(da_next, u, dy[t], y[t], da[t], True, config)
         da_next = da[t]
     return da, da_next.to(accumulator_dtype(u.dtype)) @ u.to(accumulator_dtype(u.dtype))
