@@ -29,19 +29,21 @@ TIERS = ("resident", "split", "stepwise")
 KERNEL_CHOICES = ("auto",) + TIERS
 RESIDENT_BLOCK_B = 16  # tl.dot needs M >= 16; small tiles spread the batch over more SMs
 
-# (dtype, BLOCK_H) -> (num_warps, K_CHUNKS) of the resident kernels.
+# (dtype, BLOCK_H) -> (num_warps, K_CHUNKS) of the resident kernels, forward and backward unless
+# RESIDENT_BACKWARD says otherwise (at H=256 no single setting is spill-free for both kernels).
 _SMALL_H = {16: (4, 1), 32: (4, 1), 64: (4, 1), 128: (8, 1)}
 RESIDENT_CONFIGS = {
-    **{(torch.bfloat16, bh): cfg for bh, cfg in {**_SMALL_H, 256: (16, 2)}.items()},
-    **{(torch.float16, bh): cfg for bh, cfg in {**_SMALL_H, 256: (16, 2)}.items()},
+    **{(torch.bfloat16, bh): cfg for bh, cfg in {**_SMALL_H, 256: (8, 4)}.items()},
+    **{(torch.float16, bh): cfg for bh, cfg in {**_SMALL_H, 256: (8, 4)}.items()},
     **{(torch.float32, bh): cfg for bh, cfg in {16: (4, 1), 32: (4, 1), 64: (8, 1), 128: (16, 4)}.items()},
     # float64 exists for gradcheck; small sizes only.
     **{(torch.float64, bh): cfg for bh, cfg in {16: (4, 1), 32: (4, 1)}.items()},
 }
+RESIDENT_BACKWARD = {(torch.bfloat16, 256): (32, 2), (torch.float16, 256): (32, 2)}
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
 
 # (dtype, BLOCK_H) -> (BLOCK_N, num_warps, K_CHUNKS) of the split kernels: slices of at most 64 KiB.
-_SPLIT_16BIT = {512: (32, 8, 4), 1024: (32, 8, 4), 2048: (16, 8, 4)}
+_SPLIT_16BIT = {512: (32, 8, 4), 1024: (32, 8, 4), 2048: (16, 4, 4)}
 SPLIT_CONFIGS = {
     **{(torch.bfloat16, bh): cfg for bh, cfg in _SPLIT_16BIT.items()},
     **{(torch.float16, bh): cfg for bh, cfg in _SPLIT_16BIT.items()},
@@ -114,9 +116,11 @@ def _resident_plan(hidden_size, batch_size, dtype, block_h, sms) -> KernelPlan |
     if (dtype, block_h) not in RESIDENT_CONFIGS:
         return f"hidden_size {hidden_size} exceeds the resident tier's limit of {resident_limit(dtype)} for {dtype}"
     num_warps, k_chunks = RESIDENT_CONFIGS[(dtype, block_h)]
+    config = {"BLOCK_B": RESIDENT_BLOCK_B, "BLOCK_H": block_h, "K_CHUNKS": k_chunks, "num_warps": num_warps}
+    if (dtype, block_h) in RESIDENT_BACKWARD:
+        config["bwd_num_warps"], config["bwd_K_CHUNKS"] = RESIDENT_BACKWARD[(dtype, block_h)]
     size_kib = block_h * block_h * dtype.itemsize / 1024
-    return KernelPlan("resident", {"BLOCK_B": RESIDENT_BLOCK_B, "BLOCK_H": block_h, "K_CHUNKS": k_chunks,
-                                   "num_warps": num_warps},
+    return KernelPlan("resident", config,
                       f"U ({block_h}x{block_h} {dtype}, {size_kib:.0f} KiB) stays on chip in one program")
 
 
@@ -141,10 +145,14 @@ def _stepwise_plan(reason: str) -> KernelPlan:
                                    "BLOCK_K": stepwise.BLOCK_K, "num_warps": stepwise.NUM_WARPS}, reason)
 
 
-def launch_config(plan: KernelPlan, nonlinearity: str, dtype: torch.dtype) -> dict:
-    """plan.config plus what every launch needs: activation, dot precision, interpreter workaround."""
+def launch_config(plan: KernelPlan, nonlinearity: str, dtype: torch.dtype, backward: bool = False) -> dict:
+    """plan.config for the forward or backward kernel (bwd_ keys replace their plain twins for the
+    backward) plus what every launch needs: activation, dot precision, interpreter workaround."""
+    config = {k: v for k, v in plan.config.items() if not k.startswith("bwd_")}
+    if backward:
+        config.update({k[len("bwd_"):]: v for k, v in plan.config.items() if k.startswith("bwd_")})
     acc_dtype = tl.float64 if accumulator_dtype(dtype) == torch.float64 else tl.float32
-    return {**plan.config, "ACTIVATION": ACTIVATION_CODES[nonlinearity], "DOT_PRECISION": "ieee", "ACC_DTYPE": acc_dtype,
+    return {**config, "ACTIVATION": ACTIVATION_CODES[nonlinearity], "DOT_PRECISION": "ieee", "ACC_DTYPE": acc_dtype,
             "USE_BARRIER": not interpreting(),  # the interpreter runs programs in turn: one launch per step
             "UPCAST_DOT": interpreting() and dtype in (torch.bfloat16, torch.float16)}
 
@@ -163,4 +171,4 @@ def recurrence_forward(plan: KernelPlan, xw: torch.Tensor, h0: torch.Tensor, u: 
 def recurrence_backward(plan: KernelPlan, y: torch.Tensor, dy: torch.Tensor, u: torch.Tensor,
                         nonlinearity: str, reverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """(dL/da_t for all t in y's dtype, dL/dh_0 in the accumulator dtype) from the stored h_t and their gradients dy."""
-    return _BACKWARD[plan.tier](y, dy, u, reverse, launch_config(plan, nonlinearity, y.dtype))
+    return _BACKWARD[plan.tier](y, dy, u, reverse, launch_config(plan, nonlinearity, y.dtype, backward=True))

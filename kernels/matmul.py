@@ -73,7 +73,7 @@ def rounded_dot(carry, block, acc, IO_DTYPE: tl.constexpr, DOT_PRECISION: tl.con
     operand = carry.to(IO_DTYPE)
     if UPCAST_DOT:
         operand = operand.to(tl.float32)
-    return tl.dot(operand, block, acc, input_precision=DOT_PRECISION)
+    return tl.dot(operand, block, acc, input_precision=DOT_PRECISION, out_dtype=acc.dtype)
 
 
 @triton.jit

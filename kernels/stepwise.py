@@ -52,7 +52,7 @@ def step_kernel(
         if UPCAST_DOT:
             a = a.to(tl.float32)
             m = m.to(tl.float32)
-        acc = tl.dot(a, m, acc, input_precision=DOT_PRECISION)
+        acc = tl.dot(a, m, acc, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)
     tile = offs_b[:, None] * H + offs_n[None, :]
     tile_mask = (offs_b[:, None] < B) & (offs_n[None, :] < H)
     acc += tl.load(c_ptr + tile, mask=tile_mask, other=0.0).to(ACC_DTYPE)
