@@ -101,9 +101,8 @@ def audit_jobs(plan: str | None = None, dtype: str | None = None, nonlinearity: 
                     continue  # more slices than this target's SMs: never dispatched there
                 for kernel, backward in KERNELS[p.tier]:
                     config = launch_config(p, act, dt, backward) | {"UPCAST_DOT": False}
-                    del config["USE_BARRIER"]  # a split-only constexpr; compiled, it is always on
                     if p.tier == "split":
-                        config["USE_BARRIER"] = True
+                        config["USE_BARRIER"] = True  # compiled, the barrier is always on
                     if p.tier == "stepwise":
                         config["BACKWARD"] = backward
                     jobs.append(AuditJob(kernel, str(dt), config, target, p.name, act))
@@ -120,7 +119,7 @@ def _kernel(name: str):
 def _pointer_type(arg: str, dtype: str) -> str:
     if arg in ("counter_ptr", "status_ptr"):
         return "*i32"
-    if arg in ("dh0_ptr", "dh_out_ptr") and dtype != "torch.float64":
+    if arg == "dh0_ptr" and dtype != "torch.float64":
         return "*fp32"  # the accumulator dtype
     return f"*{TRITON_DTYPE[dtype]}"
 

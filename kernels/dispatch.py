@@ -152,9 +152,11 @@ def launch_config(plan: KernelPlan, nonlinearity: str, dtype: torch.dtype, backw
     if backward:
         config.update({k[len("bwd_"):]: v for k, v in plan.config.items() if k.startswith("bwd_")})
     acc_dtype = tl.float64 if accumulator_dtype(dtype) == torch.float64 else tl.float32
-    return {**config, "ACTIVATION": ACTIVATION_CODES[nonlinearity], "DOT_PRECISION": "ieee", "ACC_DTYPE": acc_dtype,
-            "USE_BARRIER": not interpreting(),  # the interpreter runs programs in turn: one launch per step
-            "UPCAST_DOT": interpreting() and dtype in (torch.bfloat16, torch.float16)}
+    config.update({"ACTIVATION": ACTIVATION_CODES[nonlinearity], "DOT_PRECISION": "ieee", "ACC_DTYPE": acc_dtype,
+                   "UPCAST_DOT": interpreting() and dtype in (torch.bfloat16, torch.float16)})
+    if plan.tier == "split":
+        config["USE_BARRIER"] = not interpreting()  # the interpreter runs programs in turn: one launch per step
+    return config
 
 
 _FORWARD = {"resident": persistent.resident_forward, "split": split.split_forward, "stepwise": stepwise.stepwise_forward}

@@ -136,20 +136,21 @@ def _sm_count(device: torch.device) -> int:
 
 
 def _launch_all_steps(kernel, args: tuple, T: int, t_first: int, t_step: int, config: dict) -> None:
-    """All T steps in one persistent launch per group of batch tiles, with the grid barrier."""
+    """All T steps in one persistent launch per group of batch tiles, with the grid barrier; one host
+    sync at the end reads whether any barrier timed out."""
     B, H = args[0].shape[1:]
     device = args[0].device
+    status = torch.zeros(1, dtype=torch.int32, device=device)
     for first, tiles in launch_groups(B, H, config, _sm_count(device)):
         counters = torch.zeros(tiles, dtype=torch.int32, device=device)
-        status = torch.zeros(1, dtype=torch.int32, device=device)
         # The driver refuses a cooperative grid that cannot be co-resident, instead of hanging.
         cooperative = {"launch_cooperative_grid": True} if device.type == "cuda" else {}
         kernel[(split_grid(B, H, config)[0], tiles)](
             *args, counters, status, first, T, B, H, t_first, t_step, USE_BARRIER=True,
             **{k: config[k] for k in LAUNCH_KEYS}, num_warps=config["num_warps"],
             num_stages=config["num_stages"], **cooperative)  # 1 (dispatch.py): no prefetch across the barrier
-        if status.item():
-            raise RuntimeError("split-H grid barrier timed out: not all programs were resident at once")
+    if status.item():
+        raise RuntimeError("split-H grid barrier timed out: not all programs were resident at once")
 
 
 def _launch_one_step(kernel, args: tuple, t: int, config: dict) -> None:
