@@ -1,19 +1,27 @@
 """Compile audit: every kernel configuration the dispatcher can pick, compiled for real GPUs on a
 machine without one.
 
-For each configuration and target (sm_80, sm_90) it runs Triton's full pipeline
-(triton.compile with a GPUTarget, no device needed) and checks:
+For each configuration and target (sm_80, sm_90) it runs Triton's full pipeline (triton.compile
+with a GPUTarget, no device needed) on the keywords the launcher passes (each tier's
+launch_keywords), specialised as the JIT specialises a typical launch (16-byte aligned tensors,
+H a multiple of 16), and reports:
 
 - registers per thread and spills: from the cubin, via the cuobjdump shipped in the triton wheel.
   Triton kernels make no calls, so any stack frame (STACK) or LOCAL memory means spilled registers;
 - shared memory (metadata.shared) within the target's per-block limit;
-- persistent kernels (resident and split): U, or the program's slice of it, is loaded before the time
-  loop and never inside it (read from the TTGIR: its K_CHUNKS block loads come before the first
-  scf.for, none inside);
+- persistent kernels (resident and split), whose speed is set by what each time step does:
+  - U hoisted: U, or the program's slice of it, is loaded from global memory before the time loop
+    and never inside it (TTGIR: its loads come before the first scf.for);
+  - U in: where U lives during the loop, "registers" or "shared" (TTGIR: "shared" when an op in the
+    time loop reads a shared-memory buffer allocated before the loop and never written in it);
+  - smem/step: shared-memory bytes the program reads per time step, counted from the SASS of the
+    time loop: LDS and LDSM bytes of every warp, plus the operands wgmma reads through shared-memory
+    descriptors (per warpgroup). Resident kernels with BLOCK_H >= 128 fail the audit when this
+    exceeds what reading h needs (each warp, or warpgroup with wgmma, reading the batch tile's h
+    once per pass of the product) by more than half of U's bytes: that is U being re-read every step;
 - split kernels: the grid barrier's release arrival and acquire poll are in the PTX.
 
 Run it as `python -m kernels.audit` (prints the table, exits 1 on any failure); the test suite runs it too.
-KNOWN_SPILLS lists the one gap still open.
 """
 from __future__ import annotations
 
@@ -30,17 +38,12 @@ from dataclasses import asdict, dataclass
 SHARED_LIMIT = {80: 166912, 90: 232448}  # max dynamic shared memory per block: A100, H100
 SM_COUNT = {80: 108, 90: 132}  # A100, H100 SXM: bounds which split configurations the dispatcher can pick
 TRITON_DTYPE = {"torch.float32": "fp32", "torch.bfloat16": "bf16", "torch.float16": "fp16", "torch.float64": "fp64"}
-RESIDENT_KERNELS = ("resident_forward_kernel", "resident_backward_kernel")
-SPLIT_KERNELS = ("split_forward_kernel", "split_backward_kernel")
-PERSISTENT_KERNELS = RESIDENT_KERNELS + SPLIT_KERNELS  # U (or its slice) must be hoisted out of the time loop
-# tier -> (kernel, is it the backward) for each kernel a plan of that tier launches
-KERNELS = {"resident": list(zip(RESIDENT_KERNELS, (False, True))), "split": list(zip(SPLIT_KERNELS, (False, True))),
-           "stepwise": [("step_kernel", False), ("step_kernel", True)]}
-OPTIONS = ("num_warps", "num_stages")  # compile options, not constexprs
-# Known gap, kept visible: the resident backward at BLOCK_H=256 spills one register (8 bytes of
-# stack) on sm_80 with every num_warps (8/16/32) and K_CHUNKS (1/2/4) tried under Triton 3.6; sm_90
-# is clean. Rows here with at most this much spill are "known", not ok.
-KNOWN_SPILLS = {("resident_backward_kernel", 80, 256)}
+ITEMSIZE = {"fp32": 4, "bf16": 2, "fp16": 2, "fp64": 8}
+PERSISTENT_TIERS = ("resident", "split")  # U (or its slice) is held on chip for the whole time loop
+U_LOAD = re.compile(r"%resident_u\S* = tt\.load ")  # the loads of U keep their Python name in the TTGIR
+RE_READ_LIMIT = 0.5     # smem/step beyond h, as a fraction of U's bytes, above which U counts as re-read
+RE_READ_MIN_BLOCK_H = 128
+KNOWN_SPILLS: set[tuple[str, int, int]] = set()  # (kernel, arch, BLOCK_H) of spill gaps accepted for now
 KNOWN_SPILL_BYTES = 8
 
 
@@ -50,11 +53,16 @@ class AuditRow:
     dtype: str
     config: str
     arch: int
+    tier: str = ""
     registers: int = -1
     spill_bytes: int = -1        # STACK + LOCAL per thread from cuobjdump
     shared: int = -1
     shared_limit: int = 0
     u_hoisted: str = "n/a"       # "yes" / "NO" for persistent kernels
+    u_in: str = "n/a"            # "registers" / "shared" for persistent kernels
+    smem_per_step: int = -1      # shared-memory bytes read per time step (persistent kernels)
+    h_allowance: int = 0         # of which reading h may take (see h_allowance)
+    u_bytes: int = 0             # U's bytes in the program (resident: BLOCK_H^2; split: its slice)
     barrier_atomics: str = "n/a" # "yes" / "NO" for split kernels: release add and acquire poll in the PTX
     block_h: int = 0
     num_warps: int = 0
@@ -63,10 +71,17 @@ class AuditRow:
     error: str = ""
 
     @property
+    def u_re_read(self) -> bool:
+        """A resident kernel with BLOCK_H >= 128 that reads more than RE_READ_LIMIT of U's bytes per
+        step beyond h: U is being streamed from shared memory every step."""
+        return (self.tier == "resident" and self.block_h >= RE_READ_MIN_BLOCK_H and self.smem_per_step >= 0
+                and self.smem_per_step - self.h_allowance > RE_READ_LIMIT * self.u_bytes)
+
+    @property
     def status(self) -> str:
         """'ok', 'known' (a listed KNOWN_SPILLS gap, otherwise clean) or 'FAIL'."""
         if (self.error or self.shared > self.shared_limit or "NO" in (self.u_hoisted, self.barrier_atomics)
-                or self.spill_bytes < 0):
+                or self.spill_bytes < 0 or self.u_re_read):
             return "FAIL"
         if self.spill_bytes == 0:
             return "ok"
@@ -77,11 +92,32 @@ class AuditRow:
 @dataclass(frozen=True)
 class AuditJob:
     kernel: str          # the @triton.jit function's name
+    tier: str
     dtype: str           # torch dtype name, e.g. "torch.bfloat16"
-    config: dict         # its constexprs and num_warps, as the launcher passes them
+    keywords: dict       # its launch keywords (constexprs and compile options), as the launcher passes them
     arch: int            # 80 or 90
     plan: str            # KernelPlan.name the configuration belongs to
     nonlinearity: str
+    u_bytes: int         # U's bytes held by one program (0 for the stepwise kernel)
+
+
+def _dispatchable_plans(arch: int):
+    """(dtype, plan) for every configuration the dispatcher can pick on compute capability arch."""
+    from .dispatch import RESIDENT_CONFIGS, SPLIT_CONFIGS, SUPPORTED_DTYPES, plan_for, resident_served
+    plans = [(dt, plan_for(block_h, 1, dt, kernel="resident")) for dt, block_h in RESIDENT_CONFIGS
+             if resident_served(dt, block_h, arch)]
+    plans += [(dt, plan_for(block_h, 1, dt, kernel="split")) for dt, block_h in SPLIT_CONFIGS
+              if -(-block_h // SPLIT_CONFIGS[(dt, block_h)].forward.BLOCK_N) <= SM_COUNT[arch]]
+    plans += [(dt, plan_for(1, 1, dt, kernel="stepwise")) for dt in SUPPORTED_DTYPES]
+    return plans
+
+
+def _u_bytes(tier: str, blocks, dtype) -> int:
+    if tier == "resident":
+        return blocks.BLOCK_H * blocks.BLOCK_H * dtype.itemsize
+    if tier == "split":
+        return blocks.BLOCK_N * blocks.BLOCK_H * dtype.itemsize
+    return 0
 
 
 def audit_jobs(plan: str | None = None, dtype: str | None = None, nonlinearity: str | None = None,
@@ -89,31 +125,24 @@ def audit_jobs(plan: str | None = None, dtype: str | None = None, nonlinearity: 
     """Every configuration the dispatcher can pick, optionally only those of one plan name, dtype
     ("bfloat16" or "torch.bfloat16"), nonlinearity or arch."""
     from .activations import ACTIVATION_CODES
-    from .dispatch import RESIDENT_CONFIGS, SPLIT_CONFIGS, SUPPORTED_DTYPES, launch_config, plan_for
-    plans = [(dt, plan_for(block_h, 1, dt, kernel="resident")) for dt, block_h in RESIDENT_CONFIGS]
-    plans += [(dt, plan_for(block_h, 1, dt, kernel="split")) for dt, block_h in SPLIT_CONFIGS]
-    plans += [(dt, plan_for(1, 1, dt, kernel="stepwise")) for dt in SUPPORTED_DTYPES]
+    from .dispatch import TIERS
     jobs = []
     for target in (80, 90):
         for act in ACTIVATION_CODES:
-            for dt, p in plans:
-                if p.tier == "split" and -(-p.config["BLOCK_H"] // p.config["BLOCK_N"]) > SM_COUNT[target]:
-                    continue  # more slices than this target's SMs: never dispatched there
-                for kernel, backward in KERNELS[p.tier]:
-                    config = launch_config(p, act, dt, backward) | {"UPCAST_DOT": False}
-                    if p.tier == "split":
-                        config["USE_BARRIER"] = True  # compiled, the barrier is always on
-                    if p.tier == "stepwise":
-                        config["BACKWARD"] = backward
-                    jobs.append(AuditJob(kernel, str(dt), config, target, p.name, act))
+            for dt, p in _dispatchable_plans(target):
+                tier = TIERS[p.tier]
+                for backward, (kernel, blocks) in enumerate(zip(tier.kernels, (p.config.forward, p.config.backward))):
+                    keywords = tier.launch_keywords(blocks, act, dt, interpreted=False, backward=bool(backward))
+                    jobs.append(AuditJob(kernel.__name__, p.tier, str(dt), keywords, target, p.name, act,
+                                         _u_bytes(p.tier, blocks, dt)))
     wanted = dtype if dtype is None or dtype.startswith("torch.") else f"torch.{dtype}"
     return [j for j in jobs if (plan is None or j.plan == plan) and (wanted is None or j.dtype == wanted)
             and (nonlinearity is None or j.nonlinearity == nonlinearity) and (arch is None or j.arch == arch)]
 
 
-def _kernel(name: str):
-    from . import persistent, split, stepwise
-    return next(getattr(m, name) for m in (persistent, split, stepwise) if hasattr(m, name))
+def _kernel(tier: str, name: str):
+    from .dispatch import TIERS
+    return next(k for k in TIERS[tier].kernels if k.__name__ == name)
 
 
 def _pointer_type(arg: str, dtype: str) -> str:
@@ -131,32 +160,132 @@ def _signature(fn, dtype: str, constexprs: dict) -> dict:
             sig[arg] = "constexpr"
         elif arg.endswith("_ptr"):
             sig[arg] = _pointer_type(arg, dtype)
+        elif arg == "pin":
+            sig[arg] = "fp32"
         else:
             sig[arg] = "i32"
     return sig
 
 
-def _resource_usage(cubin: bytes) -> tuple[int, int]:
+def _aligned(fn, signature: dict) -> dict:
+    """The JIT's specialisation of a typical launch: pointers 16-byte aligned, H a multiple of 16."""
+    return {(fn.arg_names.index(arg),): [["tt.divisibility", 16]] for arg, ty in signature.items()
+            if ty.startswith("*") or arg == "H"}
+
+
+def _nvidia_tool(name: str, cubin: bytes, *args: str) -> str:
     import triton
-    cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", name)
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(cubin)
         f.flush()
-        out = subprocess.run([cuobjdump, "--dump-resource-usage", f.name], capture_output=True, text=True,
-                             check=True).stdout
+        return subprocess.run([tool, *args, f.name], capture_output=True, text=True, check=True).stdout
+
+
+def _resource_usage(cubin: bytes) -> tuple[int, int]:
+    out = _nvidia_tool("cuobjdump", cubin, "--dump-resource-usage")
     usage = {k: int(v) for k, v in re.findall(r"(REG|STACK|LOCAL):(\d+)", out)}
     return usage["REG"], usage["STACK"] + usage["LOCAL"]
 
 
-def u_hoisted(ttgir: str, k_chunks: int) -> bool:
-    """U's K_CHUNKS block loads all come before the time loop and none is inside it.
+def u_hoisted(ttgir: str, u_loads: int) -> bool:
+    """U's u_loads block loads all come before the time loop and none is inside it.
 
-    U's loads are recognised by name: the TTGIR keeps load_k_chunk's variable name (%block...).
-    Counting other loads would not work: the pipeliner moves per-step loads in front of the loop.
+    U's loads are recognised by name (U_LOAD). Counting other loads would not work: the pipeliner
+    moves per-step loads in front of the loop.
     """
     first_loop = ttgir.index("scf.for")
-    u_load = re.compile(r"%block\S* = tt\.load ")
-    return len(u_load.findall(ttgir[:first_loop])) == k_chunks and not u_load.search(ttgir[first_loop:])
+    return len(U_LOAD.findall(ttgir[:first_loop])) == u_loads and not U_LOAD.search(ttgir[first_loop:])
+
+
+def _loop_body(ttgir: str) -> tuple[str, str]:
+    """(text before the first scf.for, the text of its body), by matching its braces."""
+    start = ttgir.index("scf.for")
+    open_at = ttgir.index("{", start)
+    depth = 0
+    for i in range(open_at, len(ttgir)):
+        depth += {"{": 1, "}": -1}.get(ttgir[i], 0)
+        if depth == 0:
+            return ttgir[:start], ttgir[open_at:i]
+    raise ValueError("unbalanced TTGIR")
+
+
+def u_location(ttgir: str) -> str:
+    """'shared' when an op in the time loop reads a shared-memory buffer (ttg.local_alloc) allocated
+    before the loop and never written inside it: a loop-invariant operand, i.e. U, re-read every
+    step; 'registers' otherwise. Views of a buffer (ttg.memdesc_*) count as the buffer."""
+    before, body = _loop_body(ttgir)
+    root = dict(re.findall(r"(%[\w.]+) = ttg\.memdesc_\w+ (%[\w.]+)", ttgir))
+
+    def buffer(name: str) -> str:
+        while name in root:
+            name = root[name]
+        return name
+    allocated = set(re.findall(r"(%[\w.]+) = ttg\.local_alloc", before))
+    written = {buffer(n) for n in re.findall(r"ttg\.(?:local_store|async_copy_global_to_local) \S+, (%[\w.]+)", body)}
+    read = {buffer(n) for n in re.findall(r"ttg\.local_load (%[\w.]+)", body)}
+    read |= {buffer(n) for pair in re.findall(r"ttng\.warp_group_dot (%[\w.]+), (%[\w.]+)", body) for n in pair}
+    return "shared" if read & (allocated - written) else "registers"
+
+
+# ---- SASS of the time loop ---------------------------------------------------------------------
+
+_SASS_LINE = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(.*?)\s*;")
+_LDS_BYTES = {"U8": 1, "S8": 1, "U16": 2, "S16": 2, "64": 8, "128": 16}  # per lane; plain LDS is 4
+_MMA_ITEMSIZE = {"BF16": 2, "F16": 2, "TF32": 4, "E4M3": 1, "E5M2": 1}
+
+
+def time_loop(sass: str) -> list[str]:
+    """The instructions of the outermost loop (the widest backward branch), predicates stripped."""
+    instructions = [(int(a, 16), text) for a, text in _SASS_LINE.findall(sass)]
+    spans = []
+    for address, text in instructions:
+        target = re.search(r"\bBRA\b.*?(0x[0-9a-f]+)", text)
+        if target and int(target.group(1), 16) < address:
+            spans.append((int(target.group(1), 16), address))
+    if not spans:
+        return []
+    first, last = max(spans, key=lambda span: span[1] - span[0])
+    return [re.sub(r"^@!?U?P\w+\s+", "", text) for address, text in instructions if first <= address <= last]
+
+
+def shared_bytes_per_warp(instruction: str) -> int:
+    """Shared-memory bytes one warp reads with this instruction (LDS: 32 lanes x width; LDSM: 128 bytes
+    per 8x8 16-bit matrix); 0 for anything else."""
+    opcode = instruction.split()[0]
+    parts = opcode.split(".")
+    if parts[0] == "LDS":
+        return 32 * next((_LDS_BYTES[p] for p in parts[1:] if p in _LDS_BYTES), 4)
+    if parts[0] == "LDSM":
+        return 128 * (int(parts[-1]) if parts[-1].isdigit() else 1)
+    return 0
+
+
+def wgmma_shared_bytes(instruction: str) -> int:
+    """Bytes one warpgroup's wgmma (HGMMA.MxNxK) reads through shared-memory descriptors: B always,
+    A too when its operand is a descriptor rather than registers."""
+    match = re.match(r"HGMMA\.(\d+)x(\d+)x(\d+)(\S*)\s+\S+,\s*(\S+)", instruction)
+    if not match:
+        return 0
+    m, n, k = (int(match.group(i)) for i in (1, 2, 3))
+    itemsize = next((size for name, size in _MMA_ITEMSIZE.items() if f".{name}" in match.group(4)), 2)
+    a_in_shared = match.group(5).startswith("gdesc")
+    return (n * k + (m * k if a_in_shared else 0)) * itemsize
+
+
+def smem_per_step(loop: list[str], num_warps: int) -> int:
+    """Shared-memory bytes the program reads in one pass of the time loop (time_loop's instructions)."""
+    per_warp = sum(shared_bytes_per_warp(i) for i in loop)
+    per_warpgroup = sum(wgmma_shared_bytes(i) for i in loop)
+    return per_warp * num_warps + per_warpgroup * max(1, num_warps // 4)
+
+
+def h_allowance(loop: list[str], num_warps: int, h_bytes: int, passes: int) -> int:
+    """What reading h may take per step: the batch tile's h once per MMA issuer (a warp; a warpgroup
+    with wgmma, which reads its right operand through a descriptor) and per pass of the product
+    (3 for 3xTF32)."""
+    issuers = max(1, num_warps // 4) if any(i.startswith("HGMMA") for i in loop) else num_warps
+    return h_bytes * issuers * passes
 
 
 def barrier_atomics(ptx: str) -> bool:
@@ -167,26 +296,50 @@ def barrier_atomics(ptx: str) -> bool:
     return bool(release_add and acquire_poll)
 
 
-def compile_one(job: AuditJob) -> AuditRow:
+# ---- one compile -------------------------------------------------------------------------------
+
+OPTIONS = ("num_warps", "num_stages")
+HIDDEN_FROM_LABEL = ("DOT_PRECISION", "UPCAST_DOT", "ACC_DTYPE")
+
+
+def compile_for(fn, dtype: str, keywords: dict, arch: int):
+    """triton.compile of fn with these launch keywords for sm_<arch>, specialised as a typical launch."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
-    kernel, dtype, config, arch = job.kernel, job.dtype, job.config, job.arch
-    constexprs = {k: v for k, v in config.items() if k not in OPTIONS}
-    label = ",".join(f"{k}={v}" for k, v in config.items() if k not in ("DOT_PRECISION", "UPCAST_DOT", "ACC_DTYPE"))
-    row = AuditRow(kernel, TRITON_DTYPE[dtype], label, arch, shared_limit=SHARED_LIMIT[arch],
-                   block_h=config.get("BLOCK_H", 0), num_warps=config["num_warps"], plan=job.plan,
-                   nonlinearity=job.nonlinearity)
+    constexprs = {k: v for k, v in keywords.items() if k not in OPTIONS}
+    signature = _signature(fn, dtype, constexprs)
+    src = ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=_aligned(fn, signature))
+    return triton.compile(src, target=GPUTarget("cuda", arch, 32),
+                          options={k: v for k, v in keywords.items() if k in OPTIONS})
+
+
+def time_loop_facts(compiled, keywords: dict, dtype: str) -> dict:
+    """What a persistent kernel does per time step: u_hoisted, u_in, smem_per_step and h_allowance."""
+    ttgir = compiled.asm["ttgir"]
+    loop = time_loop(_nvidia_tool("cuobjdump", compiled.asm["cubin"], "-sass"))
+    warps = keywords["num_warps"]
+    h_bytes = keywords["BLOCK_B"] * keywords["BLOCK_H"] * ITEMSIZE[TRITON_DTYPE[dtype]]
+    passes = 3 if keywords.get("DOT_PRECISION") == "tf32x3" else 1
+    return {"u_hoisted": "yes" if u_hoisted(ttgir, keywords.get("K_CHUNKS", 1)) else "NO",
+            "u_in": u_location(ttgir), "smem_per_step": smem_per_step(loop, warps),
+            "h_allowance": h_allowance(loop, warps, h_bytes, passes)}
+
+
+def compile_one(job: AuditJob) -> AuditRow:
+    keywords = job.keywords
+    label = ",".join(f"{k}={v}" for k, v in keywords.items() if k not in HIDDEN_FROM_LABEL)
+    row = AuditRow(job.kernel, TRITON_DTYPE[job.dtype], label, job.arch, tier=job.tier,
+                   shared_limit=SHARED_LIMIT[job.arch], block_h=keywords.get("BLOCK_H", 0),
+                   num_warps=keywords["num_warps"], plan=job.plan, nonlinearity=job.nonlinearity, u_bytes=job.u_bytes)
     try:
-        fn = _kernel(kernel)
-        src = ASTSource(fn=fn, signature=_signature(fn, dtype, constexprs), constexprs=constexprs)
-        compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32),
-                                  options={k: v for k, v in config.items() if k in OPTIONS})
+        compiled = compile_for(_kernel(job.tier, job.kernel), job.dtype, keywords, job.arch)
         row.registers, row.spill_bytes = _resource_usage(compiled.asm["cubin"])
         row.shared = compiled.metadata.shared
-        if kernel in PERSISTENT_KERNELS:
-            row.u_hoisted = "yes" if u_hoisted(compiled.asm["ttgir"], config["K_CHUNKS"]) else "NO"
-        if kernel in SPLIT_KERNELS:
+        if job.tier in PERSISTENT_TIERS:
+            for key, value in time_loop_facts(compiled, keywords, job.dtype).items():
+                setattr(row, key, value)
+        if job.tier == "split":
             row.barrier_atomics = "yes" if barrier_atomics(compiled.asm["ptx"]) else "NO"
     except Exception as exc:  # one broken configuration must not hide the others
         row.error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200]
@@ -200,11 +353,13 @@ def run_audit(jobs: list[AuditJob], workers: int = 2) -> list[AuditRow]:
 
 def format_table(rows: list[AuditRow]) -> str:
     header = (f"{'kernel':<26} {'dtype':<5} {'arch':<5} {'regs':>4} {'spill':>5} {'shared':>7} {'U hoisted':<9} "
-              f"{'barrier':<7} {'status':<6} config")
+              f"{'U in':<9} {'smem/step':>9} {'U bytes':>7} {'barrier':<7} {'status':<6} config")
     lines = [header, "-" * len(header)]
     for r in rows:
+        step = f"{r.smem_per_step}" if r.smem_per_step >= 0 else "n/a"
         lines.append(f"{r.kernel:<26} {r.dtype:<5} sm_{r.arch:<2} {r.registers:>4} {r.spill_bytes:>5} {r.shared:>7} "
-                     f"{r.u_hoisted:<9} {r.barrier_atomics:<7} {r.status:<6} {r.config}" + (f"  [{r.error}]" if r.error else ""))
+                     f"{r.u_hoisted:<9} {r.u_in:<9} {step:>9} {r.u_bytes or 'n/a':>7} {r.barrier_atomics:<7} "
+                     f"{r.status:<6} {r.config}" + (f"  [{r.error}]" if r.error else ""))
     counts = {status: sum(r.status == status for r in rows) for status in ("ok", "known", "FAIL")}
     lines.append(f"{len(rows)} configurations: {counts['ok']} ok, {counts['known']} known spill gaps, "
                  f"{counts['FAIL']} failed")
@@ -228,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(rows))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump([asdict(r) | {"status": r.status} for r in rows], f, indent=1)
+            json.dump([asdict(r) | {"status": r.status, "u_re_read": r.u_re_read} for r in rows], f, indent=1)
     return 1 if any(r.status == "FAIL" for r in rows) else 0
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from .dispatch import KernelPlan, recurrence_backward, recurrence_forward
-from .matmul import accumulator_dtype
+from .launch import accumulator_dtype
 from .runtime import require_runtime
 
 

@@ -11,7 +11,7 @@ import torch
 
 from .autograd import ElmanRecurrence
 from .dispatch import KERNEL_CHOICES, SUPPORTED_DTYPES, KernelPlan, plan_for
-from .reference import rnn_forward
+from .driver import rnn_forward
 
 
 class TritonRNN(torch.nn.RNN):
@@ -39,10 +39,9 @@ class TritonRNN(torch.nn.RNN):
         def layer(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, reverse):
             return ElmanRecurrence.apply(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, reverse, plan)
 
-        return rnn_forward(input, hx, dict(self.named_parameters()), num_layers=self.num_layers,
+        return rnn_forward(input, hx, dict(self.named_parameters()), layer_fn=layer, num_layers=self.num_layers,
                            nonlinearity=self.nonlinearity, bidirectional=self.bidirectional,
-                           batch_first=self.batch_first, dropout=self.dropout if self.training else 0.0,
-                           layer_fn=layer)
+                           batch_first=self.batch_first, dropout=self.dropout if self.training else 0.0)
 
     def _check_inputs(self, input: torch.Tensor, hx: torch.Tensor | None) -> None:
         if not isinstance(input, torch.Tensor):

@@ -14,14 +14,8 @@ Interpreter workaround: its tl.dot multiplies raw bf16 bit patterns (triton issu
 interpreter (UPCAST_DOT) both operands are upcast to fp32 after the same rounding, which gives the
 same numbers as the GPU's bf16 x bf16 -> fp32 product.
 """
-import torch
 import triton
 import triton.language as tl
-
-
-def accumulator_dtype(io_dtype: torch.dtype) -> torch.dtype:
-    """Carries and accumulations are fp32, except for float64 I/O (used by gradcheck)."""
-    return torch.float64 if io_dtype == torch.float64 else torch.float32
 
 
 @triton.jit
@@ -33,14 +27,14 @@ def load_k_chunk(u_ptr, chunk, n_start, H, BLOCK_N: tl.constexpr, CHUNK: tl.cons
     offs_n = n_start + tl.arange(0, BLOCK_N)
     if TRANSPOSE:  # U^T[k, n] = U[n, k]: load U's [n, k] block row-major, then transpose in registers
         mask = (offs_n[:, None] < H) & (offs_k[None, :] < H)
-        block = tl.load(u_ptr + offs_n[:, None] * H + offs_k[None, :], mask=mask, other=0.0)
-        block = tl.trans(block)
+        resident_u = tl.load(u_ptr + offs_n[:, None] * H + offs_k[None, :], mask=mask, other=0.0)
+        resident_u = tl.trans(resident_u)
     else:
         mask = (offs_k[:, None] < H) & (offs_n[None, :] < H)
-        block = tl.load(u_ptr + offs_k[:, None] * H + offs_n[None, :], mask=mask, other=0.0)
+        resident_u = tl.load(u_ptr + offs_k[:, None] * H + offs_n[None, :], mask=mask, other=0.0)
     if UPCAST_DOT:
-        block = block.to(tl.float32)
-    return block
+        resident_u = resident_u.to(tl.float32)
+    return resident_u
 
 
 @triton.jit

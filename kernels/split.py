@@ -17,14 +17,37 @@ The backward's dh stays in fp32 registers: each program only ever needs its own 
 In the interpreter programs run one after another, so the barrier (USE_BARRIER) is compiled out
 and the launcher runs one launch per step; the barrier itself is tested with a one-program grid.
 """
+from dataclasses import dataclass
+
 import torch
 import triton
 import triton.language as tl
 
 from .activations import activation_grad_from_output, apply_activation
 from .barrier import grid_barrier
-from .matmul import accumulator_dtype, load_resident_operand, shared_state_product
-from .reference import time_order
+from .driver import time_order
+from .launch import Blocks, accumulator_dtype, common_keywords
+from .matmul import load_resident_operand, shared_state_product
+from .runtime import interpreting
+
+
+@dataclass(frozen=True)
+class SplitBlocks(Blocks):
+    """Compile-time configuration of one split kernel."""
+    BLOCK_B: int     # batch rows per program (>= 16 for tl.dot)
+    BLOCK_N: int     # state columns (slice of U) per program
+    BLOCK_H: int     # H padded to a power of two (the K of the product)
+    K_CHUNKS: int    # the slice is held and multiplied as 1, 2 or 4 row blocks
+    num_warps: int
+    num_stages: int = 1  # nothing prefetched across the grid barrier
+
+
+def launch_keywords(config: SplitBlocks, nonlinearity: str, dtype: torch.dtype, interpreted: bool,
+                    backward: bool) -> dict:
+    """Everything a split kernel takes besides tensors and sizes. The interpreter runs programs one
+    after another, so there the barrier is compiled out and the launcher runs one launch per step."""
+    return config.keywords() | common_keywords(nonlinearity, dtype, interpreted) | {
+        "DOT_PRECISION": "ieee", "USE_BARRIER": not interpreted}
 
 
 @triton.jit
@@ -110,15 +133,12 @@ def split_backward_kernel(
         last_ptr = da_ptr + t * B * H
 
 
-LAUNCH_KEYS = ("ACTIVATION", "BLOCK_B", "BLOCK_N", "BLOCK_H", "K_CHUNKS", "DOT_PRECISION", "ACC_DTYPE", "UPCAST_DOT")
-
-
-def split_grid(B: int, H: int, config: dict) -> tuple[int, int]:
+def split_grid(B: int, H: int, config: SplitBlocks) -> tuple[int, int]:
     """(column slices, batch tiles) over the whole batch; the slices of one tile meet at every barrier."""
-    return triton.cdiv(H, config["BLOCK_N"]), triton.cdiv(B, config["BLOCK_B"])
+    return triton.cdiv(H, config.BLOCK_N), triton.cdiv(B, config.BLOCK_B)
 
 
-def launch_groups(B: int, H: int, config: dict, sm_count: int) -> list[tuple[int, int]]:
+def launch_groups(B: int, H: int, config: SplitBlocks, sm_count: int) -> list[tuple[int, int]]:
     """(first batch tile, tiles) of each launch: every program of a launch must be resident at once,
     so a launch takes as many whole batch tiles as sm_count programs hold; more tiles run as
     further launches, one after another."""
@@ -135,7 +155,8 @@ def _sm_count(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
 
 
-def _launch_all_steps(kernel, args: tuple, T: int, t_first: int, t_step: int, config: dict) -> None:
+def _launch_all_steps(kernel, args: tuple, T: int, t_first: int, t_step: int, config: SplitBlocks,
+                      keywords: dict) -> None:
     """All T steps in one persistent launch per group of batch tiles, with the grid barrier; one host
     sync at the end reads whether any barrier timed out."""
     B, H = args[0].shape[1:]
@@ -145,41 +166,39 @@ def _launch_all_steps(kernel, args: tuple, T: int, t_first: int, t_step: int, co
         counters = torch.zeros(tiles, dtype=torch.int32, device=device)
         # The driver refuses a cooperative grid that cannot be co-resident, instead of hanging.
         cooperative = {"launch_cooperative_grid": True} if device.type == "cuda" else {}
-        kernel[(split_grid(B, H, config)[0], tiles)](
-            *args, counters, status, first, T, B, H, t_first, t_step, USE_BARRIER=True,
-            **{k: config[k] for k in LAUNCH_KEYS}, num_warps=config["num_warps"],
-            num_stages=config["num_stages"], **cooperative)  # 1 (dispatch.py): no prefetch across the barrier
+        kernel[(split_grid(B, H, config)[0], tiles)](*args, counters, status, first, T, B, H, t_first, t_step,
+                                                      **keywords, **cooperative)
     if status.item():
         raise RuntimeError("split-H grid barrier timed out: not all programs were resident at once")
 
 
-def _launch_one_step(kernel, args: tuple, t: int, config: dict) -> None:
+def _launch_one_step(kernel, args: tuple, t: int, config: SplitBlocks, keywords: dict) -> None:
     """One step, no barrier: the launch boundary is the synchronisation (interpreter)."""
     B, H = args[0].shape[1:]
     unused = torch.zeros(1, dtype=torch.int32, device=args[0].device)
-    kernel[split_grid(B, H, config)](*args, unused, unused, 0, 1, B, H, t, 1, USE_BARRIER=False,
-                                     **{k: config[k] for k in LAUNCH_KEYS}, num_warps=config["num_warps"],
-                                     num_stages=config["num_stages"])
+    kernel[split_grid(B, H, config)](*args, unused, unused, 0, 1, B, H, t, 1, **keywords)
 
 
-def split_forward(xw: torch.Tensor, h0: torch.Tensor, u: torch.Tensor, reverse: bool, config: dict) -> torch.Tensor:
-    """All hidden states [T, B, H] of one layer-direction; inputs contiguous.
-    config["USE_BARRIER"]: one persistent launch for all steps; otherwise one launch per step."""
+def split_forward(xw: torch.Tensor, h0: torch.Tensor, u: torch.Tensor, reverse: bool, config: SplitBlocks,
+                  nonlinearity: str, use_barrier: bool | None = None) -> torch.Tensor:
+    """All hidden states [T, B, H] of one layer-direction; inputs contiguous. With the barrier (the
+    default when compiled): one persistent launch for all steps; without it, one launch per step."""
     T = xw.shape[0]
     y = torch.empty_like(xw)
     order = time_order(T, reverse)
-    if config["USE_BARRIER"]:
-        _launch_all_steps(split_forward_kernel, (xw, h0, u, y), T, order[0], -1 if reverse else 1, config)
+    keywords = _keywords(config, nonlinearity, xw.dtype, False, use_barrier)
+    if keywords["USE_BARRIER"]:
+        _launch_all_steps(split_forward_kernel, (xw, h0, u, y), T, order[0], -1 if reverse else 1, config, keywords)
         return y
     prev = h0
     for t in order:  # each launch reads the state the previous one wrote (h0 first)
-        _launch_one_step(split_forward_kernel, (xw, prev, u, y), t, config)
+        _launch_one_step(split_forward_kernel, (xw, prev, u, y), t, config, keywords)
         prev = y[t]
     return y
 
 
-def split_backward(y: torch.Tensor, dy: torch.Tensor, u: torch.Tensor, reverse: bool,
-                   config: dict) -> tuple[torch.Tensor, torch.Tensor]:
+def split_backward(y: torch.Tensor, dy: torch.Tensor, u: torch.Tensor, reverse: bool, config: SplitBlocks,
+                   nonlinearity: str, use_barrier: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(da [T, B, H] in the I/O dtype, dh0 [B, H] in the accumulator dtype); inputs contiguous.
     dh0 = da_first U is one small GEMM after the kernel: as a trailing product inside it, it made
     ptxas spill heavily at large H (compile audit)."""
@@ -187,11 +206,22 @@ def split_backward(y: torch.Tensor, dy: torch.Tensor, u: torch.Tensor, reverse: 
     da = torch.empty_like(y)
     da_in = torch.zeros_like(y[0])
     order = time_order(T, not reverse)  # backward walks the forward order in reverse
-    if config["USE_BARRIER"]:
-        _launch_all_steps(split_backward_kernel, (y, dy, u, da, da_in), T, order[0], 1 if reverse else -1, config)
+    keywords = _keywords(config, nonlinearity, y.dtype, True, use_barrier)
+    if keywords["USE_BARRIER"]:
+        _launch_all_steps(split_backward_kernel, (y, dy, u, da, da_in), T, order[0], 1 if reverse else -1, config,
+                          keywords)
     else:
         for t in order:  # each launch reads the da its predecessor wrote (zeros first)
-            _launch_one_step(split_backward_kernel, (y, dy, u, da, da_in), t, config)
+            _launch_one_step(split_backward_kernel, (y, dy, u, da, da_in), t, config, keywords)
             da_in = da[t]
     acc = accumulator_dtype(y.dtype)
     return da, da[order[-1]].to(acc) @ u.to(acc)
+
+
+def _keywords(config: SplitBlocks, nonlinearity: str, dtype: torch.dtype, backward: bool,
+              use_barrier: bool | None) -> dict:
+    """launch_keywords here; use_barrier=True runs the barrier path in the interpreter (tests, one-program grids)."""
+    keywords = launch_keywords(config, nonlinearity, dtype, interpreting(), backward)
+    if use_barrier is not None:
+        keywords["USE_BARRIER"] = use_barrier
+    return keywords

@@ -9,15 +9,32 @@ so between launches the state round-trips through global memory and every step p
 It serves any H and shows in the harness what persistence buys. U is re-read from global memory
 (L2) by every launch; the K loop streams it in BLOCK_K slices.
 """
+from dataclasses import dataclass
+
 import torch
 import triton
 import triton.language as tl
 
 from .activations import activation_grad_from_output, apply_activation
-from .matmul import accumulator_dtype
-from .reference import time_order
+from .driver import time_order
+from .launch import Blocks, accumulator_dtype, common_keywords
+from .runtime import interpreting
 
-BLOCK_B, BLOCK_N, BLOCK_K, NUM_WARPS = 16, 64, 32, 8  # BLOCK_K=32: fp32 at 64 spills on sm_90
+
+@dataclass(frozen=True)
+class StepwiseBlocks(Blocks):
+    """Compile-time configuration of the step kernel (one for every shape)."""
+    BLOCK_B: int = 16
+    BLOCK_N: int = 64
+    BLOCK_K: int = 32  # 64 spills in fp32 on sm_90
+    num_warps: int = 8
+
+
+def launch_keywords(config: StepwiseBlocks, nonlinearity: str, dtype: torch.dtype, interpreted: bool,
+                    backward: bool) -> dict:
+    """Everything step_kernel takes besides tensors and sizes, forward or backward."""
+    return config.keywords() | common_keywords(nonlinearity, dtype, interpreted) | {
+        "DOT_PRECISION": "ieee", "BACKWARD": backward}
 
 
 @triton.jit
@@ -64,30 +81,30 @@ def step_kernel(
     tl.store(out_ptr + tile, out.to(out_ptr.dtype.element_ty), mask=tile_mask)
 
 
-def _launch_step(a, u, c, hd, out, backward: bool, config: dict) -> None:
+def _launch_step(a, u, c, hd, out, config: StepwiseBlocks, keywords: dict) -> None:
     B, H = out.shape
-    grid = (triton.cdiv(B, BLOCK_B), triton.cdiv(H, BLOCK_N))
-    step_kernel[grid](a, u, c, hd, out, B, H, BACKWARD=backward, ACTIVATION=config["ACTIVATION"],
-                      BLOCK_B=BLOCK_B, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, DOT_PRECISION=config["DOT_PRECISION"], ACC_DTYPE=config["ACC_DTYPE"],
-                      UPCAST_DOT=config["UPCAST_DOT"], num_warps=NUM_WARPS)
+    step_kernel[(triton.cdiv(B, config.BLOCK_B), triton.cdiv(H, config.BLOCK_N))](a, u, c, hd, out, B, H, **keywords)
 
 
-def stepwise_forward(xw: torch.Tensor, h0: torch.Tensor, u: torch.Tensor, reverse: bool, config: dict) -> torch.Tensor:
+def stepwise_forward(xw: torch.Tensor, h0: torch.Tensor, u: torch.Tensor, reverse: bool, config: StepwiseBlocks,
+                     nonlinearity: str) -> torch.Tensor:
     """All hidden states [T, B, H] of one layer-direction, one launch per step; inputs contiguous."""
     y = torch.empty_like(xw)
+    keywords = launch_keywords(config, nonlinearity, xw.dtype, interpreting(), backward=False)
     h = h0
     for t in time_order(xw.shape[0], reverse):
-        _launch_step(h, u, xw[t], h, y[t], False, config)
+        _launch_step(h, u, xw[t], h, y[t], config, keywords)
         h = y[t]
     return y
 
 
-def stepwise_backward(y: torch.Tensor, dy: torch.Tensor, u: torch.Tensor, reverse: bool,
-                      config: dict) -> tuple[torch.Tensor, torch.Tensor]:
+def stepwise_backward(y: torch.Tensor, dy: torch.Tensor, u: torch.Tensor, reverse: bool, config: StepwiseBlocks,
+                      nonlinearity: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(da [T, B, H], dh0 [B, H] fp32) for one layer-direction, one launch per step; inputs contiguous."""
     da = torch.empty_like(y)
+    keywords = launch_keywords(config, nonlinearity, y.dtype, interpreting(), backward=True)
     da_next = torch.zeros_like(y[0])  # nothing flows back into the last step but dy
     for t in time_order(y.shape[0], not reverse):  # backward walks the forward order in reverse
-        _launch_step(da_next, u, dy[t], y[t], da[t], True, config)
+        _launch_step(da_next, u, dy[t], y[t], da[t], config, keywords)
         da_next = da[t]
     return da, da_next.to(accumulator_dtype(u.dtype)) @ u.to(accumulator_dtype(u.dtype))

@@ -158,12 +158,12 @@ def _eager_prepare(source: torch.nn.RNN, device: torch.device, dtype: torch.dtyp
 
 
 def _compile_prepare(source: torch.nn.RNN, device: torch.device, dtype: torch.dtype) -> Prepared:
-    from kernels.reference import rnn_forward
+    from kernels.reference import reference_forward
     rnn = copy_rnn(source, device, dtype)
     weights = _params(rnn)
     torch._dynamo.reset()  # a fresh compile per case: no recompile limit reached, no silent fallback
-    step = torch.compile(functools.partial(rnn_forward, num_layers=rnn.num_layers, nonlinearity=rnn.nonlinearity),
-                         dynamic=False)
+    step = torch.compile(functools.partial(reference_forward, num_layers=rnn.num_layers,
+                                           nonlinearity=rnn.nonlinearity), dynamic=False)
 
     def forward(x: torch.Tensor, h0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         outputs, h = [], h0

@@ -1,17 +1,20 @@
-"""The compile audit: every dispatchable configuration compiles for sm_80 and sm_90 with no
-register spills (beyond the listed known gap), shared memory within limits and U hoisted."""
+"""The compile audit: every dispatchable configuration compiles for sm_80 and sm_90 with no register
+spills, shared memory within limits, U hoisted out of the time loop and, in the resident tier, kept
+in registers; and the audit's own checks can tell a kernel that re-reads U every step."""
 import json
 import os
 import subprocess
 import sys
 
-from kernels.audit import KNOWN_SPILLS, SM_COUNT, barrier_atomics, u_hoisted
-from kernels.dispatch import RESIDENT_CONFIGS, SPLIT_CONFIGS, SUPPORTED_DTYPES
+from kernels.audit import (KNOWN_SPILLS, RE_READ_LIMIT, RE_READ_MIN_BLOCK_H, SM_COUNT, barrier_atomics,
+                           h_allowance, shared_bytes_per_warp, smem_per_step, time_loop, u_hoisted, u_location,
+                           wgmma_shared_bytes)
+from kernels.dispatch import RESIDENT_CONFIGS, SPLIT_CONFIGS, SUPPORTED_DTYPES, resident_served
 
 
 def test_u_hoisted_check_can_fail():
-    before = "%block_3 = tt.load %p\n%x = tt.load %q\n scf.for ... {\n %y = tt.load %r\n}"
-    inside = "%x = tt.load %q\n scf.for ... {\n %block_3 = tt.load %p\n}"
+    before = "%resident_u_3 = tt.load %p\n%x = tt.load %q\n scf.for ... {\n %y = tt.load %r\n}"
+    inside = "%x = tt.load %q\n scf.for ... {\n %resident_u_3 = tt.load %p\n}"
     assert u_hoisted(before, 1)
     assert not u_hoisted(before, 2)
     assert not u_hoisted(inside, 1)
@@ -24,32 +27,118 @@ def test_barrier_atomics_check_can_fail():
     assert not barrier_atomics(both.replace("acquire", "relaxed"))
 
 
+LOOP = "%a:2 = scf.for %s = %c1 to %T step %c1 iter_args(%h = %h0) -> (tensor<...>) {\n{body}\n  scf.yield %h\n}\n"
+
+
+def ttgir(before: str, body: str) -> str:
+    return before + "\n" + LOOP.replace("{body}", body)
+
+
+def test_u_location_tells_registers_from_shared():
+    alloc = "%u_39 = ttg.local_alloc %u_38 : (tensor<128x128xf16>) -> !ttg.memdesc<128x128xf16>"
+    re_read = ttgir(alloc, "%u_47 = ttg.local_load %u_39 : !ttg.memdesc -> tensor<...>\n"
+                           "%a = ttng.warp_group_dot %u_47, %h_5, %xw {isAsync = true}")
+    assert u_location(re_read) == "shared"
+    a_from_shared = ttgir(alloc, "%a = ttng.warp_group_dot %u_39, %h_5, %xw {isAsync = true}")
+    assert u_location(a_from_shared) == "shared"
+    view = ttgir(alloc + "\n%v = ttg.memdesc_trans %u_39", "%x = ttg.local_load %v : !ttg.memdesc -> tensor<...>")
+    assert u_location(view) == "shared"
+    in_registers = ttgir(alloc + "\n%u_47 = ttg.local_load %u_39 : !ttg.memdesc -> tensor<...>",
+                         "%h_74 = ttg.local_alloc %h_73\n%a = ttng.warp_group_dot %u_47, %h_74, %xw")
+    assert u_location(in_registers) == "registers"
+    # A buffer allocated before the loop but written in it (a per-step exchange) is not U.
+    exchange = ttgir("%buf = ttg.local_alloc : () -> !ttg.memdesc<128x16xf16>",
+                     "%w = ttg.memdesc_index %buf, %i\nttg.local_store %h, %w : tensor<...>\n"
+                     "%r = ttg.local_load %w : !ttg.memdesc -> tensor<...>")
+    assert u_location(exchange) == "registers"
+
+
+def sass(*lines: str) -> str:
+    """A cuobjdump -sass listing of these instructions at addresses 0x0, 0x10, ..."""
+    return "\n".join(f"        /*{16 * i:04x}*/   {line} ;   /* 0x0 */" for i, line in enumerate(lines))
+
+
+def test_smem_per_step_counts_the_outer_loop_once():
+    listing = sass("LDS.128 R4, [R2]",                                   # before the loop: not counted
+                   "LDS.128 R4, [R2]",                                   # 0x10: the loop starts here
+                   "@P0 LDSM.16.M88.4 R8, [R3]",
+                   "HGMMA.64x16x16.F32.BF16 R24, R60, gdesc[UR8].tnspB, R24",
+                   "HGMMA.64x16x16.F32 R24, gdesc[UR4], R24",            # A through a descriptor too
+                   "LDG.E R5, desc[UR4][R6.64]",                          # 0x50: an inner spin loop
+                   "@P1 BRA 0x50",
+                   "LDS.U16 R7, [R2]",
+                   "@P2 BRA 0x10",
+                   "EXIT")
+    loop = time_loop(listing)
+    assert loop[0] == "LDS.128 R4, [R2]" and loop[-1] == "BRA 0x10" and len(loop) == 8
+    assert [shared_bytes_per_warp(i) for i in loop[:3]] == [512, 512, 0]
+    assert shared_bytes_per_warp("LDS R1, [R2]") == 128 and shared_bytes_per_warp("LDSM.16.MT88.2 R1, [R2]") == 256
+    assert wgmma_shared_bytes(loop[2]) == 16 * 16 * 2
+    assert wgmma_shared_bytes(loop[3]) == 16 * 16 * 2 + 64 * 16 * 2
+    assert wgmma_shared_bytes("HGMMA.64x16x8.F32.TF32 R24, R60, gdesc[UR8], R24") == 16 * 8 * 4
+    per_warp, per_warpgroup = 512 + 512 + 64, 512 + 512 + 2048
+    assert smem_per_step(loop, num_warps=8) == 8 * per_warp + 2 * per_warpgroup
+    assert time_loop(sass("LDS R1, [R2]", "EXIT")) == []
+
+
+def test_h_allowance_is_per_mma_issuer_and_pass():
+    wgmma, mma_sync = ["HGMMA.64x16x16.F32 R24, R60, gdesc[UR8], R24"], ["HMMA.16816.F32 R20, R28, R76, R20"]
+    assert h_allowance(wgmma, num_warps=8, h_bytes=4096, passes=1) == 2 * 4096   # two warpgroups
+    assert h_allowance(mma_sync, num_warps=8, h_bytes=4096, passes=1) == 8 * 4096
+    assert h_allowance(wgmma, num_warps=8, h_bytes=8192, passes=3) == 2 * 8192 * 3
+
+
+def compiled_without_interpreter(code: str) -> str:
+    """stdout of python -c code with TRITON_INTERPRET unset: kernels are compiled, not interpreted."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600,
+                          cwd=os.path.dirname(__file__))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_the_audit_flags_a_kernel_that_re_reads_u_every_step():
+    facts = json.loads(compiled_without_interpreter(
+        "import json; from u_in_shared import audit_facts; print(json.dumps(audit_facts()))"))
+    u_bytes = 128 * 128 * 2
+    assert facts["u_hoisted"] == "yes" and facts["u_in"] == "shared"
+    assert facts["smem_per_step"] - facts["h_allowance"] > RE_READ_LIMIT * u_bytes
+
+
 def test_every_dispatchable_configuration_compiles_clean(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     report = tmp_path / "audit.json"
     proc = subprocess.run([sys.executable, "-m", "kernels.audit", "--json", str(report)], env=env,
-                          capture_output=True, text=True, timeout=1200)
+                          capture_output=True, text=True, timeout=1800)
     print(proc.stdout[-3000:], proc.stderr[-3000:])
     assert proc.returncode == 0
     rows = json.loads(report.read_text())
-    assert "regs" in proc.stdout and "configurations:" in proc.stdout
-    # Coverage: every resident and split (dtype, BLOCK_H) the target can get (split needs a slice per SM)
-    # and the stepwise kernel of every dtype, both archs and activations, forward and backward.
+    assert "regs" in proc.stdout and "smem/step" in proc.stdout and "configurations:" in proc.stdout
+    # Coverage: every resident and split (dtype, BLOCK_H) each target can get (resident: from its minimum
+    # arch on; split: a slice per SM) and the stepwise kernel of every dtype, both activations, both passes.
     def covered(tier):
         return {(r["kernel"], r["dtype"], r["block_h"], r["arch"], r["nonlinearity"])
-                for r in rows if r["kernel"].startswith(tier)}
-    assert len(covered("resident")) == len(RESIDENT_CONFIGS) * 2 * 2 * 2
-    reachable = sum(-(-bh // cfg[0]) <= SM_COUNT[arch] for (_, bh), cfg in SPLIT_CONFIGS.items() for arch in SM_COUNT)
-    assert len(covered("split")) == reachable * 2 * 2
-    assert {r["block_h"] for r in rows if r["kernel"].startswith("split") and r["arch"] == 90} == {256, 512, 1024, 2048}
+                for r in rows if r["tier"] == tier}
+    resident = sum(resident_served(dt, bh, arch) for dt, bh in RESIDENT_CONFIGS for arch in SM_COUNT)
+    assert len(covered("resident")) == resident * 2 * 2
+    split = sum(-(-bh // cfg.forward.BLOCK_N) <= SM_COUNT[arch] for (_, bh), cfg in SPLIT_CONFIGS.items()
+                for arch in SM_COUNT)
+    assert len(covered("split")) == split * 2 * 2
+    assert {r["block_h"] for r in rows if r["tier"] == "split" and r["arch"] == 90} == {128, 256, 512, 1024, 2048}
     assert sum(r["kernel"] == "step_kernel" for r in rows) == len(SUPPORTED_DTYPES) * 2 * 2 * 2
     for r in rows:
         assert r["status"] in ("ok", "known"), r
         assert r["registers"] > 0 and r["shared"] <= r["shared_limit"]
-        if r["kernel"].startswith(("resident", "split")):
-            assert r["u_hoisted"] == "yes", r
-        assert r["barrier_atomics"] == ("yes" if r["kernel"].startswith("split") else "n/a"), r
+        if r["tier"] in ("resident", "split"):
+            assert r["u_hoisted"] == "yes" and r["smem_per_step"] > 0, r
+        if r["tier"] == "resident":
+            assert r["u_in"] == "registers", r
+            if r["block_h"] >= RE_READ_MIN_BLOCK_H:
+                assert r["smem_per_step"] - r["h_allowance"] <= RE_READ_LIMIT * r["u_bytes"], r
+        assert r["barrier_atomics"] == ("yes" if r["tier"] == "split" else "n/a"), r
         if r["status"] == "known":
             assert (r["kernel"], r["arch"], r["block_h"]) in KNOWN_SPILLS and 0 < r["spill_bytes"] <= 8
         else:
             assert r["spill_bytes"] == 0
+        if r["arch"] == 90:
+            assert r["spill_bytes"] == 0, r

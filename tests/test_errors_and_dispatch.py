@@ -1,5 +1,6 @@
 """Bad input is refused with a message naming the argument, before anything is launched; the
 dispatcher's choices and limits."""
+import dataclasses
 import os
 import subprocess
 import sys
@@ -8,7 +9,10 @@ import pytest
 import torch
 
 from kernels import TritonRNN, plan_for
-from kernels.dispatch import PLANNING_SM_COUNT, RESIDENT_CONFIGS, SPLIT_CONFIGS, _split_plan, resident_limit
+from kernels.dispatch import (PLANNING_SM_COUNT, RESIDENT_CONFIGS, SPLIT_CONFIGS, KernelPlan, _resident_plan,
+                              _split_plan, resident_limit)
+from kernels.launch import LaunchConfig
+from kernels.resident import ResidentBlocks
 from kernels.split import launch_groups
 
 
@@ -60,6 +64,23 @@ def test_resident_request_beyond_limit_is_refused():
         plan_for(200, 4, torch.float32, kernel="resident")
 
 
+def test_resident_configurations_that_need_hopper_go_to_the_split_tier_on_sm80():
+    """fp32 at H=128 spills in the resident backward on sm_80 (compile audit): there it takes the split tier."""
+    assert resident_limit(torch.float32, arch=90) == 128 and resident_limit(torch.float32, arch=80) == 64
+    assert resident_limit(torch.bfloat16, arch=80) == 256
+    assert "limit of 64" in _resident_plan(128, 4, torch.float32, 128, 108, 80)
+    split = _split_plan(128, 4, torch.float32, 128, 108, 80)
+    assert split.tier == "split" and split.config.forward.BLOCK_H == 128
+
+
+def test_plan_names_show_both_passes_when_they_differ():
+    same = ResidentBlocks(BLOCK_B=16, BLOCK_H=64, num_warps=4)
+    assert KernelPlan("resident", LaunchConfig(same, same)).name == "resident(BLOCK_B=16,BLOCK_H=64,num_warps=4)"
+    other = dataclasses.replace(same, num_warps=8)
+    assert KernelPlan("resident", LaunchConfig(same, other)).name == \
+        "resident(fwd:BLOCK_B=16,BLOCK_H=64,num_warps=4 bwd:BLOCK_B=16,BLOCK_H=64,num_warps=8)"
+
+
 SPLIT_LIMIT = {torch.bfloat16: 2048, torch.float16: 2048, torch.float32: 1024}
 
 
@@ -71,28 +92,28 @@ def test_dispatch_tiers_resident_then_split_then_stepwise(dtype):
     for h in (1, 48, 100, limit):
         plan = plan_for(h, 5, dtype)
         assert plan.tier == "resident", (dtype, h)
-        assert plan.config["BLOCK_H"] >= h and (dtype, plan.config["BLOCK_H"]) in RESIDENT_CONFIGS
+        assert plan.config.forward.BLOCK_H >= h and (dtype, plan.config.forward.BLOCK_H) in RESIDENT_CONFIGS
     for h in (limit + 1, 768, SPLIT_LIMIT[dtype]):
         plan = plan_for(h, 5, dtype)
         assert plan.tier == "split", (dtype, h)
-        assert (dtype, plan.config["BLOCK_H"]) in SPLIT_CONFIGS and plan.config["BLOCK_H"] >= h
-        assert -(-h // plan.config["BLOCK_N"]) <= PLANNING_SM_COUNT
+        assert (dtype, plan.config.forward.BLOCK_H) in SPLIT_CONFIGS and plan.config.forward.BLOCK_H >= h
+        assert -(-h // plan.config.forward.BLOCK_N) <= PLANNING_SM_COUNT
     over = plan_for(SPLIT_LIMIT[dtype] + 1, 5, dtype)
     assert over.tier == "stepwise" and "resident:" in over.reason and "split:" in over.reason
     assert plan_for(64, 5, dtype, kernel="stepwise").tier == "stepwise"
-    assert plan_for(48, 5, dtype).name.startswith("resident(BLOCK_B=16,BLOCK_H=64")
+    assert plan_for(48, 5, dtype).name.startswith("resident(BLOCK_B=16,BLOCK_H=64,num_warps=")
 
 
 def test_split_tier_needs_a_slice_per_sm_and_groups_batch_tiles_into_launches():
-    config = plan_for(2048, 64, torch.bfloat16, kernel="split").config
-    assert config["BLOCK_N"] == 16  # 128 slices: fits an H100's 132 SMs, not an A100's 108
-    assert "108 SMs" in _split_plan(2048, 64, torch.bfloat16, 2048, 108)
+    config = plan_for(2048, 64, torch.bfloat16, kernel="split").config.forward
+    assert config.BLOCK_N == 16  # 128 slices: fits an H100's 132 SMs, not an A100's 108
+    assert "108 SMs" in _split_plan(2048, 64, torch.bfloat16, 2048, 108, 80)
     assert launch_groups(64, 2048, config, 132) == [(0, 1), (1, 1), (2, 1), (3, 1)]  # one tile of 16 per launch
-    config = plan_for(1024, 64, torch.bfloat16, kernel="split").config  # 32 slices: 4 tiles per launch
+    config = plan_for(1024, 64, torch.bfloat16, kernel="split").config.forward  # 32 slices: 4 tiles per launch
     assert launch_groups(64, 1024, config, 132) == [(0, 4)]
     assert launch_groups(100, 1024, config, 132) == [(0, 4), (4, 3)]
     with pytest.raises(RuntimeError, match="could never be met"):
-        launch_groups(16, 2048, plan_for(2048, 16, torch.bfloat16, kernel="split").config, 100)
+        launch_groups(16, 2048, plan_for(2048, 16, torch.bfloat16, kernel="split").config.forward, 100)
     with pytest.raises(ValueError, match="kernel='split' cannot serve"):
         plan_for(4096, 4, torch.bfloat16, kernel="split")
 

@@ -1,13 +1,15 @@
 """GPU-only checks of the compiled kernels at the sizes they are built for (skipped without CUDA).
 The rest of the suite also runs compiled on a GPU; these add the large shapes the interpreter
 cannot afford: every resident size limit, long sequences, and the layer against cuDNN."""
+import dataclasses
+
 import pytest
 import torch
 
 from conftest import DTYPES, TOLERANCE, rel_err
 from helpers import reference_layer
 from kernels import TritonRNN, plan_for
-from kernels.dispatch import recurrence_backward, recurrence_forward, resident_limit
+from kernels.dispatch import device_facts, recurrence_backward, recurrence_forward, resident_limit
 
 pytestmark = pytest.mark.gpu
 
@@ -16,7 +18,7 @@ pytestmark = pytest.mark.gpu
 @pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
 @pytest.mark.parametrize("B", [1, 16, 64])
 def test_resident_limit_long_sequence(dtype, nonlinearity, B):
-    T, H = 1024, resident_limit(dtype)
+    T, H = 1024, resident_limit(dtype, device_facts("cuda")[1])
     g = torch.Generator().manual_seed(0)
     xw = torch.randn(T, B, H, generator=g) * 0.5
     h0 = torch.randn(B, H, generator=g) * 0.5
@@ -72,6 +74,6 @@ def test_split_barrier_under_load_matches_stepwise(H, B):
 def test_split_refuses_a_grid_larger_than_the_sm_count():
     from kernels.split import launch_groups
     sms = torch.cuda.get_device_properties(0).multi_processor_count
-    config = plan_for(512, 1, torch.bfloat16, "cuda", kernel="split").config | {"BLOCK_N": 1}
+    config = dataclasses.replace(plan_for(512, 1, torch.bfloat16, "cuda", kernel="split").config.forward, BLOCK_N=1)
     with pytest.raises(RuntimeError, match="could never be met"):
         launch_groups(1, 16 * sms, config, sms)

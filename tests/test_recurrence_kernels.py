@@ -1,15 +1,16 @@
-"""The recurrence kernels themselves (resident and stepwise), forward and backward, against float64."""
+"""The recurrence kernels themselves (resident, split and stepwise), forward and backward, against float64."""
 import pytest
 import torch
 
 from conftest import DTYPES, TOLERANCE, rel_err
 from helpers import reference_layer
-from kernels.dispatch import launch_config, plan_for, recurrence_backward, recurrence_forward
+from kernels.dispatch import plan_for, recurrence_backward, recurrence_forward
 from kernels.runtime import interpreting
-from kernels.split import split_backward, split_forward
+from kernels.split import SplitBlocks, split_backward, split_forward
 
-# (T, B, H): T=1, odd H and B, two batch tiles (B=17), padding to BLOCK_H (48 -> 64, 130 -> 256).
-SHAPES = [(1, 1, 16), (5, 5, 48), (6, 17, 33), (3, 2, 130)]
+# (T, B, H): T=1, odd H and B, two and three batch tiles (B=17, 40) in one launch, padding to BLOCK_H
+# (48 -> 64, 130 -> 256).
+SHAPES = [(1, 1, 16), (5, 5, 48), (6, 17, 33), (2, 40, 64), (3, 2, 130)]
 
 
 def make_inputs(T, B, H, dtype, device, seed=0):
@@ -70,11 +71,9 @@ def test_split_kernels_match_float64_reference(dtype, shape, nonlinearity, rever
     assert rel_err(dh0.cpu(), ref_dh0) < 2 * TOLERANCE[dtype]
 
 
-def barrier_config(nonlinearity: str, block_h: int) -> dict:
+def barrier_config(block_h: int) -> SplitBlocks:
     """A split configuration whose grid is one program when H <= 16: the barrier path can run in the interpreter."""
-    plan = plan_for(512, 1, torch.float32, kernel="split")
-    config = launch_config(plan, nonlinearity, torch.float32)
-    return config | {"BLOCK_N": 16, "BLOCK_H": block_h, "K_CHUNKS": 1, "USE_BARRIER": True}
+    return SplitBlocks(BLOCK_B=16, BLOCK_N=16, BLOCK_H=block_h, K_CHUNKS=1, num_warps=4)
 
 
 @pytest.mark.skipif(not interpreting(), reason="interpreter-only: one program per SM is the interpreter's rule")
@@ -82,11 +81,11 @@ def barrier_config(nonlinearity: str, block_h: int) -> dict:
 def test_split_barrier_path_with_a_one_program_grid(nonlinearity, reverse):
     T, B, H = 6, 3, 16
     xw, h0, u, dy = make_inputs(T, B, H, torch.float32, "cpu")
-    config = barrier_config(nonlinearity, 16)
-    y = split_forward(xw, h0, u, reverse, config)
+    config = barrier_config(16)
+    y = split_forward(xw, h0, u, reverse, config, nonlinearity, use_barrier=True)
     ref_y, ref_da, ref_dh0 = reference_layer(xw, h0, u, nonlinearity, reverse, dy)
     assert rel_err(y, ref_y) < TOLERANCE[torch.float32]
-    da, dh0 = split_backward(ref_y.float(), dy, u, reverse, config)
+    da, dh0 = split_backward(ref_y.float(), dy, u, reverse, config, nonlinearity, use_barrier=True)
     assert rel_err(da, ref_da) < 2 * TOLERANCE[torch.float32] and rel_err(dh0, ref_dh0) < 2 * TOLERANCE[torch.float32]
 
 
@@ -94,4 +93,4 @@ def test_split_barrier_path_with_a_one_program_grid(nonlinearity, reverse):
 def test_split_barrier_refuses_a_grid_that_cannot_be_co_resident():
     xw, h0, u, _ = make_inputs(2, 1, 32, torch.float32, "cpu")  # two slices of 16: two programs, one "SM"
     with pytest.raises(RuntimeError, match="co-resident"):
-        split_forward(xw, h0, u, False, barrier_config("tanh", 32))
+        split_forward(xw, h0, u, False, barrier_config(32), "tanh", use_barrier=True)

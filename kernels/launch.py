@@ -1,0 +1,61 @@
+"""Launch settings every tier shares, and the typed pair of a tier's forward and backward configurations.
+
+Each tier module (resident.py, split.py, stepwise.py) defines a frozen dataclass of its kernels'
+compile-time blocks and a `launch_keywords(config, nonlinearity, dtype, interpreted)` function: the
+keywords its launcher passes to `kernel[grid](...)`. The compile audit (audit.py) compiles exactly
+those keywords, so what is audited is what is launched.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+import torch
+import triton.language as tl
+
+from .activations import ACTIVATION_CODES
+
+SIXTEEN_BIT = (torch.bfloat16, torch.float16)
+COMPILE_OPTIONS = ("num_warps", "num_stages")  # launch keywords that are compile options, not constexprs
+
+
+def accumulator_dtype(io_dtype: torch.dtype) -> torch.dtype:
+    """Carries and accumulations are fp32, except for float64 I/O (used by gradcheck)."""
+    return torch.float64 if io_dtype == torch.float64 else torch.float32
+
+
+def common_keywords(nonlinearity: str, dtype: torch.dtype, interpreted: bool) -> dict:
+    """Constexprs every recurrence kernel takes: the activation, the accumulator dtype, and whether
+    tl.dot's operands are upcast to fp32 (the interpreter multiplies raw bf16 bits: triton issue 11584)."""
+    return {"ACTIVATION": ACTIVATION_CODES[nonlinearity],
+            "ACC_DTYPE": tl.float64 if accumulator_dtype(dtype) == torch.float64 else tl.float32,
+            "UPCAST_DOT": interpreted and dtype in SIXTEEN_BIT}
+
+
+@dataclass(frozen=True)
+class Blocks:
+    """Base of a tier's kernel configuration. Field names are the kernel's constexpr names and
+    compile options as written, so the fields are the launch keywords as they stand."""
+
+    def keywords(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def __str__(self) -> str:
+        return ",".join(f"{k}={v}" for k, v in self.keywords().items())
+
+
+B = TypeVar("B", bound=Blocks)
+
+
+@dataclass(frozen=True)
+class LaunchConfig(Generic[B]):
+    """The configurations of a tier's forward and backward kernels (they may differ: at H=256 one
+    setting is not the best for both)."""
+    forward: B
+    backward: B
+
+    def __str__(self) -> str:
+        if self.forward == self.backward:
+            return str(self.forward)
+        return f"fwd:{self.forward} bwd:{self.backward}"

@@ -1,0 +1,201 @@
+"""Resident persistent kernels: one launch runs all T steps, and every program holds all of U in
+registers for all of them.
+
+Forward, for one layer and direction, written transposed so that U is the left operand of the
+product, the one a tensor-core MMA can take from registers (a_t is the pre-activation)::
+
+    a_t^T = xw_t^T + U h_{t-1}^T,   h_t = act(a_t),   xw_t = x_t W_ih^T + b_ih + b_hh (one GEMM, outside)
+
+Backward (BPTT) in one reverse launch, from the stored h_t alone, with U^T as the left operand::
+
+    g_t^T = dy_t^T + U^T da_{t+1}^T,   da_t = g_t * act'(h_t),   dh_0^T = U^T da_1^T
+
+where dy_t is the gradient arriving from the layer's outputs (h_n's included). The weight gradients
+are large GEMMs over all t, done afterwards by the caller (autograd.py).
+
+Each program owns a BLOCK_B-row tile of the batch (the grid is cdiv(B, BLOCK_B), any B in one
+launch) and keeps its own copy of U, padded to BLOCK_H x BLOCK_H. The carry (h, or da) stays in
+fp32 registers; per step only its rounding to the I/O dtype passes through shared memory, as the
+MMA's right operand.
+
+Why U stays in registers (verified by the compile audit, kernels/audit.py, for sm_80 and sm_90):
+without help, Triton 3.6 re-reads it from shared memory every step, because ReorderInstructions
+sinks a single-use conversion of a loop-invariant operand into the loop, and on Hopper
+AccelerateMatmul puts the wgmma's left operand in shared memory when nothing sits between its load
+and the dot. So (1) the product is transposed, U on the left; (2) U is multiplied once by a runtime
+float `pin` (1.0) before the loop; (3) the first step is peeled out of the loop (forward), or the
+final dh_0 product follows it (backward), so U's register value has a user outside the loop.
+Then sm_90 runs wgmma with U in registers and sm_80 mma.sync with U in registers.
+
+What else is kept off each step's serial chain: the step's inputs (xw_{t+1}; h_{t-1} and dy_{t-1}
+backward) are loaded during the previous step, h_t's store is not waited on, and tanh is one MUFU
+instruction for 16-bit I/O (activations.py). fp32 multiplies by 3xTF32 (tf32x3: fp32 accuracy, on
+tensor cores); float64 (for gradcheck) by the plain product.
+"""
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+from .activations import activation_grad_from_output, apply_activation
+from .launch import SIXTEEN_BIT, Blocks, accumulator_dtype, common_keywords
+from .runtime import interpreting
+
+PIN = 1.0  # the runtime float U is multiplied by before the time loop (see the module docstring)
+
+
+@dataclass(frozen=True)
+class ResidentBlocks(Blocks):
+    """Compile-time configuration of one resident kernel."""
+    BLOCK_B: int    # batch rows per program: the MMA's N (8 at least; 16 for Hopper's wgmma)
+    BLOCK_H: int    # H padded to a power of two, >= 16: U is BLOCK_H x BLOCK_H in every program
+    num_warps: int
+
+
+def launch_keywords(config: ResidentBlocks, nonlinearity: str, dtype: torch.dtype, interpreted: bool,
+                    backward: bool) -> dict:
+    """Everything a resident kernel takes besides tensors and sizes, as its launcher passes it."""
+    keywords = config.keywords() | common_keywords(nonlinearity, dtype, interpreted)
+    keywords["DOT_PRECISION"] = "tf32x3" if dtype == torch.float32 else "ieee"
+    if not backward:  # the backward has no tanh: act' comes from h
+        keywords["FAST_TANH"] = not interpreted and dtype in SIXTEEN_BIT
+    return keywords
+
+
+@triton.jit
+def transposed_tile(B, H, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):
+    """Offsets and mask of this program's tile of a contiguous [B, H] matrix, laid out transposed as
+    [BLOCK_H, BLOCK_B]: element (j, b) is row b, column j."""
+    offs_h = tl.arange(0, BLOCK_H)
+    offs_b = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    return offs_h[:, None] + offs_b[None, :] * H, (offs_h[:, None] < H) & (offs_b[None, :] < B)
+
+
+@triton.jit
+def load_pinned_u(u_ptr, pin, H, BLOCK_H: tl.constexpr, TRANSPOSE: tl.constexpr, ACC_DTYPE: tl.constexpr,
+                  UPCAST_DOT: tl.constexpr):
+    """U (or U^T) as the [BLOCK_H, BLOCK_H] left operand, zero-padded, multiplied by the runtime float
+    pin so that the compiler keeps it in registers (module docstring)."""
+    offs_r = tl.arange(0, BLOCK_H)
+    offs_c = tl.arange(0, BLOCK_H)
+    if TRANSPOSE:  # [j, i] = U[i, j]
+        offsets = offs_r[:, None] + offs_c[None, :] * H
+    else:
+        offsets = offs_r[:, None] * H + offs_c[None, :]
+    resident_u = tl.load(u_ptr + offsets, mask=(offs_r[:, None] < H) & (offs_c[None, :] < H), other=0.0)
+    resident_u = (resident_u.to(ACC_DTYPE) * pin).to(u_ptr.dtype.element_ty)  # exact: pin is 1.0
+    if UPCAST_DOT:
+        resident_u = resident_u.to(tl.float32)
+    return resident_u
+
+
+@triton.jit
+def product(u, carry, acc, IO_DTYPE: tl.constexpr, DOT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr):
+    """acc + u @ round(carry, IO_DTYPE), accumulated in acc's dtype (fp32, as cuDNN does)."""
+    operand = carry.to(IO_DTYPE)
+    if UPCAST_DOT:
+        operand = operand.to(tl.float32)
+    return tl.dot(u, operand, acc, input_precision=DOT_PRECISION, out_dtype=acc.dtype)
+
+
+@triton.jit
+def resident_forward_kernel(
+    xw_ptr,         # [T, B, H] input projection incl. both biases, I/O dtype, contiguous
+    h0_ptr,         # [B, H] initial hidden state, I/O dtype, contiguous
+    u_ptr,          # [H, H] recurrent weight U = weight_hh (row i feeds unit i), contiguous
+    y_ptr,          # [T, B, H] out: h_t for every t, I/O dtype
+    pin,            # 1.0, as a runtime float: keeps U in registers (module docstring)
+    T, B, H,        # sequence length, batch, hidden size
+    t_first,        # time index of the first step: 0, or T - 1 for the reverse direction
+    t_step,         # +1 or -1
+    ACTIVATION: tl.constexpr,     # 0 tanh, 1 relu
+    BLOCK_B: tl.constexpr,        # batch rows per program
+    BLOCK_H: tl.constexpr,        # H padded to a power of two
+    DOT_PRECISION: tl.constexpr,  # "ieee" (16-bit, float64) or "tf32x3" (fp32)
+    FAST_TANH: tl.constexpr,      # tanh.approx.f32 (16-bit I/O on a GPU)
+    ACC_DTYPE: tl.constexpr,      # carry and accumulation: tl.float32 (tl.float64 for float64 I/O)
+    UPCAST_DOT: tl.constexpr,     # interpreter workaround for bf16 tl.dot (launch.py)
+):
+    IO_DTYPE: tl.constexpr = y_ptr.dtype.element_ty
+    tile, mask = transposed_tile(B, H, BLOCK_B, BLOCK_H)
+    u = load_pinned_u(u_ptr, pin, H, BLOCK_H, False, ACC_DTYPE, UPCAST_DOT)
+    stride = B * H
+    t = tl.cast(t_first, tl.int64)  # 64-bit: t * B * H can pass 2^31
+    h = tl.load(h0_ptr + tile, mask=mask, other=0.0).to(ACC_DTYPE)
+    xw = tl.load(xw_ptr + t * stride + tile, mask=mask, other=0.0).to(ACC_DTYPE)
+    # Step 0, peeled: U's register value gets a user outside the loop.
+    h = apply_activation(product(u, h, xw, IO_DTYPE, DOT_PRECISION, UPCAST_DOT), ACTIVATION, FAST_TANH)
+    tl.store(y_ptr + t * stride + tile, h.to(IO_DTYPE), mask=mask)
+    xw = tl.load(xw_ptr + (t + t_step) * stride + tile, mask=mask & (T > 1), other=0.0)
+    for s in range(1, T):
+        t += t_step
+        xw_t = xw.to(ACC_DTYPE)
+        # Step t+1's input, loaded while this step computes.
+        xw = tl.load(xw_ptr + (t + t_step) * stride + tile, mask=mask & (s + 1 < T), other=0.0)
+        h = apply_activation(product(u, h, xw_t, IO_DTYPE, DOT_PRECISION, UPCAST_DOT), ACTIVATION, FAST_TANH)
+        tl.store(y_ptr + t * stride + tile, h.to(IO_DTYPE), mask=mask)
+
+
+@triton.jit
+def resident_backward_kernel(
+    y_ptr,          # [T, B, H] forward hidden states h_t, I/O dtype, contiguous
+    dy_ptr,         # [T, B, H] dL/dh_t from the layer's outputs (h_n's gradient included), contiguous
+    u_ptr,          # [H, H] recurrent weight U, contiguous
+    da_ptr,         # [T, B, H] out: dL/da_t, I/O dtype
+    dh0_ptr,        # [B, H] out: dL/dh_0, in the accumulator dtype
+    pin,            # 1.0, as a runtime float: keeps U^T in registers
+    T, B, H,        # sequence length, batch, hidden size
+    t_first,        # time index of the first reverse step: T - 1, or 0 for the reverse direction
+    t_step,         # -1 or +1
+    ACTIVATION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr,  # as in resident_forward_kernel
+):
+    IO_DTYPE: tl.constexpr = da_ptr.dtype.element_ty
+    tile, mask = transposed_tile(B, H, BLOCK_B, BLOCK_H)
+    u_t = load_pinned_u(u_ptr, pin, H, BLOCK_H, True, ACC_DTYPE, UPCAST_DOT)
+    stride = B * H
+    t = tl.cast(t_first, tl.int64)
+    # The first reverse step has no carry: da = dy * act'(h).
+    h = tl.load(y_ptr + t * stride + tile, mask=mask, other=0.0).to(ACC_DTYPE)
+    g = tl.load(dy_ptr + t * stride + tile, mask=mask, other=0.0).to(ACC_DTYPE)
+    da = g * activation_grad_from_output(h, ACTIVATION)
+    tl.store(da_ptr + t * stride + tile, da.to(IO_DTYPE), mask=mask)
+    h = tl.load(y_ptr + (t + t_step) * stride + tile, mask=mask & (T > 1), other=0.0)
+    dy = tl.load(dy_ptr + (t + t_step) * stride + tile, mask=mask & (T > 1), other=0.0)
+    for s in range(1, T):
+        t += t_step
+        h_t = h.to(ACC_DTYPE)
+        dy_t = dy.to(ACC_DTYPE)
+        # Step t-1's inputs, loaded while this step computes.
+        h = tl.load(y_ptr + (t + t_step) * stride + tile, mask=mask & (s + 1 < T), other=0.0)
+        dy = tl.load(dy_ptr + (t + t_step) * stride + tile, mask=mask & (s + 1 < T), other=0.0)
+        g = product(u_t, da, dy_t, IO_DTYPE, DOT_PRECISION, UPCAST_DOT)
+        da = g * activation_grad_from_output(h_t, ACTIVATION)
+        tl.store(da_ptr + t * stride + tile, da.to(IO_DTYPE), mask=mask)
+    # After the loop: U^T's register value has this second user, which keeps it out of shared memory.
+    dh0 = product(u_t, da, tl.zeros((BLOCK_H, BLOCK_B), ACC_DTYPE), IO_DTYPE, DOT_PRECISION, UPCAST_DOT)
+    tl.store(dh0_ptr + tile, dh0, mask=mask)
+
+
+def resident_forward(xw: torch.Tensor, h0: torch.Tensor, u: torch.Tensor, reverse: bool, config: ResidentBlocks,
+                     nonlinearity: str) -> torch.Tensor:
+    """All hidden states [T, B, H] of one layer-direction; xw, h0, u contiguous, same dtype and device."""
+    T, B, H = xw.shape
+    y = torch.empty_like(xw)
+    resident_forward_kernel[(triton.cdiv(B, config.BLOCK_B),)](
+        xw, h0, u, y, PIN, T, B, H, T - 1 if reverse else 0, -1 if reverse else 1,
+        **launch_keywords(config, nonlinearity, xw.dtype, interpreting(), backward=False))
+    return y
+
+
+def resident_backward(y: torch.Tensor, dy: torch.Tensor, u: torch.Tensor, reverse: bool, config: ResidentBlocks,
+                      nonlinearity: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(da [T, B, H] in the I/O dtype, dh0 [B, H] in the accumulator dtype) for one layer-direction; inputs contiguous."""
+    T, B, H = y.shape
+    da = torch.empty_like(y)
+    dh0 = torch.empty((B, H), dtype=accumulator_dtype(y.dtype), device=y.device)
+    resident_backward_kernel[(triton.cdiv(B, config.BLOCK_B),)](
+        y, dy, u, da, dh0, PIN, T, B, H, 0 if reverse else T - 1, 1 if reverse else -1,
+        **launch_keywords(config, nonlinearity, y.dtype, interpreting(), backward=True))
+    return da, dh0
