@@ -150,18 +150,25 @@ def load_trace(path: str | Path) -> list[dict]:
 
 @dataclass(eq=False)
 class Range:
-    """A CPU range of the trace (an op or a user range) with the ranges and runtime calls inside it."""
+    """A CPU range of the trace (an op or a user range) with the ranges inside it."""
     name: str
     start: float
     end: float
-    shapes: tuple
+    shapes: tuple                         # its tensor inputs' dims (each tensor of a list input too)
     has_shapes: bool                      # the op recorded its inputs' dims
     parent: Range | None = None
     children: list = field(default_factory=list)
 
 
 def _shapes(dims) -> tuple:
-    return tuple(tuple(d) for d in (dims or []) if isinstance(d, list) and all(isinstance(x, int) for x in d))
+    """"Input Dims" as a tuple of tensor shapes: [4, 8] is a tensor's, [[4, 8], [4, 8]] a tensor list's."""
+    out = []
+    for arg in dims or []:
+        if isinstance(arg, list) and all(isinstance(x, int) for x in arg):
+            out.append(tuple(arg))
+        elif isinstance(arg, list):
+            out += [tuple(t) for t in arg if isinstance(t, list)]
+    return tuple(out)
 
 
 def host_tree(events: list[dict]) -> tuple[list[Range], dict[int, Range]]:
