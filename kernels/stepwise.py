@@ -8,7 +8,14 @@ Each launch is a tiled GEMM with a fused epilogue over a [B, H] state:
 so between launches the state round-trips through global memory and every step pays a launch.
 It serves any H and shows in the harness what persistence buys. U is re-read from global memory
 (L2) by every launch; the K loop streams it in BLOCK_K slices.
+
+On CUDA the T launches of a loop are recorded into a CUDA graph and replayed (StepGraphs), so a
+step costs what the GPU needs for one launch, not the 6-13 us of host time a Python-side Triton
+launch takes on an H100. In the interpreter, and inside a caller's own graph capture, the loop
+launches step by step.
 """
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 import torch
@@ -86,15 +93,90 @@ def _launch_step(a, u, c, hd, out, config: StepwiseBlocks, keywords: dict) -> No
     step_kernel[(triton.cdiv(B, config.BLOCK_B), triton.cdiv(H, config.BLOCK_N))](a, u, c, hd, out, B, H, **keywords)
 
 
+GRAPH_CACHE_SIZE = 16  # loops kept: (layers x directions x passes) of a few models at once
+
+
+def capture_graph(loop: Callable[[], None], device: torch.device) -> "torch.cuda.CUDAGraph":
+    """A CUDA graph of loop's launches, recorded (not run) on a side stream. capture_begin is called
+    directly rather than through torch.cuda.graph, which empties the allocator's cache first and so
+    would move the very tensors the graph is keyed by."""
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.stream(torch.cuda.Stream(device)):
+        graph.capture_begin(capture_error_mode="thread_local")
+        try:
+            loop()
+        finally:
+            graph.capture_end()
+    return graph
+
+
+class StepGraphs:
+    """CUDA graphs of step loops, keyed by everything the launches read: the tensors' addresses,
+    shapes and dtypes, the pass, the direction and the configuration. A replay makes exactly the
+    launches the loop would make (same kernel, same arguments), so it is right for whatever tensors
+    live at those addresses when the key comes back. A key is captured the second time it comes
+    (the first run compiles the kernels, and a key that recurs is one the caching allocator serves
+    again, as it does for every repeated call of the same shapes), then replayed; the least recently
+    used graph goes beyond GRAPH_CACHE_SIZE. A graph holds no tensors (nothing is allocated while
+    capturing); captures and replays are counted for tests and the harness."""
+
+    def __init__(self, capture: Callable = capture_graph, size: int = GRAPH_CACHE_SIZE):
+        self.capture, self.size = capture, size
+        self.graphs: OrderedDict[Hashable, object] = OrderedDict()  # key -> graph, or None when seen once
+        self.captures = self.replays = 0
+
+    def run(self, key: Hashable, loop: Callable[[], None], device: torch.device) -> None:
+        """loop() itself on its first sight of key; a graph of it from the second sight on."""
+        if key not in self.graphs:
+            self._keep(key, None)
+            loop()
+            return
+        graph = self.graphs[key]
+        if graph is None:
+            graph = self.capture(loop, device)
+            self.captures += 1
+        self._keep(key, graph)
+        graph.replay()
+        self.replays += 1
+
+    def _keep(self, key: Hashable, graph) -> None:
+        self.graphs[key] = graph
+        self.graphs.move_to_end(key)
+        while len(self.graphs) > self.size:
+            self.graphs.popitem(last=False)
+
+
+STEP_GRAPHS = StepGraphs()
+
+
+def loop_key(tensors: tuple[torch.Tensor, ...], reverse: bool, keywords: dict) -> tuple:
+    """Everything a loop's launches read: each tensor's address, shape and dtype (all contiguous),
+    the direction and the launch keywords (constexprs incl. the pass, compile options)."""
+    return (reverse, tuple(sorted(keywords.items())),
+            *((t.device, t.data_ptr(), tuple(t.shape), t.dtype) for t in tensors))
+
+
+def _run_loop(loop: Callable[[], None], tensors: tuple[torch.Tensor, ...], reverse: bool, keywords: dict) -> None:
+    """loop() on CUDA through STEP_GRAPHS; directly elsewhere."""
+    device = tensors[0].device
+    if device.type != "cuda" or torch.cuda.is_current_stream_capturing():  # a caller's capture records it as is
+        loop()
+        return
+    STEP_GRAPHS.run(loop_key(tensors, reverse, keywords), loop, device)
+
+
 def stepwise_forward(xw: torch.Tensor, h0: torch.Tensor, u: torch.Tensor, reverse: bool, config: StepwiseBlocks,
                      nonlinearity: str) -> torch.Tensor:
     """All hidden states [T, B, H] of one layer-direction, one launch per step; inputs contiguous."""
     y = torch.empty_like(xw)
     keywords = launch_keywords(config, nonlinearity, xw.dtype, interpreting(), backward=False)
-    h = h0
-    for t in time_order(xw.shape[0], reverse):
-        _launch_step(h, u, xw[t], h, y[t], config, keywords)
-        h = y[t]
+
+    def loop() -> None:
+        h = h0
+        for t in time_order(xw.shape[0], reverse):
+            _launch_step(h, u, xw[t], h, y[t], config, keywords)
+            h = y[t]
+    _run_loop(loop, (xw, h0, u, y), reverse, keywords)
     return y
 
 
@@ -103,8 +185,14 @@ def stepwise_backward(y: torch.Tensor, dy: torch.Tensor, u: torch.Tensor, revers
     """(da [T, B, H], dh0 [B, H] fp32) for one layer-direction, one launch per step; inputs contiguous."""
     da = torch.empty_like(y)
     keywords = launch_keywords(config, nonlinearity, y.dtype, interpreting(), backward=True)
-    da_next = torch.zeros_like(y[0])  # nothing flows back into the last step but dy
-    for t in time_order(y.shape[0], not reverse):  # backward walks the forward order in reverse
-        _launch_step(da_next, u, dy[t], y[t], da[t], config, keywords)
-        da_next = da[t]
-    return da, da_next.to(accumulator_dtype(u.dtype)) @ u.to(accumulator_dtype(u.dtype))
+    nothing_after = torch.zeros_like(y[0])  # nothing flows back into the last step but dy
+    order = time_order(y.shape[0], not reverse)  # backward walks the forward order in reverse
+
+    def loop() -> None:
+        da_next = nothing_after
+        for t in order:
+            _launch_step(da_next, u, dy[t], y[t], da[t], config, keywords)
+            da_next = da[t]
+    _run_loop(loop, (y, dy, u, da, nothing_after), reverse, keywords)
+    first = da[order[-1]]  # da of the step that consumed h0
+    return da, first.to(accumulator_dtype(u.dtype)) @ u.to(accumulator_dtype(u.dtype))

@@ -7,7 +7,9 @@ run here (`unavailable`) and whether one case is beyond what it should attempt (
 runner turns both into result rows with the reason instead of stopping.
 
   triton           kernels.TritonRNN(kernel="auto"): the dispatcher picks a persistent kernel
-  triton-stepwise  kernels.TritonRNN(kernel="stepwise"): one launch per time step
+  triton-stepwise  kernels.TritonRNN(kernel="stepwise"): one launch per time step; on CUDA the T launches
+                   are replayed from a CUDA graph (kernels/stepwise.py), so a step costs the GPU's launch,
+                   not Python's
   cudnn            torch.nn.RNN (cuDNN on CUDA; PyTorch's native CPU RNN without a GPU)
   eager            kernels.reference.run_module: a Python loop of PyTorch ops per step
   compile          torch.compile of that loop, applied to chunks of COMPILE_CHUNK steps
@@ -111,10 +113,17 @@ def _triton_prepare(kernel: str):
     return prepare
 
 
+STEPWISE_ON_CUDA = "one launch per step, replayed from a CUDA graph"
+
+
 def _triton_label(kernel: str):
     def label(device: torch.device) -> str:
-        where = " (interpreter)" if _triton_mode(device) == "interpreter" else ""
-        return f"Triton {kernel}{where}"
+        mode = _triton_mode(device)
+        if mode == "interpreter":
+            return f"Triton {kernel} (interpreter)"
+        if kernel == "stepwise" and mode == "cuda":
+            return f"Triton {kernel} ({STEPWISE_ON_CUDA})"
+        return f"Triton {kernel}"
     return label
 
 

@@ -1,9 +1,18 @@
-"""Kernel launches read from torch.profiler's events: which ones ran, in which group, and how many.
+"""Kernel launches read from a torch.profiler Chrome trace: which ones ran, in which group, and how many.
+
+The trace (`trace_<backend>.json`, optionally gzipped) is the one `rnnbench profile` writes and a
+user opens in Perfetto, so every number here can be checked against it. Its host side is a tree of
+CPU ranges per thread (`cpu_op` events: dispatched ops, autograd nodes; `user_annotation` events:
+`record_function` ranges such as the harness's `rnnbench::<backend>` and `triton::<kernel>`), nested
+by time; runtime calls (`cuda_runtime`, `cuda_driver`: cudaLaunchKernel, cuLaunchKernelEx,
+cudaGraphLaunch ...) sit inside them.
 
 A *launch* is one piece of device work the call asked for:
 
-- with CUDA: every GPU kernel the profiler recorded (its name and its GPU time), attached to the CPU
-  op that launched it;
+- with CUDA: every GPU kernel of the trace (`kernel` events: their name and GPU time), attached to
+  the innermost CPU range around the runtime call that launched it (matched by the correlation id).
+  Not launches: a user range's span on the GPU timeline (`gpu_user_annotation`, which only
+  repeats the time of the kernels inside it), memcpy and memset;
 - without CUDA there are no kernels, so launches are *counted* from the CPU ops that would launch
   one on a GPU: every innermost dispatched `aten::` op that computes something (views, allocations
   and 0-dim scalar bookkeeping excluded), every Triton kernel launch, which the harness marks
@@ -24,15 +33,19 @@ Each launch goes into one group, by these rules in order:
 4. other: the rest (bias adds, stacking the outputs, gradient accumulation, copies).
 
 The backward pass is whatever runs under autograd's engine (`autograd::engine::evaluate_function`)
-or inside a `...Backward` node.
+or inside a `...Backward` node. Device time is the time the GPU was busy with the launches (the
+union of their intervals), so it never exceeds the span of the call on the GPU.
 """
 from __future__ import annotations
 
 import contextlib
+import gzip
+import json
 import re
 import sys
-from collections import Counter
-from dataclasses import dataclass
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -44,25 +57,28 @@ NO_KERNEL_OPS = frozenset(
     "_reshape_alias t transpose permute expand expand_as select slice narrow split split_with_sizes unbind chunk "
     "squeeze unsqueeze flatten unflatten detach detach_ alias lift_fresh resolve_conj resolve_neg contiguous to "
     "cudnn_is_acceptable is_nonzero result_type size stride numel is_same_size _local_scalar_dense item "
-    "_has_compatible_shallow_copy_type dropout".split())
+    "_has_compatible_shallow_copy_type dropout is_leaf output_nr _version".split())
 GEMM_OPS = frozenset("mm addmm bmm baddbmm addmv mv dot matmul linear _addmm_activation".split())
-GEMM_KERNEL = re.compile(r"gemm|xmma|cutlass|cublas|wgmma|mma_", re.I)
+GEMM_KERNEL = re.compile(r"gemm|gemv|xmma|cutlass|cublas|wgmma|mma_|nvjet", re.I)  # nvjet: cuBLAS's sm90 GEMMs
 CUDNN_RNN_KERNEL = re.compile(r"rnn|persist", re.I)  # cuDNN's RNN kernels (names vary by version)
 BACKWARD_EVENT = re.compile(r"^autograd::engine::evaluate_function|Backward\d*$")
 INDUCTOR_CPU_KERNEL = re.compile(r"cpp_fused_")
 MIN_SEQ_LEN = 8  # below this the per-step rule may take per-layer work for per-step work
+CPU_RANGES = ("cpu_op", "user_annotation")     # trace categories of the host-side tree
+LAUNCH_CALLS = ("cuda_runtime", "cuda_driver")  # runtime calls; a kernel names the one that launched it
 
 
 @dataclass
 class Launch:
     """One launch: its name, phase (forward/backward), whether it is a GEMM or an RNN kernel, a
-    signature (what must repeat for it to be per step), its time and where the time was taken."""
+    signature (what must repeat for it to be per step), its time and, for a kernel, when it started."""
     name: str
     phase: str
     gemm: bool
     rnn_kernel: bool
     signature: tuple
     time_us: float
+    start_us: float = 0.0  # on the trace's clock (GPU kernels only)
     group: str = ""
 
 
@@ -123,104 +139,147 @@ def nvtx_range(label: str | None):
         torch.cuda.nvtx.range_pop()
 
 
-# ---- reading the events ----------------------------------------------------------------------
+# ---- reading the trace -----------------------------------------------------------------------
+
+def load_trace(path: str | Path) -> list[dict]:
+    """The events of a Chrome trace file written by torch.profiler (.json, or .json.gz)."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rt") as f:
+        return json.load(f)["traceEvents"]
+
+
+@dataclass(eq=False)
+class Range:
+    """A CPU range of the trace (an op or a user range) with the ranges inside it."""
+    name: str
+    start: float
+    end: float
+    shapes: tuple                         # its tensor inputs' dims (each tensor of a list input too)
+    has_shapes: bool                      # the op recorded its inputs' dims
+    parent: Range | None = None
+    children: list = field(default_factory=list)
+
+
+def _shapes(dims) -> tuple:
+    """"Input Dims" as a tuple of tensor shapes: [4, 8] is a tensor's, [[4, 8], [4, 8]] a tensor list's."""
+    out = []
+    for arg in dims or []:
+        if isinstance(arg, list) and all(isinstance(x, int) for x in arg):
+            out.append(tuple(arg))
+        elif isinstance(arg, list):
+            out += [tuple(t) for t in arg if isinstance(t, list)]
+    return tuple(out)
+
+
+def host_tree(events: list[dict]) -> tuple[list[Range], dict[int, Range]]:
+    """(the root CPU ranges of every thread, correlation id of a runtime call -> the innermost range
+    around it). Ranges nest by time on their thread: sorted by start, longest first (then by
+    External id, which counts up as ops are entered), each lies in the last open one that ends after
+    it starts."""
+    by_thread = defaultdict(list)
+    for e in events:
+        if e.get("ph") == "X" and e.get("cat") in CPU_RANGES + LAUNCH_CALLS:
+            by_thread[(e["pid"], e["tid"])].append(e)
+    roots, launched_in = [], {}
+    for items in by_thread.values():
+        items.sort(key=lambda e: (e["ts"], -e["dur"], e.get("args", {}).get("External id", 0)))
+        open_ranges: list[Range] = []
+        for e in items:
+            while open_ranges and open_ranges[-1].end <= e["ts"]:
+                open_ranges.pop()
+            parent = open_ranges[-1] if open_ranges else None
+            args = e.get("args", {})
+            if e["cat"] in LAUNCH_CALLS:
+                if parent is not None and "correlation" in args:
+                    launched_in[args["correlation"]] = parent
+                continue
+            node = Range(e["name"], e["ts"], e["ts"] + e["dur"], _shapes(args.get("Input Dims")),
+                         "Input Dims" in args, parent)
+            (parent.children if parent else roots).append(node)
+            open_ranges.append(node)
+    return roots, launched_in
+
+
+# ---- launches from the tree ------------------------------------------------------------------
 
 def _op(name: str) -> str:
     return name.split("::", 1)[1] if name.startswith("aten::") else name
 
 
-def _in_backward(event) -> bool:
-    while event is not None:
-        if BACKWARD_EVENT.search(event.name):
+def _in_backward(node: Range | None) -> bool:
+    while node is not None:
+        if BACKWARD_EVENT.search(node.name):
             return True
-        event = event.cpu_parent
+        node = node.parent
     return False
-
-
-def _shapes(event) -> tuple:
-    return tuple(tuple(s) for s in (event.input_shapes or []) if isinstance(s, (list, tuple)))
 
 
 def _kernel_family(name: str) -> str:
     return re.sub(r"_\d+$", "", name)
 
 
-def _is_site(event) -> bool:
+def _is_site(node: Range) -> bool:
     """An aten op that would launch a kernel: not a view/allocation, not only on 0-dim scalars.
     The innermost GEMM op is one launch whatever it calls inside (on CPU addmm copies the bias first)."""
-    if INDUCTOR_CPU_KERNEL.search(event.name):
+    if INDUCTOR_CPU_KERNEL.search(node.name):
         return True
-    if not event.name.startswith("aten::") or _op(event.name) in NO_KERNEL_OPS:
+    if not node.name.startswith("aten::") or _op(node.name) in NO_KERNEL_OPS:
         return False
-    return any(len(s) > 0 for s in _shapes(event)) or not event.input_shapes
+    return any(len(s) > 0 for s in node.shapes) or not node.has_shapes
 
 
-def _gemm_below(event) -> bool:
-    return _op(event.name) in GEMM_OPS or any(_gemm_below(child) for child in event.cpu_children)
+def _gemm_below(node: Range) -> bool:
+    return _op(node.name) in GEMM_OPS or any(_gemm_below(child) for child in node.children)
 
 
-def _cpu_sites(event, backward: bool) -> list[Launch]:
-    """The innermost launch sites under event (itself if none is deeper)."""
-    backward = backward or bool(BACKWARD_EVENT.search(event.name))
+def _cpu_sites(node: Range, backward: bool) -> list[Launch]:
+    """The innermost launch sites under node (itself if none is deeper)."""
+    backward = backward or bool(BACKWARD_EVENT.search(node.name))
     phase = "backward" if backward else "forward"
-    if event.name.startswith(TRITON_PREFIX):
-        name = event.name[len(TRITON_PREFIX):]
-        return [Launch(name, phase, False, True, (phase, name), event.cpu_time_total)]
-    gemm = _op(event.name) in GEMM_OPS
-    leaf_gemm = gemm and not any(_gemm_below(child) for child in event.cpu_children)
-    sites = [] if leaf_gemm else [s for child in event.cpu_children for s in _cpu_sites(child, backward)]
-    if sites or not _is_site(event):
+    duration = node.end - node.start
+    if node.name.startswith(TRITON_PREFIX):
+        name = node.name[len(TRITON_PREFIX):]
+        return [Launch(name, phase, False, True, (phase, name), duration)]
+    gemm = _op(node.name) in GEMM_OPS
+    leaf_gemm = gemm and not any(_gemm_below(child) for child in node.children)
+    sites = [] if leaf_gemm else [s for child in node.children for s in _cpu_sites(child, backward)]
+    if sites or not _is_site(node):
         return sites
-    signature = (phase, _kernel_family(event.name), _shapes(event))
-    return [Launch(event.name, phase, gemm, False, signature, event.cpu_time_total)]
+    signature = (phase, _kernel_family(node.name), node.shapes)
+    return [Launch(node.name, phase, gemm, False, signature, duration)]
 
 
 def triton_kernel_names() -> set[str]:
     return {kernel.__name__ for kernel in _triton_kernels()}
 
 
-def _cuda_sites(events) -> list[Launch]:
-    """Every GPU kernel, attached to the CPU op that launched it."""
+def _gpu_kernels(events: list[dict], launched_in: dict[int, Range]) -> list[Launch]:
+    """Every GPU kernel, attached to the range that launched it. A kernel whose launch call is not in
+    the trace is classified by its name alone, its phase guessed from the name."""
     ours = triton_kernel_names()
     out = []
-    for event in events:
-        if event.device_type != torch.autograd.DeviceType.CPU:
+    for e in events:
+        if e.get("cat") != "kernel":
             continue
-        for kernel in event.kernels:
-            if kernel.name.startswith(("Memcpy", "Memset")):
-                continue
-            phase = "backward" if _in_backward(event) else "forward"
-            gemm = bool(GEMM_KERNEL.search(kernel.name)) or _op(event.name) in GEMM_OPS
-            rnn = kernel.name in ours or bool(CUDNN_RNN_KERNEL.search(kernel.name))
-            out.append(Launch(kernel.name, phase, gemm, rnn,
-                              (phase, _kernel_family(kernel.name), event.name, _shapes(event)), kernel.duration))
-    return out + _unattached_kernels(events, out, ours)
-
-
-def _unattached_kernels(events, attached: list[Launch], ours: set[str]) -> list[Launch]:
-    """GPU kernels the profiler could not link to a CPU op (e.g. a launch through the driver API
-    that CUPTI did not correlate): classified by their name alone, phase guessed from the name."""
-    device = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA
-              and not e.name.startswith(("Memcpy", "Memset"))]
-    surplus = Counter(e.name for e in device) - Counter(launch.name for launch in attached)
-    out = []
-    for event in device:
-        if surplus[event.name] > 0:
-            surplus[event.name] -= 1
-            phase = "backward" if "backward" in event.name.lower() else "forward"
-            rnn = event.name in ours or bool(CUDNN_RNN_KERNEL.search(event.name))
-            out.append(Launch(event.name, phase, bool(GEMM_KERNEL.search(event.name)), rnn,
-                              (phase, _kernel_family(event.name)), event.time_range.elapsed_us()))
+        name = e["name"]
+        site = launched_in.get(e.get("args", {}).get("correlation"))
+        if site is None:
+            phase = "backward" if "backward" in name.lower() else "forward"
+            gemm, signature = bool(GEMM_KERNEL.search(name)), (phase, _kernel_family(name))
+        else:
+            phase = "backward" if _in_backward(site) else "forward"
+            gemm = bool(GEMM_KERNEL.search(name)) or _op(site.name) in GEMM_OPS
+            signature = (phase, _kernel_family(name), site.name, site.shapes)
+        rnn = name in ours or bool(CUDNN_RNN_KERNEL.search(name))
+        out.append(Launch(name, phase, gemm, rnn, signature, e["dur"], e["ts"]))
     return out
 
 
-def launches(events, on_cuda: bool, seq_len: int) -> list[Launch]:
-    """The launches of one profiled call of seq_len steps, each with its group (see the module docstring)."""
-    if on_cuda:
-        found = _cuda_sites(events)
-    else:
-        roots = [e for e in events if e.cpu_parent is None and e.device_type == torch.autograd.DeviceType.CPU]
-        found = [s for root in roots for s in _cpu_sites(root, False)]
+def launches(events: list[dict], on_cuda: bool, seq_len: int) -> list[Launch]:
+    """The launches of one profiled call of seq_len steps (the events of its trace), each with its
+    group (see the module docstring)."""
+    roots, launched_in = host_tree(events)
+    found = _gpu_kernels(events, launched_in) if on_cuda else [s for root in roots for s in _cpu_sites(root, False)]
     counts = Counter(launch.signature for launch in found)
     threshold = max(2, seq_len - 1)  # the first or last step may skip an op (no gradient flows into h0)
     for launch in found:
@@ -252,6 +311,18 @@ def kernel_table(found: list[Launch]) -> list[dict]:
         row["mean_us"] = row["total_us"] / row["calls"]
         row["share"] = row["total_us"] / total
     return sorted(rows.values(), key=lambda r: -r["total_us"])
+
+
+def busy_us(found: list[Launch]) -> float:
+    """Time the device was busy with these kernels: the union of their intervals (kernels on
+    several streams may overlap, so this is at most the sum of their times)."""
+    busy, end = 0.0, float("-inf")
+    for launch in sorted(found, key=lambda la: la.start_us):
+        stop = launch.start_us + launch.time_us
+        covered = max(0.0, min(end, stop) - launch.start_us)  # by kernels that started earlier
+        busy += max(0.0, launch.time_us - covered)  # durations, not differences of large timestamps
+        end = max(end, stop)
+    return busy
 
 
 def accounting(found: list[Launch], seq_len: int) -> dict:

@@ -202,7 +202,8 @@ def _launch_table(ran: list[dict], gpu: bool) -> list[str]:
     return [f"### Launches per time step ({what})",
             "Eager PyTorch pays several launches per step, cuDNN's STANDARD algorithm about one per step, the "
             "persistent kernel one per sequence (1/T per step). Host: until the call returns on the CPU; wall: until "
-            "the device is done (unprofiled calls, median of 3); device: sum of the kernels' GPU time.",
+            "the device is done (unprofiled calls, median of 3); device: time the GPU was busy with the kernels of "
+            "the profiled call (their union; user ranges, memcpy and memset are not kernels).",
             md_table(["backend", "what ran", "launches", "per step", "recurrence launches", "recurrence per step",
                       "host ms", "wall ms", "device ms"], rows)]
 
@@ -229,7 +230,8 @@ def _top_kernels(ran: list[dict], gpu: bool) -> list[str]:
 
 
 def _compile_facts_table(ran: list[dict]) -> list[str]:
-    rows = [[r["backend"], f["tier"], f["kernel"], f"sm_{f['arch']}", f.get("registers", ""), f.get("spill_bytes", ""),
+    rows = [[r["backend"], f["tier"], f["kernel"], f.get("pass", ""), f"sm_{f['arch']}", f.get("registers", ""),
+             f.get("spill_bytes", ""),
              f.get("shared", ""), f.get("num_warps", ""), f.get("blocks_per_sm", ""),
              f"{100 * f['occupancy']:.0f}%" if "occupancy" in f else "", f.get("limiter", ""),
              f.get("error") or f.get("status", "")]
@@ -239,8 +241,8 @@ def _compile_facts_table(ran: list[dict]) -> list[str]:
     return ["### Compile facts of the Triton kernels that ran (kernels.audit; no GPU needed)",
             "The dispatcher's tier and configuration for this case, compiled for the target; occupancy = resident "
             "warps / 64 per SM, limited by registers, shared memory or warps (rnnbench/hardware.py).",
-            md_table(["backend", "tier", "kernel", "arch", "regs/thread", "spill B", "shared B", "warps", "blocks/SM",
-                      "occupancy", "limited by", "audit"], rows)]
+            md_table(["backend", "tier", "kernel", "pass", "arch", "regs/thread", "spill B", "shared B", "warps",
+                      "blocks/SM", "occupancy", "limited by", "audit"], rows)]
 
 
 def _efficiency_section(ran: list[dict], data: dict) -> list[str]:

@@ -269,7 +269,15 @@ def parse_scenario(data: Any, source: str, profile: str) -> Scenario:
     if "description" in data:
         top["description"] = r.string(data["description"], "description")
     cpu = _read_profile(r, r.mapping(data["cpu"], "cpu", PROFILE_KEYS), "cpu") if "cpu" in data else {}
-    chosen = cpu if profile == "cpu" else {}
+    # Both profiles are checked whichever is asked for: a mistake in the cpu: section must stop a run on
+    # a GPU machine too, with the same message as on CPU.
+    scenarios = {name: _profile_scenario(r, data, top, cpu if name == "cpu" else {}, name) for name in ("full", "cpu")}
+    return scenarios[profile]
+
+
+def _profile_scenario(r: _Reader, data: dict, top: dict, chosen: dict, profile: str) -> Scenario:
+    """The Scenario of one profile: the defaults, the top-level values, then the chosen section's."""
+    source = r.source
     values = {**DEFAULTS, **top, **chosen}
 
     def at(key: str) -> str:

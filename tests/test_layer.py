@@ -20,9 +20,9 @@ def run_and_backward(module, x, hx):
     x = x.detach().requires_grad_(True)
     hx = None if hx is None else hx.detach().requires_grad_(True)
     out, h_n = module(x, hx)
-    g = torch.Generator().manual_seed(1)
-    loss = (out.double() * torch.randn(out.shape, generator=g, dtype=torch.float64)).sum() \
-        + (h_n.double() * torch.randn(h_n.shape, generator=g, dtype=torch.float64)).sum()
+    g = torch.Generator().manual_seed(1)  # drawn on the CPU and moved: the same weights for any device
+    loss = (out.double() * torch.randn(out.shape, generator=g, dtype=torch.float64).to(out.device)).sum() \
+        + (h_n.double() * torch.randn(h_n.shape, generator=g, dtype=torch.float64).to(h_n.device)).sum()
     loss.backward()
     grads = {"input": x.grad, "hx": None if hx is None else hx.grad}
     grads.update({name: p.grad for name, p in module.named_parameters()})

@@ -6,8 +6,8 @@ import json
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
-from types import SimpleNamespace
 
 import matplotlib.image
 import pytest
@@ -107,6 +107,8 @@ def test_eager_launches_per_step_grow_with_the_ops_per_step(tmp_path):
     if DEVICE.type == "cpu":
         per_op = {k["kernel"]: k["calls"] for k in long_["kernels"] if k["group"] == "recurrence"}
         assert per_op["aten::tanh"] == 16 and per_op["aten::mm"] == 16
+        others = {k["kernel"]: k["calls"] for k in long_["kernels"] if k["group"] == "other"}
+        assert others["aten::cat"] == 2  # stacking the T outputs, then the final states (tensor-list inputs)
 
 
 @needs_triton
@@ -121,50 +123,161 @@ def test_compile_facts_match_the_audit(profiled):
     rec = record(profiled[1], "triton")
     plan = plan_for(H, B, torch.float32)
     assert rec["note"] == plan.name and plan.tier == "resident"
+    arch = max(f["arch"] for f in rec["compile_facts"])  # 90 on CPU (80 and 90 are audited), else the GPU's
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     proc = subprocess.run([sys.executable, "-m", "kernels.audit", "--plan", plan.name, "--dtype", "float32",
-                           "--nonlinearity", "tanh", "--arch", "90", "--json", "/dev/stdout"], env=env,
+                           "--nonlinearity", "tanh", "--arch", str(arch), "--json", "/dev/stdout"], env=env,
                           capture_output=True, text=True, timeout=300)
     audit = json.loads(proc.stdout[proc.stdout.index("["):])
     facts = {(f["kernel"], f["arch"]): f for f in rec["compile_facts"]}
     assert {f["arch"] for f in rec["compile_facts"]} >= ({80, 90} if DEVICE.type == "cpu" else set())
     assert len(audit) == 2  # forward and backward kernel
     for row in audit:
-        fact = facts[(row["kernel"], 90)]
+        fact = facts[(row["kernel"], arch)]
         for key in ("registers", "spill_bytes", "shared", "num_warps", "status"):
             assert fact[key] == row[key], key
         assert fact["tier"] == "resident" and fact["plan"] == plan.name
-        assert fact["occupancy"] == hardware.occupancy(row["registers"], row["shared"], row["num_warps"], 90)["occupancy"]
+        occupancy = hardware.occupancy(row["registers"], row["shared"], row["num_warps"], arch)["occupancy"]
+        assert fact["occupancy"] == occupancy
 
 
-def fake_event(name, device="CPU", kernels=(), parent=None, shapes=(), us=0.0):
-    event = SimpleNamespace(name=name, device_type=getattr(torch.autograd.DeviceType, device), cpu_parent=parent,
-                            cpu_children=[], input_shapes=[list(s) for s in shapes], cpu_time_total=us,
-                            kernels=[SimpleNamespace(name=k, device=0, duration=d) for k, d in kernels],
-                            time_range=SimpleNamespace(elapsed_us=lambda: us))
-    if parent is not None:
-        parent.cpu_children.append(event)
-    return event
+@needs_triton
+def test_compile_facts_tell_the_forward_and_backward_step_kernel_apart(profiled):
+    """step_kernel is one @triton.jit for both passes (a BACKWARD flag): each row says which pass it is."""
+    folder, data = profiled
+    arch = max(f["arch"] for f in record(data, "triton-stepwise")["compile_facts"])
+    facts = [f for f in record(data, "triton-stepwise")["compile_facts"] if f["arch"] == arch]
+    assert sorted((f["kernel"], f["pass"]) for f in facts) == [("step_kernel", "backward"), ("step_kernel", "forward")]
+    assert {f["pass"] for f in record(data, "triton")["compile_facts"] if f["kernel"] == "resident_backward_kernel"} \
+        == {"backward"}
+    md = (folder / "profile" / "profile.md").read_text()
+    for kernel_pass in ("forward", "backward"):
+        assert f"| triton-stepwise | stepwise | step_kernel | {kernel_pass} | sm_{arch} |" in md
 
 
-def test_gpu_kernels_are_grouped_by_their_launching_op_and_name():
-    """The CUDA path on synthetic events: kernels attached to CPU ops, plus one CUPTI left unlinked."""
+def span(cat, name, ts, dur, tid=1, **args):
+    """One complete ("X") event of a Chrome trace, as torch.profiler writes it."""
+    return {"ph": "X", "cat": cat, "name": name, "pid": 0 if cat in ("kernel", "gpu_user_annotation") else 100,
+            "tid": tid, "ts": ts, "dur": dur, "args": args}
+
+
+def test_gpu_kernels_are_grouped_by_their_launching_range_and_name():
+    """The CUDA path on a synthetic trace: a kernel belongs to the innermost CPU range around the
+    runtime call that launched it; user ranges on the GPU, memcpy and memset are no kernels."""
     gemm = "sm90_xmma_gemm_f32f32_tf32f32_f32_tn_n_tilesize128x128x32"
-    root = fake_event("rnnbench::triton")
-    fwd_mm = fake_event("aten::mm", kernels=[(gemm, 10.0)], parent=root, shapes=[(64, 16), (16, 16)])
-    ranged = fake_event("triton::resident_forward_kernel", kernels=[("resident_forward_kernel", 500.0)], parent=root)
-    engine = fake_event("autograd::engine::evaluate_function: MmBackward0")
-    bwd_mm = fake_event("aten::mm", kernels=[(gemm, 20.0)], parent=fake_event("MmBackward0", parent=engine),
-                        shapes=[(16, 64), (64, 16)])
-    on_device = [fake_event(n, "CUDA", us=us) for n, us in
-                 ((gemm, 10.0), ("resident_forward_kernel", 500.0), (gemm, 20.0), ("resident_backward_kernel", 400.0))]
-    events = [root, fwd_mm, ranged, engine, bwd_mm, *on_device]
-    found = {(la.name, la.phase): la for la in launches.launches(events, on_cuda=True, seq_len=16)}
-    assert {key: la.group for key, la in found.items()} == {
+    events = [
+        span("user_annotation", "rnnbench::triton", 0, 1000),
+        span("cpu_op", "aten::mm", 10, 20, **{"Input Dims": [[64, 16], [16, 16]]}),
+        span("cuda_runtime", "cudaLaunchKernel", 15, 2, correlation=1),
+        span("user_annotation", "triton::resident_forward_kernel", 40, 20),
+        span("cuda_driver", "cuLaunchKernelEx", 45, 3, correlation=2),
+        span("cpu_op", "autograd::engine::evaluate_function: MmBackward0", 100, 50, tid=2),
+        span("cpu_op", "MmBackward0", 101, 48, tid=2),
+        span("cpu_op", "aten::mm", 102, 40, tid=2, **{"Input Dims": [[16, 64], [64, 16]]}),
+        span("cuda_runtime", "cudaLaunchKernel", 110, 2, tid=2, correlation=3),
+        span("kernel", gemm, 20, 10.0, correlation=1),
+        span("kernel", "resident_forward_kernel", 50, 500.0, correlation=2),
+        span("kernel", gemm, 560, 20.0, correlation=3),
+        span("kernel", "resident_backward_kernel", 590, 400.0, correlation=4),  # its launch call is not in the trace
+        span("kernel", "an_other_stream_kernel", 600, 10.0, tid=9, correlation=5),  # overlaps the one above
+        span("gpu_user_annotation", "rnnbench::triton", 20, 980),
+        span("gpu_user_annotation", "triton::resident_forward_kernel", 50, 500),
+        span("gpu_memset", "Memset (Device)", 1, 1, correlation=6),
+    ]
+    found = launches.launches(events, on_cuda=True, seq_len=16)
+    assert {(la.name, la.phase): la.group for la in found} == {
         (gemm, "forward"): "input projection", ("resident_forward_kernel", "forward"): "recurrence",
-        (gemm, "backward"): "backward GEMMs", ("resident_backward_kernel", "backward"): "recurrence"}
-    counts = launches.accounting(list(found.values()), 16)
-    assert counts["recurrence_launches"] == 2 and counts["time_us_by_group"]["recurrence"] == 900.0
+        (gemm, "backward"): "backward GEMMs", ("resident_backward_kernel", "backward"): "recurrence",
+        ("an_other_stream_kernel", "forward"): "other"}
+    counts = launches.accounting(found, 16)
+    assert counts["launches"] == 5 and counts["recurrence_launches"] == 2
+    assert counts["time_us_by_group"]["recurrence"] == 900.0
+    assert launches.busy_us(found) == 10 + 500 + 20 + 400  # the other stream's kernel ran inside the backward one
+
+
+def test_busy_time_is_the_union_of_the_kernels():
+    def kernel(start, dur):
+        return launches.Launch("k", "forward", False, False, (), dur, start)
+    assert launches.busy_us([]) == 0
+    assert launches.busy_us([kernel(0, 5), kernel(10, 5)]) == 10                # apart
+    assert launches.busy_us([kernel(3, 5), kernel(0, 5)]) == 8                  # overlapping, out of order
+    assert launches.busy_us([kernel(0, 10), kernel(2, 3), kernel(9, 4)]) == 13  # nested, then sticking out
+
+
+# ---- the real traces of the first H100 run -----------------------------------------------------
+# `rnnbench profile scenarios/long_seq.yaml --case seq_len=4096,batch=8,hidden=256 --dtype bfloat16`
+# at commit 581d982 on an H100 80GB HBM3 (torch 2.11, cuDNN 9.19, triton 3.6), forward+backward;
+# ../shared/gpu-runs/2026-11-25-h100/profile_T4096_B8_H256_bf16.md is the profile they came with.
+TRACES = Path(__file__).parent / "traces"
+H100_T = 4096
+H100_WALL_MS = {"triton": 24.33, "cudnn": 180.4}  # unprofiled calls, median of 3, from that profile.md
+H100_TRITON_LATENCY_MS = 22.55                    # p50 of do_bench for triton, from that profile.md
+
+
+@pytest.fixture(scope="module")
+def h100_traces():
+    return {name: launches.load_trace(TRACES / f"trace_{name}_T4096_B8_H256_bf16.json.gz")
+            for name in ("triton", "cudnn")}
+
+
+def user_ranges(events) -> set[str]:
+    return {e["name"] for e in events if e.get("cat") in ("user_annotation", "gpu_user_annotation")}
+
+
+def test_h100_triton_trace_counts_each_kernel_once(h100_traces):
+    events = h100_traces["triton"]
+    kernels = [e for e in events if e.get("cat") == "kernel"]
+    found = launches.launches(events, on_cuda=True, seq_len=H100_T)
+    assert len(found) == len(kernels) == 14
+    assert not {la.name for la in found} & user_ranges(events)  # rnnbench::triton, triton::<kernel>: not kernels
+    counts = launches.accounting(found, H100_T)
+    # By hand from the trace: forward = bias add, input GEMM, resident_forward_kernel; backward =
+    # resident_backward_kernel, dU (2 GEMMs + 2 split-K reduces, an add), dW_ih (GEMM), dX (GEMM + ...).
+    assert counts["launches_by_group"] == {"input projection": 1, "recurrence": 2, "backward GEMMs": 6, "other": 5}
+    assert {(la.name, la.phase) for la in found if la.group == "recurrence"} == \
+        {("resident_forward_kernel", "forward"), ("resident_backward_kernel", "backward")}
+    persistent_us = 8293.049 + 15117.354  # the two kernels' "dur" in the trace
+    assert counts["time_us_by_group"]["recurrence"] == pytest.approx(persistent_us)
+    device_us = launches.busy_us(found)
+    assert persistent_us < device_us <= sum(e["dur"] for e in kernels) + 1e-6
+    assert device_us / 1e3 < H100_WALL_MS["triton"]  # the old sum counted 55.8 ms
+
+
+def test_h100_cudnn_trace_counts_each_kernel_once(h100_traces):
+    events = h100_traces["cudnn"]
+    kernels = [e for e in events if e.get("cat") == "kernel"]
+    found = launches.launches(events, on_cuda=True, seq_len=H100_T)
+    assert len(found) == len(kernels) == 16522
+    assert not {la.name for la in found} & user_ranges(events)
+    counts = launches.accounting(found, H100_T)
+    # bf16 cuDNN runs STANDARD: per step a GEMM and an elementwise kernel forward and backward, plus
+    # one closing elementwise kernel of the backward (GENERIC_elementWise_bp2): 4 * T + 1.
+    assert counts["recurrence_launches"] == 4 * H100_T + 1
+    by_phase = Counter((la.phase, la.group) for la in found)
+    assert by_phase[("forward", "recurrence")] == 2 * H100_T and by_phase[("backward", "recurrence")] == 2 * H100_T + 1
+    # cuDNN's own input GEMM over chunks of 32 steps, launched inside aten::_cudnn_rnn
+    assert by_phase[("forward", "input projection")] == H100_T // 32
+    # one backward kernel's launch call lost its External id in the trace: found by time, still backward
+    bp1 = [la for la in found if la.name.startswith("void RNN_elementWise_bp1")]
+    assert len(bp1) == H100_T and {la.phase for la in bp1} == {"backward"}
+    assert launches.busy_us(found) / 1e3 < H100_WALL_MS["cudnn"]  # the old sum counted 265.5 ms
+
+
+def test_h100_floor_is_below_the_latency_it_is_part_of(h100_traces):
+    found = launches.launches(h100_traces["triton"], on_cuda=True, seq_len=H100_T)
+    latency_us = H100_TRITON_LATENCY_MS * 1e3 / H100_T
+    record = {"backend": "triton", "time_source": "cuda", "note": "resident(BLOCK_B=16,BLOCK_H=256)",
+              "kernels": launches.kernel_table(found), "device_ms": launches.busy_us(found) / 1e3,
+              "efficiency": {"time_per_step_us": latency_us}}
+    cudnn = {"backend": "cudnn", "time_source": "cuda", "note": "", "kernels": [], "efficiency": {}}
+    floor = profiling.step_floor([cudnn, record], H100_T)
+    persistent_us = 8293.049 + 15117.354
+    assert floor["share"] == pytest.approx(persistent_us / (record["device_ms"] * 1e3))
+    assert 0.99 < floor["share"] < 1
+    assert floor["us_per_step"] == pytest.approx(latency_us * floor["share"]) and floor["us_per_step"] < latency_us
+    assert floor["profiled_us_per_step"] == pytest.approx(persistent_us / H100_T)  # 5.715: above the latency
+    assert profiling.step_floor([record | {"note": "stepwise(BLOCK_B=16)"}], H100_T) is None
+    assert profiling.step_floor([record | {"time_source": "cpu"}], H100_T) is None
 
 
 def test_occupancy_follows_the_stated_formula():

@@ -95,6 +95,24 @@ def test_schema_errors_name_file_keypath_and_expectation(tmp_path, capsys, data,
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("data,keypath", [
+    (with_(cpu__baseline="compile"), "cpu.baseline"),
+    (with_(cpu__stability={"seq_lens": [8], "curve_seq_len": 16}), "cpu.stability.curve_seq_len"),
+    (with_(sweep=DELETE, metrics=["stability"], cpu__metrics=["speed"]), "sweep"),
+], ids=["baseline", "curve_seq_len", "sweep"])
+def test_the_full_profile_refuses_a_broken_cpu_section_too(tmp_path, capsys, data, keypath):
+    """What a GPU machine runs (the full profile) checks the cpu: section as well, with the CPU's message."""
+    path = write(tmp_path, data)
+    with pytest.raises(ScenarioError) as on_cpu:
+        load_scenario(path, "cpu")
+    with pytest.raises(ScenarioError) as on_gpu:
+        load_scenario(path, "full")
+    assert on_gpu.value.keypath == on_cpu.value.keypath == keypath
+    assert str(on_gpu.value) == str(on_cpu.value)
+    assert main(["run", str(path), "--profile", "full", "--out", str(tmp_path / "out"), "--no-progress"]) == 2
+    assert capsys.readouterr().err.strip() == f"rnnbench: error: {on_cpu.value}"
+
+
 def test_yaml_syntax_error_names_the_line(tmp_path, capsys):
     path = write(tmp_path, "name: t\nbackends: [eager\nsweep: {}\n")
     assert main(["run", str(path)]) == 2

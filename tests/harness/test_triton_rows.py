@@ -1,9 +1,9 @@
 """The Triton rows are real: they run kernels.TritonRNN (in the interpreter without a GPU), record the
-plan the dispatcher chose, agree with the float64 reference, and respect the interpreter cap."""
+plan the dispatcher chose, agree with the float64 reference, respect the interpreter cap and say how they launch."""
 import pytest
 import torch
 
-from rnnbench import stability
+from rnnbench import backends, stability
 from rnnbench.backends import BACKENDS, INTERPRETER_MAX_WORK
 from rnnbench.schema import Case
 
@@ -35,3 +35,13 @@ def test_interpreter_cap_skips_large_cases_with_a_reason():
     reason = BACKENDS["triton"].skip(Case(INTERPRETER_MAX_WORK, 4, 32, 32, 1), DEVICE)
     assert reason and "interpreter cap" in reason
     assert "interpreter" in BACKENDS["triton"].label(DEVICE)
+
+
+def test_the_stepwise_label_says_how_it_launches(monkeypatch):
+    """On CUDA the stepwise row is one launch per step replayed from a CUDA graph; the label says so."""
+    monkeypatch.setattr(backends, "_triton_mode", lambda device: "cuda")
+    cuda = torch.device("cuda")
+    assert BACKENDS["triton-stepwise"].label(cuda) == f"Triton stepwise ({backends.STEPWISE_ON_CUDA})"
+    assert "CUDA graph" in backends.STEPWISE_ON_CUDA and BACKENDS["triton"].label(cuda) == "Triton auto"
+    monkeypatch.setattr(backends, "_triton_mode", lambda device: "interpreter")
+    assert BACKENDS["triton-stepwise"].label(cuda) == "Triton stepwise (interpreter)"
