@@ -16,9 +16,11 @@ H a multiple of 16), and reports:
     time loop reads a shared-memory buffer allocated before the loop and never written in it);
   - smem/step: shared-memory bytes the program reads per time step, counted from the SASS of the
     time loop: LDS and LDSM bytes of every warp, plus the operands wgmma reads through shared-memory
-    descriptors (per warpgroup). Resident kernels with BLOCK_H >= 128 fail the audit when this
-    exceeds what reading h needs (each warp, or warpgroup with wgmma, reading the batch tile's h
-    once per pass of the product) by more than half of U's bytes: that is U being re-read every step;
+    descriptors (per warpgroup). Split kernels, and resident kernels with BLOCK_H >= 128, fail the
+    audit when this exceeds what reading h needs (each warp, or warpgroup with wgmma, reading the
+    batch tile's h, or its K chunk of it, once per pass of the product; in the split tier also the
+    sum of the warps' partial products) by more than half of the U bytes the program holds: that is
+    U being re-read every step;
 - split kernels: the grid barrier's release arrival and acquire poll are in the PTX.
 
 Run it as `python -m kernels.audit` (prints the table, exits 1 on any failure); the test suite runs it too.
@@ -72,9 +74,10 @@ class AuditRow:
 
     @property
     def u_re_read(self) -> bool:
-        """A resident kernel with BLOCK_H >= 128 that reads more than RE_READ_LIMIT of U's bytes per
-        step beyond h: U is being streamed from shared memory every step."""
-        return (self.tier == "resident" and self.block_h >= RE_READ_MIN_BLOCK_H and self.smem_per_step >= 0
+        """A persistent kernel (resident: with BLOCK_H >= 128) that reads more than RE_READ_LIMIT of its
+        U bytes (split: its slice's) per step beyond h: U is being streamed from shared memory."""
+        checked = self.tier == "split" or (self.tier == "resident" and self.block_h >= RE_READ_MIN_BLOCK_H)
+        return (checked and self.smem_per_step >= 0
                 and self.smem_per_step - self.h_allowance > RE_READ_LIMIT * self.u_bytes)
 
     @property
@@ -188,19 +191,12 @@ def _resource_usage(cubin: bytes) -> tuple[int, int]:
     return usage["REG"], usage["STACK"] + usage["LOCAL"]
 
 
-def u_hoisted(ttgir: str, u_loads: int) -> bool:
-    """U's u_loads block loads all come before the time loop and none is inside it.
-
-    U's loads are recognised by name (U_LOAD). Counting other loads would not work: the pipeliner
-    moves per-step loads in front of the loop.
-    """
-    first_loop = ttgir.index("scf.for")
-    return len(U_LOAD.findall(ttgir[:first_loop])) == u_loads and not U_LOAD.search(ttgir[first_loop:])
+TIME_LOOP = re.compile(r"scf\.for \S+ = \S+ to %T step")  # the kernels' `for s in range(..., T)`
 
 
-def _loop_body(ttgir: str) -> tuple[str, str]:
-    """(text before the first scf.for, the text of its body), by matching its braces."""
-    start = ttgir.index("scf.for")
+def _time_loop(ttgir: str) -> tuple[str, str]:
+    """(the TTGIR before the time loop, the text of its body), the body found by matching braces."""
+    start = TIME_LOOP.search(ttgir).start()
     open_at = ttgir.index("{", start)
     depth = 0
     for i in range(open_at, len(ttgir)):
@@ -210,11 +206,21 @@ def _loop_body(ttgir: str) -> tuple[str, str]:
     raise ValueError("unbalanced TTGIR")
 
 
+def u_hoisted(ttgir: str, u_loads: int) -> bool:
+    """U's u_loads block loads all come before the time loop and none is inside it.
+
+    U's loads are recognised by name (U_LOAD). Counting other loads would not work: the pipeliner
+    moves per-step loads in front of the loop.
+    """
+    before, body = _time_loop(ttgir)
+    return len(U_LOAD.findall(before)) == u_loads and not U_LOAD.search(body)
+
+
 def u_location(ttgir: str) -> str:
-    """'shared' when an op in the time loop reads a shared-memory buffer (ttg.local_alloc) allocated
-    before the loop and never written inside it: a loop-invariant operand, i.e. U, re-read every
-    step; 'registers' otherwise. Views of a buffer (ttg.memdesc_*) count as the buffer."""
-    before, body = _loop_body(ttgir)
+    """'shared' when an op in the time loop (TIME_LOOP) reads a shared-memory buffer (ttg.local_alloc)
+    allocated before the loop and never written inside it: a loop-invariant operand, i.e. U, re-read
+    every step; 'registers' otherwise. Views of a buffer (ttg.memdesc_*) count as the buffer."""
+    before, body = _time_loop(ttgir)
     root = dict(re.findall(r"(%[\w.]+) = ttg\.memdesc_\w+ (%[\w.]+)", ttgir))
 
     def buffer(name: str) -> str:
@@ -280,12 +286,15 @@ def smem_per_step(loop: list[str], num_warps: int) -> int:
     return per_warp * num_warps + per_warpgroup * max(1, num_warps // 4)
 
 
-def h_allowance(loop: list[str], num_warps: int, h_bytes: int, passes: int) -> int:
+def h_allowance(loop: list[str], num_warps: int, h_bytes: int, passes: int, k_split: int = 1,
+                partial_bytes: int = 0) -> int:
     """What reading h may take per step: the batch tile's h once per MMA issuer (a warp; a warpgroup
     with wgmma, which reads its right operand through a descriptor) and per pass of the product
-    (3 for 3xTF32)."""
+    (3 for 3xTF32). When the product's K is split over the warps (split tier), each reads its chunk
+    of h, and the k_split fp32 partial products (partial_bytes each) are summed through shared memory:
+    Triton's cross-warp reduction reads them back in two rounds."""
     issuers = max(1, num_warps // 4) if any(i.startswith("HGMMA") for i in loop) else num_warps
-    return h_bytes * issuers * passes
+    return h_bytes * issuers * passes // k_split + (2 * k_split * partial_bytes if k_split > 1 else 0)
 
 
 def barrier_atomics(ptx: str) -> bool:
@@ -323,7 +332,8 @@ def time_loop_facts(compiled, keywords: dict, dtype: str) -> dict:
     passes = 3 if keywords.get("DOT_PRECISION") == "tf32x3" else 1
     return {"u_hoisted": "yes" if u_hoisted(ttgir, keywords.get("K_CHUNKS", 1)) else "NO",
             "u_in": u_location(ttgir), "smem_per_step": smem_per_step(loop, warps),
-            "h_allowance": h_allowance(loop, warps, h_bytes, passes)}
+            "h_allowance": h_allowance(loop, warps, h_bytes, passes, keywords.get("K_SPLIT", 1),
+                                       keywords.get("BLOCK_N", 0) * keywords["BLOCK_B"] * 4)}
 
 
 def compile_one(job: AuditJob) -> AuditRow:

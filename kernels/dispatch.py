@@ -56,20 +56,22 @@ RESIDENT_CONFIGS: dict[tuple[torch.dtype, int], LaunchConfig[ResidentBlocks]] = 
 RESIDENT_MIN_ARCH = {(torch.float32, 128): 90}
 
 
-def _split(block_n: int, block_h: int, warps: int, k_chunks: int = 4) -> LaunchConfig[SplitBlocks]:
-    blocks = SplitBlocks(BLOCK_B=16, BLOCK_N=block_n, BLOCK_H=block_h, K_CHUNKS=k_chunks, num_warps=warps)
+def _split(block_n: int, block_h: int, warps: int, block_b: int = 16) -> LaunchConfig[SplitBlocks]:
+    """The product's K split over all the warps: each holds BLOCK_N x BLOCK_H / warps of U's slice."""
+    blocks = SplitBlocks(BLOCK_B=block_b, BLOCK_N=block_n, BLOCK_H=block_h, K_SPLIT=warps, num_warps=warps)
     return LaunchConfig(blocks, blocks)
 
 
-# (dtype, BLOCK_H) -> configuration of the split kernels: slices of at most 64 KiB.
-_SPLIT_16BIT = {512: _split(32, 512, 8), 1024: _split(32, 1024, 8), 2048: _split(16, 2048, 4)}
+# (dtype, BLOCK_H) -> configuration of the split kernels. Slices of 16-64 KiB (in registers), as few
+# programs as that allows: each reads all of h every step, so fewer programs move less through L2.
+_SPLIT_16BIT = {512: _split(16, 512, 4), 1024: _split(32, 1024, 8), 2048: _split(16, 2048, 8)}
 SPLIT_CONFIGS: dict[tuple[torch.dtype, int], LaunchConfig[SplitBlocks]] = {
     **{(torch.bfloat16, bh): cfg for bh, cfg in _SPLIT_16BIT.items()},
     **{(torch.float16, bh): cfg for bh, cfg in _SPLIT_16BIT.items()},
-    (torch.float32, 128): _split(16, 128, 4, k_chunks=2),  # where the resident tier is not served (sm_80)
+    (torch.float32, 128): _split(16, 128, 4),  # where the resident tier is not served (sm_80)
     (torch.float32, 256): _split(16, 256, 4),
     (torch.float32, 512): _split(16, 512, 8),
-    (torch.float32, 1024): _split(16, 1024, 8, k_chunks=2),
+    (torch.float32, 1024): _split(16, 1024, 8, block_b=8),  # 16 rows spill: 3xTF32 holds more per row
 }
 # The step kernel's configuration; float64 takes thinner K slices (32 spills on sm_90).
 STEPWISE_CONFIGS = {torch.float64: LaunchConfig(StepwiseBlocks(BLOCK_K=16), StepwiseBlocks(BLOCK_K=16))}
@@ -183,13 +185,15 @@ def _split_plan(hidden_size, batch_size, dtype, block_h, sms, arch) -> KernelPla
     if (dtype, block_h) not in SPLIT_CONFIGS:
         return f"no split configuration for hidden_size {hidden_size} in {dtype} (limit {_limit(SPLIT_CONFIGS, dtype)})"
     config = SPLIT_CONFIGS[(dtype, block_h)]
-    slices, tiles = split.split_grid(batch_size, hidden_size, config.forward)
+    slices = triton.cdiv(hidden_size, config.forward.BLOCK_N)
     if slices > sms:
         return f"{slices} slices of U need {slices} co-resident programs but the device has {sms} SMs"
-    launches = triton.cdiv(tiles, sms // slices)
-    return KernelPlan("split", config, f"U cut into {slices} column slices of {config.forward.BLOCK_N} held by "
-                                       f"{slices} programs per batch tile ({sms} SMs), a grid barrier per step; "
-                                       f"{launches} persistent launch(es) for batch {batch_size}")
+    _, groups = split.split_grid(batch_size, hidden_size, config.forward, sms)
+    tiles = triton.cdiv(batch_size, config.forward.BLOCK_B)
+    return KernelPlan("split", config, f"U cut into {slices} row slices of {config.forward.BLOCK_N} held in the "
+                                       f"registers of {slices} x {groups} programs ({sms} SMs), a grid barrier per "
+                                       f"step; one launch, each program running {triton.cdiv(tiles, groups)} batch "
+                                       f"tile(s) of {config.forward.BLOCK_B} per step")
 
 
 def recurrence_forward(plan: KernelPlan, xw: torch.Tensor, h0: torch.Tensor, u: torch.Tensor,

@@ -1,21 +1,28 @@
 """Split-H persistent kernels: U spread over the SMs for hidden sizes one SM cannot hold.
 
-Program (p, q) of the grid (cdiv(H, BLOCK_N), cdiv(B, BLOCK_B)) owns columns
-n in [p*BLOCK_N, (p+1)*BLOCK_N) of the state and batch rows of tile q. It keeps its slice of the
-recurrent matrix on chip for all T steps and meets the other programs of its batch tile at a
-grid barrier (barrier.py) after every step:
+Program (p, g) of the grid (slices, groups) owns state columns n in [p*BLOCK_N, (p+1)*BLOCK_N) and
+holds the matching slice of the recurrent matrix in registers for all T steps; it runs batch tiles
+g, g + groups, g + 2*groups, ... of BLOCK_B rows every step, so one launch serves any batch. Per
+step, written transposed like the resident tier (kernels/resident.py) so the slice is the MMA's left
+operand::
 
-    forward:   h_t[:, n]     = act(xw_t[:, n] + h_{t-1} U^T[:, n])       slice U^T[:, n] = U[n, :]^T
-    backward:  da_t[:, n]    = (dy_t[:, n] + dh_t[:, n]) * act'(h_t[:, n])
-               dh_{t-1}[:, n] = da_t U[:, n]                              slice U[:, n]
+    forward:   a_t^T[n, :]    = xw_t^T[n, :] + U[n, :] h_{t-1}^T          h_t = act(a_t)
+    backward:  g_t^T[n, :]    = dy_t^T[n, :] + U[:, n]^T da_{t+1}^T        da_t = g_t * act'(h_t)
 
-The whole previous state (h_{t-1} forward, da_t backward) is read from global memory (L2) each
-step, as written by all programs of the tile in the previous step. Its rounding to the I/O dtype is
-the same one the resident kernel applies before its product, so both tiers give the same numbers.
-The backward's dh stays in fp32 registers: each program only ever needs its own columns of it.
+The whole previous state (h_{t-1} forward, da_{t+1} backward) is read from global memory (L2) each
+step, as the programs of the group wrote it in the I/O dtype: the same rounding the resident kernel
+applies before its product, so both tiers give the same numbers. The programs of a group meet at a
+grid barrier (barrier.py) before each step reads that state. dh_0 = da_1 U is one GEMM afterwards.
+
+U's slice stays in registers by the resident tier's means (a runtime pin and a first step outside
+the loop) and because the product's K is cut into K_SPLIT chunks, one per warp: the left operand is
+[K_SPLIT, BLOCK_N, BLOCK_H / K_SPLIT], a batched tl.dot whose K_SPLIT partial products are summed,
+so each warp holds only its chunk of the slice.
 
 In the interpreter programs run one after another, so the barrier (USE_BARRIER) is compiled out
 and the launcher runs one launch per step; the barrier itself is tested with a one-program grid.
+EXCHANGE_ONLY compiles the product out (the state is still read and summed, the state written and
+the barrier met): what is left is the cost of the per-step exchange (rnnbench's exchange benchmark).
 """
 from dataclasses import dataclass
 
@@ -27,17 +34,18 @@ from .activations import activation_grad_from_output, apply_activation
 from .barrier import grid_barrier
 from .driver import time_order
 from .launch import Blocks, accumulator_dtype, common_keywords
-from .matmul import load_resident_operand, shared_state_product
 from .runtime import interpreting
+
+PIN = 1.0  # the runtime float U's slice is multiplied by before the time loop (as in resident.py)
 
 
 @dataclass(frozen=True)
 class SplitBlocks(Blocks):
     """Compile-time configuration of one split kernel."""
-    BLOCK_B: int     # batch rows per program (>= 16 for tl.dot)
-    BLOCK_N: int     # state columns (slice of U) per program
-    BLOCK_H: int     # H padded to a power of two (the K of the product)
-    K_CHUNKS: int    # the slice is held and multiplied as 1, 2 or 4 row blocks
+    BLOCK_B: int     # batch rows per tile: the MMA's N
+    BLOCK_N: int     # state columns per program: the rows of its slice of U (U^T backward)
+    BLOCK_H: int     # H padded to a power of two: the product's K
+    K_SPLIT: int     # K chunks, one per warp (BLOCK_H / K_SPLIT >= 16)
     num_warps: int
     num_stages: int = 1  # nothing prefetched across the grid barrier
 
@@ -47,16 +55,82 @@ def launch_keywords(config: SplitBlocks, nonlinearity: str, dtype: torch.dtype, 
     """Everything a split kernel takes besides tensors and sizes. The interpreter runs programs one
     after another, so there the barrier is compiled out and the launcher runs one launch per step."""
     return config.keywords() | common_keywords(nonlinearity, dtype, interpreted) | {
-        "DOT_PRECISION": "ieee", "USE_BARRIER": not interpreted}
+        "DOT_PRECISION": "tf32x3" if dtype == torch.float32 else "ieee", "USE_BARRIER": not interpreted,
+        "EXCHANGE_ONLY": False}
 
 
 @triton.jit
-def slice_tile(first_tile, B, H, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr):
-    """This program's batch rows and row mask, and the offsets and mask of its [BLOCK_B, BLOCK_N] tile."""
-    rows = (first_tile + tl.program_id(1)) * BLOCK_B + tl.arange(0, BLOCK_B)
-    cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+def load_pinned_slice(u_ptr, pin, cols, H, BLOCK_H: tl.constexpr, K_SPLIT: tl.constexpr, TRANSPOSE: tl.constexpr,
+                      ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr):
+    """This program's slice as the [K_SPLIT, BLOCK_N, BLOCK_H / K_SPLIT] left operand, zero-padded:
+    element [c, n, k] is U[cols[n], c*KC + k] (forward) or U[c*KC + k, cols[n]] (TRANSPOSE, backward).
+    Multiplied by the runtime float pin so that the compiler keeps it in registers."""
+    KC: tl.constexpr = BLOCK_H // K_SPLIT
+    offs_k = tl.arange(0, K_SPLIT)[:, None, None] * KC + tl.arange(0, KC)[None, None, :]
+    n = cols[None, :, None]
+    offsets = offs_k * H + n if TRANSPOSE else n * H + offs_k
+    resident_u = tl.load(u_ptr + offsets, mask=(n < H) & (offs_k < H), other=0.0)
+    resident_u = (resident_u.to(ACC_DTYPE) * pin).to(u_ptr.dtype.element_ty)  # exact: pin is 1.0
+    if UPCAST_DOT:
+        resident_u = resident_u.to(tl.float32)
+    return resident_u
+
+
+@triton.jit
+def slice_product(u3, state_ptr, rows, row_mask, H, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr,
+                  K_SPLIT: tl.constexpr, DOT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
+                  UPCAST_DOT: tl.constexpr, EXCHANGE_ONLY: tl.constexpr):
+    """[BLOCK_N, BLOCK_B]: the slice times the tile's rows of a [B, H] state in global memory, which
+    other programs wrote this launch (.cg: read through L2, never a stale L1 line)."""
+    KC: tl.constexpr = BLOCK_H // K_SPLIT
+    offs_k = tl.arange(0, K_SPLIT)[:, None, None] * KC + tl.arange(0, KC)[None, :, None]
+    state = tl.load(state_ptr + rows[None, None, :] * H + offs_k, mask=row_mask[None, None, :] & (offs_k < H),
+                    other=0.0, cache_modifier=".cg")
+    if EXCHANGE_ONLY:  # keep the state's load and a use of it, drop the product
+        summed = tl.sum(tl.sum(state.to(ACC_DTYPE), axis=1), axis=0)
+        return tl.zeros((BLOCK_N, 1), ACC_DTYPE) + summed[None, :]
+    if UPCAST_DOT:
+        state = state.to(tl.float32)
+    return tl.sum(tl.dot(u3, state, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE), axis=0)
+
+
+@triton.jit
+def column_tile(tile, cols, B, H, BLOCK_B: tl.constexpr):
+    """Batch rows of a tile, their mask, and the offsets and mask of its [BLOCK_N, BLOCK_B] block of a
+    [B, H] matrix, transposed: element (n, b) is row rows[b], column cols[n]."""
+    rows = tile * BLOCK_B + tl.arange(0, BLOCK_B)
     row_mask = rows < B
-    return rows, row_mask, rows[:, None] * H + cols[None, :], row_mask[:, None] & (cols[None, :] < H)
+    return rows, row_mask, cols[:, None] + rows[None, :] * H, (cols[:, None] < H) & row_mask[None, :]
+
+
+@triton.jit
+def forward_tile(u3, prev_ptr, xw_ptr, y_ptr, t, tile, cols, B, H, ACTIVATION: tl.constexpr, BLOCK_B: tl.constexpr,
+                 BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, K_SPLIT: tl.constexpr, DOT_PRECISION: tl.constexpr,
+                 ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr, EXCHANGE_ONLY: tl.constexpr):
+    """Step t of one batch tile: y_t[:, cols] = act(xw_t[:, cols] + prev U[cols, :]^T)."""
+    step = t * B * H
+    rows, row_mask, out, out_mask = column_tile(tile, cols, B, H, BLOCK_B)
+    xw = tl.load(xw_ptr + step + out, mask=out_mask, other=0.0).to(ACC_DTYPE)
+    a = xw + slice_product(u3, prev_ptr, rows, row_mask, H, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION,
+                           ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY)
+    tl.store(y_ptr + step + out, apply_activation(a, ACTIVATION).to(y_ptr.dtype.element_ty), mask=out_mask)
+
+
+@triton.jit
+def backward_tile(u3, next_ptr, y_ptr, dy_ptr, da_ptr, t, tile, cols, B, H, ACTIVATION: tl.constexpr,
+                  BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, K_SPLIT: tl.constexpr,
+                  DOT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr,
+                  EXCHANGE_ONLY: tl.constexpr):
+    """Reverse step t of one batch tile:
+    da_t[:, cols] = (dy_t[:, cols] + da_{t+1} U[:, cols]) * act'(h_t[:, cols]), da_{t+1} read at next_ptr."""
+    step = t * B * H
+    rows, row_mask, out, out_mask = column_tile(tile, cols, B, H, BLOCK_B)
+    h = tl.load(y_ptr + step + out, mask=out_mask, other=0.0).to(ACC_DTYPE)
+    g = tl.load(dy_ptr + step + out, mask=out_mask, other=0.0).to(ACC_DTYPE)
+    g += slice_product(u3, next_ptr, rows, row_mask, H, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE,
+                       UPCAST_DOT, EXCHANGE_ONLY)
+    tl.store(da_ptr + step + out, (g * activation_grad_from_output(h, ACTIVATION)).to(da_ptr.dtype.element_ty),
+             mask=out_mask)
 
 
 @triton.jit
@@ -65,36 +139,43 @@ def split_forward_kernel(
     h0_ptr,         # [B, H] state before this launch's first step (h0, or h_{t-1} in one-step launches)
     u_ptr,          # [H, H] recurrent weight U = weight_hh, contiguous
     y_ptr,          # [T, B, H] out: h_t, I/O dtype; also where the next step reads h_{t-1}
-    counter_ptr,    # [batch tiles in this launch] int32 barrier counters, zeroed by the launcher
+    counter_ptr,    # [groups] int32 barrier counters, zeroed by the launcher
     status_ptr,     # [1] int32, set to 1 if a barrier timed out
-    first_tile,     # batch tile of program_id(1) == 0 (launches take as many tiles as the SMs hold)
+    pin,            # 1.0, as a runtime float: keeps U's slice in registers
     T, B, H,        # steps in this launch, batch, hidden size
     t_first,        # time index of the first step
     t_step,         # +1 or -1
     ACTIVATION: tl.constexpr,     # 0 tanh, 1 relu
-    BLOCK_B: tl.constexpr,        # batch rows per program (>= 16 for tl.dot)
+    BLOCK_B: tl.constexpr,        # batch rows per tile
     BLOCK_N: tl.constexpr,        # state columns (slice of U) per program
     BLOCK_H: tl.constexpr,        # H padded to a power of two (the K of the product)
-    K_CHUNKS: tl.constexpr,       # the slice is held and multiplied as 1, 2 or 4 row blocks
+    K_SPLIT: tl.constexpr,        # K chunks of the product, one per warp
     USE_BARRIER: tl.constexpr,    # False only for one-step launches (interpreter)
-    DOT_PRECISION: tl.constexpr,  # "ieee" or "tf32"; only matters for fp32
-    ACC_DTYPE: tl.constexpr,      # tl.float32 (tl.float64 for float64 I/O)
-    UPCAST_DOT: tl.constexpr,     # interpreter workaround, see matmul.py
+    DOT_PRECISION: tl.constexpr,  # "ieee" (16-bit) or "tf32x3" (fp32)
+    ACC_DTYPE: tl.constexpr,      # tl.float32
+    UPCAST_DOT: tl.constexpr,     # interpreter workaround for bf16 tl.dot (launch.py)
+    EXCHANGE_ONLY: tl.constexpr,  # product compiled out (the exchange benchmark)
 ):
-    rows, row_mask, tile, tile_mask = slice_tile(first_tile, B, H, BLOCK_B, BLOCK_N)
-    m0, m1, m2, m3 = load_resident_operand(u_ptr, tl.program_id(0) * BLOCK_N, H, BLOCK_H, BLOCK_N, K_CHUNKS,
-                                           True, UPCAST_DOT)
-    groups = tl.num_programs(0)
-    prev_ptr = h0_ptr
-    for s in range(T):
-        t = t_first + tl.cast(s, tl.int64) * t_step
-        xw = tl.load(xw_ptr + t * B * H + tile, mask=tile_mask, other=0.0).to(ACC_DTYPE)
-        a = shared_state_product(prev_ptr, rows, row_mask, H, m0, m1, m2, m3, xw, BLOCK_H, K_CHUNKS,
-                                 y_ptr.dtype.element_ty, DOT_PRECISION, UPCAST_DOT)
-        tl.store(y_ptr + t * B * H + tile, apply_activation(a, ACTIVATION).to(y_ptr.dtype.element_ty), mask=tile_mask)
-        if USE_BARRIER:
-            grid_barrier(counter_ptr + tl.program_id(1), status_ptr, (s + 1) * groups)
+    cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    slices = tl.num_programs(0)
+    u3 = load_pinned_slice(u_ptr, pin, cols, H, BLOCK_H, K_SPLIT, False, ACC_DTYPE, UPCAST_DOT)
+    group, groups, tiles = tl.program_id(1), tl.num_programs(1), tl.cdiv(B, BLOCK_B)
+    t = tl.cast(t_first, tl.int64)  # 64-bit: t * B * H can pass 2^31
+    # Step 0 of the group's first tile, outside any loop: U's register value gets a user there, which
+    # keeps its load out of the loops.
+    forward_tile(u3, h0_ptr, xw_ptr, y_ptr, t, group, cols, B, H, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT,
+                 DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY)
+    for tile in range(group + groups, tiles, groups):
+        forward_tile(u3, h0_ptr, xw_ptr, y_ptr, t, tile, cols, B, H, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT,
+                     DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY)
+    for s in range(1, T):
+        if USE_BARRIER:  # every program of the group has written step s-1
+            grid_barrier(counter_ptr + group, status_ptr, s * slices)
         prev_ptr = y_ptr + t * B * H
+        t += t_step
+        for tile in range(group, tiles, groups):
+            forward_tile(u3, prev_ptr, xw_ptr, y_ptr, t, tile, cols, B, H, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H,
+                         K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY)
 
 
 @triton.jit
@@ -104,50 +185,46 @@ def split_backward_kernel(
     u_ptr,          # [H, H] recurrent weight U, contiguous
     da_ptr,         # [T, B, H] out: dL/da_t, I/O dtype; the next step reads da_{t+1} from here
     da_in_ptr,      # [B, H] da of the step before this launch's first (zeros at the start), I/O dtype
-    counter_ptr,    # [batch tiles in this launch] int32 barrier counters, zeroed by the launcher
+    counter_ptr,    # [groups] int32 barrier counters, zeroed by the launcher
     status_ptr,     # [1] int32, set to 1 if a barrier timed out
-    first_tile,     # batch tile of program_id(1) == 0
+    pin,            # 1.0, as a runtime float: keeps U's slice in registers
     T, B, H,        # steps in this launch, batch, hidden size
     t_first,        # time index of the first (reverse) step
     t_step,         # -1 or +1
     ACTIVATION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr,
-    K_CHUNKS: tl.constexpr, USE_BARRIER: tl.constexpr, DOT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
-    UPCAST_DOT: tl.constexpr,     # as in split_forward_kernel
+    K_SPLIT: tl.constexpr, USE_BARRIER: tl.constexpr, DOT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    UPCAST_DOT: tl.constexpr, EXCHANGE_ONLY: tl.constexpr,  # as in split_forward_kernel
 ):
-    rows, row_mask, tile, tile_mask = slice_tile(first_tile, B, H, BLOCK_B, BLOCK_N)
-    m0, m1, m2, m3 = load_resident_operand(u_ptr, tl.program_id(0) * BLOCK_N, H, BLOCK_H, BLOCK_N, K_CHUNKS,
-                                           False, UPCAST_DOT)
-    groups = tl.num_programs(0)
-    zeros = tl.zeros((BLOCK_B, BLOCK_N), dtype=ACC_DTYPE)
-    last_ptr = da_in_ptr
-    for s in range(T):
-        t = t_first + tl.cast(s, tl.int64) * t_step
-        dh = shared_state_product(last_ptr, rows, row_mask, H, m0, m1, m2, m3, zeros, BLOCK_H, K_CHUNKS,
-                                  da_ptr.dtype.element_ty, DOT_PRECISION, UPCAST_DOT)
-        h = tl.load(y_ptr + t * B * H + tile, mask=tile_mask, other=0.0).to(ACC_DTYPE)
-        g = tl.load(dy_ptr + t * B * H + tile, mask=tile_mask, other=0.0).to(ACC_DTYPE) + dh
-        tl.store(da_ptr + t * B * H + tile, (g * activation_grad_from_output(h, ACTIVATION)).to(da_ptr.dtype.element_ty),
-                 mask=tile_mask)
+    cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    slices = tl.num_programs(0)
+    u3 = load_pinned_slice(u_ptr, pin, cols, H, BLOCK_H, K_SPLIT, True, ACC_DTYPE, UPCAST_DOT)
+    group, groups, tiles = tl.program_id(1), tl.num_programs(1), tl.cdiv(B, BLOCK_B)
+    t = tl.cast(t_first, tl.int64)
+    # The first reverse step of the group's first tile, outside any loop (as in split_forward_kernel).
+    backward_tile(u3, da_in_ptr, y_ptr, dy_ptr, da_ptr, t, group, cols, B, H, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H,
+                  K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY)
+    for tile in range(group + groups, tiles, groups):
+        backward_tile(u3, da_in_ptr, y_ptr, dy_ptr, da_ptr, t, tile, cols, B, H, ACTIVATION, BLOCK_B, BLOCK_N,
+                      BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY)
+    for s in range(1, T):
         if USE_BARRIER:
-            grid_barrier(counter_ptr + tl.program_id(1), status_ptr, (s + 1) * groups)
-        last_ptr = da_ptr + t * B * H
+            grid_barrier(counter_ptr + group, status_ptr, s * slices)
+        next_ptr = da_ptr + t * B * H
+        t += t_step
+        for tile in range(group, tiles, groups):
+            backward_tile(u3, next_ptr, y_ptr, dy_ptr, da_ptr, t, tile, cols, B, H, ACTIVATION, BLOCK_B, BLOCK_N,
+                          BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY)
 
 
-def split_grid(B: int, H: int, config: SplitBlocks) -> tuple[int, int]:
-    """(column slices, batch tiles) over the whole batch; the slices of one tile meet at every barrier."""
-    return triton.cdiv(H, config.BLOCK_N), triton.cdiv(B, config.BLOCK_B)
-
-
-def launch_groups(B: int, H: int, config: SplitBlocks, sm_count: int) -> list[tuple[int, int]]:
-    """(first batch tile, tiles) of each launch: every program of a launch must be resident at once,
-    so a launch takes as many whole batch tiles as sm_count programs hold; more tiles run as
-    further launches, one after another."""
-    slices, tiles = split_grid(B, H, config)
+def split_grid(B: int, H: int, config: SplitBlocks, sm_count: int) -> tuple[int, int]:
+    """(column slices, batch groups) of the one launch: every program must be resident at once, one per
+    SM, so the slices take what they need and the batch tiles are spread over as many groups as the
+    remaining SMs allow (each group runs its tiles one after another every step)."""
+    slices, tiles = triton.cdiv(H, config.BLOCK_N), triton.cdiv(B, config.BLOCK_B)
     if slices > sm_count:
-        raise RuntimeError(f"split-H needs {slices} co-resident programs per batch tile but the device has "
-                           f"{sm_count} SMs: its barrier could never be met")
-    per_launch = sm_count // slices
-    return [(first, min(per_launch, tiles - first)) for first in range(0, tiles, per_launch)]
+        raise RuntimeError(f"split-H needs {slices} co-resident programs but the device has {sm_count} SMs: "
+                           f"its barrier could never be met")
+    return slices, max(1, min(tiles, sm_count // slices))
 
 
 def _sm_count(device: torch.device) -> int:
@@ -157,17 +234,16 @@ def _sm_count(device: torch.device) -> int:
 
 def _launch_all_steps(kernel, args: tuple, T: int, t_first: int, t_step: int, config: SplitBlocks,
                       keywords: dict) -> None:
-    """All T steps in one persistent launch per group of batch tiles, with the grid barrier; one host
-    sync at the end reads whether any barrier timed out."""
+    """All T steps in one persistent launch with the grid barrier; one host sync at the end reads
+    whether any barrier timed out."""
     B, H = args[0].shape[1:]
     device = args[0].device
+    slices, groups = split_grid(B, H, config, _sm_count(device))
+    counters = torch.zeros(groups, dtype=torch.int32, device=device)
     status = torch.zeros(1, dtype=torch.int32, device=device)
-    for first, tiles in launch_groups(B, H, config, _sm_count(device)):
-        counters = torch.zeros(tiles, dtype=torch.int32, device=device)
-        # The driver refuses a cooperative grid that cannot be co-resident, instead of hanging.
-        cooperative = {"launch_cooperative_grid": True} if device.type == "cuda" else {}
-        kernel[(split_grid(B, H, config)[0], tiles)](*args, counters, status, first, T, B, H, t_first, t_step,
-                                                      **keywords, **cooperative)
+    # The driver refuses a cooperative grid that cannot be co-resident, instead of hanging.
+    cooperative = {"launch_cooperative_grid": True} if device.type == "cuda" else {}
+    kernel[(slices, groups)](*args, counters, status, PIN, T, B, H, t_first, t_step, **keywords, **cooperative)
     if status.item():
         raise RuntimeError("split-H grid barrier timed out: not all programs were resident at once")
 
@@ -176,17 +252,18 @@ def _launch_one_step(kernel, args: tuple, t: int, config: SplitBlocks, keywords:
     """One step, no barrier: the launch boundary is the synchronisation (interpreter)."""
     B, H = args[0].shape[1:]
     unused = torch.zeros(1, dtype=torch.int32, device=args[0].device)
-    kernel[split_grid(B, H, config)](*args, unused, unused, 0, 1, B, H, t, 1, **keywords)
+    kernel[(triton.cdiv(H, config.BLOCK_N), 1)](*args, unused, unused, PIN, 1, B, H, t, 1, **keywords)
 
 
 def split_forward(xw: torch.Tensor, h0: torch.Tensor, u: torch.Tensor, reverse: bool, config: SplitBlocks,
-                  nonlinearity: str, use_barrier: bool | None = None) -> torch.Tensor:
+                  nonlinearity: str, use_barrier: bool | None = None, exchange_only: bool = False) -> torch.Tensor:
     """All hidden states [T, B, H] of one layer-direction; inputs contiguous. With the barrier (the
-    default when compiled): one persistent launch for all steps; without it, one launch per step."""
+    default when compiled): one persistent launch for all steps; without it, one launch per step.
+    exchange_only: the product compiled out (the outputs are then meaningless; for timing the exchange)."""
     T = xw.shape[0]
     y = torch.empty_like(xw)
     order = time_order(T, reverse)
-    keywords = _keywords(config, nonlinearity, xw.dtype, False, use_barrier)
+    keywords = _keywords(config, nonlinearity, xw.dtype, False, use_barrier, exchange_only)
     if keywords["USE_BARRIER"]:
         _launch_all_steps(split_forward_kernel, (xw, h0, u, y), T, order[0], -1 if reverse else 1, config, keywords)
         return y
@@ -200,13 +277,12 @@ def split_forward(xw: torch.Tensor, h0: torch.Tensor, u: torch.Tensor, reverse: 
 def split_backward(y: torch.Tensor, dy: torch.Tensor, u: torch.Tensor, reverse: bool, config: SplitBlocks,
                    nonlinearity: str, use_barrier: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(da [T, B, H] in the I/O dtype, dh0 [B, H] in the accumulator dtype); inputs contiguous.
-    dh0 = da_first U is one small GEMM after the kernel: as a trailing product inside it, it made
-    ptxas spill heavily at large H (compile audit)."""
+    dh0 = da_first U is one small GEMM after the kernel."""
     T = y.shape[0]
     da = torch.empty_like(y)
     da_in = torch.zeros_like(y[0])
     order = time_order(T, not reverse)  # backward walks the forward order in reverse
-    keywords = _keywords(config, nonlinearity, y.dtype, True, use_barrier)
+    keywords = _keywords(config, nonlinearity, y.dtype, True, use_barrier, False)
     if keywords["USE_BARRIER"]:
         _launch_all_steps(split_backward_kernel, (y, dy, u, da, da_in), T, order[0], 1 if reverse else -1, config,
                           keywords)
@@ -219,9 +295,11 @@ def split_backward(y: torch.Tensor, dy: torch.Tensor, u: torch.Tensor, reverse: 
 
 
 def _keywords(config: SplitBlocks, nonlinearity: str, dtype: torch.dtype, backward: bool,
-              use_barrier: bool | None) -> dict:
-    """launch_keywords here; use_barrier=True runs the barrier path in the interpreter (tests, one-program grids)."""
+              use_barrier: bool | None, exchange_only: bool) -> dict:
+    """launch_keywords here; use_barrier=True runs the barrier path in the interpreter (tests, one-program
+    grids); exchange_only compiles the product out."""
     keywords = launch_keywords(config, nonlinearity, dtype, interpreting(), backward)
     if use_barrier is not None:
         keywords["USE_BARRIER"] = use_barrier
+    keywords["EXCHANGE_ONLY"] = exchange_only
     return keywords

@@ -13,11 +13,12 @@ from kernels.dispatch import RESIDENT_CONFIGS, SPLIT_CONFIGS, SUPPORTED_DTYPES, 
 
 
 def test_u_hoisted_check_can_fail():
-    before = "%resident_u_3 = tt.load %p\n%x = tt.load %q\n scf.for ... {\n %y = tt.load %r\n}"
-    inside = "%x = tt.load %q\n scf.for ... {\n %resident_u_3 = tt.load %p\n}"
-    assert u_hoisted(before, 1)
-    assert not u_hoisted(before, 2)
-    assert not u_hoisted(inside, 1)
+    u_load, time_loop_with = "%resident_u_3 = tt.load %p\n", "scf.for %s = %c1 to %T step %c1 {{\n{}}}\n"
+    tile_loop = "scf.for %i = %a to %b step %c {\n %y = tt.load %r\n}\n"  # not the time loop: no `to %T`
+    assert u_hoisted(u_load + tile_loop + time_loop_with.format(" %x = tt.load %q\n"), 1)
+    assert not u_hoisted(u_load + time_loop_with.format(" %x = tt.load %q\n"), 2)
+    assert not u_hoisted(tile_loop + time_loop_with.format(u_load), 1)
+    assert not u_hoisted(u_load + time_loop_with.format(u_load), 1)
 
 
 def test_barrier_atomics_check_can_fail():
@@ -86,6 +87,9 @@ def test_h_allowance_is_per_mma_issuer_and_pass():
     assert h_allowance(wgmma, num_warps=8, h_bytes=4096, passes=1) == 2 * 4096   # two warpgroups
     assert h_allowance(mma_sync, num_warps=8, h_bytes=4096, passes=1) == 8 * 4096
     assert h_allowance(wgmma, num_warps=8, h_bytes=8192, passes=3) == 2 * 8192 * 3
+    # K split over 8 warps: each reads its chunk of h; their 8 fp32 partial products are read back twice.
+    assert h_allowance(mma_sync, num_warps=8, h_bytes=32768, passes=1, k_split=8, partial_bytes=2048) == \
+        32768 + 2 * 8 * 2048
 
 
 def compiled_without_interpreter(code: str) -> str:
@@ -131,9 +135,9 @@ def test_every_dispatchable_configuration_compiles_clean(tmp_path):
         assert r["registers"] > 0 and r["shared"] <= r["shared_limit"]
         if r["tier"] in ("resident", "split"):
             assert r["u_hoisted"] == "yes" and r["smem_per_step"] > 0, r
-        if r["tier"] == "resident":
+        if r["tier"] in ("resident", "split"):
             assert r["u_in"] == "registers", r
-            if r["block_h"] >= RE_READ_MIN_BLOCK_H:
+            if r["tier"] == "split" or r["block_h"] >= RE_READ_MIN_BLOCK_H:
                 assert r["smem_per_step"] - r["h_allowance"] <= RE_READ_LIMIT * r["u_bytes"], r
         assert r["barrier_atomics"] == ("yes" if r["tier"] == "split" else "n/a"), r
         if r["status"] == "known":

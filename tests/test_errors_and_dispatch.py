@@ -13,7 +13,7 @@ from kernels.dispatch import (PLANNING_SM_COUNT, RESIDENT_CONFIGS, SPLIT_CONFIGS
                               _split_plan, resident_limit)
 from kernels.launch import LaunchConfig
 from kernels.resident import ResidentBlocks
-from kernels.split import launch_groups
+from kernels.split import split_grid
 
 
 @pytest.fixture
@@ -104,16 +104,21 @@ def test_dispatch_tiers_resident_then_split_then_stepwise(dtype):
     assert plan_for(48, 5, dtype).name.startswith("resident(BLOCK_B=16,BLOCK_H=64,num_warps=")
 
 
-def test_split_tier_needs_a_slice_per_sm_and_groups_batch_tiles_into_launches():
+def test_split_tier_needs_a_slice_per_sm_and_runs_every_batch_tile_in_one_launch():
     config = plan_for(2048, 64, torch.bfloat16, kernel="split").config.forward
     assert config.BLOCK_N == 16  # 128 slices: fits an H100's 132 SMs, not an A100's 108
     assert "108 SMs" in _split_plan(2048, 64, torch.bfloat16, 2048, 108, 80)
-    assert launch_groups(64, 2048, config, 132) == [(0, 1), (1, 1), (2, 1), (3, 1)]  # one tile of 16 per launch
-    config = plan_for(1024, 64, torch.bfloat16, kernel="split").config.forward  # 32 slices: 4 tiles per launch
-    assert launch_groups(64, 1024, config, 132) == [(0, 4)]
-    assert launch_groups(100, 1024, config, 132) == [(0, 4), (4, 3)]
+    # (slices, groups): the SMs left over by the slices take batch tiles side by side; a group runs
+    # its tiles one after another. B = 256 at H = 2048 is one launch of 128 programs, 16 tiles each.
+    assert split_grid(256, 2048, config, 132) == (128, 1)
+    assert split_grid(8, 2048, config, 132) == (128, 1)
+    config = plan_for(1024, 64, torch.bfloat16, kernel="split").config.forward  # 32 slices of 32 rows
+    assert split_grid(64, 1024, config, 132) == (32, 4)   # 4 tiles of 16, one per group
+    assert split_grid(100, 1024, config, 132) == (32, 4)  # 7 tiles over 4 groups
+    assert split_grid(5, 1024, config, 132) == (32, 1)
+    assert "2 batch tile(s)" in plan_for(1024, 100, torch.bfloat16).reason
     with pytest.raises(RuntimeError, match="could never be met"):
-        launch_groups(16, 2048, plan_for(2048, 16, torch.bfloat16, kernel="split").config.forward, 100)
+        split_grid(16, 2048, plan_for(2048, 16, torch.bfloat16, kernel="split").config.forward, 100)
     with pytest.raises(ValueError, match="kernel='split' cannot serve"):
         plan_for(4096, 4, torch.bfloat16, kernel="split")
 

@@ -5,6 +5,7 @@ import dataclasses
 
 import pytest
 import torch
+import triton
 
 from conftest import DTYPES, TOLERANCE, rel_err
 from helpers import reference_layer
@@ -51,7 +52,7 @@ def test_layer_matches_cudnn(dtype):
         assert rel_err(p.grad, q.grad) < 8 * TOLERANCE[dtype], name
 
 
-@pytest.mark.parametrize("H,B", [(1024, 64), (2048, 16), (512, 1)])
+@pytest.mark.parametrize("H,B", [(1024, 64), (2048, 16), (2048, 64), (512, 1)])
 def test_split_barrier_under_load_matches_stepwise(H, B):
     """T >= 10k steps with (nearly) every SM in the barrier: any missed or torn barrier would show up
     as a difference from the stepwise kernel, which synchronises by launching once per step."""
@@ -72,8 +73,10 @@ def test_split_barrier_under_load_matches_stepwise(H, B):
 
 
 def test_split_refuses_a_grid_larger_than_the_sm_count():
-    from kernels.split import launch_groups
+    from kernels.split import split_forward
     sms = torch.cuda.get_device_properties(0).multi_processor_count
-    config = dataclasses.replace(plan_for(512, 1, torch.bfloat16, "cuda", kernel="split").config.forward, BLOCK_N=1)
+    config = dataclasses.replace(plan_for(512, 1, torch.bfloat16, "cuda", kernel="split").config.forward, BLOCK_N=16)
+    H = 16 * (sms + 1)  # one slice more than there are SMs
+    xw, h0, u = (torch.zeros(shape, device="cuda", dtype=torch.bfloat16) for shape in ((4, 1, H), (1, H), (H, H)))
     with pytest.raises(RuntimeError, match="could never be met"):
-        launch_groups(1, 16 * sms, config, sms)
+        split_forward(xw, h0, u, False, dataclasses.replace(config, BLOCK_H=triton.next_power_of_2(H)), "tanh")

@@ -51,8 +51,9 @@ def test_hidden_state_carried_in_fp32_not_io_dtype(device):
     assert (y.cpu().double() - ref_y).abs().max().item() < 5e-3
 
 
-# Split-H: hidden sizes past the resident tier, one launch per step in the interpreter.
-SPLIT_SHAPES = [(3, 5, 320), (2, 2, 512), (2, 1, 1024)]
+# Split-H: hidden sizes past the resident tier, one launch per step in the interpreter; B=20 makes each
+# program run two batch tiles per step.
+SPLIT_SHAPES = [(3, 5, 320), (2, 20, 320), (2, 2, 512), (2, 1, 1024)]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -73,13 +74,13 @@ def test_split_kernels_match_float64_reference(dtype, shape, nonlinearity, rever
 
 def barrier_config(block_h: int) -> SplitBlocks:
     """A split configuration whose grid is one program when H <= 16: the barrier path can run in the interpreter."""
-    return SplitBlocks(BLOCK_B=16, BLOCK_N=16, BLOCK_H=block_h, K_CHUNKS=1, num_warps=4)
+    return SplitBlocks(BLOCK_B=16, BLOCK_N=16, BLOCK_H=block_h, K_SPLIT=1, num_warps=4)
 
 
 @pytest.mark.skipif(not interpreting(), reason="interpreter-only: one program per SM is the interpreter's rule")
 @pytest.mark.parametrize("nonlinearity,reverse", [("tanh", False), ("relu", True)])
 def test_split_barrier_path_with_a_one_program_grid(nonlinearity, reverse):
-    T, B, H = 6, 3, 16
+    T, B, H = 6, 20, 16  # two batch tiles, both run by the one program every step
     xw, h0, u, dy = make_inputs(T, B, H, torch.float32, "cpu")
     config = barrier_config(16)
     y = split_forward(xw, h0, u, reverse, config, nonlinearity, use_barrier=True)
@@ -87,6 +88,20 @@ def test_split_barrier_path_with_a_one_program_grid(nonlinearity, reverse):
     assert rel_err(y, ref_y) < TOLERANCE[torch.float32]
     da, dh0 = split_backward(ref_y.float(), dy, u, reverse, config, nonlinearity, use_barrier=True)
     assert rel_err(da, ref_da) < 2 * TOLERANCE[torch.float32] and rel_err(dh0, ref_dh0) < 2 * TOLERANCE[torch.float32]
+
+
+def test_split_exchange_only_reads_and_writes_the_state_without_the_product(device):
+    """The exchange benchmark's kernel: y_t = act(xw_t + the sum of h_{t-1} over the hidden units),
+    every step reading the whole previous state the programs wrote."""
+    T, B, H = 3, 20, 512
+    xw, h0, u, _ = make_inputs(T, B, H, torch.float32, device)
+    config = plan_for(H, B, torch.float32, device).config.forward
+    y = split_forward(xw, h0, u, False, config, "tanh", exchange_only=True).cpu()
+    prev, xw = h0.cpu(), xw.cpu()
+    for t in range(T):
+        expected = torch.tanh(xw[t] + prev.sum(1, keepdim=True))
+        assert rel_err(y[t], expected) < TOLERANCE[torch.float32]
+        prev = y[t]
 
 
 @pytest.mark.skipif(not interpreting(), reason="interpreter-only: one program per SM is the interpreter's rule")
