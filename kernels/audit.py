@@ -13,7 +13,8 @@ H a multiple of 16), and reports:
   - U hoisted: U, or the program's slice of it, is loaded from global memory before the time loop
     and never inside it (TTGIR: its loads come before the first scf.for);
   - U in: where U lives during the loop, "registers" or "shared" (TTGIR: "shared" when an op in the
-    time loop reads a shared-memory buffer allocated before the loop and never written in it);
+    time loop reads a shared-memory buffer allocated before the loop and never written in it).
+    Every persistent configuration must hold it in registers;
   - smem/step: shared-memory bytes the program reads per time step, counted from the SASS of the
     time loop: LDS and LDSM bytes of every warp, plus the operands wgmma reads through shared-memory
     descriptors (per warpgroup). Split kernels, and resident kernels with BLOCK_H >= 128, fail the
@@ -45,8 +46,6 @@ PERSISTENT_TIERS = ("resident", "split")  # U (or its slice) is held on chip for
 U_LOAD = re.compile(r"%resident_u\S* = tt\.load ")  # the loads of U keep their Python name in the TTGIR
 RE_READ_LIMIT = 0.5     # smem/step beyond h, as a fraction of U's bytes, above which U counts as re-read
 RE_READ_MIN_BLOCK_H = 128
-KNOWN_SPILLS: set[tuple[str, int, int]] = set()  # (kernel, arch, BLOCK_H) of spill gaps accepted for now
-KNOWN_SPILL_BYTES = 8
 
 
 @dataclass
@@ -82,14 +81,10 @@ class AuditRow:
 
     @property
     def status(self) -> str:
-        """'ok', 'known' (a listed KNOWN_SPILLS gap, otherwise clean) or 'FAIL'."""
-        if (self.error or self.shared > self.shared_limit or "NO" in (self.u_hoisted, self.barrier_atomics)
-                or self.spill_bytes < 0 or self.u_re_read):
-            return "FAIL"
-        if self.spill_bytes == 0:
-            return "ok"
-        known = (self.kernel, self.arch, self.block_h) in KNOWN_SPILLS and self.spill_bytes <= KNOWN_SPILL_BYTES
-        return "known" if known else "FAIL"
+        """'ok' or 'FAIL'."""
+        failed = (self.error or self.spill_bytes != 0 or self.shared > self.shared_limit or self.u_re_read
+                  or "NO" in (self.u_hoisted, self.barrier_atomics) or self.u_in == "shared")
+        return "FAIL" if failed else "ok"
 
 
 @dataclass(frozen=True)
@@ -308,7 +303,7 @@ def barrier_atomics(ptx: str) -> bool:
 # ---- one compile -------------------------------------------------------------------------------
 
 OPTIONS = ("num_warps", "num_stages")
-HIDDEN_FROM_LABEL = ("DOT_PRECISION", "UPCAST_DOT", "ACC_DTYPE")
+HIDDEN_FROM_LABEL = ("DOT_PRECISION", "UPCAST_DOT", "ACC_DTYPE", "EXCHANGE_ONLY")
 
 
 def compile_for(fn, dtype: str, keywords: dict, arch: int):
@@ -370,9 +365,8 @@ def format_table(rows: list[AuditRow]) -> str:
         lines.append(f"{r.kernel:<26} {r.dtype:<5} sm_{r.arch:<2} {r.registers:>4} {r.spill_bytes:>5} {r.shared:>7} "
                      f"{r.u_hoisted:<9} {r.u_in:<9} {step:>9} {r.u_bytes or 'n/a':>7} {r.barrier_atomics:<7} "
                      f"{r.status:<6} {r.config}" + (f"  [{r.error}]" if r.error else ""))
-    counts = {status: sum(r.status == status for r in rows) for status in ("ok", "known", "FAIL")}
-    lines.append(f"{len(rows)} configurations: {counts['ok']} ok, {counts['known']} known spill gaps, "
-                 f"{counts['FAIL']} failed")
+    failed = sum(r.status == "FAIL" for r in rows)
+    lines.append(f"{len(rows)} configurations: {len(rows) - failed} ok, {failed} failed")
     return "\n".join(lines)
 
 

@@ -1,0 +1,55 @@
+"""The split tier's per-step exchange, timed alone.
+
+Every step of the split tier (kernels/split.py) each program reads the whole previous state through
+L2, writes its slice of the new one and meets the other programs at a grid barrier. The same kernel
+compiled with EXCHANGE_ONLY keeps all of that and drops the product, so its time per step is the
+cost of the exchange and the barrier; timed beside the full kernel at the same shape, it says how
+much of a split step is synchronisation.
+
+    rnnbench exchange [--hidden 512 1024 2048] [--batch 1 8 64 256] [--dtype bfloat16] [--steps 4096]
+
+It needs a CUDA GPU: the exchange is between programs resident at the same time, which the Triton
+interpreter cannot have (it runs programs one after another).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from rnnbench.report import md_table
+
+HIDDEN = (512, 1024, 2048)
+BATCH = (1, 8, 64, 256)
+
+
+def us_per_step(call: Callable[[], object], steps: int) -> float:
+    """Median time of one call over its steps, in microseconds (CUDA events, L2 flushed between calls)."""
+    import triton.testing
+    return triton.testing.do_bench(call, warmup=25, rep=200, return_mode="median") * 1e3 / steps
+
+
+def exchange_row(hidden: int, batch: int, dtype: torch.dtype, steps: int, device: torch.device) -> dict:
+    """Time per step of the split forward kernel, with and without its product, at one shape."""
+    from kernels import plan_for
+    from kernels.split import split_forward, split_grid
+    plan = plan_for(hidden, batch, dtype, device, kernel="split")
+    blocks = plan.config.forward
+    gen = torch.Generator(device=device).manual_seed(0)
+    xw = torch.randn(steps, batch, hidden, generator=gen, device=device).to(dtype)
+    h0 = torch.zeros(batch, hidden, device=device, dtype=dtype)
+    u = (torch.randn(hidden, hidden, generator=gen, device=device) * 0.9 / hidden ** 0.5).to(dtype)
+    full = us_per_step(lambda: split_forward(xw, h0, u, False, blocks, "tanh"), steps)
+    exchange = us_per_step(lambda: split_forward(xw, h0, u, False, blocks, "tanh", exchange_only=True), steps)
+    slices, groups = split_grid(batch, hidden, blocks, torch.cuda.get_device_properties(device).multi_processor_count)
+    return {"hidden": hidden, "batch": batch, "dtype": str(dtype).removeprefix("torch."), "programs": f"{slices}x{groups}",
+            "full_us_per_step": full, "exchange_us_per_step": exchange, "exchange_share": exchange / full,
+            "plan": plan.name}
+
+
+def exchange_table(rows: list[dict]) -> str:
+    """The rows as a markdown table."""
+    header = ["H", "B", "dtype", "programs (slices x groups)", "full kernel µs/step", "exchange only µs/step",
+              "exchange share"]
+    return md_table(header, [[r["hidden"], r["batch"], r["dtype"], r["programs"], f"{r['full_us_per_step']:.2f}",
+                              f"{r['exchange_us_per_step']:.2f}", f"{r['exchange_share']:.0%}"] for r in rows])
