@@ -139,10 +139,13 @@ def quantiles(values: list[float]) -> tuple[float, float, float]:
     return cuts[1], statistics.median(values), cuts[7]
 
 
+NOISY_NOTE = "noisy: "
+
+
 def noise_note(p20: float, p80: float) -> str:
     """"noisy: ..." when the p20-p80 spread of a timing is wide, else ""."""
     if p20 > 0 and p80 / p20 > NOISY_SPREAD:
-        return f"noisy: p80/p20 = {p80 / p20:.2f} (> {NOISY_SPREAD:g})"
+        return f"{NOISY_NOTE}p80/p20 = {p80 / p20:.2f} (> {NOISY_SPREAD:g})"
     return ""
 
 

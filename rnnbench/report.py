@@ -13,7 +13,7 @@ import yaml
 from rnnbench import profile as profiling
 from rnnbench.backends import display_name
 from rnnbench.launches import GROUPS
-from rnnbench.measure import NOISY_SPREAD, noise_note
+from rnnbench.measure import NOISY_NOTE, NOISY_SPREAD, noise_note
 from rnnbench.plots import make_plots, where_time_goes_figure
 from rnnbench.results import CASE_COLUMNS, JSON_NAME, RunFolder, better, is_failure, load_frame
 from rnnbench.schema import cpu_profile_sweep
@@ -121,9 +121,12 @@ def _numeric(column: pd.Series) -> pd.Series:
 
 
 def backends_section(frame: pd.DataFrame) -> list[str]:
-    """What each backend was here (e.g. the CPU stand-in for cuDNN) and what it ran (kernel plans)."""
-    rows = [[backend, group.label.iloc[0], "; ".join(n for n in dict.fromkeys(group.note) if n)]
-            for backend, group in frame.groupby("backend", sort=False)]
+    """What each backend was here (e.g. the CPU stand-in for cuDNN) and what it ran (kernel plans);
+    the notes of single measurements (noisy timings) stay in their tables."""
+    def what_ran(notes: pd.Series) -> str:
+        parts = (part for note in notes for part in note.split("; "))
+        return "; ".join(p for p in dict.fromkeys(parts) if p and not p.startswith(NOISY_NOTE))
+    rows = [[backend, group.label.iloc[0], what_ran(group.note)] for backend, group in frame.groupby("backend", sort=False)]
     return ["## Backends", md_table(["backend", "what ran", "notes (kernel plans, TF32)"], rows)]
 
 

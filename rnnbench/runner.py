@@ -113,7 +113,7 @@ def bench_rows(unit: Unit, ctx: Context) -> list[dict]:
 
 
 def join_notes(*notes: str) -> str:
-    return "; ".join(n for n in notes if n)
+    return "; ".join(n for n in notes if n)  # report.backends_section splits them again
 
 
 def memory_values(unit: Unit, ctx: Context, prepared: Prepared, inputs: measure.Inputs, call) -> list[tuple]:
