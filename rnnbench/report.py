@@ -18,8 +18,8 @@ from rnnbench.plots import make_plots, where_time_goes_figure
 from rnnbench.results import CASE_COLUMNS, JSON_NAME, RunFolder, better, is_failure, load_frame
 from rnnbench.schema import cpu_profile_sweep
 
-CPU_BANNER = ("CPU profile: no CUDA GPU was present, so this ran {sweep}, timed by {clock} (peak memory "
-              "needs CUDA and is not measured). It checks that everything works; it says nothing about GPU "
+CPU_BANNER = ("CPU profile: no CUDA GPU was present, so this ran {sweep}, timed by {clock}; peak memory "
+              "needs CUDA and is not measured. It checks that everything works; it says nothing about GPU "
               "performance.")
 NOISY = "⚠"
 SPEED_TABLES = [("latency", "Latency (ms)"), ("time_per_step", "Time per step (us)"),
