@@ -324,7 +324,8 @@ def compare(run_a: str | Path, run_b: str | Path, metric: str | None = None, thr
     if metric:
         present = sorted(set(a.metric) | set(b.metric))
         if metric not in present:
-            raise ValueError(f"--metric {metric}: in neither run; expected one of {', '.join(present)}")
+            raise ValueError(f"--metric {metric}: in neither run (the grad_norm curve is not compared); expected one "
+                             f"of {', '.join(present)}")
         a, b = a[a.metric == metric], b[b.metric == metric]
     merged = a.merge(b, on=KEY, how="outer", suffixes=("_a", "_b"), indicator=True)
     both = merged[merged._merge == "both"].copy()

@@ -145,7 +145,7 @@ def test_compare_shows_what_changed_and_which_way_is_better(smoke_run, tmp_path,
 
     assert main(["compare", str(smoke_run[0]), str(run_b), "--metric", "bogus"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("rnnbench: error: --metric bogus: in neither run; expected one of ") and "latency" in err
+    assert err.startswith("rnnbench: error: --metric bogus: in neither run (the grad_norm curve is not compared); expected one of ") and "latency" in err
 
 
 # ---- in-process runs of a tiny scenario ------------------------------------------------------
