@@ -154,6 +154,17 @@ def _cudnn_unavailable(device: torch.device) -> str | None:
     return None
 
 
+# cuDNN refuses sequences this long (CUDNN_STATUS_NOT_SUPPORTED in every dtype on an H100 with
+# cuDNN 9.19; 65535 steps run): skipped with the reason instead of recorded as a failure.
+CUDNN_MAX_SEQ_LEN = 65535
+
+
+def _cudnn_skip(case, device: torch.device) -> str | None:
+    if device.type == "cuda" and case.seq_len > CUDNN_MAX_SEQ_LEN:
+        return f"cuDNN's sequence limit: it refuses seq_len > {CUDNN_MAX_SEQ_LEN} (CUDNN_STATUS_NOT_SUPPORTED)"
+    return None
+
+
 def _cudnn_label(device: torch.device) -> str:
     return "cuDNN (torch.nn.RNN)" if device.type == "cuda" else "PyTorch native CPU RNN (not cuDNN)"
 
@@ -189,10 +200,19 @@ def _compile_unavailable(device: torch.device) -> str | None:
     return None
 
 
+# Without a GPU the `cudnn` backend is PyTorch's native CPU RNN: table columns and plot legends say so.
+CPU_NAMES = {"cudnn": "PyTorch CPU RNN (cudnn)"}
+
+
+def display_name(backend: str, device_type: str) -> str:
+    """The backend's name in tables and plots of a run on device_type ("cpu" or "cuda")."""
+    return CPU_NAMES.get(backend, backend) if device_type == "cpu" else backend
+
+
 BACKENDS: dict[str, Backend] = {
     "triton": _triton_backend("triton", "auto"),
     "triton-stepwise": _triton_backend("triton-stepwise", "stepwise"),
-    "cudnn": Backend("cudnn", _cudnn_label, _cudnn_unavailable, _cudnn_prepare),
+    "cudnn": Backend("cudnn", _cudnn_label, _cudnn_unavailable, _cudnn_prepare, _cudnn_skip),
     "eager": Backend("eager", lambda device: "eager PyTorch loop", lambda device: None, _eager_prepare),
     "compile": Backend("compile", lambda device: "torch.compile of the eager loop", _compile_unavailable,
                        _compile_prepare),

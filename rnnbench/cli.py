@@ -2,47 +2,69 @@
 list what is here.
 
 Usage errors (a bad scenario, a missing run folder) print one line naming the file, the key path
-and what was expected, and exit with code 2; no traceback.
+and what was expected, and exit with code 2; no traceback. EXIT_CODES lists every exit code.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
+import os
 import shlex
+import signal
 import sys
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
 
 import torch
 import yaml
 
-from rnnbench import launches
+from rnnbench import __version__, launches, measure
 from rnnbench import profile as profiling
 from rnnbench import report, runner
 from rnnbench.backends import BACKENDS
 from rnnbench.environment import capture
-from rnnbench.results import CSV_NAME, ENV_NAME, SCENARIO_NAME, RunFolder
-from rnnbench.schema import CASE_KEYS, DTYPES, MODES, SCHEMA_HELP, Case, ScenarioError, load_scenario, parse_scenario
+from rnnbench.report import case_label
+from rnnbench.results import CSV_NAME, ENV_NAME, SCENARIO_NAME, UNIT_COLUMNS, RunFolder, describe_unit, unit_outcomes
+from rnnbench.schema import (CASE_KEYS, DTYPES, MODES, SAFE_NAME_RULE, SCHEMA_HELP, Case, ScenarioError,
+                             cpu_profile_sweep, is_safe_name, load_scenario, parse_scenario)
 
 
 class UsageError(Exception):
     """A mistake in how rnnbench was called; printed as one line, exit code 2."""
 
 
+EXIT_USAGE, EXIT_UNITS_FAILED, EXIT_BROKEN_PIPE = 2, 3, 128 + signal.SIGPIPE
+EXIT_CODES = """\
+exit codes:
+  0    done: every unit was measured or skipped for a stated reason (a backend unavailable here,
+       cuDNN's sequence limit, the Triton interpreter's size cap)
+  1    an internal error of rnnbench (it prints a traceback)
+  2    a usage error: a bad scenario file or argument, a missing run folder, a --metric not in the runs
+  3    run: at least one unit failed (an exception, out of memory, a crash); every other unit was
+       measured, and the report lists the failures
+  128+N  run: stopped by signal N (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP); what was measured is kept,
+       and --resume runs the rest, the unit that was cut short included
+  141  the reader of the output went away (e.g. `rnnbench list | head -3`)"""
 RUN_EPILOG = f"""\
 Without a CUDA GPU the scenario's `cpu:` profile (a smaller sweep) is used, with a banner that says
-so; Triton then runs in its CPU interpreter, only up to a size cap. Results go to
+so; Triton then runs in its CPU interpreter, only up to a size cap, and PyTorch and BLAS use
+timing.cpu_threads threads (1 by default) for every backend. Results go to
 OUT/<scenario name>/<run id>/: results.csv (long format, a row per backend, mode, dtype, case and
-metric with p20/p50/p80 and an error column, written as each case finishes), results.json,
-report.md and PNG plots. An interrupted run continues with --resume.
+metric with p20/p50/p80 and an error column, written as each case finishes; timings whose p80/p20
+exceeds {measure.NOISY_SPREAD:g} are marked "noisy" in the note column), results.json, report.md and
+PNG plots. An interrupted run (Ctrl-C, SIGTERM, SIGHUP) continues with --resume.
 
-{SCHEMA_HELP}"""
+{SCHEMA_HELP}
+{EXIT_CODES}"""
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rnnbench", description="Benchmark the Triton Elman-RNN kernels against "
-                                     "cuDNN, eager PyTorch and torch.compile: speed, memory and gradient stability.")
+                                     "cuDNN, eager PyTorch and torch.compile: speed, memory and gradient stability.",
+                                     epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"rnnbench {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run a scenario and write results, report and plots",
@@ -52,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--profile", choices=("auto", "full", "cpu"), default="auto",
                      help="which sweep: cpu when no CUDA GPU is present (auto, the default), the full one, or cpu")
     run.add_argument("--out", default="results", help="root folder of the results (default: results)")
-    run.add_argument("--run-id", help="name of the run folder (default: date-time, -cpu for the cpu profile)")
+    run.add_argument("--run-id", help="name of the run folder: letters, digits, '-', '_', '.' "
+                                      "(default: date-time, -cpu for the cpu profile)")
     run.add_argument("--resume", nargs="?", const="latest", metavar="RUN_DIR",
                      help="continue an interrupted run: RUN_DIR, or the latest run of this scenario under --out")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -62,11 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("run_dir", help="a run folder, e.g. results/long_seq/20250101-120000")
 
     cmp_ = sub.add_parser("compare", help="what changed between two runs",
-                          description="Print a markdown table of every metric present in both runs, with the ratio B/A, "
-                                      "largest change first, then rows present in one run only and environment changes.")
+                          description="Print a markdown table of every metric present in both runs, with the ratio B/A "
+                                      "and whether B is better (lower latency, higher throughput, ...), largest change "
+                                      "first, then rows present in one run only and environment changes.")
     cmp_.add_argument("run_a")
     cmp_.add_argument("run_b")
-    cmp_.add_argument("--metric", help="only this metric, e.g. latency")
+    cmp_.add_argument("--metric", help="only this metric, e.g. latency (an error if neither run has it)")
     cmp_.add_argument("--threshold", type=float, default=0.0,
                       help="only rows whose ratio differs from 1 by at least this much (e.g. 0.05)")
 
@@ -134,11 +158,19 @@ def choose_profile(requested: str, device: torch.device) -> str:
 def banner(scenario, device: torch.device) -> str | None:
     if scenario.profile != "cpu":
         return None
-    has_cpu = "cpu" in scenario.data
-    what = "its cpu: profile" if has_cpu else "its full sweep (it has no cpu: section)"
     where = "no CUDA GPU found" if device.type == "cpu" else "--profile cpu"
-    return (f"*** {where}: running {what} — {len(runner.plan(scenario))} units, wall-clock timing, Triton in its "
-            f"CPU interpreter up to a size cap. These are not GPU numbers. ***")
+    clock = measure.cpu_clock(scenario.timing.cpu_threads)[1]
+    return (f"*** {where}: running {cpu_profile_sweep(scenario.data)} — {len(runner.plan(scenario))} units, timed by "
+            f"{clock}, Triton in its CPU interpreter up to a size cap. These are not GPU numbers. ***")
+
+
+def new_run_id(args, suffix: str) -> str:
+    """--run-id, checked like a scenario name (it becomes a folder), or the date-time and suffix."""
+    if args.run_id is None:
+        return datetime.now().strftime("%Y%m%d-%H%M%S") + suffix
+    if not is_safe_name(args.run_id):
+        raise UsageError(f"--run-id {args.run_id!r}: expected {SAFE_NAME_RULE}")
+    return args.run_id
 
 
 def run_folder(args, scenario) -> tuple[RunFolder, bool]:
@@ -153,8 +185,7 @@ def run_folder(args, scenario) -> tuple[RunFolder, bool]:
         if not (Path(args.resume) / CSV_NAME).exists():
             raise UsageError(f"--resume {args.resume}: no {CSV_NAME} there to continue")
         return RunFolder(args.resume), True
-    run_id = args.run_id or datetime.now().strftime("%Y%m%d-%H%M%S") + ("-cpu" if scenario.profile == "cpu" else "")
-    folder = RunFolder(root / run_id)
+    folder = RunFolder(root / new_run_id(args, "-cpu" if scenario.profile == "cpu" else ""))
     if folder.csv.exists():
         raise UsageError(f"{folder.path} already holds a run; continue it with --resume {folder.path} or pick another --run-id")
     return folder, False
@@ -174,7 +205,7 @@ def cmd_run(args) -> int:
     if resuming:
         check_same_scenario(folder, scenario)
     else:
-        env = capture(device, scenario.profile, scenario.allow_tf32, args.scenario)
+        env = capture(device, scenario, args.scenario)
         env.update(scenario=scenario.name, baseline=scenario.baseline)
         folder.create(Path(args.scenario).read_text(), env)
     message = banner(scenario, device)
@@ -184,14 +215,23 @@ def cmd_run(args) -> int:
     ctx = runner.Context(scenario, device, folder)
     try:
         ran = runner.run(ctx, progress=not args.no_progress)
-    except KeyboardInterrupt:
-        print(f"\ninterrupted; what was measured is in {folder.csv}. Continue with:\n"
+    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM/SIGHUP as runner.Interrupted
+        signum = getattr(err, "signum", signal.SIGINT)
+        print(f"\ninterrupted by {signal.Signals(signum).name}; what was measured is in {folder.csv}. Continue with:\n"
               f"  rnnbench run {args.scenario} --resume {folder.path}", file=sys.stderr)
-        return 130
+        return 128 + signum
     path = report.build(folder.path)
-    rows = folder.rows()
-    failed = sum(1 for r in rows if r["error"])
-    print(f"ran {ran} units; {len(rows)} rows ({failed} with an error or skip reason)\nreport: {path}")
+    outcomes = unit_outcomes(folder.rows())
+    counts = Counter(outcome for outcome, _ in outcomes.values())
+    print(f"ran {ran} units now; of all {len(outcomes)}: {counts['measured']} measured, {counts['skipped']} skipped "
+          f"for a stated reason, {counts['failed']} failed\nreport: {path}")
+    failed = [(key, reason) for key, (outcome, reason) in outcomes.items() if outcome == "failed"]
+    if failed:
+        key, reason = failed[0]
+        unit = describe_unit(*key[:4], case_label(dict(zip(UNIT_COLUMNS, key))), key[-1])
+        print(f"rnnbench: {len(failed)} of {len(outcomes)} units failed, e.g. {unit}: {reason} (all in the report's "
+              f"failures section)", file=sys.stderr)
+        return EXIT_UNITS_FAILED
     return 0
 
 
@@ -206,7 +246,10 @@ def cmd_compare(args) -> int:
     for run in (args.run_a, args.run_b):
         if not (Path(run) / CSV_NAME).exists():
             raise UsageError(f"{run}: no {CSV_NAME} there; expected a run folder written by `rnnbench run`")
-    print(report.compare(args.run_a, args.run_b, args.metric, args.threshold), end="")
+    try:
+        print(report.compare(args.run_a, args.run_b, args.metric, args.threshold), end="")
+    except ValueError as err:  # a --metric in neither run
+        raise UsageError(str(err)) from None
     return 0
 
 
@@ -282,8 +325,7 @@ def profile_folder(args, scenario) -> tuple[Path, bool]:
             raise UsageError(f"--run-dir {args.run_dir}: that run was on {ran_on}, this machine profiles on "
                              f"{device_here().type}; profile into a new folder instead (leave out --run-dir)")
         return Path(args.run_dir), True
-    suffix = "-profile" + ("-cpu" if scenario.profile == "cpu" else "")
-    folder = Path(args.out) / scenario.name / (args.run_id or datetime.now().strftime("%Y%m%d-%H%M%S") + suffix)
+    folder = Path(args.out) / scenario.name / new_run_id(args, "-profile" + ("-cpu" if scenario.profile == "cpu" else ""))
     if (folder / profiling.PROFILE_DIR / profiling.PROFILE_JSON).exists():
         raise UsageError(f"{folder} already holds a profile; pick another --run-id")
     return folder, False
@@ -303,7 +345,7 @@ def cmd_profile(args) -> int:
         notes.append("--nvtx asked for, but NVTX ranges need CUDA: none were emitted")
     if not existing:
         folder.mkdir(parents=True, exist_ok=True)
-        env = capture(device, scenario.profile, scenario.allow_tf32, args.scenario)
+        env = capture(device, scenario, args.scenario)
         (folder / ENV_NAME).write_text(json.dumps(env | {"scenario": scenario.name}, indent=2))
         (folder / SCENARIO_NAME).write_text(Path(args.scenario).read_text())
     if device.type == "cpu":
@@ -316,7 +358,8 @@ def cmd_profile(args) -> int:
                                 notes=notes)
     spec = ",".join(f"{k}={v}" for k, v in dataclasses.asdict(case).items())
     print(f"writing {request.out}", flush=True)
-    data = profiling.run(request, args.scenario, spec, progress=not args.no_progress)
+    with measure.pinned_threads(device, scenario.timing.cpu_threads):
+        data = profiling.run(request, args.scenario, spec, progress=not args.no_progress)
     run = RunFolder(folder)
     md = report.write_profile_md(folder, run.environment(), run.scenario_text())
     print(f"profile: {md}")
@@ -337,7 +380,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        return COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
+        sys.stdout.flush()  # a closed pipe shows here, not as a traceback at exit
+        return code
     except (ScenarioError, UsageError) as err:
         print(f"rnnbench: error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    except BrokenPipeError:  # `rnnbench list | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's recipe: no second error at exit
+        return EXIT_BROKEN_PIPE

@@ -1,12 +1,15 @@
-"""What a run ran on: device, driver, CUDA, torch, triton and cuDNN versions, git commit, date."""
+"""What a run ran on: device, driver, CUDA, torch, triton and cuDNN versions, the CPU threads and
+how busy the machine was, git commit of the code, date."""
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 from pathlib import Path
 
 import torch
 
+from rnnbench.measure import cpu_clock
 from rnnbench.results import now
 
 
@@ -32,22 +35,36 @@ def device_name(device: torch.device) -> str:
     return f"CPU ({platform.processor() or platform.machine()})"
 
 
-def capture(device: torch.device, profile: str, allow_tf32: bool, scenario_path: str) -> dict:
+CODE_DIR = Path(__file__).resolve().parent  # git_commit is the code's, wherever the scenario lies
+
+
+def cpu_facts(device: torch.device, threads: int) -> dict:
+    """The CPU threads the run uses (pinned on CPU, see measure.pinned_threads), the clock of CPU
+    timings, the cores this process may use and the load average when it started: a loaded machine
+    explains noisy rows."""
+    return {"cpu_threads": threads if device.type == "cpu" else torch.get_num_threads(),
+            "cpu_timing": cpu_clock(threads)[1] if device.type == "cpu" else "",
+            "cpu_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+            "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else ""}
+
+
+def capture(device: torch.device, scenario, scenario_path: str) -> dict:
     """The environment record stored with every run (environment.json, results.json, report.md)."""
     import triton
     env = {
         "date": now(),
         "device": device.type,
         "device_name": device_name(device),
-        "profile": profile,
+        "profile": scenario.profile,
         "python": platform.python_version(),
         "torch": torch.__version__,
         "triton": triton.__version__,
         "cuda": torch.version.cuda or "",
         "cudnn": str(torch.backends.cudnn.version() or ""),
         "driver": "",
-        "allow_tf32": allow_tf32,
-        "git_commit": git_commit(Path(scenario_path).resolve().parent),
+        "allow_tf32": scenario.allow_tf32,
+        **cpu_facts(device, scenario.timing.cpu_threads),
+        "git_commit": git_commit(CODE_DIR),
         "host": platform.node(),
         "scenario_file": scenario_path,
     }

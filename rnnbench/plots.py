@@ -1,15 +1,24 @@
 """PNG plots of a results table: latency, speedup and memory against the swept size, the gradient
-error against T and the ||dL/dh_t|| curve. Every title carries the device name; an axis whose values
-span a decade or more is logarithmic."""
+error against T and the ||dL/dh_t|| curve.
+
+Made to be read at a glance: every title carries the device name and wraps instead of being cut;
+an axis whose values span a decade or more is logarithmic, with the x ticks at the swept values
+and plain numbers as labels; each backend has its own hollow marker, larger for those drawn first,
+so lines that coincide stay visible, and the panel names the backends whose values coincide; the
+legend sits below the panels, never over a line."""
 from __future__ import annotations
 
+import math
+import textwrap
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
 from rnnbench.backends import BACKENDS  # noqa: E402
 from rnnbench.results import CASE_COLUMNS  # noqa: E402
@@ -18,6 +27,11 @@ AXIS_NAMES = {"seq_len": "sequence length T", "batch": "batch size B", "hidden":
               "input_size": "input size I", "layers": "layers L"}
 COLORS = {name: f"C{i}" for i, name in enumerate([*BACKENDS, "reference"])}
 COLORS["reference"] = "black"
+MARKERS = dict(zip([*BACKENDS, "reference"], "osD^vP"))
+COINCIDE_RTOL = 1e-3  # lines closer than this everywhere are named as coinciding
+PANEL_SIZE = (5.0, 3.6)  # inches per panel
+LEGEND_FONT = 8
+NOTE_WIDTH = 70  # characters per line of a panel's "same values" note
 
 
 def slug(*parts: str) -> str:
@@ -29,25 +43,111 @@ def sweep_axis(bench: pd.DataFrame) -> str:
     return max(CASE_COLUMNS, key=lambda c: (bench[c].nunique(), c == "seq_len"))
 
 
-def _scale(ax, values: pd.Series, axis: str) -> None:
+# ---- axes -------------------------------------------------------------------------------------
+
+def short_number(value: float, _pos=None) -> str:
+    """A tick label: 65536 -> 64k (multiples of 1024, as sequence lengths are quoted), 2000, 0.05, 3e-07."""
+    if value >= 1024 and value == int(value) and int(value) % 1024 == 0:
+        return f"{int(value) // 1024}k"
+    return f"{value:.4g}" if 1e-3 <= abs(value) < 1e5 else f"{value:.2g}"
+
+
+def is_log(values: pd.Series) -> bool:
     positive = values[values > 0]
-    if len(positive) and positive.max() >= 10 * positive.min():
-        (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
+    return bool(len(positive)) and positive.max() >= 10 * positive.min()
 
 
-def _grid(n: int, width: float = 5.0, height: float = 3.8):
+def swept_x(ax, values: pd.Series) -> None:
+    """x axis: logarithmic across a decade or more; ticks at the swept values only, plain labels,
+    turned when there are many."""
+    ticks = sorted(values.dropna().unique())
+    if is_log(values):
+        ax.set_xscale("log")
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(FuncFormatter(short_number))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    if len(ticks) > 6:
+        ax.tick_params(axis="x", labelrotation=35)
+
+
+def value_y(ax, values: pd.Series, always_log: bool = False) -> None:
+    """y axis: logarithmic across a decade or more (or always), labels on major ticks only: at 1, 2
+    and 5 of each decade over less than three decades, at the decades beyond."""
+    positive = values[values > 0]
+    if not (always_log or is_log(values)) or not len(positive):
+        return
+    ax.set_yscale("log")
+    decades = math.log10(positive.max() / positive.min()) if len(positive) else 0
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if decades < 3 else (1.0,)))
+    if decades < 3:
+        ax.yaxis.set_major_formatter(FuncFormatter(short_number))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+# ---- lines ------------------------------------------------------------------------------------
+
+def draw_line(ax, x, y, backend: str, rank: int, label: str, style: str = "-") -> None:
+    """One backend's line with its own hollow marker; earlier ranks get larger markers so a line
+    drawn on top of another leaves the other's markers showing."""
+    ax.plot(x, y, style, marker=MARKERS.get(backend, "o"), markersize=max(11 - 2 * rank, 4), markerfacecolor="none",
+            markeredgewidth=1.4, color=COLORS.get(backend), label=label, zorder=2 + rank)
+
+
+def coinciding(lines: dict[str, pd.Series]) -> list[list[str]]:
+    """Groups of line labels whose values agree within COINCIDE_RTOL at the same x everywhere
+    (each line a Series indexed by x)."""
+    groups: list[list[str]] = []
+    for label, line in lines.items():
+        for group in groups:
+            other = lines[group[0]]
+            if line.index.equals(other.index) and np.allclose(line.values, other.values, rtol=COINCIDE_RTOL, atol=0):
+                group.append(label)
+                break
+        else:
+            groups.append([label])
+    return [g for g in groups if len(g) > 1]
+
+
+def panel_title(ax, facet: str, lines: dict[str, pd.Series]) -> None:
+    """The panel's title, with the lines that coincide named under it (in the title, not over the lines)."""
+    notes = [textwrap.fill("same values: " + ", ".join(group), NOTE_WIDTH) if len(group) < len(lines)
+             else f"all {len(lines)} lines coincide" for group in coinciding(lines)]
+    ax.set_title("\n".join([facet, *notes]).strip("\n"), fontsize=9)
+
+
+# ---- figures ----------------------------------------------------------------------------------
+
+def _grid(n: int):
     cols = min(n, 3)
     rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(PANEL_SIZE[0] * cols, PANEL_SIZE[1] * rows), squeeze=False,
+                             layout="constrained")
     for ax in axes.flat[n:]:
         ax.set_visible(False)
     return fig, list(axes.flat[:n])
 
 
+def _legend_below(fig, axes) -> None:
+    """One legend for the figure, below the panels: it never covers a line."""
+    entries = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    if entries:
+        entry_width = max(map(len, entries)) * LEGEND_FONT * 0.55 / 72 + 0.7  # inches: text and marker
+        per_row = max(1, int(fig.get_figwidth() / entry_width))
+        fig.legend(entries.values(), entries.keys(), loc="outside lower center", ncols=min(len(entries), per_row),
+                   fontsize=LEGEND_FONT, frameon=False)
+
+
 def _save(fig, out: Path, name: str, title: str, rect=(0, 0, 1, 1)) -> tuple[str, str]:
-    fig.suptitle(title)
-    fig.tight_layout(rect=rect)
-    fig.savefig(out / name, dpi=110)
+    """Saves with the title wrapped to the figure's width, and the bounding box grown to whatever
+    was drawn, so no title or legend is cut."""
+    width_chars = int(fig.get_figwidth() * 72 / (plt.rcParams["font.size"] * 1.2 * 0.55))
+    fig.suptitle(textwrap.fill(title, width=max(width_chars, 30)))
+    if fig.get_layout_engine() is None:
+        fig.tight_layout(rect=rect)
+    fig.savefig(out / name, dpi=110, bbox_inches="tight", pad_inches=0.15)
     plt.close(fig)
     return title, name
 
@@ -62,56 +162,68 @@ def _facets(frame: pd.DataFrame, by: list[str]) -> list[tuple[str, pd.DataFrame]
 
 
 def speed_figure(bench: pd.DataFrame, metrics: dict[str, str], ylabel: str, out: Path, name: str,
-                 title: str, hline: float | None = None) -> tuple[str, str] | None:
+                 title: str, names: dict[str, str], hline: float | None = None) -> tuple[str, str] | None:
     """One panel per combination of the other case columns; a line per backend (and per metric,
     dashed for the second); the p20-p80 band shaded where there is one."""
     rows = bench[bench.metric.isin(list(metrics)) & bench.p50.notna()]
     if rows.empty:
         return None
     x = sweep_axis(bench)
+    present = [m for m in metrics if m in set(rows.metric)]
+    if len(present) == 1:  # one metric: the axis says which, the legend only names backends
+        ylabel = ", ".join(filter(None, [ylabel, metrics[present[0]]]))
+        metrics = {present[0]: ""}
     facets = _facets(rows, [c for c in CASE_COLUMNS if c != x])
     fig, axes = _grid(len(facets))
     for ax, (facet, group) in zip(axes, facets):
-        for (backend, metric), line in group.groupby(["backend", "metric"], sort=False):
+        lines = {}
+        for rank, ((backend, metric), line) in enumerate(group.groupby(["backend", "metric"], sort=False)):
             line = line.sort_values(x)
-            style = "-" if metric == next(iter(metrics)) else "--"
-            ax.plot(line[x], line.p50, style, marker="o", color=COLORS.get(backend), label=f"{backend} {metrics[metric]}".strip())
+            label = f"{names.get(backend, backend)} {metrics[metric]}".strip()
+            draw_line(ax, line[x], line.p50, backend, rank, label, "-" if metric == present[0] else "--")
             if line.p20.notna().all():
-                ax.fill_between(line[x], line.p20, line.p80, color=COLORS.get(backend), alpha=0.15)
+                ax.fill_between(line[x], line.p20, line.p80, color=COLORS.get(backend), alpha=0.15, linewidth=0)
+            lines[label] = pd.Series(line.p50.values, index=line[x].values)
         if hline is not None:
             ax.axhline(hline, color="grey", linewidth=0.8)
-        _scale(ax, group[x], "x")
-        _scale(ax, group.p50, "y")
-        ax.set(title=facet, xlabel=AXIS_NAMES[x], ylabel=ylabel)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-    return _save(fig, out, name, title, rect=(0, 0.5 / fig.get_figheight(), 1, 1))
+        swept_x(ax, group[x])
+        value_y(ax, pd.concat([group.p50, group.p20.dropna(), group.p80.dropna()]))
+        ax.set(xlabel=AXIS_NAMES[x], ylabel=ylabel)
+        ax.grid(True, which="major", alpha=0.3)
+        panel_title(ax, facet, lines)
+    _legend_below(fig, axes)
+    return _save(fig, out, name, title)
 
 
-def stability_error_figure(study: pd.DataFrame, dtype: str, out: Path, device: str) -> tuple[str, str] | None:
+def stability_error_figure(study: pd.DataFrame, dtype: str, out: Path, device: str,
+                           names: dict[str, str]) -> tuple[str, str] | None:
     """Relative error vs T, a panel per spectral radius: solid = worst gradient, dashed = output."""
     rows = study[(study.dtype == dtype) & study.metric.str.startswith("rel_err") & study.p50.notna()]
     if rows.empty:
         return None
     rows = rows.assign(what=rows.metric.where(rows.metric == "rel_err_output", "rel_err_grad"))
-    worst = rows.groupby(["radius", "backend", "what", "seq_len"], as_index=False).p50.max()
+    worst = rows.groupby(["radius", "backend", "what", "seq_len"], as_index=False, sort=False).p50.max()
     radii = sorted(worst.radius.unique(), key=float)
     fig, axes = _grid(len(radii))
     for ax, radius in zip(axes, radii):
-        for (backend, what), line in worst[worst.radius == radius].groupby(["backend", "what"]):
+        lines = {}
+        panel = worst[worst.radius == radius]
+        for rank, ((backend, what), line) in enumerate(panel.groupby(["backend", "what"], sort=False)):
             line = line.sort_values("seq_len")
             kind = "output" if what == "rel_err_output" else "worst gradient"
-            ax.plot(line.seq_len, line.p50, "--" if kind == "output" else "-", marker="o",
-                    color=COLORS.get(backend), label=f"{backend} {kind}")
-        _scale(ax, worst.seq_len, "x")
-        ax.set_yscale("log")
-        ax.set(title=f"spectral radius {radius}", xlabel=AXIS_NAMES["seq_len"], ylabel="relative error vs float64")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
+            label = f"{names.get(backend, backend)} {kind}"
+            draw_line(ax, line.seq_len, line.p50, backend, rank // 2, label, "--" if kind == "output" else "-")
+            lines[label] = pd.Series(line.p50.values, index=line.seq_len.values)
+        swept_x(ax, panel.seq_len)
+        value_y(ax, panel.p50, always_log=True)
+        ax.set(xlabel=AXIS_NAMES["seq_len"], ylabel="relative error vs float64")
+        ax.grid(True, which="major", alpha=0.3)
+        panel_title(ax, f"spectral radius {radius}", lines)
+    _legend_below(fig, axes)
     return _save(fig, out, f"stability_error_{dtype}.png", f"Relative error vs float64 reference ({dtype}) — {device}")
 
 
-def grad_norm_figure(study: pd.DataFrame, out: Path, device: str) -> tuple[str, str] | None:
+def grad_norm_figure(study: pd.DataFrame, out: Path, device: str, names: dict[str, str]) -> tuple[str, str] | None:
     """||dL/dh_t|| against t (loss at the last step), a panel per spectral radius."""
     rows = study[(study.metric == "grad_norm") & study.p50.notna()]
     if rows.empty:
@@ -119,36 +231,44 @@ def grad_norm_figure(study: pd.DataFrame, out: Path, device: str) -> tuple[str, 
     radii = sorted(rows.radius.unique(), key=float)
     fig, axes = _grid(len(radii))
     for ax, radius in zip(axes, radii):
-        for (backend, dtype), line in rows[rows.radius == radius].groupby(["backend", "dtype"]):
+        lines = {}
+        panel = rows[rows.radius == radius]
+        for (backend, dtype), line in panel.groupby(["backend", "dtype"], sort=False):
             line = line.sort_values("step")
             ref = backend == "reference"
-            ax.plot(line.step, line.p50, color=COLORS.get(backend), linewidth=2.5 if ref else 1.2,
-                    linestyle="-" if ref or dtype == "float32" else "--", label=f"{backend} {dtype}")
-        ax.set_yscale("log")
-        ax.set(title=f"spectral radius {radius}", xlabel="time step t (loss at the last step)",
-               ylabel="||dL/dh_t||")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
+            label = f"{names.get(backend, backend)} {dtype}"
+            ax.plot(line.step, line.p50, color=COLORS.get(backend), linewidth=3 if ref else 1.2,
+                    linestyle="-" if ref or dtype == "float32" else "--", label=label, zorder=1 if ref else 2)
+            lines[label] = pd.Series(line.p50.values, index=line.step.values)
+        value_y(ax, panel.p50, always_log=True)
+        ax.set(xlabel="time step t (loss at the last step)", ylabel="||dL/dh_t||")
+        ax.grid(True, which="major", alpha=0.3)
+        panel_title(ax, f"spectral radius {radius}", lines)
+    _legend_below(fig, axes)
     return _save(fig, out, "grad_norm.png", f"Gradient norm through time (BPTT) — {device}")
 
 
-def make_plots(frame: pd.DataFrame, out: Path, device: str) -> list[tuple[str, str]]:
-    """Writes every plot the data supports into out; returns (title, file name) pairs."""
+def make_plots(frame: pd.DataFrame, out: Path, device: str, names: dict[str, str],
+               baseline: str) -> list[tuple[str, str]]:
+    """Writes every plot the data supports into out; returns (title, file name) pairs. names: the
+    backends' display names; baseline: the backend the speedups are against."""
     made = []
     bench = frame[frame.kind == "bench"]
     for (mode, dtype), group in bench.groupby(["mode", "dtype"], sort=False):
         where = f"({mode}, {dtype}) — {device}"
         made += [
             speed_figure(group, {"latency": ""}, "latency p50 (ms), p20-p80 shaded", out,
-                         slug("latency", mode, dtype) + ".png", f"Latency {where}"),
-            speed_figure(group, {"speedup": ""}, "speedup vs baseline (x)", out,
-                         slug("speedup", mode, dtype) + ".png", f"Speedup over the baseline {where}", hline=1.0),
+                         slug("latency", mode, dtype) + ".png", f"Latency {where}", names),
+            speed_figure(group, {"speedup": ""}, f"speedup over {baseline}\n(x; > 1 is faster)",
+                         out, slug("speedup", mode, dtype) + ".png", f"Speedup over {names.get(baseline, baseline)} {where}",
+                         names, hline=1.0),
             speed_figure(group, {"peak_memory": "peak", "activation_memory": "saved for backward"}, "memory (MiB)",
-                         out, slug("memory", mode, dtype) + ".png", f"Memory {where}"),
+                         out, slug("memory", mode, dtype) + ".png", f"Memory {where}", names),
         ]
     study = frame[frame.kind == "stability"]
-    made += [stability_error_figure(study, dtype, out, device) for dtype in study.dtype.unique() if dtype != "float64"]
-    made.append(grad_norm_figure(study, out, device))
+    made += [stability_error_figure(study, dtype, out, device, names)
+             for dtype in study.dtype.unique() if dtype != "float64"]
+    made.append(grad_norm_figure(study, out, device, names))
     return [m for m in made if m is not None]
 
 

@@ -8,14 +8,20 @@ from pathlib import Path
 
 import pandas as pd
 
-from rnnbench import profile as profiling
-from rnnbench.launches import GROUPS
-from rnnbench.plots import make_plots, where_time_goes_figure
-from rnnbench.results import CASE_COLUMNS, JSON_NAME, RunFolder, load_frame
+import yaml
 
-CPU_BANNER = ("CPU profile: no CUDA GPU was present, so this ran the scenario's smaller `cpu:` sweep with "
-              "wall-clock timing (peak memory needs CUDA and is not measured). It checks that everything works; "
-              "it says nothing about GPU performance.")
+from rnnbench import profile as profiling
+from rnnbench.backends import display_name
+from rnnbench.launches import GROUPS
+from rnnbench.measure import NOISY_NOTE, NOISY_SPREAD, noise_note
+from rnnbench.plots import make_plots, where_time_goes_figure
+from rnnbench.results import CASE_COLUMNS, JSON_NAME, RunFolder, better, is_failure, load_frame
+from rnnbench.schema import cpu_profile_sweep
+
+CPU_BANNER = ("CPU profile: no CUDA GPU was present, so this ran {sweep}, timed by {clock}; peak memory "
+              "needs CUDA and is not measured. It checks that everything works; it says nothing about GPU "
+              "performance.")
+NOISY = "⚠"
 SPEED_TABLES = [("latency", "Latency (ms)"), ("time_per_step", "Time per step (us)"),
                 ("tokens_per_s", "Throughput (tokens/s)"), ("tflops", "TFLOP/s"),
                 ("peak_memory", "Peak memory (MiB, above inputs and weights)"),
@@ -37,12 +43,15 @@ def md_table(headers: list[str], rows: list[list[str]]) -> str:
 
 
 def cell(row: pd.Series, spread: bool) -> str:
-    """A table cell: the p50 (with [p20-p80] where asked and present) or the error, shortened."""
+    """A table cell: the p50 (with [p20-p80] where asked and present, marked when noisy) or the
+    error, shortened."""
     if row.error:
         return "✗ " + row.error.split(":")[0]
     text = fmt(row.p50)
     if spread and not pd.isna(row.p20):
         text += f" [{fmt(row.p20)}–{fmt(row.p80)}]"
+        if noise_note(row.p20, row.p80):
+            text += " " + NOISY
     return text
 
 
@@ -50,10 +59,10 @@ def case_label(row) -> str:
     return " ".join(f"{k}={int(row[c])}" for k, c in zip("TBHIL", CASE_COLUMNS))
 
 
-def pivot_table(rows: pd.DataFrame, index: list[str], backends: list[str], spread: bool) -> str:
+def pivot_table(rows: pd.DataFrame, index: list[str], columns: dict[str, str], spread: bool) -> str:
     """One markdown table: a row per combination of `index` (case columns shown as T= B= ...),
-    a column per backend present, in the given order."""
-    backends = [b for b in backends if b in set(rows.backend)]
+    a column per backend present, in the order and with the names of `columns` (backend -> name)."""
+    backends = [b for b in columns if b in set(rows.backend)]
     lines = []
     for key, group in rows.groupby(index, sort=False):
         key = key if isinstance(key, tuple) else (key,)
@@ -61,29 +70,35 @@ def pivot_table(rows: pd.DataFrame, index: list[str], backends: list[str], sprea
         label = [case_label(first) if c == "seq_len" else str(v) for c, v in zip(index, key) if c not in CASE_COLUMNS[1:]]
         by_backend = {r.backend: cell(r, spread) for r in group.itertuples()}
         lines.append(label + [by_backend.get(b, "") for b in backends])
-    headers = [("case" if c == "seq_len" else c) for c in index if c not in CASE_COLUMNS[1:]] + backends
-    return md_table(headers, lines)
+    headers = [("case" if c == "seq_len" else c) for c in index if c not in CASE_COLUMNS[1:]]
+    return md_table(headers + [columns[b] for b in backends], lines)
 
 
-def speed_sections(bench: pd.DataFrame, baseline: str, order: list[str]) -> list[str]:
+def speed_sections(bench: pd.DataFrame, baseline: str, columns: dict[str, str]) -> list[str]:
     out = []
     index = ["seq_len", *CASE_COLUMNS[1:]]
     speedup = bench[bench.metric == "speedup"]
     if not speedup.empty:
-        out.append(f"## Headline: speedup over {baseline} (p50 latency ratio; > 1 is faster)")
+        out.append(f"## Headline: speedup over {columns.get(baseline, baseline)} (p50 latency ratio; > 1 is faster)")
         for (mode, dtype), group in speedup.groupby(["mode", "dtype"], sort=False):
-            out += [f"**{mode}, {dtype}**", pivot_table(group, index, order, spread=False)]
+            out += [f"**{mode}, {dtype}**", pivot_table(group, index, columns, spread=False)]
     for metric, title in SPEED_TABLES:
         rows = bench[bench.metric == metric]
         if rows.empty or rows.p50.isna().all():
             continue
         out.append(f"## {title}")
         for (mode, dtype), group in rows.groupby(["mode", "dtype"], sort=False):
-            out += [f"**{mode}, {dtype}** — p50 [p20–p80]", pivot_table(group, index, order, spread=True)]
+            out += [f"**{mode}, {dtype}** — p50 [p20–p80]", pivot_table(group, index, columns, spread=True)]
+        if metric == "latency":
+            noisy = sum(bool(noise_note(r.p20, r.p80)) for r in rows.itertuples() if not pd.isna(r.p20))
+            if noisy:
+                out.append(f"{NOISY} noisy: {noisy} of these timings have p80/p20 > {NOISY_SPREAD:g} (marked in the "
+                           f"note column of results.csv too). Other work on the machine is the usual cause; their "
+                           f"p50 may move between runs.")
     return out
 
 
-def stability_sections(study: pd.DataFrame, order: list[str]) -> list[str]:
+def stability_sections(study: pd.DataFrame, columns: dict[str, str]) -> list[str]:
     errors = study[study.metric.str.startswith("rel_err") | (study.metric == "nonfinite")]
     if errors.empty:
         return []
@@ -97,7 +112,7 @@ def stability_sections(study: pd.DataFrame, order: list[str]) -> list[str]:
     for metric in ("output", "worst gradient", "nonfinite"):
         rows = worst[worst.metric == metric].sort_values(["radius", "seq_len"], key=_numeric, kind="stable")
         if not rows.empty:
-            out += [f"**{metric}**", pivot_table(rows, ["dtype", "radius", "seq_len"], order, spread=False)]
+            out += [f"**{metric}**", pivot_table(rows, ["dtype", "radius", "seq_len"], columns, spread=False)]
     return out
 
 
@@ -106,9 +121,12 @@ def _numeric(column: pd.Series) -> pd.Series:
 
 
 def backends_section(frame: pd.DataFrame) -> list[str]:
-    """What each backend was here (e.g. the CPU stand-in for cuDNN) and what it ran (kernel plans)."""
-    rows = [[backend, group.label.iloc[0], "; ".join(n for n in dict.fromkeys(group.note) if n)]
-            for backend, group in frame.groupby("backend", sort=False)]
+    """What each backend was here (e.g. the CPU stand-in for cuDNN) and what it ran (kernel plans);
+    the notes of single measurements (noisy timings) stay in their tables."""
+    def what_ran(notes: pd.Series) -> str:
+        parts = (part for note in notes for part in note.split("; "))
+        return "; ".join(p for p in dict.fromkeys(parts) if p and not p.startswith(NOISY_NOTE))
+    rows = [[backend, group.label.iloc[0], what_ran(group.note)] for backend, group in frame.groupby("backend", sort=False)]
     return ["## Backends", md_table(["backend", "what ran", "notes (kernel plans, TF32)"], rows)]
 
 
@@ -116,10 +134,11 @@ def failures_section(frame: pd.DataFrame) -> list[str]:
     failed = frame[frame.error != ""].drop_duplicates(["kind", "backend", "mode", "dtype", *CASE_COLUMNS, "radius", "error"])
     if failed.empty:
         return []
-    rows = [[r.backend, r.kind, r.mode, r.dtype, case_label(r._asdict()), r.radius, r.metric, r.error]
-            for r in failed.itertuples()]
+    rows = [["failed" if is_failure(r.error) else "skipped", r.backend, r.kind, r.mode, r.dtype, case_label(r._asdict()),
+             r.radius, r.metric, r.error] for r in failed.itertuples()]
+    rows.sort(key=lambda row: row[0] != "failed")  # failures first
     return ["## Failures, skips and unavailable backends",
-            md_table(["backend", "kind", "mode", "dtype", "case", "radius", "metric", "reason"], rows)]
+            md_table(["outcome", "backend", "kind", "mode", "dtype", "case", "radius", "metric", "reason"], rows)]
 
 
 def environment_section(env: dict, scenario_text: str) -> list[str]:
@@ -133,17 +152,19 @@ def build(run_dir: str | Path) -> Path:
     frame = load_frame(folder.path)
     env = folder.environment()
     device = env.get("device_name", "unknown device")
-    plots = make_plots(frame, folder.path, device)
+    # the run order (baseline first); on CPU the cudnn column says it is PyTorch's CPU RNN
+    columns = {b: display_name(b, env.get("device", "cuda")) for b in dict.fromkeys(frame.backend)}
+    baseline = env.get("baseline", "the baseline")
+    plots = make_plots(frame, folder.path, device, columns, baseline)
     scenario_text = folder.scenario_text()
     name = frame.scenario.iloc[0] if len(frame) else folder.path.parent.name
     bench, study = frame[frame.kind == "bench"], frame[frame.kind == "stability"]
-    baseline = env.get("baseline", "the baseline")
     parts = [f"# rnnbench: {name}", f"Device: **{device}**, profile: **{env.get('profile', '?')}**, "
              f"date: {env.get('date', '?')}, commit: `{env.get('git_commit', '?')}`"]
     if env.get("profile") == "cpu":
-        parts.append(f"> {CPU_BANNER}")
-    order = list(dict.fromkeys(frame.backend))  # the run order: baseline first
-    parts += backends_section(frame) + speed_sections(bench, baseline, order) + stability_sections(study, order)
+        parts.append("> " + CPU_BANNER.format(sweep=cpu_profile_sweep(yaml.safe_load(scenario_text)),
+                                              clock=env.get("cpu_timing", "wall clock")))
+    parts += backends_section(frame) + speed_sections(bench, baseline, columns) + stability_sections(study, columns)
     data = profiling.load(folder.path)
     if data:
         parts += profile_section(data, folder.path, f"{profiling.PROFILE_DIR}/")
@@ -297,11 +318,16 @@ KEY = ["kind", "backend", "mode", "dtype", *CASE_COLUMNS, "radius", "metric"]
 
 
 def compare(run_a: str | Path, run_b: str | Path, metric: str | None = None, threshold: float = 0.0) -> str:
-    """Markdown: p50 of every (backend, mode, dtype, case, metric) in both runs, B/A ratio, sorted by
-    the size of the change; rows only in one run and environment differences listed below."""
+    """Markdown: p50 of every (backend, mode, dtype, case, metric) in both runs, B/A ratio and whether
+    B is better, sorted by the size of the change; rows only in one run and environment differences
+    listed below. A metric in neither run is a ValueError."""
     a, b = (load_frame(r) for r in (run_a, run_b))
     a, b = (f[f.step.isna()] for f in (a, b))
     if metric:
+        present = sorted(set(a.metric) | set(b.metric))
+        if metric not in present:
+            raise ValueError(f"--metric {metric}: in neither run (the grad_norm curve is not compared); expected one "
+                             f"of {', '.join(present)}")
         a, b = a[a.metric == metric], b[b.metric == metric]
     merged = a.merge(b, on=KEY, how="outer", suffixes=("_a", "_b"), indicator=True)
     both = merged[merged._merge == "both"].copy()
@@ -310,9 +336,11 @@ def compare(run_a: str | Path, run_b: str | Path, metric: str | None = None, thr
     both = both.reindex((both.ratio.apply(lambda r: abs(math.log(r)) if r and r > 0 else math.inf))
                         .sort_values(ascending=False).index)
     rows = [[r.backend, r.kind, r.mode, r.dtype, case_label(r._asdict()), r.radius, r.metric,
-             r.error_a or fmt(r.p50_a), r.error_b or fmt(r.p50_b), fmt(r.ratio)] for r in both.itertuples()]
-    out = [f"# {run_a} (A) vs {run_b} (B)",
-           md_table(["backend", "kind", "mode", "dtype", "case", "radius", "metric", "A p50", "B p50", "B/A"], rows)]
+             r.error_a or fmt(r.p50_a), r.error_b or fmt(r.p50_b), fmt(r.ratio), verdict(r.metric, r.ratio)]
+            for r in both.itertuples()]
+    out = [f"# {run_a} (A) vs {run_b} (B)", directions(sorted(set(both.metric))),
+           md_table(["backend", "kind", "mode", "dtype", "case", "radius", "metric", "A p50", "B p50", "B/A", "B is"],
+                    rows)]
     for side, label in (("left_only", "only in A"), ("right_only", "only in B")):
         only = merged[merged._merge == side]
         if len(only):
@@ -323,3 +351,22 @@ def compare(run_a: str | Path, run_b: str | Path, metric: str | None = None, thr
     if changed:
         out += ["Environment differences:", md_table(["", "A", "B"], changed)]
     return "\n\n".join(out) + "\n"
+
+
+def directions(metrics: list[str]) -> str:
+    """One line saying which way is better for each metric shown."""
+    by_way = {way: [m for m in metrics if better(m) == way] for way in ("lower", "higher", "")}
+    parts = [f"{way} is better for {', '.join(names)}" for way, names in by_way.items() if way and names]
+    if by_way[""]:
+        parts.append(f"{', '.join(by_way[''])} has no better direction")
+    return "B/A is the ratio of the p50s; " + ("; ".join(parts) or "no rows in both runs") + "."
+
+
+def verdict(metric: str, ratio: float) -> str:
+    """"better", "worse" or "same" for B against A, "" where the metric has no better direction."""
+    way = better(metric)
+    if not way or pd.isna(ratio):
+        return ""
+    if ratio == 1:
+        return "same"
+    return "better" if (ratio < 1) == (way == "lower") else "worse"

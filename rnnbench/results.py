@@ -9,6 +9,7 @@ UNIT_COLUMNS, which is how `--resume` knows what is done.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from dataclasses import dataclass
@@ -42,8 +43,13 @@ class Unit:
                 "" if self.radius is None else f"{self.radius:g}")
 
     def describe(self) -> str:
-        radius = "" if self.radius is None else f" rho={self.radius:g}"
-        return f"{self.kind} {self.backend} {self.dtype} {self.mode} {self.case.label}{radius}"
+        return describe_unit(self.kind, self.backend, self.mode, self.dtype, self.case.label,
+                             "" if self.radius is None else f"{self.radius:g}")
+
+
+def describe_unit(kind: str, backend: str, mode: str, dtype: str, case_label: str, radius: str) -> str:
+    """A unit in words, for progress and error lines."""
+    return f"{kind} {backend} {dtype} {mode} {case_label}" + (f" rho={radius}" if radius else "")
 
 
 def now() -> str:
@@ -65,9 +71,12 @@ class RunFolder:
             csv.writer(f).writerow(COLUMNS)
 
     def append(self, rows: list[dict]) -> None:
-        """Writes rows at once and forces them to disk."""
+        """Writes rows in one write (an interrupt lands before or after it, never between rows)
+        and forces them to disk."""
+        text = io.StringIO()
+        csv.DictWriter(text, COLUMNS).writerows(rows)
         with self.csv.open("a", newline="") as f:
-            csv.DictWriter(f, COLUMNS).writerows(rows)
+            f.write(text.getvalue())
             f.flush()
             os.fsync(f.fileno())
 
@@ -101,6 +110,47 @@ class RunFolder:
     def inflight(self) -> dict | None:
         path = self.path / INFLIGHT_NAME
         return json.loads(path.read_text()) if path.exists() else None
+
+
+# Which way is better for each metric (names or name prefixes); grad_norm, a property of the
+# weights, has no better direction.
+LOWER_IS_BETTER = ("latency", "time_per_step", "peak_memory", "activation_memory", "rel_err_", "nonfinite")
+HIGHER_IS_BETTER = ("tokens_per_s", "tflops", "speedup")
+
+
+def better(metric: str) -> str:
+    """"lower", "higher" or "" (no better direction)."""
+    if metric.startswith(LOWER_IS_BETTER):
+        return "lower"
+    return "higher" if metric.startswith(HIGHER_IS_BETTER) else ""
+
+
+# The error column of a unit that was not measured for a known, stated reason starts with one of
+# these (a backend unavailable here, a case beyond what a backend attempts, a metric this device
+# cannot give); any other error is a failure: an exception, out of memory, a crash.
+KNOWN_REASONS = ("unavailable: ", "skipped: ", "not measured: ")
+
+
+def is_failure(error: str) -> bool:
+    return bool(error) and not error.startswith(KNOWN_REASONS)
+
+
+def unit_outcomes(rows: list[dict]) -> dict[tuple, tuple[str, str]]:
+    """(outcome, reason) of every unit in rows, by unit key: "failed" with its first failure,
+    "skipped" when every row has a known reason (the first one), else "measured"."""
+    outcomes: dict[tuple, tuple[str, str]] = {}
+    for row in rows:
+        key = tuple(row[c] for c in UNIT_COLUMNS)
+        outcome, reason = outcomes.get(key, ("skipped", ""))
+        if outcome == "failed":
+            continue
+        if is_failure(row["error"]):
+            outcomes[key] = ("failed", row["error"])
+        elif not row["error"] or outcome == "measured":
+            outcomes[key] = ("measured", "")
+        else:
+            outcomes[key] = ("skipped", reason or row["error"])
+    return outcomes
 
 
 def unit_key_strings(unit: Unit) -> tuple:

@@ -7,8 +7,11 @@ out of CUDA memory or failing yields a row with the reason in `error`, and the r
 from __future__ import annotations
 
 import gc
+import signal
 import sys
+import threading
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -96,14 +99,21 @@ def bench_rows(unit: Unit, ctx: Context) -> list[dict]:
     measured: list[tuple] = []  # (metric, unit, values, error)
     if "memory" in sc.metrics:
         measured += memory_values(unit, ctx, prepared, inputs, call)
+    noise = ""
     if "speed" in sc.metrics:
         latency = measure.time_call(call, ctx.device, sc.timing.warmup_ms, sc.timing.rep_ms, sc.timing.min_reps)
         measured += [(m, u, v, "") for m, (u, v) in measure.speed_metrics(case, unit.mode, latency).items()]
         measured.append(speedup_value(unit, ctx, latency[1]))
+        noise = measure.noise_note(latency[0], latency[2])
     if not measured:  # memory only, forward, no CUDA: say why the unit has nothing
         measured.append(("peak_memory", "MiB", (None, None, None), "not measured: peak memory needs CUDA"))
     note = prepared.note()
-    return [make_row(unit, ctx, m, u, v, error=e, note=note) for m, u, v, e in measured]
+    return [make_row(unit, ctx, m, u, v, error=e, note=join_notes(note, noise if v[0] is not None else ""))
+            for m, u, v, e in measured]
+
+
+def join_notes(*notes: str) -> str:
+    return "; ".join(n for n in notes if n)  # report.backends_section splits them again
 
 
 def memory_values(unit: Unit, ctx: Context, prepared: Prepared, inputs: measure.Inputs, call) -> list[tuple]:
@@ -123,7 +133,7 @@ def speedup_value(unit: Unit, ctx: Context, p50_ms: float) -> tuple:
     if unit.backend == ctx.scenario.baseline:
         ctx.baseline_ms[key] = p50_ms
     if key not in ctx.baseline_ms:
-        return ("speedup", "x", (None, None, None), f"no latency of the baseline ({ctx.scenario.baseline})")
+        return ("speedup", "x", (None, None, None), f"not measured: no latency of the baseline ({ctx.scenario.baseline})")
     return ("speedup", "x", single(ctx.baseline_ms[key] / p50_ms), "")
 
 
@@ -190,6 +200,11 @@ def run(ctx: Context, progress: bool = True) -> int:
     """Runs every unit not yet in the folder's CSV; returns how many ran now."""
     torch.backends.cudnn.allow_tf32 = ctx.scenario.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = ctx.scenario.allow_tf32
+    with measure.pinned_threads(ctx.device, ctx.scenario.timing.cpu_threads):
+        return _run_units(ctx, progress)
+
+
+def _run_units(ctx: Context, progress: bool) -> int:
     units = plan(ctx.scenario)
     restore_baselines(ctx, ctx.folder.rows())
     record_crashed_unit(ctx, units)
@@ -198,19 +213,46 @@ def run(ctx: Context, progress: bool = True) -> int:
     interactive = sys.stderr.isatty()  # in a log file, a line every 30 s instead of a live bar
     bar = tqdm(total=len(units), initial=len(units) - len(todo), unit="unit", desc=ctx.scenario.name,
                disable=not progress, mininterval=0.1 if interactive else 30, dynamic_ncols=interactive)
-    with bar:
+    with bar, interruptible():
         for unit in todo:
             bar.set_postfix_str(unit.describe(), refresh=False)
             ctx.folder.mark_inflight(unit)
             try:
-                rows = guarded(unit, ctx)
-            except BaseException:  # Ctrl-C: the unit did not crash the process, resume runs it again
+                ctx.folder.append(guarded(unit, ctx))
+            finally:  # also on Ctrl-C or a signal: the unit did not crash the process, --resume runs it again
                 ctx.folder.mark_inflight(None)
-                raise
-            ctx.folder.append(rows)
-            ctx.folder.mark_inflight(None)
             bar.update()
     return len(todo)
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGHUP during a run, handled like Ctrl-C (a KeyboardInterrupt)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+INTERRUPTING_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+@contextmanager
+def interruptible():
+    """SIGTERM (command time limits, `timeout`, `kill`) and SIGHUP (a closed terminal) raise
+    Interrupted, so the unit in flight unwinds like on Ctrl-C instead of the process dying
+    mid-unit, which a resumed run would take for a crash. Previous handlers are restored."""
+    if threading.current_thread() is not threading.main_thread():  # Python only lets the main thread set handlers
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Interrupted(signum)
+    previous = {sig: signal.signal(sig, handler) for sig in INTERRUPTING_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def record_crashed_unit(ctx: Context, units: list[Unit]) -> None:

@@ -7,6 +7,7 @@ what was expected; the CLI turns it into one line on stderr and exit code 2.
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ CASE_KEYS = ("seq_len", "batch", "hidden", "input_size", "layers")
 
 SCHEMA_HELP = """\
 Scenario schema (YAML; keys marked * are required, the rest have the defaults shown):
-  name*            str    identifier, used for the results folder
+  name*            str    names the results folder: letters, digits, '-', '_', '.'
   description      str    one line shown by `rnnbench list` and in the report ("")
   backends*        list   of: triton, triton-stepwise, cudnn, eager, compile
   baseline         str    backend the speedups are measured against (first backend)
@@ -36,8 +37,10 @@ Scenario schema (YAML; keys marked * are required, the rest have the defaults sh
                             seq_len*, batch*, hidden*: int or list of ints
                             input_size: ints (= hidden), layers: ints (1)
                           or an explicit list:  cases: [{seq_len: .., batch: .., hidden: ..}, ...]
-  timing           map    warmup_ms (25), rep_ms (100): time spent warming up and measuring
-                          each case; min_reps (3): fewest timed calls (wall clock on CPU)
+  timing           map    warmup_ms (25), rep_ms (100): least time spent warming up and measuring
+                          each case (on CPU both go on, up to 10x, until the calls agree);
+                          min_reps (5): fewest timed calls (CPU); cpu_threads (1): threads
+                          of PyTorch and BLAS on CPU, the same for every backend
   stability        map    seq_lens ([64, 256, 1024]): T values for the error-vs-T study
                           batch (4), hidden (64): its shape (one layer, input_size = hidden)
                           spectral_radii ([0.5, 0.9, 1.0, 1.1]): spectral radius of U
@@ -47,6 +50,21 @@ Scenario schema (YAML; keys marked * are required, the rest have the defaults sh
   cpu              map    any of the keys above except name/description, replacing them when
                           no CUDA GPU is present (the "cpu profile": a smaller sweep)
 """
+
+
+# A scenario name and a --run-id become folder names under the results root: nothing that could
+# climb out of it or hide (no path separators, no "..", no leading dot or dash).
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+SAFE_NAME_RULE = "letters, digits, '-', '_' and '.', starting with a letter or digit, with no '..'"
+
+
+def is_safe_name(name: str) -> bool:
+    return bool(SAFE_NAME.fullmatch(name)) and ".." not in name
+
+
+def cpu_profile_sweep(data: dict) -> str:
+    """What the cpu profile of the scenario `data` (its YAML mapping) runs, in words."""
+    return "the scenario's smaller `cpu:` sweep" if "cpu" in data else "the scenario's full sweep (it has no `cpu:` section)"
 
 
 class ScenarioError(ValueError):
@@ -76,7 +94,8 @@ class Case:
 class Timing:
     warmup_ms: float = 25.0
     rep_ms: float = 100.0
-    min_reps: int = 3
+    min_reps: int = 5
+    cpu_threads: int = 1  # more threads than free cores makes CPU timings swing (measure.pinned_threads)
 
 
 @dataclass(frozen=True)
@@ -182,7 +201,7 @@ def _join(at: str, key: str) -> str:
 PROFILE_KEYS = ("backends", "baseline", "dtypes", "modes", "nonlinearity", "allow_tf32", "metrics", "seed",
                 "sweep", "timing", "stability")
 TOP_KEYS = ("name", "description") + PROFILE_KEYS + ("cpu",)
-TIMING_KEYS = ("warmup_ms", "rep_ms", "min_reps")
+TIMING_KEYS = ("warmup_ms", "rep_ms", "min_reps", "cpu_threads")
 STABILITY_KEYS = ("seq_lens", "batch", "hidden", "spectral_radii", "curve_seq_len", "input_scale")
 
 
@@ -221,7 +240,7 @@ def _read_case(r: _Reader, raw, at: str) -> Case:
 
 def _read_timing(r: _Reader, raw, at: str) -> Timing:
     raw = r.mapping(raw, at, TIMING_KEYS)
-    values = {k: (r.positive_int(v, _join(at, k)) if k == "min_reps" else r.positive_float(v, _join(at, k)))
+    values = {k: (r.positive_int(v, _join(at, k)) if k in ("min_reps", "cpu_threads") else r.positive_float(v, _join(at, k)))
               for k, v in raw.items()}
     return Timing(**values)
 
@@ -258,26 +277,9 @@ DEFAULTS = {"description": "", "dtypes": ("float32",), "modes": MODES, "nonlinea
             "stability": Stability()}
 
 
-def parse_scenario(data: Any, source: str, profile: str) -> Scenario:
-    """A Scenario from the loaded YAML `data`; profile is "full" or "cpu" (the cpu: section on top)."""
-    r = _Reader(source)
-    data = r.mapping(data, "", TOP_KEYS)
-    top = _read_profile(r, data, "")
-    if "name" not in data:
-        r.fail("name", "missing; expected a string")
-    top["name"] = r.string(data["name"], "name")
-    if "description" in data:
-        top["description"] = r.string(data["description"], "description")
-    cpu = _read_profile(r, r.mapping(data["cpu"], "cpu", PROFILE_KEYS), "cpu") if "cpu" in data else {}
-    # Both profiles are checked whichever is asked for: a mistake in the cpu: section must stop a run on
-    # a GPU machine too, with the same message as on CPU.
-    scenarios = {name: _profile_scenario(r, data, top, cpu if name == "cpu" else {}, name) for name in ("full", "cpu")}
-    return scenarios[profile]
-
-
-def _profile_scenario(r: _Reader, data: dict, top: dict, chosen: dict, profile: str) -> Scenario:
-    """The Scenario of one profile: the defaults, the top-level values, then the chosen section's."""
-    source = r.source
+def _combine(r: _Reader, top: dict, chosen: dict) -> dict:
+    """The values of one profile: defaults, then the top level, then `chosen` (the cpu: section or
+    nothing), checked across keys; errors name the key path where the value came from."""
     values = {**DEFAULTS, **top, **chosen}
 
     def at(key: str) -> str:
@@ -298,7 +300,25 @@ def _profile_scenario(r: _Reader, data: dict, top: dict, chosen: dict, profile: 
         r.fail(at("stability") + ".curve_seq_len",
                f"expected one of stability.seq_lens {list(stab.seq_lens)}, got {stab.curve_seq_len}")
     values["cases"] = values.pop("sweep")
-    return Scenario(**values, profile=profile, source=source, data=data)
+    return values
+
+
+def parse_scenario(data: Any, source: str, profile: str) -> Scenario:
+    """A Scenario from the loaded YAML `data`; profile is "full" or "cpu" (the cpu: section on top)."""
+    r = _Reader(source)
+    data = r.mapping(data, "", TOP_KEYS)
+    top = _read_profile(r, data, "")
+    if "name" not in data:
+        r.fail("name", "missing; expected a string")
+    top["name"] = r.string(data["name"], "name")
+    if not is_safe_name(top["name"]):
+        r.fail("name", f"expected {SAFE_NAME_RULE} (it names the results folder), got {top['name']!r}")
+    if "description" in data:
+        top["description"] = r.string(data["description"], "description")
+    cpu = _read_profile(r, r.mapping(data["cpu"], "cpu", PROFILE_KEYS), "cpu") if "cpu" in data else {}
+    # both profiles are checked whichever runs: a mistake in the cpu: section fails on a GPU box too
+    profiles = {"full": _combine(r, top, {}), "cpu": _combine(r, top, cpu)}
+    return Scenario(**profiles[profile], profile=profile, source=source, data=data)
 
 
 def load_scenario(path: str | Path, profile: str = "full") -> Scenario:

@@ -20,15 +20,85 @@ def test_quantiles_match_numpy():
     assert measure.quantiles(values) == pytest.approx(tuple(np.percentile(values, [20, 50, 80])))
 
 
-def test_wall_clock_times_what_it_calls():
+def test_cpu_timing_times_what_it_calls():
     calls = []
 
     def sleep():
         calls.append(1)
         time.sleep(0.002)
-    p20, p50, p80 = measure.wall_clock(sleep, warmup_ms=1, rep_ms=5, min_reps=4)
+    p20, p50, p80 = measure.cpu_timing(sleep, warmup_ms=1, rep_ms=5, min_reps=4)  # wall clock by default
     assert 2.0 <= p20 <= p50 <= p80 < 50
     assert len(calls) >= 1 + 4
+
+
+def burn(ms: float) -> None:
+    """Keeps this thread busy for ms of its own CPU time."""
+    end = time.thread_time() + ms / 1e3
+    while time.thread_time() < end:
+        pass
+
+
+def test_thread_clock_counts_the_calls_own_work_not_time_off_the_cpu():
+    # sleeping stands for being descheduled while other work uses the cores
+    def work_then_wait():
+        burn(2)
+        time.sleep(0.006)
+    clock, name = measure.cpu_clock(1)
+    thread_p50 = measure.cpu_timing(work_then_wait, 1, 10, 3, clock)[1]
+    wall_p50 = measure.cpu_timing(work_then_wait, 1, 10, 3, measure.cpu_clock(2)[0])[1]
+    assert 1.9 <= thread_p50 < 4 and wall_p50 >= 8
+    assert "CPU time" in name and "wall clock" in measure.cpu_clock(2)[1]
+
+
+class ScriptedCall:
+    """A call whose durations (ms) follow a script, read by its own clock: timing logic without noise."""
+
+    def __init__(self, durations):
+        self.durations, self.now, self.calls = list(durations), 0.0, 0
+
+    def __call__(self):
+        self.now += self.durations[min(self.calls, len(self.durations) - 1)] / 1e3
+        self.calls += 1
+
+    def clock(self) -> float:
+        return self.now
+
+
+def test_warm_up_lasts_until_consecutive_calls_agree():
+    call = ScriptedCall([90, 60, 40, 30, 10, 10.5, 10] + [10] * 100)
+    timed = measure.cpu_timing(call, warmup_ms=30, rep_ms=45, min_reps=5, clock=call.clock)
+    assert timed == pytest.approx((10, 10, 10))  # none of the slow first calls was timed
+    assert call.calls == 7 + 5  # warm-up ended with the third agreeing call; then min_reps and rep_ms
+
+
+def test_timed_calls_go_on_until_the_median_is_stable():
+    call = ScriptedCall([1] * 6 + [2] * 1000)  # 3 warm-up calls; the machine slows down after 3 timed ones
+    p20, p50, p80 = measure.cpu_timing(call, warmup_ms=1, rep_ms=5, min_reps=2, clock=call.clock)
+    # rep_ms alone would stop after 4 timed calls (1+1+1+2 ms), when the first half's median is 1 and
+    # the second half's 1.5; the calls go on until both halves agree on 2
+    assert p50 == pytest.approx(2) and call.calls == 3 + 14
+
+
+def test_timing_never_runs_past_ten_times_its_budget():
+    call = ScriptedCall([1, 3] * 1000)  # never settles, the median keeps moving
+    measure.cpu_timing(call, warmup_ms=10, rep_ms=20, min_reps=3, clock=call.clock)
+    assert call.now * 1e3 <= measure.BUDGET_CAP * (10 + 20) + 2 * 3
+
+
+def test_noisy_when_p80_over_p20_is_wide():
+    assert measure.noise_note(1.0, 1.2) == ""
+    assert measure.noise_note(1.0, 1.6) == "noisy: p80/p20 = 1.60 (> 1.5)"
+
+
+def test_pinned_threads_limit_torch_and_blas_for_every_backend_then_restore():
+    from threadpoolctl import threadpool_info
+    before = torch.get_num_threads()
+    with measure.pinned_threads(CPU, 1):
+        assert torch.get_num_threads() == 1
+        assert {pool["num_threads"] for pool in threadpool_info()} == {1}
+    assert torch.get_num_threads() == before
+    with measure.pinned_threads(torch.device("cuda"), 1):  # GPU runs keep their CPU threads
+        assert torch.get_num_threads() == before
 
 
 @pytest.mark.parametrize("case", [Case(6, 3, 8, 5, 1), Case(4, 2, 6, 3, 2)], ids=str)

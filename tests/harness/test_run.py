@@ -1,13 +1,18 @@
 """End to end: the smoke scenario's cpu profile through the real command, the report rebuilt from
-the CSV, resume after an interruption or a crash, failing and unavailable backends, compare, list."""
+the CSV, resume after an interruption, a signal or a crash, failing and unavailable backends and the
+exit codes they give, compare, list, --version."""
 import csv
 import dataclasses
+import importlib.metadata
 import json
 import os
 import re
+import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import matplotlib.image
@@ -18,9 +23,9 @@ import yaml
 
 from rnnbench import runner
 from rnnbench.backends import BACKENDS
-from rnnbench.cli import main
+from rnnbench.cli import EXIT_BROKEN_PIPE, EXIT_UNITS_FAILED, main
 from rnnbench.results import COLUMNS, UNIT_COLUMNS, RunFolder
-from rnnbench.schema import load_scenario
+from rnnbench.schema import Case, load_scenario
 
 ROOT = Path(__file__).resolve().parents[2]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -45,7 +50,8 @@ def png_files(run_dir: Path) -> list[Path]:
 def test_smoke_cpu_profile_writes_every_output(smoke_run):
     run_dir, stdout = smoke_run
     if not torch.cuda.is_available():
-        assert "no CUDA GPU found: running its cpu: profile" in stdout
+        assert "no CUDA GPU found: running the scenario's smaller `cpu:` sweep" in stdout
+        assert "timed by CPU time of the calling thread" in stdout
     for name in ("results.csv", "results.json", "report.md", "environment.json", "scenario.yaml"):
         assert (run_dir / name).is_file(), name
     with (run_dir / "results.csv").open() as f:
@@ -63,6 +69,9 @@ def test_smoke_cpu_profile_writes_every_output(smoke_run):
                                                              "nonfinite", "grad_norm"}
     results = json.loads((run_dir / "results.json").read_text())
     assert results["environment"]["torch"] == torch.__version__ and len(results["rows"]) == len(frame)
+    if not torch.cuda.is_available():  # every backend ran with the same, recorded, thread count
+        assert results["environment"]["cpu_threads"] == 1
+        assert results["environment"]["cpu_timing"] == "CPU time of the calling thread (1 thread)"
 
 
 def test_cudnn_and_triton_rows_say_what_ran(smoke_run):
@@ -76,6 +85,9 @@ def test_cudnn_and_triton_rows_say_what_ran(smoke_run):
         assert rows[rows.error != ""].error.str.match(r"(unavailable|skipped): ").all()
         if not torch.cuda.is_available():
             assert rows.label.str.endswith("(interpreter)").all()
+    report = (smoke_run[0] / "report.md").read_text()
+    column = "PyTorch CPU RNN (cudnn)" if not torch.cuda.is_available() else "cudnn"
+    assert f"| case | {column} | triton | triton-stepwise | eager | compile |" in report
 
 
 def test_plots_are_real_pngs_and_the_report_embeds_them(smoke_run):
@@ -91,7 +103,8 @@ def test_plots_are_real_pngs_and_the_report_embeds_them(smoke_run):
         assert png.read_bytes()[:8] == PNG_MAGIC
         height, width = matplotlib.image.imread(png).shape[:2]
         assert width > 300 and height > 200
-    assert "## Headline: speedup over cudnn" in report and "## Environment" in report
+    baseline = "PyTorch CPU RNN (cudnn)" if not torch.cuda.is_available() else "cudnn"
+    assert f"## Headline: speedup over {baseline}" in report and "## Environment" in report
 
 
 def test_report_is_rebuilt_from_the_csv(smoke_run, tmp_path, capsys):
@@ -114,18 +127,25 @@ def test_report_is_rebuilt_from_the_csv(smoke_run, tmp_path, capsys):
     assert "no results.csv there" in capsys.readouterr().err
 
 
-def test_compare_shows_what_changed(smoke_run, tmp_path, capsys):
+def test_compare_shows_what_changed_and_which_way_is_better(smoke_run, tmp_path, capsys):
     run_b = tmp_path / "b"
     shutil.copytree(smoke_run[0], run_b)
     frame = pd.read_csv(run_b / "results.csv", dtype=str, keep_default_na=False)
-    target = (frame.backend == "eager") & (frame.metric == "latency") & (frame["mode"] == "forward")
-    chosen = frame[target].index[0]
-    frame.loc[chosen, "p50"] = str(float(frame.loc[chosen, "p50"]) * 2)
+    unit = (frame.backend == "eager") & (frame["mode"] == "forward") & (frame.seq_len == frame.seq_len.iloc[0])
+    for metric, factor in (("latency", 2), ("tokens_per_s", 0.5)):  # B twice as slow
+        row = frame[unit & (frame.metric == metric)].index[0]
+        frame.loc[row, "p50"] = str(float(frame.loc[row, "p50"]) * factor)
     frame.to_csv(run_b / "results.csv", index=False)
-    assert main(["compare", str(smoke_run[0]), str(run_b), "--metric", "latency", "--threshold", "0.5"]) == 0
-    out = capsys.readouterr().out
-    table = [line for line in out.splitlines() if line.startswith("| eager")]
-    assert len(table) == 1 and table[0].endswith("| 2 |")
+    for metric, ratio, way in (("latency", "2", "lower"), ("tokens_per_s", "0.5", "higher")):
+        assert main(["compare", str(smoke_run[0]), str(run_b), "--metric", metric, "--threshold", "0.4"]) == 0
+        out = capsys.readouterr().out
+        table = [line for line in out.splitlines() if line.startswith("| eager")]
+        assert len(table) == 1 and table[0].endswith(f"| {ratio} | worse |")
+        assert f"{way} is better for {metric}" in out
+
+    assert main(["compare", str(smoke_run[0]), str(run_b), "--metric", "bogus"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rnnbench: error: --metric bogus: in neither run (the grad_norm curve is not compared); expected one of ") and "latency" in err
 
 
 # ---- in-process runs of a tiny scenario ------------------------------------------------------
@@ -197,7 +217,7 @@ def test_resume_after_a_crash_keeps_rows_and_skips_the_crashing_unit(tiny, capsy
         writer.writerows(kept)
         f.write("tiny,bench,eager,eager loop,forw")  # a row cut short
     folder.mark_inflight(last)
-    assert run_tiny(tiny, "--resume") == 0  # the latest run of this scenario
+    assert run_tiny(tiny, "--resume") == EXIT_UNITS_FAILED  # the latest run of this scenario; a crash is a failure
     after = folder.rows()
     assert after[:len(kept)] == kept
     crashed = [r for r in after if tuple(r[c] for c in UNIT_COLUMNS) == tuple(map(str, last.key()))]
@@ -213,7 +233,7 @@ def test_resume_refuses_a_changed_scenario(tiny, capsys):
     assert "different scenario" in capsys.readouterr().err
 
 
-def test_failing_unavailable_and_oom_backends_do_not_stop_the_run(tiny, monkeypatch):
+def test_failing_unavailable_and_oom_backends_do_not_stop_the_run(tiny, monkeypatch, capsys):
     def broken(source, device, dtype):
         raise RuntimeError("kernel exploded\nsecond line")
 
@@ -225,7 +245,7 @@ def test_failing_unavailable_and_oom_backends_do_not_stop_the_run(tiny, monkeypa
                                                                  unavailable=lambda device: "no GPU in this test"))
     TINY_PLUS = {**TINY, "backends": ["cudnn", "eager", "compile", "triton"]}
     tiny.write_text(yaml.safe_dump(TINY_PLUS))
-    assert run_tiny(tiny) == 0
+    assert run_tiny(tiny) == EXIT_UNITS_FAILED
     frame = pd.read_csv(tiny.parent / "out" / "tiny" / "r" / "results.csv")
     errors = {b: set(frame[frame.backend == b].error.dropna()) for b in ("eager", "compile", "triton", "cudnn")}
     assert errors["eager"] == {"RuntimeError: kernel exploded"}
@@ -237,14 +257,136 @@ def test_failing_unavailable_and_oom_backends_do_not_stop_the_run(tiny, monkeypa
     assert frame[(frame.backend == "cudnn") & (frame.metric == "latency")].p50.notna().all()
     report = (tiny.parent / "out" / "tiny" / "r" / "report.md").read_text()
     assert "RuntimeError: kernel exploded" in report and "unavailable: no GPU in this test" in report
+    # one line on stderr says how many units failed and shows one; the failures count, skips do not
+    failed_units = len(frame[frame.backend.isin(["eager", "compile"])].drop_duplicates(UNIT_COLUMNS))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"rnnbench: {failed_units} of {len(planned)} units failed, e.g. ")
+    assert "kernel exploded" in err[0] or "CUDA out of memory" in err[0]
+
+
+def test_units_skipped_for_a_stated_reason_exit_0(tiny, monkeypatch, capsys):
+    monkeypatch.setitem(BACKENDS, "eager", dataclasses.replace(BACKENDS["eager"],
+                                                                unavailable=lambda device: "not in this test"))
+    monkeypatch.setitem(BACKENDS, "cudnn", dataclasses.replace(BACKENDS["cudnn"],
+                                                                skip=lambda case, device: "a limit of this test"))
+    assert run_tiny(tiny) == 0
+    out = capsys.readouterr().out
+    planned = len(runner.plan(load_scenario(tiny, "full")))
+    stability_reference = sum(u.backend == runner.REFERENCE for u in runner.plan(load_scenario(tiny, "full")))
+    assert f"of all {planned}: {stability_reference} measured, {planned - stability_reference} skipped" in out
+
+
+def test_an_impossible_size_fails_with_exit_3(tmp_path, capsys):
+    path = tmp_path / "huge.yaml"
+    path.write_text(yaml.safe_dump({"name": "huge", "backends": ["eager"], "modes": ["forward"], "metrics": ["speed"],
+                                    "sweep": {"seq_len": 10 ** 7, "batch": 10 ** 4, "hidden": 8}}))  # 3 TB of input
+    assert run_tiny(path) == EXIT_UNITS_FAILED
+    err = capsys.readouterr().err
+    assert "rnnbench: 1 of 1 units failed, e.g. bench eager float32 forward T=10000000 B=10000 H=8" in err
+
+
+def test_noisy_timings_are_marked_in_the_csv_and_the_report(tiny, monkeypatch):
+    timings = iter([(1.0, 1.1, 1.2), (1.0, 2.0, 3.0)])  # the units in plan order: p80/p20 = 1.2 at T=4, 3 at T=8
+    monkeypatch.setattr(runner.measure, "time_call", lambda *args: next(timings))
+    tiny.write_text(yaml.safe_dump({**TINY, "metrics": ["speed"], "backends": ["eager"], "modes": ["forward"]}))
+    assert run_tiny(tiny) == 0
+    rows = RunFolder(tiny.parent / "out" / "tiny" / "r").rows()
+    noisy = {(r["seq_len"], r["metric"]) for r in rows if r["note"].startswith("noisy: p80/p20 = 3.00")}
+    assert noisy == {("8", m) for m in ("latency", "time_per_step", "tokens_per_s", "tflops")}
+    assert not any("noisy" in r["note"] for r in rows if r["seq_len"] == "4")
+    report = (tiny.parent / "out" / "tiny" / "r" / "report.md").read_text()
+    assert "| T=8 B=2 H=8 I=8 L=1 | 2 [1–3] ⚠ |" in report and "| T=4 B=2 H=8 I=8 L=1 | 1.1 [1–1.2] |" in report
+    assert "⚠ noisy: 1 of these timings have p80/p20 > 1.5" in report
+    assert "| eager | eager PyTorch loop |  |" in report  # a measurement's note is not a fact of the backend
+
+
+def test_report_names_the_sweep_that_ran_and_the_codes_repository(tiny):
+    # tiny has no cpu: section: the cpu profile runs its full sweep, and the report must say so
+    assert main(["run", str(tiny), "--out", str(tiny.parent / "out"), "--run-id", "c", "--profile", "cpu",
+                 "--no-progress"]) == 0
+    run_dir = tiny.parent / "out" / "tiny" / "c"
+    report = (run_dir / "report.md").read_text()
+    assert "this ran the scenario's full sweep (it has no `cpu:` section)" in report and "`cpu:` sweep" not in report
+    # the scenario lies outside the repository: the commit is still the code's
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    if head.returncode != 0:
+        pytest.skip("the code is not in a git checkout")
+    assert RunFolder(run_dir).environment()["git_commit"].startswith(head.stdout.strip())
+
+
+SIGNAL_SCENARIO = {"name": "sig", "backends": ["eager"], "modes": ["forward"], "metrics": ["speed"],
+                   "sweep": {"seq_len": [4, 8], "batch": 2, "hidden": 8},
+                   "timing": {"warmup_ms": 1, "rep_ms": 600, "min_reps": 1}}  # 0.6 s or more per unit
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGKILL], ids=lambda s: s.name)
+def test_a_signal_keeps_what_was_measured_and_resume_reruns_the_cut_unit(tmp_path, signum, capsys):
+    path = tmp_path / "sig.yaml"
+    path.write_text(yaml.safe_dump(SIGNAL_SCENARIO))
+    run_dir = tmp_path / "out" / "sig" / "r"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-m", "rnnbench", "run", str(path), "--out", str(tmp_path / "out"),
+                             "--run-id", "r", "--profile", "full", "--no-progress"], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not (run_dir / "inflight.json").exists():  # the first unit is being measured
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=60)
+    folder = RunFolder(run_dir)
+    assert folder.rows() == []  # the unit cut short left no rows
+    if signum == signal.SIGKILL:  # the process itself died: the marker stays, resume records a crash
+        assert proc.returncode == -signal.SIGKILL and folder.inflight() is not None
+        assert main(["run", str(path), "--out", str(tmp_path / "out"), "--resume", str(run_dir),
+                     "--no-progress"]) == EXIT_UNITS_FAILED
+        errors = [r["error"] for r in folder.rows()]
+        assert errors == ["the process died while running this unit; not retried on resume"] + [""] * 5
+        return
+    assert proc.returncode == 128 + signum
+    assert f"interrupted by {signum.name}" in stderr and f"--resume {run_dir}" in stderr and "Traceback" not in stderr
+    assert folder.inflight() is None
+    assert main(["run", str(path), "--out", str(tmp_path / "out"), "--resume", str(run_dir), "--no-progress"]) == 0
+    rows = folder.rows()
+    assert sorted({r["seq_len"] for r in rows}) == ["4", "8"] and not any(r["error"] for r in rows)
 
 
 def test_list_shows_scenarios_and_backend_availability(capsys):
     assert main(["list", "--scenarios", str(ROOT / "scenarios")]) == 0
     out = capsys.readouterr().out
-    for name in ("smoke.yaml", "long_seq.yaml", "stability.yaml", "batch_sweep.yaml", "hidden_sweep.yaml"):
+    for name in ("smoke.yaml", "long_seq.yaml", "stability.yaml", "batch_sweep.yaml", "hidden_sweep.yaml",
+                 "split_h.yaml"):
         assert name in out
     for backend in BACKENDS:
         line = next(line for line in out.splitlines() if line.strip().startswith(backend + " "))
         assert ("unavailable: " in line) != line.endswith("available")
     assert "PyTorch native CPU RNN" in out or "cuDNN" in out
+
+
+def test_list_into_a_pipe_that_closes_early_is_quiet():
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(f"set -o pipefail; {shlex.quote(sys.executable)} -m rnnbench list | head -1", shell=True,
+                          executable="/bin/bash", cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.stdout.startswith("Scenarios in scenarios") and proc.stdout.count("\n") == 1
+    assert proc.stderr == "" and proc.returncode in (0, EXIT_BROKEN_PIPE)
+
+
+def test_version_and_help_document_the_exit_codes(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out == f"rnnbench {importlib.metadata.version('rnnbench')}\n"
+    for argv in (["--help"], ["run", "--help"]):
+        with pytest.raises(SystemExit):
+            main(argv)
+        out = capsys.readouterr().out
+        assert "exit codes:" in out and "  3    run: at least one unit failed" in out and "143 SIGTERM" in out
+    readme = (ROOT / "README.md").read_text()
+    assert all(f"| {code} |" in readme for code in ("0", "2", "3", "128+N"))
+
+
+def test_cudnn_skips_sequences_beyond_its_limit_on_cuda():
+    cudnn = BACKENDS["cudnn"]
+    assert "cuDNN's sequence limit" in cudnn.skip(Case(65536, 8, 128, 128, 1), torch.device("cuda"))
+    assert cudnn.skip(Case(65535, 8, 128, 128, 1), torch.device("cuda")) is None
+    assert cudnn.skip(Case(65536, 8, 128, 128, 1), torch.device("cpu")) is None  # the CPU RNN has no such limit

@@ -76,6 +76,15 @@ ERRORS = [
      "expected one of stability.seq_lens [8, 16], got 12"),
     (with_(stability__spectral_radii=[0.5, "one"]), "stability.spectral_radii[1]", "expected a number > 0"),
     ([1, 2], "", "expected a mapping with keys name, description"),
+    # the name becomes the results folder: nothing that climbs out of the results root or hides
+    (with_(name="../../etc/evil"), "name", "expected letters, digits, '-', '_' and '.'"),
+    (with_(name="a/b"), "name", "got 'a/b'"),
+    (with_(name="a\\b"), "name", "got 'a\\\\b'"),
+    (with_(name="a..b"), "name", "with no '..'"),
+    (with_(name=".hidden"), "name", "starting with a letter or digit"),
+    (with_(name="-rf"), "name", "got '-rf'"),
+    (with_(name=""), "name", "got ''"),
+    (with_(name="smoke test"), "name", "got 'smoke test'"),
 ]
 
 
@@ -111,6 +120,19 @@ def test_the_full_profile_refuses_a_broken_cpu_section_too(tmp_path, capsys, dat
     assert str(on_gpu.value) == str(on_cpu.value)
     assert main(["run", str(path), "--profile", "full", "--out", str(tmp_path / "out"), "--no-progress"]) == 2
     assert capsys.readouterr().err.strip() == f"rnnbench: error: {on_cpu.value}"
+
+
+@pytest.mark.parametrize("name", ["long_seq", "long_seq.v2-1", "A100_run.3"])
+def test_plain_names_are_accepted(tmp_path, name):
+    assert load_scenario(write(tmp_path, with_(name=name))).name == name
+
+
+def test_run_id_is_checked_like_a_name(tmp_path, capsys):
+    path = write(tmp_path, VALID)
+    assert main(["run", str(path), "--out", str(tmp_path / "out" / "a" / "b"), "--run-id", "../../x"]) == 2
+    assert capsys.readouterr().err.strip() == ("rnnbench: error: --run-id '../../x': expected letters, digits, '-', "
+                                               "'_' and '.', starting with a letter or digit, with no '..'")
+    assert not (tmp_path / "out").exists()
 
 
 def test_yaml_syntax_error_names_the_line(tmp_path, capsys):

@@ -1,0 +1,113 @@
+"""Plots read at a glance: titles whole, x ticks at the swept values without overlapping labels,
+coinciding lines named, the baseline on the speedup axis, the legend below the panels."""
+import itertools
+
+import matplotlib.image
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+
+from rnnbench import plots
+from rnnbench.backends import display_name
+from rnnbench.results import COLUMNS
+
+BACKENDS = ["cudnn", "triton", "eager"]
+NAMES = {b: display_name(b, "cpu") for b in BACKENDS}
+DEVICE = "a very long device name that would not fit on one line above a single panel (x86_64)"
+
+
+def bench_frame(seq_lens=(16, 64, 256)) -> pd.DataFrame:
+    """Rows of a CPU run: latency differs per backend, speedup against cudnn, activation memory
+    the same for every backend (the lines coincide)."""
+    rows = []
+    for (i, backend), t in itertools.product(enumerate(BACKENDS), seq_lens):
+        latency = 0.01 * t * (1 + i)
+        values = {"latency": (latency * 0.9, latency, latency * 1.1), "speedup": (None, 1 / (1 + i), None),
+                  "activation_memory": (None, t * 0.001, None)}
+        for metric, (p20, p50, p80) in values.items():
+            rows.append({"scenario": "s", "kind": "bench", "backend": backend, "label": "", "mode": "forward+backward",
+                         "dtype": "float32", "seq_len": t, "batch": 4, "hidden": 32, "input_size": 32, "layers": 1,
+                         "radius": "", "step": None, "metric": metric, "unit": "", "p20": p20, "p50": p50, "p80": p80,
+                         "error": "", "note": "", "device": "cpu", "timestamp": ""})
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+@pytest.fixture
+def figures(monkeypatch, tmp_path):
+    """make_plots on bench_frame, keeping every figure (drawn, not closed) by title."""
+    kept = {}
+    real_save = plots._save
+
+    def keep(fig, out, name, title, rect=(0, 0, 1, 1)):
+        result = real_save(fig, out, name, title, rect)
+        fig.canvas.draw()
+        kept[title.split(" (")[0]] = (fig, out / name)
+        return result
+    monkeypatch.setattr(plots, "_save", keep)
+    monkeypatch.setattr(plt, "close", lambda fig=None: None)
+    plots.make_plots(bench_frame(), tmp_path, DEVICE, NAMES, "cudnn")
+    yield kept
+    plt.close("all")
+
+
+def test_every_speed_plot_is_made(figures):
+    assert set(figures) == {"Latency", "Speedup over PyTorch CPU RNN", "Memory"}
+
+
+def test_titles_are_whole_in_the_saved_image(figures):
+    for fig, path in figures.values():
+        image = matplotlib.image.imread(path)[..., :3]
+        border = np.concatenate([image[:8].reshape(-1, 3), image[:, :8].reshape(-1, 3), image[:, -8:].reshape(-1, 3)])
+        assert (border > 0.99).all(), f"{path.name}: something is drawn at the image's edge (cut off)"
+        title = fig._suptitle
+        assert "\n" in title.get_text()  # wrapped, not cut: the device name is longer than the panel
+        assert title.get_window_extent().width <= fig.bbox.width
+
+
+def test_the_speedup_axis_names_the_baseline(figures):
+    fig, _ = figures["Speedup over PyTorch CPU RNN"]
+    assert fig.axes[0].get_ylabel() == "speedup over cudnn\n(x; > 1 is faster)"
+
+
+def test_x_ticks_are_the_swept_values_and_their_labels_do_not_overlap():
+    swept = [64, 128, 256, 384, 512, 768, 1024, 2048]  # hidden_sweep.yaml
+    fig, (ax,) = plots._grid(1)
+    ax.plot(swept, swept)
+    plots.swept_x(ax, pd.Series(swept))
+    fig.canvas.draw()
+    assert ax.get_xscale() == "log" and list(ax.get_xticks()) == swept
+    labels = [t for t in ax.get_xticklabels() if t.get_text()]
+    assert [t.get_text() for t in labels] == ["64", "128", "256", "384", "512", "768", "1k", "2k"]
+    boxes = [t.get_window_extent() for t in labels]
+    assert not any(a.overlaps(b) for a, b in itertools.combinations(boxes, 2))
+    assert not [t for t in ax.get_xminorticklabels() if t.get_text()]
+    plt.close(fig)
+
+
+def test_short_numbers():
+    assert [plots.short_number(v) for v in (1024, 65536, 1000, 2000, 0.05, 3e-7, 250000.0)] == \
+        ["1k", "64k", "1000", "2000", "0.05", "3e-07", "2.5e+05"]
+
+
+def test_coinciding_lines_are_named_above_the_panel_and_keep_their_markers(figures):
+    fig, _ = figures["Memory"]
+    ax = fig.axes[0]
+    assert ax.get_title() == "all 3 lines coincide"
+    markers = [line.get_marker() for line in ax.get_lines() if line.get_label() in NAMES.values()]
+    sizes = [line.get_markersize() for line in ax.get_lines() if line.get_label() in NAMES.values()]
+    assert len(set(markers)) == 3 and sizes == sorted(sizes, reverse=True)  # drawn later = smaller, on top
+    lines = {"a": pd.Series([1.0, 2.0]), "b": pd.Series([1.0, 2.0005]), "c": pd.Series([1.0, 2.1])}
+    assert plots.coinciding(lines) == [["a", "b"]]
+    fig, (ax,) = plots._grid(1)
+    plots.panel_title(ax, "batch=4", lines)
+    assert ax.get_title() == "batch=4\nsame values: a, b"
+    plt.close(fig)
+
+
+def test_the_legend_sits_below_the_panels_with_no_empty_band(figures):
+    for name, (fig, _) in figures.items():
+        (legend,) = fig.legends
+        box, lowest_axes = legend.get_window_extent(), min(ax.get_window_extent().y0 for ax in fig.axes)
+        assert box.y1 < lowest_axes, name  # it covers no line
+        assert box.y0 < 0.05 * fig.bbox.height, name  # and nothing but margin lies below it
