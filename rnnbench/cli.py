@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from rnnbench import __version__, launches, measure
+from rnnbench import __version__, exchange, launches, measure
 from rnnbench import profile as profiling
 from rnnbench import report, runner
 from rnnbench.backends import BACKENDS
@@ -95,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="only rows whose ratio differs from 1 by at least this much (e.g. 0.05)")
 
     add_profile_parser(sub)
+    add_exchange_parser(sub)
 
     lst = sub.add_parser("list", help="scenarios and backends, with their availability here",
                          description="List the scenarios (with their case counts) and the backends (with whether they can run here).")
@@ -143,6 +144,25 @@ def add_profile_parser(sub) -> None:
     prof.add_argument("--no-compile-facts", action="store_true",
                       help="skip the compile audit of the Triton kernels (a few seconds per plan)")
     prof.add_argument("--no-progress", action="store_true", help="no progress lines")
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
+    return value
+
+
+def add_exchange_parser(sub) -> None:
+    exch = sub.add_parser("exchange", help="time the split tier's per-step exchange alone (CUDA GPU)",
+                          description=exchange.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    exch.add_argument("--hidden", type=positive_int, nargs="+", default=list(exchange.HIDDEN),
+                      help=f"hidden sizes (default: {' '.join(map(str, exchange.HIDDEN))})")
+    exch.add_argument("--batch", type=positive_int, nargs="+", default=list(exchange.BATCH),
+                      help=f"batch sizes (default: {' '.join(map(str, exchange.BATCH))})")
+    exch.add_argument("--dtype", choices=("bfloat16", "float16", "float32"), default="bfloat16")
+    exch.add_argument("--steps", type=positive_int, default=2048, help="time steps per call (default: 2048)")
+    exch.add_argument("--csv", metavar="FILE", help="also write the rows to this CSV file")
 
 
 def device_here() -> torch.device:
@@ -373,7 +393,31 @@ def cmd_profile(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "profile": cmd_profile, "report": cmd_report, "compare": cmd_compare, "list": cmd_list}
+def cmd_exchange(args) -> int:
+    """One row per shape; a shape the split tier does not serve here is skipped with its reason."""
+    device = device_here()
+    if device.type != "cuda":
+        raise UsageError("exchange needs a CUDA GPU: the split tier's programs exchange state while resident "
+                         "at the same time, which the Triton interpreter cannot do")
+    rows, failed = [], 0
+    for hidden in args.hidden:
+        for batch in args.batch:
+            try:
+                rows.append(exchange.exchange_row(hidden, batch, getattr(torch, args.dtype), args.steps, device))
+            except ValueError as err:  # the split tier does not serve this shape here
+                print(f"H={hidden} B={batch}: skipped: {err}", file=sys.stderr)
+            except RuntimeError as err:
+                failed += 1
+                print(f"H={hidden} B={batch}: failed: {err}", file=sys.stderr)
+    print(exchange.exchange_table(rows))
+    if args.csv:
+        import pandas as pd
+        pd.DataFrame(rows).to_csv(args.csv, index=False)
+    return EXIT_UNITS_FAILED if failed else 0
+
+
+COMMANDS = {"run": cmd_run, "profile": cmd_profile, "exchange": cmd_exchange, "report": cmd_report,
+            "compare": cmd_compare, "list": cmd_list}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,7 +6,7 @@ compiled with EXCHANGE_ONLY keeps all of that and drops the product, so its time
 cost of the exchange and the barrier; timed beside the full kernel at the same shape, it says how
 much of a split step is synchronisation.
 
-    rnnbench exchange [--hidden 512 1024 2048] [--batch 1 8 64 256] [--dtype bfloat16] [--steps 4096]
+    rnnbench exchange [--hidden 512 1024 2048] [--batch 1 8 64 256] [--dtype bfloat16] [--steps 2048]
 
 It needs a CUDA GPU: the exchange is between programs resident at the same time, which the Triton
 interpreter cannot have (it runs programs one after another).
