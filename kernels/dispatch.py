@@ -23,6 +23,7 @@ import triton
 
 from . import resident, split, stepwise
 from .launch import LaunchConfig
+from .runtime import PLANNING_ARCH, device_facts
 from .resident import ResidentBlocks
 from .split import SplitBlocks
 from .stepwise import StepwiseBlocks
@@ -76,8 +77,6 @@ SPLIT_CONFIGS: dict[tuple[torch.dtype, int], LaunchConfig[SplitBlocks]] = {
 # The step kernel's configuration; float64 takes thinner K slices (32 spills on sm_90).
 STEPWISE_CONFIGS = {torch.float64: LaunchConfig(StepwiseBlocks(BLOCK_K=16), StepwiseBlocks(BLOCK_K=16))}
 STEPWISE_DEFAULT = LaunchConfig(StepwiseBlocks(), StepwiseBlocks())
-PLANNING_SM_COUNT = 132  # an H100's, for plans made without a CUDA device (the interpreter has no limit)
-PLANNING_ARCH = 90       # and its compute capability
 
 
 @dataclass(frozen=True)
@@ -132,15 +131,6 @@ def resident_limit(dtype: torch.dtype, arch: int = PLANNING_ARCH) -> int:
 
 def stepwise_config(dtype: torch.dtype) -> LaunchConfig[StepwiseBlocks]:
     return STEPWISE_CONFIGS.get(dtype, STEPWISE_DEFAULT)
-
-
-def device_facts(device: torch.device | str | None) -> tuple[int, int]:
-    """(SM count, compute capability as 80, 90, ...) of a CUDA device; an H100's when planning without CUDA."""
-    device = torch.device(device) if device is not None else None
-    if device is not None and device.type == "cuda":
-        props = torch.cuda.get_device_properties(device)
-        return props.multi_processor_count, props.major * 10 + props.minor
-    return PLANNING_SM_COUNT, PLANNING_ARCH
 
 
 def plan_for(hidden_size: int, batch_size: int, dtype: torch.dtype, device: torch.device | str | None = None,

@@ -9,6 +9,9 @@ import os
 
 import torch
 
+PLANNING_SM_COUNT = 132  # an H100's, for plans made without a CUDA device
+PLANNING_ARCH = 90       # and its compute capability
+
 INTERPRET_HINT = ("set TRITON_INTERPRET=1 before importing kernels to run the Triton kernels in the CPU "
                   "interpreter (slow; meant for tests and small cases), or move the model to a CUDA GPU")
 
@@ -34,3 +37,18 @@ def require_runtime(device: torch.device) -> str:
     if mode is None:
         raise RuntimeError(f"the Triton RNN kernels cannot run on device '{device}' here: {INTERPRET_HINT}")
     return mode
+
+
+def device_facts(device: torch.device | str | None) -> tuple[int, int]:
+    """(SM count, compute capability as 80, 90, ...) of a CUDA device; an H100's for plans made without one."""
+    device = torch.device(device) if device is not None else None
+    if device is not None and device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        return props.multi_processor_count, props.major * 10 + props.minor
+    return PLANNING_SM_COUNT, PLANNING_ARCH
+
+
+def co_resident_programs(device: torch.device) -> int:
+    """Programs that can run at the same time on device: one per SM on a GPU (the split tier's rule);
+    one in the interpreter, which runs the programs of a grid one after another."""
+    return device_facts(device)[0] if device.type == "cuda" else 1

@@ -34,7 +34,7 @@ from .activations import activation_grad_from_output, apply_activation
 from .barrier import grid_barrier
 from .driver import time_order
 from .launch import Blocks, accumulator_dtype, common_keywords
-from .runtime import interpreting
+from .runtime import co_resident_programs, interpreting
 
 PIN = 1.0  # the runtime float U's slice is multiplied by before the time loop (as in resident.py)
 
@@ -227,18 +227,13 @@ def split_grid(B: int, H: int, config: SplitBlocks, sm_count: int) -> tuple[int,
     return slices, max(1, min(tiles, sm_count // slices))
 
 
-def _sm_count(device: torch.device) -> int:
-    """Programs that can be resident at once: one per SM; one in the interpreter, which runs them in turn."""
-    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
-
-
 def _launch_all_steps(kernel, args: tuple, T: int, t_first: int, t_step: int, config: SplitBlocks,
                       keywords: dict) -> None:
     """All T steps in one persistent launch with the grid barrier; one host sync at the end reads
     whether any barrier timed out."""
     B, H = args[0].shape[1:]
     device = args[0].device
-    slices, groups = split_grid(B, H, config, _sm_count(device))
+    slices, groups = split_grid(B, H, config, co_resident_programs(device))
     counters = torch.zeros(groups, dtype=torch.int32, device=device)
     status = torch.zeros(1, dtype=torch.int32, device=device)
     # The driver refuses a cooperative grid that cannot be co-resident, instead of hanging.

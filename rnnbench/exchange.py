@@ -32,6 +32,7 @@ def us_per_step(call: Callable[[], object], steps: int) -> float:
 def exchange_row(hidden: int, batch: int, dtype: torch.dtype, steps: int, device: torch.device) -> dict:
     """Time per step of the split forward kernel, with and without its product, at one shape."""
     from kernels import plan_for
+    from kernels.runtime import device_facts
     from kernels.split import split_forward, split_grid
     plan = plan_for(hidden, batch, dtype, device, kernel="split")
     blocks = plan.config.forward
@@ -41,7 +42,7 @@ def exchange_row(hidden: int, batch: int, dtype: torch.dtype, steps: int, device
     u = (torch.randn(hidden, hidden, generator=gen, device=device) * 0.9 / hidden ** 0.5).to(dtype)
     full = us_per_step(lambda: split_forward(xw, h0, u, False, blocks, "tanh"), steps)
     exchange = us_per_step(lambda: split_forward(xw, h0, u, False, blocks, "tanh", exchange_only=True), steps)
-    slices, groups = split_grid(batch, hidden, blocks, torch.cuda.get_device_properties(device).multi_processor_count)
+    slices, groups = split_grid(batch, hidden, blocks, device_facts(device)[0])
     return {"hidden": hidden, "batch": batch, "dtype": str(dtype).removeprefix("torch."), "programs": f"{slices}x{groups}",
             "full_us_per_step": full, "exchange_us_per_step": exchange, "exchange_share": exchange / full,
             "plan": plan.name}

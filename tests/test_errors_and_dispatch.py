@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from kernels import TritonRNN, plan_for
-from kernels.dispatch import (PLANNING_SM_COUNT, RESIDENT_CONFIGS, SPLIT_CONFIGS, KernelPlan, _resident_plan,
+from kernels.dispatch import (RESIDENT_CONFIGS, SPLIT_CONFIGS, KernelPlan, _resident_plan,
                               _split_plan, resident_limit)
 from kernels.launch import LaunchConfig
+from kernels.runtime import PLANNING_SM_COUNT
 from kernels.resident import ResidentBlocks
 from kernels.split import split_grid
 

@@ -10,7 +10,8 @@ import triton
 from conftest import DTYPES, TOLERANCE, rel_err
 from helpers import reference_layer
 from kernels import TritonRNN, plan_for
-from kernels.dispatch import device_facts, recurrence_backward, recurrence_forward, resident_limit
+from kernels.dispatch import recurrence_backward, recurrence_forward, resident_limit
+from kernels.runtime import device_facts
 
 pytestmark = pytest.mark.gpu
 
