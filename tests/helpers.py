@@ -1,4 +1,9 @@
-"""Shared test helpers: the float64 reference of one layer-direction, with its gradients."""
+"""Shared test helpers: the float64 reference of one layer-direction, with its gradients; running
+code with the kernels compiled rather than interpreted."""
+import os
+import subprocess
+import sys
+
 import torch
 
 from kernels.reference import elman_layer
@@ -13,3 +18,12 @@ def reference_layer(xw, h0, u, nonlinearity, reverse, dy):
     y = elman_layer(xw, h0, eye, u, None, None, nonlinearity, reverse)
     (y * dy).sum().backward()
     return y.detach(), xw.grad, h0.grad  # with W_ih = I and no bias, dL/dxw_t is dL/da_t
+
+
+def compiled_without_interpreter(code: str) -> str:
+    """stdout of python -c code with TRITON_INTERPRET unset: kernels are compiled, not interpreted."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600,
+                          cwd=os.path.dirname(__file__))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
