@@ -18,20 +18,26 @@ from .driver import packed_batch_size, rnn_forward
 
 class TritonRNN(torch.nn.RNN):
     """torch.nn.RNN's arguments, plus keyword-only
-    kernel: 'auto' (dispatcher), 'resident', 'split' or 'stepwise'.
+    kernel: 'auto' (dispatcher), 'resident', 'split' or 'stepwise';
+    checkpoint: True keeps only about sqrt(T) hidden states per layer and direction for the backward
+    and recomputes the others there (checkpointed BPTT, see autograd.py): less memory, one more
+    forward recurrence per backward.
 
     After a forward, last_plans holds the KernelPlan of each layer and direction, in nn.RNN's order.
     """
 
-    def __init__(self, *args, kernel: str = "auto", **kwargs):
+    def __init__(self, *args, kernel: str = "auto", checkpoint: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         if kernel not in KERNEL_CHOICES:
             raise ValueError(f"kernel must be one of {KERNEL_CHOICES}, got {kernel!r}")
+        if not isinstance(checkpoint, bool):
+            raise TypeError(f"checkpoint must be True or False, got {checkpoint!r}")
         self.kernel = kernel
+        self.checkpoint = checkpoint
         self.last_plans: list[KernelPlan] = []
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", kernel={self.kernel!r}"
+        return super().extra_repr() + f", kernel={self.kernel!r}" + (", checkpoint=True" if self.checkpoint else "")
 
     def forward(self, input: torch.Tensor | PackedSequence, hx: torch.Tensor | None = None):
         self._check_inputs(input, hx)
@@ -40,7 +46,7 @@ class TritonRNN(torch.nn.RNN):
         self.last_plans = [plan] * (self.num_layers * (2 if self.bidirectional else 1))
 
         def layer(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, reverse):
-            return ElmanRecurrence.apply(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, reverse, plan)
+            return ElmanRecurrence.apply(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, reverse, plan, self.checkpoint)
 
         return rnn_forward(input, hx, dict(self.named_parameters()), layer_fn=layer, num_layers=self.num_layers,
                            nonlinearity=self.nonlinearity, bidirectional=self.bidirectional,

@@ -58,6 +58,7 @@ def test_device_mismatch_is_refused():
     (dict(input_size=0), ValueError, "input_size"),
     (dict(num_layers=0), ValueError, "num_layers"),
     (dict(kernel="fast"), ValueError, "kernel must be one of"),
+    (dict(checkpoint="yes"), TypeError, "checkpoint must be True or False"),
 ])
 def test_bad_construction_is_refused(kwargs, exc, pattern):
     args = {"input_size": 4, "hidden_size": 8} | kwargs
