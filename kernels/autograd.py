@@ -18,8 +18,10 @@ Saved for the backward, besides X, h_0 and the weights (alive anyway):
   checkpoint with the forward kernel, runs the backward kernel on the segment with the dL/dh that
   the later segment sends into it (its dL/dh_0) added to dy at the segment's last step, and adds the
   segment's share of the sums above. Extra cost: the input GEMM and the forward recurrence once
-  more; transient memory: one segment's XW, states, dy and DA. That dL/dh crosses a segment boundary
-  rounded to the I/O dtype (the kernel carries it in fp32 within a segment).
+  more; transient memory: one segment's XW, states, dy and DA. Rounding differs slightly: dL/dh
+  crosses a segment boundary in the I/O dtype (the kernel carries it in fp32 within a segment), and
+  each segment's share of the weight gradients is rounded to it before the fp32 sum. In bf16 the two
+  modes' gradients differ by about 3e-3 relative (T=256, CPU), both well within bf16's error.
 
 Both are the same loop: without checkpointing there is one segment whose states are saved.
 """
