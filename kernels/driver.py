@@ -1,5 +1,5 @@
 """torch.nn.RNN's forward around a per-layer function: layers, directions, batch_first, unbatched
-input and dropout between layers.
+input, PackedSequence input and dropout between layers.
 
 For every layer l and direction d (reverse runs t = T-1 .. 0)::
 
@@ -8,6 +8,19 @@ For every layer l and direction d (reverse runs t = T-1 .. 0)::
 with x of layer l > 0 being the (direction-concatenated) output of layer l-1. Parameters are looked
 up by the names torch.nn.RNN uses (weight_ih_l0, weight_hh_l0_reverse, ...), so one driver runs the
 float64 reference loop (reference.py), the Triton layer (layer.py) and torch.compile of the loop.
+
+PackedSequence input (variable lengths L_b, sorted longest first as the packed data is) runs as one
+padded batch [T = L_0, B, I]; no layer function sees the lengths:
+
+- forward direction: step t depends only on steps before it, so the states at t < L_b are those of
+  row b alone; h_n of row b is its state at t = L_b - 1.
+- reverse direction: it must start at each row's own last step. Each row is reversed within its
+  length, x'[t, b] = x[L_b - 1 - t, b] for t < L_b (padding stays where it is), the direction runs
+  forward on x', and its output is put back in time order by the same permutation (its own inverse).
+  h_n of row b is then its state at t = 0.
+
+Padded steps come after every valid step of their row in both directions, so they never reach a
+valid state; they are dropped when the output is packed, hence receive no gradient either.
 """
 from __future__ import annotations
 
@@ -15,6 +28,7 @@ from collections.abc import Callable, Mapping
 
 import torch
 import torch.nn.functional as F
+from torch.nn.utils.rnn import PackedSequence
 
 # layer_fn(x [T, B, I], h0 [B, H], w_ih, w_hh, b_ih, b_hh, nonlinearity, reverse) -> h_t for all t [T, B, H]
 LayerFn = Callable[..., torch.Tensor]
@@ -30,39 +44,109 @@ def param_name(kind: str, layer: int, reverse: bool) -> str:
     return f"{kind}_l{layer}" + ("_reverse" if reverse else "")
 
 
-def rnn_forward(input: torch.Tensor, hx: torch.Tensor | None, weights: Mapping[str, torch.Tensor], *,
+def packed_batch_size(packed: PackedSequence) -> int:
+    """Rows of a PackedSequence: the batch size of its first (fullest) step."""
+    return int(packed.batch_sizes[0])
+
+
+def unpack(packed: PackedSequence) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(padded input [T, B, I] in the packed (sorted) row order, zero past each row's length;
+    lengths [B]; rows: the flat index into [T * B] of every packed row, in the packed data's order)."""
+    batch_sizes = packed.batch_sizes  # on the CPU, by PackedSequence's contract
+    T, B = batch_sizes.numel(), packed_batch_size(packed)
+    valid = torch.arange(B) < batch_sizes[:, None]  # [T, B]; packed data lists the True entries row-major
+    device = packed.data.device
+    rows = valid.flatten().nonzero().squeeze(1).to(device)
+    data = packed.data
+    padded = data.new_zeros(T * B, data.shape[-1]).index_copy(0, rows, data)
+    return padded.view(T, B, -1), valid.sum(0).to(device), rows
+
+
+def within_length_reversal(lengths: torch.Tensor, T: int) -> torch.Tensor:
+    """[T, B] time index: L_b - 1 - t for t < L_b, else t. A permutation of each row that is its own inverse."""
+    t = torch.arange(T, device=lengths.device)[:, None]
+    return torch.where(t < lengths, lengths - 1 - t, t)
+
+
+def reorder_time(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """x'[t, b] = x[index[t, b], b] for x [T, B, F] and index [T', B] -> x' [T', B, F]."""
+    return x.gather(0, index[:, :, None].expand(-1, -1, x.shape[-1]))
+
+
+def final_state(ys: torch.Tensor, reverse: bool, lengths: torch.Tensor | None) -> torch.Tensor:
+    """h_n of one direction from its states [T, B, H] in time order: each row's state after its last step."""
+    if reverse:
+        return ys[0]
+    if lengths is None:
+        return ys[-1]
+    return reorder_time(ys, (lengths - 1)[None, :]).squeeze(0)
+
+
+def stacked_forward(x: torch.Tensor, hx: torch.Tensor | None, weights: Mapping[str, torch.Tensor], *,
+                    layer_fn: LayerFn, num_layers: int, nonlinearity: str, bidirectional: bool, dropout: float,
+                    lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every layer and direction over time-major x [T, B, I] -> (output [T, B, D*H], h_n [L*D, B, H]);
+    lengths [B]: row b holds L_b valid steps, the rest is padding (module docstring)."""
+    directions = 2 if bidirectional else 1
+    if hx is None:
+        hx = x.new_zeros(num_layers * directions, x.shape[1], weights["weight_hh_l0"].shape[0])
+    within_length = None if lengths is None else within_length_reversal(lengths, x.shape[0])
+    layer_input, finals = x, []
+    for layer in range(num_layers):
+        outs = []
+        for d in range(directions):
+            reverse = d == 1
+            w = [weights.get(param_name(k, layer, reverse)) for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+            h0 = hx[layer * directions + d]
+            if reverse and within_length is not None:
+                flipped = reorder_time(layer_input, within_length)
+                ys = reorder_time(layer_fn(flipped, h0, *w, nonlinearity, False), within_length)
+            else:
+                ys = layer_fn(layer_input, h0, *w, nonlinearity, reverse)
+            outs.append(ys)
+            finals.append(final_state(ys, reverse, lengths))
+        layer_input = torch.cat(outs, dim=-1) if directions == 2 else outs[0]
+        if dropout > 0 and layer < num_layers - 1:
+            layer_input = F.dropout(layer_input, dropout, training=True)
+    return layer_input, torch.stack(finals)
+
+
+def rnn_forward(input: torch.Tensor | PackedSequence, hx: torch.Tensor | None, weights: Mapping[str, torch.Tensor], *,
                 layer_fn: LayerFn, num_layers: int = 1, nonlinearity: str = "tanh", bidirectional: bool = False,
-                batch_first: bool = False, dropout: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+                batch_first: bool = False, dropout: float = 0.0):
     """torch.nn.RNN's forward with layer_fn running one layer and direction (pass dropout > 0 only in
     training).
 
-    input: [T, B, I] ([B, T, I] if batch_first) or unbatched [T, I]; hx: [L*D, B, H] or None.
-    Returns (output [T, B, D*H], h_n [L*D, B, H]) shaped like nn.RNN's.
+    input: [T, B, I] ([B, T, I] if batch_first), unbatched [T, I], or a PackedSequence;
+    hx: [L*D, B, H] or None (in the caller's row order for a PackedSequence).
+    Returns (output [T, B, D*H], h_n [L*D, B, H]) shaped like nn.RNN's; output is a PackedSequence
+    for PackedSequence input.
     """
+    stack = dict(layer_fn=layer_fn, num_layers=num_layers, nonlinearity=nonlinearity, bidirectional=bidirectional,
+                 dropout=dropout)
+    if isinstance(input, PackedSequence):
+        return _packed_forward(input, hx, weights, **stack)
     unbatched = input.dim() == 2
     if unbatched:
         input = input.unsqueeze(1)
         hx = None if hx is None else hx.unsqueeze(1)
     elif batch_first:
         input = input.transpose(0, 1)
-    directions = 2 if bidirectional else 1
-    hidden = weights["weight_hh_l0"].shape[0]
-    if hx is None:
-        hx = input.new_zeros(num_layers * directions, input.shape[1], hidden)
-    layer_input, finals = input, []
-    for layer in range(num_layers):
-        outs = []
-        for d in range(directions):
-            reverse = d == 1
-            w = {k: weights.get(param_name(k, layer, reverse)) for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
-            ys = layer_fn(layer_input, hx[layer * directions + d], w["weight_ih"], w["weight_hh"],
-                          w["bias_ih"], w["bias_hh"], nonlinearity, reverse)
-            outs.append(ys)
-            finals.append(ys[0] if reverse else ys[-1])
-        layer_input = torch.cat(outs, dim=-1) if directions == 2 else outs[0]
-        if dropout > 0 and layer < num_layers - 1:
-            layer_input = F.dropout(layer_input, dropout, training=True)
-    output, h_n = layer_input, torch.stack(finals)
+    output, h_n = stacked_forward(input, hx, weights, **stack)
     if unbatched:
         return output.squeeze(1), h_n.squeeze(1)
     return (output.transpose(0, 1) if batch_first else output), h_n
+
+
+def _packed_forward(input: PackedSequence, hx: torch.Tensor | None, weights: Mapping[str, torch.Tensor],
+                    **stack) -> tuple[PackedSequence, torch.Tensor]:
+    """rnn_forward of a PackedSequence. As nn.RNN does, hx's rows are put in the packed (sorted) order
+    and h_n's rows back in the caller's (enforce_sorted=False packs carry both permutations)."""
+    padded, lengths, rows = unpack(input)
+    if hx is not None and input.sorted_indices is not None:
+        hx = hx.index_select(1, input.sorted_indices)
+    output, h_n = stacked_forward(padded, hx, weights, lengths=lengths, **stack)
+    data = output.reshape(-1, output.shape[-1]).index_select(0, rows)
+    if input.unsorted_indices is not None:
+        h_n = h_n.index_select(1, input.unsorted_indices)
+    return PackedSequence(data, input.batch_sizes, input.sorted_indices, input.unsorted_indices), h_n

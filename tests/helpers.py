@@ -1,5 +1,12 @@
-"""Shared test helpers: the float64 reference of one layer-direction, with its gradients."""
+"""Shared test helpers: float64 references (one layer-direction with its gradients; a torch.nn.RNN
+with a layer's weights), a forward and backward of a layer with every gradient, and running code
+with the kernels compiled rather than interpreted."""
+import os
+import subprocess
+import sys
+
 import torch
+from torch.nn.utils.rnn import pack_padded_sequence
 
 from kernels.reference import elman_layer
 
@@ -13,3 +20,39 @@ def reference_layer(xw, h0, u, nonlinearity, reverse, dy):
     y = elman_layer(xw, h0, eye, u, None, None, nonlinearity, reverse)
     (y * dy).sum().backward()
     return y.detach(), xw.grad, h0.grad  # with W_ih = I and no bias, dL/dxw_t is dL/da_t
+
+
+def reference_copy(layer: torch.nn.RNN) -> torch.nn.RNN:
+    """A float64 torch.nn.RNN with layer's settings and weights (loaded through state_dict)."""
+    ref = torch.nn.RNN(layer.input_size, layer.hidden_size, num_layers=layer.num_layers,
+                       nonlinearity=layer.nonlinearity, bias=layer.bias, batch_first=layer.batch_first,
+                       bidirectional=layer.bidirectional, dtype=torch.float64)
+    ref.load_state_dict({k: v.double() for k, v in layer.state_dict().items()})
+    return ref
+
+
+def run_and_backward(module, x, hx, lengths=None, enforce_sorted=False):
+    """(output, h_n, grads of x, hx and every parameter) for L = sum(output * w1) + sum(h_n * w2).
+    With lengths, x (padded, in the module's layout) goes in as a PackedSequence and output is one."""
+    x = x.detach().requires_grad_(True)
+    hx = None if hx is None else hx.detach().requires_grad_(True)
+    packed = None if lengths is None else pack_padded_sequence(x, lengths, batch_first=module.batch_first,
+                                                                enforce_sorted=enforce_sorted)
+    out, h_n = module(x if packed is None else packed, hx)
+    values = out if packed is None else out.data
+    g = torch.Generator().manual_seed(1)  # drawn on the CPU and moved: the same weights for any device
+    loss = (values.double() * torch.randn(values.shape, generator=g, dtype=torch.float64).to(values.device)).sum() \
+        + (h_n.double() * torch.randn(h_n.shape, generator=g, dtype=torch.float64).to(h_n.device)).sum()
+    loss.backward()
+    grads = {"input": x.grad, "hx": None if hx is None else hx.grad}
+    grads.update({name: p.grad for name, p in module.named_parameters()})
+    return out, h_n, grads
+
+
+def compiled_without_interpreter(code: str) -> str:
+    """stdout of python -c code with TRITON_INTERPRET unset: kernels are compiled, not interpreted."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600,
+                          cwd=os.path.dirname(__file__))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout

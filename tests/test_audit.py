@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+from helpers import compiled_without_interpreter
 from kernels.audit import (RE_READ_LIMIT, RE_READ_MIN_BLOCK_H, SM_COUNT, barrier_atomics,
                            h_allowance, shared_bytes_per_warp, smem_per_step, time_loop, u_hoisted, u_location,
                            wgmma_shared_bytes)
@@ -90,15 +91,6 @@ def test_h_allowance_is_per_mma_issuer_and_pass():
     # K split over 8 warps: each reads its chunk of h; their 8 fp32 partial products are read back twice.
     assert h_allowance(mma_sync, num_warps=8, h_bytes=32768, passes=1, k_split=8, partial_bytes=2048) == \
         32768 + 2 * 8 * 2048
-
-
-def compiled_without_interpreter(code: str) -> str:
-    """stdout of python -c code with TRITON_INTERPRET unset: kernels are compiled, not interpreted."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600,
-                          cwd=os.path.dirname(__file__))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc.stdout
 
 
 def test_the_audit_flags_a_kernel_that_re_reads_u_every_step():

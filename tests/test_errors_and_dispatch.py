@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import torch
+from torch.nn.utils.rnn import PackedSequence, pack_sequence
 
 from kernels import TritonRNN, plan_for
 from kernels.dispatch import (RESIDENT_CONFIGS, SPLIT_CONFIGS, KernelPlan, _resident_plan,
@@ -30,7 +31,12 @@ def layer():
     ((torch.randint(0, 3, (3, 2, 4)),), TypeError, ["input dtype", "torch.int64"]),
     ((torch.randn(3, 2, 4), torch.randn(1, 2, 8)), ValueError, ["hx", "(2, 2, 8)", "(1, 2, 8)"]),
     ((torch.randn(3, 2, 4), torch.randn(2, 2, 8, dtype=torch.float16)), TypeError, ["hx dtype", "torch.float16"]),
-    (([[1.0]],), TypeError, ["input must be a torch.Tensor"]),
+    (([[1.0]],), TypeError, ["input must be a torch.Tensor or a PackedSequence"]),
+    ((pack_sequence([torch.randn(3, 5)]),), ValueError, ["input_size=4", "(3, 5)"]),
+    ((PackedSequence(torch.randn(3, 2, 4), torch.tensor([2, 1])),), ValueError, ["PackedSequence", "(3, 2, 4)"]),
+    ((pack_sequence([torch.randn(3, 4), torch.randn(2, 4)]), torch.randn(2, 1, 8)), ValueError,
+     ["hx", "(2, 2, 8)", "(2, 1, 8)"]),
+    ((pack_sequence([torch.randn(3, 4, dtype=torch.float16)]),), TypeError, ["torch.float16", "torch.float32"]),
 ])
 def test_bad_input_names_the_problem(layer, args, exc, words):
     with pytest.raises(exc) as info:
@@ -53,6 +59,7 @@ def test_device_mismatch_is_refused():
     (dict(input_size=0), ValueError, "input_size"),
     (dict(num_layers=0), ValueError, "num_layers"),
     (dict(kernel="fast"), ValueError, "kernel must be one of"),
+    (dict(checkpoint="yes"), TypeError, "checkpoint must be True or False"),
 ])
 def test_bad_construction_is_refused(kwargs, exc, pattern):
     args = {"input_size": 4, "hidden_size": 8} | kwargs

@@ -1,6 +1,7 @@
 """GPU-only checks of the compiled kernels at the sizes they are built for (skipped without CUDA).
 The rest of the suite also runs compiled on a GPU; these add the large shapes the interpreter
-cannot afford: every resident size limit, long sequences, and the layer against cuDNN."""
+cannot afford: every resident size limit, long sequences (past 2^31 elements, checkpointed), and the
+layer against cuDNN."""
 import dataclasses
 
 import pytest
@@ -12,6 +13,8 @@ from helpers import reference_layer
 from kernels import TritonRNN, plan_for
 from kernels.dispatch import recurrence_backward, recurrence_forward, resident_limit
 from kernels.runtime import device_facts
+from rnnbench.backends import Prepared
+from rnnbench.measure import Inputs, saved_activation_mib
 
 pytestmark = pytest.mark.gpu
 
@@ -81,3 +84,62 @@ def test_split_refuses_a_grid_larger_than_the_sm_count():
     xw, h0, u = (torch.zeros(shape, device="cuda", dtype=torch.bfloat16) for shape in ((4, 1, H), (1, H), (H, H)))
     with pytest.raises(RuntimeError, match="could never be met"):
         split_forward(xw, h0, u, False, dataclasses.replace(config, BLOCK_H=triton.next_power_of_2(H)), "tanh")
+
+
+def forward_step_error(y, xw, h0, u, steps):
+    """Relative error of h_t = tanh(xw_t + h_{t-1} U^T) at these steps, recomputed in fp32 from the stored h_{t-1}."""
+    index = torch.tensor(steps, device=y.device)
+    prev = torch.stack([h0 if t == 0 else y[t - 1] for t in steps])
+    return rel_err(y[index], torch.tanh(xw[index].float() + prev.float() @ u.float().t()))
+
+
+def backward_step_error(da, y, dy, u, steps):
+    """Relative error of da_t = (dy_t + da_{t+1} U) * (1 - h_t^2) at these steps, recomputed in fp32
+    from the stored da_{t+1} (nothing after the last step)."""
+    index = torch.tensor(steps, device=y.device)
+    after = torch.stack([torch.zeros_like(da[0]) if t == len(da) - 1 else da[t + 1] for t in steps])
+    return rel_err(da[index], (dy[index].float() + after.float() @ u.float()) * (1 - y[index].float() ** 2))
+
+
+def test_more_than_2_31_elements_in_bf16():
+    """T*B*H = 2.25e9 > 2^31: a 32-bit step offset would wrap at t = 2^31 / (B*H) = 1,048,576. The
+    states and their gradients must satisfy the recurrence at the first steps, around that one and
+    at the last (a float64 reference of the whole sequence is too big; each step is checked from
+    the stored previous step)."""
+    T, B, H, dtype = 1_100_000, 8, 256, torch.bfloat16
+    assert T * B * H >= 2 ** 31
+    wrap = 2 ** 31 // (B * H)
+    steps = [*range(16), *range(wrap - 16, wrap + 16), *range(T - 16, T)]
+    g = torch.Generator(device="cuda").manual_seed(0)
+    xw = torch.randn(T, B, H, generator=g, device="cuda", dtype=dtype).mul_(0.5)
+    h0 = torch.randn(B, H, generator=g, device="cuda", dtype=dtype).mul_(0.5)
+    u = (torch.randn(H, H, generator=g, device="cuda") * (0.9 / H ** 0.5)).to(dtype)
+    plan = plan_for(H, B, dtype, "cuda")
+    y = recurrence_forward(plan, xw, h0, u, "tanh", False)
+    assert forward_step_error(y, xw, h0, u, steps) < 1e-2
+    del xw
+    dy = torch.randn(T, B, H, generator=g, device="cuda", dtype=dtype)
+    da, dh0 = recurrence_backward(plan, y, dy, u, "tanh", False)
+    assert backward_step_error(da, y, dy, u, steps) < 1e-2
+    assert rel_err(dh0, da[0].float() @ u.float()) < 1e-2
+
+
+def test_checkpoint_matches_the_full_backward_on_a_long_sequence():
+    """T=16384, bf16, bidirectional: the same gradients with checkpoint=True (128 segments), and
+    128 states saved per direction instead of 16384."""
+    torch.manual_seed(0)
+    T, B, H = 16384, 8, 256
+    x = torch.randn(T, B, 64, device="cuda", dtype=torch.bfloat16)
+    gy = torch.randn(T, B, 2 * H, device="cuda", dtype=torch.bfloat16)
+    grads, saved = {}, {}
+    for checkpoint in (False, True):
+        torch.manual_seed(1)
+        layer = TritonRNN(64, H, bidirectional=True, checkpoint=checkpoint, device="cuda", dtype=torch.bfloat16)
+        params = dict(layer.named_parameters())
+        saved[checkpoint] = saved_activation_mib(Prepared(layer, params), Inputs(x, torch.zeros(2, B, H, device="cuda",
+                                                                                        dtype=torch.bfloat16), gy))
+        out, _ = layer(x)
+        grads[checkpoint] = torch.autograd.grad(out, list(params.values()), gy)
+    for name, full, checkpointed in zip(params, grads[False], grads[True]):
+        assert rel_err(checkpointed, full) < 1e-2, name
+    assert saved[True] < saved[False] / 50

@@ -3,30 +3,8 @@ import pytest
 import torch
 
 from conftest import DTYPES, TOLERANCE, rel_err
+from helpers import reference_copy, run_and_backward
 from kernels import ElmanRNNModel, TritonRNN
-
-
-def reference_copy(layer: torch.nn.RNN) -> torch.nn.RNN:
-    """A float64 torch.nn.RNN with layer's settings and weights (loaded through state_dict)."""
-    ref = torch.nn.RNN(layer.input_size, layer.hidden_size, num_layers=layer.num_layers,
-                       nonlinearity=layer.nonlinearity, bias=layer.bias, batch_first=layer.batch_first,
-                       bidirectional=layer.bidirectional, dtype=torch.float64)
-    ref.load_state_dict({k: v.double() for k, v in layer.state_dict().items()})
-    return ref
-
-
-def run_and_backward(module, x, hx):
-    """(output, h_n, grads of x, hx and every parameter) for L = sum(output * w1) + sum(h_n * w2)."""
-    x = x.detach().requires_grad_(True)
-    hx = None if hx is None else hx.detach().requires_grad_(True)
-    out, h_n = module(x, hx)
-    g = torch.Generator().manual_seed(1)  # drawn on the CPU and moved: the same weights for any device
-    loss = (out.double() * torch.randn(out.shape, generator=g, dtype=torch.float64).to(out.device)).sum() \
-        + (h_n.double() * torch.randn(h_n.shape, generator=g, dtype=torch.float64).to(h_n.device)).sum()
-    loss.backward()
-    grads = {"input": x.grad, "hx": None if hx is None else hx.grad}
-    grads.update({name: p.grad for name, p in module.named_parameters()})
-    return out, h_n, grads
 
 
 CASES = {

@@ -1,0 +1,96 @@
+"""Checkpointed BPTT (TritonRNN(checkpoint=True), ElmanRecurrence's checkpoint argument): the same
+gradients as without it and as float64 torch.nn.RNN, and about sqrt(T) states saved instead of T.
+The option reaches ElmanRecurrence through the layer, so these tests run it too."""
+import math
+
+import pytest
+import torch
+
+from conftest import DTYPES, TOLERANCE, rel_err
+from helpers import reference_copy, run_and_backward
+from kernels import TritonRNN
+from kernels.autograd import segments
+from rnnbench.backends import Prepared
+from rnnbench.measure import Inputs, saved_activation_mib
+
+
+@pytest.mark.parametrize("T", [1, 2, 4, 5, 10, 99, 100, 4096, 1_100_000])
+def test_segments_cover_time_in_about_sqrt_t_pieces(T):
+    pieces = segments(T, checkpoint=True)
+    size = math.ceil(math.sqrt(T))
+    assert pieces[0][0] == 0 and pieces[-1][1] == T
+    assert all(a[1] == b[0] for a, b in zip(pieces, pieces[1:]))
+    assert all(0 < stop - start <= size for start, stop in pieces)
+    assert len(pieces) == math.ceil(T / size) <= size
+    assert segments(T, checkpoint=False) == [(0, T)]
+
+
+# T=10 and 17 give segments of 4 and 5 with a shorter last one; T=1 a single step.
+CASES = {
+    "T17-h48-b5": dict(T=17, B=5, H=48),
+    "T10-2layer-relu-bidir-batchfirst": dict(num_layers=2, nonlinearity="relu", bidirectional=True, batch_first=True,
+                                             T=10, B=3, H=24),
+    "T1-no-bias-no-h0": dict(bias=False, T=1, B=2, H=16, no_h0=True),
+}
+
+
+def run_case(spec, dtype, device, kernel="auto", checkpoint=True):
+    spec = dict(spec)
+    T, B, H, no_h0 = spec.pop("T"), spec.pop("B"), spec.pop("H"), spec.pop("no_h0", False)
+    torch.manual_seed(0)
+    layer = TritonRNN(6, H, kernel=kernel, checkpoint=checkpoint, device=device, dtype=dtype, **spec)
+    D = 2 if layer.bidirectional else 1
+    x = torch.randn((B, T, 6) if layer.batch_first else (T, B, 6)).to(dtype)
+    hx = None if no_h0 else (torch.randn(layer.num_layers * D, B, H) * 0.5).to(dtype)
+    return layer, x, hx, run_and_backward(layer, x.to(device), None if hx is None else hx.to(device))
+
+
+@pytest.mark.parametrize("kernel", ["auto", "stepwise"])
+@pytest.mark.parametrize("dtype", [torch.float64] + DTYPES)
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_checkpointed_gradients_match_nn_rnn_float64(case, dtype, kernel, device):
+    if dtype == torch.bfloat16 and CASES[case].get("nonlinearity") == "relu":
+        pytest.skip("bf16 relu: a pre-activation within bf16 rounding of 0 flips relu' (test_packed.py says more)")
+    layer, x, hx, (out, h_n, grads) = run_case(CASES[case], dtype, device, kernel)
+    ref_out, ref_h_n, ref_grads = run_and_backward(reference_copy(layer), x.double(),
+                                                   None if hx is None else hx.double())
+    tol = TOLERANCE[dtype]
+    assert rel_err(out.cpu(), ref_out) < tol and rel_err(h_n.cpu(), ref_h_n) < tol
+    for name, ref_grad in ref_grads.items():
+        if ref_grad is not None:
+            assert rel_err(grads[name].cpu(), ref_grad) < 4 * tol, name
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_checkpointed_gradients_equal_the_full_backward_in_float64(case, device):
+    *_, (_, _, full) = run_case(CASES[case], torch.float64, device, checkpoint=False)
+    *_, (_, _, checkpointed) = run_case(CASES[case], torch.float64, device, checkpoint=True)
+    for name, grad in full.items():
+        if grad is not None:
+            assert rel_err(checkpointed[name].cpu(), grad.cpu()) < 1e-13, name
+
+
+def test_checkpoint_through_the_split_tier(device):
+    layer, x, hx, (out, h_n, grads) = run_case(dict(T=3, B=1, H=300, bidirectional=True), torch.float32, device)
+    assert {p.tier for p in layer.last_plans} == {"split"}
+    _, _, ref_grads = run_and_backward(reference_copy(layer), x.double(), hx.double())
+    for name, ref_grad in ref_grads.items():
+        assert rel_err(grads[name].cpu(), ref_grad) < 4 * TOLERANCE[torch.float32], name
+
+
+def saved_bytes(layer: TritonRNN, T: int, B: int, device) -> int:
+    """What autograd keeps for the backward of one forward: rnnbench's activation_memory measurement."""
+    x = torch.randn(T, B, layer.input_size, device=device)
+    h0 = torch.zeros(1, B, layer.hidden_size, device=device)
+    return round(saved_activation_mib(Prepared(layer, dict(layer.named_parameters())), Inputs(x, h0, x)) * 2 ** 20)
+
+
+def test_checkpoint_saves_about_sqrt_t_states_instead_of_t(device):
+    T, B, H = 256, 4, 32
+    torch.manual_seed(0)
+    full = saved_bytes(TritonRNN(8, H, device=device), T, B, device)
+    checkpointed = saved_bytes(TritonRNN(8, H, checkpoint=True, device=device), T, B, device)
+    state_bytes = B * H * 4
+    assert full == T * state_bytes  # every h_t
+    assert checkpointed == (len(segments(T, True)) - 1) * state_bytes  # the state entering each later segment
+    assert checkpointed <= 2 * math.sqrt(T) * state_bytes
