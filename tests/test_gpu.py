@@ -67,7 +67,8 @@ def test_split_barrier_under_load_matches_stepwise(H, B):
     u = (torch.randn(H, H, generator=g) * (0.9 / H ** 0.5)).to("cuda", dtype)
     dy = torch.randn(T, B, H, generator=g).to("cuda", dtype)
     split_plan, step_plan = plan_for(H, B, dtype, "cuda"), plan_for(H, B, dtype, "cuda", kernel="stepwise")
-    assert split_plan.tier == "split"
+    if split_plan.tier != "split":  # H = 2048 needs 128 SMs (an A100 has 108)
+        pytest.skip(f"the split tier does not serve H={H} on this GPU: {split_plan.reason}")
     y = recurrence_forward(split_plan, xw, h0, u, "tanh", False)
     y_ref = recurrence_forward(step_plan, xw, h0, u, "tanh", False)
     assert rel_err(y, y_ref) < 1e-2
