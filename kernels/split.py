@@ -19,10 +19,18 @@ the loop) and because the product's K is cut into K_SPLIT chunks, one per warp: 
 [K_SPLIT, BLOCK_N, BLOCK_H / K_SPLIT], a batched tl.dot whose K_SPLIT partial products are summed,
 so each warp holds only its chunk of the slice.
 
+The exchange is what a split step costs beyond the product: each program's stores, a fence to make
+them visible at GPU scope (the barrier's release), the arrival on the group's counter, polling it
+until every program has arrived, then one read of the whole state through L2: about four L2 round
+trips per step. EXCHANGE_ONLY compiles the product out (the state is still read and summed, the
+new state written and the barrier met), so `rnnbench exchange` times that alone beside the full
+kernel. Not tried yet, for want of a GPU to validate and time it: state words that carry their step
+(data and step in one 8-byte word, as NCCL's LL protocol does), which drop the fence and turn the
+poll into the state read itself. Thread-block clusters (distributed shared memory) are not usable
+from Triton 3.6 (DESIGN.md section 9).
+
 In the interpreter programs run one after another, so the barrier (USE_BARRIER) is compiled out
 and the launcher runs one launch per step; the barrier itself is tested with a one-program grid.
-EXCHANGE_ONLY compiles the product out (the state is still read and summed, the state written and
-the barrier met): what is left is the cost of the per-step exchange (rnnbench's exchange benchmark).
 """
 from dataclasses import dataclass
 
