@@ -2,8 +2,7 @@
 import pytest
 import torch
 
-from conftest import DTYPES, TOLERANCE, rel_err
-from helpers import reference_copy, run_and_backward
+from helpers import DTYPES, TOLERANCE, reference_copy, rel_err, run_and_backward
 from kernels import ElmanRNNModel, TritonRNN
 
 

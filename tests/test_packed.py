@@ -4,8 +4,7 @@ import pytest
 import torch
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from conftest import DTYPES, TOLERANCE, rel_err
-from helpers import reference_copy, run_and_backward
+from helpers import DTYPES, TOLERANCE, reference_copy, rel_err, run_and_backward
 from kernels import TritonRNN
 
 # Lengths include 1 and T, unsorted (enforce_sorted=False) unless the case says otherwise.

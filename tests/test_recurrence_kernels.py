@@ -2,8 +2,7 @@
 import pytest
 import torch
 
-from conftest import DTYPES, TOLERANCE, rel_err
-from helpers import reference_layer
+from helpers import DTYPES, TOLERANCE, reference_layer, rel_err
 from kernels.dispatch import TIERS, plan_for, recurrence_backward, recurrence_forward
 from kernels.runtime import interpreting
 from kernels.split import SplitBlocks, split_backward, split_forward

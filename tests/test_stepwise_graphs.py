@@ -8,7 +8,7 @@ timed closure replays every call once warm, and a caller's own capture records t
 import pytest
 import torch
 
-from conftest import TOLERANCE, rel_err
+from helpers import TOLERANCE, rel_err
 from kernels import TritonRNN
 from kernels.reference import reference_forward
 from kernels.stepwise import STEP_GRAPHS, StepGraphs, loop_key
