@@ -263,6 +263,13 @@ def test_h100_cudnn_trace_counts_each_kernel_once(h100_traces):
     assert launches.busy_us(found) / 1e3 < H100_WALL_MS["cudnn"]  # the old sum counted 265.5 ms
 
 
+
+def test_cudnn_algorithm_of_the_real_h100_bf16_trace(h100_traces):
+    """The H100's bfloat16 forward+backward: a GEMM and an elementwise kernel per step, both passes."""
+    names = launches.gpu_kernel_names(h100_traces["cudnn"])
+    assert launches.cudnn_algorithm(names) == ("cuDNN algorithm: standard (elemWiseRNNcell, RNN_elementWise_bp1, "
+                                               "GENERIC_elementWise_bp2 + a GEMM per step)")
+
 def test_h100_floor_is_below_the_latency_it_is_part_of(h100_traces):
     found = launches.launches(h100_traces["triton"], on_cuda=True, seq_len=H100_T)
     latency_us = H100_TRITON_LATENCY_MS * 1e3 / H100_T
