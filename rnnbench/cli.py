@@ -20,14 +20,24 @@ from pathlib import Path
 import torch
 import yaml
 
-from rnnbench import __version__, exchange, launches, measure
+from rnnbench import __version__, exchange, launches, measure, report, runner
 from rnnbench import profile as profiling
-from rnnbench import report, runner
 from rnnbench.backends import BACKENDS
 from rnnbench.environment import capture
 from rnnbench.results import CSV_NAME, ENV_NAME, JOB_COLUMNS, SCENARIO_NAME, RunFolder, describe_job, job_outcomes
-from rnnbench.schema import (CASE_FIELDS, DTYPES, MODES, SAFE_NAME_RULE, SCHEMA_HELP, Case, ScenarioError,
-                             cpu_sweep_text, is_safe_name, load_scenario, parse_scenario)
+from rnnbench.schema import (
+    CASE_FIELDS,
+    DTYPES,
+    MODES,
+    SAFE_NAME_RULE,
+    SCHEMA_HELP,
+    Case,
+    ScenarioError,
+    cpu_sweep_text,
+    is_safe_name,
+    load_scenario,
+    parse_scenario,
+)
 
 
 class UsageError(Exception):
@@ -82,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     rep = sub.add_parser("report", help="rebuild report.md, results.json and the plots from results.csv",
-                         description="Rebuild report.md, results.json and the PNG plots of a run folder from its results.csv.")
+                         description="Rebuild report.md, results.json and the PNG plots of a run folder from its "
+                                     "results.csv.")
     rep.add_argument("run_dir", help="a run folder, e.g. results/long_seq/20250101-120000")
 
     cmp_ = sub.add_parser("compare", help="what changed between two runs",
@@ -99,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_exchange_parser(sub)
 
     lst = sub.add_parser("list", help="scenarios and backends, with their availability here",
-                         description="List the scenarios (with their case counts) and the backends (with whether they can run here).")
+                         description="List the scenarios (with their job counts) and the backends (with whether they "
+                                     "can run here).")
     lst.add_argument("--scenarios", default="scenarios", help="folder of scenario files (default: scenarios)")
     return parser
 
@@ -208,7 +220,8 @@ def run_folder(args, scenario) -> tuple[RunFolder, bool]:
         return RunFolder(args.resume), True
     folder = RunFolder(root / new_run_id(args, "-cpu" if scenario.sweep == "cpu" else ""))
     if folder.csv.exists():
-        raise UsageError(f"{folder.path} already holds a run; continue it with --resume {folder.path} or pick another --run-id")
+        raise UsageError(f"{folder.path} already holds a run; continue it with --resume {folder.path} or pick another "
+                         f"--run-id")
     return folder, False
 
 
@@ -321,7 +334,8 @@ def parse_case(spec: str, scenario) -> Case:
     values.update(given)
     missing = [k for k in ("seq_len", "batch", "hidden") if k not in values]
     if missing:
-        raise UsageError(f"--case {spec}: {scenario.source} has no sweep cases to start from; give {', '.join(missing)}")
+        raise UsageError(f"--case {spec}: {scenario.source} has no sweep cases to start from; give "
+                         f"{', '.join(missing)}")
     values.setdefault("input_size", values["hidden"])
     return Case(**values)
 
@@ -352,6 +366,10 @@ def profile_folder(args, scenario) -> tuple[Path, bool]:
     return folder, False
 
 
+def default_mode(scenario) -> str:
+    return "forward+backward" if "forward+backward" in scenario.modes else scenario.modes[0]
+
+
 def cmd_profile(args) -> int:
     device = device_here()
     scenario = load_scenario(args.scenario, choose_sweep(args.sweep, device))
@@ -373,7 +391,7 @@ def cmd_profile(args) -> int:
         print("*** no CUDA GPU found: CPU profiler only (CPU time, launches counted from the ops, Triton in its "
               "interpreter); GPU-only parts are marked as such. ***", flush=True)
     request = profiling.Request(scenario, case, args.dtype or scenario.dtypes[0],
-                                args.mode or ("forward+backward" if "forward+backward" in scenario.modes else scenario.modes[0]),
+                                args.mode or default_mode(scenario),
                                 backends, device, folder / profiling.PROFILE_DIR, nvtx=args.nvtx,
                                 compile_facts=not args.no_compile_facts, command=shlex.join(["rnnbench", *args.argv]),
                                 notes=notes)

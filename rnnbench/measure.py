@@ -6,10 +6,10 @@ pytest-benchmark benchmarks alike.
 
 Timing: on CUDA `triton.testing.do_bench` (CUDA events, L2 flushed before every call, warm-up
 first), except for calls of LONG_CALL_MS or more: do_bench would make 8 or more of them, so they are
-timed LONG_CALL_REPS times with CUDA events instead; on CPU the same statistics from the calling thread's CPU time (wall clock with more than
-one thread; see cpu_clock), with a fixed thread count, a warm-up that lasts until the calls agree
-and enough calls for a stable median. Both give p20/p50/p80 in
-milliseconds; a wide p20-p80 spread is flagged as noisy.
+timed LONG_CALL_REPS times with CUDA events instead; on CPU the same statistics from the calling
+thread's CPU time (wall clock with more than one thread; see cpu_clock), with a fixed thread count,
+a warm-up that lasts until the calls agree and enough calls for a stable median. All give p20/p50/p80
+in milliseconds; a wide p20-p80 spread is flagged as noisy.
 forward runs under torch.no_grad (inference); forward+backward runs the forward with autograd and
 then `torch.autograd.grad` of the output with a fixed random upstream gradient, for the input and
 every parameter. FLOPs follow the DeepBench convention: per layer 2*H*H*B*T recurrent plus

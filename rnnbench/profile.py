@@ -240,8 +240,8 @@ def _audit(plan: str, dtype: str, nonlinearity: str, archs: tuple[int, ...]) -> 
                               env=env, capture_output=True, text=True, timeout=600)
         if not out.exists():
             tail = (proc.stderr or proc.stdout).strip().splitlines()
-            return [{"plan": plan, "arch": a, "kernel": "", "error": f"audit failed: {tail[-1] if tail else proc.returncode}"}
-                    for a in archs]
+            error = f"audit failed: {tail[-1] if tail else proc.returncode}"
+            return [{"plan": plan, "arch": a, "kernel": "", "error": error} for a in archs]
         return json.loads(out.read_text())
 
 
@@ -264,7 +264,8 @@ def _with_occupancy(row: dict, plan: str) -> dict:
 def ncu_command(req: Request, records: list[dict], scenario_path: str, case_spec: str) -> str | None:
     """The Nsight Compute command line for the forward recurrence kernel the triton backend ran."""
     ours = launches.triton_kernel_names()
-    ran = [k["kernel"] for r in records if r["backend"] == "triton" for k in r.get("kernels", []) if k["kernel"] in ours]
+    ran = [k["kernel"] for r in records if r["backend"] == "triton" for k in r.get("kernels", [])
+           if k["kernel"] in ours]
     kernel = next((k for k in ran if "forward" in k), ran[0] if ran else None)
     if kernel is None:
         return None
@@ -282,7 +283,8 @@ def run(req: Request, scenario_path: str, case_spec: str, progress: bool = True)
     records = []
     for i, name in enumerate(req.backends, 1):
         if progress:
-            print(f"[{i}/{len(req.backends)}] {name}: profiling {req.mode} {req.dtype} {req.case.label} ...", flush=True)
+            print(f"[{i}/{len(req.backends)}] {name}: profiling {req.mode} {req.dtype} {req.case.label} ...",
+                  flush=True)
         started = time.perf_counter()
         records.append(profile_backend(name, req))
         if progress:
@@ -294,7 +296,8 @@ def run(req: Request, scenario_path: str, case_spec: str, progress: bool = True)
             "mode": req.mode, "dtype": req.dtype, "nonlinearity": req.scenario.nonlinearity,
             "device": req.device.type, "device_name": device_name(req.device),
             "gpu": hardware.known_gpu(device_name(req.device)) if req.device.type == "cuda" else None,
-            "floor": step_floor(records, req.case.seq_len), "ncu_command": ncu_command(req, records, scenario_path, case_spec),
+            "floor": step_floor(records, req.case.seq_len),
+            "ncu_command": ncu_command(req, records, scenario_path, case_spec),
             "nvtx": req.nvtx and req.device.type == "cuda", "command": req.command, "notes": req.notes,
             "backends": records}
     (req.out / PROFILE_JSON).write_text(json.dumps(data, indent=1))

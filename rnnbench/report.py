@@ -15,8 +15,17 @@ from rnnbench.backends import FP16_REFERENCE, display_name
 from rnnbench.launches import GROUPS, algorithm_of
 from rnnbench.measure import LONG_CALL_NOTE, NOISY_NOTE, NOISY_SPREAD, noise_note
 from rnnbench.plots import make_plots, where_time_goes_figure
-from rnnbench.results import (FALLBACK_NOTE, JOB_COLUMNS, JSON_NAME, RunFolder, better, describe_job,
-                              fallback_baseline, is_failure, load_frame)
+from rnnbench.results import (
+    FALLBACK_NOTE,
+    JOB_COLUMNS,
+    JSON_NAME,
+    RunFolder,
+    better,
+    describe_job,
+    fallback_baseline,
+    is_failure,
+    load_frame,
+)
 from rnnbench.schema import CASE_FIELDS, Case, cpu_sweep_text
 
 CPU_BANNER = ("CPU sweep: no CUDA GPU was present, so this ran {sweep}, timed by {clock}; peak memory "
@@ -162,7 +171,8 @@ def longest_sequence_section(bench: pd.DataFrame, columns: dict[str, str]) -> li
         longest = int(ran.seq_len.max()) if not ran.empty else 0
         beyond = mine[(mine.seq_len > longest) & (mine.error != "")].sort_values("seq_len", kind="stable")
         first = beyond.iloc[0] if not beyond.empty else None
-        why = "" if first is None else f"T={int(first['seq_len'])} ({first['dtype']}, {first['mode']}): {first['error']}"
+        why = ("" if first is None else
+               f"T={int(first['seq_len'])} ({first['dtype']}, {first['mode']}): {first['error']}")
         rows.append([columns[backend], f"{longest:,}" if longest else "none", why])
     return ["## Longest sequence each backend ran", md_table(["backend", "longest T measured", "a longer T: why not"],
                                                               rows)]
@@ -215,12 +225,13 @@ def backends_section(frame: pd.DataFrame) -> list[str]:
     def what_ran(notes: pd.Series) -> str:
         parts = (part for note in notes for part in note.split("; "))
         return "; ".join(p for p in dict.fromkeys(parts) if p and not p.startswith(MEASUREMENT_NOTES))
-    rows = [[backend, group.label.iloc[0], what_ran(group.note)] for backend, group in frame.groupby("backend", sort=False)]
+    rows = [[backend, group.label.iloc[0], what_ran(group.note)]
+            for backend, group in frame.groupby("backend", sort=False)]
     return ["## Backends", md_table(["backend", "what ran", "notes (kernel plans, cuDNN algorithms, TF32)"], rows)]
 
 
 def failures_section(frame: pd.DataFrame) -> list[str]:
-    failed = frame[frame.error != ""].drop_duplicates(["kind", "backend", "mode", "dtype", *CASE_FIELDS, "radius", "error"])
+    failed = frame[frame.error != ""].drop_duplicates([*JOB_COLUMNS, "error"])
     if failed.empty:
         return []
     rows = [["failed" if is_failure(r.error) else "skipped", r.backend, r.kind, r.mode, r.dtype,
@@ -322,7 +333,8 @@ def profile_section(data: dict, run_dir: Path, prefix: str) -> list[str]:
     case = data["case"]
     gpu = data["device"] == "cuda"
     parts = ["## Where the time goes",
-             f"One {data['mode']} call of {Case(**case).label}, {data['dtype']}, {data['nonlinearity']}, per backend, under "
+             f"One {data['mode']} call of {Case(**case).label}, {data['dtype']}, {data['nonlinearity']}, per backend, "
+             f"under "
              f"torch.profiler ({'GPU kernel time' if gpu else 'CPU time'}). Command: `{data.get('command', '')}`"]
     if not gpu:
         parts.append(f"> {PROFILE_CPU_NOTE}")
@@ -337,9 +349,9 @@ def profile_section(data: dict, run_dir: Path, prefix: str) -> list[str]:
 
 
 def _launch_table(ran: list[dict], gpu: bool) -> list[str]:
-    rows = [[r["backend"], r["note"] or r["label"], r["launches"], fmt(r["launches_per_step"]), r["recurrence_launches"],
-             fmt(r["recurrence_launches_per_step"]), fmt(r["host_ms"]), fmt(r["wall_ms"]), _ms(r["device_ms"])]
-            for r in ran]
+    rows = [[r["backend"], r["note"] or r["label"], r["launches"], fmt(r["launches_per_step"]),
+             r["recurrence_launches"], fmt(r["recurrence_launches_per_step"]), fmt(r["host_ms"]), fmt(r["wall_ms"]),
+             _ms(r["device_ms"])] for r in ran]
     what = "GPU kernels" if gpu else "counted from the profiler's CPU events, not timed"
     return [f"### Launches per time step ({what})",
             "Eager PyTorch pays several launches per step, cuDNN's STANDARD algorithm about one per step, the "
@@ -387,6 +399,10 @@ def _compile_facts_table(ran: list[dict]) -> list[str]:
                       "blocks/SM", "occupancy", "limited by", "audit"], rows)]
 
 
+def _share(efficiency: dict, key: str) -> str:
+    return f"{100 * efficiency[key]:.1f}%" if key in efficiency else "unknown GPU"
+
+
 def _efficiency_section(ran: list[dict], data: dict) -> list[str]:
     title = "### Against the hardware"
     if data["device"] != "cuda":
@@ -396,10 +412,10 @@ def _efficiency_section(ran: list[dict], data: dict) -> list[str]:
     rows = []
     for r in ran:
         e = r["efficiency"]
-        share = (lambda key: f"{100 * e[key]:.1f}%" if key in e else "unknown GPU")
         rows.append([r["backend"], fmt(e["latency_ms"]), fmt(e["time_per_step_us"]),
                      fmt(e["time_per_step_us"] / floor["us_per_step"]) if floor else "",
-                     fmt(e["tflops"]), share("tflops_share"), fmt(e["bandwidth_gbs"]), share("bandwidth_share")])
+                     fmt(e["tflops"]), _share(e, "tflops_share"), fmt(e["bandwidth_gbs"]),
+                     _share(e, "bandwidth_share")])
     gpu = data.get("gpu")
     peaks = (f"Peaks: {gpu} datasheet (dense), see rnnbench/hardware.py." if gpu else
              f"{data['device_name']} is not in rnnbench/hardware.py's table of peaks: no share of peak.")
@@ -407,7 +423,8 @@ def _efficiency_section(ran: list[dict], data: dict) -> list[str]:
                   "Floor: none (the triton backend did not run a resident plan here).")
     return [title, "Latency: p50 of triton.testing.do_bench; bandwidth counts compulsory bytes only (inputs and "
                    "outputs once), a lower bound. " + peaks + " " + floor_text,
-            md_table(["backend", "latency ms", "us per step", "x floor", "TFLOP/s", "of peak", "GB/s", "of peak"], rows)]
+            md_table(["backend", "latency ms", "us per step", "x floor", "TFLOP/s", "of peak", "GB/s", "of peak"],
+                     rows)]
 
 
 def _profile_extras(data: dict, prefix: str) -> list[str]:
@@ -465,7 +482,8 @@ def compare(run_a: str | Path, run_b: str | Path, metric: str | None = None, thr
     for side, label in (("left_only", "only in A"), ("right_only", "only in B")):
         only = merged[merged._merge == side]
         if len(only):
-            out.append(f"{len(only)} rows {label}: " + ", ".join(sorted({f"{r.backend}/{r.metric}" for r in only.itertuples()})))
+            which = sorted({f"{r.backend}/{r.metric}" for r in only.itertuples()})
+            out.append(f"{len(only)} rows {label}: " + ", ".join(which))
     env_a, env_b = RunFolder(run_a).environment(), RunFolder(run_b).environment()
     changed = [[k, str(env_a.get(k, "")), str(env_b.get(k, ""))] for k in dict.fromkeys([*env_a, *env_b])
                if k != "date" and env_a.get(k) != env_b.get(k)]

@@ -110,7 +110,8 @@ class RunFolder:
         path = self.path / JOBS_NAME
         if not path.exists():
             return pd.DataFrame(columns=JOB_LOG_COLUMNS)
-        return pd.read_csv(path, dtype={"radius": str}, keep_default_na=False, na_values={c: [""] for c in MEMORY_COLUMNS})
+        return pd.read_csv(path, dtype={"radius": str}, keep_default_na=False,
+                           na_values={c: [""] for c in MEMORY_COLUMNS})
 
     def rows(self) -> list[dict]:
         """The rows on disk; a last line cut short by a crash is dropped (and the file repaired)."""

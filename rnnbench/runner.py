@@ -60,7 +60,8 @@ def plan(scenario: Scenario) -> list[Job]:
     if "stability" in scenario.metrics:
         st = scenario.stability
         for radius in st.spectral_radii:
-            jobs.append(Job("stability", REFERENCE, "forward+backward", "float64", _study_case(st, st.curve_len), radius))
+            jobs.append(Job("stability", REFERENCE, "forward+backward", "float64", _study_case(st, st.curve_len),
+                            radius))
             jobs += [Job("stability", backend, "forward+backward", dtype, _study_case(st, seq_len), radius)
                      for seq_len in st.seq_lens for backend in scenario.ordered_backends() for dtype in scenario.dtypes
                      if BACKENDS[backend].runs_in is None]

@@ -66,7 +66,9 @@ def is_safe_name(name: str) -> bool:
 
 def cpu_sweep_text(data: dict) -> str:
     """What the cpu sweep of the scenario `data` (its YAML mapping) runs, in words."""
-    return "the scenario's smaller `cpu:` sweep" if "cpu" in data else "the scenario's full sweep (it has no `cpu:` section)"
+    if "cpu" in data:
+        return "the scenario's smaller `cpu:` sweep"
+    return "the scenario's full sweep (it has no `cpu:` section)"
 
 
 class ScenarioError(ValueError):
@@ -260,7 +262,7 @@ def _read_case(r: _Reader, raw, at: str) -> Case:
 
 def _read_timing(r: _Reader, raw, at: str) -> Timing:
     raw = r.mapping(raw, at, TIMING_KEYS)
-    values = {k: (r.positive_int(v, _join(at, k)) if k in ("min_reps", "cpu_threads") else r.positive_float(v, _join(at, k)))
+    values = {k: (r.positive_int if k in ("min_reps", "cpu_threads") else r.positive_float)(v, _join(at, k))
               for k, v in raw.items()}
     return Timing(**values)
 

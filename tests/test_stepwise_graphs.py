@@ -8,10 +8,11 @@ timed closure replays every call once warm, and a caller's own capture records t
 import pytest
 import torch
 
-from helpers import TOLERANCE, rel_err
 from kernels import TritonRNN
 from kernels.reference import reference_forward
 from kernels.stepwise import STEP_GRAPHS, StepGraphs, loop_key
+
+from helpers import TOLERANCE, rel_err
 
 CPU = torch.device("cpu")
 

@@ -53,7 +53,8 @@ def test_speedups_over_the_first_baseline_that_ran_and_over_cudnn_fp16(run_dir):
     assert code == 0
     frame = pd.read_csv(folder / "results.csv", keep_default_na=False, na_values={"p50": [""]})
     # T=4: cudnn ran; eager's speedups are the latency ratios over cudnn and over cudnn-fp16
-    assert value(frame, "eager", 4, "speedup").p50 == pytest.approx(latency(frame, "cudnn", 4) / latency(frame, "eager", 4))
+    assert value(frame, "eager", 4, "speedup").p50 == pytest.approx(
+        latency(frame, "cudnn", 4) / latency(frame, "eager", 4))
     assert value(frame, "eager", 4, "speedup_fp16").p50 == pytest.approx(
         latency(frame, "cudnn-fp16", 4) / latency(frame, "eager", 4))
     assert value(frame, "cudnn-fp16", 4, "speedup_fp16").p50 == pytest.approx(1)
@@ -141,7 +142,8 @@ def test_the_headline_scenarios_fit_their_time_on_an_h100_by_the_cost_model(name
 
 def test_the_estimate_counts_the_calls_of_a_long_job():
     scenario = load_scenario_text({"name": "e", "backends": ["eager"], "modes": ["forward+backward"],
-                                   "metrics": ["speed", "memory"], "sweep": {"seq_len": 4096, "batch": 8, "hidden": 128}})
+                                   "metrics": ["speed", "memory"],
+                                   "sweep": {"seq_len": 4096, "batch": 8, "hidden": 128}})
     job = runner.plan(scenario)[0]
     call = 4096 * estimate.H100_US_PER_STEP[("eager", None)][None][1] / 1e6
     forward = 4096 * estimate.H100_US_PER_STEP[("eager", None)][None][0] / 1e6

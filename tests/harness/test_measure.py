@@ -130,8 +130,8 @@ class FakeTimers:
         import triton.testing
         self.used = []
         monkeypatch.setattr(measure, "event_timing", lambda call, reps: self.used.append(("events", reps)) or (1, 2, 3))
-        monkeypatch.setattr(triton.testing, "do_bench",
-                            lambda call, warmup, rep, quantiles: self.used.append(("do_bench", warmup, rep)) or [1, 2, 3])
+        monkeypatch.setattr(triton.testing, "do_bench", lambda call, warmup, rep, quantiles:
+                            self.used.append(("do_bench", warmup, rep)) or [1, 2, 3])
 
 
 def test_long_calls_are_timed_a_few_times_with_events_and_say_so(monkeypatch):

@@ -77,7 +77,8 @@ def test_smoke_cpu_profile_writes_every_output(smoke_run):
 def test_cudnn_and_triton_rows_say_what_ran(smoke_run):
     frame = pd.read_csv(smoke_run[0] / "results.csv", dtype=str, keep_default_na=False)
     cudnn_labels = set(frame[frame.backend == "cudnn"].label)
-    assert cudnn_labels == {"cuDNN (torch.nn.RNN)" if torch.cuda.is_available() else "PyTorch native CPU RNN (not cuDNN)"}
+    on_gpu = torch.cuda.is_available()
+    assert cudnn_labels == {"cuDNN (torch.nn.RNN)" if on_gpu else "PyTorch native CPU RNN (not cuDNN)"}
     for backend in ("triton", "triton-stepwise"):
         rows = frame[frame.backend == backend]
         # either the kernels ran (and the plan they chose is recorded) or every row says why not
@@ -146,7 +147,8 @@ def test_compare_shows_what_changed_and_which_way_is_better(smoke_run, tmp_path,
 
     assert main(["compare", str(smoke_run[0]), str(run_b), "--metric", "bogus"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("rnnbench: error: --metric bogus: in neither run (the grad_norm curve is not compared); expected one of ") and "latency" in err
+    assert err.startswith("rnnbench: error: --metric bogus: in neither run (the grad_norm curve is not compared); "
+                          "expected one of ") and "latency" in err
 
 
 # ---- in-process runs of a tiny scenario ------------------------------------------------------
@@ -287,7 +289,8 @@ def test_an_impossible_size_fails_with_exit_3(tmp_path, capsys):
 
 
 def test_noisy_timings_are_marked_in_the_csv_and_the_report(tiny, monkeypatch):
-    timings = iter([((1.0, 1.1, 1.2), ""), ((1.0, 2.0, 3.0), "")])  # the jobs in plan order: p80/p20 = 1.2 at T=4, 3 at T=8
+    # the jobs in plan order: p80/p20 = 1.2 at T=4, 3 at T=8
+    timings = iter([((1.0, 1.1, 1.2), ""), ((1.0, 2.0, 3.0), "")])
     monkeypatch.setattr(runner.measure, "time_call", lambda *args: next(timings))
     tiny.write_text(yaml.safe_dump({**TINY, "metrics": ["speed"], "backends": ["eager"], "modes": ["forward"]}))
     assert run_tiny(tiny) == 0
