@@ -5,8 +5,9 @@ It counts the jobs, the calls each one makes and what those calls cost:
 - a bench job on CUDA makes a warm-up call (in a forward job the step check's forward), a
   peak-memory call (plus, with forward+backward, a forward for the step check and one for the
   activation memory) and its timing: do_bench (six calls,
-  then warmup_ms and rep_ms of calls) or, for a call of measure.LONG_CALL_MS or more, LONG_CALL_REPS
-  calls; cuDNN jobs add one short profiled call per shape to tell its algorithm;
+  then warmup_ms and rep_ms of calls) or, for a call of measure.LONG_CALL_MS or more, one untimed
+  call and LONG_CALL_REPS timed ones; cuDNN adds one short profiled call per shape to tell its
+  algorithm, in a child process started once;
 - a stability job makes one forward+backward (two at the curve's T), and each (radius, T) once the
   float64 reference on the CPU.
 
@@ -40,7 +41,8 @@ STEPWISE_HOST_CALLS = 2    # the calls that launch step by step (the first, and 
 COMPILE_S = 10.0           # GUESS: torch.compile of one chunk function, per job (compiled afresh)
 FIRST_JIT_S = 5.0          # GUESS: Triton compiling a backend's kernels for a dtype and H the first time
 JOB_OVERHEAD_S = 0.1       # preparing, checking, writing rows, freeing memory
-ALGORITHM_PROBE_S = 0.5    # one short profiled cuDNN call
+ALGORITHM_PROBE_S = 0.5    # one short profiled cuDNN call (rnnbench/cudnn_probe.py)
+PROBE_PROCESS_S = 15.0     # GUESS: starting the probes' child process (imports, CUDA, the profiler)
 REFERENCE_US_PER_STEP = 80.0  # GUESS: the float64 forward+backward loop on the CPU (stability study)
 START_AND_REPORT_S = 30.0  # imports, CUDA start-up, report and plots
 
@@ -66,7 +68,7 @@ def call_seconds(backend: str, dtype: str, case, mode: str) -> float:
 def timing_seconds(call_s: float, timing) -> float:
     """What measure.time_call spends on a call of call_s seconds on CUDA."""
     if call_s * 1e3 >= LONG_CALL_MS:
-        return LONG_CALL_REPS * call_s
+        return (1 + LONG_CALL_REPS) * call_s  # one untimed call first
     return 6 * call_s + max(timing.warmup_ms / 1e3, call_s) + max(timing.rep_ms / 1e3, call_s)
 
 
@@ -103,6 +105,8 @@ def run_seconds(scenario, jobs: list) -> float:
     cuda = torch.device("cuda")  # the skips as they apply on a GPU
     runnable = [j for j in jobs if j.backend == "reference" or BACKENDS[j.backend].skip(j.case, cuda) is None]
     seconds = START_AND_REPORT_S
+    if any(j.backend in CUDNN_BACKENDS for j in runnable):
+        seconds += PROBE_PROCESS_S
     first_jit, probed, references = set(), set(), set()
     for job in runnable:
         if job.kind == "stability":

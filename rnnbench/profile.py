@@ -25,7 +25,6 @@ profile.md (plus where_time_goes.png); `rnnbench report` then adds a "Where the 
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import os
 import statistics
@@ -52,7 +51,6 @@ HOST_REPS = 3
 # than later calls'); the stepwise kernel's T launches are captured into a CUDA graph the second time
 # the same tensors come and replayed from then on (kernels/stepwise.py), so the profiled call replays.
 WARMUP_CALLS = 3
-ALGORITHM_PROBE_STEPS = 256
 
 
 @dataclass
@@ -120,11 +118,8 @@ def inductor_kernel_events(backend: str, device: torch.device):
 def cudnn_algorithm(backend: str, case: Case, dtype: str, mode: str, device: torch.device, nonlinearity: str,
                     seed: int) -> str:
     """Which algorithm cuDNN runs for this job (launches.cudnn_algorithm), read from the kernels of
-    one profiled call of its first ALGORITHM_PROBE_STEPS steps: PyTorch picks the algorithm from the
-    hidden size, batch, dtype and pass, not from T beyond 40 steps (get_algo in
-    aten/src/ATen/native/cudnn/RNN.cpp), and a short call keeps the trace small."""
-    probe = dataclasses.replace(case, seq_len=min(case.seq_len, ALGORITHM_PROBE_STEPS))
-    measured = measure.prepare_call(backend, probe, dtype, mode, device, nonlinearity, seed)
+    one profiled call, in this process (rnnbench.cudnn_probe runs it in a child for `rnnbench run`)."""
+    measured = measure.prepare_call(backend, case, dtype, mode, device, nonlinearity, seed)
     with tempfile.TemporaryDirectory() as tmp:
         trace = Path(tmp) / "trace.json"
         profile_call(measured.call, device, trace, nvtx=False, label=backend)

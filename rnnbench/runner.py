@@ -13,7 +13,6 @@ started, so memory held across jobs shows in the log and in the error of a job o
 """
 from __future__ import annotations
 
-import dataclasses
 import gc
 import signal
 import sys
@@ -27,8 +26,7 @@ from typing import NamedTuple
 import torch
 from tqdm import tqdm
 
-from rnnbench import check, estimate, launches, measure, stability
-from rnnbench import profile as profiling
+from rnnbench import check, cudnn_probe, estimate, measure, stability
 from rnnbench.backends import BACKENDS, CUDNN_BACKENDS, FP16_REFERENCE, first_line
 from rnnbench.results import Job, RunFolder, fallback_note, job_outcomes, now
 from rnnbench.schema import Case, Scenario
@@ -46,7 +44,7 @@ class Context:
     folder: RunFolder
     latency_ms: dict[tuple, dict[str, float]] = field(default_factory=dict)
     not_run: dict[tuple, dict[str, str]] = field(default_factory=dict)
-    algorithms: dict[tuple, str] = field(default_factory=dict)  # cuDNN's, by shape (it does not depend on T)
+    algorithms: dict[tuple, str] = field(default_factory=dict)  # cuDNN's, by cudnn_probe.shape_key
 
 
 def plan(scenario: Scenario) -> list[Job]:
@@ -141,19 +139,18 @@ def bench_rows(job: Job, ctx: Context) -> list[dict]:
 
 
 def cudnn_algorithm(job: Job, ctx: Context) -> str:
-    """For cuDNN on CUDA, the algorithm it ran (profile.cudnn_algorithm; found once per shape: it does
-    not depend on T), else ""; a failure to tell is said, not raised: the measurements stand without it."""
-    if job.backend not in CUDNN_BACKENDS or ctx.device.type != "cuda":
-        return ""
+    """The algorithm cuDNN ran for this job (probed at the start of the run), or ""."""
+    return ctx.algorithms.get(cudnn_probe.shape_key(job.backend, job.dtype, job.mode, job.case), "")
+
+
+def probe_cudnn(ctx: Context, jobs: list[Job]) -> None:
+    """On CUDA, cuDNN's algorithm for every shape of the cuDNN jobs about to run, in a child process."""
+    if ctx.device.type != "cuda":
+        return
+    shapes = [cudnn_probe.shape_key(j.backend, j.dtype, j.mode, j.case) for j in jobs if j.kind == "bench"
+              and j.backend in CUDNN_BACKENDS and BACKENDS[j.backend].skip(j.case, ctx.device) is None]
     sc = ctx.scenario
-    shape = (job.backend, job.dtype, job.mode, dataclasses.replace(job.case, seq_len=0))
-    if shape not in ctx.algorithms:
-        try:
-            ctx.algorithms[shape] = profiling.cudnn_algorithm(job.backend, job.case, job.dtype, job.mode, ctx.device,
-                                                              sc.nonlinearity, sc.seed)
-        except Exception as err:  # the profiler is not what is measured
-            return f"{launches.ALGORITHM_NOTE}unknown (profiling failed: {type(err).__name__}: {first_line(err)})"
-    return ctx.algorithms[shape]
+    ctx.algorithms.update(cudnn_probe.algorithms(shapes, str(ctx.device), sc.nonlinearity, sc.seed))
 
 
 def step_check(job: Job, ctx: Context, measured_call: measure.MeasuredCall) -> Measured:
@@ -316,6 +313,7 @@ def _run_jobs(ctx: Context, progress: bool) -> int:
     done = ctx.folder.done()
     todo = [j for j in jobs if j.key() not in done]
     print(estimate.eta_line(ctx.scenario, todo, ctx.device), flush=True)
+    probe_cudnn(ctx, todo)
     interactive = sys.stderr.isatty()  # in a log file, a line every 30 s instead of a live bar
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), unit="job", desc=ctx.scenario.name,
                disable=not progress, mininterval=0.1 if interactive else 30, dynamic_ncols=interactive)

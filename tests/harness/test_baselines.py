@@ -147,9 +147,21 @@ def test_the_estimate_counts_the_calls_of_a_long_job():
     job = runner.plan(scenario)[0]
     call = 4096 * estimate.H100_US_PER_STEP[("eager", None)][None][1] / 1e6
     forward = 4096 * estimate.H100_US_PER_STEP[("eager", None)][None][0] / 1e6
-    # warm-up, peak memory, the step check's and the activation memory's forwards, three timed calls
-    expected = estimate.JOB_OVERHEAD_S + 2 * call + 2 * forward + 3 * call
+    # warm-up, peak memory, the step check's and the activation memory's forwards, one untimed and three timed calls
+    expected = estimate.JOB_OVERHEAD_S + 2 * call + 2 * forward + (1 + 3) * call
     assert estimate.bench_seconds(job, scenario) == pytest.approx(expected)
+
+
+def test_cudnn_algorithms_are_probed_in_a_child_process():
+    """The probe's plumbing on any machine: without a GPU the profiled call has no kernels to name."""
+    from rnnbench import cudnn_probe
+    shapes = [cudnn_probe.shape_key("cudnn", "float32", "forward", Case(1000, 2, 8, 8)),
+              cudnn_probe.shape_key("cudnn-fp16", "bfloat16", "forward+backward", Case(16, 2, 8, 8))]
+    assert shapes[0][3].seq_len == cudnn_probe.PROBE_STEPS and shapes[1][3].seq_len == 16
+    notes = cudnn_probe.algorithms(shapes + shapes[:1], "cpu", "tanh", 0)
+    assert notes == {shape: "cuDNN algorithm: unknown (no cuDNN RNN kernel among 0 kernels)" for shape in shapes}
+    failed = cudnn_probe.algorithms(shapes[:1], "no-such-device", "tanh", 0)
+    assert failed[shapes[0]].startswith("cuDNN algorithm: unknown (")
 
 
 def load_scenario_text(data: dict):
