@@ -105,7 +105,7 @@ def run_seconds(scenario, jobs: list) -> float:
     cuda = torch.device("cuda")  # the skips as they apply on a GPU
     runnable = [j for j in jobs if j.backend == "reference" or BACKENDS[j.backend].skip(j.case, cuda) is None]
     seconds = START_AND_REPORT_S
-    if any(j.backend in CUDNN_BACKENDS for j in runnable):
+    if any(j.kind == "bench" and j.backend in CUDNN_BACKENDS for j in runnable):
         seconds += PROBE_PROCESS_S
     first_jit, probed, references = set(), set(), set()
     for job in runnable:

@@ -146,7 +146,8 @@ def baseline_cell(case_rows: pd.DataFrame, first: str, algorithms: dict[str, str
     for error in speedup.error:
         if error:
             return "none — " + error.removeprefix("not measured: ")
-    return columns.get(first, first) + (f" ({algorithms[first]})" if first in algorithms else "")
+    named = [f"{columns.get(b, b)} ({algorithms[b]})" for b in (first, FP16_REFERENCE) if b in algorithms]
+    return "; ".join(named) if first in algorithms else columns.get(first, first)
 
 
 def cudnn_algorithms(bench: pd.DataFrame) -> dict[tuple, dict[str, str]]:

@@ -82,6 +82,24 @@ def test_the_headline_shows_both_speedups_and_says_where_the_baseline_fell_back(
     assert all(" / " in cell for cell in rows["T=4 B=2 H=8 I=8 L=1"].split(" | ")[2:])
 
 
+def test_the_baseline_column_names_the_algorithms_cudnn_ran(run_dir):
+    """On a GPU the cuDNN rows' notes name the algorithm (rnnbench.cudnn_probe); the report, rebuilt
+    from the CSV alone, shows it beside the baseline."""
+    _, folder = run_dir()
+    frame = pd.read_csv(folder / "results.csv", dtype=str, keep_default_na=False)
+    for backend, algorithm in (("cudnn", "standard"), ("cudnn-fp16", "persistent")):
+        rows = frame.backend == backend
+        frame.loc[rows, "note"] = f"TF32 off; cuDNN algorithm: {algorithm} (some_kernel)"
+    frame.to_csv(folder / "results.csv", index=False)
+    assert main(["report", str(folder)]) == 0
+    report = (folder / "report.md").read_text()
+    assert ("| T=4 B=2 H=8 I=8 L=1 | PyTorch CPU RNN (cudnn) (standard); PyTorch CPU RNN fp16 (cudnn-fp16) "
+            "(persistent) |") in report
+    backends = report.split("## Backends")[1].split("\n## ")[0]
+    assert "| cudnn | PyTorch native CPU RNN (not cuDNN) | TF32 off; cuDNN algorithm: standard (some_kernel) |" \
+        in backends
+
+
 def test_without_any_baseline_the_row_says_so(run_dir):
     code, folder = run_dir(baseline="cudnn")
     assert code == 0  # a speedup that cannot be had is not a failure
