@@ -19,6 +19,7 @@ from rnnbench.results import (
     FALLBACK_NOTE,
     JOB_COLUMNS,
     JSON_NAME,
+    KNOWN_REASONS,
     RunFolder,
     better,
     describe_job,
@@ -105,10 +106,11 @@ def headline_section(bench: pd.DataFrame, baselines: list[str], columns: dict[st
             case = Case.from_row(row0)
             cells = {r.backend: cell(r, spread=False) for r in case_rows[case_rows.metric == "speedup"].itertuples()}
             for r in case_rows[case_rows.metric == "speedup_fp16"].itertuples():
-                cells[r.backend] = f"{cells.get(r.backend, '')} / {cell(r, spread=False)}"
+                fp16 = "—" if r.error.startswith(KNOWN_REASONS) else cell(r, spread=False)
+                cells[r.backend] = f"{cells.get(r.backend, '')} / {fp16}"
             rows.append([case.label, baseline_cell(case_rows, baselines[0], algorithms.get((mode, dtype, case), {}),
                                                    columns)] + [cells.get(b, "") for b in backends])
-        title = f"**{mode}, {dtype}**" + (f" — each cell: over the baseline / over {FP16_REFERENCE}"
+        title = f"**{mode}, {dtype}**" + (f" — each cell: over the baseline / over {FP16_REFERENCE} (—: it did not run)"
                                           if (group.metric == "speedup_fp16").any() else "")
         out += [title, md_table(["case", "baseline", *[columns[b] for b in backends]], rows)]
     return out

@@ -195,7 +195,8 @@ def speed_key(job: Job) -> tuple:
 def speedups(job: Job, ctx: Context, p50_ms: float) -> list[Measured]:
     """speedup: the p50 latency of the first baseline that ran for this case, dtype and mode over
     this job's (a note names a fallback baseline and why the first did not run); for bfloat16 jobs
-    also speedup_fp16, over cuDNN in float16."""
+    also speedup_fp16, over cuDNN in float16, except for the first baseline, which runs before the
+    float16 reference (that one's speedup over it says the same, inverted)."""
     sc = ctx.scenario
     times, why = ctx.latency_ms.get(speed_key(job), {}), ctx.not_run.get(speed_key(job), {})
     ran = [b for b in sc.baselines if b in times]
@@ -205,7 +206,7 @@ def speedups(job: Job, ctx: Context, p50_ms: float) -> list[Measured]:
     else:
         reasons = "; ".join(baseline_absence(b, why) for b in sc.baselines)
         out = [Measured("speedup", "x", error=f"not measured: no baseline ran ({reasons})")]
-    if job.dtype == "bfloat16" and FP16_REFERENCE in sc.backends:
+    if job.dtype == "bfloat16" and FP16_REFERENCE in sc.backends and job.backend != sc.baseline:
         if FP16_REFERENCE in times:
             out.append(Measured("speedup_fp16", "x", single(times[FP16_REFERENCE] / p50_ms)))
         else:

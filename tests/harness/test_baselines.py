@@ -75,11 +75,13 @@ def test_the_headline_shows_both_speedups_and_says_where_the_baseline_fell_back(
     headline = report.split("## Headline")[1].split("\n## ")[0]
     assert "bfloat16 rows also give the speedup over cuDNN in float16 (cudnn-fp16)" in headline
     assert f"Where cudnn did not run (skipped: {LIMIT}), 1 speedups are over eager instead." in headline
-    assert "**forward, bfloat16** — each cell: over the baseline / over cudnn-fp16" in headline
+    assert "**forward, bfloat16** — each cell: over the baseline / over cudnn-fp16 (—: it did not run)" in headline
     rows = {line.split(" | ")[0].strip("| "): line for line in headline.splitlines() if line.startswith("| T=")}
     assert rows["T=4 B=2 H=8 I=8 L=1"].split(" | ")[1] == "PyTorch CPU RNN (cudnn)"
     assert rows["T=8 B=2 H=8 I=8 L=1"].split(" | ")[1] == f"eager — cudnn did not run (skipped: {LIMIT})"
-    assert all(" / " in cell for cell in rows["T=4 B=2 H=8 I=8 L=1"].split(" | ")[2:])
+    cells = rows["T=4 B=2 H=8 I=8 L=1"].strip(" |").split(" | ")[2:]  # cudnn, cudnn-fp16, eager
+    assert cells[0] == "1" and cells[1].endswith(" / 1") and " / " in cells[2]  # cudnn: its inverse is cudnn-fp16's
+    assert rows["T=8 B=2 H=8 I=8 L=1"].strip(" |").split(" | ")[-1] == "1 / —"  # no cuDNN float16 at T=8
 
 
 def test_the_baseline_column_names_the_algorithms_cudnn_ran(run_dir):
