@@ -71,6 +71,23 @@ H100: rnnbench/estimate.py).
 {EXIT_CODES}"""
 
 
+SWEEPS = ("auto", "full", "cpu")
+
+
+class RenamedOption(argparse.Action):
+    """An option's old spelling: it still works, and says its new name (const) on stderr."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"rnnbench: {option_string} is now {self.const} (the old spelling will go)", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def add_old_sweep_spelling(parser) -> None:
+    """--profile full|cpu was renamed --sweep: it collided with `rnnbench profile`."""
+    parser.add_argument("--profile", dest="sweep", choices=SWEEPS, action=RenamedOption, const="--sweep",
+                        help=argparse.SUPPRESS)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rnnbench", description="Benchmark the Triton Elman-RNN kernels against "
                                      "cuDNN, eager PyTorch and torch.compile: speed, memory and gradient stability.",
@@ -82,8 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Run a scenario file and write its results, report and plots.",
                          epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("scenario", help="scenario YAML file, e.g. scenarios/long_seq.yaml")
-    run.add_argument("--sweep", choices=("auto", "full", "cpu"), default="auto",
+    run.add_argument("--sweep", choices=SWEEPS, default="auto",
                      help="which sweep: cpu when no CUDA GPU is present (auto, the default), the full one, or cpu")
+    add_old_sweep_spelling(run)
     run.add_argument("--out", default="results", help="root folder of the results (default: results)")
     run.add_argument("--run-id", help="name of the run folder: letters, digits, '-', '_', '.' "
                                       "(default: date-time, -cpu for the cpu sweep)")
@@ -147,7 +165,8 @@ def add_profile_parser(sub) -> None:
                            f"one of {', '.join(BACKENDS)}")
     prof.add_argument("--dtype", choices=DTYPES, help="default: the scenario's first dtype")
     prof.add_argument("--mode", choices=MODES, help="default: forward+backward if the scenario has it")
-    prof.add_argument("--sweep", choices=("auto", "full", "cpu"), default="auto",
+    add_old_sweep_spelling(prof)
+    prof.add_argument("--sweep", choices=SWEEPS, default="auto",
                       help="the scenario's sweep to take the case from: cpu without a CUDA GPU (auto), full, or cpu")
     prof.add_argument("--out", default="results", help="root folder of new profile folders (default: results)")
     prof.add_argument("--run-id", help="name of the new folder (default: <date-time>-profile, -cpu without a GPU)")

@@ -47,7 +47,7 @@ def png_files(run_dir: Path) -> list[Path]:
     return sorted(run_dir.glob("*.png"))
 
 
-def test_smoke_cpu_profile_writes_every_output(smoke_run):
+def test_smoke_cpu_sweep_writes_every_output(smoke_run):
     run_dir, stdout = smoke_run
     if not torch.cuda.is_available():
         assert "no CUDA GPU found: running the scenario's smaller `cpu:` sweep" in stdout
@@ -304,8 +304,15 @@ def test_noisy_timings_are_marked_in_the_csv_and_the_report(tiny, monkeypatch):
     assert "| eager | eager PyTorch loop |  |" in report  # a measurement's note is not a fact of the backend
 
 
+def test_the_old_spelling_of_sweep_still_works_and_says_the_new_one(tiny, capsys):
+    assert main(["run", str(tiny), "--out", str(tiny.parent / "out"), "--run-id", "old", "--profile", "cpu",
+                 "--no-progress"]) == 0
+    assert capsys.readouterr().err.startswith("rnnbench: --profile is now --sweep")
+    assert RunFolder(tiny.parent / "out" / "tiny" / "old").environment()["sweep"] == "cpu"
+
+
 def test_report_names_the_sweep_that_ran_and_the_codes_repository(tiny):
-    # tiny has no cpu: section: the cpu profile runs its full sweep, and the report must say so
+    # tiny has no cpu: section: the cpu sweep runs its full sweep, and the report must say so
     assert main(["run", str(tiny), "--out", str(tiny.parent / "out"), "--run-id", "c", "--sweep", "cpu",
                  "--no-progress"]) == 0
     run_dir = tiny.parent / "out" / "tiny" / "c"
