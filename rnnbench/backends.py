@@ -68,6 +68,10 @@ class Backend:
         """The dtype this backend runs a job of job_dtype in."""
         return self.runs_in or job_dtype
 
+    def serves(self, job_dtype: str) -> bool:
+        """Whether jobs of job_dtype are planned for this backend."""
+        return self.for_dtypes is None or job_dtype in self.for_dtypes
+
 
 def seeded_rnn(case, nonlinearity: str, seed: int) -> torch.nn.RNN:
     """The float32 CPU nn.RNN whose weights every backend copies for this case."""

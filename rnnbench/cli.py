@@ -85,7 +85,7 @@ class RenamedOption(argparse.Action):
 def add_old_sweep_spelling(parser) -> None:
     """--profile full|cpu was renamed --sweep: it collided with `rnnbench profile`."""
     parser.add_argument("--profile", dest="sweep", choices=SWEEPS, action=RenamedOption, const="--sweep",
-                        help=argparse.SUPPRESS)
+                        default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # --sweep's default stands
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -409,11 +409,12 @@ def cmd_profile(args) -> int:
     if device.type == "cpu":
         print("*** no CUDA GPU found: CPU profiler only (CPU time, launches counted from the ops, Triton in its "
               "interpreter); GPU-only parts are marked as such. ***", flush=True)
-    request = profiling.Request(scenario, case, args.dtype or scenario.dtypes[0],
-                                args.mode or default_mode(scenario),
-                                backends, device, folder / profiling.PROFILE_DIR, nvtx=args.nvtx,
-                                compile_facts=not args.no_compile_facts, command=shlex.join(["rnnbench", *args.argv]),
-                                notes=notes)
+    dtype = args.dtype or scenario.dtypes[0]
+    if not args.backend:  # the scenario's backends that serve this dtype (cudnn-fp16: bfloat16 only)
+        backends = [b for b in backends if BACKENDS[b].serves(dtype)]
+    request = profiling.Request(scenario, case, dtype, args.mode or default_mode(scenario), backends, device,
+                                folder / profiling.PROFILE_DIR, nvtx=args.nvtx, compile_facts=not args.no_compile_facts,
+                                command=shlex.join(["rnnbench", *args.argv]), notes=notes)
     spec = ",".join(f"{k}={v}" for k, v in dataclasses.asdict(case).items())
     print(f"writing {request.out}", flush=True)
     with measure.pinned_threads(device, scenario.timing.cpu_threads):

@@ -54,7 +54,7 @@ def plan(scenario: Scenario) -> list[Job]:
     if {"speed", "memory"} & set(scenario.metrics):
         jobs += [Job("bench", backend, mode, dtype, case)
                  for case in scenario.cases for dtype in scenario.dtypes for mode in scenario.modes
-                 for backend in scenario.ordered_backends() if _serves(backend, dtype)]
+                 for backend in scenario.ordered_backends() if BACKENDS[backend].serves(dtype)]
     if "stability" in scenario.metrics:
         st = scenario.stability
         for radius in st.spectral_radii:
@@ -64,11 +64,6 @@ def plan(scenario: Scenario) -> list[Job]:
                      for seq_len in st.seq_lens for backend in scenario.ordered_backends() for dtype in scenario.dtypes
                      if BACKENDS[backend].runs_in is None]
     return jobs
-
-
-def _serves(backend: str, dtype: str) -> bool:
-    dtypes = BACKENDS[backend].for_dtypes
-    return dtypes is None or dtype in dtypes
 
 
 def _study_case(st, seq_len: int) -> Case:

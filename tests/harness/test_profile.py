@@ -327,6 +327,17 @@ def test_report_section_plot_and_gpu_only_parts(profiled):
         assert all("tflops" in r["efficiency"] for r in data["backends"] if r["status"] == "ok")
 
 
+def test_default_backends_are_those_that_serve_the_dtype(tmp_path):
+    scenario = tmp_path / "tiny.yaml"
+    scenario.write_text(yaml.safe_dump({**TINY, "backends": ["eager", "cudnn-fp16"],
+                                        "dtypes": ["float32", "bfloat16"]}))
+    for dtype, expected in (("float32", ["eager"]), ("bfloat16", ["eager", "cudnn-fp16"])):
+        assert main(["profile", str(scenario), "--out", str(tmp_path), "--run-id", dtype, "--dtype", dtype,
+                     "--no-compile-facts", "--no-progress"]) == 0
+        data = profiling.load(tmp_path / "tiny" / dtype)
+        assert [r["backend"] for r in data["backends"]] == expected  # cudnn-fp16 serves bfloat16 jobs only
+
+
 def test_profile_into_a_run_folder_adds_the_section_to_its_report(tmp_path, capsys):
     scenario = tmp_path / "tiny.yaml"
     scenario.write_text(yaml.safe_dump(TINY))
