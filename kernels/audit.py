@@ -375,7 +375,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel compiles (default: CPU count)")
     parser.add_argument("--json", metavar="FILE", help="also write the rows as JSON to FILE")
-    parser.add_argument("--plan", help="only the configuration of this KernelPlan.name, e.g. as TritonRNN.last_plans shows")
+    parser.add_argument("--plan",
+                        help="only the configuration of this KernelPlan.name, e.g. as TritonRNN.last_plans shows")
     parser.add_argument("--dtype", help="only this dtype (float32, bfloat16, float16, float64)")
     parser.add_argument("--nonlinearity", choices=["tanh", "relu"], help="only this activation")
     parser.add_argument("--arch", type=int, choices=sorted(SHARED_LIMIT), help="only this target")

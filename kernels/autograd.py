@@ -66,7 +66,8 @@ def states(plan: KernelPlan, xw, h0, w_hh, nonlinearity: str, reverse: bool) -> 
 
 
 def backprop(plan: KernelPlan, y, dy, w_hh, nonlinearity: str, reverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """The recurrence kernel's (dL/da_t for all t, dL/dh_0 in the accumulator dtype); an empty batch launches nothing."""
+    """The recurrence kernel's (dL/da_t for all t, dL/dh_0 in the accumulator dtype); an empty batch launches
+    nothing."""
     if y.shape[1] == 0:
         return torch.empty_like(y), y.new_zeros(y.shape[1:], dtype=accumulator_dtype(y.dtype))
     return recurrence_backward(plan, y, dy.contiguous(), w_hh, nonlinearity, reverse)

@@ -23,8 +23,8 @@ import triton
 
 from . import resident, split, stepwise
 from .launch import LaunchConfig
-from .runtime import PLANNING_ARCH, device_facts
 from .resident import ResidentBlocks
+from .runtime import PLANNING_ARCH, device_facts
 from .split import SplitBlocks
 from .stepwise import StepwiseBlocks
 

@@ -191,7 +191,8 @@ def resident_forward(xw: torch.Tensor, h0: torch.Tensor, u: torch.Tensor, revers
 
 def resident_backward(y: torch.Tensor, dy: torch.Tensor, u: torch.Tensor, reverse: bool, config: ResidentBlocks,
                       nonlinearity: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(da [T, B, H] in the I/O dtype, dh0 [B, H] in the accumulator dtype) for one layer-direction; inputs contiguous."""
+    """(da [T, B, H] in the I/O dtype, dh0 [B, H] in the accumulator dtype) for one layer-direction; inputs
+    contiguous."""
     T, B, H = y.shape
     da = torch.empty_like(y)
     dh0 = torch.empty((B, H), dtype=accumulator_dtype(y.dtype), device=y.device)

@@ -11,8 +11,16 @@ runner turns both into result rows with the reason instead of stopping.
                    are replayed from a CUDA graph (kernels/stepwise.py), so a step costs the GPU's launch,
                    not Python's
   cudnn            torch.nn.RNN (cuDNN on CUDA; PyTorch's native CPU RNN without a GPU)
+  cudnn-fp16       the same in float16 whatever the job's dtype, planned for bfloat16 jobs: cuDNN has
+                   no persistent bfloat16 kernel, so float16 is the fastest cuDNN path a user could pick
   eager            kernels.reference.run_module: a Python loop of PyTorch ops per step
   compile          torch.compile of that loop, applied to chunks of COMPILE_CHUNK steps
+
+On CUDA, eager and compile are host-bound: each step costs the host's launches of that step's
+kernels (on an H100, 35-70 us forward and 200-250 us forward+backward for eager, 2026-11-25), the
+same at any T. They are skipped beyond HOST_BOUND_MAX_SEQ_LEN steps, with that reason in the row,
+instead of spending minutes re-measuring the same per-step cost; compile stops earlier because every
+job compiles afresh (about 10 s on the H100 run).
 """
 from __future__ import annotations
 
@@ -30,6 +38,8 @@ INTERPRETER_MAX_BATCH = 16
 # torch.compile unrolls the Python time loop; compiling chunks of this many steps keeps the
 # compile time bounded for any T (the hidden state is carried from chunk to chunk).
 COMPILE_CHUNK = 16
+# Longest sequence a host-bound backend is run for on CUDA; see the module docstring.
+HOST_BOUND_MAX_SEQ_LEN = {"eager": 4096, "compile": 1024}
 
 
 @dataclass
@@ -43,11 +53,31 @@ class Prepared:
 
 @dataclass(frozen=True)
 class Backend:
+    """name, a label saying what it is on a device, why it cannot run there (or None), how to
+    prepare it, why it skips a case (or None), the dtype it runs in whatever the job's (None: the
+    job's) and the job dtypes it is planned for (None: all)."""
     name: str
     label: Callable[[torch.device], str]
     unavailable: Callable[[torch.device], str | None]
     prepare: Callable[[torch.nn.RNN, torch.device, torch.dtype], Prepared]
     skip: Callable[[object, torch.device], str | None] = lambda case, device: None
+    runs_in: str | None = None
+    for_dtypes: tuple[str, ...] | None = None
+
+    def dtype_for(self, job_dtype: str) -> str:
+        """The dtype this backend runs a job of job_dtype in."""
+        return self.runs_in or job_dtype
+
+    def serves(self, job_dtype: str) -> bool:
+        """Whether jobs of job_dtype are planned for this backend."""
+        return self.for_dtypes is None or job_dtype in self.for_dtypes
+
+
+def seeded_rnn(case, nonlinearity: str, seed: int) -> torch.nn.RNN:
+    """The float32 CPU nn.RNN whose weights every backend copies for this case."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return torch.nn.RNN(case.input_size, case.hidden, case.layers, nonlinearity=nonlinearity)
 
 
 def copy_rnn(source: torch.nn.RNN, device: torch.device, dtype: torch.dtype) -> torch.nn.RNN:
@@ -91,7 +121,7 @@ def first_line(err: BaseException) -> str:
 
 
 def _triton_skip(case, device: torch.device) -> str | None:
-    if _triton_mode(device) != "interpreter":
+    if device.type != "cpu" or _triton_mode(device) != "interpreter":  # the interpreter runs on CPU tensors
         return None
     if case.seq_len * case.hidden * case.layers > INTERPRETER_MAX_WORK or case.batch > INTERPRETER_MAX_BATCH:
         return (f"Triton interpreter cap: runs only seq_len*hidden*layers <= {INTERPRETER_MAX_WORK} and "
@@ -169,7 +199,22 @@ def _cudnn_label(device: torch.device) -> str:
     return "cuDNN (torch.nn.RNN)" if device.type == "cuda" else "PyTorch native CPU RNN (not cuDNN)"
 
 
+def _cudnn_fp16_label(device: torch.device) -> str:
+    return _cudnn_label(device) + " in float16"
+
+
 # ---- eager and torch.compile ----------------------------------------------------------------
+
+def _host_bound_skip(name: str):
+    limit = HOST_BOUND_MAX_SEQ_LEN[name]
+
+    def skip(case, device: torch.device) -> str | None:
+        if device.type == "cuda" and case.seq_len > limit:
+            return (f"host-bound loop: run up to seq_len {limit} on CUDA; its time per step is the host's "
+                    f"launch cost of each step, the same at any T")
+        return None
+    return skip
+
 
 def _eager_prepare(source: torch.nn.RNN, device: torch.device, dtype: torch.dtype) -> Prepared:
     from kernels.reference import run_module
@@ -200,8 +245,8 @@ def _compile_unavailable(device: torch.device) -> str | None:
     return None
 
 
-# Without a GPU the `cudnn` backend is PyTorch's native CPU RNN: table columns and plot legends say so.
-CPU_NAMES = {"cudnn": "PyTorch CPU RNN (cudnn)"}
+# Without a GPU the `cudnn` backends are PyTorch's native CPU RNN: table columns and plot legends say so.
+CPU_NAMES = {"cudnn": "PyTorch CPU RNN (cudnn)", "cudnn-fp16": "PyTorch CPU RNN fp16 (cudnn-fp16)"}
 
 
 def display_name(backend: str, device_type: str) -> str:
@@ -213,7 +258,12 @@ BACKENDS: dict[str, Backend] = {
     "triton": _triton_backend("triton", "auto"),
     "triton-stepwise": _triton_backend("triton-stepwise", "stepwise"),
     "cudnn": Backend("cudnn", _cudnn_label, _cudnn_unavailable, _cudnn_prepare, _cudnn_skip),
-    "eager": Backend("eager", lambda device: "eager PyTorch loop", lambda device: None, _eager_prepare),
+    "cudnn-fp16": Backend("cudnn-fp16", _cudnn_fp16_label, _cudnn_unavailable, _cudnn_prepare, _cudnn_skip,
+                          runs_in="float16", for_dtypes=("bfloat16",)),
+    "eager": Backend("eager", lambda device: "eager PyTorch loop", lambda device: None, _eager_prepare,
+                     _host_bound_skip("eager")),
     "compile": Backend("compile", lambda device: "torch.compile of the eager loop", _compile_unavailable,
-                       _compile_prepare),
+                       _compile_prepare, _host_bound_skip("compile")),
 }
+CUDNN_BACKENDS = ("cudnn", "cudnn-fp16")
+FP16_REFERENCE = "cudnn-fp16"  # bfloat16 jobs also get a speedup over it (metric speedup_fp16)

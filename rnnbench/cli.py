@@ -20,15 +20,24 @@ from pathlib import Path
 import torch
 import yaml
 
-from rnnbench import __version__, exchange, launches, measure
+from rnnbench import __version__, exchange, launches, measure, report, runner
 from rnnbench import profile as profiling
-from rnnbench import report, runner
 from rnnbench.backends import BACKENDS
 from rnnbench.environment import capture
-from rnnbench.report import case_label
-from rnnbench.results import CSV_NAME, ENV_NAME, SCENARIO_NAME, UNIT_COLUMNS, RunFolder, describe_unit, unit_outcomes
-from rnnbench.schema import (CASE_KEYS, DTYPES, MODES, SAFE_NAME_RULE, SCHEMA_HELP, Case, ScenarioError,
-                             cpu_profile_sweep, is_safe_name, load_scenario, parse_scenario)
+from rnnbench.results import CSV_NAME, ENV_NAME, JOB_COLUMNS, SCENARIO_NAME, RunFolder, describe_job, job_outcomes
+from rnnbench.schema import (
+    CASE_FIELDS,
+    DTYPES,
+    MODES,
+    SAFE_NAME_RULE,
+    SCHEMA_HELP,
+    Case,
+    ScenarioError,
+    cpu_sweep_text,
+    is_safe_name,
+    load_scenario,
+    parse_scenario,
+)
 
 
 class UsageError(Exception):
@@ -38,26 +47,45 @@ class UsageError(Exception):
 EXIT_USAGE, EXIT_UNITS_FAILED, EXIT_BROKEN_PIPE = 2, 3, 128 + signal.SIGPIPE
 EXIT_CODES = """\
 exit codes:
-  0    done: every unit was measured or skipped for a stated reason (a backend unavailable here,
-       cuDNN's sequence limit, the Triton interpreter's size cap)
+  0    done: every job was measured or skipped for a stated reason (a backend unavailable here,
+       cuDNN's sequence limit, the host-bound cap, the Triton interpreter's size cap)
   1    an internal error of rnnbench (it prints a traceback)
   2    a usage error: a bad scenario file or argument, a missing run folder, a --metric not in the runs
-  3    run: at least one unit failed (an exception, out of memory, a crash); every other unit was
-       measured, and the report lists the failures
+  3    run: at least one job failed (an exception, out of memory, a wrong output, a crash); every
+       other job was measured, and the report lists the failures
   128+N  run: stopped by signal N (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP); what was measured is kept,
-       and --resume runs the rest, the unit that was cut short included
+       and --resume runs the rest, the job that was cut short included
   141  the reader of the output went away (e.g. `rnnbench list | head -3`)"""
 RUN_EPILOG = f"""\
-Without a CUDA GPU the scenario's `cpu:` profile (a smaller sweep) is used, with a banner that says
+Without a CUDA GPU the scenario's `cpu:` sweep (smaller shapes) is used, with a banner that says
 so; Triton then runs in its CPU interpreter, only up to a size cap, and PyTorch and BLAS use
 timing.cpu_threads threads (1 by default) for every backend. Results go to
 OUT/<scenario name>/<run id>/: results.csv (long format, a row per backend, mode, dtype, case and
-metric with p20/p50/p80 and an error column, written as each case finishes; timings whose p80/p20
-exceeds {measure.NOISY_SPREAD:g} are marked "noisy" in the note column), results.json, report.md and
-PNG plots. An interrupted run (Ctrl-C, SIGTERM, SIGHUP) continues with --resume.
+metric with p20/p50/p80 and an error column, written as each job finishes; timings whose p80/p20
+exceeds {measure.NOISY_SPREAD:g} are marked "noisy" in the note column), jobs.csv (each job's wall time
+and, on CUDA, the GPU memory before it), results.json, report.md and PNG plots. An interrupted run
+(Ctrl-C, SIGTERM, SIGHUP) continues with --resume. A time estimate is printed at the start (for an
+H100: rnnbench/estimate.py).
 
 {SCHEMA_HELP}
 {EXIT_CODES}"""
+
+
+SWEEPS = ("auto", "full", "cpu")
+
+
+class RenamedOption(argparse.Action):
+    """An option's old spelling: it still works, and says its new name (const) on stderr."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"rnnbench: {option_string} is now {self.const} (the old spelling will go)", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def add_old_sweep_spelling(parser) -> None:
+    """--profile full|cpu was renamed --sweep: it collided with `rnnbench profile`."""
+    parser.add_argument("--profile", dest="sweep", choices=SWEEPS, action=RenamedOption, const="--sweep",
+                        default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # --sweep's default stands
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,17 +99,19 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Run a scenario file and write its results, report and plots.",
                          epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("scenario", help="scenario YAML file, e.g. scenarios/long_seq.yaml")
-    run.add_argument("--profile", choices=("auto", "full", "cpu"), default="auto",
+    run.add_argument("--sweep", choices=SWEEPS, default="auto",
                      help="which sweep: cpu when no CUDA GPU is present (auto, the default), the full one, or cpu")
+    add_old_sweep_spelling(run)
     run.add_argument("--out", default="results", help="root folder of the results (default: results)")
     run.add_argument("--run-id", help="name of the run folder: letters, digits, '-', '_', '.' "
-                                      "(default: date-time, -cpu for the cpu profile)")
+                                      "(default: date-time, -cpu for the cpu sweep)")
     run.add_argument("--resume", nargs="?", const="latest", metavar="RUN_DIR",
                      help="continue an interrupted run: RUN_DIR, or the latest run of this scenario under --out")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     rep = sub.add_parser("report", help="rebuild report.md, results.json and the plots from results.csv",
-                         description="Rebuild report.md, results.json and the PNG plots of a run folder from its results.csv.")
+                         description="Rebuild report.md, results.json and the PNG plots of a run folder from its "
+                                     "results.csv.")
     rep.add_argument("run_dir", help="a run folder, e.g. results/long_seq/20250101-120000")
 
     cmp_ = sub.add_parser("compare", help="what changed between two runs",
@@ -98,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_exchange_parser(sub)
 
     lst = sub.add_parser("list", help="scenarios and backends, with their availability here",
-                         description="List the scenarios (with their case counts) and the backends (with whether they can run here).")
+                         description="List the scenarios (with their job counts) and the backends (with whether they "
+                                     "can run here).")
     lst.add_argument("--scenarios", default="scenarios", help="folder of scenario files (default: scenarios)")
     return parser
 
@@ -111,10 +142,10 @@ Writes into RUN_DIR/profile/ (RUN_DIR: --run-dir, or a new OUT/<scenario>/<date>
   profile.md             the "Where the time goes" section on its own, with where_time_goes.png
 and, when RUN_DIR holds a run (results.csv), rebuilds its report.md with that section.
 Groups: input projection, recurrence (per step, or the persistent kernel), backward GEMMs, other.
-Without a CUDA GPU the scenario's cpu: profile is used; times are CPU time and launches are counted
+Without a CUDA GPU the scenario's cpu: sweep is used; times are CPU time and launches are counted
 from the dispatched ops that would launch a kernel on a GPU (Triton in its interpreter).
 
---case: a 0-based index into the scenario's cases (default 0: the first case of the active profile),
+--case: a 0-based index into the scenario's cases (default 0: the first case of the active sweep),
 or key=value pairs that change the first case, e.g. --case seq_len=4096,batch=8 (keys: seq_len or T,
 batch or B, hidden or H, input_size or I, layers or L; input_size follows hidden unless given)."""
 CASE_ALIASES = {"T": "seq_len", "B": "batch", "H": "hidden", "I": "input_size", "L": "layers"}
@@ -134,7 +165,8 @@ def add_profile_parser(sub) -> None:
                            f"one of {', '.join(BACKENDS)}")
     prof.add_argument("--dtype", choices=DTYPES, help="default: the scenario's first dtype")
     prof.add_argument("--mode", choices=MODES, help="default: forward+backward if the scenario has it")
-    prof.add_argument("--profile", choices=("auto", "full", "cpu"), default="auto",
+    add_old_sweep_spelling(prof)
+    prof.add_argument("--sweep", choices=SWEEPS, default="auto",
                       help="the scenario's sweep to take the case from: cpu without a CUDA GPU (auto), full, or cpu")
     prof.add_argument("--out", default="results", help="root folder of new profile folders (default: results)")
     prof.add_argument("--run-id", help="name of the new folder (default: <date-time>-profile, -cpu without a GPU)")
@@ -169,18 +201,18 @@ def device_here() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def choose_profile(requested: str, device: torch.device) -> str:
+def choose_sweep(requested: str, device: torch.device) -> str:
     if requested != "auto":
         return requested
     return "full" if device.type == "cuda" else "cpu"
 
 
 def banner(scenario, device: torch.device) -> str | None:
-    if scenario.profile != "cpu":
+    if scenario.sweep != "cpu":
         return None
-    where = "no CUDA GPU found" if device.type == "cpu" else "--profile cpu"
+    where = "no CUDA GPU found" if device.type == "cpu" else "--sweep cpu"
     clock = measure.cpu_clock(scenario.timing.cpu_threads)[1]
-    return (f"*** {where}: running {cpu_profile_sweep(scenario.data)} — {len(runner.plan(scenario))} units, timed by "
+    return (f"*** {where}: running {cpu_sweep_text(scenario.data)} — {len(runner.plan(scenario))} jobs, timed by "
             f"{clock}, Triton in its CPU interpreter up to a size cap. These are not GPU numbers. ***")
 
 
@@ -205,28 +237,29 @@ def run_folder(args, scenario) -> tuple[RunFolder, bool]:
         if not (Path(args.resume) / CSV_NAME).exists():
             raise UsageError(f"--resume {args.resume}: no {CSV_NAME} there to continue")
         return RunFolder(args.resume), True
-    folder = RunFolder(root / new_run_id(args, "-cpu" if scenario.profile == "cpu" else ""))
+    folder = RunFolder(root / new_run_id(args, "-cpu" if scenario.sweep == "cpu" else ""))
     if folder.csv.exists():
-        raise UsageError(f"{folder.path} already holds a run; continue it with --resume {folder.path} or pick another --run-id")
+        raise UsageError(f"{folder.path} already holds a run; continue it with --resume {folder.path} or pick another "
+                         f"--run-id")
     return folder, False
 
 
 def check_same_scenario(folder: RunFolder, scenario) -> None:
-    stored = parse_scenario(yaml.safe_load(folder.scenario_text()), str(folder.path), scenario.profile)
+    stored = parse_scenario(yaml.safe_load(folder.scenario_text()), str(folder.path), scenario.sweep)
     if stored != scenario:
-        raise UsageError(f"{folder.path} was started from a different scenario (or profile) than "
+        raise UsageError(f"{folder.path} was started from a different scenario (or sweep) than "
                          f"{scenario.source}; start a new run instead of resuming")
 
 
 def cmd_run(args) -> int:
     device = device_here()
-    scenario = load_scenario(args.scenario, choose_profile(args.profile, device))
+    scenario = load_scenario(args.scenario, choose_sweep(args.sweep, device))
     folder, resuming = run_folder(args, scenario)
     if resuming:
         check_same_scenario(folder, scenario)
     else:
         env = capture(device, scenario, args.scenario)
-        env.update(scenario=scenario.name, baseline=scenario.baseline)
+        env.update(scenario=scenario.name, baselines=list(scenario.baselines))
         folder.create(Path(args.scenario).read_text(), env)
     message = banner(scenario, device)
     if message:
@@ -241,15 +274,15 @@ def cmd_run(args) -> int:
               f"  rnnbench run {args.scenario} --resume {folder.path}", file=sys.stderr)
         return 128 + signum
     path = report.build(folder.path)
-    outcomes = unit_outcomes(folder.rows())
+    outcomes = job_outcomes(folder.rows())
     counts = Counter(outcome for outcome, _ in outcomes.values())
-    print(f"ran {ran} units now; of all {len(outcomes)}: {counts['measured']} measured, {counts['skipped']} skipped "
+    print(f"ran {ran} jobs now; of all {len(outcomes)}: {counts['measured']} measured, {counts['skipped']} skipped "
           f"for a stated reason, {counts['failed']} failed\nreport: {path}")
     failed = [(key, reason) for key, (outcome, reason) in outcomes.items() if outcome == "failed"]
     if failed:
         key, reason = failed[0]
-        unit = describe_unit(*key[:4], case_label(dict(zip(UNIT_COLUMNS, key))), key[-1])
-        print(f"rnnbench: {len(failed)} of {len(outcomes)} units failed, e.g. {unit}: {reason} (all in the report's "
+        job = describe_job(dict(zip(JOB_COLUMNS, key)))
+        print(f"rnnbench: {len(failed)} of {len(outcomes)} jobs failed, e.g. {job}: {reason} (all in the report's "
               f"failures section)", file=sys.stderr)
         return EXIT_UNITS_FAILED
     return 0
@@ -278,7 +311,7 @@ def cmd_list(args) -> int:
     folder = Path(args.scenarios)
     if not folder.is_dir():
         raise UsageError(f"{folder}: no such folder of scenarios (use --scenarios DIR)")
-    print(f"Scenarios in {folder} (units of work: full sweep / cpu profile):")
+    print(f"Scenarios in {folder} (jobs: full sweep / cpu sweep):")
     for path in sorted(folder.glob("*.yaml")):
         try:
             full, cpu = (load_scenario(path, p) for p in ("full", "cpu"))
@@ -303,7 +336,7 @@ def parse_case(spec: str, scenario) -> Case:
             raise UsageError(f"--case {spec}: {scenario.source} has no sweep cases; give the shape, "
                              f"e.g. --case seq_len=256,batch=4,hidden=64")
         if index >= len(cases):
-            raise UsageError(f"--case {spec}: {scenario.source} ({scenario.profile} profile) has {len(cases)} "
+            raise UsageError(f"--case {spec}: {scenario.source} ({scenario.sweep} sweep) has {len(cases)} "
                              f"cases, numbered 0 to {len(cases) - 1}")
         return cases[index]
     values = dataclasses.asdict(cases[0]) if cases else {}
@@ -311,8 +344,8 @@ def parse_case(spec: str, scenario) -> Case:
     for item in spec.split(","):
         key, sep, value = (part.strip() for part in item.partition("="))
         key = CASE_ALIASES.get(key, key)
-        if not sep or key not in CASE_KEYS or not value.isdigit() or int(value) < 1:
-            raise UsageError(f"--case {spec}: expected an index or key=value pairs with keys {', '.join(CASE_KEYS)} "
+        if not sep or key not in CASE_FIELDS or not value.isdigit() or int(value) < 1:
+            raise UsageError(f"--case {spec}: expected an index or key=value pairs with keys {', '.join(CASE_FIELDS)} "
                              f"(or T, B, H, I, L) and integer values >= 1, got {item!r}")
         given[key] = int(value)
     if "hidden" in given and "input_size" not in given and values.get("input_size") == values.get("hidden"):
@@ -320,7 +353,8 @@ def parse_case(spec: str, scenario) -> Case:
     values.update(given)
     missing = [k for k in ("seq_len", "batch", "hidden") if k not in values]
     if missing:
-        raise UsageError(f"--case {spec}: {scenario.source} has no sweep cases to start from; give {', '.join(missing)}")
+        raise UsageError(f"--case {spec}: {scenario.source} has no sweep cases to start from; give "
+                         f"{', '.join(missing)}")
     values.setdefault("input_size", values["hidden"])
     return Case(**values)
 
@@ -345,15 +379,19 @@ def profile_folder(args, scenario) -> tuple[Path, bool]:
             raise UsageError(f"--run-dir {args.run_dir}: that run was on {ran_on}, this machine profiles on "
                              f"{device_here().type}; profile into a new folder instead (leave out --run-dir)")
         return Path(args.run_dir), True
-    folder = Path(args.out) / scenario.name / new_run_id(args, "-profile" + ("-cpu" if scenario.profile == "cpu" else ""))
+    folder = Path(args.out) / scenario.name / new_run_id(args, "-profile" + ("-cpu" if scenario.sweep == "cpu" else ""))
     if (folder / profiling.PROFILE_DIR / profiling.PROFILE_JSON).exists():
         raise UsageError(f"{folder} already holds a profile; pick another --run-id")
     return folder, False
 
 
+def default_mode(scenario) -> str:
+    return "forward+backward" if "forward+backward" in scenario.modes else scenario.modes[0]
+
+
 def cmd_profile(args) -> int:
     device = device_here()
-    scenario = load_scenario(args.scenario, choose_profile(args.profile, device))
+    scenario = load_scenario(args.scenario, choose_sweep(args.sweep, device))
     case = parse_case(args.case, scenario)
     backends = parse_backends(args.backend, scenario)
     folder, existing = profile_folder(args, scenario)
@@ -371,11 +409,12 @@ def cmd_profile(args) -> int:
     if device.type == "cpu":
         print("*** no CUDA GPU found: CPU profiler only (CPU time, launches counted from the ops, Triton in its "
               "interpreter); GPU-only parts are marked as such. ***", flush=True)
-    request = profiling.Request(scenario, case, args.dtype or scenario.dtypes[0],
-                                args.mode or ("forward+backward" if "forward+backward" in scenario.modes else scenario.modes[0]),
-                                backends, device, folder / profiling.PROFILE_DIR, nvtx=args.nvtx,
-                                compile_facts=not args.no_compile_facts, command=shlex.join(["rnnbench", *args.argv]),
-                                notes=notes)
+    dtype = args.dtype or scenario.dtypes[0]
+    if not args.backend:  # the scenario's backends that serve this dtype (cudnn-fp16: bfloat16 only)
+        backends = [b for b in backends if BACKENDS[b].serves(dtype)]
+    request = profiling.Request(scenario, case, dtype, args.mode or default_mode(scenario), backends, device,
+                                folder / profiling.PROFILE_DIR, nvtx=args.nvtx, compile_facts=not args.no_compile_facts,
+                                command=shlex.join(["rnnbench", *args.argv]), notes=notes)
     spec = ",".join(f"{k}={v}" for k, v in dataclasses.asdict(case).items())
     print(f"writing {request.out}", flush=True)
     with measure.pinned_threads(device, scenario.timing.cpu_threads):

@@ -43,7 +43,8 @@ def exchange_row(hidden: int, batch: int, dtype: torch.dtype, steps: int, device
     full = us_per_step(lambda: split_forward(xw, h0, u, False, blocks, "tanh"), steps)
     exchange = us_per_step(lambda: split_forward(xw, h0, u, False, blocks, "tanh", exchange_only=True), steps)
     slices, groups = split_grid(batch, hidden, blocks, device_facts(device)[0])
-    return {"hidden": hidden, "batch": batch, "dtype": str(dtype).removeprefix("torch."), "programs": f"{slices}x{groups}",
+    return {"hidden": hidden, "batch": batch, "dtype": str(dtype).removeprefix("torch."),
+            "programs": f"{slices}x{groups}",
             "full_us_per_step": full, "exchange_us_per_step": exchange, "exchange_share": exchange / full,
             "plan": plan.name}
 

@@ -253,6 +253,57 @@ def triton_kernel_names() -> set[str]:
     return {kernel.__name__ for kernel in _triton_kernels()}
 
 
+def gpu_kernel_names(events: list[dict]) -> list[str]:
+    """The names of the GPU kernels of a trace, in the order they ran."""
+    return [e["name"] for e in sorted((e for e in events if e.get("cat") == "kernel"), key=lambda e: e["ts"])]
+
+
+# ---- which algorithm cuDNN ran ---------------------------------------------------------------
+# Read from the kernel names of a profiled call (H100, cuDNN 9.19, gpu-runs/2026-11-25-h100):
+# persistent kernels are RNN_blockPersist_* (U in one CTA's registers), RNN_persist_* (U over
+# several CTAs) and their persistRNN_* helpers; the STANDARD algorithm launches a GEMM plus
+# elemWiseRNNcell per step forward and RNN_elementWise_bp* / GENERIC_elementWise_bp* backward.
+CUDNN_PERSISTENT_KERNEL = re.compile(r"persist", re.I)
+CUDNN_STANDARD_KERNEL = re.compile(r"elemWiseRNNcell|RNN_elementWise|GENERIC_elementWise")
+CUDNN_BACKWARD_KERNEL = re.compile(r"_bp|bp\d|backward|bwd", re.I)
+ALGORITHM_NOTE = "cuDNN algorithm: "
+
+
+def cudnn_algorithm(kernel_names: list[str]) -> str:
+    """"cuDNN algorithm: <persistent|standard|persistent forward, standard backward|unknown> (kernels)"
+    from the kernel names of one call of torch.nn.RNN on CUDA."""
+    phases: dict[str, str] = {}
+    seen: dict[str, None] = {}
+    for name in kernel_names:
+        kind = ("persistent" if CUDNN_PERSISTENT_KERNEL.search(name) else
+                "standard" if CUDNN_STANDARD_KERNEL.search(name) else None)
+        if kind is None:
+            continue
+        phase = "backward" if CUDNN_BACKWARD_KERNEL.search(name) else "forward"
+        if phases.get(phase) != "persistent":
+            phases[phase] = kind
+        seen[short_kernel_name(name)] = None
+    if not phases:
+        return f"{ALGORITHM_NOTE}unknown (no cuDNN RNN kernel among {len(kernel_names)} kernels)"
+    kinds = set(phases.values())
+    algorithm = kinds.pop() if len(kinds) == 1 else ", ".join(f"{phases[p]} {p}" for p in ("forward", "backward"))
+    per_step = " + a GEMM per step" if "standard" in phases.values() else ""
+    return f"{ALGORITHM_NOTE}{algorithm} ({', '.join(seen)}{per_step})"
+
+
+def algorithm_of(note: str) -> str | None:
+    """The algorithm named in a row's note by cudnn_algorithm, or None."""
+    for part in note.split("; "):
+        if part.startswith(ALGORITHM_NOTE):
+            return part[len(ALGORITHM_NOTE):].split(" (")[0]
+    return None
+
+
+def short_kernel_name(name: str) -> str:
+    """A kernel's name without `void`, template arguments and parameters."""
+    return re.sub(r"^void\s+", "", name).split("<")[0].split("(")[0]
+
+
 def _gpu_kernels(events: list[dict], launched_in: dict[int, Range]) -> list[Launch]:
     """Every GPU kernel, attached to the range that launched it. A kernel whose launch call is not in
     the trace is classified by its name alone, its phase guessed from the name."""

@@ -1,10 +1,15 @@
 """Speed and memory of one prepared backend on one case.
 
+A measured call is prepared in one place (prepare_call: seeded weights, the backend's own copy,
+seeded inputs, the timed closure, warm-up calls), used by `rnnbench run`, `rnnbench profile` and the
+pytest-benchmark benchmarks alike.
+
 Timing: on CUDA `triton.testing.do_bench` (CUDA events, L2 flushed before every call, warm-up
-first); on CPU the same statistics from the calling thread's CPU time (wall clock with more than
-one thread; see cpu_clock), with a fixed thread count, a warm-up that lasts until the calls agree
-and enough calls for a stable median. Both give p20/p50/p80 in
-milliseconds; a wide p20-p80 spread is flagged as noisy.
+first), except for calls of LONG_CALL_MS or more: do_bench would make 8 or more of them, so they are
+timed LONG_CALL_REPS times with CUDA events instead; on CPU the same statistics from the calling
+thread's CPU time (wall clock with more than one thread; see cpu_clock), with a fixed thread count,
+a warm-up that lasts until the calls agree and enough calls for a stable median. All give p20/p50/p80
+in milliseconds; a wide p20-p80 spread is flagged as noisy.
 forward runs under torch.no_grad (inference); forward+backward runs the forward with autograd and
 then `torch.autograd.grad` of the output with a fixed random upstream gradient, for the input and
 every parameter. FLOPs follow the DeepBench convention: per layer 2*H*H*B*T recurrent plus
@@ -12,6 +17,7 @@ every parameter. FLOPs follow the DeepBench convention: per layer 2*H*H*B*T recu
 """
 from __future__ import annotations
 
+import contextlib
 import gc
 import statistics
 import time
@@ -21,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
-from rnnbench.backends import Prepared
+from rnnbench.backends import BACKENDS, Prepared, seeded_rnn
 
 QUANTILES = (0.2, 0.5, 0.8)
 MiB = 2 ** 20
@@ -29,20 +35,24 @@ MiB = 2 ** 20
 
 @dataclass
 class Inputs:
-    """The tensors of one case: x [T, B, I], h0 [L, B, H], upstream gradient gy [T, B, H]."""
+    """The tensors of one case: x [T, B, I], h0 [L, B, H] and, for forward+backward only, the
+    upstream gradient gy [T, B, H]."""
     x: torch.Tensor
     h0: torch.Tensor
-    gy: torch.Tensor
+    gy: torch.Tensor | None = None
 
 
-def make_inputs(case, device: torch.device, dtype: torch.dtype, seed: int) -> Inputs:
+def make_inputs(case, device: torch.device, dtype: torch.dtype, seed: int, mode: str = "forward+backward") -> Inputs:
     """Seeded inputs drawn on the device itself (a T=64k case holds gigabytes: no host round trip);
-    every backend on that device gets the same numbers."""
+    every backend on that device gets the same numbers. A forward call needs no gy (at T=64k, B=64,
+    H=512 in float32 that saves 8 GiB)."""
     gen = torch.Generator(device=device).manual_seed(seed)
     x = torch.randn(case.seq_len, case.batch, case.input_size, generator=gen, device=device, dtype=dtype)
-    gy = torch.randn(case.seq_len, case.batch, case.hidden, generator=gen, device=device, dtype=dtype)
+    gy = None
+    if mode != "forward":
+        gy = torch.randn(case.seq_len, case.batch, case.hidden, generator=gen, device=device, dtype=dtype)
     h0 = torch.zeros(case.layers, case.batch, case.hidden, device=device, dtype=dtype)
-    return Inputs(x, gy=gy, h0=h0)
+    return Inputs(x, h0, gy)
 
 
 def make_call(prepared: Prepared, inputs: Inputs, mode: str) -> Callable[[], object]:
@@ -61,13 +71,84 @@ def make_call(prepared: Prepared, inputs: Inputs, mode: str) -> Callable[[], obj
     return forward_backward
 
 
-def time_call(call: Callable[[], object], device: torch.device, warmup_ms: float, rep_ms: float,
-              min_reps: int) -> tuple[float, float, float]:
-    """(p20, p50, p80) latency in milliseconds."""
+@dataclass
+class MeasuredCall:
+    """A backend ready to be measured on one case: what prepare returned, the inputs, and the
+    zero-argument closure that is timed (already called warmup_calls times)."""
+    prepared: Prepared
+    inputs: Inputs
+    call: Callable[[], object]
+
+
+def prepare_call(backend: str, case, dtype: str, mode: str, device: torch.device, nonlinearity: str, seed: int,
+                 warmup_calls: int = 1, context=None) -> MeasuredCall:
+    """The one way a measured call is made: the seeded float32 nn.RNN, the backend's copy of it in
+    the dtype the backend runs this job in, seeded inputs in that dtype, the closure, and warm-up
+    calls (compile, autotune, first touch, graph capture) before anything is measured. context, if
+    given, is entered around all of it (the profiler asks Inductor to record its CPU kernels)."""
+    run_dtype = getattr(torch, BACKENDS[backend].dtype_for(dtype))
+    with context or contextlib.nullcontext():
+        prepared = BACKENDS[backend].prepare(seeded_rnn(case, nonlinearity, seed), device, run_dtype)
+        inputs = make_inputs(case, device, run_dtype, seed, mode)
+        call = make_call(prepared, inputs, mode)
+        for _ in range(warmup_calls):
+            call()
+    return MeasuredCall(prepared, inputs, call)
+
+
+# CUDA timing of long calls: do_bench makes one call, five more to estimate, then at least one warm-up
+# and one timed call, so a 2 s call costs 16 s there; from this length on, one untimed call (whatever
+# the calls before it left to do: the stepwise kernel captures its CUDA graph on the second sight of
+# its tensors) and LONG_CALL_REPS event-timed calls measure it (do_bench's L2 flush matters nothing here).
+LONG_CALL_MS = 50.0
+LONG_CALL_REPS = 3
+LONG_CALL_NOTE = "long call: "
+
+
+def time_call(call: Callable[[], object], device: torch.device, timing, probe_ms: float | None = None
+              ) -> tuple[tuple[float, float, float], str]:
+    """((p20, p50, p80) latency in milliseconds, a note on how it was timed or ""). timing: the
+    scenario's Timing; probe_ms: how long one call took until the device was done, if known (a
+    call is made to find out otherwise)."""
+    if device.type != "cuda":
+        clock = cpu_clock(torch.get_num_threads())[0]
+        return cpu_timing(call, timing.warmup_ms, timing.rep_ms, timing.min_reps, clock), ""
+    if probe_ms is None:
+        probe_ms = wall_ms(call, device)
+    if probe_ms >= LONG_CALL_MS:
+        call()
+        return event_timing(call, LONG_CALL_REPS), (f"{LONG_CALL_NOTE}{LONG_CALL_REPS} calls timed with CUDA events "
+                                                    f"(one takes {probe_ms / 1e3:.2g} s), not do_bench")
+    import triton.testing
+    return tuple(triton.testing.do_bench(call, warmup=timing.warmup_ms, rep=timing.rep_ms,
+                                         quantiles=list(QUANTILES))), ""
+
+
+def wall_ms(call: Callable[[], object], device: torch.device) -> float:
+    """Milliseconds from the call until the device is done with it."""
+    sync(device)
+    start = time.perf_counter()
+    call()
+    sync(device)
+    return (time.perf_counter() - start) * 1e3
+
+
+def sync(device: torch.device) -> None:
     if device.type == "cuda":
-        import triton.testing
-        return tuple(triton.testing.do_bench(call, warmup=warmup_ms, rep=rep_ms, quantiles=list(QUANTILES)))
-    return cpu_timing(call, warmup_ms, rep_ms, min_reps, cpu_clock(torch.get_num_threads())[0])
+        torch.cuda.synchronize(device)
+
+
+def event_timing(call: Callable[[], object], reps: int) -> tuple[float, float, float]:
+    """Quantiles of reps calls, each timed by CUDA events around it (ms)."""
+    times = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        call()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return quantiles(times)
 
 
 # CPU timing. A busy machine makes single calls slow at random, and the first calls after set-up are
@@ -168,16 +249,35 @@ def pinned_threads(device: torch.device, threads: int):
         torch.set_num_threads(before)
 
 
-def peak_memory_mib(call: Callable[[], object], device: torch.device) -> float:
-    """Peak CUDA memory allocated during one call, above what was allocated before it, in MiB."""
+def peak_memory_mib(call: Callable[[], object], device: torch.device) -> tuple[float, float]:
+    """(peak CUDA memory allocated during one call above what was allocated before it in MiB, the
+    call's wall time in ms until the device was done)."""
     torch.cuda.synchronize(device)
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats(device)
     before = torch.cuda.memory_allocated(device)
+    start = time.perf_counter()
     result = call()
     torch.cuda.synchronize(device)
+    elapsed_ms = (time.perf_counter() - start) * 1e3
     del result
-    return (torch.cuda.max_memory_allocated(device) - before) / MiB
+    return (torch.cuda.max_memory_allocated(device) - before) / MiB, elapsed_ms
+
+
+def cuda_memory(device: torch.device) -> dict[str, float]:
+    """What holds the GPU's memory now, in MiB: allocated by PyTorch's tensors, reserved by its caching
+    allocator (allocated plus cached), and the driver's free and total memory (what is neither
+    reserved by PyTorch nor free is held outside PyTorch: cuDNN, cuBLAS, CUDA graphs, the context)."""
+    free, total = torch.cuda.mem_get_info(device)
+    return {"allocated_mib": torch.cuda.memory_allocated(device) / MiB,
+            "reserved_mib": torch.cuda.memory_reserved(device) / MiB, "free_mib": free / MiB, "total_mib": total / MiB}
+
+
+def memory_text(memory: dict[str, float]) -> str:
+    """cuda_memory() in words."""
+    gib = {k: v / 1024 for k, v in memory.items()}
+    return (f"allocated {gib['allocated_mib']:.2f} GiB, reserved {gib['reserved_mib']:.2f} GiB, driver free "
+            f"{gib['free_mib']:.2f} of {gib['total_mib']:.2f} GiB")
 
 
 def saved_activation_mib(prepared: Prepared, inputs: Inputs) -> float:

@@ -20,8 +20,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
-from rnnbench.backends import BACKENDS  # noqa: E402
-from rnnbench.results import CASE_COLUMNS  # noqa: E402
+from rnnbench.backends import BACKENDS, FP16_REFERENCE  # noqa: E402
+from rnnbench.results import fallback_baseline  # noqa: E402
+from rnnbench.schema import CASE_FIELDS, Case  # noqa: E402
 
 AXIS_NAMES = {"seq_len": "sequence length T", "batch": "batch size B", "hidden": "hidden size H",
               "input_size": "input size I", "layers": "layers L"}
@@ -40,7 +41,7 @@ def slug(*parts: str) -> str:
 
 def sweep_axis(bench: pd.DataFrame) -> str:
     """The case column with the most distinct values (seq_len on a tie): the x axis of speed plots."""
-    return max(CASE_COLUMNS, key=lambda c: (bench[c].nunique(), c == "seq_len"))
+    return max(CASE_FIELDS, key=lambda c: (bench[c].nunique(), c == "seq_len"))
 
 
 # ---- axes -------------------------------------------------------------------------------------
@@ -173,7 +174,7 @@ def speed_figure(bench: pd.DataFrame, metrics: dict[str, str], ylabel: str, out:
     if len(present) == 1:  # one metric: the axis says which, the legend only names backends
         ylabel = ", ".join(filter(None, [ylabel, metrics[present[0]]]))
         metrics = {present[0]: ""}
-    facets = _facets(rows, [c for c in CASE_COLUMNS if c != x])
+    facets = _facets(rows, [c for c in CASE_FIELDS if c != x])
     fig, axes = _grid(len(facets))
     for ax, (facet, group) in zip(axes, facets):
         lines = {}
@@ -248,20 +249,28 @@ def grad_norm_figure(study: pd.DataFrame, out: Path, device: str, names: dict[st
     return _save(fig, out, "grad_norm.png", f"Gradient norm through time (BPTT) — {device}")
 
 
+def speedup_axes(bench: pd.DataFrame, baseline: str) -> tuple[dict[str, str], str]:
+    """The speedup metrics of a plot with their legend labels, and the y-axis label."""
+    if (bench.metric == "speedup_fp16").any():  # bfloat16: a dashed line over cuDNN float16 beside each
+        return {"speedup": f"over {baseline}", "speedup_fp16": f"over {FP16_REFERENCE}"}, "speedup (x; > 1 is faster)"
+    return {"speedup": ""}, f"speedup over {baseline}\n(x; > 1 is faster)"
+
+
 def make_plots(frame: pd.DataFrame, out: Path, device: str, names: dict[str, str],
                baseline: str) -> list[tuple[str, str]]:
     """Writes every plot the data supports into out; returns (title, file name) pairs. names: the
-    backends' display names; baseline: the backend the speedups are against."""
+    backends' display names; baseline: the first baseline (speedups over a fallback baseline are
+    left out of the plots: a line must not change what it is compared with)."""
     made = []
     bench = frame[frame.kind == "bench"]
     for (mode, dtype), group in bench.groupby(["mode", "dtype"], sort=False):
         where = f"({mode}, {dtype}) — {device}"
+        over_first = group[~group.note.map(lambda note: fallback_baseline(note) is not None)]
         made += [
             speed_figure(group, {"latency": ""}, "latency p50 (ms), p20-p80 shaded", out,
                          slug("latency", mode, dtype) + ".png", f"Latency {where}", names),
-            speed_figure(group, {"speedup": ""}, f"speedup over {baseline}\n(x; > 1 is faster)",
-                         out, slug("speedup", mode, dtype) + ".png", f"Speedup over {names.get(baseline, baseline)} {where}",
-                         names, hline=1.0),
+            speed_figure(over_first, *speedup_axes(over_first, baseline), out, slug("speedup", mode, dtype) + ".png",
+                         f"Speedup over {names.get(baseline, baseline)} {where}", names, hline=1.0),
             speed_figure(group, {"peak_memory": "peak", "activation_memory": "saved for backward"}, "memory (MiB)",
                          out, slug("memory", mode, dtype) + ".png", f"Memory {where}", names),
         ]
@@ -307,7 +316,6 @@ def where_time_goes_figure(profile: dict, out: Path, name: str) -> tuple[str, st
     right.set(xlabel="kernel launches per time step" + ("" if gpu else " (counted, not timed)"))
     right.invert_yaxis()
     right.set_yticklabels([])
-    case = profile["case"]
-    title = (f"Where the time goes: {profile['mode']}, {profile['dtype']}, T={case['seq_len']} B={case['batch']} "
-             f"H={case['hidden']} — {profile['device_name']}")
+    title = (f"Where the time goes: {profile['mode']}, {profile['dtype']}, {Case(**profile['case']).label} — "
+             f"{profile['device_name']}")
     return _save(fig, out, name, title, rect=(0, 0.5 / fig.get_figheight(), 1, 1))

@@ -1,7 +1,7 @@
 """`rnnbench profile`: where the time of one case goes, per backend.
 
 For one case, dtype and mode of a scenario, every backend is prepared exactly as `rnnbench run`
-prepares it (same weights, inputs and closure), called WARMUP_CALLS times to warm up, then called
+prepares it (measure.prepare_call: same weights, inputs and closure), called WARMUP_CALLS times to warm up, then called
 once under torch.profiler with Triton launches marked (launches.triton_launch_ranges). From that one
 call:
 
@@ -24,7 +24,6 @@ profile.md (plus where_time_goes.png); `rnnbench report` then adds a "Where the 
 """
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import os
@@ -41,7 +40,6 @@ import torch
 from rnnbench import hardware, launches, measure
 from rnnbench.backends import BACKENDS, first_line
 from rnnbench.environment import device_name
-from rnnbench.runner import seeded_rnn
 from rnnbench.schema import Case, Scenario
 
 PROFILE_DIR, PROFILE_JSON, KERNELS_CSV, PROFILE_MD, PLOT_NAME = (
@@ -73,21 +71,16 @@ class Request:
 
 # ---- one backend -----------------------------------------------------------------------------
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def host_and_wall_ms(call, device: torch.device, reps: int = HOST_REPS) -> tuple[float, float]:
     """Medians over reps unprofiled calls of (time until the call returns on the host, time until
     the device has finished). Equal on CPU; on CUDA the gap is work still queued on the GPU."""
     host, wall = [], []
     for _ in range(reps):
-        _sync(device)
+        measure.sync(device)
         start = time.perf_counter()
         call()
         returned = time.perf_counter()
-        _sync(device)
+        measure.sync(device)
         done = time.perf_counter()
         host.append((returned - start) * 1e3)
         wall.append((done - start) * 1e3)
@@ -105,7 +98,7 @@ def profile_call(call, device: torch.device, trace: Path, nvtx: bool, label: str
         with torch.profiler.record_function(f"rnnbench::{label}"), launches.nvtx_range(
                 f"rnnbench/{label}" if ranged_nvtx else None):
             call()
-        _sync(device)
+        measure.sync(device)
     prof.export_chrome_trace(str(trace))
 
 
@@ -122,16 +115,15 @@ def inductor_kernel_events(backend: str, device: torch.device):
         return None
 
 
-def build_call(name: str, req: Request, build_context=None):
-    """(prepared backend, the closure to call) as `rnnbench run` builds them, called WARMUP_CALLS
-    times to compile / autotune / first-touch / capture."""
-    sc, dtype = req.scenario, getattr(torch, req.dtype)
-    with build_context or contextlib.nullcontext():
-        prepared = BACKENDS[name].prepare(seeded_rnn(req.case, sc.nonlinearity, sc.seed), req.device, dtype)
-        call = measure.make_call(prepared, measure.make_inputs(req.case, req.device, dtype, sc.seed), req.mode)
-        for _ in range(WARMUP_CALLS):
-            call()
-    return prepared, call
+def cudnn_algorithm(backend: str, case: Case, dtype: str, mode: str, device: torch.device, nonlinearity: str,
+                    seed: int) -> str:
+    """Which algorithm cuDNN runs for this job (launches.cudnn_algorithm), read from the kernels of
+    one profiled call, in this process (rnnbench.cudnn_probe runs it in a child for `rnnbench run`)."""
+    measured = measure.prepare_call(backend, case, dtype, mode, device, nonlinearity, seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        trace = Path(tmp) / "trace.json"
+        profile_call(measured.call, device, trace, nvtx=False, label=backend)
+        return launches.cudnn_algorithm(launches.gpu_kernel_names(launches.load_trace(trace)))
 
 
 def profile_backend(name: str, req: Request) -> dict:
@@ -152,7 +144,9 @@ def profile_backend(name: str, req: Request) -> dict:
 
 def _measure(name: str, req: Request) -> dict:
     sc, case = req.scenario, req.case
-    prepared, call = build_call(name, req, inductor_kernel_events(name, req.device))
+    measured = measure.prepare_call(name, case, req.dtype, req.mode, req.device, sc.nonlinearity, sc.seed,
+                                    WARMUP_CALLS, inductor_kernel_events(name, req.device))
+    prepared, call = measured.prepared, measured.call
     on_cuda = req.device.type == "cuda"
     trace = req.out / f"trace_{name}.json"
     profile_call(call, req.device, trace, req.nvtx, name)
@@ -163,7 +157,7 @@ def _measure(name: str, req: Request) -> dict:
               "device_ms": launches.busy_us(found) / 1e3 if on_cuda else None,
               "kernels": launches.kernel_table(found), **launches.accounting(found, case.seq_len)}
     if on_cuda:
-        latency = measure.time_call(call, req.device, sc.timing.warmup_ms, sc.timing.rep_ms, sc.timing.min_reps)
+        latency, _ = measure.time_call(call, req.device, sc.timing)
         record["efficiency"] = efficiency(case, req.mode, req.dtype, latency[1], req.device, sc.allow_tf32)
     if name in TRITON_BACKENDS and req.compile_facts:
         plans = [p for p in record["note"].split("; ") if p]
@@ -241,8 +235,8 @@ def _audit(plan: str, dtype: str, nonlinearity: str, archs: tuple[int, ...]) -> 
                               env=env, capture_output=True, text=True, timeout=600)
         if not out.exists():
             tail = (proc.stderr or proc.stdout).strip().splitlines()
-            return [{"plan": plan, "arch": a, "kernel": "", "error": f"audit failed: {tail[-1] if tail else proc.returncode}"}
-                    for a in archs]
+            error = f"audit failed: {tail[-1] if tail else proc.returncode}"
+            return [{"plan": plan, "arch": a, "kernel": "", "error": error} for a in archs]
         return json.loads(out.read_text())
 
 
@@ -265,7 +259,8 @@ def _with_occupancy(row: dict, plan: str) -> dict:
 def ncu_command(req: Request, records: list[dict], scenario_path: str, case_spec: str) -> str | None:
     """The Nsight Compute command line for the forward recurrence kernel the triton backend ran."""
     ours = launches.triton_kernel_names()
-    ran = [k["kernel"] for r in records if r["backend"] == "triton" for k in r.get("kernels", []) if k["kernel"] in ours]
+    ran = [k["kernel"] for r in records if r["backend"] == "triton" for k in r.get("kernels", [])
+           if k["kernel"] in ours]
     kernel = next((k for k in ran if "forward" in k), ran[0] if ran else None)
     if kernel is None:
         return None
@@ -283,7 +278,8 @@ def run(req: Request, scenario_path: str, case_spec: str, progress: bool = True)
     records = []
     for i, name in enumerate(req.backends, 1):
         if progress:
-            print(f"[{i}/{len(req.backends)}] {name}: profiling {req.mode} {req.dtype} {req.case.label} ...", flush=True)
+            print(f"[{i}/{len(req.backends)}] {name}: profiling {req.mode} {req.dtype} {req.case.label} ...",
+                  flush=True)
         started = time.perf_counter()
         records.append(profile_backend(name, req))
         if progress:
@@ -291,11 +287,12 @@ def run(req: Request, scenario_path: str, case_spec: str, progress: bool = True)
             what = (f"{r['launches']} launches ({r['launches_per_step']:.3g} per step)" if r["status"] == "ok"
                     else f"{r['status']}: {r['error']}")
             print(f"      {what} [{time.perf_counter() - started:.1f} s]", flush=True)
-    data = {"scenario": req.scenario.name, "profile": req.scenario.profile, "case": asdict(req.case),
+    data = {"scenario": req.scenario.name, "sweep": req.scenario.sweep, "case": asdict(req.case),
             "mode": req.mode, "dtype": req.dtype, "nonlinearity": req.scenario.nonlinearity,
             "device": req.device.type, "device_name": device_name(req.device),
             "gpu": hardware.known_gpu(device_name(req.device)) if req.device.type == "cuda" else None,
-            "floor": step_floor(records, req.case.seq_len), "ncu_command": ncu_command(req, records, scenario_path, case_spec),
+            "floor": step_floor(records, req.case.seq_len),
+            "ncu_command": ncu_command(req, records, scenario_path, case_spec),
             "nvtx": req.nvtx and req.device.type == "cuda", "command": req.command, "notes": req.notes,
             "backends": records}
     (req.out / PROFILE_JSON).write_text(json.dumps(data, indent=1))

@@ -1,5 +1,6 @@
 """report.md, results.json and the plots of a run folder, rebuilt from results.csv alone (plus the
-environment.json written at the start of the run), and the comparison of two runs."""
+environment.json written at the start of the run and the run log jobs.csv), and the comparison of
+two runs. It reads the run folder only: nothing here runs a backend."""
 from __future__ import annotations
 
 import json
@@ -7,25 +8,38 @@ import math
 from pathlib import Path
 
 import pandas as pd
-
 import yaml
 
 from rnnbench import profile as profiling
-from rnnbench.backends import display_name
-from rnnbench.launches import GROUPS
-from rnnbench.measure import NOISY_NOTE, NOISY_SPREAD, noise_note
+from rnnbench.backends import FP16_REFERENCE, display_name
+from rnnbench.launches import GROUPS, algorithm_of
+from rnnbench.measure import LONG_CALL_NOTE, NOISY_NOTE, NOISY_SPREAD, noise_note
 from rnnbench.plots import make_plots, where_time_goes_figure
-from rnnbench.results import CASE_COLUMNS, JSON_NAME, RunFolder, better, is_failure, load_frame
-from rnnbench.schema import cpu_profile_sweep
+from rnnbench.results import (
+    FALLBACK_NOTE,
+    JOB_COLUMNS,
+    JSON_NAME,
+    KNOWN_REASONS,
+    RunFolder,
+    better,
+    describe_job,
+    fallback_baseline,
+    is_failure,
+    load_frame,
+)
+from rnnbench.schema import CASE_FIELDS, Case, cpu_sweep_text
 
-CPU_BANNER = ("CPU profile: no CUDA GPU was present, so this ran {sweep}, timed by {clock}; peak memory "
+CPU_BANNER = ("CPU sweep: no CUDA GPU was present, so this ran {sweep}, timed by {clock}; peak memory "
               "needs CUDA and is not measured. It checks that everything works; it says nothing about GPU "
               "performance.")
 NOISY = "⚠"
 SPEED_TABLES = [("latency", "Latency (ms)"), ("time_per_step", "Time per step (us)"),
                 ("tokens_per_s", "Throughput (tokens/s)"), ("tflops", "TFLOP/s"),
                 ("peak_memory", "Peak memory (MiB, above inputs and weights)"),
-                ("activation_memory", "Activation memory saved for backward (MiB)")]
+                ("activation_memory", "Activation memory saved for backward (MiB)"),
+                ("rel_err_step", "Step check: relative error of each step recomputed in float64 from the "
+                                 "backend's own state (rnnbench/check.py)")]
+MEASUREMENT_NOTES = (NOISY_NOTE, LONG_CALL_NOTE, FALLBACK_NOTE)  # about one value, not about the backend
 
 
 def fmt(value: float) -> str:
@@ -55,10 +69,6 @@ def cell(row: pd.Series, spread: bool) -> str:
     return text
 
 
-def case_label(row) -> str:
-    return " ".join(f"{k}={int(row[c])}" for k, c in zip("TBHIL", CASE_COLUMNS))
-
-
 def pivot_table(rows: pd.DataFrame, index: list[str], columns: dict[str, str], spread: bool) -> str:
     """One markdown table: a row per combination of `index` (case columns shown as T= B= ...),
     a column per backend present, in the order and with the names of `columns` (backend -> name)."""
@@ -67,21 +77,113 @@ def pivot_table(rows: pd.DataFrame, index: list[str], columns: dict[str, str], s
     for key, group in rows.groupby(index, sort=False):
         key = key if isinstance(key, tuple) else (key,)
         first = group.iloc[0]
-        label = [case_label(first) if c == "seq_len" else str(v) for c, v in zip(index, key) if c not in CASE_COLUMNS[1:]]
+        label = [Case.from_row(first).label if c == "seq_len" else str(v) for c, v in zip(index, key)
+                 if c not in CASE_FIELDS[1:]]
         by_backend = {r.backend: cell(r, spread) for r in group.itertuples()}
         lines.append(label + [by_backend.get(b, "") for b in backends])
-    headers = [("case" if c == "seq_len" else c) for c in index if c not in CASE_COLUMNS[1:]]
+    headers = [("case" if c == "seq_len" else c) for c in index if c not in CASE_FIELDS[1:]]
     return md_table(headers + [columns[b] for b in backends], lines)
 
 
-def speed_sections(bench: pd.DataFrame, baseline: str, columns: dict[str, str]) -> list[str]:
-    out = []
-    index = ["seq_len", *CASE_COLUMNS[1:]]
+# ---- the headline: speedups over the baselines ----------------------------------------------
+
+def headline_section(bench: pd.DataFrame, baselines: list[str], columns: dict[str, str]) -> list[str]:
+    """Per mode and dtype, a row per case: the baseline its speedups are over (with the algorithm
+    cuDNN ran, or why the first baseline did not run) and each backend's speedup, for bfloat16 also
+    over cuDNN in float16 ("a / b")."""
+    speedup = bench[bench.metric.isin(["speedup", "speedup_fp16"])]
+    if speedup.empty:
+        return []
+    first = columns.get(baselines[0], baselines[0])
+    out = [f"## Headline: speedup over {first} (p50 latency ratio; > 1 is faster)",
+           headline_legend(bench, baselines, columns)]
+    algorithms = cudnn_algorithms(bench)
+    for (mode, dtype), group in speedup.groupby(["mode", "dtype"], sort=False):
+        backends = [b for b in columns if b in set(group.backend)]
+        rows = []
+        for _, case_rows in group.groupby(list(CASE_FIELDS), sort=False):
+            row0 = case_rows.iloc[0]
+            case = Case.from_row(row0)
+            cells = {r.backend: cell(r, spread=False) for r in case_rows[case_rows.metric == "speedup"].itertuples()}
+            for r in case_rows[case_rows.metric == "speedup_fp16"].itertuples():
+                fp16 = "—" if r.error.startswith(KNOWN_REASONS) else cell(r, spread=False)
+                cells[r.backend] = f"{cells.get(r.backend, '')} / {fp16}"
+            rows.append([case.label, baseline_cell(case_rows, baselines[0], algorithms.get((mode, dtype, case), {}),
+                                                   columns)] + [cells.get(b, "") for b in backends])
+        title = f"**{mode}, {dtype}**" + (f" — each cell: over the baseline / over {FP16_REFERENCE} (—: it did not run)"
+                                          if (group.metric == "speedup_fp16").any() else "")
+        out += [title, md_table(["case", "baseline", *[columns[b] for b in backends]], rows)]
+    return out
+
+
+def headline_legend(bench: pd.DataFrame, baselines: list[str], columns: dict[str, str]) -> str:
+    """What the headline compares with, in words: the baselines, the float16 cuDNN reference, and
+    where the first baseline could not run."""
+    names = [columns.get(b, b) for b in baselines]
+    text = (f"Each row's baseline is the first of {', '.join(names)} that ran for it." if len(names) > 1 else
+            f"The baseline is {names[0]} in the row's dtype.")
+    if "bfloat16" in set(bench.dtype):
+        if FP16_REFERENCE in set(bench.backend):
+            text += (f" bfloat16 rows also give the speedup over cuDNN in float16 ({FP16_REFERENCE}), the fastest "
+                     f"cuDNN path a user could pick: cuDNN has no persistent bfloat16 kernel.")
+        else:
+            text += (f" bfloat16 speedups are over cuDNN in bfloat16, which has no persistent kernel; this run has "
+                     f"no {FP16_REFERENCE} backend to compare with cuDNN in float16.")
     speedup = bench[bench.metric == "speedup"]
-    if not speedup.empty:
-        out.append(f"## Headline: speedup over {columns.get(baseline, baseline)} (p50 latency ratio; > 1 is faster)")
-        for (mode, dtype), group in speedup.groupby(["mode", "dtype"], sort=False):
-            out += [f"**{mode}, {dtype}**", pivot_table(group, index, columns, spread=False)]
+    fallbacks = pd.Series([fallback_baseline(n) for n in speedup.note]).dropna()
+    for (name, why), count in fallbacks.value_counts(sort=False).items():
+        text += f" Where {why}, {count} speedups are over {columns.get(name, name)} instead."
+    for error, count in speedup[speedup.error != ""].error.value_counts(sort=False).items():
+        text += f" No speedup in {count} rows: {error.removeprefix('not measured: ')}."
+    return text
+
+
+def baseline_cell(case_rows: pd.DataFrame, first: str, algorithms: dict[str, str], columns: dict[str, str]) -> str:
+    """The baseline of one headline row: the first (with cuDNN's algorithm), a fallback and why, or none."""
+    speedup = case_rows[case_rows.metric == "speedup"]
+    for note in speedup.note:
+        fallback = fallback_baseline(note)
+        if fallback:
+            return f"{columns.get(fallback[0], fallback[0])} — {fallback[1]}"
+    for error in speedup.error:
+        if error:
+            return "none — " + error.removeprefix("not measured: ")
+    named = [f"{columns.get(b, b)} ({algorithms[b]})" for b in (first, FP16_REFERENCE) if b in algorithms]
+    return "; ".join(named) if first in algorithms else columns.get(first, first)
+
+
+def cudnn_algorithms(bench: pd.DataFrame) -> dict[tuple, dict[str, str]]:
+    """(mode, dtype, case) -> backend -> the cuDNN algorithm named in its rows' notes."""
+    found: dict[tuple, dict[str, str]] = {}
+    for r in bench[bench.metric == "latency"].itertuples():
+        algorithm = algorithm_of(r.note)
+        if algorithm:
+            found.setdefault((r.mode, r.dtype, Case.from_row(r._asdict())), {})[r.backend] = algorithm
+    return found
+
+
+def longest_sequence_section(bench: pd.DataFrame, columns: dict[str, str]) -> list[str]:
+    """Per backend, the longest T it was measured at (any dtype and mode) and why a longer one was not."""
+    main = bench[bench.metric == ("latency" if (bench.metric == "latency").any() else "peak_memory")]
+    if main.empty:
+        return []
+    rows = []
+    for backend in [b for b in columns if b in set(main.backend)]:
+        mine = main[main.backend == backend]
+        ran = mine[mine.p50.notna() & (mine.error == "")]
+        longest = int(ran.seq_len.max()) if not ran.empty else 0
+        beyond = mine[(mine.seq_len > longest) & (mine.error != "")].sort_values("seq_len", kind="stable")
+        first = beyond.iloc[0] if not beyond.empty else None
+        why = ("" if first is None else
+               f"T={int(first['seq_len'])} ({first['dtype']}, {first['mode']}): {first['error']}")
+        rows.append([columns[backend], f"{longest:,}" if longest else "none", why])
+    return ["## Longest sequence each backend ran", md_table(["backend", "longest T measured", "a longer T: why not"],
+                                                              rows)]
+
+
+def speed_sections(bench: pd.DataFrame, baselines: list[str], columns: dict[str, str]) -> list[str]:
+    out = headline_section(bench, baselines, columns) + longest_sequence_section(bench, columns)
+    index = ["seq_len", *CASE_FIELDS[1:]]
     for metric, title in SPEED_TABLES:
         rows = bench[bench.metric == metric]
         if rows.empty or rows.p50.isna().all():
@@ -125,20 +227,52 @@ def backends_section(frame: pd.DataFrame) -> list[str]:
     the notes of single measurements (noisy timings) stay in their tables."""
     def what_ran(notes: pd.Series) -> str:
         parts = (part for note in notes for part in note.split("; "))
-        return "; ".join(p for p in dict.fromkeys(parts) if p and not p.startswith(NOISY_NOTE))
-    rows = [[backend, group.label.iloc[0], what_ran(group.note)] for backend, group in frame.groupby("backend", sort=False)]
-    return ["## Backends", md_table(["backend", "what ran", "notes (kernel plans, TF32)"], rows)]
+        return "; ".join(p for p in dict.fromkeys(parts) if p and not p.startswith(MEASUREMENT_NOTES))
+    rows = [[backend, group.label.iloc[0], what_ran(group.note)]
+            for backend, group in frame.groupby("backend", sort=False)]
+    return ["## Backends", md_table(["backend", "what ran", "notes (kernel plans, cuDNN algorithms, TF32)"], rows)]
 
 
 def failures_section(frame: pd.DataFrame) -> list[str]:
-    failed = frame[frame.error != ""].drop_duplicates(["kind", "backend", "mode", "dtype", *CASE_COLUMNS, "radius", "error"])
+    failed = frame[frame.error != ""].drop_duplicates([*JOB_COLUMNS, "error"])
     if failed.empty:
         return []
-    rows = [["failed" if is_failure(r.error) else "skipped", r.backend, r.kind, r.mode, r.dtype, case_label(r._asdict()),
-             r.radius, r.metric, r.error] for r in failed.itertuples()]
+    rows = [["failed" if is_failure(r.error) else "skipped", r.backend, r.kind, r.mode, r.dtype,
+             Case.from_row(r._asdict()).label, r.radius, r.metric, r.error] for r in failed.itertuples()]
     rows.sort(key=lambda row: row[0] != "failed")  # failures first
     return ["## Failures, skips and unavailable backends",
             md_table(["outcome", "backend", "kind", "mode", "dtype", "case", "radius", "metric", "reason"], rows)]
+
+
+SLOWEST_JOBS = 5
+
+
+def run_log_section(log: pd.DataFrame, columns: dict[str, str]) -> list[str]:
+    """Where the run's time went (jobs.csv): per backend, and the slowest jobs; on CUDA, the memory
+    held before the jobs (PyTorch's and the driver's view), which is near zero unless a job left
+    memory behind."""
+    if log.empty:
+        return []
+    log = log.assign(seconds=pd.to_numeric(log.seconds))
+    per_backend = log.groupby("backend", sort=False).seconds.agg(["count", "sum", "max"])
+    rows = [[columns.get(b, b), int(r["count"]), fmt(r["sum"]), fmt(r["max"])] for b, r in per_backend.iterrows()]
+    slowest = log.sort_values("seconds", ascending=False).head(SLOWEST_JOBS)
+    out = ["## Run log (jobs.csv)", f"{len(log)} jobs in {fmt(log.seconds.sum() / 60)} min of job time.",
+           md_table(["backend", "jobs", "seconds", "slowest job (s)"], rows),
+           md_table(["slowest jobs", "seconds", "outcome"],
+                    [[describe_job_row(r), fmt(r["seconds"]), r["outcome"]] for _, r in slowest.iterrows()])]
+    memory = log.dropna(subset=["free_mib"])
+    if not memory.empty:
+        gib = memory[["allocated_mib", "reserved_mib", "free_mib", "total_mib"]].astype(float) / 1024
+        out.append(f"GPU memory before a job (GiB): allocated by PyTorch at most {fmt(gib.allocated_mib.max())}, "
+                   f"reserved at most {fmt(gib.reserved_mib.max())}, driver free at least {fmt(gib.free_mib.min())} "
+                   f"of {fmt(gib.total_mib.max())}. Memory neither free nor reserved is held outside PyTorch "
+                   f"(cuDNN, cuBLAS, CUDA graphs, the context).")
+    return out
+
+
+def describe_job_row(row: pd.Series) -> str:
+    return describe_job({c: str(row[c]) for c in JOB_COLUMNS})
 
 
 def environment_section(env: dict, scenario_text: str) -> list[str]:
@@ -154,24 +288,26 @@ def build(run_dir: str | Path) -> Path:
     device = env.get("device_name", "unknown device")
     # the run order (baseline first); on CPU the cudnn column says it is PyTorch's CPU RNN
     columns = {b: display_name(b, env.get("device", "cuda")) for b in dict.fromkeys(frame.backend)}
-    baseline = env.get("baseline", "the baseline")
-    plots = make_plots(frame, folder.path, device, columns, baseline)
+    baselines = env.get("baselines") or [env.get("baseline", "the baseline")]  # "baseline": runs before 2026-11-26
+    sweep = env.get("sweep", env.get("profile", "?"))
+    plots = make_plots(frame, folder.path, device, columns, baselines[0])
     scenario_text = folder.scenario_text()
     name = frame.scenario.iloc[0] if len(frame) else folder.path.parent.name
     bench, study = frame[frame.kind == "bench"], frame[frame.kind == "stability"]
-    parts = [f"# rnnbench: {name}", f"Device: **{device}**, profile: **{env.get('profile', '?')}**, "
+    parts = [f"# rnnbench: {name}", f"Device: **{device}**, sweep: **{sweep}**, "
              f"date: {env.get('date', '?')}, commit: `{env.get('git_commit', '?')}`"]
-    if env.get("profile") == "cpu":
-        parts.append("> " + CPU_BANNER.format(sweep=cpu_profile_sweep(yaml.safe_load(scenario_text)),
+    if sweep == "cpu":
+        parts.append("> " + CPU_BANNER.format(sweep=cpu_sweep_text(yaml.safe_load(scenario_text)),
                                               clock=env.get("cpu_timing", "wall clock")))
-    parts += backends_section(frame) + speed_sections(bench, baseline, columns) + stability_sections(study, columns)
+    parts += backends_section(frame) + speed_sections(bench, baselines, columns) + stability_sections(study, columns)
     data = profiling.load(folder.path)
     if data:
         parts += profile_section(data, folder.path, f"{profiling.PROFILE_DIR}/")
     if plots:
         parts.append("## Plots")
         parts += [f"### {title}\n![{title}]({file})" for title, file in plots]
-    parts += failures_section(frame) + environment_section(env, scenario_text)
+    parts += failures_section(frame) + run_log_section(folder.job_log(), columns)
+    parts += environment_section(env, scenario_text)
     report = folder.path / "report.md"
     report.write_text("\n\n".join(parts) + "\n")
     records = json.loads(frame.to_json(orient="records"))
@@ -200,8 +336,8 @@ def profile_section(data: dict, run_dir: Path, prefix: str) -> list[str]:
     case = data["case"]
     gpu = data["device"] == "cuda"
     parts = ["## Where the time goes",
-             f"One {data['mode']} call of T={case['seq_len']} B={case['batch']} H={case['hidden']} "
-             f"I={case['input_size']} L={case['layers']}, {data['dtype']}, {data['nonlinearity']}, per backend, under "
+             f"One {data['mode']} call of {Case(**case).label}, {data['dtype']}, {data['nonlinearity']}, per backend, "
+             f"under "
              f"torch.profiler ({'GPU kernel time' if gpu else 'CPU time'}). Command: `{data.get('command', '')}`"]
     if not gpu:
         parts.append(f"> {PROFILE_CPU_NOTE}")
@@ -216,9 +352,9 @@ def profile_section(data: dict, run_dir: Path, prefix: str) -> list[str]:
 
 
 def _launch_table(ran: list[dict], gpu: bool) -> list[str]:
-    rows = [[r["backend"], r["note"] or r["label"], r["launches"], fmt(r["launches_per_step"]), r["recurrence_launches"],
-             fmt(r["recurrence_launches_per_step"]), fmt(r["host_ms"]), fmt(r["wall_ms"]), _ms(r["device_ms"])]
-            for r in ran]
+    rows = [[r["backend"], r["note"] or r["label"], r["launches"], fmt(r["launches_per_step"]),
+             r["recurrence_launches"], fmt(r["recurrence_launches_per_step"]), fmt(r["host_ms"]), fmt(r["wall_ms"]),
+             _ms(r["device_ms"])] for r in ran]
     what = "GPU kernels" if gpu else "counted from the profiler's CPU events, not timed"
     return [f"### Launches per time step ({what})",
             "Eager PyTorch pays several launches per step, cuDNN's STANDARD algorithm about one per step, the "
@@ -266,6 +402,10 @@ def _compile_facts_table(ran: list[dict]) -> list[str]:
                       "blocks/SM", "occupancy", "limited by", "audit"], rows)]
 
 
+def _share(efficiency: dict, key: str) -> str:
+    return f"{100 * efficiency[key]:.1f}%" if key in efficiency else "unknown GPU"
+
+
 def _efficiency_section(ran: list[dict], data: dict) -> list[str]:
     title = "### Against the hardware"
     if data["device"] != "cuda":
@@ -275,10 +415,10 @@ def _efficiency_section(ran: list[dict], data: dict) -> list[str]:
     rows = []
     for r in ran:
         e = r["efficiency"]
-        share = (lambda key: f"{100 * e[key]:.1f}%" if key in e else "unknown GPU")
         rows.append([r["backend"], fmt(e["latency_ms"]), fmt(e["time_per_step_us"]),
                      fmt(e["time_per_step_us"] / floor["us_per_step"]) if floor else "",
-                     fmt(e["tflops"]), share("tflops_share"), fmt(e["bandwidth_gbs"]), share("bandwidth_share")])
+                     fmt(e["tflops"]), _share(e, "tflops_share"), fmt(e["bandwidth_gbs"]),
+                     _share(e, "bandwidth_share")])
     gpu = data.get("gpu")
     peaks = (f"Peaks: {gpu} datasheet (dense), see rnnbench/hardware.py." if gpu else
              f"{data['device_name']} is not in rnnbench/hardware.py's table of peaks: no share of peak.")
@@ -286,7 +426,8 @@ def _efficiency_section(ran: list[dict], data: dict) -> list[str]:
                   "Floor: none (the triton backend did not run a resident plan here).")
     return [title, "Latency: p50 of triton.testing.do_bench; bandwidth counts compulsory bytes only (inputs and "
                    "outputs once), a lower bound. " + peaks + " " + floor_text,
-            md_table(["backend", "latency ms", "us per step", "x floor", "TFLOP/s", "of peak", "GB/s", "of peak"], rows)]
+            md_table(["backend", "latency ms", "us per step", "x floor", "TFLOP/s", "of peak", "GB/s", "of peak"],
+                     rows)]
 
 
 def _profile_extras(data: dict, prefix: str) -> list[str]:
@@ -314,7 +455,7 @@ def write_profile_md(run_dir: str | Path, environment: dict, scenario_text: str)
 
 # ---- compare --------------------------------------------------------------------------------
 
-KEY = ["kind", "backend", "mode", "dtype", *CASE_COLUMNS, "radius", "metric"]
+KEY = [*JOB_COLUMNS, "metric"]
 
 
 def compare(run_a: str | Path, run_b: str | Path, metric: str | None = None, threshold: float = 0.0) -> str:
@@ -335,7 +476,7 @@ def compare(run_a: str | Path, run_b: str | Path, metric: str | None = None, thr
     both = both[(both.ratio - 1).abs().fillna(math.inf) >= threshold]
     both = both.reindex((both.ratio.apply(lambda r: abs(math.log(r)) if r and r > 0 else math.inf))
                         .sort_values(ascending=False).index)
-    rows = [[r.backend, r.kind, r.mode, r.dtype, case_label(r._asdict()), r.radius, r.metric,
+    rows = [[r.backend, r.kind, r.mode, r.dtype, Case.from_row(r._asdict()).label, r.radius, r.metric,
              r.error_a or fmt(r.p50_a), r.error_b or fmt(r.p50_b), fmt(r.ratio), verdict(r.metric, r.ratio)]
             for r in both.itertuples()]
     out = [f"# {run_a} (A) vs {run_b} (B)", directions(sorted(set(both.metric))),
@@ -344,7 +485,8 @@ def compare(run_a: str | Path, run_b: str | Path, metric: str | None = None, thr
     for side, label in (("left_only", "only in A"), ("right_only", "only in B")):
         only = merged[merged._merge == side]
         if len(only):
-            out.append(f"{len(only)} rows {label}: " + ", ".join(sorted({f"{r.backend}/{r.metric}" for r in only.itertuples()})))
+            which = sorted({f"{r.backend}/{r.metric}" for r in only.itertuples()})
+            out.append(f"{len(only)} rows {label}: " + ", ".join(which))
     env_a, env_b = RunFolder(run_a).environment(), RunFolder(run_b).environment()
     changed = [[k, str(env_a.get(k, "")), str(env_b.get(k, ""))] for k in dict.fromkeys([*env_a, *env_b])
                if k != "date" and env_a.get(k) != env_b.get(k)]

@@ -1,4 +1,4 @@
-"""Scenario files: the YAML schema, its validation and the profile (full or cpu) a run uses.
+"""Scenario files: the YAML schema, its validation and the sweep (full or cpu) a run uses.
 
 A scenario says which backends to compare on which shapes and what to measure. Every mistake in a
 file is reported as one `ScenarioError` naming the file, the key path (e.g. `sweep.seq_len[2]`) and
@@ -8,25 +8,27 @@ from __future__ import annotations
 
 import itertools
 import re
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from rnnbench.backends import BACKENDS
+from rnnbench.backends import BACKENDS, FP16_REFERENCE
 
 DTYPES = ("float32", "float16", "bfloat16", "float64")
 MODES = ("forward", "forward+backward")
 METRICS = ("speed", "memory", "stability")
-CASE_KEYS = ("seq_len", "batch", "hidden", "input_size", "layers")
 
 SCHEMA_HELP = """\
 Scenario schema (YAML; keys marked * are required, the rest have the defaults shown):
   name*            str    names the results folder: letters, digits, '-', '_', '.'
   description      str    one line shown by `rnnbench list` and in the report ("")
-  backends*        list   of: triton, triton-stepwise, cudnn, eager, compile
-  baseline         str    backend the speedups are measured against (first backend)
+  backends*        list   of: triton, triton-stepwise, cudnn, cudnn-fp16, eager, compile
+  baseline         str    backend the speedups are measured against (first backend), or a list:
+         or list          the first of them that ran for a case, dtype and mode (e.g. [cudnn,
+                          triton-stepwise]: cuDNN refuses seq_len > 65535)
   dtypes           list   of: float32, float16, bfloat16, float64 ([float32])
   modes            list   of: forward, forward+backward (both); forward runs under no_grad
   nonlinearity     str    tanh or relu (tanh)
@@ -48,7 +50,7 @@ Scenario schema (YAML; keys marked * are required, the rest have the defaults sh
                           input_scale (0.01): std of the inputs; small keeps tanh out of
                           saturation so radii > 1 show exploding gradients
   cpu              map    any of the keys above except name/description, replacing them when
-                          no CUDA GPU is present (the "cpu profile": a smaller sweep)
+                          no CUDA GPU is present (the "cpu sweep": smaller shapes)
 """
 
 
@@ -62,9 +64,11 @@ def is_safe_name(name: str) -> bool:
     return bool(SAFE_NAME.fullmatch(name)) and ".." not in name
 
 
-def cpu_profile_sweep(data: dict) -> str:
-    """What the cpu profile of the scenario `data` (its YAML mapping) runs, in words."""
-    return "the scenario's smaller `cpu:` sweep" if "cpu" in data else "the scenario's full sweep (it has no `cpu:` section)"
+def cpu_sweep_text(data: dict) -> str:
+    """What the cpu sweep of the scenario `data` (its YAML mapping) runs, in words."""
+    if "cpu" in data:
+        return "the scenario's smaller `cpu:` sweep"
+    return "the scenario's full sweep (it has no `cpu:` section)"
 
 
 class ScenarioError(ValueError):
@@ -87,7 +91,16 @@ class Case:
 
     @property
     def label(self) -> str:
+        """The case in tables, plots and progress lines."""
         return f"T={self.seq_len} B={self.batch} H={self.hidden} I={self.input_size} L={self.layers}"
+
+    @classmethod
+    def from_row(cls, row: Mapping) -> Case:
+        """The case of a results row (CSV strings or numbers), or of any mapping with the case fields."""
+        return cls(*(int(row[name]) for name in CASE_FIELDS))
+
+
+CASE_FIELDS = tuple(f.name for f in fields(Case))  # also the case columns of results.csv
 
 
 @dataclass(frozen=True)
@@ -117,7 +130,6 @@ class Scenario:
     name: str
     description: str
     backends: tuple[str, ...]
-    baseline: str
     dtypes: tuple[str, ...]
     modes: tuple[str, ...]
     nonlinearity: str
@@ -127,13 +139,23 @@ class Scenario:
     cases: tuple[Case, ...]
     timing: Timing
     stability: Stability
-    profile: str = "full"
+    baselines: tuple[str, ...]
+    sweep: str = "full"
     source: str = field(default="", compare=False)
     data: dict = field(default_factory=dict, compare=False)
 
+    @property
+    def baseline(self) -> str:
+        """The first baseline: the one speedups are against wherever it ran."""
+        return self.baselines[0]
+
     def ordered_backends(self) -> list[str]:
-        """The baseline first, then the others in file order (speedups need the baseline's time)."""
-        return [self.baseline] + [b for b in self.backends if b != self.baseline]
+        """The first baseline, the float16 cuDNN reference if present, the other baselines, then the
+        others in file order: speedups need the times of those that come first (the reference is
+        cuDNN as well, so it stops where the first baseline does and needs no fallback)."""
+        fp16 = [FP16_REFERENCE] if FP16_REFERENCE in self.backends else []
+        first = list(dict.fromkeys([self.baselines[0], *fp16, *self.baselines[1:]]))
+        return first + [b for b in self.backends if b not in first]
 
 
 # ---- small typed readers: each returns the value or raises ScenarioError at `at` ----------------
@@ -198,9 +220,9 @@ def _join(at: str, key: str) -> str:
 
 # ---- the schema ------------------------------------------------------------------------------
 
-PROFILE_KEYS = ("backends", "baseline", "dtypes", "modes", "nonlinearity", "allow_tf32", "metrics", "seed",
+SETTING_KEYS = ("backends", "baseline", "dtypes", "modes", "nonlinearity", "allow_tf32", "metrics", "seed",
                 "sweep", "timing", "stability")
-TOP_KEYS = ("name", "description") + PROFILE_KEYS + ("cpu",)
+TOP_KEYS = ("name", "description") + SETTING_KEYS + ("cpu",)
 TIMING_KEYS = ("warmup_ms", "rep_ms", "min_reps", "cpu_threads")
 STABILITY_KEYS = ("seq_lens", "batch", "hidden", "spectral_radii", "curve_seq_len", "input_scale")
 
@@ -213,9 +235,9 @@ def _read_sweep(r: _Reader, raw, at: str) -> tuple[Case, ...]:
     if isinstance(raw, dict) and "cases" in raw:
         r.mapping(raw, at, ("cases",))
         return r.listing(raw["cases"], _join(at, "cases"), lambda v, a: _read_case(r, v, a))
-    grid = r.mapping(raw, at, CASE_KEYS + ("cases",))
+    grid = r.mapping(raw, at, CASE_FIELDS + ("cases",))
     lists = {}
-    for key in CASE_KEYS:
+    for key in CASE_FIELDS:
         if key in grid:
             lists[key] = r.listing(grid[key], _join(at, key), r.positive_int, scalar_ok=True)
         elif key in ("seq_len", "batch", "hidden"):
@@ -229,7 +251,7 @@ def _read_sweep(r: _Reader, raw, at: str) -> tuple[Case, ...]:
 
 
 def _read_case(r: _Reader, raw, at: str) -> Case:
-    case = r.mapping(raw, at, CASE_KEYS)
+    case = r.mapping(raw, at, CASE_FIELDS)
     for key in ("seq_len", "batch", "hidden"):
         if key not in case:
             r.fail(_join(at, key), "missing; expected an integer")
@@ -240,7 +262,7 @@ def _read_case(r: _Reader, raw, at: str) -> Case:
 
 def _read_timing(r: _Reader, raw, at: str) -> Timing:
     raw = r.mapping(raw, at, TIMING_KEYS)
-    values = {k: (r.positive_int(v, _join(at, k)) if k in ("min_reps", "cpu_threads") else r.positive_float(v, _join(at, k)))
+    values = {k: (r.positive_int if k in ("min_reps", "cpu_threads") else r.positive_float)(v, _join(at, k))
               for k, v in raw.items()}
     return Timing(**values)
 
@@ -254,11 +276,11 @@ def _read_stability(r: _Reader, raw, at: str) -> Stability:
     return Stability(**{k: readers[k](v, _join(at, k)) for k, v in raw.items()})
 
 
-def _read_profile(r: _Reader, raw: dict, at: str) -> dict:
-    """Validates the profile keys present in raw (top level or the cpu: section); returns parsed values."""
+def _read_settings(r: _Reader, raw: dict, at: str) -> dict:
+    """Validates the setting keys present in raw (top level or the cpu: section); returns parsed values."""
     readers = {
         "backends": lambda v, a: r.listing(v, a, _backend_name(r)),
-        "baseline": _backend_name(r),
+        "baseline": lambda v, a: (_backend_name(r)(v, a),) if isinstance(v, str) else r.listing(v, a, _backend_name(r)),
         "dtypes": lambda v, a: r.listing(v, a, lambda x, b: r.string(x, b, DTYPES)),
         "modes": lambda v, a: r.listing(v, a, lambda x, b: r.string(x, b, MODES)),
         "nonlinearity": lambda v, a: r.string(v, a, ("tanh", "relu")),
@@ -278,7 +300,7 @@ DEFAULTS = {"description": "", "dtypes": ("float32",), "modes": MODES, "nonlinea
 
 
 def _combine(r: _Reader, top: dict, chosen: dict) -> dict:
-    """The values of one profile: defaults, then the top level, then `chosen` (the cpu: section or
+    """The values of one sweep: defaults, then the top level, then `chosen` (the cpu: section or
     nothing), checked across keys; errors name the key path where the value came from."""
     values = {**DEFAULTS, **top, **chosen}
 
@@ -291,10 +313,11 @@ def _combine(r: _Reader, top: dict, chosen: dict) -> dict:
         if {"speed", "memory"} & set(values["metrics"]):
             r.fail("sweep", "missing; expected a mapping of the cases (needed by the speed and memory metrics)")
         values["sweep"] = ()
-    values.setdefault("baseline", values["backends"][0])
-    if values["baseline"] not in values["backends"]:
-        r.fail(at("baseline"), f"expected one of the scenario's backends ({', '.join(values['backends'])}), "
-                               f"got {values['baseline']!r}")
+    values["baselines"] = values.pop("baseline", values["backends"][:1])
+    for i, name in enumerate(values["baselines"]):
+        if name not in values["backends"]:
+            where = at("baseline") + (f"[{i}]" if len(values["baselines"]) > 1 else "")
+            r.fail(where, f"expected one of the scenario's backends ({', '.join(values['backends'])}), got {name!r}")
     stab = values["stability"]
     if stab.curve_seq_len is not None and stab.curve_seq_len not in stab.seq_lens:
         r.fail(at("stability") + ".curve_seq_len",
@@ -303,11 +326,11 @@ def _combine(r: _Reader, top: dict, chosen: dict) -> dict:
     return values
 
 
-def parse_scenario(data: Any, source: str, profile: str) -> Scenario:
-    """A Scenario from the loaded YAML `data`; profile is "full" or "cpu" (the cpu: section on top)."""
+def parse_scenario(data: Any, source: str, sweep: str) -> Scenario:
+    """A Scenario from the loaded YAML `data`; sweep is "full" or "cpu" (the cpu: section on top)."""
     r = _Reader(source)
     data = r.mapping(data, "", TOP_KEYS)
-    top = _read_profile(r, data, "")
+    top = _read_settings(r, data, "")
     if "name" not in data:
         r.fail("name", "missing; expected a string")
     top["name"] = r.string(data["name"], "name")
@@ -315,13 +338,13 @@ def parse_scenario(data: Any, source: str, profile: str) -> Scenario:
         r.fail("name", f"expected {SAFE_NAME_RULE} (it names the results folder), got {top['name']!r}")
     if "description" in data:
         top["description"] = r.string(data["description"], "description")
-    cpu = _read_profile(r, r.mapping(data["cpu"], "cpu", PROFILE_KEYS), "cpu") if "cpu" in data else {}
-    # both profiles are checked whichever runs: a mistake in the cpu: section fails on a GPU box too
-    profiles = {"full": _combine(r, top, {}), "cpu": _combine(r, top, cpu)}
-    return Scenario(**profiles[profile], profile=profile, source=source, data=data)
+    cpu = _read_settings(r, r.mapping(data["cpu"], "cpu", SETTING_KEYS), "cpu") if "cpu" in data else {}
+    # both sweeps are checked whichever runs: a mistake in the cpu: section fails on a GPU box too
+    sweeps = {"full": _combine(r, top, {}), "cpu": _combine(r, top, cpu)}
+    return Scenario(**sweeps[sweep], sweep=sweep, source=source, data=data)
 
 
-def load_scenario(path: str | Path, profile: str = "full") -> Scenario:
+def load_scenario(path: str | Path, sweep: str = "full") -> Scenario:
     """Reads and validates a scenario file; every problem is a ScenarioError."""
     source = str(path)
     try:
@@ -334,4 +357,4 @@ def load_scenario(path: str | Path, profile: str = "full") -> Scenario:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         raise ScenarioError(source, "", f"{where}not valid YAML ({getattr(err, 'problem', err)})") from None
-    return parse_scenario(data, source, profile)
+    return parse_scenario(data, source, sweep)

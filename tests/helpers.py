@@ -1,6 +1,6 @@
-"""Shared test helpers: float64 references (one layer-direction with its gradients; a torch.nn.RNN
-with a layer's weights), a forward and backward of a layer with every gradient, and running code
-with the kernels compiled rather than interpreted."""
+"""Shared test helpers: tolerances against float64 and the relative error; float64 references (one
+layer-direction with its gradients; a torch.nn.RNN with a layer's weights), a forward and backward of
+a layer with every gradient, and running code with the kernels compiled rather than interpreted."""
 import os
 import subprocess
 import sys
@@ -9,6 +9,15 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from kernels.reference import elman_layer
+
+# Relative error ||got - ref|| / ||ref|| allowed against the float64 reference, per I/O dtype.
+TOLERANCE = {torch.float32: 2e-5, torch.float16: 5e-3, torch.bfloat16: 4e-2, torch.float64: 1e-12}
+DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+
+
+def rel_err(got: torch.Tensor, ref: torch.Tensor) -> float:
+    ref = ref.double()
+    return ((got.double() - ref).norm() / ref.norm().clamp_min(1e-30)).item()
 
 
 def reference_layer(xw, h0, u, nonlinearity, reverse, dy):

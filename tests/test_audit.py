@@ -6,11 +6,22 @@ import os
 import subprocess
 import sys
 
-from helpers import compiled_without_interpreter
-from kernels.audit import (RE_READ_LIMIT, RE_READ_MIN_BLOCK_H, SM_COUNT, barrier_atomics,
-                           h_allowance, shared_bytes_per_warp, smem_per_step, time_loop, u_hoisted, u_location,
-                           wgmma_shared_bytes)
+from kernels.audit import (
+    RE_READ_LIMIT,
+    RE_READ_MIN_BLOCK_H,
+    SM_COUNT,
+    barrier_atomics,
+    h_allowance,
+    shared_bytes_per_warp,
+    smem_per_step,
+    time_loop,
+    u_hoisted,
+    u_location,
+    wgmma_shared_bytes,
+)
 from kernels.dispatch import RESIDENT_CONFIGS, SPLIT_CONFIGS, SUPPORTED_DTYPES, resident_served
+
+from helpers import compiled_without_interpreter
 
 
 def test_u_hoisted_check_can_fail():

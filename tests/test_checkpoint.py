@@ -6,12 +6,12 @@ import math
 import pytest
 import torch
 
-from conftest import DTYPES, TOLERANCE, rel_err
-from helpers import reference_copy, run_and_backward
 from kernels import TritonRNN
 from kernels.autograd import segments
 from rnnbench.backends import Prepared
 from rnnbench.measure import Inputs, saved_activation_mib
+
+from helpers import DTYPES, TOLERANCE, reference_copy, rel_err, run_and_backward
 
 
 @pytest.mark.parametrize("T", [1, 2, 4, 5, 10, 99, 100, 4096, 1_100_000])

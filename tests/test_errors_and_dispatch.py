@@ -10,11 +10,10 @@ import torch
 from torch.nn.utils.rnn import PackedSequence, pack_sequence
 
 from kernels import TritonRNN, plan_for
-from kernels.dispatch import (RESIDENT_CONFIGS, SPLIT_CONFIGS, KernelPlan, _resident_plan,
-                              _split_plan, resident_limit)
+from kernels.dispatch import RESIDENT_CONFIGS, SPLIT_CONFIGS, KernelPlan, _resident_plan, _split_plan, resident_limit
 from kernels.launch import LaunchConfig
-from kernels.runtime import PLANNING_SM_COUNT
 from kernels.resident import ResidentBlocks
+from kernels.runtime import PLANNING_SM_COUNT
 from kernels.split import split_grid
 
 

@@ -8,13 +8,13 @@ import pytest
 import torch
 import triton
 
-from conftest import DTYPES, TOLERANCE, rel_err
-from helpers import reference_layer
 from kernels import TritonRNN, plan_for
 from kernels.dispatch import recurrence_backward, recurrence_forward, resident_limit
 from kernels.runtime import device_facts
 from rnnbench.backends import Prepared
 from rnnbench.measure import Inputs, saved_activation_mib
+
+from helpers import DTYPES, TOLERANCE, reference_layer, rel_err
 
 pytestmark = pytest.mark.gpu
 

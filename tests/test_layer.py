@@ -2,10 +2,9 @@
 import pytest
 import torch
 
-from conftest import DTYPES, TOLERANCE, rel_err
-from helpers import reference_copy, run_and_backward
 from kernels import ElmanRNNModel, TritonRNN
 
+from helpers import DTYPES, TOLERANCE, reference_copy, rel_err, run_and_backward
 
 CASES = {
     "1layer-tanh-h48-b5": dict(num_layers=1, nonlinearity="tanh", T=7, B=5, H=48),
@@ -29,7 +28,8 @@ def test_matches_nn_rnn_float64(case, dtype, kernel, device):
     x = torch.randn((B, T, 6) if layer.batch_first else (T, B, 6))
     hx = None if no_h0 else torch.randn(layer.num_layers * D, B, H) * 0.5
     out, h_n, grads = run_and_backward(layer, x.to(device, dtype), None if hx is None else hx.to(device, dtype))
-    ref_out, ref_h_n, ref_grads = run_and_backward(ref, x.to(dtype).double(), None if hx is None else hx.to(dtype).double())
+    ref_hx = None if hx is None else hx.to(dtype).double()
+    ref_out, ref_h_n, ref_grads = run_and_backward(ref, x.to(dtype).double(), ref_hx)
     assert out.shape == ref_out.shape and h_n.shape == ref_h_n.shape and out.dtype == dtype
     tol = TOLERANCE[dtype]
     assert rel_err(out.cpu(), ref_out) < tol

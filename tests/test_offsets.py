@@ -4,8 +4,9 @@ kernels/offsets.py; the check is shown to fail on kernels that multiply in 32 bi
 T*B*H > 2^31 is in test_gpu.py."""
 import json
 
-from helpers import compiled_without_interpreter
 from kernels.stepwise import step_kernel
+
+from helpers import compiled_without_interpreter
 
 
 def test_the_check_flags_every_32_bit_step_offset():

@@ -4,9 +4,9 @@ import pytest
 import torch
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from conftest import DTYPES, TOLERANCE, rel_err
-from helpers import reference_copy, run_and_backward
 from kernels import TritonRNN
+
+from helpers import DTYPES, TOLERANCE, reference_copy, rel_err, run_and_backward
 
 # Lengths include 1 and T, unsorted (enforce_sorted=False) unless the case says otherwise.
 CASES = {
@@ -96,7 +96,8 @@ def test_packed_through_the_split_tier(device):
 
 
 @pytest.mark.parametrize("batch_first", [False, True])
-@pytest.mark.parametrize("kernel,H", [("auto", 16), ("stepwise", 16), ("auto", 300)], ids=["resident", "stepwise", "split"])
+@pytest.mark.parametrize("kernel,H", [("auto", 16), ("stepwise", 16), ("auto", 300)],
+                         ids=["resident", "stepwise", "split"])
 def test_empty_batch_returns_empty_outputs_like_nn_rnn(kernel, H, batch_first, device):
     torch.manual_seed(0)
     layer = TritonRNN(3, H, num_layers=2, bidirectional=True, batch_first=batch_first, kernel=kernel, device=device)

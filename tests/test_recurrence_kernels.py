@@ -2,11 +2,11 @@
 import pytest
 import torch
 
-from conftest import DTYPES, TOLERANCE, rel_err
-from helpers import reference_layer
 from kernels.dispatch import TIERS, plan_for, recurrence_backward, recurrence_forward
 from kernels.runtime import interpreting
 from kernels.split import SplitBlocks, split_backward, split_forward
+
+from helpers import DTYPES, TOLERANCE, reference_layer, rel_err
 
 # (T, B, H): T=1, odd H and B, two and three batch tiles (B=17, 40) in one launch, padding to BLOCK_H
 # (48 -> 64, 130 -> 256).

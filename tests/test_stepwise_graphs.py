@@ -8,10 +8,11 @@ timed closure replays every call once warm, and a caller's own capture records t
 import pytest
 import torch
 
-from conftest import TOLERANCE, rel_err
 from kernels import TritonRNN
 from kernels.reference import reference_forward
 from kernels.stepwise import STEP_GRAPHS, StepGraphs, loop_key
+
+from helpers import TOLERANCE, rel_err
 
 CPU = torch.device("cpu")
 
@@ -130,21 +131,17 @@ def test_replayed_loops_give_the_reference_numbers_on_every_call(dtype):
 def test_the_harness_call_replays_every_timed_call(mode):
     from rnnbench import measure
     from rnnbench.backends import BACKENDS
-    from rnnbench.runner import seeded_rnn
-    from rnnbench.schema import Case
+    from rnnbench.schema import Case, Timing
     case, cuda = Case(64, 8, 128, 128, 1), torch.device("cuda")
-    backend = BACKENDS["triton-stepwise"]
-    assert "CUDA graph" in backend.label(cuda)
-    prepared = backend.prepare(seeded_rnn(case, "tanh", 0), cuda, torch.bfloat16)
-    call = measure.make_call(prepared, measure.make_inputs(case, cuda, torch.bfloat16, 0), mode)
-    for _ in range(3):  # the runner's warm-up call, then the first calls of the timing
-        call()
+    assert "CUDA graph" in BACKENDS["triton-stepwise"].label(cuda)
+    # the runner's warm-up call, then the first calls of the timing
+    call = measure.prepare_call("triton-stepwise", case, "bfloat16", mode, cuda, "tanh", 0, warmup_calls=3).call
     captures, replays = STEP_GRAPHS.captures, STEP_GRAPHS.replays
     for _ in range(3):
         call()
     loops = 1 if mode == "forward" else 2
     assert STEP_GRAPHS.captures == captures and STEP_GRAPHS.replays - replays == 3 * loops
-    measure.time_call(call, cuda, warmup_ms=5, rep_ms=20, min_reps=3)
+    measure.time_call(call, cuda, Timing(warmup_ms=5, rep_ms=20, min_reps=3))
     assert STEP_GRAPHS.captures == captures and STEP_GRAPHS.replays > replays + 3 * loops
 
 

@@ -3,8 +3,8 @@
 Run them with:
     python3 -m pytest tests/benchmarks --benchmark-only --benchmark-json=benchmarks.json
 
-They use the harness's backends and timed closures (rnnbench.backends, rnnbench.measure), so a
-benchmark here times exactly what `rnnbench run` times; on a GPU the device is synchronised inside
+They prepare the call as the harness does (rnnbench.measure.prepare_call), so a benchmark here
+times exactly what `rnnbench run` times; on a GPU the device is synchronised inside
 the timed call. Without a GPU the shapes are tiny and Triton runs in its interpreter.
 """
 import pytest
@@ -12,7 +12,6 @@ import torch
 
 from rnnbench import measure
 from rnnbench.backends import BACKENDS
-from rnnbench.runner import seeded_rnn
 from rnnbench.schema import Case
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -40,11 +39,8 @@ def test_rnn(benchmark, backend, mode, case):
     reason = BACKENDS[backend].unavailable(DEVICE) or BACKENDS[backend].skip(case, DEVICE)
     if reason:
         pytest.skip(reason)
-    dtype = getattr(torch, DTYPE)
-    prepared = BACKENDS[backend].prepare(seeded_rnn(case, "tanh", 0), DEVICE, dtype)
-    call = synchronised(measure.make_call(prepared, measure.make_inputs(case, DEVICE, dtype, 0), mode))
-    call()  # compile / autotune outside the measurement
+    measured = measure.prepare_call(backend, case, DTYPE, mode, DEVICE, "tanh", seed=0)  # warmed up
     benchmark.group = f"{mode} {case.label}"
     benchmark.extra_info.update(backend=backend, label=BACKENDS[backend].label(DEVICE), mode=mode, dtype=DTYPE,
-                                device=DEVICE.type, note=prepared.note(), **vars(case))
-    benchmark.pedantic(call, rounds=5 if DEVICE.type == "cpu" else 20, warmup_rounds=1)
+                                device=DEVICE.type, note=measured.prepared.note(), **vars(case))
+    benchmark.pedantic(synchronised(measured.call), rounds=5 if DEVICE.type == "cpu" else 20, warmup_rounds=1)

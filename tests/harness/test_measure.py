@@ -1,5 +1,6 @@
 """Measurements checked against independent references: numpy percentiles, PyTorch's FLOP counter,
 a hand count of what the eager loop saves for backward, and the float64 BPTT of a hand-written loop."""
+import dataclasses
 import time
 
 import numpy as np
@@ -8,8 +9,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from rnnbench import measure, stability
-from rnnbench.backends import BACKENDS, Prepared
-from rnnbench.runner import seeded_rnn
+from rnnbench.backends import BACKENDS, Prepared, seeded_rnn
 from rnnbench.schema import Case
 
 CPU = torch.device("cpu")
@@ -99,6 +99,70 @@ def test_pinned_threads_limit_torch_and_blas_for_every_backend_then_restore():
     assert torch.get_num_threads() == before
     with measure.pinned_threads(torch.device("cuda"), 1):  # GPU runs keep their CPU threads
         assert torch.get_num_threads() == before
+
+
+def test_a_forward_needs_no_upstream_gradient_and_draws_the_same_input():
+    case = Case(8, 2, 4, 3, 1)
+    forward = measure.make_inputs(case, CPU, torch.float32, seed=1, mode="forward")
+    both = measure.make_inputs(case, CPU, torch.float32, seed=1, mode="forward+backward")
+    assert forward.gy is None and both.gy.shape == (8, 2, 4)
+    assert torch.equal(forward.x, both.x) and torch.equal(forward.h0, both.h0)
+
+
+def test_prepare_call_warms_up_the_call_it_returns(monkeypatch):
+    calls = []
+    real = BACKENDS["eager"]
+
+    def counting(source, device, dtype):
+        prepared = real.prepare(source, device, dtype)
+        return Prepared(lambda x, h0: calls.append(dtype) or prepared.fn(x, h0), prepared.params)
+    monkeypatch.setitem(BACKENDS, "eager", dataclasses.replace(real, prepare=counting))
+    measured = measure.prepare_call("eager", Case(4, 2, 8, 8), "bfloat16", "forward", CPU, "tanh", 0, warmup_calls=2)
+    assert calls == [torch.bfloat16] * 2 and measured.inputs.x.dtype == torch.bfloat16
+    fp16 = measure.prepare_call("cudnn-fp16", Case(4, 2, 8, 8), "bfloat16", "forward", CPU, "tanh", 0)
+    assert fp16.inputs.x.dtype == torch.float16  # the backend's own dtype, whatever the job's
+
+
+class FakeTimers:
+    """time_call's CUDA path without a GPU: which timer it chose, and with what."""
+
+    def __init__(self, monkeypatch):
+        import triton.testing
+        self.used = []
+        monkeypatch.setattr(measure, "event_timing", lambda call, reps: self.used.append(("events", reps)) or (1, 2, 3))
+        monkeypatch.setattr(triton.testing, "do_bench", lambda call, warmup, rep, quantiles:
+                            self.used.append(("do_bench", warmup, rep)) or [1, 2, 3])
+
+
+def test_long_calls_are_timed_a_few_times_with_events_and_say_so(monkeypatch):
+    from rnnbench.schema import Timing
+    timers, cuda = FakeTimers(monkeypatch), torch.device("cuda")
+    latency, note = measure.time_call(lambda: None, cuda, Timing(), probe_ms=measure.LONG_CALL_MS)
+    assert timers.used == [("events", measure.LONG_CALL_REPS)] and latency == (1, 2, 3)
+    assert note.startswith(measure.LONG_CALL_NOTE) and "0.05 s" in note
+    latency, note = measure.time_call(lambda: None, cuda, Timing(warmup_ms=7, rep_ms=9),
+                                      probe_ms=measure.LONG_CALL_MS / 2)
+    assert timers.used[-1] == ("do_bench", 7, 9) and note == ""
+
+
+def test_out_of_memory_keeps_pytorchs_account_without_its_advice():
+    from rnnbench.runner import out_of_memory
+    message = ("CUDA out of memory. Tried to allocate 4.00 GiB. GPU 0 has a total capacity of 79.19 GiB of which "
+               "1.50 GiB is free. Including non-PyTorch memory, this process has 77.68 GiB memory in use. Of the "
+               "allocated memory 70.01 GiB is allocated by PyTorch, and 6.20 GiB is reserved by PyTorch but "
+               "unallocated. If reserved but unallocated memory is large try setting "
+               "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True to avoid fragmentation.  See documentation for "
+               "Memory Management  (https://pytorch.org/docs/stable/notes/cuda.html#environment-variables)")
+    text = out_of_memory(torch.cuda.OutOfMemoryError(message))
+    assert text.startswith("CUDA out of memory: Tried to allocate 4.00 GiB. GPU 0 has a total capacity")
+    assert text.endswith("6.20 GiB is reserved by PyTorch but unallocated.") and "expandable" not in text
+    assert out_of_memory(torch.cuda.OutOfMemoryError("CUDA out of memory.")) == "CUDA out of memory"
+
+
+def test_memory_in_words():
+    assert measure.memory_text({"allocated_mib": 512, "reserved_mib": 1024, "free_mib": 79 * 1024,
+                                "total_mib": 80 * 1024}) == \
+        "allocated 0.50 GiB, reserved 1.00 GiB, driver free 79.00 of 80.00 GiB"
 
 
 @pytest.mark.parametrize("case", [Case(6, 3, 8, 5, 1), Case(4, 2, 6, 3, 2)], ids=str)

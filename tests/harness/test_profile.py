@@ -263,6 +263,13 @@ def test_h100_cudnn_trace_counts_each_kernel_once(h100_traces):
     assert launches.busy_us(found) / 1e3 < H100_WALL_MS["cudnn"]  # the old sum counted 265.5 ms
 
 
+
+def test_cudnn_algorithm_of_the_real_h100_bf16_trace(h100_traces):
+    """The H100's bfloat16 forward+backward: a GEMM and an elementwise kernel per step, both passes."""
+    names = launches.gpu_kernel_names(h100_traces["cudnn"])
+    assert launches.cudnn_algorithm(names) == ("cuDNN algorithm: standard (elemWiseRNNcell, RNN_elementWise_bp1, "
+                                               "GENERIC_elementWise_bp2 + a GEMM per step)")
+
 def test_h100_floor_is_below_the_latency_it_is_part_of(h100_traces):
     found = launches.launches(h100_traces["triton"], on_cuda=True, seq_len=H100_T)
     latency_us = H100_TRITON_LATENCY_MS * 1e3 / H100_T
@@ -297,7 +304,8 @@ def test_known_gpus_and_unknown_ones():
     assert hardware.known_gpu("NVIDIA H200") == "H200"
     assert hardware.known_gpu("NVIDIA A100-SXM4-40GB") == "A100 40GB"
     assert hardware.known_gpu("NVIDIA GeForce RTX 4090") is None
-    assert hardware.peak_tflops("H100 SXM", "float32", allow_tf32=True) > hardware.peak_tflops("H100 SXM", "float32", False)
+    tf32, ieee = (hardware.peak_tflops("H100 SXM", "float32", allow_tf32=allowed) for allowed in (True, False))
+    assert tf32 > ieee
 
 
 def test_report_section_plot_and_gpu_only_parts(profiled):
@@ -317,6 +325,17 @@ def test_report_section_plot_and_gpu_only_parts(profiled):
             assert "### Compile facts" in md and "regex:resident_forward_kernel" in data["ncu_command"]
     else:
         assert all("tflops" in r["efficiency"] for r in data["backends"] if r["status"] == "ok")
+
+
+def test_default_backends_are_those_that_serve_the_dtype(tmp_path):
+    scenario = tmp_path / "tiny.yaml"
+    scenario.write_text(yaml.safe_dump({**TINY, "backends": ["eager", "cudnn-fp16"],
+                                        "dtypes": ["float32", "bfloat16"]}))
+    for dtype, expected in (("float32", ["eager"]), ("bfloat16", ["eager", "cudnn-fp16"])):
+        assert main(["profile", str(scenario), "--out", str(tmp_path), "--run-id", dtype, "--dtype", dtype,
+                     "--no-compile-facts", "--no-progress"]) == 0
+        data = profiling.load(tmp_path / "tiny" / dtype)
+        assert [r["backend"] for r in data["backends"]] == expected  # cudnn-fp16 serves bfloat16 jobs only
 
 
 def test_profile_into_a_run_folder_adds_the_section_to_its_report(tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""End to end: the smoke scenario's cpu profile through the real command, the report rebuilt from
+"""End to end: the smoke scenario's cpu sweep through the real command, the report rebuilt from
 the CSV, resume after an interruption, a signal or a crash, failing and unavailable backends and the
 exit codes they give, compare, list, --version."""
 import csv
@@ -24,7 +24,7 @@ import yaml
 from rnnbench import runner
 from rnnbench.backends import BACKENDS
 from rnnbench.cli import EXIT_BROKEN_PIPE, EXIT_UNITS_FAILED, main
-from rnnbench.results import COLUMNS, UNIT_COLUMNS, RunFolder
+from rnnbench.results import COLUMNS, JOB_COLUMNS, RunFolder, job_key
 from rnnbench.schema import Case, load_scenario
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,7 +47,7 @@ def png_files(run_dir: Path) -> list[Path]:
     return sorted(run_dir.glob("*.png"))
 
 
-def test_smoke_cpu_profile_writes_every_output(smoke_run):
+def test_smoke_cpu_sweep_writes_every_output(smoke_run):
     run_dir, stdout = smoke_run
     if not torch.cuda.is_available():
         assert "no CUDA GPU found: running the scenario's smaller `cpu:` sweep" in stdout
@@ -58,11 +58,11 @@ def test_smoke_cpu_profile_writes_every_output(smoke_run):
         assert next(csv.reader(f)) == COLUMNS
     frame = pd.read_csv(run_dir / "results.csv")
     scenario = load_scenario(ROOT / "scenarios" / "smoke.yaml", "cpu" if not torch.cuda.is_available() else "full")
-    # every planned unit wrote rows, and each unit either measured or says why not
-    assert len(frame.drop_duplicates(UNIT_COLUMNS)) == len(runner.plan(scenario))
+    # every planned job wrote rows, and each job either measured or says why not
+    assert len(frame.drop_duplicates(JOB_COLUMNS)) == len(runner.plan(scenario))
     bench = frame[frame.kind == "bench"]
-    for _, unit in bench.groupby(UNIT_COLUMNS, dropna=False):
-        assert unit.error.notna().any() or {"latency", "speedup", "tflops", "tokens_per_s"} <= set(unit.metric)
+    for _, job in bench.groupby(JOB_COLUMNS, dropna=False):
+        assert job.error.notna().any() or {"latency", "speedup", "tflops", "tokens_per_s"} <= set(job.metric)
     latency = bench[bench.metric == "latency"].dropna(subset=["p50"])
     assert (latency.p20 <= latency.p50).all() and (latency.p50 <= latency.p80).all() and (latency.p20 > 0).all()
     assert set(frame[frame.kind == "stability"].metric) >= {"rel_err_output", "rel_err_grad_weight_hh_l0",
@@ -77,7 +77,8 @@ def test_smoke_cpu_profile_writes_every_output(smoke_run):
 def test_cudnn_and_triton_rows_say_what_ran(smoke_run):
     frame = pd.read_csv(smoke_run[0] / "results.csv", dtype=str, keep_default_na=False)
     cudnn_labels = set(frame[frame.backend == "cudnn"].label)
-    assert cudnn_labels == {"cuDNN (torch.nn.RNN)" if torch.cuda.is_available() else "PyTorch native CPU RNN (not cuDNN)"}
+    on_gpu = torch.cuda.is_available()
+    assert cudnn_labels == {"cuDNN (torch.nn.RNN)" if on_gpu else "PyTorch native CPU RNN (not cuDNN)"}
     for backend in ("triton", "triton-stepwise"):
         rows = frame[frame.backend == backend]
         # either the kernels ran (and the plan they chose is recorded) or every row says why not
@@ -122,7 +123,8 @@ def test_report_is_rebuilt_from_the_csv(smoke_run, tmp_path, capsys):
     frame[frame.backend != "eager"].to_csv(run_dir / "results.csv", index=False)
     assert main(["report", str(run_dir)]) == 0
     rebuilt = (run_dir / "report.md").read_text()
-    assert "| eager " not in rebuilt and "| eager " in original
+    results_part = rebuilt.split("## Run log")[0]  # the run log is jobs.csv's: what ran, not what is reported
+    assert "| eager " not in results_part and "| eager " in original.split("## Run log")[0]
     assert main(["report", str(tmp_path / "nothing")]) == 2
     assert "no results.csv there" in capsys.readouterr().err
 
@@ -131,9 +133,9 @@ def test_compare_shows_what_changed_and_which_way_is_better(smoke_run, tmp_path,
     run_b = tmp_path / "b"
     shutil.copytree(smoke_run[0], run_b)
     frame = pd.read_csv(run_b / "results.csv", dtype=str, keep_default_na=False)
-    unit = (frame.backend == "eager") & (frame["mode"] == "forward") & (frame.seq_len == frame.seq_len.iloc[0])
+    job = (frame.backend == "eager") & (frame["mode"] == "forward") & (frame.seq_len == frame.seq_len.iloc[0])
     for metric, factor in (("latency", 2), ("tokens_per_s", 0.5)):  # B twice as slow
-        row = frame[unit & (frame.metric == metric)].index[0]
+        row = frame[job & (frame.metric == metric)].index[0]
         frame.loc[row, "p50"] = str(float(frame.loc[row, "p50"]) * factor)
     frame.to_csv(run_b / "results.csv", index=False)
     for metric, ratio, way in (("latency", "2", "lower"), ("tokens_per_s", "0.5", "higher")):
@@ -145,7 +147,8 @@ def test_compare_shows_what_changed_and_which_way_is_better(smoke_run, tmp_path,
 
     assert main(["compare", str(smoke_run[0]), str(run_b), "--metric", "bogus"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("rnnbench: error: --metric bogus: in neither run (the grad_norm curve is not compared); expected one of ") and "latency" in err
+    assert err.startswith("rnnbench: error: --metric bogus: in neither run (the grad_norm curve is not compared); "
+                          "expected one of ") and "latency" in err
 
 
 # ---- in-process runs of a tiny scenario ------------------------------------------------------
@@ -165,52 +168,52 @@ def tiny(tmp_path):
 
 
 def run_tiny(path: Path, *extra: str) -> int:
-    return main(["run", str(path), "--out", str(path.parent / "out"), "--run-id", "r", "--profile", "full",
+    return main(["run", str(path), "--out", str(path.parent / "out"), "--run-id", "r", "--sweep", "full",
                  "--no-progress", *extra])
 
 
-def unit_keys(run_dir: Path) -> list[tuple]:
-    return [tuple(r[c] for c in UNIT_COLUMNS) for r in RunFolder(run_dir).rows()]
+def job_keys(run_dir: Path) -> list[tuple]:
+    return [tuple(r[c] for c in JOB_COLUMNS) for r in RunFolder(run_dir).rows()]
 
 
 def test_resume_after_interruption_runs_only_what_is_missing(tiny, monkeypatch, capsys):
     planned = runner.plan(load_scenario(tiny, "full"))
     real, calls = runner.guarded, []
 
-    def interrupt_after_five(unit, ctx):
-        calls.append(unit)
+    def interrupt_after_five(job, ctx):
+        calls.append(job)
         if len(calls) > 5:
             raise KeyboardInterrupt
-        return real(unit, ctx)
+        return real(job, ctx)
     monkeypatch.setattr(runner, "guarded", interrupt_after_five)
     assert run_tiny(tiny) == 130
     assert "--resume" in capsys.readouterr().err
     run_dir = tiny.parent / "out" / "tiny" / "r"
     first = RunFolder(run_dir).rows()
-    assert len(set(unit_keys(run_dir))) == 5
+    assert len(set(job_keys(run_dir))) == 5
     assert RunFolder(run_dir).inflight() is None  # an interruption is not a crash
 
     calls.clear()
-    monkeypatch.setattr(runner, "guarded", lambda unit, ctx: calls.append(unit) or real(unit, ctx))
+    monkeypatch.setattr(runner, "guarded", lambda job, ctx: calls.append(job) or real(job, ctx))
     assert run_tiny(tiny, "--resume", str(run_dir)) == 0
     assert calls == planned[5:]
     rows = RunFolder(run_dir).rows()
     assert rows[:len(first)] == first
-    assert len(set(unit_keys(run_dir))) == len(planned)
-    # speedups of resumed units still use the baseline measured before the interruption
+    assert len(set(job_keys(run_dir))) == len(planned)
+    # speedups of resumed jobs still use the baseline measured before the interruption
     speedups = [r for r in rows if r["metric"] == "speedup"]
     assert speedups and all(r["p50"] and not r["error"] for r in speedups)
     assert (run_dir / "report.md").exists()
 
 
-def test_resume_after_a_crash_keeps_rows_and_skips_the_crashing_unit(tiny, capsys):
+def test_resume_after_a_crash_keeps_rows_and_skips_the_crashing_job(tiny, capsys):
     assert run_tiny(tiny) == 0
     run_dir = tiny.parent / "out" / "tiny" / "r"
     folder = RunFolder(run_dir)
     rows = folder.rows()
-    # simulate a process that died while running the last unit and while writing a row
+    # simulate a process that died while running the last job and while writing a row
     last = runner.plan(load_scenario(tiny, "full"))[-1]
-    kept = [r for r in rows if tuple(r[c] for c in UNIT_COLUMNS) != tuple(map(str, last.key()))]
+    kept = [r for r in rows if job_key(r) != last.key()]
     with folder.csv.open("w", newline="") as f:
         writer = csv.DictWriter(f, COLUMNS)
         writer.writeheader()
@@ -220,7 +223,7 @@ def test_resume_after_a_crash_keeps_rows_and_skips_the_crashing_unit(tiny, capsy
     assert run_tiny(tiny, "--resume") == EXIT_UNITS_FAILED  # the latest run of this scenario; a crash is a failure
     after = folder.rows()
     assert after[:len(kept)] == kept
-    crashed = [r for r in after if tuple(r[c] for c in UNIT_COLUMNS) == tuple(map(str, last.key()))]
+    crashed = [r for r in after if job_key(r) == last.key()]
     assert len(crashed) == 1 and "process died" in crashed[0]["error"]
     assert folder.inflight() is None
     assert run_tiny(tiny) == 2 and "already holds a run" in capsys.readouterr().err
@@ -249,22 +252,22 @@ def test_failing_unavailable_and_oom_backends_do_not_stop_the_run(tiny, monkeypa
     frame = pd.read_csv(tiny.parent / "out" / "tiny" / "r" / "results.csv")
     errors = {b: set(frame[frame.backend == b].error.dropna()) for b in ("eager", "compile", "triton", "cudnn")}
     assert errors["eager"] == {"RuntimeError: kernel exploded"}
-    assert errors["compile"] == {"CUDA out of memory"}
+    assert errors["compile"] == {"CUDA out of memory: Tried to allocate 1 PiB"}
     assert errors["triton"] == {"unavailable: no GPU in this test"}
     assert errors["cudnn"] == set()
     planned = runner.plan(load_scenario(tiny, "full"))
-    assert len(frame.drop_duplicates(UNIT_COLUMNS)) == len(planned)
+    assert len(frame.drop_duplicates(JOB_COLUMNS)) == len(planned)
     assert frame[(frame.backend == "cudnn") & (frame.metric == "latency")].p50.notna().all()
     report = (tiny.parent / "out" / "tiny" / "r" / "report.md").read_text()
     assert "RuntimeError: kernel exploded" in report and "unavailable: no GPU in this test" in report
-    # one line on stderr says how many units failed and shows one; the failures count, skips do not
-    failed_units = len(frame[frame.backend.isin(["eager", "compile"])].drop_duplicates(UNIT_COLUMNS))
+    # one line on stderr says how many jobs failed and shows one; the failures count, skips do not
+    failed_jobs = len(frame[frame.backend.isin(["eager", "compile"])].drop_duplicates(JOB_COLUMNS))
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith(f"rnnbench: {failed_units} of {len(planned)} units failed, e.g. ")
+    assert len(err) == 1 and err[0].startswith(f"rnnbench: {failed_jobs} of {len(planned)} jobs failed, e.g. ")
     assert "kernel exploded" in err[0] or "CUDA out of memory" in err[0]
 
 
-def test_units_skipped_for_a_stated_reason_exit_0(tiny, monkeypatch, capsys):
+def test_jobs_skipped_for_a_stated_reason_exit_0(tiny, monkeypatch, capsys):
     monkeypatch.setitem(BACKENDS, "eager", dataclasses.replace(BACKENDS["eager"],
                                                                 unavailable=lambda device: "not in this test"))
     monkeypatch.setitem(BACKENDS, "cudnn", dataclasses.replace(BACKENDS["cudnn"],
@@ -282,11 +285,12 @@ def test_an_impossible_size_fails_with_exit_3(tmp_path, capsys):
                                     "sweep": {"seq_len": 10 ** 7, "batch": 10 ** 4, "hidden": 8}}))  # 3 TB of input
     assert run_tiny(path) == EXIT_UNITS_FAILED
     err = capsys.readouterr().err
-    assert "rnnbench: 1 of 1 units failed, e.g. bench eager float32 forward T=10000000 B=10000 H=8" in err
+    assert "rnnbench: 1 of 1 jobs failed, e.g. bench eager float32 forward T=10000000 B=10000 H=8" in err
 
 
 def test_noisy_timings_are_marked_in_the_csv_and_the_report(tiny, monkeypatch):
-    timings = iter([(1.0, 1.1, 1.2), (1.0, 2.0, 3.0)])  # the units in plan order: p80/p20 = 1.2 at T=4, 3 at T=8
+    # the jobs in plan order: p80/p20 = 1.2 at T=4, 3 at T=8
+    timings = iter([((1.0, 1.1, 1.2), ""), ((1.0, 2.0, 3.0), "")])
     monkeypatch.setattr(runner.measure, "time_call", lambda *args: next(timings))
     tiny.write_text(yaml.safe_dump({**TINY, "metrics": ["speed"], "backends": ["eager"], "modes": ["forward"]}))
     assert run_tiny(tiny) == 0
@@ -300,9 +304,16 @@ def test_noisy_timings_are_marked_in_the_csv_and_the_report(tiny, monkeypatch):
     assert "| eager | eager PyTorch loop |  |" in report  # a measurement's note is not a fact of the backend
 
 
+def test_the_old_spelling_of_sweep_still_works_and_says_the_new_one(tiny, capsys):
+    assert main(["run", str(tiny), "--out", str(tiny.parent / "out"), "--run-id", "old", "--profile", "cpu",
+                 "--no-progress"]) == 0
+    assert capsys.readouterr().err.startswith("rnnbench: --profile is now --sweep")
+    assert RunFolder(tiny.parent / "out" / "tiny" / "old").environment()["sweep"] == "cpu"
+
+
 def test_report_names_the_sweep_that_ran_and_the_codes_repository(tiny):
-    # tiny has no cpu: section: the cpu profile runs its full sweep, and the report must say so
-    assert main(["run", str(tiny), "--out", str(tiny.parent / "out"), "--run-id", "c", "--profile", "cpu",
+    # tiny has no cpu: section: the cpu sweep runs its full sweep, and the report must say so
+    assert main(["run", str(tiny), "--out", str(tiny.parent / "out"), "--run-id", "c", "--sweep", "cpu",
                  "--no-progress"]) == 0
     run_dir = tiny.parent / "out" / "tiny" / "c"
     report = (run_dir / "report.md").read_text()
@@ -316,33 +327,33 @@ def test_report_names_the_sweep_that_ran_and_the_codes_repository(tiny):
 
 SIGNAL_SCENARIO = {"name": "sig", "backends": ["eager"], "modes": ["forward"], "metrics": ["speed"],
                    "sweep": {"seq_len": [4, 8], "batch": 2, "hidden": 8},
-                   "timing": {"warmup_ms": 1, "rep_ms": 600, "min_reps": 1}}  # 0.6 s or more per unit
+                   "timing": {"warmup_ms": 1, "rep_ms": 600, "min_reps": 1}}  # 0.6 s or more per job
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGKILL], ids=lambda s: s.name)
-def test_a_signal_keeps_what_was_measured_and_resume_reruns_the_cut_unit(tmp_path, signum, capsys):
+def test_a_signal_keeps_what_was_measured_and_resume_reruns_the_cut_job(tmp_path, signum, capsys):
     path = tmp_path / "sig.yaml"
     path.write_text(yaml.safe_dump(SIGNAL_SCENARIO))
     run_dir = tmp_path / "out" / "sig" / "r"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen([sys.executable, "-m", "rnnbench", "run", str(path), "--out", str(tmp_path / "out"),
-                             "--run-id", "r", "--profile", "full", "--no-progress"], env=env, text=True,
+                             "--run-id", "r", "--sweep", "full", "--no-progress"], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
-    while not (run_dir / "inflight.json").exists():  # the first unit is being measured
+    while not (run_dir / "inflight.json").exists():  # the first job is being measured
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.05)
     time.sleep(0.3)
     proc.send_signal(signum)
     _, stderr = proc.communicate(timeout=60)
     folder = RunFolder(run_dir)
-    assert folder.rows() == []  # the unit cut short left no rows
+    assert folder.rows() == []  # the job cut short left no rows
     if signum == signal.SIGKILL:  # the process itself died: the marker stays, resume records a crash
         assert proc.returncode == -signal.SIGKILL and folder.inflight() is not None
         assert main(["run", str(path), "--out", str(tmp_path / "out"), "--resume", str(run_dir),
                      "--no-progress"]) == EXIT_UNITS_FAILED
         errors = [r["error"] for r in folder.rows()]
-        assert errors == ["the process died while running this unit; not retried on resume"] + [""] * 5
+        assert errors == ["the process died while running this job; not retried on resume"] + [""] * 6
         return
     assert proc.returncode == 128 + signum
     assert f"interrupted by {signum.name}" in stderr and f"--resume {run_dir}" in stderr and "Traceback" not in stderr
@@ -380,7 +391,7 @@ def test_version_and_help_document_the_exit_codes(capsys):
         with pytest.raises(SystemExit):
             main(argv)
         out = capsys.readouterr().out
-        assert "exit codes:" in out and "  3    run: at least one unit failed" in out and "143 SIGTERM" in out
+        assert "exit codes:" in out and "  3    run: at least one job failed" in out and "143 SIGTERM" in out
     readme = (ROOT / "README.md").read_text()
     assert all(f"| {code} |" in readme for code in ("0", "2", "3", "128+N"))
 

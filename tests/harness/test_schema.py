@@ -63,11 +63,16 @@ ERRORS = [
      "unknown key"),
     (with_(sweep__hidden=DELETE), "sweep.hidden", "missing; expected an integer or a list of integers"),
     (with_(sweep=DELETE), "sweep", "missing; expected a mapping of the cases"),
-    (with_(backends=["eager", "tritonn"]), "backends[1]", "expected one of triton, triton-stepwise, cudnn, eager, compile"),
+    (with_(backends=["eager", "tritonn"]), "backends[1]",
+     "expected one of triton, triton-stepwise, cudnn, cudnn-fp16, eager, compile"),
     (with_(backends=[]), "backends", "expected a non-empty list"),
     (with_(backends=DELETE), "backends", "missing; expected a list of backends"),
     (with_(baseline="triton"), "baseline", "expected one of the scenario's backends (eager, cudnn), got 'triton'"),
     (with_(cpu__baseline="compile"), "cpu.baseline", "got 'compile'"),
+    (with_(baseline=["cudnn", "triton"]), "baseline[1]", "expected one of the scenario's backends (eager, cudnn), "
+                                                         "got 'triton'"),
+    (with_(baseline=["cudnn", "tritonn"]), "baseline[1]", "expected one of triton, "),
+    (with_(baseline=[]), "baseline", "expected a non-empty list"),
     (with_(cpu__sweep={"seq_len": 2, "batch": 1, "hidden": ["big"]}), "cpu.sweep.hidden[0]",
      "expected an integer >= 1, got 'big'"),
     (with_(cpu__sweep={"batch": 1, "hidden": 2}), "cpu.sweep.seq_len", "missing"),
@@ -92,7 +97,7 @@ ERRORS = [
 def test_schema_errors_name_file_keypath_and_expectation(tmp_path, capsys, data, keypath, words):
     path = write(tmp_path, data)
     with pytest.raises(ScenarioError) as err:
-        load_scenario(path, "cpu")  # the cpu profile also validates (and applies) the cpu: section
+        load_scenario(path, "cpu")  # the cpu sweep also validates (and applies) the cpu: section
     assert err.value.keypath == keypath
     assert str(err.value).startswith(f"{path}: {keypath}: " if keypath else f"{path}: ")
     assert words in str(err.value)
@@ -109,8 +114,8 @@ def test_schema_errors_name_file_keypath_and_expectation(tmp_path, capsys, data,
     (with_(cpu__stability={"seq_lens": [8], "curve_seq_len": 16}), "cpu.stability.curve_seq_len"),
     (with_(sweep=DELETE, metrics=["stability"], cpu__metrics=["speed"]), "sweep"),
 ], ids=["baseline", "curve_seq_len", "sweep"])
-def test_the_full_profile_refuses_a_broken_cpu_section_too(tmp_path, capsys, data, keypath):
-    """What a GPU machine runs (the full profile) checks the cpu: section as well, with the CPU's message."""
+def test_the_full_sweep_refuses_a_broken_cpu_section_too(tmp_path, capsys, data, keypath):
+    """What a GPU machine runs (the full sweep) checks the cpu: section as well, with the CPU's message."""
     path = write(tmp_path, data)
     with pytest.raises(ScenarioError) as on_cpu:
         load_scenario(path, "cpu")
@@ -118,7 +123,7 @@ def test_the_full_profile_refuses_a_broken_cpu_section_too(tmp_path, capsys, dat
         load_scenario(path, "full")
     assert on_gpu.value.keypath == on_cpu.value.keypath == keypath
     assert str(on_gpu.value) == str(on_cpu.value)
-    assert main(["run", str(path), "--profile", "full", "--out", str(tmp_path / "out"), "--no-progress"]) == 2
+    assert main(["run", str(path), "--sweep", "full", "--out", str(tmp_path / "out"), "--no-progress"]) == 2
     assert capsys.readouterr().err.strip() == f"rnnbench: error: {on_cpu.value}"
 
 
@@ -156,7 +161,7 @@ def test_grid_is_the_product_and_defaults_apply(tmp_path):
     assert sc.ordered_backends() == ["eager", "cudnn"]
 
 
-def test_explicit_cases_and_cpu_profile_override(tmp_path):
+def test_explicit_cases_and_cpu_sweep_override(tmp_path):
     data = with_(sweep={"cases": [{"seq_len": 9, "batch": 3, "hidden": 5, "input_size": 7}]},
                  baseline="cudnn", cpu__sweep={"seq_len": 2, "batch": 1, "hidden": 3}, cpu__dtypes=["bfloat16"])
     path = write(tmp_path, data)
@@ -166,15 +171,24 @@ def test_explicit_cases_and_cpu_profile_override(tmp_path):
     assert cpu.ordered_backends() == ["cudnn", "eager"]
 
 
+def test_baselines_in_order_of_preference_run_first(tmp_path):
+    sc = load_scenario(write(tmp_path, with_(backends=["eager", "cudnn", "triton", "cudnn-fp16"],
+                                             baseline=["cudnn", "triton"])), "full")
+    assert sc.baselines == ("cudnn", "triton") and sc.baseline == "cudnn"
+    # the float16 cuDNN reference runs right after the first baseline: bfloat16 speedups need its time
+    assert sc.ordered_backends() == ["cudnn", "cudnn-fp16", "triton", "eager"]
+    assert load_scenario(write(tmp_path, with_(baseline="cudnn")), "full").baselines == ("cudnn",)
+
+
 def test_stability_only_scenario_needs_no_sweep(tmp_path):
     sc = load_scenario(write(tmp_path, with_(sweep=DELETE, metrics=["stability"])), "full")
     assert sc.cases == () and all(u.kind == "stability" for u in plan(sc))
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "scenarios").glob("*.yaml")), ids=lambda p: p.name)
-def test_shipped_scenarios_load_and_have_small_cpu_profiles(path):
+def test_shipped_scenarios_load_and_have_small_cpu_sweeps(path):
     full, cpu = load_scenario(path, "full"), load_scenario(path, "cpu")
-    assert "cpu" in full.data, "every shipped scenario needs a cpu: profile"
+    assert "cpu" in full.data, "every shipped scenario needs a cpu: section"
     assert len(plan(cpu)) <= 60
     assert all(c.seq_len * c.hidden <= 256 * 32 for c in cpu.cases)
 
