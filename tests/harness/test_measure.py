@@ -1,6 +1,7 @@
 """Measurements checked against independent references: numpy percentiles, PyTorch's FLOP counter,
 a hand count of what the eager loop saves for backward, and the float64 BPTT of a hand-written loop."""
 import dataclasses
+import gc
 import time
 
 import numpy as np
@@ -198,6 +199,22 @@ def test_activation_memory_of_the_eager_loop_is_one_hidden_state_per_step():
     inputs = measure.make_inputs(case, CPU, torch.float32, seed=0)
     # tanh saves each h_t and each matmul saves h_{t-1}: T distinct [B, H] float32 tensors
     assert measure.saved_activation_mib(prepared, inputs) * measure.MiB == 16 * 4 * 32 * 4
+
+
+@pytest.mark.parametrize("backend", ["cudnn", "eager"])
+def test_measuring_activation_memory_keeps_no_tensor_alive(backend):
+    """A pack hook that returned the saved tensor kept the graph alive through a cycle that gc
+    cannot see: 8 GiB held after one T=64k job on the H200 (2026-11-26)."""
+    case = Case(37, 3, 48, 48, 1)
+    prepared = BACKENDS[backend].prepare(seeded_rnn(case, "tanh", 0), CPU, torch.float32)
+    inputs = measure.make_inputs(case, CPU, torch.float32, seed=0)
+
+    def big_tensors() -> int:
+        gc.collect()
+        return sum(isinstance(o, torch.Tensor) and o.numel() >= 37 * 3 * 48 for o in gc.get_objects())
+    before = big_tensors()
+    assert measure.saved_activation_mib(prepared, inputs) > 0
+    assert big_tensors() == before
 
 
 def test_spectral_matrix_has_the_requested_radius():
