@@ -1,5 +1,5 @@
 """PNG plots of a results table: latency, speedup and memory against the swept size, the gradient
-error against T and the ||dL/dh_t|| curve.
+error against T and the ||dL/dh_t|| curve, and the training curves (loss, gradient norms) per step.
 
 Made to be read at a glance: every title carries the device name and wraps instead of being cut;
 an axis whose values span a decade or more is logarithmic, with the x ticks at the swept values
@@ -248,6 +248,63 @@ def grad_norm_figure(study: pd.DataFrame, out: Path, device: str, names: dict[st
     return _save(fig, out, "grad_norm.png", f"Gradient norm through time (BPTT) — {device}")
 
 
+TRAINING_CURVES = {"loss": ("loss", "Training loss"),
+                   "param_grad_norm": ("‖dL/dθ‖ before clipping", "Gradient norm"),
+                   "input_grad_ratio": ("‖dL/dx_1‖ / ‖dL/dx_T‖", "Gradient reaching the first step")}
+
+
+def training_figures(training: pd.DataFrame, out: Path, device: str, names: dict[str, str]) -> list[tuple[str, str]]:
+    """Per task and curve (TRAINING_CURVES): a panel per setting (clipping, U's radius and dtype: a
+    row each) and T (a column each), a line per backend against the training step. Loss panels show
+    the chance level dashed; a panel names the backends that diverged, and where."""
+    made = []
+    units = dict(list(training.groupby(["mode", "radius", "dtype", "seq_len"], sort=False)))
+    curves = training[training.step.notna()]
+    task_of = curves["mode"].str.split().str[0]  # "copy clip=1" -> copy
+    for task, rows in curves.groupby(task_of, sort=False):
+        settings = list(rows.groupby(["mode", "radius", "dtype"], sort=False).groups)
+        seq_lens = sorted(rows.seq_len.unique())
+        for metric, (ylabel, what) in TRAINING_CURVES.items():
+            fig, axes = plt.subplots(len(settings), len(seq_lens), squeeze=False, layout="constrained",
+                                     figsize=(PANEL_SIZE[0] * len(seq_lens), PANEL_SIZE[1] * len(settings)))
+            for setting, row_axes in zip(settings, axes):
+                for seq_len, ax in zip(seq_lens, row_axes):
+                    if (*setting, seq_len) in units:
+                        _training_panel(ax, units[(*setting, seq_len)], metric, ylabel, names)
+                    else:  # every backend failed or was skipped at this T: the failures section says why
+                        ax.set_visible(False)
+            _legend_below(fig, list(axes.flat))
+            made.append(_save(fig, out, f"training_{metric}_{task}.png", f"{what}: {task} task — {device}"))
+    return made
+
+
+def _training_panel(ax, unit: pd.DataFrame, metric: str, ylabel: str, names: dict[str, str]) -> None:
+    """One setting and T: a line per backend of `metric` against the step (non-finite values left out)."""
+    curve = unit[(unit.metric == metric) & unit.step.notna()]
+    lines = {}
+    for rank, (backend, line) in enumerate(curve.groupby("backend", sort=False)):
+        line = line.sort_values("step")
+        finite = line[np.isfinite(line.p50)]
+        label = names.get(backend, backend)
+        # the first backend's line wider, so one drawn on top of it leaves it showing
+        ax.plot(finite.step, finite.p50, color=COLORS.get(backend), linewidth=2.6 if rank == 0 else 1.2,
+                label=label, zorder=2 + rank)
+        lines[label] = pd.Series(line.p50.values, index=line.step.values)
+    chance = unit[unit.metric == "chance_loss"].p50
+    if metric == "loss" and len(chance):
+        ax.axhline(chance.iloc[0], color="grey", linestyle="--", linewidth=0.8, label="chance level")
+    values = curve.p50[np.isfinite(curve.p50)]
+    value_y(ax, values, always_log=metric != "loss")
+    ax.set(xlabel="training step", ylabel=ylabel)
+    ax.grid(True, which="major", alpha=0.3)
+    first = unit.iloc[0]
+    facet = f"T={first['seq_len']}, {first['mode']}, {first['dtype']}" + \
+        (f", U radius {first['radius']}" if first["radius"] else "")
+    diverged = [f"{names.get(r.backend, r.backend)} at step {int(r.p50)}"
+                for r in unit[unit.metric == "diverged_at_step"].itertuples()]
+    panel_title(ax, facet + ("\ndiverged: " + ", ".join(diverged) if diverged else ""), lines)
+
+
 def make_plots(frame: pd.DataFrame, out: Path, device: str, names: dict[str, str],
                baseline: str) -> list[tuple[str, str]]:
     """Writes every plot the data supports into out; returns (title, file name) pairs. names: the
@@ -269,6 +326,7 @@ def make_plots(frame: pd.DataFrame, out: Path, device: str, names: dict[str, str
     made += [stability_error_figure(study, dtype, out, device, names)
              for dtype in study.dtype.unique() if dtype != "float64"]
     made.append(grad_norm_figure(study, out, device, names))
+    made += training_figures(frame[frame.kind == "training"], out, device, names)
     return [m for m in made if m is not None]
 
 

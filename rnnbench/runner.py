@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm import tqdm
 
-from rnnbench import measure, stability
+from rnnbench import measure, stability, training
 from rnnbench.backends import BACKENDS, Prepared, first_line
 from rnnbench.results import RunFolder, Unit, now, unit_key_strings
 from rnnbench.schema import Case, Scenario
@@ -46,6 +46,8 @@ def plan(scenario: Scenario) -> list[Unit]:
             units.append(Unit("stability", REFERENCE, "forward+backward", "float64", _study_case(st, st.curve_len), radius))
             units += [Unit("stability", backend, "forward+backward", dtype, _study_case(st, seq_len), radius)
                       for seq_len in st.seq_lens for backend in scenario.ordered_backends() for dtype in scenario.dtypes]
+    if "training" in scenario.metrics:
+        units += training.plan(scenario)
     return units
 
 
@@ -82,6 +84,8 @@ def single(value: float) -> tuple:
 def error_row(unit: Unit, ctx: Context, error: str) -> dict:
     if unit.kind == "stability":
         metric = "grad_norm" if unit.backend == REFERENCE else "rel_err_output"
+    elif unit.kind == "training":
+        metric = "eval_loss"
     else:
         metric = "latency" if "speed" in ctx.scenario.metrics else "peak_memory"
     return make_row(unit, ctx, metric, "", error=error)
@@ -162,7 +166,14 @@ def curve_rows(unit: Unit, ctx: Context, curve: torch.Tensor, note: str) -> list
             for t, v in stability.curve_points(curve)]
 
 
-WORK: dict[str, Callable[[Unit, Context], list[dict]]] = {"bench": bench_rows, "stability": stability_rows}
+def training_rows(unit: Unit, ctx: Context) -> list[dict]:
+    source = seeded_rnn(unit.case, ctx.scenario.nonlinearity, ctx.scenario.seed)
+    return [make_row(unit, ctx, m.metric, m.unit, m.values, step=m.step, note=m.note)
+            for m in training.run(unit, ctx.scenario, ctx.device, source)]
+
+
+WORK: dict[str, Callable[[Unit, Context], list[dict]]] = {"bench": bench_rows, "stability": stability_rows,
+                                                          "training": training_rows}
 
 
 def guarded(unit: Unit, ctx: Context) -> list[dict]:
