@@ -27,7 +27,7 @@ AXIS_NAMES = {"seq_len": "sequence length T", "batch": "batch size B", "hidden":
               "input_size": "input size I", "layers": "layers L"}
 COLORS = {name: f"C{i}" for i, name in enumerate([*BACKENDS, "reference"])}
 COLORS["reference"] = "black"
-MARKERS = dict(zip([*BACKENDS, "reference"], "osD^vP"))
+MARKERS = dict(zip([*BACKENDS, "reference"], "osD^vPX"))
 COINCIDE_RTOL = 1e-3  # lines closer than this everywhere are named as coinciding
 PANEL_SIZE = (5.0, 3.6)  # inches per panel
 LEGEND_FONT = 8

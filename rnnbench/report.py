@@ -116,6 +116,31 @@ def stability_sections(study: pd.DataFrame, columns: dict[str, str]) -> list[str
     return out
 
 
+CHECKPOINT_TARGET = 1.35  # issue 10: checkpoint=True may cost at most this much forward+backward time on a GPU
+
+
+def checkpoint_section(bench: pd.DataFrame) -> list[str]:
+    """triton-checkpoint (checkpointed BPTT) against triton, forward+backward: the activation memory
+    saved for the backward and the time it costs."""
+    pair = ("triton", "triton-checkpoint")
+    rows = bench[(bench["mode"] == "forward+backward") & bench.metric.isin(["activation_memory", "latency"])
+                 & bench.backend.isin(pair)]
+    if set(rows.backend) != set(pair):
+        return []
+    p50 = rows.pivot_table(index=["dtype", *CASE_COLUMNS], columns=["metric", "backend"], values="p50", sort=False)
+    table = []
+    for key, row in p50.iterrows():
+        memory, latency = ([row.get((metric, b), math.nan) for b in pair] for metric in ("activation_memory", "latency"))
+        table.append([key[0], case_label(dict(zip(CASE_COLUMNS, key[1:]))), fmt(memory[0]), fmt(memory[1]),
+                      fmt(memory[0] / memory[1]) if memory[1] else "", fmt(latency[0]), fmt(latency[1]),
+                      fmt(latency[1] / latency[0])])
+    return ["## Checkpointed BPTT: memory saved and time overhead (triton-checkpoint vs triton)",
+            f"forward+backward; memory: p50 of activation_memory (saved for the backward); latency: p50. "
+            f"Target on a GPU: an overhead of at most {CHECKPOINT_TARGET:g}x.",
+            md_table(["dtype", "case", "memory triton (MiB)", "memory checkpoint (MiB)", "memory saved (x)",
+                      "latency triton (ms)", "latency checkpoint (ms)", "time overhead (x)"], table)]
+
+
 TRAINING_INTRO = (
     "Every backend trained the same model (its recurrent layer and a linear head) from the same initial weights on "
     "the same batches (rnnbench/training.py; optimizer, learning rate and steps in the scenario below). Eval loss "
@@ -214,7 +239,7 @@ def build(run_dir: str | Path) -> Path:
     if env.get("profile") == "cpu":
         parts.append("> " + CPU_BANNER.format(sweep=cpu_profile_sweep(yaml.safe_load(scenario_text)),
                                               clock=env.get("cpu_timing", "wall clock")))
-    parts += backends_section(frame) + speed_sections(bench, baseline, columns)
+    parts += backends_section(frame) + speed_sections(bench, baseline, columns) + checkpoint_section(bench)
     parts += stability_sections(study, columns) + training_sections(frame[frame.kind == "training"], columns)
     data = profiling.load(folder.path)
     if data:
