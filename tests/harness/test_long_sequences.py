@@ -1,11 +1,12 @@
 """Long-sequence scenarios: the triton-checkpoint backend (TritonRNN(checkpoint=True)) in a run, its
 activation memory against the count of states checkpointed BPTT keeps and the report's table of memory
-saved and time overhead."""
+saved and time overhead; the ultra-long case, where cuDNN's refusal is a stated skip."""
 import math
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from rnnbench.cli import main
@@ -44,3 +45,16 @@ def test_the_checkpoint_scenario_compares_the_two_on_forward_and_backward():
         assert set(scenario.backends) == {"triton", "triton-checkpoint"} and scenario.modes == ("forward+backward",)
         assert {"speed", "memory"} <= set(scenario.metrics)
 
+
+def test_the_ultra_long_case_records_cudnns_refusal_as_a_skip_at_bounded_cost():
+    full = load_scenario(ROOT / "scenarios" / "ultra_long.yaml", "full")
+    longest = max(full.cases, key=lambda case: case.seq_len)
+    assert longest.seq_len == 1_048_576 and longest.seq_len * longest.batch * longest.hidden >= 2 ** 31
+    assert set(full.backends) == {"cudnn", "triton"} and len(full.dtypes) == 1 and full.modes == ("forward+backward",)
+    from rnnbench.backends import BACKENDS, CUDNN_MAX_SEQ_LEN
+    cuda = torch.device("cuda")
+    skipped = [case.seq_len for case in full.cases if BACKENDS["cudnn"].skip(case, cuda)]
+    assert skipped == [case.seq_len for case in full.cases if case.seq_len > CUDNN_MAX_SEQ_LEN] and 1_048_576 in skipped
+    assert any(case.seq_len == CUDNN_MAX_SEQ_LEN for case in full.cases)  # the last T cuDNN runs, beside it
+    cpu = load_scenario(ROOT / "scenarios" / "ultra_long.yaml", "cpu")
+    assert all(BACKENDS["triton"].skip(case, torch.device("cpu")) is None for case in cpu.cases)  # small enough
