@@ -214,10 +214,10 @@ def display_name(backend: str, device_type: str) -> str:
 
 BACKENDS: dict[str, Backend] = {
     "triton": _triton_backend("triton", "auto"),
-    "triton-checkpoint": _triton_backend("triton-checkpoint", "auto", checkpoint=True),
     "triton-stepwise": _triton_backend("triton-stepwise", "stepwise"),
     "cudnn": Backend("cudnn", _cudnn_label, _cudnn_unavailable, _cudnn_prepare, _cudnn_skip),
     "eager": Backend("eager", lambda device: "eager PyTorch loop", lambda device: None, _eager_prepare),
     "compile": Backend("compile", lambda device: "torch.compile of the eager loop", _compile_unavailable,
                        _compile_prepare),
+    "triton-checkpoint": _triton_backend("triton-checkpoint", "auto", checkpoint=True),
 }

@@ -28,7 +28,7 @@ SCHEMA_HELP = """\
 Scenario schema (YAML; keys marked * are required, the rest have the defaults shown):
   name*            str    names the results folder: letters, digits, '-', '_', '.'
   description      str    one line shown by `rnnbench list` and in the report ("")
-  backends*        list   of: triton, triton-checkpoint, triton-stepwise, cudnn, eager, compile
+  backends*        list   of: triton, triton-stepwise, cudnn, eager, compile, triton-checkpoint
   baseline         str    backend the speedups are measured against (first backend)
   dtypes           list   of: float32, float16, bfloat16, float64 ([float32])
   modes            list   of: forward, forward+backward (both); forward runs under no_grad
