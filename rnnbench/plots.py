@@ -47,7 +47,7 @@ def sweep_axis(bench: pd.DataFrame) -> str:
 
 def short_number(value: float, _pos=None) -> str:
     """A tick label: 65536 -> 64k (multiples of 1024, as sequence lengths are quoted), 2000, 0.05, 3e-07."""
-    if value >= 1024 and value == int(value) and int(value) % 1024 == 0:
+    if 1024 <= value < 1e9 and value == int(value) and int(value) % 1024 == 0:
         return f"{int(value) // 1024}k"
     return f"{value:.4g}" if 1e-3 <= abs(value) < 1e5 else f"{value:.2g}"
 
@@ -279,22 +279,29 @@ def training_figures(training: pd.DataFrame, out: Path, device: str, names: dict
 
 
 def _training_panel(ax, unit: pd.DataFrame, metric: str, ylabel: str, names: dict[str, str]) -> None:
-    """One setting and T: a line per backend of `metric` against the step (non-finite values left out)."""
+    """One setting and T: a line per backend of `metric` against the step. Values a logarithmic axis
+    cannot show (NaN, inf; 0 for the gradient curves) are left out, and the title counts them."""
     curve = unit[(unit.metric == metric) & unit.step.notna()]
-    lines = {}
+    log = metric != "loss"  # the gradient curves span many decades; the loss only sometimes (value_y decides)
+    lines, left_out = {}, []
     for rank, (backend, line) in enumerate(curve.groupby("backend", sort=False)):
         line = line.sort_values("step")
-        finite = line[np.isfinite(line.p50)]
+        shown = np.isfinite(line.p50) & ((line.p50 > 0) if log else True)
         label = names.get(backend, backend)
-        # the first backend's line wider, so one drawn on top of it leaves it showing
-        ax.plot(finite.step, finite.p50, color=COLORS.get(backend), linewidth=2.6 if rank == 0 else 1.2,
-                label=label, zorder=2 + rank)
+        # the first backend's line wider, so one drawn on top of it leaves it showing; dots where points are few
+        ax.plot(line.step[shown], line.p50[shown], color=COLORS.get(backend), linewidth=2.6 if rank == 0 else 1.2,
+                marker="o" if shown.sum() <= 20 else None, markersize=3, label=label, zorder=2 + rank)
         lines[label] = pd.Series(line.p50.values, index=line.step.values)
+        zeros, other = int((line.p50 == 0).sum()) if log else 0, int((~np.isfinite(line.p50)).sum())
+        if zeros or other:
+            counts = [f"0 at {zeros} steps" if zeros else "", f"NaN/inf at {other}" if other else ""]
+            left_out.append(f"{label}: " + ", ".join(filter(None, counts)))
     chance = unit[unit.metric == "chance_loss"].p50
     if metric == "loss" and len(chance):
         ax.axhline(chance.iloc[0], color="grey", linestyle="--", linewidth=0.8, label="chance level")
-    values = curve.p50[np.isfinite(curve.p50)]
-    value_y(ax, values, always_log=metric != "loss")
+    value_y(ax, curve.p50[np.isfinite(curve.p50) & (curve.p50 > 0)], always_log=log)
+    if curve.step.max() > 0:
+        ax.set_xlim(0, curve.step.max())  # every step trained, drawn or not
     ax.set(xlabel="training step", ylabel=ylabel)
     ax.grid(True, which="major", alpha=0.3)
     first = unit.iloc[0]
@@ -302,7 +309,9 @@ def _training_panel(ax, unit: pd.DataFrame, metric: str, ylabel: str, names: dic
         (f", U radius {first['radius']}" if first["radius"] else "")
     diverged = [f"{names.get(r.backend, r.backend)} at step {int(r.p50)}"
                 for r in unit[unit.metric == "diverged_at_step"].itertuples()]
-    panel_title(ax, facet + ("\ndiverged: " + ", ".join(diverged) if diverged else ""), lines)
+    notes = [facet] + (["diverged: " + ", ".join(diverged)] if diverged else []) + \
+        (["not drawn: " + "; ".join(left_out)] if left_out else [])
+    panel_title(ax, "\n".join(notes), lines)
 
 
 def make_plots(frame: pd.DataFrame, out: Path, device: str, names: dict[str, str],

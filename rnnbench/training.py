@@ -58,7 +58,16 @@ from rnnbench.schema import Case, Scenario, Training
 from rnnbench.stability import spectral_matrix
 from rnnbench.tasks import Task, make_task
 
-EVAL_STREAM = -1  # the held-out batch's generator stream; training batches use streams 0, 1, ...
+# Random streams of a seed: training batch s uses stream s; these two are kept apart from them.
+EVAL_STREAM, HEAD_STREAM = -1, -2
+
+
+def stream_seed(seed: int, stream: int) -> int:
+    return seed * 1_000_003 + stream
+
+
+def batch_generator(seed: int, stream: int) -> torch.Generator:
+    return torch.Generator().manual_seed(stream_seed(seed, stream))
 
 
 @dataclass(frozen=True)
@@ -106,7 +115,7 @@ def plan(scenario: Scenario) -> list[Unit]:
     """The training units: shorter sequences first (they finish sooner), the backends side by side."""
     tr = scenario.training
     return [Unit("training", backend, mode, dtype, training_case(tr, task, seq_len), radius)
-            for seq_len in tr.seq_lens for mode, (task, _) in variants(tr).items() for radius in tr.radii
+            for seq_len in sorted(tr.seq_lens) for mode, (task, _) in variants(tr).items() for radius in tr.radii
             for dtype in scenario.dtypes for backend in scenario.ordered_backends()]
 
 
@@ -141,7 +150,7 @@ def initial_weights(source: torch.nn.RNN, head_size: int, radius: float | None, 
         with torch.no_grad():
             source.weight_hh_l0.copy_(spectral_matrix(source.hidden_size, radius, gen))
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.manual_seed(stream_seed(seed, HEAD_STREAM))
         return torch.nn.Linear(source.hidden_size, head_size)
 
 
@@ -165,10 +174,6 @@ class History:
     seconds: list[float] = field(default_factory=list)
     diverged_at: int | None = None
     skipped_steps: int = 0
-
-
-def batch_generator(seed: int, stream: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed * 1_000_003 + stream)
 
 
 def make_optimizer(name: str, params: list[torch.Tensor], lr: float) -> torch.optim.Optimizer:

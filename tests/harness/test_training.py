@@ -17,7 +17,14 @@ from rnnbench.schema import load_scenario, parse_scenario
 from rnnbench.tasks import Adding, Copy
 
 ROOT = Path(__file__).resolve().parents[2]
-CPU = torch.device("cpu")
+
+
+@pytest.fixture
+def here(device, monkeypatch) -> torch.device:
+    """The tests' device (the Triton interpreter's CPU without a GPU), with cuDNN's fp32 TF32 off as in a
+    run, so that fp32 backends agree to fp32 accuracy."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    return torch.device(device)
 
 
 def scenario(backends=("cudnn",), dtypes=("float32",), **settings):
@@ -25,7 +32,7 @@ def scenario(backends=("cudnn",), dtypes=("float32",), **settings):
                            "training": {"batch": 8, "hidden": 16, "eval_batch": 16, **settings}}, "t.yaml", "full")
 
 
-def measurements(unit, sc, device=CPU) -> dict:
+def measurements(unit, sc, device) -> dict:
     """metric -> [p50 per step] for per-step metrics, p50 for the others."""
     out: dict = {}
     for m in training.run(unit, sc, device, seeded_rnn(unit.case, sc.nonlinearity, sc.seed)):
@@ -91,7 +98,7 @@ def test_plan_has_a_unit_per_task_clip_length_radius_dtype_and_backend():
     assert {u.radius for u in units} == {None, 1.5}
 
 
-def test_every_backend_starts_from_the_same_weights_and_sees_the_same_batches():
+def test_every_backend_starts_from_the_same_weights_and_sees_the_same_batches(here):
     sc = scenario(backends=("cudnn", "triton", "eager"), tasks=["copy"], seq_lens=[7], steps=2, copy_length=3,
                   radii=[1.2])
     units = plan(sc)
@@ -101,75 +108,75 @@ def test_every_backend_starts_from_the_same_weights_and_sees_the_same_batches():
     assert torch.linalg.eigvals(u).abs().max().item() == pytest.approx(1.2)
     states = []
     for backend in ("cudnn", "triton", "eager"):
-        model = training.build_model(backend, source, head, Copy(3, 8), CPU, training.PRECISIONS["float32"])
-        states.append([p.detach().clone() for p in model.parameters()])
+        model = training.build_model(backend, source, head, Copy(3, 8), here, training.PRECISIONS["float32"])
+        states.append([p.detach().cpu() for p in model.parameters()])
     assert all(torch.equal(a, b) for other in states[1:] for a, b in zip(states[0], other))
-    first = [measurements(unit, sc) for unit in units]
+    first = [measurements(unit, sc, here) for unit in units]
     for other in first[1:]:  # the same weights and data give the same loss and gradient, step by step
         assert other["loss"] == pytest.approx(first[0]["loss"], rel=1e-5)
         assert other["param_grad_norm"] == pytest.approx(first[0]["param_grad_norm"], rel=1e-4)
 
 
 @pytest.mark.parametrize("backend", ["cudnn", "triton"])
-def test_the_loss_falls_on_an_easy_setting(backend):
+def test_the_loss_falls_on_an_easy_setting(backend, here):
     sc = scenario(backends=(backend,), tasks=["copy"], seq_lens=[7], steps=30, optimizer="adam", lr=0.03,
                   copy_length=3, eval_batch=64)
-    got = measurements(plan(sc)[0], sc)
+    got = measurements(plan(sc)[0], sc, here)
     assert sum(got["loss"][-5:]) < 0.75 * sum(got["loss"][:5])
     assert got["eval_loss"] < got["chance_loss"] and got["eval_accuracy"] > 3 / 8  # chance: 1/8
     assert got["time_per_train_step"] > 0 and "diverged_at_step" not in got
 
 
-def test_a_diverging_run_is_recorded_where_it_diverged_and_not_evaluated():
+def test_a_diverging_run_is_recorded_where_it_diverged_and_not_evaluated(here):
     sc = scenario(tasks=["adding"], seq_lens=[10], steps=40, lr=100.0, radii=[1.5])
-    got = measurements(plan(sc)[0], sc)
+    got = measurements(plan(sc)[0], sc, here)
     step = got["diverged_at_step"]
     assert len(got["loss"]) == step + 1 and not math.isfinite(got["loss"][-1])
     assert all(math.isfinite(v) for v in got["loss"][:-1])
     assert "eval_loss" not in got and "eval_accuracy" not in got
 
 
-def train_one_step(clip):
+def train_one_step(clip, device):
     """(recorded gradient norm, ||θ_1 - θ_0||) of one plain SGD step with lr = 1, from weights whose
     gradient norm is well above 0.5."""
     sc = scenario(tasks=["adding"], seq_lens=[12], steps=1, lr=1.0, radii=[1.5])
     unit = plan(sc)[0]
     source = seeded_rnn(unit.case, "tanh", 0)
     head = training.initial_weights(source, 1, 1.5, 0)
-    model = training.build_model("cudnn", source, head, Adding(), CPU, training.PRECISIONS["float32"])
+    model = training.build_model("cudnn", source, head, Adding(), device, training.PRECISIONS["float32"])
     before = [p.detach().clone() for p in model.parameters()]
-    history = training.train(model, sc.training, 12, training.PRECISIONS["float32"], CPU, 0, clip)
+    history = training.train(model, sc.training, 12, training.PRECISIONS["float32"], device, 0, clip)
     moved = torch.linalg.vector_norm(torch.cat([(p.detach() - b).flatten() for p, b in zip(model.parameters(), before)]))
     return history.grad_norm[0], moved.item()
 
 
-def test_clipping_bounds_the_update_and_the_norm_is_recorded_before_clipping():
-    norm, moved = train_one_step(clip=None)
+def test_clipping_bounds_the_update_and_the_norm_is_recorded_before_clipping(here):
+    norm, moved = train_one_step(None, here)
     assert moved == pytest.approx(norm, rel=1e-4)  # SGD with lr 1 moves by the gradient: the recorded norm is its norm
     assert norm > 1.0
-    clipped_norm, clipped_moved = train_one_step(clip=0.5)
+    clipped_norm, clipped_moved = train_one_step(0.5, here)
     assert clipped_norm == pytest.approx(norm, rel=1e-6)  # the same gradient, recorded before clipping
     assert clipped_moved == pytest.approx(0.5, rel=1e-4)
 
 
 @pytest.mark.parametrize("backend", ["cudnn", "triton"])
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
-def test_mixed_precision_trains_fp32_master_weights_to_finite_losses(backend, dtype):
+def test_mixed_precision_trains_fp32_master_weights_to_finite_losses(backend, dtype, here):
     sc = scenario(backends=(backend,), dtypes=(dtype,), tasks=["copy"], seq_lens=[7], steps=4, optimizer="adam",
                   lr=0.03, copy_length=3)
     unit = plan(sc)[0]
     precision = training.PRECISIONS[dtype]
     source = seeded_rnn(unit.case, "tanh", 0)
     head = training.initial_weights(source, 8, None, 0)
-    model = training.build_model(backend, source, head, Copy(3, 8), CPU, precision)
-    history = training.train(model, sc.training, 7, precision, CPU, 0, clip=1.0)
+    model = training.build_model(backend, source, head, Copy(3, 8), here, precision)
+    history = training.train(model, sc.training, 7, precision, here, 0, clip=1.0)
     assert all(math.isfinite(v) for v in history.loss) and history.diverged_at is None
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert all(p.grad.dtype == torch.float32 for p in model.parameters())
-    reference = training.build_model(backend, source, head, Copy(3, 8), CPU, training.PRECISIONS["float32"])
-    fp32 = training.train(reference, sc.training, 7, training.PRECISIONS["float32"], CPU, 0, clip=1.0)
+    reference = training.build_model(backend, source, head, Copy(3, 8), here, training.PRECISIONS["float32"])
+    fp32 = training.train(reference, sc.training, 7, training.PRECISIONS["float32"], here, 0, clip=1.0)
     assert history.loss[0] == pytest.approx(fp32.loss[0], rel=2e-2)  # the same start, within 16-bit rounding
-    rows = measurements(unit, sc)
+    rows = measurements(unit, sc, here)
     assert ("amp_skipped_steps" in rows) == (dtype == "float16")  # GradScaler with float16 only
 
 
@@ -247,3 +254,54 @@ def test_bad_training_keys_give_one_line_and_exit_2(tmp_path, capsys, settings, 
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert err.startswith(f"rnnbench: error: {path}: cpu.{keypath}: {message}")
+
+
+# ---- plots ----------------------------------------------------------------------------------------
+
+def training_frame() -> pd.DataFrame:
+    """Rows of two units (adding at T=10 and 20) for cudnn and triton: triton's gradient reach underflows
+    to 0 at step 2 and its loss is NaN at step 3, where it diverged; cudnn trains 4 steps."""
+    from rnnbench.results import COLUMNS
+    rows = []
+
+    def row(backend, seq_len, metric, value, step=None):
+        rows.append({"scenario": "s", "kind": "training", "backend": backend, "label": "", "mode": "adding",
+                     "dtype": "float32", "seq_len": seq_len, "batch": 4, "hidden": 8, "input_size": 2, "layers": 1,
+                     "radius": "1.5", "step": step, "metric": metric, "unit": "", "p20": None, "p50": value,
+                     "p80": None, "error": "", "note": "", "device": "cpu", "timestamp": ""})
+    for seq_len in (10, 20):
+        for backend, steps in (("cudnn", 4), ("triton", 4 if seq_len == 10 else 3)):
+            for step in range(steps):
+                diverged = backend == "triton" and seq_len == 20 and step == 2
+                row(backend, seq_len, "loss", math.nan if diverged else 0.5 / (step + 1), step)
+                row(backend, seq_len, "input_grad_ratio", 0.0 if diverged else 10.0 ** -step, step)
+                row(backend, seq_len, "param_grad_norm", 1.0 + step, step)
+            row(backend, seq_len, "chance_loss", 1 / 6)
+        row("triton", 20, "diverged_at_step", 2)
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def test_training_plots_have_a_panel_per_setting_and_t_and_say_what_they_leave_out(tmp_path, monkeypatch):
+    from matplotlib import pyplot as plt
+
+    from rnnbench import plots
+    kept = {}
+
+    def keep(fig, out, name, title, rect=None):  # the figures, not their files
+        kept[name] = fig
+        return title, name
+    monkeypatch.setattr(plots, "_save", keep)
+    made = plots.training_figures(training_frame(), tmp_path, "CPU", {"cudnn": "cudnn", "triton": "triton"})
+    assert [name for _, name in made] == ["training_loss_adding.png", "training_param_grad_norm_adding.png",
+                                          "training_input_grad_ratio_adding.png"]
+    loss_axes = kept["training_loss_adding.png"].axes
+    assert [ax.get_title().split("\n")[0] for ax in loss_axes] == ["T=10, adding, float32, U radius 1.5",
+                                                                   "T=20, adding, float32, U radius 1.5"]
+    assert "all 2 lines coincide" in loss_axes[0].get_title()
+    assert "diverged: triton at step 2" in loss_axes[1].get_title()
+    assert "not drawn: triton: NaN/inf at 1" in loss_axes[1].get_title()
+    assert any(line.get_label() == "chance level" for line in loss_axes[0].get_lines())
+    ratio = kept["training_input_grad_ratio_adding.png"].axes[1]
+    assert "not drawn: triton: 0 at 1 steps" in ratio.get_title() and ratio.get_yscale() == "log"
+    assert ratio.get_xlim() == (0, 3)  # every step trained, drawn or not
+    plt.close("all")
