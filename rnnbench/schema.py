@@ -53,7 +53,7 @@ Scenario schema (YAML; keys marked * are required, the rest have the defaults sh
   training         map    tasks ([adding]): adding and/or copy, generated on the fly
                           seq_lens ([100]), batch (32), hidden (128): the model's shape (one layer)
                           steps (200): optimizer steps; optimizer: sgd or adam (sgd); lr (0.01)
-                          clip ([null]): max gradient norm for clip_grad_norm_, null = no clipping
+                          clip ([null]): gradient norms to clip to (clip_grad_norm_'s rule), null = none
                           radii ([null]): spectral radius of U at initialisation, null = nn.RNN's
                           eval_batch (256): held-out batch for the final loss and accuracy
                           copy_length (10), copy_alphabet (8): symbols to recall, from how many
@@ -296,9 +296,8 @@ def _read_stability(r: _Reader, raw, at: str) -> Stability:
 
 def _read_training(r: _Reader, raw, at: str) -> Training:
     raw = r.mapping(raw, at, TRAINING_KEYS)
-    ints = lambda v, a: r.listing(v, a, r.positive_int)  # noqa: E731
     readers = {"tasks": lambda v, a: r.listing(v, a, lambda x, b: r.string(x, b, TASK_NAMES)),
-               "seq_lens": ints, "batch": r.positive_int, "hidden": r.positive_int, "steps": r.positive_int,
+               "seq_lens": lambda v, a: r.listing(v, a, r.positive_int), "batch": r.positive_int, "hidden": r.positive_int, "steps": r.positive_int,
                "optimizer": lambda v, a: r.string(v, a, OPTIMIZERS), "lr": r.positive_float,
                "clip": lambda v, a: r.listing(v, a, r.positive_float_or_null),
                "radii": lambda v, a: r.listing(v, a, r.positive_float_or_null),
