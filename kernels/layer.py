@@ -5,6 +5,7 @@ load_state_dict works both ways); only forward differs: every layer and directio
 ElmanRecurrence, whose recurrence kernel is picked by the dispatcher (see dispatch.plan_for).
 Input is a tensor or a PackedSequence, as for nn.RNN (driver.py says how variable lengths run).
 Inputs are checked before anything is launched, with errors that name the argument.
+Under torch.autocast the layer runs in the autocast dtype, as nn.RNN does (see forward).
 """
 from __future__ import annotations
 
@@ -40,7 +41,21 @@ class TritonRNN(torch.nn.RNN):
         return super().extra_repr() + f", kernel={self.kernel!r}" + (", checkpoint=True" if self.checkpoint else "")
 
     def forward(self, input: torch.Tensor | PackedSequence, hx: torch.Tensor | None = None):
-        self._check_inputs(input, hx)
+        weights = dict(self.named_parameters())
+        device_type = self.weight_hh_l0.device.type
+        if torch.is_autocast_enabled(device_type):
+            # Autocast does not reach into ElmanRecurrence (its GEMMs would be cast, its kernels not). So the
+            # layer does what autocast does to torch.nn.RNN: input, hx and weights go in as the autocast dtype
+            # (float64 excepted), the casts are on the autograd graph, so the gradients reach fp32 parameters.
+            dtype = torch.get_autocast_dtype(device_type)
+            input, hx = _autocast(input, dtype), _autocast(hx, dtype)
+            weights = {name: _autocast(w, dtype) for name, w in weights.items()}
+            with torch.autocast(device_type, enabled=False):
+                return self._run(input, hx, weights)
+        return self._run(input, hx, weights)
+
+    def _run(self, input: torch.Tensor | PackedSequence, hx: torch.Tensor | None, weights: dict[str, torch.Tensor]):
+        self._check_inputs(input, hx, weights["weight_hh_l0"])
         features = input.data if isinstance(input, PackedSequence) else input
         plan = plan_for(self.hidden_size, self._batch_size(input), features.dtype, features.device, self.kernel)
         self.last_plans = [plan] * (self.num_layers * (2 if self.bidirectional else 1))
@@ -48,7 +63,7 @@ class TritonRNN(torch.nn.RNN):
         def layer(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, reverse):
             return ElmanRecurrence.apply(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, reverse, plan, self.checkpoint)
 
-        return rnn_forward(input, hx, dict(self.named_parameters()), layer_fn=layer, num_layers=self.num_layers,
+        return rnn_forward(input, hx, weights, layer_fn=layer, num_layers=self.num_layers,
                            nonlinearity=self.nonlinearity, bidirectional=self.bidirectional,
                            batch_first=self.batch_first, dropout=self.dropout if self.training else 0.0)
 
@@ -57,7 +72,8 @@ class TritonRNN(torch.nn.RNN):
             return packed_batch_size(input)
         return 1 if input.dim() == 2 else input.shape[0 if self.batch_first else 1]
 
-    def _check_inputs(self, input: torch.Tensor | PackedSequence, hx: torch.Tensor | None) -> None:
+    def _check_inputs(self, input: torch.Tensor | PackedSequence, hx: torch.Tensor | None,
+                      weight: torch.Tensor) -> None:
         packed = isinstance(input, PackedSequence)
         if not packed and not isinstance(input, torch.Tensor):
             raise TypeError(f"input must be a torch.Tensor or a PackedSequence, got {type(input).__name__}")
@@ -74,7 +90,6 @@ class TritonRNN(torch.nn.RNN):
         time_dim = 1 if features.dim() == 3 and self.batch_first else 0
         if not packed and features.shape[time_dim] == 0:  # nn.RNN refuses it too; an empty batch is fine
             raise ValueError(f"input must have at least one timestep, got shape {tuple(features.shape)}")
-        weight = self.weight_hh_l0
         if features.dtype not in SUPPORTED_DTYPES:
             raise TypeError(f"input dtype must be one of {SUPPORTED_DTYPES}, got {features.dtype}")
         if features.dtype != weight.dtype:
@@ -100,3 +115,12 @@ class TritonRNN(torch.nn.RNN):
             raise TypeError(f"hx dtype {hx.dtype} does not match input dtype {features.dtype}")
         if hx.device != features.device:
             raise ValueError(f"hx is on {hx.device} but input is on {features.device}")
+
+
+def _autocast(value: torch.Tensor | PackedSequence | None, dtype: torch.dtype):
+    """value in dtype where torch.autocast would cast it (floating point, float64 excepted); anything
+    else (None, a wrong type that _check_inputs then names) as it is."""
+    if not isinstance(value, (torch.Tensor, PackedSequence)):
+        return value
+    data = value.data if isinstance(value, PackedSequence) else value
+    return value.to(dtype) if data.is_floating_point() and data.dtype != torch.float64 else value

@@ -7,6 +7,8 @@ run here (`unavailable`) and whether one case is beyond what it should attempt (
 runner turns both into result rows with the reason instead of stopping.
 
   triton           kernels.TritonRNN(kernel="auto"): the dispatcher picks a persistent kernel
+  triton-checkpoint  the same with checkpoint=True: checkpointed BPTT keeps about sqrt(T) states for the
+                   backward and recomputes the rest there (less activation memory, more time)
   triton-stepwise  kernels.TritonRNN(kernel="stepwise"): one launch per time step; on CUDA the T launches
                    are replayed from a CUDA graph (kernels/stepwise.py), so a step costs the GPU's launch,
                    not Python's
@@ -129,11 +131,11 @@ def _triton_skip(case, device: torch.device) -> str | None:
     return None
 
 
-def _triton_prepare(kernel: str):
+def _triton_prepare(kernel: str, checkpoint: bool):
     def prepare(source: torch.nn.RNN, device: torch.device, dtype: torch.dtype) -> Prepared:
         from kernels import TritonRNN
         rnn = TritonRNN(source.input_size, source.hidden_size, source.num_layers, nonlinearity=source.nonlinearity,
-                        bias=source.bias, device=device, dtype=dtype, kernel=kernel)
+                        bias=source.bias, device=device, dtype=dtype, kernel=kernel, checkpoint=checkpoint)
         rnn.load_state_dict(source.state_dict())
 
         def note() -> str:
@@ -146,20 +148,21 @@ def _triton_prepare(kernel: str):
 STEPWISE_ON_CUDA = "one launch per step, replayed from a CUDA graph"
 
 
-def _triton_label(kernel: str):
+def _triton_label(kernel: str, checkpoint: bool):
     def label(device: torch.device) -> str:
         mode = _triton_mode(device)
+        name = f"Triton {kernel}" + (" checkpoint=True" if checkpoint else "")
         if mode == "interpreter":
-            return f"Triton {kernel} (interpreter)"
+            return f"{name} (interpreter)"
         if kernel == "stepwise" and mode == "cuda":
-            return f"Triton {kernel} ({STEPWISE_ON_CUDA})"
-        return f"Triton {kernel}"
+            return f"{name} ({STEPWISE_ON_CUDA})"
+        return name
     return label
 
 
-def _triton_backend(name: str, kernel: str) -> Backend:
-    return Backend(name, _triton_label(kernel), lambda device: _triton_unavailable(device.type),
-                   _triton_prepare(kernel), _triton_skip)
+def _triton_backend(name: str, kernel: str, checkpoint: bool = False) -> Backend:
+    return Backend(name, _triton_label(kernel, checkpoint), lambda device: _triton_unavailable(device.type),
+                   _triton_prepare(kernel, checkpoint), _triton_skip)
 
 
 # ---- cudnn / native -------------------------------------------------------------------------
@@ -264,6 +267,7 @@ BACKENDS: dict[str, Backend] = {
                      _host_bound_skip("eager")),
     "compile": Backend("compile", lambda device: "torch.compile of the eager loop", _compile_unavailable,
                        _compile_prepare, _host_bound_skip("compile")),
+    "triton-checkpoint": _triton_backend("triton-checkpoint", "auto", checkpoint=True),
 }
 CUDNN_BACKENDS = ("cudnn", "cudnn-fp16")
 FP16_REFERENCE = "cudnn-fp16"  # bfloat16 jobs also get a speedup over it (metric speedup_fp16)

@@ -320,10 +320,12 @@ def cmd_list(args) -> int:
         except ScenarioError as err:
             print(f"  {path.name:<22} INVALID: {err}")
     print(f"\nBackends on this machine ({device.type}):")
+    labels = {name: backend.label(device) for name, backend in BACKENDS.items()}
+    name_width, label_width = max(map(len, labels)), max(map(len, labels.values()))
     for name, backend in BACKENDS.items():
         reason = backend.unavailable(device)
         state = f"unavailable: {reason}" if reason else "available"
-        print(f"  {name:<16} {backend.label(device):<40} {state}")
+        print(f"  {name:<{name_width}} {labels[name]:<{label_width}} {state}")
     return 0
 
 

@@ -1,5 +1,5 @@
 """PNG plots of a results table: latency, speedup and memory against the swept size, the gradient
-error against T and the ||dL/dh_t|| curve.
+error against T and the ||dL/dh_t|| curve, and the training curves (loss, gradient norms) per step.
 
 Made to be read at a glance: every title carries the device name and wraps instead of being cut;
 an axis whose values span a decade or more is logarithmic, with the x ticks at the swept values
@@ -28,7 +28,7 @@ AXIS_NAMES = {"seq_len": "sequence length T", "batch": "batch size B", "hidden":
               "input_size": "input size I", "layers": "layers L"}
 COLORS = {name: f"C{i}" for i, name in enumerate([*BACKENDS, "reference"])}
 COLORS["reference"] = "black"
-MARKERS = dict(zip([*BACKENDS, "reference"], "osD^vP"))
+MARKERS = dict(zip([*BACKENDS, "reference"], "osD^vPX"))
 COINCIDE_RTOL = 1e-3  # lines closer than this everywhere are named as coinciding
 PANEL_SIZE = (5.0, 3.6)  # inches per panel
 LEGEND_FONT = 8
@@ -48,7 +48,7 @@ def sweep_axis(bench: pd.DataFrame) -> str:
 
 def short_number(value: float, _pos=None) -> str:
     """A tick label: 65536 -> 64k (multiples of 1024, as sequence lengths are quoted), 2000, 0.05, 3e-07."""
-    if value >= 1024 and value == int(value) and int(value) % 1024 == 0:
+    if 1024 <= value < 1e9 and value == int(value) and int(value) % 1024 == 0:
         return f"{int(value) // 1024}k"
     return f"{value:.4g}" if 1e-3 <= abs(value) < 1e5 else f"{value:.2g}"
 
@@ -256,6 +256,72 @@ def speedup_axes(bench: pd.DataFrame, baseline: str) -> tuple[dict[str, str], st
     return {"speedup": ""}, f"speedup over {baseline}\n(x; > 1 is faster)"
 
 
+TRAINING_CURVES = {"loss": ("loss", "Training loss"),
+                   "param_grad_norm": ("‖dL/dθ‖ before clipping", "Gradient norm"),
+                   "input_grad_ratio": ("‖dL/dx_1‖ / ‖dL/dx_T‖", "Gradient reaching the first step")}
+
+
+def training_figures(training: pd.DataFrame, out: Path, device: str, names: dict[str, str]) -> list[tuple[str, str]]:
+    """Per task and curve (TRAINING_CURVES): a panel per setting (clipping, U's radius and dtype: a
+    row each) and T (a column each), a line per backend against the training step. Loss panels show
+    the chance level dashed; a panel names the backends that diverged, and where."""
+    made = []
+    units = dict(list(training.groupby(["mode", "radius", "dtype", "seq_len"], sort=False)))
+    curves = training[training.step.notna()]
+    task_of = curves["mode"].str.split().str[0]  # "copy clip=1" -> copy
+    for task, rows in curves.groupby(task_of, sort=False):
+        settings = list(rows.groupby(["mode", "radius", "dtype"], sort=False).groups)
+        seq_lens = sorted(rows.seq_len.unique())
+        for metric, (ylabel, what) in TRAINING_CURVES.items():
+            fig, axes = plt.subplots(len(settings), len(seq_lens), squeeze=False, layout="constrained",
+                                     figsize=(PANEL_SIZE[0] * len(seq_lens), PANEL_SIZE[1] * len(settings)))
+            for setting, row_axes in zip(settings, axes):
+                for seq_len, ax in zip(seq_lens, row_axes):
+                    if (*setting, seq_len) in units:
+                        _training_panel(ax, units[(*setting, seq_len)], metric, ylabel, names)
+                    else:  # every backend failed or was skipped at this T: the failures section says why
+                        ax.set_visible(False)
+            _legend_below(fig, list(axes.flat))
+            made.append(_save(fig, out, f"training_{metric}_{task}.png", f"{what}: {task} task — {device}"))
+    return made
+
+
+def _training_panel(ax, unit: pd.DataFrame, metric: str, ylabel: str, names: dict[str, str]) -> None:
+    """One setting and T: a line per backend of `metric` against the step. Values a logarithmic axis
+    cannot show (NaN, inf; 0 for the gradient curves) are left out, and the title counts them."""
+    curve = unit[(unit.metric == metric) & unit.step.notna()]
+    log = metric != "loss"  # the gradient curves span many decades; the loss only sometimes (value_y decides)
+    lines, left_out = {}, []
+    for rank, (backend, line) in enumerate(curve.groupby("backend", sort=False)):
+        line = line.sort_values("step")
+        shown = np.isfinite(line.p50) & ((line.p50 > 0) if log else True)
+        label = names.get(backend, backend)
+        # the first backend's line wider, so one drawn on top of it leaves it showing; dots where points are few
+        ax.plot(line.step[shown], line.p50[shown], color=COLORS.get(backend), linewidth=2.6 if rank == 0 else 1.2,
+                marker="o" if shown.sum() <= 20 else None, markersize=3, label=label, zorder=2 + rank)
+        lines[label] = pd.Series(line.p50.values, index=line.step.values)
+        zeros, other = int((line.p50 == 0).sum()) if log else 0, int((~np.isfinite(line.p50)).sum())
+        if zeros or other:
+            counts = [f"0 at {zeros} steps" if zeros else "", f"NaN/inf at {other}" if other else ""]
+            left_out.append(f"{label}: " + ", ".join(filter(None, counts)))
+    chance = unit[unit.metric == "chance_loss"].p50
+    if metric == "loss" and len(chance):
+        ax.axhline(chance.iloc[0], color="grey", linestyle="--", linewidth=0.8, label="chance level")
+    value_y(ax, curve.p50[np.isfinite(curve.p50) & (curve.p50 > 0)], always_log=log)
+    if curve.step.max() > 0:
+        ax.set_xlim(0, curve.step.max())  # every step trained, drawn or not
+    ax.set(xlabel="training step", ylabel=ylabel)
+    ax.grid(True, which="major", alpha=0.3)
+    first = unit.iloc[0]
+    facet = f"T={first['seq_len']}, {first['mode']}, {first['dtype']}" + \
+        (f", U radius {first['radius']}" if first["radius"] else "")
+    diverged = [f"{names.get(r.backend, r.backend)} at step {int(r.p50)}"
+                for r in unit[unit.metric == "diverged_at_step"].itertuples()]
+    notes = [facet] + (["diverged: " + ", ".join(diverged)] if diverged else []) + \
+        (["not drawn: " + "; ".join(left_out)] if left_out else [])
+    panel_title(ax, "\n".join(notes), lines)
+
+
 def make_plots(frame: pd.DataFrame, out: Path, device: str, names: dict[str, str],
                baseline: str) -> list[tuple[str, str]]:
     """Writes every plot the data supports into out; returns (title, file name) pairs. names: the
@@ -278,6 +344,7 @@ def make_plots(frame: pd.DataFrame, out: Path, device: str, names: dict[str, str
     made += [stability_error_figure(study, dtype, out, device, names)
              for dtype in study.dtype.unique() if dtype != "float64"]
     made.append(grad_norm_figure(study, out, device, names))
+    made += training_figures(frame[frame.kind == "training"], out, device, names)
     return [m for m in made if m is not None]
 
 

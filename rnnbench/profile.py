@@ -44,7 +44,7 @@ from rnnbench.schema import Case, Scenario
 
 PROFILE_DIR, PROFILE_JSON, KERNELS_CSV, PROFILE_MD, PLOT_NAME = (
     "profile", "profile.json", "kernels.csv", "profile.md", "where_time_goes.png")
-TRITON_BACKENDS = ("triton", "triton-stepwise")
+TRITON_BACKENDS = ("triton", "triton-checkpoint", "triton-stepwise")
 AUDIT_ARCHS = (80, 90)
 HOST_REPS = 3
 # Calls before the profiled one: the first compiles and first-touches (its tensors may sit elsewhere

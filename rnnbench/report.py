@@ -218,6 +218,81 @@ def stability_sections(study: pd.DataFrame, columns: dict[str, str]) -> list[str
     return out
 
 
+CHECKPOINT_TARGET = 1.35  # issue 10: checkpoint=True may cost at most this much forward+backward time on a GPU
+
+
+def checkpoint_section(bench: pd.DataFrame) -> list[str]:
+    """triton-checkpoint (checkpointed BPTT) against triton, forward+backward: the activation memory
+    saved for the backward and the time it costs."""
+    pair = ("triton", "triton-checkpoint")
+    rows = bench[(bench["mode"] == "forward+backward") & bench.metric.isin(["activation_memory", "latency"])
+                 & bench.backend.isin(pair)]
+    if set(rows.backend) != set(pair):
+        return []
+    p50 = rows.pivot_table(index=["dtype", *CASE_FIELDS], columns=["metric", "backend"], values="p50", sort=False)
+    table = []
+    for key, row in p50.iterrows():
+        memory, latency = ([row.get((m, b), math.nan) for b in pair] for m in ("activation_memory", "latency"))
+        table.append([key[0], Case(*key[1:]).label, fmt(memory[0]), fmt(memory[1]),
+                      fmt(memory[0] / memory[1]) if memory[1] else "", fmt(latency[0]), fmt(latency[1]),
+                      fmt(latency[1] / latency[0])])
+    return ["## Checkpointed BPTT: memory saved and time overhead (triton-checkpoint vs triton)",
+            f"forward+backward; memory: p50 of activation_memory (saved for the backward); latency: p50. "
+            f"Target on a GPU: an overhead of at most {CHECKPOINT_TARGET:g}x.",
+            md_table(["dtype", "case", "memory triton (MiB)", "memory checkpoint (MiB)", "memory saved (x)",
+                      "latency triton (ms)", "latency checkpoint (ms)", "time overhead (x)"], table)]
+
+
+TRAINING_INTRO = (
+    "Every backend trained the same model (its recurrent layer and a linear head) from the same initial weights on "
+    "the same batches (rnnbench/training.py; optimizer, learning rate and steps in the scenario below). Eval loss "
+    "and accuracy: on a held-out batch after the last step. ms per step: p50 of forward, loss, backward, clipping "
+    "and update. Max ‖dL/dθ‖: the largest gradient norm, before clipping. ‖dL/dx_1‖ / ‖dL/dx_T‖ (median "
+    "over the steps): how much of the loss's gradient reaches the first input step against the last; near 0, "
+    "gradients vanish over the T steps; far above 1, they explode. Per-step curves are in the plots.")
+
+
+def training_sections(training: pd.DataFrame, columns: dict[str, str]) -> list[str]:
+    """Per task, a row per unit (T, setting, U's radius, dtype, backend) with how its training ended."""
+    if training.empty:
+        return []
+    out = ["## Training", TRAINING_INTRO]
+    key = ["seq_len", "mode", "radius", "dtype", "backend"]
+    for task, rows in training.groupby(training["mode"].str.split().str[0], sort=False):
+        chance = rows[rows.metric == "chance_loss"]
+        loss_name = chance.unit.iloc[0] if len(chance) else "loss"
+        heading = f"### {task}: {loss_name}" + (f", chance level {fmt(chance.p50.iloc[0])}" if len(chance) else "")
+        table = [_training_row(unit, columns) for _, unit in rows.groupby(key, sort=False)]
+        out += [heading, md_table(["T", "setting", "U radius", "dtype", "backend", "eval loss", "eval accuracy",
+                                   "ms per step", "max ‖dL/dθ‖", "‖dL/dx_1‖ / ‖dL/dx_T‖", "outcome"], table)]
+    return out
+
+
+def _training_row(unit: pd.DataFrame, columns: dict[str, str]) -> list[str]:
+    first = unit.iloc[0]
+    once = unit[unit.step.isna()].set_index("metric").p50
+    per_step = unit[unit.step.notna()]
+    values = lambda metric: per_step[per_step.metric == metric].p50  # noqa: E731
+    errors = [e for e in unit.error if e]
+    if errors:
+        outcome = errors[0]
+    elif "diverged_at_step" in once:
+        outcome = f"diverged at step {int(once['diverged_at_step'])} (loss not finite)"
+    else:
+        outcome = "trained"
+    return [str(first.seq_len), first["mode"], first.radius or "nn.RNN init", first["dtype"],
+            columns.get(first.backend, first.backend), fmt(once.get("eval_loss")), fmt(once.get("eval_accuracy")),
+            fmt(once.get("time_per_train_step")), _finite_max(values("param_grad_norm")),
+            fmt(values("input_grad_ratio").median()), outcome]
+
+
+def _finite_max(values: pd.Series) -> str:
+    """The largest finite value, and how many were not finite (float16: the steps GradScaler skipped)."""
+    finite = values[values.map(math.isfinite)]
+    other = len(values) - len(finite)
+    return fmt(finite.max()) + (f" ({other} steps inf/NaN)" if other else "")
+
+
 def _numeric(column: pd.Series) -> pd.Series:
     return pd.to_numeric(column, errors="coerce")
 
@@ -299,7 +374,8 @@ def build(run_dir: str | Path) -> Path:
     if sweep == "cpu":
         parts.append("> " + CPU_BANNER.format(sweep=cpu_sweep_text(yaml.safe_load(scenario_text)),
                                               clock=env.get("cpu_timing", "wall clock")))
-    parts += backends_section(frame) + speed_sections(bench, baselines, columns) + stability_sections(study, columns)
+    parts += backends_section(frame) + speed_sections(bench, baselines, columns) + checkpoint_section(bench)
+    parts += stability_sections(study, columns) + training_sections(frame[frame.kind == "training"], columns)
     data = profiling.load(folder.path)
     if data:
         parts += profile_section(data, folder.path, f"{profiling.PROFILE_DIR}/")

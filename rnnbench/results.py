@@ -36,7 +36,8 @@ JOB_LOG_COLUMNS = [*JOB_COLUMNS, "started", "seconds", "outcome", *MEMORY_COLUMN
 @dataclass(frozen=True)
 class Job:
     """One piece of work whose rows are written together: a backend on one case, dtype and mode
-    (kind "bench"), or in the stability study at one T and spectral radius (kind "stability")."""
+    (kind "bench"), in the stability study at one T and spectral radius (kind "stability"), or
+    training on one task at one T (kind "training"; mode names the task, radius U's at the start)."""
     kind: str
     backend: str
     mode: str
@@ -147,8 +148,9 @@ class RunFolder:
 
 # Which way is better for each metric (names or name prefixes); grad_norm, a property of the
 # weights, has no better direction.
-LOWER_IS_BETTER = ("latency", "time_per_step", "peak_memory", "activation_memory", "rel_err_", "nonfinite")
-HIGHER_IS_BETTER = ("tokens_per_s", "tflops", "speedup")
+LOWER_IS_BETTER = ("latency", "time_per_step", "peak_memory", "activation_memory", "rel_err_", "nonfinite",
+                   "eval_loss", "time_per_train_step")
+HIGHER_IS_BETTER = ("tokens_per_s", "tflops", "speedup", "eval_accuracy")
 
 
 def better(metric: str) -> str:

@@ -26,8 +26,8 @@ from typing import NamedTuple
 import torch
 from tqdm import tqdm
 
-from rnnbench import check, cudnn_probe, estimate, measure, stability
-from rnnbench.backends import BACKENDS, CUDNN_BACKENDS, FP16_REFERENCE, first_line
+from rnnbench import check, cudnn_probe, estimate, measure, stability, training
+from rnnbench.backends import BACKENDS, CUDNN_BACKENDS, FP16_REFERENCE, first_line, seeded_rnn
 from rnnbench.results import Job, RunFolder, fallback_note, job_outcomes, now
 from rnnbench.schema import Case, Scenario
 
@@ -63,6 +63,8 @@ def plan(scenario: Scenario) -> list[Job]:
             jobs += [Job("stability", backend, "forward+backward", dtype, _study_case(st, seq_len), radius)
                      for seq_len in st.seq_lens for backend in scenario.ordered_backends() for dtype in scenario.dtypes
                      if BACKENDS[backend].runs_in is None]
+    if "training" in scenario.metrics:
+        jobs += training.plan(scenario)
     return jobs
 
 
@@ -93,6 +95,8 @@ def single(value: float) -> tuple:
 def error_row(job: Job, ctx: Context, error: str) -> dict:
     if job.kind == "stability":
         metric = "grad_norm" if job.backend == REFERENCE else "rel_err_output"
+    elif job.kind == "training":
+        metric = "eval_loss"
     else:
         metric = "latency" if "speed" in ctx.scenario.metrics else "peak_memory"
     return make_row(job, ctx, metric, "", error=error)
@@ -241,7 +245,16 @@ def curve_rows(job: Job, ctx: Context, curve: torch.Tensor, note: str) -> list[d
             for t, v in stability.curve_points(curve)]
 
 
-WORK: dict[str, Callable[[Job, Context], list[dict]]] = {"bench": bench_rows, "stability": stability_rows}
+# ---- the work of one training job -------------------------------------------------------------
+
+def training_rows(job: Job, ctx: Context) -> list[dict]:
+    source = seeded_rnn(job.case, ctx.scenario.nonlinearity, ctx.scenario.seed)
+    return [make_row(job, ctx, m.metric, m.unit, m.values, step=m.step, note=m.note)
+            for m in training.run(job, ctx.scenario, ctx.device, source)]
+
+
+WORK: dict[str, Callable[[Job, Context], list[dict]]] = {"bench": bench_rows, "stability": stability_rows,
+                                                         "training": training_rows}
 
 
 def guarded(job: Job, ctx: Context) -> list[dict]:

@@ -6,6 +6,7 @@ what was expected; the CLI turns it into one line on stderr and exit code 2.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import re
 from collections.abc import Mapping
@@ -16,16 +17,19 @@ from typing import Any
 import yaml
 
 from rnnbench.backends import BACKENDS, FP16_REFERENCE
+from rnnbench.tasks import TASK_NAMES, make_task
 
 DTYPES = ("float32", "float16", "bfloat16", "float64")
 MODES = ("forward", "forward+backward")
-METRICS = ("speed", "memory", "stability")
+METRICS = ("speed", "memory", "stability", "training")
+OPTIMIZERS = ("sgd", "adam")
 
 SCHEMA_HELP = """\
 Scenario schema (YAML; keys marked * are required, the rest have the defaults shown):
   name*            str    names the results folder: letters, digits, '-', '_', '.'
   description      str    one line shown by `rnnbench list` and in the report ("")
-  backends*        list   of: triton, triton-stepwise, cudnn, cudnn-fp16, eager, compile
+  backends*        list   of: triton, triton-stepwise, triton-checkpoint, cudnn, cudnn-fp16, eager,
+                          compile
   baseline         str    backend the speedups are measured against (first backend), or a list:
          or list          the first of them that ran for a case, dtype and mode (e.g. [cudnn,
                           triton-stepwise]: cuDNN refuses seq_len > 65535)
@@ -33,9 +37,9 @@ Scenario schema (YAML; keys marked * are required, the rest have the defaults sh
   modes            list   of: forward, forward+backward (both); forward runs under no_grad
   nonlinearity     str    tanh or relu (tanh)
   allow_tf32       bool   let cuDNN/cuBLAS use TF32 for float32 (false)
-  metrics          list   of: speed, memory, stability ([speed, memory])
+  metrics          list   of: speed, memory, stability, training ([speed, memory])
   seed             int    seeds the weights and inputs of every case (0)
-  sweep*           map    (* unless metrics is [stability]) the cases, either a grid (every combination of the lists):
+  sweep*           map    (* with the speed or memory metric) the cases, either a grid (every combination of the lists):
                             seq_len*, batch*, hidden*: int or list of ints
                             input_size: ints (= hidden), layers: ints (1)
                           or an explicit list:  cases: [{seq_len: .., batch: .., hidden: ..}, ...]
@@ -49,6 +53,16 @@ Scenario schema (YAML; keys marked * are required, the rest have the defaults sh
                           curve_seq_len (largest of seq_lens): T of the ||dL/dh_t|| curve
                           input_scale (0.01): std of the inputs; small keeps tanh out of
                           saturation so radii > 1 show exploding gradients
+  training         map    tasks ([adding]): adding and/or copy, generated on the fly
+                          seq_lens ([100]), batch (32), hidden (128): the model's shape (one layer)
+                          steps (200): optimizer steps; optimizer: sgd or adam (sgd); lr (0.01)
+                          clip ([null]): gradient norms to clip to (clip_grad_norm_'s rule), null = none
+                          radii ([null]): spectral radius of U at initialisation, null = nn.RNN's
+                          eval_batch (256): held-out batch for the final loss and accuracy
+                          copy_length (10), copy_alphabet (8): symbols to recall, from how many
+                          adding_tolerance (0.04): a sum within this of the target counts as right
+                          dtypes float16 and bfloat16 train fp32 weights under autocast (float16
+                          with a GradScaler)
   cpu              map    any of the keys above except name/description, replacing them when
                           no CUDA GPU is present (the "cpu sweep": smaller shapes)
 """
@@ -126,6 +140,24 @@ class Stability:
 
 
 @dataclass(frozen=True)
+class Training:
+    """The training metric's settings (rnnbench/training.py runs them, rnnbench/tasks.py defines the tasks)."""
+    tasks: tuple[str, ...] = ("adding",)
+    seq_lens: tuple[int, ...] = (100,)
+    batch: int = 32
+    hidden: int = 128
+    steps: int = 200
+    optimizer: str = "sgd"
+    lr: float = 0.01
+    clip: tuple[float | None, ...] = (None,)
+    radii: tuple[float | None, ...] = (None,)
+    eval_batch: int = 256
+    copy_length: int = 10
+    copy_alphabet: int = 8
+    adding_tolerance: float = 0.04
+
+
+@dataclass(frozen=True)
 class Scenario:
     name: str
     description: str
@@ -140,6 +172,7 @@ class Scenario:
     timing: Timing
     stability: Stability
     baselines: tuple[str, ...]
+    training: Training = field(default_factory=Training)
     sweep: str = "full"
     source: str = field(default="", compare=False)
     data: dict = field(default_factory=dict, compare=False)
@@ -200,6 +233,13 @@ class _Reader:
             self.fail(at, f"expected a number > 0, got {_describe(value)}")
         return float(value)
 
+    def positive_float_or_null(self, value, at: str) -> float | None:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            self.fail(at, f"expected a number > 0 or null, got {_describe(value)}")
+        return float(value)
+
     def listing(self, value, at: str, item, scalar_ok: bool = False) -> tuple:
         """A non-empty list whose items pass `item(value, at)`; a bare scalar if scalar_ok."""
         if scalar_ok and not isinstance(value, (list, dict)):
@@ -221,10 +261,11 @@ def _join(at: str, key: str) -> str:
 # ---- the schema ------------------------------------------------------------------------------
 
 SETTING_KEYS = ("backends", "baseline", "dtypes", "modes", "nonlinearity", "allow_tf32", "metrics", "seed",
-                "sweep", "timing", "stability")
+                "sweep", "timing", "stability", "training")
 TOP_KEYS = ("name", "description") + SETTING_KEYS + ("cpu",)
 TIMING_KEYS = ("warmup_ms", "rep_ms", "min_reps", "cpu_threads")
 STABILITY_KEYS = ("seq_lens", "batch", "hidden", "spectral_radii", "curve_seq_len", "input_scale")
+TRAINING_KEYS = tuple(f.name for f in dataclasses.fields(Training))
 
 
 def _backend_name(r: _Reader):
@@ -276,6 +317,26 @@ def _read_stability(r: _Reader, raw, at: str) -> Stability:
     return Stability(**{k: readers[k](v, _join(at, k)) for k, v in raw.items()})
 
 
+def _read_training(r: _Reader, raw, at: str) -> Training:
+    raw = r.mapping(raw, at, TRAINING_KEYS)
+    readers = {"tasks": lambda v, a: r.listing(v, a, lambda x, b: r.string(x, b, TASK_NAMES)),
+               "seq_lens": lambda v, a: r.listing(v, a, r.positive_int), "batch": r.positive_int,
+               "hidden": r.positive_int, "steps": r.positive_int,
+               "optimizer": lambda v, a: r.string(v, a, OPTIMIZERS), "lr": r.positive_float,
+               "clip": lambda v, a: r.listing(v, a, r.positive_float_or_null),
+               "radii": lambda v, a: r.listing(v, a, r.positive_float_or_null),
+               "eval_batch": r.positive_int, "copy_length": r.positive_int,
+               "copy_alphabet": lambda v, a: r.positive_int(v, a, minimum=2), "adding_tolerance": r.positive_float}
+    training = Training(**{k: readers[k](v, _join(at, k)) for k, v in raw.items()})
+    for task in training.tasks:  # each task says how short a sequence it can use
+        shortest = make_task(task, training).min_seq_len()
+        for i, seq_len in enumerate(training.seq_lens):
+            if seq_len < shortest:
+                r.fail(_join(at, f"seq_lens[{i}]"), f"expected an integer >= {shortest} (the {task} task's shortest "
+                                                    f"sequence), got {seq_len}")
+    return training
+
+
 def _read_settings(r: _Reader, raw: dict, at: str) -> dict:
     """Validates the setting keys present in raw (top level or the cpu: section); returns parsed values."""
     readers = {
@@ -290,13 +351,14 @@ def _read_settings(r: _Reader, raw: dict, at: str) -> dict:
         "sweep": lambda v, a: _read_sweep(r, v, a),
         "timing": lambda v, a: _read_timing(r, v, a),
         "stability": lambda v, a: _read_stability(r, v, a),
+        "training": lambda v, a: _read_training(r, v, a),
     }
     return {k: readers[k](v, _join(at, k)) for k, v in raw.items() if k in readers}
 
 
 DEFAULTS = {"description": "", "dtypes": ("float32",), "modes": MODES, "nonlinearity": "tanh",
             "allow_tf32": False, "metrics": ("speed", "memory"), "seed": 0, "timing": Timing(),
-            "stability": Stability()}
+            "stability": Stability(), "training": Training()}
 
 
 def _combine(r: _Reader, top: dict, chosen: dict) -> dict:
