@@ -11,11 +11,15 @@ It counts the jobs, the calls each one makes and what those calls cost:
 - a stability job makes one forward+backward (two at the curve's T), and each (radius, T) once the
   float64 reference on the CPU.
 
-A call costs T times the backend's time per step. The times per step were measured on an H100 on
-2026-11-25 with the kernels of commit 581d982 (gpu-runs/2026-11-25-h100: headline_results.csv,
-triton_vs_cudnn.csv and its README); where none was measured (marked GUESS) the figure is a guess.
-The Triton kernels have changed since (U in registers), so their figures are an upper bound. The
-estimate assumes an H100 whatever the GPU, and none is made on CPU.
+- a training job makes `steps` training steps (a forward+backward of its case and the optimizer's
+  work) and one held-out forward.
+
+A call costs T times the backend's time per step. cuDNN's, eager's and compile's times per step were
+measured on an H100 on 2026-11-25 (gpu-runs/2026-11-25-h100: headline_results.csv,
+triton_vs_cudnn.csv and its README); Triton's on an H200, the same chip with faster memory, on
+2026-11-26 with the register-resident kernels (results/race/20261126-h200, the larger batch of the
+two measured); where none was measured (marked GUESS) the figure is a guess. The estimate assumes
+that GPU whatever the GPU, and none is made on CPU.
 """
 from __future__ import annotations
 
@@ -30,12 +34,14 @@ H100_US_PER_STEP = {
     ("cudnn", "float16"): {128: (0.7, 1.8), 256: (1.1, 2.5), 512: (4.4, 10.0), None: (4.9, 11.0)},  # fb>512 GUESS
     ("cudnn", "bfloat16"): {None: (21.7, 43.8)},  # STANDARD algorithm at every H
     ("cudnn", "float32"): {128: (0.5, 1.6), 256: (1.9, 4.6), 512: (21.4, 44.3), None: (40.0, 90.0)},  # >512 GUESS
-    ("triton", "half"): {128: (1.15, 1.76), 256: (2.14, 5.67), 512: (3.16, 6.92), None: (22.6, 45.0)},  # fb>512 GUESS
-    ("triton", "float32"): {128: (18.3, 22.0), 256: (10.5, 14.5), 512: (21.8, 29.9), None: (45.0, 60.0)},  # >512 GUESS
+    ("triton", "half"): {128: (0.70, 1.35), 256: (1.01, 2.02), 512: (2.91, 6.66), None: (15.2, 33.7)},  # H200
+    ("triton", "float32"): {128: (1.53, 3.17), 256: (3.26, 7.14), 512: (5.09, 11.8), None: (160.0, 228.0)},  # H200
     ("triton-stepwise", None): {None: (4.0, 10.0)},  # GUESS: launches replayed from a CUDA graph
     ("eager", None): {None: (70.0, 250.0)},          # the upper ends of 35-70 and 200-250
     ("compile", None): {None: (20.0, 80.0)},         # GUESS: chunks of 16 steps, still host-bound
 }
+CHECKPOINT_OVERHEAD = 1.35  # GUESS (the issue's target): triton-checkpoint's forward+backward over triton's
+TRAIN_STEP_S = 0.003       # GUESS: a training step's head, loss, gradient norm and optimizer update
 PYTHON_LAUNCH_US = 10.0    # a Python-side Triton launch (6-13 us): the stepwise loop before its graph
 STEPWISE_HOST_CALLS = 2    # the calls that launch step by step (the first, and the one captured)
 COMPILE_S = 10.0           # GUESS: torch.compile of one chunk function, per job (compiled afresh)
@@ -51,14 +57,15 @@ def us_per_step(backend: str, dtype: str, hidden: int, mode: str) -> float:
     """The backend's time per step on an H100 (see H100_US_PER_STEP)."""
     if backend in CUDNN_BACKENDS:
         backend, dtype = "cudnn", BACKENDS[backend].dtype_for(dtype)
-    if backend == "triton":
-        dtype = "float32" if dtype in ("float32", "float64") else "half"
+    checkpoint = backend == "triton-checkpoint"
+    if backend in ("triton", "triton-checkpoint"):
+        backend, dtype = "triton", "float32" if dtype in ("float32", "float64") else "half"
     table = H100_US_PER_STEP.get((backend, dtype)) or H100_US_PER_STEP.get((backend, None))
     if table is None:  # float64 cuDNN: as float32
         table = H100_US_PER_STEP[(backend, "float32")]
     bucket = next((h for h in (128, 256, 512) if hidden <= h and h in table), None)
     forward, both = table[bucket]
-    return forward if mode == "forward" else both
+    return forward if mode == "forward" else both * (CHECKPOINT_OVERHEAD if checkpoint else 1)
 
 
 def call_seconds(backend: str, dtype: str, case, mode: str) -> float:
@@ -100,6 +107,11 @@ def stability_seconds(job, scenario) -> float:
     return seconds
 
 
+def training_seconds(job, scenario) -> float:
+    step = call_seconds(job.backend, job.dtype, job.case, "forward+backward") + TRAIN_STEP_S
+    return JOB_OVERHEAD_S + scenario.training.steps * step + call_seconds(job.backend, job.dtype, job.case, "forward")
+
+
 def run_seconds(scenario, jobs: list) -> float:
     """The estimated seconds of these jobs of the scenario on an H100 (see the module docstring)."""
     cuda = torch.device("cuda")  # the skips as they apply on a GPU
@@ -115,7 +127,7 @@ def run_seconds(scenario, jobs: list) -> float:
                 references.add((job.radius, job.case.seq_len))
                 seconds += REFERENCE_US_PER_STEP * job.case.seq_len / 1e6
             continue
-        seconds += bench_seconds(job, scenario)
+        seconds += training_seconds(job, scenario) if job.kind == "training" else bench_seconds(job, scenario)
         shape = (job.backend, job.dtype, job.mode, job.case.batch, job.case.hidden)
         if job.backend in CUDNN_BACKENDS and shape not in probed:
             probed.add(shape)

@@ -3,6 +3,7 @@ plain words; bfloat16 also over cuDNN in float16; the longest sequence each back
 (jobs.csv); and the run-time estimate of the shipped scenarios. In-process runs of tiny scenarios on
 CPU, where `cudnn` is PyTorch's CPU RNN and a skip stands in for cuDNN's sequence limit."""
 import dataclasses
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -158,6 +159,15 @@ def test_the_headline_scenarios_fit_their_time_on_an_h100_by_the_cost_model(name
     from pathlib import Path
     scenario = load_scenario(Path(__file__).resolve().parents[2] / "scenarios" / f"{name}.yaml", "full")
     assert estimate.run_seconds(scenario, runner.plan(scenario)) <= minutes * 60
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[2] / "scenarios").glob("*.yaml")),
+                         ids=lambda p: p.stem)
+def test_every_shipped_scenario_has_an_estimate(path):
+    """Every backend and kind of job has a cost (a triton-checkpoint job once had none, and the ETA
+    line raised before the first job)."""
+    scenario = load_scenario(path, "full")
+    assert 0 < estimate.run_seconds(scenario, runner.plan(scenario)) < 3600
 
 
 def test_the_estimate_counts_the_calls_of_a_long_job():
