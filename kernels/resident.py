@@ -29,8 +29,12 @@ Then sm_90 runs wgmma with U in registers and sm_80 mma.sync with U in registers
 
 What else is kept off each step's serial chain: the step's inputs (xw_{t+1}; h_{t-1} and dy_{t-1}
 backward) are loaded during the previous step, h_t's store is not waited on, and tanh is one MUFU
-instruction for 16-bit I/O (activations.py). fp32 multiplies by 3xTF32 (tf32x3: fp32 accuracy, on
-tensor cores); float64 (for gradcheck) by the plain product.
+instruction for 16-bit I/O (activations.py). With 16-bit I/O on a GPU those per-step loads and stores
+are inline PTX (load_tile, store_tile), which Triton lays out like the accumulator, where it fixes
+tl.load/tl.store's layout for coalescing and converts through shared memory: that took 4 (forward)
+or 6 (backward) of the 6 or 8 CTA barriers per step (the compile audit's bar/step; the 2 left pass h
+through shared memory as the MMA's right operand). fp32 multiplies by 3xTF32 (tf32x3: fp32
+accuracy, on tensor cores); float64 (for gradcheck) by the plain product.
 """
 from dataclasses import dataclass
 
