@@ -22,6 +22,11 @@ H a multiple of 16), and reports:
     batch tile's h, or its K chunk of it, once per pass of the product; in the split tier also the
     sum of the warps' partial products) by more than half of the U bytes the program holds: that is
     U being re-read every step;
+  - bar/step: CTA barriers (BAR.SYNC, BAR.ARV, BAR.RED: bar.sync and friends in PTX) in the SASS of
+    the time loop, each one a point where every warp waits for the slowest; reported, not checked.
+    The JSON also lists every barrier-like instruction of the loop by opcode (barrier_kinds): BAR.*,
+    the mbarrier operations SYNCS.*, and the warpgroup fences of wgmma WARPGROUP.* (which wait for
+    the warp's own wgmma, not for other warps);
 - split kernels: the grid barrier's release arrival and acquire poll are in the PTX.
 
 Run it as `python -m kernels.audit` (prints the table, exits 1 on any failure); the test suite runs it too.
@@ -63,6 +68,8 @@ class AuditRow:
     u_in: str = "n/a"            # "registers" / "shared" for persistent kernels
     smem_per_step: int = -1      # shared-memory bytes read per time step (persistent kernels)
     h_allowance: int = 0         # of which reading h may take (see h_allowance)
+    bar_per_step: int = -1       # CTA barriers (BAR.*) in the time loop's SASS (persistent kernels)
+    barrier_kinds: str = ""      # every barrier-like opcode in the time loop with its count (barrier_kinds)
     u_bytes: int = 0             # U's bytes in the program (resident: BLOCK_H^2; split: its slice)
     barrier_atomics: str = "n/a" # "yes" / "NO" for split kernels: release add and acquire poll in the PTX
     block_h: int = 0
@@ -292,6 +299,24 @@ def h_allowance(loop: list[str], num_warps: int, h_bytes: int, passes: int, k_sp
     return h_bytes * issuers * passes // k_split + (2 * k_split * partial_bytes if k_split > 1 else 0)
 
 
+BARRIER_OPCODES = ("BAR", "SYNCS", "WARPGROUP")  # CTA barriers, mbarrier operations, wgmma fences
+
+
+def cta_barriers(loop: list[str]) -> int:
+    """CTA-wide barriers (BAR.SYNC, BAR.ARV, BAR.RED, ...: PTX bar/barrier) among these instructions."""
+    return sum(i.split()[0].split(".")[0] == "BAR" for i in loop)
+
+
+def barrier_kinds(loop: list[str]) -> str:
+    """Every barrier-like instruction (BARRIER_OPCODES) among these, as 'OPCODE xN' by first appearance."""
+    counts: dict[str, int] = {}
+    for i in loop:
+        opcode = i.split()[0]
+        if opcode.split(".")[0] in BARRIER_OPCODES:
+            counts[opcode] = counts.get(opcode, 0) + 1
+    return ", ".join(f"{opcode} x{n}" for opcode, n in counts.items())
+
+
 def barrier_atomics(ptx: str) -> bool:
     """The grid barrier's arrival (a gpu-scope release add, e.g. red.global.gpu.release.add) and its
     poll (a gpu-scope acquire load or atomic, e.g. ld.global.gpu.acquire) are in the PTX."""
@@ -319,7 +344,8 @@ def compile_for(fn, dtype: str, keywords: dict, arch: int):
 
 
 def time_loop_facts(compiled, keywords: dict, dtype: str) -> dict:
-    """What a persistent kernel does per time step: u_hoisted, u_in, smem_per_step and h_allowance."""
+    """What a persistent kernel does per time step: u_hoisted, u_in, smem_per_step, h_allowance,
+    bar_per_step and barrier_kinds."""
     ttgir = compiled.asm["ttgir"]
     loop = time_loop(_nvidia_tool("cuobjdump", compiled.asm["cubin"], "-sass"))
     warps = keywords["num_warps"]
@@ -327,6 +353,7 @@ def time_loop_facts(compiled, keywords: dict, dtype: str) -> dict:
     passes = 3 if keywords.get("DOT_PRECISION") == "tf32x3" else 1
     return {"u_hoisted": "yes" if u_hoisted(ttgir, keywords.get("K_CHUNKS", 1)) else "NO",
             "u_in": u_location(ttgir), "smem_per_step": smem_per_step(loop, warps),
+            "bar_per_step": cta_barriers(loop), "barrier_kinds": barrier_kinds(loop),
             "h_allowance": h_allowance(loop, warps, h_bytes, passes, keywords.get("K_SPLIT", 1),
                                        keywords.get("BLOCK_N", 0) * keywords["BLOCK_B"] * 4)}
 
@@ -358,12 +385,13 @@ def run_audit(jobs: list[AuditJob], workers: int = 2) -> list[AuditRow]:
 
 def format_table(rows: list[AuditRow]) -> str:
     header = (f"{'kernel':<26} {'dtype':<5} {'arch':<5} {'regs':>4} {'spill':>5} {'shared':>7} {'U hoisted':<9} "
-              f"{'U in':<9} {'smem/step':>9} {'U bytes':>7} {'barrier':<7} {'status':<6} config")
+              f"{'U in':<9} {'smem/step':>9} {'bar/step':>8} {'U bytes':>7} {'barrier':<7} {'status':<6} config")
     lines = [header, "-" * len(header)]
     for r in rows:
         step = f"{r.smem_per_step}" if r.smem_per_step >= 0 else "n/a"
+        bars = f"{r.bar_per_step}" if r.bar_per_step >= 0 else "n/a"
         lines.append(f"{r.kernel:<26} {r.dtype:<5} sm_{r.arch:<2} {r.registers:>4} {r.spill_bytes:>5} {r.shared:>7} "
-                     f"{r.u_hoisted:<9} {r.u_in:<9} {step:>9} {r.u_bytes or 'n/a':>7} {r.barrier_atomics:<7} "
+                     f"{r.u_hoisted:<9} {r.u_in:<9} {step:>9} {bars:>8} {r.u_bytes or 'n/a':>7} {r.barrier_atomics:<7} "
                      f"{r.status:<6} {r.config}" + (f"  [{r.error}]" if r.error else ""))
     failed = sum(r.status == "FAIL" for r in rows)
     lines.append(f"{len(rows)} configurations: {len(rows) - failed} ok, {failed} failed")

@@ -29,8 +29,12 @@ Then sm_90 runs wgmma with U in registers and sm_80 mma.sync with U in registers
 
 What else is kept off each step's serial chain: the step's inputs (xw_{t+1}; h_{t-1} and dy_{t-1}
 backward) are loaded during the previous step, h_t's store is not waited on, and tanh is one MUFU
-instruction for 16-bit I/O (activations.py). fp32 multiplies by 3xTF32 (tf32x3: fp32 accuracy, on
-tensor cores); float64 (for gradcheck) by the plain product.
+instruction for 16-bit I/O (activations.py). With 16-bit I/O on a GPU those per-step loads and stores
+are inline PTX (load_tile, store_tile), which Triton lays out like the accumulator, where it fixes
+tl.load/tl.store's layout for coalescing and converts through shared memory: that took 4 (forward)
+or 6 (backward) of the 6 or 8 CTA barriers per step (the compile audit's bar/step; the 2 left pass h
+through shared memory as the MMA's right operand). fp32 multiplies by 3xTF32 (tf32x3: fp32
+accuracy, on tensor cores); float64 (for gradcheck) by the plain product.
 """
 from dataclasses import dataclass
 
@@ -58,6 +62,7 @@ def launch_keywords(config: ResidentBlocks, nonlinearity: str, dtype: torch.dtyp
     """Everything a resident kernel takes besides tensors and sizes, as its launcher passes it."""
     keywords = config.keywords() | common_keywords(nonlinearity, dtype, interpreted)
     keywords["DOT_PRECISION"] = "tf32x3" if dtype == torch.float32 else "ieee"
+    keywords["ACC_LAYOUT_IO"] = not interpreted and dtype in SIXTEEN_BIT
     if not backward:  # the backward has no tanh: act' comes from h
         keywords["FAST_TANH"] = not interpreted and dtype in SIXTEEN_BIT
     return keywords
@@ -91,6 +96,37 @@ def load_pinned_u(u_ptr, pin, H, BLOCK_H: tl.constexpr, TRANSPOSE: tl.constexpr,
 
 
 @triton.jit
+def load_tile(base, tile, mask, valid, ACC_LAYOUT_IO: tl.constexpr):
+    """tl.load(base + tile, mask & valid, other=0) of a 16-bit tile (valid: a scalar condition). With
+    ACC_LAYOUT_IO by inline PTX, which the compiler lays out as it likes: the tile then arrives in the
+    accumulator's layout, with no conversion through shared memory (module docstring). The masked-off
+    elements' offsets become -1, so that one i32 per element is all the load keeps in registers."""
+    if ACC_LAYOUT_IO:
+        bits = tl.inline_asm_elementwise(
+            "{ .reg .pred p, q; .reg .b64 a; setp.ne.s32 p, $2, -1; setp.ne.b32 q, $3, 0; and.pred p, p, q; "
+            "cvt.u64.u32 a, $2; add.s64 a, a, $1; mov.b16 $0, 0; @p ld.global.b16 $0, [a]; }", "=h,l,r,r",
+            [base.to(tl.int64, bitcast=True), tl.where(mask, tile * 2, -1), valid.to(tl.int32)], dtype=tl.int16,
+            is_pure=True, pack=1)
+        return bits.to(base.dtype.element_ty, bitcast=True)
+    else:
+        return tl.load(base + tile, mask=mask & valid, other=0.0)
+
+
+@triton.jit
+def store_tile(base, tile, value, mask, ACC_LAYOUT_IO: tl.constexpr):
+    """tl.store(base + tile, value, mask) of a 16-bit tile; with ACC_LAYOUT_IO by inline PTX, in value's
+    layout (load_tile)."""
+    if ACC_LAYOUT_IO:
+        tl.inline_asm_elementwise(
+            "{ .reg .pred p; .reg .b64 a; setp.ne.s32 p, $2, -1; cvt.u64.u32 a, $2; add.s64 a, a, $1; "
+            "@p st.global.b16 [a], $3; mov.b32 $0, 0; }", "=r,l,r,h",
+            [base.to(tl.int64, bitcast=True), tl.where(mask, tile * 2, -1), value.to(tl.int16, bitcast=True)],
+            dtype=tl.int32, is_pure=False, pack=1)
+    else:
+        tl.store(base + tile, value, mask=mask)
+
+
+@triton.jit
 def product(u, carry, acc, IO_DTYPE: tl.constexpr, DOT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr):
     """acc + u @ round(carry, IO_DTYPE), accumulated in acc's dtype (fp32, as cuDNN does)."""
     operand = carry.to(IO_DTYPE)
@@ -116,6 +152,7 @@ def resident_forward_kernel(
     FAST_TANH: tl.constexpr,      # tanh.approx.f32 (16-bit I/O on a GPU)
     ACC_DTYPE: tl.constexpr,      # carry and accumulation: tl.float32 (tl.float64 for float64 I/O)
     UPCAST_DOT: tl.constexpr,     # interpreter workaround for bf16 tl.dot (launch.py)
+    ACC_LAYOUT_IO: tl.constexpr,  # per-step loads and stores by inline PTX, in the accumulator's layout
 ):
     IO_DTYPE: tl.constexpr = y_ptr.dtype.element_ty
     tile, mask = transposed_tile(B, H, BLOCK_B, BLOCK_H)
@@ -126,15 +163,15 @@ def resident_forward_kernel(
     xw = tl.load(xw_ptr + t * stride + tile, mask=mask, other=0.0).to(ACC_DTYPE)
     # Step 0, peeled: U's register value gets a user outside the loop.
     h = apply_activation(product(u, h, xw, IO_DTYPE, DOT_PRECISION, UPCAST_DOT), ACTIVATION, FAST_TANH)
-    tl.store(y_ptr + t * stride + tile, h.to(IO_DTYPE), mask=mask)
-    xw = tl.load(xw_ptr + (t + t_step) * stride + tile, mask=mask & (T > 1), other=0.0)
+    store_tile(y_ptr + t * stride, tile, h.to(IO_DTYPE), mask, ACC_LAYOUT_IO)
+    xw = load_tile(xw_ptr + (t + t_step) * stride, tile, mask, T > 1, ACC_LAYOUT_IO)
     for s in range(1, T):
         t += t_step
         xw_t = xw.to(ACC_DTYPE)
         # Step t+1's input, loaded while this step computes.
-        xw = tl.load(xw_ptr + (t + t_step) * stride + tile, mask=mask & (s + 1 < T), other=0.0)
+        xw = load_tile(xw_ptr + (t + t_step) * stride, tile, mask, s + 1 < T, ACC_LAYOUT_IO)
         h = apply_activation(product(u, h, xw_t, IO_DTYPE, DOT_PRECISION, UPCAST_DOT), ACTIVATION, FAST_TANH)
-        tl.store(y_ptr + t * stride + tile, h.to(IO_DTYPE), mask=mask)
+        store_tile(y_ptr + t * stride, tile, h.to(IO_DTYPE), mask, ACC_LAYOUT_IO)
 
 
 @triton.jit
@@ -149,7 +186,7 @@ def resident_backward_kernel(
     t_first,        # time index of the first reverse step: T - 1, or 0 for the reverse direction
     t_step,         # -1 or +1
     ACTIVATION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, DOT_PRECISION: tl.constexpr,
-    ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr,  # as in resident_forward_kernel
+    ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr, ACC_LAYOUT_IO: tl.constexpr,  # as in resident_forward_kernel
 ):
     IO_DTYPE: tl.constexpr = da_ptr.dtype.element_ty
     tile, mask = transposed_tile(B, H, BLOCK_B, BLOCK_H)
@@ -160,19 +197,19 @@ def resident_backward_kernel(
     h = tl.load(y_ptr + t * stride + tile, mask=mask, other=0.0).to(ACC_DTYPE)
     g = tl.load(dy_ptr + t * stride + tile, mask=mask, other=0.0).to(ACC_DTYPE)
     da = g * activation_grad_from_output(h, ACTIVATION)
-    tl.store(da_ptr + t * stride + tile, da.to(IO_DTYPE), mask=mask)
-    h = tl.load(y_ptr + (t + t_step) * stride + tile, mask=mask & (T > 1), other=0.0)
-    dy = tl.load(dy_ptr + (t + t_step) * stride + tile, mask=mask & (T > 1), other=0.0)
+    store_tile(da_ptr + t * stride, tile, da.to(IO_DTYPE), mask, ACC_LAYOUT_IO)
+    h = load_tile(y_ptr + (t + t_step) * stride, tile, mask, T > 1, ACC_LAYOUT_IO)
+    dy = load_tile(dy_ptr + (t + t_step) * stride, tile, mask, T > 1, ACC_LAYOUT_IO)
     for s in range(1, T):
         t += t_step
         h_t = h.to(ACC_DTYPE)
         dy_t = dy.to(ACC_DTYPE)
         # Step t-1's inputs, loaded while this step computes.
-        h = tl.load(y_ptr + (t + t_step) * stride + tile, mask=mask & (s + 1 < T), other=0.0)
-        dy = tl.load(dy_ptr + (t + t_step) * stride + tile, mask=mask & (s + 1 < T), other=0.0)
+        h = load_tile(y_ptr + (t + t_step) * stride, tile, mask, s + 1 < T, ACC_LAYOUT_IO)
+        dy = load_tile(dy_ptr + (t + t_step) * stride, tile, mask, s + 1 < T, ACC_LAYOUT_IO)
         g = product(u_t, da, dy_t, IO_DTYPE, DOT_PRECISION, UPCAST_DOT)
         da = g * activation_grad_from_output(h_t, ACTIVATION)
-        tl.store(da_ptr + t * stride + tile, da.to(IO_DTYPE), mask=mask)
+        store_tile(da_ptr + t * stride, tile, da.to(IO_DTYPE), mask, ACC_LAYOUT_IO)
     # After the loop: U^T's register value has this second user, which keeps it out of shared memory.
     dh0 = product(u_t, da, tl.zeros((BLOCK_H, BLOCK_B), ACC_DTYPE), IO_DTYPE, DOT_PRECISION, UPCAST_DOT)
     tl.store(dh0_ptr + tile, dh0, mask=mask)

@@ -11,6 +11,8 @@ from kernels.audit import (
     RE_READ_MIN_BLOCK_H,
     SM_COUNT,
     barrier_atomics,
+    barrier_kinds,
+    cta_barriers,
     h_allowance,
     shared_bytes_per_warp,
     smem_per_step,
@@ -94,6 +96,29 @@ def test_smem_per_step_counts_the_outer_loop_once():
     assert time_loop(sass("LDS R1, [R2]", "EXIT")) == []
 
 
+def test_bar_per_step_counts_the_cta_barriers_of_the_outer_loop():
+    listing = sass("BAR.SYNC.DEFER_BLOCKING 0x0",                        # before the loop: not counted
+                   "STS.128 [R0], R24",                                  # 0x10: the loop starts here
+                   "BAR.SYNC.DEFER_BLOCKING 0x0",
+                   "LDSM.16.MT88.4 R12, [R4+UR5]",
+                   "@P0 BAR.ARV 0x1, 0x100",
+                   "WARPGROUP.ARRIVE",
+                   "HGMMA.64x16x16.F32.BF16 R24, R32, gdesc[UR56].tnspB, R24",
+                   "WARPGROUP.DEPBAR.LE gsb0, 0x0",
+                   "SYNCS.ARRIVE.TRANS64.RED.A1T0 RZ, [UR4], RZ",
+                   "BAR.RED.POPC.DEFER_BLOCKING 0x0, P1",
+                   "BAR.SYNC.DEFER_BLOCKING 0x0",
+                   "@P2 BRA 0x10",
+                   "BAR.SYNC.DEFER_BLOCKING 0x0",                        # after the loop: not counted
+                   "EXIT")
+    loop = time_loop(listing)
+    assert cta_barriers(loop) == 4   # BAR.SYNC twice, BAR.ARV, BAR.RED; not the wgmma fences nor SYNCS
+    assert barrier_kinds(loop) == ("BAR.SYNC.DEFER_BLOCKING x2, BAR.ARV x1, WARPGROUP.ARRIVE x1, "
+                                   "WARPGROUP.DEPBAR.LE x1, SYNCS.ARRIVE.TRANS64.RED.A1T0 x1, "
+                                   "BAR.RED.POPC.DEFER_BLOCKING x1")
+    assert cta_barriers(time_loop(sass("BAR.SYNC 0x0", "EXIT"))) == 0 and barrier_kinds([]) == ""
+
+
 def test_h_allowance_is_per_mma_issuer_and_pass():
     wgmma, mma_sync = ["HGMMA.64x16x16.F32 R24, R60, gdesc[UR8], R24"], ["HMMA.16816.F32 R20, R28, R76, R20"]
     assert h_allowance(wgmma, num_warps=8, h_bytes=4096, passes=1) == 2 * 4096   # two warpgroups
@@ -120,7 +145,7 @@ def test_every_dispatchable_configuration_compiles_clean(tmp_path):
     print(proc.stdout[-3000:], proc.stderr[-3000:])
     assert proc.returncode == 0
     rows = json.loads(report.read_text())
-    assert "regs" in proc.stdout and "smem/step" in proc.stdout and "configurations:" in proc.stdout
+    assert all(word in proc.stdout for word in ("regs", "smem/step", "bar/step", "configurations:"))
     # Coverage: every resident and split (dtype, BLOCK_H) each target can get (resident: from its minimum
     # arch on; split: a slice per SM) and the stepwise kernel of every dtype, both activations, both passes.
     def covered(tier):
@@ -138,6 +163,7 @@ def test_every_dispatchable_configuration_compiles_clean(tmp_path):
         assert r["registers"] > 0 and r["shared"] <= r["shared_limit"]
         if r["tier"] in ("resident", "split"):
             assert r["u_hoisted"] == "yes" and r["u_in"] == "registers" and r["smem_per_step"] > 0, r
+            assert r["bar_per_step"] >= 0, r
             if r["tier"] == "split" or r["block_h"] >= RE_READ_MIN_BLOCK_H:
                 assert r["smem_per_step"] - r["h_allowance"] <= RE_READ_LIMIT * r["u_bytes"], r
         assert r["barrier_atomics"] == ("yes" if r["tier"] == "split" else "n/a"), r
