@@ -47,6 +47,9 @@ from .launch import SIXTEEN_BIT, Blocks, accumulator_dtype, common_keywords
 from .runtime import interpreting
 
 PIN = 1.0  # the runtime float U is multiplied by before the time loop (see the module docstring)
+# 16-bit per-step loads and stores in the accumulator's layout on a GPU (load_tile); False gives the
+# plain tl.load/tl.store path, for timing the two side by side (.ci/gpu_variants.py)
+ACC_LAYOUT_IO = True
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,7 @@ def launch_keywords(config: ResidentBlocks, nonlinearity: str, dtype: torch.dtyp
     """Everything a resident kernel takes besides tensors and sizes, as its launcher passes it."""
     keywords = config.keywords() | common_keywords(nonlinearity, dtype, interpreted)
     keywords["DOT_PRECISION"] = "tf32x3" if dtype == torch.float32 else "ieee"
-    keywords["ACC_LAYOUT_IO"] = not interpreted and dtype in SIXTEEN_BIT
+    keywords["ACC_LAYOUT_IO"] = ACC_LAYOUT_IO and not interpreted and dtype in SIXTEEN_BIT
     if not backward:  # the backward has no tanh: act' comes from h
         keywords["FAST_TANH"] = not interpreted and dtype in SIXTEEN_BIT
     return keywords
