@@ -1,0 +1,113 @@
+"""Times kernel variants side by side in one process on a GPU: what a short device lease can afford.
+
+    python .ci/gpu_variants.py --out DIR [--seq-len 4096] [--hidden 128 256] [--device cpu]
+
+For every (variant, dtype, H, B) it builds TritonRNN with nn.RNN's seeded weights, checks its
+forward against the float64 reference loop (relative error of the outputs), and times forward and
+forward+backward with triton.testing.do_bench; cuDNN float16 is timed beside it as the control, so a
+drift of the machine between leases shows. A variant is a name and a context manager that switches
+a kernel default for the calls made inside it (VARIANTS). Writes DIR/variants.csv and prints a
+table. `--device cpu` (with TRITON_INTERPRET=1, small --seq-len and --hidden) checks the script itself.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import sys
+from pathlib import Path
+
+import torch
+import triton.testing
+
+from kernels import TritonRNN, launch, resident
+from kernels.reference import run_module
+
+
+@contextlib.contextmanager
+def switched(module, name: str, value):
+    """module.name = value for the calls inside (the kernels read these defaults at every launch)."""
+    before = getattr(module, name)
+    setattr(module, name, value)
+    try:
+        yield
+    finally:
+        setattr(module, name, before)
+
+
+VARIANTS = {  # name -> a context manager factory
+    "current": contextlib.nullcontext,
+    "plain-io": lambda: switched(resident, "ACC_LAYOUT_IO", False),   # 16-bit: tl.load/tl.store per step
+    "triton-tf32x3": lambda: switched(launch, "FP32_DOT_PRECISION", "tf32x3"),  # fp32: Triton's own 3xTF32
+}
+SMALL = [(dt, h, b) for dt in ("bfloat16",) for h in (128, 256) for b in (8, 64)]
+FP32 = [("float32", h, b) for h in (128, 256, 512) for b in (8, 64)]
+CASES = {
+    "current": SMALL + FP32,
+    "plain-io": SMALL,
+    "triton-tf32x3": FP32,
+}
+
+
+def time_case(variant: str, dtype: str, hidden: int, batch: int, seq_len: int, device: str) -> dict:
+    torch.manual_seed(0)
+    source = torch.nn.RNN(hidden, hidden, device=device)
+    x = torch.randn(seq_len, batch, hidden, device=device)
+    gy = torch.randn(seq_len, batch, hidden, device=device)
+    ref = run_module(source, x[:256], dtype=torch.float64)[0]
+    row = {"variant": variant, "dtype": dtype, "hidden": hidden, "batch": batch, "seq_len": seq_len}
+    for backend in ("triton", "cudnn-fp16"):
+        run_dtype = torch.float16 if backend == "cudnn-fp16" else getattr(torch, dtype)
+        layer = (TritonRNN(hidden, hidden, device=device) if backend == "triton" else
+                 torch.nn.RNN(hidden, hidden, device=device))
+        layer.load_state_dict(source.state_dict())
+        layer.to(run_dtype)
+        xs, gys = x.to(run_dtype).requires_grad_(True), gy.to(run_dtype)
+        with VARIANTS[variant]() if backend == "triton" else contextlib.nullcontext():
+            with torch.no_grad():
+                y = layer(xs[:256].detach())[0].double()
+            row[f"{backend}_rel_err"] = ((y - ref).norm() / ref.norm()).item()
+
+            def forward():
+                with torch.no_grad():
+                    layer(xs)
+
+            def forward_backward():
+                torch.autograd.grad(layer(xs)[0], [xs, *layer.parameters()], gys)
+            for mode, call in (("fwd", forward), ("fb", forward_backward)):
+                ms = triton.testing.do_bench(call, warmup=25, rep=100) if device == "cuda" else call()
+                row[f"{backend}_{mode}_us_per_step"] = ms * 1e3 / seq_len if ms else None
+        if backend == "triton":
+            row["plan"] = layer.last_plans[0].name
+    return row
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, type=Path, help="folder for variants.csv")
+    parser.add_argument("--seq-len", type=int, default=4096)
+    parser.add_argument("--hidden", type=int, nargs="+", help="only these hidden sizes")
+    parser.add_argument("--device", default="cuda")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for variant, cases in CASES.items():
+        for dtype, hidden, batch in cases:
+            if args.hidden and hidden not in args.hidden:
+                continue
+            try:
+                rows.append(time_case(variant, dtype, hidden, batch, args.seq_len, args.device))
+            except Exception as err:  # one failing case must not lose the others
+                rows.append({"variant": variant, "dtype": dtype, "hidden": hidden, "batch": batch,
+                             "error": f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"})
+            print(rows[-1], flush=True)
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    with open(args.out / "variants.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
