@@ -346,12 +346,11 @@ def compile_for(fn, dtype: str, keywords: dict, arch: int):
 def time_loop_facts(compiled, keywords: dict, dtype: str) -> dict:
     """What a persistent kernel does per time step: u_hoisted, u_in, smem_per_step, h_allowance,
     bar_per_step and barrier_kinds."""
-    from .launch import PRESPLIT
     ttgir = compiled.asm["ttgir"]
     loop = time_loop(_nvidia_tool("cuobjdump", compiled.asm["cubin"], "-sass"))
     warps = keywords["num_warps"]
     h_bytes = keywords["BLOCK_B"] * keywords["BLOCK_H"] * ITEMSIZE[TRITON_DTYPE[dtype]]
-    passes = 3 if keywords.get("DOT_PRECISION") in ("tf32x3", PRESPLIT.value) else 1
+    passes = 3 if keywords.get("DOT_PRECISION") == "tf32x3" else 1
     return {"u_hoisted": "yes" if u_hoisted(ttgir, keywords.get("K_CHUNKS", 1)) else "NO",
             "u_in": u_location(ttgir), "smem_per_step": smem_per_step(loop, warps),
             "bar_per_step": cta_barriers(loop), "barrier_kinds": barrier_kinds(loop),

@@ -12,18 +12,11 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 import torch
-import triton
 import triton.language as tl
 
 from .activations import ACTIVATION_CODES
 
 SIXTEEN_BIT = (torch.bfloat16, torch.float16)
-# fp32 products at fp32 accuracy on tensor cores: 3xTF32 (hi*hi + hi*lo + lo*hi) with the loop-invariant
-# left operand (U, or its slice) split into TF32 parts once, before the time loop (recurrent_dot).
-PRESPLIT = tl.constexpr("tf32x3-presplit")
-# The persistent tiers' fp32 DOT_PRECISION: PRESPLIT, or a tl.dot input_precision. Read at every launch,
-# so a script can time Triton's own 3xTF32 beside it: `kernels.launch.FP32_DOT_PRECISION = "tf32x3"`.
-FP32_DOT_PRECISION = PRESPLIT.value
 COMPILE_OPTIONS = ("num_warps", "num_stages")  # launch keywords that are compile options, not constexprs
 
 
@@ -38,48 +31,6 @@ def common_keywords(nonlinearity: str, dtype: torch.dtype, interpreted: bool) ->
     return {"ACTIVATION": ACTIVATION_CODES[nonlinearity],
             "ACC_DTYPE": tl.float64 if accumulator_dtype(dtype) == torch.float64 else tl.float32,
             "UPCAST_DOT": interpreted and dtype in SIXTEEN_BIT}
-
-
-def dot_precision(dtype: torch.dtype) -> str:
-    """The persistent kernels' DOT_PRECISION constexpr for I/O dtype: 'ieee' (exact products of 16-bit
-    operands, float64), FP32_DOT_PRECISION for fp32."""
-    return FP32_DOT_PRECISION if dtype == torch.float32 else "ieee"
-
-
-@triton.jit
-def tf32_round(x):
-    """fp32 x rounded to TF32 (10 mantissa bits, to nearest, ties away, as cvt.rna.tf32.f32 does), in
-    integer operations so that the interpreter rounds too."""
-    bits = x.to(tl.int32, bitcast=True)
-    return ((bits + 0x1000) & -0x2000).to(tl.float32, bitcast=True)
-
-
-@triton.jit
-def split_left_operand(u, DOT_PRECISION: tl.constexpr):
-    """(hi, lo) of a left operand held across the time loop: with PRESPLIT its TF32 part and the rest
-    (which the MMA reads as TF32), split once here; otherwise (u, u), the second unused."""
-    if DOT_PRECISION == PRESPLIT:
-        hi = tf32_round(u)
-        return hi, u - hi
-    else:
-        return u, u
-
-
-@triton.jit
-def recurrent_dot(u, u_lo, b, acc, DOT_PRECISION: tl.constexpr, OUT_DTYPE: tl.constexpr):
-    """acc + u @ b (acc may be None); u and u_lo as split_left_operand returns them. PRESPLIT splits only
-    b, the small per-step operand, and chains three plain TF32 products on one accumulator, small terms
-    first. Triton's tf32x3 computes the same terms (the compiler already hoists U's split out of the
-    loop) but filters NaN out of the small ones before adding the big one, so that an infinite input
-    does not make the product NaN; without that filter (an infinite U or state gives NaN here) the
-    compiled loops are 28 to 85 SASS instructions per step shorter, with the same MMAs."""
-    if DOT_PRECISION == PRESPLIT:
-        b_hi = tf32_round(b)
-        acc = tl.dot(u_lo, b_hi, acc, input_precision="tf32", out_dtype=OUT_DTYPE)
-        acc = tl.dot(u, b - b_hi, acc, input_precision="tf32", out_dtype=OUT_DTYPE)
-        return tl.dot(u, b_hi, acc, input_precision="tf32", out_dtype=OUT_DTYPE)
-    else:
-        return tl.dot(u, b, acc, input_precision=DOT_PRECISION, out_dtype=OUT_DTYPE)
 
 
 @dataclass(frozen=True)

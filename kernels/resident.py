@@ -33,11 +33,8 @@ instruction for 16-bit I/O (activations.py). With 16-bit I/O on a GPU those per-
 are inline PTX (load_tile, store_tile), which Triton lays out like the accumulator, where it fixes
 tl.load/tl.store's layout for coalescing and converts through shared memory: that took 4 (forward)
 or 6 (backward) of the 6 or 8 CTA barriers per step (the compile audit's bar/step; the 2 left pass h
-through shared memory as the MMA's right operand). fp32 multiplies by 3xTF32 (fp32 accuracy, on
-tensor cores) with U split into its TF32 part and the rest once, before the loop, both held in
-registers: each step splits only the carry and chains three plain TF32 products
-(launch.recurrent_dot; launch.FP32_DOT_PRECISION selects Triton's own tf32x3 instead). float64 (for
-gradcheck) multiplies by the plain product.
+through shared memory as the MMA's right operand). fp32 multiplies by 3xTF32 (tf32x3: fp32
+accuracy, on tensor cores); float64 (for gradcheck) by the plain product.
 """
 from dataclasses import dataclass
 
@@ -46,15 +43,7 @@ import triton
 import triton.language as tl
 
 from .activations import activation_grad_from_output, apply_activation
-from .launch import (
-    SIXTEEN_BIT,
-    Blocks,
-    accumulator_dtype,
-    common_keywords,
-    dot_precision,
-    recurrent_dot,
-    split_left_operand,
-)
+from .launch import SIXTEEN_BIT, Blocks, accumulator_dtype, common_keywords
 from .runtime import interpreting
 
 PIN = 1.0  # the runtime float U is multiplied by before the time loop (see the module docstring)
@@ -75,7 +64,7 @@ def launch_keywords(config: ResidentBlocks, nonlinearity: str, dtype: torch.dtyp
                     backward: bool) -> dict:
     """Everything a resident kernel takes besides tensors and sizes, as its launcher passes it."""
     keywords = config.keywords() | common_keywords(nonlinearity, dtype, interpreted)
-    keywords["DOT_PRECISION"] = dot_precision(dtype)
+    keywords["DOT_PRECISION"] = "tf32x3" if dtype == torch.float32 else "ieee"
     keywords["ACC_LAYOUT_IO"] = ACC_LAYOUT_IO and not interpreted and dtype in SIXTEEN_BIT
     if not backward:  # the backward has no tanh: act' comes from h
         keywords["FAST_TANH"] = not interpreted and dtype in SIXTEEN_BIT
@@ -141,13 +130,12 @@ def store_tile(base, tile, value, mask, ACC_LAYOUT_IO: tl.constexpr):
 
 
 @triton.jit
-def product(u, u_lo, carry, acc, IO_DTYPE: tl.constexpr, DOT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr):
-    """acc + u @ round(carry, IO_DTYPE), accumulated in acc's dtype (fp32, as cuDNN does); u and u_lo as
-    split_left_operand returns them."""
+def product(u, carry, acc, IO_DTYPE: tl.constexpr, DOT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr):
+    """acc + u @ round(carry, IO_DTYPE), accumulated in acc's dtype (fp32, as cuDNN does)."""
     operand = carry.to(IO_DTYPE)
     if UPCAST_DOT:
         operand = operand.to(tl.float32)
-    return recurrent_dot(u, u_lo, operand, acc, DOT_PRECISION, acc.dtype)
+    return tl.dot(u, operand, acc, input_precision=DOT_PRECISION, out_dtype=acc.dtype)
 
 
 @triton.jit
@@ -163,7 +151,7 @@ def resident_forward_kernel(
     ACTIVATION: tl.constexpr,     # 0 tanh, 1 relu
     BLOCK_B: tl.constexpr,        # batch rows per program
     BLOCK_H: tl.constexpr,        # H padded to a power of two
-    DOT_PRECISION: tl.constexpr,  # "ieee" (16-bit, float64); fp32: launch.FP32_DOT_PRECISION
+    DOT_PRECISION: tl.constexpr,  # "ieee" (16-bit, float64) or "tf32x3" (fp32)
     FAST_TANH: tl.constexpr,      # tanh.approx.f32 (16-bit I/O on a GPU)
     ACC_DTYPE: tl.constexpr,      # carry and accumulation: tl.float32 (tl.float64 for float64 I/O)
     UPCAST_DOT: tl.constexpr,     # interpreter workaround for bf16 tl.dot (launch.py)
@@ -171,13 +159,13 @@ def resident_forward_kernel(
 ):
     IO_DTYPE: tl.constexpr = y_ptr.dtype.element_ty
     tile, mask = transposed_tile(B, H, BLOCK_B, BLOCK_H)
-    u, u_lo = split_left_operand(load_pinned_u(u_ptr, pin, H, BLOCK_H, False, ACC_DTYPE, UPCAST_DOT), DOT_PRECISION)
+    u = load_pinned_u(u_ptr, pin, H, BLOCK_H, False, ACC_DTYPE, UPCAST_DOT)
     stride = B * H
     t = tl.cast(t_first, tl.int64)  # 64-bit: t * B * H can pass 2^31
     h = tl.load(h0_ptr + tile, mask=mask, other=0.0).to(ACC_DTYPE)
     xw = tl.load(xw_ptr + t * stride + tile, mask=mask, other=0.0).to(ACC_DTYPE)
     # Step 0, peeled: U's register value gets a user outside the loop.
-    h = apply_activation(product(u, u_lo, h, xw, IO_DTYPE, DOT_PRECISION, UPCAST_DOT), ACTIVATION, FAST_TANH)
+    h = apply_activation(product(u, h, xw, IO_DTYPE, DOT_PRECISION, UPCAST_DOT), ACTIVATION, FAST_TANH)
     store_tile(y_ptr + t * stride, tile, h.to(IO_DTYPE), mask, ACC_LAYOUT_IO)
     xw = load_tile(xw_ptr + (t + t_step) * stride, tile, mask, T > 1, ACC_LAYOUT_IO)
     for s in range(1, T):
@@ -185,7 +173,7 @@ def resident_forward_kernel(
         xw_t = xw.to(ACC_DTYPE)
         # Step t+1's input, loaded while this step computes.
         xw = load_tile(xw_ptr + (t + t_step) * stride, tile, mask, s + 1 < T, ACC_LAYOUT_IO)
-        h = apply_activation(product(u, u_lo, h, xw_t, IO_DTYPE, DOT_PRECISION, UPCAST_DOT), ACTIVATION, FAST_TANH)
+        h = apply_activation(product(u, h, xw_t, IO_DTYPE, DOT_PRECISION, UPCAST_DOT), ACTIVATION, FAST_TANH)
         store_tile(y_ptr + t * stride, tile, h.to(IO_DTYPE), mask, ACC_LAYOUT_IO)
 
 
@@ -205,8 +193,7 @@ def resident_backward_kernel(
 ):
     IO_DTYPE: tl.constexpr = da_ptr.dtype.element_ty
     tile, mask = transposed_tile(B, H, BLOCK_B, BLOCK_H)
-    u_t, u_t_lo = split_left_operand(load_pinned_u(u_ptr, pin, H, BLOCK_H, True, ACC_DTYPE, UPCAST_DOT),
-                                     DOT_PRECISION)
+    u_t = load_pinned_u(u_ptr, pin, H, BLOCK_H, True, ACC_DTYPE, UPCAST_DOT)
     stride = B * H
     t = tl.cast(t_first, tl.int64)
     # The first reverse step has no carry: da = dy * act'(h).
@@ -223,11 +210,11 @@ def resident_backward_kernel(
         # Step t-1's inputs, loaded while this step computes.
         h = load_tile(y_ptr + (t + t_step) * stride, tile, mask, s + 1 < T, ACC_LAYOUT_IO)
         dy = load_tile(dy_ptr + (t + t_step) * stride, tile, mask, s + 1 < T, ACC_LAYOUT_IO)
-        g = product(u_t, u_t_lo, da, dy_t, IO_DTYPE, DOT_PRECISION, UPCAST_DOT)
+        g = product(u_t, da, dy_t, IO_DTYPE, DOT_PRECISION, UPCAST_DOT)
         da = g * activation_grad_from_output(h_t, ACTIVATION)
         store_tile(da_ptr + t * stride, tile, da.to(IO_DTYPE), mask, ACC_LAYOUT_IO)
     # After the loop: U^T's register value has this second user, which keeps it out of shared memory.
-    dh0 = product(u_t, u_t_lo, da, tl.zeros((BLOCK_H, BLOCK_B), ACC_DTYPE), IO_DTYPE, DOT_PRECISION, UPCAST_DOT)
+    dh0 = product(u_t, da, tl.zeros((BLOCK_H, BLOCK_B), ACC_DTYPE), IO_DTYPE, DOT_PRECISION, UPCAST_DOT)
     tl.store(dh0_ptr + tile, dh0, mask=mask)
 
 

@@ -41,7 +41,7 @@ import triton.language as tl
 from .activations import activation_grad_from_output, apply_activation
 from .barrier import grid_barrier
 from .driver import time_order
-from .launch import Blocks, accumulator_dtype, common_keywords, dot_precision, recurrent_dot, split_left_operand
+from .launch import Blocks, accumulator_dtype, common_keywords
 from .runtime import co_resident_programs, interpreting
 
 PIN = 1.0  # the runtime float U's slice is multiplied by before the time loop (as in resident.py)
@@ -63,7 +63,7 @@ def launch_keywords(config: SplitBlocks, nonlinearity: str, dtype: torch.dtype, 
     """Everything a split kernel takes besides tensors and sizes. The interpreter runs programs one
     after another, so there the barrier is compiled out and the launcher runs one launch per step."""
     return config.keywords() | common_keywords(nonlinearity, dtype, interpreted) | {
-        "DOT_PRECISION": dot_precision(dtype), "USE_BARRIER": not interpreted,
+        "DOT_PRECISION": "tf32x3" if dtype == torch.float32 else "ieee", "USE_BARRIER": not interpreted,
         "EXCHANGE_ONLY": False}
 
 
@@ -85,12 +85,11 @@ def load_pinned_slice(u_ptr, pin, cols, H, BLOCK_H: tl.constexpr, K_SPLIT: tl.co
 
 
 @triton.jit
-def slice_product(u3, u3_lo, state_ptr, rows, row_mask, H, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr,
+def slice_product(u3, state_ptr, rows, row_mask, H, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr,
                   K_SPLIT: tl.constexpr, DOT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
                   UPCAST_DOT: tl.constexpr, EXCHANGE_ONLY: tl.constexpr):
-    """[BLOCK_N, BLOCK_B]: the slice (u3, u3_lo as split_left_operand returns them) times the tile's rows
-    of a [B, H] state in global memory, which other programs wrote this launch (.cg: read through L2,
-    never a stale L1 line)."""
+    """[BLOCK_N, BLOCK_B]: the slice times the tile's rows of a [B, H] state in global memory, which
+    other programs wrote this launch (.cg: read through L2, never a stale L1 line)."""
     KC: tl.constexpr = BLOCK_H // K_SPLIT
     offs_k = tl.arange(0, K_SPLIT)[:, None, None] * KC + tl.arange(0, KC)[None, :, None]
     state = tl.load(state_ptr + rows[None, None, :] * H + offs_k, mask=row_mask[None, None, :] & (offs_k < H),
@@ -100,7 +99,7 @@ def slice_product(u3, u3_lo, state_ptr, rows, row_mask, H, BLOCK_N: tl.constexpr
         return tl.zeros((BLOCK_N, 1), ACC_DTYPE) + summed[None, :]
     if UPCAST_DOT:
         state = state.to(tl.float32)
-    return tl.sum(recurrent_dot(u3, u3_lo, state, None, DOT_PRECISION, ACC_DTYPE), axis=0)
+    return tl.sum(tl.dot(u3, state, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE), axis=0)
 
 
 @triton.jit
@@ -113,21 +112,20 @@ def column_tile(tile, cols, B, H, BLOCK_B: tl.constexpr):
 
 
 @triton.jit
-def forward_tile(u3, u3_lo, prev_ptr, xw_ptr, y_ptr, t, tile, cols, B, H, ACTIVATION: tl.constexpr,
-                 BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, K_SPLIT: tl.constexpr,
-                 DOT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr,
-                 EXCHANGE_ONLY: tl.constexpr):
+def forward_tile(u3, prev_ptr, xw_ptr, y_ptr, t, tile, cols, B, H, ACTIVATION: tl.constexpr, BLOCK_B: tl.constexpr,
+                 BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, K_SPLIT: tl.constexpr, DOT_PRECISION: tl.constexpr,
+                 ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr, EXCHANGE_ONLY: tl.constexpr):
     """Step t of one batch tile: y_t[:, cols] = act(xw_t[:, cols] + prev U[cols, :]^T)."""
     step = t * B * H
     rows, row_mask, out, out_mask = column_tile(tile, cols, B, H, BLOCK_B)
     xw = tl.load(xw_ptr + step + out, mask=out_mask, other=0.0).to(ACC_DTYPE)
-    a = xw + slice_product(u3, u3_lo, prev_ptr, rows, row_mask, H, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION,
+    a = xw + slice_product(u3, prev_ptr, rows, row_mask, H, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION,
                            ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY)
     tl.store(y_ptr + step + out, apply_activation(a, ACTIVATION).to(y_ptr.dtype.element_ty), mask=out_mask)
 
 
 @triton.jit
-def backward_tile(u3, u3_lo, next_ptr, y_ptr, dy_ptr, da_ptr, t, tile, cols, B, H, ACTIVATION: tl.constexpr,
+def backward_tile(u3, next_ptr, y_ptr, dy_ptr, da_ptr, t, tile, cols, B, H, ACTIVATION: tl.constexpr,
                   BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, K_SPLIT: tl.constexpr,
                   DOT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr,
                   EXCHANGE_ONLY: tl.constexpr):
@@ -137,7 +135,7 @@ def backward_tile(u3, u3_lo, next_ptr, y_ptr, dy_ptr, da_ptr, t, tile, cols, B, 
     rows, row_mask, out, out_mask = column_tile(tile, cols, B, H, BLOCK_B)
     h = tl.load(y_ptr + step + out, mask=out_mask, other=0.0).to(ACC_DTYPE)
     g = tl.load(dy_ptr + step + out, mask=out_mask, other=0.0).to(ACC_DTYPE)
-    g += slice_product(u3, u3_lo, next_ptr, rows, row_mask, H, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE,
+    g += slice_product(u3, next_ptr, rows, row_mask, H, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE,
                        UPCAST_DOT, EXCHANGE_ONLY)
     tl.store(da_ptr + step + out, (g * activation_grad_from_output(h, ACTIVATION)).to(da_ptr.dtype.element_ty),
              mask=out_mask)
@@ -161,31 +159,30 @@ def split_forward_kernel(
     BLOCK_H: tl.constexpr,        # H padded to a power of two (the K of the product)
     K_SPLIT: tl.constexpr,        # K chunks of the product, one per warp
     USE_BARRIER: tl.constexpr,    # False only for one-step launches (interpreter)
-    DOT_PRECISION: tl.constexpr,  # "ieee" (16-bit); fp32: launch.FP32_DOT_PRECISION
+    DOT_PRECISION: tl.constexpr,  # "ieee" (16-bit) or "tf32x3" (fp32)
     ACC_DTYPE: tl.constexpr,      # tl.float32
     UPCAST_DOT: tl.constexpr,     # interpreter workaround for bf16 tl.dot (launch.py)
     EXCHANGE_ONLY: tl.constexpr,  # product compiled out (the exchange benchmark)
 ):
     cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     slices = tl.num_programs(0)
-    u3, u3_lo = split_left_operand(load_pinned_slice(u_ptr, pin, cols, H, BLOCK_H, K_SPLIT, False, ACC_DTYPE,
-                                                     UPCAST_DOT), DOT_PRECISION)
+    u3 = load_pinned_slice(u_ptr, pin, cols, H, BLOCK_H, K_SPLIT, False, ACC_DTYPE, UPCAST_DOT)
     group, groups, tiles = tl.program_id(1), tl.num_programs(1), tl.cdiv(B, BLOCK_B)
     t = tl.cast(t_first, tl.int64)  # 64-bit: t * B * H can pass 2^31
     # Step 0 of the group's first tile, outside any loop: U's register value gets a user there, which
     # keeps its load out of the loops.
-    forward_tile(u3, u3_lo, h0_ptr, xw_ptr, y_ptr, t, group, cols, B, H, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT,
+    forward_tile(u3, h0_ptr, xw_ptr, y_ptr, t, group, cols, B, H, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT,
                  DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY)
     for tile in range(group + groups, tiles, groups):
-        forward_tile(u3, u3_lo, h0_ptr, xw_ptr, y_ptr, t, tile, cols, B, H, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H,
-                     K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY)
+        forward_tile(u3, h0_ptr, xw_ptr, y_ptr, t, tile, cols, B, H, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT,
+                     DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY)
     for s in range(1, T):
         if USE_BARRIER:  # every program of the group has written step s-1
             grid_barrier(counter_ptr + group, status_ptr, s * slices)
         prev_ptr = y_ptr + t * B * H
         t += t_step
         for tile in range(group, tiles, groups):
-            forward_tile(u3, u3_lo, prev_ptr, xw_ptr, y_ptr, t, tile, cols, B, H, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H,
+            forward_tile(u3, prev_ptr, xw_ptr, y_ptr, t, tile, cols, B, H, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H,
                          K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY)
 
 
@@ -208,15 +205,14 @@ def split_backward_kernel(
 ):
     cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     slices = tl.num_programs(0)
-    u3, u3_lo = split_left_operand(load_pinned_slice(u_ptr, pin, cols, H, BLOCK_H, K_SPLIT, True, ACC_DTYPE,
-                                                     UPCAST_DOT), DOT_PRECISION)
+    u3 = load_pinned_slice(u_ptr, pin, cols, H, BLOCK_H, K_SPLIT, True, ACC_DTYPE, UPCAST_DOT)
     group, groups, tiles = tl.program_id(1), tl.num_programs(1), tl.cdiv(B, BLOCK_B)
     t = tl.cast(t_first, tl.int64)
     # The first reverse step of the group's first tile, outside any loop (as in split_forward_kernel).
-    backward_tile(u3, u3_lo, da_in_ptr, y_ptr, dy_ptr, da_ptr, t, group, cols, B, H, ACTIVATION, BLOCK_B, BLOCK_N,
-                  BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY)
+    backward_tile(u3, da_in_ptr, y_ptr, dy_ptr, da_ptr, t, group, cols, B, H, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H,
+                  K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY)
     for tile in range(group + groups, tiles, groups):
-        backward_tile(u3, u3_lo, da_in_ptr, y_ptr, dy_ptr, da_ptr, t, tile, cols, B, H, ACTIVATION, BLOCK_B, BLOCK_N,
+        backward_tile(u3, da_in_ptr, y_ptr, dy_ptr, da_ptr, t, tile, cols, B, H, ACTIVATION, BLOCK_B, BLOCK_N,
                       BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY)
     for s in range(1, T):
         if USE_BARRIER:
@@ -224,7 +220,7 @@ def split_backward_kernel(
         next_ptr = da_ptr + t * B * H
         t += t_step
         for tile in range(group, tiles, groups):
-            backward_tile(u3, u3_lo, next_ptr, y_ptr, dy_ptr, da_ptr, t, tile, cols, B, H, ACTIVATION, BLOCK_B, BLOCK_N,
+            backward_tile(u3, next_ptr, y_ptr, dy_ptr, da_ptr, t, tile, cols, B, H, ACTIVATION, BLOCK_B, BLOCK_N,
                           BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY)
 
 

@@ -1,11 +1,8 @@
 """The recurrence kernels themselves (resident, split and stepwise), forward and backward, against float64."""
 import pytest
 import torch
-import triton
-import triton.language as tl
 
 from kernels.dispatch import TIERS, plan_for, recurrence_backward, recurrence_forward
-from kernels.launch import PRESPLIT, recurrent_dot, split_left_operand
 from kernels.runtime import interpreting
 from kernels.split import SplitBlocks, split_backward, split_forward
 
@@ -121,14 +118,14 @@ def tf32(x: torch.Tensor) -> torch.Tensor:
 
 
 def emulated_product(a: torch.Tensor, b: torch.Tensor, precision: str) -> torch.Tensor:
-    """a @ b as tl.dot (recurrent_dot for PRESPLIT) computes it for fp32 operands in this precision,
-    products summed in float64 (the order of the fp32 accumulation aside): ieee exact; tf32 one rounded
-    pass; tf32x3 and PRESPLIT the big and small TF32 parts, big*big + big*small + small*big."""
+    """a @ b as tl.dot computes it for fp32 operands in this precision, products summed in float64
+    (the order of the fp32 accumulation aside): ieee exact; tf32 one rounded pass; tf32x3 the big and
+    small TF32 parts, big*big + big*small + small*big."""
     if precision == "ieee":
         return a.double() @ b.double()
     a_big, b_big = tf32(a), tf32(b)
     product = a_big.double() @ b_big.double()
-    if precision in ("tf32x3", PRESPLIT.value):
+    if precision == "tf32x3":
         a_small, b_small = tf32(a - a_big), tf32(b - b_big)
         product += a_big.double() @ b_small.double() + a_small.double() @ b_big.double()
     return product
@@ -151,32 +148,3 @@ def test_fp32_kernels_multiply_at_fp32_accuracy(tier):
         states.append(h)
     assert rel_err(torch.stack(states), ref) < TOLERANCE[torch.float32]
     assert rel_err(emulated_product(h0, u.t(), "tf32").float(), h0.double() @ u.t().double()) > 1e-4
-
-
-@triton.jit
-def _presplit_product_kernel(u_ptr, b_ptr, hi_ptr, out_ptr, M: tl.constexpr, K: tl.constexpr, N: tl.constexpr):
-    offs_m, offs_k, offs_n = tl.arange(0, M), tl.arange(0, K), tl.arange(0, N)
-    u, u_lo = split_left_operand(tl.load(u_ptr + offs_m[:, None] * K + offs_k[None, :]), PRESPLIT)
-    tl.store(hi_ptr + offs_m[:, None] * K + offs_k[None, :], u)
-    b = tl.load(b_ptr + offs_k[:, None] * N + offs_n[None, :])
-    tl.store(out_ptr + offs_m[:, None] * N + offs_n[None, :], recurrent_dot(u, u_lo, b, None, PRESPLIT, tl.float32))
-
-
-def test_presplit_product_is_fp32_accurate(device):
-    """The pre-split 3xTF32 product the persistent kernels use for fp32: U's TF32 part is rounded as the
-    tensor cores' cvt.rna.tf32.f32 rounds (so the three TF32 passes see exactly the parts the emulation
-    splits), and the product is at fp32 accuracy (~1e-7), where one TF32 pass is ~1e-4 off. The
-    interpreter multiplies the parts exactly (it ignores input_precision); the emulation shows the
-    TF32 passes lose nothing beyond that."""
-    g = torch.Generator().manual_seed(5)
-    u = torch.randn(128, 128, generator=g) / 128 ** 0.5
-    b = torch.tanh(torch.randn(128, 16, generator=g))
-    hi, out = torch.empty_like(u), torch.empty(128, 16)
-    args = [t.to(device) for t in (u, b, hi, out)]
-    _presplit_product_kernel[(1,)](*args, M=128, K=128, N=16)
-    hi, out = args[2].cpu(), args[3].cpu()
-    assert torch.equal(hi, tf32(u))
-    exact = u.double() @ b.double()
-    assert rel_err(out, exact) < 1e-6
-    assert rel_err(emulated_product(u, b, PRESPLIT.value), exact) < 1e-6
-    assert rel_err(emulated_product(u, b, "tf32"), exact) > 1e-4
