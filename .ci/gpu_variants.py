@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 import triton.testing
 
-from kernels import TritonRNN, launch, resident
+from kernels import TritonRNN, resident
 from kernels.reference import run_module
 
 
@@ -37,15 +37,16 @@ def switched(module, name: str, value):
 
 VARIANTS = {  # name -> a context manager factory
     "current": contextlib.nullcontext,
-    "plain-io": lambda: switched(resident, "ACC_LAYOUT_IO", False),   # 16-bit: tl.load/tl.store per step
-    "triton-tf32x3": lambda: switched(launch, "FP32_DOT_PRECISION", "tf32x3"),  # fp32: Triton's own 3xTF32
+    # 16-bit per-step loads and stores: all by tl.load/tl.store, or all in the accumulator's layout
+    "plain-io": lambda: switched(resident, "ACC_LAYOUT_IO_MAX_BLOCK_H", {"forward": 0, "backward": 0}),
+    "acc-layout-io": lambda: switched(resident, "ACC_LAYOUT_IO_MAX_BLOCK_H", {"forward": 256, "backward": 256}),
 }
 SMALL = [(dt, h, b) for dt in ("bfloat16",) for h in (128, 256) for b in (8, 64)]
 FP32 = [("float32", h, b) for h in (128, 256, 512) for b in (8, 64)]
 CASES = {
     "current": SMALL + FP32,
     "plain-io": SMALL,
-    "triton-tf32x3": FP32,
+    "acc-layout-io": SMALL,
 }
 
 

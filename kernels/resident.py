@@ -29,12 +29,13 @@ Then sm_90 runs wgmma with U in registers and sm_80 mma.sync with U in registers
 
 What else is kept off each step's serial chain: the step's inputs (xw_{t+1}; h_{t-1} and dy_{t-1}
 backward) are loaded during the previous step, h_t's store is not waited on, and tanh is one MUFU
-instruction for 16-bit I/O (activations.py). With 16-bit I/O on a GPU those per-step loads and stores
-are inline PTX (load_tile, store_tile), which Triton lays out like the accumulator, where it fixes
-tl.load/tl.store's layout for coalescing and converts through shared memory: that took 4 (forward)
-or 6 (backward) of the 6 or 8 CTA barriers per step (the compile audit's bar/step; the 2 left pass h
-through shared memory as the MMA's right operand). fp32 multiplies by 3xTF32 (tf32x3: fp32
-accuracy, on tensor cores); float64 (for gradcheck) by the plain product.
+instruction for 16-bit I/O (activations.py). tl.load/tl.store keep their coalesced layout, so each
+per-step tile passes through shared memory to or from the accumulator's layout (4 of the forward's 6
+CTA barriers per step, 6 of the backward's 8: the audit's bar/step); load_tile and store_tile by
+inline PTX take the accumulator's layout instead (2 left: h through shared memory as the MMA's right
+operand), at the cost of per-element addressing. Timed, that pays in the forward up to BLOCK_H = 128
+only (ACC_LAYOUT_IO_MAX_BLOCK_H). fp32 multiplies by 3xTF32 (tf32x3: fp32 accuracy, on tensor
+cores); float64 (for gradcheck) by the plain product.
 """
 from dataclasses import dataclass
 
@@ -47,9 +48,11 @@ from .launch import SIXTEEN_BIT, Blocks, accumulator_dtype, common_keywords
 from .runtime import interpreting
 
 PIN = 1.0  # the runtime float U is multiplied by before the time loop (see the module docstring)
-# 16-bit per-step loads and stores in the accumulator's layout on a GPU (load_tile); False gives the
-# plain tl.load/tl.store path, for timing the two side by side (.ci/gpu_variants.py)
-ACC_LAYOUT_IO = True
+# 16-bit per-step loads and stores in the accumulator's layout on a GPU (load_tile) up to this BLOCK_H,
+# per pass. Timed against tl.load/tl.store on an H200 (.ci/gpu_variants.py, results/variants/): the
+# forward 10% faster at H = 128 but 12-23% slower at H = 256, the backward 3-38% slower everywhere
+# (more address arithmetic per element than barriers saved). 0 turns it off.
+ACC_LAYOUT_IO_MAX_BLOCK_H = {"forward": 128, "backward": 0}
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,8 @@ def launch_keywords(config: ResidentBlocks, nonlinearity: str, dtype: torch.dtyp
     """Everything a resident kernel takes besides tensors and sizes, as its launcher passes it."""
     keywords = config.keywords() | common_keywords(nonlinearity, dtype, interpreted)
     keywords["DOT_PRECISION"] = "tf32x3" if dtype == torch.float32 else "ieee"
-    keywords["ACC_LAYOUT_IO"] = ACC_LAYOUT_IO and not interpreted and dtype in SIXTEEN_BIT
+    limit = ACC_LAYOUT_IO_MAX_BLOCK_H["backward" if backward else "forward"]
+    keywords["ACC_LAYOUT_IO"] = config.BLOCK_H <= limit and not interpreted and dtype in SIXTEEN_BIT
     if not backward:  # the backward has no tanh: act' comes from h
         keywords["FAST_TANH"] = not interpreted and dtype in SIXTEEN_BIT
     return keywords
