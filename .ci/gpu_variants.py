@@ -1,6 +1,6 @@
 """Times kernel variants side by side in one process on a GPU: what a short device lease can afford.
 
-    python .ci/gpu_variants.py --out DIR [--seq-len 4096] [--hidden 128 256] [--device cpu]
+    python .ci/gpu_variants.py --out DIR [--seq-len 4096] [--hidden 128 256] [--variant current] [--device cpu]
 
 For every (variant, dtype, H, B) it builds TritonRNN with nn.RNN's seeded weights, checks its
 forward against the float64 reference loop (relative error of the outputs), and times forward and
@@ -89,10 +89,12 @@ def main(argv=None) -> int:
     parser.add_argument("--seq-len", type=int, default=4096)
     parser.add_argument("--hidden", type=int, nargs="+", help="only these hidden sizes")
     parser.add_argument("--device", default="cuda")
+    parser.add_argument("--variant", nargs="+", choices=list(VARIANTS), default=list(VARIANTS), help="only these")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
-    for variant, cases in CASES.items():
+    for variant in args.variant:
+        cases = CASES[variant]
         for dtype, hidden, batch in cases:
             if args.hidden and hidden not in args.hidden:
                 continue
