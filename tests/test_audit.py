@@ -162,7 +162,8 @@ def test_every_dispatchable_configuration_compiles_clean(tmp_path):
         assert r["status"] == "ok" and r["spill_bytes"] == 0, r
         assert r["registers"] > 0 and r["shared"] <= r["shared_limit"]
         if r["tier"] in ("resident", "split"):
-            assert r["u_hoisted"] == "yes" and r["u_in"] == "registers" and r["smem_per_step"] > 0, r
+            # smem/step is -1 when no time loop was found; 0 is real (BLOCK_H = 16 forward: h stays in registers)
+            assert r["u_hoisted"] == "yes" and r["u_in"] == "registers" and r["smem_per_step"] >= 0, r
             assert r["bar_per_step"] >= 0, r
             if r["tier"] == "split" or r["block_h"] >= RE_READ_MIN_BLOCK_H:
                 assert r["smem_per_step"] - r["h_allowance"] <= RE_READ_LIMIT * r["u_bytes"], r
