@@ -4,9 +4,10 @@ Tiers, tried in order:
 
 - resident: the persistent kernels of resident.py. One program per BLOCK_B batch rows holds all of
   U (H padded to BLOCK_H) in registers; fits while the compile audit finds no spills.
-- split: the persistent kernels of split.py. U is cut into column slices of BLOCK_N, one program per
-  slice and batch tile, all co-resident (at most one per SM), meeting at a grid barrier every step.
-  Needs cdiv(H, BLOCK_N) <= the SM count; batch tiles beyond what the SMs hold run as further launches.
+- split: the persistent kernels of split.py. U is cut into slices of BLOCK_N rows (state columns),
+  one program per slice and batch group, all co-resident (at most one per SM), meeting at a grid
+  barrier every step. Needs cdiv(H, BLOCK_N) <= the SM count; one launch serves any batch, each group
+  running its batch tiles one after another.
 - stepwise: one launch per timestep (stepwise.py); serves any H.
 
 Every configuration in RESIDENT_CONFIGS and SPLIT_CONFIGS was chosen from the compile audit

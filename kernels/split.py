@@ -24,10 +24,10 @@ them visible at GPU scope (the barrier's release), the arrival on the group's co
 until every program has arrived, then one read of the whole state through L2: about four L2 round
 trips per step. EXCHANGE_ONLY compiles the product out (the state is still read and summed, the
 new state written and the barrier met), so `rnnbench exchange` times that alone beside the full
-kernel. Not tried yet, for want of a GPU to validate and time it: state words that carry their step
-(data and step in one 8-byte word, as NCCL's LL protocol does), which drop the fence and turn the
-poll into the state read itself. Thread-block clusters (distributed shared memory) are not usable
-from Triton 3.6 (DESIGN.md section 9).
+kernel. State words that carry their step (data and step in one 8-byte word, as NCCL's LL protocol
+does; branch ll-exchange) drop the fence and turn the poll into the state read itself, but were
+1.2-2.6x slower than this barrier on an H200 (results/variants/20261126-h200). Thread-block
+clusters (distributed shared memory) are not usable from Triton 3.6 (DESIGN.md section 9).
 
 In the interpreter programs run one after another, so the barrier (USE_BARRIER) is compiled out
 and the launcher runs one launch per step; the barrier itself is tested with a one-program grid.

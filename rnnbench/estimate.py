@@ -9,8 +9,7 @@ It counts the jobs, the calls each one makes and what those calls cost:
   call and LONG_CALL_REPS timed ones; cuDNN adds one short profiled call per shape to tell its
   algorithm, in a child process started once;
 - a stability job makes one forward+backward (two at the curve's T), and each (radius, T) once the
-  float64 reference on the CPU.
-
+  float64 reference on the CPU;
 - a training job makes `steps` training steps (a forward+backward of its case and the optimizer's
   work) and one held-out forward.
 
@@ -28,9 +27,10 @@ import torch
 from rnnbench.backends import BACKENDS, CUDNN_BACKENDS
 from rnnbench.measure import LONG_CALL_MS, LONG_CALL_REPS
 
-# Time per step in us (forward, forward+backward) on an H100 by the largest hidden size of a bucket
-# (128, 256, 512, any larger), per backend and dtype ("half" is float16 and bfloat16 for Triton).
-H100_US_PER_STEP = {
+# Time per step in us (forward, forward+backward) by the largest hidden size of a bucket (128, 256,
+# 512, any larger), per backend and dtype ("half" is float16 and bfloat16 for Triton): H100 figures,
+# Triton's from the H200 (module docstring).
+US_PER_STEP = {
     ("cudnn", "float16"): {128: (0.7, 1.8), 256: (1.1, 2.5), 512: (4.4, 10.0), None: (4.9, 11.0)},  # fb>512 GUESS
     ("cudnn", "bfloat16"): {None: (21.7, 43.8)},  # STANDARD algorithm at every H
     ("cudnn", "float32"): {128: (0.5, 1.6), 256: (1.9, 4.6), 512: (21.4, 44.3), None: (40.0, 90.0)},  # >512 GUESS
@@ -54,15 +54,15 @@ START_AND_REPORT_S = 30.0  # imports, CUDA start-up, report and plots
 
 
 def us_per_step(backend: str, dtype: str, hidden: int, mode: str) -> float:
-    """The backend's time per step on an H100 (see H100_US_PER_STEP)."""
+    """The backend's time per step (see US_PER_STEP)."""
     if backend in CUDNN_BACKENDS:
         backend, dtype = "cudnn", BACKENDS[backend].dtype_for(dtype)
     checkpoint = backend == "triton-checkpoint"
     if backend in ("triton", "triton-checkpoint"):
         backend, dtype = "triton", "float32" if dtype in ("float32", "float64") else "half"
-    table = H100_US_PER_STEP.get((backend, dtype)) or H100_US_PER_STEP.get((backend, None))
+    table = US_PER_STEP.get((backend, dtype)) or US_PER_STEP.get((backend, None))
     if table is None:  # float64 cuDNN: as float32
-        table = H100_US_PER_STEP[(backend, "float32")]
+        table = US_PER_STEP[(backend, "float32")]
     bucket = next((h for h in (128, 256, 512) if hidden <= h and h in table), None)
     forward, both = table[bucket]
     return forward if mode == "forward" else both * (CHECKPOINT_OVERHEAD if checkpoint else 1)

@@ -286,9 +286,11 @@ def saved_activation_mib(prepared: Prepared, inputs: Inputs) -> float:
     own = {t.untyped_storage().data_ptr() for t in (inputs.x, inputs.h0, *prepared.params.values())}
     saved: dict[int, int] = {}
 
-    def pack(t: torch.Tensor) -> None:  # keeps no tensor: one kept here can be the output that holds
-        storage = t.untyped_storage()     # this graph, a cycle through C++ that gc cannot free (8 GiB
-        if storage.data_ptr() not in own:  # held after one T=64k job on the H200, 2026-11-26)
+    # pack keeps no tensor: one kept here can be the output that holds this graph, a cycle through C++
+    # that gc cannot free (8 GiB held after one T=64k job on the H200, 2026-11-26)
+    def pack(t: torch.Tensor) -> None:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in own:
             saved[storage.data_ptr()] = storage.nbytes()
     x = inputs.x.detach().requires_grad_(True)
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda _: None):  # the graph is never run backward

@@ -22,6 +22,8 @@ SCENARIO = {"name": "base", "backends": ["cudnn", "cudnn-fp16", "eager"], "basel
             "timing": {"warmup_ms": 0.1, "rep_ms": 0.5, "min_reps": 2}}
 LIMIT = "a sequence limit of this test"
 
+SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
+
 
 @pytest.fixture
 def run_dir(tmp_path, monkeypatch):
@@ -156,12 +158,11 @@ def test_host_bound_backends_stop_at_their_cap_on_cuda_only():
 def test_the_headline_scenarios_fit_their_time_on_an_h100_by_the_cost_model(name, minutes):
     """A guard on the size of the shipped scenarios, by rnnbench/estimate.py's H100 cost model (no
     timing here; the model's figures are from the 2026-11-25 H100 run, guesses marked)."""
-    from pathlib import Path
-    scenario = load_scenario(Path(__file__).resolve().parents[2] / "scenarios" / f"{name}.yaml", "full")
+    scenario = load_scenario(SCENARIOS / f"{name}.yaml", "full")
     assert estimate.run_seconds(scenario, runner.plan(scenario)) <= minutes * 60
 
 
-@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[2] / "scenarios").glob("*.yaml")),
+@pytest.mark.parametrize("path", sorted(SCENARIOS.glob("*.yaml")),
                          ids=lambda p: p.stem)
 def test_every_shipped_scenario_has_an_estimate(path):
     """Every backend and kind of job has a cost (a triton-checkpoint job once had none, and the ETA
@@ -175,8 +176,8 @@ def test_the_estimate_counts_the_calls_of_a_long_job():
                                    "metrics": ["speed", "memory"],
                                    "sweep": {"seq_len": 4096, "batch": 8, "hidden": 128}})
     job = runner.plan(scenario)[0]
-    call = 4096 * estimate.H100_US_PER_STEP[("eager", None)][None][1] / 1e6
-    forward = 4096 * estimate.H100_US_PER_STEP[("eager", None)][None][0] / 1e6
+    call = 4096 * estimate.US_PER_STEP[("eager", None)][None][1] / 1e6
+    forward = 4096 * estimate.US_PER_STEP[("eager", None)][None][0] / 1e6
     # warm-up, peak memory, the step check's and the activation memory's forwards, one untimed and three timed calls
     expected = estimate.JOB_OVERHEAD_S + 2 * call + 2 * forward + (1 + 3) * call
     assert estimate.bench_seconds(job, scenario) == pytest.approx(expected)
