@@ -8,8 +8,9 @@ Timing: on CUDA `triton.testing.do_bench` (CUDA events, L2 flushed before every 
 first), except for calls of LONG_CALL_MS or more: do_bench would make 8 or more of them, so they are
 timed LONG_CALL_REPS times with CUDA events instead; on CPU the same statistics from the calling
 thread's CPU time (wall clock with more than one thread; see cpu_clock), with a fixed thread count,
-a warm-up that lasts until the calls agree and enough calls for a stable median. All give p20/p50/p80
-in milliseconds; a wide p20-p80 spread is flagged as noisy.
+a warm-up that lasts until the calls agree, enough calls for a stable median, made only while a
+canary finds the machine quiet (Canary). All give p20/p50/p80 in milliseconds; a wide p20-p80
+spread is flagged as noisy.
 forward runs under torch.no_grad (inference); forward+backward runs the forward with autograd and
 then `torch.autograd.grad` of the output with a fixed random upstream gradient, for the input and
 every parameter. FLOPs follow the DeepBench convention: per layer 2*H*H*B*T recurrent plus
@@ -18,6 +19,7 @@ every parameter. FLOPs follow the DeepBench convention: per layer 2*H*H*B*T recu
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import statistics
 import time
@@ -112,7 +114,7 @@ def time_call(call: Callable[[], object], device: torch.device, timing, probe_ms
     call is made to find out otherwise)."""
     if device.type != "cuda":
         clock = cpu_clock(torch.get_num_threads())[0]
-        return cpu_timing(call, timing.warmup_ms, timing.rep_ms, timing.min_reps, clock), ""
+        return cpu_timing(call, timing.warmup_ms, timing.rep_ms, timing.min_reps, clock, canary(clock))
     if probe_ms is None:
         probe_ms = wall_ms(call, device)
     if probe_ms >= LONG_CALL_MS:
@@ -160,6 +162,14 @@ SETTLE_SPREAD = 1.25      # ... agree within this ratio (slowest / fastest)
 MEDIAN_AGREEMENT = 0.05   # the median is stable when those of the first and second half of the calls agree
 BUDGET_CAP = 10           # neither phase runs past this many times its budget (warmup_ms, rep_ms)
 NOISY_SPREAD = 1.5        # p80 / p20 above this marks a measurement as noisy
+# A shared host also slows this machine's cores as a whole, 1.5-2x for stretches of 1-4 s (other
+# virtual machines on the same physical cores: nothing inside this one shows them, and CPU time
+# counts them). A median taken inside such a stretch flips between two runs. So the timed calls are
+# made in rounds, each kept only when a canary (Canary) finds the machine quiet before and after it.
+ROUND_MS = 10.0           # a round: calls for about this long (one call at least)
+QUIET_RATIO = 1.25        # quiet: the canary takes at most this times its best time so far
+QUIET_WAIT_S = 10.0       # at most this long per timing spent waiting or in rounds dropped; then all are kept
+BUSY_NOTE = "busy machine: "
 
 
 def cpu_clock(threads: int) -> tuple[Callable[[], float], str]:
@@ -173,33 +183,105 @@ def cpu_clock(threads: int) -> tuple[Callable[[], float], str]:
     return time.perf_counter, f"wall clock ({threads} threads)"
 
 
+class Canary:
+    """A fixed small piece of CPU work (16 small matmuls with tanh, like a step of the eager loop;
+    about 0.07 ms) timed by the timing clock: when it takes QUIET_RATIO times its best time or more,
+    the host is slowing this machine down. Measured on a 2-core VM, calls timed while it was quiet
+    had a median 1.09x their best; while it was not, 2.0x."""
+    CALIBRATION_CALLS = 20
+    POLL_S = 0.05  # how often a wait looks again
+
+    def __init__(self, clock: Callable[[], float]):
+        self.clock = clock
+        self.x, self.w = torch.ones(4, 32), torch.full((32, 32), 0.01)
+        self.best_ms = min(self._time_ms() for _ in range(self.CALIBRATION_CALLS))
+
+    def _time_ms(self) -> float:
+        start, x = self.clock(), self.x
+        for _ in range(16):
+            x = torch.tanh(x @ self.w)
+        return (self.clock() - start) * 1e3
+
+    def _now_ms(self) -> float:
+        return min(self._time_ms(), self._time_ms())
+
+    def quiet(self) -> bool:
+        """Whether the machine is quiet now (the faster of two canary calls against the best so far,
+        which it may lower: a run that starts in a busy stretch learns the quiet speed later)."""
+        ms = self._now_ms()
+        self.best_ms = min(self.best_ms, ms)
+        return ms <= QUIET_RATIO * self.best_ms
+
+    def settle_for_now(self) -> None:
+        """The machine stayed busy for QUIET_WAIT_S: its present speed becomes the best, so that a
+        lasting load (a build on the other cores) costs one wait, not one per timing."""
+        self.best_ms = self._now_ms()
+
+    def wait_until_quiet(self, limit_s: float) -> float:
+        """Seconds waited (sleeping between looks) until quiet, or limit_s."""
+        start = time.perf_counter()
+        while not self.quiet() and time.perf_counter() - start < limit_s:
+            time.sleep(self.POLL_S)
+        return time.perf_counter() - start
+
+
+@functools.cache
+def canary(clock: Callable[[], float]) -> Canary:
+    """The process's canary for this clock: its best time is learnt across every timing of a run."""
+    return Canary(clock)
+
+
 def cpu_timing(call: Callable[[], object], warmup_ms: float, rep_ms: float, min_reps: int,
-               clock: Callable[[], float] = time.perf_counter) -> tuple[float, float, float]:
+               clock: Callable[[], float] = time.perf_counter, quiet: Canary | None = None
+               ) -> tuple[tuple[float, float, float], str]:
     """CPU timing: warm-up calls until SETTLE_CALLS in a row agree (at least warmup_ms), then timed
-    calls, at least min_reps and rep_ms, until the median is stable; quantiles of the per-call times
-    in milliseconds by `clock`. Python's garbage collector is off while timing (as in timeit): a
-    collection would land in one call at random."""
-    _repeat(call, warmup_ms, _settled, 1, clock)
-    return quantiles(_repeat(call, rep_ms, _median_stable, min_reps, clock))
-
-
-def _repeat(call: Callable[[], object], budget_ms: float, done: Callable[[list[float]], bool],
-            min_calls: int, clock: Callable[[], float]) -> list[float]:
-    """Per-call times (ms) of calls made until min_calls and budget_ms are reached and done(times)
-    holds, or BUDGET_CAP * budget_ms has passed."""
-    times: list[float] = []
+    calls in rounds kept while `quiet` finds the machine quiet (all kept without one), at least
+    min_reps and rep_ms, until the median is stable. Returns the quantiles of the per-call times in
+    milliseconds by `clock`, and a note if the machine stayed busy past QUIET_WAIT_S. Python's
+    garbage collector is off while timing (as in timeit): a collection would land in one call at random."""
     gc.collect()
     gc.disable()
     try:
-        while True:
-            t0 = clock()
-            call()
-            times.append((clock() - t0) * 1e3)
-            spent = sum(times)
-            if len(times) >= min_calls and (spent >= BUDGET_CAP * budget_ms or (spent >= budget_ms and done(times))):
-                return times
+        _calls(call, clock, lambda times: sum(times) >= warmup_ms and _settled(times), warmup_ms)
+        times, busy_s = _quiet_rounds(call, clock, rep_ms, min_reps, quiet)
     finally:
         gc.enable()
+    note = f"{BUSY_NOTE}no quiet stretch within {QUIET_WAIT_S:g} s, timed anyway" if busy_s >= QUIET_WAIT_S else ""
+    return quantiles(times), note
+
+
+def _quiet_rounds(call: Callable[[], object], clock: Callable[[], float], rep_ms: float, min_reps: int,
+                  quiet: Canary | None) -> tuple[list[float], float]:
+    """Per-call times (ms) of the rounds kept, until min_reps calls and rep_ms are reached and the
+    median is stable, or BUDGET_CAP * rep_ms; and the seconds spent busy (waiting, or in rounds
+    dropped), which stop at QUIET_WAIT_S: from then on every round is kept."""
+    times: list[float] = []
+    busy_s = 0.0
+    while True:
+        if quiet is not None and busy_s < QUIET_WAIT_S:
+            busy_s += quiet.wait_until_quiet(QUIET_WAIT_S - busy_s)
+            if busy_s >= QUIET_WAIT_S:
+                quiet.settle_for_now()
+        calls = _calls(call, clock, lambda round_: sum(round_) >= ROUND_MS, rep_ms)
+        if quiet is None or busy_s >= QUIET_WAIT_S or quiet.quiet():
+            times += calls
+        else:
+            busy_s += sum(calls) / 1e3
+        spent = sum(times)
+        if len(times) >= min_reps and (spent >= BUDGET_CAP * rep_ms or (spent >= rep_ms and _median_stable(times))):
+            return times, busy_s
+
+
+def _calls(call: Callable[[], object], clock: Callable[[], float], done: Callable[[list[float]], bool],
+           budget_ms: float) -> list[float]:
+    """Per-call times (ms) of calls made until done(times) holds or BUDGET_CAP * budget_ms has passed."""
+    times: list[float] = []
+    while True:
+        t0 = clock()
+        call()
+        times.append((clock() - t0) * 1e3)
+        if done(times) or sum(times) >= BUDGET_CAP * budget_ms:
+            return times
 
 
 def _settled(times: list[float]) -> bool:

@@ -13,7 +13,7 @@ import yaml
 from rnnbench import profile as profiling
 from rnnbench.backends import FP16_REFERENCE, display_name
 from rnnbench.launches import GROUPS, algorithm_of
-from rnnbench.measure import LONG_CALL_NOTE, NOISY_NOTE, NOISY_SPREAD, noise_note
+from rnnbench.measure import BUSY_NOTE, LONG_CALL_NOTE, NOISY_NOTE, NOISY_SPREAD, QUIET_WAIT_S, noise_note
 from rnnbench.plots import make_plots, where_time_goes_figure
 from rnnbench.results import (
     FALLBACK_NOTE,
@@ -29,7 +29,8 @@ from rnnbench.results import (
 )
 from rnnbench.schema import CASE_FIELDS, Case, cpu_sweep_text
 
-CPU_BANNER = ("CPU sweep: no CUDA GPU was present, so this ran {sweep}, timed by {clock}; peak memory "
+CPU_BANNER = ("CPU sweep: no CUDA GPU was present, so this ran {sweep}, timed by {clock} while a canary "
+              "found the machine quiet; peak memory "
               "needs CUDA and is not measured. It checks that everything works; it says nothing about GPU "
               "performance.")
 NOISY = "⚠"
@@ -57,14 +58,14 @@ def md_table(headers: list[str], rows: list[list[str]]) -> str:
 
 
 def cell(row: pd.Series, spread: bool) -> str:
-    """A table cell: the p50 (with [p20-p80] where asked and present, marked when noisy) or the
-    error, shortened."""
+    """A table cell: the p50 (with [p20-p80] where asked and present, marked when noisy or timed on a
+    busy machine) or the error, shortened."""
     if row.error:
         return "✗ " + row.error.split(":")[0]
     text = fmt(row.p50)
     if spread and not pd.isna(row.p20):
         text += f" [{fmt(row.p20)}–{fmt(row.p80)}]"
-        if noise_note(row.p20, row.p80):
+        if noise_note(row.p20, row.p80) or busy(row):
             text += " " + NOISY
     return text
 
@@ -192,11 +193,27 @@ def speed_sections(bench: pd.DataFrame, baselines: list[str], columns: dict[str,
         for (mode, dtype), group in rows.groupby(["mode", "dtype"], sort=False):
             out += [f"**{mode}, {dtype}** — p50 [p20–p80]", pivot_table(group, index, columns, spread=True)]
         if metric == "latency":
-            noisy = sum(bool(noise_note(r.p20, r.p80)) for r in rows.itertuples() if not pd.isna(r.p20))
-            if noisy:
-                out.append(f"{NOISY} noisy: {noisy} of these timings have p80/p20 > {NOISY_SPREAD:g} (marked in the "
-                           f"note column of results.csv too). Other work on the machine is the usual cause; their "
-                           f"p50 may move between runs.")
+            out += unsteady_notes(rows)
+    return out
+
+
+def busy(row) -> bool:
+    """Whether a CPU timing was made on a machine that stayed busy (measure.Canary)."""
+    return BUSY_NOTE in row.note
+
+
+def unsteady_notes(latency: pd.DataFrame) -> list[str]:
+    """What the ⚠ marks under the latency tables mean, with how many there are."""
+    timed = [r for r in latency.itertuples() if not pd.isna(r.p20)]
+    noisy, busy_ = sum(bool(noise_note(r.p20, r.p80)) for r in timed), sum(busy(r) for r in timed)
+    out = []
+    if noisy:
+        out.append(f"{NOISY} noisy: {noisy} of these timings have p80/p20 > {NOISY_SPREAD:g} (marked in the note "
+                   f"column of results.csv too). Other work on the machine is the usual cause; their p50 may move "
+                   f"between runs.")
+    if busy_:
+        out.append(f"{NOISY} busy: {busy_} of these timings found no quiet stretch of the machine within "
+                   f"{QUIET_WAIT_S:g} s and were timed anyway (note column); their p50 may move between runs.")
     return out
 
 

@@ -27,8 +27,8 @@ def test_cpu_timing_times_what_it_calls():
     def sleep():
         calls.append(1)
         time.sleep(0.002)
-    p20, p50, p80 = measure.cpu_timing(sleep, warmup_ms=1, rep_ms=5, min_reps=4)  # wall clock by default
-    assert 2.0 <= p20 <= p50 <= p80 < 50
+    (p20, p50, p80), note = measure.cpu_timing(sleep, warmup_ms=1, rep_ms=5, min_reps=4)  # wall clock by default
+    assert 2.0 <= p20 <= p50 <= p80 < 50 and note == ""
     assert len(calls) >= 1 + 4
 
 
@@ -45,8 +45,8 @@ def test_thread_clock_counts_the_calls_own_work_not_time_off_the_cpu():
         burn(2)
         time.sleep(0.006)
     clock, name = measure.cpu_clock(1)
-    thread_p50 = measure.cpu_timing(work_then_wait, 1, 10, 3, clock)[1]
-    wall_p50 = measure.cpu_timing(work_then_wait, 1, 10, 3, measure.cpu_clock(2)[0])[1]
+    thread_p50 = measure.cpu_timing(work_then_wait, 1, 10, 3, clock)[0][1]
+    wall_p50 = measure.cpu_timing(work_then_wait, 1, 10, 3, measure.cpu_clock(2)[0])[0][1]
     assert 1.9 <= thread_p50 < 4 and wall_p50 >= 8
     assert "CPU time" in name and "wall clock" in measure.cpu_clock(2)[1]
 
@@ -67,23 +67,118 @@ class ScriptedCall:
 
 def test_warm_up_lasts_until_consecutive_calls_agree():
     call = ScriptedCall([90, 60, 40, 30, 10, 10.5, 10] + [10] * 100)
-    timed = measure.cpu_timing(call, warmup_ms=30, rep_ms=45, min_reps=5, clock=call.clock)
+    timed = measure.cpu_timing(call, warmup_ms=30, rep_ms=45, min_reps=5, clock=call.clock)[0]
     assert timed == pytest.approx((10, 10, 10))  # none of the slow first calls was timed
     assert call.calls == 7 + 5  # warm-up ended with the third agreeing call; then min_reps and rep_ms
 
 
 def test_timed_calls_go_on_until_the_median_is_stable():
     call = ScriptedCall([1] * 6 + [2] * 1000)  # 3 warm-up calls; the machine slows down after 3 timed ones
-    p20, p50, p80 = measure.cpu_timing(call, warmup_ms=1, rep_ms=5, min_reps=2, clock=call.clock)
-    # rep_ms alone would stop after 4 timed calls (1+1+1+2 ms), when the first half's median is 1 and
-    # the second half's 1.5; the calls go on until both halves agree on 2
-    assert p50 == pytest.approx(2) and call.calls == 3 + 14
+    p20, p50, p80 = measure.cpu_timing(call, warmup_ms=1, rep_ms=5, min_reps=2, clock=call.clock)[0]
+    # rounds of 10 ms: the first (1+1+1+2+2+2+2 ms) meets rep_ms and min_reps, but its halves' medians
+    # are 1 and 2; so is the second's (1.5 and 2); after the third both halves agree on 2
+    assert p50 == pytest.approx(2) and call.calls == 3 + 7 + 5 + 5
 
 
 def test_timing_never_runs_past_ten_times_its_budget():
-    call = ScriptedCall([1, 3] * 1000)  # never settles, the median keeps moving
+    durations = [1, 3] * 50 + list(range(4, 100))  # never settles (100 ms), then the median keeps growing
+    call = ScriptedCall(durations)
     measure.cpu_timing(call, warmup_ms=10, rep_ms=20, min_reps=3, clock=call.clock)
-    assert call.now * 1e3 <= measure.BUDGET_CAP * (10 + 20) + 2 * 3
+    last = durations[call.calls - 1]
+    assert call.now * 1e3 <= measure.BUDGET_CAP * (10 + 20) + last and call.calls < len(durations)
+
+
+class BusyStretch:
+    """A canary for a ScriptedCall: the machine is busy while the call's clock is in [start, end) ms,
+    and calls made then take twice as long; waiting for quiet moves the clock to the stretch's end."""
+
+    def __init__(self, call: ScriptedCall, start_ms: float, end_ms: float):
+        self.call, self.start, self.end = call, start_ms / 1e3, end_ms / 1e3
+        self.call_then = call.__call__
+
+    def busy(self) -> bool:
+        return self.start <= self.call.now < self.end
+
+    def slowed_call(self):
+        before = self.call.now
+        self.call_then()
+        if self.busy():
+            self.call.now += self.call.now - before
+
+    def quiet(self) -> bool:
+        return not self.busy()
+
+    def wait_until_quiet(self, limit_s: float) -> float:
+        waited = min(self.end - self.call.now, limit_s) if self.busy() else 0.0
+        self.call.now += waited
+        return waited
+
+    def settle_for_now(self):
+        self.settled = True
+
+
+def test_rounds_timed_while_the_machine_is_busy_are_dropped():
+    call = ScriptedCall([1.0] * 10_000)
+    stretch = BusyStretch(call, start_ms=20, end_ms=2000)  # it begins during the first timed rounds
+    timed, note = measure.cpu_timing(stretch.slowed_call, warmup_ms=3, rep_ms=50, min_reps=5, clock=call.clock,
+                                     quiet=stretch)
+    assert timed == pytest.approx((1, 1, 1)) and note == ""  # without the canary the slow rounds make p50 2
+    assert call.now > 2.0  # it waited the stretch out
+
+
+def test_a_machine_busy_throughout_is_timed_anyway_and_says_so():
+    call = ScriptedCall([1.0] * 100_000)
+    stretch = BusyStretch(call, start_ms=0, end_ms=1e9)
+    timed, note = measure.cpu_timing(stretch.slowed_call, warmup_ms=3, rep_ms=50, min_reps=5, clock=call.clock,
+                                     quiet=stretch)
+    assert timed == pytest.approx((2, 2, 2))
+    assert note.startswith(measure.BUSY_NOTE) and f"{measure.QUIET_WAIT_S:g} s" in note
+    assert stretch.settled  # the next timing takes this speed for quiet
+
+
+class SteppedClock:
+    """A clock that moves by `step` seconds every time it is read."""
+
+    def __init__(self, step: float):
+        self.now, self.step = 0.0, step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+def test_canary_flags_a_slower_machine_and_learns_a_faster_one():
+    clock = SteppedClock(1e-4)
+    canary = measure.Canary(clock)
+    assert canary.best_ms == pytest.approx(0.1) and canary.quiet()
+    clock.step = 1.3e-4  # 30% slower than its best
+    assert not canary.quiet()
+    clock.step = 0.5e-4  # faster than ever: the new best
+    assert canary.quiet() and canary.best_ms == pytest.approx(0.05)
+    clock.step = 1e-4
+    assert not canary.quiet()
+    canary.settle_for_now()  # a lasting load: its speed becomes the quiet one
+    assert canary.quiet() and canary.best_ms == pytest.approx(0.1)
+
+
+def test_waiting_for_quiet_polls_until_quiet_or_the_limit():
+    class Scripted(measure.Canary):
+        POLL_S = 0.001
+
+        def __init__(self, answers):
+            self.answers = iter(answers)
+
+        def quiet(self):
+            return next(self.answers)
+    assert Scripted([True]).wait_until_quiet(1.0) < 0.5
+    assert 0.002 <= Scripted([False, False, True]).wait_until_quiet(1.0) < 0.5
+    assert 0.02 <= Scripted([False] * 10_000).wait_until_quiet(0.02) < 0.5
+
+
+def test_time_call_on_cpu_shares_one_canary_per_clock():
+    clock = measure.cpu_clock(1)[0]
+    assert measure.canary(clock) is measure.canary(clock)
+    assert measure.canary(clock).best_ms > 0
 
 
 def test_noisy_when_p80_over_p20_is_wide():

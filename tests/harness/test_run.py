@@ -21,7 +21,7 @@ import pytest
 import torch
 import yaml
 
-from rnnbench import runner
+from rnnbench import measure, runner
 from rnnbench.backends import BACKENDS
 from rnnbench.cli import EXIT_BROKEN_PIPE, EXIT_UNITS_FAILED, main
 from rnnbench.results import COLUMNS, JOB_COLUMNS, RunFolder, job_key
@@ -302,6 +302,19 @@ def test_noisy_timings_are_marked_in_the_csv_and_the_report(tiny, monkeypatch):
     assert "| T=8 B=2 H=8 I=8 L=1 | 2 [1–3] ⚠ |" in report and "| T=4 B=2 H=8 I=8 L=1 | 1.1 [1–1.2] |" in report
     assert "⚠ noisy: 1 of these timings have p80/p20 > 1.5" in report
     assert "| eager | eager PyTorch loop |  |" in report  # a measurement's note is not a fact of the backend
+
+
+def test_timings_on_a_machine_that_stayed_busy_are_marked_in_the_csv_and_the_report(tiny, monkeypatch):
+    busy = measure.BUSY_NOTE + "no quiet stretch within 10 s, timed anyway"
+    timings = iter([((1.0, 1.1, 1.2), ""), ((1.0, 1.1, 1.2), busy)])  # T=4 quiet, T=8 busy
+    monkeypatch.setattr(runner.measure, "time_call", lambda *args: next(timings))
+    tiny.write_text(yaml.safe_dump({**TINY, "metrics": ["speed"], "backends": ["eager"], "modes": ["forward"]}))
+    assert run_tiny(tiny) == 0
+    rows = RunFolder(tiny.parent / "out" / "tiny" / "r").rows()
+    assert {r["seq_len"] for r in rows if busy in r["note"]} == {"8"}
+    report = (tiny.parent / "out" / "tiny" / "r" / "report.md").read_text()
+    assert "| T=8 B=2 H=8 I=8 L=1 | 1.1 [1–1.2] ⚠ |" in report and "| T=4 B=2 H=8 I=8 L=1 | 1.1 [1–1.2] |" in report
+    assert "⚠ busy: 1 of these timings found no quiet stretch" in report and "noisy:" not in report
 
 
 def test_the_old_spelling_of_sweep_still_works_and_says_the_new_one(tiny, capsys):
