@@ -34,8 +34,30 @@ per-step tile passes through shared memory to or from the accumulator's layout (
 CTA barriers per step, 6 of the backward's 8: the audit's bar/step); load_tile and store_tile by
 inline PTX take the accumulator's layout instead (2 left: h through shared memory as the MMA's right
 operand), at the cost of per-element addressing. Timed, that pays in the forward up to BLOCK_H = 128
-only (ACC_LAYOUT_IO_MAX_BLOCK_H). fp32 multiplies by 3xTF32 (tf32x3: fp32 accuracy, on tensor
-cores); float64 (for gradcheck) by the plain product.
+only (ACC_LAYOUT_IO_MAX_BLOCK_H). float64 (for gradcheck) multiplies by the plain product.
+
+fp32 multiplies on tensor cores at fp32 accuracy by 3xTF32: with x_hi = x rounded to TF32 and
+x_lo = x - x_hi (exact in fp32; the MMA reads its top TF32 bits)::
+
+    U h = U_hi h_hi + U_lo h_hi + U_hi h_lo (+ U_lo h_lo, 2^-22 of it)
+
+Triton's tf32x3 (FP32_PRODUCT's default; the compiler splits U once, before the loop) issues the
+terms as three dots, each one wgmma group followed by a full wait: the step is latency-bound, and
+its SASS holds 3 groups of 16 HGMMA per warpgroup at BLOCK_H = 128 against bf16's one of 8. The
+one-dot products issue all four terms as ONE dot of doubled operands, split once before the loop on
+U's side (left_operand) and every step on h's (two integer operations and a subtraction per element):
+
+    one-dot-k (K and N doubled):  [U_lo | U_hi] @ [P; P] = [U h_hi, U h_lo],   P = [h_hi, h_lo]
+    one-dot-m (M and N doubled):  [U_hi; U_lo] @ [h_hi | h_lo] = [[U_hi h_hi, U_hi h_lo], [U_lo h_hi, U_lo h_lo]]
+
+then sum the result's blocks. Both do 4/3 of 3xTF32's MMA work in one group with one wait. one-dot-k
+keeps P's two columns of each batch row side by side (h_hi, h_lo alternate) and its result's halves
+too; one-dot-m interleaves U_hi's and U_lo's rows by 8, since an MMA accumulator gives each thread
+rows r and r+8: every sum stays in the thread's registers. The products start from zero and the
+carry-in (xw, dy) is added after, in fp32, as Triton's tf32x3 does: the pre-split 3xTF32 (reverted in
+3e06d3b), which chained its products onto xw, had 4x tf32x3's error on the H200 (1.0e-6 against
+2.5e-7, results/variants/20261126-h200). In one-dot-k, U_lo comes first in K, so that h_hi's small
+terms are summed before its large ones, as in tf32x3.
 """
 from dataclasses import dataclass
 
@@ -53,6 +75,13 @@ PIN = 1.0  # the runtime float U is multiplied by before the time loop (see the 
 # forward 10% faster at H = 128 but 12-23% slower at H = 256, the backward 3-38% slower everywhere
 # (more address arithmetic per element than barriers saved). 0 turns it off.
 ACC_LAYOUT_IO_MAX_BLOCK_H = {"forward": 128, "backward": 0}
+# fp32's product (module docstring): Triton's tf32x3, three dots each waited for, or the terms of 3xTF32
+# in one dot (one-dot-k, one-dot-m), read at every launch. The one-dot products are not yet timed:
+# tf32x3 stays until a GPU says otherwise (.ci/gpu_variants.py --variant fp32-tf32x3 fp32-one-dot-k ...).
+ONE_DOT_K = tl.constexpr("one-dot-k")
+ONE_DOT_M = tl.constexpr("one-dot-m")
+FP32_PRODUCTS = ("tf32x3", ONE_DOT_K.value, ONE_DOT_M.value)
+FP32_PRODUCT = "tf32x3"
 
 
 @dataclass(frozen=True)
@@ -67,7 +96,7 @@ def launch_keywords(config: ResidentBlocks, nonlinearity: str, dtype: torch.dtyp
                     backward: bool) -> dict:
     """Everything a resident kernel takes besides tensors and sizes, as its launcher passes it."""
     keywords = config.keywords() | common_keywords(nonlinearity, dtype, interpreted)
-    keywords["DOT_PRECISION"] = "tf32x3" if dtype == torch.float32 else "ieee"
+    keywords["DOT_PRECISION"] = FP32_PRODUCT if dtype == torch.float32 else "ieee"
     limit = ACC_LAYOUT_IO_MAX_BLOCK_H["backward" if backward else "forward"]
     keywords["ACC_LAYOUT_IO"] = config.BLOCK_H <= limit and not interpreted and dtype in SIXTEEN_BIT
     if not backward:  # the backward has no tanh: act' comes from h
@@ -134,12 +163,63 @@ def store_tile(base, tile, value, mask, ACC_LAYOUT_IO: tl.constexpr):
 
 
 @triton.jit
+def tf32_round(x):
+    """fp32 x rounded to TF32 (10 mantissa bits, to nearest, ties away, as cvt.rna.tf32.f32 does), in
+    integer operations so that the interpreter rounds too."""
+    bits = x.to(tl.int32, bitcast=True)
+    return ((bits + 0x1000) & -0x2000).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def side_by_side(a, b):
+    """[a | b]: two [R, C] tensors as one [R, 2C]."""
+    return tl.reshape(tl.permute(tl.join(a, b), (0, 2, 1)), (a.shape[0], 2 * a.shape[1]))
+
+
+@triton.jit
+def left_operand(u, DOT_PRECISION: tl.constexpr):
+    """The product's left operand made of the pinned U (or U^T): itself, or for the one-dot products its
+    TF32 parts, [U_lo | U_hi] (ONE_DOT_K) or U_hi's and U_lo's rows interleaved by 8 (ONE_DOT_M)."""
+    if DOT_PRECISION == ONE_DOT_K:
+        hi = tf32_round(u)
+        return side_by_side(u - hi, hi)
+    elif DOT_PRECISION == ONE_DOT_M:
+        hi = tf32_round(u)
+        M: tl.constexpr = u.shape[0]
+        K: tl.constexpr = u.shape[1]
+        parts = tl.join(tl.reshape(hi, (M // 8, 8, K)), tl.reshape(u - hi, (M // 8, 8, K)))  # [q, r, k, part]
+        return tl.reshape(tl.permute(parts, (0, 3, 1, 2)), (2 * M, K))  # row 16q + 8part + r
+    else:
+        return u
+
+
+@triton.jit
 def product(u, carry, acc, IO_DTYPE: tl.constexpr, DOT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr):
-    """acc + u @ round(carry, IO_DTYPE), accumulated in acc's dtype (fp32, as cuDNN does)."""
+    """acc + u @ round(carry, IO_DTYPE), accumulated in acc's dtype (fp32, as cuDNN does); u as
+    left_operand makes it. The one-dot products start from zero and add acc after (module docstring)."""
     operand = carry.to(IO_DTYPE)
     if UPCAST_DOT:
         operand = operand.to(tl.float32)
-    return tl.dot(u, operand, acc, input_precision=DOT_PRECISION, out_dtype=acc.dtype)
+    if DOT_PRECISION == ONE_DOT_K or DOT_PRECISION == ONE_DOT_M:
+        hi = tf32_round(operand)
+        if DOT_PRECISION == ONE_DOT_K:
+            # [U_lo | U_hi] @ [P; P], P = h_hi and h_lo in alternate columns (the layout with the fewest
+            # barriers per step: none at BLOCK_H = 16): the result's columns 2b, 2b+1 are U h_hi, U h_lo.
+            parts = tl.interleave(hi, operand - hi)
+            stacked = tl.reshape(tl.permute(tl.join(parts, parts), (2, 0, 1)), (2 * parts.shape[0], parts.shape[1]))
+            terms = tl.dot(u, stacked, input_precision="tf32", out_dtype=acc.dtype)
+            big, small = tl.split(tl.reshape(terms, (terms.shape[0], terms.shape[1] // 2, 2)))
+        else:
+            # Interleaved U_hi and U_lo rows @ [h_hi | h_lo] (alternate columns, as above, fail to compile in
+            # Triton 3.6: "Illegal shared layout"); an element's two rows summed, then the two halves.
+            terms = tl.dot(u, side_by_side(hi, operand - hi), input_precision="tf32", out_dtype=acc.dtype)
+            M: tl.constexpr = terms.shape[0] // 2
+            C: tl.constexpr = terms.shape[1] // 2
+            terms = tl.reshape(tl.sum(tl.reshape(terms, (M // 8, 2, 8, 2 * C)), axis=1), (M, 2, C))
+            big, small = tl.split(tl.permute(terms, (0, 2, 1)))
+        return acc + (big + small)
+    else:
+        return tl.dot(u, operand, acc, input_precision=DOT_PRECISION, out_dtype=acc.dtype)
 
 
 @triton.jit
@@ -163,7 +243,7 @@ def resident_forward_kernel(
 ):
     IO_DTYPE: tl.constexpr = y_ptr.dtype.element_ty
     tile, mask = transposed_tile(B, H, BLOCK_B, BLOCK_H)
-    u = load_pinned_u(u_ptr, pin, H, BLOCK_H, False, ACC_DTYPE, UPCAST_DOT)
+    u = left_operand(load_pinned_u(u_ptr, pin, H, BLOCK_H, False, ACC_DTYPE, UPCAST_DOT), DOT_PRECISION)
     stride = B * H
     t = tl.cast(t_first, tl.int64)  # 64-bit: t * B * H can pass 2^31
     h = tl.load(h0_ptr + tile, mask=mask, other=0.0).to(ACC_DTYPE)
@@ -197,7 +277,7 @@ def resident_backward_kernel(
 ):
     IO_DTYPE: tl.constexpr = da_ptr.dtype.element_ty
     tile, mask = transposed_tile(B, H, BLOCK_B, BLOCK_H)
-    u_t = load_pinned_u(u_ptr, pin, H, BLOCK_H, True, ACC_DTYPE, UPCAST_DOT)
+    u_t = left_operand(load_pinned_u(u_ptr, pin, H, BLOCK_H, True, ACC_DTYPE, UPCAST_DOT), DOT_PRECISION)
     stride = B * H
     t = tl.cast(t_first, tl.int64)
     # The first reverse step has no carry: da = dy * act'(h).
