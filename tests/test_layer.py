@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from kernels import ElmanRNNModel, TritonRNN
+from kernels import ElmanRNNModel, TritonRNN, resident
 
 from helpers import DTYPES, TOLERANCE, reference_copy, rel_err, run_and_backward
 
@@ -15,10 +15,9 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("kernel", ["auto", "stepwise"])
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", CASES, ids=str)
-def test_matches_nn_rnn_float64(case, dtype, kernel, device):
+def check_layer_against_nn_rnn(case, dtype, kernel, device):
+    """TritonRNN built as CASES[case] says: outputs within dtype's tolerance of float64 nn.RNN's, gradients
+    within 4x, on the tier kernel asks for."""
     spec = dict(CASES[case])
     T, B, H, no_h0 = spec.pop("T"), spec.pop("B"), spec.pop("H"), spec.pop("no_h0", False)
     torch.manual_seed(0)
@@ -40,6 +39,21 @@ def test_matches_nn_rnn_float64(case, dtype, kernel, device):
         assert rel_err(grads[name].cpu(), ref_grad) < 4 * tol, name
     assert layer.last_plans and all(p.tier == ("stepwise" if kernel == "stepwise" else "resident")
                                     for p in layer.last_plans)
+
+
+@pytest.mark.parametrize("kernel", ["auto", "stepwise"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_matches_nn_rnn_float64(case, dtype, kernel, device):
+    check_layer_against_nn_rnn(case, dtype, kernel, device)
+
+
+@pytest.mark.parametrize("fp32_product", [p for p in resident.FP32_PRODUCTS if p != resident.FP32_PRODUCT])
+@pytest.mark.parametrize("case", ["1layer-tanh-h48-b5", "2layer-relu-bidir-batchfirst"])
+def test_fp32_products_match_nn_rnn_float64(case, fp32_product, device, monkeypatch):
+    """The resident fp32 products other than the default, through the layer (both directions, stacked)."""
+    monkeypatch.setattr(resident, "FP32_PRODUCT", fp32_product)
+    check_layer_against_nn_rnn(case, torch.float32, "auto", device)
 
 
 def test_state_dict_round_trips_with_nn_rnn(device):

@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from kernels import resident
 from kernels.dispatch import TIERS, plan_for, recurrence_backward, recurrence_forward
 from kernels.runtime import interpreting
 from kernels.split import SplitBlocks, split_backward, split_forward
@@ -22,14 +23,9 @@ def make_inputs(T, B, H, dtype, device, seed=0):
     return [t.to(device=device, dtype=dtype) for t in (xw, h0, u, dy)]
 
 
-@pytest.mark.parametrize("tier", ["resident", "stepwise"])
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "T{}-B{}-H{}".format(*s))
-@pytest.mark.parametrize("nonlinearity,reverse", [("tanh", False), ("relu", True)])
-def test_kernel_matches_float64_reference(tier, dtype, shape, nonlinearity, reverse, device):
+def check_against_reference(tier, dtype, shape, nonlinearity, reverse, device):
+    """One tier's forward and backward kernels against float64, each within the dtype's tolerance."""
     T, B, H = shape
-    if tier == "resident" and H > 128 and dtype == torch.float32:
-        pytest.skip("beyond the fp32 resident limit (covered by the dispatch tests)")
     xw, h0, u, dy = make_inputs(T, B, H, dtype, device)
     plan = plan_for(H, B, dtype, device, kernel=tier)
     y = recurrence_forward(plan, xw, h0, u, nonlinearity, reverse)
@@ -40,6 +36,27 @@ def test_kernel_matches_float64_reference(tier, dtype, shape, nonlinearity, reve
     da, dh0 = recurrence_backward(plan, ref_y.to(device=device, dtype=dtype), dy, u, nonlinearity, reverse)
     assert rel_err(da.cpu(), ref_da) < 2 * TOLERANCE[dtype]
     assert rel_err(dh0.cpu(), ref_dh0) < 2 * TOLERANCE[dtype]
+
+
+@pytest.mark.parametrize("tier", ["resident", "stepwise"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "T{}-B{}-H{}".format(*s))
+@pytest.mark.parametrize("nonlinearity,reverse", [("tanh", False), ("relu", True)])
+def test_kernel_matches_float64_reference(tier, dtype, shape, nonlinearity, reverse, device):
+    if tier == "resident" and shape[2] > 128 and dtype == torch.float32:
+        pytest.skip("beyond the fp32 resident limit (covered by the dispatch tests)")
+    check_against_reference(tier, dtype, shape, nonlinearity, reverse, device)
+
+
+@pytest.mark.parametrize("fp32_product", [p for p in resident.FP32_PRODUCTS if p != resident.FP32_PRODUCT])
+@pytest.mark.parametrize("shape", [s for s in SHAPES if s[2] <= 128], ids=lambda s: "T{}-B{}-H{}".format(*s))
+@pytest.mark.parametrize("nonlinearity,reverse", [("tanh", False), ("relu", True)])
+def test_resident_fp32_products_match_float64_reference(fp32_product, shape, nonlinearity, reverse, device,
+                                                        monkeypatch):
+    """The fp32 products other than the default (test_kernel_matches_float64_reference runs that one).
+    The interpreter multiplies TF32 exactly: this checks their algebra, test_fp32_..._accuracy their precision."""
+    monkeypatch.setattr(resident, "FP32_PRODUCT", fp32_product)
+    check_against_reference("resident", torch.float32, shape, nonlinearity, reverse, device)
 
 
 def test_hidden_state_carried_in_fp32_not_io_dtype(device):
@@ -118,24 +135,31 @@ def tf32(x: torch.Tensor) -> torch.Tensor:
 
 
 def emulated_product(a: torch.Tensor, b: torch.Tensor, precision: str) -> torch.Tensor:
-    """a @ b as tl.dot computes it for fp32 operands in this precision, products summed in float64
+    """a @ b as the kernels compute it for fp32 operands in this precision, products summed in float64
     (the order of the fp32 accumulation aside): ieee exact; tf32 one rounded pass; tf32x3 the big and
-    small TF32 parts, big*big + big*small + small*big."""
+    small TF32 parts, big*big + big*small + small*big; the resident one-dot products small*small too."""
     if precision == "ieee":
         return a.double() @ b.double()
     a_big, b_big = tf32(a), tf32(b)
     product = a_big.double() @ b_big.double()
-    if precision == "tf32x3":
+    if precision != "tf32":
         a_small, b_small = tf32(a - a_big), tf32(b - b_big)
         product += a_big.double() @ b_small.double() + a_small.double() @ b_big.double()
+    if precision in (resident.ONE_DOT_K.value, resident.ONE_DOT_M.value):
+        product += a_small.double() @ b_small.double()
     return product
 
 
-@pytest.mark.parametrize("tier", ["resident", "split"])
-def test_fp32_kernels_multiply_at_fp32_accuracy(tier):
+FP32_PRECISIONS = [("resident", p) for p in resident.FP32_PRODUCTS] + [("split", None)]
+
+
+@pytest.mark.parametrize("tier,fp32_product", FP32_PRECISIONS)
+def test_fp32_kernels_multiply_at_fp32_accuracy(tier, fp32_product, monkeypatch):
     """The interpreter multiplies fp32 exactly whatever the precision asked, so the fp32 precision the
     compiled kernels use is checked here by emulation: a 200-step recurrence through it stays within
     the fp32 tolerance of float64 (plain TF32 does not: 2.5e-4 here, against 7e-8 for 3xTF32)."""
+    if fp32_product:
+        monkeypatch.setattr(resident, "FP32_PRODUCT", fp32_product)
     H = 128 if tier == "resident" else 256
     blocks = plan_for(H, 1, torch.float32, kernel=tier).config.forward
     precision = TIERS[tier].launch_keywords(blocks, "tanh", torch.float32, interpreted=False,
