@@ -24,12 +24,17 @@ H a multiple of 16), and reports:
     U being re-read every step;
   - bar/step: CTA barriers (BAR.SYNC, BAR.ARV, BAR.RED: bar.sync and friends in PTX) in the SASS of
     the time loop, each one a point where every warp waits for the slowest; reported, not checked.
+  - mma/step and waits/step: the tensor-core MMA instructions of the time loop (HGMMA: wgmma; HMMA:
+    mma.sync) and the waits for wgmma groups (WARPGROUP.DEPBAR), which put the MMAs' latency on the
+    step's serial chain; reported, not checked.
     The JSON also lists every barrier-like instruction of the loop by opcode (barrier_kinds): BAR.*,
     the mbarrier operations SYNCS.*, and the warpgroup fences of wgmma WARPGROUP.* (which wait for
     the warp's own wgmma, not for other warps);
 - split kernels: the grid barrier's release arrival and acquire poll are in the PTX.
 
 Run it as `python -m kernels.audit` (prints the table, exits 1 on any failure); the test suite runs it too.
+`--fp32-product` audits the resident kernels with another fp32 product than the default
+(resident.FP32_PRODUCT), so that the variants a GPU will time can be compared here first.
 """
 from __future__ import annotations
 
@@ -51,6 +56,9 @@ PERSISTENT_TIERS = ("resident", "split")  # U (or its slice) is held on chip for
 U_LOAD = re.compile(r"%resident_u\S* = tt\.load ")  # the loads of U keep their Python name in the TTGIR
 RE_READ_LIMIT = 0.5     # smem/step beyond h, as a fraction of U's bytes, above which U counts as re-read
 RE_READ_MIN_BLOCK_H = 128
+# Passes of a product over h per step, by DOT_PRECISION: 3xTF32's three dots; the resident one-dot
+# products' four (h's two TF32 parts, read twice: stacked in one-dot-k, by twice the M tiles in one-dot-m).
+PASSES = {"tf32x3": 3, "one-dot-k": 4, "one-dot-m": 4}
 
 
 @dataclass
@@ -70,6 +78,8 @@ class AuditRow:
     h_allowance: int = 0         # of which reading h may take (see h_allowance)
     bar_per_step: int = -1       # CTA barriers (BAR.*) in the time loop's SASS (persistent kernels)
     barrier_kinds: str = ""      # every barrier-like opcode in the time loop with its count (barrier_kinds)
+    mma_per_step: int = -1       # tensor-core MMA instructions (HGMMA, HMMA) in the time loop's SASS
+    waits_per_step: int = -1     # waits for wgmma groups (WARPGROUP.DEPBAR) in the time loop's SASS
     u_bytes: int = 0             # U's bytes in the program (resident: BLOCK_H^2; split: its slice)
     barrier_atomics: str = "n/a" # "yes" / "NO" for split kernels: release add and acquire poll in the PTX
     block_h: int = 0
@@ -317,6 +327,16 @@ def barrier_kinds(loop: list[str]) -> str:
     return ", ".join(f"{opcode} x{n}" for opcode, n in counts.items())
 
 
+def mma_instructions(loop: list[str]) -> int:
+    """Tensor-core MMA instructions among these: HGMMA (wgmma) and HMMA (mma.sync)."""
+    return sum(i.split()[0].split(".")[0] in ("HGMMA", "HMMA") for i in loop)
+
+
+def wgmma_waits(loop: list[str]) -> int:
+    """Waits for committed wgmma groups (WARPGROUP.DEPBAR: wgmma.wait_group) among these."""
+    return sum(i.split()[0].startswith("WARPGROUP.DEPBAR") for i in loop)
+
+
 def barrier_atomics(ptx: str) -> bool:
     """The grid barrier's arrival (a gpu-scope release add, e.g. red.global.gpu.release.add) and its
     poll (a gpu-scope acquire load or atomic, e.g. ld.global.gpu.acquire) are in the PTX."""
@@ -345,15 +365,16 @@ def compile_for(fn, dtype: str, keywords: dict, arch: int):
 
 def time_loop_facts(compiled, keywords: dict, dtype: str) -> dict:
     """What a persistent kernel does per time step: u_hoisted, u_in, smem_per_step, h_allowance,
-    bar_per_step and barrier_kinds."""
+    bar_per_step, barrier_kinds, mma_per_step and waits_per_step."""
     ttgir = compiled.asm["ttgir"]
     loop = time_loop(_nvidia_tool("cuobjdump", compiled.asm["cubin"], "-sass"))
     warps = keywords["num_warps"]
     h_bytes = keywords["BLOCK_B"] * keywords["BLOCK_H"] * ITEMSIZE[TRITON_DTYPE[dtype]]
-    passes = 3 if keywords.get("DOT_PRECISION") == "tf32x3" else 1
+    passes = PASSES.get(keywords.get("DOT_PRECISION"), 1)
     return {"u_hoisted": "yes" if u_hoisted(ttgir, keywords.get("K_CHUNKS", 1)) else "NO",
             "u_in": u_location(ttgir), "smem_per_step": smem_per_step(loop, warps),
             "bar_per_step": cta_barriers(loop), "barrier_kinds": barrier_kinds(loop),
+            "mma_per_step": mma_instructions(loop), "waits_per_step": wgmma_waits(loop),
             "h_allowance": h_allowance(loop, warps, h_bytes, passes, keywords.get("K_SPLIT", 1),
                                        keywords.get("BLOCK_N", 0) * keywords["BLOCK_B"] * 4)}
 
@@ -385,20 +406,24 @@ def run_audit(jobs: list[AuditJob], workers: int = 2) -> list[AuditRow]:
 
 def format_table(rows: list[AuditRow]) -> str:
     header = (f"{'kernel':<26} {'dtype':<5} {'arch':<5} {'regs':>4} {'spill':>5} {'shared':>7} {'U hoisted':<9} "
-              f"{'U in':<9} {'smem/step':>9} {'bar/step':>8} {'U bytes':>7} {'barrier':<7} {'status':<6} config")
+              f"{'U in':<9} {'smem/step':>9} {'bar/step':>8} {'mma/step':>8} {'waits/step':>10} {'U bytes':>7} "
+              f"{'barrier':<7} {'status':<6} config")
     lines = [header, "-" * len(header)]
+
+    def count(n: int) -> str:
+        return f"{n}" if n >= 0 else "n/a"
     for r in rows:
-        step = f"{r.smem_per_step}" if r.smem_per_step >= 0 else "n/a"
-        bars = f"{r.bar_per_step}" if r.bar_per_step >= 0 else "n/a"
         lines.append(f"{r.kernel:<26} {r.dtype:<5} sm_{r.arch:<2} {r.registers:>4} {r.spill_bytes:>5} {r.shared:>7} "
-                     f"{r.u_hoisted:<9} {r.u_in:<9} {step:>9} {bars:>8} {r.u_bytes or 'n/a':>7} {r.barrier_atomics:<7} "
-                     f"{r.status:<6} {r.config}" + (f"  [{r.error}]" if r.error else ""))
+                     f"{r.u_hoisted:<9} {r.u_in:<9} {count(r.smem_per_step):>9} {count(r.bar_per_step):>8} "
+                     f"{count(r.mma_per_step):>8} {count(r.waits_per_step):>10} {r.u_bytes or 'n/a':>7} "
+                     f"{r.barrier_atomics:<7} {r.status:<6} {r.config}" + (f"  [{r.error}]" if r.error else ""))
     failed = sum(r.status == "FAIL" for r in rows)
     lines.append(f"{len(rows)} configurations: {len(rows) - failed} ok, {failed} failed")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
+    from . import resident
     parser = argparse.ArgumentParser(prog="python -m kernels.audit", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel compiles (default: CPU count)")
@@ -408,7 +433,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", help="only this dtype (float32, bfloat16, float16, float64)")
     parser.add_argument("--nonlinearity", choices=["tanh", "relu"], help="only this activation")
     parser.add_argument("--arch", type=int, choices=sorted(SHARED_LIMIT), help="only this target")
+    parser.add_argument("--fp32-product", choices=resident.FP32_PRODUCTS,
+                        help="the resident kernels' fp32 product (default: resident.FP32_PRODUCT)")
     args = parser.parse_args(argv)
+    if args.fp32_product:
+        resident.FP32_PRODUCT = args.fp32_product  # read by launch_keywords as audit_jobs builds the jobs
     selected = audit_jobs(args.plan, args.dtype, args.nonlinearity, args.arch)
     if not selected:
         parser.error("no dispatchable configuration matches --plan/--dtype/--nonlinearity/--arch")

@@ -14,12 +14,14 @@ from kernels.audit import (
     barrier_kinds,
     cta_barriers,
     h_allowance,
+    mma_instructions,
     shared_bytes_per_warp,
     smem_per_step,
     time_loop,
     u_hoisted,
     u_location,
     wgmma_shared_bytes,
+    wgmma_waits,
 )
 from kernels.dispatch import RESIDENT_CONFIGS, SPLIT_CONFIGS, SUPPORTED_DTYPES, resident_served
 
@@ -117,6 +119,9 @@ def test_bar_per_step_counts_the_cta_barriers_of_the_outer_loop():
                                    "WARPGROUP.DEPBAR.LE x1, SYNCS.ARRIVE.TRANS64.RED.A1T0 x1, "
                                    "BAR.RED.POPC.DEFER_BLOCKING x1")
     assert cta_barriers(time_loop(sass("BAR.SYNC 0x0", "EXIT"))) == 0 and barrier_kinds([]) == ""
+    assert mma_instructions(loop) == 1 and wgmma_waits(loop) == 1
+    assert mma_instructions(["HMMA.1688.F32.TF32 R20, R28, R76, R20", "HFMA2 R1, R2, R3, R4",
+                             "HGMMA.64x32x8.F32.TF32 R24, R60, gdesc[UR8], R24"]) == 2
 
 
 def test_h_allowance_is_per_mma_issuer_and_pass():
@@ -145,7 +150,7 @@ def test_every_dispatchable_configuration_compiles_clean(tmp_path):
     print(proc.stdout[-3000:], proc.stderr[-3000:])
     assert proc.returncode == 0
     rows = json.loads(report.read_text())
-    assert all(word in proc.stdout for word in ("regs", "smem/step", "bar/step", "configurations:"))
+    assert all(word in proc.stdout for word in ("regs", "smem/step", "bar/step", "mma/step", "configurations:"))
     # Coverage: every resident and split (dtype, BLOCK_H) each target can get (resident: from its minimum
     # arch on; split: a slice per SM) and the stepwise kernel of every dtype, both activations, both passes.
     def covered(tier):
@@ -164,7 +169,7 @@ def test_every_dispatchable_configuration_compiles_clean(tmp_path):
         if r["tier"] in ("resident", "split"):
             # smem/step is -1 when no time loop was found; 0 is real (BLOCK_H = 16 forward: h stays in registers)
             assert r["u_hoisted"] == "yes" and r["u_in"] == "registers" and r["smem_per_step"] >= 0, r
-            assert r["bar_per_step"] >= 0, r
+            assert min(r["bar_per_step"], r["mma_per_step"], r["waits_per_step"]) >= 0, r  # fp64 has no MMA
             if r["tier"] == "split" or r["block_h"] >= RE_READ_MIN_BLOCK_H:
                 assert r["smem_per_step"] - r["h_allowance"] <= RE_READ_LIMIT * r["u_bytes"], r
         assert r["barrier_atomics"] == ("yes" if r["tier"] == "split" else "n/a"), r
