@@ -40,13 +40,17 @@ VARIANTS = {  # name -> a context manager factory
     # 16-bit per-step loads and stores: all by tl.load/tl.store, or all in the accumulator's layout
     "plain-io": lambda: switched(resident, "ACC_LAYOUT_IO_MAX_BLOCK_H", {"forward": 0, "backward": 0}),
     "acc-layout-io": lambda: switched(resident, "ACC_LAYOUT_IO_MAX_BLOCK_H", {"forward": 256, "backward": 256}),
+    # the resident fp32 product: fp32-tf32x3 (Triton's), fp32-one-dot-k, fp32-one-dot-m (resident.py)
+    **{f"fp32-{p}": (lambda p=p: switched(resident, "FP32_PRODUCT", p)) for p in resident.FP32_PRODUCTS},
 }
 SMALL = [(dt, h, b) for dt in ("bfloat16",) for h in (128, 256) for b in (8, 64)]
 FP32 = [("float32", h, b) for h in (128, 256, 512) for b in (8, 64)]
+FP32_RESIDENT = [("float32", h, b) for h in (64, 128) for b in (8, 64)]  # the fp32 resident tier's sizes
 CASES = {
     "current": SMALL + FP32,
     "plain-io": SMALL,
     "acc-layout-io": SMALL,
+    **{f"fp32-{p}": FP32_RESIDENT for p in resident.FP32_PRODUCTS},
 }
 
 
