@@ -235,7 +235,7 @@ def resident_forward_kernel(
     ACTIVATION: tl.constexpr,     # 0 tanh, 1 relu
     BLOCK_B: tl.constexpr,        # batch rows per program
     BLOCK_H: tl.constexpr,        # H padded to a power of two
-    DOT_PRECISION: tl.constexpr,  # "ieee" (16-bit, float64) or "tf32x3" (fp32)
+    DOT_PRECISION: tl.constexpr,  # "ieee" (16-bit, float64) or fp32: FP32_PRODUCT
     FAST_TANH: tl.constexpr,      # tanh.approx.f32 (16-bit I/O on a GPU)
     ACC_DTYPE: tl.constexpr,      # carry and accumulation: tl.float32 (tl.float64 for float64 I/O)
     UPCAST_DOT: tl.constexpr,     # interpreter workaround for bf16 tl.dot (launch.py)
