@@ -228,6 +228,9 @@ def u_hoisted(ttgir: str, u_loads: int) -> bool:
     return len(U_LOAD.findall(before)) == u_loads and not U_LOAD.search(body)
 
 
+ALLOC = re.compile(r"(%[\w.]+) = ttg\.local_alloc")
+
+
 def u_location(ttgir: str) -> str:
     """'shared' when an op in the time loop (TIME_LOOP) reads a shared-memory buffer (ttg.local_alloc)
     allocated before the loop and never written inside it: a loop-invariant operand, i.e. U, re-read
@@ -239,7 +242,9 @@ def u_location(ttgir: str) -> str:
         while name in root:
             name = root[name]
         return name
-    allocated = set(re.findall(r"(%[\w.]+) = ttg\.local_alloc", before))
+    # MLIR reuses a name in sibling regions: one the loop allocates itself is its own per-step buffer, even
+    # when a loop before it (a split kernel's first tile loop) allocated a buffer of that name.
+    allocated = set(re.findall(ALLOC, before)) - set(re.findall(ALLOC, body))
     written = {buffer(n) for n in re.findall(r"ttg\.(?:local_store|async_copy_global_to_local) \S+, (%[\w.]+)", body)}
     read = {buffer(n) for n in re.findall(r"ttg\.local_load (%[\w.]+)", body)}
     read |= {buffer(n) for pair in re.findall(r"ttng\.warp_group_dot (%[\w.]+), (%[\w.]+)", body) for n in pair}

@@ -68,6 +68,12 @@ def test_u_location_tells_registers_from_shared():
                      "%w = ttg.memdesc_index %buf, %i\nttg.local_store %h, %w : tensor<...>\n"
                      "%r = ttg.local_load %w : !ttg.memdesc -> tensor<...>")
     assert u_location(exchange) == "registers"
+    # MLIR reuses names in sibling regions: a loop before the time loop may allocate a buffer of the name
+    # the time loop gives its own per-step buffer.
+    sibling = ttgir("scf.for %i = %a to %b step %c {\n%s_5 = ttg.local_alloc %s_4\n}",
+                    "%s_5 = ttg.local_alloc %s_4\n%x = ttg.local_load %s_5 : !ttg.memdesc -> tensor<...>")
+    assert u_location(sibling) == "registers"
+    assert u_location(sibling.replace("%s_5 = ttg.local_alloc %s_4\n%x", "%x")) == "shared"
 
 
 def sass(*lines: str) -> str:
