@@ -20,8 +20,8 @@ H a multiple of 16), and reports:
     descriptors (per warpgroup). Split kernels, and resident kernels with BLOCK_H >= 128, fail the
     audit when this exceeds what reading h needs (each warp, or warpgroup with wgmma, reading the
     batch tile's h, or its K chunk of it, once per pass of the product; in the split tier also the
-    sum of the warps' partial products) by more than half of the U bytes the program holds: that is
-    U being re-read every step;
+    sum of the warps' partial products, and the step's input tiles read by every warp, which all hold
+    that sum) by more than half of the U bytes the program holds: that is U being re-read every step;
   - bar/step: CTA barriers (BAR.SYNC, BAR.ARV, BAR.RED: bar.sync and friends in PTX) in the SASS of
     the time loop, each one a point where every warp waits for the slowest; reported, not checked.
   - mma/step and waits/step: the tensor-core MMA instructions of the time loop (HGMMA: wgmma; HMMA:
@@ -304,14 +304,21 @@ def smem_per_step(loop: list[str], num_warps: int) -> int:
 
 
 def h_allowance(loop: list[str], num_warps: int, h_bytes: int, passes: int, k_split: int = 1,
-                partial_bytes: int = 0) -> int:
+                partial_bytes: int = 0, tile_bytes: int = 0) -> int:
     """What reading h may take per step: the batch tile's h once per MMA issuer (a warp; a warpgroup
     with wgmma, which reads its right operand through a descriptor) and per pass of the product
     (3 for 3xTF32). When the product's K is split over the warps (split tier), each reads its chunk
     of h, and the k_split fp32 partial products (partial_bytes each) are summed through shared memory:
-    Triton's cross-warp reduction reads them back in two rounds."""
+    Triton's cross-warp reduction reads them back in two rounds. Every warp then holds the whole sum,
+    so the step's input tiles (tile_bytes in all: xw; h and dy backward) reach each of them through
+    shared memory."""
     issuers = max(1, num_warps // 4) if any(i.startswith("HGMMA") for i in loop) else num_warps
-    return h_bytes * issuers * passes // k_split + (2 * k_split * partial_bytes if k_split > 1 else 0)
+    return h_bytes * issuers * passes // k_split + (k_split * (2 * partial_bytes + tile_bytes) if k_split > 1 else 0)
+
+
+def tile_loads(ttgir: str, block_n: int, block_b: int) -> int:
+    """Loads of [block_n, block_b] tiles in the time loop (TIME_LOOP): a split kernel's per-step inputs."""
+    return len(re.findall(rf"= tt\.load .*: tensor<{block_n}x{block_b}x!tt\.ptr", _time_loop(ttgir)[1]))
 
 
 BARRIER_OPCODES = ("BAR", "SYNCS", "WARPGROUP")  # CTA barriers, mbarrier operations, wgmma fences
@@ -374,14 +381,17 @@ def time_loop_facts(compiled, keywords: dict, dtype: str) -> dict:
     ttgir = compiled.asm["ttgir"]
     loop = time_loop(_nvidia_tool("cuobjdump", compiled.asm["cubin"], "-sass"))
     warps = keywords["num_warps"]
-    h_bytes = keywords["BLOCK_B"] * keywords["BLOCK_H"] * ITEMSIZE[TRITON_DTYPE[dtype]]
+    itemsize = ITEMSIZE[TRITON_DTYPE[dtype]]
+    h_bytes = keywords["BLOCK_B"] * keywords["BLOCK_H"] * itemsize
     passes = PASSES.get(keywords.get("DOT_PRECISION"), 1)
+    block_n, block_b = keywords.get("BLOCK_N", 0), keywords["BLOCK_B"]
+    tile_bytes = tile_loads(ttgir, block_n, block_b) * block_n * block_b * itemsize if block_n else 0
     return {"u_hoisted": "yes" if u_hoisted(ttgir, keywords.get("K_CHUNKS", 1)) else "NO",
             "u_in": u_location(ttgir), "smem_per_step": smem_per_step(loop, warps),
             "bar_per_step": cta_barriers(loop), "barrier_kinds": barrier_kinds(loop),
             "mma_per_step": mma_instructions(loop), "waits_per_step": wgmma_waits(loop),
             "h_allowance": h_allowance(loop, warps, h_bytes, passes, keywords.get("K_SPLIT", 1),
-                                       keywords.get("BLOCK_N", 0) * keywords["BLOCK_B"] * 4)}
+                                       block_n * block_b * 4, tile_bytes)}
 
 
 def compile_one(job: AuditJob) -> AuditRow:

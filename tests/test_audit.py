@@ -17,6 +17,7 @@ from kernels.audit import (
     mma_instructions,
     shared_bytes_per_warp,
     smem_per_step,
+    tile_loads,
     time_loop,
     u_hoisted,
     u_location,
@@ -74,6 +75,15 @@ def test_u_location_tells_registers_from_shared():
                     "%s_5 = ttg.local_alloc %s_4\n%x = ttg.local_load %s_5 : !ttg.memdesc -> tensor<...>")
     assert u_location(sibling) == "registers"
     assert u_location(sibling.replace("%s_5 = ttg.local_alloc %s_4\n%x", "%x")) == "shared"
+
+
+def test_tile_loads_counts_the_step_inputs_of_the_time_loop():
+    """[BLOCK_N, BLOCK_B] loads in the time loop: a split kernel's xw, or h and dy; not the 3-D state chunks
+    nor the tiles of the first step, before the loop."""
+    h = "%h_62 = tt.load %h_61, %18, %cst_3 : tensor<16x64x!tt.ptr<bf16>, #blocked1>"
+    state = "%state_9 = tt.load %s_8, %m, %c cacheModifier = cg : tensor<8x16x64x!tt.ptr<bf16>, #blocked>"
+    step = ttgir(h, "\n".join([h, state, h.replace("%h", "%dy")]))
+    assert tile_loads(step, 16, 64) == 2 and tile_loads(step, 16, 16) == 0
 
 
 def sass(*lines: str) -> str:
@@ -138,6 +148,9 @@ def test_h_allowance_is_per_mma_issuer_and_pass():
     # K split over 8 warps: each reads its chunk of h; their 8 fp32 partial products are read back twice.
     assert h_allowance(mma_sync, num_warps=8, h_bytes=32768, passes=1, k_split=8, partial_bytes=2048) == \
         32768 + 2 * 8 * 2048
+    # Every warp holds the sum, so each reads the step's input tiles (here h and dy, 1 KiB each).
+    assert h_allowance(mma_sync, num_warps=8, h_bytes=32768, passes=1, k_split=8, partial_bytes=2048,
+                       tile_bytes=2048) == 32768 + 2 * 8 * 2048 + 8 * 2048
 
 
 def test_the_audit_flags_a_kernel_that_re_reads_u_every_step():
