@@ -58,9 +58,11 @@ RESIDENT_CONFIGS: dict[tuple[torch.dtype, int], LaunchConfig[ResidentBlocks]] = 
 RESIDENT_MIN_ARCH = {(torch.float32, 128): 90}
 
 
-def _split(block_n: int, block_h: int, warps: int, block_b: int = 16) -> LaunchConfig[SplitBlocks]:
-    """The product's K split over all the warps: each holds BLOCK_N x BLOCK_H / warps of U's slice."""
-    blocks = SplitBlocks(BLOCK_B=block_b, BLOCK_N=block_n, BLOCK_H=block_h, K_SPLIT=warps, num_warps=warps)
+def _split(block_n: int, block_h: int, warps: int, block_b: int = 16, k_chunks: int = 1) -> LaunchConfig[SplitBlocks]:
+    """The product's K split over all the warps: each holds BLOCK_N x BLOCK_H / warps of U's slice; the
+    state read and multiplied in k_chunks K chunks."""
+    blocks = SplitBlocks(BLOCK_B=block_b, BLOCK_N=block_n, BLOCK_H=block_h, K_SPLIT=warps, K_CHUNKS=k_chunks,
+                         num_warps=warps)
     return LaunchConfig(blocks, blocks)
 
 

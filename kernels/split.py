@@ -15,9 +15,23 @@ applies before its product, so both tiers give the same numbers. The programs of
 grid barrier (barrier.py) before each step reads that state. dh_0 = da_1 U is one GEMM afterwards.
 
 U's slice stays in registers by the resident tier's means (a runtime pin and a first step outside
-the loop) and because the product's K is cut into K_SPLIT chunks, one per warp: the left operand is
+the loop) and because the product's K is cut into K_SPLIT parts, one per warp: the left operand is
 [K_SPLIT, BLOCK_N, BLOCK_H / K_SPLIT], a batched tl.dot whose K_SPLIT partial products are summed,
-so each warp holds only its chunk of the slice.
+so each warp holds only its part of the slice.
+
+The state a tile reads is the product's right operand, BLOCK_H x BLOCK_B: loaded into registers,
+then staged through shared memory for the MMA (256 KiB at H = 2048, BLOCK_B = 64: more than either
+holds). So the product also runs over K_CHUNKS chunks of K, one after another, into the same
+[K_SPLIT, BLOCK_N, BLOCK_B] partial products; chunk q is a block of the state's columns::
+
+    a_t^T[n, :] = xw_t^T[n, :] + sum_q sum_c U[n, K(q, c)] h_{t-1}^T[K(q, c), :]
+    K(q, c) = q * BLOCK_H / K_CHUNKS + c * KC + [0, KC),   KC = BLOCK_H / (K_SPLIT * K_CHUNKS)
+
+warp c holding U[n, K(q, c)] for every q (the slice as K_CHUNKS register tensors). Only one chunk
+of the state is staged at a time, in one reused buffer: two more CTA barriers per chunk. This is what
+lets a program take a wide batch tile (dispatch.SPLIT_WIDE_BATCH) where the SMs run out of batch
+groups (H = 2048: one), instead of running BLOCK_B = 16 tiles one after another every step; each
+row still reads the whole state.
 
 The exchange is what a split step costs beyond the product: each program's stores, a fence to make
 them visible at GPU scope (the barrier's release), the arrival on the group's counter, polling it
@@ -53,7 +67,8 @@ class SplitBlocks(Blocks):
     BLOCK_B: int     # batch rows per tile: the MMA's N
     BLOCK_N: int     # state columns per program: the rows of its slice of U (U^T backward)
     BLOCK_H: int     # H padded to a power of two: the product's K
-    K_SPLIT: int     # K chunks, one per warp (BLOCK_H / K_SPLIT >= 16)
+    K_SPLIT: int     # K split over the warps, one part per warp
+    K_CHUNKS: int    # the state read, staged and multiplied in this many K chunks (BLOCK_H / K_SPLIT / K_CHUNKS >= 16)
     num_warps: int
     num_stages: int = 1  # nothing prefetched across the grid barrier
 
@@ -68,38 +83,47 @@ def launch_keywords(config: SplitBlocks, nonlinearity: str, dtype: torch.dtype, 
 
 
 @triton.jit
-def load_pinned_slice(u_ptr, pin, cols, H, BLOCK_H: tl.constexpr, K_SPLIT: tl.constexpr, TRANSPOSE: tl.constexpr,
-                      ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr):
-    """This program's slice as the [K_SPLIT, BLOCK_N, BLOCK_H / K_SPLIT] left operand, zero-padded:
-    element [c, n, k] is U[cols[n], c*KC + k] (forward) or U[c*KC + k, cols[n]] (TRANSPOSE, backward).
-    Multiplied by the runtime float pin so that the compiler keeps it in registers."""
-    KC: tl.constexpr = BLOCK_H // K_SPLIT
-    offs_k = tl.arange(0, K_SPLIT)[:, None, None] * KC + tl.arange(0, KC)[None, None, :]
+def load_pinned_slice(u_ptr, pin, cols, H, BLOCK_H: tl.constexpr, K_SPLIT: tl.constexpr, K_CHUNKS: tl.constexpr,
+                      TRANSPOSE: tl.constexpr, ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr):
+    """This program's slice as K_CHUNKS left operands [K_SPLIT, BLOCK_N, KC], KC = BLOCK_H / (K_SPLIT * K_CHUNKS),
+    zero-padded: element [c, n, k] of chunk q is U[cols[n], q*K_SPLIT*KC + c*KC + k] (forward) or its transpose's
+    (TRANSPOSE, backward). Multiplied by the runtime float pin so that the compiler keeps it in registers."""
+    KC: tl.constexpr = BLOCK_H // (K_SPLIT * K_CHUNKS)
     n = cols[None, :, None]
-    offsets = offs_k * H + n if TRANSPOSE else n * H + offs_k
-    resident_u = tl.load(u_ptr + offsets, mask=(n < H) & (offs_k < H), other=0.0)
-    resident_u = (resident_u.to(ACC_DTYPE) * pin).to(u_ptr.dtype.element_ty)  # exact: pin is 1.0
-    if UPCAST_DOT:
-        resident_u = resident_u.to(tl.float32)
-    return resident_u
+    chunks = ()
+    for q in tl.static_range(K_CHUNKS):
+        offs_k = q * K_SPLIT * KC + tl.arange(0, K_SPLIT)[:, None, None] * KC + tl.arange(0, KC)[None, None, :]
+        offsets = offs_k * H + n if TRANSPOSE else n * H + offs_k
+        resident_u = tl.load(u_ptr + offsets, mask=(n < H) & (offs_k < H), other=0.0)
+        resident_u = (resident_u.to(ACC_DTYPE) * pin).to(u_ptr.dtype.element_ty)  # exact: pin is 1.0
+        if UPCAST_DOT:
+            resident_u = resident_u.to(tl.float32)
+        chunks = chunks + (resident_u,)
+    return chunks
 
 
 @triton.jit
-def slice_product(u3, state_ptr, rows, row_mask, H, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr,
-                  K_SPLIT: tl.constexpr, DOT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
-                  UPCAST_DOT: tl.constexpr, EXCHANGE_ONLY: tl.constexpr):
+def slice_product(u3, state_ptr, rows, row_mask, H, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr,
+                  BLOCK_H: tl.constexpr, K_SPLIT: tl.constexpr, K_CHUNKS: tl.constexpr, DOT_PRECISION: tl.constexpr,
+                  ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr, EXCHANGE_ONLY: tl.constexpr):
     """[BLOCK_N, BLOCK_B]: the slice times the tile's rows of a [B, H] state in global memory, which
-    other programs wrote this launch (.cg: read through L2, never a stale L1 line)."""
-    KC: tl.constexpr = BLOCK_H // K_SPLIT
-    offs_k = tl.arange(0, K_SPLIT)[:, None, None] * KC + tl.arange(0, KC)[None, :, None]
-    state = tl.load(state_ptr + rows[None, None, :] * H + offs_k, mask=row_mask[None, None, :] & (offs_k < H),
-                    other=0.0, cache_modifier=".cg")
-    if EXCHANGE_ONLY:  # keep the state's load and a use of it, drop the product
-        summed = tl.sum(tl.sum(state.to(ACC_DTYPE), axis=1), axis=0)
+    other programs wrote this launch (.cg: read through L2, never a stale L1 line), one K chunk at a time."""
+    KC: tl.constexpr = BLOCK_H // (K_SPLIT * K_CHUNKS)
+    acc = tl.zeros((K_SPLIT, BLOCK_N, BLOCK_B), ACC_DTYPE)
+    summed = tl.zeros((BLOCK_B,), ACC_DTYPE)
+    for q in tl.static_range(K_CHUNKS):
+        offs_k = q * K_SPLIT * KC + tl.arange(0, K_SPLIT)[:, None, None] * KC + tl.arange(0, KC)[None, :, None]
+        state = tl.load(state_ptr + rows[None, None, :] * H + offs_k, mask=row_mask[None, None, :] & (offs_k < H),
+                        other=0.0, cache_modifier=".cg")
+        if EXCHANGE_ONLY:  # keep the state's load and a use of it, drop the product
+            summed += tl.sum(tl.sum(state.to(ACC_DTYPE), axis=1), axis=0)
+        else:
+            if UPCAST_DOT:
+                state = state.to(tl.float32)
+            acc = tl.dot(u3[q], state, acc, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)
+    if EXCHANGE_ONLY:
         return tl.zeros((BLOCK_N, 1), ACC_DTYPE) + summed[None, :]
-    if UPCAST_DOT:
-        state = state.to(tl.float32)
-    return tl.sum(tl.dot(u3, state, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE), axis=0)
+    return tl.sum(acc, axis=0)
 
 
 @triton.jit
@@ -113,30 +137,31 @@ def column_tile(tile, cols, B, H, BLOCK_B: tl.constexpr):
 
 @triton.jit
 def forward_tile(u3, prev_ptr, xw_ptr, y_ptr, t, tile, cols, B, H, ACTIVATION: tl.constexpr, BLOCK_B: tl.constexpr,
-                 BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, K_SPLIT: tl.constexpr, DOT_PRECISION: tl.constexpr,
-                 ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr, EXCHANGE_ONLY: tl.constexpr):
+                 BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, K_SPLIT: tl.constexpr, K_CHUNKS: tl.constexpr,
+                 DOT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr,
+                 EXCHANGE_ONLY: tl.constexpr):
     """Step t of one batch tile: y_t[:, cols] = act(xw_t[:, cols] + prev U[cols, :]^T)."""
     step = t * B * H
     rows, row_mask, out, out_mask = column_tile(tile, cols, B, H, BLOCK_B)
     xw = tl.load(xw_ptr + step + out, mask=out_mask, other=0.0).to(ACC_DTYPE)
-    a = xw + slice_product(u3, prev_ptr, rows, row_mask, H, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION,
-                           ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY)
+    a = xw + slice_product(u3, prev_ptr, rows, row_mask, H, BLOCK_N, BLOCK_B, BLOCK_H, K_SPLIT, K_CHUNKS,
+                           DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY)
     tl.store(y_ptr + step + out, apply_activation(a, ACTIVATION).to(y_ptr.dtype.element_ty), mask=out_mask)
 
 
 @triton.jit
 def backward_tile(u3, next_ptr, y_ptr, dy_ptr, da_ptr, t, tile, cols, B, H, ACTIVATION: tl.constexpr,
                   BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, K_SPLIT: tl.constexpr,
-                  DOT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr,
-                  EXCHANGE_ONLY: tl.constexpr):
+                  K_CHUNKS: tl.constexpr, DOT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
+                  UPCAST_DOT: tl.constexpr, EXCHANGE_ONLY: tl.constexpr):
     """Reverse step t of one batch tile:
     da_t[:, cols] = (dy_t[:, cols] + da_{t+1} U[:, cols]) * act'(h_t[:, cols]), da_{t+1} read at next_ptr."""
     step = t * B * H
     rows, row_mask, out, out_mask = column_tile(tile, cols, B, H, BLOCK_B)
     h = tl.load(y_ptr + step + out, mask=out_mask, other=0.0).to(ACC_DTYPE)
     g = tl.load(dy_ptr + step + out, mask=out_mask, other=0.0).to(ACC_DTYPE)
-    g += slice_product(u3, next_ptr, rows, row_mask, H, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE,
-                       UPCAST_DOT, EXCHANGE_ONLY)
+    g += slice_product(u3, next_ptr, rows, row_mask, H, BLOCK_N, BLOCK_B, BLOCK_H, K_SPLIT, K_CHUNKS, DOT_PRECISION,
+                       ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY)
     tl.store(da_ptr + step + out, (g * activation_grad_from_output(h, ACTIVATION)).to(da_ptr.dtype.element_ty),
              mask=out_mask)
 
@@ -157,7 +182,8 @@ def split_forward_kernel(
     BLOCK_B: tl.constexpr,        # batch rows per tile
     BLOCK_N: tl.constexpr,        # state columns (slice of U) per program
     BLOCK_H: tl.constexpr,        # H padded to a power of two (the K of the product)
-    K_SPLIT: tl.constexpr,        # K chunks of the product, one per warp
+    K_SPLIT: tl.constexpr,        # K split over the warps, one part per warp
+    K_CHUNKS: tl.constexpr,       # K chunks the state is read and multiplied in, one after another
     USE_BARRIER: tl.constexpr,    # False only for one-step launches (interpreter)
     DOT_PRECISION: tl.constexpr,  # "ieee" (16-bit) or "tf32x3" (fp32)
     ACC_DTYPE: tl.constexpr,      # tl.float32
@@ -166,16 +192,16 @@ def split_forward_kernel(
 ):
     cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     slices = tl.num_programs(0)
-    u3 = load_pinned_slice(u_ptr, pin, cols, H, BLOCK_H, K_SPLIT, False, ACC_DTYPE, UPCAST_DOT)
+    u3 = load_pinned_slice(u_ptr, pin, cols, H, BLOCK_H, K_SPLIT, K_CHUNKS, False, ACC_DTYPE, UPCAST_DOT)
     group, groups, tiles = tl.program_id(1), tl.num_programs(1), tl.cdiv(B, BLOCK_B)
     t = tl.cast(t_first, tl.int64)  # 64-bit: t * B * H can pass 2^31
     # Step 0 of the group's first tile, outside any loop: U's register value gets a user there, which
     # keeps its load out of the loops.
     forward_tile(u3, h0_ptr, xw_ptr, y_ptr, t, group, cols, B, H, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT,
-                 DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY)
+                 K_CHUNKS, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY)
     for tile in range(group + groups, tiles, groups):
         forward_tile(u3, h0_ptr, xw_ptr, y_ptr, t, tile, cols, B, H, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT,
-                     DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY)
+                     K_CHUNKS, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY)
     for s in range(1, T):
         if USE_BARRIER:  # every program of the group has written step s-1
             grid_barrier(counter_ptr + group, status_ptr, s * slices)
@@ -183,7 +209,7 @@ def split_forward_kernel(
         t += t_step
         for tile in range(group, tiles, groups):
             forward_tile(u3, prev_ptr, xw_ptr, y_ptr, t, tile, cols, B, H, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H,
-                         K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY)
+                         K_SPLIT, K_CHUNKS, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY)
 
 
 @triton.jit
@@ -200,20 +226,20 @@ def split_backward_kernel(
     t_first,        # time index of the first (reverse) step
     t_step,         # -1 or +1
     ACTIVATION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr,
-    K_SPLIT: tl.constexpr, USE_BARRIER: tl.constexpr, DOT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
-    UPCAST_DOT: tl.constexpr, EXCHANGE_ONLY: tl.constexpr,  # as in split_forward_kernel
+    K_SPLIT: tl.constexpr, K_CHUNKS: tl.constexpr, USE_BARRIER: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr, EXCHANGE_ONLY: tl.constexpr,  # as in split_forward_kernel
 ):
     cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     slices = tl.num_programs(0)
-    u3 = load_pinned_slice(u_ptr, pin, cols, H, BLOCK_H, K_SPLIT, True, ACC_DTYPE, UPCAST_DOT)
+    u3 = load_pinned_slice(u_ptr, pin, cols, H, BLOCK_H, K_SPLIT, K_CHUNKS, True, ACC_DTYPE, UPCAST_DOT)
     group, groups, tiles = tl.program_id(1), tl.num_programs(1), tl.cdiv(B, BLOCK_B)
     t = tl.cast(t_first, tl.int64)
     # The first reverse step of the group's first tile, outside any loop (as in split_forward_kernel).
     backward_tile(u3, da_in_ptr, y_ptr, dy_ptr, da_ptr, t, group, cols, B, H, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H,
-                  K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY)
+                  K_SPLIT, K_CHUNKS, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY)
     for tile in range(group + groups, tiles, groups):
         backward_tile(u3, da_in_ptr, y_ptr, dy_ptr, da_ptr, t, tile, cols, B, H, ACTIVATION, BLOCK_B, BLOCK_N,
-                      BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY)
+                      BLOCK_H, K_SPLIT, K_CHUNKS, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY)
     for s in range(1, T):
         if USE_BARRIER:
             grid_barrier(counter_ptr + group, status_ptr, s * slices)
@@ -221,7 +247,7 @@ def split_backward_kernel(
         t += t_step
         for tile in range(group, tiles, groups):
             backward_tile(u3, next_ptr, y_ptr, dy_ptr, da_ptr, t, tile, cols, B, H, ACTIVATION, BLOCK_B, BLOCK_N,
-                          BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY)
+                          BLOCK_H, K_SPLIT, K_CHUNKS, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY)
 
 
 def split_grid(B: int, H: int, config: SplitBlocks, sm_count: int) -> tuple[int, int]:

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from kernels import resident
-from kernels.dispatch import TIERS, plan_for, recurrence_backward, recurrence_forward
+from kernels.dispatch import TIERS, KernelPlan, plan_for, recurrence_backward, recurrence_forward
+from kernels.launch import LaunchConfig
 from kernels.runtime import interpreting
 from kernels.split import SplitBlocks, split_backward, split_forward
 
@@ -23,11 +24,10 @@ def make_inputs(T, B, H, dtype, device, seed=0):
     return [t.to(device=device, dtype=dtype) for t in (xw, h0, u, dy)]
 
 
-def check_against_reference(tier, dtype, shape, nonlinearity, reverse, device):
-    """One tier's forward and backward kernels against float64, each within the dtype's tolerance."""
+def check_against_reference(plan, dtype, shape, nonlinearity, reverse, device):
+    """One plan's forward and backward kernels against float64, each within the dtype's tolerance."""
     T, B, H = shape
     xw, h0, u, dy = make_inputs(T, B, H, dtype, device)
-    plan = plan_for(H, B, dtype, device, kernel=tier)
     y = recurrence_forward(plan, xw, h0, u, nonlinearity, reverse)
     ref_y, ref_da, ref_dh0 = reference_layer(xw.cpu(), h0.cpu(), u.cpu(), nonlinearity, reverse, dy.cpu())
     assert y.dtype == dtype and y.shape == (T, B, H)
@@ -45,7 +45,8 @@ def check_against_reference(tier, dtype, shape, nonlinearity, reverse, device):
 def test_kernel_matches_float64_reference(tier, dtype, shape, nonlinearity, reverse, device):
     if tier == "resident" and shape[2] > 128 and dtype == torch.float32:
         pytest.skip("beyond the fp32 resident limit (covered by the dispatch tests)")
-    check_against_reference(tier, dtype, shape, nonlinearity, reverse, device)
+    check_against_reference(plan_for(shape[2], shape[1], dtype, device, kernel=tier), dtype, shape, nonlinearity,
+                            reverse, device)
 
 
 @pytest.mark.parametrize("fp32_product", [p for p in resident.FP32_PRODUCTS if p != resident.FP32_PRODUCT])
@@ -56,7 +57,8 @@ def test_resident_fp32_products_match_float64_reference(fp32_product, shape, non
     """The fp32 products other than the default (test_kernel_matches_float64_reference runs that one).
     The interpreter multiplies TF32 exactly: this checks their algebra, test_fp32_..._accuracy their precision."""
     monkeypatch.setattr(resident, "FP32_PRODUCT", fp32_product)
-    check_against_reference("resident", torch.float32, shape, nonlinearity, reverse, device)
+    check_against_reference(plan_for(shape[2], shape[1], torch.float32, device, kernel="resident"), torch.float32,
+                            shape, nonlinearity, reverse, device)
 
 
 def test_hidden_state_carried_in_fp32_not_io_dtype(device):
@@ -77,21 +79,33 @@ SPLIT_SHAPES = [(3, 5, 320), (2, 20, 320), (2, 2, 512), (2, 1, 1024)]
 @pytest.mark.parametrize("shape", SPLIT_SHAPES, ids=lambda s: "T{}-B{}-H{}".format(*s))
 @pytest.mark.parametrize("nonlinearity,reverse", [("tanh", False), ("relu", True)])
 def test_split_kernels_match_float64_reference(dtype, shape, nonlinearity, reverse, device):
-    T, B, H = shape
-    plan = plan_for(H, B, dtype, device)
+    plan = plan_for(shape[2], shape[1], dtype, device)
     assert plan.tier == "split"
-    xw, h0, u, dy = make_inputs(T, B, H, dtype, device)
-    y = recurrence_forward(plan, xw, h0, u, nonlinearity, reverse)
-    ref_y, ref_da, ref_dh0 = reference_layer(xw.cpu(), h0.cpu(), u.cpu(), nonlinearity, reverse, dy.cpu())
-    assert rel_err(y.cpu(), ref_y) < TOLERANCE[dtype]
-    da, dh0 = recurrence_backward(plan, ref_y.to(device=device, dtype=dtype), dy, u, nonlinearity, reverse)
-    assert rel_err(da.cpu(), ref_da) < 2 * TOLERANCE[dtype]
-    assert rel_err(dh0.cpu(), ref_dh0) < 2 * TOLERANCE[dtype]
+    check_against_reference(plan, dtype, shape, nonlinearity, reverse, device)
+
+
+# Wide batch tiles with the state read in K chunks, at an H the interpreter affords (the dispatcher's own
+# configurations start at H = 512): T = 1; one partial tile (B = 5); a full tile and one more row (B = 33
+# with 32 rows); a full tile and a partial one (B = 70 with 64), each run in turn; H = 72 leaves whole
+# K chunks masked off.
+WIDE_SPLIT_BLOCKS = [SplitBlocks(BLOCK_B=32, BLOCK_N=16, BLOCK_H=128, K_SPLIT=2, K_CHUNKS=2, num_warps=2),
+                     SplitBlocks(BLOCK_B=64, BLOCK_N=16, BLOCK_H=128, K_SPLIT=2, K_CHUNKS=4, num_warps=2)]
+WIDE_SPLIT_SHAPES = [(1, 5, 100), (3, 33, 128), (2, 70, 72)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("blocks", WIDE_SPLIT_BLOCKS, ids=lambda b: f"BB{b.BLOCK_B}-KCH{b.K_CHUNKS}")
+@pytest.mark.parametrize("shape", WIDE_SPLIT_SHAPES, ids=lambda s: "T{}-B{}-H{}".format(*s))
+@pytest.mark.parametrize("nonlinearity,reverse", [("tanh", False), ("relu", True)])
+def test_split_wide_batch_tiles_in_k_chunks_match_float64_reference(dtype, blocks, shape, nonlinearity, reverse,
+                                                                    device):
+    check_against_reference(KernelPlan("split", LaunchConfig(blocks, blocks)), dtype, shape, nonlinearity, reverse,
+                            device)
 
 
 def barrier_config(block_h: int) -> SplitBlocks:
     """A split configuration whose grid is one program when H <= 16: the barrier path can run in the interpreter."""
-    return SplitBlocks(BLOCK_B=16, BLOCK_N=16, BLOCK_H=block_h, K_SPLIT=1, num_warps=4)
+    return SplitBlocks(BLOCK_B=16, BLOCK_N=16, BLOCK_H=block_h, K_SPLIT=1, K_CHUNKS=1, num_warps=4)
 
 
 @pytest.mark.skipif(not interpreting(), reason="interpreter-only: one program per SM is the interpreter's rule")
