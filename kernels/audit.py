@@ -34,7 +34,8 @@ H a multiple of 16), and reports:
 
 Run it as `python -m kernels.audit` (prints the table, exits 1 on any failure); the test suite runs it too.
 `--fp32-product` audits the resident kernels with another fp32 product than the default
-(resident.FP32_PRODUCT), so that the variants a GPU will time can be compared here first.
+(resident.FP32_PRODUCT), and `--split-wide-batch` the split tier's wider batch tiles too
+(dispatch.SPLIT_WIDE_BATCH), so that the variants a GPU will time can be compared here first.
 """
 from __future__ import annotations
 
@@ -118,11 +119,19 @@ class AuditJob:
 
 def _dispatchable_plans(arch: int):
     """(dtype, plan) for every configuration the dispatcher can pick on compute capability arch."""
-    from .dispatch import RESIDENT_CONFIGS, SPLIT_CONFIGS, SUPPORTED_DTYPES, plan_for, resident_served
+    from .dispatch import (
+        RESIDENT_CONFIGS,
+        SPLIT_CONFIGS,
+        SUPPORTED_DTYPES,
+        KernelPlan,
+        plan_for,
+        resident_served,
+        split_configs,
+    )
     plans = [(dt, plan_for(block_h, 1, dt, kernel="resident")) for dt, block_h in RESIDENT_CONFIGS
              if resident_served(dt, block_h, arch)]
-    plans += [(dt, plan_for(block_h, 1, dt, kernel="split")) for dt, block_h in SPLIT_CONFIGS
-              if -(-block_h // SPLIT_CONFIGS[(dt, block_h)].forward.BLOCK_N) <= SM_COUNT[arch]]
+    plans += [(dt, KernelPlan("split", cfg)) for dt, block_h in SPLIT_CONFIGS for cfg in split_configs(dt, block_h)
+              if -(-block_h // cfg.forward.BLOCK_N) <= SM_COUNT[arch]]
     plans += [(dt, plan_for(1, 1, dt, kernel="stepwise")) for dt in SUPPORTED_DTYPES]
     return plans
 
@@ -438,7 +447,7 @@ def format_table(rows: list[AuditRow]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from . import resident
+    from . import dispatch, resident
     parser = argparse.ArgumentParser(prog="python -m kernels.audit", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel compiles (default: CPU count)")
@@ -450,9 +459,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arch", type=int, choices=sorted(SHARED_LIMIT), help="only this target")
     parser.add_argument("--fp32-product", choices=resident.FP32_PRODUCTS,
                         help="the resident kernels' fp32 product (default: resident.FP32_PRODUCT)")
+    parser.add_argument("--split-wide-batch", action="store_true",
+                        help="also the split tier's wider batch tiles (dispatch.SPLIT_WIDE_BATCH)")
     args = parser.parse_args(argv)
     if args.fp32_product:
         resident.FP32_PRODUCT = args.fp32_product  # read by launch_keywords as audit_jobs builds the jobs
+    if args.split_wide_batch:
+        dispatch.SPLIT_WIDE_BATCH = True  # read by split_configs as audit_jobs lists the plans
     selected = audit_jobs(args.plan, args.dtype, args.nonlinearity, args.arch)
     if not selected:
         parser.error("no dispatchable configuration matches --plan/--dtype/--nonlinearity/--arch")

@@ -7,7 +7,8 @@ Tiers, tried in order:
 - split: the persistent kernels of split.py. U is cut into slices of BLOCK_N rows (state columns),
   one program per slice and batch group, all co-resident (at most one per SM), meeting at a grid
   barrier every step. Needs cdiv(H, BLOCK_N) <= the SM count; one launch serves any batch, each group
-  running its batch tiles one after another.
+  running its batch tiles one after another. With SPLIT_WIDE_BATCH, the batch tile widens (up to
+  64 rows, the state read in K chunks) where the SMs run out of groups (split_config).
 - stepwise: one launch per timestep (stepwise.py); serves any H.
 
 Every configuration in RESIDENT_CONFIGS and SPLIT_CONFIGS was chosen from the compile audit
@@ -77,6 +78,20 @@ SPLIT_CONFIGS: dict[tuple[torch.dtype, int], LaunchConfig[SplitBlocks]] = {
     (torch.float32, 512): _split(16, 512, 8),
     (torch.float32, 1024): _split(16, 1024, 8, block_b=8),  # 16 rows spill: 3xTF32 holds more per row
 }
+# Wider batch tiles of the split tier, (BLOCK_H, BLOCK_B) -> configuration, 16-bit only (SPLIT_WIDE_BATCH): one
+# program multiplies all BLOCK_B rows at once instead of running BLOCK_B = 16 tiles one after another. The state a
+# tile reads every step is BLOCK_H x BLOCK_B (256 KiB at H = 2048, B = 64: more than shared memory), so it is read,
+# staged and multiplied in K_CHUNKS chunks. From the compile audit (--split-wide-batch): no spills on the targets
+# that can pick them (H = 2048 needs 128 SMs: sm_90 only), the fewest warps, then the fewest chunks (every chunk
+# costs two CTA barriers).
+_SPLIT_WIDE_16BIT = {(512, 32): _split(16, 512, 4, 32), (512, 64): _split(16, 512, 8, 64),
+                     (1024, 32): _split(32, 1024, 8, 32),
+                     (2048, 32): _split(16, 2048, 8, 32, k_chunks=2), (2048, 64): _split(16, 2048, 8, 64, k_chunks=16)}
+SPLIT_WIDE_CONFIGS: dict[tuple[torch.dtype, int, int], LaunchConfig[SplitBlocks]] = {
+    (dt, bh, bb): cfg for dt in (torch.bfloat16, torch.float16) for (bh, bb), cfg in _SPLIT_WIDE_16BIT.items()}
+# Whether the split tier takes them (split_config). Built and audited, not yet timed: off until a GPU says
+# otherwise (.ci/gpu_variants.py --variant split-narrow-batch split-wide-batch).
+SPLIT_WIDE_BATCH = False
 # The step kernel's configuration; float64 takes thinner K slices (32 spills on sm_90).
 STEPWISE_CONFIGS = {torch.float64: LaunchConfig(StepwiseBlocks(BLOCK_K=16), StepwiseBlocks(BLOCK_K=16))}
 STEPWISE_DEFAULT = LaunchConfig(StepwiseBlocks(), StepwiseBlocks())
@@ -173,11 +188,32 @@ def _resident_plan(hidden_size, batch_size, dtype, block_h, sms, arch) -> Kernel
                                           f"program(s), one per {config.forward.BLOCK_B} batch rows")
 
 
+def split_configs(dtype: torch.dtype, block_h: int) -> list[LaunchConfig[SplitBlocks]]:
+    """Every split configuration the dispatcher can pick for dtype and BLOCK_H, narrowest batch tile first:
+    SPLIT_CONFIGS' and, with SPLIT_WIDE_BATCH, SPLIT_WIDE_CONFIGS'."""
+    wide = [cfg for (dt, bh, _), cfg in SPLIT_WIDE_CONFIGS.items() if (dt, bh) == (dtype, block_h)]
+    return [SPLIT_CONFIGS[(dtype, block_h)]] + sorted(wide if SPLIT_WIDE_BATCH else [], key=lambda c: c.forward.BLOCK_B)
+
+
+def split_config(dtype: torch.dtype, block_h: int, hidden_size: int, batch_size: int,
+                 sms: int) -> LaunchConfig[SplitBlocks]:
+    """The split configuration for this layer: the narrowest batch tile with which no program runs more than
+    one tile per step (the tiles spread over the groups the SMs leave beside the slices), else the widest.
+    A wider tile reads the same state per row, but more rows per program: it only pays where tiles would
+    otherwise run one after another."""
+    configs = [c for c in split_configs(dtype, block_h) if triton.cdiv(hidden_size, c.forward.BLOCK_N) <= sms]
+    for config in configs:
+        if triton.cdiv(batch_size, config.forward.BLOCK_B) <= split.split_grid(batch_size, hidden_size,
+                                                                               config.forward, sms)[1]:
+            return config
+    return configs[-1] if configs else SPLIT_CONFIGS[(dtype, block_h)]
+
+
 def _split_plan(hidden_size, batch_size, dtype, block_h, sms, arch) -> KernelPlan | str:
     """The split-H plan, or why there is none."""
     if (dtype, block_h) not in SPLIT_CONFIGS:
         return f"no split configuration for hidden_size {hidden_size} in {dtype} (limit {_limit(SPLIT_CONFIGS, dtype)})"
-    config = SPLIT_CONFIGS[(dtype, block_h)]
+    config = split_config(dtype, block_h, hidden_size, batch_size, sms)
     slices = triton.cdiv(hidden_size, config.forward.BLOCK_N)
     if slices > sms:
         return f"{slices} slices of U need {slices} co-resident programs but the device has {sms} SMs"

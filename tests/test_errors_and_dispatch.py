@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.nn.utils.rnn import PackedSequence, pack_sequence
 
-from kernels import TritonRNN, plan_for
+from kernels import TritonRNN, dispatch, plan_for
 from kernels.dispatch import RESIDENT_CONFIGS, SPLIT_CONFIGS, KernelPlan, _resident_plan, _split_plan, resident_limit
 from kernels.launch import LaunchConfig
 from kernels.resident import ResidentBlocks
@@ -128,6 +128,21 @@ def test_split_tier_needs_a_slice_per_sm_and_runs_every_batch_tile_in_one_launch
         split_grid(16, 2048, plan_for(2048, 16, torch.bfloat16, kernel="split").config.forward, 100)
     with pytest.raises(ValueError, match="kernel='split' cannot serve"):
         plan_for(4096, 4, torch.bfloat16, kernel="split")
+
+
+def test_split_wide_batch_widens_the_tile_only_where_the_sms_run_out(monkeypatch):
+    """SPLIT_WIDE_BATCH: the narrowest batch tile with which each program runs one tile per step, else the
+    widest; off (the default), today's 16-row tiles."""
+    def block_b(hidden, batch, dtype=torch.bfloat16):
+        return plan_for(hidden, batch, dtype, kernel="split").config.forward.BLOCK_B
+    assert [block_b(2048, b) for b in (8, 64, 256)] == [16, 16, 16]
+    monkeypatch.setattr(dispatch, "SPLIT_WIDE_BATCH", True)
+    assert [block_b(2048, b) for b in (8, 16, 17, 32, 33, 64, 256)] == [16, 16, 32, 32, 64, 64, 64]  # one group
+    assert "4 batch tile(s) of 64" in plan_for(2048, 256, torch.bfloat16).reason  # no wider tile fits
+    assert [block_b(512, b) for b in (8, 64, 65, 128, 256)] == [16, 16, 32, 32, 64]  # 32 slices: 4 groups
+    assert [block_b(1024, b) for b in (64, 128, 256)] == [16, 32, 32]
+    assert block_b(1024, 256, torch.float32) == 8 and block_b(256, 256, torch.float32) == 16  # 16-bit only
+    assert _split_plan(512, 64, torch.bfloat16, 512, 108, 80).config.forward.BLOCK_B == 32  # sm_80: 3 groups
 
 
 def test_stepwise_serves_hidden_sizes_beyond_the_persistent_tiers(device):

@@ -8,7 +8,7 @@ import pytest
 import torch
 import triton
 
-from kernels import TritonRNN, plan_for
+from kernels import TritonRNN, dispatch, plan_for
 from kernels.dispatch import recurrence_backward, recurrence_forward, resident_limit
 from kernels.runtime import device_facts
 from rnnbench.backends import Prepared
@@ -56,10 +56,14 @@ def test_layer_matches_cudnn(dtype):
         assert rel_err(p.grad, q.grad) < 8 * TOLERANCE[dtype], name
 
 
-@pytest.mark.parametrize("H,B", [(1024, 64), (2048, 16), (2048, 64), (512, 1)])
-def test_split_barrier_under_load_matches_stepwise(H, B):
+@pytest.mark.parametrize("H,B,wide", [(1024, 64, False), (2048, 16, False), (2048, 64, False), (512, 1, False),
+                                      (2048, 64, True), (1024, 256, True)])
+def test_split_barrier_under_load_matches_stepwise(H, B, wide, monkeypatch):
     """T >= 10k steps with (nearly) every SM in the barrier: any missed or torn barrier would show up
-    as a difference from the stepwise kernel, which synchronises by launching once per step."""
+    as a difference from the stepwise kernel, which synchronises by launching once per step. wide: the
+    batch tiles of dispatch.SPLIT_WIDE_BATCH (H = 2048: one tile of 64 rows in 16 K chunks; H = 1024:
+    two tiles of 32 per program, four groups)."""
+    monkeypatch.setattr(dispatch, "SPLIT_WIDE_BATCH", wide)
     T, dtype = 10_000, torch.bfloat16
     g = torch.Generator().manual_seed(0)
     xw = (torch.randn(T, B, H, generator=g) * 0.5).to("cuda", dtype)

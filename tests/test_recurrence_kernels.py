@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from kernels import resident
+from kernels import dispatch, resident
 from kernels.dispatch import TIERS, KernelPlan, plan_for, recurrence_backward, recurrence_forward
 from kernels.launch import LaunchConfig
 from kernels.runtime import interpreting
@@ -101,6 +101,18 @@ def test_split_wide_batch_tiles_in_k_chunks_match_float64_reference(dtype, block
                                                                     device):
     check_against_reference(KernelPlan("split", LaunchConfig(blocks, blocks)), dtype, shape, nonlinearity, reverse,
                             device)
+
+
+@pytest.mark.parametrize("dtype,shape,block_b", [(torch.bfloat16, (2, 70, 512), 32), (torch.float16, (2, 70, 512), 32),
+                                                 (torch.bfloat16, (1, 33, 2048), 64)],
+                         ids=["bf16-T2-B70-H512", "fp16-T2-B70-H512", "bf16-T1-B33-H2048"])
+def test_split_wide_batch_configurations_match_float64_reference(dtype, shape, block_b, device, monkeypatch):
+    """The dispatcher's wide tiles (SPLIT_WIDE_BATCH) where it picks them: H = 2048 in 16 K chunks (35 s
+    in the interpreter: one dtype)."""
+    monkeypatch.setattr(dispatch, "SPLIT_WIDE_BATCH", True)
+    plan = plan_for(shape[2], shape[1], dtype, device)
+    assert plan.tier == "split" and plan.config.forward.BLOCK_B == block_b
+    check_against_reference(plan, dtype, shape, "tanh", False, device)
 
 
 def barrier_config(block_h: int) -> SplitBlocks:
