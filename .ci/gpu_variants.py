@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 import triton.testing
 
-from kernels import TritonRNN, resident
+from kernels import TritonRNN, dispatch, resident
 from kernels.reference import run_module
 
 
@@ -42,15 +42,24 @@ VARIANTS = {  # name -> a context manager factory
     "acc-layout-io": lambda: switched(resident, "ACC_LAYOUT_IO_MAX_BLOCK_H", {"forward": 256, "backward": 256}),
     # the resident fp32 product: fp32-tf32x3 (Triton's), fp32-one-dot-k, fp32-one-dot-m (resident.py)
     **{f"fp32-{p}": (lambda p=p: switched(resident, "FP32_PRODUCT", p)) for p in resident.FP32_PRODUCTS},
+    # the split tier's batch tile where the SMs run out of batch groups: 16-row tiles run one after another
+    # (today's), or one wider tile in K chunks (dispatch.SPLIT_WIDE_BATCH)
+    "split-narrow-batch": lambda: switched(dispatch, "SPLIT_WIDE_BATCH", False),
+    "split-wide-batch": lambda: switched(dispatch, "SPLIT_WIDE_BATCH", True),
 }
 SMALL = [(dt, h, b) for dt in ("bfloat16",) for h in (128, 256) for b in (8, 64)]
 FP32 = [("float32", h, b) for h in (128, 256, 512) for b in (8, 64)]
 FP32_RESIDENT = [("float32", h, b) for h in (64, 128) for b in (8, 64)]  # the fp32 resident tier's sizes
+# The split tier's sizes: split-wide-batch widens the tile at B = 256, and at B = 64 for H = 2048 (one batch group);
+# the other cases are controls (the same plan in both variants).
+SPLIT_BATCH = [("bfloat16", h, b) for h in (512, 1024, 2048) for b in (8, 64, 256)]
 CASES = {
     "current": SMALL + FP32,
     "plain-io": SMALL,
     "acc-layout-io": SMALL,
     **{f"fp32-{p}": FP32_RESIDENT for p in resident.FP32_PRODUCTS},
+    "split-narrow-batch": SPLIT_BATCH,
+    "split-wide-batch": SPLIT_BATCH,
 }
 
 
