@@ -82,6 +82,9 @@ ONE_DOT_K = tl.constexpr("one-dot-k")
 ONE_DOT_M = tl.constexpr("one-dot-m")
 FP32_PRODUCTS = ("tf32x3", ONE_DOT_K.value, ONE_DOT_M.value)
 FP32_PRODUCT = "tf32x3"
+# Steps ahead whose input tiles each program asks L2 to fetch (prefetch_l2), on a GPU; 0 turns it off.
+# Not yet timed: off until a GPU says otherwise (.ci/gpu_variants.py --variant l2-prefetch-4 l2-prefetch-16).
+L2_PREFETCH_STEPS = 0
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,7 @@ def launch_keywords(config: ResidentBlocks, nonlinearity: str, dtype: torch.dtyp
     keywords["DOT_PRECISION"] = FP32_PRODUCT if dtype == torch.float32 else "ieee"
     limit = ACC_LAYOUT_IO_MAX_BLOCK_H["backward" if backward else "forward"]
     keywords["ACC_LAYOUT_IO"] = config.BLOCK_H <= limit and not interpreted and dtype in SIXTEEN_BIT
+    keywords["L2_PREFETCH_STEPS"] = 0 if interpreted else L2_PREFETCH_STEPS  # inline PTX: not interpretable
     if not backward:  # the backward has no tanh: act' comes from h
         keywords["FAST_TANH"] = not interpreted and dtype in SIXTEEN_BIT
     return keywords
@@ -160,6 +164,24 @@ def store_tile(base, tile, value, mask, ACC_LAYOUT_IO: tl.constexpr):
             dtype=tl.int32, is_pure=False, pack=1)
     else:
         tl.store(base + tile, value, mask=mask)
+
+
+@triton.jit
+def prefetch_l2(base, valid, B, H, BLOCK_B: tl.constexpr):
+    """Ask L2 to fetch this program's BLOCK_B rows of base, a contiguous [B, H] matrix (valid: a scalar
+    condition; nothing when false). The rows are one contiguous range of bytes [start, end): thread i
+    prefetches the 128-byte line at (start rounded down to a line) + 128 i if that is below end, one
+    prefetch.global.L2 and no register held after it. Every line is covered while the program has at
+    least as many threads as the range has lines: 128 threads or more, against 64 lines at most (16 rows
+    of 256 bf16 or 128 fp32 elements)."""
+    row = tl.program_id(0) * BLOCK_B
+    start = (base + row * H).to(tl.int64, bitcast=True)
+    size = tl.minimum(BLOCK_B, B - row) * H * (base.dtype.element_ty.primitive_bitwidth // 8)
+    tl.inline_asm_elementwise(
+        "{ .reg .pred p; .reg .b32 i; .reg .b64 a, e; mov.u32 i, %tid.x; mul.wide.u32 a, i, 128; "
+        "and.b64 e, $1, -128; add.s64 a, a, e; cvt.s64.s32 e, $2; add.s64 e, e, $1; setp.lt.u64 p, a, e; "
+        "@p prefetch.global.L2 [a]; mov.b32 $0, 0; }", "=r,l,r",
+        [tl.where(valid, start, 0), tl.where(valid, size, 0)], dtype=tl.int32, is_pure=False, pack=1)
 
 
 @triton.jit
@@ -240,6 +262,7 @@ def resident_forward_kernel(
     ACC_DTYPE: tl.constexpr,      # carry and accumulation: tl.float32 (tl.float64 for float64 I/O)
     UPCAST_DOT: tl.constexpr,     # interpreter workaround for bf16 tl.dot (launch.py)
     ACC_LAYOUT_IO: tl.constexpr,  # per-step loads and stores by inline PTX, in the accumulator's layout
+    L2_PREFETCH_STEPS: tl.constexpr,  # xw's tile this many steps ahead prefetched into L2 (0: none)
 ):
     IO_DTYPE: tl.constexpr = y_ptr.dtype.element_ty
     tile, mask = transposed_tile(B, H, BLOCK_B, BLOCK_H)
@@ -257,6 +280,8 @@ def resident_forward_kernel(
         xw_t = xw.to(ACC_DTYPE)
         # Step t+1's input, loaded while this step computes.
         xw = load_tile(xw_ptr + (t + t_step) * stride, tile, mask, s + 1 < T, ACC_LAYOUT_IO)
+        if L2_PREFETCH_STEPS:
+            prefetch_l2(xw_ptr + (t + L2_PREFETCH_STEPS * t_step) * stride, s + L2_PREFETCH_STEPS < T, B, H, BLOCK_B)
         h = apply_activation(product(u, h, xw_t, IO_DTYPE, DOT_PRECISION, UPCAST_DOT), ACTIVATION, FAST_TANH)
         store_tile(y_ptr + t * stride, tile, h.to(IO_DTYPE), mask, ACC_LAYOUT_IO)
 
@@ -274,6 +299,7 @@ def resident_backward_kernel(
     t_step,         # -1 or +1
     ACTIVATION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, DOT_PRECISION: tl.constexpr,
     ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr, ACC_LAYOUT_IO: tl.constexpr,  # as in resident_forward_kernel
+    L2_PREFETCH_STEPS: tl.constexpr,  # h's and dy's tiles this many steps ahead prefetched into L2 (0: none)
 ):
     IO_DTYPE: tl.constexpr = da_ptr.dtype.element_ty
     tile, mask = transposed_tile(B, H, BLOCK_B, BLOCK_H)
@@ -294,6 +320,10 @@ def resident_backward_kernel(
         # Step t-1's inputs, loaded while this step computes.
         h = load_tile(y_ptr + (t + t_step) * stride, tile, mask, s + 1 < T, ACC_LAYOUT_IO)
         dy = load_tile(dy_ptr + (t + t_step) * stride, tile, mask, s + 1 < T, ACC_LAYOUT_IO)
+        if L2_PREFETCH_STEPS:
+            ahead = (t + L2_PREFETCH_STEPS * t_step) * stride
+            prefetch_l2(y_ptr + ahead, s + L2_PREFETCH_STEPS < T, B, H, BLOCK_B)
+            prefetch_l2(dy_ptr + ahead, s + L2_PREFETCH_STEPS < T, B, H, BLOCK_B)
         g = product(u_t, da, dy_t, IO_DTYPE, DOT_PRECISION, UPCAST_DOT)
         da = g * activation_grad_from_output(h_t, ACTIVATION)
         store_tile(da_ptr + t * stride, tile, da.to(IO_DTYPE), mask, ACC_LAYOUT_IO)
