@@ -29,13 +29,15 @@ H a multiple of 16), and reports:
     step's serial chain; reported, not checked.
     The JSON also lists every barrier-like instruction of the loop by opcode (barrier_kinds): BAR.*,
     the mbarrier operations SYNCS.*, and the warpgroup fences of wgmma WARPGROUP.* (which wait for
-    the warp's own wgmma, not for other warps);
+    the warp's own wgmma, not for other warps), and, in the JSON only, the loop's instruction count
+    (loop_instructions) and its L2 prefetches (prefetch_per_step: CCTL.*.PF*, from prefetch.global.L2);
 - split kernels: the grid barrier's release arrival and acquire poll are in the PTX.
 
 Run it as `python -m kernels.audit` (prints the table, exits 1 on any failure); the test suite runs it too.
 `--fp32-product` audits the resident kernels with another fp32 product than the default
 (resident.FP32_PRODUCT), and `--split-wide-batch` the split tier's wider batch tiles too
-(dispatch.SPLIT_WIDE_BATCH), so that the variants a GPU will time can be compared here first.
+(dispatch.SPLIT_WIDE_BATCH), and `--l2-prefetch-steps N` the resident kernels with their step inputs
+prefetched into L2 N steps ahead (resident.L2_PREFETCH_STEPS), so that the variants a GPU will time can be compared here first.
 """
 from __future__ import annotations
 
@@ -81,6 +83,8 @@ class AuditRow:
     barrier_kinds: str = ""      # every barrier-like opcode in the time loop with its count (barrier_kinds)
     mma_per_step: int = -1       # tensor-core MMA instructions (HGMMA, HMMA) in the time loop's SASS
     waits_per_step: int = -1     # waits for wgmma groups (WARPGROUP.DEPBAR) in the time loop's SASS
+    loop_instructions: int = -1  # instructions in the time loop's SASS (JSON only)
+    prefetch_per_step: int = -1  # L2 prefetches (CCTL.*.PF*) in the time loop's SASS (JSON only)
     u_bytes: int = 0             # U's bytes in the program (resident: BLOCK_H^2; split: its slice)
     barrier_atomics: str = "n/a" # "yes" / "NO" for split kernels: release add and acquire poll in the PTX
     block_h: int = 0
@@ -358,6 +362,11 @@ def wgmma_waits(loop: list[str]) -> int:
     return sum(i.split()[0].startswith("WARPGROUP.DEPBAR") for i in loop)
 
 
+def l2_prefetches(loop: list[str]) -> int:
+    """L2 prefetches (CCTL.E.PF2 and the like: prefetch.global.L2) among these."""
+    return sum(i.split()[0].startswith("CCTL") and ".PF" in i.split()[0] for i in loop)
+
+
 def barrier_atomics(ptx: str) -> bool:
     """The grid barrier's arrival (a gpu-scope release add, e.g. red.global.gpu.release.add) and its
     poll (a gpu-scope acquire load or atomic, e.g. ld.global.gpu.acquire) are in the PTX."""
@@ -386,7 +395,7 @@ def compile_for(fn, dtype: str, keywords: dict, arch: int):
 
 def time_loop_facts(compiled, keywords: dict, dtype: str) -> dict:
     """What a persistent kernel does per time step: u_hoisted, u_in, smem_per_step, h_allowance,
-    bar_per_step, barrier_kinds, mma_per_step and waits_per_step."""
+    bar_per_step, barrier_kinds, mma_per_step, waits_per_step, loop_instructions and prefetch_per_step."""
     ttgir = compiled.asm["ttgir"]
     loop = time_loop(_nvidia_tool("cuobjdump", compiled.asm["cubin"], "-sass"))
     warps = keywords["num_warps"]
@@ -399,6 +408,7 @@ def time_loop_facts(compiled, keywords: dict, dtype: str) -> dict:
             "u_in": u_location(ttgir), "smem_per_step": smem_per_step(loop, warps),
             "bar_per_step": cta_barriers(loop), "barrier_kinds": barrier_kinds(loop),
             "mma_per_step": mma_instructions(loop), "waits_per_step": wgmma_waits(loop),
+            "loop_instructions": len(loop), "prefetch_per_step": l2_prefetches(loop),
             "h_allowance": h_allowance(loop, warps, h_bytes, passes, keywords.get("K_SPLIT", 1),
                                        block_n * block_b * 4, tile_bytes)}
 
@@ -461,9 +471,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="the resident kernels' fp32 product (default: resident.FP32_PRODUCT)")
     parser.add_argument("--split-wide-batch", action="store_true",
                         help="also the split tier's wider batch tiles (dispatch.SPLIT_WIDE_BATCH)")
+    parser.add_argument("--l2-prefetch-steps", type=int, metavar="N",
+                        help="the resident kernels' L2 prefetch distance (default: resident.L2_PREFETCH_STEPS)")
     args = parser.parse_args(argv)
     if args.fp32_product:
         resident.FP32_PRODUCT = args.fp32_product  # read by launch_keywords as audit_jobs builds the jobs
+    if args.l2_prefetch_steps is not None:
+        resident.L2_PREFETCH_STEPS = args.l2_prefetch_steps  # read by launch_keywords, as above
     if args.split_wide_batch:
         dispatch.SPLIT_WIDE_BATCH = True  # read by split_configs as audit_jobs lists the plans
     selected = audit_jobs(args.plan, args.dtype, args.nonlinearity, args.arch)
