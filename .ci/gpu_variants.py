@@ -1,6 +1,7 @@
 """Times kernel variants side by side in one process on a GPU: what a short device lease can afford.
 
-    python .ci/gpu_variants.py --out DIR [--seq-len 4096] [--hidden 128 256] [--variant current] [--device cpu]
+    python .ci/gpu_variants.py --out DIR [--seq-len 4096] [--hidden 128 256] [--dtype bfloat16] [--variant current]
+                               [--device cpu]
 
 For every (variant, dtype, H, B) it builds TritonRNN with nn.RNN's seeded weights, checks its
 forward against the float64 reference loop (relative error of the outputs), and times forward and
@@ -35,6 +36,7 @@ def switched(module, name: str, value):
         setattr(module, name, before)
 
 
+L2_PREFETCH_STEPS = (4, 16)  # the distances timed: about one HBM latency ahead, and well beyond it
 VARIANTS = {  # name -> a context manager factory
     "current": contextlib.nullcontext,
     # 16-bit per-step loads and stores: all by tl.load/tl.store, or all in the accumulator's layout
@@ -46,6 +48,8 @@ VARIANTS = {  # name -> a context manager factory
     # (today's), or one wider tile in K chunks (dispatch.SPLIT_WIDE_BATCH)
     "split-narrow-batch": lambda: switched(dispatch, "SPLIT_WIDE_BATCH", False),
     "split-wide-batch": lambda: switched(dispatch, "SPLIT_WIDE_BATCH", True),
+    # the resident kernels' step inputs prefetched into L2 this many steps ahead (resident.L2_PREFETCH_STEPS)
+    **{f"l2-prefetch-{d}": (lambda d=d: switched(resident, "L2_PREFETCH_STEPS", d)) for d in L2_PREFETCH_STEPS},
 }
 SMALL = [(dt, h, b) for dt in ("bfloat16",) for h in (128, 256) for b in (8, 64)]
 FP32 = [("float32", h, b) for h in (128, 256, 512) for b in (8, 64)]
@@ -60,6 +64,7 @@ CASES = {
     **{f"fp32-{p}": FP32_RESIDENT for p in resident.FP32_PRODUCTS},
     "split-narrow-batch": SPLIT_BATCH,
     "split-wide-batch": SPLIT_BATCH,
+    **{f"l2-prefetch-{d}": SMALL for d in L2_PREFETCH_STEPS},
 }
 
 
@@ -104,6 +109,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", required=True, type=Path, help="folder for variants.csv")
     parser.add_argument("--seq-len", type=int, default=4096)
     parser.add_argument("--hidden", type=int, nargs="+", help="only these hidden sizes")
+    parser.add_argument("--dtype", nargs="+", help="only these dtypes (e.g. bfloat16)")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--variant", nargs="+", choices=list(VARIANTS), default=list(VARIANTS), help="only these")
     args = parser.parse_args(argv)
@@ -112,7 +118,7 @@ def main(argv=None) -> int:
     for variant in args.variant:
         cases = CASES[variant]
         for dtype, hidden, batch in cases:
-            if args.hidden and hidden not in args.hidden:
+            if (args.hidden and hidden not in args.hidden) or (args.dtype and dtype not in args.dtype):
                 continue
             try:
                 rows.append(time_case(variant, dtype, hidden, batch, args.seq_len, args.device))
