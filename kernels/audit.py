@@ -37,7 +37,8 @@ Run it as `python -m kernels.audit` (prints the table, exits 1 on any failure); 
 `--fp32-product` audits the resident kernels with another fp32 product than the default
 (resident.FP32_PRODUCT), and `--split-wide-batch` the split tier's wider batch tiles too
 (dispatch.SPLIT_WIDE_BATCH), and `--l2-prefetch-steps N` the resident kernels with their step inputs
-prefetched into L2 N steps ahead (resident.L2_PREFETCH_STEPS), so that the variants a GPU will time can be compared here first.
+prefetched into L2 N steps ahead (resident.L2_PREFETCH_STEPS), so that the variants a GPU will time
+can be compared here first.
 """
 from __future__ import annotations
 

@@ -6,6 +6,9 @@ import os
 import subprocess
 import sys
 
+import torch
+
+from kernels import resident
 from kernels.audit import (
     RE_READ_LIMIT,
     RE_READ_MIN_BLOCK_H,
@@ -14,6 +17,7 @@ from kernels.audit import (
     barrier_kinds,
     cta_barriers,
     h_allowance,
+    l2_prefetches,
     mma_instructions,
     shared_bytes_per_warp,
     smem_per_step,
@@ -136,6 +140,7 @@ def test_bar_per_step_counts_the_cta_barriers_of_the_outer_loop():
                                    "BAR.RED.POPC.DEFER_BLOCKING x1")
     assert cta_barriers(time_loop(sass("BAR.SYNC 0x0", "EXIT"))) == 0 and barrier_kinds([]) == ""
     assert mma_instructions(loop) == 1 and wgmma_waits(loop) == 1
+    assert l2_prefetches(loop) == 0 and l2_prefetches(["CCTL.E.PF2 [R20]", "CCTL.IVALL", "LDG.E R5, [R6.64]"]) == 1
     assert mma_instructions(["HMMA.1688.F32.TF32 R20, R28, R76, R20", "HFMA2 R1, R2, R3, R4",
                              "HGMMA.64x32x8.F32.TF32 R24, R60, gdesc[UR8], R24"]) == 2
 
@@ -159,6 +164,34 @@ def test_the_audit_flags_a_kernel_that_re_reads_u_every_step():
     u_bytes = 128 * 128 * 2
     assert facts["u_hoisted"] == "yes" and facts["u_in"] == "shared"
     assert facts["smem_per_step"] - facts["h_allowance"] > RE_READ_LIMIT * u_bytes
+
+
+L2_PREFETCH_FACTS = """
+import json
+from kernels import audit, resident
+facts = {}
+for steps in (0, 4):
+    resident.L2_PREFETCH_STEPS = steps  # read by launch_keywords as audit_jobs builds the jobs
+    for job in audit.audit_jobs(dtype="bfloat16", nonlinearity="tanh", arch=90):
+        if job.tier == "resident" and job.keywords["BLOCK_H"] == 16:
+            facts[f"{job.kernel} {steps}"] = audit.compile_one(job).prefetch_per_step
+print(json.dumps(facts))
+"""
+
+
+def test_l2_prefetch_is_in_the_time_loop_on_a_gpu_only(monkeypatch):
+    """resident.L2_PREFETCH_STEPS puts L2 prefetches in both resident kernels' time loops (one per input tile:
+    xw; h and dy backward; checked on the smallest bf16 configuration for sm_90), none when 0, and
+    launch_keywords leaves the inline PTX out of interpreted launches."""
+    facts = json.loads(compiled_without_interpreter(L2_PREFETCH_FACTS))
+    assert facts == {"resident_forward_kernel 0": 0, "resident_backward_kernel 0": 0,
+                     "resident_forward_kernel 4": 1, "resident_backward_kernel 4": 2}
+    monkeypatch.setattr(resident, "L2_PREFETCH_STEPS", 4)
+    blocks = RESIDENT_CONFIGS[(torch.bfloat16, 16)].forward
+    for backward in (False, True):
+        for interpreted, steps in ((False, 4), (True, 0)):
+            keywords = resident.launch_keywords(blocks, "tanh", torch.bfloat16, interpreted, backward)
+            assert keywords["L2_PREFETCH_STEPS"] == steps
 
 
 def test_every_dispatchable_configuration_compiles_clean(tmp_path):
