@@ -36,6 +36,16 @@ inline PTX take the accumulator's layout instead (2 left: h through shared memor
 operand), at the cost of per-element addressing. Timed, that pays in the forward up to BLOCK_H = 128
 only (ACC_LAYOUT_IO_MAX_BLOCK_H). float64 (for gradcheck) multiplies by the plain product.
 
+L2 prefetch (L2_PREFETCH_STEPS, not yet timed, off by default). On the H200 the bf16 forward at H = 128
+took 0.40 us per step at B = 8 but 0.645 at B = 64, where each of 4 programs does exactly the work of
+B = 8's one. The hypothesis: xw ([T, B, H], 8 MiB at B = 8 and T = 4096, 64 MiB at B = 64) stays in L2
+after the input GEMM wrote it only at B = 8, so at B = 64 each step's load goes to HBM, whose latency
+exceeds a step even though xw_{t+1} is loaded during step t. Loading xw two steps ahead into registers
+gained nothing (0.645 -> 0.663). With L2_PREFETCH_STEPS = D each program instead asks L2 for its tiles
+of step t + D (xw; h and dy backward) during step t, by prefetch.global.L2 (prefetch_l2): one
+instruction per 128-byte line, one line per thread, nothing held in registers. It is a hint: the
+results do not change. The audit (--l2-prefetch-steps) counts its CCTL prefetches in the time loop.
+
 fp32 multiplies on tensor cores at fp32 accuracy by 3xTF32: with x_hi = x rounded to TF32 and
 x_lo = x - x_hi (exact in fp32; the MMA reads its top TF32 bits)::
 
