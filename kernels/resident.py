@@ -41,7 +41,7 @@ took 0.40 us per step at B = 8 but 0.645 at B = 64, where each of 4 programs doe
 B = 8's one. The hypothesis: xw ([T, B, H], 8 MiB at B = 8 and T = 4096, 64 MiB at B = 64) stays in L2
 after the input GEMM wrote it only at B = 8, so at B = 64 each step's load goes to HBM, whose latency
 exceeds a step even though xw_{t+1} is loaded during step t. Loading xw two steps ahead into registers
-gained nothing (0.645 -> 0.663). With L2_PREFETCH_STEPS = D each program instead asks L2 for its tiles
+gained nothing (0.645 -> 0.663). With L2_PREFETCH_STEPS = D (16-bit I/O) each program asks L2 for its tiles
 of step t + D (xw; h and dy backward) during step t, by prefetch.global.L2 (prefetch_l2): one
 instruction per 128-byte line, one line per thread, nothing held in registers. It is a hint: the
 results do not change. The audit (--l2-prefetch-steps) counts its CCTL prefetches in the time loop.
@@ -92,7 +92,8 @@ ONE_DOT_K = tl.constexpr("one-dot-k")
 ONE_DOT_M = tl.constexpr("one-dot-m")
 FP32_PRODUCTS = ("tf32x3", ONE_DOT_K.value, ONE_DOT_M.value)
 FP32_PRODUCT = "tf32x3"
-# Steps ahead whose input tiles each program asks L2 to fetch (prefetch_l2), on a GPU; 0 turns it off.
+# Steps ahead whose input tiles each program asks L2 to fetch (prefetch_l2), 16-bit I/O on a GPU; 0 turns
+# it off. With it the fp32 backward at BLOCK_H = 128 spills on sm_90 (255 registers, 8 bytes: the audit).
 # Not yet timed: off until a GPU says otherwise (.ci/gpu_variants.py --variant l2-prefetch-4 l2-prefetch-16).
 L2_PREFETCH_STEPS = 0
 
@@ -112,7 +113,8 @@ def launch_keywords(config: ResidentBlocks, nonlinearity: str, dtype: torch.dtyp
     keywords["DOT_PRECISION"] = FP32_PRODUCT if dtype == torch.float32 else "ieee"
     limit = ACC_LAYOUT_IO_MAX_BLOCK_H["backward" if backward else "forward"]
     keywords["ACC_LAYOUT_IO"] = config.BLOCK_H <= limit and not interpreted and dtype in SIXTEEN_BIT
-    keywords["L2_PREFETCH_STEPS"] = 0 if interpreted else L2_PREFETCH_STEPS  # inline PTX: not interpretable
+    # Inline PTX, which the interpreter cannot run; 16-bit only: fp32's backward at BLOCK_H = 128 spills with it.
+    keywords["L2_PREFETCH_STEPS"] = L2_PREFETCH_STEPS if not interpreted and dtype in SIXTEEN_BIT else 0
     if not backward:  # the backward has no tanh: act' comes from h
         keywords["FAST_TANH"] = not interpreted and dtype in SIXTEEN_BIT
     return keywords
@@ -183,7 +185,7 @@ def prefetch_l2(base, valid, B, H, BLOCK_B: tl.constexpr):
     prefetches the 128-byte line at (start rounded down to a line) + 128 i if that is below end, one
     prefetch.global.L2 and no register held after it. Every line is covered while the program has at
     least as many threads as the range has lines: 128 threads or more, against 64 lines at most (16 rows
-    of 256 bf16 or 128 fp32 elements)."""
+    of 256 16-bit elements)."""
     row = tl.program_id(0) * BLOCK_B
     start = (base + row * H).to(tl.int64, bitcast=True)
     size = tl.minimum(BLOCK_B, B - row) * H * (base.dtype.element_ty.primitive_bitwidth // 8)

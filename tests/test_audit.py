@@ -182,7 +182,7 @@ print(json.dumps(facts))
 def test_l2_prefetch_is_in_the_time_loop_on_a_gpu_only(monkeypatch):
     """resident.L2_PREFETCH_STEPS puts L2 prefetches in both resident kernels' time loops (one per input tile:
     xw; h and dy backward; checked on the smallest bf16 configuration for sm_90), none when 0, and
-    launch_keywords leaves the inline PTX out of interpreted launches."""
+    launch_keywords leaves the inline PTX out of interpreted launches (and of fp32's, where it spills)."""
     facts = json.loads(compiled_without_interpreter(L2_PREFETCH_FACTS))
     assert facts == {"resident_forward_kernel 0": 0, "resident_backward_kernel 0": 0,
                      "resident_forward_kernel 4": 1, "resident_backward_kernel 4": 2}
@@ -192,6 +192,7 @@ def test_l2_prefetch_is_in_the_time_loop_on_a_gpu_only(monkeypatch):
         for interpreted, steps in ((False, 4), (True, 0)):
             keywords = resident.launch_keywords(blocks, "tanh", torch.bfloat16, interpreted, backward)
             assert keywords["L2_PREFETCH_STEPS"] == steps
+        assert resident.launch_keywords(blocks, "tanh", torch.float32, False, backward)["L2_PREFETCH_STEPS"] == 0
 
 
 def test_every_dispatchable_configuration_compiles_clean(tmp_path):
