@@ -43,7 +43,7 @@ after the input GEMM wrote it only at B = 8, so at B = 64 each step's load goes 
 exceeds a step even though xw_{t+1} is loaded during step t. Loading xw two steps ahead into registers
 gained nothing (0.645 -> 0.663). With L2_PREFETCH_STEPS = D (16-bit I/O) each program asks L2 for its tiles
 of step t + D (xw; h and dy backward) during step t, by prefetch.global.L2 (prefetch_l2): one
-instruction per 128-byte line, one line per thread, nothing held in registers. It is a hint: the
+instruction per 128-byte line, one line per thread, no register held across steps. It is a hint: the
 results do not change. The audit (--l2-prefetch-steps) counts its CCTL prefetches in the time loop.
 
 fp32 multiplies on tensor cores at fp32 accuracy by 3xTF32: with x_hi = x rounded to TF32 and
