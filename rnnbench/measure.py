@@ -254,19 +254,23 @@ def _quiet_rounds(call: Callable[[], object], clock: Callable[[], float], rep_ms
                   quiet: Canary | None) -> tuple[list[float], float]:
     """Per-call times (ms) of the rounds kept, until min_reps calls and rep_ms are reached and the
     median is stable, or BUDGET_CAP * rep_ms; and the seconds spent busy (waiting, or in rounds
-    dropped), which stop at QUIET_WAIT_S: from then on every round is kept."""
+    dropped), which stop at QUIET_WAIT_S: then the canary settles for the machine's present speed
+    and every round is kept. A check after a round that finds the machine quiet is also the next
+    round's check before it."""
     times: list[float] = []
-    busy_s = 0.0
+    busy_s, quiet_now = 0.0, False
     while True:
-        if quiet is not None and busy_s < QUIET_WAIT_S:
+        gated = quiet is not None and busy_s < QUIET_WAIT_S
+        if gated and not quiet_now:
             busy_s += quiet.wait_until_quiet(QUIET_WAIT_S - busy_s)
-            if busy_s >= QUIET_WAIT_S:
-                quiet.settle_for_now()
         calls = _calls(call, clock, lambda round_: sum(round_) >= ROUND_MS, rep_ms)
-        if quiet is None or busy_s >= QUIET_WAIT_S or quiet.quiet():
+        quiet_now = gated and busy_s < QUIET_WAIT_S and quiet.quiet()
+        if quiet_now or not gated or busy_s >= QUIET_WAIT_S:
             times += calls
         else:
             busy_s += sum(calls) / 1e3
+        if gated and busy_s >= QUIET_WAIT_S:  # reached in this round, by waiting or by rounds dropped
+            quiet.settle_for_now()
         spent = sum(times)
         if len(times) >= min_reps and (spent >= BUDGET_CAP * rep_ms or (spent >= rep_ms and _median_stable(times))):
             return times, busy_s

@@ -136,6 +136,31 @@ def test_a_machine_busy_throughout_is_timed_anyway_and_says_so():
     assert stretch.settled  # the next timing takes this speed for quiet
 
 
+class CountedWaits(BusyStretch):
+    """A canary whose waits return at once (the machine looks quiet before every round) and are counted."""
+    waits = 0
+
+    def wait_until_quiet(self, limit_s: float) -> float:
+        self.waits += 1
+        return 0.0
+
+
+def test_rounds_dropped_count_towards_the_limit_and_settle_the_canary():
+    call = ScriptedCall([1.0] * 100_000)
+    canary = CountedWaits(call, start_ms=0, end_ms=1e9)  # busy after every round: each one is dropped
+    timed, note = measure.cpu_timing(canary.slowed_call, warmup_ms=3, rep_ms=50, min_reps=5, clock=call.clock,
+                                     quiet=canary)
+    assert timed == pytest.approx((2, 2, 2)) and note.startswith(measure.BUSY_NOTE)
+    assert canary.settled  # the next timing takes this speed for quiet
+
+
+def test_a_quiet_check_after_a_round_is_the_next_rounds_check_before_it():
+    call = ScriptedCall([1.0] * 100_000)
+    canary = CountedWaits(call, start_ms=0, end_ms=0)  # never busy
+    measure.cpu_timing(canary.slowed_call, warmup_ms=3, rep_ms=50, min_reps=5, clock=call.clock, quiet=canary)
+    assert call.calls > 3 + 10 and canary.waits == 1  # several rounds, one wait before the first
+
+
 class SteppedClock:
     """A clock that moves by `step` seconds every time it is read."""
 
