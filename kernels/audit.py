@@ -457,6 +457,14 @@ def format_table(rows: list[AuditRow]) -> str:
     return "\n".join(lines)
 
 
+def switch_arguments() -> list[str]:
+    """The arguments with which an audit in another process sees this process's kernel switches
+    (resident.FP32_PRODUCT, resident.L2_PREFETCH_STEPS, dispatch.SPLIT_WIDE_BATCH): main sets them."""
+    from . import dispatch, resident
+    return (["--fp32-product", resident.FP32_PRODUCT, "--l2-prefetch-steps", str(resident.L2_PREFETCH_STEPS)]
+            + (["--split-wide-batch"] if dispatch.SPLIT_WIDE_BATCH else []))
+
+
 def main(argv: list[str] | None = None) -> int:
     from . import dispatch, resident
     parser = argparse.ArgumentParser(prog="python -m kernels.audit", description=__doc__,

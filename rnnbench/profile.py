@@ -225,16 +225,16 @@ def compile_facts(plans: list[str], dtype: str, nonlinearity: str, device: torch
 def _audit(plan: str, dtype: str, nonlinearity: str, archs: tuple[int, ...]) -> list[dict]:
     """`python -m kernels.audit --plan ... --json` in a subprocess: kernels cannot be compiled in a
     process whose Triton was imported in interpreter mode, so TRITON_INTERPRET is removed there. The
-    subprocess lists the plans this process's switches allow (a wide split tile's only with the flag)."""
-    from kernels import dispatch
-    wide = ["--split-wide-batch"] if dispatch.SPLIT_WIDE_BATCH else []
+    subprocess compiles with this process's kernel switches (a wide split tile, another fp32 product)."""
+    from kernels.audit import switch_arguments
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")])
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "audit.json"
         arch = ["--arch", str(archs[0])] if len(archs) == 1 else []
         proc = subprocess.run([sys.executable, "-m", "kernels.audit", "--plan", plan, "--dtype", dtype,
-                               "--nonlinearity", nonlinearity, *arch, *wide, "--jobs", "2", "--json", str(out)],
+                               "--nonlinearity", nonlinearity, *arch, *switch_arguments(), "--jobs", "2",
+                               "--json", str(out)],
                               env=env, capture_output=True, text=True, timeout=600)
         if not out.exists():
             tail = (proc.stderr or proc.stdout).strip().splitlines()

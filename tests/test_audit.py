@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from kernels import resident
@@ -193,6 +194,23 @@ def test_l2_prefetch_is_in_the_time_loop_on_a_gpu_only(monkeypatch):
             keywords = resident.launch_keywords(blocks, "tanh", torch.bfloat16, interpreted, backward)
             assert keywords["L2_PREFETCH_STEPS"] == steps
         assert resident.launch_keywords(blocks, "tanh", torch.float32, False, backward)["L2_PREFETCH_STEPS"] == 0
+
+
+def test_an_audit_in_another_process_gets_this_processs_kernel_switches(monkeypatch):
+    """switch_arguments (what rnnbench profile passes to its audit subprocess) names every switch, and
+    the audit's main sets them from those arguments."""
+    from kernels import audit, dispatch
+    monkeypatch.setattr(resident, "FP32_PRODUCT", "one-dot-m")
+    monkeypatch.setattr(resident, "L2_PREFETCH_STEPS", 4)
+    monkeypatch.setattr(dispatch, "SPLIT_WIDE_BATCH", True)
+    arguments = audit.switch_arguments()
+    assert arguments == ["--fp32-product", "one-dot-m", "--l2-prefetch-steps", "4", "--split-wide-batch"]
+    monkeypatch.setattr(resident, "FP32_PRODUCT", "tf32x3")
+    monkeypatch.setattr(resident, "L2_PREFETCH_STEPS", 0)
+    monkeypatch.setattr(dispatch, "SPLIT_WIDE_BATCH", False)
+    with pytest.raises(SystemExit):  # no plan of that name: main stops once it has set the switches
+        audit.main(["--plan", "no-such-plan", *arguments])
+    assert (resident.FP32_PRODUCT, resident.L2_PREFETCH_STEPS, dispatch.SPLIT_WIDE_BATCH) == ("one-dot-m", 4, True)
 
 
 def test_every_dispatchable_configuration_compiles_clean(tmp_path):
