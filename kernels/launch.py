@@ -33,6 +33,12 @@ def common_keywords(nonlinearity: str, dtype: torch.dtype, interpreted: bool) ->
             "UPCAST_DOT": interpreted and dtype in SIXTEEN_BIT}
 
 
+def fast_tanh(dtype: torch.dtype, interpreted: bool) -> bool:
+    """Whether a persistent forward kernel takes tanh.approx.f32 (activations.py): for 16-bit I/O, whose
+    rounding is coarser than its error, on a GPU (the interpreter cannot run inline PTX). fp32 keeps an exact tanh."""
+    return not interpreted and dtype in SIXTEEN_BIT
+
+
 @dataclass(frozen=True)
 class Blocks:
     """Base of a tier's kernel configuration. Field names are the kernel's constexpr names and

@@ -76,7 +76,7 @@ import triton
 import triton.language as tl
 
 from .activations import activation_grad_from_output, apply_activation
-from .launch import SIXTEEN_BIT, Blocks, accumulator_dtype, common_keywords
+from .launch import SIXTEEN_BIT, Blocks, accumulator_dtype, common_keywords, fast_tanh
 from .runtime import interpreting
 
 PIN = 1.0  # the runtime float U is multiplied by before the time loop (see the module docstring)
@@ -116,7 +116,7 @@ def launch_keywords(config: ResidentBlocks, nonlinearity: str, dtype: torch.dtyp
     # Inline PTX, which the interpreter cannot run; 16-bit only: fp32's backward at BLOCK_H = 128 spills with it.
     keywords["L2_PREFETCH_STEPS"] = L2_PREFETCH_STEPS if not interpreted and dtype in SIXTEEN_BIT else 0
     if not backward:  # the backward has no tanh: act' comes from h
-        keywords["FAST_TANH"] = not interpreted and dtype in SIXTEEN_BIT
+        keywords["FAST_TANH"] = fast_tanh(dtype, interpreted)
     return keywords
 
 

@@ -11,8 +11,9 @@ operand::
 
 The whole previous state (h_{t-1} forward, da_{t+1} backward) is read from global memory (L2) each
 step, as the programs of the group wrote it in the I/O dtype: the same rounding the resident kernel
-applies before its product, so both tiers give the same numbers. The programs of a group meet at a
-grid barrier (barrier.py) before each step reads that state. dh_0 = da_1 U is one GEMM afterwards.
+applies before its product, and the same activation (tanh.approx.f32 for 16-bit I/O, activations.py),
+so both tiers give the same numbers. The programs of a group meet at a grid barrier (barrier.py)
+before each step reads that state. dh_0 = da_1 U is one GEMM afterwards.
 
 U's slice stays in registers by the resident tier's means (a runtime pin and a first step outside
 the loop) and because the product's K is cut into K_SPLIT parts, one per warp: the left operand is
@@ -55,7 +56,7 @@ import triton.language as tl
 from .activations import activation_grad_from_output, apply_activation
 from .barrier import grid_barrier
 from .driver import time_order
-from .launch import Blocks, accumulator_dtype, common_keywords
+from .launch import Blocks, accumulator_dtype, common_keywords, fast_tanh
 from .runtime import co_resident_programs, interpreting
 
 PIN = 1.0  # the runtime float U's slice is multiplied by before the time loop (as in resident.py)
@@ -79,7 +80,7 @@ def launch_keywords(config: SplitBlocks, nonlinearity: str, dtype: torch.dtype, 
     after another, so there the barrier is compiled out and the launcher runs one launch per step."""
     return config.keywords() | common_keywords(nonlinearity, dtype, interpreted) | {
         "DOT_PRECISION": "tf32x3" if dtype == torch.float32 else "ieee", "USE_BARRIER": not interpreted,
-        "EXCHANGE_ONLY": False}
+        "EXCHANGE_ONLY": False, **({} if backward else {"FAST_TANH": fast_tanh(dtype, interpreted)})}
 
 
 @triton.jit
@@ -139,14 +140,16 @@ def column_tile(tile, cols, B, H, BLOCK_B: tl.constexpr):
 def forward_tile(u3, prev_ptr, xw_ptr, y_ptr, t, tile, cols, B, H, ACTIVATION: tl.constexpr, BLOCK_B: tl.constexpr,
                  BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, K_SPLIT: tl.constexpr, K_CHUNKS: tl.constexpr,
                  DOT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr,
-                 EXCHANGE_ONLY: tl.constexpr):
+                 EXCHANGE_ONLY: tl.constexpr, FAST_TANH: tl.constexpr):
     """Step t of one batch tile: y_t[:, cols] = act(xw_t[:, cols] + prev U[cols, :]^T)."""
     step = t * B * H
     rows, row_mask, out, out_mask = column_tile(tile, cols, B, H, BLOCK_B)
     xw = tl.load(xw_ptr + step + out, mask=out_mask, other=0.0).to(ACC_DTYPE)
     a = xw + slice_product(u3, prev_ptr, rows, row_mask, H, BLOCK_N, BLOCK_B, BLOCK_H, K_SPLIT, K_CHUNKS,
                            DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY)
-    tl.store(y_ptr + step + out, apply_activation(a, ACTIVATION).to(y_ptr.dtype.element_ty), mask=out_mask)
+    # The sum over the warps leaves every warp holding all of a (Triton's slice layout), so every warp
+    # computes the whole tile's activation: FAST_TANH makes that one instruction per element, not about ten.
+    tl.store(y_ptr + step + out, apply_activation(a, ACTIVATION, FAST_TANH).to(y_ptr.dtype.element_ty), mask=out_mask)
 
 
 @triton.jit
@@ -189,6 +192,7 @@ def split_forward_kernel(
     ACC_DTYPE: tl.constexpr,      # tl.float32
     UPCAST_DOT: tl.constexpr,     # interpreter workaround for bf16 tl.dot (launch.py)
     EXCHANGE_ONLY: tl.constexpr,  # product compiled out (the exchange benchmark)
+    FAST_TANH: tl.constexpr,      # tanh.approx.f32 (16-bit I/O on a GPU)
 ):
     cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     slices = tl.num_programs(0)
@@ -198,10 +202,10 @@ def split_forward_kernel(
     # Step 0 of the group's first tile, outside any loop: U's register value gets a user there, which
     # keeps its load out of the loops.
     forward_tile(u3, h0_ptr, xw_ptr, y_ptr, t, group, cols, B, H, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT,
-                 K_CHUNKS, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY)
+                 K_CHUNKS, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY, FAST_TANH)
     for tile in range(group + groups, tiles, groups):
         forward_tile(u3, h0_ptr, xw_ptr, y_ptr, t, tile, cols, B, H, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT,
-                     K_CHUNKS, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY)
+                     K_CHUNKS, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY, FAST_TANH)
     for s in range(1, T):
         if USE_BARRIER:  # every program of the group has written step s-1
             grid_barrier(counter_ptr + group, status_ptr, s * slices)
@@ -209,7 +213,7 @@ def split_forward_kernel(
         t += t_step
         for tile in range(group, tiles, groups):
             forward_tile(u3, prev_ptr, xw_ptr, y_ptr, t, tile, cols, B, H, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H,
-                         K_SPLIT, K_CHUNKS, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY)
+                         K_SPLIT, K_CHUNKS, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY, FAST_TANH)
 
 
 @triton.jit
