@@ -48,6 +48,9 @@ VARIANTS = {  # name -> a context manager factory
     # (today's), or one wider tile in K chunks (dispatch.SPLIT_WIDE_BATCH)
     "split-narrow-batch": lambda: switched(dispatch, "SPLIT_WIDE_BATCH", False),
     "split-wide-batch": lambda: switched(dispatch, "SPLIT_WIDE_BATCH", True),
+    # the split tier at H = 512 in slices of 64 or 128 rows without the K split (dispatch.SPLIT_WARPGROUP_ROWS)
+    **{f"split-warpgroup-{r}": (lambda r=r: switched(dispatch, "SPLIT_WARPGROUP_ROWS", r))
+       for r in dispatch.SPLIT_WARPGROUP_CONFIGS},
     # the resident kernels' step inputs prefetched into L2 this many steps ahead (resident.L2_PREFETCH_STEPS)
     **{f"l2-prefetch-{d}": (lambda d=d: switched(resident, "L2_PREFETCH_STEPS", d)) for d in L2_PREFETCH_STEPS},
 }
@@ -64,6 +67,7 @@ CASES = {
     **{f"fp32-{p}": FP32_RESIDENT for p in resident.FP32_PRODUCTS},
     "split-narrow-batch": SPLIT_BATCH,
     "split-wide-batch": SPLIT_BATCH,
+    **{f"split-warpgroup-{r}": SPLIT_BATCH for r in dispatch.SPLIT_WARPGROUP_CONFIGS},  # H = 512 differs: --hidden 512
     **{f"l2-prefetch-{d}": SMALL for d in L2_PREFETCH_STEPS},
 }
 

@@ -35,10 +35,11 @@ H a multiple of 16), and reports:
 
 Run it as `python -m kernels.audit` (prints the table, exits 1 on any failure); the test suite runs it too.
 `--fp32-product` audits the resident kernels with another fp32 product than the default
-(resident.FP32_PRODUCT), and `--split-wide-batch` the split tier's wider batch tiles too
-(dispatch.SPLIT_WIDE_BATCH), and `--l2-prefetch-steps N` the resident kernels with their step inputs
-prefetched into L2 N steps ahead (resident.L2_PREFETCH_STEPS), so that the variants a GPU will time
-can be compared here first.
+(resident.FP32_PRODUCT), `--split-wide-batch` the split tier's wider batch tiles too
+(dispatch.SPLIT_WIDE_BATCH), `--split-warpgroup-rows N` the split tier's H = 512 slices of N rows
+without the K split (dispatch.SPLIT_WARPGROUP_ROWS), and `--l2-prefetch-steps N` the resident
+kernels with their step inputs prefetched into L2 N steps ahead (resident.L2_PREFETCH_STEPS), so
+that the variants a GPU will time can be compared here first.
 """
 from __future__ import annotations
 
@@ -459,9 +460,11 @@ def format_table(rows: list[AuditRow]) -> str:
 
 def switch_arguments() -> list[str]:
     """The arguments with which an audit in another process sees this process's kernel switches
-    (resident.FP32_PRODUCT, resident.L2_PREFETCH_STEPS, dispatch.SPLIT_WIDE_BATCH): main sets them."""
+    (resident.FP32_PRODUCT, resident.L2_PREFETCH_STEPS, dispatch.SPLIT_WIDE_BATCH, dispatch.SPLIT_WARPGROUP_ROWS):
+    main sets them."""
     from . import dispatch, resident
-    return (["--fp32-product", resident.FP32_PRODUCT, "--l2-prefetch-steps", str(resident.L2_PREFETCH_STEPS)]
+    return (["--fp32-product", resident.FP32_PRODUCT, "--l2-prefetch-steps", str(resident.L2_PREFETCH_STEPS),
+             "--split-warpgroup-rows", str(dispatch.SPLIT_WARPGROUP_ROWS)]
             + (["--split-wide-batch"] if dispatch.SPLIT_WIDE_BATCH else []))
 
 
@@ -482,6 +485,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="also the split tier's wider batch tiles (dispatch.SPLIT_WIDE_BATCH)")
     parser.add_argument("--l2-prefetch-steps", type=int, metavar="N",
                         help="the resident kernels' L2 prefetch distance (default: resident.L2_PREFETCH_STEPS)")
+    parser.add_argument("--split-warpgroup-rows", type=int, choices=[0, *dispatch.SPLIT_WARPGROUP_CONFIGS],
+                        help="the split tier at H = 512 in slices of this many rows without the K split "
+                             "(default: dispatch.SPLIT_WARPGROUP_ROWS; 0: SPLIT_CONFIGS')")
     args = parser.parse_args(argv)
     if args.fp32_product:
         resident.FP32_PRODUCT = args.fp32_product  # read by launch_keywords as audit_jobs builds the jobs
@@ -489,6 +495,8 @@ def main(argv: list[str] | None = None) -> int:
         resident.L2_PREFETCH_STEPS = args.l2_prefetch_steps  # read by launch_keywords, as above
     if args.split_wide_batch:
         dispatch.SPLIT_WIDE_BATCH = True  # read by split_configs as audit_jobs lists the plans
+    if args.split_warpgroup_rows is not None:
+        dispatch.SPLIT_WARPGROUP_ROWS = args.split_warpgroup_rows  # read by split_configs, as above
     selected = audit_jobs(args.plan, args.dtype, args.nonlinearity, args.arch)
     if not selected:
         parser.error("no dispatchable configuration matches --plan/--dtype/--nonlinearity/--arch")

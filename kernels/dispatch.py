@@ -8,7 +8,8 @@ Tiers, tried in order:
   one program per slice and batch group, all co-resident (at most one per SM), meeting at a grid
   barrier every step. Needs cdiv(H, BLOCK_N) <= the SM count; one launch serves any batch, each group
   running its batch tiles one after another. With SPLIT_WIDE_BATCH, the batch tile widens (up to
-  64 rows, the state read in K chunks) where the SMs run out of groups (split_config).
+  64 rows, the state read in K chunks) where the SMs run out of groups (split_config); with
+  SPLIT_WARPGROUP_ROWS, H = 512 takes slices of 64 or 128 rows without the K split (wgmma on sm_90).
 - stepwise: one launch per timestep (stepwise.py); serves any H.
 
 Every configuration in RESIDENT_CONFIGS and SPLIT_CONFIGS was chosen from the compile audit
@@ -59,11 +60,12 @@ RESIDENT_CONFIGS: dict[tuple[torch.dtype, int], LaunchConfig[ResidentBlocks]] = 
 RESIDENT_MIN_ARCH = {(torch.float32, 128): 90}
 
 
-def _split(block_n: int, block_h: int, warps: int, block_b: int = 16, k_chunks: int = 1) -> LaunchConfig[SplitBlocks]:
-    """The product's K split over all the warps: each holds BLOCK_N x BLOCK_H / warps of U's slice; the
-    state read and multiplied in k_chunks K chunks."""
-    blocks = SplitBlocks(BLOCK_B=block_b, BLOCK_N=block_n, BLOCK_H=block_h, K_SPLIT=warps, K_CHUNKS=k_chunks,
-                         num_warps=warps)
+def _split(block_n: int, block_h: int, warps: int, block_b: int = 16, k_chunks: int = 1,
+           k_split: int | None = None) -> LaunchConfig[SplitBlocks]:
+    """The product's K split over all the warps (or k_split parts; 1: not split, the slice's rows spread over the
+    warps): each holds BLOCK_N x BLOCK_H / warps of U's slice; the state read and multiplied in k_chunks K chunks."""
+    blocks = SplitBlocks(BLOCK_B=block_b, BLOCK_N=block_n, BLOCK_H=block_h, K_SPLIT=k_split or warps,
+                         K_CHUNKS=k_chunks, num_warps=warps)
     return LaunchConfig(blocks, blocks)
 
 
@@ -92,6 +94,16 @@ SPLIT_WIDE_CONFIGS: dict[tuple[torch.dtype, int, int], LaunchConfig[SplitBlocks]
 # Whether the split tier takes them (split_config). Built and audited, not yet timed: off until a GPU says
 # otherwise (.ci/gpu_variants.py --variant split-narrow-batch split-wide-batch).
 SPLIT_WIDE_BATCH = False
+# The split tier at H = 512 without the K split (K_SPLIT = 1: split.py), rows per program -> configuration, 16-bit
+# only: the slice's rows spread over the warps, 64 per warpgroup (wgmma on sm_90), so no sum over the warps; 8 or 4
+# programs instead of 32. The state read in 2 K chunks (in one, its registers on top of the slice's spill). From the
+# compile audit (--split-warpgroup-rows): no spills on sm_80 or sm_90; H = 1024 would need 256 registers for U alone.
+_SPLIT_WARPGROUP_16BIT = {rows: _split(rows, 512, rows // 16, k_chunks=2, k_split=1) for rows in (64, 128)}
+SPLIT_WARPGROUP_CONFIGS: dict[int, dict[tuple[torch.dtype, int], LaunchConfig[SplitBlocks]]] = {
+    rows: {(dt, 512): cfg for dt in (torch.bfloat16, torch.float16)} for rows, cfg in _SPLIT_WARPGROUP_16BIT.items()}
+# Which of them the split tier takes at H = 512 instead of SPLIT_CONFIGS' (0: none). Built and audited, not yet
+# timed (.ci/gpu_variants.py --variant split-narrow-batch split-warpgroup-64 split-warpgroup-128).
+SPLIT_WARPGROUP_ROWS = 0
 # The step kernel's configuration; float64 takes thinner K slices (32 spills on sm_90).
 STEPWISE_CONFIGS = {torch.float64: LaunchConfig(StepwiseBlocks(BLOCK_K=16), StepwiseBlocks(BLOCK_K=16))}
 STEPWISE_DEFAULT = LaunchConfig(StepwiseBlocks(), StepwiseBlocks())
@@ -188,11 +200,18 @@ def _resident_plan(hidden_size, batch_size, dtype, block_h, sms, arch) -> Kernel
                                           f"program(s), one per {config.forward.BLOCK_B} batch rows")
 
 
+def split_base_config(dtype: torch.dtype, block_h: int) -> LaunchConfig[SplitBlocks]:
+    """The split configuration of 16-row batch tiles: SPLIT_CONFIGS', or SPLIT_WARPGROUP_ROWS' where it has one."""
+    warpgroup = SPLIT_WARPGROUP_CONFIGS.get(SPLIT_WARPGROUP_ROWS, {})
+    return warpgroup.get((dtype, block_h), SPLIT_CONFIGS[(dtype, block_h)])
+
+
 def split_configs(dtype: torch.dtype, block_h: int) -> list[LaunchConfig[SplitBlocks]]:
     """Every split configuration the dispatcher can pick for dtype and BLOCK_H, narrowest batch tile first:
-    SPLIT_CONFIGS' and, with SPLIT_WIDE_BATCH, SPLIT_WIDE_CONFIGS'."""
+    split_base_config's and, with SPLIT_WIDE_BATCH, SPLIT_WIDE_CONFIGS'."""
     wide = [cfg for (dt, bh, _), cfg in SPLIT_WIDE_CONFIGS.items() if (dt, bh) == (dtype, block_h)]
-    return [SPLIT_CONFIGS[(dtype, block_h)]] + sorted(wide if SPLIT_WIDE_BATCH else [], key=lambda c: c.forward.BLOCK_B)
+    return [split_base_config(dtype, block_h)] + sorted(wide if SPLIT_WIDE_BATCH else [],
+                                                        key=lambda c: c.forward.BLOCK_B)
 
 
 def split_config(dtype: torch.dtype, block_h: int, hidden_size: int, batch_size: int,
@@ -206,7 +225,7 @@ def split_config(dtype: torch.dtype, block_h: int, hidden_size: int, batch_size:
         if triton.cdiv(batch_size, config.forward.BLOCK_B) <= split.split_grid(batch_size, hidden_size,
                                                                                config.forward, sms)[1]:
             return config
-    return configs[-1] if configs else SPLIT_CONFIGS[(dtype, block_h)]
+    return configs[-1] if configs else split_base_config(dtype, block_h)
 
 
 def _split_plan(hidden_size, batch_size, dtype, block_h, sms, arch) -> KernelPlan | str:

@@ -18,7 +18,12 @@ before each step reads that state. dh_0 = da_1 U is one GEMM afterwards.
 U's slice stays in registers by the resident tier's means (a runtime pin and a first step outside
 the loop) and because the product's K is cut into K_SPLIT parts, one per warp: the left operand is
 [K_SPLIT, BLOCK_N, BLOCK_H / K_SPLIT], a batched tl.dot whose K_SPLIT partial products are summed,
-so each warp holds only its part of the slice.
+so each warp holds only its part of the slice. With K_SPLIT = 1 the slice is one plain [BLOCK_N, BLOCK_H]
+operand and there is no sum: the MMA spreads the slice's rows over the warps instead. On sm_90, with
+64 rows per warpgroup of 4 warps, Triton issues it as wgmma with the slice in registers (the resident
+tier's form). That drops the sum over the warps (its shared-memory round trips and CTA barriers, and
+every warp computing the whole tile's activation), but each thread holds BLOCK_N * BLOCK_H / (32 *
+num_warps) elements of U: from H = 1024 on more than its registers (dispatch.SPLIT_WARPGROUP_ROWS).
 
 The state a tile reads is the product's right operand, BLOCK_H x BLOCK_B: loaded into registers,
 then staged through shared memory for the MMA (256 KiB at H = 2048, BLOCK_B = 64: more than either
@@ -68,7 +73,7 @@ class SplitBlocks(Blocks):
     BLOCK_B: int     # batch rows per tile: the MMA's N
     BLOCK_N: int     # state columns per program: the rows of its slice of U (U^T backward)
     BLOCK_H: int     # H padded to a power of two: the product's K
-    K_SPLIT: int     # K split over the warps, one part per warp
+    K_SPLIT: int     # K split over the warps, one part per warp; 1: no split, the slice's rows spread over the warps
     K_CHUNKS: int    # the state read, staged and multiplied in this many K chunks (BLOCK_H / K_SPLIT / K_CHUNKS >= 16)
     num_warps: int
     num_stages: int = 1  # nothing prefetched across the grid barrier
@@ -88,12 +93,16 @@ def load_pinned_slice(u_ptr, pin, cols, H, BLOCK_H: tl.constexpr, K_SPLIT: tl.co
                       TRANSPOSE: tl.constexpr, ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr):
     """This program's slice as K_CHUNKS left operands [K_SPLIT, BLOCK_N, KC], KC = BLOCK_H / (K_SPLIT * K_CHUNKS),
     zero-padded: element [c, n, k] of chunk q is U[cols[n], q*K_SPLIT*KC + c*KC + k] (forward) or its transpose's
-    (TRANSPOSE, backward). Multiplied by the runtime float pin so that the compiler keeps it in registers."""
+    (TRANSPOSE, backward); [BLOCK_N, KC] when K_SPLIT = 1. Multiplied by the runtime float pin so that the
+    compiler keeps it in registers."""
     KC: tl.constexpr = BLOCK_H // (K_SPLIT * K_CHUNKS)
-    n = cols[None, :, None]
+    n = cols[:, None] if K_SPLIT == 1 else cols[None, :, None]
     chunks = ()
     for q in tl.static_range(K_CHUNKS):
-        offs_k = q * K_SPLIT * KC + tl.arange(0, K_SPLIT)[:, None, None] * KC + tl.arange(0, KC)[None, None, :]
+        if K_SPLIT == 1:
+            offs_k = q * KC + tl.arange(0, KC)[None, :]
+        else:
+            offs_k = q * K_SPLIT * KC + tl.arange(0, K_SPLIT)[:, None, None] * KC + tl.arange(0, KC)[None, None, :]
         offsets = offs_k * H + n if TRANSPOSE else n * H + offs_k
         resident_u = tl.load(u_ptr + offsets, mask=(n < H) & (offs_k < H), other=0.0)
         resident_u = (resident_u.to(ACC_DTYPE) * pin).to(u_ptr.dtype.element_ty)  # exact: pin is 1.0
@@ -108,23 +117,37 @@ def slice_product(u3, state_ptr, rows, row_mask, H, BLOCK_N: tl.constexpr, BLOCK
                   BLOCK_H: tl.constexpr, K_SPLIT: tl.constexpr, K_CHUNKS: tl.constexpr, DOT_PRECISION: tl.constexpr,
                   ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr, EXCHANGE_ONLY: tl.constexpr):
     """[BLOCK_N, BLOCK_B]: the slice times the tile's rows of a [B, H] state in global memory, which
-    other programs wrote this launch (.cg: read through L2, never a stale L1 line), one K chunk at a time."""
+    other programs wrote this launch (.cg: read through L2, never a stale L1 line), one K chunk at a time.
+    With K_SPLIT = 1 the operands are 2-D (no batch axis, no sum), which sm_90 issues as wgmma."""
     KC: tl.constexpr = BLOCK_H // (K_SPLIT * K_CHUNKS)
-    acc = tl.zeros((K_SPLIT, BLOCK_N, BLOCK_B), ACC_DTYPE)
+    if K_SPLIT == 1:
+        acc = tl.zeros((BLOCK_N, BLOCK_B), ACC_DTYPE)
+    else:
+        acc = tl.zeros((K_SPLIT, BLOCK_N, BLOCK_B), ACC_DTYPE)
     summed = tl.zeros((BLOCK_B,), ACC_DTYPE)
     for q in tl.static_range(K_CHUNKS):
-        offs_k = q * K_SPLIT * KC + tl.arange(0, K_SPLIT)[:, None, None] * KC + tl.arange(0, KC)[None, :, None]
-        state = tl.load(state_ptr + rows[None, None, :] * H + offs_k, mask=row_mask[None, None, :] & (offs_k < H),
-                        other=0.0, cache_modifier=".cg")
+        if K_SPLIT == 1:
+            offs_k = q * KC + tl.arange(0, KC)[:, None]
+            state = tl.load(state_ptr + rows[None, :] * H + offs_k, mask=row_mask[None, :] & (offs_k < H),
+                            other=0.0, cache_modifier=".cg")
+        else:
+            offs_k = q * K_SPLIT * KC + tl.arange(0, K_SPLIT)[:, None, None] * KC + tl.arange(0, KC)[None, :, None]
+            state = tl.load(state_ptr + rows[None, None, :] * H + offs_k, mask=row_mask[None, None, :] & (offs_k < H),
+                            other=0.0, cache_modifier=".cg")
         if EXCHANGE_ONLY:  # keep the state's load and a use of it, drop the product
-            summed += tl.sum(tl.sum(state.to(ACC_DTYPE), axis=1), axis=0)
+            if K_SPLIT == 1:
+                summed += tl.sum(state.to(ACC_DTYPE), axis=0)
+            else:
+                summed += tl.sum(tl.sum(state.to(ACC_DTYPE), axis=1), axis=0)
         else:
             if UPCAST_DOT:
                 state = state.to(tl.float32)
             acc = tl.dot(u3[q], state, acc, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)
     if EXCHANGE_ONLY:
         return tl.zeros((BLOCK_N, 1), ACC_DTYPE) + summed[None, :]
-    return tl.sum(acc, axis=0)
+    if K_SPLIT > 1:
+        acc = tl.sum(acc, axis=0)
+    return acc
 
 
 @triton.jit

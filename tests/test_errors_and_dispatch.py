@@ -145,6 +145,22 @@ def test_split_wide_batch_widens_the_tile_only_where_the_sms_run_out(monkeypatch
     assert _split_plan(512, 64, torch.bfloat16, 512, 108, 80).config.forward.BLOCK_B == 32  # sm_80: 3 groups
 
 
+def test_split_warpgroup_rows_take_h512_without_the_k_split(monkeypatch):
+    """SPLIT_WARPGROUP_ROWS: 16-bit H = 512 in slices of that many rows with K_SPLIT = 1 (8 or 4 programs per batch
+    group); every other layer keeps its configuration; 0 (the default), SPLIT_CONFIGS'."""
+    def blocks(hidden, batch, dtype=torch.bfloat16):
+        return plan_for(hidden, batch, dtype, kernel="split").config.forward
+    before = {(h, dt): blocks(h, 8, dt) for h in (512, 1024) for dt in (torch.bfloat16, torch.float32)}
+    assert before[(512, torch.bfloat16)] == SPLIT_CONFIGS[(torch.bfloat16, 512)].forward
+    for rows, warps in ((64, 4), (128, 8)):
+        monkeypatch.setattr(dispatch, "SPLIT_WARPGROUP_ROWS", rows)
+        for dtype in (torch.bfloat16, torch.float16):
+            b = blocks(512, 8, dtype)
+            assert (b.BLOCK_N, b.K_SPLIT, b.num_warps, b.BLOCK_H) == (rows, 1, warps, 512)
+        assert f"{512 // rows} x 4 programs" in plan_for(512, 64, torch.bfloat16, kernel="split").reason
+        assert all(blocks(h, 8, dt) == b for (h, dt), b in before.items() if (h, dt) != (512, torch.bfloat16))
+
+
 def test_stepwise_serves_hidden_sizes_beyond_the_persistent_tiers(device):
     torch.manual_seed(0)
     layer = TritonRNN(3, 1100, device=device)  # fp32 persistent tiers end at 1024

@@ -115,6 +115,30 @@ def test_split_wide_batch_configurations_match_float64_reference(dtype, shape, b
     check_against_reference(plan, dtype, shape, "tanh", False, device)
 
 
+# The slice without the K split (K_SPLIT = 1: 2-D operands, the slice's rows over the warps, no sum over them), in one
+# and two K chunks, on the wide tests' shapes: H = 72 and 100 leave the second slice of 64 rows mostly masked off.
+UNSPLIT_K_BLOCKS = [SplitBlocks(BLOCK_B=16, BLOCK_N=64, BLOCK_H=128, K_SPLIT=1, K_CHUNKS=k, num_warps=4)
+                    for k in (1, 2)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("blocks", UNSPLIT_K_BLOCKS, ids=lambda b: f"KCH{b.K_CHUNKS}")
+@pytest.mark.parametrize("shape", WIDE_SPLIT_SHAPES, ids=lambda s: "T{}-B{}-H{}".format(*s))
+@pytest.mark.parametrize("nonlinearity,reverse", [("tanh", False), ("relu", True)])
+def test_split_slice_without_k_split_matches_float64_reference(dtype, blocks, shape, nonlinearity, reverse, device):
+    check_against_reference(KernelPlan("split", LaunchConfig(blocks, blocks)), dtype, shape, nonlinearity, reverse,
+                            device)
+
+
+@pytest.mark.parametrize("dtype,rows", [(torch.bfloat16, 64), (torch.float16, 128)])
+def test_split_warpgroup_configurations_match_float64_reference(dtype, rows, device, monkeypatch):
+    """The dispatcher's H = 512 slices without the K split (SPLIT_WARPGROUP_ROWS), two batch tiles."""
+    monkeypatch.setattr(dispatch, "SPLIT_WARPGROUP_ROWS", rows)
+    plan = plan_for(512, 20, dtype, device)
+    assert plan.tier == "split" and (plan.config.forward.BLOCK_N, plan.config.forward.K_SPLIT) == (rows, 1)
+    check_against_reference(plan, dtype, (2, 20, 512), "tanh", False, device)
+
+
 def barrier_config(block_h: int) -> SplitBlocks:
     """A split configuration whose grid is one program when H <= 16: the barrier path can run in the interpreter."""
     return SplitBlocks(BLOCK_B=16, BLOCK_N=16, BLOCK_H=block_h, K_SPLIT=1, K_CHUNKS=1, num_warps=4)
@@ -133,17 +157,20 @@ def test_split_barrier_path_with_a_one_program_grid(nonlinearity, reverse):
     assert rel_err(da, ref_da) < 2 * TOLERANCE[torch.float32] and rel_err(dh0, ref_dh0) < 2 * TOLERANCE[torch.float32]
 
 
-def test_split_exchange_only_reads_and_writes_the_state_without_the_product(device):
+@pytest.mark.parametrize("dtype,rows", [(torch.float32, 0), (torch.bfloat16, 64)])
+def test_split_exchange_only_reads_and_writes_the_state_without_the_product(dtype, rows, device, monkeypatch):
     """The exchange benchmark's kernel: y_t = act(xw_t + the sum of h_{t-1} over the hidden units),
-    every step reading the whole previous state the programs wrote."""
+    every step reading the whole previous state the programs wrote; with and without the K split."""
+    monkeypatch.setattr(dispatch, "SPLIT_WARPGROUP_ROWS", rows)
     T, B, H = 3, 20, 512
-    xw, h0, u, _ = make_inputs(T, B, H, torch.float32, device)
-    config = plan_for(H, B, torch.float32, device).config.forward
-    y = split_forward(xw, h0, u, False, config, "tanh", exchange_only=True).cpu()
-    prev, xw = h0.cpu(), xw.cpu()
+    xw, h0, u, _ = make_inputs(T, B, H, dtype, device)
+    config = plan_for(H, B, dtype, device).config.forward
+    assert config.K_SPLIT == (1 if rows else config.num_warps)
+    y = split_forward(xw, h0, u, False, config, "tanh", exchange_only=True).cpu().float()
+    prev, xw = h0.cpu().float(), xw.cpu().float()
     for t in range(T):
         expected = torch.tanh(xw[t] + prev.sum(1, keepdim=True))
-        assert rel_err(y[t], expected) < TOLERANCE[torch.float32]
+        assert rel_err(y[t], expected) < TOLERANCE[dtype]
         prev = y[t]
 
 
