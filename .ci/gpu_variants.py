@@ -22,7 +22,9 @@ import torch
 import triton.testing
 
 from kernels import TritonRNN, dispatch, resident
+from kernels.launch import LaunchConfig
 from kernels.reference import run_module
+from kernels.split import SplitBlocks
 
 
 @contextlib.contextmanager
@@ -37,6 +39,13 @@ def switched(module, name: str, value):
 
 
 L2_PREFETCH_STEPS = (4, 16)  # the distances timed: about one HBM latency ahead, and well beyond it
+# H = 1024 in slices of 16 rows (64 programs) instead of dispatch's 32 (32 programs): H = 2048's slice shape at half
+# its K. On the H200, H = 2048 (128 programs of 16 rows) took 3.8 us per step at B = 1 and H = 1024 (32 of 32 rows)
+# 4.7 (results/race/20261126-h200/exchange.csv). Compile audit, sm_90 bf16: time loop 364 instructions against 465
+# forward, 394 against 519 backward, 126 registers against 212, no spills (sm_80 too).
+_SLICE_OF_16 = SplitBlocks(BLOCK_B=16, BLOCK_N=16, BLOCK_H=1024, K_SPLIT=8, K_CHUNKS=1, num_warps=8)
+SPLIT_1024_16_ROWS = {**dispatch.SPLIT_CONFIGS, **{(dt, 1024): LaunchConfig(_SLICE_OF_16, _SLICE_OF_16)
+                                                   for dt in (torch.bfloat16, torch.float16)}}
 VARIANTS = {  # name -> a context manager factory
     "current": contextlib.nullcontext,
     # 16-bit per-step loads and stores: all by tl.load/tl.store, or all in the accumulator's layout
@@ -51,6 +60,7 @@ VARIANTS = {  # name -> a context manager factory
     # the split tier at H = 512 in slices of 64 or 128 rows without the K split (dispatch.SPLIT_WARPGROUP_ROWS)
     **{f"split-warpgroup-{r}": (lambda r=r: switched(dispatch, "SPLIT_WARPGROUP_ROWS", r))
        for r in dispatch.SPLIT_WARPGROUP_CONFIGS},
+    "split-1024-16-rows": lambda: switched(dispatch, "SPLIT_CONFIGS", SPLIT_1024_16_ROWS),
     # the resident kernels' step inputs prefetched into L2 this many steps ahead (resident.L2_PREFETCH_STEPS)
     **{f"l2-prefetch-{d}": (lambda d=d: switched(resident, "L2_PREFETCH_STEPS", d)) for d in L2_PREFETCH_STEPS},
 }
@@ -67,7 +77,8 @@ CASES = {
     **{f"fp32-{p}": FP32_RESIDENT for p in resident.FP32_PRODUCTS},
     "split-narrow-batch": SPLIT_BATCH,
     "split-wide-batch": SPLIT_BATCH,
-    **{f"split-warpgroup-{r}": SPLIT_BATCH for r in dispatch.SPLIT_WARPGROUP_CONFIGS},  # H = 512 differs: --hidden 512
+    **{f"split-warpgroup-{r}": [c for c in SPLIT_BATCH if c[1] == 512] for r in dispatch.SPLIT_WARPGROUP_CONFIGS},
+    "split-1024-16-rows": [c for c in SPLIT_BATCH if c[1] == 1024],
     **{f"l2-prefetch-{d}": SMALL for d in L2_PREFETCH_STEPS},
 }
 
