@@ -61,6 +61,8 @@ VARIANTS = {  # name -> a context manager factory
     **{f"split-warpgroup-{r}": (lambda r=r: switched(dispatch, "SPLIT_WARPGROUP_ROWS", r))
        for r in dispatch.SPLIT_WARPGROUP_CONFIGS},
     "split-1024-16-rows": lambda: switched(dispatch, "SPLIT_CONFIGS", SPLIT_1024_16_ROWS),
+    # the split tier's batch tiles where a batch fits 8 rows: 8 rows (today's, dispatch.SPLIT_NARROW_BLOCK_B) or 16
+    **{f"split-{r}-row-tiles": (lambda r=r: switched(dispatch, "SPLIT_NARROW_BLOCK_B", r)) for r in (8, 16)},
     # the resident kernels' step inputs prefetched into L2 this many steps ahead (resident.L2_PREFETCH_STEPS)
     **{f"l2-prefetch-{d}": (lambda d=d: switched(resident, "L2_PREFETCH_STEPS", d)) for d in L2_PREFETCH_STEPS},
 }
@@ -70,6 +72,9 @@ FP32_RESIDENT = [("float32", h, b) for h in (64, 128) for b in (8, 64)]  # the f
 # The split tier's sizes: split-wide-batch widens the tile at B = 256, and at B = 64 for H = 2048 (one batch group);
 # the other cases are controls (the same plan in both variants).
 SPLIT_BATCH = [("bfloat16", h, b) for h in (512, 1024, 2048) for b in (8, 64, 256)]
+# Where the split tier's 8-row tiles apply (B <= 8, or 8 per batch group: B = 16 spreads over two groups at H <= 1024)
+SPLIT_NARROW = ([("bfloat16", h, b) for h in (512, 1024, 2048) for b in (1, 8, 16)]
+                + [("float32", h, 8) for h in (256, 512)])
 CASES = {
     "current": SMALL + FP32,
     "plain-io": SMALL,
@@ -79,6 +84,7 @@ CASES = {
     "split-wide-batch": SPLIT_BATCH,
     **{f"split-warpgroup-{r}": [c for c in SPLIT_BATCH if c[1] == 512] for r in dispatch.SPLIT_WARPGROUP_CONFIGS},
     "split-1024-16-rows": [c for c in SPLIT_BATCH if c[1] == 1024],
+    **{f"split-{r}-row-tiles": SPLIT_NARROW for r in (8, 16)},
     **{f"l2-prefetch-{d}": SMALL for d in L2_PREFETCH_STEPS},
 }
 

@@ -7,7 +7,8 @@ Tiers, tried in order:
 - split: the persistent kernels of split.py. U is cut into slices of BLOCK_N rows (state columns),
   one program per slice and batch group, all co-resident (at most one per SM), meeting at a grid
   barrier every step. Needs cdiv(H, BLOCK_N) <= the SM count; one launch serves any batch, each group
-  running its batch tiles one after another. With SPLIT_WIDE_BATCH, the batch tile widens (up to
+  running its batch tiles one after another. Batches that fit take 8-row tiles (SPLIT_NARROW_BLOCK_B,
+  mma.sync's N). With SPLIT_WIDE_BATCH, the batch tile widens (up to
   64 rows, the state read in K chunks) where the SMs run out of groups (split_config); with
   SPLIT_WARPGROUP_ROWS, H = 512 takes slices of 64 or 128 rows without the K split (wgmma on sm_90).
 - stepwise: one launch per timestep (stepwise.py); serves any H.
@@ -19,7 +20,7 @@ time loop, the fewest warps that allow it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import triton
@@ -104,6 +105,11 @@ SPLIT_WARPGROUP_CONFIGS: dict[int, dict[tuple[torch.dtype, int], LaunchConfig[Sp
 # Which of them the split tier takes at H = 512 instead of SPLIT_CONFIGS' (0: none). Built and audited, not yet
 # timed (.ci/gpu_variants.py --variant split-narrow-batch split-warpgroup-64 split-warpgroup-128).
 SPLIT_WARPGROUP_ROWS = 0
+# Batch tiles of this many rows where a batch fits them (split_config: B <= 8, or up to 8 per batch group): the split
+# tier's batched tl.dot is mma.sync, whose N is 8, so a 16-row tile multiplies 8 rows of padding there. Compile audit,
+# sm_90 bf16 forward, time-loop instructions against 16 rows: 248/338 (H = 512), 322/465 (1024), 316/452 (2048); fp32
+# H = 256: 430/660. Same barriers, fewer registers, no spills. Not yet timed (.ci/gpu_variants.py split-16-row-tiles).
+SPLIT_NARROW_BLOCK_B = 8
 # The step kernel's configuration; float64 takes thinner K slices (32 spills on sm_90).
 STEPWISE_CONFIGS = {torch.float64: LaunchConfig(StepwiseBlocks(BLOCK_K=16), StepwiseBlocks(BLOCK_K=16))}
 STEPWISE_DEFAULT = LaunchConfig(StepwiseBlocks(), StepwiseBlocks())
@@ -208,10 +214,19 @@ def split_base_config(dtype: torch.dtype, block_h: int) -> LaunchConfig[SplitBlo
 
 def split_configs(dtype: torch.dtype, block_h: int) -> list[LaunchConfig[SplitBlocks]]:
     """Every split configuration the dispatcher can pick for dtype and BLOCK_H, narrowest batch tile first:
-    split_base_config's and, with SPLIT_WIDE_BATCH, SPLIT_WIDE_CONFIGS'."""
+    split_base_config's, its narrow copy where it has one, and, with SPLIT_WIDE_BATCH, SPLIT_WIDE_CONFIGS'."""
+    base = split_base_config(dtype, block_h)
     wide = [cfg for (dt, bh, _), cfg in SPLIT_WIDE_CONFIGS.items() if (dt, bh) == (dtype, block_h)]
-    return [split_base_config(dtype, block_h)] + sorted(wide if SPLIT_WIDE_BATCH else [],
-                                                        key=lambda c: c.forward.BLOCK_B)
+    return _narrow(base) + [base] + sorted(wide if SPLIT_WIDE_BATCH else [], key=lambda c: c.forward.BLOCK_B)
+
+
+def _narrow(config: LaunchConfig[SplitBlocks]) -> list[LaunchConfig[SplitBlocks]]:
+    """config with SPLIT_NARROW_BLOCK_B-row batch tiles, where its product is mma.sync (K split over the warps: a
+    batched tl.dot) and its tile is wider; else nothing."""
+    if config.forward.K_SPLIT == 1 or config.forward.BLOCK_B <= SPLIT_NARROW_BLOCK_B:
+        return []
+    narrow = (replace(blocks, BLOCK_B=SPLIT_NARROW_BLOCK_B) for blocks in (config.forward, config.backward))
+    return [LaunchConfig(*narrow)]
 
 
 def split_config(dtype: torch.dtype, block_h: int, hidden_size: int, batch_size: int,

@@ -130,19 +130,35 @@ def test_split_tier_needs_a_slice_per_sm_and_runs_every_batch_tile_in_one_launch
         plan_for(4096, 4, torch.bfloat16, kernel="split")
 
 
+def split_block_b(hidden, batch, dtype=torch.bfloat16):
+    return plan_for(hidden, batch, dtype, kernel="split").config.forward.BLOCK_B
+
+
 def test_split_wide_batch_widens_the_tile_only_where_the_sms_run_out(monkeypatch):
     """SPLIT_WIDE_BATCH: the narrowest batch tile with which each program runs one tile per step, else the
-    widest; off (the default), today's 16-row tiles."""
-    def block_b(hidden, batch, dtype=torch.bfloat16):
-        return plan_for(hidden, batch, dtype, kernel="split").config.forward.BLOCK_B
-    assert [block_b(2048, b) for b in (8, 64, 256)] == [16, 16, 16]
+    widest; off (the default), 16-row tiles beyond what 8-row ones serve."""
+    assert [split_block_b(2048, b) for b in (9, 64, 256)] == [16, 16, 16]
     monkeypatch.setattr(dispatch, "SPLIT_WIDE_BATCH", True)
-    assert [block_b(2048, b) for b in (8, 16, 17, 32, 33, 64, 256)] == [16, 16, 32, 32, 64, 64, 64]  # one group
+    assert [split_block_b(2048, b) for b in (9, 16, 17, 32, 33, 64, 256)] == [16, 16, 32, 32, 64, 64, 64]  # one group
     assert "4 batch tile(s) of 64" in plan_for(2048, 256, torch.bfloat16).reason  # no wider tile fits
-    assert [block_b(512, b) for b in (8, 64, 65, 128, 256)] == [16, 16, 32, 32, 64]  # 32 slices: 4 groups
-    assert [block_b(1024, b) for b in (64, 128, 256)] == [16, 32, 32]
-    assert block_b(1024, 256, torch.float32) == 8 and block_b(256, 256, torch.float32) == 16  # 16-bit only
+    assert [split_block_b(512, b) for b in (33, 64, 65, 128, 256)] == [16, 16, 32, 32, 64]  # 32 slices: 4 groups
+    assert [split_block_b(1024, b) for b in (64, 128, 256)] == [16, 32, 32]
+    assert split_block_b(1024, 256, torch.float32) == 8 and split_block_b(256, 256, torch.float32) == 16  # 16-bit only
     assert _split_plan(512, 64, torch.bfloat16, 512, 108, 80).config.forward.BLOCK_B == 32  # sm_80: 3 groups
+
+
+def test_split_takes_8_row_tiles_where_the_batch_fits_them(monkeypatch):
+    """SPLIT_NARROW_BLOCK_B: 8-row tiles (mma.sync's N) where every program then runs one tile per step (B <= 8, or
+    8 rows per batch group), in every dtype; not for the slices without the K split (wgmma wants 16)."""
+    assert [split_block_b(512, b) for b in (1, 8, 9, 32, 33)] == [8, 8, 8, 8, 16]  # 32 slices: 4 groups
+    assert [split_block_b(2048, b) for b in (1, 8, 9)] == [8, 8, 16]  # 128 slices: one group
+    assert [split_block_b(h, 8, torch.float32) for h in (128, 256, 512, 1024)] == [8, 8, 8, 8]
+    assert "32 x 2 programs" in plan_for(1024, 16, torch.bfloat16, kernel="split").reason
+    monkeypatch.setattr(dispatch, "SPLIT_WARPGROUP_ROWS", 64)
+    assert split_block_b(512, 1) == 16
+    monkeypatch.setattr(dispatch, "SPLIT_NARROW_BLOCK_B", 16)  # off: .ci/gpu_variants.py split-16-row-tiles
+    monkeypatch.setattr(dispatch, "SPLIT_WARPGROUP_ROWS", 0)
+    assert [split_block_b(512, 1), split_block_b(256, 8, torch.float32)] == [16, 16]
 
 
 def test_split_warpgroup_rows_take_h512_without_the_k_split(monkeypatch):
@@ -150,15 +166,15 @@ def test_split_warpgroup_rows_take_h512_without_the_k_split(monkeypatch):
     group); every other layer keeps its configuration; 0 (the default), SPLIT_CONFIGS'."""
     def blocks(hidden, batch, dtype=torch.bfloat16):
         return plan_for(hidden, batch, dtype, kernel="split").config.forward
-    before = {(h, dt): blocks(h, 8, dt) for h in (512, 1024) for dt in (torch.bfloat16, torch.float32)}
+    before = {(h, dt): blocks(h, 64, dt) for h in (512, 1024) for dt in (torch.bfloat16, torch.float32)}
     assert before[(512, torch.bfloat16)] == SPLIT_CONFIGS[(torch.bfloat16, 512)].forward
     for rows, warps in ((64, 4), (128, 8)):
         monkeypatch.setattr(dispatch, "SPLIT_WARPGROUP_ROWS", rows)
         for dtype in (torch.bfloat16, torch.float16):
-            b = blocks(512, 8, dtype)
+            b = blocks(512, 64, dtype)
             assert (b.BLOCK_N, b.K_SPLIT, b.num_warps, b.BLOCK_H) == (rows, 1, warps, 512)
         assert f"{512 // rows} x 4 programs" in plan_for(512, 64, torch.bfloat16, kernel="split").reason
-        assert all(blocks(h, 8, dt) == b for (h, dt), b in before.items() if (h, dt) != (512, torch.bfloat16))
+        assert all(blocks(h, 64, dt) == b for (h, dt), b in before.items() if (h, dt) != (512, torch.bfloat16))
 
 
 def test_stepwise_serves_hidden_sizes_beyond_the_persistent_tiers(device):

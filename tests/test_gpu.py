@@ -58,13 +58,13 @@ def test_layer_matches_cudnn(dtype):
 
 @pytest.mark.parametrize("H,B,wide,rows", [(1024, 64, False, 0), (2048, 16, False, 0), (2048, 64, False, 0),
                                            (512, 1, False, 0), (2048, 64, True, 0), (1024, 256, True, 0),
-                                           (512, 64, False, 64), (512, 256, False, 128)])
+                                           (512, 64, False, 64), (512, 256, False, 128), (1024, 32, False, 0)])
 def test_split_barrier_under_load_matches_stepwise(H, B, wide, rows, monkeypatch):
     """T >= 10k steps with (nearly) every SM in the barrier: any missed or torn barrier would show up
     as a difference from the stepwise kernel, which synchronises by launching once per step. wide: the
     batch tiles of dispatch.SPLIT_WIDE_BATCH (H = 2048: one tile of 64 rows in 16 K chunks; H = 1024:
     two tiles of 32 per program, four groups). rows: dispatch.SPLIT_WARPGROUP_ROWS (H = 512 without
-    the K split: 8 x 4 and 4 x 16 programs)."""
+    the K split: 8 x 4 and 4 x 16 programs). B = 1 and 32 take 8-row tiles (H = 1024, B = 32: four groups)."""
     monkeypatch.setattr(dispatch, "SPLIT_WIDE_BATCH", wide)
     monkeypatch.setattr(dispatch, "SPLIT_WARPGROUP_ROWS", rows)
     T, dtype = 10_000, torch.bfloat16
