@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 import triton.testing
 
-from kernels import TritonRNN, dispatch, resident
+from kernels import TritonRNN, dispatch, resident, split
 from kernels.launch import LaunchConfig
 from kernels.reference import run_module
 from kernels.split import SplitBlocks
@@ -38,6 +38,7 @@ def switched(module, name: str, value):
         setattr(module, name, before)
 
 
+BARRIERS = {"counter": False, "step-flags": True}
 L2_PREFETCH_STEPS = (4, 16)  # the distances timed: about one HBM latency ahead, and well beyond it
 # H = 1024 in slices of 16 rows (64 programs) instead of dispatch's 32 (32 programs): H = 2048's slice shape at half
 # its K. On the H200, H = 2048 (128 programs of 16 rows) took 3.8 us per step at B = 1 and H = 1024 (32 of 32 rows)
@@ -61,6 +62,8 @@ VARIANTS = {  # name -> a context manager factory
     **{f"split-warpgroup-{r}": (lambda r=r: switched(dispatch, "SPLIT_WARPGROUP_ROWS", r))
        for r in dispatch.SPLIT_WARPGROUP_CONFIGS},
     "split-1024-16-rows": lambda: switched(dispatch, "SPLIT_CONFIGS", SPLIT_1024_16_ROWS),
+    # the split tier's grid barrier: a counter per batch group (today's) or a step flag per program (split.STEP_FLAGS)
+    **{f"split-{name}": (lambda on=on: switched(split, "STEP_FLAGS", on)) for name, on in BARRIERS.items()},
     # the split tier's batch tiles where a batch fits 8 rows: 8 rows (today's, dispatch.SPLIT_NARROW_BLOCK_B) or 16
     **{f"split-{r}-row-tiles": (lambda r=r: switched(dispatch, "SPLIT_NARROW_BLOCK_B", r)) for r in (8, 16)},
     # the resident kernels' step inputs prefetched into L2 this many steps ahead (resident.L2_PREFETCH_STEPS)
@@ -85,6 +88,7 @@ CASES = {
     **{f"split-warpgroup-{r}": [c for c in SPLIT_BATCH if c[1] == 512] for r in dispatch.SPLIT_WARPGROUP_CONFIGS},
     "split-1024-16-rows": [c for c in SPLIT_BATCH if c[1] == 1024],
     **{f"split-{r}-row-tiles": SPLIT_NARROW for r in (8, 16)},
+    **{f"split-{name}": SPLIT_BATCH for name in BARRIERS},
     **{f"l2-prefetch-{d}": SMALL for d in L2_PREFETCH_STEPS},
 }
 

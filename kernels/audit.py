@@ -31,13 +31,15 @@ H a multiple of 16), and reports:
     the mbarrier operations SYNCS.*, and the warpgroup fences of wgmma WARPGROUP.* (which wait for
     the warp's own wgmma, not for other warps), and, in the JSON only, the loop's instruction count
     (loop_instructions) and its L2 prefetches (prefetch_per_step: CCTL.*.PF*, from prefetch.global.L2);
-- split kernels: the grid barrier's release arrival and acquire poll are in the PTX.
+- split kernels: the grid barrier's release arrival (counter add or step-flag exchange) and acquire
+  poll are in the PTX.
 
 Run it as `python -m kernels.audit` (prints the table, exits 1 on any failure); the test suite runs it too.
 `--fp32-product` audits the resident kernels with another fp32 product than the default
 (resident.FP32_PRODUCT), `--split-wide-batch` the split tier's wider batch tiles too
 (dispatch.SPLIT_WIDE_BATCH), `--split-warpgroup-rows N` the split tier's H = 512 slices of N rows
-without the K split (dispatch.SPLIT_WARPGROUP_ROWS), and `--l2-prefetch-steps N` the resident
+without the K split (dispatch.SPLIT_WARPGROUP_ROWS), `--split-step-flags` the split kernels with
+step flags as their barrier (split.STEP_FLAGS), and `--l2-prefetch-steps N` the resident
 kernels with their step inputs prefetched into L2 N steps ahead (resident.L2_PREFETCH_STEPS), so
 that the variants a GPU will time can be compared here first.
 """
@@ -176,7 +178,7 @@ def _kernel(tier: str, name: str):
 
 
 def _pointer_type(arg: str, dtype: str) -> str:
-    if arg in ("counter_ptr", "status_ptr"):
+    if arg in ("sync_ptr", "status_ptr"):
         return "*i32"
     if arg == "dh0_ptr" and dtype != "torch.float64":
         return "*fp32"  # the accumulator dtype
@@ -370,17 +372,18 @@ def l2_prefetches(loop: list[str]) -> int:
 
 
 def barrier_atomics(ptx: str) -> bool:
-    """The grid barrier's arrival (a gpu-scope release add, e.g. red.global.gpu.release.add) and its
-    poll (a gpu-scope acquire load or atomic, e.g. ld.global.gpu.acquire) are in the PTX."""
-    release_add = re.search(r"\b(red|atom)\.\S*\bgpu\.release\.add", ptx)
-    acquire_poll = re.search(r"\b(ld|atom)\.\S*\bgpu\.acquire\b", ptx)
-    return bool(release_add and acquire_poll)
+    """The grid barrier's arrival (a gpu-scope release add or exchange, e.g. red.global.gpu.release.add, or
+    atom.release.gpu.global.exch for a step flag) and its poll (a gpu-scope acquire load or atomic, e.g.
+    ld.global.gpu.acquire or ld.acquire.gpu.global) are in the PTX."""
+    release = re.search(r"\b(red|atom)\.\S*\b(gpu\.release|release\.gpu)\.\S*\b(add|exch)\b", ptx)
+    acquire_poll = re.search(r"\b(ld|atom)\.\S*\b(gpu\.acquire|acquire\.gpu)\b", ptx)
+    return bool(release and acquire_poll)
 
 
 # ---- one compile -------------------------------------------------------------------------------
 
 OPTIONS = ("num_warps", "num_stages")
-HIDDEN_FROM_LABEL = ("DOT_PRECISION", "UPCAST_DOT", "ACC_DTYPE", "EXCHANGE_ONLY")
+HIDDEN_FROM_LABEL = ("DOT_PRECISION", "UPCAST_DOT", "ACC_DTYPE", "EXCHANGE_ONLY", "INLINE_PTX")
 
 
 def compile_for(fn, dtype: str, keywords: dict, arch: int):
@@ -460,16 +463,17 @@ def format_table(rows: list[AuditRow]) -> str:
 
 def switch_arguments() -> list[str]:
     """The arguments with which an audit in another process sees this process's kernel switches
-    (resident.FP32_PRODUCT, resident.L2_PREFETCH_STEPS, dispatch.SPLIT_WIDE_BATCH, dispatch.SPLIT_WARPGROUP_ROWS):
-    main sets them."""
-    from . import dispatch, resident
+    (resident.FP32_PRODUCT, resident.L2_PREFETCH_STEPS, dispatch.SPLIT_WIDE_BATCH, dispatch.SPLIT_WARPGROUP_ROWS,
+    split.STEP_FLAGS): main sets them."""
+    from . import dispatch, resident, split
     return (["--fp32-product", resident.FP32_PRODUCT, "--l2-prefetch-steps", str(resident.L2_PREFETCH_STEPS),
              "--split-warpgroup-rows", str(dispatch.SPLIT_WARPGROUP_ROWS)]
-            + (["--split-wide-batch"] if dispatch.SPLIT_WIDE_BATCH else []))
+            + (["--split-wide-batch"] if dispatch.SPLIT_WIDE_BATCH else [])
+            + (["--split-step-flags"] if split.STEP_FLAGS else []))
 
 
 def main(argv: list[str] | None = None) -> int:
-    from . import dispatch, resident
+    from . import dispatch, resident, split
     parser = argparse.ArgumentParser(prog="python -m kernels.audit", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel compiles (default: CPU count)")
@@ -488,6 +492,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split-warpgroup-rows", type=int, choices=[0, *dispatch.SPLIT_WARPGROUP_CONFIGS],
                         help="the split tier at H = 512 in slices of this many rows without the K split "
                              "(default: dispatch.SPLIT_WARPGROUP_ROWS; 0: SPLIT_CONFIGS')")
+    parser.add_argument("--split-step-flags", action="store_true",
+                        help="the split kernels with a step flag per program as their grid barrier (split.STEP_FLAGS)")
     args = parser.parse_args(argv)
     if args.fp32_product:
         resident.FP32_PRODUCT = args.fp32_product  # read by launch_keywords as audit_jobs builds the jobs
@@ -497,6 +503,8 @@ def main(argv: list[str] | None = None) -> int:
         dispatch.SPLIT_WIDE_BATCH = True  # read by split_configs as audit_jobs lists the plans
     if args.split_warpgroup_rows is not None:
         dispatch.SPLIT_WARPGROUP_ROWS = args.split_warpgroup_rows  # read by split_configs, as above
+    if args.split_step_flags:
+        split.STEP_FLAGS = True  # read by split.launch_keywords as audit_jobs builds the jobs
     selected = audit_jobs(args.plan, args.dtype, args.nonlinearity, args.arch)
     if not selected:
         parser.error("no dispatchable configuration matches --plan/--dtype/--nonlinearity/--arch")

@@ -46,8 +46,11 @@ trips per step. EXCHANGE_ONLY compiles the product out (the state is still read 
 new state written and the barrier met), so `rnnbench exchange` times that alone beside the full
 kernel. State words that carry their step (data and step in one 8-byte word, as NCCL's LL protocol
 does; branch ll-exchange) drop the fence and turn the poll into the state read itself, but were
-1.2-2.6x slower than this barrier on an H200 (results/variants/20261126-h200). Thread-block
-clusters (distributed shared memory) are not usable from Triton 3.6 (DESIGN.md section 9).
+1.2-2.6x slower than this barrier on an H200 (results/variants/20261126-h200). With STEP_FLAGS
+each program writes its own step flag instead of adding to the shared counter, and every warp polls
+all the flags at once (barrier.py): no arrival waits on another's atomic, and a poll costs no CTA
+barrier (3 fewer per step in the compile audit). Thread-block clusters (distributed shared memory)
+are not usable from Triton 3.6 (DESIGN.md section 9).
 
 In the interpreter programs run one after another, so the barrier (USE_BARRIER) is compiled out
 and the launcher runs one launch per step; the barrier itself is tested with a one-program grid.
@@ -59,12 +62,15 @@ import triton
 import triton.language as tl
 
 from .activations import activation_grad_from_output, apply_activation
-from .barrier import grid_barrier
+from .barrier import step_barrier
 from .driver import time_order
 from .launch import Blocks, accumulator_dtype, common_keywords, fast_tanh
 from .runtime import co_resident_programs, interpreting
 
 PIN = 1.0  # the runtime float U's slice is multiplied by before the time loop (as in resident.py)
+# The grid barrier's form (barrier.py): one counter per batch group (False), or a step flag per program, polled all at
+# once by every warp. Built and audited, not yet timed: off until a GPU says otherwise (.ci/gpu split-flags).
+STEP_FLAGS = False
 
 
 @dataclass(frozen=True)
@@ -85,7 +91,8 @@ def launch_keywords(config: SplitBlocks, nonlinearity: str, dtype: torch.dtype, 
     after another, so there the barrier is compiled out and the launcher runs one launch per step."""
     return config.keywords() | common_keywords(nonlinearity, dtype, interpreted) | {
         "DOT_PRECISION": "tf32x3" if dtype == torch.float32 else "ieee", "USE_BARRIER": not interpreted,
-        "EXCHANGE_ONLY": False, **({} if backward else {"FAST_TANH": fast_tanh(dtype, interpreted)})}
+        "STEP_FLAGS": STEP_FLAGS, "INLINE_PTX": not interpreted, "EXCHANGE_ONLY": False,
+        **({} if backward else {"FAST_TANH": fast_tanh(dtype, interpreted)})}
 
 
 @triton.jit
@@ -198,7 +205,7 @@ def split_forward_kernel(
     h0_ptr,         # [B, H] state before this launch's first step (h0, or h_{t-1} in one-step launches)
     u_ptr,          # [H, H] recurrent weight U = weight_hh, contiguous
     y_ptr,          # [T, B, H] out: h_t, I/O dtype; also where the next step reads h_{t-1}
-    counter_ptr,    # [groups] int32 barrier counters, zeroed by the launcher
+    sync_ptr,       # int32 barrier state, zeroed by the launcher: [groups] counters, or [groups, slices] step flags
     status_ptr,     # [1] int32, set to 1 if a barrier timed out
     pin,            # 1.0, as a runtime float: keeps U's slice in registers
     T, B, H,        # steps in this launch, batch, hidden size
@@ -211,6 +218,8 @@ def split_forward_kernel(
     K_SPLIT: tl.constexpr,        # K split over the warps, one part per warp
     K_CHUNKS: tl.constexpr,       # K chunks the state is read and multiplied in, one after another
     USE_BARRIER: tl.constexpr,    # False only for one-step launches (interpreter)
+    STEP_FLAGS: tl.constexpr,     # the barrier's form: a counter per group (False) or a step flag per program
+    INLINE_PTX: tl.constexpr,     # the step flags polled by inline PTX (not in the interpreter)
     DOT_PRECISION: tl.constexpr,  # "ieee" (16-bit) or "tf32x3" (fp32)
     ACC_DTYPE: tl.constexpr,      # tl.float32
     UPCAST_DOT: tl.constexpr,     # interpreter workaround for bf16 tl.dot (launch.py)
@@ -218,7 +227,6 @@ def split_forward_kernel(
     FAST_TANH: tl.constexpr,      # tanh.approx.f32 (16-bit I/O on a GPU)
 ):
     cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    slices = tl.num_programs(0)
     u3 = load_pinned_slice(u_ptr, pin, cols, H, BLOCK_H, K_SPLIT, K_CHUNKS, False, ACC_DTYPE, UPCAST_DOT)
     group, groups, tiles = tl.program_id(1), tl.num_programs(1), tl.cdiv(B, BLOCK_B)
     t = tl.cast(t_first, tl.int64)  # 64-bit: t * B * H can pass 2^31
@@ -231,7 +239,7 @@ def split_forward_kernel(
                      K_CHUNKS, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY, FAST_TANH)
     for s in range(1, T):
         if USE_BARRIER:  # every program of the group has written step s-1
-            grid_barrier(counter_ptr + group, status_ptr, s * slices)
+            step_barrier(sync_ptr, status_ptr, s, STEP_FLAGS, BLOCK_H // BLOCK_N, INLINE_PTX)
         prev_ptr = y_ptr + t * B * H
         t += t_step
         for tile in range(group, tiles, groups):
@@ -246,18 +254,18 @@ def split_backward_kernel(
     u_ptr,          # [H, H] recurrent weight U, contiguous
     da_ptr,         # [T, B, H] out: dL/da_t, I/O dtype; the next step reads da_{t+1} from here
     da_in_ptr,      # [B, H] da of the step before this launch's first (zeros at the start), I/O dtype
-    counter_ptr,    # [groups] int32 barrier counters, zeroed by the launcher
+    sync_ptr,       # int32 barrier state, zeroed by the launcher (as in split_forward_kernel)
     status_ptr,     # [1] int32, set to 1 if a barrier timed out
     pin,            # 1.0, as a runtime float: keeps U's slice in registers
     T, B, H,        # steps in this launch, batch, hidden size
     t_first,        # time index of the first (reverse) step
     t_step,         # -1 or +1
     ACTIVATION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr,
-    K_SPLIT: tl.constexpr, K_CHUNKS: tl.constexpr, USE_BARRIER: tl.constexpr, DOT_PRECISION: tl.constexpr,
-    ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr, EXCHANGE_ONLY: tl.constexpr,  # as in split_forward_kernel
+    K_SPLIT: tl.constexpr, K_CHUNKS: tl.constexpr, USE_BARRIER: tl.constexpr, STEP_FLAGS: tl.constexpr,
+    INLINE_PTX: tl.constexpr, DOT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr,
+    EXCHANGE_ONLY: tl.constexpr,  # as in split_forward_kernel
 ):
     cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    slices = tl.num_programs(0)
     u3 = load_pinned_slice(u_ptr, pin, cols, H, BLOCK_H, K_SPLIT, K_CHUNKS, True, ACC_DTYPE, UPCAST_DOT)
     group, groups, tiles = tl.program_id(1), tl.num_programs(1), tl.cdiv(B, BLOCK_B)
     t = tl.cast(t_first, tl.int64)
@@ -269,7 +277,7 @@ def split_backward_kernel(
                       BLOCK_H, K_SPLIT, K_CHUNKS, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY)
     for s in range(1, T):
         if USE_BARRIER:
-            grid_barrier(counter_ptr + group, status_ptr, s * slices)
+            step_barrier(sync_ptr, status_ptr, s, STEP_FLAGS, BLOCK_H // BLOCK_N, INLINE_PTX)
         next_ptr = da_ptr + t * B * H
         t += t_step
         for tile in range(group, tiles, groups):
@@ -295,11 +303,12 @@ def _launch_all_steps(kernel, args: tuple, T: int, t_first: int, t_step: int, co
     B, H = args[0].shape[1:]
     device = args[0].device
     slices, groups = split_grid(B, H, config, co_resident_programs(device))
-    counters = torch.zeros(groups, dtype=torch.int32, device=device)
+    per_group = config.BLOCK_H // config.BLOCK_N if keywords["STEP_FLAGS"] else 1  # flags, or one counter
+    sync = torch.zeros(groups * per_group, dtype=torch.int32, device=device)
     status = torch.zeros(1, dtype=torch.int32, device=device)
     # The driver refuses a cooperative grid that cannot be co-resident, instead of hanging.
     cooperative = {"launch_cooperative_grid": True} if device.type == "cuda" else {}
-    kernel[(slices, groups)](*args, counters, status, PIN, T, B, H, t_first, t_step, **keywords, **cooperative)
+    kernel[(slices, groups)](*args, sync, status, PIN, T, B, H, t_first, t_step, **keywords, **cooperative)
     if status.item():
         raise RuntimeError("split-H grid barrier timed out: not all programs were resident at once")
 

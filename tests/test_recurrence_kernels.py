@@ -1,8 +1,11 @@
 """The recurrence kernels themselves (resident, split and stepwise), forward and backward, against float64."""
 import pytest
 import torch
+import triton
+import triton.language as tl
 
-from kernels import dispatch, resident
+from kernels import dispatch, resident, split
+from kernels.barrier import least_flag
 from kernels.dispatch import TIERS, KernelPlan, plan_for, recurrence_backward, recurrence_forward
 from kernels.launch import LaunchConfig
 from kernels.runtime import interpreting
@@ -145,8 +148,10 @@ def barrier_config(block_h: int) -> SplitBlocks:
 
 
 @pytest.mark.skipif(not interpreting(), reason="interpreter-only: one program per SM is the interpreter's rule")
+@pytest.mark.parametrize("step_flags", [False, True], ids=["counter", "step-flags"])
 @pytest.mark.parametrize("nonlinearity,reverse", [("tanh", False), ("relu", True)])
-def test_split_barrier_path_with_a_one_program_grid(nonlinearity, reverse):
+def test_split_barrier_path_with_a_one_program_grid(nonlinearity, reverse, step_flags, monkeypatch):
+    monkeypatch.setattr(split, "STEP_FLAGS", step_flags)
     T, B, H = 6, 20, 16  # two batch tiles, both run by the one program every step
     xw, h0, u, dy = make_inputs(T, B, H, torch.float32, "cpu")
     config = barrier_config(16)
@@ -172,6 +177,24 @@ def test_split_exchange_only_reads_and_writes_the_state_without_the_product(dtyp
         expected = torch.tanh(xw[t] + prev.sum(1, keepdim=True))
         assert rel_err(y[t], expected) < TOLERANCE[dtype]
         prev = y[t]
+
+
+@triton.jit
+def least_flag_kernel(flags_ptr, out_ptr, programs, MAX_PROGRAMS: tl.constexpr, INLINE_PTX: tl.constexpr):
+    tl.store(out_ptr, least_flag(flags_ptr, programs, MAX_PROGRAMS, INLINE_PTX))
+
+
+@pytest.mark.parametrize("programs,max_programs", [(1, 1), (5, 8), (32, 32), (33, 64), (100, 128), (128, 128)])
+def test_step_flags_poll_reads_every_program_of_the_group_and_no_other(programs, max_programs, device):
+    """The step-flag barrier's poll (barrier.least_flag): the least of the group's flags, 32 per read
+    beyond 32 programs; the flags past the group (the rest of its MAX_PROGRAMS row) never count."""
+    g = torch.Generator().manual_seed(programs)
+    row = torch.randint(10, 1000, (max_programs,), generator=g, dtype=torch.int32)
+    row[programs:] = 0  # past the group: would win the minimum if it were read
+    row[programs - 1] = 7  # the last program of the group is the least
+    out = torch.zeros(1, dtype=torch.int32, device=device)
+    least_flag_kernel[(1,)](row.to(device), out, programs, MAX_PROGRAMS=max_programs, INLINE_PTX=not interpreting())
+    assert out.item() == 7
 
 
 @pytest.mark.skipif(not interpreting(), reason="interpreter-only: one program per SM is the interpreter's rule")
