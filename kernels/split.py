@@ -205,7 +205,7 @@ def split_forward_kernel(
     h0_ptr,         # [B, H] state before this launch's first step (h0, or h_{t-1} in one-step launches)
     u_ptr,          # [H, H] recurrent weight U = weight_hh, contiguous
     y_ptr,          # [T, B, H] out: h_t, I/O dtype; also where the next step reads h_{t-1}
-    sync_ptr,       # int32 barrier state, zeroed by the launcher: [groups] counters, or [groups, slices] step flags
+    sync_ptr,       # int32 barrier state, zeroed: [groups] counters, or [groups, BLOCK_H // BLOCK_N] step flags
     status_ptr,     # [1] int32, set to 1 if a barrier timed out
     pin,            # 1.0, as a runtime float: keeps U's slice in registers
     T, B, H,        # steps in this launch, batch, hidden size
