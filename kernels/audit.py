@@ -27,10 +27,12 @@ H a multiple of 16), and reports:
   - mma/step and waits/step: the tensor-core MMA instructions of the time loop (HGMMA: wgmma; HMMA:
     mma.sync) and the waits for wgmma groups (WARPGROUP.DEPBAR), which put the MMAs' latency on the
     step's serial chain; reported, not checked.
+  - instr/step: the instructions of the time loop (loop_instructions in the JSON): what one step
+    issues per warp, the speedometer of changes that leave the other columns alone; reported, not checked.
     The JSON also lists every barrier-like instruction of the loop by opcode (barrier_kinds): BAR.*,
     the mbarrier operations SYNCS.*, and the warpgroup fences of wgmma WARPGROUP.* (which wait for
-    the warp's own wgmma, not for other warps), and, in the JSON only, the loop's instruction count
-    (loop_instructions) and its L2 prefetches (prefetch_per_step: CCTL.*.PF*, from prefetch.global.L2);
+    the warp's own wgmma, not for other warps), and, in the JSON only, the loop's L2 prefetches
+    (prefetch_per_step: CCTL.*.PF*, from prefetch.global.L2);
 - split kernels: the grid barrier's release arrival (counter add or step-flag exchange) and acquire
   poll are in the PTX.
 
@@ -87,7 +89,7 @@ class AuditRow:
     barrier_kinds: str = ""      # every barrier-like opcode in the time loop with its count (barrier_kinds)
     mma_per_step: int = -1       # tensor-core MMA instructions (HGMMA, HMMA) in the time loop's SASS
     waits_per_step: int = -1     # waits for wgmma groups (WARPGROUP.DEPBAR) in the time loop's SASS
-    loop_instructions: int = -1  # instructions in the time loop's SASS (JSON only)
+    loop_instructions: int = -1  # instructions in the time loop's SASS (instr/step)
     prefetch_per_step: int = -1  # L2 prefetches (CCTL.*.PF*) in the time loop's SASS (JSON only)
     u_bytes: int = 0             # U's bytes in the program (resident: BLOCK_H^2; split: its slice)
     barrier_atomics: str = "n/a" # "yes" / "NO" for split kernels: release add and acquire poll in the PTX
@@ -445,7 +447,8 @@ def run_audit(jobs: list[AuditJob], workers: int = 2) -> list[AuditRow]:
 
 def format_table(rows: list[AuditRow]) -> str:
     header = (f"{'kernel':<26} {'dtype':<5} {'arch':<5} {'regs':>4} {'spill':>5} {'shared':>7} {'U hoisted':<9} "
-              f"{'U in':<9} {'smem/step':>9} {'bar/step':>8} {'mma/step':>8} {'waits/step':>10} {'U bytes':>7} "
+              f"{'U in':<9} {'smem/step':>9} {'bar/step':>8} {'mma/step':>8} {'waits/step':>10} {'instr/step':>10} "
+              f"{'U bytes':>7} "
               f"{'barrier':<7} {'status':<6} config")
     lines = [header, "-" * len(header)]
 
@@ -454,7 +457,8 @@ def format_table(rows: list[AuditRow]) -> str:
     for r in rows:
         lines.append(f"{r.kernel:<26} {r.dtype:<5} sm_{r.arch:<2} {r.registers:>4} {r.spill_bytes:>5} {r.shared:>7} "
                      f"{r.u_hoisted:<9} {r.u_in:<9} {count(r.smem_per_step):>9} {count(r.bar_per_step):>8} "
-                     f"{count(r.mma_per_step):>8} {count(r.waits_per_step):>10} {r.u_bytes or 'n/a':>7} "
+                     f"{count(r.mma_per_step):>8} {count(r.waits_per_step):>10} {count(r.loop_instructions):>10} "
+                     f"{r.u_bytes or 'n/a':>7} "
                      f"{r.barrier_atomics:<7} {r.status:<6} {r.config}" + (f"  [{r.error}]" if r.error else ""))
     failed = sum(r.status == "FAIL" for r in rows)
     lines.append(f"{len(rows)} configurations: {len(rows) - failed} ok, {failed} failed")

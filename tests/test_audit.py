@@ -227,7 +227,8 @@ def test_every_dispatchable_configuration_compiles_clean(tmp_path):
     print(proc.stdout[-3000:], proc.stderr[-3000:])
     assert proc.returncode == 0
     rows = json.loads(report.read_text())
-    assert all(word in proc.stdout for word in ("regs", "smem/step", "bar/step", "mma/step", "configurations:"))
+    columns = ("regs", "smem/step", "bar/step", "mma/step", "instr/step", "configurations:")
+    assert all(word in proc.stdout for word in columns)
     # Coverage: every resident and split (dtype, BLOCK_H) each target can get (resident: from its minimum
     # arch on; split: a slice per SM) and the stepwise kernel of every dtype, both activations, both passes.
     def covered(tier):
