@@ -64,6 +64,8 @@ VARIANTS = {  # name -> a context manager factory
     "split-1024-16-rows": lambda: switched(dispatch, "SPLIT_CONFIGS", SPLIT_1024_16_ROWS),
     # the split tier's grid barrier: a counter per batch group (today's) or a step flag per program (split.STEP_FLAGS)
     **{f"split-{name}": (lambda on=on: switched(split, "STEP_FLAGS", on)) for name, on in BARRIERS.items()},
+    # each program's first tile's step input loaded a step ahead, before the barrier (split.INPUTS_AHEAD)
+    "split-inputs-ahead": lambda: switched(split, "INPUTS_AHEAD", True),
     # the split tier's batch tiles where a batch fits 8 rows: 8 rows (today's, dispatch.SPLIT_NARROW_BLOCK_B) or 16
     **{f"split-{r}-row-tiles": (lambda r=r: switched(dispatch, "SPLIT_NARROW_BLOCK_B", r)) for r in (8, 16)},
     # the resident kernels' step inputs prefetched into L2 this many steps ahead (resident.L2_PREFETCH_STEPS)
@@ -89,6 +91,7 @@ CASES = {
     "split-1024-16-rows": [c for c in SPLIT_BATCH if c[1] == 1024],
     **{f"split-{r}-row-tiles": SPLIT_NARROW for r in (8, 16)},
     **{f"split-{name}": SPLIT_BATCH for name in BARRIERS},
+    "split-inputs-ahead": SPLIT_BATCH,
     **{f"l2-prefetch-{d}": SMALL for d in L2_PREFETCH_STEPS},
 }
 

@@ -41,7 +41,8 @@ Run it as `python -m kernels.audit` (prints the table, exits 1 on any failure); 
 (resident.FP32_PRODUCT), `--split-wide-batch` the split tier's wider batch tiles too
 (dispatch.SPLIT_WIDE_BATCH), `--split-warpgroup-rows N` the split tier's H = 512 slices of N rows
 without the K split (dispatch.SPLIT_WARPGROUP_ROWS), `--split-step-flags` the split kernels with
-step flags as their barrier (split.STEP_FLAGS), and `--l2-prefetch-steps N` the resident
+step flags as their barrier (split.STEP_FLAGS), `--split-inputs-ahead` with each step's input loaded
+a step ahead (split.INPUTS_AHEAD), and `--l2-prefetch-steps N` the resident
 kernels with their step inputs prefetched into L2 N steps ahead (resident.L2_PREFETCH_STEPS), so
 that the variants a GPU will time can be compared here first.
 """
@@ -468,12 +469,13 @@ def format_table(rows: list[AuditRow]) -> str:
 def switch_arguments() -> list[str]:
     """The arguments with which an audit in another process sees this process's kernel switches
     (resident.FP32_PRODUCT, resident.L2_PREFETCH_STEPS, dispatch.SPLIT_WIDE_BATCH, dispatch.SPLIT_WARPGROUP_ROWS,
-    split.STEP_FLAGS): main sets them."""
+    split.STEP_FLAGS, split.INPUTS_AHEAD): main sets them."""
     from . import dispatch, resident, split
     return (["--fp32-product", resident.FP32_PRODUCT, "--l2-prefetch-steps", str(resident.L2_PREFETCH_STEPS),
              "--split-warpgroup-rows", str(dispatch.SPLIT_WARPGROUP_ROWS)]
             + (["--split-wide-batch"] if dispatch.SPLIT_WIDE_BATCH else [])
-            + (["--split-step-flags"] if split.STEP_FLAGS else []))
+            + (["--split-step-flags"] if split.STEP_FLAGS else [])
+            + (["--split-inputs-ahead"] if split.INPUTS_AHEAD else []))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -498,6 +500,8 @@ def main(argv: list[str] | None = None) -> int:
                              "(default: dispatch.SPLIT_WARPGROUP_ROWS; 0: SPLIT_CONFIGS')")
     parser.add_argument("--split-step-flags", action="store_true",
                         help="the split kernels with a step flag per program as their grid barrier (split.STEP_FLAGS)")
+    parser.add_argument("--split-inputs-ahead", action="store_true",
+                        help="the split kernels with each step's input loaded a step ahead (split.INPUTS_AHEAD)")
     args = parser.parse_args(argv)
     if args.fp32_product:
         resident.FP32_PRODUCT = args.fp32_product  # read by launch_keywords as audit_jobs builds the jobs
@@ -509,6 +513,8 @@ def main(argv: list[str] | None = None) -> int:
         dispatch.SPLIT_WARPGROUP_ROWS = args.split_warpgroup_rows  # read by split_configs, as above
     if args.split_step_flags:
         split.STEP_FLAGS = True  # read by split.launch_keywords as audit_jobs builds the jobs
+    if args.split_inputs_ahead:
+        split.INPUTS_AHEAD = True  # as above
     selected = audit_jobs(args.plan, args.dtype, args.nonlinearity, args.arch)
     if not selected:
         parser.error("no dispatchable configuration matches --plan/--dtype/--nonlinearity/--arch")

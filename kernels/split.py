@@ -64,13 +64,18 @@ import triton.language as tl
 from .activations import activation_grad_from_output, apply_activation
 from .barrier import step_barrier
 from .driver import time_order
-from .launch import Blocks, accumulator_dtype, common_keywords, fast_tanh
+from .launch import SIXTEEN_BIT, Blocks, accumulator_dtype, common_keywords, fast_tanh
 from .runtime import co_resident_programs, interpreting
 
 PIN = 1.0  # the runtime float U's slice is multiplied by before the time loop (as in resident.py)
 # The grid barrier's form (barrier.py): one counter per batch group (False), or a step flag per program, polled all at
 # once by every warp. Built and audited, not yet timed: off until a GPU says otherwise (.ci/gpu split-flags).
 STEP_FLAGS = False
+# Whether each program loads its first batch tile's step input (xw forward; h and dy backward) one step ahead, before
+# the barrier, so that its read (from HBM once the inputs outgrow L2) overlaps the barrier and the product instead of
+# the state's read. 16-bit I/O only (launch_keywords). Costs 12-45 instructions per step forward and 22-74 backward
+# (compile audit, sm_90). Built and audited, not yet timed: off until a GPU says otherwise (.ci/gpu split-ahead).
+INPUTS_AHEAD = False
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,8 @@ def launch_keywords(config: SplitBlocks, nonlinearity: str, dtype: torch.dtype, 
     return config.keywords() | common_keywords(nonlinearity, dtype, interpreted) | {
         "DOT_PRECISION": "tf32x3" if dtype == torch.float32 else "ieee", "USE_BARRIER": not interpreted,
         "STEP_FLAGS": STEP_FLAGS, "INLINE_PTX": not interpreted, "EXCHANGE_ONLY": False,
+        # 16-bit I/O only, or in the interpreter: with it, fp32's backward spills at BLOCK_H = 128 and 1024 (sm_90)
+        "INPUTS_AHEAD": INPUTS_AHEAD and (interpreted or dtype in SIXTEEN_BIT),
         **({} if backward else {"FAST_TANH": fast_tanh(dtype, interpreted)})}
 
 
@@ -167,15 +174,22 @@ def column_tile(tile, cols, B, H, BLOCK_B: tl.constexpr):
 
 
 @triton.jit
-def forward_tile(u3, prev_ptr, xw_ptr, y_ptr, t, tile, cols, B, H, ACTIVATION: tl.constexpr, BLOCK_B: tl.constexpr,
+def step_tile(ptr, t, tile, cols, B, H, BLOCK_B: tl.constexpr, valid):
+    """[BLOCK_N, BLOCK_B]: a tile of step t of a [T, B, H] tensor, transposed as column_tile lays it out,
+    in its dtype; zeros where masked, or everywhere when valid is false (no memory read)."""
+    _, _, out, out_mask = column_tile(tile, cols, B, H, BLOCK_B)
+    return tl.load(ptr + t * B * H + out, mask=out_mask & valid, other=0.0)
+
+
+@triton.jit
+def forward_tile(u3, prev_ptr, xw, y_ptr, t, tile, cols, B, H, ACTIVATION: tl.constexpr, BLOCK_B: tl.constexpr,
                  BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, K_SPLIT: tl.constexpr, K_CHUNKS: tl.constexpr,
                  DOT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr,
                  EXCHANGE_ONLY: tl.constexpr, FAST_TANH: tl.constexpr):
-    """Step t of one batch tile: y_t[:, cols] = act(xw_t[:, cols] + prev U[cols, :]^T)."""
+    """Step t of one batch tile: y_t[:, cols] = act(xw_t[:, cols] + prev U[cols, :]^T), xw_t's tile given."""
     step = t * B * H
     rows, row_mask, out, out_mask = column_tile(tile, cols, B, H, BLOCK_B)
-    xw = tl.load(xw_ptr + step + out, mask=out_mask, other=0.0).to(ACC_DTYPE)
-    a = xw + slice_product(u3, prev_ptr, rows, row_mask, H, BLOCK_N, BLOCK_B, BLOCK_H, K_SPLIT, K_CHUNKS,
+    a = xw.to(ACC_DTYPE) + slice_product(u3, prev_ptr, rows, row_mask, H, BLOCK_N, BLOCK_B, BLOCK_H, K_SPLIT, K_CHUNKS,
                            DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY)
     # The sum over the warps leaves every warp holding all of a (Triton's slice layout), so every warp
     # computes the whole tile's activation: FAST_TANH makes that one instruction per element, not about ten.
@@ -183,18 +197,17 @@ def forward_tile(u3, prev_ptr, xw_ptr, y_ptr, t, tile, cols, B, H, ACTIVATION: t
 
 
 @triton.jit
-def backward_tile(u3, next_ptr, y_ptr, dy_ptr, da_ptr, t, tile, cols, B, H, ACTIVATION: tl.constexpr,
+def backward_tile(u3, next_ptr, h, dy, da_ptr, t, tile, cols, B, H, ACTIVATION: tl.constexpr,
                   BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, K_SPLIT: tl.constexpr,
                   K_CHUNKS: tl.constexpr, DOT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
                   UPCAST_DOT: tl.constexpr, EXCHANGE_ONLY: tl.constexpr):
-    """Reverse step t of one batch tile:
+    """Reverse step t of one batch tile, h_t's and dy_t's tiles given:
     da_t[:, cols] = (dy_t[:, cols] + da_{t+1} U[:, cols]) * act'(h_t[:, cols]), da_{t+1} read at next_ptr."""
     step = t * B * H
     rows, row_mask, out, out_mask = column_tile(tile, cols, B, H, BLOCK_B)
-    h = tl.load(y_ptr + step + out, mask=out_mask, other=0.0).to(ACC_DTYPE)
-    g = tl.load(dy_ptr + step + out, mask=out_mask, other=0.0).to(ACC_DTYPE)
-    g += slice_product(u3, next_ptr, rows, row_mask, H, BLOCK_N, BLOCK_B, BLOCK_H, K_SPLIT, K_CHUNKS, DOT_PRECISION,
-                       ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY)
+    h = h.to(ACC_DTYPE)
+    g = dy.to(ACC_DTYPE) + slice_product(u3, next_ptr, rows, row_mask, H, BLOCK_N, BLOCK_B, BLOCK_H, K_SPLIT,
+                                         K_CHUNKS, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY)
     tl.store(da_ptr + step + out, (g * activation_grad_from_output(h, ACTIVATION)).to(da_ptr.dtype.element_ty),
              mask=out_mask)
 
@@ -220,6 +233,7 @@ def split_forward_kernel(
     USE_BARRIER: tl.constexpr,    # False only for one-step launches (interpreter)
     STEP_FLAGS: tl.constexpr,     # the barrier's form: a counter per group (False) or a step flag per program
     INLINE_PTX: tl.constexpr,     # the step flags polled by inline PTX (not in the interpreter)
+    INPUTS_AHEAD: tl.constexpr,   # the group's first tile of each step's input loaded a step ahead
     DOT_PRECISION: tl.constexpr,  # "ieee" (16-bit) or "tf32x3" (fp32)
     ACC_DTYPE: tl.constexpr,      # tl.float32
     UPCAST_DOT: tl.constexpr,     # interpreter workaround for bf16 tl.dot (launch.py)
@@ -232,19 +246,30 @@ def split_forward_kernel(
     t = tl.cast(t_first, tl.int64)  # 64-bit: t * B * H can pass 2^31
     # Step 0 of the group's first tile, outside any loop: U's register value gets a user there, which
     # keeps its load out of the loops.
-    forward_tile(u3, h0_ptr, xw_ptr, y_ptr, t, group, cols, B, H, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT,
-                 K_CHUNKS, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY, FAST_TANH)
+    forward_tile(u3, h0_ptr, step_tile(xw_ptr, t, group, cols, B, H, BLOCK_B, True), y_ptr, t, group, cols, B, H,
+                 ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, K_CHUNKS, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT,
+                 EXCHANGE_ONLY, FAST_TANH)
     for tile in range(group + groups, tiles, groups):
-        forward_tile(u3, h0_ptr, xw_ptr, y_ptr, t, tile, cols, B, H, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT,
-                     K_CHUNKS, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY, FAST_TANH)
+        forward_tile(u3, h0_ptr, step_tile(xw_ptr, t, tile, cols, B, H, BLOCK_B, True), y_ptr, t, tile, cols, B, H,
+                     ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, K_CHUNKS, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT,
+                     EXCHANGE_ONLY, FAST_TANH)
+    if INPUTS_AHEAD:  # the group's first tile of the next step's xw
+        xw_ahead = step_tile(xw_ptr, t + t_step, group, cols, B, H, BLOCK_B, T > 1)
     for s in range(1, T):
+        if INPUTS_AHEAD:
+            xw_first = xw_ahead
+            xw_ahead = step_tile(xw_ptr, t + 2 * t_step, group, cols, B, H, BLOCK_B, s + 1 < T)
         if USE_BARRIER:  # every program of the group has written step s-1
             step_barrier(sync_ptr, status_ptr, s, STEP_FLAGS, BLOCK_H // BLOCK_N, INLINE_PTX)
         prev_ptr = y_ptr + t * B * H
         t += t_step
         for tile in range(group, tiles, groups):
-            forward_tile(u3, prev_ptr, xw_ptr, y_ptr, t, tile, cols, B, H, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H,
-                         K_SPLIT, K_CHUNKS, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY, FAST_TANH)
+            if INPUTS_AHEAD:  # the first tile's xw is there; the others' are read now
+                xw = tl.where(tile == group, xw_first, step_tile(xw_ptr, t, tile, cols, B, H, BLOCK_B, tile != group))
+            else:
+                xw = step_tile(xw_ptr, t, tile, cols, B, H, BLOCK_B, True)
+            forward_tile(u3, prev_ptr, xw, y_ptr, t, tile, cols, B, H, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT,
+                         K_CHUNKS, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY, FAST_TANH)
 
 
 @triton.jit
@@ -262,27 +287,42 @@ def split_backward_kernel(
     t_step,         # -1 or +1
     ACTIVATION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr,
     K_SPLIT: tl.constexpr, K_CHUNKS: tl.constexpr, USE_BARRIER: tl.constexpr, STEP_FLAGS: tl.constexpr,
-    INLINE_PTX: tl.constexpr, DOT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr,
-    EXCHANGE_ONLY: tl.constexpr,  # as in split_forward_kernel
+    INLINE_PTX: tl.constexpr, INPUTS_AHEAD: tl.constexpr, DOT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    UPCAST_DOT: tl.constexpr, EXCHANGE_ONLY: tl.constexpr,  # as in split_forward_kernel
 ):
     cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     u3 = load_pinned_slice(u_ptr, pin, cols, H, BLOCK_H, K_SPLIT, K_CHUNKS, True, ACC_DTYPE, UPCAST_DOT)
     group, groups, tiles = tl.program_id(1), tl.num_programs(1), tl.cdiv(B, BLOCK_B)
     t = tl.cast(t_first, tl.int64)
     # The first reverse step of the group's first tile, outside any loop (as in split_forward_kernel).
-    backward_tile(u3, da_in_ptr, y_ptr, dy_ptr, da_ptr, t, group, cols, B, H, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H,
-                  K_SPLIT, K_CHUNKS, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY)
+    backward_tile(u3, da_in_ptr, step_tile(y_ptr, t, group, cols, B, H, BLOCK_B, True),
+                  step_tile(dy_ptr, t, group, cols, B, H, BLOCK_B, True), da_ptr, t, group, cols, B, H, ACTIVATION,
+                  BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, K_CHUNKS, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY)
     for tile in range(group + groups, tiles, groups):
-        backward_tile(u3, da_in_ptr, y_ptr, dy_ptr, da_ptr, t, tile, cols, B, H, ACTIVATION, BLOCK_B, BLOCK_N,
-                      BLOCK_H, K_SPLIT, K_CHUNKS, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY)
+        backward_tile(u3, da_in_ptr, step_tile(y_ptr, t, tile, cols, B, H, BLOCK_B, True),
+                      step_tile(dy_ptr, t, tile, cols, B, H, BLOCK_B, True), da_ptr, t, tile, cols, B, H, ACTIVATION,
+                      BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, K_CHUNKS, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY)
+    if INPUTS_AHEAD:  # the group's first tile of the next reverse step's h and dy
+        h_ahead = step_tile(y_ptr, t + t_step, group, cols, B, H, BLOCK_B, T > 1)
+        dy_ahead = step_tile(dy_ptr, t + t_step, group, cols, B, H, BLOCK_B, T > 1)
     for s in range(1, T):
+        if INPUTS_AHEAD:
+            h_first, dy_first = h_ahead, dy_ahead
+            h_ahead = step_tile(y_ptr, t + 2 * t_step, group, cols, B, H, BLOCK_B, s + 1 < T)
+            dy_ahead = step_tile(dy_ptr, t + 2 * t_step, group, cols, B, H, BLOCK_B, s + 1 < T)
         if USE_BARRIER:
             step_barrier(sync_ptr, status_ptr, s, STEP_FLAGS, BLOCK_H // BLOCK_N, INLINE_PTX)
         next_ptr = da_ptr + t * B * H
         t += t_step
         for tile in range(group, tiles, groups):
-            backward_tile(u3, next_ptr, y_ptr, dy_ptr, da_ptr, t, tile, cols, B, H, ACTIVATION, BLOCK_B, BLOCK_N,
-                          BLOCK_H, K_SPLIT, K_CHUNKS, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY)
+            if INPUTS_AHEAD:  # the first tile's inputs are there; the others' are read now
+                h = tl.where(tile == group, h_first, step_tile(y_ptr, t, tile, cols, B, H, BLOCK_B, tile != group))
+                dy = tl.where(tile == group, dy_first, step_tile(dy_ptr, t, tile, cols, B, H, BLOCK_B, tile != group))
+            else:
+                h = step_tile(y_ptr, t, tile, cols, B, H, BLOCK_B, True)
+                dy = step_tile(dy_ptr, t, tile, cols, B, H, BLOCK_B, True)
+            backward_tile(u3, next_ptr, h, dy, da_ptr, t, tile, cols, B, H, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H,
+                          K_SPLIT, K_CHUNKS, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY)
 
 
 def split_grid(B: int, H: int, config: SplitBlocks, sm_count: int) -> tuple[int, int]:

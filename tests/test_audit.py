@@ -205,18 +205,21 @@ def test_an_audit_in_another_process_gets_this_processs_kernel_switches(monkeypa
     monkeypatch.setattr(dispatch, "SPLIT_WIDE_BATCH", True)
     monkeypatch.setattr(dispatch, "SPLIT_WARPGROUP_ROWS", 64)
     monkeypatch.setattr(split, "STEP_FLAGS", True)
+    monkeypatch.setattr(split, "INPUTS_AHEAD", True)
     arguments = audit.switch_arguments()
     assert arguments == ["--fp32-product", "one-dot-m", "--l2-prefetch-steps", "4", "--split-warpgroup-rows", "64",
-                         "--split-wide-batch", "--split-step-flags"]
+                         "--split-wide-batch", "--split-step-flags", "--split-inputs-ahead"]
     monkeypatch.setattr(resident, "FP32_PRODUCT", "tf32x3")
     monkeypatch.setattr(resident, "L2_PREFETCH_STEPS", 0)
     monkeypatch.setattr(dispatch, "SPLIT_WIDE_BATCH", False)
     monkeypatch.setattr(dispatch, "SPLIT_WARPGROUP_ROWS", 0)
     monkeypatch.setattr(split, "STEP_FLAGS", False)
+    monkeypatch.setattr(split, "INPUTS_AHEAD", False)
     with pytest.raises(SystemExit):  # no plan of that name: main stops once it has set the switches
         audit.main(["--plan", "no-such-plan", *arguments])
-    assert (resident.FP32_PRODUCT, resident.L2_PREFETCH_STEPS, dispatch.SPLIT_WIDE_BATCH,
-            dispatch.SPLIT_WARPGROUP_ROWS, split.STEP_FLAGS) == ("one-dot-m", 4, True, 64, True)
+    switches = (resident.FP32_PRODUCT, resident.L2_PREFETCH_STEPS, dispatch.SPLIT_WIDE_BATCH,
+                dispatch.SPLIT_WARPGROUP_ROWS, split.STEP_FLAGS, split.INPUTS_AHEAD)
+    assert switches == ("one-dot-m", 4, True, 64, True, True)
 
 
 def test_every_dispatchable_configuration_compiles_clean(tmp_path):

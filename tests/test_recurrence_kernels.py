@@ -148,10 +148,13 @@ def barrier_config(block_h: int) -> SplitBlocks:
 
 
 @pytest.mark.skipif(not interpreting(), reason="interpreter-only: one program per SM is the interpreter's rule")
-@pytest.mark.parametrize("step_flags", [False, True], ids=["counter", "step-flags"])
+@pytest.mark.parametrize("step_flags,inputs_ahead", [(False, False), (True, False), (False, True)],
+                         ids=["counter", "step-flags", "inputs-ahead"])
 @pytest.mark.parametrize("nonlinearity,reverse", [("tanh", False), ("relu", True)])
-def test_split_barrier_path_with_a_one_program_grid(nonlinearity, reverse, step_flags, monkeypatch):
+def test_split_barrier_path_with_a_one_program_grid(nonlinearity, reverse, step_flags, inputs_ahead, monkeypatch):
+    """The persistent time loop (the barrier's, and each program's first tile's input a step ahead), run whole."""
     monkeypatch.setattr(split, "STEP_FLAGS", step_flags)
+    monkeypatch.setattr(split, "INPUTS_AHEAD", inputs_ahead)
     T, B, H = 6, 20, 16  # two batch tiles, both run by the one program every step
     xw, h0, u, dy = make_inputs(T, B, H, torch.float32, "cpu")
     config = barrier_config(16)
