@@ -189,8 +189,8 @@ def forward_tile(u3, prev_ptr, xw, y_ptr, t, tile, cols, B, H, ACTIVATION: tl.co
     """Step t of one batch tile: y_t[:, cols] = act(xw_t[:, cols] + prev U[cols, :]^T), xw_t's tile given."""
     step = t * B * H
     rows, row_mask, out, out_mask = column_tile(tile, cols, B, H, BLOCK_B)
-    a = xw.to(ACC_DTYPE) + slice_product(u3, prev_ptr, rows, row_mask, H, BLOCK_N, BLOCK_B, BLOCK_H, K_SPLIT, K_CHUNKS,
-                           DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY)
+    a = xw.to(ACC_DTYPE) + slice_product(u3, prev_ptr, rows, row_mask, H, BLOCK_N, BLOCK_B, BLOCK_H, K_SPLIT,
+                                         K_CHUNKS, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY)
     # The sum over the warps leaves every warp holding all of a (Triton's slice layout), so every warp
     # computes the whole tile's activation: FAST_TANH makes that one instruction per element, not about ten.
     tl.store(y_ptr + step + out, apply_activation(a, ACTIVATION, FAST_TANH).to(y_ptr.dtype.element_ty), mask=out_mask)
