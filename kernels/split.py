@@ -103,6 +103,18 @@ def launch_keywords(config: SplitBlocks, nonlinearity: str, dtype: torch.dtype, 
 
 
 @triton.jit
+def chunk_k(q, K_SPLIT: tl.constexpr, KC: tl.constexpr, LEFT: tl.constexpr):
+    """The K indices of chunk q, q*K_SPLIT*KC + c*KC + [0, KC) for warp part c, along the K axis of the left
+    operand ([K_SPLIT, 1, KC]) or of the right one ([K_SPLIT, KC, 1]); without the K_SPLIT axis when K_SPLIT = 1."""
+    k = tl.arange(0, KC)[None, :] if LEFT else tl.arange(0, KC)[:, None]
+    if K_SPLIT == 1:
+        offs = q * KC + k
+    else:
+        offs = q * K_SPLIT * KC + tl.arange(0, K_SPLIT)[:, None, None] * KC + k[None, :, :]
+    return offs
+
+
+@triton.jit
 def load_pinned_slice(u_ptr, pin, cols, H, BLOCK_H: tl.constexpr, K_SPLIT: tl.constexpr, K_CHUNKS: tl.constexpr,
                       TRANSPOSE: tl.constexpr, ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr):
     """This program's slice as K_CHUNKS left operands [K_SPLIT, BLOCK_N, KC], KC = BLOCK_H / (K_SPLIT * K_CHUNKS),
@@ -113,10 +125,7 @@ def load_pinned_slice(u_ptr, pin, cols, H, BLOCK_H: tl.constexpr, K_SPLIT: tl.co
     n = cols[:, None] if K_SPLIT == 1 else cols[None, :, None]
     chunks = ()
     for q in tl.static_range(K_CHUNKS):
-        if K_SPLIT == 1:
-            offs_k = q * KC + tl.arange(0, KC)[None, :]
-        else:
-            offs_k = q * K_SPLIT * KC + tl.arange(0, K_SPLIT)[:, None, None] * KC + tl.arange(0, KC)[None, None, :]
+        offs_k = chunk_k(q, K_SPLIT, KC, True)
         offsets = offs_k * H + n if TRANSPOSE else n * H + offs_k
         resident_u = tl.load(u_ptr + offsets, mask=(n < H) & (offs_k < H), other=0.0)
         resident_u = (resident_u.to(ACC_DTYPE) * pin).to(u_ptr.dtype.element_ty)  # exact: pin is 1.0
@@ -139,15 +148,12 @@ def slice_product(u3, state_ptr, rows, row_mask, H, BLOCK_N: tl.constexpr, BLOCK
     else:
         acc = tl.zeros((K_SPLIT, BLOCK_N, BLOCK_B), ACC_DTYPE)
     summed = tl.zeros((BLOCK_B,), ACC_DTYPE)
+    batch_rows = rows[None, :] if K_SPLIT == 1 else rows[None, None, :]  # the right operand's last axis
+    batch_mask = row_mask[None, :] if K_SPLIT == 1 else row_mask[None, None, :]
     for q in tl.static_range(K_CHUNKS):
-        if K_SPLIT == 1:
-            offs_k = q * KC + tl.arange(0, KC)[:, None]
-            state = tl.load(state_ptr + rows[None, :] * H + offs_k, mask=row_mask[None, :] & (offs_k < H),
-                            other=0.0, cache_modifier=".cg")
-        else:
-            offs_k = q * K_SPLIT * KC + tl.arange(0, K_SPLIT)[:, None, None] * KC + tl.arange(0, KC)[None, :, None]
-            state = tl.load(state_ptr + rows[None, None, :] * H + offs_k, mask=row_mask[None, None, :] & (offs_k < H),
-                            other=0.0, cache_modifier=".cg")
+        offs_k = chunk_k(q, K_SPLIT, KC, False)
+        state = tl.load(state_ptr + batch_rows * H + offs_k, mask=batch_mask & (offs_k < H), other=0.0,
+                        cache_modifier=".cg")
         if EXCHANGE_ONLY:  # keep the state's load and a use of it, drop the product
             if K_SPLIT == 1:
                 summed += tl.sum(state.to(ACC_DTYPE), axis=0)
