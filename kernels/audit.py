@@ -466,20 +466,52 @@ def format_table(rows: list[AuditRow]) -> str:
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class KernelSwitch:
+    """A module default the kernels read at launch, which the audit can set from its command line."""
+    option: str     # the audit's command-line option
+    module: object  # the kernels module holding it
+    name: str       # its attribute there
+    argument: dict  # how argparse reads it: {"action": "store_true"} for a flag, else its type and choices
+    help: str
+
+    @property
+    def flag(self) -> bool:
+        return self.argument.get("action") == "store_true"
+
+
+def kernel_switches() -> tuple[KernelSwitch, ...]:
+    """Every kernel switch: what the variants a GPU will time change, so that they can be audited first."""
+    from . import dispatch, resident, split
+    return (
+        KernelSwitch("--fp32-product", resident, "FP32_PRODUCT", {"choices": resident.FP32_PRODUCTS},
+                     "the resident kernels' fp32 product (default: resident.FP32_PRODUCT)"),
+        KernelSwitch("--l2-prefetch-steps", resident, "L2_PREFETCH_STEPS", {"type": int, "metavar": "N"},
+                     "the resident kernels' L2 prefetch distance (default: resident.L2_PREFETCH_STEPS)"),
+        KernelSwitch("--split-warpgroup-rows", dispatch, "SPLIT_WARPGROUP_ROWS",
+                     {"type": int, "choices": [0, *dispatch.SPLIT_WARPGROUP_CONFIGS]},
+                     "the split tier at H = 512 in slices of this many rows without the K split "
+                     "(default: dispatch.SPLIT_WARPGROUP_ROWS; 0: SPLIT_CONFIGS')"),
+        KernelSwitch("--split-wide-batch", dispatch, "SPLIT_WIDE_BATCH", {"action": "store_true"},
+                     "also the split tier's wider batch tiles (dispatch.SPLIT_WIDE_BATCH)"),
+        KernelSwitch("--split-step-flags", split, "STEP_FLAGS", {"action": "store_true"},
+                     "the split kernels with a step flag per program as their grid barrier (split.STEP_FLAGS)"),
+        KernelSwitch("--split-inputs-ahead", split, "INPUTS_AHEAD", {"action": "store_true"},
+                     "the split kernels with each step's input loaded a step ahead (split.INPUTS_AHEAD)"),
+    )
+
+
 def switch_arguments() -> list[str]:
     """The arguments with which an audit in another process sees this process's kernel switches
-    (resident.FP32_PRODUCT, resident.L2_PREFETCH_STEPS, dispatch.SPLIT_WIDE_BATCH, dispatch.SPLIT_WARPGROUP_ROWS,
-    split.STEP_FLAGS, split.INPUTS_AHEAD): main sets them."""
-    from . import dispatch, resident, split
-    return (["--fp32-product", resident.FP32_PRODUCT, "--l2-prefetch-steps", str(resident.L2_PREFETCH_STEPS),
-             "--split-warpgroup-rows", str(dispatch.SPLIT_WARPGROUP_ROWS)]
-            + (["--split-wide-batch"] if dispatch.SPLIT_WIDE_BATCH else [])
-            + (["--split-step-flags"] if split.STEP_FLAGS else [])
-            + (["--split-inputs-ahead"] if split.INPUTS_AHEAD else []))
+    (kernel_switches): main sets them."""
+    arguments = []
+    for switch in kernel_switches():
+        value = getattr(switch.module, switch.name)
+        arguments += ([switch.option] if value else []) if switch.flag else [switch.option, str(value)]
+    return arguments
 
 
 def main(argv: list[str] | None = None) -> int:
-    from . import dispatch, resident, split
     parser = argparse.ArgumentParser(prog="python -m kernels.audit", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel compiles (default: CPU count)")
@@ -489,32 +521,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", help="only this dtype (float32, bfloat16, float16, float64)")
     parser.add_argument("--nonlinearity", choices=["tanh", "relu"], help="only this activation")
     parser.add_argument("--arch", type=int, choices=sorted(SHARED_LIMIT), help="only this target")
-    parser.add_argument("--fp32-product", choices=resident.FP32_PRODUCTS,
-                        help="the resident kernels' fp32 product (default: resident.FP32_PRODUCT)")
-    parser.add_argument("--split-wide-batch", action="store_true",
-                        help="also the split tier's wider batch tiles (dispatch.SPLIT_WIDE_BATCH)")
-    parser.add_argument("--l2-prefetch-steps", type=int, metavar="N",
-                        help="the resident kernels' L2 prefetch distance (default: resident.L2_PREFETCH_STEPS)")
-    parser.add_argument("--split-warpgroup-rows", type=int, choices=[0, *dispatch.SPLIT_WARPGROUP_CONFIGS],
-                        help="the split tier at H = 512 in slices of this many rows without the K split "
-                             "(default: dispatch.SPLIT_WARPGROUP_ROWS; 0: SPLIT_CONFIGS')")
-    parser.add_argument("--split-step-flags", action="store_true",
-                        help="the split kernels with a step flag per program as their grid barrier (split.STEP_FLAGS)")
-    parser.add_argument("--split-inputs-ahead", action="store_true",
-                        help="the split kernels with each step's input loaded a step ahead (split.INPUTS_AHEAD)")
+    switches = kernel_switches()
+    for switch in switches:  # absent: None, the module's default stays
+        parser.add_argument(switch.option, dest=switch.name, default=None, help=switch.help, **switch.argument)
     args = parser.parse_args(argv)
-    if args.fp32_product:
-        resident.FP32_PRODUCT = args.fp32_product  # read by launch_keywords as audit_jobs builds the jobs
-    if args.l2_prefetch_steps is not None:
-        resident.L2_PREFETCH_STEPS = args.l2_prefetch_steps  # read by launch_keywords, as above
-    if args.split_wide_batch:
-        dispatch.SPLIT_WIDE_BATCH = True  # read by split_configs as audit_jobs lists the plans
-    if args.split_warpgroup_rows is not None:
-        dispatch.SPLIT_WARPGROUP_ROWS = args.split_warpgroup_rows  # read by split_configs, as above
-    if args.split_step_flags:
-        split.STEP_FLAGS = True  # read by split.launch_keywords as audit_jobs builds the jobs
-    if args.split_inputs_ahead:
-        split.INPUTS_AHEAD = True  # as above
+    for switch in switches:  # read by launch_keywords and split_configs as audit_jobs builds the jobs
+        if getattr(args, switch.name) is not None:
+            setattr(switch.module, switch.name, getattr(args, switch.name))
     selected = audit_jobs(args.plan, args.dtype, args.nonlinearity, args.arch)
     if not selected:
         parser.error("no dispatchable configuration matches --plan/--dtype/--nonlinearity/--arch")

@@ -200,26 +200,22 @@ def test_an_audit_in_another_process_gets_this_processs_kernel_switches(monkeypa
     """switch_arguments (what rnnbench profile passes to its audit subprocess) names every switch, and
     the audit's main sets them from those arguments."""
     from kernels import audit, dispatch, split
-    monkeypatch.setattr(resident, "FP32_PRODUCT", "one-dot-m")
-    monkeypatch.setattr(resident, "L2_PREFETCH_STEPS", 4)
-    monkeypatch.setattr(dispatch, "SPLIT_WIDE_BATCH", True)
-    monkeypatch.setattr(dispatch, "SPLIT_WARPGROUP_ROWS", 64)
-    monkeypatch.setattr(split, "STEP_FLAGS", True)
-    monkeypatch.setattr(split, "INPUTS_AHEAD", True)
+    switches = [(resident, "FP32_PRODUCT", "one-dot-m", "tf32x3"), (resident, "L2_PREFETCH_STEPS", 4, 0),
+                (dispatch, "SPLIT_WIDE_BATCH", True, False), (dispatch, "SPLIT_WARPGROUP_ROWS", 64, 0),
+                (split, "STEP_FLAGS", True, False), (split, "INPUTS_AHEAD", True, False)]
+    assert {(s.module, s.name) for s in audit.kernel_switches()} == {(m, n) for m, n, _, _ in switches}
+    for module, name, on, _ in switches:
+        monkeypatch.setattr(module, name, on)
     arguments = audit.switch_arguments()
     assert arguments == ["--fp32-product", "one-dot-m", "--l2-prefetch-steps", "4", "--split-warpgroup-rows", "64",
                          "--split-wide-batch", "--split-step-flags", "--split-inputs-ahead"]
-    monkeypatch.setattr(resident, "FP32_PRODUCT", "tf32x3")
-    monkeypatch.setattr(resident, "L2_PREFETCH_STEPS", 0)
-    monkeypatch.setattr(dispatch, "SPLIT_WIDE_BATCH", False)
-    monkeypatch.setattr(dispatch, "SPLIT_WARPGROUP_ROWS", 0)
-    monkeypatch.setattr(split, "STEP_FLAGS", False)
-    monkeypatch.setattr(split, "INPUTS_AHEAD", False)
+    for module, name, _, off in switches:
+        monkeypatch.setattr(module, name, off)
     with pytest.raises(SystemExit):  # no plan of that name: main stops once it has set the switches
         audit.main(["--plan", "no-such-plan", *arguments])
-    switches = (resident.FP32_PRODUCT, resident.L2_PREFETCH_STEPS, dispatch.SPLIT_WIDE_BATCH,
-                dispatch.SPLIT_WARPGROUP_ROWS, split.STEP_FLAGS, split.INPUTS_AHEAD)
-    assert switches == ("one-dot-m", 4, True, 64, True, True)
+    values = (resident.FP32_PRODUCT, resident.L2_PREFETCH_STEPS, dispatch.SPLIT_WIDE_BATCH,
+              dispatch.SPLIT_WARPGROUP_ROWS, split.STEP_FLAGS, split.INPUTS_AHEAD)
+    assert values == ("one-dot-m", 4, True, 64, True, True)
 
 
 def test_every_dispatchable_configuration_compiles_clean(tmp_path):
