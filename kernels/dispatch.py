@@ -207,7 +207,8 @@ def _resident_plan(hidden_size, batch_size, dtype, block_h, sms, arch) -> Kernel
 
 
 def split_base_config(dtype: torch.dtype, block_h: int) -> LaunchConfig[SplitBlocks]:
-    """The split configuration of 16-row batch tiles: SPLIT_CONFIGS', or SPLIT_WARPGROUP_ROWS' where it has one."""
+    """The split configuration before its batch tile is narrowed or widened (split_configs): SPLIT_CONFIGS', or
+    SPLIT_WARPGROUP_ROWS' where it has one."""
     warpgroup = SPLIT_WARPGROUP_CONFIGS.get(SPLIT_WARPGROUP_ROWS, {})
     return warpgroup.get((dtype, block_h), SPLIT_CONFIGS[(dtype, block_h)])
 
