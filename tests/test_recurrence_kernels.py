@@ -87,21 +87,25 @@ def test_split_kernels_match_float64_reference(dtype, shape, nonlinearity, rever
     check_against_reference(plan, dtype, shape, nonlinearity, reverse, device)
 
 
-# Wide batch tiles with the state read in K chunks, at an H the interpreter affords (the dispatcher's own
-# configurations start at H = 512): T = 1; one partial tile (B = 5); a full tile and one more row (B = 33
-# with 32 rows); a full tile and a partial one (B = 70 with 64), each run in turn; H = 72 leaves whole
-# K chunks masked off.
-WIDE_SPLIT_BLOCKS = [SplitBlocks(BLOCK_B=32, BLOCK_N=16, BLOCK_H=128, K_SPLIT=2, K_CHUNKS=2, num_warps=2),
-                     SplitBlocks(BLOCK_B=64, BLOCK_N=16, BLOCK_H=128, K_SPLIT=2, K_CHUNKS=4, num_warps=2)]
-WIDE_SPLIT_SHAPES = [(1, 5, 100), (3, 33, 128), (2, 70, 72)]
+# Split configurations beyond the dispatcher's defaults, at an H the interpreter affords (the dispatcher's own
+# configurations start at H = 512):
+# - wide batch tiles with the state read in K chunks (SPLIT_WIDE_BATCH's form);
+# - the slice without the K split (K_SPLIT = 1: 2-D operands, the slice's rows over the warps, no sum over them;
+#   SPLIT_WARPGROUP_ROWS' form), in one and two K chunks.
+# Shapes: T = 1; one partial tile (B = 5); a full tile and one more row (B = 33 with 32 rows); a full tile and a
+# partial one (B = 70 with 64), each run in turn; H = 72 leaves whole K chunks masked off, and H = 72 and 100 the
+# second slice of 64 rows mostly masked off.
+SPLIT_BLOCKS = [SplitBlocks(BLOCK_B=32, BLOCK_N=16, BLOCK_H=128, K_SPLIT=2, K_CHUNKS=2, num_warps=2),
+                SplitBlocks(BLOCK_B=64, BLOCK_N=16, BLOCK_H=128, K_SPLIT=2, K_CHUNKS=4, num_warps=2),
+                *[SplitBlocks(BLOCK_B=16, BLOCK_N=64, BLOCK_H=128, K_SPLIT=1, K_CHUNKS=k, num_warps=4) for k in (1, 2)]]
+SPLIT_BLOCK_SHAPES = [(1, 5, 100), (3, 33, 128), (2, 70, 72)]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("blocks", WIDE_SPLIT_BLOCKS, ids=lambda b: f"BB{b.BLOCK_B}-KCH{b.K_CHUNKS}")
-@pytest.mark.parametrize("shape", WIDE_SPLIT_SHAPES, ids=lambda s: "T{}-B{}-H{}".format(*s))
+@pytest.mark.parametrize("blocks", SPLIT_BLOCKS, ids=lambda b: f"BB{b.BLOCK_B}-KS{b.K_SPLIT}-KCH{b.K_CHUNKS}")
+@pytest.mark.parametrize("shape", SPLIT_BLOCK_SHAPES, ids=lambda s: "T{}-B{}-H{}".format(*s))
 @pytest.mark.parametrize("nonlinearity,reverse", [("tanh", False), ("relu", True)])
-def test_split_wide_batch_tiles_in_k_chunks_match_float64_reference(dtype, blocks, shape, nonlinearity, reverse,
-                                                                    device):
+def test_split_block_shapes_match_float64_reference(dtype, blocks, shape, nonlinearity, reverse, device):
     check_against_reference(KernelPlan("split", LaunchConfig(blocks, blocks)), dtype, shape, nonlinearity, reverse,
                             device)
 
@@ -116,21 +120,6 @@ def test_split_wide_batch_configurations_match_float64_reference(dtype, shape, b
     plan = plan_for(shape[2], shape[1], dtype, device)
     assert plan.tier == "split" and plan.config.forward.BLOCK_B == block_b
     check_against_reference(plan, dtype, shape, "tanh", False, device)
-
-
-# The slice without the K split (K_SPLIT = 1: 2-D operands, the slice's rows over the warps, no sum over them), in one
-# and two K chunks, on the wide tests' shapes: H = 72 and 100 leave the second slice of 64 rows mostly masked off.
-UNSPLIT_K_BLOCKS = [SplitBlocks(BLOCK_B=16, BLOCK_N=64, BLOCK_H=128, K_SPLIT=1, K_CHUNKS=k, num_warps=4)
-                    for k in (1, 2)]
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("blocks", UNSPLIT_K_BLOCKS, ids=lambda b: f"KCH{b.K_CHUNKS}")
-@pytest.mark.parametrize("shape", WIDE_SPLIT_SHAPES, ids=lambda s: "T{}-B{}-H{}".format(*s))
-@pytest.mark.parametrize("nonlinearity,reverse", [("tanh", False), ("relu", True)])
-def test_split_slice_without_k_split_matches_float64_reference(dtype, blocks, shape, nonlinearity, reverse, device):
-    check_against_reference(KernelPlan("split", LaunchConfig(blocks, blocks)), dtype, shape, nonlinearity, reverse,
-                            device)
 
 
 @pytest.mark.parametrize("dtype,rows", [(torch.bfloat16, 64), (torch.float16, 128)])
