@@ -1,7 +1,7 @@
 """Times kernel variants side by side in one process on a GPU: what a short device lease can afford.
 
-    python .ci/gpu_variants.py --out DIR [--seq-len 4096] [--hidden 128 256] [--dtype bfloat16] [--variant current]
-                               [--device cpu]
+    python .ci/gpu_variants.py --out DIR [--seq-len 4096] [--hidden 128 256] [--batch 8 64] [--dtype bfloat16]
+                               [--variant current] [--device cpu]
 
 For every (variant, dtype, H, B) it builds TritonRNN with nn.RNN's seeded weights, checks its
 forward against the float64 reference loop (relative error of the outputs), and times forward and
@@ -137,6 +137,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", required=True, type=Path, help="folder for variants.csv")
     parser.add_argument("--seq-len", type=int, default=4096)
     parser.add_argument("--hidden", type=int, nargs="+", help="only these hidden sizes")
+    parser.add_argument("--batch", type=int, nargs="+", help="only these batch sizes")
     parser.add_argument("--dtype", nargs="+", help="only these dtypes (e.g. bfloat16)")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--variant", nargs="+", choices=list(VARIANTS), default=list(VARIANTS), help="only these")
@@ -146,7 +147,8 @@ def main(argv=None) -> int:
     for variant in args.variant:
         cases = CASES[variant]
         for dtype, hidden, batch in cases:
-            if (args.hidden and hidden not in args.hidden) or (args.dtype and dtype not in args.dtype):
+            if any(wanted and value not in wanted for value, wanted in
+                   ((hidden, args.hidden), (batch, args.batch), (dtype, args.dtype))):
                 continue
             try:
                 rows.append(time_case(variant, dtype, hidden, batch, args.seq_len, args.device))
