@@ -22,9 +22,7 @@ import torch
 import triton.testing
 
 from kernels import TritonRNN, dispatch, resident, split
-from kernels.launch import LaunchConfig
 from kernels.reference import run_module
-from kernels.split import SplitBlocks
 
 
 @contextlib.contextmanager
@@ -40,13 +38,6 @@ def switched(module, name: str, value):
 
 BARRIERS = {"counter": False, "step-flags": True}
 L2_PREFETCH_STEPS = (4, 16)  # the distances timed: about one HBM latency ahead, and well beyond it
-# H = 1024 in slices of 16 rows (64 programs) instead of dispatch's 32 (32 programs): H = 2048's slice shape at half
-# its K. On the H200, H = 2048 (128 programs of 16 rows) took 3.8 us per step at B = 1 and H = 1024 (32 of 32 rows)
-# 4.7 (results/race/20261126-h200/exchange.csv). Compile audit, sm_90 bf16: time loop 364 instructions against 465
-# forward, 394 against 519 backward, 126 registers against 212, no spills (sm_80 too).
-_SLICE_OF_16 = SplitBlocks(BLOCK_B=16, BLOCK_N=16, BLOCK_H=1024, K_SPLIT=8, K_CHUNKS=1, num_warps=8)
-SPLIT_1024_16_ROWS = {**dispatch.SPLIT_CONFIGS, **{(dt, 1024): LaunchConfig(_SLICE_OF_16, _SLICE_OF_16)
-                                                   for dt in (torch.bfloat16, torch.float16)}}
 VARIANTS = {  # name -> a context manager factory
     "current": contextlib.nullcontext,
     # 16-bit per-step loads and stores: all by tl.load/tl.store, or all in the accumulator's layout
@@ -61,11 +52,13 @@ VARIANTS = {  # name -> a context manager factory
     # the split tier at H = 512 in slices of 64 or 128 rows without the K split (dispatch.SPLIT_WARPGROUP_ROWS)
     **{f"split-warpgroup-{r}": (lambda r=r: switched(dispatch, "SPLIT_WARPGROUP_ROWS", r))
        for r in dispatch.SPLIT_WARPGROUP_CONFIGS},
-    "split-1024-16-rows": lambda: switched(dispatch, "SPLIT_CONFIGS", SPLIT_1024_16_ROWS),
+    # the split tier at H = 1024 in 32-row slices where today's takes 16-row ones (dispatch.SPLIT_FINE_CONFIGS)
+    "split-32-row-slices": lambda: switched(dispatch, "SPLIT_FINE_CONFIGS", {}),
     # the split tier's grid barrier: a counter per batch group (today's) or a step flag per program (split.STEP_FLAGS)
     **{f"split-{name}": (lambda on=on: switched(split, "STEP_FLAGS", on)) for name, on in BARRIERS.items()},
-    # each program's first tile's step input loaded a step ahead, before the barrier (split.INPUTS_AHEAD)
-    "split-inputs-ahead": lambda: switched(split, "INPUTS_AHEAD", True),
+    # each program's step inputs read in the step, after the barrier (today's: the first tile's a step ahead, before
+    # the barrier: split.INPUTS_AHEAD)
+    "split-inputs-in-step": lambda: switched(split, "INPUTS_AHEAD", False),
     # the split tier's batch tiles where a batch fits 8 rows: 8 rows (today's, dispatch.SPLIT_NARROW_BLOCK_B) or 16
     **{f"split-{r}-row-tiles": (lambda r=r: switched(dispatch, "SPLIT_NARROW_BLOCK_B", r)) for r in (8, 16)},
     # the resident kernels' step inputs prefetched into L2 this many steps ahead (resident.L2_PREFETCH_STEPS)
@@ -80,18 +73,20 @@ SPLIT_BATCH = [("bfloat16", h, b) for h in (512, 1024, 2048) for b in (8, 64, 25
 # Where the split tier's 8-row tiles apply (B <= 8, or 8 per batch group: B = 16 spreads over two groups at H <= 1024)
 SPLIT_NARROW = ([("bfloat16", h, b) for h in (512, 1024, 2048) for b in (1, 8, 16)]
                 + [("float32", h, 8) for h in (256, 512)])
+# Split-tier cases today's defaults are timed at beside the split variants of the same sizes
+SPLIT_PROBES = [("bfloat16", 512, b) for b in (8, 64)] + [("bfloat16", 1024, b) for b in (8, 16)]
 CASES = {
-    "current": SMALL + FP32,
+    "current": SMALL + FP32 + SPLIT_PROBES,
     "plain-io": SMALL,
     "acc-layout-io": SMALL,
     **{f"fp32-{p}": FP32_RESIDENT for p in resident.FP32_PRODUCTS},
     "split-narrow-batch": SPLIT_BATCH,
     "split-wide-batch": SPLIT_BATCH,
     **{f"split-warpgroup-{r}": [c for c in SPLIT_BATCH if c[1] == 512] for r in dispatch.SPLIT_WARPGROUP_CONFIGS},
-    "split-1024-16-rows": [c for c in SPLIT_BATCH if c[1] == 1024],
+    "split-32-row-slices": [c for c in SPLIT_PROBES if c[1] == 1024],
     **{f"split-{r}-row-tiles": SPLIT_NARROW for r in (8, 16)},
     **{f"split-{name}": SPLIT_BATCH for name in BARRIERS},
-    "split-inputs-ahead": SPLIT_BATCH,
+    "split-inputs-in-step": SPLIT_BATCH,
     **{f"l2-prefetch-{d}": SMALL for d in L2_PREFETCH_STEPS},
 }
 

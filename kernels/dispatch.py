@@ -8,7 +8,7 @@ Tiers, tried in order:
   one program per slice and batch group, all co-resident (at most one per SM), meeting at a grid
   barrier every step. Needs cdiv(H, BLOCK_N) <= the SM count; one launch serves any batch, each group
   running its batch tiles one after another. Batches that fit take 8-row tiles (SPLIT_NARROW_BLOCK_B,
-  mma.sync's N). With SPLIT_WIDE_BATCH, the batch tile widens (up to
+  mma.sync's N), at H = 1024 in slices of 16 rows (SPLIT_FINE_CONFIGS) where the batch fits those. With SPLIT_WIDE_BATCH, the batch tile widens (up to
   64 rows, the state read in K chunks) where the SMs run out of groups (split_config); with
   SPLIT_WARPGROUP_ROWS, H = 512 takes slices of 64 or 128 rows without the K split (wgmma on sm_90).
 - stepwise: one launch per timestep (stepwise.py); serves any H.
@@ -105,10 +105,21 @@ SPLIT_WARPGROUP_CONFIGS: dict[int, dict[tuple[torch.dtype, int], LaunchConfig[Sp
 # Which of them the split tier takes at H = 512 instead of SPLIT_CONFIGS' (0: none). Built and audited, not yet
 # timed (.ci/gpu_variants.py --variant split-narrow-batch split-warpgroup-64 split-warpgroup-128).
 SPLIT_WARPGROUP_ROWS = 0
+# Slices of 16 rows at H = 1024 (64 programs per batch group instead of 32), 16-bit, with 8-row batch tiles: tried
+# before SPLIT_CONFIGS' (split_configs), so they serve up to 8 rows per group (B <= 16 on 132 SMs: two groups). They
+# have H = 2048's slice shape at half its K. On an H200 (bf16, T = 4096) they took 3.02 us per step against 3.83 with
+# 32-row slices at B = 8, forward, and 6.76 against 7.84 forward+backward; at B = 64, where the two groups each run
+# two 16-row tiles per step, 7.08 against 5.50 (results/variants/20261126-h200-switches). Compile audit, sm_90 bf16:
+# fewer instructions per step and registers than the 32-row slices, no spills (sm_80 too).
+_SPLIT_FINE_16BIT = {1024: _split(16, 1024, 8, block_b=8)}
+SPLIT_FINE_CONFIGS: dict[tuple[torch.dtype, int], LaunchConfig[SplitBlocks]] = {
+    (dt, bh): cfg for dt in (torch.bfloat16, torch.float16) for bh, cfg in _SPLIT_FINE_16BIT.items()}
 # Batch tiles of this many rows where a batch fits them (split_config: B <= 8, or up to 8 per batch group): the split
 # tier's batched tl.dot is mma.sync, whose N is 8, so a 16-row tile multiplies 8 rows of padding there. Compile audit,
 # sm_90 bf16 forward, time-loop instructions against 16 rows: 248/338 (H = 512), 322/465 (1024), 316/452 (2048); fp32
-# H = 256: 430/660. Same barriers, fewer registers, no spills. Not yet timed (.ci/gpu_variants.py split-16-row-tiles).
+# H = 256: 430/660. Same barriers, fewer registers, no spills. On an H200 (T = 4096, B = 8, forward, us per step):
+# 2.42/2.67 (bf16 H = 512), 3.75/5.20 (1024), 3.43/4.41 (2048), fp32 2.64/3.14 (256), 3.39/4.29 (512); forward+backward
+# 10-26% faster likewise (results/variants/20261126-h200-switches).
 SPLIT_NARROW_BLOCK_B = 8
 # The step kernel's configuration; float64 takes thinner K slices (32 spills on sm_90).
 STEPWISE_CONFIGS = {torch.float64: LaunchConfig(StepwiseBlocks(BLOCK_K=16), StepwiseBlocks(BLOCK_K=16))}
@@ -214,11 +225,13 @@ def split_base_config(dtype: torch.dtype, block_h: int) -> LaunchConfig[SplitBlo
 
 
 def split_configs(dtype: torch.dtype, block_h: int) -> list[LaunchConfig[SplitBlocks]]:
-    """Every split configuration the dispatcher can pick for dtype and BLOCK_H, narrowest batch tile first:
-    split_base_config's, its narrow copy where it has one, and, with SPLIT_WIDE_BATCH, SPLIT_WIDE_CONFIGS'."""
+    """Every split configuration the dispatcher can pick for dtype and BLOCK_H, in the order split_config tries them:
+    SPLIT_FINE_CONFIGS' thinner slices where there are some, then, narrowest batch tile first, split_base_config's
+    narrow copy where it has one, split_base_config's, and, with SPLIT_WIDE_BATCH, SPLIT_WIDE_CONFIGS'."""
     base = split_base_config(dtype, block_h)
+    fine = [SPLIT_FINE_CONFIGS[(dtype, block_h)]] if (dtype, block_h) in SPLIT_FINE_CONFIGS else []
     wide = [cfg for (dt, bh, _), cfg in SPLIT_WIDE_CONFIGS.items() if (dt, bh) == (dtype, block_h)]
-    return _narrow(base) + [base] + sorted(wide if SPLIT_WIDE_BATCH else [], key=lambda c: c.forward.BLOCK_B)
+    return fine + _narrow(base) + [base] + sorted(wide if SPLIT_WIDE_BATCH else [], key=lambda c: c.forward.BLOCK_B)
 
 
 def _narrow(config: LaunchConfig[SplitBlocks]) -> list[LaunchConfig[SplitBlocks]]:
@@ -232,7 +245,7 @@ def _narrow(config: LaunchConfig[SplitBlocks]) -> list[LaunchConfig[SplitBlocks]
 
 def split_config(dtype: torch.dtype, block_h: int, hidden_size: int, batch_size: int,
                  sms: int) -> LaunchConfig[SplitBlocks]:
-    """The split configuration for this layer: the narrowest batch tile with which no program runs more than
+    """The split configuration for this layer: the first of split_configs with which no program runs more than
     one tile per step (the tiles spread over the groups the SMs leave beside the slices), else the widest.
     A wider tile reads the same state per row, but more rows per program: it only pays where tiles would
     otherwise run one after another."""

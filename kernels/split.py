@@ -73,9 +73,10 @@ PIN = 1.0  # the runtime float U's slice is multiplied by before the time loop (
 STEP_FLAGS = False
 # Whether each program loads its first batch tile's step input (xw forward; h and dy backward) one step ahead, before
 # the barrier, so that its read (from HBM once the inputs outgrow L2) overlaps the barrier and the product instead of
-# the state's read. 16-bit I/O only (launch_keywords). Costs 12-45 instructions per step forward and 22-74 backward
-# (compile audit, sm_90). Built and audited, not yet timed: off until a GPU says otherwise (.ci/gpu split-ahead).
-INPUTS_AHEAD = False
+# the state's read. 16-bit I/O only (launch_keywords): fp32's backward spills with it. On an H200 (bf16, T = 4096,
+# H = 512-2048, B = 8 and 64) it took 1-13% off the forward's time per step and 0.7-7% off forward+backward's
+# (results/variants/20261126-h200-switches), though it costs 12-45 instructions per step forward and 22-74 backward.
+INPUTS_AHEAD = True
 
 
 @dataclass(frozen=True)
