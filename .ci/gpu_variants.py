@@ -36,7 +36,6 @@ def switched(module, name: str, value):
         setattr(module, name, before)
 
 
-BARRIERS = {"counter": False, "step-flags": True}
 L2_PREFETCH_STEPS = (4, 16)  # the distances timed: about one HBM latency ahead, and well beyond it
 VARIANTS = {  # name -> a context manager factory
     "current": contextlib.nullcontext,
@@ -45,30 +44,20 @@ VARIANTS = {  # name -> a context manager factory
     "acc-layout-io": lambda: switched(resident, "ACC_LAYOUT_IO_MAX_BLOCK_H", {"forward": 256, "backward": 256}),
     # the resident fp32 product: fp32-tf32x3 (Triton's), fp32-one-dot-k, fp32-one-dot-m (resident.py)
     **{f"fp32-{p}": (lambda p=p: switched(resident, "FP32_PRODUCT", p)) for p in resident.FP32_PRODUCTS},
-    # the split tier's batch tile where the SMs run out of batch groups: 16-row tiles run one after another
-    # (today's), or one wider tile in K chunks (dispatch.SPLIT_WIDE_BATCH)
-    "split-narrow-batch": lambda: switched(dispatch, "SPLIT_WIDE_BATCH", False),
-    "split-wide-batch": lambda: switched(dispatch, "SPLIT_WIDE_BATCH", True),
-    # the split tier at H = 512 in slices of 64 or 128 rows without the K split (dispatch.SPLIT_WARPGROUP_ROWS)
-    **{f"split-warpgroup-{r}": (lambda r=r: switched(dispatch, "SPLIT_WARPGROUP_ROWS", r))
-       for r in dispatch.SPLIT_WARPGROUP_CONFIGS},
     # the split tier at H = 1024 in 32-row slices where today's takes 16-row ones (dispatch.SPLIT_FINE_CONFIGS)
     "split-32-row-slices": lambda: switched(dispatch, "SPLIT_FINE_CONFIGS", {}),
-    # the split tier's grid barrier: a counter per batch group (today's) or a step flag per program (split.STEP_FLAGS)
-    **{f"split-{name}": (lambda on=on: switched(split, "STEP_FLAGS", on)) for name, on in BARRIERS.items()},
     # each program's step inputs read in the step, after the barrier (today's: the first tile's a step ahead, before
     # the barrier: split.INPUTS_AHEAD)
     "split-inputs-in-step": lambda: switched(split, "INPUTS_AHEAD", False),
-    # the split tier's batch tiles where a batch fits 8 rows: 8 rows (today's, dispatch.SPLIT_NARROW_BLOCK_B) or 16
-    **{f"split-{r}-row-tiles": (lambda r=r: switched(dispatch, "SPLIT_NARROW_BLOCK_B", r)) for r in (8, 16)},
+    # the split tier's batch tiles where a batch fits 8 rows: 16 rows, not 8 (today's: dispatch.SPLIT_NARROW_BLOCK_B)
+    "split-16-row-tiles": lambda: switched(dispatch, "SPLIT_NARROW_BLOCK_B", 16),
     # the resident kernels' step inputs prefetched into L2 this many steps ahead (resident.L2_PREFETCH_STEPS)
     **{f"l2-prefetch-{d}": (lambda d=d: switched(resident, "L2_PREFETCH_STEPS", d)) for d in L2_PREFETCH_STEPS},
 }
 SMALL = [(dt, h, b) for dt in ("bfloat16",) for h in (128, 256) for b in (8, 64)]
 FP32 = [("float32", h, b) for h in (128, 256, 512) for b in (8, 64)]
 FP32_RESIDENT = [("float32", h, b) for h in (64, 128) for b in (8, 64)]  # the fp32 resident tier's sizes
-# The split tier's sizes: split-wide-batch widens the tile at B = 256, and at B = 64 for H = 2048 (one batch group);
-# the other cases are controls (the same plan in both variants).
+# The split tier's sizes: one tile per program up to B = 64 at H <= 1024, several tiles per program beyond
 SPLIT_BATCH = [("bfloat16", h, b) for h in (512, 1024, 2048) for b in (8, 64, 256)]
 # Where the split tier's 8-row tiles apply (B <= 8, or 8 per batch group: B = 16 spreads over two groups at H <= 1024)
 SPLIT_NARROW = ([("bfloat16", h, b) for h in (512, 1024, 2048) for b in (1, 8, 16)]
@@ -80,12 +69,8 @@ CASES = {
     "plain-io": SMALL,
     "acc-layout-io": SMALL,
     **{f"fp32-{p}": FP32_RESIDENT for p in resident.FP32_PRODUCTS},
-    "split-narrow-batch": SPLIT_BATCH,
-    "split-wide-batch": SPLIT_BATCH,
-    **{f"split-warpgroup-{r}": [c for c in SPLIT_BATCH if c[1] == 512] for r in dispatch.SPLIT_WARPGROUP_CONFIGS},
     "split-32-row-slices": [c for c in SPLIT_PROBES if c[1] == 1024],
-    **{f"split-{r}-row-tiles": SPLIT_NARROW for r in (8, 16)},
-    **{f"split-{name}": SPLIT_BATCH for name in BARRIERS},
+    "split-16-row-tiles": SPLIT_NARROW,
     "split-inputs-in-step": SPLIT_BATCH,
     **{f"l2-prefetch-{d}": SMALL for d in L2_PREFETCH_STEPS},
 }

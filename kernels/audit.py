@@ -33,16 +33,12 @@ H a multiple of 16), and reports:
     the mbarrier operations SYNCS.*, and the warpgroup fences of wgmma WARPGROUP.* (which wait for
     the warp's own wgmma, not for other warps), and, in the JSON only, the loop's L2 prefetches
     (prefetch_per_step: CCTL.*.PF*, from prefetch.global.L2);
-- split kernels: the grid barrier's release arrival (counter add or step-flag exchange) and acquire
-  poll are in the PTX.
+- split kernels: the grid barrier's release arrival and acquire poll are in the PTX.
 
 Run it as `python -m kernels.audit` (prints the table, exits 1 on any failure); the test suite runs it too.
 `--fp32-product` audits the resident kernels with another fp32 product than the default
-(resident.FP32_PRODUCT), `--split-wide-batch` the split tier's wider batch tiles too
-(dispatch.SPLIT_WIDE_BATCH), `--split-warpgroup-rows N` the split tier's H = 512 slices of N rows
-without the K split (dispatch.SPLIT_WARPGROUP_ROWS), `--split-step-flags` the split kernels with
-step flags as their barrier (split.STEP_FLAGS), `--split-inputs-ahead` with each step's input loaded
-a step ahead (split.INPUTS_AHEAD), and `--l2-prefetch-steps N` the resident
+(resident.FP32_PRODUCT), `--split-inputs-in-step` the split kernels with each step's input read in
+the step instead of a step ahead (split.INPUTS_AHEAD off), and `--l2-prefetch-steps N` the resident
 kernels with their step inputs prefetched into L2 N steps ahead (resident.L2_PREFETCH_STEPS), so
 that the variants a GPU will time can be compared here first.
 """
@@ -238,14 +234,14 @@ def _time_loop(ttgir: str) -> tuple[str, str]:
     raise ValueError("unbalanced TTGIR")
 
 
-def u_hoisted(ttgir: str, u_loads: int) -> bool:
-    """U's u_loads block loads all come before the time loop and none is inside it.
+def u_hoisted(ttgir: str) -> bool:
+    """U's block load comes before the time loop and none is inside it.
 
     U's loads are recognised by name (U_LOAD). Counting other loads would not work: the pipeliner
     moves per-step loads in front of the loop.
     """
     before, body = _time_loop(ttgir)
-    return len(U_LOAD.findall(before)) == u_loads and not U_LOAD.search(body)
+    return bool(U_LOAD.search(before)) and not U_LOAD.search(body)
 
 
 ALLOC = re.compile(r"(%[\w.]+) = ttg\.local_alloc")
@@ -375,10 +371,9 @@ def l2_prefetches(loop: list[str]) -> int:
 
 
 def barrier_atomics(ptx: str) -> bool:
-    """The grid barrier's arrival (a gpu-scope release add or exchange, e.g. red.global.gpu.release.add, or
-    atom.release.gpu.global.exch for a step flag) and its poll (a gpu-scope acquire load or atomic, e.g.
-    ld.global.gpu.acquire or ld.acquire.gpu.global) are in the PTX."""
-    release = re.search(r"\b(red|atom)\.\S*\b(gpu\.release|release\.gpu)\.\S*\b(add|exch)\b", ptx)
+    """The grid barrier's arrival (a gpu-scope release add, e.g. red.global.gpu.release.add) and its poll (a
+    gpu-scope acquire load or atomic, e.g. ld.global.gpu.acquire or ld.acquire.gpu.global) are in the PTX."""
+    release = re.search(r"\b(red|atom)\.\S*\b(gpu\.release|release\.gpu)\.\S*\badd\b", ptx)
     acquire_poll = re.search(r"\b(ld|atom)\.\S*\b(gpu\.acquire|acquire\.gpu)\b", ptx)
     return bool(release and acquire_poll)
 
@@ -386,7 +381,7 @@ def barrier_atomics(ptx: str) -> bool:
 # ---- one compile -------------------------------------------------------------------------------
 
 OPTIONS = ("num_warps", "num_stages")
-HIDDEN_FROM_LABEL = ("DOT_PRECISION", "UPCAST_DOT", "ACC_DTYPE", "EXCHANGE_ONLY", "INLINE_PTX")
+HIDDEN_FROM_LABEL = ("DOT_PRECISION", "UPCAST_DOT", "ACC_DTYPE", "EXCHANGE_ONLY")
 
 
 def compile_for(fn, dtype: str, keywords: dict, arch: int):
@@ -412,7 +407,7 @@ def time_loop_facts(compiled, keywords: dict, dtype: str) -> dict:
     passes = PASSES.get(keywords.get("DOT_PRECISION"), 1)
     block_n, block_b = keywords.get("BLOCK_N", 0), keywords["BLOCK_B"]
     tile_bytes = tile_loads(ttgir, block_n, block_b) * block_n * block_b * itemsize if block_n else 0
-    return {"u_hoisted": "yes" if u_hoisted(ttgir, keywords.get("K_CHUNKS", 1)) else "NO",
+    return {"u_hoisted": "yes" if u_hoisted(ttgir) else "NO",
             "u_in": u_location(ttgir), "smem_per_step": smem_per_step(loop, warps),
             "bar_per_step": cta_barriers(loop), "barrier_kinds": barrier_kinds(loop),
             "mma_per_step": mma_instructions(loop), "waits_per_step": wgmma_waits(loop),
@@ -472,32 +467,26 @@ class KernelSwitch:
     option: str     # the audit's command-line option
     module: object  # the kernels module holding it
     name: str       # its attribute there
-    argument: dict  # how argparse reads it: {"action": "store_true"} for a flag, else its type and choices
+    argument: dict  # how argparse reads it: {"action": "store_true"/"store_false"} for a flag, else type and choices
     help: str
 
     @property
-    def flag(self) -> bool:
-        return self.argument.get("action") == "store_true"
+    def flag_sets(self) -> bool | None:
+        """The value a flag sets (True for store_true, False for store_false); None for an option with a value."""
+        return {"store_true": True, "store_false": False}.get(self.argument.get("action"))
 
 
 def kernel_switches() -> tuple[KernelSwitch, ...]:
     """Every kernel switch: what the variants a GPU will time change, so that they can be audited first."""
-    from . import dispatch, resident, split
+    from . import resident, split
     return (
         KernelSwitch("--fp32-product", resident, "FP32_PRODUCT", {"choices": resident.FP32_PRODUCTS},
                      "the resident kernels' fp32 product (default: resident.FP32_PRODUCT)"),
         KernelSwitch("--l2-prefetch-steps", resident, "L2_PREFETCH_STEPS", {"type": int, "metavar": "N"},
                      "the resident kernels' L2 prefetch distance (default: resident.L2_PREFETCH_STEPS)"),
-        KernelSwitch("--split-warpgroup-rows", dispatch, "SPLIT_WARPGROUP_ROWS",
-                     {"type": int, "choices": [0, *dispatch.SPLIT_WARPGROUP_CONFIGS]},
-                     "the split tier at H = 512 in slices of this many rows without the K split "
-                     "(default: dispatch.SPLIT_WARPGROUP_ROWS; 0: SPLIT_CONFIGS')"),
-        KernelSwitch("--split-wide-batch", dispatch, "SPLIT_WIDE_BATCH", {"action": "store_true"},
-                     "also the split tier's wider batch tiles (dispatch.SPLIT_WIDE_BATCH)"),
-        KernelSwitch("--split-step-flags", split, "STEP_FLAGS", {"action": "store_true"},
-                     "the split kernels with a step flag per program as their grid barrier (split.STEP_FLAGS)"),
-        KernelSwitch("--split-inputs-ahead", split, "INPUTS_AHEAD", {"action": "store_true"},
-                     "the split kernels with each step's input loaded a step ahead (split.INPUTS_AHEAD)"),
+        KernelSwitch("--split-inputs-in-step", split, "INPUTS_AHEAD", {"action": "store_false"},
+                     "the split kernels with each step's input read in the step, not a step ahead "
+                     "(split.INPUTS_AHEAD off)"),
     )
 
 
@@ -507,7 +496,10 @@ def switch_arguments() -> list[str]:
     arguments = []
     for switch in kernel_switches():
         value = getattr(switch.module, switch.name)
-        arguments += ([switch.option] if value else []) if switch.flag else [switch.option, str(value)]
+        if switch.flag_sets is None:
+            arguments += [switch.option, str(value)]
+        elif value == switch.flag_sets:
+            arguments.append(switch.option)
     return arguments
 
 

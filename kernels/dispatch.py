@@ -8,9 +8,7 @@ Tiers, tried in order:
   one program per slice and batch group, all co-resident (at most one per SM), meeting at a grid
   barrier every step. Needs cdiv(H, BLOCK_N) <= the SM count; one launch serves any batch, each group
   running its batch tiles one after another. Batches that fit take 8-row tiles (SPLIT_NARROW_BLOCK_B,
-  mma.sync's N), at H = 1024 in slices of 16 rows (SPLIT_FINE_CONFIGS) where the batch fits those. With SPLIT_WIDE_BATCH, the batch tile widens (up to
-  64 rows, the state read in K chunks) where the SMs run out of groups (split_config); with
-  SPLIT_WARPGROUP_ROWS, H = 512 takes slices of 64 or 128 rows without the K split (wgmma on sm_90).
+  mma.sync's N), at H = 1024 in slices of 16 rows (SPLIT_FINE_CONFIGS) where the batch fits those.
 - stepwise: one launch per timestep (stepwise.py); serves any H.
 
 Every configuration in RESIDENT_CONFIGS and SPLIT_CONFIGS was chosen from the compile audit
@@ -61,12 +59,9 @@ RESIDENT_CONFIGS: dict[tuple[torch.dtype, int], LaunchConfig[ResidentBlocks]] = 
 RESIDENT_MIN_ARCH = {(torch.float32, 128): 90}
 
 
-def _split(block_n: int, block_h: int, warps: int, block_b: int = 16, k_chunks: int = 1,
-           k_split: int | None = None) -> LaunchConfig[SplitBlocks]:
-    """The product's K split over all the warps (or k_split parts; 1: not split, the slice's rows spread over the
-    warps): each holds BLOCK_N x BLOCK_H / warps of U's slice; the state read and multiplied in k_chunks K chunks."""
-    blocks = SplitBlocks(BLOCK_B=block_b, BLOCK_N=block_n, BLOCK_H=block_h, K_SPLIT=k_split or warps,
-                         K_CHUNKS=k_chunks, num_warps=warps)
+def _split(block_n: int, block_h: int, warps: int, block_b: int = 16) -> LaunchConfig[SplitBlocks]:
+    """The product's K split over all the warps: each holds BLOCK_N x BLOCK_H / warps of U's slice."""
+    blocks = SplitBlocks(BLOCK_B=block_b, BLOCK_N=block_n, BLOCK_H=block_h, K_SPLIT=warps, num_warps=warps)
     return LaunchConfig(blocks, blocks)
 
 
@@ -81,36 +76,12 @@ SPLIT_CONFIGS: dict[tuple[torch.dtype, int], LaunchConfig[SplitBlocks]] = {
     (torch.float32, 512): _split(16, 512, 8),
     (torch.float32, 1024): _split(16, 1024, 8, block_b=8),  # 16 rows spill: 3xTF32 holds more per row
 }
-# Wider batch tiles of the split tier, (BLOCK_H, BLOCK_B) -> configuration, 16-bit only (SPLIT_WIDE_BATCH): one
-# program multiplies all BLOCK_B rows at once instead of running BLOCK_B = 16 tiles one after another. The state a
-# tile reads every step is BLOCK_H x BLOCK_B (256 KiB at H = 2048, B = 64: more than shared memory), so it is read,
-# staged and multiplied in K_CHUNKS chunks. From the compile audit (--split-wide-batch): no spills on the targets
-# that can pick them (H = 2048 needs 128 SMs: sm_90 only), the fewest warps, then the fewest chunks (every chunk
-# costs two CTA barriers).
-_SPLIT_WIDE_16BIT = {(512, 32): _split(16, 512, 4, 32), (512, 64): _split(16, 512, 8, 64),
-                     (1024, 32): _split(32, 1024, 8, 32),
-                     (2048, 32): _split(16, 2048, 8, 32, k_chunks=2), (2048, 64): _split(16, 2048, 8, 64, k_chunks=16)}
-SPLIT_WIDE_CONFIGS: dict[tuple[torch.dtype, int, int], LaunchConfig[SplitBlocks]] = {
-    (dt, bh, bb): cfg for dt in (torch.bfloat16, torch.float16) for (bh, bb), cfg in _SPLIT_WIDE_16BIT.items()}
-# Whether the split tier takes them (split_config). Built and audited, not yet timed: off until a GPU says
-# otherwise (.ci/gpu_variants.py --variant split-narrow-batch split-wide-batch).
-SPLIT_WIDE_BATCH = False
-# The split tier at H = 512 without the K split (K_SPLIT = 1: split.py), rows per program -> configuration, 16-bit
-# only: the slice's rows spread over the warps, 64 per warpgroup (wgmma on sm_90), so no sum over the warps; 8 or 4
-# programs instead of 32. The state read in 2 K chunks (in one, its registers on top of the slice's spill). From the
-# compile audit (--split-warpgroup-rows): no spills on sm_80 or sm_90; H = 1024 would need 256 registers for U alone.
-_SPLIT_WARPGROUP_16BIT = {rows: _split(rows, 512, rows // 16, k_chunks=2, k_split=1) for rows in (64, 128)}
-SPLIT_WARPGROUP_CONFIGS: dict[int, dict[tuple[torch.dtype, int], LaunchConfig[SplitBlocks]]] = {
-    rows: {(dt, 512): cfg for dt in (torch.bfloat16, torch.float16)} for rows, cfg in _SPLIT_WARPGROUP_16BIT.items()}
-# Which of them the split tier takes at H = 512 instead of SPLIT_CONFIGS' (0: none). Built and audited, not yet
-# timed (.ci/gpu_variants.py --variant split-narrow-batch split-warpgroup-64 split-warpgroup-128).
-SPLIT_WARPGROUP_ROWS = 0
 # Slices of 16 rows at H = 1024 (64 programs per batch group instead of 32), 16-bit, with 8-row batch tiles: tried
 # before SPLIT_CONFIGS' (split_configs), so they serve up to 8 rows per group (B <= 16 on 132 SMs: two groups). They
-# have H = 2048's slice shape at half its K. On an H200 (bf16, T = 4096) they took 3.02 us per step against 3.83 with
-# 32-row slices at B = 8, forward, and 6.76 against 7.84 forward+backward; at B = 64, where the two groups each run
-# two 16-row tiles per step, 7.08 against 5.50 (results/variants/20261126-h200-switches). Compile audit, sm_90 bf16:
-# fewer instructions per step and registers than the 32-row slices, no spills (sm_80 too).
+# have H = 2048's slice shape at half its K. On an H200 (bf16, T = 4096, us per step against 32-row slices, forward and
+# forward+backward): 2.92/3.29 and 6.22/7.04 at B = 8, 3.02/3.44 and 6.23/7.27 at B = 16; at B = 64, where the two
+# groups would each run two 16-row tiles per step, 7.08/5.50 forward (results/variants/20261126-h200-switches).
+# Compile audit, sm_90 bf16: fewer instructions per step and registers than the 32-row slices, no spills (sm_80 too).
 _SPLIT_FINE_16BIT = {1024: _split(16, 1024, 8, block_b=8)}
 SPLIT_FINE_CONFIGS: dict[tuple[torch.dtype, int], LaunchConfig[SplitBlocks]] = {
     (dt, bh): cfg for dt in (torch.bfloat16, torch.float16) for bh, cfg in _SPLIT_FINE_16BIT.items()}
@@ -217,27 +188,18 @@ def _resident_plan(hidden_size, batch_size, dtype, block_h, sms, arch) -> Kernel
                                           f"program(s), one per {config.forward.BLOCK_B} batch rows")
 
 
-def split_base_config(dtype: torch.dtype, block_h: int) -> LaunchConfig[SplitBlocks]:
-    """The split configuration before its batch tile is narrowed or widened (split_configs): SPLIT_CONFIGS', or
-    SPLIT_WARPGROUP_ROWS' where it has one."""
-    warpgroup = SPLIT_WARPGROUP_CONFIGS.get(SPLIT_WARPGROUP_ROWS, {})
-    return warpgroup.get((dtype, block_h), SPLIT_CONFIGS[(dtype, block_h)])
-
-
 def split_configs(dtype: torch.dtype, block_h: int) -> list[LaunchConfig[SplitBlocks]]:
     """Every split configuration the dispatcher can pick for dtype and BLOCK_H, in the order split_config tries them:
-    SPLIT_FINE_CONFIGS' thinner slices where there are some, then, narrowest batch tile first, split_base_config's
-    narrow copy where it has one, split_base_config's, and, with SPLIT_WIDE_BATCH, SPLIT_WIDE_CONFIGS'."""
-    base = split_base_config(dtype, block_h)
+    SPLIT_FINE_CONFIGS' thinner slices where there are some, then SPLIT_CONFIGS' with its narrow batch tile where it
+    has a wider one, then SPLIT_CONFIGS' itself."""
+    base = SPLIT_CONFIGS[(dtype, block_h)]
     fine = [SPLIT_FINE_CONFIGS[(dtype, block_h)]] if (dtype, block_h) in SPLIT_FINE_CONFIGS else []
-    wide = [cfg for (dt, bh, _), cfg in SPLIT_WIDE_CONFIGS.items() if (dt, bh) == (dtype, block_h)]
-    return fine + _narrow(base) + [base] + sorted(wide if SPLIT_WIDE_BATCH else [], key=lambda c: c.forward.BLOCK_B)
+    return fine + _narrow(base) + [base]
 
 
 def _narrow(config: LaunchConfig[SplitBlocks]) -> list[LaunchConfig[SplitBlocks]]:
-    """config with SPLIT_NARROW_BLOCK_B-row batch tiles, where its product is mma.sync (K split over the warps: a
-    batched tl.dot) and its tile is wider; else nothing."""
-    if config.forward.K_SPLIT == 1 or config.forward.BLOCK_B <= SPLIT_NARROW_BLOCK_B:
+    """config with SPLIT_NARROW_BLOCK_B-row batch tiles where its tile is wider; else nothing."""
+    if config.forward.BLOCK_B <= SPLIT_NARROW_BLOCK_B:
         return []
     narrow = (replace(blocks, BLOCK_B=SPLIT_NARROW_BLOCK_B) for blocks in (config.forward, config.backward))
     return [LaunchConfig(*narrow)]
@@ -246,15 +208,14 @@ def _narrow(config: LaunchConfig[SplitBlocks]) -> list[LaunchConfig[SplitBlocks]
 def split_config(dtype: torch.dtype, block_h: int, hidden_size: int, batch_size: int,
                  sms: int) -> LaunchConfig[SplitBlocks]:
     """The split configuration for this layer: the first of split_configs with which no program runs more than
-    one tile per step (the tiles spread over the groups the SMs leave beside the slices), else the widest.
-    A wider tile reads the same state per row, but more rows per program: it only pays where tiles would
-    otherwise run one after another."""
+    one tile per step (the tiles spread over the groups the SMs leave beside the slices), else SPLIT_CONFIGS'.
+    A narrower tile or a thinner slice only pays where it spares a program a second tile per step."""
     configs = [c for c in split_configs(dtype, block_h) if triton.cdiv(hidden_size, c.forward.BLOCK_N) <= sms]
     for config in configs:
         if triton.cdiv(batch_size, config.forward.BLOCK_B) <= split.split_grid(batch_size, hidden_size,
                                                                                config.forward, sms)[1]:
             return config
-    return configs[-1] if configs else split_base_config(dtype, block_h)
+    return configs[-1] if configs else SPLIT_CONFIGS[(dtype, block_h)]
 
 
 def _split_plan(hidden_size, batch_size, dtype, block_h, sms, arch) -> KernelPlan | str:

@@ -18,26 +18,17 @@ before each step reads that state. dh_0 = da_1 U is one GEMM afterwards.
 U's slice stays in registers by the resident tier's means (a runtime pin and a first step outside
 the loop) and because the product's K is cut into K_SPLIT parts, one per warp: the left operand is
 [K_SPLIT, BLOCK_N, BLOCK_H / K_SPLIT], a batched tl.dot whose K_SPLIT partial products are summed,
-so each warp holds only its part of the slice. With K_SPLIT = 1 the slice is one plain [BLOCK_N, BLOCK_H]
-operand and there is no sum: the MMA spreads the slice's rows over the warps instead. On sm_90, with
-64 rows per warpgroup of 4 warps, Triton issues it as wgmma with the slice in registers (the resident
-tier's form). That drops the sum over the warps (its shared-memory round trips and CTA barriers, and
-every warp computing the whole tile's activation), but each thread holds BLOCK_N * BLOCK_H / (32 *
-num_warps) elements of U: from H = 1024 on more than its registers (dispatch.SPLIT_WARPGROUP_ROWS).
+so each warp holds only its part of the slice::
+
+    a_t^T[n, :] = xw_t^T[n, :] + sum_c U[n, K(c)] h_{t-1}^T[K(c), :]
+    K(c) = c * KC + [0, KC),   KC = BLOCK_H / K_SPLIT
 
 The state a tile reads is the product's right operand, BLOCK_H x BLOCK_B: loaded into registers,
-then staged through shared memory for the MMA (256 KiB at H = 2048, BLOCK_B = 64: more than either
-holds). So the product also runs over K_CHUNKS chunks of K, one after another, into the same
-[K_SPLIT, BLOCK_N, BLOCK_B] partial products; chunk q is a block of the state's columns::
-
-    a_t^T[n, :] = xw_t^T[n, :] + sum_q sum_c U[n, K(q, c)] h_{t-1}^T[K(q, c), :]
-    K(q, c) = q * BLOCK_H / K_CHUNKS + c * KC + [0, KC),   KC = BLOCK_H / (K_SPLIT * K_CHUNKS)
-
-warp c holding U[n, K(q, c)] for every q (the slice as K_CHUNKS register tensors). Only one chunk
-of the state is staged at a time, in one reused buffer: two more CTA barriers per chunk. This is what
-lets a program take a wide batch tile (dispatch.SPLIT_WIDE_BATCH) where the SMs run out of batch
-groups (H = 2048: one), instead of running BLOCK_B = 16 tiles one after another every step; each
-row still reads the whole state.
+then staged through shared memory for the MMA. Each program runs its tiles one after another. Tried
+on an H200 and removed (results/variants/20261126-h200-switches; the code is in commit 210ebe4):
+wider tiles with the state read in K chunks, where the SMs run out of batch groups (7-10% slower at
+H = 2048), and slices of 64 or 128 rows without the K split at H = 512, whose product sm_90 issues as
+wgmma (no faster than the K split).
 
 The exchange is what a split step costs beyond the product: each program's stores, a fence to make
 them visible at GPU scope (the barrier's release), the arrival on the group's counter, polling it
@@ -46,11 +37,10 @@ trips per step. EXCHANGE_ONLY compiles the product out (the state is still read 
 new state written and the barrier met), so `rnnbench exchange` times that alone beside the full
 kernel. State words that carry their step (data and step in one 8-byte word, as NCCL's LL protocol
 does; branch ll-exchange) drop the fence and turn the poll into the state read itself, but were
-1.2-2.6x slower than this barrier on an H200 (results/variants/20261126-h200). With STEP_FLAGS
-each program writes its own step flag instead of adding to the shared counter, and every warp polls
-all the flags at once (barrier.py): no arrival waits on another's atomic, and a poll costs no CTA
-barrier (3 fewer per step in the compile audit). Thread-block clusters (distributed shared memory)
-are not usable from Triton 3.6 (DESIGN.md section 9).
+1.2-2.6x slower than this barrier on an H200 (results/variants/20261126-h200). A step flag per program,
+every warp polling all of the group's flags at once (3 fewer CTA barriers per step), was no faster at
+H = 512 and 1024 and 60% slower at H = 2048 (results/variants/20261126-h200-switches; commit 210ebe4).
+Thread-block clusters (distributed shared memory) are not usable from Triton 3.6 (DESIGN.md section 9).
 
 In the interpreter programs run one after another, so the barrier (USE_BARRIER) is compiled out
 and the launcher runs one launch per step; the barrier itself is tested with a one-program grid.
@@ -62,15 +52,12 @@ import triton
 import triton.language as tl
 
 from .activations import activation_grad_from_output, apply_activation
-from .barrier import step_barrier
+from .barrier import grid_barrier
 from .driver import time_order
 from .launch import SIXTEEN_BIT, Blocks, accumulator_dtype, common_keywords, fast_tanh
 from .runtime import co_resident_programs, interpreting
 
 PIN = 1.0  # the runtime float U's slice is multiplied by before the time loop (as in resident.py)
-# The grid barrier's form (barrier.py): one counter per batch group (False), or a step flag per program, polled all at
-# once by every warp. Built and audited, not yet timed: off until a GPU says otherwise (.ci/gpu split-flags).
-STEP_FLAGS = False
 # Whether each program loads its first batch tile's step input (xw forward; h and dy backward) one step ahead, before
 # the barrier, so that its read (from HBM once the inputs outgrow L2) overlaps the barrier and the product instead of
 # the state's read. 16-bit I/O only (launch_keywords): fp32's backward spills with it. On an H200 (bf16, T = 4096,
@@ -85,8 +72,7 @@ class SplitBlocks(Blocks):
     BLOCK_B: int     # batch rows per tile: the MMA's N
     BLOCK_N: int     # state columns per program: the rows of its slice of U (U^T backward)
     BLOCK_H: int     # H padded to a power of two: the product's K
-    K_SPLIT: int     # K split over the warps, one part per warp; 1: no split, the slice's rows spread over the warps
-    K_CHUNKS: int    # the state read, staged and multiplied in this many K chunks (BLOCK_H / K_SPLIT / K_CHUNKS >= 16)
+    K_SPLIT: int     # K split over the warps, one part per warp (BLOCK_H / K_SPLIT >= 16)
     num_warps: int
     num_stages: int = 1  # nothing prefetched across the grid barrier
 
@@ -97,78 +83,47 @@ def launch_keywords(config: SplitBlocks, nonlinearity: str, dtype: torch.dtype, 
     after another, so there the barrier is compiled out and the launcher runs one launch per step."""
     return config.keywords() | common_keywords(nonlinearity, dtype, interpreted) | {
         "DOT_PRECISION": "tf32x3" if dtype == torch.float32 else "ieee", "USE_BARRIER": not interpreted,
-        "STEP_FLAGS": STEP_FLAGS, "INLINE_PTX": not interpreted, "EXCHANGE_ONLY": False,
+        "EXCHANGE_ONLY": False,
         # 16-bit I/O only, or in the interpreter: with it, fp32's backward spills at BLOCK_H = 128 and 1024 (sm_90)
         "INPUTS_AHEAD": INPUTS_AHEAD and (interpreted or dtype in SIXTEEN_BIT),
         **({} if backward else {"FAST_TANH": fast_tanh(dtype, interpreted)})}
 
 
 @triton.jit
-def chunk_k(q, K_SPLIT: tl.constexpr, KC: tl.constexpr, LEFT: tl.constexpr):
-    """The K indices of chunk q, q*K_SPLIT*KC + c*KC + [0, KC) for warp part c, along the K axis of the left
-    operand ([K_SPLIT, 1, KC]) or of the right one ([K_SPLIT, KC, 1]); without the K_SPLIT axis when K_SPLIT = 1."""
-    k = tl.arange(0, KC)[None, :] if LEFT else tl.arange(0, KC)[:, None]
-    if K_SPLIT == 1:
-        offs = q * KC + k
-    else:
-        offs = q * K_SPLIT * KC + tl.arange(0, K_SPLIT)[:, None, None] * KC + k[None, :, :]
-    return offs
-
-
-@triton.jit
-def load_pinned_slice(u_ptr, pin, cols, H, BLOCK_H: tl.constexpr, K_SPLIT: tl.constexpr, K_CHUNKS: tl.constexpr,
-                      TRANSPOSE: tl.constexpr, ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr):
-    """This program's slice as K_CHUNKS left operands [K_SPLIT, BLOCK_N, KC], KC = BLOCK_H / (K_SPLIT * K_CHUNKS),
-    zero-padded: element [c, n, k] of chunk q is U[cols[n], q*K_SPLIT*KC + c*KC + k] (forward) or its transpose's
-    (TRANSPOSE, backward); [BLOCK_N, KC] when K_SPLIT = 1. Multiplied by the runtime float pin so that the
-    compiler keeps it in registers."""
-    KC: tl.constexpr = BLOCK_H // (K_SPLIT * K_CHUNKS)
-    n = cols[:, None] if K_SPLIT == 1 else cols[None, :, None]
-    chunks = ()
-    for q in tl.static_range(K_CHUNKS):
-        offs_k = chunk_k(q, K_SPLIT, KC, True)
-        offsets = offs_k * H + n if TRANSPOSE else n * H + offs_k
-        resident_u = tl.load(u_ptr + offsets, mask=(n < H) & (offs_k < H), other=0.0)
-        resident_u = (resident_u.to(ACC_DTYPE) * pin).to(u_ptr.dtype.element_ty)  # exact: pin is 1.0
-        if UPCAST_DOT:
-            resident_u = resident_u.to(tl.float32)
-        chunks = chunks + (resident_u,)
-    return chunks
+def load_pinned_slice(u_ptr, pin, cols, H, BLOCK_H: tl.constexpr, K_SPLIT: tl.constexpr, TRANSPOSE: tl.constexpr,
+                      ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr):
+    """This program's slice as the left operand [K_SPLIT, BLOCK_N, KC], KC = BLOCK_H / K_SPLIT, zero-padded:
+    element [c, n, k] is U[cols[n], c*KC + k] (forward) or its transpose's (TRANSPOSE, backward). Multiplied by
+    the runtime float pin so that the compiler keeps it in registers."""
+    KC: tl.constexpr = BLOCK_H // K_SPLIT
+    n = cols[None, :, None]
+    offs_k = tl.arange(0, K_SPLIT)[:, None, None] * KC + tl.arange(0, KC)[None, None, :]
+    offsets = offs_k * H + n if TRANSPOSE else n * H + offs_k
+    resident_u = tl.load(u_ptr + offsets, mask=(n < H) & (offs_k < H), other=0.0)
+    resident_u = (resident_u.to(ACC_DTYPE) * pin).to(u_ptr.dtype.element_ty)  # exact: pin is 1.0
+    if UPCAST_DOT:
+        resident_u = resident_u.to(tl.float32)
+    return resident_u
 
 
 @triton.jit
 def slice_product(u3, state_ptr, rows, row_mask, H, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr,
-                  BLOCK_H: tl.constexpr, K_SPLIT: tl.constexpr, K_CHUNKS: tl.constexpr, DOT_PRECISION: tl.constexpr,
+                  BLOCK_H: tl.constexpr, K_SPLIT: tl.constexpr, DOT_PRECISION: tl.constexpr,
                   ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr, EXCHANGE_ONLY: tl.constexpr):
     """[BLOCK_N, BLOCK_B]: the slice times the tile's rows of a [B, H] state in global memory, which
-    other programs wrote this launch (.cg: read through L2, never a stale L1 line), one K chunk at a time.
-    With K_SPLIT = 1 the operands are 2-D (no batch axis, no sum), which sm_90 issues as wgmma."""
-    KC: tl.constexpr = BLOCK_H // (K_SPLIT * K_CHUNKS)
-    if K_SPLIT == 1:
-        acc = tl.zeros((BLOCK_N, BLOCK_B), ACC_DTYPE)
-    else:
-        acc = tl.zeros((K_SPLIT, BLOCK_N, BLOCK_B), ACC_DTYPE)
-    summed = tl.zeros((BLOCK_B,), ACC_DTYPE)
-    batch_rows = rows[None, :] if K_SPLIT == 1 else rows[None, None, :]  # the right operand's last axis
-    batch_mask = row_mask[None, :] if K_SPLIT == 1 else row_mask[None, None, :]
-    for q in tl.static_range(K_CHUNKS):
-        offs_k = chunk_k(q, K_SPLIT, KC, False)
-        state = tl.load(state_ptr + batch_rows * H + offs_k, mask=batch_mask & (offs_k < H), other=0.0,
-                        cache_modifier=".cg")
-        if EXCHANGE_ONLY:  # keep the state's load and a use of it, drop the product
-            if K_SPLIT == 1:
-                summed += tl.sum(state.to(ACC_DTYPE), axis=0)
-            else:
-                summed += tl.sum(tl.sum(state.to(ACC_DTYPE), axis=1), axis=0)
-        else:
-            if UPCAST_DOT:
-                state = state.to(tl.float32)
-            acc = tl.dot(u3[q], state, acc, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)
-    if EXCHANGE_ONLY:
+    other programs wrote this launch (.cg: read through L2, never a stale L1 line)."""
+    KC: tl.constexpr = BLOCK_H // K_SPLIT
+    offs_k = tl.arange(0, K_SPLIT)[:, None, None] * KC + tl.arange(0, KC)[None, :, None]
+    state = tl.load(state_ptr + rows[None, None, :] * H + offs_k, mask=row_mask[None, None, :] & (offs_k < H),
+                    other=0.0, cache_modifier=".cg")
+    if EXCHANGE_ONLY:  # keep the state's load and a use of it, drop the product
+        summed = tl.sum(tl.sum(state.to(ACC_DTYPE), axis=1), axis=0)
         return tl.zeros((BLOCK_N, 1), ACC_DTYPE) + summed[None, :]
-    if K_SPLIT > 1:
-        acc = tl.sum(acc, axis=0)
-    return acc
+    if UPCAST_DOT:
+        state = state.to(tl.float32)
+    acc = tl.dot(u3, state, tl.zeros((K_SPLIT, BLOCK_N, BLOCK_B), ACC_DTYPE), input_precision=DOT_PRECISION,
+                 out_dtype=ACC_DTYPE)
+    return tl.sum(acc, axis=0)
 
 
 @triton.jit
@@ -190,14 +145,14 @@ def step_tile(ptr, t, tile, cols, B, H, BLOCK_B: tl.constexpr, valid):
 
 @triton.jit
 def forward_tile(u3, prev_ptr, xw, y_ptr, t, tile, cols, B, H, ACTIVATION: tl.constexpr, BLOCK_B: tl.constexpr,
-                 BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, K_SPLIT: tl.constexpr, K_CHUNKS: tl.constexpr,
+                 BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, K_SPLIT: tl.constexpr,
                  DOT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr,
                  EXCHANGE_ONLY: tl.constexpr, FAST_TANH: tl.constexpr):
     """Step t of one batch tile: y_t[:, cols] = act(xw_t[:, cols] + prev U[cols, :]^T), xw_t's tile given."""
     step = t * B * H
     rows, row_mask, out, out_mask = column_tile(tile, cols, B, H, BLOCK_B)
     a = xw.to(ACC_DTYPE) + slice_product(u3, prev_ptr, rows, row_mask, H, BLOCK_N, BLOCK_B, BLOCK_H, K_SPLIT,
-                                         K_CHUNKS, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY)
+                                         DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY)
     # The sum over the warps leaves every warp holding all of a (Triton's slice layout), so every warp
     # computes the whole tile's activation: FAST_TANH makes that one instruction per element, not about ten.
     tl.store(y_ptr + step + out, apply_activation(a, ACTIVATION, FAST_TANH).to(y_ptr.dtype.element_ty), mask=out_mask)
@@ -206,15 +161,15 @@ def forward_tile(u3, prev_ptr, xw, y_ptr, t, tile, cols, B, H, ACTIVATION: tl.co
 @triton.jit
 def backward_tile(u3, next_ptr, h, dy, da_ptr, t, tile, cols, B, H, ACTIVATION: tl.constexpr,
                   BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, K_SPLIT: tl.constexpr,
-                  K_CHUNKS: tl.constexpr, DOT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
-                  UPCAST_DOT: tl.constexpr, EXCHANGE_ONLY: tl.constexpr):
+                  DOT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr,
+                  EXCHANGE_ONLY: tl.constexpr):
     """Reverse step t of one batch tile, h_t's and dy_t's tiles given:
     da_t[:, cols] = (dy_t[:, cols] + da_{t+1} U[:, cols]) * act'(h_t[:, cols]), da_{t+1} read at next_ptr."""
     step = t * B * H
     rows, row_mask, out, out_mask = column_tile(tile, cols, B, H, BLOCK_B)
     h = h.to(ACC_DTYPE)
     g = dy.to(ACC_DTYPE) + slice_product(u3, next_ptr, rows, row_mask, H, BLOCK_N, BLOCK_B, BLOCK_H, K_SPLIT,
-                                         K_CHUNKS, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY)
+                                         DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY)
     tl.store(da_ptr + step + out, (g * activation_grad_from_output(h, ACTIVATION)).to(da_ptr.dtype.element_ty),
              mask=out_mask)
 
@@ -225,7 +180,7 @@ def split_forward_kernel(
     h0_ptr,         # [B, H] state before this launch's first step (h0, or h_{t-1} in one-step launches)
     u_ptr,          # [H, H] recurrent weight U = weight_hh, contiguous
     y_ptr,          # [T, B, H] out: h_t, I/O dtype; also where the next step reads h_{t-1}
-    sync_ptr,       # int32 barrier state, zeroed: [groups] counters, or [groups, BLOCK_H // BLOCK_N] step flags
+    sync_ptr,       # [groups] int32 barrier counters, zeroed
     status_ptr,     # [1] int32, set to 1 if a barrier timed out
     pin,            # 1.0, as a runtime float: keeps U's slice in registers
     T, B, H,        # steps in this launch, batch, hidden size
@@ -236,10 +191,7 @@ def split_forward_kernel(
     BLOCK_N: tl.constexpr,        # state columns (slice of U) per program
     BLOCK_H: tl.constexpr,        # H padded to a power of two (the K of the product)
     K_SPLIT: tl.constexpr,        # K split over the warps, one part per warp
-    K_CHUNKS: tl.constexpr,       # K chunks the state is read and multiplied in, one after another
     USE_BARRIER: tl.constexpr,    # False only for one-step launches (interpreter)
-    STEP_FLAGS: tl.constexpr,     # the barrier's form: a counter per group (False) or a step flag per program
-    INLINE_PTX: tl.constexpr,     # the step flags polled by inline PTX (not in the interpreter)
     INPUTS_AHEAD: tl.constexpr,   # the group's first tile of each step's input loaded a step ahead
     DOT_PRECISION: tl.constexpr,  # "ieee" (16-bit) or "tf32x3" (fp32)
     ACC_DTYPE: tl.constexpr,      # tl.float32
@@ -248,17 +200,17 @@ def split_forward_kernel(
     FAST_TANH: tl.constexpr,      # tanh.approx.f32 (16-bit I/O on a GPU)
 ):
     cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    u3 = load_pinned_slice(u_ptr, pin, cols, H, BLOCK_H, K_SPLIT, K_CHUNKS, False, ACC_DTYPE, UPCAST_DOT)
+    u3 = load_pinned_slice(u_ptr, pin, cols, H, BLOCK_H, K_SPLIT, False, ACC_DTYPE, UPCAST_DOT)
     group, groups, tiles = tl.program_id(1), tl.num_programs(1), tl.cdiv(B, BLOCK_B)
     t = tl.cast(t_first, tl.int64)  # 64-bit: t * B * H can pass 2^31
     # Step 0 of the group's first tile, outside any loop: U's register value gets a user there, which
     # keeps its load out of the loops.
     forward_tile(u3, h0_ptr, step_tile(xw_ptr, t, group, cols, B, H, BLOCK_B, True), y_ptr, t, group, cols, B, H,
-                 ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, K_CHUNKS, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT,
+                 ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT,
                  EXCHANGE_ONLY, FAST_TANH)
     for tile in range(group + groups, tiles, groups):
         forward_tile(u3, h0_ptr, step_tile(xw_ptr, t, tile, cols, B, H, BLOCK_B, True), y_ptr, t, tile, cols, B, H,
-                     ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, K_CHUNKS, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT,
+                     ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT,
                      EXCHANGE_ONLY, FAST_TANH)
     if INPUTS_AHEAD:  # the group's first tile of the next step's xw
         xw_ahead = step_tile(xw_ptr, t + t_step, group, cols, B, H, BLOCK_B, T > 1)
@@ -267,7 +219,7 @@ def split_forward_kernel(
             xw_first = xw_ahead
             xw_ahead = step_tile(xw_ptr, t + 2 * t_step, group, cols, B, H, BLOCK_B, s + 1 < T)
         if USE_BARRIER:  # every program of the group has written step s-1
-            step_barrier(sync_ptr, status_ptr, s, STEP_FLAGS, BLOCK_H // BLOCK_N, INLINE_PTX)
+            grid_barrier(sync_ptr + group, status_ptr, s * tl.num_programs(0))
         prev_ptr = y_ptr + t * B * H
         t += t_step
         for tile in range(group, tiles, groups):
@@ -276,7 +228,7 @@ def split_forward_kernel(
             else:
                 xw = step_tile(xw_ptr, t, tile, cols, B, H, BLOCK_B, True)
             forward_tile(u3, prev_ptr, xw, y_ptr, t, tile, cols, B, H, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT,
-                         K_CHUNKS, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY, FAST_TANH)
+                         DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY, FAST_TANH)
 
 
 @triton.jit
@@ -293,22 +245,21 @@ def split_backward_kernel(
     t_first,        # time index of the first (reverse) step
     t_step,         # -1 or +1
     ACTIVATION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr,
-    K_SPLIT: tl.constexpr, K_CHUNKS: tl.constexpr, USE_BARRIER: tl.constexpr, STEP_FLAGS: tl.constexpr,
-    INLINE_PTX: tl.constexpr, INPUTS_AHEAD: tl.constexpr, DOT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
-    UPCAST_DOT: tl.constexpr, EXCHANGE_ONLY: tl.constexpr,  # as in split_forward_kernel
+    K_SPLIT: tl.constexpr, USE_BARRIER: tl.constexpr, INPUTS_AHEAD: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr, EXCHANGE_ONLY: tl.constexpr,  # as in split_forward_kernel
 ):
     cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    u3 = load_pinned_slice(u_ptr, pin, cols, H, BLOCK_H, K_SPLIT, K_CHUNKS, True, ACC_DTYPE, UPCAST_DOT)
+    u3 = load_pinned_slice(u_ptr, pin, cols, H, BLOCK_H, K_SPLIT, True, ACC_DTYPE, UPCAST_DOT)
     group, groups, tiles = tl.program_id(1), tl.num_programs(1), tl.cdiv(B, BLOCK_B)
     t = tl.cast(t_first, tl.int64)
     # The first reverse step of the group's first tile, outside any loop (as in split_forward_kernel).
     backward_tile(u3, da_in_ptr, step_tile(y_ptr, t, group, cols, B, H, BLOCK_B, True),
                   step_tile(dy_ptr, t, group, cols, B, H, BLOCK_B, True), da_ptr, t, group, cols, B, H, ACTIVATION,
-                  BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, K_CHUNKS, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY)
+                  BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY)
     for tile in range(group + groups, tiles, groups):
         backward_tile(u3, da_in_ptr, step_tile(y_ptr, t, tile, cols, B, H, BLOCK_B, True),
                       step_tile(dy_ptr, t, tile, cols, B, H, BLOCK_B, True), da_ptr, t, tile, cols, B, H, ACTIVATION,
-                      BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, K_CHUNKS, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY)
+                      BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY)
     if INPUTS_AHEAD:  # the group's first tile of the next reverse step's h and dy
         h_ahead = step_tile(y_ptr, t + t_step, group, cols, B, H, BLOCK_B, T > 1)
         dy_ahead = step_tile(dy_ptr, t + t_step, group, cols, B, H, BLOCK_B, T > 1)
@@ -318,7 +269,7 @@ def split_backward_kernel(
             h_ahead = step_tile(y_ptr, t + 2 * t_step, group, cols, B, H, BLOCK_B, s + 1 < T)
             dy_ahead = step_tile(dy_ptr, t + 2 * t_step, group, cols, B, H, BLOCK_B, s + 1 < T)
         if USE_BARRIER:
-            step_barrier(sync_ptr, status_ptr, s, STEP_FLAGS, BLOCK_H // BLOCK_N, INLINE_PTX)
+            grid_barrier(sync_ptr + group, status_ptr, s * tl.num_programs(0))
         next_ptr = da_ptr + t * B * H
         t += t_step
         for tile in range(group, tiles, groups):
@@ -329,7 +280,7 @@ def split_backward_kernel(
                 h = step_tile(y_ptr, t, tile, cols, B, H, BLOCK_B, True)
                 dy = step_tile(dy_ptr, t, tile, cols, B, H, BLOCK_B, True)
             backward_tile(u3, next_ptr, h, dy, da_ptr, t, tile, cols, B, H, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H,
-                          K_SPLIT, K_CHUNKS, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY)
+                          K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY)
 
 
 def split_grid(B: int, H: int, config: SplitBlocks, sm_count: int) -> tuple[int, int]:
@@ -350,8 +301,7 @@ def _launch_all_steps(kernel, args: tuple, T: int, t_first: int, t_step: int, co
     B, H = args[0].shape[1:]
     device = args[0].device
     slices, groups = split_grid(B, H, config, co_resident_programs(device))
-    per_group = config.BLOCK_H // config.BLOCK_N if keywords["STEP_FLAGS"] else 1  # flags, or one counter
-    sync = torch.zeros(groups * per_group, dtype=torch.int32, device=device)
+    sync = torch.zeros(groups, dtype=torch.int32, device=device)
     status = torch.zeros(1, dtype=torch.int32, device=device)
     # The driver refuses a cooperative grid that cannot be co-resident, instead of hanging.
     cooperative = {"launch_cooperative_grid": True} if device.type == "cuda" else {}

@@ -225,7 +225,7 @@ def compile_facts(plans: list[str], dtype: str, nonlinearity: str, device: torch
 def _audit(plan: str, dtype: str, nonlinearity: str, archs: tuple[int, ...]) -> list[dict]:
     """`python -m kernels.audit --plan ... --json` in a subprocess: kernels cannot be compiled in a
     process whose Triton was imported in interpreter mode, so TRITON_INTERPRET is removed there. The
-    subprocess compiles with this process's kernel switches (a wide split tile, another fp32 product)."""
+    subprocess compiles with this process's kernel switches (another fp32 product, say)."""
     from kernels.audit import switch_arguments
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")])

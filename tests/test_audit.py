@@ -37,10 +37,10 @@ from helpers import compiled_without_interpreter
 def test_u_hoisted_check_can_fail():
     u_load, time_loop_with = "%resident_u_3 = tt.load %p\n", "scf.for %s = %c1 to %T step %c1 {{\n{}}}\n"
     tile_loop = "scf.for %i = %a to %b step %c {\n %y = tt.load %r\n}\n"  # not the time loop: no `to %T`
-    assert u_hoisted(u_load + tile_loop + time_loop_with.format(" %x = tt.load %q\n"), 1)
-    assert not u_hoisted(u_load + time_loop_with.format(" %x = tt.load %q\n"), 2)
-    assert not u_hoisted(tile_loop + time_loop_with.format(u_load), 1)
-    assert not u_hoisted(u_load + time_loop_with.format(u_load), 1)
+    assert u_hoisted(u_load + tile_loop + time_loop_with.format(" %x = tt.load %q\n"))
+    assert not u_hoisted(time_loop_with.format(" %x = tt.load %q\n"))
+    assert not u_hoisted(tile_loop + time_loop_with.format(u_load))
+    assert not u_hoisted(u_load + time_loop_with.format(u_load))
 
 
 def test_barrier_atomics_check_can_fail():
@@ -199,23 +199,19 @@ def test_l2_prefetch_is_in_the_time_loop_on_a_gpu_only(monkeypatch):
 def test_an_audit_in_another_process_gets_this_processs_kernel_switches(monkeypatch):
     """switch_arguments (what rnnbench profile passes to its audit subprocess) names every switch, and
     the audit's main sets them from those arguments."""
-    from kernels import audit, dispatch, split
+    from kernels import audit, split
     switches = [(resident, "FP32_PRODUCT", "one-dot-m", "tf32x3"), (resident, "L2_PREFETCH_STEPS", 4, 0),
-                (dispatch, "SPLIT_WIDE_BATCH", True, False), (dispatch, "SPLIT_WARPGROUP_ROWS", 64, 0),
-                (split, "STEP_FLAGS", True, False), (split, "INPUTS_AHEAD", True, False)]
+                (split, "INPUTS_AHEAD", False, True)]
     assert {(s.module, s.name) for s in audit.kernel_switches()} == {(m, n) for m, n, _, _ in switches}
     for module, name, on, _ in switches:
         monkeypatch.setattr(module, name, on)
     arguments = audit.switch_arguments()
-    assert arguments == ["--fp32-product", "one-dot-m", "--l2-prefetch-steps", "4", "--split-warpgroup-rows", "64",
-                         "--split-wide-batch", "--split-step-flags", "--split-inputs-ahead"]
+    assert arguments == ["--fp32-product", "one-dot-m", "--l2-prefetch-steps", "4", "--split-inputs-in-step"]
     for module, name, _, off in switches:
         monkeypatch.setattr(module, name, off)
     with pytest.raises(SystemExit):  # no plan of that name: main stops once it has set the switches
         audit.main(["--plan", "no-such-plan", *arguments])
-    values = (resident.FP32_PRODUCT, resident.L2_PREFETCH_STEPS, dispatch.SPLIT_WIDE_BATCH,
-              dispatch.SPLIT_WARPGROUP_ROWS, split.STEP_FLAGS, split.INPUTS_AHEAD)
-    assert values == ("one-dot-m", 4, True, 64, True, True)
+    assert (resident.FP32_PRODUCT, resident.L2_PREFETCH_STEPS, split.INPUTS_AHEAD) == ("one-dot-m", 4, False)
 
 
 def test_every_dispatchable_configuration_compiles_clean(tmp_path):

@@ -134,47 +134,29 @@ def split_block_b(hidden, batch, dtype=torch.bfloat16):
     return plan_for(hidden, batch, dtype, kernel="split").config.forward.BLOCK_B
 
 
-def test_split_wide_batch_widens_the_tile_only_where_the_sms_run_out(monkeypatch):
-    """SPLIT_WIDE_BATCH: the narrowest batch tile with which each program runs one tile per step, else the
-    widest; off (the default), 16-row tiles beyond what 8-row ones serve."""
-    assert [split_block_b(2048, b) for b in (9, 64, 256)] == [16, 16, 16]
-    monkeypatch.setattr(dispatch, "SPLIT_WIDE_BATCH", True)
-    assert [split_block_b(2048, b) for b in (9, 16, 17, 32, 33, 64, 256)] == [16, 16, 32, 32, 64, 64, 64]  # one group
-    assert "4 batch tile(s) of 64" in plan_for(2048, 256, torch.bfloat16).reason  # no wider tile fits
-    assert [split_block_b(512, b) for b in (33, 64, 65, 128, 256)] == [16, 16, 32, 32, 64]  # 32 slices: 4 groups
-    assert [split_block_b(1024, b) for b in (64, 128, 256)] == [16, 32, 32]
-    assert split_block_b(1024, 256, torch.float32) == 8 and split_block_b(256, 256, torch.float32) == 16  # 16-bit only
-    assert _split_plan(512, 64, torch.bfloat16, 512, 108, 80).config.forward.BLOCK_B == 32  # sm_80: 3 groups
-
-
 def test_split_takes_8_row_tiles_where_the_batch_fits_them(monkeypatch):
     """SPLIT_NARROW_BLOCK_B: 8-row tiles (mma.sync's N) where every program then runs one tile per step (B <= 8, or
-    8 rows per batch group), in every dtype; not for the slices without the K split (wgmma wants 16)."""
+    8 rows per batch group), in every dtype."""
     assert [split_block_b(512, b) for b in (1, 8, 9, 32, 33)] == [8, 8, 8, 8, 16]  # 32 slices: 4 groups
     assert [split_block_b(2048, b) for b in (1, 8, 9)] == [8, 8, 16]  # 128 slices: one group
     assert [split_block_b(h, 8, torch.float32) for h in (128, 256, 512, 1024)] == [8, 8, 8, 8]
-    assert "32 x 2 programs" in plan_for(1024, 16, torch.bfloat16, kernel="split").reason
-    monkeypatch.setattr(dispatch, "SPLIT_WARPGROUP_ROWS", 64)
-    assert split_block_b(512, 1) == 16
+    assert "32 x 4 programs" in plan_for(1024, 32, torch.bfloat16, kernel="split").reason
     monkeypatch.setattr(dispatch, "SPLIT_NARROW_BLOCK_B", 16)  # off: .ci/gpu_variants.py split-16-row-tiles
-    monkeypatch.setattr(dispatch, "SPLIT_WARPGROUP_ROWS", 0)
     assert [split_block_b(512, 1), split_block_b(256, 8, torch.float32)] == [16, 16]
 
 
-def test_split_warpgroup_rows_take_h512_without_the_k_split(monkeypatch):
-    """SPLIT_WARPGROUP_ROWS: 16-bit H = 512 in slices of that many rows with K_SPLIT = 1 (8 or 4 programs per batch
-    group); every other layer keeps its configuration; 0 (the default), SPLIT_CONFIGS'."""
-    def blocks(hidden, batch, dtype=torch.bfloat16):
-        return plan_for(hidden, batch, dtype, kernel="split").config.forward
-    before = {(h, dt): blocks(h, 64, dt) for h in (512, 1024) for dt in (torch.bfloat16, torch.float32)}
-    assert before[(512, torch.bfloat16)] == SPLIT_CONFIGS[(torch.bfloat16, 512)].forward
-    for rows, warps in ((64, 4), (128, 8)):
-        monkeypatch.setattr(dispatch, "SPLIT_WARPGROUP_ROWS", rows)
-        for dtype in (torch.bfloat16, torch.float16):
-            b = blocks(512, 64, dtype)
-            assert (b.BLOCK_N, b.K_SPLIT, b.num_warps, b.BLOCK_H) == (rows, 1, warps, 512)
-        assert f"{512 // rows} x 4 programs" in plan_for(512, 64, torch.bfloat16, kernel="split").reason
-        assert all(blocks(h, 64, dt) == b for (h, dt), b in before.items() if (h, dt) != (512, torch.bfloat16))
+def test_split_takes_16_row_slices_at_h1024_where_the_batch_fits_them(monkeypatch):
+    """SPLIT_FINE_CONFIGS: 16-bit H = 1024 in 64 slices of 16 rows with 8-row tiles where each program then runs one
+    tile per step (B <= 16 on 132 SMs: two groups; B <= 8 on 108), else 32 slices of 32 rows; fp32 unchanged."""
+    def blocks(batch, dtype=torch.bfloat16, sms=132):
+        plan = _split_plan(1024, batch, dtype, 1024, sms, 90)
+        return plan.config.forward.BLOCK_N, plan.config.forward.BLOCK_B
+    assert [blocks(b) for b in (1, 16, 17, 33)] == [(16, 8), (16, 8), (32, 8), (32, 16)]
+    assert blocks(16, torch.float16) == (16, 8) and blocks(16, torch.float32) == (16, 8)
+    assert [blocks(b, sms=108) for b in (8, 9)] == [(16, 8), (32, 8)]
+    assert "64 x 2 programs" in plan_for(1024, 16, torch.bfloat16, kernel="split").reason
+    monkeypatch.setattr(dispatch, "SPLIT_FINE_CONFIGS", {})  # off: .ci/gpu_variants.py split-32-row-slices
+    assert blocks(1) == (32, 8)
 
 
 def test_stepwise_serves_hidden_sizes_beyond_the_persistent_tiers(device):

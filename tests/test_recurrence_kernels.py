@@ -1,11 +1,8 @@
 """The recurrence kernels themselves (resident, split and stepwise), forward and backward, against float64."""
 import pytest
 import torch
-import triton
-import triton.language as tl
 
-from kernels import dispatch, resident, split
-from kernels.barrier import least_flag
+from kernels import resident, split
 from kernels.dispatch import TIERS, KernelPlan, plan_for, recurrence_backward, recurrence_forward
 from kernels.launch import LaunchConfig
 from kernels.runtime import interpreting
@@ -87,62 +84,33 @@ def test_split_kernels_match_float64_reference(dtype, shape, nonlinearity, rever
     check_against_reference(plan, dtype, shape, nonlinearity, reverse, device)
 
 
-# Split configurations beyond the dispatcher's defaults, at an H the interpreter affords (the dispatcher's own
-# configurations start at H = 512):
-# - wide batch tiles with the state read in K chunks (SPLIT_WIDE_BATCH's form);
-# - the slice without the K split (K_SPLIT = 1: 2-D operands, the slice's rows over the warps, no sum over them;
-#   SPLIT_WARPGROUP_ROWS' form), in one and two K chunks.
-# Shapes: T = 1; one partial tile (B = 5); a full tile and one more row (B = 33 with 32 rows); a full tile and a
-# partial one (B = 70 with 64), each run in turn; H = 72 leaves whole K chunks masked off, and H = 72 and 100 the
-# second slice of 64 rows mostly masked off.
-SPLIT_BLOCKS = [SplitBlocks(BLOCK_B=32, BLOCK_N=16, BLOCK_H=128, K_SPLIT=2, K_CHUNKS=2, num_warps=2),
-                SplitBlocks(BLOCK_B=64, BLOCK_N=16, BLOCK_H=128, K_SPLIT=2, K_CHUNKS=4, num_warps=2),
-                *[SplitBlocks(BLOCK_B=16, BLOCK_N=64, BLOCK_H=128, K_SPLIT=1, K_CHUNKS=k, num_warps=4) for k in (1, 2)]]
+# A split configuration at an H the interpreter affords (the dispatcher's own start at H = 512), over shapes that
+# mask what the dispatcher's never do: T = 1; one partial tile (B = 5); a full tile and one more row (B = 33);
+# nine tiles, the last partial (B = 70), each run in turn; H = 72 and 100 leave most of the second warp's K part
+# (64-127) masked off.
+SPLIT_BLOCKS = SplitBlocks(BLOCK_B=8, BLOCK_N=16, BLOCK_H=128, K_SPLIT=2, num_warps=2)
 SPLIT_BLOCK_SHAPES = [(1, 5, 100), (3, 33, 128), (2, 70, 72)]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("blocks", SPLIT_BLOCKS, ids=lambda b: f"BB{b.BLOCK_B}-KS{b.K_SPLIT}-KCH{b.K_CHUNKS}")
 @pytest.mark.parametrize("shape", SPLIT_BLOCK_SHAPES, ids=lambda s: "T{}-B{}-H{}".format(*s))
 @pytest.mark.parametrize("nonlinearity,reverse", [("tanh", False), ("relu", True)])
-def test_split_block_shapes_match_float64_reference(dtype, blocks, shape, nonlinearity, reverse, device):
-    check_against_reference(KernelPlan("split", LaunchConfig(blocks, blocks)), dtype, shape, nonlinearity, reverse,
-                            device)
-
-
-@pytest.mark.parametrize("dtype,shape,block_b", [(torch.bfloat16, (2, 70, 512), 32), (torch.float16, (2, 70, 512), 32),
-                                                 (torch.bfloat16, (1, 33, 2048), 64)],
-                         ids=["bf16-T2-B70-H512", "fp16-T2-B70-H512", "bf16-T1-B33-H2048"])
-def test_split_wide_batch_configurations_match_float64_reference(dtype, shape, block_b, device, monkeypatch):
-    """The dispatcher's wide tiles (SPLIT_WIDE_BATCH) where it picks them: H = 2048 in 16 K chunks (35 s
-    in the interpreter: one dtype)."""
-    monkeypatch.setattr(dispatch, "SPLIT_WIDE_BATCH", True)
-    plan = plan_for(shape[2], shape[1], dtype, device)
-    assert plan.tier == "split" and plan.config.forward.BLOCK_B == block_b
-    check_against_reference(plan, dtype, shape, "tanh", False, device)
-
-
-@pytest.mark.parametrize("dtype,rows", [(torch.bfloat16, 64), (torch.float16, 128)])
-def test_split_warpgroup_configurations_match_float64_reference(dtype, rows, device, monkeypatch):
-    """The dispatcher's H = 512 slices without the K split (SPLIT_WARPGROUP_ROWS), two batch tiles."""
-    monkeypatch.setattr(dispatch, "SPLIT_WARPGROUP_ROWS", rows)
-    plan = plan_for(512, 20, dtype, device)
-    assert plan.tier == "split" and (plan.config.forward.BLOCK_N, plan.config.forward.K_SPLIT) == (rows, 1)
-    check_against_reference(plan, dtype, (2, 20, 512), "tanh", False, device)
+def test_split_block_shapes_match_float64_reference(dtype, shape, nonlinearity, reverse, device):
+    check_against_reference(KernelPlan("split", LaunchConfig(SPLIT_BLOCKS, SPLIT_BLOCKS)), dtype, shape, nonlinearity,
+                            reverse, device)
 
 
 def barrier_config(block_h: int) -> SplitBlocks:
     """A split configuration whose grid is one program when H <= 16: the barrier path can run in the interpreter."""
-    return SplitBlocks(BLOCK_B=16, BLOCK_N=16, BLOCK_H=block_h, K_SPLIT=1, K_CHUNKS=1, num_warps=4)
+    return SplitBlocks(BLOCK_B=16, BLOCK_N=16, BLOCK_H=block_h, K_SPLIT=1, num_warps=4)
 
 
 @pytest.mark.skipif(not interpreting(), reason="interpreter-only: one program per SM is the interpreter's rule")
-@pytest.mark.parametrize("step_flags,inputs_ahead", [(False, False), (True, False), (False, True)],
-                         ids=["counter", "step-flags", "inputs-ahead"])
+@pytest.mark.parametrize("inputs_ahead", [True, False], ids=["inputs-ahead", "inputs-in-step"])
 @pytest.mark.parametrize("nonlinearity,reverse", [("tanh", False), ("relu", True)])
-def test_split_barrier_path_with_a_one_program_grid(nonlinearity, reverse, step_flags, inputs_ahead, monkeypatch):
-    """The persistent time loop (the barrier's, and each program's first tile's input a step ahead), run whole."""
-    monkeypatch.setattr(split, "STEP_FLAGS", step_flags)
+def test_split_barrier_path_with_a_one_program_grid(nonlinearity, reverse, inputs_ahead, monkeypatch):
+    """The persistent time loop (the barrier's, and each program's first tile's input a step ahead or not), run
+    whole."""
     monkeypatch.setattr(split, "INPUTS_AHEAD", inputs_ahead)
     T, B, H = 6, 20, 16  # two batch tiles, both run by the one program every step
     xw, h0, u, dy = make_inputs(T, B, H, torch.float32, "cpu")
@@ -154,39 +122,19 @@ def test_split_barrier_path_with_a_one_program_grid(nonlinearity, reverse, step_
     assert rel_err(da, ref_da) < 2 * TOLERANCE[torch.float32] and rel_err(dh0, ref_dh0) < 2 * TOLERANCE[torch.float32]
 
 
-@pytest.mark.parametrize("dtype,rows", [(torch.float32, 0), (torch.bfloat16, 64)])
-def test_split_exchange_only_reads_and_writes_the_state_without_the_product(dtype, rows, device, monkeypatch):
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_split_exchange_only_reads_and_writes_the_state_without_the_product(dtype, device):
     """The exchange benchmark's kernel: y_t = act(xw_t + the sum of h_{t-1} over the hidden units),
-    every step reading the whole previous state the programs wrote; with and without the K split."""
-    monkeypatch.setattr(dispatch, "SPLIT_WARPGROUP_ROWS", rows)
+    every step reading the whole previous state the programs wrote."""
     T, B, H = 3, 20, 512
     xw, h0, u, _ = make_inputs(T, B, H, dtype, device)
     config = plan_for(H, B, dtype, device).config.forward
-    assert config.K_SPLIT == (1 if rows else config.num_warps)
     y = split_forward(xw, h0, u, False, config, "tanh", exchange_only=True).cpu().float()
     prev, xw = h0.cpu().float(), xw.cpu().float()
     for t in range(T):
         expected = torch.tanh(xw[t] + prev.sum(1, keepdim=True))
         assert rel_err(y[t], expected) < TOLERANCE[dtype]
         prev = y[t]
-
-
-@triton.jit
-def least_flag_kernel(flags_ptr, out_ptr, programs, MAX_PROGRAMS: tl.constexpr, INLINE_PTX: tl.constexpr):
-    tl.store(out_ptr, least_flag(flags_ptr, programs, MAX_PROGRAMS, INLINE_PTX))
-
-
-@pytest.mark.parametrize("programs,max_programs", [(1, 1), (5, 8), (32, 32), (33, 64), (100, 128), (128, 128)])
-def test_step_flags_poll_reads_every_program_of_the_group_and_no_other(programs, max_programs, device):
-    """The step-flag barrier's poll (barrier.least_flag): the least of the group's flags, 32 per read
-    beyond 32 programs; the flags past the group (the rest of its MAX_PROGRAMS row) never count."""
-    g = torch.Generator().manual_seed(programs)
-    row = torch.randint(10, 1000, (max_programs,), generator=g, dtype=torch.int32)
-    row[programs:] = 0  # past the group: would win the minimum if it were read
-    row[programs - 1] = 7  # the last program of the group is the least
-    out = torch.zeros(1, dtype=torch.int32, device=device)
-    least_flag_kernel[(1,)](row.to(device), out, programs, MAX_PROGRAMS=max_programs, INLINE_PTX=not interpreting())
-    assert out.item() == 7
 
 
 @pytest.mark.skipif(not interpreting(), reason="interpreter-only: one program per SM is the interpreter's rule")
