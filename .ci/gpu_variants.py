@@ -51,6 +51,8 @@ VARIANTS = {  # name -> a context manager factory
     "split-inputs-in-step": lambda: switched(split, "INPUTS_AHEAD", False),
     # the split tier's batch tiles where a batch fits 8 rows: 16 rows, not 8 (today's: dispatch.SPLIT_NARROW_BLOCK_B)
     "split-16-row-tiles": lambda: switched(dispatch, "SPLIT_NARROW_BLOCK_B", 16),
+    # the split kernels' tile loop kept where each program has one tile (today's drops it: dispatch.SPLIT_ONE_TILE)
+    "split-tile-loop": lambda: switched(dispatch, "SPLIT_ONE_TILE", False),
     # the resident kernels' step inputs prefetched into L2 this many steps ahead (resident.L2_PREFETCH_STEPS)
     **{f"l2-prefetch-{d}": (lambda d=d: switched(resident, "L2_PREFETCH_STEPS", d)) for d in L2_PREFETCH_STEPS},
 }
@@ -72,6 +74,7 @@ CASES = {
     "split-32-row-slices": [c for c in SPLIT_PROBES if c[1] == 1024],
     "split-16-row-tiles": SPLIT_NARROW,
     "split-inputs-in-step": SPLIT_BATCH,
+    "split-tile-loop": list(dict.fromkeys(SPLIT_BATCH + SPLIT_NARROW)),
     **{f"l2-prefetch-{d}": SMALL for d in L2_PREFETCH_STEPS},
 }
 

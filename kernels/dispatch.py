@@ -8,7 +8,8 @@ Tiers, tried in order:
   one program per slice and batch group, all co-resident (at most one per SM), meeting at a grid
   barrier every step. Needs cdiv(H, BLOCK_N) <= the SM count; one launch serves any batch, each group
   running its batch tiles one after another. Batches that fit take 8-row tiles (SPLIT_NARROW_BLOCK_B,
-  mma.sync's N), at H = 1024 in slices of 16 rows (SPLIT_FINE_CONFIGS) where the batch fits those.
+  mma.sync's N), at H = 1024 in slices of 16 rows (SPLIT_FINE_CONFIGS) where the batch fits those;
+  wherever each program has one tile, its kernels have no tile loop (ONE_TILE, SPLIT_ONE_TILE).
 - stepwise: one launch per timestep (stepwise.py); serves any H.
 
 Every configuration in RESIDENT_CONFIGS and SPLIT_CONFIGS was chosen from the compile audit
@@ -92,6 +93,11 @@ SPLIT_FINE_CONFIGS: dict[tuple[torch.dtype, int], LaunchConfig[SplitBlocks]] = {
 # 2.42/2.67 (bf16 H = 512), 3.75/5.20 (1024), 3.43/4.41 (2048), fp32 2.64/3.14 (256), 3.39/4.29 (512); forward+backward
 # 10-26% faster likewise (results/variants/20261126-h200-switches).
 SPLIT_NARROW_BLOCK_B = 8
+# Whether split_configs offers the one-tile form of each configuration (ONE_TILE: no tile loop in a step) for batches
+# that leave each program one tile. Compile audit, sm_90 bf16, time-loop instructions per step with / without:
+# forward 230/260 (H = 512, 8-row tiles), 239/312 (H = 1024, 16-row slices), 290/361 (H = 2048), backward 246/314,
+# 273/366, 324/410; one CTA barrier fewer, no spills. Not yet timed (.ci/gpu_variants.py split-tile-loop).
+SPLIT_ONE_TILE = True
 # The step kernel's configuration; float64 takes thinner K slices (32 spills on sm_90).
 STEPWISE_CONFIGS = {torch.float64: LaunchConfig(StepwiseBlocks(BLOCK_K=16), StepwiseBlocks(BLOCK_K=16))}
 STEPWISE_DEFAULT = LaunchConfig(StepwiseBlocks(), StepwiseBlocks())
@@ -190,11 +196,14 @@ def _resident_plan(hidden_size, batch_size, dtype, block_h, sms, arch) -> Kernel
 
 def split_configs(dtype: torch.dtype, block_h: int) -> list[LaunchConfig[SplitBlocks]]:
     """Every split configuration the dispatcher can pick for dtype and BLOCK_H, in the order split_config tries them:
-    SPLIT_FINE_CONFIGS' thinner slices where there are some, then SPLIT_CONFIGS' with its narrow batch tile where it
-    has a wider one, then SPLIT_CONFIGS' itself."""
+    the one-tile forms (ONE_TILE: no tile loop; without SPLIT_ONE_TILE, the forms with it) of SPLIT_FINE_CONFIGS'
+    thinner slices where there are some, of SPLIT_CONFIGS' with its narrow batch tile where it has a wider one, and
+    of SPLIT_CONFIGS'; last, SPLIT_CONFIGS' itself, whose programs run their tiles one after another."""
     base = SPLIT_CONFIGS[(dtype, block_h)]
     fine = [SPLIT_FINE_CONFIGS[(dtype, block_h)]] if (dtype, block_h) in SPLIT_FINE_CONFIGS else []
-    return fine + _narrow(base) + [base]
+    one_tile = [LaunchConfig(*(replace(b, ONE_TILE=True) for b in (c.forward, c.backward)))
+                for c in fine + _narrow(base) + [base]]
+    return (one_tile if SPLIT_ONE_TILE else fine + _narrow(base)) + [base]
 
 
 def _narrow(config: LaunchConfig[SplitBlocks]) -> list[LaunchConfig[SplitBlocks]]:
@@ -208,8 +217,8 @@ def _narrow(config: LaunchConfig[SplitBlocks]) -> list[LaunchConfig[SplitBlocks]
 def split_config(dtype: torch.dtype, block_h: int, hidden_size: int, batch_size: int,
                  sms: int) -> LaunchConfig[SplitBlocks]:
     """The split configuration for this layer: the first of split_configs with which no program runs more than
-    one tile per step (the tiles spread over the groups the SMs leave beside the slices), else SPLIT_CONFIGS'.
-    A narrower tile or a thinner slice only pays where it spares a program a second tile per step."""
+    one tile per step (the tiles spread over the groups the SMs leave beside the slices), else the last,
+    SPLIT_CONFIGS'. A narrower tile or a thinner slice only pays where it spares a program a second tile per step."""
     configs = [c for c in split_configs(dtype, block_h) if triton.cdiv(hidden_size, c.forward.BLOCK_N) <= sms]
     for config in configs:
         if triton.cdiv(batch_size, config.forward.BLOCK_B) <= split.split_grid(batch_size, hidden_size,

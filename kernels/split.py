@@ -24,7 +24,9 @@ so each warp holds only its part of the slice::
     K(c) = c * KC + [0, KC),   KC = BLOCK_H / K_SPLIT
 
 The state a tile reads is the product's right operand, BLOCK_H x BLOCK_B: loaded into registers,
-then staged through shared memory for the MMA. Each program runs its tiles one after another. Tried
+then staged through shared memory for the MMA. Each program runs its tiles one after another, or,
+where the batch leaves it one (ONE_TILE), runs that tile without a tile loop, its input loaded a step
+ahead taken as it is: a quarter fewer instructions per step at H = 1024 (compile audit). Tried
 on an H200 and removed (results/variants/20261126-h200-switches; the code is in commit 210ebe4):
 wider tiles with the state read in K chunks, where the SMs run out of batch groups (7-10% slower at
 H = 2048), and slices of 64 or 128 rows without the K split at H = 512, whose product sm_90 issues as
@@ -75,6 +77,7 @@ class SplitBlocks(Blocks):
     K_SPLIT: int     # K split over the warps, one part per warp (BLOCK_H / K_SPLIT >= 16)
     num_warps: int
     num_stages: int = 1  # nothing prefetched across the grid barrier
+    ONE_TILE: bool = False  # every program runs one batch tile per step (the launcher checks): no tile loop in a step
 
 
 def launch_keywords(config: SplitBlocks, nonlinearity: str, dtype: torch.dtype, interpreted: bool,
@@ -193,6 +196,7 @@ def split_forward_kernel(
     K_SPLIT: tl.constexpr,        # K split over the warps, one part per warp
     USE_BARRIER: tl.constexpr,    # False only for one-step launches (interpreter)
     INPUTS_AHEAD: tl.constexpr,   # the group's first tile of each step's input loaded a step ahead
+    ONE_TILE: tl.constexpr,       # the group's first tile is its only one (launcher-checked): no tile loop
     DOT_PRECISION: tl.constexpr,  # "ieee" (16-bit) or "tf32x3" (fp32)
     ACC_DTYPE: tl.constexpr,      # tl.float32
     UPCAST_DOT: tl.constexpr,     # interpreter workaround for bf16 tl.dot (launch.py)
@@ -222,13 +226,22 @@ def split_forward_kernel(
             grid_barrier(sync_ptr + group, status_ptr, s * tl.num_programs(0))
         prev_ptr = y_ptr + t * B * H
         t += t_step
-        for tile in range(group, tiles, groups):
-            if INPUTS_AHEAD:  # the first tile's xw is there; the others' are read now
-                xw = tl.where(tile == group, xw_first, step_tile(xw_ptr, t, tile, cols, B, H, BLOCK_B, tile != group))
+        if ONE_TILE:  # the group's only tile: no loop, and no choice of where its input comes from
+            if INPUTS_AHEAD:
+                xw = xw_first
             else:
-                xw = step_tile(xw_ptr, t, tile, cols, B, H, BLOCK_B, True)
-            forward_tile(u3, prev_ptr, xw, y_ptr, t, tile, cols, B, H, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT,
+                xw = step_tile(xw_ptr, t, group, cols, B, H, BLOCK_B, True)
+            forward_tile(u3, prev_ptr, xw, y_ptr, t, group, cols, B, H, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT,
                          DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY, FAST_TANH)
+        else:
+            for tile in range(group, tiles, groups):
+                if INPUTS_AHEAD:  # the first tile's xw is there; the others' are read now
+                    xw = tl.where(tile == group, xw_first,
+                                  step_tile(xw_ptr, t, tile, cols, B, H, BLOCK_B, tile != group))
+                else:
+                    xw = step_tile(xw_ptr, t, tile, cols, B, H, BLOCK_B, True)
+                forward_tile(u3, prev_ptr, xw, y_ptr, t, tile, cols, B, H, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H,
+                             K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY, FAST_TANH)
 
 
 @triton.jit
@@ -245,8 +258,9 @@ def split_backward_kernel(
     t_first,        # time index of the first (reverse) step
     t_step,         # -1 or +1
     ACTIVATION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr,
-    K_SPLIT: tl.constexpr, USE_BARRIER: tl.constexpr, INPUTS_AHEAD: tl.constexpr, DOT_PRECISION: tl.constexpr,
-    ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr, EXCHANGE_ONLY: tl.constexpr,  # as in split_forward_kernel
+    K_SPLIT: tl.constexpr, USE_BARRIER: tl.constexpr, INPUTS_AHEAD: tl.constexpr, ONE_TILE: tl.constexpr,
+    DOT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr,
+    EXCHANGE_ONLY: tl.constexpr,  # as in split_forward_kernel
 ):
     cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     u3 = load_pinned_slice(u_ptr, pin, cols, H, BLOCK_H, K_SPLIT, True, ACC_DTYPE, UPCAST_DOT)
@@ -272,15 +286,25 @@ def split_backward_kernel(
             grid_barrier(sync_ptr + group, status_ptr, s * tl.num_programs(0))
         next_ptr = da_ptr + t * B * H
         t += t_step
-        for tile in range(group, tiles, groups):
-            if INPUTS_AHEAD:  # the first tile's inputs are there; the others' are read now
-                h = tl.where(tile == group, h_first, step_tile(y_ptr, t, tile, cols, B, H, BLOCK_B, tile != group))
-                dy = tl.where(tile == group, dy_first, step_tile(dy_ptr, t, tile, cols, B, H, BLOCK_B, tile != group))
+        if ONE_TILE:  # the group's only tile (as in split_forward_kernel)
+            if INPUTS_AHEAD:
+                h, dy = h_first, dy_first
             else:
-                h = step_tile(y_ptr, t, tile, cols, B, H, BLOCK_B, True)
-                dy = step_tile(dy_ptr, t, tile, cols, B, H, BLOCK_B, True)
-            backward_tile(u3, next_ptr, h, dy, da_ptr, t, tile, cols, B, H, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H,
+                h = step_tile(y_ptr, t, group, cols, B, H, BLOCK_B, True)
+                dy = step_tile(dy_ptr, t, group, cols, B, H, BLOCK_B, True)
+            backward_tile(u3, next_ptr, h, dy, da_ptr, t, group, cols, B, H, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H,
                           K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY)
+        else:
+            for tile in range(group, tiles, groups):
+                if INPUTS_AHEAD:  # the first tile's inputs are there; the others' are read now
+                    h = tl.where(tile == group, h_first, step_tile(y_ptr, t, tile, cols, B, H, BLOCK_B, tile != group))
+                    dy = tl.where(tile == group, dy_first,
+                                  step_tile(dy_ptr, t, tile, cols, B, H, BLOCK_B, tile != group))
+                else:
+                    h = step_tile(y_ptr, t, tile, cols, B, H, BLOCK_B, True)
+                    dy = step_tile(dy_ptr, t, tile, cols, B, H, BLOCK_B, True)
+                backward_tile(u3, next_ptr, h, dy, da_ptr, t, tile, cols, B, H, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H,
+                              K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY)
 
 
 def split_grid(B: int, H: int, config: SplitBlocks, sm_count: int) -> tuple[int, int]:
@@ -301,6 +325,9 @@ def _launch_all_steps(kernel, args: tuple, T: int, t_first: int, t_step: int, co
     B, H = args[0].shape[1:]
     device = args[0].device
     slices, groups = split_grid(B, H, config, co_resident_programs(device))
+    if config.ONE_TILE and triton.cdiv(B, config.BLOCK_B) > groups:
+        raise ValueError(f"a ONE_TILE split configuration runs one batch tile per program, but B = {B} makes "
+                         f"{triton.cdiv(B, config.BLOCK_B)} tiles of {config.BLOCK_B} for {groups} batch group(s)")
     sync = torch.zeros(groups, dtype=torch.int32, device=device)
     status = torch.zeros(1, dtype=torch.int32, device=device)
     # The driver refuses a cooperative grid that cannot be co-resident, instead of hanging.

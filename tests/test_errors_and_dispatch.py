@@ -145,6 +145,27 @@ def test_split_takes_8_row_tiles_where_the_batch_fits_them(monkeypatch):
     assert [split_block_b(512, 1), split_block_b(256, 8, torch.float32)] == [16, 16]
 
 
+def test_split_runs_without_a_tile_loop_wherever_each_program_has_one_tile(monkeypatch):
+    """ONE_TILE: every configuration split_config picks for one tile per program drops the tile loop; where the
+    SMs run out of batch groups (H = 2048 from B = 17 on 132 SMs, H = 1024 from B = 65), SPLIT_CONFIGS' loops;
+    SPLIT_ONE_TILE off, the same tiles and slices, all with the loop."""
+    def one_tile(hidden, batch, dtype=torch.bfloat16):
+        config = plan_for(hidden, batch, dtype, kernel="split").config
+        assert config.forward.ONE_TILE == config.backward.ONE_TILE
+        return config.forward.ONE_TILE
+    assert [one_tile(2048, b) for b in (1, 8, 16, 17, 64)] == [True, True, True, False, False]
+    assert [one_tile(1024, b) for b in (1, 16, 64, 65, 256)] == [True, True, True, False, False]
+    assert [one_tile(512, b, torch.float32) for b in (8, 64, 65)] == [True, True, False]
+    assert plan_for(2048, 64, torch.bfloat16, kernel="split").config.forward == \
+        SPLIT_CONFIGS[(torch.bfloat16, 2048)].forward
+    shapes = {b: plan_for(1024, b, torch.bfloat16, kernel="split").config.forward for b in (1, 17, 64)}
+    monkeypatch.setattr(dispatch, "SPLIT_ONE_TILE", False)  # off: .ci/gpu_variants.py split-tile-loop
+    assert [one_tile(1024, b) for b in (1, 17, 64)] == [False] * 3
+    for b, config in shapes.items():
+        assert plan_for(1024, b, torch.bfloat16, kernel="split").config.forward == \
+            dataclasses.replace(config, ONE_TILE=False)
+
+
 def test_split_takes_16_row_slices_at_h1024_where_the_batch_fits_them(monkeypatch):
     """SPLIT_FINE_CONFIGS: 16-bit H = 1024 in 64 slices of 16 rows with 8-row tiles where each program then runs one
     tile per step (B <= 16 on 132 SMs: two groups; B <= 8 on 108), else 32 slices of 32 rows; fp32 unchanged."""

@@ -61,8 +61,9 @@ def test_split_barrier_under_load_matches_stepwise(H, B):
     """T >= 10k steps with (nearly) every SM in the barrier: any missed or torn barrier would show up
     as a difference from the stepwise kernel, which synchronises by launching once per step. B = 1, 16 and
     32 take 8-row tiles (H = 1024, B = 16: two groups of 64 16-row slices; B = 32: four groups of 32-row
-    slices). Every case loads its first tile's inputs a step ahead (split.INPUTS_AHEAD; H = 2048, B = 64:
-    four tiles per program, the others' read in the step)."""
+    slices). Every case loads its first tile's inputs a step ahead (split.INPUTS_AHEAD). H = 2048, B = 64 runs
+    four tiles per program in the tile loop, the others' inputs read in the step; every other case one tile per
+    program without it (ONE_TILE)."""
     T, dtype = 10_000, torch.bfloat16
     g = torch.Generator().manual_seed(0)
     xw = (torch.randn(T, B, H, generator=g) * 0.5).to("cuda", dtype)

@@ -100,21 +100,22 @@ def test_split_block_shapes_match_float64_reference(dtype, shape, nonlinearity, 
                             reverse, device)
 
 
-def barrier_config(block_h: int) -> SplitBlocks:
+def barrier_config(block_h: int, one_tile: bool = False) -> SplitBlocks:
     """A split configuration whose grid is one program when H <= 16: the barrier path can run in the interpreter."""
-    return SplitBlocks(BLOCK_B=16, BLOCK_N=16, BLOCK_H=block_h, K_SPLIT=1, num_warps=4)
+    return SplitBlocks(BLOCK_B=16, BLOCK_N=16, BLOCK_H=block_h, K_SPLIT=1, num_warps=4, ONE_TILE=one_tile)
 
 
 @pytest.mark.skipif(not interpreting(), reason="interpreter-only: one program per SM is the interpreter's rule")
 @pytest.mark.parametrize("inputs_ahead", [True, False], ids=["inputs-ahead", "inputs-in-step"])
+@pytest.mark.parametrize("one_tile,B", [(False, 20), (True, 5)], ids=["two-tiles", "one-tile"])
 @pytest.mark.parametrize("nonlinearity,reverse", [("tanh", False), ("relu", True)])
-def test_split_barrier_path_with_a_one_program_grid(nonlinearity, reverse, inputs_ahead, monkeypatch):
-    """The persistent time loop (the barrier's, and each program's first tile's input a step ahead or not), run
-    whole."""
+def test_split_barrier_path_with_a_one_program_grid(nonlinearity, reverse, one_tile, B, inputs_ahead, monkeypatch):
+    """The persistent time loop (the barrier's; each program's first tile's input a step ahead or not; two batch
+    tiles run by the one program every step, or one tile without the tile loop), run whole."""
     monkeypatch.setattr(split, "INPUTS_AHEAD", inputs_ahead)
-    T, B, H = 6, 20, 16  # two batch tiles, both run by the one program every step
+    T, H = 6, 16
     xw, h0, u, dy = make_inputs(T, B, H, torch.float32, "cpu")
-    config = barrier_config(16)
+    config = barrier_config(16, one_tile)
     y = split_forward(xw, h0, u, reverse, config, nonlinearity, use_barrier=True)
     ref_y, ref_da, ref_dh0 = reference_layer(xw, h0, u, nonlinearity, reverse, dy)
     assert rel_err(y, ref_y) < TOLERANCE[torch.float32]
@@ -142,6 +143,15 @@ def test_split_barrier_refuses_a_grid_that_cannot_be_co_resident():
     xw, h0, u, _ = make_inputs(2, 1, 32, torch.float32, "cpu")  # two slices of 16: two programs, one "SM"
     with pytest.raises(RuntimeError, match="co-resident"):
         split_forward(xw, h0, u, False, barrier_config(32), "tanh", use_barrier=True)
+
+
+@pytest.mark.skipif(not interpreting(), reason="interpreter-only: one program per SM is the interpreter's rule")
+def test_a_one_tile_split_configuration_refuses_a_batch_of_several_tiles_per_program():
+    xw, h0, u, dy = make_inputs(2, 17, 16, torch.float32, "cpu")  # two tiles of 16 rows, one batch group
+    with pytest.raises(ValueError, match="ONE_TILE.*B = 17 makes 2 tiles of 16 for 1 batch group"):
+        split_forward(xw, h0, u, False, barrier_config(16, one_tile=True), "tanh", use_barrier=True)
+    with pytest.raises(ValueError, match="ONE_TILE"):
+        split_backward(xw, dy, u, False, barrier_config(16, one_tile=True), "tanh", use_barrier=True)
 
 
 def tf32(x: torch.Tensor) -> torch.Tensor:
