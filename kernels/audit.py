@@ -177,7 +177,7 @@ def _kernel(tier: str, name: str):
 
 
 def _pointer_type(arg: str, dtype: str) -> str:
-    if arg in ("sync_ptr", "status_ptr"):
+    if arg in ("counter_ptr", "status_ptr"):
         return "*i32"
     if arg == "dh0_ptr" and dtype != "torch.float64":
         return "*fp32"  # the accumulator dtype
@@ -371,11 +371,11 @@ def l2_prefetches(loop: list[str]) -> int:
 
 
 def barrier_atomics(ptx: str) -> bool:
-    """The grid barrier's arrival (a gpu-scope release add, e.g. red.global.gpu.release.add) and its poll (a
-    gpu-scope acquire load or atomic, e.g. ld.global.gpu.acquire or ld.acquire.gpu.global) are in the PTX."""
-    release = re.search(r"\b(red|atom)\.\S*\b(gpu\.release|release\.gpu)\.\S*\badd\b", ptx)
-    acquire_poll = re.search(r"\b(ld|atom)\.\S*\b(gpu\.acquire|acquire\.gpu)\b", ptx)
-    return bool(release and acquire_poll)
+    """The grid barrier's arrival (a gpu-scope release add, e.g. red.global.gpu.release.add) and its
+    poll (a gpu-scope acquire load or atomic, e.g. ld.global.gpu.acquire) are in the PTX."""
+    release_add = re.search(r"\b(red|atom)\.\S*\bgpu\.release\.add", ptx)
+    acquire_poll = re.search(r"\b(ld|atom)\.\S*\bgpu\.acquire\b", ptx)
+    return bool(release_add and acquire_poll)
 
 
 # ---- one compile -------------------------------------------------------------------------------

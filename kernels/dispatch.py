@@ -201,9 +201,11 @@ def split_configs(dtype: torch.dtype, block_h: int) -> list[LaunchConfig[SplitBl
     of SPLIT_CONFIGS'; last, SPLIT_CONFIGS' itself, whose programs run their tiles one after another."""
     base = SPLIT_CONFIGS[(dtype, block_h)]
     fine = [SPLIT_FINE_CONFIGS[(dtype, block_h)]] if (dtype, block_h) in SPLIT_FINE_CONFIGS else []
-    one_tile = [LaunchConfig(*(replace(b, ONE_TILE=True) for b in (c.forward, c.backward)))
-                for c in fine + _narrow(base) + [base]]
-    return (one_tile if SPLIT_ONE_TILE else fine + _narrow(base)) + [base]
+    candidates = fine + _narrow(base)
+    if SPLIT_ONE_TILE:
+        candidates = [LaunchConfig(*(replace(b, ONE_TILE=True) for b in (c.forward, c.backward)))
+                      for c in candidates + [base]]
+    return candidates + [base]
 
 
 def _narrow(config: LaunchConfig[SplitBlocks]) -> list[LaunchConfig[SplitBlocks]]:

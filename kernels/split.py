@@ -183,7 +183,7 @@ def split_forward_kernel(
     h0_ptr,         # [B, H] state before this launch's first step (h0, or h_{t-1} in one-step launches)
     u_ptr,          # [H, H] recurrent weight U = weight_hh, contiguous
     y_ptr,          # [T, B, H] out: h_t, I/O dtype; also where the next step reads h_{t-1}
-    sync_ptr,       # [groups] int32 barrier counters, zeroed
+    counter_ptr,    # [groups] int32 barrier counters, zeroed by the launcher
     status_ptr,     # [1] int32, set to 1 if a barrier timed out
     pin,            # 1.0, as a runtime float: keeps U's slice in registers
     T, B, H,        # steps in this launch, batch, hidden size
@@ -204,6 +204,7 @@ def split_forward_kernel(
     FAST_TANH: tl.constexpr,      # tanh.approx.f32 (16-bit I/O on a GPU)
 ):
     cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    slices = tl.num_programs(0)
     u3 = load_pinned_slice(u_ptr, pin, cols, H, BLOCK_H, K_SPLIT, False, ACC_DTYPE, UPCAST_DOT)
     group, groups, tiles = tl.program_id(1), tl.num_programs(1), tl.cdiv(B, BLOCK_B)
     t = tl.cast(t_first, tl.int64)  # 64-bit: t * B * H can pass 2^31
@@ -223,7 +224,7 @@ def split_forward_kernel(
             xw_first = xw_ahead
             xw_ahead = step_tile(xw_ptr, t + 2 * t_step, group, cols, B, H, BLOCK_B, s + 1 < T)
         if USE_BARRIER:  # every program of the group has written step s-1
-            grid_barrier(sync_ptr + group, status_ptr, s * tl.num_programs(0))
+            grid_barrier(counter_ptr + group, status_ptr, s * slices)
         prev_ptr = y_ptr + t * B * H
         t += t_step
         if ONE_TILE:  # the group's only tile: no loop, and no choice of where its input comes from
@@ -251,7 +252,7 @@ def split_backward_kernel(
     u_ptr,          # [H, H] recurrent weight U, contiguous
     da_ptr,         # [T, B, H] out: dL/da_t, I/O dtype; the next step reads da_{t+1} from here
     da_in_ptr,      # [B, H] da of the step before this launch's first (zeros at the start), I/O dtype
-    sync_ptr,       # int32 barrier state, zeroed by the launcher (as in split_forward_kernel)
+    counter_ptr,    # [groups] int32 barrier counters, zeroed by the launcher
     status_ptr,     # [1] int32, set to 1 if a barrier timed out
     pin,            # 1.0, as a runtime float: keeps U's slice in registers
     T, B, H,        # steps in this launch, batch, hidden size
@@ -263,6 +264,7 @@ def split_backward_kernel(
     EXCHANGE_ONLY: tl.constexpr,  # as in split_forward_kernel
 ):
     cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    slices = tl.num_programs(0)
     u3 = load_pinned_slice(u_ptr, pin, cols, H, BLOCK_H, K_SPLIT, True, ACC_DTYPE, UPCAST_DOT)
     group, groups, tiles = tl.program_id(1), tl.num_programs(1), tl.cdiv(B, BLOCK_B)
     t = tl.cast(t_first, tl.int64)
@@ -283,7 +285,7 @@ def split_backward_kernel(
             h_ahead = step_tile(y_ptr, t + 2 * t_step, group, cols, B, H, BLOCK_B, s + 1 < T)
             dy_ahead = step_tile(dy_ptr, t + 2 * t_step, group, cols, B, H, BLOCK_B, s + 1 < T)
         if USE_BARRIER:
-            grid_barrier(sync_ptr + group, status_ptr, s * tl.num_programs(0))
+            grid_barrier(counter_ptr + group, status_ptr, s * slices)
         next_ptr = da_ptr + t * B * H
         t += t_step
         if ONE_TILE:  # the group's only tile (as in split_forward_kernel)
@@ -325,14 +327,15 @@ def _launch_all_steps(kernel, args: tuple, T: int, t_first: int, t_step: int, co
     B, H = args[0].shape[1:]
     device = args[0].device
     slices, groups = split_grid(B, H, config, co_resident_programs(device))
-    if config.ONE_TILE and triton.cdiv(B, config.BLOCK_B) > groups:
+    tiles = triton.cdiv(B, config.BLOCK_B)
+    if config.ONE_TILE and tiles > groups:
         raise ValueError(f"a ONE_TILE split configuration runs one batch tile per program, but B = {B} makes "
-                         f"{triton.cdiv(B, config.BLOCK_B)} tiles of {config.BLOCK_B} for {groups} batch group(s)")
-    sync = torch.zeros(groups, dtype=torch.int32, device=device)
+                         f"{tiles} tiles of {config.BLOCK_B} for {groups} batch group(s)")
+    counters = torch.zeros(groups, dtype=torch.int32, device=device)
     status = torch.zeros(1, dtype=torch.int32, device=device)
     # The driver refuses a cooperative grid that cannot be co-resident, instead of hanging.
     cooperative = {"launch_cooperative_grid": True} if device.type == "cuda" else {}
-    kernel[(slices, groups)](*args, sync, status, PIN, T, B, H, t_first, t_step, **keywords, **cooperative)
+    kernel[(slices, groups)](*args, counters, status, PIN, T, B, H, t_first, t_step, **keywords, **cooperative)
     if status.item():
         raise RuntimeError("split-H grid barrier timed out: not all programs were resident at once")
 
