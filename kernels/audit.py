@@ -9,7 +9,7 @@ H a multiple of 16), and reports:
 - registers per thread and spills: from the cubin, via the cuobjdump shipped in the triton wheel.
   Triton kernels make no calls, so any stack frame (STACK) or LOCAL memory means spilled registers;
 - shared memory (metadata.shared) within the target's per-block limit;
-- persistent kernels (resident and split), whose speed is set by what each time step does:
+- persistent kernels (fma, resident and split), whose speed is set by what each time step does:
   - U hoisted: U, or the program's slice of it, is loaded from global memory before the time loop
     and never inside it (TTGIR: its loads come before the first scf.for);
   - U in: where U lives during the loop, "registers" or "shared" (TTGIR: "shared" when an op in the
@@ -17,11 +17,12 @@ H a multiple of 16), and reports:
     Every persistent configuration must hold it in registers;
   - smem/step: shared-memory bytes the program reads per time step, counted from the SASS of the
     time loop: LDS and LDSM bytes of every warp, plus the operands wgmma reads through shared-memory
-    descriptors (per warpgroup). Split kernels, and resident kernels with BLOCK_H >= 128, fail the
-    audit when this exceeds what reading h needs (each warp, or warpgroup with wgmma, reading the
+    descriptors (per warpgroup). Split kernels, and fma and resident kernels with BLOCK_H >= 128, fail
+    the audit when this exceeds what reading h needs (each warp, or warpgroup with wgmma, reading the
     batch tile's h, or its K chunk of it, once per pass of the product; in the split tier also the
     sum of the warps' partial products, and the step's input tiles read by every warp, which all hold
-    that sum) by more than half of the U bytes the program holds: that is U being re-read every step;
+    that sum; in the fma tier every thread reading its warp's K chunk of h, and the warps' partial
+    sums) by more than half of the U bytes the program holds: that is U being re-read every step;
   - bar/step: CTA barriers (BAR.SYNC, BAR.ARV, BAR.RED: bar.sync and friends in PTX) in the SASS of
     the time loop, each one a point where every warp waits for the slowest; reported, not checked.
   - mma/step and waits/step: the tensor-core MMA instructions of the time loop (HGMMA: wgmma; HMMA:
@@ -58,7 +59,7 @@ SHARED_LIMIT = {80: 166912, 90: 232448}  # max dynamic shared memory per block: 
 SM_COUNT = {80: 108, 90: 132}  # A100, H100 SXM: bounds which split configurations the dispatcher can pick
 TRITON_DTYPE = {"torch.float32": "fp32", "torch.bfloat16": "bf16", "torch.float16": "fp16", "torch.float64": "fp64"}
 ITEMSIZE = {"fp32": 4, "bf16": 2, "fp16": 2, "fp64": 8}
-PERSISTENT_TIERS = ("resident", "split")  # U (or its slice) is held on chip for the whole time loop
+PERSISTENT_TIERS = ("fma", "resident", "split")  # U (or its slice) is held on chip for the whole time loop
 U_LOAD = re.compile(r"%resident_u\S* = tt\.load ")  # the loads of U keep their Python name in the TTGIR
 RE_READ_LIMIT = 0.5     # smem/step beyond h, as a fraction of U's bytes, above which U counts as re-read
 RE_READ_MIN_BLOCK_H = 128
@@ -88,7 +89,7 @@ class AuditRow:
     waits_per_step: int = -1     # waits for wgmma groups (WARPGROUP.DEPBAR) in the time loop's SASS
     loop_instructions: int = -1  # instructions in the time loop's SASS (instr/step)
     prefetch_per_step: int = -1  # L2 prefetches (CCTL.*.PF*) in the time loop's SASS (JSON only)
-    u_bytes: int = 0             # U's bytes in the program (resident: BLOCK_H^2; split: its slice)
+    u_bytes: int = 0             # U's bytes in the program (fma, resident: BLOCK_H^2; split: its slice)
     barrier_atomics: str = "n/a" # "yes" / "NO" for split kernels: release add and acquire poll in the PTX
     block_h: int = 0
     num_warps: int = 0
@@ -98,9 +99,9 @@ class AuditRow:
 
     @property
     def u_re_read(self) -> bool:
-        """A persistent kernel (resident: with BLOCK_H >= 128) that reads more than RE_READ_LIMIT of its
+        """A persistent kernel (fma, resident: with BLOCK_H >= 128) that reads more than RE_READ_LIMIT of its
         U bytes (split: its slice's) per step beyond h: U is being streamed from shared memory."""
-        checked = self.tier == "split" or (self.tier == "resident" and self.block_h >= RE_READ_MIN_BLOCK_H)
+        checked = self.tier == "split" or (self.tier in ("fma", "resident") and self.block_h >= RE_READ_MIN_BLOCK_H)
         return (checked and self.smem_per_step >= 0
                 and self.smem_per_step - self.h_allowance > RE_READ_LIMIT * self.u_bytes)
 
@@ -127,6 +128,7 @@ class AuditJob:
 def _dispatchable_plans(arch: int):
     """(dtype, plan) for every configuration the dispatcher can pick on compute capability arch."""
     from .dispatch import (
+        FMA_CONFIGS,
         RESIDENT_CONFIGS,
         SPLIT_CONFIGS,
         SUPPORTED_DTYPES,
@@ -135,8 +137,9 @@ def _dispatchable_plans(arch: int):
         resident_served,
         split_configs,
     )
-    plans = [(dt, plan_for(block_h, 1, dt, kernel="resident")) for dt, block_h in RESIDENT_CONFIGS
-             if resident_served(dt, block_h, arch)]
+    plans = [(dt, plan_for(block_h, 1, dt, kernel="fma")) for dt, block_h in FMA_CONFIGS]
+    plans += [(dt, plan_for(block_h, 1, dt, kernel="resident")) for dt, block_h in RESIDENT_CONFIGS
+              if resident_served(dt, block_h, arch)]
     plans += [(dt, KernelPlan("split", cfg)) for dt, block_h in SPLIT_CONFIGS for cfg in split_configs(dt, block_h)
               if -(-block_h // cfg.forward.BLOCK_N) <= SM_COUNT[arch]]
     plans += [(dt, plan_for(1, 1, dt, kernel="stepwise")) for dt in SUPPORTED_DTYPES]
@@ -144,7 +147,7 @@ def _dispatchable_plans(arch: int):
 
 
 def _u_bytes(tier: str, blocks, dtype) -> int:
-    if tier == "resident":
+    if tier in ("fma", "resident"):
         return blocks.BLOCK_H * blocks.BLOCK_H * dtype.itemsize
     if tier == "split":
         return blocks.BLOCK_N * blocks.BLOCK_H * dtype.itemsize
@@ -396,24 +399,27 @@ def compile_for(fn, dtype: str, keywords: dict, arch: int):
                           options={k: v for k, v in keywords.items() if k in OPTIONS})
 
 
-def time_loop_facts(compiled, keywords: dict, dtype: str) -> dict:
+def time_loop_facts(compiled, keywords: dict, dtype: str, tier: str = "resident") -> dict:
     """What a persistent kernel does per time step: u_hoisted, u_in, smem_per_step, h_allowance,
     bar_per_step, barrier_kinds, mma_per_step, waits_per_step, loop_instructions and prefetch_per_step."""
     ttgir = compiled.asm["ttgir"]
     loop = time_loop(_nvidia_tool("cuobjdump", compiled.asm["cubin"], "-sass"))
     warps = keywords["num_warps"]
     itemsize = ITEMSIZE[TRITON_DTYPE[dtype]]
-    h_bytes = keywords["BLOCK_B"] * keywords["BLOCK_H"] * itemsize
+    block_n, block_b = keywords.get("BLOCK_N", 0), keywords.get("BLOCK_B", 1)  # fma: one batch row
+    h_bytes = block_b * keywords["BLOCK_H"] * itemsize
     passes = PASSES.get(keywords.get("DOT_PRECISION"), 1)
-    block_n, block_b = keywords.get("BLOCK_N", 0), keywords["BLOCK_B"]
     tile_bytes = tile_loads(ttgir, block_n, block_b) * block_n * block_b * itemsize if block_n else 0
+    if tier == "fma":  # K split over the warps; every lane reads its warp's chunk of h (a broadcast)
+        h_bytes, k_split, partial_bytes = 32 * h_bytes, warps, keywords["BLOCK_H"] * 4
+    else:
+        k_split, partial_bytes = keywords.get("K_SPLIT", 1), block_n * block_b * 4
     return {"u_hoisted": "yes" if u_hoisted(ttgir) else "NO",
             "u_in": u_location(ttgir), "smem_per_step": smem_per_step(loop, warps),
             "bar_per_step": cta_barriers(loop), "barrier_kinds": barrier_kinds(loop),
             "mma_per_step": mma_instructions(loop), "waits_per_step": wgmma_waits(loop),
             "loop_instructions": len(loop), "prefetch_per_step": l2_prefetches(loop),
-            "h_allowance": h_allowance(loop, warps, h_bytes, passes, keywords.get("K_SPLIT", 1),
-                                       block_n * block_b * 4, tile_bytes)}
+            "h_allowance": h_allowance(loop, warps, h_bytes, passes, k_split, partial_bytes, tile_bytes)}
 
 
 def compile_one(job: AuditJob) -> AuditRow:
@@ -427,7 +433,7 @@ def compile_one(job: AuditJob) -> AuditRow:
         row.registers, row.spill_bytes = _resource_usage(compiled.asm["cubin"])
         row.shared = compiled.metadata.shared
         if job.tier in PERSISTENT_TIERS:
-            for key, value in time_loop_facts(compiled, keywords, job.dtype).items():
+            for key, value in time_loop_facts(compiled, keywords, job.dtype, job.tier).items():
                 setattr(row, key, value)
         if job.tier == "split":
             row.barrier_atomics = "yes" if barrier_atomics(compiled.asm["ptx"]) else "NO"

@@ -2,6 +2,9 @@
 
 Tiers, tried in order:
 
+- fma: fp32 at H <= 128 (fma.py). One program per batch row holds all of U in registers and multiplies
+  by FMA, as cuDNN's fp32 kernel does: no tensor core, so none of 3xTF32's three MMAs per step. Serves
+  batches of up to one row per SM (FMA_MAX_ROWS_PER_SM), where each program has an SM of its own.
 - resident: the persistent kernels of resident.py. One program per BLOCK_B batch rows holds all of
   U (H padded to BLOCK_H) in registers; fits while the compile audit finds no spills.
 - split: the persistent kernels of split.py. U is cut into slices of BLOCK_N rows (state columns),
@@ -12,7 +15,7 @@ Tiers, tried in order:
   wherever each program has one tile, its kernels have no tile loop (ONE_TILE, SPLIT_ONE_TILE).
 - stepwise: one launch per timestep (stepwise.py); serves any H.
 
-Every configuration in RESIDENT_CONFIGS and SPLIT_CONFIGS was chosen from the compile audit
+Every configuration in FMA_CONFIGS, RESIDENT_CONFIGS and SPLIT_CONFIGS was chosen from the compile audit
 (kernels/audit.py checks each for sm_80 and sm_90): no spills, U kept out of shared memory in the
 time loop, the fewest warps that allow it.
 """
@@ -24,17 +27,32 @@ from dataclasses import dataclass, field, replace
 import torch
 import triton
 
-from . import resident, split, stepwise
+from . import fma, resident, split, stepwise
+from .fma import FmaBlocks
 from .launch import LaunchConfig
 from .resident import ResidentBlocks
 from .runtime import PLANNING_ARCH, device_facts
 from .split import SplitBlocks
 from .stepwise import StepwiseBlocks
 
-TIER_NAMES = ("resident", "split", "stepwise")
+TIER_NAMES = ("fma", "resident", "split", "stepwise")
 KERNEL_CHOICES = ("auto",) + TIER_NAMES
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
 RESIDENT_BLOCK_B = 16  # the MMA's N: Hopper's wgmma takes U from registers from N = 16
+
+
+def _fma(block_h: int, warps: int) -> LaunchConfig[FmaBlocks]:
+    return LaunchConfig(FmaBlocks(block_h, warps), FmaBlocks(block_h, warps))
+
+
+# (dtype, BLOCK_H) -> configuration of the FMA kernels: the fewest warps whose threads hold the operand's
+# BLOCK_H^2 floats without spilling (compile audit; sm_90 time-loop instructions per step, forward: 90 at
+# BLOCK_H = 32, 135 at 64, 211 at 128). Not yet timed (.ci/gpu_variants.py fp32-fma against fp32-tf32x3).
+FMA_CONFIGS: dict[tuple[torch.dtype, int], LaunchConfig[FmaBlocks]] = {
+    (torch.float32, bh): _fma(bh, w) for bh, w in {16: 1, 32: 1, 64: 2, 128: 4}.items()}
+# Batch rows per SM up to which the FMA tier serves a layer (one program per row): beyond, programs would share
+# SMs and their FMA pipes, where the resident tier's tensor cores take 16 rows per program. A guess to time.
+FMA_MAX_ROWS_PER_SM = 1
 
 
 def _resident(block_h: int, warps: int, backward_warps: int | None = None) -> LaunchConfig[ResidentBlocks]:
@@ -113,6 +131,8 @@ class Tier:
 
 
 TIERS = {
+    "fma": Tier(fma.fma_forward, fma.fma_backward, (fma.fma_forward_kernel, fma.fma_backward_kernel),
+                fma.launch_keywords),
     "resident": Tier(resident.resident_forward, resident.resident_backward,
                      (resident.resident_forward_kernel, resident.resident_backward_kernel), resident.launch_keywords),
     "split": Tier(split.split_forward, split.split_backward, (split.split_forward_kernel, split.split_backward_kernel),
@@ -170,7 +190,7 @@ def plan_for(hidden_size: int, batch_size: int, dtype: torch.dtype, device: torc
     block_h = padded_hidden(hidden_size)
     sms, arch = device_facts(device)
     refusals = []
-    for tier, make in (("resident", _resident_plan), ("split", _split_plan)):
+    for tier, make in (("fma", _fma_plan), ("resident", _resident_plan), ("split", _split_plan)):
         if kernel in ("auto", tier):
             plan = make(hidden_size, batch_size, dtype, block_h, sms, arch)
             if isinstance(plan, KernelPlan):
@@ -180,6 +200,19 @@ def plan_for(hidden_size: int, batch_size: int, dtype: torch.dtype, device: torc
     if kernel != "auto":
         raise ValueError(f"kernel={kernel!r} cannot serve this layer ({why}); use kernel='auto' or 'stepwise'")
     return KernelPlan("stepwise", stepwise_config(dtype), why)
+
+
+def _fma_plan(hidden_size, batch_size, dtype, block_h, sms, arch) -> KernelPlan | str:
+    """The FMA plan, or why there is none."""
+    if (dtype, block_h) not in FMA_CONFIGS:
+        return (f"no FMA configuration for hidden_size {hidden_size} in {dtype} (it serves torch.float32 up to "
+                f"{_limit(FMA_CONFIGS, torch.float32)})")
+    if batch_size > FMA_MAX_ROWS_PER_SM * sms:
+        return f"batch {batch_size} exceeds {FMA_MAX_ROWS_PER_SM} row(s) per SM on {sms} SMs (one program per row)"
+    size_kib = block_h * block_h * dtype.itemsize / 1024
+    return KernelPlan("fma", FMA_CONFIGS[(dtype, block_h)],
+                      f"U ({block_h}x{block_h} {dtype}, {size_kib:.0f} KiB) stays in the registers of each of "
+                      f"{batch_size} program(s), one per batch row, multiplied by FMA")
 
 
 def _resident_plan(hidden_size, batch_size, dtype, block_h, sms, arch) -> KernelPlan | str:

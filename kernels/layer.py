@@ -19,7 +19,7 @@ from .driver import packed_batch_size, rnn_forward
 
 class TritonRNN(torch.nn.RNN):
     """torch.nn.RNN's arguments, plus keyword-only
-    kernel: 'auto' (dispatcher), 'resident', 'split' or 'stepwise';
+    kernel: 'auto' (dispatcher), 'fma', 'resident', 'split' or 'stepwise';
     checkpoint: True keeps only about sqrt(T) hidden states per layer and direction for the backward
     and recomputes the others there (checkpointed BPTT, see autograd.py): less memory, one more
     forward recurrence per backward.

@@ -11,6 +11,7 @@ import torch
 
 from kernels import resident
 from kernels.audit import (
+    PERSISTENT_TIERS,
     RE_READ_LIMIT,
     RE_READ_MIN_BLOCK_H,
     SM_COUNT,
@@ -29,7 +30,7 @@ from kernels.audit import (
     wgmma_shared_bytes,
     wgmma_waits,
 )
-from kernels.dispatch import RESIDENT_CONFIGS, SPLIT_CONFIGS, SUPPORTED_DTYPES, resident_served
+from kernels.dispatch import FMA_CONFIGS, RESIDENT_CONFIGS, SPLIT_CONFIGS, SUPPORTED_DTYPES, resident_served
 
 from helpers import compiled_without_interpreter
 
@@ -224,11 +225,12 @@ def test_every_dispatchable_configuration_compiles_clean(tmp_path):
     rows = json.loads(report.read_text())
     columns = ("regs", "smem/step", "bar/step", "mma/step", "instr/step", "configurations:")
     assert all(word in proc.stdout for word in columns)
-    # Coverage: every resident and split (dtype, BLOCK_H) each target can get (resident: from its minimum
+    # Coverage: every fma, resident and split (dtype, BLOCK_H) each target can get (resident: from its minimum
     # arch on; split: a slice per SM) and the stepwise kernel of every dtype, both activations, both passes.
     def covered(tier):
         return {(r["kernel"], r["dtype"], r["block_h"], r["arch"], r["nonlinearity"])
                 for r in rows if r["tier"] == tier}
+    assert len(covered("fma")) == len(FMA_CONFIGS) * len(SM_COUNT) * 2 * 2
     resident = sum(resident_served(dt, bh, arch) for dt, bh in RESIDENT_CONFIGS for arch in SM_COUNT)
     assert len(covered("resident")) == resident * 2 * 2
     split = sum(-(-bh // cfg.forward.BLOCK_N) <= SM_COUNT[arch] for (_, bh), cfg in SPLIT_CONFIGS.items()
@@ -239,7 +241,7 @@ def test_every_dispatchable_configuration_compiles_clean(tmp_path):
     for r in rows:
         assert r["status"] == "ok" and r["spill_bytes"] == 0, r
         assert r["registers"] > 0 and r["shared"] <= r["shared_limit"]
-        if r["tier"] in ("resident", "split"):
+        if r["tier"] in PERSISTENT_TIERS:
             # smem/step is -1 when no time loop was found; 0 is real (BLOCK_H = 16 forward: h stays in registers)
             assert r["u_hoisted"] == "yes" and r["u_in"] == "registers" and r["smem_per_step"] >= 0, r
             assert min(r["bar_per_step"], r["mma_per_step"], r["waits_per_step"]) >= 0, r  # fp64 has no MMA

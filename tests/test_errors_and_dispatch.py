@@ -10,7 +10,16 @@ import torch
 from torch.nn.utils.rnn import PackedSequence, pack_sequence
 
 from kernels import TritonRNN, dispatch, plan_for
-from kernels.dispatch import RESIDENT_CONFIGS, SPLIT_CONFIGS, KernelPlan, _resident_plan, _split_plan, resident_limit
+from kernels.dispatch import (
+    FMA_CONFIGS,
+    RESIDENT_CONFIGS,
+    SPLIT_CONFIGS,
+    KernelPlan,
+    _fma_plan,
+    _resident_plan,
+    _split_plan,
+    resident_limit,
+)
 from kernels.launch import LaunchConfig
 from kernels.resident import ResidentBlocks
 from kernels.runtime import PLANNING_SM_COUNT
@@ -92,13 +101,13 @@ SPLIT_LIMIT = {torch.bfloat16: 2048, torch.float16: 2048, torch.float32: 1024}
 
 
 @pytest.mark.parametrize("dtype", list(SPLIT_LIMIT))
-def test_dispatch_tiers_resident_then_split_then_stepwise(dtype):
+def test_dispatch_tiers_fma_then_resident_then_split_then_stepwise(dtype):
     assert resident_limit(torch.bfloat16) == 256 and resident_limit(torch.float16) == 256
     assert resident_limit(torch.float32) == 128
     limit = resident_limit(dtype)
     for h in (1, 48, 100, limit):
-        plan = plan_for(h, 5, dtype)
-        assert plan.tier == "resident", (dtype, h)
+        assert plan_for(h, 5, dtype).tier == ("fma" if dtype == torch.float32 else "resident"), (dtype, h)
+        plan = plan_for(h, 5, dtype, kernel="resident")
         assert plan.config.forward.BLOCK_H >= h and (dtype, plan.config.forward.BLOCK_H) in RESIDENT_CONFIGS
     for h in (limit + 1, 768, SPLIT_LIMIT[dtype]):
         plan = plan_for(h, 5, dtype)
@@ -106,9 +115,26 @@ def test_dispatch_tiers_resident_then_split_then_stepwise(dtype):
         assert (dtype, plan.config.forward.BLOCK_H) in SPLIT_CONFIGS and plan.config.forward.BLOCK_H >= h
         assert -(-h // plan.config.forward.BLOCK_N) <= PLANNING_SM_COUNT
     over = plan_for(SPLIT_LIMIT[dtype] + 1, 5, dtype)
-    assert over.tier == "stepwise" and "resident:" in over.reason and "split:" in over.reason
+    assert over.tier == "stepwise" and all(f"{tier}:" in over.reason for tier in ("fma", "resident", "split"))
     assert plan_for(64, 5, dtype, kernel="stepwise").tier == "stepwise"
-    assert plan_for(48, 5, dtype).name.startswith("resident(BLOCK_B=16,BLOCK_H=64,num_warps=")
+    assert plan_for(48, 5, dtype, kernel="resident").name.startswith("resident(BLOCK_B=16,BLOCK_H=64,num_warps=")
+
+
+def test_fma_tier_serves_fp32_up_to_128_with_a_batch_row_per_sm():
+    """One program per batch row: fp32 up to BLOCK_H = 128, while the batch leaves each program an SM (on sm_80
+    too, where the resident tier's 3xTF32 cannot take BLOCK_H = 128); the tensor-core tiers beyond."""
+    assert {bh for dt, bh in FMA_CONFIGS if dt == torch.float32} == {16, 32, 64, 128} and len(FMA_CONFIGS) == 4
+    plan = plan_for(48, 5, torch.float32)
+    assert plan.name == "fma(BLOCK_H=64,num_warps=2)" and "5 program(s), one per batch row" in plan.reason
+    assert plan_for(128, PLANNING_SM_COUNT, torch.float32).tier == "fma"
+    assert plan_for(128, PLANNING_SM_COUNT + 1, torch.float32).tier == "resident"
+    assert plan_for(129, 8, torch.float32).tier == "split"
+    assert isinstance(_fma_plan(128, 8, torch.float32, 128, 108, 80), KernelPlan)
+    assert "108 SMs" in _fma_plan(128, 109, torch.float32, 128, 108, 80)
+    for dtype in (torch.bfloat16, torch.float16, torch.float64):
+        assert plan_for(32, 8, dtype).tier == "resident"
+        with pytest.raises(ValueError, match="kernel='fma' cannot serve .* serves torch.float32 up to 128"):
+            plan_for(32, 8, dtype, kernel="fma")
 
 
 def test_split_tier_needs_a_slice_per_sm_and_runs_every_batch_tile_in_one_launch():

@@ -1,6 +1,6 @@
 """GPU-only checks of the compiled kernels at the sizes they are built for (skipped without CUDA).
 The rest of the suite also runs compiled on a GPU; these add the large shapes the interpreter
-cannot afford: every resident size limit, long sequences (past 2^31 elements, checkpointed), and the
+cannot afford: every resident and fma size limit, long sequences (past 2^31 elements, checkpointed), and the
 layer against cuDNN."""
 import dataclasses
 
@@ -19,18 +19,15 @@ from helpers import DTYPES, TOLERANCE, reference_layer, rel_err
 pytestmark = pytest.mark.gpu
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
-@pytest.mark.parametrize("B", [1, 16, 64])
-def test_resident_limit_long_sequence(dtype, nonlinearity, B):
-    T, H = 1024, resident_limit(dtype, device_facts("cuda")[1])
+def check_long_sequence(tier, dtype, H, B, nonlinearity):
+    """The tier's kernels for T = 1024 steps of a layer of H and B in dtype against float64."""
+    T = 1024
     g = torch.Generator().manual_seed(0)
     xw = torch.randn(T, B, H, generator=g) * 0.5
     h0 = torch.randn(B, H, generator=g) * 0.5
     u = torch.randn(H, H, generator=g) * (0.9 / H ** 0.5)
     dy = torch.randn(T, B, H, generator=g)
-    plan = plan_for(H, B, dtype, "cuda")
-    assert plan.tier == "resident"
+    plan = plan_for(H, B, dtype, "cuda", kernel=tier)
     args = [t.to("cuda", dtype) for t in (xw, h0, u)]
     y = recurrence_forward(plan, *args, nonlinearity, False)
     ref_y, ref_da, ref_dh0 = reference_layer(*(t.cpu() for t in args), nonlinearity, False, dy.to(dtype))
@@ -38,6 +35,21 @@ def test_resident_limit_long_sequence(dtype, nonlinearity, B):
     da, dh0 = recurrence_backward(plan, ref_y.to("cuda", dtype), dy.to("cuda", dtype), args[2], nonlinearity, False)
     assert rel_err(da.cpu(), ref_da) < 4 * TOLERANCE[dtype]
     assert rel_err(dh0.cpu(), ref_dh0) < 4 * TOLERANCE[dtype]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+@pytest.mark.parametrize("B", [1, 16, 64])
+def test_resident_limit_long_sequence(dtype, nonlinearity, B):
+    check_long_sequence("resident", dtype, resident_limit(dtype, device_facts("cuda")[1]), B, nonlinearity)
+
+
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+@pytest.mark.parametrize("B", [1, 5, 64])
+def test_fma_limit_long_sequence(nonlinearity, B):
+    """fp32 by FMA at its limit, BLOCK_H = 128: the dispatcher's choice there (one program per batch row)."""
+    assert plan_for(128, B, torch.float32, "cuda").tier == "fma"
+    check_long_sequence("fma", torch.float32, 128, B, nonlinearity)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

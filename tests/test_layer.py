@@ -37,12 +37,16 @@ def check_layer_against_nn_rnn(case, dtype, kernel, device):
         if ref_grad is None:
             continue
         assert rel_err(grads[name].cpu(), ref_grad) < 4 * tol, name
-    assert layer.last_plans and all(p.tier == ("stepwise" if kernel == "stepwise" else "resident")
-                                    for p in layer.last_plans)
+    tier = kernel if kernel != "auto" else ("fma" if dtype == torch.float32 else "resident")  # CASES' sizes
+    assert layer.last_plans and all(p.tier == tier for p in layer.last_plans)
 
 
-@pytest.mark.parametrize("kernel", ["auto", "stepwise"])
-@pytest.mark.parametrize("dtype", DTYPES)
+# Every tier the dispatcher picks for CASES' sizes (auto), the resident tier where auto picks another (fp32),
+# and the stepwise one.
+KERNELS = [(dt, k) for dt in DTYPES for k in ("auto", "stepwise")] + [(torch.float32, "resident")]
+
+
+@pytest.mark.parametrize("dtype,kernel", KERNELS, ids=lambda v: str(v).replace("torch.", ""))
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_matches_nn_rnn_float64(case, dtype, kernel, device):
     check_layer_against_nn_rnn(case, dtype, kernel, device)
@@ -53,7 +57,7 @@ def test_matches_nn_rnn_float64(case, dtype, kernel, device):
 def test_fp32_products_match_nn_rnn_float64(case, fp32_product, device, monkeypatch):
     """The resident fp32 products other than the default, through the layer (both directions, stacked)."""
     monkeypatch.setattr(resident, "FP32_PRODUCT", fp32_product)
-    check_layer_against_nn_rnn(case, torch.float32, "auto", device)
+    check_layer_against_nn_rnn(case, torch.float32, "resident", device)
 
 
 def test_state_dict_round_trips_with_nn_rnn(device):

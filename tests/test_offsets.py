@@ -22,8 +22,8 @@ def test_every_persistent_kernel_computes_its_step_offsets_in_64_bits():
     rows = json.loads(compiled_without_interpreter(
         "import json; from time_offsets import kernel_problems; print(json.dumps(kernel_problems()))"))
     kernels = {r["kernel"] for r in rows}
-    assert kernels == {"resident_forward_kernel", "resident_backward_kernel", "split_forward_kernel",
-                       "split_backward_kernel"}
+    assert kernels == {"fma_forward_kernel", "fma_backward_kernel", "resident_forward_kernel",
+                       "resident_backward_kernel", "split_forward_kernel", "split_backward_kernel"}
     for row in rows:
         assert row["checked"] >= 2 and row["problems"] == [], row  # reads and writes at step t, all i64
 

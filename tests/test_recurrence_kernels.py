@@ -1,4 +1,4 @@
-"""The recurrence kernels themselves (resident, split and stepwise), forward and backward, against float64."""
+"""The recurrence kernels themselves (fma, resident, split and stepwise), forward and backward, against float64."""
 import pytest
 import torch
 
@@ -59,6 +59,15 @@ def test_resident_fp32_products_match_float64_reference(fp32_product, shape, non
     monkeypatch.setattr(resident, "FP32_PRODUCT", fp32_product)
     check_against_reference(plan_for(shape[2], shape[1], torch.float32, device, kernel="resident"), torch.float32,
                             shape, nonlinearity, reverse, device)
+
+
+@pytest.mark.parametrize("shape", [s for s in SHAPES if s[2] <= 128] + [(4, 3, 128)],
+                         ids=lambda s: "T{}-B{}-H{}".format(*s))
+@pytest.mark.parametrize("nonlinearity,reverse", [("tanh", False), ("relu", True)])
+def test_fma_kernels_match_float64_reference(shape, nonlinearity, reverse, device):
+    """fp32 by FMA, one program per batch row (B programs): every SHAPES case up to its limit, and at it."""
+    check_against_reference(plan_for(shape[2], shape[1], torch.float32, device, kernel="fma"), torch.float32, shape,
+                            nonlinearity, reverse, device)
 
 
 def test_hidden_state_carried_in_fp32_not_io_dtype(device):

@@ -15,6 +15,7 @@ import torch
 import yaml
 
 from kernels import plan_for
+from kernels.dispatch import TIERS
 from rnnbench import hardware, launches
 from rnnbench import profile as profiling
 from rnnbench.backends import BACKENDS
@@ -90,8 +91,9 @@ def test_triton_launches_are_counted_from_the_trace(profiled):
         assert len(marked) == 2 * per_pass == rec["recurrence_launches"]
         assert rec["recurrence_launches_per_step"] == pytest.approx(2 * per_pass / T)
     persistent = record(data, "triton")
+    plan = plan_for(H, B, torch.float32)  # the smoke scenario's dtype
     assert {k["kernel"] for k in persistent["kernels"] if k["group"] == "recurrence"} == \
-        {"resident_forward_kernel", "resident_backward_kernel"}
+        {kernel.__name__ for kernel in TIERS[plan.tier].kernels} == {"fma_forward_kernel", "fma_backward_kernel"}
     assert persistent["launches_by_group"]["backward GEMMs"] >= 3  # dW_ih, dU, dX over all T
     assert persistent["launches_by_group"]["input projection"] == 1
 
@@ -122,7 +124,7 @@ def test_persistent_recurrence_is_one_launch_per_sequence_at_any_length(tmp_path
 def test_compile_facts_match_the_audit(profiled):
     rec = record(profiled[1], "triton")
     plan = plan_for(H, B, torch.float32)
-    assert rec["note"] == plan.name and plan.tier == "resident"
+    assert rec["note"] == plan.name and plan.tier == "fma"
     arch = max(f["arch"] for f in rec["compile_facts"])  # 90 on CPU (80 and 90 are audited), else the GPU's
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     proc = subprocess.run([sys.executable, "-m", "kernels.audit", "--plan", plan.name, "--dtype", "float32",
@@ -136,7 +138,7 @@ def test_compile_facts_match_the_audit(profiled):
         fact = facts[(row["kernel"], arch)]
         for key in ("registers", "spill_bytes", "shared", "num_warps", "status"):
             assert fact[key] == row[key], key
-        assert fact["tier"] == "resident" and fact["plan"] == plan.name
+        assert fact["tier"] == plan.tier and fact["plan"] == plan.name
         occupancy = hardware.occupancy(row["registers"], row["shared"], row["num_warps"], arch)["occupancy"]
         assert fact["occupancy"] == occupancy
 
@@ -148,7 +150,7 @@ def test_compile_facts_tell_the_forward_and_backward_step_kernel_apart(profiled)
     arch = max(f["arch"] for f in record(data, "triton-stepwise")["compile_facts"])
     facts = [f for f in record(data, "triton-stepwise")["compile_facts"] if f["arch"] == arch]
     assert sorted((f["kernel"], f["pass"]) for f in facts) == [("step_kernel", "backward"), ("step_kernel", "forward")]
-    assert {f["pass"] for f in record(data, "triton")["compile_facts"] if f["kernel"] == "resident_backward_kernel"} \
+    assert {f["pass"] for f in record(data, "triton")["compile_facts"] if f["kernel"] == "fma_backward_kernel"} \
         == {"backward"}
     md = (folder / "profile" / "profile.md").read_text()
     for kernel_pass in ("forward", "backward"):
@@ -322,7 +324,7 @@ def test_report_section_plot_and_gpu_only_parts(profiled):
         assert "GPU only" in md and all("efficiency" not in r for r in data["backends"])
         assert data["floor"] is None and data["nvtx"] is False
         if record(data, "triton")["status"] == "ok":
-            assert "### Compile facts" in md and "regex:resident_forward_kernel" in data["ncu_command"]
+            assert "### Compile facts" in md and "regex:fma_forward_kernel" in data["ncu_command"]
     else:
         assert all("tflops" in r["efficiency"] for r in data["backends"] if r["status"] == "ok")
 

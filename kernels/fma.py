@@ -1,0 +1,142 @@
+"""FMA persistent kernels: fp32, one program per batch row, U in registers, the product by FMA.
+
+cuDNN's fp32 kernel for small H does this (RNN_blockPersist_fp_RNN: 8 CTAs for B = 8, U in
+registers, FMA; ../shared/gpu-runs/2026-11-25-h100/cudnn_kernels_ncu.md): fp32 accuracy with no
+tensor core, where the resident tier's 3xTF32 (resident.py) pays three MMAs, their waits and the
+TF32 splits on every step's serial chain. Per step, for one batch row b (a vector of H)::
+
+    forward:   a_t[n]  = xw_t[n] + sum_k U^T[k, n] h_{t-1}[k],   h_t = act(a_t)
+    backward:  g_t[n]  = dy_t[n] + sum_k U[k, n] da_{t+1}[k],     da_t = g_t * act'(h_t)
+               dh_0[n] = sum_k U[k, n] da_1[k]
+
+Both are one product, sum_k M[k, n] v[k], with the [BLOCK_H, BLOCK_H] operand M (U^T forward, U
+backward) held in registers for all T steps. M is read from a contiguous [H, H] matrix whose rows
+run along n (the forward's launcher passes U^T as a contiguous copy), so Triton's layout for it puts
+each thread's elements along n and the warps along k: each thread sums its k rows in registers (one
+FFMA per element per step), the warps' partial sums meet in shared memory, and the new state reaches
+every thread's k rows through shared memory. Compile audit, sm_90, BLOCK_H = 128 on 4 warps: 124
+FFMA and 211 instructions per step, 7 CTA barriers, 168 registers, no spills; the resident tier's
+3xTF32 takes 435 instructions per step on 8 warps (with 3 wgmma waits) for the same layer.
+
+Each program runs one batch row, so a batch of B takes B programs, and each holds its own copy of U.
+The dispatcher sends a layer here while B fits the SMs one program each (dispatch.py).
+"""
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+from .activations import ACTIVATION_CODES, activation_grad_from_output, apply_activation
+from .launch import Blocks
+from .runtime import interpreting
+
+
+@dataclass(frozen=True)
+class FmaBlocks(Blocks):
+    """Compile-time configuration of one FMA kernel."""
+    BLOCK_H: int    # H padded to a power of two, >= 16: the operand is BLOCK_H x BLOCK_H in every program
+    num_warps: int  # the operand's BLOCK_H^2 floats spread over 32 * num_warps threads
+
+
+def launch_keywords(config: FmaBlocks, nonlinearity: str, dtype: torch.dtype, interpreted: bool,
+                    backward: bool) -> dict:
+    """Everything an FMA kernel takes besides tensors and sizes (fp32 only; the same in the interpreter)."""
+    return config.keywords() | {"ACTIVATION": ACTIVATION_CODES[nonlinearity]}
+
+
+@triton.jit
+def load_operand(m_ptr, H, BLOCK_H: tl.constexpr):
+    """[BLOCK_H, BLOCK_H]: the contiguous [H, H] matrix at m_ptr, element [k, n] at k * H + n, zero-padded."""
+    offs_k = tl.arange(0, BLOCK_H)
+    offs_n = tl.arange(0, BLOCK_H)
+    return tl.load(m_ptr + offs_k[:, None] * H + offs_n[None, :],
+                   mask=(offs_k[:, None] < H) & (offs_n[None, :] < H), other=0.0)
+
+
+@triton.jit
+def vector_product(m, v):
+    """[BLOCK_H]: sum_k m[k, n] v[k], by FMA."""
+    return tl.sum(m * v[:, None], axis=0)
+
+
+@triton.jit
+def fma_forward_kernel(
+    xw_ptr,         # [T, B, H] input projection incl. both biases, fp32, contiguous
+    h0_ptr,         # [B, H] initial hidden state, contiguous
+    ut_ptr,         # [H, H] U^T, contiguous: element [k, n] is U[n, k]
+    y_ptr,          # [T, B, H] out: h_t for every t
+    T, B, H,        # sequence length, batch, hidden size
+    t_first,        # time index of the first step: 0, or T - 1 for the reverse direction
+    t_step,         # +1 or -1
+    ACTIVATION: tl.constexpr,  # 0 tanh, 1 relu
+    BLOCK_H: tl.constexpr,     # H padded to a power of two
+):
+    offs = tl.arange(0, BLOCK_H)
+    mask = offs < H
+    row = tl.program_id(0) * H + offs  # this program's batch row of a [B, H] matrix
+    resident_u = load_operand(ut_ptr, H, BLOCK_H)
+    stride = B * H
+    t = tl.cast(t_first, tl.int64)  # 64-bit: t * B * H can pass 2^31
+    h = tl.load(h0_ptr + row, mask=mask, other=0.0)
+    xw = tl.load(xw_ptr + t * stride + row, mask=mask, other=0.0)
+    for s in range(0, T):
+        # The next step's input, loaded while this step computes.
+        xw_next = tl.load(xw_ptr + (t + t_step) * stride + row, mask=mask & (s + 1 < T), other=0.0)
+        h = apply_activation(xw + vector_product(resident_u, h), ACTIVATION)
+        tl.store(y_ptr + t * stride + row, h, mask=mask)
+        t += t_step
+        xw = xw_next
+
+
+@triton.jit
+def fma_backward_kernel(
+    y_ptr,          # [T, B, H] forward hidden states h_t, fp32, contiguous
+    dy_ptr,         # [T, B, H] dL/dh_t from the layer's outputs (h_n's gradient included), contiguous
+    u_ptr,          # [H, H] recurrent weight U, contiguous
+    da_ptr,         # [T, B, H] out: dL/da_t
+    dh0_ptr,        # [B, H] out: dL/dh_0
+    T, B, H,        # sequence length, batch, hidden size
+    t_first,        # time index of the first reverse step: T - 1, or 0 for the reverse direction
+    t_step,         # -1 or +1
+    ACTIVATION: tl.constexpr, BLOCK_H: tl.constexpr,  # as in fma_forward_kernel
+):
+    offs = tl.arange(0, BLOCK_H)
+    mask = offs < H
+    row = tl.program_id(0) * H + offs
+    resident_u = load_operand(u_ptr, H, BLOCK_H)
+    stride = B * H
+    t = tl.cast(t_first, tl.int64)
+    da = tl.zeros((BLOCK_H,), tl.float32)  # nothing flows into the first reverse step but dy
+    h = tl.load(y_ptr + t * stride + row, mask=mask, other=0.0)
+    dy = tl.load(dy_ptr + t * stride + row, mask=mask, other=0.0)
+    for s in range(0, T):
+        # The next reverse step's inputs, loaded while this step computes.
+        h_next = tl.load(y_ptr + (t + t_step) * stride + row, mask=mask & (s + 1 < T), other=0.0)
+        dy_next = tl.load(dy_ptr + (t + t_step) * stride + row, mask=mask & (s + 1 < T), other=0.0)
+        da = (dy + vector_product(resident_u, da)) * activation_grad_from_output(h, ACTIVATION)
+        tl.store(da_ptr + t * stride + row, da, mask=mask)
+        t += t_step
+        h, dy = h_next, dy_next
+    tl.store(dh0_ptr + row, vector_product(resident_u, da), mask=mask)
+
+
+def fma_forward(xw: torch.Tensor, h0: torch.Tensor, u: torch.Tensor, reverse: bool, config: FmaBlocks,
+                nonlinearity: str) -> torch.Tensor:
+    """All hidden states [T, B, H] of one layer-direction; xw, h0, u contiguous fp32 on one device."""
+    T, B, H = xw.shape
+    y = torch.empty_like(xw)
+    fma_forward_kernel[(B,)](xw, h0, u.t().contiguous(), y, T, B, H, T - 1 if reverse else 0, -1 if reverse else 1,
+                             **launch_keywords(config, nonlinearity, xw.dtype, interpreting(), backward=False))
+    return y
+
+
+def fma_backward(y: torch.Tensor, dy: torch.Tensor, u: torch.Tensor, reverse: bool, config: FmaBlocks,
+                 nonlinearity: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(da [T, B, H], dh0 [B, H]) for one layer-direction, fp32; inputs contiguous."""
+    T, B, H = y.shape
+    da = torch.empty_like(y)
+    dh0 = torch.empty((B, H), dtype=y.dtype, device=y.device)
+    fma_backward_kernel[(B,)](y, dy, u, da, dh0, T, B, H, 0 if reverse else T - 1, 1 if reverse else -1,
+                              **launch_keywords(config, nonlinearity, y.dtype, interpreting(), backward=True))
+    return da, dh0
