@@ -516,7 +516,7 @@ def _efficiency_section(ran: list[dict], data: dict) -> list[str]:
     peaks = (f"Peaks: {gpu} datasheet (dense), see rnnbench/hardware.py." if gpu else
              f"{data['device_name']} is not in rnnbench/hardware.py's table of peaks: no share of peak.")
     floor_text = (f"Floor: {fmt(floor['us_per_step'])} us per step = {floor['what']}." if floor else
-                  "Floor: none (the triton backend did not run a resident plan here).")
+                  "Floor: none (the triton backend did not run a persistent plan here).")
     return [title, "Latency: p50 of triton.testing.do_bench; bandwidth counts compulsory bytes only (inputs and "
                    "outputs once), a lower bound. " + peaks + " " + floor_text,
             md_table(["backend", "latency ms", "us per step", "x floor", "TFLOP/s", "of peak", "GB/s", "of peak"],
