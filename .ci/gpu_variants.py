@@ -16,12 +16,14 @@ import argparse
 import contextlib
 import csv
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 import triton.testing
 
 from kernels import TritonRNN, dispatch, resident, split
+from kernels.launch import LaunchConfig
 from kernels.reference import run_module
 
 
@@ -36,14 +38,28 @@ def switched(module, name: str, value):
         setattr(module, name, before)
 
 
+@contextlib.contextmanager
+def resident_fp32(product: str):
+    """fp32 layers on the resident tier with this product: the fma tier, which serves their sizes first, off."""
+    with switched(dispatch, "FMA_CONFIGS", {}), switched(resident, "FP32_PRODUCT", product):
+        yield
+
+
 L2_PREFETCH_STEPS = (4, 16)  # the distances timed: about one HBM latency ahead, and well beyond it
 VARIANTS = {  # name -> a context manager factory
     "current": contextlib.nullcontext,
     # 16-bit per-step loads and stores: all by tl.load/tl.store, or all in the accumulator's layout
     "plain-io": lambda: switched(resident, "ACC_LAYOUT_IO_MAX_BLOCK_H", {"forward": 0, "backward": 0}),
     "acc-layout-io": lambda: switched(resident, "ACC_LAYOUT_IO_MAX_BLOCK_H", {"forward": 256, "backward": 256}),
-    # the resident fp32 product: fp32-tf32x3 (Triton's), fp32-one-dot-k, fp32-one-dot-m (resident.py)
-    **{f"fp32-{p}": (lambda p=p: switched(resident, "FP32_PRODUCT", p)) for p in resident.FP32_PRODUCTS},
+    # fp32 at H <= 128: today's fma tier (fma.py), up to 4 batch rows per SM (today's: 1, dispatch.FMA_MAX_ROWS_PER_SM),
+    # and the resident tier's products: fp32-tf32x3 (Triton's), fp32-one-dot-k, fp32-one-dot-m (resident.py)
+    "fp32-fma": contextlib.nullcontext,
+    "fp32-fma-shared-sms": lambda: switched(dispatch, "FMA_MAX_ROWS_PER_SM", 4),
+    # the fma tier with twice today's warps (fewer FFMA per thread, more warps to hide latency)
+    "fp32-fma-2x-warps": lambda: switched(dispatch, "FMA_CONFIGS", {
+        key: LaunchConfig(*(replace(b, num_warps=2 * b.num_warps) for b in (config.forward, config.backward)))
+        for key, config in dispatch.FMA_CONFIGS.items()}),
+    **{f"fp32-{p}": (lambda p=p: resident_fp32(p)) for p in resident.FP32_PRODUCTS},
     # the split tier at H = 1024 in 32-row slices where today's takes 16-row ones (dispatch.SPLIT_FINE_CONFIGS)
     "split-32-row-slices": lambda: switched(dispatch, "SPLIT_FINE_CONFIGS", {}),
     # each program's step inputs read in the step, after the barrier (today's: the first tile's a step ahead, before
@@ -58,7 +74,8 @@ VARIANTS = {  # name -> a context manager factory
 }
 SMALL = [(dt, h, b) for dt in ("bfloat16",) for h in (128, 256) for b in (8, 64)]
 FP32 = [("float32", h, b) for h in (128, 256, 512) for b in (8, 64)]
-FP32_RESIDENT = [("float32", h, b) for h in (64, 128) for b in (8, 64)]  # the fp32 resident tier's sizes
+FP32_RESIDENT = [("float32", h, b) for h in (64, 128) for b in (8, 64)]  # the fp32 fma and resident tiers' sizes
+FP32_MANY_ROWS = [("float32", 128, b) for b in (256, 512)]  # two and four rows per SM of an H100 or H200
 # The split tier's sizes: one tile per program up to B = 64 at H <= 1024, several tiles per program beyond
 SPLIT_BATCH = [("bfloat16", h, b) for h in (512, 1024, 2048) for b in (8, 64, 256)]
 # Where the split tier's 8-row tiles apply (B <= 8, or 8 per batch group: B = 16 spreads over two groups at H <= 1024)
@@ -70,7 +87,10 @@ CASES = {
     "current": SMALL + FP32 + SPLIT_PROBES,
     "plain-io": SMALL,
     "acc-layout-io": SMALL,
-    **{f"fp32-{p}": FP32_RESIDENT for p in resident.FP32_PRODUCTS},
+    "fp32-fma": FP32_RESIDENT,
+    "fp32-fma-shared-sms": FP32_MANY_ROWS,
+    "fp32-fma-2x-warps": FP32_RESIDENT,
+    **{f"fp32-{p}": FP32_RESIDENT + FP32_MANY_ROWS for p in resident.FP32_PRODUCTS},
     "split-32-row-slices": [c for c in SPLIT_PROBES if c[1] == 1024],
     "split-16-row-tiles": SPLIT_NARROW,
     "split-inputs-in-step": SPLIT_BATCH,
