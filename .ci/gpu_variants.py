@@ -69,6 +69,8 @@ VARIANTS = {  # name -> a context manager factory
     "split-16-row-tiles": lambda: switched(dispatch, "SPLIT_NARROW_BLOCK_B", 16),
     # the split kernels' tile loop kept where each program has one tile (today's drops it: dispatch.SPLIT_ONE_TILE)
     "split-tile-loop": lambda: switched(dispatch, "SPLIT_ONE_TILE", False),
+    # the tile loop, where programs run several tiles, pipelined over 3 stages (dispatch.SPLIT_TILE_LOOP_STAGES)
+    "split-tile-stages-3": lambda: switched(dispatch, "SPLIT_TILE_LOOP_STAGES", 3),
     # the resident kernels' step inputs prefetched into L2 this many steps ahead (resident.L2_PREFETCH_STEPS)
     **{f"l2-prefetch-{d}": (lambda d=d: switched(resident, "L2_PREFETCH_STEPS", d)) for d in L2_PREFETCH_STEPS},
 }
@@ -78,13 +80,15 @@ FP32_RESIDENT = [("float32", h, b) for h in (64, 128) for b in (8, 64)]  # the f
 FP32_MANY_ROWS = [("float32", 128, b) for b in (256, 512)]  # two and four rows per SM of an H100 or H200
 # The split tier's sizes: one tile per program up to B = 64 at H <= 1024, several tiles per program beyond
 SPLIT_BATCH = [("bfloat16", h, b) for h in (512, 1024, 2048) for b in (8, 64, 256)]
+# Where each program of the split tier runs several batch tiles per step (on 132 SMs)
+SPLIT_MANY_TILES = [("bfloat16", 512, 256), ("bfloat16", 1024, 256), ("bfloat16", 2048, 64), ("bfloat16", 2048, 256)]
 # Where the split tier's 8-row tiles apply (B <= 8, or 8 per batch group: B = 16 spreads over two groups at H <= 1024)
 SPLIT_NARROW = ([("bfloat16", h, b) for h in (512, 1024, 2048) for b in (1, 8, 16)]
                 + [("float32", h, 8) for h in (256, 512)])
 # Split-tier cases today's defaults are timed at beside the split variants of the same sizes
 SPLIT_PROBES = [("bfloat16", 512, b) for b in (8, 64)] + [("bfloat16", 1024, b) for b in (8, 16)]
 CASES = {
-    "current": SMALL + FP32 + SPLIT_PROBES,
+    "current": SMALL + FP32 + SPLIT_PROBES + SPLIT_MANY_TILES,
     "plain-io": SMALL,
     "acc-layout-io": SMALL,
     "fp32-fma": FP32_RESIDENT,
@@ -95,6 +99,7 @@ CASES = {
     "split-16-row-tiles": SPLIT_NARROW,
     "split-inputs-in-step": SPLIT_BATCH,
     "split-tile-loop": list(dict.fromkeys(SPLIT_BATCH + SPLIT_NARROW)),
+    "split-tile-stages-3": SPLIT_MANY_TILES,
     **{f"l2-prefetch-{d}": SMALL for d in L2_PREFETCH_STEPS},
 }
 

@@ -39,9 +39,10 @@ H a multiple of 16), and reports:
 Run it as `python -m kernels.audit` (prints the table, exits 1 on any failure); the test suite runs it too.
 `--fp32-product` audits the resident kernels with another fp32 product than the default
 (resident.FP32_PRODUCT), `--split-inputs-in-step` the split kernels with each step's input read in
-the step instead of a step ahead (split.INPUTS_AHEAD off), and `--l2-prefetch-steps N` the resident
-kernels with their step inputs prefetched into L2 N steps ahead (resident.L2_PREFETCH_STEPS), so
-that the variants a GPU will time can be compared here first.
+the step instead of a step ahead (split.INPUTS_AHEAD off), `--split-tile-loop-stages N` the split
+kernels' tile loop software-pipelined over N stages (dispatch.SPLIT_TILE_LOOP_STAGES), and
+`--l2-prefetch-steps N` the resident kernels with their step inputs prefetched into L2 N steps ahead
+(resident.L2_PREFETCH_STEPS), so that the variants a GPU will time can be compared here first.
 """
 from __future__ import annotations
 
@@ -484,7 +485,7 @@ class KernelSwitch:
 
 def kernel_switches() -> tuple[KernelSwitch, ...]:
     """Every kernel switch: what the variants a GPU will time change, so that they can be audited first."""
-    from . import resident, split
+    from . import dispatch, resident, split
     return (
         KernelSwitch("--fp32-product", resident, "FP32_PRODUCT", {"choices": resident.FP32_PRODUCTS},
                      "the resident kernels' fp32 product (default: resident.FP32_PRODUCT)"),
@@ -493,6 +494,9 @@ def kernel_switches() -> tuple[KernelSwitch, ...]:
         KernelSwitch("--split-inputs-in-step", split, "INPUTS_AHEAD", {"action": "store_false"},
                      "the split kernels with each step's input read in the step, not a step ahead "
                      "(split.INPUTS_AHEAD off)"),
+        KernelSwitch("--split-tile-loop-stages", dispatch, "SPLIT_TILE_LOOP_STAGES", {"type": int, "metavar": "N"},
+                     "software-pipeline stages of the split kernels' tile loop (default: "
+                     "dispatch.SPLIT_TILE_LOOP_STAGES)"),
     )
 
 

@@ -116,6 +116,14 @@ SPLIT_NARROW_BLOCK_B = 8
 # forward 230/260 (H = 512, 8-row tiles), 239/312 (H = 1024, 16-row slices), 290/361 (H = 2048), backward 246/314,
 # 273/366, 324/410; one CTA barrier fewer, no spills. Not yet timed (.ci/gpu_variants.py split-tile-loop).
 SPLIT_ONE_TILE = True
+# Software-pipeline stages (num_stages) of the split kernels' tile loop, where each program runs several batch tiles
+# per step (H = 2048 from B = 9 on 132 SMs): with 3, Triton's pipeliner loads the state of the next two tiles
+# (cp.async) while one is multiplied, after the step's barrier; the time loop, which holds the barrier's loop, is not
+# pipelined. On an H200 each further 16-row tile cost about 3.4-3.8 us per step at H = 2048 (3.38 at B = 8, 14.85 at
+# B = 64, 55 at B = 256), about twice what reading its state through L2 takes. Compile audit, sm_90 bf16: no spills,
+# forward at H = 2048 24 cp.async and 755 instructions per step (475 without), 216 registers (204). Not yet timed: 1
+# (no pipelining) until a GPU says otherwise (.ci/gpu_variants.py split-tile-stages-3, in bash .ci/gpu ncu-split).
+SPLIT_TILE_LOOP_STAGES = 1
 # The step kernel's configuration; float64 takes thinner K slices (32 spills on sm_90).
 STEPWISE_CONFIGS = {torch.float64: LaunchConfig(StepwiseBlocks(BLOCK_K=16), StepwiseBlocks(BLOCK_K=16))}
 STEPWISE_DEFAULT = LaunchConfig(StepwiseBlocks(), StepwiseBlocks())
@@ -234,19 +242,20 @@ def split_configs(dtype: torch.dtype, block_h: int) -> list[LaunchConfig[SplitBl
     of SPLIT_CONFIGS'; last, SPLIT_CONFIGS' itself, whose programs run their tiles one after another."""
     base = SPLIT_CONFIGS[(dtype, block_h)]
     fine = [SPLIT_FINE_CONFIGS[(dtype, block_h)]] if (dtype, block_h) in SPLIT_FINE_CONFIGS else []
-    candidates = fine + _narrow(base)
-    if SPLIT_ONE_TILE:
-        candidates = [LaunchConfig(*(replace(b, ONE_TILE=True) for b in (c.forward, c.backward)))
-                      for c in candidates + [base]]
-    return candidates + [base]
+    forms = fine + _narrow(base) + [base]
+    looped = [_with(c, num_stages=SPLIT_TILE_LOOP_STAGES) for c in forms]  # a tile loop in every step
+    first = [_with(c, ONE_TILE=True) for c in forms] if SPLIT_ONE_TILE else looped[:-1]
+    return first + looped[-1:]
+
+
+def _with(config: LaunchConfig[SplitBlocks], **changes) -> LaunchConfig[SplitBlocks]:
+    """config with these fields changed in both passes."""
+    return LaunchConfig(*(replace(blocks, **changes) for blocks in (config.forward, config.backward)))
 
 
 def _narrow(config: LaunchConfig[SplitBlocks]) -> list[LaunchConfig[SplitBlocks]]:
     """config with SPLIT_NARROW_BLOCK_B-row batch tiles where its tile is wider; else nothing."""
-    if config.forward.BLOCK_B <= SPLIT_NARROW_BLOCK_B:
-        return []
-    narrow = (replace(blocks, BLOCK_B=SPLIT_NARROW_BLOCK_B) for blocks in (config.forward, config.backward))
-    return [LaunchConfig(*narrow)]
+    return [_with(config, BLOCK_B=SPLIT_NARROW_BLOCK_B)] if config.forward.BLOCK_B > SPLIT_NARROW_BLOCK_B else []
 
 
 def split_config(dtype: torch.dtype, block_h: int, hidden_size: int, batch_size: int,

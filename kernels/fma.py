@@ -15,7 +15,7 @@ run along n (the forward's launcher passes U^T as a contiguous copy), so Triton'
 each thread's elements along n and the warps along k: each thread sums its k rows in registers (one
 FFMA per element per step), the warps' partial sums meet in shared memory, and the new state reaches
 every thread's k rows through shared memory. Compile audit, sm_90, BLOCK_H = 128 on 4 warps: 124
-FFMA and 211 instructions per step, 7 CTA barriers, 168 registers, no spills; the resident tier's
+FFMA and 211 instructions per step, 7 CTA barriers, 167 registers, no spills; the resident tier's
 3xTF32 takes 435 instructions per step on 8 warps (with 3 wgmma waits) for the same layer.
 
 Each program runs one batch row, so a batch of B takes B programs, and each holds its own copy of U.

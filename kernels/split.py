@@ -76,7 +76,7 @@ class SplitBlocks(Blocks):
     BLOCK_H: int     # H padded to a power of two: the product's K
     K_SPLIT: int     # K split over the warps, one part per warp (BLOCK_H / K_SPLIT >= 16)
     num_warps: int
-    num_stages: int = 1  # nothing prefetched across the grid barrier
+    num_stages: int = 1  # software-pipeline stages of the tile loop (within a step, after its barrier); 1: none
     ONE_TILE: bool = False  # every program runs one batch tile per step (the launcher checks): no tile loop in a step
 
 

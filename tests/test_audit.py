@@ -200,19 +200,21 @@ def test_l2_prefetch_is_in_the_time_loop_on_a_gpu_only(monkeypatch):
 def test_an_audit_in_another_process_gets_this_processs_kernel_switches(monkeypatch):
     """switch_arguments (what rnnbench profile passes to its audit subprocess) names every switch, and
     the audit's main sets them from those arguments."""
-    from kernels import audit, split
+    from kernels import audit, dispatch, split
     switches = [(resident, "FP32_PRODUCT", "one-dot-m", "tf32x3"), (resident, "L2_PREFETCH_STEPS", 4, 0),
-                (split, "INPUTS_AHEAD", False, True)]
+                (split, "INPUTS_AHEAD", False, True), (dispatch, "SPLIT_TILE_LOOP_STAGES", 3, 1)]
     assert {(s.module, s.name) for s in audit.kernel_switches()} == {(m, n) for m, n, _, _ in switches}
     for module, name, on, _ in switches:
         monkeypatch.setattr(module, name, on)
     arguments = audit.switch_arguments()
-    assert arguments == ["--fp32-product", "one-dot-m", "--l2-prefetch-steps", "4", "--split-inputs-in-step"]
+    assert arguments == ["--fp32-product", "one-dot-m", "--l2-prefetch-steps", "4", "--split-inputs-in-step",
+                         "--split-tile-loop-stages", "3"]
     for module, name, _, off in switches:
         monkeypatch.setattr(module, name, off)
     with pytest.raises(SystemExit):  # no plan of that name: main stops once it has set the switches
         audit.main(["--plan", "no-such-plan", *arguments])
-    assert (resident.FP32_PRODUCT, resident.L2_PREFETCH_STEPS, split.INPUTS_AHEAD) == ("one-dot-m", 4, False)
+    assert (resident.FP32_PRODUCT, resident.L2_PREFETCH_STEPS, split.INPUTS_AHEAD, dispatch.SPLIT_TILE_LOOP_STAGES) \
+        == ("one-dot-m", 4, False, 3)
 
 
 def test_every_dispatchable_configuration_compiles_clean(tmp_path):
