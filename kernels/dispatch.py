@@ -29,7 +29,7 @@ import triton
 
 from . import fma, resident, split, stepwise
 from .fma import FmaBlocks
-from .launch import LaunchConfig
+from .launch import SIXTEEN_BIT, LaunchConfig
 from .resident import ResidentBlocks
 from .runtime import PLANNING_ARCH, device_facts
 from .split import SplitBlocks
@@ -116,12 +116,13 @@ SPLIT_NARROW_BLOCK_B = 8
 # forward 230/260 (H = 512, 8-row tiles), 239/312 (H = 1024, 16-row slices), 290/361 (H = 2048), backward 246/314,
 # 273/366, 324/410; one CTA barrier fewer, no spills. Not yet timed (.ci/gpu_variants.py split-tile-loop).
 SPLIT_ONE_TILE = True
-# Software-pipeline stages (num_stages) of the split kernels' tile loop, where each program runs several batch tiles
-# per step (H = 2048 from B = 9 on 132 SMs): with 3, Triton's pipeliner loads the state of the next two tiles
+# Software-pipeline stages (num_stages) of the 16-bit split kernels' tile loop, where each program runs several batch
+# tiles per step (H = 2048 from B = 17 on 132 SMs): with 3, Triton's pipeliner loads the state of the next two tiles
 # (cp.async) while one is multiplied, after the step's barrier; the time loop, which holds the barrier's loop, is not
 # pipelined. On an H200 each further 16-row tile cost about 3.4-3.8 us per step at H = 2048 (3.38 at B = 8, 14.85 at
 # B = 64, 55 at B = 256), about twice what reading its state through L2 takes. Compile audit, sm_90 bf16: no spills,
-# forward at H = 2048 24 cp.async and 755 instructions per step (475 without), 216 registers (204). Not yet timed: 1
+# forward at H = 2048 24 cp.async and 755 instructions per step (475 without), 216 registers (204); fp32's tile
+# loops spill with it (H = 128 and 1024), so they keep 1. Not yet timed: 1
 # (no pipelining) until a GPU says otherwise (.ci/gpu_variants.py split-tile-stages-3, in bash .ci/gpu ncu-split).
 SPLIT_TILE_LOOP_STAGES = 1
 # The step kernel's configuration; float64 takes thinner K slices (32 spills on sm_90).
@@ -243,7 +244,8 @@ def split_configs(dtype: torch.dtype, block_h: int) -> list[LaunchConfig[SplitBl
     base = SPLIT_CONFIGS[(dtype, block_h)]
     fine = [SPLIT_FINE_CONFIGS[(dtype, block_h)]] if (dtype, block_h) in SPLIT_FINE_CONFIGS else []
     forms = fine + _narrow(base) + [base]
-    looped = [_with(c, num_stages=SPLIT_TILE_LOOP_STAGES) for c in forms]  # a tile loop in every step
+    stages = SPLIT_TILE_LOOP_STAGES if dtype in SIXTEEN_BIT else 1  # fp32's spill with it (compile audit)
+    looped = [_with(c, num_stages=stages) for c in forms]  # a tile loop in every step
     first = [_with(c, ONE_TILE=True) for c in forms] if SPLIT_ONE_TILE else looped[:-1]
     return first + looped[-1:]
 
