@@ -1,0 +1,60 @@
+""".ci/gpu_variants.py, the script a short GPU lease runs, checked here so that a lease is not spent on a
+broken one: every variant switches what it says and restores it, and a run writes its table."""
+import csv
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+from kernels import dispatch, resident, split
+
+SCRIPT = Path(__file__).resolve().parents[1] / ".ci" / "gpu_variants.py"
+
+
+@pytest.fixture(scope="module")
+def variants():
+    spec = importlib.util.spec_from_file_location("gpu_variants", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def switches() -> dict:
+    """Every module default the kernels read at launch: the upper-case names of dispatch, resident and split."""
+    return {(module.__name__, name): value for module in (dispatch, resident, split)
+            for name, value in vars(module).items() if name.isupper()}
+
+
+def test_every_variant_has_cases_and_restores_the_defaults(variants):
+    assert set(variants.VARIANTS) == set(variants.CASES)
+    before = switches()
+    for name, variant in variants.VARIANTS.items():
+        assert variants.CASES[name], name
+        with variant():
+            inside = switches()
+        assert switches() == before, name
+        assert (inside == before) == (name in ("current", "fp32-fma")), name  # those two time today's defaults
+
+
+def test_the_fp32_variants_pick_the_tier_they_name(variants):
+    plans = {}
+    for name in ("fp32-fma", "fp32-fma-2x-warps", "fp32-fma-shared-sms", "fp32-tf32x3", "fp32-one-dot-k"):
+        with variants.VARIANTS[name]():
+            plans[name] = (dispatch.plan_for(128, 8, torch.float32).name,
+                           dispatch.plan_for(128, 256, torch.float32).tier, resident.FP32_PRODUCT)
+    assert plans["fp32-fma"] == ("fma(BLOCK_H=128,num_warps=4)", "resident", "tf32x3")
+    assert plans["fp32-fma-2x-warps"][0] == "fma(BLOCK_H=128,num_warps=8)"
+    assert plans["fp32-fma-shared-sms"][1] == "fma"
+    assert plans["fp32-tf32x3"] == ("resident(BLOCK_B=16,BLOCK_H=128,num_warps=8)", "resident", "tf32x3")
+    assert plans["fp32-one-dot-k"][2] == "one-dot-k" and plans["fp32-one-dot-k"][0].startswith("resident(")
+
+
+def test_a_run_writes_its_table(variants, tmp_path, device):
+    if device == "cuda":
+        pytest.skip("on a GPU the script times real sizes: .ci/gpu runs it")
+    assert variants.main(["--out", str(tmp_path), "--device", "cpu", "--seq-len", "2", "--hidden", "64",
+                          "--batch", "8", "--variant", "fp32-fma", "fp32-tf32x3"]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "variants.csv")))
+    assert [(r["variant"], r["plan"].split("(")[0]) for r in rows] == [("fp32-fma", "fma"), ("fp32-tf32x3", "resident")]
+    assert all(float(r["triton_rel_err"]) < 1e-5 and not r.get("error") for r in rows)
