@@ -13,7 +13,8 @@ Tiers, tried in order:
   running its batch tiles one after another. Batches that fit take 8-row tiles (SPLIT_NARROW_BLOCK_B,
   mma.sync's N), at H = 1024 in slices of 16 rows (SPLIT_FINE_CONFIGS) where the batch fits those;
   wherever each program has one tile, its kernels have no tile loop (ONE_TILE, SPLIT_ONE_TILE).
-- stepwise: one launch per timestep (stepwise.py); serves any H.
+- stepwise: one launch per timestep (stepwise.py); serves any H. Its column tiles narrow where the batch and H
+  leave SMs idle (STEPWISE_BLOCK_N).
 
 Every configuration in FMA_CONFIGS, RESIDENT_CONFIGS and SPLIT_CONFIGS was chosen from the compile audit
 (kernels/audit.py checks each for sm_80 and sm_90): no spills, U kept out of shared memory in the
@@ -128,6 +129,13 @@ SPLIT_TILE_LOOP_STAGES = 1
 # The step kernel's configuration; float64 takes thinner K slices (32 spills on sm_90).
 STEPWISE_CONFIGS = {torch.float64: LaunchConfig(StepwiseBlocks(BLOCK_K=16), StepwiseBlocks(BLOCK_K=16))}
 STEPWISE_DEFAULT = LaunchConfig(StepwiseBlocks(), StepwiseBlocks())
+# The step kernel's BLOCK_N, widest first: stepwise_config takes the first whose grid, cdiv(B, BLOCK_B) x
+# cdiv(H, BLOCK_N) programs, gives every SM one (else the narrowest). Each program's K loop walks all of H, so where
+# the grid leaves SMs idle a step lasts one program's loop: on an H200, fp32 at H = 2048 (no persistent tier) took
+# 150 us per step at B = 8 (32 programs of 64 columns) and 160 at B = 64 (128 programs), the same per program
+# (results/race/20261126-h200-defaults). Compile audit, sm_90 fp32: the K loop's instructions per iteration 209 (64
+# columns), 128 (32), 86 (16); no spills in any dtype. Not yet timed.
+STEPWISE_BLOCK_N = (64, 32, 16)
 
 
 @dataclass(frozen=True)
@@ -182,8 +190,16 @@ def resident_limit(dtype: torch.dtype, arch: int = PLANNING_ARCH) -> int:
     return max((bh for (dt, bh) in RESIDENT_CONFIGS if dt == dtype and resident_served(dt, bh, arch)), default=0)
 
 
-def stepwise_config(dtype: torch.dtype) -> LaunchConfig[StepwiseBlocks]:
-    return STEPWISE_CONFIGS.get(dtype, STEPWISE_DEFAULT)
+def stepwise_configs(dtype: torch.dtype) -> list[LaunchConfig[StepwiseBlocks]]:
+    """Every step kernel configuration for dtype, in the order stepwise_config tries them (STEPWISE_BLOCK_N)."""
+    return [_with(STEPWISE_CONFIGS.get(dtype, STEPWISE_DEFAULT), BLOCK_N=n) for n in STEPWISE_BLOCK_N]
+
+
+def stepwise_config(dtype: torch.dtype, hidden_size: int, batch_size: int, sms: int) -> LaunchConfig[StepwiseBlocks]:
+    """The first of stepwise_configs whose grid gives every SM a program, else the narrowest."""
+    configs = stepwise_configs(dtype)
+    return next((c for c in configs if triton.cdiv(batch_size, c.forward.BLOCK_B) *
+                 triton.cdiv(hidden_size, c.forward.BLOCK_N) >= sms), configs[-1])
 
 
 def plan_for(hidden_size: int, batch_size: int, dtype: torch.dtype, device: torch.device | str | None = None,
@@ -194,10 +210,10 @@ def plan_for(hidden_size: int, batch_size: int, dtype: torch.dtype, device: torc
         raise ValueError(f"kernel must be one of {KERNEL_CHOICES}, got {kernel!r}")
     if dtype not in SUPPORTED_DTYPES:
         raise TypeError(f"dtype must be one of {SUPPORTED_DTYPES}, got {dtype}")
-    if kernel == "stepwise":
-        return KernelPlan("stepwise", stepwise_config(dtype), "requested")
-    block_h = padded_hidden(hidden_size)
     sms, arch = device_facts(device)
+    if kernel == "stepwise":
+        return KernelPlan("stepwise", stepwise_config(dtype, hidden_size, batch_size, sms), "requested")
+    block_h = padded_hidden(hidden_size)
     refusals = []
     for tier, make in (("fma", _fma_plan), ("resident", _resident_plan), ("split", _split_plan)):
         if kernel in ("auto", tier):
@@ -208,7 +224,7 @@ def plan_for(hidden_size: int, batch_size: int, dtype: torch.dtype, device: torc
     why = "; ".join(refusals)
     if kernel != "auto":
         raise ValueError(f"kernel={kernel!r} cannot serve this layer ({why}); use kernel='auto' or 'stepwise'")
-    return KernelPlan("stepwise", stepwise_config(dtype), why)
+    return KernelPlan("stepwise", stepwise_config(dtype, hidden_size, batch_size, sms), why)
 
 
 def _fma_plan(hidden_size, batch_size, dtype, block_h, sms, arch) -> KernelPlan | str:
@@ -250,7 +266,7 @@ def split_configs(dtype: torch.dtype, block_h: int) -> list[LaunchConfig[SplitBl
     return first + looped[-1:]
 
 
-def _with(config: LaunchConfig[SplitBlocks], **changes) -> LaunchConfig[SplitBlocks]:
+def _with(config: LaunchConfig, **changes) -> LaunchConfig:
     """config with these fields changed in both passes."""
     return LaunchConfig(*(replace(blocks, **changes) for blocks in (config.forward, config.backward)))
 

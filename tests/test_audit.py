@@ -30,7 +30,14 @@ from kernels.audit import (
     wgmma_shared_bytes,
     wgmma_waits,
 )
-from kernels.dispatch import FMA_CONFIGS, RESIDENT_CONFIGS, SPLIT_CONFIGS, SUPPORTED_DTYPES, resident_served
+from kernels.dispatch import (
+    FMA_CONFIGS,
+    RESIDENT_CONFIGS,
+    SPLIT_CONFIGS,
+    STEPWISE_BLOCK_N,
+    SUPPORTED_DTYPES,
+    resident_served,
+)
 
 from helpers import compiled_without_interpreter
 
@@ -239,7 +246,7 @@ def test_every_dispatchable_configuration_compiles_clean(tmp_path):
                 for arch in SM_COUNT)
     assert len(covered("split")) == split * 2 * 2
     assert {r["block_h"] for r in rows if r["tier"] == "split" and r["arch"] == 90} == {128, 256, 512, 1024, 2048}
-    assert sum(r["kernel"] == "step_kernel" for r in rows) == len(SUPPORTED_DTYPES) * 2 * 2 * 2
+    assert sum(r["kernel"] == "step_kernel" for r in rows) == len(SUPPORTED_DTYPES) * len(STEPWISE_BLOCK_N) * 2 * 2 * 2
     for r in rows:
         assert r["status"] == "ok" and r["spill_bytes"] == 0, r
         assert r["registers"] > 0 and r["shared"] <= r["shared_limit"]

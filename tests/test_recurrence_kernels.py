@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from kernels import resident, split
+from kernels import dispatch, resident, split
 from kernels.dispatch import TIERS, KernelPlan, plan_for, recurrence_backward, recurrence_forward
 from kernels.launch import LaunchConfig
 from kernels.runtime import interpreting
@@ -68,6 +68,14 @@ def test_fma_kernels_match_float64_reference(shape, nonlinearity, reverse, devic
     """fp32 by FMA, one program per batch row (B programs): every SHAPES case up to its limit, and at it."""
     check_against_reference(plan_for(shape[2], shape[1], torch.float32, device, kernel="fma"), torch.float32, shape,
                             nonlinearity, reverse, device)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("block_n", dispatch.STEPWISE_BLOCK_N)
+def test_every_stepwise_column_tile_matches_float64_reference(dtype, block_n, device):
+    """Each BLOCK_N the dispatcher can give the step kernel, H = 100 in two to seven column tiles."""
+    config = next(c for c in dispatch.stepwise_configs(dtype) if c.forward.BLOCK_N == block_n)
+    check_against_reference(KernelPlan("stepwise", config), dtype, (3, 5, 100), "tanh", False, device)
 
 
 def test_hidden_state_carried_in_fp32_not_io_dtype(device):
