@@ -71,6 +71,9 @@ VARIANTS = {  # name -> a context manager factory
     "split-tile-loop": lambda: switched(dispatch, "SPLIT_ONE_TILE", False),
     # the tile loop, where programs run several tiles, pipelined over 3 stages (dispatch.SPLIT_TILE_LOOP_STAGES)
     "split-tile-stages-3": lambda: switched(dispatch, "SPLIT_TILE_LOOP_STAGES", 3),
+    # the step kernel's 64-column tiles at every size (today's narrow them until the grid fills the SMs:
+    # dispatch.STEPWISE_BLOCK_N)
+    "stepwise-64-columns": lambda: switched(dispatch, "STEPWISE_BLOCK_N", (64,)),
     # the resident kernels' step inputs prefetched into L2 this many steps ahead (resident.L2_PREFETCH_STEPS)
     **{f"l2-prefetch-{d}": (lambda d=d: switched(resident, "L2_PREFETCH_STEPS", d)) for d in L2_PREFETCH_STEPS},
 }
@@ -82,13 +85,15 @@ FP32_MANY_ROWS = [("float32", 128, b) for b in (256, 512)]  # two and four rows 
 SPLIT_BATCH = [("bfloat16", h, b) for h in (512, 1024, 2048) for b in (8, 64, 256)]
 # Where each program of the split tier runs several batch tiles per step (on 132 SMs)
 SPLIT_MANY_TILES = [("bfloat16", 512, 256), ("bfloat16", 1024, 256), ("bfloat16", 2048, 64), ("bfloat16", 2048, 256)]
+# fp32 at H = 2048, which only the stepwise tier serves: 16-column tiles (B = 8) and 32 (B = 64) on 132 SMs
+FP32_STEPWISE = [("float32", 2048, 8), ("float32", 2048, 64)]
 # Where the split tier's 8-row tiles apply (B <= 8, or 8 per batch group: B = 16 spreads over two groups at H <= 1024)
 SPLIT_NARROW = ([("bfloat16", h, b) for h in (512, 1024, 2048) for b in (1, 8, 16)]
                 + [("float32", h, 8) for h in (256, 512)])
 # Split-tier cases today's defaults are timed at beside the split variants of the same sizes
 SPLIT_PROBES = [("bfloat16", 512, b) for b in (8, 64)] + [("bfloat16", 1024, b) for b in (8, 16)]
 CASES = {
-    "current": SMALL + FP32 + SPLIT_PROBES + SPLIT_MANY_TILES,
+    "current": SMALL + FP32 + SPLIT_PROBES + SPLIT_MANY_TILES + FP32_STEPWISE,
     "plain-io": SMALL,
     "acc-layout-io": SMALL,
     "fp32-fma": FP32_RESIDENT,
@@ -100,6 +105,7 @@ CASES = {
     "split-inputs-in-step": SPLIT_BATCH,
     "split-tile-loop": list(dict.fromkeys(SPLIT_BATCH + SPLIT_NARROW)),
     "split-tile-stages-3": SPLIT_MANY_TILES,
+    "stepwise-64-columns": FP32_STEPWISE,
     **{f"l2-prefetch-{d}": SMALL for d in L2_PREFETCH_STEPS},
 }
 
