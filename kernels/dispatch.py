@@ -204,8 +204,9 @@ def stepwise_config(dtype: torch.dtype, hidden_size: int, batch_size: int, sms: 
 
 def plan_for(hidden_size: int, batch_size: int, dtype: torch.dtype, device: torch.device | str | None = None,
              kernel: str = "auto") -> KernelPlan:
-    """The plan for a layer of this hidden size and batch in dtype on device (its SM count bounds the
-    split tier). kernel: 'auto' (first tier that fits) or a tier name (an error if it cannot serve)."""
+    """The plan for a layer of this hidden size and batch in dtype on device (its SM count bounds the fma tier's
+    batch, the split tier's slices and the stepwise grid). kernel: 'auto' (first tier that fits) or a tier name
+    (an error if it cannot serve)."""
     if kernel not in KERNEL_CHOICES:
         raise ValueError(f"kernel must be one of {KERNEL_CHOICES}, got {kernel!r}")
     if dtype not in SUPPORTED_DTYPES:
