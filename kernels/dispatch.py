@@ -32,7 +32,7 @@ from . import fma, resident, split, stepwise
 from .fma import FmaBlocks
 from .launch import SIXTEEN_BIT, LaunchConfig
 from .resident import ResidentBlocks
-from .runtime import PLANNING_ARCH, device_facts
+from .runtime import PLANNING_ARCH, co_resident_programs, device_facts
 from .split import SplitBlocks
 from .stepwise import StepwiseBlocks
 
@@ -130,7 +130,8 @@ SPLIT_TILE_LOOP_STAGES = 1
 STEPWISE_CONFIGS = {torch.float64: LaunchConfig(StepwiseBlocks(BLOCK_K=16), StepwiseBlocks(BLOCK_K=16))}
 STEPWISE_DEFAULT = LaunchConfig(StepwiseBlocks(), StepwiseBlocks())
 # The step kernel's BLOCK_N, widest first: stepwise_config takes the first whose grid, cdiv(B, BLOCK_B) x
-# cdiv(H, BLOCK_N) programs, gives every SM one (else the narrowest). Each program's K loop walks all of H, so where
+# cdiv(H, BLOCK_N) programs, gives every SM one (else the narrowest; in the interpreter, which runs one program at a
+# time, the widest). Each program's K loop walks all of H, so where
 # the grid leaves SMs idle a step lasts one program's loop: on an H200, fp32 at H = 2048 (no persistent tier) took
 # 150 us per step at B = 8 (32 programs of 64 columns) and 160 at B = 64 (128 programs), the same per program
 # (results/race/20261126-h200-defaults). Compile audit, sm_90 fp32: the K loop's instructions per iteration 209 (64
@@ -195,11 +196,13 @@ def stepwise_configs(dtype: torch.dtype) -> list[LaunchConfig[StepwiseBlocks]]:
     return [_with(STEPWISE_CONFIGS.get(dtype, STEPWISE_DEFAULT), BLOCK_N=n) for n in STEPWISE_BLOCK_N]
 
 
-def stepwise_config(dtype: torch.dtype, hidden_size: int, batch_size: int, sms: int) -> LaunchConfig[StepwiseBlocks]:
-    """The first of stepwise_configs whose grid gives every SM a program, else the narrowest."""
+def stepwise_config(dtype: torch.dtype, hidden_size: int, batch_size: int,
+                    programs: int) -> LaunchConfig[StepwiseBlocks]:
+    """The first of stepwise_configs whose grid has at least as many programs as run at once (co_resident_programs:
+    the SMs; one in the interpreter, where the widest tiles are the cheapest), else the narrowest."""
     configs = stepwise_configs(dtype)
     return next((c for c in configs if triton.cdiv(batch_size, c.forward.BLOCK_B) *
-                 triton.cdiv(hidden_size, c.forward.BLOCK_N) >= sms), configs[-1])
+                 triton.cdiv(hidden_size, c.forward.BLOCK_N) >= programs), configs[-1])
 
 
 def plan_for(hidden_size: int, batch_size: int, dtype: torch.dtype, device: torch.device | str | None = None,
@@ -213,7 +216,8 @@ def plan_for(hidden_size: int, batch_size: int, dtype: torch.dtype, device: torc
         raise TypeError(f"dtype must be one of {SUPPORTED_DTYPES}, got {dtype}")
     sms, arch = device_facts(device)
     if kernel == "stepwise":
-        return KernelPlan("stepwise", stepwise_config(dtype, hidden_size, batch_size, sms), "requested")
+        return KernelPlan("stepwise", stepwise_config(dtype, hidden_size, batch_size, co_resident_programs(device)),
+                          "requested")
     block_h = padded_hidden(hidden_size)
     refusals = []
     for tier, make in (("fma", _fma_plan), ("resident", _resident_plan), ("split", _split_plan)):
@@ -225,7 +229,7 @@ def plan_for(hidden_size: int, batch_size: int, dtype: torch.dtype, device: torc
     why = "; ".join(refusals)
     if kernel != "auto":
         raise ValueError(f"kernel={kernel!r} cannot serve this layer ({why}); use kernel='auto' or 'stepwise'")
-    return KernelPlan("stepwise", stepwise_config(dtype, hidden_size, batch_size, sms), why)
+    return KernelPlan("stepwise", stepwise_config(dtype, hidden_size, batch_size, co_resident_programs(device)), why)
 
 
 def _fma_plan(hidden_size, batch_size, dtype, block_h, sms, arch) -> KernelPlan | str:

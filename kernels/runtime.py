@@ -48,7 +48,9 @@ def device_facts(device: torch.device | str | None) -> tuple[int, int]:
     return PLANNING_SM_COUNT, PLANNING_ARCH
 
 
-def co_resident_programs(device: torch.device) -> int:
-    """Programs that can run at the same time on device: one per SM on a GPU (the split tier's rule);
-    one in the interpreter, which runs the programs of a grid one after another."""
-    return device_facts(device)[0] if device.type == "cuda" else 1
+def co_resident_programs(device: torch.device | str | None) -> int:
+    """Programs that can run at the same time on device: one per SM on a GPU (the split tier's rule; an H100's
+    for plans made without a device); one in the interpreter, which runs the programs of a grid one after another."""
+    if device is not None and torch.device(device).type != "cuda":
+        return 1
+    return device_facts(device)[0]
