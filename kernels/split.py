@@ -147,6 +147,20 @@ def step_tile(ptr, t, tile, cols, B, H, BLOCK_B: tl.constexpr, valid):
 
 
 @triton.jit
+def tile_input(ptr, first, t, tile, group, cols, B, H, BLOCK_B: tl.constexpr, INPUTS_AHEAD: tl.constexpr,
+               ONE_TILE: tl.constexpr):
+    """A tile's step-t input (xw; h and dy backward): for the group's first tile, first, as loaded a step ahead
+    (INPUTS_AHEAD; else first is None and unused); for the others, read now."""
+    if INPUTS_AHEAD:
+        if ONE_TILE:  # the group's only tile: no choice to make
+            return first
+        else:
+            return tl.where(tile == group, first, step_tile(ptr, t, tile, cols, B, H, BLOCK_B, tile != group))
+    else:
+        return step_tile(ptr, t, tile, cols, B, H, BLOCK_B, True)
+
+
+@triton.jit
 def forward_tile(u3, prev_ptr, xw, y_ptr, t, tile, cols, B, H, ACTIVATION: tl.constexpr, BLOCK_B: tl.constexpr,
                  BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, K_SPLIT: tl.constexpr,
                  DOT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr,
@@ -220,6 +234,7 @@ def split_forward_kernel(
     if INPUTS_AHEAD:  # the group's first tile of the next step's xw
         xw_ahead = step_tile(xw_ptr, t + t_step, group, cols, B, H, BLOCK_B, T > 1)
     for s in range(1, T):
+        xw_first = None  # the group's first tile's xw, with INPUTS_AHEAD loaded a step ago
         if INPUTS_AHEAD:
             xw_first = xw_ahead
             xw_ahead = step_tile(xw_ptr, t + 2 * t_step, group, cols, B, H, BLOCK_B, s + 1 < T)
@@ -227,20 +242,13 @@ def split_forward_kernel(
             grid_barrier(counter_ptr + group, status_ptr, s * slices)
         prev_ptr = y_ptr + t * B * H
         t += t_step
-        if ONE_TILE:  # the group's only tile: no loop, and no choice of where its input comes from
-            if INPUTS_AHEAD:
-                xw = xw_first
-            else:
-                xw = step_tile(xw_ptr, t, group, cols, B, H, BLOCK_B, True)
+        if ONE_TILE:  # the group's only tile: no loop
+            xw = tile_input(xw_ptr, xw_first, t, group, group, cols, B, H, BLOCK_B, INPUTS_AHEAD, ONE_TILE)
             forward_tile(u3, prev_ptr, xw, y_ptr, t, group, cols, B, H, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT,
                          DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY, FAST_TANH)
         else:
             for tile in range(group, tiles, groups):
-                if INPUTS_AHEAD:  # the first tile's xw is there; the others' are read now
-                    xw = tl.where(tile == group, xw_first,
-                                  step_tile(xw_ptr, t, tile, cols, B, H, BLOCK_B, tile != group))
-                else:
-                    xw = step_tile(xw_ptr, t, tile, cols, B, H, BLOCK_B, True)
+                xw = tile_input(xw_ptr, xw_first, t, tile, group, cols, B, H, BLOCK_B, INPUTS_AHEAD, ONE_TILE)
                 forward_tile(u3, prev_ptr, xw, y_ptr, t, tile, cols, B, H, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H,
                              K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY, FAST_TANH)
 
@@ -280,6 +288,7 @@ def split_backward_kernel(
         h_ahead = step_tile(y_ptr, t + t_step, group, cols, B, H, BLOCK_B, T > 1)
         dy_ahead = step_tile(dy_ptr, t + t_step, group, cols, B, H, BLOCK_B, T > 1)
     for s in range(1, T):
+        h_first, dy_first = None, None  # the group's first tile's h and dy, with INPUTS_AHEAD loaded a step ago
         if INPUTS_AHEAD:
             h_first, dy_first = h_ahead, dy_ahead
             h_ahead = step_tile(y_ptr, t + 2 * t_step, group, cols, B, H, BLOCK_B, s + 1 < T)
@@ -289,22 +298,14 @@ def split_backward_kernel(
         next_ptr = da_ptr + t * B * H
         t += t_step
         if ONE_TILE:  # the group's only tile (as in split_forward_kernel)
-            if INPUTS_AHEAD:
-                h, dy = h_first, dy_first
-            else:
-                h = step_tile(y_ptr, t, group, cols, B, H, BLOCK_B, True)
-                dy = step_tile(dy_ptr, t, group, cols, B, H, BLOCK_B, True)
+            h = tile_input(y_ptr, h_first, t, group, group, cols, B, H, BLOCK_B, INPUTS_AHEAD, ONE_TILE)
+            dy = tile_input(dy_ptr, dy_first, t, group, group, cols, B, H, BLOCK_B, INPUTS_AHEAD, ONE_TILE)
             backward_tile(u3, next_ptr, h, dy, da_ptr, t, group, cols, B, H, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H,
                           K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY)
         else:
             for tile in range(group, tiles, groups):
-                if INPUTS_AHEAD:  # the first tile's inputs are there; the others' are read now
-                    h = tl.where(tile == group, h_first, step_tile(y_ptr, t, tile, cols, B, H, BLOCK_B, tile != group))
-                    dy = tl.where(tile == group, dy_first,
-                                  step_tile(dy_ptr, t, tile, cols, B, H, BLOCK_B, tile != group))
-                else:
-                    h = step_tile(y_ptr, t, tile, cols, B, H, BLOCK_B, True)
-                    dy = step_tile(dy_ptr, t, tile, cols, B, H, BLOCK_B, True)
+                h = tile_input(y_ptr, h_first, t, tile, group, cols, B, H, BLOCK_B, INPUTS_AHEAD, ONE_TILE)
+                dy = tile_input(dy_ptr, dy_first, t, tile, group, cols, B, H, BLOCK_B, INPUTS_AHEAD, ONE_TILE)
                 backward_tile(u3, next_ptr, h, dy, da_ptr, t, tile, cols, B, H, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H,
                               K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY)
 
