@@ -123,19 +123,19 @@ SPLIT_ONE_TILE = True
 # pipelined. On an H200 each further 16-row tile cost about 3.4-3.8 us per step at H = 2048 (3.38 at B = 8, 14.85 at
 # B = 64, 55 at B = 256), about twice what reading its state through L2 takes. Compile audit, sm_90 bf16: no spills,
 # forward at H = 2048 24 cp.async and 755 instructions per step (475 without), 216 registers (204); fp32's tile
-# loops spill with it (H = 128 and 1024), so they keep 1. Not yet timed: 1
-# (no pipelining) until a GPU says otherwise (.ci/gpu_variants.py split-tile-stages-3, in bash .ci/gpu ncu-split).
+# loops spill with it (H = 128 and 1024), so they keep 1. Not yet timed: 1 (no pipelining) until a GPU says
+# otherwise (.ci/gpu_variants.py split-tile-stages-3, in bash .ci/gpu ncu-split).
 SPLIT_TILE_LOOP_STAGES = 1
 # The step kernel's configuration; float64 takes thinner K slices (32 spills on sm_90).
 STEPWISE_CONFIGS = {torch.float64: LaunchConfig(StepwiseBlocks(BLOCK_K=16), StepwiseBlocks(BLOCK_K=16))}
 STEPWISE_DEFAULT = LaunchConfig(StepwiseBlocks(), StepwiseBlocks())
 # The step kernel's BLOCK_N, widest first: stepwise_config takes the first whose grid, cdiv(B, BLOCK_B) x
 # cdiv(H, BLOCK_N) programs, gives every SM one (else the narrowest; in the interpreter, which runs one program at a
-# time, the widest). Each program's K loop walks all of H, so where
-# the grid leaves SMs idle a step lasts one program's loop: on an H200, fp32 at H = 2048 (no persistent tier) took
-# 150 us per step at B = 8 (32 programs of 64 columns) and 160 at B = 64 (128 programs), the same per program
-# (results/race/20261126-h200-defaults). Compile audit, sm_90 fp32: the K loop's instructions per iteration 209 (64
-# columns), 128 (32), 86 (16); no spills in any dtype. Not yet timed.
+# time, the widest). Each program's K loop walks all of H, so where the grid leaves SMs idle a step lasts one
+# program's loop: on an H200, fp32 at H = 2048 (no persistent tier) took 150 us per step at B = 8 (32 programs of 64
+# columns) and 160 at B = 64 (128 programs), the same per program (results/race/20261126-h200-defaults). Compile
+# audit, sm_90 fp32: the K loop's instructions per iteration 209 (64 columns), 128 (32), 86 (16); no spills in any
+# dtype. Not yet timed.
 STEPWISE_BLOCK_N = (64, 32, 16)
 
 
@@ -216,8 +216,7 @@ def plan_for(hidden_size: int, batch_size: int, dtype: torch.dtype, device: torc
         raise TypeError(f"dtype must be one of {SUPPORTED_DTYPES}, got {dtype}")
     sms, arch = device_facts(device)
     if kernel == "stepwise":
-        return KernelPlan("stepwise", stepwise_config(dtype, hidden_size, batch_size, co_resident_programs(device)),
-                          "requested")
+        return _stepwise_plan(hidden_size, batch_size, dtype, device, "requested")
     block_h = padded_hidden(hidden_size)
     refusals = []
     for tier, make in (("fma", _fma_plan), ("resident", _resident_plan), ("split", _split_plan)):
@@ -229,7 +228,12 @@ def plan_for(hidden_size: int, batch_size: int, dtype: torch.dtype, device: torc
     why = "; ".join(refusals)
     if kernel != "auto":
         raise ValueError(f"kernel={kernel!r} cannot serve this layer ({why}); use kernel='auto' or 'stepwise'")
-    return KernelPlan("stepwise", stepwise_config(dtype, hidden_size, batch_size, co_resident_programs(device)), why)
+    return _stepwise_plan(hidden_size, batch_size, dtype, device, why)
+
+
+def _stepwise_plan(hidden_size, batch_size, dtype, device, reason: str) -> KernelPlan:
+    """The stepwise plan: its grid sized for the programs that run at once on device."""
+    return KernelPlan("stepwise", stepwise_config(dtype, hidden_size, batch_size, co_resident_programs(device)), reason)
 
 
 def _fma_plan(hidden_size, batch_size, dtype, block_h, sms, arch) -> KernelPlan | str:
