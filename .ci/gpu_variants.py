@@ -16,14 +16,12 @@ import argparse
 import contextlib
 import csv
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import torch
 import triton.testing
 
 from kernels import TritonRNN, dispatch, resident, split
-from kernels.launch import LaunchConfig
 from kernels.reference import run_module
 
 
@@ -57,8 +55,7 @@ VARIANTS = {  # name -> a context manager factory
     "fp32-fma-shared-sms": lambda: switched(dispatch, "FMA_MAX_ROWS_PER_SM", 4),
     # the fma tier with twice today's warps (fewer FFMA per thread, more warps to hide latency)
     "fp32-fma-2x-warps": lambda: switched(dispatch, "FMA_CONFIGS", {
-        key: LaunchConfig(*(replace(b, num_warps=2 * b.num_warps) for b in (config.forward, config.backward)))
-        for key, config in dispatch.FMA_CONFIGS.items()}),
+        key: config.replace(num_warps=2 * config.forward.num_warps) for key, config in dispatch.FMA_CONFIGS.items()}),
     **{f"fp32-{p}": (lambda p=p: resident_fp32(p)) for p in resident.FP32_PRODUCTS},
     # the split tier at H = 1024 in 32-row slices where today's takes 16-row ones (dispatch.SPLIT_FINE_CONFIGS)
     "split-32-row-slices": lambda: switched(dispatch, "SPLIT_FINE_CONFIGS", {}),

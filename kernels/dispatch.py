@@ -23,7 +23,7 @@ time loop, the fewest warps that allow it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import torch
 import triton
@@ -193,7 +193,7 @@ def resident_limit(dtype: torch.dtype, arch: int = PLANNING_ARCH) -> int:
 
 def stepwise_configs(dtype: torch.dtype) -> list[LaunchConfig[StepwiseBlocks]]:
     """Every step kernel configuration for dtype, in the order stepwise_config tries them (STEPWISE_BLOCK_N)."""
-    return [_with(STEPWISE_CONFIGS.get(dtype, STEPWISE_DEFAULT), BLOCK_N=n) for n in STEPWISE_BLOCK_N]
+    return [STEPWISE_CONFIGS.get(dtype, STEPWISE_DEFAULT).replace(BLOCK_N=n) for n in STEPWISE_BLOCK_N]
 
 
 def stepwise_config(dtype: torch.dtype, hidden_size: int, batch_size: int,
@@ -270,19 +270,14 @@ def split_configs(dtype: torch.dtype, block_h: int) -> list[LaunchConfig[SplitBl
     fine = [SPLIT_FINE_CONFIGS[(dtype, block_h)]] if (dtype, block_h) in SPLIT_FINE_CONFIGS else []
     forms = fine + _narrow(base) + [base]
     stages = SPLIT_TILE_LOOP_STAGES if dtype in SIXTEEN_BIT else 1  # fp32's spill with it (compile audit)
-    looped = [_with(c, num_stages=stages) for c in forms]  # a tile loop in every step
-    first = [_with(c, ONE_TILE=True) for c in forms] if SPLIT_ONE_TILE else looped[:-1]
+    looped = [c.replace(num_stages=stages) for c in forms]  # a tile loop in every step
+    first = [c.replace(ONE_TILE=True) for c in forms] if SPLIT_ONE_TILE else looped[:-1]
     return first + looped[-1:]
-
-
-def _with(config: LaunchConfig, **changes) -> LaunchConfig:
-    """config with these fields changed in both passes."""
-    return LaunchConfig(*(replace(blocks, **changes) for blocks in (config.forward, config.backward)))
 
 
 def _narrow(config: LaunchConfig[SplitBlocks]) -> list[LaunchConfig[SplitBlocks]]:
     """config with SPLIT_NARROW_BLOCK_B-row batch tiles where its tile is wider; else nothing."""
-    return [_with(config, BLOCK_B=SPLIT_NARROW_BLOCK_B)] if config.forward.BLOCK_B > SPLIT_NARROW_BLOCK_B else []
+    return [config.replace(BLOCK_B=SPLIT_NARROW_BLOCK_B)] if config.forward.BLOCK_B > SPLIT_NARROW_BLOCK_B else []
 
 
 def split_config(dtype: torch.dtype, block_h: int, hidden_size: int, batch_size: int,

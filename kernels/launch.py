@@ -61,6 +61,10 @@ class LaunchConfig(Generic[B]):
     forward: B
     backward: B
 
+    def replace(self, **changes) -> LaunchConfig[B]:
+        """This configuration with these fields changed in both passes."""
+        return LaunchConfig(*(dataclasses.replace(blocks, **changes) for blocks in (self.forward, self.backward)))
+
     def __str__(self) -> str:
         if self.forward == self.backward:
             return str(self.forward)
