@@ -230,7 +230,7 @@ TIME_LOOP = re.compile(r"scf\.for \S+ = \S+ to %T step")  # the kernels' `for s 
 def _time_loop(ttgir: str) -> tuple[str, str]:
     """(the TTGIR before the time loop, the text of its body), the body found by matching braces."""
     start = TIME_LOOP.search(ttgir).start()
-    open_at = ttgir.index("{", start)
+    open_at = ttgir.index("{\n", start)  # the region's brace ends the line; types hold braces too
     depth = 0
     for i in range(open_at, len(ttgir)):
         depth += {"{": 1, "}": -1}.get(ttgir[i], 0)

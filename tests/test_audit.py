@@ -51,6 +51,16 @@ def test_u_hoisted_check_can_fail():
     assert not u_hoisted(u_load + time_loop_with.format(u_load))
 
 
+def test_the_time_loop_body_is_its_region_past_braces_in_its_types():
+    """An fma kernel's loop carries slice-layout vectors, whose types hold braces: the loop's body is still the
+    region that follows them, so a load of U in it is found."""
+    header = ("%a:2 = scf.for %s = %c0 to %T step %c1 iter_args(%h = %h0) -> "
+              "(tensor<256xf32, #ttg.slice<{dim = 0, parent = #blocked}>>) : i32 {\n")
+    u_load = "%resident_u = tt.load %p\n"
+    assert u_hoisted(u_load + header + " %x = tt.load %q\n  scf.yield %h\n}\n")
+    assert not u_hoisted(u_load + header + " " + u_load + "  scf.yield %h\n}\n")
+
+
 def test_barrier_atomics_check_can_fail():
     both = "@%p1 red.global.gpu.release.add.u32 [%rd1+0], %r1;\n@%p1 ld.global.gpu.acquire.b32 %r2, [%rd1+0];"
     assert barrier_atomics(both)
