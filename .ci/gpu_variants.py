@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 import triton.testing
 
-from kernels import TritonRNN, dispatch, resident, split
+from kernels import TritonRNN, dispatch, fma, resident, split
 from kernels.reference import run_module
 
 
@@ -57,6 +57,9 @@ VARIANTS = {  # name -> a context manager factory
     "fp32-fma-2x-warps": lambda: switched(dispatch, "FMA_CONFIGS", {
         key: config.replace(num_warps=2 * config.forward.num_warps) for key, config in dispatch.FMA_CONFIGS.items()}),
     **{f"fp32-{p}": (lambda p=p: resident_fp32(p)) for p in resident.FP32_PRODUCTS},
+    # fp32 at H = 256 on the split tier, as before the fma tier took it with half of U streamed (fma.STREAM_HALF)
+    "fp32-split-256": lambda: switched(dispatch, "FMA_CONFIGS", {
+        key: config for key, config in dispatch.FMA_CONFIGS.items() if key[1] <= fma.HELD_MAX_BLOCK_H}),
     # the split tier at H = 1024 in 32-row slices where today's takes 16-row ones (dispatch.SPLIT_FINE_CONFIGS)
     "split-32-row-slices": lambda: switched(dispatch, "SPLIT_FINE_CONFIGS", {}),
     # each program's step inputs read in the step, after the barrier (today's: the first tile's a step ahead, before
@@ -78,6 +81,7 @@ SMALL = [(dt, h, b) for dt in ("bfloat16",) for h in (128, 256) for b in (8, 64)
 FP32 = [("float32", h, b) for h in (128, 256, 512) for b in (8, 64)]
 FP32_RESIDENT = [("float32", h, b) for h in (64, 128) for b in (8, 64)]  # the fp32 fma and resident tiers' sizes
 FP32_MANY_ROWS = [("float32", 128, b) for b in (256, 512)]  # two and four rows per SM of an H100 or H200
+FP32_FMA_256 = [("float32", 256, b) for b in (8, 64)]  # the fma tier with half of U streamed, against the split tier
 # The split tier's sizes: one tile per program up to B = 64 at H <= 1024, several tiles per program beyond
 SPLIT_BATCH = [("bfloat16", h, b) for h in (512, 1024, 2048) for b in (8, 64, 256)]
 # Where each program of the split tier runs several batch tiles per step (on 132 SMs)
@@ -93,7 +97,8 @@ CASES = {
     "current": SMALL + FP32 + SPLIT_PROBES + SPLIT_MANY_TILES + FP32_STEPWISE,
     "plain-io": SMALL,
     "acc-layout-io": SMALL,
-    "fp32-fma": FP32_RESIDENT,
+    "fp32-fma": FP32_RESIDENT + FP32_FMA_256,
+    "fp32-split-256": FP32_FMA_256,
     "fp32-fma-shared-sms": FP32_MANY_ROWS,
     "fp32-fma-2x-warps": FP32_RESIDENT,
     **{f"fp32-{p}": FP32_RESIDENT + FP32_MANY_ROWS for p in resident.FP32_PRODUCTS},
@@ -167,12 +172,16 @@ def main(argv=None) -> int:
                 rows.append({"variant": variant, "dtype": dtype, "hidden": hidden, "batch": batch,
                              "error": f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"})
             print(rows[-1], flush=True)
+            write_table(rows, args.out / "variants.csv")  # every case: a step cut off at its limit keeps them
+    return 0
+
+
+def write_table(rows: list[dict], path: Path) -> None:
     keys = list(dict.fromkeys(k for r in rows for k in r))
-    with open(args.out / "variants.csv", "w", newline="") as f:
+    with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=keys)
         writer.writeheader()
         writer.writerows(rows)
-    return 0
 
 
 if __name__ == "__main__":

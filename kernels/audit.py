@@ -13,8 +13,13 @@ H a multiple of 16), and reports:
   - U hoisted: U, or the program's slice of it, is loaded from global memory before the time loop
     and never inside it (TTGIR: its loads come before the first scf.for);
   - U in: where U lives during the loop, "registers" or "shared" (TTGIR: "shared" when an op in the
-    time loop reads a shared-memory buffer allocated before the loop and never written in it).
-    Every persistent configuration must hold it in registers;
+    time loop reads a shared-memory buffer allocated before the loop and never written in it), or
+    "regs+L1" for the fma tier at BLOCK_H = 256, which holds half of U in registers and reads the other
+    half from global memory every step (its loads, named streamed_u, are in the loop; each SM's L1
+    keeps those rows). No persistent configuration may hold it in shared memory;
+  - U L1/step: the bytes of U the program loads from global memory per step (the time loop's
+    evict_last loads, LDG.*.EL: only U's streamed half is loaded so); 0 where U is all in registers.
+    Reported, not checked: shared memory is what the re-read check below is about;
   - smem/step: shared-memory bytes the program reads per time step, counted from the SASS of the
     time loop: LDS and LDSM bytes of every warp, plus the operands wgmma reads through shared-memory
     descriptors (per warpgroup). Split kernels, and fma and resident kernels with BLOCK_H >= 128, fail
@@ -62,6 +67,7 @@ TRITON_DTYPE = {"torch.float32": "fp32", "torch.bfloat16": "bf16", "torch.float1
 ITEMSIZE = {"fp32": 4, "bf16": 2, "fp16": 2, "fp64": 8}
 PERSISTENT_TIERS = ("fma", "resident", "split")  # U (or its slice) is held on chip for the whole time loop
 U_LOAD = re.compile(r"%resident_u\S* = tt\.load ")  # the loads of U keep their Python name in the TTGIR
+STREAMED_U_LOAD = re.compile(r"%streamed_u\S* = tt\.load ")  # the fma tier's per-step loads of U's other half
 RE_READ_LIMIT = 0.5     # smem/step beyond h, as a fraction of U's bytes, above which U counts as re-read
 RE_READ_MIN_BLOCK_H = 128
 # Passes of a product over h per step, by DOT_PRECISION: 3xTF32's three dots; the resident one-dot
@@ -90,6 +96,7 @@ class AuditRow:
     waits_per_step: int = -1     # waits for wgmma groups (WARPGROUP.DEPBAR) in the time loop's SASS
     loop_instructions: int = -1  # instructions in the time loop's SASS (instr/step)
     prefetch_per_step: int = -1  # L2 prefetches (CCTL.*.PF*) in the time loop's SASS (JSON only)
+    u_l1_per_step: int = -1      # bytes of U loaded from global memory per time step (evict_last LDG)
     u_bytes: int = 0             # U's bytes in the program (fma, resident: BLOCK_H^2; split: its slice)
     barrier_atomics: str = "n/a" # "yes" / "NO" for split kernels: release add and acquire poll in the PTX
     block_h: int = 0
@@ -269,7 +276,9 @@ def u_location(ttgir: str) -> str:
     written = {buffer(n) for n in re.findall(r"ttg\.(?:local_store|async_copy_global_to_local) \S+, (%[\w.]+)", body)}
     read = {buffer(n) for n in re.findall(r"ttg\.local_load (%[\w.]+)", body)}
     read |= {buffer(n) for pair in re.findall(r"ttng\.warp_group_dot (%[\w.]+), (%[\w.]+)", body) for n in pair}
-    return "shared" if read & (allocated - written) else "registers"
+    if read & (allocated - written):
+        return "shared"
+    return "regs+L1" if STREAMED_U_LOAD.search(body) else "registers"
 
 
 # ---- SASS of the time loop ---------------------------------------------------------------------
@@ -370,6 +379,20 @@ def wgmma_waits(loop: list[str]) -> int:
     return sum(i.split()[0].startswith("WARPGROUP.DEPBAR") for i in loop)
 
 
+_LDG_BYTES = {"64": 8, "128": 16}  # per lane; plain LDG is 4
+
+
+def streamed_u_bytes(loop: list[str], num_warps: int) -> int:
+    """Bytes the program loads per pass of the time loop with evict_last global loads (LDG.*.EL*), which only
+    the loads of U's streamed half use: 32 lanes x width x warps."""
+    per_warp = 0
+    for i in loop:
+        parts = i.split()[0].split(".")
+        if parts[0] == "LDG" and "EL" in parts:
+            per_warp += 32 * next((_LDG_BYTES[p] for p in parts[1:] if p in _LDG_BYTES), 4)
+    return per_warp * num_warps
+
+
 def l2_prefetches(loop: list[str]) -> int:
     """L2 prefetches (CCTL.E.PF2 and the like: prefetch.global.L2) among these."""
     return sum(i.split()[0].startswith("CCTL") and ".PF" in i.split()[0] for i in loop)
@@ -403,7 +426,8 @@ def compile_for(fn, dtype: str, keywords: dict, arch: int):
 
 def time_loop_facts(compiled, keywords: dict, dtype: str, tier: str = "resident") -> dict:
     """What a persistent kernel does per time step: u_hoisted, u_in, smem_per_step, h_allowance,
-    bar_per_step, barrier_kinds, mma_per_step, waits_per_step, loop_instructions and prefetch_per_step."""
+    bar_per_step, barrier_kinds, mma_per_step, waits_per_step, loop_instructions, prefetch_per_step and
+    u_l1_per_step."""
     ttgir = compiled.asm["ttgir"]
     loop = time_loop(_nvidia_tool("cuobjdump", compiled.asm["cubin"], "-sass"))
     warps = keywords["num_warps"]
@@ -421,6 +445,7 @@ def time_loop_facts(compiled, keywords: dict, dtype: str, tier: str = "resident"
             "bar_per_step": cta_barriers(loop), "barrier_kinds": barrier_kinds(loop),
             "mma_per_step": mma_instructions(loop), "waits_per_step": wgmma_waits(loop),
             "loop_instructions": len(loop), "prefetch_per_step": l2_prefetches(loop),
+            "u_l1_per_step": streamed_u_bytes(loop, warps),
             "h_allowance": h_allowance(loop, warps, h_bytes, passes, k_split, partial_bytes, tile_bytes)}
 
 
@@ -452,7 +477,7 @@ def run_audit(jobs: list[AuditJob], workers: int = 2) -> list[AuditRow]:
 def format_table(rows: list[AuditRow]) -> str:
     header = (f"{'kernel':<26} {'dtype':<5} {'arch':<5} {'regs':>4} {'spill':>5} {'shared':>7} {'U hoisted':<9} "
               f"{'U in':<9} {'smem/step':>9} {'bar/step':>8} {'mma/step':>8} {'waits/step':>10} {'instr/step':>10} "
-              f"{'U bytes':>7} "
+              f"{'U bytes':>7} {'U L1/step':>9} "
               f"{'barrier':<7} {'status':<6} config")
     lines = [header, "-" * len(header)]
 
@@ -462,7 +487,7 @@ def format_table(rows: list[AuditRow]) -> str:
         lines.append(f"{r.kernel:<26} {r.dtype:<5} sm_{r.arch:<2} {r.registers:>4} {r.spill_bytes:>5} {r.shared:>7} "
                      f"{r.u_hoisted:<9} {r.u_in:<9} {count(r.smem_per_step):>9} {count(r.bar_per_step):>8} "
                      f"{count(r.mma_per_step):>8} {count(r.waits_per_step):>10} {count(r.loop_instructions):>10} "
-                     f"{r.u_bytes or 'n/a':>7} "
+                     f"{r.u_bytes or 'n/a':>7} {count(r.u_l1_per_step):>9} "
                      f"{r.barrier_atomics:<7} {r.status:<6} {r.config}" + (f"  [{r.error}]" if r.error else ""))
     failed = sum(r.status == "FAIL" for r in rows)
     lines.append(f"{len(rows)} configurations: {len(rows) - failed} ok, {failed} failed")

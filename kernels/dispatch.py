@@ -2,9 +2,10 @@
 
 Tiers, tried in order:
 
-- fma: fp32 at H <= 128 (fma.py). One program per batch row holds all of U in registers and multiplies
-  by FMA, as cuDNN's fp32 kernel does: no tensor core, so none of 3xTF32's three MMAs per step. Serves
-  batches of up to one row per SM (FMA_MAX_ROWS_PER_SM), where each program has an SM of its own.
+- fma: fp32 at H <= 256 (fma.py). One program per batch row holds all of U in registers (at H > 128:
+  half of it, the other half read through L1 every step) and multiplies by FMA, as cuDNN's fp32 kernel
+  does: no tensor core, so none of 3xTF32's three MMAs per step. Serves batches of up to one row per SM
+  (FMA_MAX_ROWS_PER_SM), where each program has an SM of its own.
 - resident: the persistent kernels of resident.py. One program per BLOCK_B batch rows holds all of
   U (H padded to BLOCK_H) in registers; fits while the compile audit finds no spills.
 - split: the persistent kernels of split.py. U is cut into slices of BLOCK_N rows (state columns),
@@ -47,10 +48,11 @@ def _fma(block_h: int, warps: int) -> LaunchConfig[FmaBlocks]:
 
 
 # (dtype, BLOCK_H) -> configuration of the FMA kernels: the fewest warps whose threads hold the operand's
-# BLOCK_H^2 floats without spilling (compile audit; sm_90 time-loop instructions per step, forward: 90 at
-# BLOCK_H = 32, 135 at 64, 211 at 128). Not yet timed (.ci/gpu_variants.py fp32-fma against fp32-tf32x3).
+# BLOCK_H^2 floats (at 256: half of them, fma.HELD_MAX_BLOCK_H) without spilling (compile audit; sm_90 time-loop
+# instructions per step, forward: 90 at BLOCK_H = 32, 135 at 64, 211 at 128, 500 at 256). Not yet timed
+# (.ci/gpu_variants.py fp32-fma against fp32-tf32x3 up to 128, fp32-fma-256 against fp32-split-256).
 FMA_CONFIGS: dict[tuple[torch.dtype, int], LaunchConfig[FmaBlocks]] = {
-    (torch.float32, bh): _fma(bh, w) for bh, w in {16: 1, 32: 1, 64: 2, 128: 4}.items()}
+    (torch.float32, bh): _fma(bh, w) for bh, w in {16: 1, 32: 1, 64: 2, 128: 4, 256: 8}.items()}
 # Batch rows per SM up to which the FMA tier serves a layer (one program per row): beyond, programs would share
 # SMs and their FMA pipes, where the resident tier's tensor cores take 16 rows per program. A guess to time.
 FMA_MAX_ROWS_PER_SM = 1
@@ -244,8 +246,10 @@ def _fma_plan(hidden_size, batch_size, dtype, block_h, sms, arch) -> KernelPlan 
     if batch_size > FMA_MAX_ROWS_PER_SM * sms:
         return f"batch {batch_size} exceeds {FMA_MAX_ROWS_PER_SM} row(s) per SM on {sms} SMs (one program per row)"
     size_kib = block_h * block_h * dtype.itemsize / 1024
+    where = ("stays in the registers" if block_h <= fma.HELD_MAX_BLOCK_H else
+             "stays half in the registers, half read through L1 every step,")
     return KernelPlan("fma", FMA_CONFIGS[(dtype, block_h)],
-                      f"U ({block_h}x{block_h} {dtype}, {size_kib:.0f} KiB) stays in the registers of each of "
+                      f"U ({block_h}x{block_h} {dtype}, {size_kib:.0f} KiB) {where} of each of "
                       f"{batch_size} program(s), one per batch row, multiplied by FMA")
 
 

@@ -23,6 +23,7 @@ from kernels.audit import (
     mma_instructions,
     shared_bytes_per_warp,
     smem_per_step,
+    streamed_u_bytes,
     tile_loads,
     time_loop,
     u_hoisted,
@@ -38,6 +39,7 @@ from kernels.dispatch import (
     SUPPORTED_DTYPES,
     resident_served,
 )
+from kernels.fma import HELD_MAX_BLOCK_H
 
 from helpers import compiled_without_interpreter
 
@@ -98,6 +100,27 @@ def test_u_location_tells_registers_from_shared():
                     "%s_5 = ttg.local_alloc %s_4\n%x = ttg.local_load %s_5 : !ttg.memdesc -> tensor<...>")
     assert u_location(sibling) == "registers"
     assert u_location(sibling.replace("%s_5 = ttg.local_alloc %s_4\n%x", "%x")) == "shared"
+
+
+def test_u_location_tells_a_streamed_half_of_u():
+    """The fma tier at BLOCK_H = 256 loads half of U (streamed_u) in the time loop: 'regs+L1'; shared memory
+    still comes first."""
+    streamed = "%streamed_u_76 = tt.load %streamed_u_38 evictionPolicy = evict_last : tensor<64x256x!tt.ptr<f32>>"
+    assert u_location(ttgir("", streamed)) == "regs+L1"
+    assert u_location(ttgir("", streamed.replace("streamed_u", "xw_next"))) == "registers"
+    alloc = "%u_39 = ttg.local_alloc %u_38 : (tensor<128x128xf16>) -> !ttg.memdesc<128x128xf16>"
+    assert u_location(ttgir(alloc, streamed + "\n%x = ttg.local_load %u_39")) == "shared"
+
+
+def test_streamed_u_bytes_counts_the_evict_last_loads_of_the_outer_loop():
+    listing = sass("LDG.E.EL.128 R4, desc[UR4][R2.64]",                  # before the loop: not counted
+                   "LDG.E.EL.128 R4, desc[UR4][R2.64]",                  # 0x10: the loop starts here
+                   "LDG.E.EL.64 R8, desc[UR4][R6.64]",
+                   "LDG.E R5, desc[UR4][R6.64]",                          # the step's input: not U
+                   "LDG.E.EL R9, desc[UR4][R6.64]",
+                   "@P2 BRA 0x10",
+                   "EXIT")
+    assert streamed_u_bytes(time_loop(listing), num_warps=8) == 8 * 32 * (16 + 8 + 4)
 
 
 def test_tile_loads_counts_the_step_inputs_of_the_time_loop():
@@ -262,7 +285,11 @@ def test_every_dispatchable_configuration_compiles_clean(tmp_path):
         assert r["registers"] > 0 and r["shared"] <= r["shared_limit"]
         if r["tier"] in PERSISTENT_TIERS:
             # smem/step is -1 when no time loop was found; 0 is real (BLOCK_H = 16 forward: h stays in registers)
-            assert r["u_hoisted"] == "yes" and r["u_in"] == "registers" and r["smem_per_step"] >= 0, r
+            assert r["u_hoisted"] == "yes" and r["smem_per_step"] >= 0, r
+            # U in registers, but for the fma tier's BLOCK_H = 256: half held, half streamed through L1 each step
+            streamed = r["tier"] == "fma" and r["block_h"] > HELD_MAX_BLOCK_H
+            assert r["u_in"] == ("regs+L1" if streamed else "registers"), r
+            assert r["u_l1_per_step"] == (r["u_bytes"] // 2 if streamed else 0), r
             assert min(r["bar_per_step"], r["mma_per_step"], r["waits_per_step"]) >= 0, r  # fp64 has no MMA
             if r["tier"] == "split" or r["block_h"] >= RE_READ_MIN_BLOCK_H:
                 assert r["smem_per_step"] - r["h_allowance"] <= RE_READ_LIMIT * r["u_bytes"], r

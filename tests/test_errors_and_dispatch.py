@@ -109,9 +109,10 @@ def test_dispatch_tiers_fma_then_resident_then_split_then_stepwise(dtype):
         assert plan_for(h, 5, dtype).tier == ("fma" if dtype == torch.float32 else "resident"), (dtype, h)
         plan = plan_for(h, 5, dtype, kernel="resident")
         assert plan.config.forward.BLOCK_H >= h and (dtype, plan.config.forward.BLOCK_H) in RESIDENT_CONFIGS
+    fma_limit = 256 if dtype == torch.float32 else 0
     for h in (limit + 1, 768, SPLIT_LIMIT[dtype]):
-        plan = plan_for(h, 5, dtype)
-        assert plan.tier == "split", (dtype, h)
+        assert plan_for(h, 5, dtype).tier == ("fma" if h <= fma_limit else "split"), (dtype, h)
+        plan = plan_for(h, 5, dtype, kernel="split")
         assert (dtype, plan.config.forward.BLOCK_H) in SPLIT_CONFIGS and plan.config.forward.BLOCK_H >= h
         assert -(-h // plan.config.forward.BLOCK_N) <= PLANNING_SM_COUNT
     over = plan_for(SPLIT_LIMIT[dtype] + 1, 5, dtype)
@@ -120,20 +121,25 @@ def test_dispatch_tiers_fma_then_resident_then_split_then_stepwise(dtype):
     assert plan_for(48, 5, dtype, kernel="resident").name.startswith("resident(BLOCK_B=16,BLOCK_H=64,num_warps=")
 
 
-def test_fma_tier_serves_fp32_up_to_128_with_a_batch_row_per_sm():
-    """One program per batch row: fp32 up to BLOCK_H = 128, while the batch leaves each program an SM (on sm_80
-    too, where the resident tier's 3xTF32 cannot take BLOCK_H = 128); the tensor-core tiers beyond."""
-    assert {bh for dt, bh in FMA_CONFIGS if dt == torch.float32} == {16, 32, 64, 128} and len(FMA_CONFIGS) == 4
+def test_fma_tier_serves_fp32_up_to_256_with_a_batch_row_per_sm():
+    """One program per batch row: fp32 up to BLOCK_H = 256 (beyond 128 with half of U streamed), while the batch
+    leaves each program an SM (on sm_80 too, where the resident tier's 3xTF32 cannot take BLOCK_H = 128); the
+    tensor-core tiers beyond."""
+    assert {bh for dt, bh in FMA_CONFIGS if dt == torch.float32} == {16, 32, 64, 128, 256} and len(FMA_CONFIGS) == 5
     plan = plan_for(48, 5, torch.float32)
     assert plan.name == "fma(BLOCK_H=64,num_warps=2)" and "5 program(s), one per batch row" in plan.reason
+    assert "stays in the registers" in plan.reason
     assert plan_for(128, PLANNING_SM_COUNT, torch.float32).tier == "fma"
     assert plan_for(128, PLANNING_SM_COUNT + 1, torch.float32).tier == "resident"
-    assert plan_for(129, 8, torch.float32).tier == "split"
+    streamed = plan_for(129, 8, torch.float32)
+    assert streamed.name == "fma(BLOCK_H=256,num_warps=8)" and "half read through L1 every step" in streamed.reason
+    assert plan_for(256, PLANNING_SM_COUNT + 1, torch.float32).tier == "split"
+    assert plan_for(257, 8, torch.float32).tier == "split"
     assert isinstance(_fma_plan(128, 8, torch.float32, 128, 108, 80), KernelPlan)
     assert "108 SMs" in _fma_plan(128, 109, torch.float32, 128, 108, 80)
     for dtype in (torch.bfloat16, torch.float16, torch.float64):
         assert plan_for(32, 8, dtype).tier == "resident"
-        with pytest.raises(ValueError, match="kernel='fma' cannot serve .* serves torch.float32 up to 128"):
+        with pytest.raises(ValueError, match="kernel='fma' cannot serve .* serves torch.float32 up to 256"):
             plan_for(32, 8, dtype, kernel="fma")
 
 

@@ -46,10 +46,12 @@ def test_resident_limit_long_sequence(dtype, nonlinearity, B):
 
 @pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
 @pytest.mark.parametrize("B", [1, 5, 64])
-def test_fma_limit_long_sequence(nonlinearity, B):
-    """fp32 by FMA at its limit, BLOCK_H = 128: the dispatcher's choice there (one program per batch row)."""
-    assert plan_for(128, B, torch.float32, "cuda").tier == "fma"
-    check_long_sequence("fma", torch.float32, 128, B, nonlinearity)
+@pytest.mark.parametrize("H", [128, 256])
+def test_fma_limit_long_sequence(H, nonlinearity, B):
+    """fp32 by FMA where U is held whole (BLOCK_H = 128) and at the limit, half of U streamed through L1
+    (BLOCK_H = 256): the dispatcher's choice there (one program per batch row)."""
+    assert plan_for(H, B, torch.float32, "cuda").tier == "fma"
+    check_long_sequence("fma", torch.float32, H, B, nonlinearity)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

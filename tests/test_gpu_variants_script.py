@@ -39,14 +39,17 @@ def test_every_variant_has_cases_and_restores_the_defaults(variants):
 
 def test_the_fp32_variants_pick_the_tier_they_name(variants):
     plans = {}
-    for name in ("fp32-fma", "fp32-fma-2x-warps", "fp32-fma-shared-sms", "fp32-tf32x3", "fp32-one-dot-k"):
+    for name in ("fp32-fma", "fp32-fma-2x-warps", "fp32-fma-shared-sms", "fp32-tf32x3", "fp32-one-dot-k",
+                 "fp32-split-256"):
         with variants.VARIANTS[name]():
             plans[name] = (dispatch.plan_for(128, 8, torch.float32).name,
-                           dispatch.plan_for(128, 256, torch.float32).tier, resident.FP32_PRODUCT)
-    assert plans["fp32-fma"] == ("fma(BLOCK_H=128,num_warps=4)", "resident", "tf32x3")
+                           dispatch.plan_for(128, 256, torch.float32).tier, resident.FP32_PRODUCT,
+                           dispatch.plan_for(256, 8, torch.float32).tier)
+    assert plans["fp32-fma"] == ("fma(BLOCK_H=128,num_warps=4)", "resident", "tf32x3", "fma")
+    assert plans["fp32-split-256"] == plans["fp32-fma"][:3] + ("split",)
     assert plans["fp32-fma-2x-warps"][0] == "fma(BLOCK_H=128,num_warps=8)"
     assert plans["fp32-fma-shared-sms"][1] == "fma"
-    assert plans["fp32-tf32x3"] == ("resident(BLOCK_B=16,BLOCK_H=128,num_warps=8)", "resident", "tf32x3")
+    assert plans["fp32-tf32x3"] == ("resident(BLOCK_B=16,BLOCK_H=128,num_warps=8)", "resident", "tf32x3", "split")
     assert plans["fp32-one-dot-k"][2] == "one-dot-k" and plans["fp32-one-dot-k"][0].startswith("resident(")
 
 

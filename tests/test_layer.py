@@ -16,9 +16,9 @@ CASES = {
 
 
 def check_layer_against_nn_rnn(case, dtype, kernel, device):
-    """TritonRNN built as CASES[case] says: outputs within dtype's tolerance of float64 nn.RNN's, gradients
-    within 4x, on the tier kernel asks for."""
-    spec = dict(CASES[case])
+    """TritonRNN built as case (a CASES value) says: outputs within dtype's tolerance of float64 nn.RNN's,
+    gradients within 4x, on the tier kernel asks for."""
+    spec = dict(case)
     T, B, H, no_h0 = spec.pop("T"), spec.pop("B"), spec.pop("H"), spec.pop("no_h0", False)
     torch.manual_seed(0)
     layer = TritonRNN(6, H, kernel=kernel, device=device, dtype=dtype, **spec)
@@ -49,7 +49,7 @@ KERNELS = [(dt, k) for dt in DTYPES for k in ("auto", "stepwise")] + [(torch.flo
 @pytest.mark.parametrize("dtype,kernel", KERNELS, ids=lambda v: str(v).replace("torch.", ""))
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_matches_nn_rnn_float64(case, dtype, kernel, device):
-    check_layer_against_nn_rnn(case, dtype, kernel, device)
+    check_layer_against_nn_rnn(CASES[case], dtype, kernel, device)
 
 
 @pytest.mark.parametrize("fp32_product", [p for p in resident.FP32_PRODUCTS if p != resident.FP32_PRODUCT])
@@ -57,7 +57,14 @@ def test_matches_nn_rnn_float64(case, dtype, kernel, device):
 def test_fp32_products_match_nn_rnn_float64(case, fp32_product, device, monkeypatch):
     """The resident fp32 products other than the default, through the layer (both directions, stacked)."""
     monkeypatch.setattr(resident, "FP32_PRODUCT", fp32_product)
-    check_layer_against_nn_rnn(case, torch.float32, "resident", device)
+    check_layer_against_nn_rnn(CASES[case], torch.float32, "resident", device)
+
+
+def test_fp32_beyond_128_matches_nn_rnn_float64(device):
+    """fp32 at 128 < H <= 256: the fma tier with half of U streamed every step (BLOCK_H = 256), through the
+    layer: both directions, stacked, H padded."""
+    case = dict(num_layers=2, nonlinearity="tanh", bidirectional=True, T=3, B=2, H=200)
+    check_layer_against_nn_rnn(case, torch.float32, "auto", device)
 
 
 def test_state_dict_round_trips_with_nn_rnn(device):

@@ -61,11 +61,12 @@ def test_resident_fp32_products_match_float64_reference(fp32_product, shape, non
                             shape, nonlinearity, reverse, device)
 
 
-@pytest.mark.parametrize("shape", [s for s in SHAPES if s[2] <= 128] + [(4, 3, 128)],
+@pytest.mark.parametrize("shape", [s for s in SHAPES if s[2] <= 128] + [(4, 3, 128), (3, 2, 200), (4, 3, 256)],
                          ids=lambda s: "T{}-B{}-H{}".format(*s))
 @pytest.mark.parametrize("nonlinearity,reverse", [("tanh", False), ("relu", True)])
 def test_fma_kernels_match_float64_reference(shape, nonlinearity, reverse, device):
-    """fp32 by FMA, one program per batch row (B programs): every SHAPES case up to its limit, and at it."""
+    """fp32 by FMA, one program per batch row (B programs): every SHAPES case up to 128, where U is held whole,
+    at 128, and beyond it, where half of U is streamed (padded, and at the limit)."""
     check_against_reference(plan_for(shape[2], shape[1], torch.float32, device, kernel="fma"), torch.float32, shape,
                             nonlinearity, reverse, device)
 
