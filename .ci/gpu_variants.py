@@ -49,7 +49,7 @@ VARIANTS = {  # name -> a context manager factory
     # 16-bit per-step loads and stores: all by tl.load/tl.store, or all in the accumulator's layout
     "plain-io": lambda: switched(resident, "ACC_LAYOUT_IO_MAX_BLOCK_H", {"forward": 0, "backward": 0}),
     "acc-layout-io": lambda: switched(resident, "ACC_LAYOUT_IO_MAX_BLOCK_H", {"forward": 256, "backward": 256}),
-    # fp32 at H <= 128: today's fma tier (fma.py), up to 4 batch rows per SM (today's: 1, dispatch.FMA_MAX_ROWS_PER_SM),
+    # fp32 at H <= 256: today's fma tier (fma.py), up to 4 batch rows per SM (today's: 1, dispatch.FMA_MAX_ROWS_PER_SM),
     # and the resident tier's products: fp32-tf32x3 (Triton's), fp32-one-dot-k, fp32-one-dot-m (resident.py)
     "fp32-fma": contextlib.nullcontext,
     "fp32-fma-shared-sms": lambda: switched(dispatch, "FMA_MAX_ROWS_PER_SM", 4),

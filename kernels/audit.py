@@ -284,7 +284,7 @@ def u_location(ttgir: str) -> str:
 # ---- SASS of the time loop ---------------------------------------------------------------------
 
 _SASS_LINE = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(.*?)\s*;")
-_LDS_BYTES = {"U8": 1, "S8": 1, "U16": 2, "S16": 2, "64": 8, "128": 16}  # per lane; plain LDS is 4
+_LANE_BYTES = {"U8": 1, "S8": 1, "U16": 2, "S16": 2, "64": 8, "128": 16}  # per lane, LDS and LDG; plain: 4
 _MMA_ITEMSIZE = {"BF16": 2, "F16": 2, "TF32": 4, "E4M3": 1, "E5M2": 1}
 
 
@@ -302,13 +302,18 @@ def time_loop(sass: str) -> list[str]:
     return [re.sub(r"^@!?U?P\w+\s+", "", text) for address, text in instructions if first <= address <= last]
 
 
+def lane_bytes(opcode_parts: list[str]) -> int:
+    """Bytes one lane moves with a load whose opcode, split at its dots, is these parts (its width suffix)."""
+    return next((_LANE_BYTES[p] for p in opcode_parts[1:] if p in _LANE_BYTES), 4)
+
+
 def shared_bytes_per_warp(instruction: str) -> int:
     """Shared-memory bytes one warp reads with this instruction (LDS: 32 lanes x width; LDSM: 128 bytes
     per 8x8 16-bit matrix); 0 for anything else."""
     opcode = instruction.split()[0]
     parts = opcode.split(".")
     if parts[0] == "LDS":
-        return 32 * next((_LDS_BYTES[p] for p in parts[1:] if p in _LDS_BYTES), 4)
+        return 32 * lane_bytes(parts)
     if parts[0] == "LDSM":
         return 128 * (int(parts[-1]) if parts[-1].isdigit() else 1)
     return 0
@@ -379,9 +384,6 @@ def wgmma_waits(loop: list[str]) -> int:
     return sum(i.split()[0].startswith("WARPGROUP.DEPBAR") for i in loop)
 
 
-_LDG_BYTES = {"64": 8, "128": 16}  # per lane; plain LDG is 4
-
-
 def streamed_u_bytes(loop: list[str], num_warps: int) -> int:
     """Bytes the program loads per pass of the time loop with evict_last global loads (LDG.*.EL*), which only
     the loads of U's streamed half use: 32 lanes x width x warps."""
@@ -389,7 +391,7 @@ def streamed_u_bytes(loop: list[str], num_warps: int) -> int:
     for i in loop:
         parts = i.split()[0].split(".")
         if parts[0] == "LDG" and "EL" in parts:
-            per_warp += 32 * next((_LDG_BYTES[p] for p in parts[1:] if p in _LDG_BYTES), 4)
+            per_warp += 32 * lane_bytes(parts)
     return per_warp * num_warps
 
 

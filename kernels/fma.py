@@ -180,7 +180,9 @@ def fma_backward_kernel(
 
 
 def padded(m: torch.Tensor, block_h: int) -> torch.Tensor:
-    """m ([H, H]) zero-padded to a contiguous [block_h, block_h]."""
+    """m ([H, H]) zero-padded to a contiguous [block_h, block_h] (m itself, made contiguous, where H = block_h)."""
+    if m.shape == (block_h, block_h):
+        return m.contiguous()
     out = m.new_zeros((block_h, block_h))
     out[:m.shape[0], :m.shape[1]] = m
     return out
