@@ -78,6 +78,10 @@ VARIANTS = {  # name -> a context manager factory
     **{f"l2-prefetch-{d}": (lambda d=d: switched(resident, "L2_PREFETCH_STEPS", d)) for d in L2_PREFETCH_STEPS},
 }
 SMALL = [(dt, h, b) for dt in ("bfloat16",) for h in (128, 256) for b in (8, 64)]
+# The resident forward at H = 128 took 0.40 us per step at B = 8 (one program) and 0.63 at B = 64 (four, each doing
+# B = 8's work): B = 16 (one full program) and 32 between, run at two --seq-len (512: xw and y fit in L2 at every B;
+# 4096: not from B = 32) to tell a full tile, the program count and L2's capacity apart (.ci/gpu ncu-resident)
+RESIDENT_BATCH = [("bfloat16", 128, b) for b in (8, 16, 32, 64)]
 FP32 = [("float32", h, b) for h in (128, 256, 512) for b in (8, 64)]
 FP32_RESIDENT = [("float32", h, b) for h in (64, 128) for b in (8, 64)]  # the fp32 fma and resident tiers' sizes
 FP32_MANY_ROWS = [("float32", 128, b) for b in (256, 512)]  # two and four rows per SM of an H100 or H200
@@ -94,7 +98,7 @@ SPLIT_NARROW = ([("bfloat16", h, b) for h in (512, 1024, 2048) for b in (1, 8, 1
 # Split-tier cases today's defaults are timed at beside the split variants of the same sizes
 SPLIT_PROBES = [("bfloat16", 512, b) for b in (8, 64)] + [("bfloat16", 1024, b) for b in (8, 16)]
 CASES = {
-    "current": SMALL + FP32 + SPLIT_PROBES + SPLIT_MANY_TILES + FP32_STEPWISE,
+    "current": list(dict.fromkeys(SMALL + RESIDENT_BATCH + FP32 + SPLIT_PROBES + SPLIT_MANY_TILES + FP32_STEPWISE)),
     "plain-io": SMALL,
     "acc-layout-io": SMALL,
     "fp32-fma": FP32_RESIDENT + FP32_FMA_256,
