@@ -80,7 +80,7 @@ VARIANTS = {  # name -> a context manager factory
 SMALL = [(dt, h, b) for dt in ("bfloat16",) for h in (128, 256) for b in (8, 64)]
 # The resident forward at H = 128 took 0.40 us per step at B = 8 (one program) and 0.63 at B = 64 (four, each doing
 # B = 8's work): B = 16 (one full program) and 32 between, run at two --seq-len (512: xw and y fit in L2 at every B;
-# 4096: not from B = 32) to tell a full tile, the program count and L2's capacity apart (.ci/gpu ncu-resident)
+# 4096: not from B = 32) to tell a full tile, the program count and L2's capacity apart (.ci/gpu resident-batch)
 RESIDENT_BATCH = [("bfloat16", 128, b) for b in (8, 16, 32, 64)]
 FP32 = [("float32", h, b) for h in (128, 256, 512) for b in (8, 64)]
 FP32_RESIDENT = [("float32", h, b) for h in (64, 128) for b in (8, 64)]  # the fp32 fma and resident tiers' sizes
