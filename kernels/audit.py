@@ -410,7 +410,6 @@ def barrier_atomics(ptx: str) -> bool:
 
 # ---- one compile -------------------------------------------------------------------------------
 
-OPTIONS = ("num_warps", "num_stages")
 HIDDEN_FROM_LABEL = ("DOT_PRECISION", "UPCAST_DOT", "ACC_DTYPE", "EXCHANGE_ONLY")
 
 
@@ -419,11 +418,13 @@ def compile_for(fn, dtype: str, keywords: dict, arch: int):
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
-    constexprs = {k: v for k, v in keywords.items() if k not in OPTIONS}
+
+    from .launch import COMPILE_OPTIONS
+    constexprs = {k: v for k, v in keywords.items() if k not in COMPILE_OPTIONS}
     signature = _signature(fn, dtype, constexprs)
     src = ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=_aligned(fn, signature))
     return triton.compile(src, target=GPUTarget("cuda", arch, 32),
-                          options={k: v for k, v in keywords.items() if k in OPTIONS})
+                          options={k: v for k, v in keywords.items() if k in COMPILE_OPTIONS})
 
 
 def time_loop_facts(compiled, keywords: dict, dtype: str, tier: str = "resident") -> dict:
