@@ -71,6 +71,9 @@ VARIANTS = {  # name -> a context manager factory
     "split-tile-loop": lambda: switched(dispatch, "SPLIT_ONE_TILE", False),
     # the tile loop, where programs run several tiles, pipelined over 3 stages (dispatch.SPLIT_TILE_LOOP_STAGES)
     "split-tile-stages-3": lambda: switched(dispatch, "SPLIT_TILE_LOOP_STAGES", 3),
+    # the split tier's batch groups as thread-block clusters meeting at the cluster barrier, at H = 512 and 1024
+    # (today's: the grid barrier; dispatch.SPLIT_CLUSTERS)
+    "split-clusters": lambda: switched(dispatch, "SPLIT_CLUSTERS", True),
     # the step kernel's 64-column tiles at every size (today's narrow them until the grid fills the SMs:
     # dispatch.STEPWISE_BLOCK_N)
     "stepwise-64-columns": lambda: switched(dispatch, "STEPWISE_BLOCK_N", (64,)),
@@ -97,8 +100,11 @@ SPLIT_NARROW = ([("bfloat16", h, b) for h in (512, 1024, 2048) for b in (1, 8, 1
                 + [("float32", h, 8) for h in (256, 512)])
 # Split-tier cases today's defaults are timed at beside the split variants of the same sizes
 SPLIT_PROBES = [("bfloat16", 512, b) for b in (8, 64)] + [("bfloat16", 1024, b) for b in (8, 16)]
+# Where the cluster configurations apply (dispatch.SPLIT_CLUSTER_CONFIGS: up to 128 rows at H = 512, 64 at 1024)
+SPLIT_CLUSTER_CASES = [("bfloat16", h, b) for h in (512, 1024) for b in (1, 8, 64)]
 CASES = {
-    "current": list(dict.fromkeys(SMALL + RESIDENT_BATCH + FP32 + SPLIT_PROBES + SPLIT_MANY_TILES + FP32_STEPWISE)),
+    "current": list(dict.fromkeys(SMALL + RESIDENT_BATCH + FP32 + SPLIT_PROBES + SPLIT_CLUSTER_CASES + SPLIT_MANY_TILES
+                                  + FP32_STEPWISE)),
     "plain-io": SMALL,
     "acc-layout-io": SMALL,
     "fp32-fma": FP32_RESIDENT + FP32_FMA_256,
@@ -111,6 +117,7 @@ CASES = {
     "split-inputs-in-step": SPLIT_BATCH,
     "split-tile-loop": list(dict.fromkeys(SPLIT_BATCH + SPLIT_NARROW)),
     "split-tile-stages-3": SPLIT_MANY_TILES,
+    "split-clusters": SPLIT_CLUSTER_CASES,
     "stepwise-64-columns": FP32_STEPWISE,
     **{f"l2-prefetch-{d}": SMALL for d in L2_PREFETCH_STEPS},
 }

@@ -98,7 +98,7 @@ class AuditRow:
     prefetch_per_step: int = -1  # L2 prefetches (CCTL.*.PF*) in the time loop's SASS (JSON only)
     u_l1_per_step: int = -1      # bytes of U loaded from global memory per time step (evict_last LDG)
     u_bytes: int = 0             # U's bytes in the program (fma, resident: BLOCK_H^2; split: its slice)
-    barrier_atomics: str = "n/a" # "yes" / "NO" for split kernels: release add and acquire poll in the PTX
+    barrier_atomics: str = "n/a" # "yes" / "NO" for split kernels: the group barrier's release and acquire in the PTX
     block_h: int = 0
     num_warps: int = 0
     plan: str = ""               # KernelPlan.name
@@ -149,8 +149,8 @@ def _dispatchable_plans(arch: int):
     plans = [(dt, plan_for(block_h, 1, dt, kernel="fma")) for dt, block_h in FMA_CONFIGS]
     plans += [(dt, plan_for(block_h, 1, dt, kernel="resident")) for dt, block_h in RESIDENT_CONFIGS
               if resident_served(dt, block_h, arch)]
-    plans += [(dt, KernelPlan("split", cfg)) for dt, block_h in SPLIT_CONFIGS for cfg in split_configs(dt, block_h)
-              if -(-block_h // cfg.forward.BLOCK_N) <= SM_COUNT[arch]]
+    plans += [(dt, KernelPlan("split", cfg)) for dt, block_h in SPLIT_CONFIGS
+              for cfg in split_configs(dt, block_h, arch) if -(-block_h // cfg.forward.BLOCK_N) <= SM_COUNT[arch]]
     plans += [(dt, KernelPlan("stepwise", cfg)) for dt in SUPPORTED_DTYPES for cfg in stepwise_configs(dt)]
     return plans
 
@@ -400,9 +400,13 @@ def l2_prefetches(loop: list[str]) -> int:
     return sum(i.split()[0].startswith("CCTL") and ".PF" in i.split()[0] for i in loop)
 
 
-def barrier_atomics(ptx: str) -> bool:
+def barrier_atomics(ptx: str, cluster: bool = False) -> bool:
     """The grid barrier's arrival (a gpu-scope release add, e.g. red.global.gpu.release.add) and its
-    poll (a gpu-scope acquire load or atomic, e.g. ld.global.gpu.acquire) are in the PTX."""
+    poll (a gpu-scope acquire load or atomic, e.g. ld.global.gpu.acquire) are in the PTX; for a group that is a
+    cluster, the cluster barrier's release arrival and acquire wait instead."""
+    if cluster:
+        return bool(re.search(r"\bbarrier\.cluster\.arrive\.release\b", ptx)
+                    and re.search(r"\bbarrier\.cluster\.wait\.acquire\b", ptx))
     release_add = re.search(r"\b(red|atom)\.\S*\bgpu\.release\.add", ptx)
     acquire_poll = re.search(r"\b(ld|atom)\.\S*\bgpu\.acquire\b", ptx)
     return bool(release_add and acquire_poll)
@@ -466,7 +470,8 @@ def compile_one(job: AuditJob) -> AuditRow:
             for key, value in time_loop_facts(compiled, keywords, job.dtype, job.tier).items():
                 setattr(row, key, value)
         if job.tier == "split":
-            row.barrier_atomics = "yes" if barrier_atomics(compiled.asm["ptx"]) else "NO"
+            cluster = keywords.get("CLUSTER", 1) > 1
+            row.barrier_atomics = "yes" if barrier_atomics(compiled.asm["ptx"], cluster) else "NO"
     except Exception as exc:  # one broken configuration must not hide the others
         row.error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200]
     return row
@@ -526,6 +531,9 @@ def kernel_switches() -> tuple[KernelSwitch, ...]:
         KernelSwitch("--split-tile-loop-stages", dispatch, "SPLIT_TILE_LOOP_STAGES", {"type": int, "metavar": "N"},
                      "software-pipeline stages of the split kernels' tile loop (default: "
                      "dispatch.SPLIT_TILE_LOOP_STAGES)"),
+        KernelSwitch("--split-clusters", dispatch, "SPLIT_CLUSTERS", {"action": "store_true"},
+                     "the split tier's batch groups as thread-block clusters where it has such configurations "
+                     "(dispatch.SPLIT_CLUSTERS on; sm_90)"),
     )
 
 

@@ -13,6 +13,11 @@ It only terminates if all programs of the group are resident at once: the launch
 larger than the SM count and launches cooperatively. The spin is bounded: after MAX_SPINS polls the
 program records the failure in status_ptr and goes on, so a barrier that cannot be met becomes an
 error raised by the launcher, not a hung GPU.
+
+cluster_barrier is the alternative where a group's programs are one thread-block cluster (sm_90; the
+split launcher's CLUSTER): the hardware's cluster barrier, with release and acquire at cluster scope,
+which covers the global-memory stores of the step. No counter, no polling, no co-residency to check:
+a cluster's CTAs are scheduled together or not at all.
 """
 import triton
 import triton.language as tl
@@ -33,3 +38,11 @@ def grid_barrier(counter_ptr, status_ptr, target):
     if arrived < target:
         tl.atomic_max(status_ptr, 1)
     tl.debug_barrier()  # no thread reads the step's results before the acquire above
+
+
+@triton.jit
+def cluster_barrier():
+    """Wait until every thread of this program's cluster has arrived: what each wrote before is then visible
+    to all of them (barrier.cluster with release and acquire semantics; every thread executes it)."""
+    tl.inline_asm_elementwise("barrier.cluster.arrive.release.aligned; barrier.cluster.wait.acquire.aligned; "
+                              "mov.b32 $0, 0;", "=r", [], dtype=tl.int32, is_pure=False, pack=1)

@@ -13,7 +13,8 @@ Tiers, tried in order:
   barrier every step. Needs cdiv(H, BLOCK_N) <= the SM count; one launch serves any batch, each group
   running its batch tiles one after another. Batches that fit take 8-row tiles (SPLIT_NARROW_BLOCK_B,
   mma.sync's N), at H = 1024 in slices of 16 rows (SPLIT_FINE_CONFIGS) where the batch fits those;
-  wherever each program has one tile, its kernels have no tile loop (ONE_TILE, SPLIT_ONE_TILE).
+  wherever each program has one tile, its kernels have no tile loop (ONE_TILE, SPLIT_ONE_TILE). With SPLIT_CLUSTERS
+  (sm_90, off), a batch group at H = 512 or 1024 is one thread-block cluster meeting at the cluster barrier.
 - stepwise: one launch per timestep (stepwise.py); serves any H. Its column tiles narrow where the batch and H
   leave SMs idle (STEPWISE_BLOCK_N).
 
@@ -114,6 +115,19 @@ SPLIT_FINE_CONFIGS: dict[tuple[torch.dtype, int], LaunchConfig[SplitBlocks]] = {
 # 2.42/2.67 (bf16 H = 512), 3.75/5.20 (1024), 3.43/4.41 (2048), fp32 2.64/3.14 (256), 3.39/4.29 (512); forward+backward
 # 10-26% faster likewise (results/variants/20261126-h200-switches).
 SPLIT_NARROW_BLOCK_B = 8
+# Batch groups as thread-block clusters (sm_90): H = 512 in 8 slices of 64 rows, H = 1024 in 16 (an H100 schedules
+# clusters of up to 16 CTAs), 16-bit, 8-row tiles; each group meets at the hardware's cluster barrier
+# (barrier.cluster_barrier), not the grid barrier's counter and polling, which alone took 2.5-2.8 us per step on an
+# H200 at these sizes (rnnbench exchange). Triton 3.6 compiles clusters only as one program spread over several CTAs,
+# which these kernels are not, so the launcher sets the cluster dimension itself (split._launch_clusters). Compile
+# audit (python -m kernels.audit --split-clusters), sm_90 bf16, one tile, forward/backward: H = 512 171/180 registers,
+# 299/352 instructions and 10/12 CTA barriers per step (today's 16-row slices: 230/246, 13/15), H = 1024 128/128 (16
+# warps' limit), 349/409 and 10/12 (239/273, 11/11); no spills. Not yet timed: off until a GPU says otherwise
+# (.ci/gpu_variants.py split-clusters, bash .ci/gpu clusters).
+SPLIT_CLUSTER_CONFIGS: dict[tuple[torch.dtype, int], LaunchConfig[SplitBlocks]] = {
+    (dt, bh): _split(64, bh, warps, block_b=8).replace(CLUSTER=bh // 64)
+    for dt in (torch.bfloat16, torch.float16) for bh, warps in {512: 8, 1024: 16}.items()}
+SPLIT_CLUSTERS = False
 # Whether split_configs offers the one-tile form of each configuration (ONE_TILE: no tile loop in a step) for batches
 # that leave each program one tile. Compile audit, sm_90 bf16, time-loop instructions per step with / without:
 # forward 230/260 (H = 512, 8-row tiles), 239/312 (H = 1024, 16-row slices), 290/361 (H = 2048), backward 246/314,
@@ -265,14 +279,17 @@ def _resident_plan(hidden_size, batch_size, dtype, block_h, sms, arch) -> Kernel
                                           f"program(s), one per {config.forward.BLOCK_B} batch rows")
 
 
-def split_configs(dtype: torch.dtype, block_h: int) -> list[LaunchConfig[SplitBlocks]]:
-    """Every split configuration the dispatcher can pick for dtype and BLOCK_H, in the order split_config tries them:
-    the one-tile forms (ONE_TILE: no tile loop; without SPLIT_ONE_TILE, the forms with it) of SPLIT_FINE_CONFIGS'
-    thinner slices where there are some, of SPLIT_CONFIGS' with its narrow batch tile where it has a wider one, and
-    of SPLIT_CONFIGS'; last, SPLIT_CONFIGS' itself, whose programs run their tiles one after another."""
+def split_configs(dtype: torch.dtype, block_h: int, arch: int = PLANNING_ARCH) -> list[LaunchConfig[SplitBlocks]]:
+    """Every split configuration the dispatcher can pick for dtype and BLOCK_H on compute capability arch, in the
+    order split_config tries them: the one-tile forms (ONE_TILE: no tile loop; without SPLIT_ONE_TILE, the forms with
+    it) of SPLIT_CLUSTER_CONFIGS' (with SPLIT_CLUSTERS, from sm_90) and SPLIT_FINE_CONFIGS' where there are some, of
+    SPLIT_CONFIGS' with its narrow batch tile where it has a wider one, and of SPLIT_CONFIGS'; last, SPLIT_CONFIGS'
+    itself, whose programs run their tiles one after another."""
     base = SPLIT_CONFIGS[(dtype, block_h)]
-    fine = [SPLIT_FINE_CONFIGS[(dtype, block_h)]] if (dtype, block_h) in SPLIT_FINE_CONFIGS else []
-    forms = fine + _narrow(base) + [base]
+    clustered = SPLIT_CLUSTERS and arch >= 90 and (dtype, block_h) in SPLIT_CLUSTER_CONFIGS
+    forms = [SPLIT_CLUSTER_CONFIGS[(dtype, block_h)]] if clustered else []
+    forms += [SPLIT_FINE_CONFIGS[(dtype, block_h)]] if (dtype, block_h) in SPLIT_FINE_CONFIGS else []
+    forms += _narrow(base) + [base]
     stages = SPLIT_TILE_LOOP_STAGES if dtype in SIXTEEN_BIT else 1  # fp32's spill with it (compile audit)
     looped = [c.replace(num_stages=stages) for c in forms]  # a tile loop in every step
     first = [c.replace(ONE_TILE=True) for c in forms] if SPLIT_ONE_TILE else looped[:-1]
@@ -285,11 +302,11 @@ def _narrow(config: LaunchConfig[SplitBlocks]) -> list[LaunchConfig[SplitBlocks]
 
 
 def split_config(dtype: torch.dtype, block_h: int, hidden_size: int, batch_size: int,
-                 sms: int) -> LaunchConfig[SplitBlocks]:
+                 sms: int, arch: int = PLANNING_ARCH) -> LaunchConfig[SplitBlocks]:
     """The split configuration for this layer: the first of split_configs with which no program runs more than
     one tile per step (the tiles spread over the groups the SMs leave beside the slices), else the last,
     SPLIT_CONFIGS'. A narrower tile or a thinner slice only pays where it spares a program a second tile per step."""
-    configs = [c for c in split_configs(dtype, block_h) if triton.cdiv(hidden_size, c.forward.BLOCK_N) <= sms]
+    configs = [c for c in split_configs(dtype, block_h, arch) if triton.cdiv(hidden_size, c.forward.BLOCK_N) <= sms]
     for config in configs:
         if triton.cdiv(batch_size, config.forward.BLOCK_B) <= split.split_grid(batch_size, hidden_size,
                                                                                config.forward, sms)[1]:
@@ -301,14 +318,16 @@ def _split_plan(hidden_size, batch_size, dtype, block_h, sms, arch) -> KernelPla
     """The split-H plan, or why there is none."""
     if (dtype, block_h) not in SPLIT_CONFIGS:
         return f"no split configuration for hidden_size {hidden_size} in {dtype} (limit {_limit(SPLIT_CONFIGS, dtype)})"
-    config = split_config(dtype, block_h, hidden_size, batch_size, sms)
+    config = split_config(dtype, block_h, hidden_size, batch_size, sms, arch)
     slices = triton.cdiv(hidden_size, config.forward.BLOCK_N)
     if slices > sms:
         return f"{slices} slices of U need {slices} co-resident programs but the device has {sms} SMs"
-    _, groups = split.split_grid(batch_size, hidden_size, config.forward, sms)
+    slices, groups = split.split_grid(batch_size, hidden_size, config.forward, sms)
     tiles = triton.cdiv(batch_size, config.forward.BLOCK_B)
+    barrier = (f"each group a cluster of {slices} meeting at its barrier" if config.forward.CLUSTER > 1 else
+               "a grid barrier")
     return KernelPlan("split", config, f"U cut into {slices} row slices of {config.forward.BLOCK_N} held in the "
-                                       f"registers of {slices} x {groups} programs ({sms} SMs), a grid barrier per "
+                                       f"registers of {slices} x {groups} programs ({sms} SMs), {barrier} per "
                                        f"step; one launch, each program running {triton.cdiv(tiles, groups)} batch "
                                        f"tile(s) of {config.forward.BLOCK_B} per step")
 

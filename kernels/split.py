@@ -42,7 +42,13 @@ does; branch ll-exchange) drop the fence and turn the poll into the state read i
 1.2-2.6x slower than this barrier on an H200 (results/variants/20261126-h200). A step flag per program,
 every warp polling all of the group's flags at once (3 fewer CTA barriers per step), was no faster at
 H = 512 and 1024 and 60% slower at H = 2048 (results/variants/20261126-h200-switches; commit 210ebe4).
-Thread-block clusters (distributed shared memory) are not usable from Triton 3.6 (DESIGN.md section 9).
+Distributed shared memory is not usable from Triton 3.6 (DESIGN.md section 9), but a cluster's barrier
+is: with CLUSTER > 1 (dispatch.SPLIT_CLUSTER_CONFIGS, sm_90, off by default and not yet timed) each batch
+group is one thread-block cluster of CLUSTER programs, which meet at barrier.cluster_barrier, the
+hardware's barrier with release and acquire at cluster scope, instead of the counter: no atomic arrival,
+no polling, and no co-residency to check, since a cluster's CTAs are scheduled together. Triton 3.6
+compiles num_ctas > 1 as one program spread over the cluster (its PlanCTA pass fails on these kernels'
+3-D tensors), so _launch_clusters launches the ordinary kernel with the cluster dimension set.
 
 In the interpreter programs run one after another, so the barrier (USE_BARRIER) is compiled out
 and the launcher runs one launch per step; the barrier itself is tested with a one-program grid.
@@ -54,7 +60,7 @@ import triton
 import triton.language as tl
 
 from .activations import activation_grad_from_output, apply_activation
-from .barrier import grid_barrier
+from .barrier import cluster_barrier, grid_barrier
 from .driver import time_order
 from .launch import SIXTEEN_BIT, Blocks, accumulator_dtype, common_keywords, fast_tanh
 from .runtime import co_resident_programs, interpreting
@@ -78,6 +84,7 @@ class SplitBlocks(Blocks):
     num_warps: int
     num_stages: int = 1  # software-pipeline stages of the tile loop (within a step, after its barrier); 1: none
     ONE_TILE: bool = False  # every program runs one batch tile per step (the launcher checks): no tile loop in a step
+    CLUSTER: int = 1  # > 1: each batch group's programs are one cluster of this many CTAs (sm_90), cluster_barrier
 
 
 def launch_keywords(config: SplitBlocks, nonlinearity: str, dtype: torch.dtype, interpreted: bool,
@@ -136,6 +143,16 @@ def column_tile(tile, cols, B, H, BLOCK_B: tl.constexpr):
     rows = tile * BLOCK_B + tl.arange(0, BLOCK_B)
     row_mask = rows < B
     return rows, row_mask, cols[:, None] + rows[None, :] * H, (cols[:, None] < H) & row_mask[None, :]
+
+
+@triton.jit
+def group_barrier(counter_ptr, status_ptr, target, CLUSTER: tl.constexpr):
+    """Every program of the batch group has written the step: the cluster's barrier where the group is one
+    cluster, else the grid barrier on the group's counter (barrier.py)."""
+    if CLUSTER > 1:
+        cluster_barrier()
+    else:
+        grid_barrier(counter_ptr, status_ptr, target)
 
 
 @triton.jit
@@ -209,6 +226,7 @@ def split_forward_kernel(
     BLOCK_H: tl.constexpr,        # H padded to a power of two (the K of the product)
     K_SPLIT: tl.constexpr,        # K split over the warps, one part per warp
     USE_BARRIER: tl.constexpr,    # False only for one-step launches (interpreter)
+    CLUSTER: tl.constexpr,        # > 1: the group is one cluster of CLUSTER programs, met at cluster_barrier
     INPUTS_AHEAD: tl.constexpr,   # the group's first tile of each step's input loaded a step ahead
     ONE_TILE: tl.constexpr,       # the group's first tile is its only one (launcher-checked): no tile loop
     DOT_PRECISION: tl.constexpr,  # "ieee" (16-bit) or "tf32x3" (fp32)
@@ -239,7 +257,7 @@ def split_forward_kernel(
             xw_first = xw_ahead
             xw_ahead = step_tile(xw_ptr, t + 2 * t_step, group, cols, B, H, BLOCK_B, s + 1 < T)
         if USE_BARRIER:  # every program of the group has written step s-1
-            grid_barrier(counter_ptr + group, status_ptr, s * slices)
+            group_barrier(counter_ptr + group, status_ptr, s * slices, CLUSTER)
         prev_ptr = y_ptr + t * B * H
         t += t_step
         if ONE_TILE:  # the group's only tile: no loop
@@ -267,7 +285,8 @@ def split_backward_kernel(
     t_first,        # time index of the first (reverse) step
     t_step,         # -1 or +1
     ACTIVATION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr,
-    K_SPLIT: tl.constexpr, USE_BARRIER: tl.constexpr, INPUTS_AHEAD: tl.constexpr, ONE_TILE: tl.constexpr,
+    K_SPLIT: tl.constexpr, USE_BARRIER: tl.constexpr, CLUSTER: tl.constexpr, INPUTS_AHEAD: tl.constexpr,
+    ONE_TILE: tl.constexpr,
     DOT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr,
     EXCHANGE_ONLY: tl.constexpr,  # as in split_forward_kernel
 ):
@@ -294,7 +313,7 @@ def split_backward_kernel(
             h_ahead = step_tile(y_ptr, t + 2 * t_step, group, cols, B, H, BLOCK_B, s + 1 < T)
             dy_ahead = step_tile(dy_ptr, t + 2 * t_step, group, cols, B, H, BLOCK_B, s + 1 < T)
         if USE_BARRIER:
-            grid_barrier(counter_ptr + group, status_ptr, s * slices)
+            group_barrier(counter_ptr + group, status_ptr, s * slices, CLUSTER)
         next_ptr = da_ptr + t * B * H
         t += t_step
         if ONE_TILE:  # the group's only tile (as in split_forward_kernel)
@@ -313,8 +332,9 @@ def split_backward_kernel(
 def split_grid(B: int, H: int, config: SplitBlocks, sm_count: int) -> tuple[int, int]:
     """(column slices, batch groups) of the one launch: every program must be resident at once, one per
     SM, so the slices take what they need and the batch tiles are spread over as many groups as the
-    remaining SMs allow (each group runs its tiles one after another every step)."""
-    slices, tiles = triton.cdiv(H, config.BLOCK_N), triton.cdiv(B, config.BLOCK_B)
+    remaining SMs allow (each group runs its tiles one after another every step). A group that is a cluster
+    has CLUSTER programs, those past H with nothing to do."""
+    slices, tiles = max(triton.cdiv(H, config.BLOCK_N), config.CLUSTER), triton.cdiv(B, config.BLOCK_B)
     if slices > sm_count:
         raise RuntimeError(f"split-H needs {slices} co-resident programs but the device has {sm_count} SMs: "
                            f"its barrier could never be met")
@@ -334,11 +354,26 @@ def _launch_all_steps(kernel, args: tuple, T: int, t_first: int, t_step: int, co
                          f"{tiles} tiles of {config.BLOCK_B} for {groups} batch group(s)")
     counters = torch.zeros(groups, dtype=torch.int32, device=device)
     status = torch.zeros(1, dtype=torch.int32, device=device)
+    args = (*args, counters, status, PIN, T, B, H, t_first, t_step)
+    if config.CLUSTER > 1:
+        _launch_clusters(kernel, (slices, groups), config.CLUSTER, args, keywords)
+        return
     # The driver refuses a cooperative grid that cannot be co-resident, instead of hanging.
     cooperative = {"launch_cooperative_grid": True} if device.type == "cuda" else {}
-    kernel[(slices, groups)](*args, counters, status, PIN, T, B, H, t_first, t_step, **keywords, **cooperative)
+    kernel[(slices, groups)](*args, **keywords, **cooperative)
     if status.item():
         raise RuntimeError("split-H grid barrier timed out: not all programs were resident at once")
+
+
+def _launch_clusters(kernel, grid: tuple[int, int], cluster: int, args: tuple, keywords: dict) -> None:
+    """kernel over grid, its programs along x in clusters of `cluster` CTAs. Triton 3.6 compiles clusters only as
+    one program spread over the cluster's CTAs (num_ctas), which these kernels are not: so the kernel is compiled
+    as usual and the CTA count of its launch metadata, which Triton's launcher makes the cluster dimension (and
+    multiplies the grid's x by), set to the cluster size. Each program still sees its own program_id."""
+    compiled = kernel.warmup(*args, grid=grid, **keywords)  # compiled (or found in the cache), not launched
+    num_warps, _, shared = compiled.packed_metadata
+    compiled.packed_metadata = (num_warps, cluster, shared)  # this kernel (CLUSTER is a constexpr) runs clustered
+    kernel[(grid[0] // cluster, grid[1])](*args, **keywords)
 
 
 def _launch_one_step(kernel, args: tuple, t: int, config: SplitBlocks, keywords: dict) -> None:

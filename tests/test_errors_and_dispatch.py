@@ -230,6 +230,23 @@ def test_split_takes_16_row_slices_at_h1024_where_the_batch_fits_them(monkeypatc
     assert blocks(1) == (32, 8)
 
 
+def test_split_clusters_serve_h512_and_h1024_from_sm90_where_each_group_has_one_tile(monkeypatch):
+    """SPLIT_CLUSTERS (off by default): 16-bit H = 512 in clusters of 8 slices of 64 rows, H = 1024 in clusters of 16,
+    8-row tiles, as many clusters as the 132 SMs hold (16 and 8), one tile each; beyond that, on sm_80, in fp32 and at
+    H = 2048, the grid-barrier configurations."""
+    def cluster(hidden, batch, dtype=torch.bfloat16, arch=90):
+        return _split_plan(hidden, batch, dtype, max(512, hidden), 132, arch).config.forward.CLUSTER
+    assert [cluster(512, 8), cluster(1024, 8)] == [1, 1]
+    monkeypatch.setattr(dispatch, "SPLIT_CLUSTERS", True)  # on: .ci/gpu_variants.py split-clusters
+    assert [cluster(512, b) for b in (1, 128, 129)] == [8, 8, 1]
+    assert [cluster(1024, b) for b in (1, 64, 65)] == [16, 16, 1]
+    assert [cluster(300, 8), cluster(512, 8, torch.float16)] == [8, 8]
+    assert [cluster(512, 8, arch=80), cluster(512, 8, torch.float32), cluster(2048, 8)] == [1, 1, 1]
+    plan = plan_for(300, 8, torch.bfloat16, kernel="split")
+    assert split_grid(8, 300, plan.config.forward, 132) == (8, 1)  # a whole cluster, three slices past H
+    assert "each group a cluster of 8" in plan.reason
+
+
 def test_stepwise_column_tiles_narrow_until_the_grid_fills_the_sms():
     """STEPWISE_BLOCK_N: the widest column tile whose grid gives each of the 132 SMs (an H100's, for plans made
     without a device) a program, else the narrowest."""

@@ -8,7 +8,7 @@ import pytest
 import torch
 import triton
 
-from kernels import TritonRNN, plan_for
+from kernels import TritonRNN, dispatch, plan_for
 from kernels.dispatch import recurrence_backward, recurrence_forward, resident_limit
 from kernels.runtime import device_facts
 from rnnbench.backends import Prepared
@@ -70,14 +70,9 @@ def test_layer_matches_cudnn(dtype):
         assert rel_err(p.grad, q.grad) < 8 * TOLERANCE[dtype], name
 
 
-@pytest.mark.parametrize("H,B", [(1024, 64), (2048, 16), (2048, 64), (512, 1), (1024, 16), (1024, 32)])
-def test_split_barrier_under_load_matches_stepwise(H, B):
-    """T >= 10k steps with (nearly) every SM in the barrier: any missed or torn barrier would show up
-    as a difference from the stepwise kernel, which synchronises by launching once per step. B = 1, 16 and
-    32 take 8-row tiles (H = 1024, B = 16: two groups of 64 16-row slices; B = 32: four groups of 32-row
-    slices). Every case loads its first tile's inputs a step ahead (split.INPUTS_AHEAD). H = 2048, B = 64 runs
-    four tiles per program in the tile loop, the others' inputs read in the step; every other case one tile per
-    program without it (ONE_TILE)."""
+def check_split_against_stepwise(H, B, clustered=False):
+    """T >= 10k steps with (nearly) every SM in the barrier: any missed or torn barrier would show up as a difference
+    from the stepwise kernel, which synchronises by launching once per step."""
     T, dtype = 10_000, torch.bfloat16
     g = torch.Generator().manual_seed(0)
     xw = (torch.randn(T, B, H, generator=g) * 0.5).to("cuda", dtype)
@@ -87,12 +82,31 @@ def test_split_barrier_under_load_matches_stepwise(H, B):
     split_plan, step_plan = plan_for(H, B, dtype, "cuda"), plan_for(H, B, dtype, "cuda", kernel="stepwise")
     if split_plan.tier != "split":  # H = 2048 needs 128 SMs (an A100 has 108)
         pytest.skip(f"the split tier does not serve H={H} on this GPU: {split_plan.reason}")
+    if clustered and split_plan.config.forward.CLUSTER == 1:  # clusters from sm_90
+        pytest.skip(f"no cluster configuration for H={H}, B={B} on this GPU: {split_plan.name}")
     y = recurrence_forward(split_plan, xw, h0, u, "tanh", False)
     y_ref = recurrence_forward(step_plan, xw, h0, u, "tanh", False)
     assert rel_err(y, y_ref) < 1e-2
     da, dh0 = recurrence_backward(split_plan, y_ref, dy, u, "tanh", False)
     da_ref, dh0_ref = recurrence_backward(step_plan, y_ref, dy, u, "tanh", False)
     assert rel_err(da, da_ref) < 1e-2 and rel_err(dh0, dh0_ref) < 1e-2
+
+
+@pytest.mark.parametrize("H,B", [(1024, 64), (2048, 16), (2048, 64), (512, 1), (1024, 16), (1024, 32)])
+def test_split_barrier_under_load_matches_stepwise(H, B):
+    """B = 1, 16 and 32 take 8-row tiles (H = 1024, B = 16: two groups of 64 16-row slices; B = 32: four groups of
+    32-row slices). Every case loads its first tile's inputs a step ahead (split.INPUTS_AHEAD). H = 2048, B = 64 runs
+    four tiles per program in the tile loop, the others' inputs read in the step; every other case one tile per
+    program without it (ONE_TILE)."""
+    check_split_against_stepwise(H, B)
+
+
+@pytest.mark.parametrize("H,B", [(512, 1), (512, 128), (1024, 8), (1024, 64)])
+def test_split_cluster_barrier_under_load_matches_stepwise(H, B, monkeypatch):
+    """The batch groups as clusters (dispatch.SPLIT_CLUSTERS): one group of 8 or 16 CTAs, and as many groups as fit
+    (16 clusters of 8 at H = 512, B = 128; 8 of 16 at H = 1024, B = 64), each meeting at its cluster barrier."""
+    monkeypatch.setattr(dispatch, "SPLIT_CLUSTERS", True)
+    check_split_against_stepwise(H, B, clustered=True)
 
 
 def test_split_refuses_a_grid_larger_than_the_sm_count():

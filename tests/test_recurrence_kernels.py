@@ -5,7 +5,7 @@ import torch
 from kernels import dispatch, resident, split
 from kernels.dispatch import TIERS, KernelPlan, plan_for, recurrence_backward, recurrence_forward
 from kernels.launch import LaunchConfig
-from kernels.runtime import interpreting
+from kernels.runtime import device_facts, interpreting
 from kernels.split import SplitBlocks, split_backward, split_forward
 
 from helpers import DTYPES, TOLERANCE, reference_layer, rel_err
@@ -102,6 +102,19 @@ def test_split_kernels_match_float64_reference(dtype, shape, nonlinearity, rever
     check_against_reference(plan, dtype, shape, nonlinearity, reverse, device)
 
 
+# The cluster configurations (dispatch.SPLIT_CLUSTER_CONFIGS, off by default): 64-row slices, 8-row tiles. Their
+# barrier is compiled out in the interpreter like the grid barrier; on a GPU (sm_90) these run clustered. H = 300
+# leaves three of H = 512's eight slices past H; B = 9 takes two batch groups.
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("shape,nonlinearity,reverse", [((2, 5, 300), "tanh", False), ((3, 9, 512), "relu", True)],
+                         ids=["T2-B5-H300", "T3-B9-H512"])
+def test_split_cluster_configurations_match_float64_reference(dtype, shape, nonlinearity, reverse, device):
+    if device == "cuda" and device_facts("cuda")[1] < 90:
+        pytest.skip("thread-block clusters need sm_90")
+    plan = KernelPlan("split", dispatch.SPLIT_CLUSTER_CONFIGS[(dtype, 512)])
+    check_against_reference(plan, dtype, shape, nonlinearity, reverse, device)
+
+
 # A split configuration at an H the interpreter affords (the dispatcher's own start at H = 512), over shapes that
 # mask what the dispatcher's never do: T = 1; one partial tile (B = 5); a full tile and one more row (B = 33);
 # nine tiles, the last partial (B = 70), each run in turn; H = 72 and 100 leave most of the second warp's K part
@@ -139,6 +152,14 @@ def test_split_barrier_path_with_a_one_program_grid(nonlinearity, reverse, one_t
     assert rel_err(y, ref_y) < TOLERANCE[torch.float32]
     da, dh0 = split_backward(ref_y.float(), dy, u, reverse, config, nonlinearity, use_barrier=True)
     assert rel_err(da, ref_da) < 2 * TOLERANCE[torch.float32] and rel_err(dh0, ref_dh0) < 2 * TOLERANCE[torch.float32]
+
+
+def test_a_cluster_configuration_refuses_the_barrier_path_off_a_gpu():
+    """The interpreter runs a grid's programs one after another: a cluster's 8 programs cannot meet at its barrier."""
+    xw, h0, u, _ = make_inputs(2, 3, 512, torch.bfloat16, "cpu")
+    config = dispatch.SPLIT_CLUSTER_CONFIGS[(torch.bfloat16, 512)].forward
+    with pytest.raises(RuntimeError, match="needs 8 co-resident programs but the device has 1 SMs"):
+        split_forward(xw, h0, u, False, config, "tanh", use_barrier=True)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
