@@ -1,4 +1,7 @@
 """The recurrence kernels themselves (fma, resident, split and stepwise), forward and backward, against float64."""
+import json
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -8,7 +11,7 @@ from kernels.launch import LaunchConfig
 from kernels.runtime import device_facts, interpreting
 from kernels.split import SplitBlocks, split_backward, split_forward
 
-from helpers import DTYPES, TOLERANCE, reference_layer, rel_err
+from helpers import DTYPES, TOLERANCE, compiled_without_interpreter, reference_layer, rel_err
 
 # (T, B, H): T=1, odd H and B, two and three batch tiles (B=17, 40) in one launch, padding to BLOCK_H
 # (48 -> 64, 130 -> 256).
@@ -160,6 +163,51 @@ def test_a_cluster_configuration_refuses_the_barrier_path_off_a_gpu():
     config = dispatch.SPLIT_CLUSTER_CONFIGS[(torch.bfloat16, 512)].forward
     with pytest.raises(RuntimeError, match="needs 8 co-resident programs but the device has 1 SMs"):
         split_forward(xw, h0, u, False, config, "tanh", use_barrier=True)
+
+
+# What split._launch_clusters relies on in the installed Triton, read without a GPU: a compiled kernel's packed launch
+# metadata is (num_warps, num_ctas, shared), and the CUDA launcher turns num_ctas into the cluster dimension and
+# multiplies the grid's x by it.
+LAUNCH_CONTRACT = """
+import inspect, json
+import torch
+from triton.backends.nvidia import driver
+from triton.runtime.jit import JITFunction
+from kernels import audit, fma
+keywords = fma.launch_keywords(fma.FmaBlocks(16, 1), "tanh", torch.float32, False, backward=False)
+compiled = audit.compile_for(fma.fma_forward_kernel, "torch.float32", keywords, 90)
+source = inspect.getsource(driver)
+print(json.dumps({"packed": list(compiled.packed_metadata), "warps": compiled.metadata.num_warps,
+                  "ctas": compiled.metadata.num_ctas, "shared": compiled.metadata.shared,
+                  "cluster_dim": "clusterDim.x = num_ctas" in source, "grid_x": "gridDimX = gridX * num_ctas" in source,
+                  "warmup": hasattr(JITFunction, "warmup")}))
+"""
+
+
+def test_the_cluster_launch_relies_on_what_tritons_launcher_does():
+    """Checked against the installed Triton, so that an upgrade which changes it shows here before a GPU run."""
+    facts = json.loads(compiled_without_interpreter(LAUNCH_CONTRACT))
+    assert facts["packed"] == [facts["warps"], 1, facts["shared"]] and facts["ctas"] == 1
+    assert facts["cluster_dim"] and facts["grid_x"] and facts["warmup"]
+
+
+def test_the_cluster_launch_sets_the_cta_count_and_divides_the_grid():
+    """split._launch_clusters compiles without launching, sets the compiled kernel's CTA count to the cluster size,
+    then launches cdiv(x, cluster) clusters: with Triton's launcher, one CTA per program, in clusters."""
+    class Kernel:
+        compiled = SimpleNamespace(packed_metadata=(8, 1, 4096))
+        launches = []
+
+        def warmup(self, *args, grid, **keywords):
+            assert not self.launches and grid == (8, 3) and keywords == {"CLUSTER": 8}
+            return self.compiled
+
+        def __getitem__(self, grid):
+            return lambda *args, **keywords: self.launches.append((grid, args, keywords))
+    kernel = Kernel()
+    split._launch_clusters(kernel, (8, 3), 8, ("x", 1), {"CLUSTER": 8})
+    assert kernel.compiled.packed_metadata == (8, 8, 4096)
+    assert kernel.launches == [((1, 3), ("x", 1), {"CLUSTER": 8})]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
