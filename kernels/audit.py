@@ -146,11 +146,12 @@ def _dispatchable_plans(arch: int):
         split_configs,
         stepwise_configs,
     )
+    from .split import split_slices
     plans = [(dt, plan_for(block_h, 1, dt, kernel="fma")) for dt, block_h in FMA_CONFIGS]
     plans += [(dt, plan_for(block_h, 1, dt, kernel="resident")) for dt, block_h in RESIDENT_CONFIGS
               if resident_served(dt, block_h, arch)]
     plans += [(dt, KernelPlan("split", cfg)) for dt, block_h in SPLIT_CONFIGS
-              for cfg in split_configs(dt, block_h, arch) if -(-block_h // cfg.forward.BLOCK_N) <= SM_COUNT[arch]]
+              for cfg in split_configs(dt, block_h, arch) if split_slices(block_h, cfg.forward) <= SM_COUNT[arch]]
     plans += [(dt, KernelPlan("stepwise", cfg)) for dt in SUPPORTED_DTYPES for cfg in stepwise_configs(dt)]
     return plans
 

@@ -306,7 +306,7 @@ def split_config(dtype: torch.dtype, block_h: int, hidden_size: int, batch_size:
     """The split configuration for this layer: the first of split_configs with which no program runs more than
     one tile per step (the tiles spread over the groups the SMs leave beside the slices), else the last,
     SPLIT_CONFIGS'. A narrower tile or a thinner slice only pays where it spares a program a second tile per step."""
-    configs = [c for c in split_configs(dtype, block_h, arch) if triton.cdiv(hidden_size, c.forward.BLOCK_N) <= sms]
+    configs = [c for c in split_configs(dtype, block_h, arch) if split.split_slices(hidden_size, c.forward) <= sms]
     for config in configs:
         if triton.cdiv(batch_size, config.forward.BLOCK_B) <= split.split_grid(batch_size, hidden_size,
                                                                                config.forward, sms)[1]:
@@ -319,10 +319,10 @@ def _split_plan(hidden_size, batch_size, dtype, block_h, sms, arch) -> KernelPla
     if (dtype, block_h) not in SPLIT_CONFIGS:
         return f"no split configuration for hidden_size {hidden_size} in {dtype} (limit {_limit(SPLIT_CONFIGS, dtype)})"
     config = split_config(dtype, block_h, hidden_size, batch_size, sms, arch)
-    slices = triton.cdiv(hidden_size, config.forward.BLOCK_N)
+    slices = split.split_slices(hidden_size, config.forward)
     if slices > sms:
         return f"{slices} slices of U need {slices} co-resident programs but the device has {sms} SMs"
-    slices, groups = split.split_grid(batch_size, hidden_size, config.forward, sms)
+    _, groups = split.split_grid(batch_size, hidden_size, config.forward, sms)
     tiles = triton.cdiv(batch_size, config.forward.BLOCK_B)
     barrier = (f"each group a cluster of {slices} meeting at its barrier" if config.forward.CLUSTER > 1 else
                "a grid barrier")

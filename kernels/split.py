@@ -329,12 +329,17 @@ def split_backward_kernel(
                               K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY)
 
 
+def split_slices(H: int, config: SplitBlocks) -> int:
+    """Programs in each batch group: one per BLOCK_N columns of H; a group that is a cluster has CLUSTER of them,
+    those past H with nothing to do."""
+    return max(triton.cdiv(H, config.BLOCK_N), config.CLUSTER)
+
+
 def split_grid(B: int, H: int, config: SplitBlocks, sm_count: int) -> tuple[int, int]:
     """(column slices, batch groups) of the one launch: every program must be resident at once, one per
-    SM, so the slices take what they need and the batch tiles are spread over as many groups as the
-    remaining SMs allow (each group runs its tiles one after another every step). A group that is a cluster
-    has CLUSTER programs, those past H with nothing to do."""
-    slices, tiles = max(triton.cdiv(H, config.BLOCK_N), config.CLUSTER), triton.cdiv(B, config.BLOCK_B)
+    SM, so the slices take what they need (split_slices) and the batch tiles are spread over as many groups
+    as the remaining SMs allow (each group runs its tiles one after another every step)."""
+    slices, tiles = split_slices(H, config), triton.cdiv(B, config.BLOCK_B)
     if slices > sm_count:
         raise RuntimeError(f"split-H needs {slices} co-resident programs but the device has {sm_count} SMs: "
                            f"its barrier could never be met")
