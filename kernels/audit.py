@@ -401,13 +401,15 @@ def l2_prefetches(loop: list[str]) -> int:
     return sum(i.split()[0].startswith("CCTL") and ".PF" in i.split()[0] for i in loop)
 
 
-def barrier_atomics(ptx: str, cluster: bool = False) -> bool:
+def barrier_atomics(ptx: str, cluster: bool = False, dsmem: bool = False) -> bool:
     """The grid barrier's arrival (a gpu-scope release add, e.g. red.global.gpu.release.add) and its
     poll (a gpu-scope acquire load or atomic, e.g. ld.global.gpu.acquire) are in the PTX; for a group that is a
-    cluster, the cluster barrier's release arrival and acquire wait instead."""
+    cluster, the cluster barrier's release arrival and acquire wait instead, and with the state in distributed
+    shared memory (dsmem), also the remote reads of it (mapa, ld.shared::cluster)."""
     if cluster:
+        remote_reads = re.search(r"\bmapa\.shared::cluster\b", ptx) and re.search(r"\bld\.shared::cluster\b", ptx)
         return bool(re.search(r"\bbarrier\.cluster\.arrive\.release\b", ptx)
-                    and re.search(r"\bbarrier\.cluster\.wait\.acquire\b", ptx))
+                    and re.search(r"\bbarrier\.cluster\.wait\.acquire\b", ptx) and (remote_reads or not dsmem))
     release_add = re.search(r"\b(red|atom)\.\S*\bgpu\.release\.add", ptx)
     acquire_poll = re.search(r"\b(ld|atom)\.\S*\bgpu\.acquire\b", ptx)
     return bool(release_add and acquire_poll)
@@ -471,8 +473,8 @@ def compile_one(job: AuditJob) -> AuditRow:
             for key, value in time_loop_facts(compiled, keywords, job.dtype, job.tier).items():
                 setattr(row, key, value)
         if job.tier == "split":
-            cluster = keywords.get("CLUSTER", 1) > 1
-            row.barrier_atomics = "yes" if barrier_atomics(compiled.asm["ptx"], cluster) else "NO"
+            cluster, dsmem = keywords.get("CLUSTER", 1) > 1, keywords.get("STATE_IN_DSMEM", False)
+            row.barrier_atomics = "yes" if barrier_atomics(compiled.asm["ptx"], cluster, dsmem) else "NO"
     except Exception as exc:  # one broken configuration must not hide the others
         row.error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200]
     return row
@@ -535,6 +537,9 @@ def kernel_switches() -> tuple[KernelSwitch, ...]:
         KernelSwitch("--split-clusters", dispatch, "SPLIT_CLUSTERS", {"action": "store_true"},
                      "the split tier's batch groups as thread-block clusters where it has such configurations "
                      "(dispatch.SPLIT_CLUSTERS on; sm_90)"),
+        KernelSwitch("--split-dsmem", dispatch, "SPLIT_CLUSTER_DSMEM", {"action": "store_true"},
+                     "with --split-clusters, the clusters' state exchanged in distributed shared memory "
+                     "(dispatch.SPLIT_CLUSTER_DSMEM on)"),
     )
 
 

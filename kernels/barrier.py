@@ -44,5 +44,21 @@ def grid_barrier(counter_ptr, status_ptr, target):
 def cluster_barrier():
     """Wait until every thread of this program's cluster has arrived: what each wrote before is then visible
     to all of them (barrier.cluster with release and acquire semantics; every thread executes it)."""
-    tl.inline_asm_elementwise("barrier.cluster.arrive.release.aligned; barrier.cluster.wait.acquire.aligned; "
-                              "mov.b32 $0, 0;", "=r", [], dtype=tl.int32, is_pure=False, pack=1)
+    cluster_arrive()
+    cluster_wait()
+
+
+@triton.jit
+def cluster_arrive():
+    """This thread's arrival at its cluster's barrier, with release semantics: its memory operations so far are
+    visible to each thread of the cluster once that thread's cluster_wait returns. Returns at once; every thread
+    arrives once per phase (.aligned)."""
+    tl.inline_asm_elementwise("barrier.cluster.arrive.release.aligned; mov.b32 $0, 0;", "=r", [], dtype=tl.int32,
+                              is_pure=False, pack=1)
+
+
+@triton.jit
+def cluster_wait():
+    """Wait until every thread of the cluster has arrived at the current phase of its barrier (acquire)."""
+    tl.inline_asm_elementwise("barrier.cluster.wait.acquire.aligned; mov.b32 $0, 0;", "=r", [], dtype=tl.int32,
+                              is_pure=False, pack=1)

@@ -1,5 +1,6 @@
 """The recurrence kernels themselves (fma, resident, split and stepwise), forward and backward, against float64."""
 import json
+from collections import namedtuple
 from types import SimpleNamespace
 
 import pytest
@@ -105,16 +106,18 @@ def test_split_kernels_match_float64_reference(dtype, shape, nonlinearity, rever
     check_against_reference(plan, dtype, shape, nonlinearity, reverse, device)
 
 
-# The cluster configurations (dispatch.SPLIT_CLUSTER_CONFIGS, off by default): 64-row slices, 8-row tiles. Their
-# barrier is compiled out in the interpreter like the grid barrier; on a GPU (sm_90) these run clustered. H = 300
-# leaves three of H = 512's eight slices past H; B = 9 takes two batch groups.
+# The cluster configurations (dispatch.SPLIT_CLUSTER_CONFIGS, off by default): 64-row slices, 8-row tiles; and the
+# one exchanging the state in distributed shared memory (SPLIT_DSMEM_CONFIGS). Their barrier is compiled out in the
+# interpreter like the grid barrier, and there the state passes through global memory; on a GPU (sm_90) these run
+# clustered. H = 300 leaves three of H = 512's eight slices past H; B = 9 takes two batch groups.
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("shape,nonlinearity,reverse", [((2, 5, 300), "tanh", False), ((3, 9, 512), "relu", True)],
                          ids=["T2-B5-H300", "T3-B9-H512"])
-def test_split_cluster_configurations_match_float64_reference(dtype, shape, nonlinearity, reverse, device):
+@pytest.mark.parametrize("configs", ["SPLIT_CLUSTER_CONFIGS", "SPLIT_DSMEM_CONFIGS"])
+def test_split_cluster_configurations_match_float64_reference(configs, dtype, shape, nonlinearity, reverse, device):
     if device == "cuda" and device_facts("cuda")[1] < 90:
         pytest.skip("thread-block clusters need sm_90")
-    plan = KernelPlan("split", dispatch.SPLIT_CLUSTER_CONFIGS[(dtype, 512)])
+    plan = KernelPlan("split", getattr(dispatch, configs)[(dtype, 512)])
     check_against_reference(plan, dtype, shape, nonlinearity, reverse, device)
 
 
@@ -167,11 +170,13 @@ def test_a_cluster_configuration_refuses_the_barrier_path_off_a_gpu():
 
 # What split._launch_clusters relies on in the installed Triton, read without a GPU: a compiled kernel's packed launch
 # metadata is (num_warps, num_ctas, shared), and the CUDA launcher turns num_ctas into the cluster dimension and
-# multiplies the grid's x by it.
+# multiplies the grid's x by it; the module is loaded at the first launch, with the shared memory size of the kernel's
+# metadata (a named tuple), which opts in to more than 48 KiB where that needs it.
 LAUNCH_CONTRACT = """
 import inspect, json
 import torch
 from triton.backends.nvidia import driver
+from triton.compiler.compiler import CompiledKernel
 from triton.runtime.jit import JITFunction
 from kernels import audit, fma
 keywords = fma.launch_keywords(fma.FmaBlocks(16, 1), "tanh", torch.float32, False, backward=False)
@@ -180,7 +185,9 @@ source = inspect.getsource(driver)
 print(json.dumps({"packed": list(compiled.packed_metadata), "warps": compiled.metadata.num_warps,
                   "ctas": compiled.metadata.num_ctas, "shared": compiled.metadata.shared,
                   "cluster_dim": "clusterDim.x = num_ctas" in source, "grid_x": "gridDimX = gridX * num_ctas" in source,
-                  "warmup": hasattr(JITFunction, "warmup")}))
+                  "warmup": hasattr(JITFunction, "warmup"), "replace": hasattr(compiled.metadata, "_replace"),
+                  "loads_with_shared": "metadata.shared, device" in inspect.getsource(CompiledKernel._init_handles),
+                  "lazy_load": compiled.module is None}))
 """
 
 
@@ -189,25 +196,31 @@ def test_the_cluster_launch_relies_on_what_tritons_launcher_does():
     facts = json.loads(compiled_without_interpreter(LAUNCH_CONTRACT))
     assert facts["packed"] == [facts["warps"], 1, facts["shared"]] and facts["ctas"] == 1
     assert facts["cluster_dim"] and facts["grid_x"] and facts["warmup"]
+    assert facts["replace"] and facts["loads_with_shared"] and facts["lazy_load"]
 
 
-def test_the_cluster_launch_sets_the_cta_count_and_divides_the_grid():
-    """split._launch_clusters compiles without launching, sets the compiled kernel's CTA count to the cluster size,
-    then launches cdiv(x, cluster) clusters: with Triton's launcher, one CTA per program, in clusters."""
+@pytest.mark.parametrize("extra_shared", [0, 16384])
+def test_the_cluster_launch_sets_the_cta_count_and_divides_the_grid(extra_shared):
+    """split._launch_clusters compiles without launching, sets the compiled kernel's CTA count to the cluster size
+    and its shared memory to its own plus extra_shared (dsmem.py's slots), once, then launches cdiv(x, cluster)
+    clusters: with Triton's launcher, one CTA per program, in clusters."""
     class Kernel:
-        compiled = SimpleNamespace(packed_metadata=(8, 1, 4096))
+        compiled = SimpleNamespace(packed_metadata=(8, 1, 40960),
+                                   metadata=namedtuple("KernelMetadata", "num_warps shared")(8, 40960))
         launches = []
 
         def warmup(self, *args, grid, **keywords):
-            assert not self.launches and grid == (8, 3) and keywords == {"CLUSTER": 8}
+            assert grid == (8, 3) and keywords == {"CLUSTER": 8}
             return self.compiled
 
         def __getitem__(self, grid):
             return lambda *args, **keywords: self.launches.append((grid, args, keywords))
     kernel = Kernel()
-    split._launch_clusters(kernel, (8, 3), 8, ("x", 1), {"CLUSTER": 8})
-    assert kernel.compiled.packed_metadata == (8, 8, 4096)
-    assert kernel.launches == [((1, 3), ("x", 1), {"CLUSTER": 8})]
+    for _ in range(2):  # the second launch finds the kernel set up
+        split._launch_clusters(kernel, (8, 3), 8, extra_shared, ("x", 1), {"CLUSTER": 8})
+        assert kernel.compiled.packed_metadata == (8, 8, 40960 + extra_shared)
+        assert kernel.compiled.metadata.shared == 40960 + extra_shared
+    assert kernel.launches == [((1, 3), ("x", 1), {"CLUSTER": 8})] * 2
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
