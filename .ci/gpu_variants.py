@@ -44,9 +44,9 @@ def resident_fp32(product: str):
 
 
 @contextlib.contextmanager
-def split_dsmem():
-    """The split tier's batch groups as clusters, exchanging the state in distributed shared memory where they can."""
-    with switched(dispatch, "SPLIT_CLUSTERS", True), switched(dispatch, "SPLIT_CLUSTER_DSMEM", True):
+def split_exchange(exchange: str):
+    """The split tier's batch groups as clusters, exchanging the state this way where they can."""
+    with switched(dispatch, "SPLIT_CLUSTERS", True), switched(dispatch, "SPLIT_CLUSTER_EXCHANGE", exchange):
         yield
 
 
@@ -81,9 +81,9 @@ VARIANTS = {  # name -> a context manager factory
     # the split tier's batch groups as thread-block clusters meeting at the cluster barrier, at H = 512 and 1024
     # (today's: the grid barrier; dispatch.SPLIT_CLUSTERS)
     "split-clusters": lambda: switched(dispatch, "SPLIT_CLUSTERS", True),
-    # the clusters at H = 512 with their state exchanged in distributed shared memory, not through L2
-    # (dispatch.SPLIT_CLUSTER_DSMEM)
-    "split-dsmem": split_dsmem,
+    # the clusters at H = 512 with their state exchanged in distributed shared memory, not through L2: by remote
+    # loads after the cluster barrier, or by bulk copies counted on mbarriers (dispatch.SPLIT_CLUSTER_EXCHANGE)
+    **{f"split-{e}": (lambda e=e: split_exchange(e)) for e in ("dsmem-pull", "dsmem-push")},
     # the step kernel's 64-column tiles at every size (today's narrow them until the grid fills the SMs:
     # dispatch.STEPWISE_BLOCK_N)
     "stepwise-64-columns": lambda: switched(dispatch, "STEPWISE_BLOCK_N", (64,)),
@@ -128,7 +128,7 @@ CASES = {
     "split-tile-loop": list(dict.fromkeys(SPLIT_BATCH + SPLIT_NARROW)),
     "split-tile-stages-3": SPLIT_MANY_TILES,
     "split-clusters": SPLIT_CLUSTER_CASES,
-    "split-dsmem": [c for c in SPLIT_CLUSTER_CASES if c[1] == 512],
+    **{f"split-{e}": [c for c in SPLIT_CLUSTER_CASES if c[1] == 512] for e in ("dsmem-pull", "dsmem-push")},
     "stepwise-64-columns": FP32_STEPWISE,
     **{f"l2-prefetch-{d}": SMALL for d in L2_PREFETCH_STEPS},
 }

@@ -401,15 +401,24 @@ def l2_prefetches(loop: list[str]) -> int:
     return sum(i.split()[0].startswith("CCTL") and ".PF" in i.split()[0] for i in loop)
 
 
-def barrier_atomics(ptx: str, cluster: bool = False, dsmem: bool = False) -> bool:
+# What each of a cluster's exchanges (split.SplitBlocks.EXCHANGE) must have in the PTX besides the cluster barrier
+CLUSTER_EXCHANGE_PTX = {
+    "l2": [],
+    "dsmem-pull": [r"\bmapa\.shared::cluster\b", r"\bld\.shared::cluster\b"],  # the remote reads
+    "dsmem-push": [r"\bcp\.async\.bulk\.shared::cluster\.shared::cta\.mbarrier::complete_tx::bytes\b",
+                   r"\bmbarrier\.arrive\.expect_tx\b", r"\bmbarrier\.try_wait\.parity\b"],  # copies, their count
+}
+
+
+def barrier_atomics(ptx: str, cluster: bool = False, exchange: str = "l2") -> bool:
     """The grid barrier's arrival (a gpu-scope release add, e.g. red.global.gpu.release.add) and its
     poll (a gpu-scope acquire load or atomic, e.g. ld.global.gpu.acquire) are in the PTX; for a group that is a
-    cluster, the cluster barrier's release arrival and acquire wait instead, and with the state in distributed
-    shared memory (dsmem), also the remote reads of it (mapa, ld.shared::cluster)."""
+    cluster, the cluster barrier's release arrival and acquire wait instead, with what its exchange needs
+    (CLUSTER_EXCHANGE_PTX)."""
     if cluster:
-        remote_reads = re.search(r"\bmapa\.shared::cluster\b", ptx) and re.search(r"\bld\.shared::cluster\b", ptx)
         return bool(re.search(r"\bbarrier\.cluster\.arrive\.release\b", ptx)
-                    and re.search(r"\bbarrier\.cluster\.wait\.acquire\b", ptx) and (remote_reads or not dsmem))
+                    and re.search(r"\bbarrier\.cluster\.wait\.acquire\b", ptx)
+                    and all(re.search(pattern, ptx) for pattern in CLUSTER_EXCHANGE_PTX[exchange]))
     release_add = re.search(r"\b(red|atom)\.\S*\bgpu\.release\.add", ptx)
     acquire_poll = re.search(r"\b(ld|atom)\.\S*\bgpu\.acquire\b", ptx)
     return bool(release_add and acquire_poll)
@@ -473,8 +482,8 @@ def compile_one(job: AuditJob) -> AuditRow:
             for key, value in time_loop_facts(compiled, keywords, job.dtype, job.tier).items():
                 setattr(row, key, value)
         if job.tier == "split":
-            cluster, dsmem = keywords.get("CLUSTER", 1) > 1, keywords.get("STATE_IN_DSMEM", False)
-            row.barrier_atomics = "yes" if barrier_atomics(compiled.asm["ptx"], cluster, dsmem) else "NO"
+            cluster = keywords.get("CLUSTER", 1) > 1
+            row.barrier_atomics = "yes" if barrier_atomics(compiled.asm["ptx"], cluster, keywords["EXCHANGE"]) else "NO"
     except Exception as exc:  # one broken configuration must not hide the others
         row.error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200]
     return row
@@ -522,7 +531,7 @@ class KernelSwitch:
 
 def kernel_switches() -> tuple[KernelSwitch, ...]:
     """Every kernel switch: what the variants a GPU will time change, so that they can be audited first."""
-    from . import dispatch, resident, split
+    from . import dispatch, dsmem, resident, split
     return (
         KernelSwitch("--fp32-product", resident, "FP32_PRODUCT", {"choices": resident.FP32_PRODUCTS},
                      "the resident kernels' fp32 product (default: resident.FP32_PRODUCT)"),
@@ -537,9 +546,9 @@ def kernel_switches() -> tuple[KernelSwitch, ...]:
         KernelSwitch("--split-clusters", dispatch, "SPLIT_CLUSTERS", {"action": "store_true"},
                      "the split tier's batch groups as thread-block clusters where it has such configurations "
                      "(dispatch.SPLIT_CLUSTERS on; sm_90)"),
-        KernelSwitch("--split-dsmem", dispatch, "SPLIT_CLUSTER_DSMEM", {"action": "store_true"},
-                     "with --split-clusters, the clusters' state exchanged in distributed shared memory "
-                     "(dispatch.SPLIT_CLUSTER_DSMEM on)"),
+        KernelSwitch("--split-cluster-exchange", dispatch, "SPLIT_CLUSTER_EXCHANGE", {"choices": dsmem.EXCHANGES},
+                     "with --split-clusters, how the clusters exchange the state (default: "
+                     "dispatch.SPLIT_CLUSTER_EXCHANGE; dsmem-pull, dsmem-push: in distributed shared memory)"),
     )
 
 

@@ -128,17 +128,16 @@ SPLIT_CLUSTER_CONFIGS: dict[tuple[torch.dtype, int], LaunchConfig[SplitBlocks]] 
     (dt, bh): _split(64, bh, warps, block_b=8).replace(CLUSTER=bh // 64)
     for dt in (torch.bfloat16, torch.float16) for bh, warps in {512: 8, 1024: 16}.items()}
 SPLIT_CLUSTERS = False
-# With SPLIT_CLUSTERS, the one-tile cluster form that exchanges the state through the cluster's distributed shared
-# memory instead of L2 (dsmem.py): per step a local store of each program's columns, the cluster barrier and remote
-# shared-memory loads, instead of global stores, the barrier's fence waiting for them, an L1 invalidation and loads
-# from L2. Compile audit (python -m kernels.audit --split-clusters --split-dsmem), sm_90 bf16, forward/backward:
-# 218/227 registers, 553/601 instructions per step against the L2 exchange's 299/352 (each element's address and
-# remote load on its own), no spills. At H = 1024 (16 warps, 128 registers at most) it spills 80-88 bytes: not
-# offered there. Not yet run on a GPU: off until one says it is right and faster (bash .ci/gpu clusters).
-SPLIT_DSMEM_CONFIGS: dict[tuple[torch.dtype, int], LaunchConfig[SplitBlocks]] = {
-    (dt, 512): SPLIT_CLUSTER_CONFIGS[(dt, 512)].replace(ONE_TILE=True, STATE_IN_DSMEM=True)
-    for dt in (torch.bfloat16, torch.float16)}
-SPLIT_CLUSTER_DSMEM = False
+# With SPLIT_CLUSTERS, how the clusters' programs exchange the state (split.SplitBlocks.EXCHANGE): through L2 ("l2"),
+# or up to SPLIT_DSMEM_MAX_BLOCK_H, in their one-tile form, through the cluster's distributed shared memory (dsmem.py):
+# "dsmem-pull" (a local store, the cluster barrier, remote loads) or "dsmem-push" (a local store and bulk copies to
+# the others, counted on mbarriers: no cluster barrier, no fence, local loads). Compile audit (python -m kernels.audit
+# --split-clusters --split-cluster-exchange X), sm_90 bf16, H = 512, forward/backward: pull 213/226 registers and
+# 553/600 instructions per step, push 211/227 and 596/647, against the L2 exchange's 171/180 and 299/352 (each
+# element's address computed on its own); no spills. At H = 1024 (16 warps, 128 registers at most) both spill 40-72
+# bytes. Not yet run on a GPU: "l2" until one says they are right and faster (bash .ci/gpu clusters).
+SPLIT_CLUSTER_EXCHANGE = "l2"
+SPLIT_DSMEM_MAX_BLOCK_H = 512
 # Whether split_configs offers the one-tile form of each configuration (ONE_TILE: no tile loop in a step) for batches
 # that leave each program one tile. Compile audit, sm_90 bf16, time-loop instructions per step with / without:
 # forward 230/260 (H = 512, 8-row tiles), 239/312 (H = 1024, 16-row slices), 290/361 (H = 2048), backward 246/314,
@@ -295,8 +294,8 @@ def split_configs(dtype: torch.dtype, block_h: int, arch: int = PLANNING_ARCH) -
     order split_config tries them: the one-tile forms (ONE_TILE: no tile loop; without SPLIT_ONE_TILE, the forms with
     it) of SPLIT_CLUSTER_CONFIGS' (with SPLIT_CLUSTERS, from sm_90) and SPLIT_FINE_CONFIGS' where there are some, of
     SPLIT_CONFIGS' with its narrow batch tile where it has a wider one, and of SPLIT_CONFIGS'; last, SPLIT_CONFIGS'
-    itself, whose programs run their tiles one after another. With SPLIT_CLUSTER_DSMEM the cluster form is
-    SPLIT_DSMEM_CONFIGS' where it has one."""
+    itself, whose programs run their tiles one after another. A SPLIT_CLUSTER_EXCHANGE other than L2's makes the
+    cluster form one-tile, exchanging the state that way, up to SPLIT_DSMEM_MAX_BLOCK_H."""
     base = SPLIT_CONFIGS[(dtype, block_h)]
     clustered = SPLIT_CLUSTERS and arch >= 90 and (dtype, block_h) in SPLIT_CLUSTER_CONFIGS
     forms = [SPLIT_CLUSTER_CONFIGS[(dtype, block_h)]] if clustered else []
@@ -305,8 +304,8 @@ def split_configs(dtype: torch.dtype, block_h: int, arch: int = PLANNING_ARCH) -
     stages = SPLIT_TILE_LOOP_STAGES if dtype in SIXTEEN_BIT else 1  # fp32's spill with it (compile audit)
     looped = [c.replace(num_stages=stages) for c in forms]  # a tile loop in every step
     first = [c.replace(ONE_TILE=True) for c in forms] if SPLIT_ONE_TILE else looped[:-1]
-    if clustered and SPLIT_CLUSTER_DSMEM and (dtype, block_h) in SPLIT_DSMEM_CONFIGS:
-        first[0] = SPLIT_DSMEM_CONFIGS[(dtype, block_h)]
+    if clustered and SPLIT_CLUSTER_EXCHANGE != "l2" and block_h <= SPLIT_DSMEM_MAX_BLOCK_H:  # slots of one tile
+        first[0] = forms[0].replace(ONE_TILE=True, EXCHANGE=SPLIT_CLUSTER_EXCHANGE)
     return first + looped[-1:]
 
 

@@ -1,75 +1,164 @@
 """A split batch group's state exchanged through distributed shared memory (sm_90), instead of through L2.
 
 Where a batch group is one thread-block cluster with one batch tile (split.py: CLUSTER > 1, ONE_TILE), its CLUSTER
-programs can read each other's shared memory. Each keeps two slots for the tile's state, [BLOCK_B, BLOCK_H] in the
-16-bit I/O dtype, k fastest (slot_bytes); program p owns columns [p*BLOCK_N, (p+1)*BLOCK_N)::
+programs can reach each other's shared memory. Program p owns state columns [p*BLOCK_N, (p+1)*BLOCK_N), and its
+cluster rank is p. Each program keeps two slots for the tile's state, [BLOCK_H, BLOCK_B] in the 16-bit I/O dtype,
+k-major (a program's columns are one contiguous range of bytes); step s uses slot s % 2. Two exchanges
+(split.SplitBlocks.EXCHANGE):
 
-    step s:    p writes its columns of h_s into its own slot s % 2 (st.shared), arrives at the cluster barrier
-               (release), and only then stores them to y (global memory), so the arrival's fence does not wait
-               for that store;
-    step s+1:  p waits at the barrier (acquire), then reads each column k of h_s from slot s % 2 of program
-               k // BLOCK_N (mapa, ld.shared::cluster).
+    dsmem-pull  step s:    p writes its columns of h_s into its own slot (st.shared) and arrives at the cluster
+                           barrier (release);
+                step s+1:  p waits at the barrier (acquire), then reads each column k of h_s from the slot of
+                           program k // BLOCK_N (mapa, ld.shared::cluster).
+    dsmem-push  step s:    p writes its columns of h_s into its own slot, then one thread copies them into the
+                           same place of every other program's slot (cp.async.bulk, shared::cta to shared::cluster),
+                           each copy counted on the receiver's mbarrier of the slot;
+                step s+1:  p waits for its mbarrier to have received the other programs' bytes of h_s, then reads
+                           the whole of h_s from its own slot (ld.shared). No cluster barrier, no fence.
 
-Two slots make one barrier per step enough: p rewrites slot s % 2 at step s + 2, after the barrier of step s + 1,
-which no program passes before every program has arrived there, after its reads of step s + 1. After its last step
-each program waits once more, so none exits while another may still read its slots. The first step reads h_0 (da_in
-backward) from global memory as before.
+Two slots suffice. Pull: p rewrites slot s % 2 at step s + 2, after the barrier of step s + 1, which no program
+passes before every program has arrived there, after its reads of step s + 1. Push: p copies into q's slot s % 2
+at step s + 2 only after it received q's columns of h_{s+1}, which q sent after its reads of step s + 1; and that
+copy counts on q's mbarrier only after q's previous phase of it completed (q needed it to compute h_{s+1}), so
+phases do not mix. An mbarrier phase completes when its one arrival (the receiver's, announcing the bytes it
+expects) and all those bytes are in, in either order. After its last step each program meets the cluster once
+more, so none exits while another may still reach its shared memory. The first step reads h_0 (da_in backward)
+from global memory, and the state still goes to y (da) in global memory every step.
 
-Triton allocates and lays out shared memory itself, so the slots lie past the end of its allocation: the launcher
-asks for exchange_bytes more than the compiled kernel declares (split._launch_clusters), and the kernel finds them
-from the launch's dynamic shared memory size (%dynamic_smem_size) and Triton's symbol for its base (global_smem,
-declared by every kernel that stages an MMA operand through shared memory). Each element's address is computed on its
-own, so the exchange does not depend on the layouts Triton gives h: a value held by several warps is written
-several times, identically.
-
-What it still pays: the arrival's release is a GPU-scope fence (MEMBAR.ALL.GPU: sm_90 has no fence between CTA and
-GPU scope), and each element read is one 2-byte remote load. Verified by compiling only (kernels.audit
---split-dsmem); not yet run on a GPU.
+Triton allocates and lays out shared memory itself, so the slots (and push's two mbarriers) lie past the end of
+its allocation: the launcher asks for exchange_bytes more than the compiled kernel declares
+(split._launch_clusters), and the kernel finds the end from Triton's symbol for the base (global_smem, declared by
+every kernel that stages an MMA operand through shared memory) and the launch's dynamic size (%dynamic_smem_size).
+Each element's address is computed on its own, so neither exchange depends on the layouts Triton gives h: a value
+held by several warps is written several times, identically. That is also what they cost: compile audit, sm_90
+bf16, H = 512, forward/backward, 553/600 (pull) and 596/647 (push) instructions per step against the L2 exchange's
+299/352, since each element is stored, loaded and staged for the MMA on its own where tl.load moves 16 bytes at a
+time. Built and compiled only (kernels.audit --split-clusters --split-cluster-exchange); not yet run on a GPU.
 """
 import triton
 import triton.language as tl
 
-# The buffer's address from its end: Triton's base, plus the launch's dynamic size, plus a negative offset ($1).
-_ADDRESS = tl.constexpr("mov.u32 a, global_smem; mov.u32 e, %dynamic_smem_size; add.u32 a, a, e; add.u32 a, a, $1; ")
+from .barrier import MAX_SPINS
+
+L2 = tl.constexpr("l2")  # the split kernels' own exchange, through global memory
+PULL = tl.constexpr("dsmem-pull")
+PUSH = tl.constexpr("dsmem-push")
+EXCHANGES = (L2.value, PULL.value, PUSH.value)
+# PTX that leaves in register a the address one past the end of the exchange's buffer (the launch's shared memory)
+_END = tl.constexpr("mov.u32 a, global_smem; mov.u32 e, %dynamic_smem_size; add.u32 a, a, e; ")
+_THREAD_0 = tl.constexpr("mov.u32 t, %tid.x; setp.eq.u32 p, t, 0; ")  # predicate p: this is thread 0
 
 
 @triton.constexpr_function
 def slot_bytes(BLOCK_B, BLOCK_H):
-    """Bytes of one slot: a [BLOCK_B, BLOCK_H] tile of 16-bit elements."""
-    return BLOCK_B * BLOCK_H * 2
+    """Bytes of one slot: a [BLOCK_H, BLOCK_B] tile of 16-bit elements."""
+    return BLOCK_H * BLOCK_B * 2
 
 
-def exchange_bytes(config) -> int:
-    """Shared memory the exchange adds to a split kernel's own (config: a SplitBlocks): its two slots."""
-    return 2 * slot_bytes(config.BLOCK_B, config.BLOCK_H)
+@triton.constexpr_function
+def exchange_bytes(BLOCK_B, BLOCK_H):
+    """Shared memory the exchange adds past Triton's, at the end: two slots, then two 8-byte mbarriers (push's)."""
+    return 2 * slot_bytes(BLOCK_B, BLOCK_H) + 16
 
 
 @triton.jit
-def _from_end(slot, k, b, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):
-    """Byte offset of element (k, b) of slot `slot` (0 or 1), counted from the end of the two slots: negative."""
-    SLOT: tl.constexpr = slot_bytes(BLOCK_B, BLOCK_H)
-    return slot * SLOT + (b * BLOCK_H + k) * 2 - 2 * SLOT
+def _element(slot, k, b, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):
+    """Byte offset of element (k, b) of slot `slot` (0 or 1), counted from the end of the buffer: negative."""
+    return slot * slot_bytes(BLOCK_B, BLOCK_H) + (k * BLOCK_B + b) * 2 - exchange_bytes(BLOCK_B, BLOCK_H)
+
+
+@triton.jit
+def _mbarrier(slot):
+    """Byte offset of slot `slot`'s mbarrier, counted from the end of the buffer."""
+    return slot * 8 - 16
 
 
 @triton.jit
 def put_state(value, cols, slot, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):
     """This program's columns of the state into its own slot: value is [BLOCK_N, BLOCK_B], 16-bit, element (n, b)
     being batch row b of the tile, column cols[n]."""
-    offsets = _from_end(slot, cols[:, None], tl.arange(0, BLOCK_B)[None, :], BLOCK_B, BLOCK_H)
-    tl.inline_asm_elementwise(
-        "{ .reg .u32 a, e; " + _ADDRESS + "st.shared.b16 [a], $2; mov.b32 $0, 0; }", "=r,r,h",
-        [offsets, value.to(tl.int16, bitcast=True)], dtype=tl.int32, is_pure=False, pack=1)
+    offsets = _element(slot, cols[:, None], tl.arange(0, BLOCK_B)[None, :], BLOCK_B, BLOCK_H)
+    tl.inline_asm_elementwise("{ .reg .u32 a, e; " + _END + "add.u32 a, a, $1; st.shared.b16 [a], $2; mov.b32 $0, 0; }",
+                              "=r,r,h", [offsets, value.to(tl.int16, bitcast=True)], dtype=tl.int32, is_pure=False,
+                              pack=1)
 
 
 @triton.jit
 def get_state(k, b, mask, slot, dtype: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr,
-              BLOCK_H: tl.constexpr):
-    """Elements (k, b) of the state, from slot `slot` of the cluster's program k // BLOCK_N, as dtype (16-bit),
-    and zero where mask is false (nothing read). k, b and mask broadcast to the result's shape."""
-    offsets = tl.where(mask, _from_end(slot, k, b, BLOCK_B, BLOCK_H), 1)  # 1: masked (real offsets are negative)
-    rank = (k // BLOCK_N) + b * 0  # broadcast to offsets' shape
-    bits = tl.inline_asm_elementwise(
-        "{ .reg .pred p; .reg .u32 a, e; setp.lt.s32 p, $1, 0; mov.b16 $0, 0; " + _ADDRESS +
-        "mapa.shared::cluster.u32 a, a, $2; @p ld.shared::cluster.b16 $0, [a]; }", "=h,r,r",
-        [offsets, rank], dtype=tl.int16, is_pure=False, pack=1)
+              BLOCK_H: tl.constexpr, EXCHANGE: tl.constexpr):
+    """Elements (k, b) of the state in slot `slot`, as dtype (16-bit), zero where mask is false (nothing read):
+    pull reads each from the slot of the program that owns column k, push from this program's own slot. k, b and
+    mask broadcast to the result's shape."""
+    offsets = tl.where(mask, _element(slot, k, b, BLOCK_B, BLOCK_H), 1)  # 1: masked (real offsets are negative)
+    if EXCHANGE == PULL:
+        bits = tl.inline_asm_elementwise(
+            "{ .reg .pred p; .reg .u32 a, e; setp.lt.s32 p, $1, 0; mov.b16 $0, 0; " + _END + "add.u32 a, a, $1; "
+            "mapa.shared::cluster.u32 a, a, $2; @p ld.shared::cluster.b16 $0, [a]; }", "=h,r,r",
+            [offsets, k // BLOCK_N + b * 0], dtype=tl.int16, is_pure=False, pack=1)
+    else:
+        bits = tl.inline_asm_elementwise(
+            "{ .reg .pred p; .reg .u32 a, e; setp.lt.s32 p, $1, 0; mov.b16 $0, 0; " + _END + "add.u32 a, a, $1; "
+            "@p ld.shared.b16 $0, [a]; }", "=h,r", [offsets], dtype=tl.int16, is_pure=False, pack=1)
     return bits.to(dtype, bitcast=True)
+
+
+# ---- push's mbarriers and bulk copies -------------------------------------------------------------------------------
+
+@triton.jit
+def init_mbarriers():
+    """Thread 0 initialises both slots' mbarriers, each expecting one arrival (its own, with the bytes it waits
+    for), and releases that to the cluster; the caller then meets the cluster barrier before any program sends."""
+    tl.inline_asm_elementwise(
+        "{ .reg .pred p; .reg .u32 t, a, e; " + _THREAD_0 + _END + "@p mbarrier.init.shared::cta.b64 [a+-16], 1; "
+        "@p mbarrier.init.shared::cta.b64 [a+-8], 1; @p fence.mbarrier_init.release.cluster; mov.b32 $0, 0; }", "=r",
+        [], dtype=tl.int32, is_pure=False, pack=1)
+
+
+@triton.constexpr_function
+def _send_asm(CLUSTER, PORTION):
+    """PTX by which thread 0 copies this program's range of a slot ($1: the slot's offset from the end) to the same
+    range of every other program of the cluster, each copy completing on that program's mbarrier of the slot ($2)."""
+    text = ("{ .reg .pred p, q; .reg .u32 t, a, e, r, src, mb, dst, rmb; " + _THREAD_0.value + _END.value +
+            f"mov.u32 r, %cluster_ctarank; mad.lo.u32 src, r, {PORTION}, a; add.u32 src, src, $1; add.u32 mb, a, $2; ")
+    for peer in range(CLUSTER):
+        text += (f"setp.ne.and.u32 q, r, {peer}, p; @q mapa.shared::cluster.u32 dst, src, {peer}; "
+                 f"@q mapa.shared::cluster.u32 rmb, mb, {peer}; @q cp.async.bulk.shared::cluster.shared::cta."
+                 f"mbarrier::complete_tx::bytes [dst], [src], {PORTION}, [rmb]; ")
+    return text + "mov.b32 $0, 0; }"
+
+
+@triton.jit
+def send_state(slot, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, CLUSTER: tl.constexpr):
+    """After put_state: every thread's writes of the slot made visible to the bulk copies (the async proxy), the CTA
+    synchronised, then thread 0's copies of this program's columns to every other program's slot."""
+    tl.inline_asm_elementwise("fence.proxy.async.shared::cta; mov.b32 $0, 0;", "=r", [], dtype=tl.int32,
+                              is_pure=False, pack=1)
+    tl.debug_barrier()
+    start = slot * slot_bytes(BLOCK_B, BLOCK_H) - exchange_bytes(BLOCK_B, BLOCK_H)
+    tl.inline_asm_elementwise(_send_asm(CLUSTER, BLOCK_N * BLOCK_B * 2), "=r,r,r", [start, _mbarrier(slot)],
+                              dtype=tl.int32, is_pure=False, pack=1)
+
+
+@triton.constexpr_function
+def _expect_asm(BYTES):
+    """PTX by which thread 0 arrives at the mbarrier at $1 (from the end), announcing BYTES to come."""
+    return ("{ .reg .pred p; .reg .u32 t, a, e; " + _THREAD_0.value + _END.value +
+            f"add.u32 a, a, $1; @p mbarrier.arrive.expect_tx.shared::cta.b64 _, [a], {BYTES}; mov.b32 $0, 0; }}")
+
+
+@triton.jit
+def wait_state(slot, parity, status_ptr, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr, CLUSTER: tl.constexpr):
+    """Until slot `slot` holds the other programs' columns of its next phase (parity: that phase's, 0 or 1), which
+    thread 0 announces; bounded like barrier.grid_barrier, recording a wait that never ends in status_ptr."""
+    tl.inline_asm_elementwise(_expect_asm((CLUSTER - 1) * BLOCK_N * BLOCK_B * 2), "=r,r", [_mbarrier(slot)],
+                              dtype=tl.int32, is_pure=False, pack=1)
+    done = 0
+    spins = 0
+    while (done == 0) & (spins < MAX_SPINS):
+        done = tl.inline_asm_elementwise(
+            "{ .reg .pred p; .reg .u32 a, e; " + _END + "add.u32 a, a, $1; "
+            "mbarrier.try_wait.parity.shared::cta.b64 p, [a], $2; selp.u32 $0, 1, 0, p; }", "=r,r,r",
+            [_mbarrier(slot), parity], dtype=tl.int32, is_pure=False, pack=1)
+        spins += 1
+    if done == 0:
+        tl.atomic_max(status_ptr, 1, sem="relaxed")  # read by the launcher after the kernel

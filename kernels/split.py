@@ -48,9 +48,9 @@ hardware's barrier with release and acquire at cluster scope, instead of the cou
 no polling, and no co-residency to check, since a cluster's CTAs are scheduled together. Triton 3.6
 compiles num_ctas > 1 as one program spread over the cluster (its PlanCTA pass fails on these kernels'
 3-D tensors), so _launch_clusters launches the ordinary kernel with the cluster dimension set.
-Triton 3.6 has no distributed shared memory (DESIGN.md section 9), but inline PTX reaches it: with
-STATE_IN_DSMEM (dispatch.SPLIT_DSMEM_CONFIGS, H = 512, off and not yet run on a GPU) a cluster's programs
-exchange the state in slots past the end of Triton's shared memory (dsmem.py) instead of through L2.
+Triton 3.6 has no distributed shared memory (DESIGN.md section 9), but inline PTX reaches it: with EXCHANGE
+dsmem-pull or dsmem-push (dispatch.SPLIT_CLUSTER_EXCHANGE, H = 512, off and not yet run on a GPU) a cluster's
+programs exchange the state in slots past the end of Triton's shared memory (dsmem.py) instead of through L2.
 
 In the interpreter programs run one after another, so the barrier (USE_BARRIER) is compiled out
 and the launcher runs one launch per step; the barrier itself is tested with a one-program grid.
@@ -64,7 +64,7 @@ import triton.language as tl
 from .activations import activation_grad_from_output, apply_activation
 from .barrier import cluster_arrive, cluster_barrier, cluster_wait, grid_barrier
 from .driver import time_order
-from .dsmem import exchange_bytes, get_state, put_state
+from .dsmem import L2, PULL, PUSH, exchange_bytes, get_state, init_mbarriers, put_state, send_state, wait_state
 from .launch import SIXTEEN_BIT, Blocks, accumulator_dtype, common_keywords, fast_tanh
 from .runtime import co_resident_programs, interpreting
 
@@ -88,7 +88,9 @@ class SplitBlocks(Blocks):
     num_stages: int = 1  # software-pipeline stages of the tile loop (within a step, after its barrier); 1: none
     ONE_TILE: bool = False  # every program runs one batch tile per step (the launcher checks): no tile loop in a step
     CLUSTER: int = 1  # > 1: each batch group's programs are one cluster of this many CTAs (sm_90), cluster_barrier
-    STATE_IN_DSMEM: bool = False  # with CLUSTER = BLOCK_H / BLOCK_N and ONE_TILE: the state exchanged in shared memory
+    # How a group's programs pass the state on: "l2" (global memory), or, with CLUSTER = BLOCK_H / BLOCK_N and
+    # ONE_TILE, "dsmem-pull" or "dsmem-push" (distributed shared memory, dsmem.py)
+    EXCHANGE: str = "l2"
 
 
 def launch_keywords(config: SplitBlocks, nonlinearity: str, dtype: torch.dtype, interpreted: bool,
@@ -97,7 +99,7 @@ def launch_keywords(config: SplitBlocks, nonlinearity: str, dtype: torch.dtype, 
     after another, so there the barrier is compiled out and the launcher runs one launch per step."""
     return config.keywords() | common_keywords(nonlinearity, dtype, interpreted) | {
         "DOT_PRECISION": "tf32x3" if dtype == torch.float32 else "ieee", "USE_BARRIER": not interpreted,
-        "EXCHANGE_ONLY": False, "STATE_IN_DSMEM": config.STATE_IN_DSMEM and not interpreted,
+        "EXCHANGE_ONLY": False, "EXCHANGE": "l2" if interpreted else config.EXCHANGE,
         # 16-bit I/O only, or in the interpreter: with it, fp32's backward spills at BLOCK_H = 128 and 1024 (sm_90)
         "INPUTS_AHEAD": INPUTS_AHEAD and (interpreted or dtype in SIXTEEN_BIT),
         **({} if backward else {"FAST_TANH": fast_tanh(dtype, interpreted)})}
@@ -124,16 +126,16 @@ def load_pinned_slice(u_ptr, pin, cols, H, BLOCK_H: tl.constexpr, K_SPLIT: tl.co
 def slice_product(u3, state_ptr, rows, row_mask, H, slot, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr,
                   BLOCK_H: tl.constexpr, K_SPLIT: tl.constexpr, DOT_PRECISION: tl.constexpr,
                   ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr, EXCHANGE_ONLY: tl.constexpr,
-                  READ_DSMEM: tl.constexpr):
+                  READ: tl.constexpr):
     """[BLOCK_N, BLOCK_B]: the slice times the tile's rows of a [B, H] state in global memory, which
-    other programs wrote this launch (.cg: read through L2, never a stale L1 line); with READ_DSMEM, of the
-    state in the cluster's slots `slot` instead (dsmem.py)."""
+    other programs wrote this launch (.cg: read through L2, never a stale L1 line); with READ another exchange
+    than L2, of the state in the cluster's slots `slot` instead (dsmem.py)."""
     KC: tl.constexpr = BLOCK_H // K_SPLIT
     offs_k = tl.arange(0, K_SPLIT)[:, None, None] * KC + tl.arange(0, KC)[None, :, None]
     mask = row_mask[None, None, :] & (offs_k < H)
-    if READ_DSMEM:
+    if READ != L2:
         state = get_state(offs_k, tl.arange(0, BLOCK_B)[None, None, :], mask, slot, state_ptr.dtype.element_ty,
-                          BLOCK_N, BLOCK_B, BLOCK_H)
+                          BLOCK_N, BLOCK_B, BLOCK_H, READ)
     else:
         state = tl.load(state_ptr + rows[None, None, :] * H + offs_k, mask=mask, other=0.0, cache_modifier=".cg")
     if EXCHANGE_ONLY:  # keep the state's load and a use of it, drop the product
@@ -156,12 +158,15 @@ def column_tile(tile, cols, B, H, BLOCK_B: tl.constexpr):
 
 
 @triton.jit
-def group_barrier(counter_ptr, status_ptr, target, CLUSTER: tl.constexpr, STATE_IN_DSMEM: tl.constexpr):
-    """Every program of the batch group has written the step: the cluster's barrier where the group is one
-    cluster (with STATE_IN_DSMEM only its wait: each program arrived when it wrote, publish_state), else the grid
-    barrier on the group's counter (barrier.py)."""
-    if STATE_IN_DSMEM:
+def group_barrier(counter_ptr, status_ptr, target, s, CLUSTER: tl.constexpr, EXCHANGE: tl.constexpr,
+                  BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr):
+    """Every program of the batch group has written step s - 1: the cluster's barrier where the group is one
+    cluster (dsmem-pull: only its wait, each program arrived when it wrote, publish_state), the arrival of step
+    s - 1's state (dsmem-push), else the grid barrier on the group's counter (barrier.py)."""
+    if EXCHANGE == PULL:
         cluster_wait()
+    elif EXCHANGE == PUSH:
+        wait_state((s - 1) % 2, ((s - 1) // 2) % 2, status_ptr, BLOCK_N, BLOCK_B, CLUSTER)
     elif CLUSTER > 1:
         cluster_barrier()
     else:
@@ -169,12 +174,31 @@ def group_barrier(counter_ptr, status_ptr, target, CLUSTER: tl.constexpr, STATE_
 
 
 @triton.jit
-def publish_state(value, cols, slot, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, WRITE_DSMEM: tl.constexpr):
-    """With WRITE_DSMEM, this program's columns of the new state into its slot, then its arrival at the cluster's
-    barrier (dsmem.py); before the state's store to global memory, which the arrival's fence then does not wait for."""
-    if WRITE_DSMEM:
+def publish_state(value, cols, slot, send, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
+                  CLUSTER: tl.constexpr, WRITE: tl.constexpr):
+    """With WRITE a dsmem exchange, this program's columns of the new state into its slot `slot`, then (pull) its
+    arrival at the cluster's barrier, or (push, where send: a later step reads it) their copies to the other
+    programs; before the state's store to global memory, which the arrival's fence then does not wait for."""
+    if WRITE == PULL:
         put_state(value, cols, slot, BLOCK_B, BLOCK_H)
         cluster_arrive()
+    elif WRITE == PUSH:
+        put_state(value, cols, slot, BLOCK_B, BLOCK_H)
+        if send:
+            send_state(slot, BLOCK_N, BLOCK_B, BLOCK_H, CLUSTER)
+
+
+@triton.jit
+def meet_cluster(EXCHANGE: tl.constexpr, START: tl.constexpr):
+    """A dsmem exchange's set-up before the first step (START; push: the mbarriers, initialised before any program
+    sends) or its end after the last: no program exits while another may still reach its shared memory."""
+    if START and EXCHANGE == PUSH:
+        init_mbarriers()
+        cluster_barrier()
+    if not START and EXCHANGE == PULL:
+        cluster_wait()  # the last step's arrival
+    if not START and EXCHANGE == PUSH:
+        cluster_barrier()
 
 
 @triton.jit
@@ -200,29 +224,31 @@ def tile_input(ptr, first, t, tile, group, cols, B, H, BLOCK_B: tl.constexpr, IN
 
 
 @triton.jit
-def forward_tile(u3, prev_ptr, xw, y_ptr, t, tile, cols, B, H, slot, ACTIVATION: tl.constexpr, BLOCK_B: tl.constexpr,
+def forward_tile(u3, prev_ptr, xw, y_ptr, t, tile, cols, B, H, slot, send, CLUSTER: tl.constexpr,
+                 ACTIVATION: tl.constexpr, BLOCK_B: tl.constexpr,
                  BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, K_SPLIT: tl.constexpr,
                  DOT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr,
-                 EXCHANGE_ONLY: tl.constexpr, FAST_TANH: tl.constexpr, READ_DSMEM: tl.constexpr,
-                 WRITE_DSMEM: tl.constexpr):
+                 EXCHANGE_ONLY: tl.constexpr, FAST_TANH: tl.constexpr, READ: tl.constexpr, WRITE: tl.constexpr):
     """Step t of one batch tile: y_t[:, cols] = act(xw_t[:, cols] + prev U[cols, :]^T), xw_t's tile given; prev
-    read from the cluster's slot 1 - slot with READ_DSMEM, the result also written to slot `slot` with WRITE_DSMEM."""
+    read through the exchange READ (slot 1 - slot of a dsmem one), the result passed on through WRITE (slot `slot`;
+    send: a later step reads it)."""
     step = t * B * H
     rows, row_mask, out, out_mask = column_tile(tile, cols, B, H, BLOCK_B)
     a = xw.to(ACC_DTYPE) + slice_product(u3, prev_ptr, rows, row_mask, H, 1 - slot, BLOCK_N, BLOCK_B, BLOCK_H,
-                                         K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY, READ_DSMEM)
+                                         K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY, READ)
     # The sum over the warps leaves every warp holding all of a (Triton's slice layout), so every warp
     # computes the whole tile's activation: FAST_TANH makes that one instruction per element, not about ten.
     h = apply_activation(a, ACTIVATION, FAST_TANH).to(y_ptr.dtype.element_ty)
-    publish_state(h, cols, slot, BLOCK_B, BLOCK_H, WRITE_DSMEM)
+    publish_state(h, cols, slot, send, BLOCK_N, BLOCK_B, BLOCK_H, CLUSTER, WRITE)
     tl.store(y_ptr + step + out, h, mask=out_mask)
 
 
 @triton.jit
-def backward_tile(u3, next_ptr, h, dy, da_ptr, t, tile, cols, B, H, slot, ACTIVATION: tl.constexpr,
+def backward_tile(u3, next_ptr, h, dy, da_ptr, t, tile, cols, B, H, slot, send, CLUSTER: tl.constexpr,
+                  ACTIVATION: tl.constexpr,
                   BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, K_SPLIT: tl.constexpr,
                   DOT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr,
-                  EXCHANGE_ONLY: tl.constexpr, READ_DSMEM: tl.constexpr, WRITE_DSMEM: tl.constexpr):
+                  EXCHANGE_ONLY: tl.constexpr, READ: tl.constexpr, WRITE: tl.constexpr):
     """Reverse step t of one batch tile, h_t's and dy_t's tiles given:
     da_t[:, cols] = (dy_t[:, cols] + da_{t+1} U[:, cols]) * act'(h_t[:, cols]), da_{t+1} read at next_ptr (slots
     as in forward_tile)."""
@@ -230,9 +256,9 @@ def backward_tile(u3, next_ptr, h, dy, da_ptr, t, tile, cols, B, H, slot, ACTIVA
     rows, row_mask, out, out_mask = column_tile(tile, cols, B, H, BLOCK_B)
     h = h.to(ACC_DTYPE)
     g = dy.to(ACC_DTYPE) + slice_product(u3, next_ptr, rows, row_mask, H, 1 - slot, BLOCK_N, BLOCK_B, BLOCK_H,
-                                         K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY, READ_DSMEM)
+                                         K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY, READ)
     da = (g * activation_grad_from_output(h, ACTIVATION)).to(da_ptr.dtype.element_ty)
-    publish_state(da, cols, slot, BLOCK_B, BLOCK_H, WRITE_DSMEM)
+    publish_state(da, cols, slot, send, BLOCK_N, BLOCK_B, BLOCK_H, CLUSTER, WRITE)
     tl.store(da_ptr + step + out, da, mask=out_mask)
 
 
@@ -261,11 +287,12 @@ def split_forward_kernel(
     ACC_DTYPE: tl.constexpr,      # tl.float32
     UPCAST_DOT: tl.constexpr,     # interpreter workaround for bf16 tl.dot (launch.py)
     EXCHANGE_ONLY: tl.constexpr,  # product compiled out (the exchange benchmark)
-    STATE_IN_DSMEM: tl.constexpr,  # the state exchanged in the cluster's shared memory from step 1 (dsmem.py)
+    EXCHANGE: tl.constexpr,       # "l2", "dsmem-pull" or "dsmem-push": how the state reaches the group's programs
     FAST_TANH: tl.constexpr,      # tanh.approx.f32 (16-bit I/O on a GPU)
 ):
     # The slots hold one tile, and each column's owner is its cluster rank.
-    tl.static_assert(not STATE_IN_DSMEM or (ONE_TILE and CLUSTER * BLOCK_N == BLOCK_H))
+    tl.static_assert(EXCHANGE == L2 or (ONE_TILE and CLUSTER * BLOCK_N == BLOCK_H))
+    meet_cluster(EXCHANGE, True)
     cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     slices = tl.num_programs(0)
     u3 = load_pinned_slice(u_ptr, pin, cols, H, BLOCK_H, K_SPLIT, False, ACC_DTYPE, UPCAST_DOT)
@@ -274,12 +301,12 @@ def split_forward_kernel(
     # Step 0 of the group's first tile, outside any loop: U's register value gets a user there, which
     # keeps its load out of the loops.
     forward_tile(u3, h0_ptr, step_tile(xw_ptr, t, group, cols, B, H, BLOCK_B, True), y_ptr, t, group, cols, B, H,
-                 0, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT,
-                 EXCHANGE_ONLY, FAST_TANH, False, STATE_IN_DSMEM)
+                 0, T > 1, CLUSTER, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE,
+                 UPCAST_DOT, EXCHANGE_ONLY, FAST_TANH, L2, EXCHANGE)
     for tile in range(group + groups, tiles, groups):
         forward_tile(u3, h0_ptr, step_tile(xw_ptr, t, tile, cols, B, H, BLOCK_B, True), y_ptr, t, tile, cols, B, H,
-                     0, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT,
-                     EXCHANGE_ONLY, FAST_TANH, False, False)
+                     0, False, CLUSTER, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE,
+                     UPCAST_DOT, EXCHANGE_ONLY, FAST_TANH, L2, L2)
     if INPUTS_AHEAD:  # the group's first tile of the next step's xw
         xw_ahead = step_tile(xw_ptr, t + t_step, group, cols, B, H, BLOCK_B, T > 1)
     for s in range(1, T):
@@ -288,21 +315,21 @@ def split_forward_kernel(
             xw_first = xw_ahead
             xw_ahead = step_tile(xw_ptr, t + 2 * t_step, group, cols, B, H, BLOCK_B, s + 1 < T)
         if USE_BARRIER:  # every program of the group has written step s-1
-            group_barrier(counter_ptr + group, status_ptr, s * slices, CLUSTER, STATE_IN_DSMEM)
+            group_barrier(counter_ptr + group, status_ptr, s * slices, s, CLUSTER, EXCHANGE, BLOCK_N, BLOCK_B)
         prev_ptr = y_ptr + t * B * H
         t += t_step
         if ONE_TILE:  # the group's only tile: no loop
             xw = tile_input(xw_ptr, xw_first, t, group, group, cols, B, H, BLOCK_B, INPUTS_AHEAD, ONE_TILE)
-            forward_tile(u3, prev_ptr, xw, y_ptr, t, group, cols, B, H, s % 2, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H,
-                         K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY, FAST_TANH, STATE_IN_DSMEM,
-                         STATE_IN_DSMEM)
+            forward_tile(u3, prev_ptr, xw, y_ptr, t, group, cols, B, H, s % 2, s + 1 < T, CLUSTER, ACTIVATION,
+                         BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY,
+                         FAST_TANH, EXCHANGE, EXCHANGE)
         else:
             for tile in range(group, tiles, groups):
                 xw = tile_input(xw_ptr, xw_first, t, tile, group, cols, B, H, BLOCK_B, INPUTS_AHEAD, ONE_TILE)
-                forward_tile(u3, prev_ptr, xw, y_ptr, t, tile, cols, B, H, 0, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H,
-                             K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY, FAST_TANH, False, False)
-    if STATE_IN_DSMEM:  # the last step's barrier: no program exits while another still reads its slots
-        cluster_wait()
+                forward_tile(u3, prev_ptr, xw, y_ptr, t, tile, cols, B, H, 0, False, CLUSTER, ACTIVATION, BLOCK_B,
+                             BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY, FAST_TANH,
+                             L2, L2)
+    meet_cluster(EXCHANGE, False)
 
 
 @triton.jit
@@ -322,9 +349,10 @@ def split_backward_kernel(
     K_SPLIT: tl.constexpr, USE_BARRIER: tl.constexpr, CLUSTER: tl.constexpr, INPUTS_AHEAD: tl.constexpr,
     ONE_TILE: tl.constexpr,
     DOT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr,
-    EXCHANGE_ONLY: tl.constexpr, STATE_IN_DSMEM: tl.constexpr,  # as in split_forward_kernel
+    EXCHANGE_ONLY: tl.constexpr, EXCHANGE: tl.constexpr,  # as in split_forward_kernel
 ):
-    tl.static_assert(not STATE_IN_DSMEM or (ONE_TILE and CLUSTER * BLOCK_N == BLOCK_H))
+    tl.static_assert(EXCHANGE == L2 or (ONE_TILE and CLUSTER * BLOCK_N == BLOCK_H))
+    meet_cluster(EXCHANGE, True)
     cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     slices = tl.num_programs(0)
     u3 = load_pinned_slice(u_ptr, pin, cols, H, BLOCK_H, K_SPLIT, True, ACC_DTYPE, UPCAST_DOT)
@@ -333,13 +361,13 @@ def split_backward_kernel(
     # The first reverse step of the group's first tile, outside any loop (as in split_forward_kernel).
     backward_tile(u3, da_in_ptr, step_tile(y_ptr, t, group, cols, B, H, BLOCK_B, True),
                   step_tile(dy_ptr, t, group, cols, B, H, BLOCK_B, True), da_ptr, t, group, cols, B, H, 0,
-                  ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY,
-                  False, STATE_IN_DSMEM)
+                  T > 1, CLUSTER, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE,
+                  UPCAST_DOT, EXCHANGE_ONLY, L2, EXCHANGE)
     for tile in range(group + groups, tiles, groups):
         backward_tile(u3, da_in_ptr, step_tile(y_ptr, t, tile, cols, B, H, BLOCK_B, True),
                       step_tile(dy_ptr, t, tile, cols, B, H, BLOCK_B, True), da_ptr, t, tile, cols, B, H, 0,
-                      ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT,
-                      EXCHANGE_ONLY, False, False)
+                      False, CLUSTER, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE,
+                      UPCAST_DOT, EXCHANGE_ONLY, L2, L2)
     if INPUTS_AHEAD:  # the group's first tile of the next reverse step's h and dy
         h_ahead = step_tile(y_ptr, t + t_step, group, cols, B, H, BLOCK_B, T > 1)
         dy_ahead = step_tile(dy_ptr, t + t_step, group, cols, B, H, BLOCK_B, T > 1)
@@ -350,23 +378,23 @@ def split_backward_kernel(
             h_ahead = step_tile(y_ptr, t + 2 * t_step, group, cols, B, H, BLOCK_B, s + 1 < T)
             dy_ahead = step_tile(dy_ptr, t + 2 * t_step, group, cols, B, H, BLOCK_B, s + 1 < T)
         if USE_BARRIER:
-            group_barrier(counter_ptr + group, status_ptr, s * slices, CLUSTER, STATE_IN_DSMEM)
+            group_barrier(counter_ptr + group, status_ptr, s * slices, s, CLUSTER, EXCHANGE, BLOCK_N, BLOCK_B)
         next_ptr = da_ptr + t * B * H
         t += t_step
         if ONE_TILE:  # the group's only tile (as in split_forward_kernel)
             h = tile_input(y_ptr, h_first, t, group, group, cols, B, H, BLOCK_B, INPUTS_AHEAD, ONE_TILE)
             dy = tile_input(dy_ptr, dy_first, t, group, group, cols, B, H, BLOCK_B, INPUTS_AHEAD, ONE_TILE)
-            backward_tile(u3, next_ptr, h, dy, da_ptr, t, group, cols, B, H, s % 2, ACTIVATION, BLOCK_B, BLOCK_N,
-                          BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY, STATE_IN_DSMEM,
-                          STATE_IN_DSMEM)
+            backward_tile(u3, next_ptr, h, dy, da_ptr, t, group, cols, B, H, s % 2, s + 1 < T, CLUSTER, ACTIVATION,
+                          BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY,
+                          EXCHANGE, EXCHANGE)
         else:
             for tile in range(group, tiles, groups):
                 h = tile_input(y_ptr, h_first, t, tile, group, cols, B, H, BLOCK_B, INPUTS_AHEAD, ONE_TILE)
                 dy = tile_input(dy_ptr, dy_first, t, tile, group, cols, B, H, BLOCK_B, INPUTS_AHEAD, ONE_TILE)
-                backward_tile(u3, next_ptr, h, dy, da_ptr, t, tile, cols, B, H, 0, ACTIVATION, BLOCK_B, BLOCK_N,
-                              BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY, False, False)
-    if STATE_IN_DSMEM:  # as in split_forward_kernel
-        cluster_wait()
+                backward_tile(u3, next_ptr, h, dy, da_ptr, t, tile, cols, B, H, 0, False, CLUSTER, ACTIVATION,
+                              BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY,
+                              L2, L2)
+    meet_cluster(EXCHANGE, False)
 
 
 def split_slices(H: int, config: SplitBlocks) -> int:
@@ -388,7 +416,7 @@ def split_grid(B: int, H: int, config: SplitBlocks, sm_count: int) -> tuple[int,
 
 def _launch_all_steps(kernel, args: tuple, T: int, t_first: int, t_step: int, config: SplitBlocks,
                       keywords: dict) -> None:
-    """All T steps in one persistent launch with the grid barrier; one host sync at the end reads
+    """All T steps in one persistent launch with the group barrier; one host sync at the end reads
     whether any barrier timed out."""
     B, H = args[0].shape[1:]
     device = args[0].device
@@ -401,28 +429,30 @@ def _launch_all_steps(kernel, args: tuple, T: int, t_first: int, t_step: int, co
     status = torch.zeros(1, dtype=torch.int32, device=device)
     args = (*args, counters, status, PIN, T, B, H, t_first, t_step)
     if config.CLUSTER > 1:
-        extra = exchange_bytes(config) if keywords["STATE_IN_DSMEM"] else 0
+        extra = exchange_bytes(config.BLOCK_B, config.BLOCK_H) if keywords["EXCHANGE"] != L2.value else 0
         _launch_clusters(kernel, (slices, groups), config.CLUSTER, extra, args, keywords)
-        return
-    # The driver refuses a cooperative grid that cannot be co-resident, instead of hanging.
-    cooperative = {"launch_cooperative_grid": True} if device.type == "cuda" else {}
-    kernel[(slices, groups)](*args, **keywords, **cooperative)
-    if status.item():
-        raise RuntimeError("split-H grid barrier timed out: not all programs were resident at once")
+    else:  # the driver refuses a cooperative grid that cannot be co-resident, instead of hanging
+        cooperative = {"launch_cooperative_grid": True} if device.type == "cuda" else {}
+        kernel[(slices, groups)](*args, **keywords, **cooperative)
+    if status.item():  # the grid barrier, or dsmem-push's wait for the state
+        raise RuntimeError("split-H barrier timed out: not all programs were resident at once, or (dsmem-push) a "
+                           "step's state never arrived")
 
 
 def _launch_clusters(kernel, grid: tuple[int, int], cluster: int, extra_shared: int, args: tuple,
                      keywords: dict) -> None:
     """kernel over grid, its programs along x in clusters of `cluster` CTAs, each with extra_shared bytes of shared
-    memory past what the compiled kernel uses (dsmem.py). Triton 3.6 compiles clusters only as one program spread
-    over the cluster's CTAs (num_ctas), which these kernels are not: so the kernel is compiled as usual and the CTA
-    count of its launch metadata, which Triton's launcher makes the cluster dimension (and multiplies the grid's x
-    by), set to the cluster size. Each program still sees its own program_id. The shared memory size is set in the
-    metadata the module is loaded with too, which opts in to more than 48 KiB where the sum needs it."""
+    memory past what the compiled kernel uses, from a 128-byte boundary (dsmem.py). Triton 3.6 compiles clusters
+    only as one program spread over the cluster's CTAs (num_ctas), which these kernels are not: so the kernel is
+    compiled as usual and the CTA count of its launch metadata, which Triton's launcher makes the cluster dimension
+    (and multiplies the grid's x by), set to the cluster size. Each program still sees its own program_id. The shared
+    memory size is set in the metadata the module is loaded with too, which opts in to more than 48 KiB where the
+    sum needs it."""
     compiled = kernel.warmup(*args, grid=grid, **keywords)  # compiled (or found in the cache), not launched
     num_warps, ctas, shared = compiled.packed_metadata
     if ctas == 1:  # this kernel (CLUSTER is a constexpr) runs clustered only: set once, before its first launch
-        shared += extra_shared
+        if extra_shared:  # the extra bytes start 128-byte aligned (bulk copies need 16)
+            shared = triton.cdiv(shared, 128) * 128 + extra_shared
         compiled.metadata = compiled.metadata._replace(shared=shared)
         compiled.packed_metadata = (num_warps, cluster, shared)
     kernel[(grid[0] // cluster, grid[1])](*args, **keywords)
@@ -482,5 +512,6 @@ def _keywords(config: SplitBlocks, nonlinearity: str, dtype: torch.dtype, backwa
     if use_barrier is not None:
         keywords["USE_BARRIER"] = use_barrier
     keywords["EXCHANGE_ONLY"] = exchange_only
-    keywords["STATE_IN_DSMEM"] &= keywords["USE_BARRIER"]  # one-step launches read the state the last one wrote
+    if not keywords["USE_BARRIER"]:  # one-step launches read the state the last one wrote
+        keywords["EXCHANGE"] = L2.value
     return keywords

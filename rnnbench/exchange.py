@@ -1,7 +1,9 @@
 """The split tier's per-step exchange, timed alone.
 
 Every step of the split tier (kernels/split.py) each program reads the whole previous state through
-L2, writes its slice of the new one and meets the other programs at a grid barrier. The same kernel
+L2, writes its slice of the new one and meets the other programs at a grid barrier (or, with the
+switches kernels.dispatch.SPLIT_CLUSTERS and SPLIT_CLUSTER_EXCHANGE, at a cluster's barrier, or
+through the cluster's shared memory: the plan column says which). The same kernel
 compiled with EXCHANGE_ONLY keeps all of that and drops the product, so its time per step is the
 cost of the exchange and the barrier; timed beside the full kernel at the same shape, it says how
 much of a split step is synchronisation. It is an upper bound: to keep the state's reads, that

@@ -73,8 +73,12 @@ def test_barrier_atomics_check_can_fail():
     assert not barrier_atomics(cluster.replace("release", "relaxed"), cluster=True)
     assert not barrier_atomics(cluster.replace("wait.acquire", "wait"), cluster=True)
     remote = " mapa.shared::cluster.u32 a, a, %r5; ld.shared::cluster.b16 %rs3, [a];"
-    assert barrier_atomics(cluster + remote, cluster=True, dsmem=True)
-    assert not barrier_atomics(cluster, cluster=True, dsmem=True)
+    assert barrier_atomics(cluster + remote, True, "dsmem-pull") and not barrier_atomics(cluster, True, "dsmem-pull")
+    copies = (" cp.async.bulk.shared::cluster.shared::cta.mbarrier::complete_tx::bytes [dst], [src], 1024, [rmb];"
+              " mbarrier.arrive.expect_tx.shared::cta.b64 _, [a], 7168;"
+              " mbarrier.try_wait.parity.shared::cta.b64 p, [a], 0;")
+    assert barrier_atomics(cluster + copies, True, "dsmem-push")
+    assert not barrier_atomics(cluster + remote, True, "dsmem-push")
 
 
 LOOP = "%a:2 = scf.for %s = %c1 to %T step %c1 iter_args(%h = %h0) -> (tensor<...>) {\n{body}\n  scf.yield %h\n}\n"
@@ -250,32 +254,34 @@ def test_an_audit_in_another_process_gets_this_processs_kernel_switches(monkeypa
     from kernels import audit, dispatch, split
     switches = [(resident, "FP32_PRODUCT", "one-dot-m", "tf32x3"), (resident, "L2_PREFETCH_STEPS", 4, 0),
                 (split, "INPUTS_AHEAD", False, True), (dispatch, "SPLIT_TILE_LOOP_STAGES", 3, 1),
-                (dispatch, "SPLIT_CLUSTERS", True, False), (dispatch, "SPLIT_CLUSTER_DSMEM", True, False)]
+                (dispatch, "SPLIT_CLUSTERS", True, False), (dispatch, "SPLIT_CLUSTER_EXCHANGE", "dsmem-push", "l2")]
     assert {(s.module, s.name) for s in audit.kernel_switches()} == {(m, n) for m, n, _, _ in switches}
     for module, name, on, _ in switches:
         monkeypatch.setattr(module, name, on)
     arguments = audit.switch_arguments()
     assert arguments == ["--fp32-product", "one-dot-m", "--l2-prefetch-steps", "4", "--split-inputs-in-step",
-                         "--split-tile-loop-stages", "3", "--split-clusters", "--split-dsmem"]
+                         "--split-tile-loop-stages", "3", "--split-clusters",
+                         "--split-cluster-exchange", "dsmem-push"]
     for module, name, _, off in switches:
         monkeypatch.setattr(module, name, off)
     with pytest.raises(SystemExit):  # no plan of that name: main stops once it has set the switches
         audit.main(["--plan", "no-such-plan", *arguments])
     assert (resident.FP32_PRODUCT, resident.L2_PREFETCH_STEPS, split.INPUTS_AHEAD, dispatch.SPLIT_TILE_LOOP_STAGES,
-            dispatch.SPLIT_CLUSTERS, dispatch.SPLIT_CLUSTER_DSMEM) == ("one-dot-m", 4, False, 3, True, True)
+            dispatch.SPLIT_CLUSTERS, dispatch.SPLIT_CLUSTER_EXCHANGE) == ("one-dot-m", 4, False, 3, True, "dsmem-push")
 
 
-@pytest.mark.parametrize("dsmem", [False, True], ids=["state-in-l2", "state-in-dsmem"])
-def test_the_cluster_configurations_compile_clean_with_the_cluster_barrier(dsmem, tmp_path):
+@pytest.mark.parametrize("exchange", ["l2", "dsmem-pull", "dsmem-push"])
+def test_the_cluster_configurations_compile_clean_with_the_cluster_barrier(exchange, tmp_path):
     """The audit with --split-clusters (what .ci/gpu_variants.py split-clusters launches): the 64-row slices of
     H = 512 and 1024 compile for sm_90 without spills, with U in registers, and meet at the cluster barrier
-    (barrier.cluster with release and acquire), not the grid barrier's atomics. With --split-dsmem (split-dsmem),
-    H = 512's state passes through distributed shared memory: its remote reads are there too."""
+    (barrier.cluster with release and acquire), not the grid barrier's atomics. With --split-cluster-exchange
+    dsmem-pull or dsmem-push (the variants split-dsmem-pull, -push), H = 512's state passes through distributed
+    shared memory: what that exchange needs is there too."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     report = tmp_path / "audit.json"
-    proc = subprocess.run([sys.executable, "-m", "kernels.audit", "--split-clusters", *(["--split-dsmem"] * dsmem),
-                           "--dtype", "bfloat16", "--nonlinearity", "tanh", "--arch", "90", "--json", str(report)],
-                          env=env, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run([sys.executable, "-m", "kernels.audit", "--split-clusters", "--split-cluster-exchange",
+                           exchange, "--dtype", "bfloat16", "--nonlinearity", "tanh", "--arch", "90", "--json",
+                           str(report)], env=env, capture_output=True, text=True, timeout=900)
     print(proc.stdout[-3000:], proc.stderr[-3000:])
     assert proc.returncode == 0
     clustered = [r for r in json.loads(report.read_text()) if "CLUSTER=1," not in r["config"] and r["tier"] == "split"]
@@ -284,7 +290,7 @@ def test_the_cluster_configurations_compile_clean_with_the_cluster_barrier(dsmem
     for r in clustered:
         assert r["status"] == "ok" and r["spill_bytes"] == 0 and r["u_in"] == "registers", r
         assert r["barrier_atomics"] == "yes", r
-        assert ("STATE_IN_DSMEM=True" in r["config"]) == (dsmem and r["block_h"] == 512), r
+        assert f"EXCHANGE={exchange if r['block_h'] == 512 else 'l2'}," in r["config"], r
 
 
 def test_every_dispatchable_configuration_compiles_clean(tmp_path):

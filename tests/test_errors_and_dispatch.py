@@ -247,20 +247,22 @@ def test_split_clusters_serve_h512_and_h1024_from_sm90_where_each_group_has_one_
     assert "each group a cluster of 8" in plan.reason
 
 
-def test_split_cluster_dsmem_serves_h512_only_and_only_with_clusters(monkeypatch):
-    """SPLIT_CLUSTER_DSMEM (off by default) swaps the cluster form at H = 512 for the one exchanging the state in
-    distributed shared memory (one tile per cluster); H = 1024 keeps its cluster form (the exchange spills there),
-    and without SPLIT_CLUSTERS nothing changes."""
+@pytest.mark.parametrize("exchange", ["dsmem-pull", "dsmem-push"])
+def test_split_cluster_dsmem_serves_h512_only_and_only_with_clusters(exchange, monkeypatch):
+    """A SPLIT_CLUSTER_EXCHANGE in distributed shared memory makes the cluster form at H = 512 exchange the state
+    that way (one tile per cluster); H = 1024 keeps L2 (the exchange spills there), and without SPLIT_CLUSTERS
+    nothing changes."""
     def form(hidden, batch, dtype=torch.bfloat16):
         config = _split_plan(hidden, batch, dtype, hidden, 132, 90).config.forward
-        return config.CLUSTER, config.ONE_TILE, config.STATE_IN_DSMEM
-    monkeypatch.setattr(dispatch, "SPLIT_CLUSTER_DSMEM", True)
-    assert form(512, 8) == (1, True, False)
+        return config.CLUSTER, config.ONE_TILE, config.EXCHANGE
+    monkeypatch.setattr(dispatch, "SPLIT_CLUSTER_EXCHANGE", exchange)
+    assert form(512, 8) == (1, True, "l2")
     monkeypatch.setattr(dispatch, "SPLIT_CLUSTERS", True)
-    assert [form(512, 8), form(512, 128, torch.float16), form(1024, 8)] == [(8, True, True)] * 2 + [(16, True, False)]
-    assert form(512, 129) == (1, False, False)  # 17 tiles for the 16 clusters that fit: the grid barrier's tile loop
+    assert [form(512, 8), form(512, 128, torch.float16)] == [(8, True, exchange)] * 2
+    assert form(1024, 8) == (16, True, "l2")
+    assert form(512, 129) == (1, False, "l2")  # 17 tiles for the 16 clusters that fit: the grid barrier's tile loop
     monkeypatch.setattr(dispatch, "SPLIT_ONE_TILE", False)  # the state's slots hold one tile: still one-tile
-    assert form(512, 8) == (8, True, True)
+    assert form(512, 8) == (8, True, exchange)
 
 
 def test_stepwise_column_tiles_narrow_until_the_grid_fills_the_sms():

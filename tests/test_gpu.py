@@ -70,7 +70,7 @@ def test_layer_matches_cudnn(dtype):
         assert rel_err(p.grad, q.grad) < 8 * TOLERANCE[dtype], name
 
 
-def check_split_against_stepwise(H, B, clustered=False, dsmem=False):
+def check_split_against_stepwise(H, B, clustered=False, exchange="l2"):
     """T >= 10k steps with (nearly) every SM in the barrier: any missed or torn barrier would show up as a difference
     from the stepwise kernel, which synchronises by launching once per step."""
     T, dtype = 10_000, torch.bfloat16
@@ -84,7 +84,7 @@ def check_split_against_stepwise(H, B, clustered=False, dsmem=False):
         pytest.skip(f"the split tier does not serve H={H} on this GPU: {split_plan.reason}")
     if clustered and split_plan.config.forward.CLUSTER == 1:  # clusters from sm_90
         pytest.skip(f"no cluster configuration for H={H}, B={B} on this GPU: {split_plan.name}")
-    assert split_plan.config.forward.STATE_IN_DSMEM == dsmem, split_plan.name
+    assert split_plan.config.forward.EXCHANGE == exchange, split_plan.name
     y = recurrence_forward(split_plan, xw, h0, u, "tanh", False)
     y_ref = recurrence_forward(step_plan, xw, h0, u, "tanh", False)
     assert rel_err(y, y_ref) < 1e-2
@@ -111,12 +111,14 @@ def test_split_cluster_barrier_under_load_matches_stepwise(H, B, monkeypatch):
 
 
 @pytest.mark.parametrize("B", [1, 8, 128])
-def test_split_cluster_state_in_dsmem_under_load_matches_stepwise(B, monkeypatch):
-    """The clusters' state exchanged in distributed shared memory (dispatch.SPLIT_CLUSTER_DSMEM, H = 512): a slot
-    read before its owner wrote it, or rewritten before every program read it, would show up over 10k steps."""
+@pytest.mark.parametrize("exchange", ["dsmem-pull", "dsmem-push"])
+def test_split_cluster_state_in_dsmem_under_load_matches_stepwise(exchange, B, monkeypatch):
+    """The clusters' state exchanged in distributed shared memory (dispatch.SPLIT_CLUSTER_EXCHANGE, H = 512): a slot
+    read before it was written, or rewritten before every program read it, would show up over 10k steps; a copy
+    that never arrives (push) as the launcher's timeout error."""
     monkeypatch.setattr(dispatch, "SPLIT_CLUSTERS", True)
-    monkeypatch.setattr(dispatch, "SPLIT_CLUSTER_DSMEM", True)
-    check_split_against_stepwise(512, B, clustered=True, dsmem=True)
+    monkeypatch.setattr(dispatch, "SPLIT_CLUSTER_EXCHANGE", exchange)
+    check_split_against_stepwise(512, B, clustered=True, exchange=exchange)
 
 
 def test_split_refuses_a_grid_larger_than_the_sm_count():

@@ -1,13 +1,15 @@
 """.ci/gpu_variants.py, the script a short GPU lease runs, checked here so that a lease is not spent on a
 broken one: every variant switches what it says and restores it, and a run writes its table."""
+import ast
 import csv
 import importlib.util
+import re
 from pathlib import Path
 
 import pytest
 import torch
 
-from kernels import dispatch, resident, split
+from kernels import dispatch, dsmem, resident, split
 
 SCRIPT = Path(__file__).resolve().parents[1] / ".ci" / "gpu_variants.py"
 
@@ -61,3 +63,19 @@ def test_a_run_writes_its_table(variants, tmp_path, device):
     rows = list(csv.DictReader(open(tmp_path / "variants.csv")))
     assert [(r["variant"], r["plan"].split("(")[0]) for r in rows] == [("fp32-fma", "fma"), ("fp32-tf32x3", "resident")]
     assert all(float(r["triton_rel_err"]) < 1e-5 and not r.get("error") for r in rows)
+
+
+def test_the_gpu_stages_name_only_variants_and_switches_that_exist(variants):
+    """.ci/gpu's stages, read as text: every --variant they time is in VARIANTS, every kernels.dispatch switch they
+    set exists and is given a value of its type, and the exchanges they loop over are the split kernels' (one may be
+    named the shell's $e), so that a lease is not spent on a name that is not there."""
+    stages = (SCRIPT.parent / "gpu").read_text()
+    named = {name for line in re.findall(r"--variant ((?:[\w-]+ ?)+)", stages) for name in line.split()}
+    assert named and named <= set(variants.VARIANTS), named - set(variants.VARIANTS)
+    switches = re.findall(r"dispatch\.(\w+) = ([^;\"]+)", stages)
+    assert {name for name, _ in switches} == {"SPLIT_CLUSTERS", "SPLIT_CLUSTER_EXCHANGE"}
+    looped = re.findall(r"for e in ([\w -]+); do", stages)
+    assert looped and all(set(values.split()) <= set(dsmem.EXCHANGES) for values in looped), looped
+    for name, value in switches:
+        value = "'l2'" if value.strip() == "'$e'" else value  # one of the looped exchanges
+        assert type(ast.literal_eval(value)) is type(getattr(dispatch, name)), (name, value)

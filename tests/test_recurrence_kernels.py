@@ -106,18 +106,19 @@ def test_split_kernels_match_float64_reference(dtype, shape, nonlinearity, rever
     check_against_reference(plan, dtype, shape, nonlinearity, reverse, device)
 
 
-# The cluster configurations (dispatch.SPLIT_CLUSTER_CONFIGS, off by default): 64-row slices, 8-row tiles; and the
-# one exchanging the state in distributed shared memory (SPLIT_DSMEM_CONFIGS). Their barrier is compiled out in the
-# interpreter like the grid barrier, and there the state passes through global memory; on a GPU (sm_90) these run
-# clustered. H = 300 leaves three of H = 512's eight slices past H; B = 9 takes two batch groups.
+# The cluster configurations (dispatch.SPLIT_CLUSTER_CONFIGS, off by default): 64-row slices, 8-row tiles, the
+# state exchanged through L2, or in distributed shared memory in their one-tile form (dsmem.py). Their barrier is
+# compiled out in the interpreter like the grid barrier, and there the state passes through global memory; on a GPU
+# (sm_90) these run clustered. H = 300 leaves three of H = 512's eight slices past H; B = 9 takes two batch groups.
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("shape,nonlinearity,reverse", [((2, 5, 300), "tanh", False), ((3, 9, 512), "relu", True)],
                          ids=["T2-B5-H300", "T3-B9-H512"])
-@pytest.mark.parametrize("configs", ["SPLIT_CLUSTER_CONFIGS", "SPLIT_DSMEM_CONFIGS"])
-def test_split_cluster_configurations_match_float64_reference(configs, dtype, shape, nonlinearity, reverse, device):
+@pytest.mark.parametrize("exchange", ["l2", "dsmem-pull", "dsmem-push"])
+def test_split_cluster_configurations_match_float64_reference(exchange, dtype, shape, nonlinearity, reverse, device):
     if device == "cuda" and device_facts("cuda")[1] < 90:
         pytest.skip("thread-block clusters need sm_90")
-    plan = KernelPlan("split", getattr(dispatch, configs)[(dtype, 512)])
+    config = dispatch.SPLIT_CLUSTER_CONFIGS[(dtype, 512)]
+    plan = KernelPlan("split", config if exchange == "l2" else config.replace(ONE_TILE=True, EXCHANGE=exchange))
     check_against_reference(plan, dtype, shape, nonlinearity, reverse, device)
 
 
@@ -199,14 +200,14 @@ def test_the_cluster_launch_relies_on_what_tritons_launcher_does():
     assert facts["replace"] and facts["loads_with_shared"] and facts["lazy_load"]
 
 
-@pytest.mark.parametrize("extra_shared", [0, 16384])
-def test_the_cluster_launch_sets_the_cta_count_and_divides_the_grid(extra_shared):
+@pytest.mark.parametrize("extra_shared,shared", [(0, 40964), (16400, 40960 + 128 + 16400)])
+def test_the_cluster_launch_sets_the_cta_count_and_divides_the_grid(extra_shared, shared):
     """split._launch_clusters compiles without launching, sets the compiled kernel's CTA count to the cluster size
-    and its shared memory to its own plus extra_shared (dsmem.py's slots), once, then launches cdiv(x, cluster)
-    clusters: with Triton's launcher, one CTA per program, in clusters."""
+    and its shared memory to its own plus extra_shared (dsmem.py's slots, from a 128-byte boundary), once, then
+    launches cdiv(x, cluster) clusters: with Triton's launcher, one CTA per program, in clusters."""
     class Kernel:
-        compiled = SimpleNamespace(packed_metadata=(8, 1, 40960),
-                                   metadata=namedtuple("KernelMetadata", "num_warps shared")(8, 40960))
+        compiled = SimpleNamespace(packed_metadata=(8, 1, 40964),
+                                   metadata=namedtuple("KernelMetadata", "num_warps shared")(8, 40964))
         launches = []
 
         def warmup(self, *args, grid, **keywords):
@@ -218,8 +219,7 @@ def test_the_cluster_launch_sets_the_cta_count_and_divides_the_grid(extra_shared
     kernel = Kernel()
     for _ in range(2):  # the second launch finds the kernel set up
         split._launch_clusters(kernel, (8, 3), 8, extra_shared, ("x", 1), {"CLUSTER": 8})
-        assert kernel.compiled.packed_metadata == (8, 8, 40960 + extra_shared)
-        assert kernel.compiled.metadata.shared == 40960 + extra_shared
+        assert kernel.compiled.packed_metadata == (8, 8, shared) and kernel.compiled.metadata.shared == shared
     assert kernel.launches == [((1, 3), ("x", 1), {"CLUSTER": 8})] * 2
 
 
