@@ -99,6 +99,7 @@ class AuditRow:
     u_l1_per_step: int = -1      # bytes of U loaded from global memory per time step (evict_last LDG)
     u_bytes: int = 0             # U's bytes in the program (fma, resident: BLOCK_H^2; split: its slice)
     barrier_atomics: str = "n/a" # "yes" / "NO" for split kernels: the group barrier's release and acquire in the PTX
+                                 # (and a cluster exchange's own instructions: CLUSTER_EXCHANGE_PTX)
     block_h: int = 0
     num_warps: int = 0
     plan: str = ""               # KernelPlan.name
