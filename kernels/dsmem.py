@@ -22,8 +22,9 @@ at step s + 2 only after it received q's columns of h_{s+1}, which q sent after 
 copy counts on q's mbarrier only after q's previous phase of it completed (q needed it to compute h_{s+1}), so
 phases do not mix. An mbarrier phase completes when its one arrival (the receiver's, announcing the bytes it
 expects) and all those bytes are in, in either order. After its last step each program meets the cluster once
-more, so none exits while another may still reach its shared memory. The first step reads h_0 (da_in backward)
-from global memory, and the state still goes to y (da) in global memory every step.
+more, so none exits while another may still reach its shared memory. tests/test_dsmem_protocol.py runs both
+protocols under random schedules on the CPU. The first step reads h_0 (da_in backward) from global memory, and the
+state still goes to y (da) in global memory every step.
 
 Triton allocates and lays out shared memory itself, so the slots (and push's two mbarriers) lie past the end of
 its allocation: the launcher asks for exchange_bytes more than the compiled kernel declares
