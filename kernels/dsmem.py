@@ -30,11 +30,13 @@ Triton allocates and lays out shared memory itself, so the slots (and push's two
 its allocation: the launcher asks for exchange_bytes more than the compiled kernel declares
 (split._launch_clusters), and the kernel finds the end from Triton's symbol for the base (global_smem, declared by
 every kernel that stages an MMA operand through shared memory) and the launch's dynamic size (%dynamic_smem_size).
-Each element's address is computed on its own, so neither exchange depends on the layouts Triton gives h: a value
+Each store and load computes its own address, so neither exchange depends on the layouts Triton gives h: a value
 held by several warps is written several times, identically. That is also what they cost: compile audit, sm_90
-bf16, H = 512, forward/backward, 553/600 (pull) and 596/647 (push) instructions per step against the L2 exchange's
-299/352, since each element is stored, loaded and staged for the MMA on its own where tl.load moves 16 bytes at a
-time. Built and compiled only (kernels.audit --split-clusters --split-cluster-exchange); not yet run on a GPU.
+bf16, H = 512, forward/backward, 446/499 (pull) and 501/553 (push) instructions per step against the L2 exchange's
+299/352, since the state is read and staged for the MMA element by element where tl.load moves 16 bytes at a time
+(stores go two batch rows at a time, which an MMA result holds in one thread; wider loads joined into the tile cost
+more than they saved, and masking the reads cost about 50 more). Built and compiled only (kernels.audit
+--split-clusters --split-cluster-exchange); not yet run on a GPU.
 """
 import triton
 import triton.language as tl
@@ -77,29 +79,31 @@ def _mbarrier(slot):
 @triton.jit
 def put_state(value, cols, slot, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):
     """This program's columns of the state into its own slot: value is [BLOCK_N, BLOCK_B], 16-bit, element (n, b)
-    being batch row b of the tile, column cols[n]."""
-    offsets = _element(slot, cols[:, None], tl.arange(0, BLOCK_B)[None, :], BLOCK_B, BLOCK_H)
-    tl.inline_asm_elementwise("{ .reg .u32 a, e; " + _END + "add.u32 a, a, $1; st.shared.b16 [a], $2; mov.b32 $0, 0; }",
-                              "=r,r,h", [offsets, value.to(tl.int16, bitcast=True)], dtype=tl.int32, is_pure=False,
-                              pack=1)
+    being batch row b of the tile, column cols[n]. Two batch rows per 4-byte store: an MMA result holds them in one
+    thread."""
+    even, odd = tl.split(value.to(tl.int16, bitcast=True).reshape(value.shape[0], BLOCK_B // 2, 2))
+    offsets = _element(slot, cols[:, None], 2 * tl.arange(0, BLOCK_B // 2)[None, :], BLOCK_B, BLOCK_H)
+    tl.inline_asm_elementwise(
+        "{ .reg .u32 a, e; .reg .b32 w; " + _END + "add.u32 a, a, $1; mov.b32 w, {$2, $3}; st.shared.b32 [a], w; "
+        "mov.b32 $0, 0; }", "=r,r,h,h", [offsets, even, odd], dtype=tl.int32, is_pure=False, pack=1)
 
 
 @triton.jit
-def get_state(k, b, mask, slot, dtype: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr,
-              BLOCK_H: tl.constexpr, EXCHANGE: tl.constexpr):
-    """Elements (k, b) of the state in slot `slot`, as dtype (16-bit), zero where mask is false (nothing read):
-    pull reads each from the slot of the program that owns column k, push from this program's own slot. k, b and
-    mask broadcast to the result's shape."""
-    offsets = tl.where(mask, _element(slot, k, b, BLOCK_B, BLOCK_H), 1)  # 1: masked (real offsets are negative)
-    if EXCHANGE == PULL:
+def get_state(k, b, slot, dtype: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
+              EXCHANGE: tl.constexpr):
+    """Elements (k, b) of the state in slot `slot`, as dtype (16-bit): pull reads each from the slot of the program
+    that owns column k, push from this program's own slot. k and b broadcast to the result's shape. Nothing is
+    masked: a slot's columns past H and its rows past B hold zeros (computed from masked inputs and zero rows of
+    U). One load per element: joining wider loads into the tile cost more than it saved (compile audit)."""
+    offsets = _element(slot, k, b, BLOCK_B, BLOCK_H)
+    if EXCHANGE == PULL:  # the owner's shared memory
         bits = tl.inline_asm_elementwise(
-            "{ .reg .pred p; .reg .u32 a, e; setp.lt.s32 p, $1, 0; mov.b16 $0, 0; " + _END + "add.u32 a, a, $1; "
-            "mapa.shared::cluster.u32 a, a, $2; @p ld.shared::cluster.b16 $0, [a]; }", "=h,r,r",
-            [offsets, k // BLOCK_N + b * 0], dtype=tl.int16, is_pure=False, pack=1)
+            "{ .reg .u32 a, e; " + _END + "add.u32 a, a, $1; mapa.shared::cluster.u32 a, a, $2; "
+            "ld.shared::cluster.b16 $0, [a]; }", "=h,r,r", [offsets, k // BLOCK_N + b * 0], dtype=tl.int16,
+            is_pure=False, pack=1)
     else:
-        bits = tl.inline_asm_elementwise(
-            "{ .reg .pred p; .reg .u32 a, e; setp.lt.s32 p, $1, 0; mov.b16 $0, 0; " + _END + "add.u32 a, a, $1; "
-            "@p ld.shared.b16 $0, [a]; }", "=h,r", [offsets], dtype=tl.int16, is_pure=False, pack=1)
+        bits = tl.inline_asm_elementwise("{ .reg .u32 a, e; " + _END + "add.u32 a, a, $1; ld.shared.b16 $0, [a]; }",
+                                         "=h,r", [offsets], dtype=tl.int16, is_pure=False, pack=1)
     return bits.to(dtype, bitcast=True)
 
 

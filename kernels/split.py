@@ -134,8 +134,8 @@ def slice_product(u3, state_ptr, rows, row_mask, H, slot, BLOCK_N: tl.constexpr,
     offs_k = tl.arange(0, K_SPLIT)[:, None, None] * KC + tl.arange(0, KC)[None, :, None]
     mask = row_mask[None, None, :] & (offs_k < H)
     if READ != L2:
-        state = get_state(offs_k, tl.arange(0, BLOCK_B)[None, None, :], mask, slot, state_ptr.dtype.element_ty,
-                          BLOCK_N, BLOCK_B, BLOCK_H, READ)
+        state = get_state(offs_k, tl.arange(0, BLOCK_B)[None, None, :], slot, state_ptr.dtype.element_ty, BLOCK_N,
+                          BLOCK_B, BLOCK_H, READ)
     else:
         state = tl.load(state_ptr + rows[None, None, :] * H + offs_k, mask=mask, other=0.0, cache_modifier=".cg")
     if EXCHANGE_ONLY:  # keep the state's load and a use of it, drop the product
