@@ -117,6 +117,8 @@ def test_split_kernels_match_float64_reference(dtype, shape, nonlinearity, rever
 def test_split_cluster_configurations_match_float64_reference(exchange, dtype, shape, nonlinearity, reverse, device):
     if device == "cuda" and device_facts("cuda")[1] < 90:
         pytest.skip("thread-block clusters need sm_90")
+    if interpreting() and exchange != "l2":
+        pytest.skip("the interpreter's one-step launches exchange the state through global memory: the l2 case")
     config = dispatch.SPLIT_CLUSTER_CONFIGS[(dtype, 512)]
     plan = KernelPlan("split", config if exchange == "l2" else config.replace(ONE_TILE=True, EXCHANGE=exchange))
     check_against_reference(plan, dtype, shape, nonlinearity, reverse, device)
