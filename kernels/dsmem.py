@@ -32,16 +32,14 @@ its allocation: the launcher asks for exchange_bytes more than the compiled kern
 every kernel that stages an MMA operand through shared memory) and the launch's dynamic size (%dynamic_smem_size).
 Each store and load computes its own address, so neither exchange depends on the layouts Triton gives h: a value
 held by several warps is written several times, identically. That is also what they cost: compile audit, sm_90
-bf16, H = 512, forward/backward, 446/499 (pull) and 501/553 (push) instructions per step against the L2 exchange's
-299/352, since the state is read and staged for the MMA element by element where tl.load moves 16 bytes at a time
-(stores go two batch rows at a time, which an MMA result holds in one thread; wider loads joined into the tile cost
-more than they saved, and masking the reads cost about 50 more). Built and compiled only (kernels.audit
---split-clusters --split-cluster-exchange); not yet run on a GPU.
+bf16, H = 512, forward/backward, 446/499 (pull) and 514/566 (push) instructions per step against the L2 exchange's
+299/352 (push's count includes its wait's polling loop), since the state is read and staged for the MMA element by
+element where tl.load moves 16 bytes at a time. Stores go two batch rows at a time, which an MMA result holds in one
+thread; wider loads joined into the tile cost more than they saved, and masking the reads cost about 50 more. Built
+and compiled only (kernels.audit --split-clusters --split-cluster-exchange); not yet run on a GPU.
 """
 import triton
 import triton.language as tl
-
-from .barrier import MAX_SPINS
 
 L2 = tl.constexpr("l2")  # the split kernels' own exchange, through global memory
 PULL = tl.constexpr("dsmem-pull")
@@ -50,6 +48,9 @@ EXCHANGES = (L2.value, PULL.value, PUSH.value)
 # PTX that leaves in register a the address one past the end of the exchange's buffer (the launch's shared memory)
 _END = tl.constexpr("mov.u32 a, global_smem; mov.u32 e, %dynamic_smem_size; add.u32 a, a, e; ")
 _THREAD_0 = tl.constexpr("mov.u32 t, %tid.x; setp.eq.u32 p, t, 0; ")  # predicate p: this is thread 0
+# How long push's wait polls its mbarrier (mbarrier.try_wait, which the hardware suspends for a time of its own)
+# before it gives up and reports, as barrier.grid_barrier does: far beyond any step.
+WAIT_NS = tl.constexpr(2_000_000_000)
 
 
 @triton.constexpr_function
@@ -152,18 +153,30 @@ def _expect_asm(BYTES):
 
 
 @triton.jit
+def _try_wait(slot, parity):
+    """1 if the phase of this parity of slot `slot`'s mbarrier has completed, else 0 (after a suspension)."""
+    return tl.inline_asm_elementwise(
+        "{ .reg .pred p; .reg .u32 a, e; " + _END + "add.u32 a, a, $1; mbarrier.try_wait.parity.shared::cta.b64 p, "
+        "[a], $2; selp.u32 $0, 1, 0, p; }", "=r,r,r", [_mbarrier(slot), parity], dtype=tl.int32, is_pure=False, pack=1)
+
+
+@triton.jit
+def _clock():
+    """The GPU's global timer, in nanoseconds."""
+    return tl.inline_asm_elementwise("mov.u64 $0, %globaltimer;", "=l", [], dtype=tl.int64, is_pure=False, pack=1)
+
+
+@triton.jit
 def wait_state(slot, parity, status_ptr, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr, CLUSTER: tl.constexpr):
     """Until slot `slot` holds the other programs' columns of its next phase (parity: that phase's, 0 or 1), which
-    thread 0 announces; bounded like barrier.grid_barrier, recording a wait that never ends in status_ptr."""
+    thread 0 announces; bounded (WAIT_NS), recording a wait that never ends in status_ptr as barrier.grid_barrier
+    does."""
     tl.inline_asm_elementwise(_expect_asm((CLUSTER - 1) * BLOCK_N * BLOCK_B * 2), "=r,r", [_mbarrier(slot)],
                               dtype=tl.int32, is_pure=False, pack=1)
-    done = 0
-    spins = 0
-    while (done == 0) & (spins < MAX_SPINS):
-        done = tl.inline_asm_elementwise(
-            "{ .reg .pred p; .reg .u32 a, e; " + _END + "add.u32 a, a, $1; "
-            "mbarrier.try_wait.parity.shared::cta.b64 p, [a], $2; selp.u32 $0, 1, 0, p; }", "=r,r,r",
-            [_mbarrier(slot), parity], dtype=tl.int32, is_pure=False, pack=1)
-        spins += 1
+    done = _try_wait(slot, parity)
+    if done == 0:  # not yet: poll, with a clock (%globaltimer, ns) to give up by
+        start = _clock()
+        while (done == 0) & (_clock() - start < WAIT_NS):
+            done = _try_wait(slot, parity)
     if done == 0:
         tl.atomic_max(status_ptr, 1, sem="relaxed")  # read by the launcher after the kernel
