@@ -64,7 +64,18 @@ import triton.language as tl
 from .activations import activation_grad_from_output, apply_activation
 from .barrier import cluster_arrive, cluster_barrier, cluster_wait, grid_barrier
 from .driver import time_order
-from .dsmem import L2, PULL, PUSH, exchange_bytes, get_state, init_mbarriers, put_state, send_state, wait_state
+from .dsmem import (
+    EXCHANGES,
+    L2,
+    PULL,
+    PUSH,
+    exchange_bytes,
+    get_state,
+    init_mbarriers,
+    put_state,
+    send_state,
+    wait_state,
+)
 from .launch import SIXTEEN_BIT, Blocks, accumulator_dtype, common_keywords, fast_tanh
 from .runtime import co_resident_programs, interpreting
 
@@ -91,6 +102,10 @@ class SplitBlocks(Blocks):
     # How a group's programs pass the state on: "l2" (global memory), or, with CLUSTER = BLOCK_H / BLOCK_N and
     # ONE_TILE, "dsmem-pull" or "dsmem-push" (distributed shared memory, dsmem.py)
     EXCHANGE: str = "l2"
+
+    def __post_init__(self):
+        if self.EXCHANGE not in EXCHANGES:  # the kernels would take an unknown name for no exchange at all
+            raise ValueError(f"SplitBlocks.EXCHANGE must be one of {', '.join(EXCHANGES)}, not {self.EXCHANGE!r}")
 
 
 def launch_keywords(config: SplitBlocks, nonlinearity: str, dtype: torch.dtype, interpreted: bool,

@@ -247,6 +247,18 @@ def test_split_clusters_serve_h512_and_h1024_from_sm90_where_each_group_has_one_
     assert "each group a cluster of 8" in plan.reason
 
 
+def test_a_split_configuration_refuses_an_unknown_exchange(monkeypatch):
+    """A misspelt exchange would compile into kernels that exchange nothing: the configuration refuses it, and so
+    does a plan made with the switch set to it."""
+    config = dispatch.SPLIT_CLUSTER_CONFIGS[(torch.bfloat16, 512)]
+    with pytest.raises(ValueError, match="EXCHANGE must be one of l2, dsmem-pull, dsmem-push, not 'dsmem'"):
+        config.replace(EXCHANGE="dsmem")
+    monkeypatch.setattr(dispatch, "SPLIT_CLUSTERS", True)
+    monkeypatch.setattr(dispatch, "SPLIT_CLUSTER_EXCHANGE", "dsmem")
+    with pytest.raises(ValueError, match="not 'dsmem'"):
+        _split_plan(512, 8, torch.bfloat16, 512, 132, 90)
+
+
 @pytest.mark.parametrize("exchange", ["dsmem-pull", "dsmem-push"])
 def test_split_cluster_dsmem_serves_h512_only_and_only_with_clusters(exchange, monkeypatch):
     """A SPLIT_CLUSTER_EXCHANGE in distributed shared memory makes the cluster form at H = 512 exchange the state
