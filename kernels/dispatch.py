@@ -133,7 +133,7 @@ SPLIT_CLUSTERS = False
 # "dsmem-pull" (a local store, the cluster barrier, remote loads) or "dsmem-push" (a local store and bulk copies to
 # the others, counted on mbarriers: no cluster barrier, no fence, local loads). Compile audit (python -m kernels.audit
 # --split-clusters --split-cluster-exchange X), sm_90 bf16, H = 512, forward/backward: pull 172/173 registers and
-# 446/499 instructions per step, push 171/178 and 516/568, against the L2 exchange's 171/180 and 299/352 (the state
+# 446/499 instructions per step, push 171/178 and 524/576, against the L2 exchange's 171/180 and 299/352 (the state
 # read element by element); no spills. At H = 1024 (16 warps, 128 registers at most) both spill 24-56 bytes. Not yet
 # run on a GPU: "l2" until one says they are right and faster (bash .ci/gpu dsmem).
 SPLIT_CLUSTER_EXCHANGE = "l2"

@@ -32,7 +32,7 @@ its allocation: the launcher asks for exchange_bytes more than the compiled kern
 every kernel that stages an MMA operand through shared memory) and the launch's dynamic size (%dynamic_smem_size).
 Each store and load computes its own address, so neither exchange depends on the layouts Triton gives h: a value
 held by several warps is written several times, identically. That is also what they cost: compile audit, sm_90
-bf16, H = 512, forward/backward, 446/499 (pull) and 516/568 (push) instructions per step against the L2 exchange's
+bf16, H = 512, forward/backward, 446/499 (pull) and 524/576 (push) instructions per step against the L2 exchange's
 299/352 (push's count includes its wait's polling loop), since the state is read and staged for the MMA element by
 element where tl.load moves 16 bytes at a time. Stores go two batch rows at a time, which an MMA result holds in one
 thread; wider loads joined into the tile cost more than they saved, and masking the reads cost about 50 more. Built
@@ -51,6 +51,7 @@ _THREAD_0 = tl.constexpr("mov.u32 t, %tid.x; setp.eq.u32 p, t, 0; ")  # predicat
 # How long push's wait polls its mbarrier (mbarrier.try_wait, which the hardware suspends for a time of its own)
 # before it gives up and reports, as barrier.grid_barrier does: far beyond any step.
 WAIT_NS = tl.constexpr(2_000_000_000)
+LOST_NS = tl.constexpr(1_000_000)  # after this long a wait also gives up if another already has (status_ptr)
 
 
 @triton.constexpr_function
@@ -170,14 +171,18 @@ def _clock():
 def wait_state(slot, parity, status_ptr, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr, CLUSTER: tl.constexpr):
     """Until slot `slot` holds the other programs' columns of its next phase (parity: that phase's, 0 or 1), which
     thread 0 announces; bounded (WAIT_NS), recording a wait that never ends in status_ptr as barrier.grid_barrier
-    does. Once one has, no later wait of the launch waits: a broken launch ends in seconds, not T times that."""
+    does. Once one has, later waits give up after LOST_NS: a broken launch ends in seconds, not T times that."""
     tl.inline_asm_elementwise(_expect_asm((CLUSTER - 1) * BLOCK_N * BLOCK_B * 2), "=r,r", [_mbarrier(slot)],
                               dtype=tl.int32, is_pure=False, pack=1)
     done = _try_wait(slot, parity)
-    if done == 0:  # not yet: poll, with a clock (%globaltimer, ns) to give up by, unless a wait already gave up
+    if done == 0:  # not yet: poll, with a clock (%globaltimer, ns) to give up by
         start = _clock()
-        given_up = tl.load(status_ptr, volatile=True)  # then the launch is lost: finish it without waiting
-        while (done == 0) & (given_up == 0) & (_clock() - start < WAIT_NS):
+        waited = start - start  # 0, as an int64
+        given_up = 0
+        while (done == 0) & (given_up == 0) & (waited < WAIT_NS):
             done = _try_wait(slot, parity)
+            waited = _clock() - start
+            if waited > LOST_NS:  # far beyond a step: has a wait of this launch given up? Then so does this one.
+                given_up = tl.load(status_ptr, volatile=True)
     if done == 0:
         tl.atomic_max(status_ptr, 1, sem="relaxed")  # read by the launcher after the kernel
