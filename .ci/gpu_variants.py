@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 import triton.testing
 
-from kernels import TritonRNN, dispatch, fma, resident, split
+from kernels import TritonRNN, dispatch, dsmem, fma, resident, split
 from kernels.reference import run_module
 
 
@@ -50,6 +50,7 @@ def split_exchange(exchange: str):
         yield
 
 
+DSMEM_EXCHANGES = [e for e in dsmem.EXCHANGES if e != dsmem.L2.value]  # the clusters' exchanges but L2's
 L2_PREFETCH_STEPS = (4, 16)  # the distances timed: about one HBM latency ahead, and well beyond it
 VARIANTS = {  # name -> a context manager factory
     "current": contextlib.nullcontext,
@@ -83,7 +84,7 @@ VARIANTS = {  # name -> a context manager factory
     "split-clusters": lambda: switched(dispatch, "SPLIT_CLUSTERS", True),
     # the clusters at H = 512 with their state exchanged in distributed shared memory, not through L2: by remote
     # loads after the cluster barrier, or by bulk copies counted on mbarriers (dispatch.SPLIT_CLUSTER_EXCHANGE)
-    **{f"split-{e}": (lambda e=e: split_exchange(e)) for e in ("dsmem-pull", "dsmem-push")},
+    **{f"split-{e}": (lambda e=e: split_exchange(e)) for e in DSMEM_EXCHANGES},
     # the step kernel's 64-column tiles at every size (today's narrow them until the grid fills the SMs:
     # dispatch.STEPWISE_BLOCK_N)
     "stepwise-64-columns": lambda: switched(dispatch, "STEPWISE_BLOCK_N", (64,)),
@@ -128,7 +129,7 @@ CASES = {
     "split-tile-loop": list(dict.fromkeys(SPLIT_BATCH + SPLIT_NARROW)),
     "split-tile-stages-3": SPLIT_MANY_TILES,
     "split-clusters": SPLIT_CLUSTER_CASES,
-    **{f"split-{e}": [c for c in SPLIT_CLUSTER_CASES if c[1] == 512] for e in ("dsmem-pull", "dsmem-push")},
+    **{f"split-{e}": [c for c in SPLIT_CLUSTER_CASES if c[1] == 512] for e in DSMEM_EXCHANGES},
     "stepwise-64-columns": FP32_STEPWISE,
     **{f"l2-prefetch-{d}": SMALL for d in L2_PREFETCH_STEPS},
 }

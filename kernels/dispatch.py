@@ -31,6 +31,7 @@ import torch
 import triton
 
 from . import fma, resident, split, stepwise
+from .dsmem import L2
 from .fma import FmaBlocks
 from .launch import SIXTEEN_BIT, LaunchConfig
 from .resident import ResidentBlocks
@@ -136,7 +137,7 @@ SPLIT_CLUSTERS = False
 # 446/499 instructions per step, push 171/178 and 524/576, against the L2 exchange's 171/180 and 299/352 (the state
 # read element by element); no spills. At H = 1024 (16 warps, 128 registers at most) both spill 24-56 bytes. Not yet
 # run on a GPU: "l2" until one says they are right and faster (bash .ci/gpu dsmem).
-SPLIT_CLUSTER_EXCHANGE = "l2"
+SPLIT_CLUSTER_EXCHANGE = L2.value
 SPLIT_DSMEM_MAX_BLOCK_H = 512
 # Whether split_configs offers the one-tile form of each configuration (ONE_TILE: no tile loop in a step) for batches
 # that leave each program one tile. Compile audit, sm_90 bf16, time-loop instructions per step with / without:
@@ -304,7 +305,7 @@ def split_configs(dtype: torch.dtype, block_h: int, arch: int = PLANNING_ARCH) -
     stages = SPLIT_TILE_LOOP_STAGES if dtype in SIXTEEN_BIT else 1  # fp32's spill with it (compile audit)
     looped = [c.replace(num_stages=stages) for c in forms]  # a tile loop in every step
     first = [c.replace(ONE_TILE=True) for c in forms] if SPLIT_ONE_TILE else looped[:-1]
-    if clustered and SPLIT_CLUSTER_EXCHANGE != "l2" and block_h <= SPLIT_DSMEM_MAX_BLOCK_H:  # slots of one tile
+    if clustered and SPLIT_CLUSTER_EXCHANGE != L2.value and block_h <= SPLIT_DSMEM_MAX_BLOCK_H:  # slots of one tile
         first[0] = forms[0].replace(ONE_TILE=True, EXCHANGE=SPLIT_CLUSTER_EXCHANGE)
     return first + looped[-1:]
 

@@ -116,9 +116,10 @@ def init_mbarriers():
     """Thread 0 initialises both slots' mbarriers, each expecting one arrival (its own, with the bytes it waits
     for), and releases that to the cluster; the caller then meets the cluster barrier before any program sends."""
     tl.inline_asm_elementwise(
-        "{ .reg .pred p; .reg .u32 t, a, e; " + _THREAD_0 + _END + "@p mbarrier.init.shared::cta.b64 [a+-16], 1; "
-        "@p mbarrier.init.shared::cta.b64 [a+-8], 1; @p fence.mbarrier_init.release.cluster; mov.b32 $0, 0; }", "=r",
-        [], dtype=tl.int32, is_pure=False, pack=1)
+        "{ .reg .pred p; .reg .u32 t, a, e, m0, m1; " + _THREAD_0 + _END + "add.u32 m0, a, $1; add.u32 m1, a, $2; "
+        "@p mbarrier.init.shared::cta.b64 [m0], 1; @p mbarrier.init.shared::cta.b64 [m1], 1; "
+        "@p fence.mbarrier_init.release.cluster; mov.b32 $0, 0; }", "=r,r,r", [_mbarrier(0), _mbarrier(1)],
+        dtype=tl.int32, is_pure=False, pack=1)
 
 
 @triton.constexpr_function
@@ -141,8 +142,8 @@ def send_state(slot, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.c
     tl.inline_asm_elementwise("fence.proxy.async.shared::cta; mov.b32 $0, 0;", "=r", [], dtype=tl.int32,
                               is_pure=False, pack=1)
     tl.debug_barrier()
-    start = slot * slot_bytes(BLOCK_B, BLOCK_H) - exchange_bytes(BLOCK_B, BLOCK_H)
-    tl.inline_asm_elementwise(_send_asm(CLUSTER, BLOCK_N * BLOCK_B * 2), "=r,r,r", [start, _mbarrier(slot)],
+    tl.inline_asm_elementwise(_send_asm(CLUSTER, BLOCK_N * BLOCK_B * 2), "=r,r,r",
+                              [_element(slot, 0, 0, BLOCK_B, BLOCK_H), _mbarrier(slot)],
                               dtype=tl.int32, is_pure=False, pack=1)
 
 

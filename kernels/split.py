@@ -101,7 +101,7 @@ class SplitBlocks(Blocks):
     CLUSTER: int = 1  # > 1: each batch group's programs are one cluster of this many CTAs (sm_90), cluster_barrier
     # How a group's programs pass the state on: "l2" (global memory), or, with CLUSTER = BLOCK_H / BLOCK_N and
     # ONE_TILE, "dsmem-pull" or "dsmem-push" (distributed shared memory, dsmem.py)
-    EXCHANGE: str = "l2"
+    EXCHANGE: str = L2.value
 
     def __post_init__(self):
         if self.EXCHANGE not in EXCHANGES:  # the kernels would take an unknown name for no exchange at all
@@ -114,7 +114,7 @@ def launch_keywords(config: SplitBlocks, nonlinearity: str, dtype: torch.dtype, 
     after another, so there the barrier is compiled out and the launcher runs one launch per step."""
     return config.keywords() | common_keywords(nonlinearity, dtype, interpreted) | {
         "DOT_PRECISION": "tf32x3" if dtype == torch.float32 else "ieee", "USE_BARRIER": not interpreted,
-        "EXCHANGE_ONLY": False, "EXCHANGE": "l2" if interpreted else config.EXCHANGE,
+        "EXCHANGE_ONLY": False, "EXCHANGE": L2.value if interpreted else config.EXCHANGE,
         # 16-bit I/O only, or in the interpreter: with it, fp32's backward spills at BLOCK_H = 128 and 1024 (sm_90)
         "INPUTS_AHEAD": INPUTS_AHEAD and (interpreted or dtype in SIXTEEN_BIT),
         **({} if backward else {"FAST_TANH": fast_tanh(dtype, interpreted)})}
@@ -147,12 +147,12 @@ def slice_product(u3, state_ptr, rows, row_mask, H, slot, BLOCK_N: tl.constexpr,
     than L2, of the state in the cluster's slots `slot` instead (dsmem.py)."""
     KC: tl.constexpr = BLOCK_H // K_SPLIT
     offs_k = tl.arange(0, K_SPLIT)[:, None, None] * KC + tl.arange(0, KC)[None, :, None]
-    mask = row_mask[None, None, :] & (offs_k < H)
     if READ != L2:
         state = get_state(offs_k, tl.arange(0, BLOCK_B)[None, None, :], slot, state_ptr.dtype.element_ty, BLOCK_N,
                           BLOCK_B, BLOCK_H, READ)
     else:
-        state = tl.load(state_ptr + rows[None, None, :] * H + offs_k, mask=mask, other=0.0, cache_modifier=".cg")
+        state = tl.load(state_ptr + rows[None, None, :] * H + offs_k, mask=row_mask[None, None, :] & (offs_k < H),
+                        other=0.0, cache_modifier=".cg")
     if EXCHANGE_ONLY:  # keep the state's load and a use of it, drop the product
         summed = tl.sum(tl.sum(state.to(ACC_DTYPE), axis=1), axis=0)
         return tl.zeros((BLOCK_N, 1), ACC_DTYPE) + summed[None, :]
