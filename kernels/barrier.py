@@ -11,8 +11,11 @@ but was no faster on an H200 (kernels/split.py).
 
 It only terminates if all programs of the group are resident at once: the launcher refuses grids
 larger than the SM count and launches cooperatively. The spin is bounded: after MAX_SPINS polls the
-program records the failure in status_ptr and goes on, so a barrier that cannot be met becomes an
-error raised by the launcher, not a hung GPU.
+program records the failure in status_ptr, raises the counter to LOST, past every target of the
+launch, and goes on. So a barrier that cannot be met becomes an error raised by the launcher after
+one bound's wait, not a hung GPU, nor T of them: every later barrier of the group passes at its
+first poll. The launcher keeps each launch's targets below LOST (split.launch_steps), so a counter at
+LOST or above means a barrier gave up, and stays below 2^31 even then.
 
 cluster_barrier is the alternative where a group's programs are one thread-block cluster (sm_90; the
 split launcher's CLUSTER): the hardware's cluster barrier, with release and acquire at cluster scope,
@@ -23,6 +26,7 @@ import triton
 import triton.language as tl
 
 MAX_SPINS = tl.constexpr(1 << 24)  # ~seconds of polling: far beyond any real step, short enough to report
+LOST = tl.constexpr(1 << 30)  # a counter value past every target: the group's barriers have given up
 
 
 @triton.jit
@@ -35,8 +39,9 @@ def grid_barrier(counter_ptr, status_ptr, target):
     while (arrived < target) & (spins < MAX_SPINS):
         arrived = tl.atomic_add(counter_ptr, 0, sem="acquire", scope="gpu")
         spins += 1
-    if arrived < target:
-        tl.atomic_max(status_ptr, 1)
+    if arrived < target:  # given up: reported, and the group's later barriers pass at once
+        tl.atomic_max(status_ptr, 1, sem="relaxed")  # read by the launcher after the kernel
+        tl.atomic_max(counter_ptr, LOST, sem="relaxed")  # nothing to publish: only its value counts
     tl.debug_barrier()  # no thread reads the step's results before the acquire above
 
 

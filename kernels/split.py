@@ -61,6 +61,7 @@ import torch
 import triton
 import triton.language as tl
 
+from . import barrier
 from .activations import activation_grad_from_output, apply_activation
 from .barrier import cluster_arrive, cluster_barrier, cluster_wait, grid_barrier
 from .driver import time_order
@@ -173,11 +174,12 @@ def column_tile(tile, cols, B, H, BLOCK_B: tl.constexpr):
 
 
 @triton.jit
-def group_barrier(counter_ptr, status_ptr, target, s, CLUSTER: tl.constexpr, EXCHANGE: tl.constexpr,
+def group_barrier(counter_ptr, status_ptr, s, slices, CLUSTER: tl.constexpr, EXCHANGE: tl.constexpr,
                   BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr):
-    """Every program of the batch group has written step s - 1: the cluster's barrier where the group is one
-    cluster (dsmem-pull: only its wait, each program arrived when it wrote, publish_state), the arrival of step
-    s - 1's state (dsmem-push), else the grid barrier on the group's counter (barrier.py)."""
+    """Every program of the batch group (its `slices` programs) has written step s - 1: the cluster's barrier where
+    the group is one cluster (dsmem-pull: only its wait, each program arrived when it wrote, publish_state), the
+    arrival of step s - 1's state (dsmem-push), else the grid barrier on the group's counter (barrier.py), which
+    each program has reached s times once all have."""
     if EXCHANGE == PULL:
         cluster_wait()
     elif EXCHANGE == PUSH:
@@ -185,7 +187,7 @@ def group_barrier(counter_ptr, status_ptr, target, s, CLUSTER: tl.constexpr, EXC
     elif CLUSTER > 1:
         cluster_barrier()
     else:
-        grid_barrier(counter_ptr, status_ptr, target)
+        grid_barrier(counter_ptr, status_ptr, s * slices)
 
 
 @triton.jit
@@ -214,6 +216,23 @@ def meet_cluster(EXCHANGE: tl.constexpr, START: tl.constexpr):
         cluster_wait()  # the last step's arrival
     if not START and EXCHANGE == PUSH:
         cluster_barrier()
+
+
+@triton.jit
+def program_start(u_ptr, pin, t_first, B, H, BACKWARD: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr,
+                  BLOCK_H: tl.constexpr, K_SPLIT: tl.constexpr, CLUSTER: tl.constexpr, ONE_TILE: tl.constexpr,
+                  ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr, EXCHANGE: tl.constexpr):
+    """What a program of either kernel sets up before its first step: its state columns, its slice of U (the
+    backward's transposed) pinned in registers, the first step's time index t (64-bit: t * B * H can pass 2^31),
+    the slices per group, its batch group, the groups and the batch tiles; and the cluster's exchange (meet_cluster).
+    """
+    # The slots hold one tile, and each column's owner is its cluster rank.
+    tl.static_assert(EXCHANGE == L2 or (ONE_TILE and CLUSTER * BLOCK_N == BLOCK_H))
+    meet_cluster(EXCHANGE, True)
+    cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    u3 = load_pinned_slice(u_ptr, pin, cols, H, BLOCK_H, K_SPLIT, BACKWARD, ACC_DTYPE, UPCAST_DOT)
+    t = tl.cast(t_first, tl.int64)
+    return cols, u3, t, tl.num_programs(0), tl.program_id(1), tl.num_programs(1), tl.cdiv(B, BLOCK_B)
 
 
 @triton.jit
@@ -305,14 +324,9 @@ def split_forward_kernel(
     EXCHANGE: tl.constexpr,       # "l2", "dsmem-pull" or "dsmem-push": how the state reaches the group's programs
     FAST_TANH: tl.constexpr,      # tanh.approx.f32 (16-bit I/O on a GPU)
 ):
-    # The slots hold one tile, and each column's owner is its cluster rank.
-    tl.static_assert(EXCHANGE == L2 or (ONE_TILE and CLUSTER * BLOCK_N == BLOCK_H))
-    meet_cluster(EXCHANGE, True)
-    cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    slices = tl.num_programs(0)
-    u3 = load_pinned_slice(u_ptr, pin, cols, H, BLOCK_H, K_SPLIT, False, ACC_DTYPE, UPCAST_DOT)
-    group, groups, tiles = tl.program_id(1), tl.num_programs(1), tl.cdiv(B, BLOCK_B)
-    t = tl.cast(t_first, tl.int64)  # 64-bit: t * B * H can pass 2^31
+    cols, u3, t, slices, group, groups, tiles = program_start(u_ptr, pin, t_first, B, H, False, BLOCK_B, BLOCK_N,
+                                                              BLOCK_H, K_SPLIT, CLUSTER, ONE_TILE, ACC_DTYPE,
+                                                              UPCAST_DOT, EXCHANGE)
     # Step 0 of the group's first tile, outside any loop: U's register value gets a user there, which
     # keeps its load out of the loops.
     forward_tile(u3, h0_ptr, step_tile(xw_ptr, t, group, cols, B, H, BLOCK_B, True), y_ptr, t, group, cols, B, H,
@@ -330,7 +344,7 @@ def split_forward_kernel(
             xw_first = xw_ahead
             xw_ahead = step_tile(xw_ptr, t + 2 * t_step, group, cols, B, H, BLOCK_B, s + 1 < T)
         if USE_BARRIER:  # every program of the group has written step s-1
-            group_barrier(counter_ptr + group, status_ptr, s * slices, s, CLUSTER, EXCHANGE, BLOCK_N, BLOCK_B)
+            group_barrier(counter_ptr + group, status_ptr, s, slices, CLUSTER, EXCHANGE, BLOCK_N, BLOCK_B)
         prev_ptr = y_ptr + t * B * H
         t += t_step
         if ONE_TILE:  # the group's only tile: no loop
@@ -366,13 +380,9 @@ def split_backward_kernel(
     DOT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr,
     EXCHANGE_ONLY: tl.constexpr, EXCHANGE: tl.constexpr,  # as in split_forward_kernel
 ):
-    tl.static_assert(EXCHANGE == L2 or (ONE_TILE and CLUSTER * BLOCK_N == BLOCK_H))
-    meet_cluster(EXCHANGE, True)
-    cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    slices = tl.num_programs(0)
-    u3 = load_pinned_slice(u_ptr, pin, cols, H, BLOCK_H, K_SPLIT, True, ACC_DTYPE, UPCAST_DOT)
-    group, groups, tiles = tl.program_id(1), tl.num_programs(1), tl.cdiv(B, BLOCK_B)
-    t = tl.cast(t_first, tl.int64)
+    cols, u3, t, slices, group, groups, tiles = program_start(u_ptr, pin, t_first, B, H, True, BLOCK_B, BLOCK_N,
+                                                              BLOCK_H, K_SPLIT, CLUSTER, ONE_TILE, ACC_DTYPE,
+                                                              UPCAST_DOT, EXCHANGE)
     # The first reverse step of the group's first tile, outside any loop (as in split_forward_kernel).
     backward_tile(u3, da_in_ptr, step_tile(y_ptr, t, group, cols, B, H, BLOCK_B, True),
                   step_tile(dy_ptr, t, group, cols, B, H, BLOCK_B, True), da_ptr, t, group, cols, B, H, 0,
@@ -393,7 +403,7 @@ def split_backward_kernel(
             h_ahead = step_tile(y_ptr, t + 2 * t_step, group, cols, B, H, BLOCK_B, s + 1 < T)
             dy_ahead = step_tile(dy_ptr, t + 2 * t_step, group, cols, B, H, BLOCK_B, s + 1 < T)
         if USE_BARRIER:
-            group_barrier(counter_ptr + group, status_ptr, s * slices, s, CLUSTER, EXCHANGE, BLOCK_N, BLOCK_B)
+            group_barrier(counter_ptr + group, status_ptr, s, slices, CLUSTER, EXCHANGE, BLOCK_N, BLOCK_B)
         next_ptr = da_ptr + t * B * H
         t += t_step
         if ONE_TILE:  # the group's only tile (as in split_forward_kernel)
@@ -429,10 +439,17 @@ def split_grid(B: int, H: int, config: SplitBlocks, sm_count: int) -> tuple[int,
     return slices, max(1, min(tiles, sm_count // slices))
 
 
-def _launch_all_steps(kernel, args: tuple, T: int, t_first: int, t_step: int, config: SplitBlocks,
-                      keywords: dict) -> None:
-    """All T steps in one persistent launch with the group barrier; one host sync at the end reads
-    whether any barrier timed out."""
+def launch_steps(slices: int) -> int:
+    """The most steps one persistent launch of `slices` programs per group runs: its grid barrier's targets (step x
+    slices) stay below barrier.LOST, so a counter past them means a barrier gave up (and stays in int32)."""
+    return max(1, barrier.LOST.value // slices)
+
+
+def _launch_all_steps(kernel, args: list, state: int, out: torch.Tensor, T: int, t_first: int, t_step: int,
+                      config: SplitBlocks, keywords: dict) -> None:
+    """All T steps in one persistent launch with the group barrier (for T beyond launch_steps, one per that many,
+    each starting from the state its predecessor wrote last: args[state] = out[t - t_step]); one host sync at the
+    end reads whether any barrier timed out."""
     B, H = args[0].shape[1:]
     device = args[0].device
     slices, groups = split_grid(B, H, config, co_resident_programs(device))
@@ -440,15 +457,20 @@ def _launch_all_steps(kernel, args: tuple, T: int, t_first: int, t_step: int, co
     if config.ONE_TILE and tiles > groups:
         raise ValueError(f"a ONE_TILE split configuration runs one batch tile per program, but B = {B} makes "
                          f"{tiles} tiles of {config.BLOCK_B} for {groups} batch group(s)")
-    counters = torch.zeros(groups, dtype=torch.int32, device=device)
     status = torch.zeros(1, dtype=torch.int32, device=device)
-    args = (*args, counters, status, PIN, T, B, H, t_first, t_step)
-    if config.CLUSTER > 1:
-        extra = exchange_bytes(config.BLOCK_B, config.BLOCK_H) if keywords["EXCHANGE"] != L2.value else 0
-        _launch_clusters(kernel, (slices, groups), config.CLUSTER, extra, args, keywords)
-    else:  # the driver refuses a cooperative grid that cannot be co-resident, instead of hanging
-        cooperative = {"launch_cooperative_grid": True} if device.type == "cuda" else {}
-        kernel[(slices, groups)](*args, **keywords, **cooperative)
+    per_launch = launch_steps(slices)
+    for done in range(0, T, per_launch):
+        t = t_first + done * t_step
+        if done:
+            args[state] = out[t - t_step]
+        counters = torch.zeros(groups, dtype=torch.int32, device=device)
+        launch_args = (*args, counters, status, PIN, min(per_launch, T - done), B, H, t, t_step)
+        if config.CLUSTER > 1:
+            extra = exchange_bytes(config.BLOCK_B, config.BLOCK_H) if keywords["EXCHANGE"] != L2.value else 0
+            _launch_clusters(kernel, (slices, groups), config.CLUSTER, extra, launch_args, keywords)
+        else:  # the driver refuses a cooperative grid that cannot be co-resident, instead of hanging
+            cooperative = {"launch_cooperative_grid": True} if device.type == "cuda" else {}
+            kernel[(slices, groups)](*launch_args, **keywords, **cooperative)
     if status.item():  # the grid barrier, or dsmem-push's wait for the state
         raise RuntimeError("split-H barrier timed out: not all programs were resident at once, or (dsmem-push) a "
                            "step's state never arrived")
@@ -490,7 +512,8 @@ def split_forward(xw: torch.Tensor, h0: torch.Tensor, u: torch.Tensor, reverse: 
     order = time_order(T, reverse)
     keywords = _keywords(config, nonlinearity, xw.dtype, False, use_barrier, exchange_only)
     if keywords["USE_BARRIER"]:
-        _launch_all_steps(split_forward_kernel, (xw, h0, u, y), T, order[0], -1 if reverse else 1, config, keywords)
+        _launch_all_steps(split_forward_kernel, [xw, h0, u, y], 1, y, T, order[0], -1 if reverse else 1, config,
+                          keywords)
         return y
     prev = h0
     for t in order:  # each launch reads the state the previous one wrote (h0 first)
@@ -509,8 +532,8 @@ def split_backward(y: torch.Tensor, dy: torch.Tensor, u: torch.Tensor, reverse: 
     order = time_order(T, not reverse)  # backward walks the forward order in reverse
     keywords = _keywords(config, nonlinearity, y.dtype, True, use_barrier, False)
     if keywords["USE_BARRIER"]:
-        _launch_all_steps(split_backward_kernel, (y, dy, u, da, da_in), T, order[0], 1 if reverse else -1, config,
-                          keywords)
+        _launch_all_steps(split_backward_kernel, [y, dy, u, da, da_in], 4, da, T, order[0], 1 if reverse else -1,
+                          config, keywords)
     else:
         for t in order:  # each launch reads the da its predecessor wrote (zeros first)
             _launch_one_step(split_backward_kernel, (y, dy, u, da, da_in), t, config, keywords)

@@ -5,8 +5,10 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+import triton
+import triton.language as tl
 
-from kernels import dispatch, resident, split
+from kernels import barrier, dispatch, resident, split
 from kernels.dispatch import TIERS, KernelPlan, plan_for, recurrence_backward, recurrence_forward
 from kernels.launch import LaunchConfig
 from kernels.runtime import device_facts, interpreting
@@ -161,6 +163,53 @@ def test_split_barrier_path_with_a_one_program_grid(nonlinearity, reverse, one_t
     assert rel_err(y, ref_y) < TOLERANCE[torch.float32]
     da, dh0 = split_backward(ref_y.float(), dy, u, reverse, config, nonlinearity, use_barrier=True)
     assert rel_err(da, ref_da) < 2 * TOLERANCE[torch.float32] and rel_err(dh0, ref_dh0) < 2 * TOLERANCE[torch.float32]
+
+
+class CountedLaunches:
+    """A kernel whose launches record their step count (the argument T) before running."""
+
+    def __init__(self, kernel):
+        self.kernel, self.steps = kernel, []
+
+    def __getitem__(self, grid):
+        def launch(*args, **keywords):
+            self.steps.append(args[-5])  # (..., counters, status, pin, T, B, H, t_first, t_step)
+            return self.kernel[grid](*args, **keywords)
+        return launch
+
+
+@pytest.mark.skipif(not interpreting(), reason="interpreter-only: one program per SM is the interpreter's rule")
+@pytest.mark.parametrize("nonlinearity,reverse", [("tanh", False), ("relu", True)])
+def test_split_runs_more_steps_than_one_launch_takes_in_several(nonlinearity, reverse, monkeypatch):
+    """Beyond split.launch_steps (the grid barrier's targets stay below barrier.LOST: here 4, so 4 steps for one
+    program), T = 9 runs as launches of 4, 4 and 1 steps, each from the state the one before wrote last."""
+    monkeypatch.setattr(barrier, "LOST", tl.constexpr(4))
+    forward, backward = CountedLaunches(split.split_forward_kernel), CountedLaunches(split.split_backward_kernel)
+    monkeypatch.setattr(split, "split_forward_kernel", forward)
+    monkeypatch.setattr(split, "split_backward_kernel", backward)
+    xw, h0, u, dy = make_inputs(9, 5, 16, torch.float32, "cpu")
+    y = split_forward(xw, h0, u, reverse, barrier_config(16), nonlinearity, use_barrier=True)
+    ref_y, ref_da, ref_dh0 = reference_layer(xw, h0, u, nonlinearity, reverse, dy)
+    da, dh0 = split_backward(ref_y.float(), dy, u, reverse, barrier_config(16), nonlinearity, use_barrier=True)
+    assert forward.steps == backward.steps == [4, 4, 1]
+    assert rel_err(y, ref_y) < TOLERANCE[torch.float32]
+    assert rel_err(da, ref_da) < 2 * TOLERANCE[torch.float32] and rel_err(dh0, ref_dh0) < 2 * TOLERANCE[torch.float32]
+
+
+@triton.jit
+def barriers_never_met(counter_ptr, status_ptr, STEPS: tl.constexpr):
+    """One program at STEPS grid barriers, each waiting for a second program that never arrives."""
+    for s in range(1, STEPS + 1):
+        barrier.grid_barrier(counter_ptr, status_ptr, 2 * s)
+
+
+def test_a_grid_barrier_that_gives_up_lets_the_later_ones_pass(device, monkeypatch):
+    """After MAX_SPINS polls the barrier reports (status) and raises the counter to LOST, past every target of the
+    launch: the next barriers pass at their first poll, so a broken launch waits one bound, not one per step."""
+    monkeypatch.setattr(barrier, "MAX_SPINS", tl.constexpr(8))
+    counter, status = (torch.zeros(1, dtype=torch.int32, device=device) for _ in range(2))
+    barriers_never_met[(1,)](counter, status, STEPS=5)
+    assert status.item() == 1 and counter.item() == barrier.LOST.value + 4  # the arrivals after the first give-up
 
 
 def test_a_cluster_configuration_refuses_the_barrier_path_off_a_gpu():
