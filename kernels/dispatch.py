@@ -13,8 +13,10 @@ Tiers, tried in order:
   barrier every step. Needs cdiv(H, BLOCK_N) <= the SM count; one launch serves any batch, each group
   running its batch tiles one after another. Batches that fit take 8-row tiles (SPLIT_NARROW_BLOCK_B,
   mma.sync's N), at H = 1024 in slices of 16 rows (SPLIT_FINE_CONFIGS) where the batch fits those;
-  wherever each program has one tile, its kernels have no tile loop (ONE_TILE, SPLIT_ONE_TILE). With SPLIT_CLUSTERS
-  (sm_90, off), a batch group at H = 512 or 1024 is one thread-block cluster meeting at the cluster barrier.
+  wherever each program has one tile, its kernels have no tile loop (ONE_TILE, SPLIT_ONE_TILE); where programs
+  run several tiles, H = 2048 takes slices of 32 rows and two groups of 8-row tiles (SPLIT_LOOPED_CONFIGS). With
+  SPLIT_CLUSTERS (sm_90, off), a batch group at H = 512 or 1024 is one thread-block cluster meeting at the cluster
+  barrier.
 - stepwise: one launch per timestep (stepwise.py); serves any H. Its column tiles narrow where the batch and H
   leave SMs idle (STEPWISE_BLOCK_N).
 
@@ -116,6 +118,18 @@ SPLIT_FINE_CONFIGS: dict[tuple[torch.dtype, int], LaunchConfig[SplitBlocks]] = {
 # 2.42/2.67 (bf16 H = 512), 3.75/5.20 (1024), 3.43/4.41 (2048), fp32 2.64/3.14 (256), 3.39/4.29 (512); forward+backward
 # 10-26% faster likewise (results/variants/20261126-h200-switches).
 SPLIT_NARROW_BLOCK_B = 8
+# The configuration of programs that run several batch tiles per step (split_configs' last), where it is not
+# SPLIT_CONFIGS': at H = 2048, 16-bit, slices of 32 rows (64 programs per batch group, two groups on 132 SMs) with 8-row
+# tiles, instead of 16-row slices (one group of 128) with 16-row tiles. Each program then runs as many tiles per step,
+# each half as tall, and the state that all programs read through L2 every step, slices x B x H x 2 bytes, halves
+# (16 MiB at B = 64); on an H200 each further 16-row tile of today's took 3.4-3.8 us per step (14.85 at B = 64 against
+# 3.38 at B = 8), about twice what reading its state through L2 takes. At H = 1024 and B = 64 the same trade, slices
+# twice as wide and twice the groups, was 22% faster (5.50 against 7.08 us forward, SPLIT_FINE_CONFIGS). Compile
+# audit, sm_90 bf16, forward/backward, the tile loop's instructions per step 405/451 against 483/521, shared-memory
+# bytes read per step 55808/59904 against 88576/92672, 222/228 registers, the same CTA barriers; no spills (sm_80
+# too). Not yet timed (.ci/gpu_variants.py split-thin-looped, bash .ci/gpu wide).
+SPLIT_LOOPED_CONFIGS: dict[tuple[torch.dtype, int], LaunchConfig[SplitBlocks]] = {
+    (dt, 2048): _split(32, 2048, 8, block_b=8) for dt in (torch.bfloat16, torch.float16)}
 # Batch groups as thread-block clusters (sm_90): H = 512 in 8 slices of 64 rows, H = 1024 in 16 (an H100 schedules
 # clusters of up to 16 CTAs), 16-bit, 8-row tiles; each group meets at the hardware's cluster barrier
 # (barrier.cluster_barrier), not the grid barrier's counter and polling, which alone took 2.5-2.8 us per step on an
@@ -294,20 +308,21 @@ def split_configs(dtype: torch.dtype, block_h: int, arch: int = PLANNING_ARCH) -
     """Every split configuration the dispatcher can pick for dtype and BLOCK_H on compute capability arch, in the
     order split_config tries them: the one-tile forms (ONE_TILE: no tile loop; without SPLIT_ONE_TILE, the forms with
     it) of SPLIT_CLUSTER_CONFIGS' (with SPLIT_CLUSTERS, from sm_90) and SPLIT_FINE_CONFIGS' where there are some, of
-    SPLIT_CONFIGS' with its narrow batch tile where it has a wider one, and of SPLIT_CONFIGS'; last, SPLIT_CONFIGS'
-    itself, whose programs run their tiles one after another. A SPLIT_CLUSTER_EXCHANGE other than L2's makes the
-    cluster form one-tile, exchanging the state that way, up to SPLIT_DSMEM_MAX_BLOCK_H."""
+    SPLIT_CONFIGS' with its narrow batch tile where it has a wider one, and of SPLIT_CONFIGS'; last,
+    SPLIT_LOOPED_CONFIGS' where there is one, else SPLIT_CONFIGS' itself, whose programs run their tiles one after
+    another. A SPLIT_CLUSTER_EXCHANGE other than L2's makes the cluster form one-tile, exchanging the state that way,
+    up to SPLIT_DSMEM_MAX_BLOCK_H."""
     base = SPLIT_CONFIGS[(dtype, block_h)]
     clustered = SPLIT_CLUSTERS and arch >= 90 and (dtype, block_h) in SPLIT_CLUSTER_CONFIGS
     forms = [SPLIT_CLUSTER_CONFIGS[(dtype, block_h)]] if clustered else []
     forms += [SPLIT_FINE_CONFIGS[(dtype, block_h)]] if (dtype, block_h) in SPLIT_FINE_CONFIGS else []
     forms += _narrow(base) + [base]
     stages = SPLIT_TILE_LOOP_STAGES if dtype in SIXTEEN_BIT else 1  # fp32's spill with it (compile audit)
-    looped = [c.replace(num_stages=stages) for c in forms]  # a tile loop in every step
-    first = [c.replace(ONE_TILE=True) for c in forms] if SPLIT_ONE_TILE else looped[:-1]
+    looped = [c.replace(num_stages=stages) for c in forms[:-1]]  # a tile loop in every step
+    first = [c.replace(ONE_TILE=True) for c in forms] if SPLIT_ONE_TILE else looped
     if clustered and SPLIT_CLUSTER_EXCHANGE != L2.value and block_h <= SPLIT_DSMEM_MAX_BLOCK_H:  # slots of one tile
         first[0] = forms[0].replace(ONE_TILE=True, EXCHANGE=SPLIT_CLUSTER_EXCHANGE)
-    return first + looped[-1:]
+    return first + [SPLIT_LOOPED_CONFIGS.get((dtype, block_h), base).replace(num_stages=stages)]
 
 
 def _narrow(config: LaunchConfig[SplitBlocks]) -> list[LaunchConfig[SplitBlocks]]:

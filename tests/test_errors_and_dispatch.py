@@ -14,6 +14,7 @@ from kernels.dispatch import (
     FMA_CONFIGS,
     RESIDENT_CONFIGS,
     SPLIT_CONFIGS,
+    SPLIT_LOOPED_CONFIGS,
     KernelPlan,
     _fma_plan,
     _resident_plan,
@@ -144,13 +145,17 @@ def test_fma_tier_serves_fp32_up_to_256_with_a_batch_row_per_sm():
 
 
 def test_split_tier_needs_a_slice_per_sm_and_runs_every_batch_tile_in_one_launch():
-    config = plan_for(2048, 64, torch.bfloat16, kernel="split").config.forward
+    config = plan_for(2048, 8, torch.bfloat16, kernel="split").config.forward
     assert config.BLOCK_N == 16  # 128 slices: fits an H100's 132 SMs, not an A100's 108
-    assert "108 SMs" in _split_plan(2048, 64, torch.bfloat16, 2048, 108, 80)
-    # (slices, groups): the SMs left over by the slices take batch tiles side by side; a group runs
-    # its tiles one after another. B = 256 at H = 2048 is one launch of 128 programs, 16 tiles each.
-    assert split_grid(256, 2048, config, 132) == (128, 1)
     assert split_grid(8, 2048, config, 132) == (128, 1)
+    # (slices, groups): the SMs left over by the slices take batch tiles side by side; a group runs
+    # its tiles one after another. B = 256 at H = 2048 is one launch of 64 slices x 2 groups, 16 tiles of 8 each.
+    config = plan_for(2048, 256, torch.bfloat16, kernel="split").config.forward
+    assert (config.BLOCK_N, config.BLOCK_B) == (32, 8) and split_grid(256, 2048, config, 132) == (64, 2)
+    assert "16 batch tile(s) of 8" in plan_for(2048, 256, torch.bfloat16).reason
+    # An A100's 108 SMs hold the 64 slices of 32 rows at any batch, not fewer SMs.
+    assert _split_plan(2048, 8, torch.bfloat16, 2048, 108, 80).config.forward.BLOCK_N == 32
+    assert "60 SMs" in _split_plan(2048, 8, torch.bfloat16, 2048, 60, 80)
     config = plan_for(1024, 64, torch.bfloat16, kernel="split").config.forward  # 32 slices of 32 rows
     assert split_grid(64, 1024, config, 132) == (32, 4)   # 4 tiles of 16, one per group
     assert split_grid(100, 1024, config, 132) == (32, 4)  # 7 tiles over 4 groups
@@ -170,7 +175,7 @@ def test_split_takes_8_row_tiles_where_the_batch_fits_them(monkeypatch):
     """SPLIT_NARROW_BLOCK_B: 8-row tiles (mma.sync's N) where every program then runs one tile per step (B <= 8, or
     8 rows per batch group), in every dtype."""
     assert [split_block_b(512, b) for b in (1, 8, 9, 32, 33)] == [8, 8, 8, 8, 16]  # 32 slices: 4 groups
-    assert [split_block_b(2048, b) for b in (1, 8, 9)] == [8, 8, 16]  # 128 slices: one group
+    assert [split_block_b(2048, b) for b in (1, 8, 9, 17)] == [8, 8, 16, 8]  # 128 slices: one group; then 64 x 2
     assert [split_block_b(h, 8, torch.float32) for h in (128, 256, 512, 1024)] == [8, 8, 8, 8]
     assert "32 x 4 programs" in plan_for(1024, 32, torch.bfloat16, kernel="split").reason
     monkeypatch.setattr(dispatch, "SPLIT_NARROW_BLOCK_B", 16)  # off: .ci/gpu_variants.py split-16-row-tiles
@@ -189,7 +194,9 @@ def test_split_runs_without_a_tile_loop_wherever_each_program_has_one_tile(monke
     assert [one_tile(1024, b) for b in (1, 16, 64, 65, 256)] == [True, True, True, False, False]
     assert [one_tile(512, b, torch.float32) for b in (8, 64, 65)] == [True, True, False]
     assert plan_for(2048, 64, torch.bfloat16, kernel="split").config.forward == \
-        SPLIT_CONFIGS[(torch.bfloat16, 2048)].forward
+        SPLIT_LOOPED_CONFIGS[(torch.bfloat16, 2048)].forward
+    assert plan_for(1024, 256, torch.bfloat16, kernel="split").config.forward == \
+        SPLIT_CONFIGS[(torch.bfloat16, 1024)].forward
     shapes = {b: plan_for(1024, b, torch.bfloat16, kernel="split").config.forward for b in (1, 17, 64)}
     monkeypatch.setattr(dispatch, "SPLIT_ONE_TILE", False)  # off: .ci/gpu_variants.py split-tile-loop
     assert [one_tile(1024, b) for b in (1, 17, 64)] == [False] * 3
@@ -214,6 +221,23 @@ def test_split_tile_loop_stages_apply_where_programs_run_several_tiles(monkeypat
                for (dt, bh) in SPLIT_CONFIGS for c in dispatch.split_configs(dt, bh))
     monkeypatch.setattr(dispatch, "SPLIT_ONE_TILE", False)  # every form with the loop, every one pipelined
     assert [stages(2048, 8), stages(1024, 1)] == [3, 3]
+
+
+def test_split_runs_several_tiles_per_program_in_32_row_slices_at_h2048(monkeypatch):
+    """SPLIT_LOOPED_CONFIGS: 16-bit H = 2048 where programs run several tiles per step (B > 16 on 132 SMs) takes 64
+    slices of 32 rows and two batch groups of 8-row tiles, not one group of 128 16-row slices with 16-row tiles: as
+    many tiles per program, half the state read per step. Up to one tile per program, and elsewhere, unchanged."""
+    def shape(hidden, batch, dtype=torch.bfloat16):
+        config = plan_for(hidden, batch, dtype, kernel="split").config
+        assert config.forward == config.backward
+        return config.forward.BLOCK_N, config.forward.BLOCK_B, config.forward.ONE_TILE
+    assert [shape(2048, b) for b in (8, 16)] == [(16, 8, True), (16, 16, True)]
+    assert [shape(2048, b, dt) for b in (17, 64, 256) for dt in (torch.bfloat16, torch.float16)] == [(32, 8, False)] * 6
+    assert "64 x 2 programs" in plan_for(2048, 64, torch.bfloat16).reason
+    assert "4 batch tile(s) of 8" in plan_for(2048, 64, torch.bfloat16).reason
+    assert shape(1024, 256) == (32, 16, False) and shape(512, 256, torch.float32) == (16, 16, False)
+    monkeypatch.setattr(dispatch, "SPLIT_LOOPED_CONFIGS", {})  # off: .ci/gpu_variants.py split-thin-looped
+    assert [shape(2048, b) for b in (16, 64)] == [(16, 16, True), (16, 16, False)]
 
 
 def test_split_takes_16_row_slices_at_h1024_where_the_batch_fits_them(monkeypatch):

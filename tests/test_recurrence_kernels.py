@@ -142,6 +142,18 @@ def test_split_block_shapes_match_float64_reference(dtype, shape, nonlinearity, 
                             reverse, device)
 
 
+# dispatch.SPLIT_LOOPED_CONFIGS' shape (32-row slices, each K part of U's slice held by one warp, 8-row tiles run one
+# after another) at an H the interpreter affords: H = 100 leaves most of the last slice and of the last K part
+# masked, B = 20 three tiles, the last partial.
+WIDE_SLICE_BLOCKS = SplitBlocks(BLOCK_B=8, BLOCK_N=32, BLOCK_H=128, K_SPLIT=4, num_warps=4)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_split_32_row_slices_with_several_tiles_match_float64_reference(dtype, device):
+    check_against_reference(KernelPlan("split", LaunchConfig(WIDE_SLICE_BLOCKS, WIDE_SLICE_BLOCKS)), dtype,
+                            (3, 20, 100), "tanh", False, device)
+
+
 def barrier_config(block_h: int, one_tile: bool = False) -> SplitBlocks:
     """A split configuration whose grid is one program when H <= 16: the barrier path can run in the interpreter."""
     return SplitBlocks(BLOCK_B=16, BLOCK_N=16, BLOCK_H=block_h, K_SPLIT=1, num_warps=4, ONE_TILE=one_tile)
