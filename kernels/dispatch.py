@@ -123,8 +123,9 @@ SPLIT_NARROW_BLOCK_B = 8
 # tiles, instead of 16-row slices (one group of 128) with 16-row tiles. Each program then runs as many tiles per step,
 # each half as tall, and the state that all programs read through L2 every step, slices x B x H x 2 bytes, halves
 # (16 MiB at B = 64); on an H200 each further 16-row tile of today's took 3.4-3.8 us per step (14.85 at B = 64 against
-# 3.38 at B = 8), about twice what reading its state through L2 takes. At H = 1024 and B = 64 the same trade, slices
-# twice as wide and twice the groups, was 22% faster (5.50 against 7.08 us forward, SPLIT_FINE_CONFIGS). Compile
+# 3.38 at B = 8), about twice what reading its state through L2 takes. At H = 1024 and B = 64, slices twice as wide
+# and twice the groups were 22% faster (5.50 against 7.08 us forward, SPLIT_FINE_CONFIGS), though there each program
+# also ran half the tiles, which here it does not: only the bytes and instructions per tile halve or shrink. Compile
 # audit, sm_90 bf16, forward/backward, the tile loop's instructions per step 405/451 against 483/521, shared-memory
 # bytes read per step 55808/59904 against 88576/92672, 222/228 registers, the same CTA barriers; no spills (sm_80
 # too). Not yet timed (.ci/gpu_variants.py split-thin-looped, bash .ci/gpu wide).
