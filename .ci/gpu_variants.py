@@ -73,8 +73,8 @@ VARIANTS = {  # name -> a context manager factory
     # each program's step inputs read in the step, after the barrier (today's: the first tile's a step ahead, before
     # the barrier: split.INPUTS_AHEAD)
     "split-inputs-in-step": lambda: switched(split, "INPUTS_AHEAD", False),
-    # the split tier at H = 2048 where programs run several tiles per step in 16-row slices with 16-row tiles, one
-    # batch group (today's: 32-row slices with 8-row tiles, two groups; dispatch.SPLIT_LOOPED_CONFIGS)
+    # the split tier at H = 512 and 2048 where programs run several tiles per step in 16-row slices with 16-row tiles
+    # (today's: 32-row slices with 8-row tiles in twice the batch groups; dispatch.SPLIT_LOOPED_CONFIGS)
     "split-thin-looped": lambda: switched(dispatch, "SPLIT_LOOPED_CONFIGS", {}),
     # the split tier's batch tiles where a batch fits 8 rows: 16 rows, not 8 (today's: dispatch.SPLIT_NARROW_BLOCK_B)
     "split-16-row-tiles": lambda: switched(dispatch, "SPLIT_NARROW_BLOCK_B", 16),
@@ -107,8 +107,8 @@ FP32_FMA_256 = [("float32", 256, b) for b in (8, 64)]  # the fma tier with half 
 SPLIT_BATCH = [("bfloat16", h, b) for h in (512, 1024, 2048) for b in (8, 64, 256)]
 # Where each program of the split tier runs several batch tiles per step (on 132 SMs)
 SPLIT_MANY_TILES = [("bfloat16", 512, 256), ("bfloat16", 1024, 256), ("bfloat16", 2048, 64), ("bfloat16", 2048, 256)]
-# Where programs run several tiles per step at H = 2048 (B > 16 on 132 SMs: dispatch.SPLIT_LOOPED_CONFIGS)
-SPLIT_LOOPED = [("bfloat16", 2048, b) for b in (32, 64, 256)]
+# Where programs run several tiles per step (on 132 SMs, H = 2048 from B = 17, H = 512 from 65: SPLIT_LOOPED_CONFIGS)
+SPLIT_LOOPED = [("bfloat16", 2048, b) for b in (32, 64, 256)] + [("bfloat16", 512, 256)]
 # fp32 at H = 2048, which only the stepwise tier serves: 16-column tiles (B = 8) and 32 (B = 64) on 132 SMs
 FP32_STEPWISE = [("float32", 2048, 8), ("float32", 2048, 64)]
 # Where the split tier's 8-row tiles apply (B <= 8, or 8 per batch group: B = 16 spreads over two groups at H <= 1024)

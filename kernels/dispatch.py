@@ -14,9 +14,9 @@ Tiers, tried in order:
   running its batch tiles one after another. Batches that fit take 8-row tiles (SPLIT_NARROW_BLOCK_B,
   mma.sync's N), at H = 1024 in slices of 16 rows (SPLIT_FINE_CONFIGS) where the batch fits those;
   wherever each program has one tile, its kernels have no tile loop (ONE_TILE, SPLIT_ONE_TILE); where programs
-  run several tiles, H = 2048 takes slices of 32 rows and two groups of 8-row tiles (SPLIT_LOOPED_CONFIGS). With
-  SPLIT_CLUSTERS (sm_90, off), a batch group at H = 512 or 1024 is one thread-block cluster meeting at the cluster
-  barrier.
+  run several tiles, H = 512 and 2048 take slices twice as wide in twice the groups, of 8-row tiles
+  (SPLIT_LOOPED_CONFIGS). With SPLIT_CLUSTERS (sm_90, off), a batch group at H = 512 or 1024 is one thread-block
+  cluster meeting at the cluster barrier.
 - stepwise: one launch per timestep (stepwise.py); serves any H. Its column tiles narrow where the batch and H
   leave SMs idle (STEPWISE_BLOCK_N).
 
@@ -119,18 +119,22 @@ SPLIT_FINE_CONFIGS: dict[tuple[torch.dtype, int], LaunchConfig[SplitBlocks]] = {
 # 10-26% faster likewise (results/variants/20261126-h200-switches).
 SPLIT_NARROW_BLOCK_B = 8
 # The configuration of programs that run several batch tiles per step (split_configs' last), where it is not
-# SPLIT_CONFIGS': at H = 2048, 16-bit, slices of 32 rows (64 programs per batch group, two groups on 132 SMs) with 8-row
-# tiles, instead of 16-row slices (one group of 128) with 16-row tiles. Each program then runs as many tiles per step,
+# SPLIT_CONFIGS': 16-bit, slices twice as wide with 8-row tiles in twice the batch groups. At H = 2048, 64 slices of 32
+# rows in two groups instead of one group of 128 16-row slices with 16-row tiles (B > 16 on 132 SMs); at H = 512, 16
+# slices of 32 rows in eight groups instead of 32 of 16 rows in four (B > 64). Each program runs as many tiles per step,
 # each half as tall, and the state that all programs read through L2 every step, slices x B x H x 2 bytes, halves
-# (16 MiB at B = 64); on an H200 each further 16-row tile of today's took 3.4-3.8 us per step (14.85 at B = 64 against
-# 3.38 at B = 8), about twice what reading its state through L2 takes. At H = 1024 and B = 64, slices twice as wide
-# and twice the groups were 22% faster (5.50 against 7.08 us forward, SPLIT_FINE_CONFIGS), though there each program
-# also ran half the tiles, which here it does not: only the bytes and instructions per tile halve or shrink. Compile
-# audit, sm_90 bf16, forward/backward, the tile loop's instructions per step 405/451 against 483/521, shared-memory
-# bytes read per step 55808/59904 against 88576/92672, 222/228 registers, the same CTA barriers; no spills (sm_80
-# too). Not yet timed (.ci/gpu_variants.py split-thin-looped, bash .ci/gpu wide).
+# (16 MiB at H = 2048, B = 64); on an H200 each further 16-row tile of today's took 3.4-3.8 us per step at H = 2048
+# (14.85 at B = 64 against 3.38 at B = 8), about twice what reading its state through L2 takes. At H = 1024 and B = 64,
+# slices twice as wide and twice the groups were 22% faster (5.50 against 7.08 us forward, SPLIT_FINE_CONFIGS), though
+# there each program also ran half the tiles, which here it does not: only the bytes and instructions per tile halve or
+# shrink. Compile audit, sm_90 bf16, forward/backward, against the configurations they replace: H = 2048, the tile
+# loop's instructions per step 405/451 against 483/521, shared-memory bytes read per step 55808/59904 against
+# 88576/92672, 222/228 registers; H = 512, 332/360 against 358/400 and 19968/22016 against 28160/30208; the same CTA
+# barriers, no spills (sm_80 too). H = 1024's 64-row slices spill (backward). Not yet timed (.ci/gpu_variants.py
+# split-thin-looped, bash .ci/gpu wide).
 SPLIT_LOOPED_CONFIGS: dict[tuple[torch.dtype, int], LaunchConfig[SplitBlocks]] = {
-    (dt, 2048): _split(32, 2048, 8, block_b=8) for dt in (torch.bfloat16, torch.float16)}
+    (dt, bh): _split(32, bh, warps, block_b=8) for dt in (torch.bfloat16, torch.float16)
+    for bh, warps in {512: 4, 2048: 8}.items()}
 # Batch groups as thread-block clusters (sm_90): H = 512 in 8 slices of 64 rows, H = 1024 in 16 (an H100 schedules
 # clusters of up to 16 CTAs), 16-bit, 8-row tiles; each group meets at the hardware's cluster barrier
 # (barrier.cluster_barrier), not the grid barrier's counter and polling, which alone took 2.5-2.8 us per step on an

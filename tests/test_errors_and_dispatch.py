@@ -223,10 +223,11 @@ def test_split_tile_loop_stages_apply_where_programs_run_several_tiles(monkeypat
     assert [stages(2048, 8), stages(1024, 1)] == [3, 3]
 
 
-def test_split_runs_several_tiles_per_program_in_32_row_slices_at_h2048(monkeypatch):
+def test_split_runs_several_tiles_per_program_in_wider_slices_at_h512_and_h2048(monkeypatch):
     """SPLIT_LOOPED_CONFIGS: 16-bit H = 2048 where programs run several tiles per step (B > 16 on 132 SMs) takes 64
-    slices of 32 rows and two batch groups of 8-row tiles, not one group of 128 16-row slices with 16-row tiles: as
-    many tiles per program, half the state read per step. Up to one tile per program, and elsewhere, unchanged."""
+    slices of 32 rows and two batch groups of 8-row tiles, not one group of 128 16-row slices with 16-row tiles; H = 512
+    (B > 64) 16 slices of 32 rows in eight groups, not 32 of 16 in four: as many tiles per program, half the state read
+    per step. Up to one tile per program, and elsewhere, unchanged."""
     def shape(hidden, batch, dtype=torch.bfloat16):
         config = plan_for(hidden, batch, dtype, kernel="split").config
         assert config.forward == config.backward
@@ -235,9 +236,12 @@ def test_split_runs_several_tiles_per_program_in_32_row_slices_at_h2048(monkeypa
     assert [shape(2048, b, dt) for b in (17, 64, 256) for dt in (torch.bfloat16, torch.float16)] == [(32, 8, False)] * 6
     assert "64 x 2 programs" in plan_for(2048, 64, torch.bfloat16).reason
     assert "4 batch tile(s) of 8" in plan_for(2048, 64, torch.bfloat16).reason
+    assert [shape(512, b) for b in (32, 64, 65, 256)] == [(16, 8, True), (16, 16, True), (32, 8, False), (32, 8, False)]
+    assert "16 x 8 programs" in plan_for(512, 256, torch.float16).reason
     assert shape(1024, 256) == (32, 16, False) and shape(512, 256, torch.float32) == (16, 16, False)
     monkeypatch.setattr(dispatch, "SPLIT_LOOPED_CONFIGS", {})  # off: .ci/gpu_variants.py split-thin-looped
     assert [shape(2048, b) for b in (16, 64)] == [(16, 16, True), (16, 16, False)]
+    assert shape(512, 256) == (16, 16, False)
 
 
 def test_split_takes_16_row_slices_at_h1024_where_the_batch_fits_them(monkeypatch):
