@@ -464,16 +464,22 @@ def _launch_all_steps(kernel, args: list, state: int, out: torch.Tensor, T: int,
         if done:
             args[state] = out[t - t_step]
         counters = torch.zeros(groups, dtype=torch.int32, device=device)
-        launch_args = (*args, counters, status, PIN, min(per_launch, T - done), B, H, t, t_step)
-        if config.CLUSTER > 1:
-            extra = exchange_bytes(config.BLOCK_B, config.BLOCK_H) if keywords["EXCHANGE"] != L2.value else 0
-            _launch_clusters(kernel, (slices, groups), config.CLUSTER, extra, launch_args, keywords)
-        else:  # the driver refuses a cooperative grid that cannot be co-resident, instead of hanging
-            cooperative = {"launch_cooperative_grid": True} if device.type == "cuda" else {}
-            kernel[(slices, groups)](*launch_args, **keywords, **cooperative)
+        _launch(kernel, (slices, groups), (*args, counters, status, PIN, min(per_launch, T - done), B, H, t, t_step),
+                config, keywords)
     if status.item():  # the grid barrier, or dsmem-push's wait for the state
         raise RuntimeError("split-H barrier timed out: not all programs were resident at once, or (dsmem-push) a "
                            "step's state never arrived")
+
+
+def _launch(kernel, grid: tuple[int, int], args: tuple, config: SplitBlocks, keywords: dict) -> None:
+    """One persistent launch: in clusters where config has them (with the DSMEM exchange's extra shared memory),
+    else cooperative on a GPU, so that the driver refuses a grid that cannot be co-resident instead of hanging."""
+    if config.CLUSTER > 1:
+        extra = exchange_bytes(config.BLOCK_B, config.BLOCK_H) if keywords["EXCHANGE"] != L2.value else 0
+        _launch_clusters(kernel, grid, config.CLUSTER, extra, args, keywords)
+    else:
+        cooperative = {"launch_cooperative_grid": True} if args[0].device.type == "cuda" else {}
+        kernel[grid](*args, **keywords, **cooperative)
 
 
 def _launch_clusters(kernel, grid: tuple[int, int], cluster: int, extra_shared: int, args: tuple,
