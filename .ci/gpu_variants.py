@@ -76,6 +76,11 @@ VARIANTS = {  # name -> a context manager factory
     # the split tier at H = 512 and 2048 where programs run several tiles per step in 16-row slices with 16-row tiles
     # (today's: 32-row slices with 8-row tiles in twice the batch groups; dispatch.SPLIT_LOOPED_CONFIGS)
     "split-thin-looped": lambda: switched(dispatch, "SPLIT_LOOPED_CONFIGS", {}),
+    # ... and the same 32-row slices at H = 2048 where each program has one tile too (B <= 16: one group of 64, or
+    # two), instead of today's 128 16-row slices in one group
+    "split-wide-one-tile": lambda: switched(dispatch, "SPLIT_CONFIGS", {
+        **dispatch.SPLIT_CONFIGS, **{key: config for key, config in dispatch.SPLIT_LOOPED_CONFIGS.items()
+                                     if key[1] == 2048}}),
     # the split tier's batch tiles where a batch fits 8 rows: 16 rows, not 8 (today's: dispatch.SPLIT_NARROW_BLOCK_B)
     "split-16-row-tiles": lambda: switched(dispatch, "SPLIT_NARROW_BLOCK_B", 16),
     # the split kernels' tile loop kept where each program has one tile (today's drops it: dispatch.SPLIT_ONE_TILE)
@@ -109,6 +114,7 @@ SPLIT_BATCH = [("bfloat16", h, b) for h in (512, 1024, 2048) for b in (8, 64, 25
 SPLIT_MANY_TILES = [("bfloat16", 512, 256), ("bfloat16", 1024, 256), ("bfloat16", 2048, 64), ("bfloat16", 2048, 256)]
 # Where programs run several tiles per step (on 132 SMs, H = 2048 from B = 17, H = 512 from 65: SPLIT_LOOPED_CONFIGS)
 SPLIT_LOOPED = [("bfloat16", 2048, b) for b in (32, 64, 256)] + [("bfloat16", 512, 256)]
+SPLIT_2048_ONE_TILE = [("bfloat16", 2048, b) for b in (8, 16)]  # one tile per program: 16-row slices today
 # fp32 at H = 2048, which only the stepwise tier serves: 16-column tiles (B = 8) and 32 (B = 64) on 132 SMs
 FP32_STEPWISE = [("float32", 2048, 8), ("float32", 2048, 64)]
 # Where the split tier's 8-row tiles apply (B <= 8, or 8 per batch group: B = 16 spreads over two groups at H <= 1024)
@@ -120,7 +126,7 @@ SPLIT_PROBES = [("bfloat16", 512, b) for b in (8, 64)] + [("bfloat16", 1024, b) 
 SPLIT_CLUSTER_CASES = [("bfloat16", h, b) for h in (512, 1024) for b in (1, 8, 64)]
 CASES = {
     "current": list(dict.fromkeys(SMALL + RESIDENT_BATCH + FP32 + SPLIT_PROBES + SPLIT_CLUSTER_CASES + SPLIT_MANY_TILES
-                                  + SPLIT_LOOPED + FP32_STEPWISE)),
+                                  + SPLIT_LOOPED + SPLIT_2048_ONE_TILE + FP32_STEPWISE)),
     "plain-io": SMALL,
     "acc-layout-io": SMALL,
     "fp32-fma": FP32_RESIDENT + FP32_FMA_256,
@@ -134,6 +140,7 @@ CASES = {
     "split-tile-loop": list(dict.fromkeys(SPLIT_BATCH + SPLIT_NARROW)),
     "split-tile-stages-3": SPLIT_MANY_TILES,
     "split-thin-looped": SPLIT_LOOPED,
+    "split-wide-one-tile": SPLIT_2048_ONE_TILE,
     "split-clusters": SPLIT_CLUSTER_CASES,
     **{f"split-{e}": [c for c in SPLIT_CLUSTER_CASES if c[1] == 512] for e in DSMEM_EXCHANGES},
     "stepwise-64-columns": FP32_STEPWISE,
