@@ -299,7 +299,7 @@ def backward_tile(u3, next_ptr, h, dy, da_ptr, t, tile, cols, B, H, slot, send, 
 @triton.jit
 def split_forward_kernel(
     xw_ptr,         # [T, B, H] input projection incl. both biases, I/O dtype, contiguous
-    h0_ptr,         # [B, H] state before this launch's first step (h0, or h_{t-1} in one-step launches)
+    h0_ptr,         # [B, H] state before this launch's first step (h0, or the last the launch before wrote)
     u_ptr,          # [H, H] recurrent weight U = weight_hh, contiguous
     y_ptr,          # [T, B, H] out: h_t, I/O dtype; also where the next step reads h_{t-1}
     counter_ptr,    # [groups] int32 barrier counters, zeroed by the launcher
@@ -447,34 +447,41 @@ def launch_steps(slices: int) -> int:
 
 def _launch_all_steps(kernel, args: list, state: int, out: torch.Tensor, T: int, t_first: int, t_step: int,
                       config: SplitBlocks, keywords: dict) -> None:
-    """All T steps in one persistent launch with the group barrier (for T beyond launch_steps, one per that many,
-    each starting from the state its predecessor wrote last: args[state] = out[t - t_step]); one host sync at the
-    end reads whether any barrier timed out."""
+    """All T steps, each launch starting from the state its predecessor wrote last (args[state] = out[t - t_step]):
+    with the group barrier, persistent launches of up to launch_steps steps (one for any real T); without it
+    (interpreter), one launch per step, whose boundary is the synchronisation. One host sync at the end reads
+    whether any barrier timed out."""
     B, H = args[0].shape[1:]
     device = args[0].device
-    slices, groups = split_grid(B, H, config, co_resident_programs(device))
-    tiles = triton.cdiv(B, config.BLOCK_B)
-    if config.ONE_TILE and tiles > groups:
-        raise ValueError(f"a ONE_TILE split configuration runs one batch tile per program, but B = {B} makes "
-                         f"{tiles} tiles of {config.BLOCK_B} for {groups} batch group(s)")
+    if keywords["USE_BARRIER"]:
+        grid = split_grid(B, H, config, co_resident_programs(device))
+        tiles = triton.cdiv(B, config.BLOCK_B)
+        if config.ONE_TILE and tiles > grid[1]:
+            raise ValueError(f"a ONE_TILE split configuration runs one batch tile per program, but B = {B} makes "
+                             f"{tiles} tiles of {config.BLOCK_B} for {grid[1]} batch group(s)")
+        per_launch = launch_steps(grid[0])
+    else:  # one batch group: a launch's first step runs every tile (ONE_TILE only drops the time loop's tile loop)
+        grid, per_launch = (triton.cdiv(H, config.BLOCK_N), 1), 1
     status = torch.zeros(1, dtype=torch.int32, device=device)
-    per_launch = launch_steps(slices)
     for done in range(0, T, per_launch):
         t = t_first + done * t_step
         if done:
             args[state] = out[t - t_step]
-        counters = torch.zeros(groups, dtype=torch.int32, device=device)
-        _launch(kernel, (slices, groups), (*args, counters, status, PIN, min(per_launch, T - done), B, H, t, t_step),
-                config, keywords)
+        counters = torch.zeros(grid[1], dtype=torch.int32, device=device)
+        _launch(kernel, grid, (*args, counters, status, PIN, min(per_launch, T - done), B, H, t, t_step), config,
+                keywords)
     if status.item():  # the grid barrier, or dsmem-push's wait for the state
         raise RuntimeError("split-H barrier timed out: not all programs were resident at once, or (dsmem-push) a "
                            "step's state never arrived")
 
 
 def _launch(kernel, grid: tuple[int, int], args: tuple, config: SplitBlocks, keywords: dict) -> None:
-    """One persistent launch: in clusters where config has them (with the DSMEM exchange's extra shared memory),
-    else cooperative on a GPU, so that the driver refuses a grid that cannot be co-resident instead of hanging."""
-    if config.CLUSTER > 1:
+    """One launch: without the barrier, plain; else in clusters where config has them (with the DSMEM exchange's
+    extra shared memory), or cooperative on a GPU, so that the driver refuses a grid that cannot be co-resident
+    instead of hanging."""
+    if not keywords["USE_BARRIER"]:
+        kernel[grid](*args, **keywords)
+    elif config.CLUSTER > 1:
         extra = exchange_bytes(config.BLOCK_B, config.BLOCK_H) if keywords["EXCHANGE"] != L2.value else 0
         _launch_clusters(kernel, grid, config.CLUSTER, extra, args, keywords)
     else:
@@ -501,13 +508,6 @@ def _launch_clusters(kernel, grid: tuple[int, int], cluster: int, extra_shared: 
     kernel[(grid[0] // cluster, grid[1])](*args, **keywords)
 
 
-def _launch_one_step(kernel, args: tuple, t: int, config: SplitBlocks, keywords: dict) -> None:
-    """One step, no barrier: the launch boundary is the synchronisation (interpreter)."""
-    B, H = args[0].shape[1:]
-    unused = torch.zeros(1, dtype=torch.int32, device=args[0].device)
-    kernel[(triton.cdiv(H, config.BLOCK_N), 1)](*args, unused, unused, PIN, 1, B, H, t, 1, **keywords)
-
-
 def split_forward(xw: torch.Tensor, h0: torch.Tensor, u: torch.Tensor, reverse: bool, config: SplitBlocks,
                   nonlinearity: str, use_barrier: bool | None = None, exchange_only: bool = False) -> torch.Tensor:
     """All hidden states [T, B, H] of one layer-direction; inputs contiguous. With the barrier (the
@@ -515,16 +515,9 @@ def split_forward(xw: torch.Tensor, h0: torch.Tensor, u: torch.Tensor, reverse: 
     exchange_only: the product compiled out (the outputs are then meaningless; for timing the exchange)."""
     T = xw.shape[0]
     y = torch.empty_like(xw)
-    order = time_order(T, reverse)
     keywords = _keywords(config, nonlinearity, xw.dtype, False, use_barrier, exchange_only)
-    if keywords["USE_BARRIER"]:
-        _launch_all_steps(split_forward_kernel, [xw, h0, u, y], 1, y, T, order[0], -1 if reverse else 1, config,
-                          keywords)
-        return y
-    prev = h0
-    for t in order:  # each launch reads the state the previous one wrote (h0 first)
-        _launch_one_step(split_forward_kernel, (xw, prev, u, y), t, config, keywords)
-        prev = y[t]
+    _launch_all_steps(split_forward_kernel, [xw, h0, u, y], 1, y, T, time_order(T, reverse)[0], -1 if reverse else 1,
+                      config, keywords)
     return y
 
 
@@ -537,13 +530,8 @@ def split_backward(y: torch.Tensor, dy: torch.Tensor, u: torch.Tensor, reverse: 
     da_in = torch.zeros_like(y[0])
     order = time_order(T, not reverse)  # backward walks the forward order in reverse
     keywords = _keywords(config, nonlinearity, y.dtype, True, use_barrier, False)
-    if keywords["USE_BARRIER"]:
-        _launch_all_steps(split_backward_kernel, [y, dy, u, da, da_in], 4, da, T, order[0], 1 if reverse else -1,
-                          config, keywords)
-    else:
-        for t in order:  # each launch reads the da its predecessor wrote (zeros first)
-            _launch_one_step(split_backward_kernel, (y, dy, u, da, da_in), t, config, keywords)
-            da_in = da[t]
+    _launch_all_steps(split_backward_kernel, [y, dy, u, da, da_in], 4, da, T, order[0], 1 if reverse else -1, config,
+                      keywords)
     acc = accumulator_dtype(y.dtype)
     return da, da[order[-1]].to(acc) @ u.to(acc)
 
