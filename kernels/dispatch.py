@@ -339,7 +339,8 @@ def split_config(dtype: torch.dtype, block_h: int, hidden_size: int, batch_size:
                  sms: int, arch: int = PLANNING_ARCH) -> LaunchConfig[SplitBlocks]:
     """The split configuration for this layer: the first of split_configs with which no program runs more than
     one tile per step (the tiles spread over the groups the SMs leave beside the slices), else the last,
-    SPLIT_CONFIGS'. A narrower tile or a thinner slice only pays where it spares a program a second tile per step."""
+    SPLIT_LOOPED_CONFIGS' or SPLIT_CONFIGS'. A narrower tile or a thinner slice only pays where it spares a program a
+    second tile per step."""
     configs = [c for c in split_configs(dtype, block_h, arch) if split.split_slices(hidden_size, c.forward) <= sms]
     for config in configs:
         if triton.cdiv(batch_size, config.forward.BLOCK_B) <= split.split_grid(batch_size, hidden_size,
