@@ -55,21 +55,22 @@ LOST_NS = tl.constexpr(1_000_000)  # after this long a wait also gives up if ano
 
 
 @triton.constexpr_function
-def slot_bytes(BLOCK_B, BLOCK_H):
-    """Bytes of one slot: a [BLOCK_H, BLOCK_B] tile of 16-bit elements."""
-    return BLOCK_H * BLOCK_B * 2
+def columns_bytes(BLOCK_B, columns):
+    """Bytes of that many state columns of a tile in a slot: [columns, BLOCK_B] 16-bit elements (a whole slot has
+    BLOCK_H of them, a program's part BLOCK_N)."""
+    return columns * BLOCK_B * 2
 
 
 @triton.constexpr_function
 def exchange_bytes(BLOCK_B, BLOCK_H):
     """Shared memory the exchange adds past Triton's, at the end: two slots, then two 8-byte mbarriers (push's)."""
-    return 2 * slot_bytes(BLOCK_B, BLOCK_H) + 16
+    return 2 * columns_bytes(BLOCK_B, BLOCK_H) + 16
 
 
 @triton.jit
 def _element(slot, k, b, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):
     """Byte offset of element (k, b) of slot `slot` (0 or 1), counted from the end of the buffer: negative."""
-    return slot * slot_bytes(BLOCK_B, BLOCK_H) + (k * BLOCK_B + b) * 2 - exchange_bytes(BLOCK_B, BLOCK_H)
+    return slot * columns_bytes(BLOCK_B, BLOCK_H) + (k * BLOCK_B + b) * 2 - exchange_bytes(BLOCK_B, BLOCK_H)
 
 
 @triton.jit
@@ -142,7 +143,7 @@ def send_state(slot, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.c
     tl.inline_asm_elementwise("fence.proxy.async.shared::cta; mov.b32 $0, 0;", "=r", [], dtype=tl.int32,
                               is_pure=False, pack=1)
     tl.debug_barrier()
-    tl.inline_asm_elementwise(_send_asm(CLUSTER, BLOCK_N * BLOCK_B * 2), "=r,r,r",
+    tl.inline_asm_elementwise(_send_asm(CLUSTER, columns_bytes(BLOCK_B, BLOCK_N)), "=r,r,r",
                               [_element(slot, 0, 0, BLOCK_B, BLOCK_H), _mbarrier(slot)],
                               dtype=tl.int32, is_pure=False, pack=1)
 
@@ -173,7 +174,7 @@ def wait_state(slot, parity, status_ptr, BLOCK_N: tl.constexpr, BLOCK_B: tl.cons
     """Until slot `slot` holds the other programs' columns of its next phase (parity: that phase's, 0 or 1), which
     thread 0 announces; bounded (WAIT_NS), recording a wait that never ends in status_ptr as barrier.grid_barrier
     does. Once one has, later waits give up after LOST_NS: a broken launch ends in seconds, not T times that."""
-    tl.inline_asm_elementwise(_expect_asm((CLUSTER - 1) * BLOCK_N * BLOCK_B * 2), "=r,r", [_mbarrier(slot)],
+    tl.inline_asm_elementwise(_expect_asm((CLUSTER - 1) * columns_bytes(BLOCK_B, BLOCK_N)), "=r,r", [_mbarrier(slot)],
                               dtype=tl.int32, is_pure=False, pack=1)
     done = _try_wait(slot, parity)
     if done == 0:  # not yet: poll, with a clock (%globaltimer, ns) to give up by
