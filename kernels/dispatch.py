@@ -180,9 +180,9 @@ STEPWISE_DEFAULT = LaunchConfig(StepwiseBlocks(), StepwiseBlocks())
 # cdiv(H, BLOCK_N) programs, gives every SM one (else the narrowest; in the interpreter, which runs one program at a
 # time, the widest). Each program's K loop walks all of H, so where the grid leaves SMs idle a step lasts one
 # program's loop: on an H200, fp32 at H = 2048 (no persistent tier) took 150 us per step at B = 8 (32 programs of 64
-# columns) and 160 at B = 64 (128 programs), the same per program (results/race/20261126-h200-defaults). Compile
-# audit, sm_90 fp32: the K loop's instructions per iteration 209 (64 columns), 128 (32), 86 (16); no spills in any
-# dtype. Not yet timed.
+# columns) and 160 at B = 64 (128 programs), the same per program (results/race/20261126-h200-defaults; that forward
+# read U's columns, since replaced by a row-major U^T: stepwise.py). Compile audit, sm_90 fp32: the K loop's
+# instructions per iteration 237 (64 columns), 129 (32), 93 (16); no spills in any dtype. Not yet timed.
 STEPWISE_BLOCK_N = (64, 32, 16)
 
 

@@ -6,8 +6,17 @@ Each launch is a tiled GEMM with a fused epilogue over a [B, H] state:
     backward (t = T..1):  da_t     = (dy_t + da_{t+1} U) * act'(h_t),   da_{T+1} = 0
 
 so between launches the state round-trips through global memory and every step pays a launch.
-It serves any H and shows in the harness what persistence buys. U is re-read from global memory
-(L2) by every launch; the K loop streams it in BLOCK_K slices.
+It serves any H and shows in the harness what persistence buys. The product's right operand M (U^T
+forward, U backward) is re-read from global memory (L2) by every launch; the K loop streams it in
+[BLOCK_K, BLOCK_N] slices. The forward's launcher passes U^T as a contiguous copy, so that both passes
+read M row-major. That matters where the product runs on FMA (fp32, float64): a warp's lanes run along
+n there, and each reads its columns' k values from the staged slice. Read as U's columns (k
+contiguous), the slice was staged k-major without a swizzle, so neighbouring lanes read words 64
+apart, all in one shared-memory bank, so the reads of the K loop serialise; nothing else sets the two
+passes' loops apart in the compile audit. On an H200 that forward took 150 us per
+step at fp32, H = 2048, B = 8, and forward+backward 190 on the same grid (results/race/20261126-h200-
+defaults). Row-major, the forward's K loop compiles to the backward's. The 16-bit products (mma) read
+either layout without conflicts; there the copy adds 2-7 instructions per K iteration (sm_90).
 
 On CUDA the T launches of a loop are recorded into a CUDA graph and replayed (StepGraphs), so a
 step costs what the GPU needs for one launch, not the 6-13 us of host time a Python-side Triton
@@ -47,12 +56,12 @@ def launch_keywords(config: StepwiseBlocks, nonlinearity: str, dtype: torch.dtyp
 @triton.jit
 def step_kernel(
     a_ptr,          # [B, H] state entering the step: h_{t-1} (forward) or da_{t+1} (backward)
-    m_ptr,          # [H, H] U, contiguous; read as U^T (forward) or U (backward)
+    m_ptr,          # [H, H] the product's right operand M[k, n], contiguous: U^T (forward) or U (backward)
     c_ptr,          # [B, H] added to the product: xw_t (forward) or dy_t (backward)
     hd_ptr,         # [B, H] backward only: h_t, whose act' scales the sum (ignored forward)
     out_ptr,        # [B, H] out: h_t (forward) or da_t (backward)
     B, H,           # batch, hidden size; all [B, H] tensors contiguous
-    BACKWARD: tl.constexpr,       # selects the product's orientation and the epilogue
+    BACKWARD: tl.constexpr,       # selects the epilogue
     ACTIVATION: tl.constexpr,     # 0 tanh, 1 relu
     BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     DOT_PRECISION: tl.constexpr,  # "ieee" or "tf32"; only matters for fp32
@@ -61,17 +70,12 @@ def step_kernel(
 ):
     offs_b = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
-    # [k, n] element of the operand: U^T[k, n] = U[n, k] forward, U[k, n] backward.
-    if BACKWARD:
-        stride_k, stride_n = H, 1
-    else:
-        stride_k, stride_n = 1, H
     acc = tl.zeros((BLOCK_B, BLOCK_N), dtype=ACC_DTYPE)
     for k0 in range(0, H, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
         a = tl.load(a_ptr + offs_b[:, None] * H + offs_k[None, :],
                     mask=(offs_b[:, None] < B) & (offs_k[None, :] < H), other=0.0)
-        m = tl.load(m_ptr + offs_k[:, None] * stride_k + offs_n[None, :] * stride_n,
+        m = tl.load(m_ptr + offs_k[:, None] * H + offs_n[None, :],
                     mask=(offs_k[:, None] < H) & (offs_n[None, :] < H), other=0.0)
         if UPCAST_DOT:
             a = a.to(tl.float32)
@@ -169,14 +173,15 @@ def stepwise_forward(xw: torch.Tensor, h0: torch.Tensor, u: torch.Tensor, revers
                      nonlinearity: str) -> torch.Tensor:
     """All hidden states [T, B, H] of one layer-direction, one launch per step; inputs contiguous."""
     y = torch.empty_like(xw)
+    u_t = u.t().contiguous()  # the product's operand, row-major (module docstring)
     keywords = launch_keywords(config, nonlinearity, xw.dtype, interpreting(), backward=False)
 
     def loop() -> None:
         h = h0
         for t in time_order(xw.shape[0], reverse):
-            _launch_step(h, u, xw[t], h, y[t], config, keywords)
+            _launch_step(h, u_t, xw[t], h, y[t], config, keywords)
             h = y[t]
-    _run_loop(loop, (xw, h0, u, y), reverse, keywords)
+    _run_loop(loop, (xw, h0, u_t, y), reverse, keywords)
     return y
 
 
