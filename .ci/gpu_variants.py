@@ -96,6 +96,8 @@ VARIANTS = {  # name -> a context manager factory
     # the step kernel's 64-column tiles at every size (today's narrow them until the grid fills the SMs:
     # dispatch.STEPWISE_BLOCK_N)
     "stepwise-64-columns": lambda: switched(dispatch, "STEPWISE_BLOCK_N", (64,)),
+    # the step kernel's K loop in 32-wide slices (today's: 128, stepwise.StepwiseBlocks.BLOCK_K)
+    "stepwise-k32": lambda: switched(dispatch, "STEPWISE_DEFAULT", dispatch.STEPWISE_DEFAULT.replace(BLOCK_K=32)),
     # the resident kernels' step inputs prefetched into L2 this many steps ahead (resident.L2_PREFETCH_STEPS)
     **{f"l2-prefetch-{d}": (lambda d=d: switched(resident, "L2_PREFETCH_STEPS", d)) for d in L2_PREFETCH_STEPS},
 }
@@ -117,6 +119,7 @@ SPLIT_LOOPED = [("bfloat16", 2048, b) for b in (32, 64, 256)] + [("bfloat16", 51
 SPLIT_2048_ONE_TILE = [("bfloat16", 2048, b) for b in (8, 16)]  # one tile per program: 16-row slices today
 # fp32 at H = 2048, which only the stepwise tier serves: 16-column tiles (B = 8) and 32 (B = 64) on 132 SMs
 FP32_STEPWISE = [("float32", 2048, 8), ("float32", 2048, 64)]
+STEPWISE_16BIT = [("bfloat16", 4096, 8)]  # beyond the split tier's 2048: 16-column tiles, the product by mma
 # Where the split tier's 8-row tiles apply (B <= 8, or 8 per batch group: B = 16 spreads over two groups at H <= 1024)
 SPLIT_NARROW = ([("bfloat16", h, b) for h in (512, 1024, 2048) for b in (1, 8, 16)]
                 + [("float32", h, 8) for h in (256, 512)])
@@ -126,7 +129,7 @@ SPLIT_PROBES = [("bfloat16", 512, b) for b in (8, 64)] + [("bfloat16", 1024, b) 
 SPLIT_CLUSTER_CASES = [("bfloat16", h, b) for h in (512, 1024) for b in (1, 8, 64)]
 CASES = {
     "current": list(dict.fromkeys(SMALL + RESIDENT_BATCH + FP32 + SPLIT_PROBES + SPLIT_CLUSTER_CASES + SPLIT_MANY_TILES
-                                  + SPLIT_LOOPED + SPLIT_2048_ONE_TILE + FP32_STEPWISE)),
+                                  + SPLIT_LOOPED + SPLIT_2048_ONE_TILE + FP32_STEPWISE + STEPWISE_16BIT)),
     "plain-io": SMALL,
     "acc-layout-io": SMALL,
     "fp32-fma": FP32_RESIDENT + FP32_FMA_256,
@@ -144,6 +147,7 @@ CASES = {
     "split-clusters": SPLIT_CLUSTER_CASES,
     **{f"split-{e}": [c for c in SPLIT_CLUSTER_CASES if c[1] == 512] for e in DSMEM_EXCHANGES},
     "stepwise-64-columns": FP32_STEPWISE,
+    "stepwise-k32": FP32_STEPWISE + STEPWISE_16BIT,
     **{f"l2-prefetch-{d}": SMALL for d in L2_PREFETCH_STEPS},
 }
 

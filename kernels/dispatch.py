@@ -173,7 +173,7 @@ SPLIT_ONE_TILE = True
 # loops spill with it (H = 128 and 1024), so they keep 1. Not yet timed: 1 (no pipelining) until a GPU says
 # otherwise (.ci/gpu_variants.py split-tile-stages-3, in bash .ci/gpu ncu-split).
 SPLIT_TILE_LOOP_STAGES = 1
-# The step kernel's configuration; float64 takes thinner K slices (32 spills on sm_90).
+# The step kernel's configuration; float64 takes thinner K slices (32 and 128 spill on sm_90 at 16 columns).
 STEPWISE_CONFIGS = {torch.float64: LaunchConfig(StepwiseBlocks(BLOCK_K=16), StepwiseBlocks(BLOCK_K=16))}
 STEPWISE_DEFAULT = LaunchConfig(StepwiseBlocks(), StepwiseBlocks())
 # The step kernel's BLOCK_N, widest first: stepwise_config takes the first whose grid, cdiv(B, BLOCK_B) x

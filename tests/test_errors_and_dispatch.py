@@ -314,10 +314,10 @@ def test_stepwise_column_tiles_narrow_until_the_grid_fills_the_sms():
         return plan.config.forward.BLOCK_N
     assert [block_n(2048, b) for b in (8, 64, 128, 256)] == [16, 32, 64, 64]  # 1, 4, 8, 16 batch tiles of 16
     assert [block_n(8448, 8), block_n(4096, 8, torch.bfloat16), block_n(64, 5)] == [64, 16, 16]
-    assert plan_for(2048, 8, torch.float32).name == "stepwise(BLOCK_B=16,BLOCK_N=16,BLOCK_K=32,num_warps=8)"
+    assert plan_for(2048, 8, torch.float32).name == "stepwise(BLOCK_B=16,BLOCK_N=16,BLOCK_K=128,num_warps=8)"
     # The interpreter runs one program at a time: its grid has nothing to fill, so the widest tiles.
     assert plan_for(2048, 8, torch.float32, "cpu").config.forward.BLOCK_N == 64
-    assert {c.forward.BLOCK_K for c in dispatch.stepwise_configs(torch.float64)} == {16}  # 32 spills in fp64
+    assert {c.forward.BLOCK_K for c in dispatch.stepwise_configs(torch.float64)} == {16}  # 32 and 128 spill in fp64
 
 
 def test_stepwise_serves_hidden_sizes_beyond_the_persistent_tiers(device):

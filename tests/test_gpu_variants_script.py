@@ -55,6 +55,16 @@ def test_the_fp32_variants_pick_the_tier_they_name(variants):
     assert plans["fp32-one-dot-k"][2] == "one-dot-k" and plans["fp32-one-dot-k"][0].startswith("resident(")
 
 
+def test_the_stepwise_variants_change_what_they_name(variants):
+    """fp32 at H = 2048, B = 8 (the stepwise tier's race case): K slices of 32, or 64 columns, against today's."""
+    plans = {}
+    for name in ("current", "stepwise-k32", "stepwise-64-columns"):
+        with variants.VARIANTS[name]():
+            config = dispatch.plan_for(2048, 8, torch.float32).config.forward
+        plans[name] = (config.BLOCK_N, config.BLOCK_K)
+    assert plans == {"current": (16, 128), "stepwise-k32": (16, 32), "stepwise-64-columns": (64, 128)}
+
+
 def test_a_run_writes_its_table(variants, tmp_path, device):
     if device == "cuda":
         pytest.skip("on a GPU the script times real sizes: .ci/gpu runs it")

@@ -80,9 +80,11 @@ def test_fma_kernels_match_float64_reference(shape, nonlinearity, reverse, devic
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("block_n", dispatch.STEPWISE_BLOCK_N)
 def test_every_stepwise_column_tile_matches_float64_reference(dtype, block_n, device):
-    """Each BLOCK_N the dispatcher can give the step kernel, H = 100 in two to seven column tiles."""
+    """Each BLOCK_N the dispatcher can give the step kernel, with H in two whole K slices and a partial one (300 at
+    BLOCK_K = 128: 5 to 19 column tiles)."""
     config = next(c for c in dispatch.stepwise_configs(dtype) if c.forward.BLOCK_N == block_n)
-    check_against_reference(KernelPlan("stepwise", config), dtype, (3, 5, 100), "tanh", False, device)
+    H = 2 * config.forward.BLOCK_K + 44
+    check_against_reference(KernelPlan("stepwise", config), dtype, (3, 5, H), "tanh", False, device)
 
 
 def test_hidden_state_carried_in_fp32_not_io_dtype(device):
