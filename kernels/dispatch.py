@@ -140,11 +140,10 @@ SPLIT_LOOPED_CONFIGS: dict[tuple[torch.dtype, int], LaunchConfig[SplitBlocks]] =
 # (barrier.cluster_barrier), not the grid barrier's counter and polling, which alone took 2.5-2.8 us per step on an
 # H200 at these sizes (rnnbench exchange). Triton 3.6 compiles clusters only as one program spread over several CTAs,
 # which these kernels are not, so the launcher sets the cluster dimension itself (split._launch_clusters). Compile
-# audit (python -m kernels.audit --split-clusters), sm_90 bf16, one tile, forward/backward: H = 512 171/180 registers,
-# 299/352 instructions and 10/12 CTA barriers per step (today's 16-row slices: 230/246, 13/15), H = 1024 128/128 (16
-# warps' limit), 349/409 and 10/12 (239/273, 11/11); no spills with tanh, but H = 1024's relu backward spills 8 bytes
-# (both 16-bit dtypes; its audit test checks tanh only). Not yet timed: off until a GPU says otherwise
-# (.ci/gpu_variants.py split-clusters, bash .ci/gpu clusters).
+# audit (python -m kernels.audit --split-clusters), sm_90 bf16, one tile, forward/backward: H = 512 171/168 registers,
+# 298/350 instructions and 10/12 CTA barriers per step (today's 16-row slices: 238/244, 13/15), H = 1024 128/128 (16
+# warps' limit), 347/406 and 10/12 (242/280, 11/11); no spills, in either activation and 16-bit dtype. Not yet timed:
+# off until a GPU says otherwise (.ci/gpu_variants.py split-clusters, bash .ci/gpu clusters).
 SPLIT_CLUSTER_CONFIGS: dict[tuple[torch.dtype, int], LaunchConfig[SplitBlocks]] = {
     (dt, bh): _split(64, bh, warps, block_b=8).replace(CLUSTER=bh // 64)
     for dt in (torch.bfloat16, torch.float16) for bh, warps in {512: 8, 1024: 16}.items()}
@@ -153,10 +152,10 @@ SPLIT_CLUSTERS = False
 # or up to SPLIT_DSMEM_MAX_BLOCK_H, in their one-tile form, through the cluster's distributed shared memory (dsmem.py):
 # "dsmem-pull" (a local store, the cluster barrier, remote loads) or "dsmem-push" (a local store and bulk copies to
 # the others, counted on mbarriers: no cluster barrier, no fence, local loads). Compile audit (python -m kernels.audit
-# --split-clusters --split-cluster-exchange X), sm_90 bf16, H = 512, forward/backward: pull 172/173 registers and
-# 446/499 instructions per step, push 171/178 and 524/576, against the L2 exchange's 171/180 and 299/352 (the state
-# read element by element); no spills. At H = 1024 (16 warps, 128 registers at most) both spill 24-56 bytes. Not yet
-# run on a GPU: "l2" until one says they are right and faster (bash .ci/gpu dsmem).
+# --split-clusters --split-cluster-exchange X), sm_90 bf16, H = 512, forward/backward: pull 166/169 registers and
+# 446/499 instructions per step, push 160/167 and 524/576, against the L2 exchange's 171/168 and 298/350 (the state
+# read element by element); no spills. At H = 1024 (16 warps, 128 registers at most) they spill 8/32 (pull) and
+# 0/40 bytes (push). Not yet run on a GPU: "l2" until one says they are right and faster (bash .ci/gpu dsmem).
 SPLIT_CLUSTER_EXCHANGE = L2.value
 SPLIT_DSMEM_MAX_BLOCK_H = 512
 # Whether split_configs offers the one-tile form of each configuration (ONE_TILE: no tile loop in a step) for batches

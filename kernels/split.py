@@ -332,10 +332,13 @@ def split_forward_kernel(
     forward_tile(u3, h0_ptr, step_tile(xw_ptr, t, group, cols, B, H, BLOCK_B, True), y_ptr, t, group, cols, B, H,
                  0, T > 1, CLUSTER, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE,
                  UPCAST_DOT, EXCHANGE_ONLY, FAST_TANH, L2, EXCHANGE)
-    for tile in range(group + groups, tiles, groups):
-        forward_tile(u3, h0_ptr, step_tile(xw_ptr, t, tile, cols, B, H, BLOCK_B, True), y_ptr, t, tile, cols, B, H,
-                     0, False, CLUSTER, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE,
-                     UPCAST_DOT, EXCHANGE_ONLY, FAST_TANH, L2, L2)
+    # The group's other tiles. With ONE_TILE and the barrier there are none (launcher-checked), so no loop is
+    # compiled; the interpreter's one batch group runs every tile in its launches' first step.
+    if not (ONE_TILE and USE_BARRIER):
+        for tile in range(group + groups, tiles, groups):
+            forward_tile(u3, h0_ptr, step_tile(xw_ptr, t, tile, cols, B, H, BLOCK_B, True), y_ptr, t, tile, cols, B,
+                         H, 0, False, CLUSTER, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE,
+                         UPCAST_DOT, EXCHANGE_ONLY, FAST_TANH, L2, L2)
     if INPUTS_AHEAD:  # the group's first tile of the next step's xw
         xw_ahead = step_tile(xw_ptr, t + t_step, group, cols, B, H, BLOCK_B, T > 1)
     for s in range(1, T):
@@ -388,11 +391,12 @@ def split_backward_kernel(
                   step_tile(dy_ptr, t, group, cols, B, H, BLOCK_B, True), da_ptr, t, group, cols, B, H, 0,
                   T > 1, CLUSTER, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE,
                   UPCAST_DOT, EXCHANGE_ONLY, L2, EXCHANGE)
-    for tile in range(group + groups, tiles, groups):
-        backward_tile(u3, da_in_ptr, step_tile(y_ptr, t, tile, cols, B, H, BLOCK_B, True),
-                      step_tile(dy_ptr, t, tile, cols, B, H, BLOCK_B, True), da_ptr, t, tile, cols, B, H, 0,
-                      False, CLUSTER, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE,
-                      UPCAST_DOT, EXCHANGE_ONLY, L2, L2)
+    if not (ONE_TILE and USE_BARRIER):  # the group's other tiles, as in split_forward_kernel
+        for tile in range(group + groups, tiles, groups):
+            backward_tile(u3, da_in_ptr, step_tile(y_ptr, t, tile, cols, B, H, BLOCK_B, True),
+                          step_tile(dy_ptr, t, tile, cols, B, H, BLOCK_B, True), da_ptr, t, tile, cols, B, H, 0,
+                          False, CLUSTER, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE,
+                          UPCAST_DOT, EXCHANGE_ONLY, L2, L2)
     if INPUTS_AHEAD:  # the group's first tile of the next reverse step's h and dy
         h_ahead = step_tile(y_ptr, t + t_step, group, cols, B, H, BLOCK_B, T > 1)
         dy_ahead = step_tile(dy_ptr, t + t_step, group, cols, B, H, BLOCK_B, T > 1)

@@ -274,20 +274,21 @@ def test_an_audit_in_another_process_gets_this_processs_kernel_switches(monkeypa
 @pytest.mark.parametrize("exchange", ["l2", "dsmem-pull", "dsmem-push"])
 def test_the_cluster_configurations_compile_clean_with_the_cluster_barrier(exchange, tmp_path):
     """The audit with --split-clusters (what .ci/gpu_variants.py split-clusters launches): the 64-row slices of
-    H = 512 and 1024 compile for sm_90 without spills, with U in registers, and meet at the cluster barrier
-    (barrier.cluster with release and acquire), not the grid barrier's atomics. With --split-cluster-exchange
-    dsmem-pull or dsmem-push (the variants split-dsmem-pull, -push), H = 512's state passes through distributed
-    shared memory: what that exchange needs is there too."""
+    H = 512 and 1024 compile for sm_90 without spills in either activation, with U in registers, and meet at the
+    cluster barrier (barrier.cluster with release and acquire), not the grid barrier's atomics. With
+    --split-cluster-exchange dsmem-pull or dsmem-push (the variants split-dsmem-pull, -push), H = 512's state passes
+    through distributed shared memory: what that exchange needs is there too."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     report = tmp_path / "audit.json"
     proc = subprocess.run([sys.executable, "-m", "kernels.audit", "--split-clusters", "--split-cluster-exchange",
-                           exchange, "--dtype", "bfloat16", "--nonlinearity", "tanh", "--arch", "90", "--json",
-                           str(report)], env=env, capture_output=True, text=True, timeout=900)
+                           exchange, "--dtype", "bfloat16", "--arch", "90", "--json", str(report)],
+                          env=env, capture_output=True, text=True, timeout=900)
     print(proc.stdout[-3000:], proc.stderr[-3000:])
     assert proc.returncode == 0
     clustered = [r for r in json.loads(report.read_text()) if "CLUSTER=1," not in r["config"] and r["tier"] == "split"]
-    assert sorted((r["block_h"], r["kernel"]) for r in clustered) == [
-        (bh, k) for bh in (512, 1024) for k in ("split_backward_kernel", "split_forward_kernel")]
+    assert sorted((r["block_h"], r["kernel"], r["nonlinearity"]) for r in clustered) == [
+        (bh, k, act) for bh in (512, 1024) for k in ("split_backward_kernel", "split_forward_kernel")
+        for act in ("relu", "tanh")]
     for r in clustered:
         assert r["status"] == "ok" and r["spill_bytes"] == 0 and r["u_in"] == "registers", r
         assert r["barrier_atomics"] == "yes", r
