@@ -8,15 +8,17 @@ Each launch is a tiled GEMM with a fused epilogue over a [B, H] state:
 so between launches the state round-trips through global memory and every step pays a launch.
 It serves any H and shows in the harness what persistence buys. The product's right operand M (U^T
 forward, U backward) is re-read from global memory (L2) by every launch; the K loop streams it in
-[BLOCK_K, BLOCK_N] slices. The forward's launcher passes U^T as a contiguous copy, so that both passes
-read M row-major. That matters where the product runs on FMA (fp32, float64): a warp's lanes run along
-n there, and each reads its columns' k values from the staged slice. Read as U's columns (k
-contiguous), the slice was staged k-major without a swizzle, so neighbouring lanes read words 64
-apart, all in one shared-memory bank, so the reads of the K loop serialise; nothing else sets the two
-passes' loops apart in the compile audit. On an H200 that forward took 150 us per
-step at fp32, H = 2048, B = 8, and forward+backward 190 on the same grid (results/race/20261126-h200-
-defaults). Row-major, the forward's K loop compiles to the backward's. The 16-bit products (mma) read
-either layout without conflicts; there the copy adds 2-7 instructions per K iteration (sm_90).
+[BLOCK_K, BLOCK_N] slices.
+
+The forward's launcher passes U^T as a contiguous copy, so that both passes read M row-major. That
+matters where the product runs on FMA (fp32, float64): a warp's lanes run along n there, and each
+reads its columns' k values from the staged slice. Read as U's columns (k contiguous), the slice was
+staged k-major without a swizzle: neighbouring lanes read words two columns (2 BLOCK_K words) apart,
+all in one shared-memory bank, and the K loop's reads serialised. Nothing else set the two passes'
+loops apart in the compile audit, and on an H200 that forward took 150 us per step at fp32,
+H = 2048, B = 8, against 190 for forward+backward on the same grid (results/race/20261126-h200-
+defaults). Row-major, the forward's K loop compiles to the backward's. The 16-bit products (mma)
+read either layout without conflicts; there the copy adds 2-7 instructions per K iteration (sm_90).
 
 On CUDA the T launches of a loop are recorded into a CUDA graph and replayed (StepGraphs), so a
 step costs what the GPU needs for one launch, not the 6-13 us of host time a Python-side Triton
