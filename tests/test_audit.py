@@ -266,7 +266,7 @@ print(json.dumps(loops))
 def test_the_fp32_step_kernels_forward_k_loop_is_the_backwards():
     """Both passes read the product's operand row-major (stepwise.py): the forward's K loop issues the very
     instructions of the backward's, at every column width (sm_90). Read as U's columns, the forward's FMA product
-    read its staged slice from one shared-memory bank, and took 150 us per step where the backward took 40."""
+    read its staged slice from one shared-memory bank: 150 us per step on an H200, where forward+backward took 190."""
     loops = json.loads(compiled_without_interpreter(STEP_LOOPS))
     assert {key.split()[0] for key in loops} == {str(n) for n in STEPWISE_BLOCK_N}
     for n in STEPWISE_BLOCK_N:
