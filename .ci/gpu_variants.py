@@ -50,6 +50,15 @@ def split_exchange(exchange: str):
         yield
 
 
+@contextlib.contextmanager
+def stepwise_tiles(block_b: int, block_n: int):
+    """The step kernel with block_b x block_n output tiles at every size (today's: 16 rows, columns narrowed to fill
+    the SMs)."""
+    with switched(dispatch, "STEPWISE_DEFAULT", dispatch.STEPWISE_DEFAULT.replace(BLOCK_B=block_b)), \
+            switched(dispatch, "STEPWISE_BLOCK_N", (block_n,)):
+        yield
+
+
 DSMEM_EXCHANGES = [e for e in dsmem.EXCHANGES if e != dsmem.L2.value]  # the clusters' exchanges but L2's
 L2_PREFETCH_STEPS = (4, 16)  # the distances timed: about one HBM latency ahead, and well beyond it
 VARIANTS = {  # name -> a context manager factory
@@ -98,6 +107,9 @@ VARIANTS = {  # name -> a context manager factory
     "stepwise-64-columns": lambda: switched(dispatch, "STEPWISE_BLOCK_N", (64,)),
     # the step kernel's K loop in 32-wide slices (today's: 128, stepwise.StepwiseBlocks.BLOCK_K)
     "stepwise-k32": lambda: switched(dispatch, "STEPWISE_DEFAULT", dispatch.STEPWISE_DEFAULT.replace(BLOCK_K=32)),
+    # 32 x 32 output tiles: each batch tile re-reads all of U every step, so at fp32, H = 2048, B = 64 these move about
+    # 64 MiB through L2 per step against today's 96 (16 x 32 tiles; estimate): is the step bandwidth-bound?
+    "stepwise-32x32-tiles": lambda: stepwise_tiles(32, 32),
     # the resident kernels' step inputs prefetched into L2 this many steps ahead (resident.L2_PREFETCH_STEPS)
     **{f"l2-prefetch-{d}": (lambda d=d: switched(resident, "L2_PREFETCH_STEPS", d)) for d in L2_PREFETCH_STEPS},
 }
@@ -148,6 +160,7 @@ CASES = {
     **{f"split-{e}": [c for c in SPLIT_CLUSTER_CASES if c[1] == 512] for e in DSMEM_EXCHANGES},
     "stepwise-64-columns": FP32_STEPWISE,
     "stepwise-k32": FP32_STEPWISE + STEPWISE_16BIT,
+    "stepwise-32x32-tiles": [c for c in FP32_STEPWISE if c[2] == 64],
     **{f"l2-prefetch-{d}": SMALL for d in L2_PREFETCH_STEPS},
 }
 

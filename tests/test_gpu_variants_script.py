@@ -56,13 +56,15 @@ def test_the_fp32_variants_pick_the_tier_they_name(variants):
 
 
 def test_the_stepwise_variants_change_what_they_name(variants):
-    """fp32 at H = 2048, B = 8 (the stepwise tier's race case): K slices of 32, or 64 columns, against today's."""
+    """fp32 at H = 2048, B = 64 (a stepwise race case): K slices of 32, 64 columns, or 32 x 32 tiles, against
+    today's."""
     plans = {}
-    for name in ("current", "stepwise-k32", "stepwise-64-columns"):
+    for name in ("current", "stepwise-k32", "stepwise-64-columns", "stepwise-32x32-tiles"):
         with variants.VARIANTS[name]():
-            config = dispatch.plan_for(2048, 8, torch.float32).config.forward
-        plans[name] = (config.BLOCK_N, config.BLOCK_K)
-    assert plans == {"current": (16, 128), "stepwise-k32": (16, 32), "stepwise-64-columns": (64, 128)}
+            config = dispatch.plan_for(2048, 64, torch.float32).config.forward
+        plans[name] = (config.BLOCK_B, config.BLOCK_N, config.BLOCK_K)
+    assert plans == {"current": (16, 32, 128), "stepwise-k32": (16, 32, 32), "stepwise-64-columns": (16, 64, 128),
+                     "stepwise-32x32-tiles": (32, 32, 128)}
 
 
 def test_a_run_writes_its_table(variants, tmp_path, device):
