@@ -332,9 +332,7 @@ def split_forward_kernel(
     forward_tile(u3, h0_ptr, step_tile(xw_ptr, t, group, cols, B, H, BLOCK_B, True), y_ptr, t, group, cols, B, H,
                  0, T > 1, CLUSTER, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE,
                  UPCAST_DOT, EXCHANGE_ONLY, FAST_TANH, L2, EXCHANGE)
-    # The group's other tiles. With ONE_TILE and the barrier there are none (launcher-checked), so no loop is
-    # compiled; the interpreter's one batch group runs every tile in its launches' first step.
-    if not (ONE_TILE and USE_BARRIER):
+    if not ONE_TILE:  # the group's other tiles (with ONE_TILE there are none: launcher-checked)
         for tile in range(group + groups, tiles, groups):
             forward_tile(u3, h0_ptr, step_tile(xw_ptr, t, tile, cols, B, H, BLOCK_B, True), y_ptr, t, tile, cols, B,
                          H, 0, False, CLUSTER, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE,
@@ -391,7 +389,7 @@ def split_backward_kernel(
                   step_tile(dy_ptr, t, group, cols, B, H, BLOCK_B, True), da_ptr, t, group, cols, B, H, 0,
                   T > 1, CLUSTER, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE,
                   UPCAST_DOT, EXCHANGE_ONLY, L2, EXCHANGE)
-    if not (ONE_TILE and USE_BARRIER):  # the group's other tiles, as in split_forward_kernel
+    if not ONE_TILE:  # the group's other tiles, as in split_forward_kernel
         for tile in range(group + groups, tiles, groups):
             backward_tile(u3, da_in_ptr, step_tile(y_ptr, t, tile, cols, B, H, BLOCK_B, True),
                           step_tile(dy_ptr, t, tile, cols, B, H, BLOCK_B, True), da_ptr, t, tile, cols, B, H, 0,
@@ -457,15 +455,15 @@ def _launch_all_steps(kernel, args: list, state: int, out: torch.Tensor, T: int,
     whether any barrier timed out."""
     B, H = args[0].shape[1:]
     device = args[0].device
+    tiles = triton.cdiv(B, config.BLOCK_B)
     if keywords["USE_BARRIER"]:
         grid = split_grid(B, H, config, co_resident_programs(device))
-        tiles = triton.cdiv(B, config.BLOCK_B)
         if config.ONE_TILE and tiles > grid[1]:
             raise ValueError(f"a ONE_TILE split configuration runs one batch tile per program, but B = {B} makes "
                              f"{tiles} tiles of {config.BLOCK_B} for {grid[1]} batch group(s)")
         per_launch = launch_steps(grid[0])
-    else:  # one batch group: a launch's first step runs every tile (ONE_TILE only drops the time loop's tile loop)
-        grid, per_launch = (triton.cdiv(H, config.BLOCK_N), 1), 1
+    else:  # one batch group, whose launches' first step runs every tile; with ONE_TILE one group per tile
+        grid, per_launch = (triton.cdiv(H, config.BLOCK_N), tiles if config.ONE_TILE else 1), 1
     status = torch.zeros(1, dtype=torch.int32, device=device)
     for done in range(0, T, per_launch):
         t = t_first + done * t_step
