@@ -27,7 +27,9 @@ H a multiple of 16), and reports:
     batch tile's h, or its K chunk of it, once per pass of the product; in the split tier also the
     sum of the warps' partial products, and the step's input tiles read by every warp, which all hold
     that sum; in the fma tier every thread reading its warp's K chunk of h, and the warps' partial
-    sums) by more than half of the U bytes the program holds: that is U being re-read every step;
+    sums; in a split kernel by FMA each k of each batch row read by the lanes that share it, and every
+    lane reading back its columns' sums) by more than half of the U bytes the program holds: that is U
+    being re-read every step;
   - bar/step: CTA barriers (BAR.SYNC, BAR.ARV, BAR.RED: bar.sync and friends in PTX) in the SASS of
     the time loop, each one a point where every warp waits for the slowest; reported, not checked.
   - mma/step and waits/step: the tensor-core MMA instructions of the time loop (HGMMA: wgmma; HMMA:
@@ -458,6 +460,10 @@ def time_loop_facts(compiled, keywords: dict, dtype: str, tier: str = "resident"
     tile_bytes = tile_loads(ttgir, block_n, block_b) * block_n * block_b * itemsize if block_n else 0
     if tier == "fma":  # K split over the warps; every lane reads its warp's chunk of h (a broadcast)
         h_bytes, k_split, partial_bytes = 32 * h_bytes, warps, keywords["BLOCK_H"] * 4
+    elif keywords.get("FMA"):  # split by FMA: K over the warps and 8 lanes, 4 columns a thread (the rest of the
+        # warp's lanes along n read each k of h), every lane reading back its 4 columns' sums of every row
+        lanes_n = block_n // 4
+        h_bytes, k_split, partial_bytes = lanes_n * h_bytes, warps, 32 * 4 * block_b * lanes_n
     else:
         k_split, partial_bytes = keywords.get("K_SPLIT", 1), block_n * block_b * 4
     return {"u_hoisted": "yes" if u_hoisted(ttgir) else "NO",

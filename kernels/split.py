@@ -32,6 +32,19 @@ wider tiles with the state read in K chunks, where the SMs run out of batch grou
 H = 2048), and slices of 64 or 128 rows without the K split at H = 512, whose product sm_90 issues as
 wgmma (no faster than the K split).
 
+fp32 at H = 2048 multiplies by FMA instead (FMA, fma_slice_product): its 128 slices of 16 rows hold 128 KiB
+of U each, which takes 16 warps' 64 registers a thread, and 3xTF32's product at that size spills (its
+operand's TF32 parts take more registers than 16 warps' limit of 128). The slice is held as
+[BLOCK_H, BLOCK_N] from a row-major matrix along n (the forward's launcher passes U^T; the backward's U is
+one already), the layout fma.py's kernels use: each thread holds 4 columns of 16 k rows, the warps and 8 lanes
+run along k. Each batch row of the tile is then one FMA sum per thread, 3 shuffle rounds and a sum over
+the warps through shared memory (exact fp32, as cuDNN's fp32 kernels multiply)::
+
+    a_t^T[n, b] = xw_t^T[n, b] + sum_k M[k, n] h_{t-1}[b, k],   M = U^T (forward), U (backward)
+
+A tl.dot by FMA, or one [BLOCK_H, BLOCK_N, BLOCK_B] product, would take layouts whose lanes run along the
+batch and hold U's slice once per lane (compile audit: 2 KiB of spills a thread).
+
 The exchange is what a split step costs beyond the product: each program's stores, a fence to make
 them visible at GPU scope (the barrier's release), the arrival on the group's counter, polling it
 until every program has arrived, then one read of the whole state through L2: about four L2 round
@@ -103,10 +116,16 @@ class SplitBlocks(Blocks):
     # How a group's programs pass the state on: "l2" (global memory), or, with CLUSTER = BLOCK_H / BLOCK_N and
     # ONE_TILE, "dsmem-pull" or "dsmem-push" (distributed shared memory, dsmem.py)
     EXCHANGE: str = L2.value
+    # The product by FMA, one batch row at a time, U's slice held as [BLOCK_H, BLOCK_N] (fp32 where 3xTF32's slice
+    # does not fit the registers: fma_slice_product); K_SPLIT 1, no cluster
+    FMA: bool = False
 
     def __post_init__(self):
         if self.EXCHANGE not in EXCHANGES:  # the kernels would take an unknown name for no exchange at all
             raise ValueError(f"SplitBlocks.EXCHANGE must be one of {', '.join(EXCHANGES)}, not {self.EXCHANGE!r}")
+        if self.FMA and (self.K_SPLIT != 1 or self.CLUSTER != 1):
+            raise ValueError(f"SplitBlocks.FMA takes K_SPLIT = 1 and CLUSTER = 1, not {self.K_SPLIT} and "
+                             f"{self.CLUSTER}")
 
 
 def launch_keywords(config: SplitBlocks, nonlinearity: str, dtype: torch.dtype, interpreted: bool,
@@ -114,7 +133,9 @@ def launch_keywords(config: SplitBlocks, nonlinearity: str, dtype: torch.dtype, 
     """Everything a split kernel takes besides tensors and sizes. The interpreter runs programs one
     after another, so there the barrier is compiled out and the launcher runs one launch per step."""
     return config.keywords() | common_keywords(nonlinearity, dtype, interpreted) | {
-        "DOT_PRECISION": "tf32x3" if dtype == torch.float32 else "ieee", "USE_BARRIER": not interpreted,
+        # fp32's tl.dot by 3xTF32 (fp32 accuracy); with FMA there is no tl.dot
+        "DOT_PRECISION": "tf32x3" if dtype == torch.float32 and not config.FMA else "ieee",
+        "USE_BARRIER": not interpreted,
         "EXCHANGE_ONLY": False, "EXCHANGE": L2.value if interpreted else config.EXCHANGE,
         # 16-bit I/O only, or in the interpreter: with it, fp32's backward spills at BLOCK_H = 128 and 1024 (sm_90)
         "INPUTS_AHEAD": INPUTS_AHEAD and (interpreted or dtype in SIXTEEN_BIT),
@@ -123,14 +144,19 @@ def launch_keywords(config: SplitBlocks, nonlinearity: str, dtype: torch.dtype, 
 
 @triton.jit
 def load_pinned_slice(u_ptr, pin, cols, H, BLOCK_H: tl.constexpr, K_SPLIT: tl.constexpr, TRANSPOSE: tl.constexpr,
-                      ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr):
+                      ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr, FMA: tl.constexpr):
     """This program's slice as the left operand [K_SPLIT, BLOCK_N, KC], KC = BLOCK_H / K_SPLIT, zero-padded:
-    element [c, n, k] is U[cols[n], c*KC + k] (forward) or its transpose's (TRANSPOSE, backward). Multiplied by
+    element [c, n, k] is U[cols[n], c*KC + k] (forward) or its transpose's (TRANSPOSE, backward); with FMA as
+    [BLOCK_H, BLOCK_N], element [k, n] at u_ptr + k*H + cols[n] (the forward's launcher passes U^T). Multiplied by
     the runtime float pin so that the compiler keeps it in registers."""
-    KC: tl.constexpr = BLOCK_H // K_SPLIT
-    n = cols[None, :, None]
-    offs_k = tl.arange(0, K_SPLIT)[:, None, None] * KC + tl.arange(0, KC)[None, None, :]
-    offsets = offs_k * H + n if TRANSPOSE else n * H + offs_k
+    if FMA:  # n contiguous in memory: Triton's layout puts each thread's elements along n, the warps along k
+        offs_k = tl.arange(0, BLOCK_H)[:, None]
+        n = cols[None, :]
+    else:
+        KC: tl.constexpr = BLOCK_H // K_SPLIT
+        n = cols[None, :, None]
+        offs_k = tl.arange(0, K_SPLIT)[:, None, None] * KC + tl.arange(0, KC)[None, None, :]
+    offsets = offs_k * H + n if TRANSPOSE or FMA else n * H + offs_k
     resident_u = tl.load(u_ptr + offsets, mask=(n < H) & (offs_k < H), other=0.0)
     resident_u = (resident_u.to(ACC_DTYPE) * pin).to(u_ptr.dtype.element_ty)  # exact: pin is 1.0
     if UPCAST_DOT:
@@ -139,38 +165,79 @@ def load_pinned_slice(u_ptr, pin, cols, H, BLOCK_H: tl.constexpr, K_SPLIT: tl.co
 
 
 @triton.jit
-def slice_product(u3, state_ptr, rows, row_mask, H, slot, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr,
+def slice_product(u3, state_ptr, tile, B, H, slot, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr,
                   BLOCK_H: tl.constexpr, K_SPLIT: tl.constexpr, DOT_PRECISION: tl.constexpr,
                   ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr, EXCHANGE_ONLY: tl.constexpr,
-                  READ: tl.constexpr):
+                  READ: tl.constexpr, FMA: tl.constexpr):
     """[BLOCK_N, BLOCK_B]: the slice times the tile's rows of a [B, H] state in global memory, which
     other programs wrote this launch (.cg: read through L2, never a stale L1 line); with READ another exchange
     than L2, of the state in the cluster's slots `slot` instead (dsmem.py)."""
-    KC: tl.constexpr = BLOCK_H // K_SPLIT
-    offs_k = tl.arange(0, K_SPLIT)[:, None, None] * KC + tl.arange(0, KC)[None, :, None]
-    if READ != L2:
-        state = get_state(offs_k, tl.arange(0, BLOCK_B)[None, None, :], slot, state_ptr.dtype.element_ty, BLOCK_N,
-                          BLOCK_B, BLOCK_H, READ)
+    if FMA and not EXCHANGE_ONLY:
+        acc = fma_slice_product(u3, state_ptr, tile, B, H, BLOCK_N, BLOCK_B, BLOCK_H, ACC_DTYPE)
     else:
-        state = tl.load(state_ptr + rows[None, None, :] * H + offs_k, mask=row_mask[None, None, :] & (offs_k < H),
-                        other=0.0, cache_modifier=".cg")
-    if EXCHANGE_ONLY:  # keep the state's load and a use of it, drop the product
-        summed = tl.sum(tl.sum(state.to(ACC_DTYPE), axis=1), axis=0)
-        return tl.zeros((BLOCK_N, 1), ACC_DTYPE) + summed[None, :]
-    if UPCAST_DOT:
-        state = state.to(tl.float32)
-    acc = tl.dot(u3, state, tl.zeros((K_SPLIT, BLOCK_N, BLOCK_B), ACC_DTYPE), input_precision=DOT_PRECISION,
-                 out_dtype=ACC_DTYPE)
-    return tl.sum(acc, axis=0)
+        rows, row_mask = tile_rows(tile, B, BLOCK_B)
+        KC: tl.constexpr = BLOCK_H // K_SPLIT
+        offs_k = tl.arange(0, K_SPLIT)[:, None, None] * KC + tl.arange(0, KC)[None, :, None]
+        if READ != L2:
+            state = get_state(offs_k, tl.arange(0, BLOCK_B)[None, None, :], slot, state_ptr.dtype.element_ty,
+                              BLOCK_N, BLOCK_B, BLOCK_H, READ)
+        else:
+            state = tl.load(state_ptr + rows[None, None, :] * H + offs_k,
+                            mask=row_mask[None, None, :] & (offs_k < H), other=0.0, cache_modifier=".cg")
+        if EXCHANGE_ONLY:  # keep the state's load and a use of it, drop the product
+            summed = tl.sum(tl.sum(state.to(ACC_DTYPE), axis=1), axis=0)
+            acc = tl.zeros((BLOCK_N, 1), ACC_DTYPE) + summed[None, :]
+        else:
+            if UPCAST_DOT:
+                state = state.to(tl.float32)
+            acc = tl.sum(tl.dot(u3, state, tl.zeros((K_SPLIT, BLOCK_N, BLOCK_B), ACC_DTYPE),
+                                input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE), axis=0)
+    return acc
+
+
+@triton.jit
+def fma_slice_product(m, state_ptr, tile, B, H, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr,
+                      BLOCK_H: tl.constexpr, ACC_DTYPE: tl.constexpr):
+    """slice_product by FMA, for the slice m held as [BLOCK_H, BLOCK_N] (load_pinned_slice with FMA): a pair of
+    batch rows at a time, sum_k m[k, n] v[k] for each, each thread summing its k rows in registers before the
+    warps' sums meet (fma.py's product, here over BLOCK_N columns); the pair's products side by side share one
+    sum over the warps (compile audit: 48 CTA barriers per step of one 8-row tile, not 60). A tl.dot by FMA would
+    hold U once per lane along the batch, and a [BLOCK_H, BLOCK_N, BLOCK_B] product takes a layout with the lanes
+    along n and b: both hold U many times over."""
+    tl.static_assert(BLOCK_B % 2 == 0)  # rows in pairs
+    acc = tl.zeros((BLOCK_N, BLOCK_B), ACC_DTYPE)
+    for b in tl.static_range(0, BLOCK_B, 2):
+        row = tile * BLOCK_B + b
+        pair = tl.join(m * state_row(state_ptr, row, B, H, BLOCK_H, ACC_DTYPE)[:, None],
+                       m * state_row(state_ptr, row + 1, B, H, BLOCK_H, ACC_DTYPE)[:, None])
+        first, second = tl.split(tl.sum(pair, axis=0))
+        acc = tl.where(tl.arange(0, BLOCK_B)[None, :] == b, first[:, None], acc)
+        acc = tl.where(tl.arange(0, BLOCK_B)[None, :] == b + 1, second[:, None], acc)
+    return acc
+
+
+@triton.jit
+def state_row(state_ptr, row, B, H, BLOCK_H: tl.constexpr, ACC_DTYPE: tl.constexpr):
+    """[BLOCK_H]: row `row` of a [B, H] state other programs wrote this launch (.cg, as slice_product), zeros past
+    B and H."""
+    offs_k = tl.arange(0, BLOCK_H)
+    return tl.load(state_ptr + row * H + offs_k, mask=(offs_k < H) & (row < B), other=0.0,
+                   cache_modifier=".cg").to(ACC_DTYPE)
+
+
+@triton.jit
+def tile_rows(tile, B, BLOCK_B: tl.constexpr):
+    """The batch rows of a tile and their mask."""
+    rows = tile * BLOCK_B + tl.arange(0, BLOCK_B)
+    return rows, rows < B
 
 
 @triton.jit
 def column_tile(tile, cols, B, H, BLOCK_B: tl.constexpr):
-    """Batch rows of a tile, their mask, and the offsets and mask of its [BLOCK_N, BLOCK_B] block of a
-    [B, H] matrix, transposed: element (n, b) is row rows[b], column cols[n]."""
-    rows = tile * BLOCK_B + tl.arange(0, BLOCK_B)
-    row_mask = rows < B
-    return rows, row_mask, cols[:, None] + rows[None, :] * H, (cols[:, None] < H) & row_mask[None, :]
+    """The offsets and mask of a tile's [BLOCK_N, BLOCK_B] block of a [B, H] matrix, transposed: element (n, b) is
+    row tile * BLOCK_B + b, column cols[n]."""
+    rows, row_mask = tile_rows(tile, B, BLOCK_B)
+    return cols[:, None] + rows[None, :] * H, (cols[:, None] < H) & row_mask[None, :]
 
 
 @triton.jit
@@ -221,7 +288,7 @@ def meet_cluster(EXCHANGE: tl.constexpr, START: tl.constexpr):
 @triton.jit
 def program_start(u_ptr, pin, t_first, B, H, BACKWARD: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr,
                   BLOCK_H: tl.constexpr, K_SPLIT: tl.constexpr, CLUSTER: tl.constexpr, ONE_TILE: tl.constexpr,
-                  ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr, EXCHANGE: tl.constexpr):
+                  ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr, EXCHANGE: tl.constexpr, FMA: tl.constexpr):
     """What a program of either kernel sets up before its first step: its state columns, its slice of U (the
     backward's transposed) pinned in registers, the first step's time index t (64-bit: t * B * H can pass 2^31),
     the slices per group, its batch group, the groups and the batch tiles; and the cluster's exchange (meet_cluster).
@@ -230,7 +297,7 @@ def program_start(u_ptr, pin, t_first, B, H, BACKWARD: tl.constexpr, BLOCK_B: tl
     tl.static_assert(EXCHANGE == L2 or (ONE_TILE and CLUSTER * BLOCK_N == BLOCK_H))
     meet_cluster(EXCHANGE, True)
     cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    u3 = load_pinned_slice(u_ptr, pin, cols, H, BLOCK_H, K_SPLIT, BACKWARD, ACC_DTYPE, UPCAST_DOT)
+    u3 = load_pinned_slice(u_ptr, pin, cols, H, BLOCK_H, K_SPLIT, BACKWARD, ACC_DTYPE, UPCAST_DOT, FMA)
     t = tl.cast(t_first, tl.int64)
     return cols, u3, t, tl.num_programs(0), tl.program_id(1), tl.num_programs(1), tl.cdiv(B, BLOCK_B)
 
@@ -239,7 +306,7 @@ def program_start(u_ptr, pin, t_first, B, H, BACKWARD: tl.constexpr, BLOCK_B: tl
 def step_tile(ptr, t, tile, cols, B, H, BLOCK_B: tl.constexpr, valid):
     """[BLOCK_N, BLOCK_B]: a tile of step t of a [T, B, H] tensor, transposed as column_tile lays it out,
     in its dtype; zeros where masked, or everywhere when valid is false (no memory read)."""
-    _, _, out, out_mask = column_tile(tile, cols, B, H, BLOCK_B)
+    out, out_mask = column_tile(tile, cols, B, H, BLOCK_B)
     return tl.load(ptr + t * B * H + out, mask=out_mask & valid, other=0.0)
 
 
@@ -262,14 +329,15 @@ def forward_tile(u3, prev_ptr, xw, y_ptr, t, tile, cols, B, H, slot, send, CLUST
                  ACTIVATION: tl.constexpr, BLOCK_B: tl.constexpr,
                  BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, K_SPLIT: tl.constexpr,
                  DOT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr,
-                 EXCHANGE_ONLY: tl.constexpr, FAST_TANH: tl.constexpr, READ: tl.constexpr, WRITE: tl.constexpr):
+                 EXCHANGE_ONLY: tl.constexpr, FAST_TANH: tl.constexpr, READ: tl.constexpr, WRITE: tl.constexpr,
+                 FMA: tl.constexpr):
     """Step t of one batch tile: y_t[:, cols] = act(xw_t[:, cols] + prev U[cols, :]^T), xw_t's tile given; prev
     read through the exchange READ (slot 1 - slot of a dsmem one), the result passed on through WRITE (slot `slot`;
     send: a later step reads it)."""
     step = t * B * H
-    rows, row_mask, out, out_mask = column_tile(tile, cols, B, H, BLOCK_B)
-    a = xw.to(ACC_DTYPE) + slice_product(u3, prev_ptr, rows, row_mask, H, 1 - slot, BLOCK_N, BLOCK_B, BLOCK_H,
-                                         K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY, READ)
+    out, out_mask = column_tile(tile, cols, B, H, BLOCK_B)
+    a = xw.to(ACC_DTYPE) + slice_product(u3, prev_ptr, tile, B, H, 1 - slot, BLOCK_N, BLOCK_B, BLOCK_H, K_SPLIT,
+                                         DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY, READ, FMA)
     # The sum over the warps leaves every warp holding all of a (Triton's slice layout), so every warp
     # computes the whole tile's activation: FAST_TANH makes that one instruction per element, not about ten.
     h = apply_activation(a, ACTIVATION, FAST_TANH).to(y_ptr.dtype.element_ty)
@@ -282,15 +350,15 @@ def backward_tile(u3, next_ptr, h, dy, da_ptr, t, tile, cols, B, H, slot, send, 
                   ACTIVATION: tl.constexpr,
                   BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, K_SPLIT: tl.constexpr,
                   DOT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr,
-                  EXCHANGE_ONLY: tl.constexpr, READ: tl.constexpr, WRITE: tl.constexpr):
+                  EXCHANGE_ONLY: tl.constexpr, READ: tl.constexpr, WRITE: tl.constexpr, FMA: tl.constexpr):
     """Reverse step t of one batch tile, h_t's and dy_t's tiles given:
     da_t[:, cols] = (dy_t[:, cols] + da_{t+1} U[:, cols]) * act'(h_t[:, cols]), da_{t+1} read at next_ptr (slots
     as in forward_tile)."""
     step = t * B * H
-    rows, row_mask, out, out_mask = column_tile(tile, cols, B, H, BLOCK_B)
+    out, out_mask = column_tile(tile, cols, B, H, BLOCK_B)
     h = h.to(ACC_DTYPE)
-    g = dy.to(ACC_DTYPE) + slice_product(u3, next_ptr, rows, row_mask, H, 1 - slot, BLOCK_N, BLOCK_B, BLOCK_H,
-                                         K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY, READ)
+    g = dy.to(ACC_DTYPE) + slice_product(u3, next_ptr, tile, B, H, 1 - slot, BLOCK_N, BLOCK_B, BLOCK_H, K_SPLIT,
+                                         DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY, READ, FMA)
     da = (g * activation_grad_from_output(h, ACTIVATION)).to(da_ptr.dtype.element_ty)
     publish_state(da, cols, slot, send, BLOCK_N, BLOCK_B, BLOCK_H, CLUSTER, WRITE)
     tl.store(da_ptr + step + out, da, mask=out_mask)
@@ -300,7 +368,7 @@ def backward_tile(u3, next_ptr, h, dy, da_ptr, t, tile, cols, B, H, slot, send, 
 def split_forward_kernel(
     xw_ptr,         # [T, B, H] input projection incl. both biases, I/O dtype, contiguous
     h0_ptr,         # [B, H] state before this launch's first step (h0, or the last the launch before wrote)
-    u_ptr,          # [H, H] recurrent weight U = weight_hh, contiguous
+    u_ptr,          # [H, H] recurrent weight U = weight_hh (with FMA its transpose), contiguous
     y_ptr,          # [T, B, H] out: h_t, I/O dtype; also where the next step reads h_{t-1}
     counter_ptr,    # [groups] int32 barrier counters, zeroed by the launcher
     status_ptr,     # [1] int32, set to 1 if a barrier timed out
@@ -323,20 +391,21 @@ def split_forward_kernel(
     EXCHANGE_ONLY: tl.constexpr,  # product compiled out (the exchange benchmark)
     EXCHANGE: tl.constexpr,       # "l2", "dsmem-pull" or "dsmem-push": how the state reaches the group's programs
     FAST_TANH: tl.constexpr,      # tanh.approx.f32 (16-bit I/O on a GPU)
+    FMA: tl.constexpr,            # the product by FMA (fma_slice_product), not tl.dot
 ):
     cols, u3, t, slices, group, groups, tiles = program_start(u_ptr, pin, t_first, B, H, False, BLOCK_B, BLOCK_N,
                                                               BLOCK_H, K_SPLIT, CLUSTER, ONE_TILE, ACC_DTYPE,
-                                                              UPCAST_DOT, EXCHANGE)
+                                                              UPCAST_DOT, EXCHANGE, FMA)
     # Step 0 of the group's first tile, outside any loop: U's register value gets a user there, which
     # keeps its load out of the loops.
     forward_tile(u3, h0_ptr, step_tile(xw_ptr, t, group, cols, B, H, BLOCK_B, True), y_ptr, t, group, cols, B, H,
                  0, T > 1, CLUSTER, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE,
-                 UPCAST_DOT, EXCHANGE_ONLY, FAST_TANH, L2, EXCHANGE)
+                 UPCAST_DOT, EXCHANGE_ONLY, FAST_TANH, L2, EXCHANGE, FMA)
     if not ONE_TILE:  # the group's other tiles (with ONE_TILE there are none: launcher-checked)
         for tile in range(group + groups, tiles, groups):
             forward_tile(u3, h0_ptr, step_tile(xw_ptr, t, tile, cols, B, H, BLOCK_B, True), y_ptr, t, tile, cols, B,
                          H, 0, False, CLUSTER, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE,
-                         UPCAST_DOT, EXCHANGE_ONLY, FAST_TANH, L2, L2)
+                         UPCAST_DOT, EXCHANGE_ONLY, FAST_TANH, L2, L2, FMA)
     if INPUTS_AHEAD:  # the group's first tile of the next step's xw
         xw_ahead = step_tile(xw_ptr, t + t_step, group, cols, B, H, BLOCK_B, T > 1)
     for s in range(1, T):
@@ -352,13 +421,13 @@ def split_forward_kernel(
             xw = tile_input(xw_ptr, xw_first, t, group, group, cols, B, H, BLOCK_B, INPUTS_AHEAD, ONE_TILE)
             forward_tile(u3, prev_ptr, xw, y_ptr, t, group, cols, B, H, s % 2, s + 1 < T, CLUSTER, ACTIVATION,
                          BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY,
-                         FAST_TANH, EXCHANGE, EXCHANGE)
+                         FAST_TANH, EXCHANGE, EXCHANGE, FMA)
         else:
             for tile in range(group, tiles, groups):
                 xw = tile_input(xw_ptr, xw_first, t, tile, group, cols, B, H, BLOCK_B, INPUTS_AHEAD, ONE_TILE)
                 forward_tile(u3, prev_ptr, xw, y_ptr, t, tile, cols, B, H, 0, False, CLUSTER, ACTIVATION, BLOCK_B,
                              BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY, FAST_TANH,
-                             L2, L2)
+                             L2, L2, FMA)
     meet_cluster(EXCHANGE, False)
 
 
@@ -379,22 +448,22 @@ def split_backward_kernel(
     K_SPLIT: tl.constexpr, USE_BARRIER: tl.constexpr, CLUSTER: tl.constexpr, INPUTS_AHEAD: tl.constexpr,
     ONE_TILE: tl.constexpr,
     DOT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr,
-    EXCHANGE_ONLY: tl.constexpr, EXCHANGE: tl.constexpr,  # as in split_forward_kernel
+    EXCHANGE_ONLY: tl.constexpr, EXCHANGE: tl.constexpr, FMA: tl.constexpr,  # as in split_forward_kernel
 ):
     cols, u3, t, slices, group, groups, tiles = program_start(u_ptr, pin, t_first, B, H, True, BLOCK_B, BLOCK_N,
                                                               BLOCK_H, K_SPLIT, CLUSTER, ONE_TILE, ACC_DTYPE,
-                                                              UPCAST_DOT, EXCHANGE)
+                                                              UPCAST_DOT, EXCHANGE, FMA)
     # The first reverse step of the group's first tile, outside any loop (as in split_forward_kernel).
     backward_tile(u3, da_in_ptr, step_tile(y_ptr, t, group, cols, B, H, BLOCK_B, True),
                   step_tile(dy_ptr, t, group, cols, B, H, BLOCK_B, True), da_ptr, t, group, cols, B, H, 0,
                   T > 1, CLUSTER, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE,
-                  UPCAST_DOT, EXCHANGE_ONLY, L2, EXCHANGE)
+                  UPCAST_DOT, EXCHANGE_ONLY, L2, EXCHANGE, FMA)
     if not ONE_TILE:  # the group's other tiles, as in split_forward_kernel
         for tile in range(group + groups, tiles, groups):
             backward_tile(u3, da_in_ptr, step_tile(y_ptr, t, tile, cols, B, H, BLOCK_B, True),
                           step_tile(dy_ptr, t, tile, cols, B, H, BLOCK_B, True), da_ptr, t, tile, cols, B, H, 0,
                           False, CLUSTER, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE,
-                          UPCAST_DOT, EXCHANGE_ONLY, L2, L2)
+                          UPCAST_DOT, EXCHANGE_ONLY, L2, L2, FMA)
     if INPUTS_AHEAD:  # the group's first tile of the next reverse step's h and dy
         h_ahead = step_tile(y_ptr, t + t_step, group, cols, B, H, BLOCK_B, T > 1)
         dy_ahead = step_tile(dy_ptr, t + t_step, group, cols, B, H, BLOCK_B, T > 1)
@@ -413,14 +482,14 @@ def split_backward_kernel(
             dy = tile_input(dy_ptr, dy_first, t, group, group, cols, B, H, BLOCK_B, INPUTS_AHEAD, ONE_TILE)
             backward_tile(u3, next_ptr, h, dy, da_ptr, t, group, cols, B, H, s % 2, s + 1 < T, CLUSTER, ACTIVATION,
                           BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY,
-                          EXCHANGE, EXCHANGE)
+                          EXCHANGE, EXCHANGE, FMA)
         else:
             for tile in range(group, tiles, groups):
                 h = tile_input(y_ptr, h_first, t, tile, group, cols, B, H, BLOCK_B, INPUTS_AHEAD, ONE_TILE)
                 dy = tile_input(dy_ptr, dy_first, t, tile, group, cols, B, H, BLOCK_B, INPUTS_AHEAD, ONE_TILE)
                 backward_tile(u3, next_ptr, h, dy, da_ptr, t, tile, cols, B, H, 0, False, CLUSTER, ACTIVATION,
                               BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY,
-                              L2, L2)
+                              L2, L2, FMA)
     meet_cluster(EXCHANGE, False)
 
 
@@ -518,6 +587,7 @@ def split_forward(xw: torch.Tensor, h0: torch.Tensor, u: torch.Tensor, reverse: 
     T = xw.shape[0]
     y = torch.empty_like(xw)
     keywords = _keywords(config, nonlinearity, xw.dtype, False, use_barrier, exchange_only)
+    u = u.t().contiguous() if config.FMA else u  # the FMA product's forward reads U^T row-major, as its backward U
     _launch_all_steps(split_forward_kernel, [xw, h0, u, y], 1, y, T, time_order(T, reverse)[0], -1 if reverse else 1,
                       config, keywords)
     return y

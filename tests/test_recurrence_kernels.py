@@ -1,4 +1,5 @@
 """The recurrence kernels themselves (fma, resident, split and stepwise), forward and backward, against float64."""
+import dataclasses
 import json
 from collections import namedtuple
 from types import SimpleNamespace
@@ -144,6 +145,22 @@ def test_split_block_shapes_match_float64_reference(dtype, shape, nonlinearity, 
                             reverse, device)
 
 
+# The split product by FMA (SplitBlocks.FMA; the dispatcher's fp32 at H = 2048) at an H the interpreter affords: U's
+# slice held as [BLOCK_H, BLOCK_N] (the forward's from U^T), one batch row at a time, over SPLIT_BLOCK_SHAPES' masks,
+# with the tile loop and without (ONE_TILE: a batch group per tile).
+FMA_SPLIT_BLOCKS = SplitBlocks(BLOCK_B=8, BLOCK_N=16, BLOCK_H=128, K_SPLIT=1, num_warps=4, FMA=True)
+
+
+@pytest.mark.parametrize("one_tile,shape", [(False, s) for s in SPLIT_BLOCK_SHAPES] + [(True, SPLIT_BLOCK_SHAPES[0])],
+                         ids=lambda v: "T{}-B{}-H{}".format(*v) if isinstance(v, tuple) else ("one-tile" if v else
+                                                                                             "tile-loop"))
+@pytest.mark.parametrize("nonlinearity,reverse", [("tanh", False), ("relu", True)])
+def test_split_fma_product_matches_float64_reference(one_tile, shape, nonlinearity, reverse, device):
+    blocks = dataclasses.replace(FMA_SPLIT_BLOCKS, ONE_TILE=one_tile)
+    check_against_reference(KernelPlan("split", LaunchConfig(blocks, blocks)), torch.float32, shape, nonlinearity,
+                            reverse, device)
+
+
 # dispatch.SPLIT_LOOPED_CONFIGS' shape (32-row slices, each K part of U's slice held by one warp, 8-row tiles run one
 # after another) at an H the interpreter affords: H = 100 leaves most of the last slice and of the last K part
 # masked, B = 20 three tiles, the last partial.
@@ -156,22 +173,25 @@ def test_split_32_row_slices_with_several_tiles_match_float64_reference(dtype, d
                             (3, 20, 100), "tanh", False, device)
 
 
-def barrier_config(block_h: int, one_tile: bool = False) -> SplitBlocks:
+def barrier_config(block_h: int, one_tile: bool = False, fma: bool = False) -> SplitBlocks:
     """A split configuration whose grid is one program when H <= 16: the barrier path can run in the interpreter."""
-    return SplitBlocks(BLOCK_B=16, BLOCK_N=16, BLOCK_H=block_h, K_SPLIT=1, num_warps=4, ONE_TILE=one_tile)
+    return SplitBlocks(BLOCK_B=16, BLOCK_N=16, BLOCK_H=block_h, K_SPLIT=1, num_warps=4, ONE_TILE=one_tile, FMA=fma)
 
 
 @pytest.mark.skipif(not interpreting(), reason="interpreter-only: one program per SM is the interpreter's rule")
+@pytest.mark.parametrize("fma", [False, True], ids=["dot", "fma"])
 @pytest.mark.parametrize("inputs_ahead", [True, False], ids=["inputs-ahead", "inputs-in-step"])
 @pytest.mark.parametrize("one_tile,B", [(False, 20), (True, 5)], ids=["two-tiles", "one-tile"])
 @pytest.mark.parametrize("nonlinearity,reverse", [("tanh", False), ("relu", True)])
-def test_split_barrier_path_with_a_one_program_grid(nonlinearity, reverse, one_tile, B, inputs_ahead, monkeypatch):
+def test_split_barrier_path_with_a_one_program_grid(nonlinearity, reverse, one_tile, B, inputs_ahead, fma,
+                                                    monkeypatch):
     """The persistent time loop (the barrier's; each program's first tile's input a step ahead or not; two batch
-    tiles run by the one program every step, or one tile without the tile loop), run whole."""
+    tiles run by the one program every step, or one tile without the tile loop; the product by tl.dot or by FMA),
+    run whole."""
     monkeypatch.setattr(split, "INPUTS_AHEAD", inputs_ahead)
     T, H = 6, 16
     xw, h0, u, dy = make_inputs(T, B, H, torch.float32, "cpu")
-    config = barrier_config(16, one_tile)
+    config = barrier_config(16, one_tile, fma)
     y = split_forward(xw, h0, u, reverse, config, nonlinearity, use_barrier=True)
     ref_y, ref_da, ref_dh0 = reference_layer(xw, h0, u, nonlinearity, reverse, dy)
     assert rel_err(y, ref_y) < TOLERANCE[torch.float32]
@@ -288,13 +308,14 @@ def test_the_cluster_launch_sets_the_cta_count_and_divides_the_grid(extra_shared
     assert kernel.launches == [((1, 3), ("x", 1), {"CLUSTER": 8})] * 2
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_split_exchange_only_reads_and_writes_the_state_without_the_product(dtype, device):
+@pytest.mark.parametrize("dtype,fma", [(torch.float32, False), (torch.bfloat16, False), (torch.float32, True)],
+                         ids=["float32", "bfloat16", "float32-fma"])
+def test_split_exchange_only_reads_and_writes_the_state_without_the_product(dtype, fma, device):
     """The exchange benchmark's kernel: y_t = act(xw_t + the sum of h_{t-1} over the hidden units),
-    every step reading the whole previous state the programs wrote."""
-    T, B, H = 3, 20, 512
+    every step reading the whole previous state the programs wrote (a configuration by FMA too)."""
+    T, B, H = 3, 20, 100 if fma else 512
     xw, h0, u, _ = make_inputs(T, B, H, dtype, device)
-    config = plan_for(H, B, dtype, device).config.forward
+    config = FMA_SPLIT_BLOCKS if fma else plan_for(H, B, dtype, device).config.forward
     y = split_forward(xw, h0, u, False, config, "tanh", exchange_only=True).cpu().float()
     prev, xw = h0.cpu().float(), xw.cpu().float()
     for t in range(T):
