@@ -16,7 +16,8 @@ Tiers, tried in order:
   wherever each program has one tile, its kernels have no tile loop (ONE_TILE, SPLIT_ONE_TILE); where programs
   run several tiles, H = 512 and 2048 take slices twice as wide in twice the groups, of 8-row tiles
   (SPLIT_LOOPED_CONFIGS). With SPLIT_CLUSTERS (sm_90, off), a batch group at H = 512 or 1024 is one thread-block
-  cluster meeting at the cluster barrier.
+  cluster meeting at the cluster barrier. fp32 at H = 2048 multiplies by FMA (SplitBlocks.FMA): 3xTF32's slice
+  spills there.
 - stepwise: one launch per timestep (stepwise.py); serves any H. Its column tiles narrow where the batch and H
   leave SMs idle (STEPWISE_BLOCK_N).
 
@@ -85,9 +86,11 @@ RESIDENT_CONFIGS: dict[tuple[torch.dtype, int], LaunchConfig[ResidentBlocks]] = 
 RESIDENT_MIN_ARCH = {(torch.float32, 128): 90}
 
 
-def _split(block_n: int, block_h: int, warps: int, block_b: int = 16) -> LaunchConfig[SplitBlocks]:
-    """The product's K split over all the warps: each holds BLOCK_N x BLOCK_H / warps of U's slice."""
-    blocks = SplitBlocks(BLOCK_B=block_b, BLOCK_N=block_n, BLOCK_H=block_h, K_SPLIT=warps, num_warps=warps)
+def _split(block_n: int, block_h: int, warps: int, block_b: int = 16, fma: bool = False) -> LaunchConfig[SplitBlocks]:
+    """The product's K split over all the warps: each holds BLOCK_N x BLOCK_H / warps of U's slice (with fma, the
+    product by FMA, whose layout spreads K over the warps itself)."""
+    blocks = SplitBlocks(BLOCK_B=block_b, BLOCK_N=block_n, BLOCK_H=block_h, K_SPLIT=1 if fma else warps,
+                         num_warps=warps, FMA=fma)
     return LaunchConfig(blocks, blocks)
 
 
@@ -101,6 +104,12 @@ SPLIT_CONFIGS: dict[tuple[torch.dtype, int], LaunchConfig[SplitBlocks]] = {
     (torch.float32, 256): _split(16, 256, 4),
     (torch.float32, 512): _split(16, 512, 8),
     (torch.float32, 1024): _split(16, 1024, 8, block_b=8),  # 16 rows spill: 3xTF32 holds more per row
+    # By FMA (split.fma_slice_product): 128 slices of 16 rows hold 128 KiB of U each, a thread's 64 registers on 16
+    # warps, where 3xTF32's product spills (2 KiB a thread; at H = 1024 it takes 245 registers on 8 warps). Compile
+    # audit, sm_90, one 8-row tile, forward/backward: 119/122 registers (16 warps' limit: 128), no spills, 1278/1268
+    # instructions and 48 CTA barriers per step (a sum over the warps per pair of batch rows). Needs 128 SMs.
+    # Not yet timed; before it, this size ran one launch per step (150 us per step at B = 8 on an H200).
+    (torch.float32, 2048): _split(16, 2048, 16, block_b=8, fma=True),
 }
 # Slices of 16 rows at H = 1024 (64 programs per batch group instead of 32), 16-bit, with 8-row batch tiles: tried
 # before SPLIT_CONFIGS' (split_configs), so they serve up to 8 rows per group (B <= 16 on 132 SMs: two groups). They
@@ -178,7 +187,7 @@ STEPWISE_DEFAULT = LaunchConfig(StepwiseBlocks(), StepwiseBlocks())
 # The step kernel's BLOCK_N, widest first: stepwise_config takes the first whose grid, cdiv(B, BLOCK_B) x
 # cdiv(H, BLOCK_N) programs, gives every SM one (else the narrowest; in the interpreter, which runs one program at a
 # time, the widest). Each program's K loop walks all of H, so where the grid leaves SMs idle a step lasts one
-# program's loop: on an H200, fp32 at H = 2048 (no persistent tier) took 150 us per step at B = 8 (32 programs of 64
+# program's loop: on an H200, fp32 at H = 2048 (then on this tier) took 150 us per step at B = 8 (32 programs of 64
 # columns) and 160 at B = 64 (128 programs), the same per program (results/race/20261126-h200-defaults; that forward
 # read U's columns, since replaced by a row-major U^T: stepwise.py). Compile audit, sm_90 fp32: the K loop's
 # instructions per iteration 237 (64 columns), 129 (32), 93 (16); no spills in any dtype. Not yet timed.
@@ -361,8 +370,9 @@ def _split_plan(hidden_size, batch_size, dtype, block_h, sms, arch) -> KernelPla
     tiles = triton.cdiv(batch_size, config.forward.BLOCK_B)
     barrier = (f"each group a cluster of {slices} meeting at its barrier" if config.forward.CLUSTER > 1 else
                "a grid barrier")
+    product = ", multiplied by FMA" if config.forward.FMA else ""
     return KernelPlan("split", config, f"U cut into {slices} row slices of {config.forward.BLOCK_N} held in the "
-                                       f"registers of {slices} x {groups} programs ({sms} SMs), {barrier} per "
+                                       f"registers of {slices} x {groups} programs ({sms} SMs){product}, {barrier} per "
                                        f"step; one launch, each program running {triton.cdiv(tiles, groups)} batch "
                                        f"tile(s) of {config.forward.BLOCK_B} per step")
 

@@ -273,6 +273,31 @@ def test_the_fp32_step_kernels_forward_k_loop_is_the_backwards():
         assert loops[f"{n} forward"] and loops[f"{n} forward"] == loops[f"{n} backward"], n
 
 
+FMA_SPLIT_LOOP = """
+import json, torch
+from kernels import audit, split
+from kernels.dispatch import SPLIT_CONFIGS
+blocks = SPLIT_CONFIGS[(torch.float32, 2048)].forward
+keywords = split.launch_keywords(blocks.__class__(**{**blocks.keywords(), "ONE_TILE": True}), "tanh", torch.float32,
+                                 False, False)
+compiled = audit.compile_for(split.split_forward_kernel, "torch.float32", keywords, 90)
+loop = audit.time_loop(audit._nvidia_tool("cuobjdump", compiled.asm["cubin"], "-sass"))
+print(json.dumps({"opcodes": [i.split()[0].split(".")[0] for i in loop], **blocks.keywords()}))
+"""
+
+
+def test_the_fp32_split_product_at_h2048_multiplies_each_element_of_u_once_per_batch_row():
+    """The split tier by FMA (SplitBlocks.FMA): per step, one FFMA (or the FMUL that starts a sum) for each of the
+    slice's BLOCK_N x BLOCK_H elements and each of the tile's BLOCK_B rows, spread over the threads with none done
+    twice, and no MMA. (That U is held once, not once per lane along the batch, is the audit's no-spill check: 128
+    KiB a program fills 16 warps' registers by half.)"""
+    loop = json.loads(compiled_without_interpreter(FMA_SPLIT_LOOP))
+    products = loop["BLOCK_N"] * loop["BLOCK_H"] * loop["BLOCK_B"] // (32 * loop["num_warps"])
+    multiplies = sum(op in ("FFMA", "FMUL") for op in loop["opcodes"])
+    assert loop["FMA"] and products <= multiplies <= 1.1 * products, (products, multiplies)
+    assert not {"HMMA", "HGMMA"} & set(loop["opcodes"])
+
+
 def test_an_audit_in_another_process_gets_this_processs_kernel_switches(monkeypatch):
     """switch_arguments (what rnnbench profile passes to its audit subprocess) names every switch, and
     the audit's main sets them from those arguments."""

@@ -98,7 +98,7 @@ def test_plan_names_show_both_passes_when_they_differ():
         "resident(fwd:BLOCK_B=16,BLOCK_H=64,num_warps=4 bwd:BLOCK_B=16,BLOCK_H=64,num_warps=8)"
 
 
-SPLIT_LIMIT = {torch.bfloat16: 2048, torch.float16: 2048, torch.float32: 1024}
+SPLIT_LIMIT = {torch.bfloat16: 2048, torch.float16: 2048, torch.float32: 2048}
 
 
 @pytest.mark.parametrize("dtype", list(SPLIT_LIMIT))
@@ -244,6 +244,28 @@ def test_split_runs_several_tiles_per_program_in_wider_slices_at_h512_and_h2048(
     assert shape(512, 256) == (16, 16, False)
 
 
+def test_fp32_at_h2048_takes_the_split_tier_by_fma_where_the_sms_hold_its_slices():
+    """fp32 past H = 1024: 128 slices of 16 rows multiplied by FMA (3xTF32's slice spills there), 8-row tiles, one per
+    program at B <= 8 and all of a batch's in one launch beyond; on an A100's 108 SMs, and past 2048, the stepwise
+    tier. The forms by tl.dot stay where they were."""
+    def blocks(hidden, batch, sms=132):
+        plan = _split_plan(hidden, batch, torch.float32, 2048, sms, 90)
+        return plan if isinstance(plan, str) else (plan.config.forward.BLOCK_N, plan.config.forward.BLOCK_B,
+                                                   plan.config.forward.K_SPLIT, plan.config.forward.FMA,
+                                                   plan.config.forward.ONE_TILE)
+    assert [blocks(2048, b) for b in (1, 8, 9, 256)] == [(16, 8, 1, True, True)] * 2 + [(16, 8, 1, True, False)] * 2
+    assert blocks(1025, 8) == (16, 8, 1, True, True)
+    assert "128 slices of U need 128 co-resident programs" in blocks(2048, 8, sms=108)
+    plan = plan_for(2048, 64, torch.float32)
+    assert plan.tier == "split" and plan.config.forward == plan.config.backward
+    assert "multiplied by FMA" in plan.reason and "8 batch tile(s) of 8" in plan.reason
+    assert plan_for(2049, 8, torch.float32).tier == "stepwise"
+    assert not any(c.forward.FMA for key, c in SPLIT_CONFIGS.items() if key != (torch.float32, 2048))
+    assert "multiplied by FMA" not in plan_for(1024, 8, torch.float32).reason
+    with pytest.raises(ValueError, match="FMA takes K_SPLIT = 1 and CLUSTER = 1, not 8 and 1"):
+        SPLIT_CONFIGS[(torch.float32, 1024)].replace(FMA=True)
+
+
 def test_split_takes_16_row_slices_at_h1024_where_the_batch_fits_them(monkeypatch):
     """SPLIT_FINE_CONFIGS: 16-bit H = 1024 in 64 slices of 16 rows with 8-row tiles where each program then runs one
     tile per step (B <= 16 on 132 SMs: two groups; B <= 8 on 108), else 32 slices of 32 rows; fp32 unchanged."""
@@ -314,16 +336,17 @@ def test_stepwise_column_tiles_narrow_until_the_grid_fills_the_sms():
         return plan.config.forward.BLOCK_N
     assert [block_n(2048, b) for b in (8, 64, 128, 256)] == [16, 32, 64, 64]  # 1, 4, 8, 16 batch tiles of 16
     assert [block_n(8448, 8), block_n(4096, 8, torch.bfloat16), block_n(64, 5)] == [64, 16, 16]
-    assert plan_for(2048, 8, torch.float32).name == "stepwise(BLOCK_B=16,BLOCK_N=16,BLOCK_K=128,num_warps=8)"
+    assert plan_for(2048, 8, torch.float32, kernel="stepwise").name == \
+        "stepwise(BLOCK_B=16,BLOCK_N=16,BLOCK_K=128,num_warps=8)"
     # The interpreter runs one program at a time: its grid has nothing to fill, so the widest tiles.
-    assert plan_for(2048, 8, torch.float32, "cpu").config.forward.BLOCK_N == 64
+    assert plan_for(2048, 8, torch.float32, "cpu", kernel="stepwise").config.forward.BLOCK_N == 64
     assert {c.forward.BLOCK_K for c in dispatch.stepwise_configs(torch.float64)} == {16}  # 32 and 128 spill in fp64
 
 
 def test_stepwise_serves_hidden_sizes_beyond_the_persistent_tiers(device):
     torch.manual_seed(0)
-    layer = TritonRNN(3, 1100, device=device)  # fp32 persistent tiers end at 1024
-    ref = torch.nn.RNN(3, 1100, dtype=torch.float64)
+    layer = TritonRNN(3, 2100, device=device)  # fp32 persistent tiers end at 2048
+    ref = torch.nn.RNN(3, 2100, dtype=torch.float64)
     ref.load_state_dict({k: v.double() for k, v in layer.state_dict().items()})
     x = torch.randn(2, 2, 3)
     with torch.no_grad():

@@ -70,10 +70,10 @@ def test_layer_matches_cudnn(dtype):
         assert rel_err(p.grad, q.grad) < 8 * TOLERANCE[dtype], name
 
 
-def check_split_against_stepwise(H, B, clustered=False, exchange="l2"):
+def check_split_against_stepwise(H, B, clustered=False, exchange="l2", dtype=torch.bfloat16):
     """T >= 10k steps with (nearly) every SM in the barrier: any missed or torn barrier would show up as a difference
     from the stepwise kernel, which synchronises by launching once per step."""
-    T, dtype = 10_000, torch.bfloat16
+    T = 10_000
     g = torch.Generator().manual_seed(0)
     xw = (torch.randn(T, B, H, generator=g) * 0.5).to("cuda", dtype)
     h0 = (torch.randn(B, H, generator=g) * 0.5).to("cuda", dtype)
@@ -101,6 +101,21 @@ def test_split_barrier_under_load_matches_stepwise(H, B):
     eight groups of 16 (dispatch.SPLIT_LOOPED_CONFIGS), the others' inputs read in the step; every other case one
     tile per program without it (ONE_TILE)."""
     check_split_against_stepwise(H, B)
+
+
+@pytest.mark.parametrize("B", [8, 64])
+def test_split_barrier_by_fma_under_load_matches_stepwise(B):
+    """fp32 at H = 2048: 128 slices multiplied by FMA (SplitBlocks.FMA), one 8-row tile per program (B = 8) or eight
+    in the tile loop (B = 64)."""
+    check_split_against_stepwise(2048, B, dtype=torch.float32)
+
+
+@pytest.mark.parametrize("B,nonlinearity", [(8, "tanh"), (20, "relu")])
+def test_split_by_fma_matches_float64(B, nonlinearity):
+    """The FMA product at its size (fp32, H = 2048) at fp32 accuracy: T = 1024 against the float64 loop."""
+    if plan_for(2048, B, torch.float32, "cuda").tier != "split":
+        pytest.skip("fp32 at H = 2048 needs 128 SMs for the split tier")
+    check_long_sequence("split", torch.float32, 2048, B, nonlinearity)
 
 
 @pytest.mark.parametrize("H,B", [(512, 1), (512, 128), (1024, 8), (1024, 64)])
