@@ -51,10 +51,20 @@ def split_exchange(exchange: str):
 
 
 @contextlib.contextmanager
+def fp32_2048_stepwise(name: str | None = None, value=None):
+    """fp32 at H = 2048 on the step kernel, as before the split tier took it by FMA (dispatch.SPLIT_CONFIGS), with
+    dispatch.name = value where a name is given: the step kernel's variants are timed at that size."""
+    configs = {key: config for key, config in dispatch.SPLIT_CONFIGS.items() if key != (torch.float32, 2048)}
+    with switched(dispatch, "SPLIT_CONFIGS", configs), \
+            switched(dispatch, name, value) if name else contextlib.nullcontext():
+        yield
+
+
+@contextlib.contextmanager
 def stepwise_tiles(block_b: int, block_n: int):
     """The step kernel with block_b x block_n output tiles at every size (today's: 16 rows, columns narrowed to fill
     the SMs)."""
-    with switched(dispatch, "STEPWISE_DEFAULT", dispatch.STEPWISE_DEFAULT.replace(BLOCK_B=block_b)), \
+    with fp32_2048_stepwise("STEPWISE_DEFAULT", dispatch.STEPWISE_DEFAULT.replace(BLOCK_B=block_b)), \
             switched(dispatch, "STEPWISE_BLOCK_N", (block_n,)):
         yield
 
@@ -102,11 +112,14 @@ VARIANTS = {  # name -> a context manager factory
     # the clusters at H = 512 with their state exchanged in distributed shared memory, not through L2: by remote
     # loads after the cluster barrier, or by bulk copies counted on mbarriers (dispatch.SPLIT_CLUSTER_EXCHANGE)
     **{f"split-{e}": (lambda e=e: split_exchange(e)) for e in DSMEM_EXCHANGES},
+    # fp32 at H = 2048 on today's step kernel, as before the split tier's FMA product served it (SplitBlocks.FMA);
+    # the step kernel's variants below run that size there too
+    "fp32-2048-stepwise": fp32_2048_stepwise,
     # the step kernel's 64-column tiles at every size (today's narrow them until the grid fills the SMs:
     # dispatch.STEPWISE_BLOCK_N)
-    "stepwise-64-columns": lambda: switched(dispatch, "STEPWISE_BLOCK_N", (64,)),
+    "stepwise-64-columns": lambda: fp32_2048_stepwise("STEPWISE_BLOCK_N", (64,)),
     # the step kernel's K loop in 32-wide slices (today's: 128, stepwise.StepwiseBlocks.BLOCK_K)
-    "stepwise-k32": lambda: switched(dispatch, "STEPWISE_DEFAULT", dispatch.STEPWISE_DEFAULT.replace(BLOCK_K=32)),
+    "stepwise-k32": lambda: fp32_2048_stepwise("STEPWISE_DEFAULT", dispatch.STEPWISE_DEFAULT.replace(BLOCK_K=32)),
     # 32 x 32 output tiles: each batch tile re-reads all of U every step, so at fp32, H = 2048, B = 64 these move about
     # 64 MiB through L2 per step against today's 96 (16 x 32 tiles; estimate): is the step bandwidth-bound?
     "stepwise-32x32-tiles": lambda: stepwise_tiles(32, 32),
@@ -129,7 +142,8 @@ SPLIT_MANY_TILES = [("bfloat16", 512, 256), ("bfloat16", 1024, 256), ("bfloat16"
 # Where programs run several tiles per step (on 132 SMs, H = 2048 from B = 17, H = 512 from 65: SPLIT_LOOPED_CONFIGS)
 SPLIT_LOOPED = [("bfloat16", 2048, b) for b in (32, 64, 256)] + [("bfloat16", 512, 256)]
 SPLIT_2048_ONE_TILE = [("bfloat16", 2048, b) for b in (8, 16)]  # one tile per program: 16-row slices today
-# fp32 at H = 2048, which only the stepwise tier serves: 16-column tiles (B = 8) and 32 (B = 64) on 132 SMs
+# fp32 at H = 2048: the split tier by FMA today (one tile per program at B = 8, eight at 64), the stepwise tier
+# before (16-column tiles at B = 8, 32 at B = 64 on 132 SMs)
 FP32_STEPWISE = [("float32", 2048, 8), ("float32", 2048, 64)]
 STEPWISE_16BIT = [("bfloat16", 4096, 8)]  # beyond the split tier's 2048: 16-column tiles, the product by mma
 # Where the split tier's 8-row tiles apply (B <= 8, or 8 per batch group: B = 16 spreads over two groups at H <= 1024)
@@ -158,6 +172,7 @@ CASES = {
     "split-wide-one-tile": SPLIT_2048_ONE_TILE,
     "split-clusters": SPLIT_CLUSTER_CASES,
     **{f"split-{e}": [c for c in SPLIT_CLUSTER_CASES if c[1] == 512] for e in DSMEM_EXCHANGES},
+    "fp32-2048-stepwise": FP32_STEPWISE,
     "stepwise-64-columns": FP32_STEPWISE,
     "stepwise-k32": FP32_STEPWISE + STEPWISE_16BIT,
     "stepwise-32x32-tiles": [c for c in FP32_STEPWISE if c[2] == 64],

@@ -56,15 +56,19 @@ def test_the_fp32_variants_pick_the_tier_they_name(variants):
 
 
 def test_the_stepwise_variants_change_what_they_name(variants):
-    """fp32 at H = 2048, B = 64 (a stepwise race case): K slices of 32, 64 columns, or 32 x 32 tiles, against
-    today's."""
+    """fp32 at H = 2048, B = 64 (a race case): the split tier by FMA today; the step kernel as it is, with K slices
+    of 32, 64 columns, or 32 x 32 tiles."""
     plans = {}
-    for name in ("current", "stepwise-k32", "stepwise-64-columns", "stepwise-32x32-tiles"):
+    for name in ("current", "fp32-2048-stepwise", "stepwise-k32", "stepwise-64-columns", "stepwise-32x32-tiles"):
         with variants.VARIANTS[name]():
-            config = dispatch.plan_for(2048, 64, torch.float32).config.forward
-        plans[name] = (config.BLOCK_B, config.BLOCK_N, config.BLOCK_K)
-    assert plans == {"current": (16, 32, 128), "stepwise-k32": (16, 32, 32), "stepwise-64-columns": (16, 64, 128),
-                     "stepwise-32x32-tiles": (32, 32, 128)}
+            plan = dispatch.plan_for(2048, 64, torch.float32)
+        config = plan.config.forward
+        last = config.FMA if plan.tier == "split" else config.BLOCK_K
+        plans[name] = (plan.tier, config.BLOCK_B, config.BLOCK_N, last)
+    assert plans == {"current": ("split", 8, 16, True), "fp32-2048-stepwise": ("stepwise", 16, 32, 128),
+                     "stepwise-k32": ("stepwise", 16, 32, 32), "stepwise-64-columns": ("stepwise", 16, 64, 128),
+                     "stepwise-32x32-tiles": ("stepwise", 32, 32, 128)}
+    assert dispatch.plan_for(2048, 64, torch.float32).tier == "split"  # each variant restores the default
 
 
 def test_a_run_writes_its_table(variants, tmp_path, device):
