@@ -144,7 +144,7 @@ SPLIT_LOOPED = [("bfloat16", 2048, b) for b in (32, 64, 256)] + [("bfloat16", 51
 SPLIT_2048_ONE_TILE = [("bfloat16", 2048, b) for b in (8, 16)]  # one tile per program: 16-row slices today
 # fp32 at H = 2048: the split tier by FMA today (one tile per program at B = 8, eight at 64), the stepwise tier
 # before (16-column tiles at B = 8, 32 at B = 64 on 132 SMs)
-FP32_STEPWISE = [("float32", 2048, 8), ("float32", 2048, 64)]
+FP32_2048 = [("float32", 2048, 8), ("float32", 2048, 64)]
 STEPWISE_16BIT = [("bfloat16", 4096, 8)]  # beyond the split tier's 2048: 16-column tiles, the product by mma
 # Where the split tier's 8-row tiles apply (B <= 8, or 8 per batch group: B = 16 spreads over two groups at H <= 1024)
 SPLIT_NARROW = ([("bfloat16", h, b) for h in (512, 1024, 2048) for b in (1, 8, 16)]
@@ -155,7 +155,7 @@ SPLIT_PROBES = [("bfloat16", 512, b) for b in (8, 64)] + [("bfloat16", 1024, b) 
 SPLIT_CLUSTER_CASES = [("bfloat16", h, b) for h in (512, 1024) for b in (1, 8, 64)]
 CASES = {
     "current": list(dict.fromkeys(SMALL + RESIDENT_BATCH + FP32 + SPLIT_PROBES + SPLIT_CLUSTER_CASES + SPLIT_MANY_TILES
-                                  + SPLIT_LOOPED + SPLIT_2048_ONE_TILE + FP32_STEPWISE + STEPWISE_16BIT)),
+                                  + SPLIT_LOOPED + SPLIT_2048_ONE_TILE + FP32_2048 + STEPWISE_16BIT)),
     "plain-io": SMALL,
     "acc-layout-io": SMALL,
     "fp32-fma": FP32_RESIDENT + FP32_FMA_256,
@@ -165,17 +165,17 @@ CASES = {
     **{f"fp32-{p}": FP32_RESIDENT + FP32_MANY_ROWS for p in resident.FP32_PRODUCTS},
     "split-32-row-slices": [c for c in SPLIT_PROBES if c[1] == 1024],
     "split-16-row-tiles": SPLIT_NARROW,
-    "split-inputs-in-step": SPLIT_BATCH,
+    "split-inputs-in-step": SPLIT_BATCH + FP32_2048,
     "split-tile-loop": list(dict.fromkeys(SPLIT_BATCH + SPLIT_NARROW)),
     "split-tile-stages-3": SPLIT_MANY_TILES,
     "split-thin-looped": SPLIT_LOOPED,
     "split-wide-one-tile": SPLIT_2048_ONE_TILE,
     "split-clusters": SPLIT_CLUSTER_CASES,
     **{f"split-{e}": [c for c in SPLIT_CLUSTER_CASES if c[1] == 512] for e in DSMEM_EXCHANGES},
-    "fp32-2048-stepwise": FP32_STEPWISE,
-    "stepwise-64-columns": FP32_STEPWISE,
-    "stepwise-k32": FP32_STEPWISE + STEPWISE_16BIT,
-    "stepwise-32x32-tiles": [c for c in FP32_STEPWISE if c[2] == 64],
+    "fp32-2048-stepwise": FP32_2048,
+    "stepwise-64-columns": FP32_2048,
+    "stepwise-k32": FP32_2048 + STEPWISE_16BIT,
+    "stepwise-32x32-tiles": [c for c in FP32_2048 if c[2] == 64],
     **{f"l2-prefetch-{d}": SMALL for d in L2_PREFETCH_STEPS},
 }
 

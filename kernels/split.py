@@ -96,9 +96,10 @@ from .runtime import co_resident_programs, interpreting
 PIN = 1.0  # the runtime float U's slice is multiplied by before the time loop (as in resident.py)
 # Whether each program loads its first batch tile's step input (xw forward; h and dy backward) one step ahead, before
 # the barrier, so that its read (from HBM once the inputs outgrow L2) overlaps the barrier and the product instead of
-# the state's read. 16-bit I/O only (launch_keywords): fp32's backward spills with it. On an H200 (bf16, T = 4096,
-# H = 512-2048, B = 8 and 64) it took 1-13% off the forward's time per step and 0.7-7% off forward+backward's
-# (results/variants/20261126-h200-switches), though it costs 12-45 instructions per step forward and 22-74 backward.
+# the state's read. 16-bit I/O and the FMA product only (launch_keywords): fp32's 3xTF32 backward spills with it. On
+# an H200 (bf16, T = 4096, H = 512-2048, B = 8 and 64) it took 1-13% off the forward's time per step and 0.7-7% off
+# forward+backward's (results/variants/20261126-h200-switches), though it costs 12-45 instructions per step forward
+# and 22-74 backward (bf16; the FMA product's: 16-56); with the FMA product, not yet timed.
 INPUTS_AHEAD = True
 
 
@@ -137,8 +138,9 @@ def launch_keywords(config: SplitBlocks, nonlinearity: str, dtype: torch.dtype, 
         "DOT_PRECISION": "tf32x3" if dtype == torch.float32 and not config.FMA else "ieee",
         "USE_BARRIER": not interpreted,
         "EXCHANGE_ONLY": False, "EXCHANGE": L2.value if interpreted else config.EXCHANGE,
-        # 16-bit I/O only, or in the interpreter: with it, fp32's backward spills at BLOCK_H = 128 and 1024 (sm_90)
-        "INPUTS_AHEAD": INPUTS_AHEAD and (interpreted or dtype in SIXTEEN_BIT),
+        # 16-bit I/O, the FMA product or the interpreter: with it, fp32's 3xTF32 backward spills at BLOCK_H = 128 and
+        # 1024 (sm_90); the FMA product's compiles clean (16-56 more instructions per step)
+        "INPUTS_AHEAD": INPUTS_AHEAD and (interpreted or dtype in SIXTEEN_BIT or config.FMA),
         **({} if backward else {"FAST_TANH": fast_tanh(dtype, interpreted)})}
 
 
