@@ -106,7 +106,7 @@ SPLIT_CONFIGS: dict[tuple[torch.dtype, int], LaunchConfig[SplitBlocks]] = {
     (torch.float32, 1024): _split(16, 1024, 8, block_b=8),  # 16 rows spill: 3xTF32 holds more per row
     # By FMA (split.fma_slice_product): 128 slices of 16 rows hold 128 KiB of U each, a thread's 64 registers on 16
     # warps, where 3xTF32's product spills (2 KiB a thread; at H = 1024 it takes 245 registers on 8 warps). Compile
-    # audit, sm_90, one 8-row tile, forward/backward: 120/115 registers (16 warps' limit: 128), no spills, 1294/1305
+    # audit, sm_90, one 8-row tile, forward/backward: 121/121 registers (16 warps' limit: 128), no spills, 1296/1315
     # instructions and 48/50 CTA barriers per step (a sum over the warps per pair of batch rows), its inputs loaded a
     # step ahead (split.INPUTS_AHEAD). Needs 128 SMs.
     # Not yet timed; before it, this size ran one launch per step (150 us per step at B = 8 on an H200).

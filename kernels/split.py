@@ -203,16 +203,21 @@ def fma_slice_product(m, state_ptr, tile, B, H, BLOCK_N: tl.constexpr, BLOCK_B: 
     """slice_product by FMA, for the slice m held as [BLOCK_H, BLOCK_N] (load_pinned_slice with FMA): a pair of
     batch rows at a time, sum_k m[k, n] v[k] for each, each thread summing its k rows in registers before the
     warps' sums meet (fma.py's product, here over BLOCK_N columns); the pair's products side by side share one
-    sum over the warps (compile audit: 48 CTA barriers per step of one 8-row tile, not 60). A tl.dot by FMA would
-    hold U once per lane along the batch, and a [BLOCK_H, BLOCK_N, BLOCK_B] product takes a layout with the lanes
-    along n and b: both hold U many times over."""
+    sum over the warps (compile audit: 48 CTA barriers per step of one 8-row tile, not 60). Each pair's rows are
+    loaded while the pair before is summed: the barriers keep the compiler from moving the loads up itself, and
+    each load waits on L2 (not yet timed). A tl.dot by FMA would hold U once per lane along the batch, and a
+    [BLOCK_H, BLOCK_N, BLOCK_B] product takes a layout with the lanes along n and b: both hold U many times over."""
     tl.static_assert(BLOCK_B % 2 == 0)  # rows in pairs
     acc = tl.zeros((BLOCK_N, BLOCK_B), ACC_DTYPE)
+    row = tile * BLOCK_B
+    ahead = (state_row(state_ptr, row, B, H, BLOCK_H, ACC_DTYPE), state_row(state_ptr, row + 1, B, H, BLOCK_H,
+                                                                             ACC_DTYPE))
     for b in tl.static_range(0, BLOCK_B, 2):
-        row = tile * BLOCK_B + b
-        pair = tl.join(m * state_row(state_ptr, row, B, H, BLOCK_H, ACC_DTYPE)[:, None],
-                       m * state_row(state_ptr, row + 1, B, H, BLOCK_H, ACC_DTYPE)[:, None])
-        first, second = tl.split(tl.sum(pair, axis=0))
+        v0, v1 = ahead
+        if b + 2 < BLOCK_B:  # the next pair's rows, loaded before this pair's barriers
+            ahead = (state_row(state_ptr, row + b + 2, B, H, BLOCK_H, ACC_DTYPE),
+                     state_row(state_ptr, row + b + 3, B, H, BLOCK_H, ACC_DTYPE))
+        first, second = tl.split(tl.sum(tl.join(m * v0[:, None], m * v1[:, None]), axis=0))
         acc = tl.where(tl.arange(0, BLOCK_B)[None, :] == b, first[:, None], acc)
         acc = tl.where(tl.arange(0, BLOCK_B)[None, :] == b + 1, second[:, None], acc)
     return acc
