@@ -104,7 +104,8 @@ VARIANTS = {  # name -> a context manager factory
     "split-16-row-tiles": lambda: switched(dispatch, "SPLIT_NARROW_BLOCK_B", 16),
     # the split kernels' tile loop kept where each program has one tile (today's drops it: dispatch.SPLIT_ONE_TILE)
     "split-tile-loop": lambda: switched(dispatch, "SPLIT_ONE_TILE", False),
-    # the tile loop, where programs run several tiles, pipelined over 3 stages (dispatch.SPLIT_TILE_LOOP_STAGES)
+    # the tile loop, where programs run several tiles, pipelined over 3 stages (dispatch.SPLIT_TILE_LOOP_STAGES; fp32
+    # over 2, dispatch.SPLIT_FP32_MAX_TILE_LOOP_STAGES)
     "split-tile-stages-3": lambda: switched(dispatch, "SPLIT_TILE_LOOP_STAGES", 3),
     # the split tier's batch groups as thread-block clusters meeting at the cluster barrier, at H = 512 and 1024
     # (today's: the grid barrier; dispatch.SPLIT_CLUSTERS)
@@ -137,8 +138,9 @@ FP32_MANY_ROWS = [("float32", 128, b) for b in (256, 512)]  # two and four rows 
 FP32_FMA_256 = [("float32", 256, b) for b in (8, 64)]  # the fma tier with half of U streamed, against the split tier
 # The split tier's sizes: one tile per program up to B = 64 at H <= 1024, several tiles per program beyond
 SPLIT_BATCH = [("bfloat16", h, b) for h in (512, 1024, 2048) for b in (8, 64, 256)]
-# Where each program of the split tier runs several batch tiles per step (on 132 SMs)
-SPLIT_MANY_TILES = [("bfloat16", 512, 256), ("bfloat16", 1024, 256), ("bfloat16", 2048, 64), ("bfloat16", 2048, 256)]
+# Where each program of the split tier runs several batch tiles per step (on 132 SMs; fp32 at H = 1024, B = 64: 4)
+SPLIT_MANY_TILES = [("bfloat16", 512, 256), ("bfloat16", 1024, 256), ("bfloat16", 2048, 64), ("bfloat16", 2048, 256),
+                    ("float32", 1024, 64)]
 # Where programs run several tiles per step (on 132 SMs, H = 2048 from B = 17, H = 512 from 65: SPLIT_LOOPED_CONFIGS)
 SPLIT_LOOPED = [("bfloat16", 2048, b) for b in (32, 64, 256)] + [("bfloat16", 512, 256)]
 SPLIT_2048_ONE_TILE = [("bfloat16", 2048, b) for b in (8, 16)]  # one tile per program: 16-row slices today

@@ -173,15 +173,19 @@ SPLIT_DSMEM_MAX_BLOCK_H = 512
 # forward 230/260 (H = 512, 8-row tiles), 239/312 (H = 1024, 16-row slices), 290/361 (H = 2048), backward 246/314,
 # 273/366, 324/410; one CTA barrier fewer, no spills. Not yet timed (.ci/gpu_variants.py split-tile-loop).
 SPLIT_ONE_TILE = True
-# Software-pipeline stages (num_stages) of the 16-bit split kernels' tile loop, where each program runs several batch
+# Software-pipeline stages (num_stages) of the split kernels' tile loop, where each program runs several batch
 # tiles per step (H = 2048 from B = 17 on 132 SMs): with 3, Triton's pipeliner loads the state of the next two tiles
 # (cp.async) while one is multiplied, after the step's barrier; the time loop, which holds the barrier's loop, is not
 # pipelined. On an H200 each further 16-row tile cost about 3.4-3.8 us per step at H = 2048 (3.38 at B = 8, 14.85 at
 # B = 64, 55 at B = 256), about twice what reading its state through L2 takes. Compile audit, sm_90 bf16: no spills,
-# forward at H = 2048 24 cp.async and 755 instructions per step (475 without), 216 registers (204); fp32's tile
-# loops spill with it (H = 128 and 1024), so they keep 1. Not yet timed: 1 (no pipelining) until a GPU says
-# otherwise (.ci/gpu_variants.py split-tile-stages-3, in bash .ci/gpu ncu-split).
+# forward at H = 2048 24 cp.async and 755 instructions per step (475 without), 216 registers (204). Not yet timed: 1
+# (no pipelining) until a GPU says otherwise (.ci/gpu_variants.py split-tile-stages-3, in bash .ci/gpu ncu-split).
 SPLIT_TILE_LOOP_STAGES = 1
+# The most stages fp32's tile loops take: with 3 they spill (H = 128 and 1024); with 2 (the next tile's state loaded
+# while one is multiplied) they compile clean, on sm_80 and sm_90 (compile audit; H = 1024, sm_90, forward: 252
+# registers, 722 instructions per step against 630). fp32 at H = 1024, B = 64, where each program runs 4 tiles per step,
+# took 15 us per step on an H200, 1.6x past cuDNN fp32 where the target is 2x.
+SPLIT_FP32_MAX_TILE_LOOP_STAGES = 2
 # The step kernel's configuration; float64 takes thinner K slices (32 and 128 spill on sm_90 at 16 columns).
 STEPWISE_CONFIGS = {torch.float64: LaunchConfig(StepwiseBlocks(BLOCK_K=16), StepwiseBlocks(BLOCK_K=16))}
 STEPWISE_DEFAULT = LaunchConfig(StepwiseBlocks(), StepwiseBlocks())
@@ -332,7 +336,8 @@ def split_configs(dtype: torch.dtype, block_h: int, arch: int = PLANNING_ARCH) -
     forms = [SPLIT_CLUSTER_CONFIGS[(dtype, block_h)]] if clustered else []
     forms += [SPLIT_FINE_CONFIGS[(dtype, block_h)]] if (dtype, block_h) in SPLIT_FINE_CONFIGS else []
     forms += _narrow(base) + [base]
-    stages = SPLIT_TILE_LOOP_STAGES if dtype in SIXTEEN_BIT else 1  # fp32's spill with it (compile audit)
+    stages = SPLIT_TILE_LOOP_STAGES if dtype in SIXTEEN_BIT else min(SPLIT_TILE_LOOP_STAGES,
+                                                                        SPLIT_FP32_MAX_TILE_LOOP_STAGES)
     looped = [c.replace(num_stages=stages) for c in forms[:-1]]  # a tile loop in every step
     first = [c.replace(ONE_TILE=True) for c in forms] if SPLIT_ONE_TILE else looped
     if clustered and SPLIT_CLUSTER_EXCHANGE != L2.value and block_h <= SPLIT_DSMEM_MAX_BLOCK_H:  # slots of one tile
