@@ -37,8 +37,8 @@ of U each, which takes 16 warps' 64 registers a thread, and 3xTF32's product at 
 operand's TF32 parts take more registers than 16 warps' limit of 128). The slice is held as
 [BLOCK_H, BLOCK_N] from a row-major matrix along n (the forward's launcher passes U^T; the backward's U is
 one already), the layout fma.py's kernels use: each thread holds 4 columns of 16 k rows, the warps and 8 lanes
-run along k. Each batch row of the tile is then one FMA sum per thread, 3 shuffle rounds and a sum over
-the warps through shared memory (exact fp32, as cuDNN's fp32 kernels multiply)::
+run along k. Each batch row of the tile is then one FMA sum per thread and 3 shuffle rounds, and each pair
+of rows one sum over the warps through shared memory (exact fp32, as cuDNN's fp32 kernels multiply)::
 
     a_t^T[n, b] = xw_t^T[n, b] + sum_k M[k, n] h_{t-1}[b, k],   M = U^T (forward), U (backward)
 
@@ -173,7 +173,7 @@ def slice_product(u3, state_ptr, tile, B, H, slot, BLOCK_N: tl.constexpr, BLOCK_
                   READ: tl.constexpr, FMA: tl.constexpr):
     """[BLOCK_N, BLOCK_B]: the slice times the tile's rows of a [B, H] state in global memory, which
     other programs wrote this launch (.cg: read through L2, never a stale L1 line); with READ another exchange
-    than L2, of the state in the cluster's slots `slot` instead (dsmem.py)."""
+    than L2, of the state in the cluster's slots `slot` instead (dsmem.py); with FMA by fma_slice_product."""
     if FMA and not EXCHANGE_ONLY:
         acc = fma_slice_product(u3, state_ptr, tile, B, H, BLOCK_N, BLOCK_B, BLOCK_H, ACC_DTYPE)
     else:
