@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from kernels import ElmanRNNModel, TritonRNN, resident
+from kernels import ElmanRNNModel, TritonRNN, plan_for, resident
 
 from helpers import DTYPES, TOLERANCE, reference_copy, rel_err, run_and_backward
 
@@ -65,6 +65,16 @@ def test_fp32_beyond_128_matches_nn_rnn_float64(device):
     layer: both directions, stacked, H padded."""
     case = dict(num_layers=2, nonlinearity="tanh", bidirectional=True, T=3, B=2, H=200)
     check_layer_against_nn_rnn(case, torch.float32, "auto", device)
+
+
+def test_fp32_at_h2048_matches_nn_rnn_float64_by_the_split_tiers_fma_product(device):
+    """fp32 past H = 1024: the dispatcher's own configuration (125 slices of 16 rows of H = 2000, padded to 2048,
+    multiplied by FMA) through the layer, with h0, every gradient and relu."""
+    plan = plan_for(2000, 2, torch.float32, device)
+    if plan.tier != "split":
+        pytest.skip(f"fp32 at H = 2048 needs 128 SMs for the split tier: {plan.reason}")
+    assert plan.config.forward.FMA
+    check_layer_against_nn_rnn(dict(nonlinearity="relu", T=2, B=2, H=2000), torch.float32, "split", device)
 
 
 def test_state_dict_round_trips_with_nn_rnn(device):
