@@ -210,13 +210,11 @@ def fma_slice_product(m, state_ptr, tile, B, H, BLOCK_N: tl.constexpr, BLOCK_B: 
     tl.static_assert(BLOCK_B % 2 == 0)  # rows in pairs
     acc = tl.zeros((BLOCK_N, BLOCK_B), ACC_DTYPE)
     row = tile * BLOCK_B
-    ahead = (state_row(state_ptr, row, B, H, BLOCK_H, ACC_DTYPE), state_row(state_ptr, row + 1, B, H, BLOCK_H,
-                                                                             ACC_DTYPE))
+    ahead = state_pair(state_ptr, row, B, H, BLOCK_H, ACC_DTYPE)
     for b in tl.static_range(0, BLOCK_B, 2):
         v0, v1 = ahead
         if b + 2 < BLOCK_B:  # the next pair's rows, loaded before this pair's barriers
-            ahead = (state_row(state_ptr, row + b + 2, B, H, BLOCK_H, ACC_DTYPE),
-                     state_row(state_ptr, row + b + 3, B, H, BLOCK_H, ACC_DTYPE))
+            ahead = state_pair(state_ptr, row + b + 2, B, H, BLOCK_H, ACC_DTYPE)
         first, second = tl.split(tl.sum(tl.join(m * v0[:, None], m * v1[:, None]), axis=0))
         acc = tl.where(tl.arange(0, BLOCK_B)[None, :] == b, first[:, None], acc)
         acc = tl.where(tl.arange(0, BLOCK_B)[None, :] == b + 1, second[:, None], acc)
@@ -224,12 +222,14 @@ def fma_slice_product(m, state_ptr, tile, B, H, BLOCK_N: tl.constexpr, BLOCK_B: 
 
 
 @triton.jit
-def state_row(state_ptr, row, B, H, BLOCK_H: tl.constexpr, ACC_DTYPE: tl.constexpr):
-    """[BLOCK_H]: row `row` of a [B, H] state other programs wrote this launch (.cg, as slice_product), zeros past
-    B and H."""
+def state_pair(state_ptr, row, B, H, BLOCK_H: tl.constexpr, ACC_DTYPE: tl.constexpr):
+    """([BLOCK_H], [BLOCK_H]): rows `row` and `row + 1` of a [B, H] state other programs wrote this launch (.cg, as
+    slice_product), zeros past B and H."""
     offs_k = tl.arange(0, BLOCK_H)
-    return tl.load(state_ptr + row * H + offs_k, mask=(offs_k < H) & (row < B), other=0.0,
-                   cache_modifier=".cg").to(ACC_DTYPE)
+    first = tl.load(state_ptr + row * H + offs_k, mask=(offs_k < H) & (row < B), other=0.0, cache_modifier=".cg")
+    second = tl.load(state_ptr + (row + 1) * H + offs_k, mask=(offs_k < H) & (row + 1 < B), other=0.0,
+                     cache_modifier=".cg")
+    return first.to(ACC_DTYPE), second.to(ACC_DTYPE)
 
 
 @triton.jit
