@@ -274,12 +274,11 @@ def test_the_fp32_step_kernels_forward_k_loop_is_the_backwards():
 
 
 FMA_SPLIT_LOOP = """
-import json, torch
+import dataclasses, json, torch
 from kernels import audit, split
 from kernels.dispatch import SPLIT_CONFIGS
 blocks = SPLIT_CONFIGS[(torch.float32, 2048)].forward
-keywords = split.launch_keywords(blocks.__class__(**{**blocks.keywords(), "ONE_TILE": True}), "tanh", torch.float32,
-                                 False, False)
+keywords = split.launch_keywords(dataclasses.replace(blocks, ONE_TILE=True), "tanh", torch.float32, False, False)
 compiled = audit.compile_for(split.split_forward_kernel, "torch.float32", keywords, 90)
 loop = audit.time_loop(audit._nvidia_tool("cuobjdump", compiled.asm["cubin"], "-sass"))
 print(json.dumps({"opcodes": [i.split()[0].split(".")[0] for i in loop], **blocks.keywords()}))

@@ -146,7 +146,7 @@ def test_split_block_shapes_match_float64_reference(dtype, shape, nonlinearity, 
 
 
 # The split product by FMA (SplitBlocks.FMA; the dispatcher's fp32 at H = 2048) at an H the interpreter affords: U's
-# slice held as [BLOCK_H, BLOCK_N] (the forward's from U^T), one batch row at a time, over SPLIT_BLOCK_SHAPES' masks,
+# slice held as [BLOCK_H, BLOCK_N] (the forward's from U^T), batch rows in pairs, over SPLIT_BLOCK_SHAPES' masks,
 # with the tile loop and without (ONE_TILE: a batch group per tile).
 FMA_SPLIT_BLOCKS = SplitBlocks(BLOCK_B=8, BLOCK_N=16, BLOCK_H=128, K_SPLIT=1, num_warps=4, FMA=True)
 
