@@ -1,0 +1,76 @@
+""".ci/gpu, the stages a GPU lease runs, checked here by its dry run so that a lease is not spent on a broken
+script: stages run in the order given, one pack each, steps that no longer fit the budget are skipped, and bad
+arguments stop it before anything runs."""
+import re
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / ".ci" / "gpu"
+STEP = re.compile(r"^== ([\w-]+)/([\w-]+)(?: \((\d+)s\): .*|: skipped, .*)$")
+
+
+def run(out: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, env={"OUT": str(out),
+                          "PATH": "/usr/bin:/bin"}, timeout=60)
+
+
+def steps(text: str) -> list[tuple[str, str, int | None]]:
+    """(stage, step, time limit or None where skipped) of each step a run lists."""
+    found = [STEP.match(line) for line in text.splitlines() if line.startswith("== ")]
+    assert all(found), text
+    return [(m[1], m[2], int(m[3]) if m[3] else None) for m in found]
+
+
+def stages() -> list[str]:
+    usage = run(Path("/nonexistent"), "--help").stderr
+    return usage.split("stages:")[1].split()
+
+
+def test_every_stage_has_steps_within_a_device_command(tmp_path):
+    names = stages()
+    assert {"quick", "defaults", "stepwise"} <= set(names)
+    for stage in names:
+        listed = steps(run(tmp_path, "--dry-run", "--budget", "100000", stage).stdout)
+        assert listed and {s for s, _, _ in listed} == {stage}, stage
+        assert all(limit <= 570 for _, _, limit in listed), stage
+
+
+def test_stages_run_in_order_each_packed_with_its_steps(tmp_path):
+    result = run(tmp_path, "--dry-run", "stepwise", "defaults")
+    assert result.returncode == 0, result.stderr
+    listed = steps(result.stdout)
+    order = [stage for stage, _, _ in listed]
+    assert order == sorted(order, key=["stepwise", "defaults"].index) and set(order) == {"stepwise", "defaults"}
+    assert (tmp_path / "steps.txt").read_text() == result.stdout
+    for stage in ("stepwise", "defaults"):
+        with tarfile.open(tmp_path / f"{stage}.tar.gz") as pack:
+            own = pack.extractfile(f"{stage}/steps.txt").read().decode()
+        assert steps(own) == [s for s in listed if s[0] == stage]
+
+
+def test_steps_are_cut_to_the_budget_and_skipped_once_it_is_spent(tmp_path):
+    own = [limit for _, _, limit in steps(run(tmp_path, "--dry-run", "--budget", "100000", "defaults").stdout)]
+    cut = [limit for _, _, limit in steps(run(tmp_path, "--dry-run", "--budget", "100", "defaults").stdout)]
+    assert max(own) > 100 and len(cut) == len(own)
+    for limit, was in zip(cut, own):  # 15 s of the budget kept back to pack, a second or two spent getting there
+        assert 100 - 15 - 2 <= limit <= 100 - 15 if was > 100 - 15 else limit == was
+    result = run(tmp_path, "--dry-run", "--budget", "40", "defaults")
+    assert result.returncode == 0
+    assert all(limit is None for _, _, limit in steps(result.stdout))
+    assert (tmp_path / "defaults.tar.gz").exists()  # even an empty stage is packed, with its skipped steps
+
+
+@pytest.mark.parametrize("args, message", [
+    (["nope"], "unknown stage 'nope'"),
+    (["--budget", "ten", "quick"], "--budget wants a whole number of seconds (got 'ten')"),
+    ([], "no stage given"),
+    (["quick", "nope"], "unknown stage 'nope'"),
+])
+def test_bad_arguments_stop_before_anything_runs(tmp_path, args, message):
+    result = run(tmp_path, "--dry-run", *args)
+    assert result.returncode == 2
+    assert message in result.stderr and "usage: bash .ci/gpu" in result.stderr
+    assert not result.stdout and not list(tmp_path.iterdir())
