@@ -429,7 +429,7 @@ def barrier_atomics(ptx: str, cluster: bool = False, exchange: str = "l2") -> bo
 
 # ---- one compile -------------------------------------------------------------------------------
 
-HIDDEN_FROM_LABEL = ("DOT_PRECISION", "UPCAST_DOT", "ACC_DTYPE", "EXCHANGE_ONLY")
+HIDDEN_FROM_LABEL = ("DOT_PRECISION", "UPCAST_DOT", "ACC_DTYPE", "WORK")
 
 
 def compile_for(fn, dtype: str, keywords: dict, arch: int):

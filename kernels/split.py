@@ -48,13 +48,14 @@ batch and hold U's slice once per lane (compile audit: 2 KiB of spills a thread)
 The exchange is what a split step costs beyond the product: each program's stores, a fence to make
 them visible at GPU scope (the barrier's release), the arrival on the group's counter, polling it
 until every program has arrived, then one read of the whole state through L2: about four L2 round
-trips per step. EXCHANGE_ONLY compiles the product out (the state is still read and summed, the
-new state written and the barrier met), so `rnnbench exchange` times that alone beside the full
-kernel. State words that carry their step (data and step in one 8-byte word, as NCCL's LL protocol
-does; branch ll-exchange) drop the fence and turn the poll into the state read itself, but were
-1.2-2.6x slower than this barrier on an H200 (results/variants/20261126-h200). A step flag per program,
-every warp polling all of the group's flags at once (3 fewer CTA barriers per step), was no faster at
-H = 512 and 1024 and 60% slower at H = 2048 (results/variants/20261126-h200-switches; commit 210ebe4).
+trips per step. `rnnbench exchange` times it apart from the product: WORK = EXCHANGE_STEP compiles the
+product out (the state is still read and summed, the new state written and the barrier met), and
+BARRIER_STEP the state's read too, which leaves the stores and the barrier. State words that carry
+their step (data and step in one 8-byte word, as NCCL's LL protocol does; branch ll-exchange) drop
+the fence and turn the poll into the state read itself, but were 1.2-2.6x slower than this barrier
+on an H200 (results/variants/20261126-h200). A step flag per program, every warp polling all of the
+group's flags at once (3 fewer CTA barriers per step), was no faster at H = 512 and 1024 and 60%
+slower at H = 2048 (results/variants/20261126-h200-switches; commit 210ebe4).
 With CLUSTER > 1 (dispatch.SPLIT_CLUSTER_CONFIGS, sm_90, off by default and not yet timed) each batch
 group is one thread-block cluster of CLUSTER programs, which meet at barrier.cluster_barrier, the
 hardware's barrier with release and acquire at cluster scope, instead of the counter: no atomic arrival,
@@ -101,6 +102,11 @@ PIN = 1.0  # the runtime float U's slice is multiplied by before the time loop (
 # forward+backward's (results/variants/20261126-h200-switches), though it costs 12-45 instructions per step forward
 # and 22-74 backward (bf16; the FMA product's: 16-56); with the FMA product, not yet timed.
 INPUTS_AHEAD = True
+# What a step does (the kernels' WORK): all of it, or less, so that `rnnbench exchange` can time the rest alone
+FULL_STEP = tl.constexpr("full")
+EXCHANGE_STEP = tl.constexpr("exchange")  # the product compiled out: the state read and summed, written, the barrier
+BARRIER_STEP = tl.constexpr("barrier")  # the state's read compiled out too: each step adds 0 to its input
+STEP_WORKS = (FULL_STEP.value, EXCHANGE_STEP.value, BARRIER_STEP.value)
 
 
 @dataclass(frozen=True)
@@ -137,7 +143,7 @@ def launch_keywords(config: SplitBlocks, nonlinearity: str, dtype: torch.dtype, 
         # fp32's tl.dot by 3xTF32 (fp32 accuracy); with FMA there is no tl.dot
         "DOT_PRECISION": "tf32x3" if dtype == torch.float32 and not config.FMA else "ieee",
         "USE_BARRIER": not interpreted,
-        "EXCHANGE_ONLY": False, "EXCHANGE": L2.value if interpreted else config.EXCHANGE,
+        "WORK": FULL_STEP.value, "EXCHANGE": L2.value if interpreted else config.EXCHANGE,
         # 16-bit I/O, the FMA product or the interpreter: with it, fp32's 3xTF32 backward spills at BLOCK_H = 128 and
         # 1024 (sm_90); the FMA product's compiles clean (16-56 more instructions per step)
         "INPUTS_AHEAD": INPUTS_AHEAD and (interpreted or dtype in SIXTEEN_BIT or config.FMA),
@@ -169,12 +175,15 @@ def load_pinned_slice(u_ptr, pin, cols, H, BLOCK_H: tl.constexpr, K_SPLIT: tl.co
 @triton.jit
 def slice_product(u3, state_ptr, tile, B, H, slot, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr,
                   BLOCK_H: tl.constexpr, K_SPLIT: tl.constexpr, DOT_PRECISION: tl.constexpr,
-                  ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr, EXCHANGE_ONLY: tl.constexpr,
+                  ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr, WORK: tl.constexpr,
                   READ: tl.constexpr, FMA: tl.constexpr):
     """[BLOCK_N, BLOCK_B]: the slice times the tile's rows of a [B, H] state in global memory, which
     other programs wrote this launch (.cg: read through L2, never a stale L1 line); with READ another exchange
-    than L2, of the state in the cluster's slots `slot` instead (dsmem.py); with FMA by fma_slice_product."""
-    if FMA and not EXCHANGE_ONLY:
+    than L2, of the state in the cluster's slots `slot` instead (dsmem.py); with FMA by fma_slice_product. Less
+    where WORK says so: the state's sum over the hidden units (EXCHANGE_STEP), or zeros (BARRIER_STEP)."""
+    if WORK == BARRIER_STEP:
+        acc = tl.zeros((BLOCK_N, BLOCK_B), ACC_DTYPE)
+    elif FMA and WORK == FULL_STEP:
         acc = fma_slice_product(u3, state_ptr, tile, B, H, BLOCK_N, BLOCK_B, BLOCK_H, ACC_DTYPE)
     else:
         rows, row_mask = tile_rows(tile, B, BLOCK_B)
@@ -186,7 +195,7 @@ def slice_product(u3, state_ptr, tile, B, H, slot, BLOCK_N: tl.constexpr, BLOCK_
         else:
             state = tl.load(state_ptr + rows[None, None, :] * H + offs_k,
                             mask=row_mask[None, None, :] & (offs_k < H), other=0.0, cache_modifier=".cg")
-        if EXCHANGE_ONLY:  # keep the state's load and a use of it, drop the product
+        if WORK == EXCHANGE_STEP:  # keep the state's load and a use of it, drop the product
             summed = tl.sum(tl.sum(state.to(ACC_DTYPE), axis=1), axis=0)
             acc = tl.zeros((BLOCK_N, 1), ACC_DTYPE) + summed[None, :]
         else:
@@ -336,7 +345,7 @@ def forward_tile(u3, prev_ptr, xw, y_ptr, t, tile, cols, B, H, slot, send, CLUST
                  ACTIVATION: tl.constexpr, BLOCK_B: tl.constexpr,
                  BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, K_SPLIT: tl.constexpr,
                  DOT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr,
-                 EXCHANGE_ONLY: tl.constexpr, FAST_TANH: tl.constexpr, READ: tl.constexpr, WRITE: tl.constexpr,
+                 WORK: tl.constexpr, FAST_TANH: tl.constexpr, READ: tl.constexpr, WRITE: tl.constexpr,
                  FMA: tl.constexpr):
     """Step t of one batch tile: y_t[:, cols] = act(xw_t[:, cols] + prev U[cols, :]^T), xw_t's tile given; prev
     read through the exchange READ (slot 1 - slot of a dsmem one), the result passed on through WRITE (slot `slot`;
@@ -344,7 +353,7 @@ def forward_tile(u3, prev_ptr, xw, y_ptr, t, tile, cols, B, H, slot, send, CLUST
     step = t * B * H
     out, out_mask = column_tile(tile, cols, B, H, BLOCK_B)
     a = xw.to(ACC_DTYPE) + slice_product(u3, prev_ptr, tile, B, H, 1 - slot, BLOCK_N, BLOCK_B, BLOCK_H, K_SPLIT,
-                                         DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY, READ, FMA)
+                                         DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, WORK, READ, FMA)
     # The sum over the warps leaves every warp holding all of a (Triton's slice layout), so every warp
     # computes the whole tile's activation: FAST_TANH makes that one instruction per element, not about ten.
     h = apply_activation(a, ACTIVATION, FAST_TANH).to(y_ptr.dtype.element_ty)
@@ -357,7 +366,7 @@ def backward_tile(u3, next_ptr, h, dy, da_ptr, t, tile, cols, B, H, slot, send, 
                   ACTIVATION: tl.constexpr,
                   BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, K_SPLIT: tl.constexpr,
                   DOT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr,
-                  EXCHANGE_ONLY: tl.constexpr, READ: tl.constexpr, WRITE: tl.constexpr, FMA: tl.constexpr):
+                  WORK: tl.constexpr, READ: tl.constexpr, WRITE: tl.constexpr, FMA: tl.constexpr):
     """Reverse step t of one batch tile, h_t's and dy_t's tiles given:
     da_t[:, cols] = (dy_t[:, cols] + da_{t+1} U[:, cols]) * act'(h_t[:, cols]), da_{t+1} read at next_ptr (slots
     as in forward_tile)."""
@@ -365,7 +374,7 @@ def backward_tile(u3, next_ptr, h, dy, da_ptr, t, tile, cols, B, H, slot, send, 
     out, out_mask = column_tile(tile, cols, B, H, BLOCK_B)
     h = h.to(ACC_DTYPE)
     g = dy.to(ACC_DTYPE) + slice_product(u3, next_ptr, tile, B, H, 1 - slot, BLOCK_N, BLOCK_B, BLOCK_H, K_SPLIT,
-                                         DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY, READ, FMA)
+                                         DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, WORK, READ, FMA)
     da = (g * activation_grad_from_output(h, ACTIVATION)).to(da_ptr.dtype.element_ty)
     publish_state(da, cols, slot, send, BLOCK_N, BLOCK_B, BLOCK_H, CLUSTER, WRITE)
     tl.store(da_ptr + step + out, da, mask=out_mask)
@@ -395,7 +404,7 @@ def split_forward_kernel(
     DOT_PRECISION: tl.constexpr,  # "ieee" (16-bit) or "tf32x3" (fp32)
     ACC_DTYPE: tl.constexpr,      # tl.float32
     UPCAST_DOT: tl.constexpr,     # interpreter workaround for bf16 tl.dot (launch.py)
-    EXCHANGE_ONLY: tl.constexpr,  # product compiled out (the exchange benchmark)
+    WORK: tl.constexpr,           # what a step does: FULL_STEP, or less to time the rest (`rnnbench exchange`)
     EXCHANGE: tl.constexpr,       # "l2", "dsmem-pull" or "dsmem-push": how the state reaches the group's programs
     FAST_TANH: tl.constexpr,      # tanh.approx.f32 (16-bit I/O on a GPU)
     FMA: tl.constexpr,            # the product by FMA (fma_slice_product), not tl.dot
@@ -407,12 +416,12 @@ def split_forward_kernel(
     # keeps its load out of the loops.
     forward_tile(u3, h0_ptr, step_tile(xw_ptr, t, group, cols, B, H, BLOCK_B, True), y_ptr, t, group, cols, B, H,
                  0, T > 1, CLUSTER, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE,
-                 UPCAST_DOT, EXCHANGE_ONLY, FAST_TANH, L2, EXCHANGE, FMA)
+                 UPCAST_DOT, WORK, FAST_TANH, L2, EXCHANGE, FMA)
     if not ONE_TILE:  # the group's other tiles (with ONE_TILE there are none: launcher-checked)
         for tile in range(group + groups, tiles, groups):
             forward_tile(u3, h0_ptr, step_tile(xw_ptr, t, tile, cols, B, H, BLOCK_B, True), y_ptr, t, tile, cols, B,
                          H, 0, False, CLUSTER, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE,
-                         UPCAST_DOT, EXCHANGE_ONLY, FAST_TANH, L2, L2, FMA)
+                         UPCAST_DOT, WORK, FAST_TANH, L2, L2, FMA)
     if INPUTS_AHEAD:  # the group's first tile of the next step's xw
         xw_ahead = step_tile(xw_ptr, t + t_step, group, cols, B, H, BLOCK_B, T > 1)
     for s in range(1, T):
@@ -427,13 +436,13 @@ def split_forward_kernel(
         if ONE_TILE:  # the group's only tile: no loop
             xw = tile_input(xw_ptr, xw_first, t, group, group, cols, B, H, BLOCK_B, INPUTS_AHEAD, ONE_TILE)
             forward_tile(u3, prev_ptr, xw, y_ptr, t, group, cols, B, H, s % 2, s + 1 < T, CLUSTER, ACTIVATION,
-                         BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY,
+                         BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, WORK,
                          FAST_TANH, EXCHANGE, EXCHANGE, FMA)
         else:
             for tile in range(group, tiles, groups):
                 xw = tile_input(xw_ptr, xw_first, t, tile, group, cols, B, H, BLOCK_B, INPUTS_AHEAD, ONE_TILE)
                 forward_tile(u3, prev_ptr, xw, y_ptr, t, tile, cols, B, H, 0, False, CLUSTER, ACTIVATION, BLOCK_B,
-                             BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY, FAST_TANH,
+                             BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, WORK, FAST_TANH,
                              L2, L2, FMA)
     meet_cluster(EXCHANGE, False)
 
@@ -455,7 +464,7 @@ def split_backward_kernel(
     K_SPLIT: tl.constexpr, USE_BARRIER: tl.constexpr, CLUSTER: tl.constexpr, INPUTS_AHEAD: tl.constexpr,
     ONE_TILE: tl.constexpr,
     DOT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr,
-    EXCHANGE_ONLY: tl.constexpr, EXCHANGE: tl.constexpr, FMA: tl.constexpr,  # as in split_forward_kernel
+    WORK: tl.constexpr, EXCHANGE: tl.constexpr, FMA: tl.constexpr,  # as in split_forward_kernel
 ):
     cols, u3, t, slices, group, groups, tiles = program_start(u_ptr, pin, t_first, B, H, True, BLOCK_B, BLOCK_N,
                                                               BLOCK_H, K_SPLIT, CLUSTER, ONE_TILE, ACC_DTYPE,
@@ -464,13 +473,13 @@ def split_backward_kernel(
     backward_tile(u3, da_in_ptr, step_tile(y_ptr, t, group, cols, B, H, BLOCK_B, True),
                   step_tile(dy_ptr, t, group, cols, B, H, BLOCK_B, True), da_ptr, t, group, cols, B, H, 0,
                   T > 1, CLUSTER, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE,
-                  UPCAST_DOT, EXCHANGE_ONLY, L2, EXCHANGE, FMA)
+                  UPCAST_DOT, WORK, L2, EXCHANGE, FMA)
     if not ONE_TILE:  # the group's other tiles, as in split_forward_kernel
         for tile in range(group + groups, tiles, groups):
             backward_tile(u3, da_in_ptr, step_tile(y_ptr, t, tile, cols, B, H, BLOCK_B, True),
                           step_tile(dy_ptr, t, tile, cols, B, H, BLOCK_B, True), da_ptr, t, tile, cols, B, H, 0,
                           False, CLUSTER, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE,
-                          UPCAST_DOT, EXCHANGE_ONLY, L2, L2, FMA)
+                          UPCAST_DOT, WORK, L2, L2, FMA)
     if INPUTS_AHEAD:  # the group's first tile of the next reverse step's h and dy
         h_ahead = step_tile(y_ptr, t + t_step, group, cols, B, H, BLOCK_B, T > 1)
         dy_ahead = step_tile(dy_ptr, t + t_step, group, cols, B, H, BLOCK_B, T > 1)
@@ -488,14 +497,14 @@ def split_backward_kernel(
             h = tile_input(y_ptr, h_first, t, group, group, cols, B, H, BLOCK_B, INPUTS_AHEAD, ONE_TILE)
             dy = tile_input(dy_ptr, dy_first, t, group, group, cols, B, H, BLOCK_B, INPUTS_AHEAD, ONE_TILE)
             backward_tile(u3, next_ptr, h, dy, da_ptr, t, group, cols, B, H, s % 2, s + 1 < T, CLUSTER, ACTIVATION,
-                          BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY,
+                          BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, WORK,
                           EXCHANGE, EXCHANGE, FMA)
         else:
             for tile in range(group, tiles, groups):
                 h = tile_input(y_ptr, h_first, t, tile, group, cols, B, H, BLOCK_B, INPUTS_AHEAD, ONE_TILE)
                 dy = tile_input(dy_ptr, dy_first, t, tile, group, cols, B, H, BLOCK_B, INPUTS_AHEAD, ONE_TILE)
                 backward_tile(u3, next_ptr, h, dy, da_ptr, t, tile, cols, B, H, 0, False, CLUSTER, ACTIVATION,
-                              BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, EXCHANGE_ONLY,
+                              BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, WORK,
                               L2, L2, FMA)
     meet_cluster(EXCHANGE, False)
 
@@ -587,13 +596,16 @@ def _launch_clusters(kernel, grid: tuple[int, int], cluster: int, extra_shared: 
 
 
 def split_forward(xw: torch.Tensor, h0: torch.Tensor, u: torch.Tensor, reverse: bool, config: SplitBlocks,
-                  nonlinearity: str, use_barrier: bool | None = None, exchange_only: bool = False) -> torch.Tensor:
+                  nonlinearity: str, use_barrier: bool | None = None, work: str = FULL_STEP.value) -> torch.Tensor:
     """All hidden states [T, B, H] of one layer-direction; inputs contiguous. With the barrier (the
     default when compiled): one persistent launch for all steps; without it, one launch per step.
-    exchange_only: the product compiled out (the outputs are then meaningless; for timing the exchange)."""
+    work: one of STEP_WORKS; less than the full step leaves outputs that are not the layer's (for timing the
+    exchange or the barrier alone)."""
+    if work not in STEP_WORKS:
+        raise ValueError(f"work must be one of {', '.join(STEP_WORKS)}, got {work!r}")
     T = xw.shape[0]
     y = torch.empty_like(xw)
-    keywords = _keywords(config, nonlinearity, xw.dtype, False, use_barrier, exchange_only)
+    keywords = _keywords(config, nonlinearity, xw.dtype, False, use_barrier, work)
     u = u.t().contiguous() if config.FMA else u  # the FMA product's forward reads U^T row-major, as its backward U
     _launch_all_steps(split_forward_kernel, [xw, h0, u, y], 1, y, T, time_order(T, reverse)[0], -1 if reverse else 1,
                       config, keywords)
@@ -608,7 +620,7 @@ def split_backward(y: torch.Tensor, dy: torch.Tensor, u: torch.Tensor, reverse: 
     da = torch.empty_like(y)
     da_in = torch.zeros_like(y[0])
     order = time_order(T, not reverse)  # backward walks the forward order in reverse
-    keywords = _keywords(config, nonlinearity, y.dtype, True, use_barrier, False)
+    keywords = _keywords(config, nonlinearity, y.dtype, True, use_barrier, FULL_STEP.value)
     _launch_all_steps(split_backward_kernel, [y, dy, u, da, da_in], 4, da, T, order[0], 1 if reverse else -1, config,
                       keywords)
     acc = accumulator_dtype(y.dtype)
@@ -616,13 +628,13 @@ def split_backward(y: torch.Tensor, dy: torch.Tensor, u: torch.Tensor, reverse: 
 
 
 def _keywords(config: SplitBlocks, nonlinearity: str, dtype: torch.dtype, backward: bool,
-              use_barrier: bool | None, exchange_only: bool) -> dict:
+              use_barrier: bool | None, work: str) -> dict:
     """launch_keywords here; use_barrier=True runs the barrier path in the interpreter (tests, one-program
-    grids); exchange_only compiles the product out."""
+    grids); work: what a step does (STEP_WORKS)."""
     keywords = launch_keywords(config, nonlinearity, dtype, interpreting(), backward)
     if use_barrier is not None:
         keywords["USE_BARRIER"] = use_barrier
-    keywords["EXCHANGE_ONLY"] = exchange_only
+    keywords["WORK"] = work
     if not keywords["USE_BARRIER"]:  # one-step launches read the state the last one wrote
         keywords["EXCHANGE"] = L2.value
     return keywords

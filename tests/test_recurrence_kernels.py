@@ -308,20 +308,28 @@ def test_the_cluster_launch_sets_the_cta_count_and_divides_the_grid(extra_shared
     assert kernel.launches == [((1, 3), ("x", 1), {"CLUSTER": 8})] * 2
 
 
+@pytest.mark.parametrize("work", ["exchange", "barrier"])
 @pytest.mark.parametrize("dtype,fma", [(torch.float32, False), (torch.bfloat16, False), (torch.float32, True)],
                          ids=["float32", "bfloat16", "float32-fma"])
-def test_split_exchange_only_reads_and_writes_the_state_without_the_product(dtype, fma, device):
-    """The exchange benchmark's kernel: y_t = act(xw_t + the sum of h_{t-1} over the hidden units),
-    every step reading the whole previous state the programs wrote (a configuration by FMA too)."""
+def test_split_steps_without_the_product_read_and_write_the_state_as_they_say(work, dtype, fma, device):
+    """The exchange benchmark's kernels (a configuration by FMA too): without the product, y_t = act(xw_t + the
+    sum of h_{t-1} over the hidden units), every step reading the whole previous state the programs wrote; without
+    the state's read either, y_t = act(xw_t)."""
     T, B, H = 3, 20, 100 if fma else 512
     xw, h0, u, _ = make_inputs(T, B, H, dtype, device)
     config = FMA_SPLIT_BLOCKS if fma else plan_for(H, B, dtype, device).config.forward
-    y = split_forward(xw, h0, u, False, config, "tanh", exchange_only=True).cpu().float()
+    y = split_forward(xw, h0, u, False, config, "tanh", work=work).cpu().float()
     prev, xw = h0.cpu().float(), xw.cpu().float()
     for t in range(T):
-        expected = torch.tanh(xw[t] + prev.sum(1, keepdim=True))
-        assert rel_err(y[t], expected) < TOLERANCE[dtype]
+        read = prev.sum(1, keepdim=True) if work == "exchange" else 0.0
+        assert rel_err(y[t], torch.tanh(xw[t] + read)) < TOLERANCE[dtype]
         prev = y[t]
+
+
+def test_a_split_step_refuses_work_it_does_not_know(device):
+    xw, h0, u, _ = make_inputs(2, 4, 48, torch.float32, device)
+    with pytest.raises(ValueError, match="work must be one of full, exchange, barrier, got 'product'"):
+        split_forward(xw, h0, u, False, barrier_config(64), "tanh", work="product")
 
 
 @pytest.mark.skipif(not interpreting(), reason="interpreter-only: one program per SM is the interpreter's rule")

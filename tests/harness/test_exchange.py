@@ -22,12 +22,13 @@ def test_bad_sizes_are_usage_errors(capsys):
 
 
 @pytest.mark.gpu
-def test_times_the_kernel_with_and_without_its_product(tmp_path, capsys):
+def test_times_the_kernel_whole_without_its_product_and_without_the_states_read(tmp_path, capsys):
     out = tmp_path / "exchange.csv"
     assert main(["exchange", "--hidden", "512", "1024", "--batch", "8", "--steps", "256", "--csv", str(out)]) == 0
     rows = list(csv.DictReader(out.open()))
     assert [(r["hidden"], r["batch"]) for r in rows] == [("512", "8"), ("1024", "8")]
     for r in rows:
-        assert 0 < float(r["exchange_us_per_step"]) and 0 < float(r["full_us_per_step"])
+        assert all(float(r[f"{work}_us_per_step"]) > 0 for work in ("full", "exchange", "barrier"))
         assert r["plan"].startswith("split(")
-    assert "exchange only µs/step" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "exchange only µs/step" in out and "barrier only µs/step" in out
