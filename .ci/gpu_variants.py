@@ -153,8 +153,10 @@ SPLIT_NARROW = ([("bfloat16", h, b) for h in (512, 1024, 2048) for b in (1, 8, 1
                 + [("float32", h, 8) for h in (256, 512)])
 # Split-tier cases today's defaults are timed at beside the split variants of the same sizes
 SPLIT_PROBES = [("bfloat16", 512, b) for b in (8, 64)] + [("bfloat16", 1024, b) for b in (8, 16)]
-# Where the cluster configurations apply (dispatch.SPLIT_CLUSTER_CONFIGS: up to 128 rows at H = 512, 64 at 1024)
-SPLIT_CLUSTER_CASES = [("bfloat16", h, b) for h in (512, 1024) for b in (1, 8, 64)]
+# Where the cluster configurations apply (dispatch.SPLIT_CLUSTER_CONFIGS: up to 128 rows at H = 512, 64 at 1024 and,
+# fp32, 66 at 256)
+SPLIT_CLUSTER_CASES = [(dt, h, b) for dt, h in (("bfloat16", 512), ("bfloat16", 1024), ("float32", 256))
+                       for b in (1, 8, 64)]
 CASES = {
     "current": list(dict.fromkeys(SMALL + RESIDENT_BATCH + FP32 + SPLIT_PROBES + SPLIT_CLUSTER_CASES + SPLIT_MANY_TILES
                                   + SPLIT_LOOPED + SPLIT_2048_ONE_TILE + FP32_2048 + STEPWISE_16BIT)),

@@ -16,8 +16,9 @@ Tiers, tried in order:
   wherever each program has one tile, its kernels have no tile loop (ONE_TILE, SPLIT_ONE_TILE); where programs
   run several tiles, H = 512 and 2048 take slices twice as wide in twice the groups, of 8-row tiles
   (SPLIT_LOOPED_CONFIGS). With SPLIT_CLUSTERS (sm_90, off), a batch group at H = 512 or 1024 is one thread-block
-  cluster meeting at the cluster barrier. fp32 at H = 2048 multiplies by FMA (SplitBlocks.FMA): 3xTF32's slice
-  spills there.
+  cluster meeting at the cluster barrier, and fp32 at H = 256 leaves the fma tier for clusters of 4 programs that
+  split U between them, by FMA, where that gives each cluster one batch tile. fp32 at H = 2048 multiplies by FMA
+  (SplitBlocks.FMA): 3xTF32's slice spills there.
 - stepwise: one launch per timestep (stepwise.py); serves any H. Its column tiles narrow where the batch and H
   leave SMs idle (STEPWISE_BLOCK_N).
 
@@ -154,9 +155,20 @@ SPLIT_LOOPED_CONFIGS: dict[tuple[torch.dtype, int], LaunchConfig[SplitBlocks]] =
 # 298/350 instructions and 10/12 CTA barriers per step (today's 16-row slices: 238/244, 13/15), H = 1024 128/128 (16
 # warps' limit), 347/406 and 10/12 (242/280, 11/11); no spills, in either activation and 16-bit dtype. Not yet timed:
 # off until a GPU says otherwise (.ci/gpu_variants.py split-clusters, bash .ci/gpu clusters).
+#
+# fp32 at H = 256 too: U is 256 KiB there, a whole SM's registers, so the fma tier holds half of it and streams the
+# other half through L1 every step, where a grid barrier over CTAs that split it would cost 2.5 us a step. A cluster's
+# barrier takes that place: clusters of 4 programs, each holding a 64-column slice (64 KiB) in registers, multiplied
+# by FMA (SplitBlocks.FMA) for 2 batch rows, one cluster per 2 rows (33 on 132 SMs: B <= 66, where the fma tier
+# yields to them; beyond, it serves). Compile audit, sm_90, forward/backward: 117/124 registers on 8 warps, 284/293
+# instructions and 12/14 CTA barriers per step for the 2 rows, no spills (the fma tier at 256: 500/456 for one row);
+# clusters of 2 with 128-column slices took 426/415 and 185/189 registers. Not yet timed (.ci/gpu_variants.py
+# split-clusters at fp32, H = 256, against the fma tier and cuDNN).
 SPLIT_CLUSTER_CONFIGS: dict[tuple[torch.dtype, int], LaunchConfig[SplitBlocks]] = {
-    (dt, bh): _split(64, bh, warps, block_b=8).replace(CLUSTER=bh // 64)
-    for dt in (torch.bfloat16, torch.float16) for bh, warps in {512: 8, 1024: 16}.items()}
+    **{(dt, bh): _split(64, bh, warps, block_b=8).replace(CLUSTER=bh // 64)
+       for dt in (torch.bfloat16, torch.float16) for bh, warps in {512: 8, 1024: 16}.items()},
+    (torch.float32, 256): _split(64, 256, 8, block_b=2, fma=True).replace(CLUSTER=4),
+}
 SPLIT_CLUSTERS = False
 # With SPLIT_CLUSTERS, how the clusters' programs exchange the state (split.SplitBlocks.EXCHANGE): through L2 ("l2"),
 # or up to SPLIT_DSMEM_MAX_BLOCK_H, in their one-tile form, through the cluster's distributed shared memory (dsmem.py):
@@ -282,6 +294,8 @@ def plan_for(hidden_size: int, batch_size: int, dtype: torch.dtype, device: torc
     for tier, make in (("fma", _fma_plan), ("resident", _resident_plan), ("split", _split_plan)):
         if kernel in ("auto", tier):
             plan = make(hidden_size, batch_size, dtype, block_h, sms, arch)
+            if tier == "fma" and kernel == "auto" and isinstance(plan, KernelPlan):
+                plan = _clusters_instead(hidden_size, batch_size, dtype, block_h, sms, arch) or plan
             if isinstance(plan, KernelPlan):
                 return plan
             refusals.append(f"{tier}: {plan}")
@@ -311,6 +325,17 @@ def _fma_plan(hidden_size, batch_size, dtype, block_h, sms, arch) -> KernelPlan 
                       f"{batch_size} program(s), one per batch row, multiplied by FMA")
 
 
+def _clusters_instead(hidden_size, batch_size, dtype, block_h, sms, arch) -> str | None:
+    """Why the dispatcher passes over the fma tier for the split tier's clusters (SPLIT_CLUSTER_CONFIGS: fp32 at
+    H = 256, U split between a cluster's programs) where those give every program one batch tile; else None."""
+    if not _clustered(dtype, block_h, arch):
+        return None
+    cluster = SPLIT_CLUSTER_CONFIGS[(dtype, block_h)].forward
+    if triton.cdiv(batch_size, cluster.BLOCK_B) > split.split_grid(batch_size, hidden_size, cluster, sms)[1]:
+        return None
+    return f"clusters of {cluster.CLUSTER} programs split U between them for this batch (SPLIT_CLUSTERS, split tier)"
+
+
 def _resident_plan(hidden_size, batch_size, dtype, block_h, sms, arch) -> KernelPlan | str:
     """The resident plan, or why there is none."""
     if not resident_served(dtype, block_h, arch):
@@ -332,7 +357,7 @@ def split_configs(dtype: torch.dtype, block_h: int, arch: int = PLANNING_ARCH) -
     another. A SPLIT_CLUSTER_EXCHANGE other than L2's makes the cluster form one-tile, exchanging the state that way,
     up to SPLIT_DSMEM_MAX_BLOCK_H."""
     base = SPLIT_CONFIGS[(dtype, block_h)]
-    clustered = SPLIT_CLUSTERS and arch >= 90 and (dtype, block_h) in SPLIT_CLUSTER_CONFIGS
+    clustered = _clustered(dtype, block_h, arch)
     forms = [SPLIT_CLUSTER_CONFIGS[(dtype, block_h)]] if clustered else []
     forms += [SPLIT_FINE_CONFIGS[(dtype, block_h)]] if (dtype, block_h) in SPLIT_FINE_CONFIGS else []
     forms += _narrow(base) + [base]
@@ -340,9 +365,16 @@ def split_configs(dtype: torch.dtype, block_h: int, arch: int = PLANNING_ARCH) -
                                                                         SPLIT_FP32_MAX_TILE_LOOP_STAGES)
     looped = [c.replace(num_stages=stages) for c in forms[:-1]]  # a tile loop in every step
     first = [c.replace(ONE_TILE=True) for c in forms] if SPLIT_ONE_TILE else looped
-    if clustered and SPLIT_CLUSTER_EXCHANGE != L2.value and block_h <= SPLIT_DSMEM_MAX_BLOCK_H:  # slots of one tile
+    if (clustered and SPLIT_CLUSTER_EXCHANGE != L2.value and block_h <= SPLIT_DSMEM_MAX_BLOCK_H
+            and dtype in SIXTEEN_BIT):  # slots of one tile, of 16-bit state
         first[0] = forms[0].replace(ONE_TILE=True, EXCHANGE=SPLIT_CLUSTER_EXCHANGE)
     return first + [SPLIT_LOOPED_CONFIGS.get((dtype, block_h), base).replace(num_stages=stages)]
+
+
+def _clustered(dtype: torch.dtype, block_h: int, arch: int) -> bool:
+    """Whether the split tier takes SPLIT_CLUSTER_CONFIGS' configuration for dtype and BLOCK_H first (SPLIT_CLUSTERS,
+    sm_90)."""
+    return SPLIT_CLUSTERS and arch >= 90 and (dtype, block_h) in SPLIT_CLUSTER_CONFIGS
 
 
 def _narrow(config: LaunchConfig[SplitBlocks]) -> list[LaunchConfig[SplitBlocks]]:

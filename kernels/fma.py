@@ -30,7 +30,10 @@ Compile audit, sm_90, 8 warps, forward: 254 registers, no spills, 500 instructio
 FFMA/FMUL per thread), 9 CTA barriers, 32 16-byte loads of U per thread per step. The split tier
 served this size before (2.75 us per step forward on the H200 at B = 8). Whether L1 keeps the
 streamed half, and what the step then costs, is not yet timed (.ci/gpu_variants.py fp32-fma against
-fp32-split-256).
+fp32-split-256). On sm_90 a cluster's barrier, in hardware, avoids the grid barrier: with
+dispatch.SPLIT_CLUSTERS the dispatcher splits U over clusters of 4 programs of the split tier
+instead, each holding 64 of its columns in registers and multiplying them by FMA for 2 batch rows
+(dispatch.SPLIT_CLUSTER_CONFIGS; not yet timed).
 
 Each program runs one batch row, so a batch of B takes B programs, and each holds its own copy of U.
 The dispatcher sends a layer here while B fits the SMs one program each (dispatch.py). The launchers

@@ -124,15 +124,15 @@ class SplitBlocks(Blocks):
     # ONE_TILE, "dsmem-pull" or "dsmem-push" (distributed shared memory, dsmem.py)
     EXCHANGE: str = L2.value
     # The product by FMA, one batch row at a time, U's slice held as [BLOCK_H, BLOCK_N] (fp32 where 3xTF32's slice
-    # does not fit the registers: fma_slice_product); K_SPLIT 1, no cluster
+    # does not fit the registers: fma_slice_product); K_SPLIT 1, the state through L2 (dsmem.py's slots are 16-bit)
     FMA: bool = False
 
     def __post_init__(self):
         if self.EXCHANGE not in EXCHANGES:  # the kernels would take an unknown name for no exchange at all
             raise ValueError(f"SplitBlocks.EXCHANGE must be one of {', '.join(EXCHANGES)}, not {self.EXCHANGE!r}")
-        if self.FMA and (self.K_SPLIT != 1 or self.CLUSTER != 1):
-            raise ValueError(f"SplitBlocks.FMA takes K_SPLIT = 1 and CLUSTER = 1, not {self.K_SPLIT} and "
-                             f"{self.CLUSTER}")
+        if self.FMA and (self.K_SPLIT != 1 or self.EXCHANGE != L2.value):
+            raise ValueError(f"SplitBlocks.FMA takes K_SPLIT = 1 and the L2 exchange, not {self.K_SPLIT} and "
+                             f"{self.EXCHANGE}")
 
 
 def launch_keywords(config: SplitBlocks, nonlinearity: str, dtype: torch.dtype, interpreted: bool,

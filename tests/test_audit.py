@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from kernels import resident
+from kernels import dispatch, resident
 from kernels.audit import (
     PERSISTENT_TIERS,
     RE_READ_LIMIT,
@@ -341,6 +341,27 @@ def test_the_cluster_configurations_compile_clean_with_the_cluster_barrier(excha
         assert r["status"] == "ok" and r["spill_bytes"] == 0 and r["u_in"] == "registers", r
         assert r["barrier_atomics"] == "yes", r
         assert f"EXCHANGE={exchange if r['block_h'] == 512 else 'l2'}," in r["config"], r
+
+
+def test_the_fp32_cluster_configuration_holds_u_in_registers_and_meets_at_the_cluster_barrier(tmp_path, monkeypatch):
+    """fp32 at H = 256 with --split-clusters: clusters of 4 programs, each holding a 64-column slice of U in registers
+    and multiplying it by FMA (no MMA), compile for sm_90 without spills in either activation and meet at the
+    cluster barrier."""
+    monkeypatch.setattr(dispatch, "SPLIT_CLUSTERS", True)
+    plan = dispatch.plan_for(256, 8, torch.float32)
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    report = tmp_path / "audit.json"
+    proc = subprocess.run([sys.executable, "-m", "kernels.audit", "--split-clusters", "--plan", plan.name, "--arch",
+                           "90", "--json", str(report)], env=env, capture_output=True, text=True, timeout=600)
+    print(proc.stdout[-3000:], proc.stderr[-3000:])
+    assert proc.returncode == 0
+    rows = json.loads(report.read_text())
+    assert sorted((r["kernel"], r["nonlinearity"]) for r in rows) == [
+        (k, act) for k in ("split_backward_kernel", "split_forward_kernel") for act in ("relu", "tanh")]
+    for r in rows:
+        assert (r["status"], r["spill_bytes"], r["u_in"], r["mma_per_step"], r["barrier_atomics"]) == (
+            "ok", 0, "registers", 0, "yes"), r
+        assert "CLUSTER=4," in r["config"] and "FMA=True" in r["config"] and r["u_bytes"] == 64 * 256 * 4, r
 
 
 def test_every_dispatchable_configuration_compiles_clean(tmp_path):

@@ -16,6 +16,7 @@ from kernels.dispatch import (
     SPLIT_CONFIGS,
     SPLIT_LOOPED_CONFIGS,
     KernelPlan,
+    _clusters_instead,
     _fma_plan,
     _resident_plan,
     _split_plan,
@@ -263,8 +264,10 @@ def test_fp32_at_h2048_takes_the_split_tier_by_fma_where_the_sms_hold_its_slices
     assert plan_for(2049, 8, torch.float32).tier == "stepwise"
     assert not any(c.forward.FMA for key, c in SPLIT_CONFIGS.items() if key != (torch.float32, 2048))
     assert "multiplied by FMA" not in plan_for(1024, 8, torch.float32).reason
-    with pytest.raises(ValueError, match="FMA takes K_SPLIT = 1 and CLUSTER = 1, not 8 and 1"):
+    with pytest.raises(ValueError, match="FMA takes K_SPLIT = 1 and the L2 exchange, not 8 and l2"):
         SPLIT_CONFIGS[(torch.float32, 1024)].replace(FMA=True)
+    with pytest.raises(ValueError, match="FMA takes K_SPLIT = 1 and the L2 exchange, not 1 and dsmem-pull"):
+        SPLIT_CONFIGS[(torch.float32, 2048)].replace(EXCHANGE="dsmem-pull")
 
 
 def test_split_takes_16_row_slices_at_h1024_where_the_batch_fits_them(monkeypatch):
@@ -296,6 +299,28 @@ def test_split_clusters_serve_h512_and_h1024_from_sm90_where_each_group_has_one_
     plan = plan_for(300, 8, torch.bfloat16, kernel="split")
     assert split_grid(8, 300, plan.config.forward, 132) == (8, 1)  # a whole cluster, three slices past H
     assert "each group a cluster of 8" in plan.reason
+
+
+def test_split_clusters_take_fp32_at_h256_from_the_fma_tier_where_each_cluster_has_one_tile(monkeypatch):
+    """SPLIT_CLUSTERS also splits fp32 U at H = 256 over clusters of 4 programs (64 columns each, by FMA), one
+    cluster per 2 batch rows: 33 clusters on 132 SMs, so B <= 66; beyond, and on sm_80 or with the switch off, the
+    fma tier holds half of U and streams the rest. With a DSMEM exchange asked for, fp32 keeps L2's (16-bit slots)."""
+    def plan(hidden, batch):  # planned for an H100: 132 SMs, sm_90
+        return plan_for(hidden, batch, torch.float32)
+    assert [plan(256, b).tier for b in (1, 8, 64)] == ["fma"] * 3  # off by default
+    monkeypatch.setattr(dispatch, "SPLIT_CLUSTERS", True)
+    monkeypatch.setattr(dispatch, "SPLIT_CLUSTER_EXCHANGE", "dsmem-pull")
+    for b in (1, 5, 8, 64, 66):
+        config = plan(256, b).config.forward
+        assert (config.CLUSTER, config.BLOCK_N, config.BLOCK_B, config.FMA, config.ONE_TILE, config.EXCHANGE) == (
+            4, 64, 2, True, True, "l2"), b
+        assert split_grid(b, 256, config, 132) == (4, (b + 1) // 2)
+    assert [plan(200, 8).tier, plan(129, 8).tier] == ["split"] * 2  # BLOCK_H 256: the last slice partly past H
+    assert [plan(256, 67).tier, plan(128, 8).tier] == ["fma"] * 2
+    assert _clusters_instead(256, 8, torch.float32, 256, 132, 80) is None  # sm_80: no clusters
+    assert "clusters of 4 programs split U" in _clusters_instead(256, 8, torch.float32, 256, 132, 90)
+    assert plan_for(256, 8, torch.float32, kernel="fma").tier == "fma"  # asked for by name: still served
+    assert "each group a cluster of 4" in plan(256, 8).reason and "multiplied by FMA" in plan(256, 8).reason
 
 
 def test_a_split_configuration_refuses_an_unknown_exchange(monkeypatch):

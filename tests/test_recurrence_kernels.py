@@ -129,6 +129,23 @@ def test_split_cluster_configurations_match_float64_reference(exchange, dtype, s
     check_against_reference(plan, dtype, shape, nonlinearity, reverse, device)
 
 
+# fp32 at H = 256 in clusters of 4 programs multiplied by FMA (dispatch.SPLIT_CLUSTER_CONFIGS, off by default), as the
+# dispatcher gives it (one 2-row tile per cluster) and with the tile loop: B = 5 makes three tiles, the last half
+# empty; H = 200 leaves the last slice partly past H. One launch per step in the interpreter.
+@pytest.mark.parametrize("one_tile,shape,nonlinearity,reverse", [(True, (2, 5, 200), "tanh", False),
+                                                                 (False, (3, 5, 256), "relu", True)],
+                         ids=["one-tile-T2-B5-H200", "tile-loop-T3-B5-H256"])
+def test_the_fp32_cluster_configuration_matches_float64_reference(one_tile, shape, nonlinearity, reverse, device,
+                                                                  monkeypatch):
+    if device == "cuda" and device_facts("cuda")[1] < 90:
+        pytest.skip("thread-block clusters need sm_90")
+    monkeypatch.setattr(dispatch, "SPLIT_CLUSTERS", True)
+    plan = plan_for(shape[2], shape[1], torch.float32, device)
+    assert plan.tier == "split" and plan.config.forward.CLUSTER == 4 and plan.config.forward.ONE_TILE
+    check_against_reference(plan if one_tile else KernelPlan("split", dispatch.SPLIT_CLUSTER_CONFIGS[
+        (torch.float32, 256)]), torch.float32, shape, nonlinearity, reverse, device)
+
+
 # A split configuration at an H the interpreter affords (the dispatcher's own start at H = 512), over shapes that
 # mask what the dispatcher's never do: T = 1; one partial tile (B = 5); a full tile and one more row (B = 33);
 # nine tiles, the last partial (B = 70), each run in turn; H = 72 and 100 leave most of the second warp's K part
