@@ -177,7 +177,10 @@ SPLIT_CLUSTERS = False
 # --split-clusters --split-cluster-exchange X), sm_90 bf16, H = 512, forward/backward: pull 166/169 registers and
 # 446/499 instructions per step, push 160/167 and 524/576, against the L2 exchange's 171/168 and 298/350 (the state
 # read element by element); no spills. At H = 1024 (16 warps, 128 registers at most) they spill 8/32 (pull) and
-# 0/40 bytes (push). Not yet run on a GPU: "l2" until one says they are right and faster (bash .ci/gpu dsmem).
+# 0/40 bytes (push). Not yet run on a GPU: "l2" until one says they are right and faster (bash .ci/gpu dsmem). 16-bit
+# only: the slots hold 16-bit state, and fp32's clusters (H = 256) keep L2. Slots of fp32 compiled, but the FMA
+# product then read each element of h from them once per lane sharing it (inline-asm loads take the consumer's
+# layout): 490 instructions per step forward against L2's 284.
 SPLIT_CLUSTER_EXCHANGE = L2.value
 SPLIT_DSMEM_MAX_BLOCK_H = 512
 # Whether split_configs offers the one-tile form of each configuration (ONE_TILE: no tile loop in a step) for batches
