@@ -357,8 +357,8 @@ def split_configs(dtype: torch.dtype, block_h: int, arch: int = PLANNING_ARCH) -
     it) of SPLIT_CLUSTER_CONFIGS' (with SPLIT_CLUSTERS, from sm_90) and SPLIT_FINE_CONFIGS' where there are some, of
     SPLIT_CONFIGS' with its narrow batch tile where it has a wider one, and of SPLIT_CONFIGS'; last,
     SPLIT_LOOPED_CONFIGS' where there is one, else SPLIT_CONFIGS' itself, whose programs run their tiles one after
-    another. A SPLIT_CLUSTER_EXCHANGE other than L2's makes the cluster form one-tile, exchanging the state that way,
-    up to SPLIT_DSMEM_MAX_BLOCK_H."""
+    another. A SPLIT_CLUSTER_EXCHANGE other than L2's makes the 16-bit cluster form one-tile, exchanging the state that
+    way, up to SPLIT_DSMEM_MAX_BLOCK_H."""
     base = SPLIT_CONFIGS[(dtype, block_h)]
     clustered = _clustered(dtype, block_h, arch)
     forms = [SPLIT_CLUSTER_CONFIGS[(dtype, block_h)]] if clustered else []
