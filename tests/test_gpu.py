@@ -127,7 +127,7 @@ def test_split_cluster_barrier_under_load_matches_stepwise(H, B, monkeypatch):
 
 
 @pytest.mark.parametrize("B", [1, 8, 64])
-def test_fp32_clusters_by_fma_under_load_match_stepwise(B, monkeypatch):
+def test_fp32_clusters_under_load_match_stepwise(B, monkeypatch):
     """fp32 at H = 256 split over clusters of 4 programs (dispatch.SPLIT_CLUSTERS), multiplied by FMA: 1, 4 and 32
     clusters of one 2-row tile each (the first half empty at B = 1)."""
     monkeypatch.setattr(dispatch, "SPLIT_CLUSTERS", True)
@@ -135,7 +135,7 @@ def test_fp32_clusters_by_fma_under_load_match_stepwise(B, monkeypatch):
 
 
 @pytest.mark.parametrize("B,nonlinearity", [(8, "tanh"), (5, "relu")])
-def test_fp32_clusters_by_fma_match_float64(B, nonlinearity, monkeypatch):
+def test_fp32_clusters_match_float64(B, nonlinearity, monkeypatch):
     """The same at fp32 accuracy: T = 1024 against the float64 loop."""
     monkeypatch.setattr(dispatch, "SPLIT_CLUSTERS", True)
     if plan_for(256, B, torch.float32, "cuda").tier != "split":
