@@ -2,7 +2,9 @@
 script: stages run in the order given, one pack each, steps that no longer fit the budget are skipped, and bad
 arguments stop it before anything runs."""
 import re
+import shlex
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -74,3 +76,35 @@ def test_bad_arguments_stop_before_anything_runs(tmp_path, args, message):
     assert result.returncode == 2
     assert message in result.stderr and "usage: bash .ci/gpu" in result.stderr
     assert not result.stdout and not list(tmp_path.iterdir())
+
+
+def pytest_steps(stage: str) -> dict[str, list[str]]:
+    """The pytest arguments of each of a stage's test steps, as its dry run lists them."""
+    steps = {}
+    for line in run(Path("/nonexistent"), "--dry-run", "--budget", "100000", stage).stdout.splitlines():
+        if line.startswith("== ") and " pytest " in line:  # "== STAGE/STEP (LIMITs): COMMAND", one line each
+            step, command = line.removeprefix("== ").split(": ", 1)
+            argv = shlex.split(command)
+            steps[step.split("/")[1].split()[0]] = argv[argv.index("pytest") + 1:]
+    return steps
+
+
+def collected(args: list[str]) -> list[str]:
+    """The test ids pytest selects with these arguments (the step's own -q dropped: twice, it lists only files)."""
+    args = [a for a in args if a != "-q"]
+    proc = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", *args], capture_output=True,
+                          text=True, cwd=SCRIPT.parents[1], timeout=300)
+    return [line for line in proc.stdout.splitlines() if "::" in line]
+
+
+@pytest.mark.parametrize("stage", ["quick", "defaults", "wide", "clusters", "dsmem", "stepwise", "variants"])
+def test_each_test_step_selects_tests_and_defaults_leaves_the_switched_off_forms_alone(stage):
+    """A renamed test can fall out of a stage's -k filter, or into one: every test step selects some tests, and the
+    defaults stage, which checks today's defaults, none of the forms that are off (clusters, DSMEM)."""
+    steps = pytest_steps(stage)
+    assert steps, stage
+    for name, args in steps.items():
+        ids = collected(args)
+        assert ids, (stage, name)
+        if stage == "defaults":
+            assert not [i for i in ids if "cluster" in i or "dsmem" in i], (name, ids)
