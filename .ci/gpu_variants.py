@@ -220,7 +220,7 @@ def time_case(variant: str, dtype: str, hidden: int, batch: int, seq_len: int, d
     return row
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, type=Path, help="folder for variants.csv")
     parser.add_argument("--seq-len", type=int, default=4096)
@@ -229,15 +229,22 @@ def main(argv=None) -> int:
     parser.add_argument("--dtype", nargs="+", help="only these dtypes (e.g. bfloat16)")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--variant", nargs="+", choices=list(VARIANTS), default=list(VARIANTS), help="only these")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def selected_cases(variant: str, args: argparse.Namespace) -> list[tuple[str, int, int]]:
+    """The variant's cases that pass the --hidden, --batch and --dtype filters."""
+    return [(dtype, hidden, batch) for dtype, hidden, batch in CASES[variant]
+            if not any(wanted and value not in wanted for value, wanted in
+                       ((hidden, args.hidden), (batch, args.batch), (dtype, args.dtype)))]
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
     for variant in args.variant:
-        cases = CASES[variant]
-        for dtype, hidden, batch in cases:
-            if any(wanted and value not in wanted for value, wanted in
-                   ((hidden, args.hidden), (batch, args.batch), (dtype, args.dtype))):
-                continue
+        for dtype, hidden, batch in selected_cases(variant, args):
             try:
                 rows.append(time_case(variant, dtype, hidden, batch, args.seq_len, args.device))
             except Exception as err:  # one failing case must not lose the others

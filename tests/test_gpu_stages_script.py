@@ -1,6 +1,7 @@
 """.ci/gpu, the stages a GPU lease runs, checked here by its dry run so that a lease is not spent on a broken
 script: stages run in the order given, one pack each, steps that no longer fit the budget are skipped, and bad
 arguments stop it before anything runs."""
+import importlib.util
 import re
 import shlex
 import subprocess
@@ -78,14 +79,15 @@ def test_bad_arguments_stop_before_anything_runs(tmp_path, args, message):
     assert not result.stdout and not list(tmp_path.iterdir())
 
 
-def pytest_steps(stage: str) -> dict[str, list[str]]:
-    """The pytest arguments of each of a stage's test steps, as its dry run lists them."""
+def steps_running(program: str, stage: str) -> dict[str, list[str]]:
+    """The arguments that follow `program` (pytest, .ci/gpu_variants.py) in each of a stage's steps that run it, as
+    its dry run lists them."""
     steps = {}
     for line in run(Path("/nonexistent"), "--dry-run", "--budget", "100000", stage).stdout.splitlines():
-        if line.startswith("== ") and " pytest " in line:  # "== STAGE/STEP (LIMITs): COMMAND", one line each
+        if line.startswith("== ") and f" {program} " in line:  # "== STAGE/STEP (LIMITs): COMMAND", one line each
             step, command = line.removeprefix("== ").split(": ", 1)
             argv = shlex.split(command)
-            steps[step.split("/")[1].split()[0]] = argv[argv.index("pytest") + 1:]
+            steps[step.split("/")[1].split()[0]] = argv[argv.index(program) + 1:]
     return steps
 
 
@@ -101,10 +103,26 @@ def collected(args: list[str]) -> list[str]:
 def test_each_test_step_selects_tests_and_defaults_leaves_the_switched_off_forms_alone(stage):
     """A renamed test can fall out of a stage's -k filter, or into one: every test step selects some tests, and the
     defaults stage, which checks today's defaults, none of the forms that are off (clusters, DSMEM)."""
-    steps = pytest_steps(stage)
+    steps = steps_running("pytest", stage)
     assert steps, stage
     for name, args in steps.items():
         ids = collected(args)
         assert ids, (stage, name)
         if stage == "defaults":
             assert not [i for i in ids if "cluster" in i or "dsmem" in i], (name, ids)
+
+
+def test_each_variants_step_names_variants_that_exist_and_times_cases_of_each():
+    """A step of .ci/gpu_variants.py whose filters (--hidden, --batch, --dtype) leave a variant no case would time
+    nothing for it, silently; an unknown variant would stop the step at its argument parsing."""
+    spec = importlib.util.spec_from_file_location("gpu_variants", SCRIPT.parent / "gpu_variants.py")
+    variants = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(variants)
+    seen = 0
+    for stage in stages():
+        for name, argv in steps_running(".ci/gpu_variants.py", stage).items():
+            args = variants.build_parser().parse_args(argv)
+            for variant in args.variant:
+                assert variants.selected_cases(variant, args), (stage, name, variant)
+            seen += 1
+    assert seen >= 10
