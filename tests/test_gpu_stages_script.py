@@ -7,6 +7,7 @@ import shlex
 import subprocess
 import sys
 import tarfile
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,7 @@ def steps(text: str) -> list[tuple[str, str, int | None]]:
 
 
 def stages() -> list[str]:
-    usage = run(Path("/nonexistent"), "--help").stderr
+    usage = run(Path("unused"), "--help").stderr  # the usage line, before anything is written
     return usage.split("stages:")[1].split()
 
 
@@ -83,7 +84,9 @@ def steps_running(program: str, stage: str) -> dict[str, list[str]]:
     """The arguments that follow `program` (pytest, .ci/gpu_variants.py) in each of a stage's steps that run it, as
     its dry run lists them."""
     steps = {}
-    for line in run(Path("/nonexistent"), "--dry-run", "--budget", "100000", stage).stdout.splitlines():
+    with tempfile.TemporaryDirectory() as out:
+        listed = run(Path(out), "--dry-run", "--budget", "100000", stage).stdout.splitlines()
+    for line in listed:
         if line.startswith("== ") and f" {program} " in line:  # "== STAGE/STEP (LIMITs): COMMAND", one line each
             step, command = line.removeprefix("== ").split(": ", 1)
             argv = shlex.split(command)
