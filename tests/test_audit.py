@@ -319,6 +319,18 @@ def test_an_audit_in_another_process_gets_this_processs_kernel_switches(monkeypa
             dispatch.SPLIT_CLUSTERS, dispatch.SPLIT_CLUSTER_EXCHANGE) == ("one-dot-m", 4, False, 3, True, "dsmem-push")
 
 
+def audit_in_a_subprocess(tmp_path, *args: str, timeout: int = 1800) -> tuple[list[dict], str]:
+    """(the JSON rows, the printed table) of `python -m kernels.audit ARGS`, compiled (TRITON_INTERPRET unset), which
+    must exit 0: no configuration failed."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    report = tmp_path / "audit.json"
+    proc = subprocess.run([sys.executable, "-m", "kernels.audit", *args, "--json", str(report)], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    print(proc.stdout[-3000:], proc.stderr[-3000:])
+    assert proc.returncode == 0
+    return json.loads(report.read_text()), proc.stdout
+
+
 @pytest.mark.parametrize("exchange", ["l2", "dsmem-pull", "dsmem-push"])
 def test_the_cluster_configurations_compile_clean_with_the_cluster_barrier(exchange, tmp_path):
     """The audit with --split-clusters (what .ci/gpu_variants.py split-clusters launches): the 64-row slices of
@@ -326,14 +338,9 @@ def test_the_cluster_configurations_compile_clean_with_the_cluster_barrier(excha
     cluster barrier (barrier.cluster with release and acquire), not the grid barrier's atomics. With
     --split-cluster-exchange dsmem-pull or dsmem-push (the variants split-dsmem-pull, -push), H = 512's state passes
     through distributed shared memory: what that exchange needs is there too."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    report = tmp_path / "audit.json"
-    proc = subprocess.run([sys.executable, "-m", "kernels.audit", "--split-clusters", "--split-cluster-exchange",
-                           exchange, "--dtype", "bfloat16", "--arch", "90", "--json", str(report)],
-                          env=env, capture_output=True, text=True, timeout=900)
-    print(proc.stdout[-3000:], proc.stderr[-3000:])
-    assert proc.returncode == 0
-    clustered = [r for r in json.loads(report.read_text()) if "CLUSTER=1," not in r["config"] and r["tier"] == "split"]
+    rows, _ = audit_in_a_subprocess(tmp_path, "--split-clusters", "--split-cluster-exchange", exchange, "--dtype",
+                                    "bfloat16", "--arch", "90", timeout=900)
+    clustered = [r for r in rows if "CLUSTER=1," not in r["config"] and r["tier"] == "split"]
     assert sorted((r["block_h"], r["kernel"], r["nonlinearity"]) for r in clustered) == [
         (bh, k, act) for bh in (512, 1024) for k in ("split_backward_kernel", "split_forward_kernel")
         for act in ("relu", "tanh")]
@@ -349,13 +356,7 @@ def test_the_fp32_cluster_configuration_holds_u_in_registers_and_meets_at_the_cl
     cluster barrier."""
     monkeypatch.setattr(dispatch, "SPLIT_CLUSTERS", True)
     plan = dispatch.plan_for(256, 8, torch.float32)
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    report = tmp_path / "audit.json"
-    proc = subprocess.run([sys.executable, "-m", "kernels.audit", "--split-clusters", "--plan", plan.name, "--arch",
-                           "90", "--json", str(report)], env=env, capture_output=True, text=True, timeout=600)
-    print(proc.stdout[-3000:], proc.stderr[-3000:])
-    assert proc.returncode == 0
-    rows = json.loads(report.read_text())
+    rows, _ = audit_in_a_subprocess(tmp_path, "--split-clusters", "--plan", plan.name, "--arch", "90", timeout=600)
     assert sorted((r["kernel"], r["nonlinearity"]) for r in rows) == [
         (k, act) for k in ("split_backward_kernel", "split_forward_kernel") for act in ("relu", "tanh")]
     for r in rows:
@@ -365,15 +366,9 @@ def test_the_fp32_cluster_configuration_holds_u_in_registers_and_meets_at_the_cl
 
 
 def test_every_dispatchable_configuration_compiles_clean(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    report = tmp_path / "audit.json"
-    proc = subprocess.run([sys.executable, "-m", "kernels.audit", "--json", str(report)], env=env,
-                          capture_output=True, text=True, timeout=1800)
-    print(proc.stdout[-3000:], proc.stderr[-3000:])
-    assert proc.returncode == 0
-    rows = json.loads(report.read_text())
+    rows, table = audit_in_a_subprocess(tmp_path)
     columns = ("regs", "smem/step", "bar/step", "mma/step", "instr/step", "configurations:")
-    assert all(word in proc.stdout for word in columns)
+    assert all(word in table for word in columns)
     # Coverage: every fma, resident and split (dtype, BLOCK_H) each target can get (resident: from its minimum
     # arch on; split: a slice per SM) and the stepwise kernel of every dtype, both activations, both passes.
     def covered(tier):
