@@ -1,9 +1,11 @@
 """Shared test helpers: tolerances against float64 and the relative error; float64 references (one
 layer-direction with its gradients; a torch.nn.RNN with a layer's weights), a forward and backward of
 a layer with every gradient, and running code with the kernels compiled rather than interpreted."""
+import importlib.util
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence
@@ -65,3 +67,12 @@ def compiled_without_interpreter(code: str) -> str:
                           cwd=os.path.dirname(__file__))
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout
+
+
+def load_gpu_variants():
+    """.ci/gpu_variants.py as a module (it is a script, outside any package)."""
+    script = Path(__file__).resolve().parents[1] / ".ci" / "gpu_variants.py"
+    spec = importlib.util.spec_from_file_location("gpu_variants", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,7 +1,6 @@
 """.ci/gpu, the stages a GPU lease runs, checked here by its dry run so that a lease is not spent on a broken
 script: stages run in the order given, one pack each, steps that no longer fit the budget are skipped, and bad
 arguments stop it before anything runs."""
-import importlib.util
 import re
 import shlex
 import subprocess
@@ -11,6 +10,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
+
+from helpers import load_gpu_variants
 
 SCRIPT = Path(__file__).resolve().parents[1] / ".ci" / "gpu"
 STEP = re.compile(r"^== ([\w-]+)/([\w-]+)(?: \((\d+)s\): .*|: skipped, .*)$")
@@ -115,12 +116,11 @@ def test_each_test_step_selects_tests_and_defaults_leaves_the_switched_off_forms
             assert not [i for i in ids if "cluster" in i or "dsmem" in i], (name, ids)
 
 
-def test_each_variants_step_names_variants_that_exist_and_times_cases_of_each():
+def test_each_variants_step_leaves_each_of_its_variants_a_case_to_time():
     """A step of .ci/gpu_variants.py whose filters (--hidden, --batch, --dtype) leave a variant no case would time
-    nothing for it, silently; an unknown variant would stop the step at its argument parsing."""
-    spec = importlib.util.spec_from_file_location("gpu_variants", SCRIPT.parent / "gpu_variants.py")
-    variants = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(variants)
+    nothing for it, silently. Each step's arguments are read by the script's own parser (that the variants it names
+    exist is test_gpu_variants_script's check)."""
+    variants = load_gpu_variants()
     seen = 0
     for stage in stages():
         for name, argv in steps_running(".ci/gpu_variants.py", stage).items():

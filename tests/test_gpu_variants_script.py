@@ -2,7 +2,6 @@
 broken one: every variant switches what it says and restores it, and a run writes its table."""
 import ast
 import csv
-import importlib.util
 import re
 from pathlib import Path
 
@@ -11,15 +10,14 @@ import torch
 
 from kernels import dispatch, dsmem, resident, split
 
+from helpers import load_gpu_variants
+
 SCRIPT = Path(__file__).resolve().parents[1] / ".ci" / "gpu_variants.py"
 
 
 @pytest.fixture(scope="module")
 def variants():
-    spec = importlib.util.spec_from_file_location("gpu_variants", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_gpu_variants()
 
 
 def switches() -> dict:
