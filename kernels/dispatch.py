@@ -334,7 +334,7 @@ def _clusters_instead(hidden_size, batch_size, dtype, block_h, sms, arch) -> str
     if not _clustered(dtype, block_h, arch):
         return None
     cluster = SPLIT_CLUSTER_CONFIGS[(dtype, block_h)].forward
-    if triton.cdiv(batch_size, cluster.BLOCK_B) > split.split_grid(batch_size, hidden_size, cluster, sms)[1]:
+    if not _one_tile_each(cluster, hidden_size, batch_size, sms):
         return None
     return f"clusters of {cluster.CLUSTER} programs split U between them for this batch (SPLIT_CLUSTERS, split tier)"
 
@@ -393,10 +393,14 @@ def split_config(dtype: torch.dtype, block_h: int, hidden_size: int, batch_size:
     second tile per step."""
     configs = [c for c in split_configs(dtype, block_h, arch) if split.split_slices(hidden_size, c.forward) <= sms]
     for config in configs:
-        if triton.cdiv(batch_size, config.forward.BLOCK_B) <= split.split_grid(batch_size, hidden_size,
-                                                                               config.forward, sms)[1]:
+        if _one_tile_each(config.forward, hidden_size, batch_size, sms):
             return config
     return configs[-1] if configs else SPLIT_CONFIGS[(dtype, block_h)]
+
+
+def _one_tile_each(blocks: SplitBlocks, hidden_size: int, batch_size: int, sms: int) -> bool:
+    """Whether the batch's tiles spread over the groups the SMs leave beside the slices, one tile per program."""
+    return triton.cdiv(batch_size, blocks.BLOCK_B) <= split.split_grid(batch_size, hidden_size, blocks, sms)[1]
 
 
 def _split_plan(hidden_size, batch_size, dtype, block_h, sms, arch) -> KernelPlan | str:
