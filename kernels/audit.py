@@ -26,10 +26,10 @@ H a multiple of 16), and reports:
     the audit when this exceeds what reading h needs (each warp, or warpgroup with wgmma, reading the
     batch tile's h, or its K chunk of it, once per pass of the product; in the split tier also the
     sum of the warps' partial products, and the step's input tiles read by every warp, which all hold
-    that sum; in the fma tier every thread reading its warp's K chunk of h, and the warps' partial
-    sums; in a split kernel by FMA each k of each batch row read by the lanes that share it, and every
-    lane reading back its columns' sums) by more than half of the U bytes the program holds: that is U
-    being re-read every step;
+    that sum; in the fma tier, whose threads hold whole columns of U, every thread reading all of h
+    (a broadcast: one address per warp); in a split kernel by FMA each k of each batch row read by
+    the lanes that share it, and every lane reading back its columns' sums) by more than half of the
+    U bytes the program holds: that is U being re-read every step;
   - bar/step: CTA barriers (BAR.SYNC, BAR.ARV, BAR.RED: bar.sync and friends in PTX) in the SASS of
     the time loop, each one a point where every warp waits for the slowest; reported, not checked.
   - mma/step and waits/step: the tensor-core MMA instructions of the time loop (HGMMA: wgmma; HMMA:
@@ -458,8 +458,8 @@ def time_loop_facts(compiled, keywords: dict, dtype: str, tier: str = "resident"
     h_bytes = block_b * keywords["BLOCK_H"] * itemsize
     passes = PASSES.get(keywords.get("DOT_PRECISION"), 1)
     tile_bytes = tile_loads(ttgir, block_n, block_b) * block_n * block_b * itemsize if block_n else 0
-    if tier == "fma":  # K split over the warps; every lane reads its warp's chunk of h (a broadcast)
-        h_bytes, k_split, partial_bytes = 32 * h_bytes, warps, keywords["BLOCK_H"] * 4
+    if tier == "fma":  # whole columns a thread: every lane reads all of h (a broadcast), and nothing is summed across
+        h_bytes, k_split, partial_bytes = 32 * h_bytes, 1, 0
     elif keywords.get("FMA"):  # split by FMA: K over the warps and 8 lanes, 4 columns a thread (the rest of the
         # warp's lanes along n read each k of h), every lane reading back its 4 columns' sums of every row
         lanes_n = block_n // 4

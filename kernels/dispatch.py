@@ -54,8 +54,9 @@ def _fma(block_h: int, warps: int) -> LaunchConfig[FmaBlocks]:
 
 
 # (dtype, BLOCK_H) -> configuration of the FMA kernels: the fewest warps whose threads hold the operand's
-# BLOCK_H^2 floats (at 256: half of them, fma.HELD_MAX_BLOCK_H) without spilling (compile audit; sm_90 time-loop
-# instructions per step, forward: 90 at BLOCK_H = 32, 135 at 64, 211 at 128, 500 at 256). Not yet timed
+# BLOCK_H^2 floats (at 256: half of them, fma.HELD_MAX_BLOCK_H) without spilling, one thread per column of it
+# (compile audit; sm_90 time-loop instructions per step, forward: 82 at BLOCK_H = 32, 121 at 64, 201 at 128, 407 at
+# 256). Not yet timed
 # (.ci/gpu_variants.py fp32-fma against fp32-tf32x3 up to 128, fp32-fma-256 against fp32-split-256).
 FMA_CONFIGS: dict[tuple[torch.dtype, int], LaunchConfig[FmaBlocks]] = {
     (torch.float32, bh): _fma(bh, w) for bh, w in {16: 1, 32: 1, 64: 2, 128: 4, 256: 8}.items()}
@@ -161,7 +162,7 @@ SPLIT_LOOPED_CONFIGS: dict[tuple[torch.dtype, int], LaunchConfig[SplitBlocks]] =
 # barrier takes that place: clusters of 4 programs, each holding a 64-column slice (64 KiB) in registers, multiplied
 # by FMA (SplitBlocks.FMA) for 2 batch rows, one cluster per 2 rows (33 on 132 SMs: B <= 66, where the fma tier
 # yields to them; beyond, it serves). Compile audit, sm_90, forward/backward: 117/124 registers on 8 warps, 284/293
-# instructions and 12/14 CTA barriers per step for the 2 rows, no spills (the fma tier at 256: 500/456 for one row);
+# instructions and 12/14 CTA barriers per step for the 2 rows, no spills (the fma tier at 256: 407/399 for one row);
 # clusters of 2 with 128-column slices took 426/415 and 185/189 registers. Not yet timed (.ci/gpu_variants.py
 # split-clusters at fp32, H = 256, against the fma tier and cuDNN).
 SPLIT_CLUSTER_CONFIGS: dict[tuple[torch.dtype, int], LaunchConfig[SplitBlocks]] = {

@@ -10,30 +10,42 @@ TF32 splits on every step's serial chain. Per step, for one batch row b (a vecto
                dh_0[n] = sum_k U[k, n] da_1[k]
 
 Both are one product, sum_k M[k, n] v[k], with the [BLOCK_H, BLOCK_H] operand M (U^T forward, U
-backward) held in registers for all T steps. M is read from a contiguous matrix whose rows run along
-n (the forward's launcher passes U^T as a contiguous copy), so Triton's layout for it puts
-each thread's elements along n and the warps along k: each thread sums its k rows in registers (one
-FFMA per element per step), the warps' partial sums meet in shared memory, and the new state reaches
-every thread's k rows through shared memory. Compile audit, sm_90, BLOCK_H = 128 on 4 warps: 124
-FFMA and 211 instructions per step, 7 CTA barriers, 167 registers, no spills; the resident tier's
-3xTF32 takes 435 instructions per step on 8 warps (with 3 wgmma waits) for the same layer.
+backward) held in registers for all T steps, BLOCK_H threads to a program: each thread holds whole
+columns n of M, so it sums over k in its own registers (one FFMA per element per step) and nothing is
+summed across lanes or warps. Its sum runs in CHAINS independent runs of k, joined at the end: one
+run would be a chain of BLOCK_H dependent FFMAs, each waiting out the last's latency. The new state
+then reaches every thread through shared memory, one store, one barrier and BLOCK_H / 4 loads of 16
+bytes, each at one address for the whole warp (a broadcast); a second barrier lets the next step's
+store reuse the buffer.
+
+Triton picks a layout for a tensor by how it is loaded, not by how it is used, so the launchers store
+M by columns (by_columns: k = 4 j + e at [j, n, e]) and the kernels load it as one flat run: Triton
+gives each thread 16-byte vectors, thread i the vectors i, i + BLOCK_H, i + 2 BLOCK_H, ..., which hold
+column i's k four at a time; as_columns reshapes them into [k, n] without moving them. Compile audit, sm_90, BLOCK_H =
+128 on 4 warps, forward/backward: 124/125 FFMA and 201/192 instructions per step, 2 CTA barriers, 32
+LDS.128, no shuffle, 170/168 registers, no spills, and 39/37 dependent float operations at the
+longest (32 FFMA a run). Before this layout (warps along k, 4 columns a thread), Triton summed the
+warps' partial sums through shared memory and shuffles: 211 instructions and 7 CTA barriers per step.
+The resident tier's 3xTF32 takes 435 instructions per step on 8 warps (with 3 wgmma waits) for the
+same layer. Not yet timed: every lane reads all of h through shared memory, 4x the bytes of the
+former layout's reads if the broadcasts are not free.
 
 BLOCK_H = 256 (STREAM_HALF, beyond HELD_MAX_BLOCK_H): fp32 U is 256 KiB there, the whole register
 file of an SM, and splitting it over CTAs would need the split tier's grid barrier (2.5 us per step
 on the H200 on its own, against cuDNN fp32's 1.74 for the whole step at B = 8). So the program holds
 the first half of the operand's rows in registers and reads the other half from global memory every
-step, 128 KiB with evict_last, which the SM's L1 can keep: the program takes 4 KiB of shared memory,
-which leaves the rest of the SM's 256 KiB of L1 and shared memory to the cache. The rows are cut into
-quarters, k = c BLOCK_H/4 + j, and v into the matching quarters, so that all four quarters' products
-add into one [BLOCK_H/4, BLOCK_H] tile of per-thread sums before the one reduction over the warps.
-Compile audit, sm_90, 8 warps, forward: 254 registers, no spills, 500 instructions per step (256
-FFMA/FMUL per thread), 9 CTA barriers, 32 16-byte loads of U per thread per step. The split tier
-served this size before (2.75 us per step forward on the H200 at B = 8). Whether L1 keeps the
-streamed half, and what the step then costs, is not yet timed (.ci/gpu_variants.py fp32-fma against
-fp32-split-256). On sm_90 a cluster's barrier, in hardware, avoids the grid barrier: with
-dispatch.SPLIT_CLUSTERS the dispatcher splits U over clusters of 4 programs of the split tier
-instead, each holding 64 of its columns in registers and multiplying them by FMA for 2 batch rows
-(dispatch.SPLIT_CLUSTER_CONFIGS; not yet timed).
+step, 128 KiB with evict_last, which the SM's L1 can keep: the program takes 1 KiB of shared memory,
+which leaves the rest of the SM's 256 KiB of L1 and shared memory to the cache. Both halves are
+stored by columns, the streamed half in its own flat run, and their runs' sums add before the one
+sum over the runs. Compile audit, sm_90, 8 warps, forward/backward: 178/186 registers, no spills,
+407/399 instructions and 2 CTA barriers per step, 32 16-byte loads of U per thread per step (before
+this layout: 254 registers, 500 instructions, 9 CTA barriers). The split tier served this size
+before (2.75 us per step forward on the H200 at B = 8). Whether L1 keeps the streamed half, and what
+the step then costs, is not yet timed (.ci/gpu_variants.py fp32-fma against fp32-split-256). On
+sm_90 a cluster's barrier, in hardware, avoids the grid barrier: with dispatch.SPLIT_CLUSTERS the
+dispatcher splits U over clusters of 4 programs of the split tier instead, each holding 64 of its
+columns in registers and multiplying them by FMA for 2 batch rows (dispatch.SPLIT_CLUSTER_CONFIGS;
+not yet timed).
 
 Each program runs one batch row, so a batch of B takes B programs, and each holds its own copy of U.
 The dispatcher sends a layer here while B fits the SMs one program each (dispatch.py). The launchers
@@ -51,6 +63,9 @@ from .runtime import interpreting
 
 # The largest BLOCK_H whose operand a program holds whole in registers; beyond it, half (module docstring).
 HELD_MAX_BLOCK_H = 128
+# Independent partial sums per thread in the product (chained_sums): 4 FFMAs in flight cover the FFMA's 4-cycle
+# latency on one warp per scheduler.
+CHAINS = tl.constexpr(4)
 
 
 @dataclass(frozen=True)
@@ -68,61 +83,57 @@ def launch_keywords(config: FmaBlocks, nonlinearity: str, dtype: torch.dtype, in
 
 
 @triton.jit
-def operand_rows(m_ptr, first, ROWS: tl.constexpr, BLOCK_H: tl.constexpr):
-    """Pointers to rows first .. first + ROWS - 1 of the padded [BLOCK_H, BLOCK_H] operand at m_ptr."""
-    offs_k = first + tl.arange(0, ROWS)
-    offs_n = tl.arange(0, BLOCK_H)
-    return m_ptr + offs_k[:, None] * BLOCK_H + offs_n[None, :]
+def column_chunk(m_ptr, FIRST: tl.constexpr, ROWS: tl.constexpr, BLOCK_H: tl.constexpr):
+    """Pointers to rows FIRST .. FIRST + ROWS - 1 of the operand stored by columns (by_columns) at m_ptr: one
+    contiguous run, flat."""
+    return m_ptr + FIRST * BLOCK_H + tl.arange(0, ROWS * BLOCK_H)
+
+
+@triton.jit
+def as_columns(flat, ROWS: tl.constexpr, BLOCK_H: tl.constexpr):
+    """The [ROWS, BLOCK_H] rows of the operand (element [k, n]) loaded flat from column_chunk, in the layout
+    the flat load gave them: each thread's 16-byte vectors are 4 consecutive k of its column n."""
+    return tl.reshape(tl.permute(tl.reshape(flat, (ROWS // 4, BLOCK_H, 4)), (0, 2, 1)), (ROWS, BLOCK_H))
 
 
 @triton.jit
 def load_held(m_ptr, BLOCK_H: tl.constexpr, STREAM_HALF: tl.constexpr):
-    """The operand's rows the program holds in registers: all of them (returned twice), or with STREAM_HALF
-    its first two quarters."""
-    # Named resident_u*: the compile audit finds U's loads by that name.
-    if STREAM_HALF:
-        Q: tl.constexpr = BLOCK_H // 4
-        resident_u_a = tl.load(operand_rows(m_ptr, 0, Q, BLOCK_H))
-        resident_u_b = tl.load(operand_rows(m_ptr, Q, Q, BLOCK_H))
-        return resident_u_a, resident_u_b
-    else:
-        resident_u = tl.load(operand_rows(m_ptr, 0, BLOCK_H, BLOCK_H))
-        return resident_u, resident_u
+    """The operand's rows the program holds in registers: all of them, or with STREAM_HALF the first half."""
+    ROWS: tl.constexpr = BLOCK_H // 2 if STREAM_HALF else BLOCK_H
+    # Named resident_u: the compile audit finds U's loads by that name.
+    resident_u = tl.load(column_chunk(m_ptr, 0, ROWS, BLOCK_H))
+    return as_columns(resident_u, ROWS, BLOCK_H)
 
 
 @triton.jit
-def quarters(v, Q: tl.constexpr):
-    """v[c Q + j] for c = 0, 1, 2, 3: four [Q] vectors."""
-    lower, upper = tl.split(tl.permute(tl.reshape(v, (2, 2, Q)), (2, 0, 1)))  # [j, c // 2] for c even, odd
-    v0, v2 = tl.split(lower)
-    v1, v3 = tl.split(upper)
-    return v0, v1, v2, v3
+def chained_sums(m, v, ROWS: tl.constexpr, BLOCK_H: tl.constexpr):
+    """[CHAINS, BLOCK_H]: sum_k m[k, n] v[k] over each of CHAINS runs of k. A thread's k sit in its registers,
+    and a sum over them is one dependent FFMA after another: CHAINS independent runs hide the FFMA's latency."""
+    m_runs = tl.reshape(m, (CHAINS, ROWS // CHAINS, BLOCK_H))
+    v_runs = tl.reshape(v, (CHAINS, ROWS // CHAINS))
+    return tl.sum(m_runs * v_runs[:, :, None], axis=1)
 
 
 @triton.jit
-def vector_product(held_a, held_b, m_ptr, v, BLOCK_H: tl.constexpr, STREAM_HALF: tl.constexpr):
-    """[BLOCK_H]: sum_k m[k, n] v[k] by FMA, m the operand at m_ptr of which the program holds held_a and
-    held_b (load_held); with STREAM_HALF its last two quarters of rows are read from memory here."""
+def vector_product(held, m_ptr, v, BLOCK_H: tl.constexpr, STREAM_HALF: tl.constexpr):
+    """[BLOCK_H]: sum_k m[k, n] v[k] by FMA, m the operand at m_ptr of which the program holds held (load_held);
+    with STREAM_HALF its second half of rows is read from memory here."""
     if STREAM_HALF:
-        Q: tl.constexpr = BLOCK_H // 4
-        v0, v1, v2, v3 = quarters(v, Q)
-        # Per-thread sums of all four quarters in one tile: one reduction over the warps, not four.
-        sums = held_a * v0[:, None]
-        sums += held_b * v1[:, None]
-        streamed_u = tl.load(operand_rows(m_ptr, 2 * Q, Q, BLOCK_H), eviction_policy="evict_last")
-        sums += streamed_u * v2[:, None]
-        streamed_u = tl.load(operand_rows(m_ptr, 3 * Q, Q, BLOCK_H), eviction_policy="evict_last")
-        sums += streamed_u * v3[:, None]
+        HALF: tl.constexpr = BLOCK_H // 2
+        v_held, v_streamed = tl.split(tl.permute(tl.reshape(v, (2, HALF)), (1, 0)))
+        streamed_u = tl.load(column_chunk(m_ptr, HALF, HALF, BLOCK_H), eviction_policy="evict_last")
+        sums = chained_sums(held, v_held, HALF, BLOCK_H)
+        sums += chained_sums(as_columns(streamed_u, HALF, BLOCK_H), v_streamed, HALF, BLOCK_H)
         return tl.sum(sums, axis=0)
     else:
-        return tl.sum(held_a * v[:, None], axis=0)
+        return tl.sum(chained_sums(held, v, BLOCK_H, BLOCK_H), axis=0)
 
 
 @triton.jit
 def fma_forward_kernel(
     xw_ptr,         # [T, B, H] input projection incl. both biases, fp32, contiguous
     h0_ptr,         # [B, H] initial hidden state, contiguous
-    ut_ptr,         # [BLOCK_H, BLOCK_H] U^T zero-padded, contiguous: element [k, n] is U[n, k]
+    ut_ptr,         # U^T (element [k, n] is U[n, k]) zero-padded to [BLOCK_H, BLOCK_H], stored by_columns
     y_ptr,          # [T, B, H] out: h_t for every t
     T, B, H,        # sequence length, batch, hidden size
     t_first,        # time index of the first step: 0, or T - 1 for the reverse direction
@@ -134,7 +145,7 @@ def fma_forward_kernel(
     offs = tl.arange(0, BLOCK_H)
     mask = offs < H
     row = tl.program_id(0) * H + offs  # this program's batch row of a [B, H] matrix
-    held_a, held_b = load_held(ut_ptr, BLOCK_H, STREAM_HALF)
+    held = load_held(ut_ptr, BLOCK_H, STREAM_HALF)
     stride = B * H
     t = tl.cast(t_first, tl.int64)  # 64-bit: t * B * H can pass 2^31
     h = tl.load(h0_ptr + row, mask=mask, other=0.0)
@@ -142,7 +153,7 @@ def fma_forward_kernel(
     for s in range(0, T):
         # The next step's input, loaded while this step computes.
         xw_next = tl.load(xw_ptr + (t + t_step) * stride + row, mask=mask & (s + 1 < T), other=0.0)
-        h = apply_activation(xw + vector_product(held_a, held_b, ut_ptr, h, BLOCK_H, STREAM_HALF),
+        h = apply_activation(xw + vector_product(held, ut_ptr, h, BLOCK_H, STREAM_HALF),
                              ACTIVATION)
         tl.store(y_ptr + t * stride + row, h, mask=mask)
         t += t_step
@@ -153,7 +164,7 @@ def fma_forward_kernel(
 def fma_backward_kernel(
     y_ptr,          # [T, B, H] forward hidden states h_t, fp32, contiguous
     dy_ptr,         # [T, B, H] dL/dh_t from the layer's outputs (h_n's gradient included), contiguous
-    u_ptr,          # [BLOCK_H, BLOCK_H] recurrent weight U zero-padded, contiguous
+    u_ptr,          # recurrent weight U zero-padded to [BLOCK_H, BLOCK_H], stored by_columns
     da_ptr,         # [T, B, H] out: dL/da_t
     dh0_ptr,        # [B, H] out: dL/dh_0
     T, B, H,        # sequence length, batch, hidden size
@@ -164,7 +175,7 @@ def fma_backward_kernel(
     offs = tl.arange(0, BLOCK_H)
     mask = offs < H
     row = tl.program_id(0) * H + offs
-    held_a, held_b = load_held(u_ptr, BLOCK_H, STREAM_HALF)
+    held = load_held(u_ptr, BLOCK_H, STREAM_HALF)
     stride = B * H
     t = tl.cast(t_first, tl.int64)
     da = tl.zeros((BLOCK_H,), tl.float32)  # nothing flows into the first reverse step but dy
@@ -174,21 +185,20 @@ def fma_backward_kernel(
         # The next reverse step's inputs, loaded while this step computes.
         h_next = tl.load(y_ptr + (t + t_step) * stride + row, mask=mask & (s + 1 < T), other=0.0)
         dy_next = tl.load(dy_ptr + (t + t_step) * stride + row, mask=mask & (s + 1 < T), other=0.0)
-        g = dy + vector_product(held_a, held_b, u_ptr, da, BLOCK_H, STREAM_HALF)
+        g = dy + vector_product(held, u_ptr, da, BLOCK_H, STREAM_HALF)
         da = g * activation_grad_from_output(h, ACTIVATION)
         tl.store(da_ptr + t * stride + row, da, mask=mask)
         t += t_step
         h, dy = h_next, dy_next
-    tl.store(dh0_ptr + row, vector_product(held_a, held_b, u_ptr, da, BLOCK_H, STREAM_HALF), mask=mask)
+    tl.store(dh0_ptr + row, vector_product(held, u_ptr, da, BLOCK_H, STREAM_HALF), mask=mask)
 
 
-def padded(m: torch.Tensor, block_h: int) -> torch.Tensor:
-    """m ([H, H]) zero-padded to a contiguous [block_h, block_h] (m itself, made contiguous, where H = block_h)."""
-    if m.shape == (block_h, block_h):
-        return m.contiguous()
+def by_columns(m: torch.Tensor, block_h: int) -> torch.Tensor:
+    """m ([H, H], element [k, n]) zero-padded to [block_h, block_h] and stored by columns, as the kernels load it:
+    a contiguous [block_h / 4, block_h, 4] whose element [j, n, e] is m[4 j + e, n]."""
     out = m.new_zeros((block_h, block_h))
     out[:m.shape[0], :m.shape[1]] = m
-    return out
+    return out.view(block_h // 4, 4, block_h).permute(0, 2, 1).contiguous()
 
 
 def fma_forward(xw: torch.Tensor, h0: torch.Tensor, u: torch.Tensor, reverse: bool, config: FmaBlocks,
@@ -196,7 +206,7 @@ def fma_forward(xw: torch.Tensor, h0: torch.Tensor, u: torch.Tensor, reverse: bo
     """All hidden states [T, B, H] of one layer-direction; xw, h0, u contiguous fp32 on one device."""
     T, B, H = xw.shape
     y = torch.empty_like(xw)
-    fma_forward_kernel[(B,)](xw, h0, padded(u.t(), config.BLOCK_H), y, T, B, H, T - 1 if reverse else 0,
+    fma_forward_kernel[(B,)](xw, h0, by_columns(u.t(), config.BLOCK_H), y, T, B, H, T - 1 if reverse else 0,
                              -1 if reverse else 1,
                              **launch_keywords(config, nonlinearity, xw.dtype, interpreting(), backward=False))
     return y
@@ -208,7 +218,7 @@ def fma_backward(y: torch.Tensor, dy: torch.Tensor, u: torch.Tensor, reverse: bo
     T, B, H = y.shape
     da = torch.empty_like(y)
     dh0 = torch.empty((B, H), dtype=y.dtype, device=y.device)
-    fma_backward_kernel[(B,)](y, dy, padded(u, config.BLOCK_H), da, dh0, T, B, H, 0 if reverse else T - 1,
+    fma_backward_kernel[(B,)](y, dy, by_columns(u, config.BLOCK_H), da, dh0, T, B, H, 0 if reverse else T - 1,
                               1 if reverse else -1,
                               **launch_keywords(config, nonlinearity, y.dtype, interpreting(), backward=True))
     return da, dh0

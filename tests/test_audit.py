@@ -3,6 +3,7 @@ spills, shared memory within limits, U hoisted out of the time loop and, in the 
 in registers; and the audit's own checks can tell a kernel that re-reads U every step."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -40,7 +41,7 @@ from kernels.dispatch import (
     resident_served,
     split_configs,
 )
-from kernels.fma import HELD_MAX_BLOCK_H
+from kernels.fma import CHAINS, HELD_MAX_BLOCK_H
 
 from helpers import compiled_without_interpreter
 
@@ -295,6 +296,68 @@ def test_the_fp32_split_product_at_h2048_multiplies_each_element_of_u_once_per_b
     multiplies = sum(op in ("FFMA", "FMUL") for op in loop["opcodes"])
     assert loop["FMA"] and products <= multiplies <= 1.1 * products, (products, multiplies)
     assert not {"HMMA", "HGMMA"} & set(loop["opcodes"])
+
+
+FMA_TIER_LOOPS = """
+import json, torch
+from kernels import audit, fma
+from kernels.dispatch import FMA_CONFIGS
+loops = {}
+for block_h in (128, 256):
+    blocks = FMA_CONFIGS[(torch.float32, block_h)].forward
+    for backward, kernel in ((False, fma.fma_forward_kernel), (True, fma.fma_backward_kernel)):
+        keywords = fma.launch_keywords(blocks, "tanh", torch.float32, False, backward)
+        compiled = audit.compile_for(kernel, "torch.float32", keywords, 90)
+        sass = audit._nvidia_tool("cuobjdump", compiled.asm["cubin"], "-sass")
+        loops[f"{block_h} {backward}"] = audit.time_loop(sass)
+print(json.dumps(loops))
+"""
+
+
+def longest_float_chain(loop: list[str]) -> int:
+    """The most FFMA/FADD/FMUL of these instructions in a row of which each reads the one before's result."""
+    depth: dict[int, int] = {}
+    for instruction in loop:
+        written = re.match(r"(\S+)\s+R(\d+)\b", instruction)
+        if not written:
+            continue
+        opcode, destination = written.group(1), int(written.group(2))
+        if opcode.split(".")[0] in ("FFMA", "FADD", "FMUL"):
+            sources = re.findall(r"\bR(\d+)\b", instruction[written.end():])
+            depth[destination] = 1 + max((depth.get(int(r), 0) for r in sources), default=0)
+        else:  # a load or anything else starts afresh, in every register a vector load writes
+            width = 4 if ".128" in opcode else 2 if ".64" in opcode else 1
+            depth.update({destination + i: 0 for i in range(width)})
+    return max(depth.values(), default=0)
+
+
+def test_longest_float_chain_follows_results_not_sources():
+    listing = ["FMUL R1, R10, R11", "FFMA R2, R12, R13, R1", "LDS.64 R0, [UR4]", "FFMA R3, R14, R15, R2",
+               "FFMA R4, R16, R17, R1"]
+    assert longest_float_chain(listing) == 3  # R1 -> R2 -> R3; R4 reads R1 as the vector load left it
+
+
+def test_the_fma_tiers_threads_hold_whole_columns_and_meet_once_a_step():
+    """The fma tier's threads each hold whole columns of the operand (fma.by_columns), so a step sums nothing
+    across lanes or warps: per thread one FFMA (or the FMUL that starts a run) per k, no shuffle, and the new
+    state reaches every thread through shared memory at one store-barrier-load (plus the barrier that lets
+    the store reuse the buffer). Each thread sums its k in independent runs, so the FFMAs' latency overlaps.
+    Every warp reads it at one address per load, a broadcast (a uniform register):
+    that is what lets the audit count each lane's read of the whole state as reading h (sm_90, forward and
+    backward, held at 128 and half streamed at 256)."""
+    for key, loop in json.loads(compiled_without_interpreter(FMA_TIER_LOOPS)).items():
+        block_h = int(key.split()[0])
+        opcodes = [i.split()[0].split(".")[0] for i in loop]
+        multiplies = sum(op in ("FFMA", "FMUL") for op in opcodes)
+        assert block_h <= multiplies <= 1.1 * block_h, (key, multiplies)
+        assert cta_barriers(loop) <= 2 and "SHFL" not in opcodes, key
+        shared_loads = [i for i in loop if i.startswith("LDS")]
+        assert len(shared_loads) == block_h // 4, key  # the state, 16 bytes a load
+        assert all(re.search(r"\[UR\d+(\+0x[0-9a-f]+)?\]", i) for i in shared_loads), key
+        # k summed in CHAINS independent runs: no FFMA waits on more than a run's worth, plus the few that join
+        # the runs and the activation's
+        run = min(block_h, HELD_MAX_BLOCK_H) // CHAINS
+        assert CHAINS >= 4 and run < longest_float_chain(loop) <= run + 12, (key, longest_float_chain(loop))
 
 
 def test_an_audit_in_another_process_gets_this_processs_kernel_switches(monkeypatch):
