@@ -80,7 +80,9 @@ VARIANTS = {  # name -> a context manager factory
     # and the resident tier's products: fp32-tf32x3 (Triton's), fp32-one-dot-k, fp32-one-dot-m (resident.py)
     "fp32-fma": contextlib.nullcontext,
     "fp32-fma-shared-sms": lambda: switched(dispatch, "FMA_MAX_ROWS_PER_SM", 4),
-    # the fma tier with twice today's warps (fewer FFMA per thread, more warps to hide latency)
+    # the fma tier with twice today's warps: half as many FFMA per thread and two warps per scheduler to hide latency,
+    # but each column's two threads in different warps, whose sums meet through shared memory (compile audit, sm_90,
+    # H = 128: 144 instructions and 5 CTA barriers per step against 201 and 2; at H = 256 it spills)
     "fp32-fma-2x-warps": lambda: switched(dispatch, "FMA_CONFIGS", {
         key: config.replace(num_warps=2 * config.forward.num_warps) for key, config in dispatch.FMA_CONFIGS.items()}),
     **{f"fp32-{p}": (lambda p=p: resident_fp32(p)) for p in resident.FP32_PRODUCTS},
