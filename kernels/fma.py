@@ -10,25 +10,27 @@ TF32 splits on every step's serial chain. Per step, for one batch row b (a vecto
                dh_0[n] = sum_k U[k, n] da_1[k]
 
 Both are one product, sum_k M[k, n] v[k], with the [BLOCK_H, BLOCK_H] operand M (U^T forward, U
-backward) held in registers for all T steps, BLOCK_H threads to a program: each thread holds whole
-columns n of M, so it sums over k in its own registers (one FFMA per element per step) and nothing is
-summed across lanes or warps. Its sum runs in CHAINS independent runs of k, joined at the end: one
-run would be a chain of BLOCK_H dependent FFMAs, each waiting out the last's latency. The new state
-then reaches every thread through shared memory, one store, one barrier and BLOCK_H / 4 loads of 16
-bytes, each at one address for the whole warp (a broadcast); a second barrier lets the next step's
-store reuse the buffer.
+backward) held in registers for all T steps, one thread per column n of M (dispatch.FMA_CONFIGS; at
+BLOCK_H = 16 a warp's 32 lanes take two per column). A thread sums over its column's k in its own
+registers (one FFMA per element per step), so nothing is summed across lanes or warps. The sum runs in CHAINS
+independent runs of k, joined at the end: one run would be a chain of BLOCK_H dependent FFMAs, each
+waiting out the last's latency. The new state then reaches every thread through shared memory: one
+store, one barrier, and BLOCK_H / 4 loads of 16 bytes, each at one address for the whole warp (a
+broadcast); a second barrier lets the next step's store reuse the buffer.
 
-Triton picks a layout for a tensor by how it is loaded, not by how it is used, so the launchers store
-M by columns (by_columns: k = 4 j + e at [j, n, e]) and the kernels load it as one flat run: Triton
-gives each thread 16-byte vectors, thread i the vectors i, i + BLOCK_H, i + 2 BLOCK_H, ..., which hold
-column i's k four at a time; as_columns reshapes them into [k, n] without moving them. Compile audit, sm_90, BLOCK_H =
-128 on 4 warps, forward/backward: 124/125 FFMA and 201/192 instructions per step, 2 CTA barriers, 32
-LDS.128, no shuffle, 170/168 registers, no spills, and 39/37 dependent float operations at the
-longest (32 FFMA a run). Before this layout (warps along k, 4 columns a thread), Triton summed the
-warps' partial sums through shared memory and shuffles: 211 instructions and 7 CTA barriers per step.
-The resident tier's 3xTF32 takes 435 instructions per step on 8 warps (with 3 wgmma waits) for the
-same layer. Not yet timed: every lane reads all of h through shared memory, 4x the bytes of the
-former layout's reads if the broadcasts are not free.
+Triton picks a tensor's layout from how it is loaded, not from how it is used, so the launchers store
+M by columns (by_columns: k = 4 j + e at [j, n, e]) and the kernels load it as one flat run. Triton
+gives each thread 16-byte vectors, thread i the vectors i, i + BLOCK_H, i + 2 BLOCK_H, ..., which
+hold column i's k four at a time; as_columns reshapes them into [k, n] without moving them.
+
+Compile audit, sm_90, BLOCK_H = 128 on 4 warps, forward/backward: 124/125 FFMA and 201/192
+instructions per step, 2 CTA barriers, 32 LDS.128, no shuffle, 170/168 registers, no spills, and
+39/37 dependent float operations at the longest (32 FFMA a run). With Triton's own layout for M
+(warps along k, 4 columns a thread), the warps' partial sums met through shared memory and shuffles:
+211 instructions and 7 CTA barriers per step. The resident tier's 3xTF32 takes 435 instructions per
+step on 8 warps (with 3 wgmma waits) for the same layer. Not yet timed: every lane reads all of h
+from shared memory, 4x the bytes of the former layout's reads, which cost no more only if a
+broadcast load takes one shared-memory wavefront (`bash .ci/gpu ncu-fma` tells).
 
 BLOCK_H = 256 (STREAM_HALF, beyond HELD_MAX_BLOCK_H): fp32 U is 256 KiB there, the whole register
 file of an SM, and splitting it over CTAs would need the split tier's grid barrier (2.5 us per step
