@@ -36,9 +36,11 @@ fp32 at H = 2048 multiplies by FMA instead (FMA, fma_slice_product): its 128 sli
 of U each, which takes 16 warps' 64 registers a thread, and 3xTF32's product at that size spills (its
 operand's TF32 parts take more registers than 16 warps' limit of 128). The slice is held as
 [BLOCK_H, BLOCK_N] from a row-major matrix along n (the forward's launcher passes U^T; the backward's U is
-one already), the layout fma.py's kernels use: each thread holds 4 columns of 16 k rows, the warps and 8 lanes
-run along k. Each batch row of the tile is then one FMA sum per thread and 3 shuffle rounds, and each pair
-of rows one sum over the warps through shared memory (exact fp32, as cuDNN's fp32 kernels multiply)::
+one already), which Triton lays out as it coalesces the load: each thread holds 4 columns of 16 k rows, the
+warps and 8 lanes run along k. (fma.py's kernels hold whole columns a thread instead; with K = 2048 and 16
+columns, that would have every warp read the whole state.) Each batch row of the tile is then one FMA sum per
+thread and 3 shuffle rounds, and each pair of rows one sum over the warps through shared memory (exact fp32,
+as cuDNN's fp32 kernels multiply)::
 
     a_t^T[n, b] = xw_t^T[n, b] + sum_k M[k, n] h_{t-1}[b, k],   M = U^T (forward), U (backward)
 
@@ -211,7 +213,7 @@ def fma_slice_product(m, state_ptr, tile, B, H, BLOCK_N: tl.constexpr, BLOCK_B: 
                       BLOCK_H: tl.constexpr, ACC_DTYPE: tl.constexpr):
     """slice_product by FMA, for the slice m held as [BLOCK_H, BLOCK_N] (load_pinned_slice with FMA): a pair of
     batch rows at a time, sum_k m[k, n] v[k] for each, each thread summing its k rows in registers before the
-    warps' sums meet (fma.py's product, here over BLOCK_N columns); the pair's products side by side share one
+    lanes' and warps' sums meet; the pair's products side by side share one
     sum over the warps (compile audit: 48 CTA barriers per step of one 8-row tile, not 60). Each pair's rows are
     loaded while the pair before is summed: the barriers keep the compiler from moving the loads up itself, and
     each load waits on L2 (not yet timed). A tl.dot by FMA would hold U once per lane along the batch, and a
