@@ -306,6 +306,11 @@ def time_loop(sass: str) -> list[str]:
     return [re.sub(r"^@!?U?P\w+\s+", "", text) for address, text in instructions if first <= address <= last]
 
 
+def compiled_time_loop(compiled) -> list[str]:
+    """time_loop of a compiled kernel (its cubin's SASS, by the cuobjdump in the triton wheel)."""
+    return time_loop(_nvidia_tool("cuobjdump", compiled.asm["cubin"], "-sass"))
+
+
 def lane_bytes(opcode_parts: list[str]) -> int:
     """Bytes one lane moves with a load whose opcode, split at its dots, is these parts (its width suffix)."""
     return next((_LANE_BYTES[p] for p in opcode_parts[1:] if p in _LANE_BYTES), 4)
@@ -451,7 +456,7 @@ def time_loop_facts(compiled, keywords: dict, dtype: str, tier: str = "resident"
     bar_per_step, barrier_kinds, mma_per_step, waits_per_step, loop_instructions, prefetch_per_step and
     u_l1_per_step."""
     ttgir = compiled.asm["ttgir"]
-    loop = time_loop(_nvidia_tool("cuobjdump", compiled.asm["cubin"], "-sass"))
+    loop = compiled_time_loop(compiled)
     warps = keywords["num_warps"]
     itemsize = ITEMSIZE[TRITON_DTYPE[dtype]]
     block_n, block_b = keywords.get("BLOCK_N", 0), keywords.get("BLOCK_B", 1)  # fma: one batch row

@@ -257,7 +257,7 @@ loops = {}
 for job in audit.audit_jobs(dtype="float32", nonlinearity="tanh", arch=90):
     if job.kernel == "step_kernel":
         compiled = audit.compile_for(audit._kernel(job.tier, job.kernel), job.dtype, job.keywords, job.arch)
-        loop = audit.time_loop(audit._nvidia_tool("cuobjdump", compiled.asm["cubin"], "-sass"))
+        loop = audit.compiled_time_loop(compiled)
         key = f"{job.keywords['BLOCK_N']} {'backward' if job.keywords['BACKWARD'] else 'forward'}"
         loops[key] = sorted(instruction.split()[0] for instruction in loop)
 print(json.dumps(loops))
@@ -281,7 +281,7 @@ from kernels.dispatch import SPLIT_CONFIGS
 blocks = SPLIT_CONFIGS[(torch.float32, 2048)].forward
 keywords = split.launch_keywords(dataclasses.replace(blocks, ONE_TILE=True), "tanh", torch.float32, False, False)
 compiled = audit.compile_for(split.split_forward_kernel, "torch.float32", keywords, 90)
-loop = audit.time_loop(audit._nvidia_tool("cuobjdump", compiled.asm["cubin"], "-sass"))
+loop = audit.compiled_time_loop(compiled)
 print(json.dumps({"opcodes": [i.split()[0].split(".")[0] for i in loop], **blocks.keywords()}))
 """
 
@@ -308,8 +308,7 @@ for block_h in (128, 256):
     for backward, kernel in ((False, fma.fma_forward_kernel), (True, fma.fma_backward_kernel)):
         keywords = fma.launch_keywords(blocks, "tanh", torch.float32, False, backward)
         compiled = audit.compile_for(kernel, "torch.float32", keywords, 90)
-        sass = audit._nvidia_tool("cuobjdump", compiled.asm["cubin"], "-sass")
-        loops[f"{block_h} {backward}"] = audit.time_loop(sass)
+        loops[f"{block_h} {backward}"] = audit.compiled_time_loop(compiled)
 print(json.dumps(loops))
 """
 
