@@ -29,12 +29,21 @@ Then sm_90 runs wgmma with U in registers and sm_80 mma.sync with U in registers
 
 What else is kept off each step's serial chain: the step's inputs (xw_{t+1}; h_{t-1} and dy_{t-1}
 backward) are loaded during the previous step, h_t's store is not waited on, and tanh is one MUFU
-instruction for 16-bit I/O (activations.py). tl.load/tl.store keep their coalesced layout, so each
-per-step tile passes through shared memory to or from the accumulator's layout (4 of the forward's 6
-CTA barriers per step, 6 of the backward's 8: the audit's bar/step); load_tile and store_tile by
-inline PTX take the accumulator's layout instead (2 left: h through shared memory as the MMA's right
-operand), at the cost of per-element addressing. Timed, that pays in the forward up to BLOCK_H = 128
-only (ACC_LAYOUT_IO_MAX_BLOCK_H). float64 (for gradcheck) multiplies by the plain product.
+instruction for 16-bit I/O (activations.py).
+
+Per-step layouts. The MMA leaves the product in its accumulator's layout; tl.load and tl.store give
+the step's tiles a coalesced one. Each conversion between the two passes through shared memory at 2
+CTA barriers (the audit's bar/step), beside the 2 that h costs on its way to the next MMA as its right
+operand. Converting the input tiles into the accumulator's layout and the output tile back took 6
+barriers per step in the forward and 8 in the backward. Two ways out:
+- PRODUCT_TO_IO_LAYOUT (default; set from the compile audit, not yet timed): the product is converted
+  into the tiles' layout once (in_io_layout) and the step's input added after it: 4 barriers in both
+  passes; per step 15-23 instructions more in the 16-bit kernels at BLOCK_H >= 64 on sm_90, fewer
+  elsewhere (the fp32 backward at BLOCK_H = 16: 104 instead of 202).
+- ACC_LAYOUT_IO: load_tile and store_tile take the accumulator's layout by inline PTX (2 barriers),
+  at the cost of per-element addressing. Timed on an H200 against the 6-8-barrier form, that paid
+  in the forward up to BLOCK_H = 128 only (ACC_LAYOUT_IO_MAX_BLOCK_H), where it is used instead.
+float64 (for gradcheck) multiplies by the plain product.
 
 L2 prefetch (L2_PREFETCH_STEPS, not yet timed, off by default). On the H200 the bf16 forward at H = 128
 took 0.40 us per step at B = 8 but 0.645 at B = 64, where each of 4 programs does exactly the work of
@@ -85,6 +94,11 @@ PIN = 1.0  # the runtime float U is multiplied by before the time loop (see the 
 # forward 10% faster at H = 128 but 12-23% slower at H = 256, the backward 3-38% slower everywhere
 # (more address arithmetic per element than barriers saved). 0 turns it off.
 ACC_LAYOUT_IO_MAX_BLOCK_H = {"forward": 128, "backward": 0}
+# Where ACC_LAYOUT_IO is off (16-bit and fp32): the step's elementwise work in the layout of its coalesced loads and
+# stores, the product converted into it once (in_io_layout), not the input tiles into the product's layout and the
+# output tile back (module docstring). Compile audit, sm_90, bf16, BLOCK_H = 256: 4 CTA barriers per step instead of 6
+# (forward) and 8 (backward). Not yet timed: .ci/gpu_variants.py --variant current io-in-product-layout.
+PRODUCT_TO_IO_LAYOUT = True
 # fp32's product (module docstring): Triton's tf32x3, three dots each waited for, or the terms of 3xTF32
 # in one dot (one-dot-k, one-dot-m), read at every launch. The one-dot products are not yet timed:
 # tf32x3 stays until a GPU says otherwise (.ci/gpu_variants.py --variant fp32-tf32x3 fp32-one-dot-k ...).
@@ -113,6 +127,7 @@ def launch_keywords(config: ResidentBlocks, nonlinearity: str, dtype: torch.dtyp
     keywords["DOT_PRECISION"] = FP32_PRODUCT if dtype == torch.float32 else "ieee"
     limit = ACC_LAYOUT_IO_MAX_BLOCK_H["backward" if backward else "forward"]
     keywords["ACC_LAYOUT_IO"] = config.BLOCK_H <= limit and not interpreted and dtype in SIXTEEN_BIT
+    keywords["IN_IO_LAYOUT"] = PRODUCT_TO_IO_LAYOUT and not keywords["ACC_LAYOUT_IO"] and dtype != torch.float64
     # Inline PTX, which the interpreter cannot run; 16-bit only: fp32's backward at BLOCK_H = 128 spills with it.
     keywords["L2_PREFETCH_STEPS"] = L2_PREFETCH_STEPS if not interpreted and dtype in SIXTEEN_BIT else 0
     if not backward:  # the backward has no tanh: act' comes from h
@@ -228,30 +243,59 @@ def left_operand(u, DOT_PRECISION: tl.constexpr):
 
 
 @triton.jit
-def product(u, carry, acc, IO_DTYPE: tl.constexpr, DOT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr):
+def in_io_layout(x):
+    """x itself, in the layout the step's coalesced loads and stores give its tiles. An MMA leaves its result
+    in the accumulator's layout, which Triton keeps for the elementwise work after it, so it converts the
+    input tiles into that layout and the output tile back, each through shared memory with 2 CTA barriers.
+    tl.split needs its size-2 dimension within each thread, and the accumulator's layout puts rows r and
+    r + 1 in different lanes: the compiler converts x there once, into a blocked layout that the rest of
+    the step shares with the loads and stores (the compile audit counts the barriers that are left)."""
+    R: tl.constexpr = x.shape[0]
+    C: tl.constexpr = x.shape[1]
+    even, odd = tl.split(tl.permute(tl.reshape(x, (R // 2, 2, C)), (0, 2, 1)))
+    return tl.reshape(tl.permute(tl.join(even, odd), (0, 2, 1)), (R, C))
+
+
+@triton.jit
+def one_dot_product(u, operand, ACC_DTYPE: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    """u @ operand (fp32) by one of the one-dot products, u as left_operand makes it (module docstring)."""
+    hi = tf32_round(operand)
+    if DOT_PRECISION == ONE_DOT_K:
+        # [U_lo | U_hi] @ [P; P], P = h_hi and h_lo in alternate columns (the layout with the fewest
+        # barriers per step: none at BLOCK_H = 16): the result's columns 2b, 2b+1 are U h_hi, U h_lo.
+        parts = tl.interleave(hi, operand - hi)
+        stacked = tl.reshape(tl.permute(tl.join(parts, parts), (2, 0, 1)), (2 * parts.shape[0], parts.shape[1]))
+        terms = tl.dot(u, stacked, input_precision="tf32", out_dtype=ACC_DTYPE)
+        big, small = tl.split(tl.reshape(terms, (terms.shape[0], terms.shape[1] // 2, 2)))
+    else:
+        # Interleaved U_hi and U_lo rows @ [h_hi | h_lo] (alternate columns, as above, fail to compile in
+        # Triton 3.6: "Illegal shared layout"); an element's two rows summed, then the two halves.
+        terms = tl.dot(u, side_by_side(hi, operand - hi), input_precision="tf32", out_dtype=ACC_DTYPE)
+        M: tl.constexpr = terms.shape[0] // 2
+        C: tl.constexpr = terms.shape[1] // 2
+        terms = tl.reshape(tl.sum(tl.reshape(terms, (M // 8, 2, 8, 2 * C)), axis=1), (M, 2, C))
+        big, small = tl.split(tl.permute(terms, (0, 2, 1)))
+    return big + small
+
+
+@triton.jit
+def product(u, carry, acc, IO_DTYPE: tl.constexpr, DOT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr,
+            IN_IO_LAYOUT: tl.constexpr):
     """acc + u @ round(carry, IO_DTYPE), accumulated in acc's dtype (fp32, as cuDNN does); u as
-    left_operand makes it. The one-dot products start from zero and add acc after (module docstring)."""
+    left_operand makes it. The one-dot products start from zero and add acc after (module docstring); with
+    IN_IO_LAYOUT every product does, in acc's layout (in_io_layout)."""
     operand = carry.to(IO_DTYPE)
     if UPCAST_DOT:
         operand = operand.to(tl.float32)
-    if DOT_PRECISION == ONE_DOT_K or DOT_PRECISION == ONE_DOT_M:
-        hi = tf32_round(operand)
-        if DOT_PRECISION == ONE_DOT_K:
-            # [U_lo | U_hi] @ [P; P], P = h_hi and h_lo in alternate columns (the layout with the fewest
-            # barriers per step: none at BLOCK_H = 16): the result's columns 2b, 2b+1 are U h_hi, U h_lo.
-            parts = tl.interleave(hi, operand - hi)
-            stacked = tl.reshape(tl.permute(tl.join(parts, parts), (2, 0, 1)), (2 * parts.shape[0], parts.shape[1]))
-            terms = tl.dot(u, stacked, input_precision="tf32", out_dtype=acc.dtype)
-            big, small = tl.split(tl.reshape(terms, (terms.shape[0], terms.shape[1] // 2, 2)))
+    ONE_DOT: tl.constexpr = DOT_PRECISION == ONE_DOT_K or DOT_PRECISION == ONE_DOT_M
+    if ONE_DOT or IN_IO_LAYOUT:
+        if ONE_DOT:
+            terms = one_dot_product(u, operand, acc.dtype, DOT_PRECISION)
         else:
-            # Interleaved U_hi and U_lo rows @ [h_hi | h_lo] (alternate columns, as above, fail to compile in
-            # Triton 3.6: "Illegal shared layout"); an element's two rows summed, then the two halves.
-            terms = tl.dot(u, side_by_side(hi, operand - hi), input_precision="tf32", out_dtype=acc.dtype)
-            M: tl.constexpr = terms.shape[0] // 2
-            C: tl.constexpr = terms.shape[1] // 2
-            terms = tl.reshape(tl.sum(tl.reshape(terms, (M // 8, 2, 8, 2 * C)), axis=1), (M, 2, C))
-            big, small = tl.split(tl.permute(terms, (0, 2, 1)))
-        return acc + (big + small)
+            terms = tl.dot(u, operand, input_precision=DOT_PRECISION, out_dtype=acc.dtype)
+        if IN_IO_LAYOUT:
+            terms = in_io_layout(terms)
+        return acc + terms
     else:
         return tl.dot(u, operand, acc, input_precision=DOT_PRECISION, out_dtype=acc.dtype)
 
@@ -274,6 +318,7 @@ def resident_forward_kernel(
     ACC_DTYPE: tl.constexpr,      # carry and accumulation: tl.float32 (tl.float64 for float64 I/O)
     UPCAST_DOT: tl.constexpr,     # interpreter workaround for bf16 tl.dot (launch.py)
     ACC_LAYOUT_IO: tl.constexpr,  # per-step loads and stores by inline PTX, in the accumulator's layout
+    IN_IO_LAYOUT: tl.constexpr,   # the step's elementwise work in the loads' layout (PRODUCT_TO_IO_LAYOUT)
     L2_PREFETCH_STEPS: tl.constexpr,  # xw's tile this many steps ahead prefetched into L2 (0: none)
 ):
     IO_DTYPE: tl.constexpr = y_ptr.dtype.element_ty
@@ -284,7 +329,7 @@ def resident_forward_kernel(
     h = tl.load(h0_ptr + tile, mask=mask, other=0.0).to(ACC_DTYPE)
     xw = tl.load(xw_ptr + t * stride + tile, mask=mask, other=0.0).to(ACC_DTYPE)
     # Step 0, peeled: U's register value gets a user outside the loop.
-    h = apply_activation(product(u, h, xw, IO_DTYPE, DOT_PRECISION, UPCAST_DOT), ACTIVATION, FAST_TANH)
+    h = apply_activation(product(u, h, xw, IO_DTYPE, DOT_PRECISION, UPCAST_DOT, IN_IO_LAYOUT), ACTIVATION, FAST_TANH)
     store_tile(y_ptr + t * stride, tile, h.to(IO_DTYPE), mask, ACC_LAYOUT_IO)
     xw = load_tile(xw_ptr + (t + t_step) * stride, tile, mask, T > 1, ACC_LAYOUT_IO)
     for s in range(1, T):
@@ -294,7 +339,8 @@ def resident_forward_kernel(
         xw = load_tile(xw_ptr + (t + t_step) * stride, tile, mask, s + 1 < T, ACC_LAYOUT_IO)
         if L2_PREFETCH_STEPS:
             prefetch_l2(xw_ptr + (t + L2_PREFETCH_STEPS * t_step) * stride, s + L2_PREFETCH_STEPS < T, B, H, BLOCK_B)
-        h = apply_activation(product(u, h, xw_t, IO_DTYPE, DOT_PRECISION, UPCAST_DOT), ACTIVATION, FAST_TANH)
+        a = product(u, h, xw_t, IO_DTYPE, DOT_PRECISION, UPCAST_DOT, IN_IO_LAYOUT)
+        h = apply_activation(a, ACTIVATION, FAST_TANH)
         store_tile(y_ptr + t * stride, tile, h.to(IO_DTYPE), mask, ACC_LAYOUT_IO)
 
 
@@ -310,7 +356,8 @@ def resident_backward_kernel(
     t_first,        # time index of the first reverse step: T - 1, or 0 for the reverse direction
     t_step,         # -1 or +1
     ACTIVATION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, DOT_PRECISION: tl.constexpr,
-    ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr, ACC_LAYOUT_IO: tl.constexpr,  # as in resident_forward_kernel
+    ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr, ACC_LAYOUT_IO: tl.constexpr, IN_IO_LAYOUT: tl.constexpr,
+    # as in resident_forward_kernel
     L2_PREFETCH_STEPS: tl.constexpr,  # h's and dy's tiles this many steps ahead prefetched into L2 (0: none)
 ):
     IO_DTYPE: tl.constexpr = da_ptr.dtype.element_ty
@@ -336,11 +383,11 @@ def resident_backward_kernel(
             ahead = (t + L2_PREFETCH_STEPS * t_step) * stride
             prefetch_l2(y_ptr + ahead, s + L2_PREFETCH_STEPS < T, B, H, BLOCK_B)
             prefetch_l2(dy_ptr + ahead, s + L2_PREFETCH_STEPS < T, B, H, BLOCK_B)
-        g = product(u_t, da, dy_t, IO_DTYPE, DOT_PRECISION, UPCAST_DOT)
+        g = product(u_t, da, dy_t, IO_DTYPE, DOT_PRECISION, UPCAST_DOT, IN_IO_LAYOUT)
         da = g * activation_grad_from_output(h_t, ACTIVATION)
         store_tile(da_ptr + t * stride, tile, da.to(IO_DTYPE), mask, ACC_LAYOUT_IO)
     # After the loop: U^T's register value has this second user, which keeps it out of shared memory.
-    dh0 = product(u_t, da, tl.zeros((BLOCK_H, BLOCK_B), ACC_DTYPE), IO_DTYPE, DOT_PRECISION, UPCAST_DOT)
+    dh0 = product(u_t, da, tl.zeros((BLOCK_H, BLOCK_B), ACC_DTYPE), IO_DTYPE, DOT_PRECISION, UPCAST_DOT, IN_IO_LAYOUT)
     tl.store(dh0_ptr + tile, dh0, mask=mask)
 
 

@@ -68,6 +68,21 @@ def test_resident_fp32_products_match_float64_reference(fp32_product, shape, non
                             shape, nonlinearity, reverse, device)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 1, 16), (6, 17, 33), (3, 2, 130)], ids=lambda s: "T{}-B{}-H{}".format(*s))
+@pytest.mark.parametrize("nonlinearity,reverse", [("tanh", False), ("relu", True)])
+def test_resident_kernels_with_the_tiles_in_the_products_layout_match_float64_reference(dtype, shape, nonlinearity,
+                                                                                       reverse, device, monkeypatch):
+    """resident.PRODUCT_TO_IO_LAYOUT off: the form the kernels take where the step's tiles are converted into the
+    product's layout (and the accumulator starts from the step's input), not the product into theirs, as the
+    forward's accumulator-layout I/O on a GPU still does. test_kernel_matches_float64_reference runs the default."""
+    if dtype == torch.float32 and shape[2] > 128:
+        pytest.skip("beyond the fp32 resident limit")
+    monkeypatch.setattr(resident, "PRODUCT_TO_IO_LAYOUT", False)
+    check_against_reference(plan_for(shape[2], shape[1], dtype, device, kernel="resident"), dtype, shape,
+                            nonlinearity, reverse, device)
+
+
 @pytest.mark.parametrize("shape", [s for s in SHAPES if s[2] <= 128] + [(4, 3, 128), (3, 2, 200), (4, 3, 256)],
                          ids=lambda s: "T{}-B{}-H{}".format(*s))
 @pytest.mark.parametrize("nonlinearity,reverse", [("tanh", False), ("relu", True)])
