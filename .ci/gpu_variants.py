@@ -73,7 +73,9 @@ DSMEM_EXCHANGES = [e for e in dsmem.EXCHANGES if e != dsmem.L2.value]  # the clu
 L2_PREFETCH_STEPS = (4, 16)  # the distances timed: about one HBM latency ahead, and well beyond it
 VARIANTS = {  # name -> a context manager factory
     "current": contextlib.nullcontext,
-    # 16-bit per-step loads and stores: all by tl.load/tl.store, or all in the accumulator's layout
+    # 16-bit per-step loads and stores: all by tl.load/tl.store (the product converted into their layout where
+    # resident.PRODUCT_TO_IO_LAYOUT is on, as in today's backward and forward at H = 256), or all in the
+    # accumulator's layout
     "plain-io": lambda: switched(resident, "ACC_LAYOUT_IO_MAX_BLOCK_H", {"forward": 0, "backward": 0}),
     "acc-layout-io": lambda: switched(resident, "ACC_LAYOUT_IO_MAX_BLOCK_H", {"forward": 256, "backward": 256}),
     # the resident kernels' step tiles converted into the product's layout and back, as before the product was
