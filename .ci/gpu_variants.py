@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 import triton.testing
 
-from kernels import TritonRNN, dispatch, dsmem, fma, resident, split
+from kernels import TritonRNN, dispatch, dsmem, fma, layouts, resident, split
 from kernels.reference import run_module
 
 
@@ -74,13 +74,14 @@ L2_PREFETCH_STEPS = (4, 16)  # the distances timed: about one HBM latency ahead,
 VARIANTS = {  # name -> a context manager factory
     "current": contextlib.nullcontext,
     # 16-bit per-step loads and stores: all by tl.load/tl.store (the product converted into their layout where
-    # resident.PRODUCT_TO_IO_LAYOUT is on, as in today's backward and forward at H = 256), or all in the
+    # layouts.PRODUCT_TO_IO_LAYOUT is on, as in today's backward and forward at H = 256), or all in the
     # accumulator's layout
     "plain-io": lambda: switched(resident, "ACC_LAYOUT_IO_MAX_BLOCK_H", {"forward": 0, "backward": 0}),
     "acc-layout-io": lambda: switched(resident, "ACC_LAYOUT_IO_MAX_BLOCK_H", {"forward": 256, "backward": 256}),
-    # the resident kernels' step tiles converted into the product's layout and back, as before the product was
-    # converted into theirs (resident.PRODUCT_TO_IO_LAYOUT; compile audit, bf16: 6 and 8 CTA barriers per step, not 4)
-    "io-in-product-layout": lambda: switched(resident, "PRODUCT_TO_IO_LAYOUT", False),
+    # the resident and split kernels' step tiles converted into the product's layout and back, as before the product
+    # was converted into theirs (layouts.PRODUCT_TO_IO_LAYOUT; compile audit, resident bf16: 6 and 8 CTA barriers per
+    # step, not 4; split bf16 at H = 512: 13 and 15, not 11)
+    "io-in-product-layout": lambda: switched(layouts, "PRODUCT_TO_IO_LAYOUT", False),
     # fp32 at H <= 256: today's fma tier (fma.py), up to 4 batch rows per SM (today's: 1, dispatch.FMA_MAX_ROWS_PER_SM),
     # and the resident tier's products: fp32-tf32x3 (Triton's), fp32-one-dot-k, fp32-one-dot-m (resident.py)
     "fp32-fma": contextlib.nullcontext,
@@ -137,9 +138,10 @@ VARIANTS = {  # name -> a context manager factory
 SMALL = [(dt, h, b) for dt in ("bfloat16",) for h in (128, 256) for b in (8, 64)]
 # The resident forward at H = 128 took 0.40 us per step at B = 8 (one program) and 0.63 at B = 64 (four, each doing
 # B = 8's work): B = 16 (one full program) and 32 between, run at two --seq-len (512: xw and y fit in L2 at every B;
-# 4096: not from B = 32) to tell a full tile, the program count and L2's capacity apart (.ci/gpu resident)
+# 4096: not from B = 32) to tell a full tile, the program count and L2's capacity apart (.ci/gpu resident-batch)
 RESIDENT_BATCH = [("bfloat16", 128, b) for b in (8, 16, 32, 64)]
 RESIDENT_16BIT = [("bfloat16", h, b) for h in (64, 128, 256) for b in (8, 64)]  # the resident tier's 16-bit sizes
+SPLIT_16BIT = [("bfloat16", h, b) for h in (512, 1024) for b in (8, 64)]  # the split tier's, one tile per program
 FP32 = [("float32", h, b) for h in (128, 256, 512) for b in (8, 64)]
 FP32_RESIDENT = [("float32", h, b) for h in (64, 128) for b in (8, 64)]  # the fp32 fma and resident tiers' sizes
 FP32_MANY_ROWS = [("float32", 128, b) for b in (256, 512)]  # two and four rows per SM of an H100 or H200
@@ -166,12 +168,12 @@ SPLIT_PROBES = [("bfloat16", 512, b) for b in (8, 64)] + [("bfloat16", 1024, b) 
 SPLIT_CLUSTER_CASES = [(dt, h, b) for dt, h in (("bfloat16", 512), ("bfloat16", 1024), ("float32", 256))
                        for b in (1, 8, 64)]
 CASES = {
-    "current": list(dict.fromkeys(RESIDENT_16BIT + RESIDENT_BATCH + FP32 + SPLIT_PROBES + SPLIT_CLUSTER_CASES
-                                  + SPLIT_MANY_TILES + SPLIT_LOOPED + SPLIT_2048_ONE_TILE + FP32_2048
-                                  + STEPWISE_16BIT)),
+    "current": list(dict.fromkeys(RESIDENT_16BIT + SPLIT_16BIT + RESIDENT_BATCH + FP32 + SPLIT_PROBES
+                                  + SPLIT_CLUSTER_CASES + SPLIT_MANY_TILES + SPLIT_LOOPED + SPLIT_2048_ONE_TILE
+                                  + FP32_2048 + STEPWISE_16BIT)),
     "plain-io": SMALL,
     "acc-layout-io": SMALL,
-    "io-in-product-layout": RESIDENT_16BIT,
+    "io-in-product-layout": RESIDENT_16BIT + SPLIT_16BIT,
     "fp32-fma": FP32_RESIDENT + FP32_FMA_256,
     "fp32-split-256": FP32_FMA_256,
     "fp32-fma-shared-sms": FP32_MANY_ROWS,

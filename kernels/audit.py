@@ -49,8 +49,8 @@ Run it as `python -m kernels.audit` (prints the table, exits 1 on any failure); 
 the step instead of a step ahead (split.INPUTS_AHEAD off), `--split-tile-loop-stages N` the split
 kernels' tile loop software-pipelined over N stages (dispatch.SPLIT_TILE_LOOP_STAGES), and
 `--l2-prefetch-steps N` the resident kernels with their step inputs prefetched into L2 N steps ahead
-(resident.L2_PREFETCH_STEPS), `--resident-io-in-product-layout` the resident kernels with their step's
-tiles converted to the product's layout as before (resident.PRODUCT_TO_IO_LAYOUT off), so that the
+(resident.L2_PREFETCH_STEPS), `--io-in-product-layout` the resident and split kernels with their step's
+tiles converted to the product's layout as before (layouts.PRODUCT_TO_IO_LAYOUT off), so that the
 variants a GPU will time can be compared here first.
 """
 from __future__ import annotations
@@ -545,15 +545,15 @@ class KernelSwitch:
 
 def kernel_switches() -> tuple[KernelSwitch, ...]:
     """Every kernel switch: what the variants a GPU will time change, so that they can be audited first."""
-    from . import dispatch, dsmem, resident, split
+    from . import dispatch, dsmem, layouts, resident, split
     return (
         KernelSwitch("--fp32-product", resident, "FP32_PRODUCT", {"choices": resident.FP32_PRODUCTS},
                      "the resident kernels' fp32 product (default: resident.FP32_PRODUCT)"),
         KernelSwitch("--l2-prefetch-steps", resident, "L2_PREFETCH_STEPS", {"type": int, "metavar": "N"},
                      "the resident kernels' L2 prefetch distance (default: resident.L2_PREFETCH_STEPS)"),
-        KernelSwitch("--resident-io-in-product-layout", resident, "PRODUCT_TO_IO_LAYOUT", {"action": "store_false"},
-                     "the resident kernels with each step's input and output tiles converted to and from the "
-                     "product's layout, not the product to theirs (resident.PRODUCT_TO_IO_LAYOUT off)"),
+        KernelSwitch("--io-in-product-layout", layouts, "PRODUCT_TO_IO_LAYOUT", {"action": "store_false"},
+                     "the resident and split kernels with each step's input and output tiles converted to and "
+                     "from the product's layout, not the product to theirs (layouts.PRODUCT_TO_IO_LAYOUT off)"),
         KernelSwitch("--split-inputs-in-step", split, "INPUTS_AHEAD", {"action": "store_false"},
                      "the split kernels with each step's input read in the step, not a step ahead "
                      "(split.INPUTS_AHEAD off)"),

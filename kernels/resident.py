@@ -32,14 +32,13 @@ backward) are loaded during the previous step, h_t's store is not waited on, and
 instruction for 16-bit I/O (activations.py).
 
 Per-step layouts. The MMA leaves the product in its accumulator's layout; tl.load and tl.store give
-the step's tiles a coalesced one. Each conversion between the two passes through shared memory at 2
-CTA barriers (the audit's bar/step), beside the 2 that h costs on its way to the next MMA as its right
-operand. Converting the input tiles into the accumulator's layout and the output tile back took 6
-barriers per step in the forward and 8 in the backward. Two ways out:
-- PRODUCT_TO_IO_LAYOUT (default; set from the compile audit, not yet timed): the product is converted
-  into the tiles' layout once (in_io_layout) and the step's input added after it: 4 barriers in both
-  passes; per step 15-23 instructions more in the 16-bit kernels at BLOCK_H >= 64 on sm_90, fewer
-  elsewhere (the fp32 backward at BLOCK_H = 16: 104 instead of 202).
+the step's tiles a coalesced one. Converting the input tiles into the accumulator's layout and the
+output tile back took 6 CTA barriers per step in the forward and 8 in the backward (the audit's
+bar/step; 2 of them h's, as the MMA's right operand). Two ways out:
+- layouts.PRODUCT_TO_IO_LAYOUT (default; set from the compile audit, not yet timed): the product is
+  converted into the tiles' layout once (layouts.in_io_layout): 4 barriers in both passes; per step
+  15-23 instructions more in the 16-bit kernels at BLOCK_H >= 64 on sm_90, fewer elsewhere (the fp32
+  backward at BLOCK_H = 16: 104 instead of 202).
 - ACC_LAYOUT_IO: load_tile and store_tile take the accumulator's layout by inline PTX (2 barriers),
   at the cost of per-element addressing. Timed on an H200 against the 6-8-barrier form, that paid
   in the forward up to BLOCK_H = 128 only (ACC_LAYOUT_IO_MAX_BLOCK_H), where it is used instead.
@@ -84,8 +83,10 @@ import torch
 import triton
 import triton.language as tl
 
+from . import layouts
 from .activations import activation_grad_from_output, apply_activation
 from .launch import SIXTEEN_BIT, Blocks, accumulator_dtype, common_keywords, fast_tanh
+from .layouts import in_io_layout
 from .runtime import interpreting
 
 PIN = 1.0  # the runtime float U is multiplied by before the time loop (see the module docstring)
@@ -94,11 +95,6 @@ PIN = 1.0  # the runtime float U is multiplied by before the time loop (see the 
 # forward 10% faster at H = 128 but 12-23% slower at H = 256, the backward 3-38% slower everywhere
 # (more address arithmetic per element than barriers saved). 0 turns it off.
 ACC_LAYOUT_IO_MAX_BLOCK_H = {"forward": 128, "backward": 0}
-# Where ACC_LAYOUT_IO is off (16-bit and fp32): the step's elementwise work in the layout of its coalesced loads and
-# stores, the product converted into it once (in_io_layout), not the input tiles into the product's layout and the
-# output tile back (module docstring). Compile audit, sm_90, bf16, BLOCK_H = 256: 4 CTA barriers per step instead of 6
-# (forward) and 8 (backward). Not yet timed: .ci/gpu_variants.py --variant current io-in-product-layout.
-PRODUCT_TO_IO_LAYOUT = True
 # fp32's product (module docstring): Triton's tf32x3, three dots each waited for, or the terms of 3xTF32
 # in one dot (one-dot-k, one-dot-m), read at every launch. The one-dot products are not yet timed:
 # tf32x3 stays until a GPU says otherwise (.ci/gpu_variants.py --variant fp32-tf32x3 fp32-one-dot-k ...).
@@ -127,7 +123,7 @@ def launch_keywords(config: ResidentBlocks, nonlinearity: str, dtype: torch.dtyp
     keywords["DOT_PRECISION"] = FP32_PRODUCT if dtype == torch.float32 else "ieee"
     limit = ACC_LAYOUT_IO_MAX_BLOCK_H["backward" if backward else "forward"]
     keywords["ACC_LAYOUT_IO"] = config.BLOCK_H <= limit and not interpreted and dtype in SIXTEEN_BIT
-    keywords["IN_IO_LAYOUT"] = PRODUCT_TO_IO_LAYOUT and not keywords["ACC_LAYOUT_IO"] and dtype != torch.float64
+    keywords["IN_IO_LAYOUT"] = layouts.PRODUCT_TO_IO_LAYOUT and not keywords["ACC_LAYOUT_IO"] and dtype != torch.float64
     # Inline PTX, which the interpreter cannot run; 16-bit only: fp32's backward at BLOCK_H = 128 spills with it.
     keywords["L2_PREFETCH_STEPS"] = L2_PREFETCH_STEPS if not interpreted and dtype in SIXTEEN_BIT else 0
     if not backward:  # the backward has no tanh: act' comes from h
@@ -243,20 +239,6 @@ def left_operand(u, DOT_PRECISION: tl.constexpr):
 
 
 @triton.jit
-def in_io_layout(x):
-    """x itself, in the layout the step's coalesced loads and stores give its tiles. An MMA leaves its result
-    in the accumulator's layout, which Triton keeps for the elementwise work after it, so it converts the
-    input tiles into that layout and the output tile back, each through shared memory with 2 CTA barriers.
-    tl.split needs its size-2 dimension within each thread, and the accumulator's layout puts rows r and
-    r + 1 in different lanes: the compiler converts x there once, into a blocked layout that the rest of
-    the step shares with the loads and stores (the compile audit counts the barriers that are left)."""
-    R: tl.constexpr = x.shape[0]
-    C: tl.constexpr = x.shape[1]
-    even, odd = tl.split(tl.permute(tl.reshape(x, (R // 2, 2, C)), (0, 2, 1)))
-    return tl.reshape(tl.permute(tl.join(even, odd), (0, 2, 1)), (R, C))
-
-
-@triton.jit
 def one_dot_product(u, operand, ACC_DTYPE: tl.constexpr, DOT_PRECISION: tl.constexpr):
     """u @ operand (fp32) by one of the one-dot products, u as left_operand makes it (module docstring)."""
     hi = tf32_round(operand)
@@ -318,7 +300,7 @@ def resident_forward_kernel(
     ACC_DTYPE: tl.constexpr,      # carry and accumulation: tl.float32 (tl.float64 for float64 I/O)
     UPCAST_DOT: tl.constexpr,     # interpreter workaround for bf16 tl.dot (launch.py)
     ACC_LAYOUT_IO: tl.constexpr,  # per-step loads and stores by inline PTX, in the accumulator's layout
-    IN_IO_LAYOUT: tl.constexpr,   # the step's elementwise work in the loads' layout (PRODUCT_TO_IO_LAYOUT)
+    IN_IO_LAYOUT: tl.constexpr,   # the product converted into the loads' layout (layouts.PRODUCT_TO_IO_LAYOUT)
     L2_PREFETCH_STEPS: tl.constexpr,  # xw's tile this many steps ahead prefetched into L2 (0: none)
 ):
     IO_DTYPE: tl.constexpr = y_ptr.dtype.element_ty

@@ -24,9 +24,11 @@ so each warp holds only its part of the slice::
     K(c) = c * KC + [0, KC),   KC = BLOCK_H / K_SPLIT
 
 The state a tile reads is the product's right operand, BLOCK_H x BLOCK_B: loaded into registers,
-then staged through shared memory for the MMA. Each program runs its tiles one after another, or,
-where the batch leaves it one (ONE_TILE), runs that tile without a tile loop, its input loaded a step
-ahead taken as it is: a quarter fewer instructions per step at H = 1024 (compile audit). Tried
+then staged through shared memory for the MMA. The product, summed over the warps, is converted once
+into the layout of the step's loads and stores (layouts.py), not those tiles into its layout.
+Each program runs its tiles one after another, or, where the batch leaves it one (ONE_TILE), runs
+that tile without a tile loop, its input loaded a step ahead taken as it is: a quarter fewer
+instructions per step at H = 1024 (compile audit). Tried
 on an H200 and removed (results/variants/20261126-h200-switches; the code is in commit 210ebe4):
 wider tiles with the state read in K chunks, where the SMs run out of batch groups (7-10% slower at
 H = 2048), and slices of 64 or 128 rows without the K split at H = 512, whose product sm_90 issues as
@@ -77,7 +79,7 @@ import torch
 import triton
 import triton.language as tl
 
-from . import barrier
+from . import barrier, layouts
 from .activations import activation_grad_from_output, apply_activation
 from .barrier import cluster_arrive, cluster_barrier, cluster_wait, grid_barrier
 from .driver import time_order
@@ -94,6 +96,7 @@ from .dsmem import (
     wait_state,
 )
 from .launch import SIXTEEN_BIT, Blocks, accumulator_dtype, common_keywords, fast_tanh
+from .layouts import in_io_layout
 from .runtime import co_resident_programs, interpreting
 
 PIN = 1.0  # the runtime float U's slice is multiplied by before the time loop (as in resident.py)
@@ -149,6 +152,8 @@ def launch_keywords(config: SplitBlocks, nonlinearity: str, dtype: torch.dtype, 
         # 16-bit I/O, the FMA product or the interpreter: with it, fp32's 3xTF32 backward spills at BLOCK_H = 128 and
         # 1024 (sm_90); the FMA product's compiles clean (16-56 more instructions per step)
         "INPUTS_AHEAD": INPUTS_AHEAD and (interpreted or dtype in SIXTEEN_BIT or config.FMA),
+        # the MMA product only: the FMA product's sum over the warps would be converted twice (layouts.py)
+        "IN_IO_LAYOUT": layouts.PRODUCT_TO_IO_LAYOUT and not config.FMA,
         **({} if backward else {"FAST_TANH": fast_tanh(dtype, interpreted)})}
 
 
@@ -178,11 +183,12 @@ def load_pinned_slice(u_ptr, pin, cols, H, BLOCK_H: tl.constexpr, K_SPLIT: tl.co
 def slice_product(u3, state_ptr, tile, B, H, slot, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr,
                   BLOCK_H: tl.constexpr, K_SPLIT: tl.constexpr, DOT_PRECISION: tl.constexpr,
                   ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr, WORK: tl.constexpr,
-                  READ: tl.constexpr, FMA: tl.constexpr):
+                  READ: tl.constexpr, FMA: tl.constexpr, IN_IO_LAYOUT: tl.constexpr):
     """[BLOCK_N, BLOCK_B]: the slice times the tile's rows of a [B, H] state in global memory, which
     other programs wrote this launch (.cg: read through L2, never a stale L1 line); with READ another exchange
-    than L2, of the state in the cluster's slots `slot` instead (dsmem.py); with FMA by fma_slice_product. Less
-    where WORK says so: the state's sum over the hidden units (EXCHANGE_STEP), or zeros (BARRIER_STEP)."""
+    than L2, of the state in the cluster's slots `slot` instead (dsmem.py); with FMA by fma_slice_product;
+    with IN_IO_LAYOUT in the layout of the step's loads and stores (layouts.py). Less where WORK says so: the
+    state's sum over the hidden units (EXCHANGE_STEP), or zeros (BARRIER_STEP)."""
     if WORK == BARRIER_STEP:
         acc = tl.zeros((BLOCK_N, BLOCK_B), ACC_DTYPE)
     elif FMA and WORK == FULL_STEP:
@@ -205,6 +211,8 @@ def slice_product(u3, state_ptr, tile, B, H, slot, BLOCK_N: tl.constexpr, BLOCK_
                 state = state.to(tl.float32)
             acc = tl.sum(tl.dot(u3, state, tl.zeros((K_SPLIT, BLOCK_N, BLOCK_B), ACC_DTYPE),
                                 input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE), axis=0)
+    if IN_IO_LAYOUT:
+        acc = in_io_layout(acc)
     return acc
 
 
@@ -348,14 +356,14 @@ def forward_tile(u3, prev_ptr, xw, y_ptr, t, tile, cols, B, H, slot, send, CLUST
                  BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, K_SPLIT: tl.constexpr,
                  DOT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr,
                  WORK: tl.constexpr, FAST_TANH: tl.constexpr, READ: tl.constexpr, WRITE: tl.constexpr,
-                 FMA: tl.constexpr):
+                 FMA: tl.constexpr, IN_IO_LAYOUT: tl.constexpr):
     """Step t of one batch tile: y_t[:, cols] = act(xw_t[:, cols] + prev U[cols, :]^T), xw_t's tile given; prev
     read through the exchange READ (slot 1 - slot of a dsmem one), the result passed on through WRITE (slot `slot`;
     send: a later step reads it)."""
     step = t * B * H
     out, out_mask = column_tile(tile, cols, B, H, BLOCK_B)
     a = xw.to(ACC_DTYPE) + slice_product(u3, prev_ptr, tile, B, H, 1 - slot, BLOCK_N, BLOCK_B, BLOCK_H, K_SPLIT,
-                                         DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, WORK, READ, FMA)
+                                         DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, WORK, READ, FMA, IN_IO_LAYOUT)
     # The sum over the warps leaves every warp holding all of a (Triton's slice layout), so every warp
     # computes the whole tile's activation: FAST_TANH makes that one instruction per element, not about ten.
     h = apply_activation(a, ACTIVATION, FAST_TANH).to(y_ptr.dtype.element_ty)
@@ -368,7 +376,8 @@ def backward_tile(u3, next_ptr, h, dy, da_ptr, t, tile, cols, B, H, slot, send, 
                   ACTIVATION: tl.constexpr,
                   BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, K_SPLIT: tl.constexpr,
                   DOT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr,
-                  WORK: tl.constexpr, READ: tl.constexpr, WRITE: tl.constexpr, FMA: tl.constexpr):
+                  WORK: tl.constexpr, READ: tl.constexpr, WRITE: tl.constexpr, FMA: tl.constexpr,
+                  IN_IO_LAYOUT: tl.constexpr):
     """Reverse step t of one batch tile, h_t's and dy_t's tiles given:
     da_t[:, cols] = (dy_t[:, cols] + da_{t+1} U[:, cols]) * act'(h_t[:, cols]), da_{t+1} read at next_ptr (slots
     as in forward_tile)."""
@@ -376,7 +385,7 @@ def backward_tile(u3, next_ptr, h, dy, da_ptr, t, tile, cols, B, H, slot, send, 
     out, out_mask = column_tile(tile, cols, B, H, BLOCK_B)
     h = h.to(ACC_DTYPE)
     g = dy.to(ACC_DTYPE) + slice_product(u3, next_ptr, tile, B, H, 1 - slot, BLOCK_N, BLOCK_B, BLOCK_H, K_SPLIT,
-                                         DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, WORK, READ, FMA)
+                                         DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, WORK, READ, FMA, IN_IO_LAYOUT)
     da = (g * activation_grad_from_output(h, ACTIVATION)).to(da_ptr.dtype.element_ty)
     publish_state(da, cols, slot, send, BLOCK_N, BLOCK_B, BLOCK_H, CLUSTER, WRITE)
     tl.store(da_ptr + step + out, da, mask=out_mask)
@@ -410,6 +419,7 @@ def split_forward_kernel(
     EXCHANGE: tl.constexpr,       # "l2", "dsmem-pull" or "dsmem-push": how the state reaches the group's programs
     FAST_TANH: tl.constexpr,      # tanh.approx.f32 (16-bit I/O on a GPU)
     FMA: tl.constexpr,            # the product by FMA (fma_slice_product), not tl.dot
+    IN_IO_LAYOUT: tl.constexpr,   # the product converted into the loads' layout (layouts.PRODUCT_TO_IO_LAYOUT)
 ):
     cols, u3, t, slices, group, groups, tiles = program_start(u_ptr, pin, t_first, B, H, False, BLOCK_B, BLOCK_N,
                                                               BLOCK_H, K_SPLIT, CLUSTER, ONE_TILE, ACC_DTYPE,
@@ -418,12 +428,12 @@ def split_forward_kernel(
     # keeps its load out of the loops.
     forward_tile(u3, h0_ptr, step_tile(xw_ptr, t, group, cols, B, H, BLOCK_B, True), y_ptr, t, group, cols, B, H,
                  0, T > 1, CLUSTER, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE,
-                 UPCAST_DOT, WORK, FAST_TANH, L2, EXCHANGE, FMA)
+                 UPCAST_DOT, WORK, FAST_TANH, L2, EXCHANGE, FMA, IN_IO_LAYOUT)
     if not ONE_TILE:  # the group's other tiles (with ONE_TILE there are none: launcher-checked)
         for tile in range(group + groups, tiles, groups):
             forward_tile(u3, h0_ptr, step_tile(xw_ptr, t, tile, cols, B, H, BLOCK_B, True), y_ptr, t, tile, cols, B,
                          H, 0, False, CLUSTER, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE,
-                         UPCAST_DOT, WORK, FAST_TANH, L2, L2, FMA)
+                         UPCAST_DOT, WORK, FAST_TANH, L2, L2, FMA, IN_IO_LAYOUT)
     if INPUTS_AHEAD:  # the group's first tile of the next step's xw
         xw_ahead = step_tile(xw_ptr, t + t_step, group, cols, B, H, BLOCK_B, T > 1)
     for s in range(1, T):
@@ -439,13 +449,13 @@ def split_forward_kernel(
             xw = tile_input(xw_ptr, xw_first, t, group, group, cols, B, H, BLOCK_B, INPUTS_AHEAD, ONE_TILE)
             forward_tile(u3, prev_ptr, xw, y_ptr, t, group, cols, B, H, s % 2, s + 1 < T, CLUSTER, ACTIVATION,
                          BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, WORK,
-                         FAST_TANH, EXCHANGE, EXCHANGE, FMA)
+                         FAST_TANH, EXCHANGE, EXCHANGE, FMA, IN_IO_LAYOUT)
         else:
             for tile in range(group, tiles, groups):
                 xw = tile_input(xw_ptr, xw_first, t, tile, group, cols, B, H, BLOCK_B, INPUTS_AHEAD, ONE_TILE)
                 forward_tile(u3, prev_ptr, xw, y_ptr, t, tile, cols, B, H, 0, False, CLUSTER, ACTIVATION, BLOCK_B,
                              BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, WORK, FAST_TANH,
-                             L2, L2, FMA)
+                             L2, L2, FMA, IN_IO_LAYOUT)
     meet_cluster(EXCHANGE, False)
 
 
@@ -466,7 +476,8 @@ def split_backward_kernel(
     K_SPLIT: tl.constexpr, USE_BARRIER: tl.constexpr, CLUSTER: tl.constexpr, INPUTS_AHEAD: tl.constexpr,
     ONE_TILE: tl.constexpr,
     DOT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr,
-    WORK: tl.constexpr, EXCHANGE: tl.constexpr, FMA: tl.constexpr,  # as in split_forward_kernel
+    WORK: tl.constexpr, EXCHANGE: tl.constexpr, FMA: tl.constexpr, IN_IO_LAYOUT: tl.constexpr,
+    # as in split_forward_kernel
 ):
     cols, u3, t, slices, group, groups, tiles = program_start(u_ptr, pin, t_first, B, H, True, BLOCK_B, BLOCK_N,
                                                               BLOCK_H, K_SPLIT, CLUSTER, ONE_TILE, ACC_DTYPE,
@@ -475,13 +486,13 @@ def split_backward_kernel(
     backward_tile(u3, da_in_ptr, step_tile(y_ptr, t, group, cols, B, H, BLOCK_B, True),
                   step_tile(dy_ptr, t, group, cols, B, H, BLOCK_B, True), da_ptr, t, group, cols, B, H, 0,
                   T > 1, CLUSTER, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE,
-                  UPCAST_DOT, WORK, L2, EXCHANGE, FMA)
+                  UPCAST_DOT, WORK, L2, EXCHANGE, FMA, IN_IO_LAYOUT)
     if not ONE_TILE:  # the group's other tiles, as in split_forward_kernel
         for tile in range(group + groups, tiles, groups):
             backward_tile(u3, da_in_ptr, step_tile(y_ptr, t, tile, cols, B, H, BLOCK_B, True),
                           step_tile(dy_ptr, t, tile, cols, B, H, BLOCK_B, True), da_ptr, t, tile, cols, B, H, 0,
                           False, CLUSTER, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE,
-                          UPCAST_DOT, WORK, L2, L2, FMA)
+                          UPCAST_DOT, WORK, L2, L2, FMA, IN_IO_LAYOUT)
     if INPUTS_AHEAD:  # the group's first tile of the next reverse step's h and dy
         h_ahead = step_tile(y_ptr, t + t_step, group, cols, B, H, BLOCK_B, T > 1)
         dy_ahead = step_tile(dy_ptr, t + t_step, group, cols, B, H, BLOCK_B, T > 1)
@@ -500,14 +511,14 @@ def split_backward_kernel(
             dy = tile_input(dy_ptr, dy_first, t, group, group, cols, B, H, BLOCK_B, INPUTS_AHEAD, ONE_TILE)
             backward_tile(u3, next_ptr, h, dy, da_ptr, t, group, cols, B, H, s % 2, s + 1 < T, CLUSTER, ACTIVATION,
                           BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, WORK,
-                          EXCHANGE, EXCHANGE, FMA)
+                          EXCHANGE, EXCHANGE, FMA, IN_IO_LAYOUT)
         else:
             for tile in range(group, tiles, groups):
                 h = tile_input(y_ptr, h_first, t, tile, group, cols, B, H, BLOCK_B, INPUTS_AHEAD, ONE_TILE)
                 dy = tile_input(dy_ptr, dy_first, t, tile, group, cols, B, H, BLOCK_B, INPUTS_AHEAD, ONE_TILE)
                 backward_tile(u3, next_ptr, h, dy, da_ptr, t, tile, cols, B, H, 0, False, CLUSTER, ACTIVATION,
                               BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, WORK,
-                              L2, L2, FMA)
+                              L2, L2, FMA, IN_IO_LAYOUT)
     meet_cluster(EXCHANGE, False)
 
 

@@ -361,12 +361,12 @@ def test_the_fma_tiers_threads_hold_whole_columns_and_meet_once_a_step():
 
 RESIDENT_IO_LOOPS = """
 import json, torch
-from kernels import audit, resident
+from kernels import audit, layouts, resident
 from kernels.dispatch import RESIDENT_CONFIGS
 blocks = RESIDENT_CONFIGS[(torch.bfloat16, 256)].forward
 barriers = {}
 for converted in (True, False):
-    resident.PRODUCT_TO_IO_LAYOUT = converted
+    layouts.PRODUCT_TO_IO_LAYOUT = converted
     for backward, kernel in ((False, resident.resident_forward_kernel), (True, resident.resident_backward_kernel)):
         keywords = resident.launch_keywords(blocks, "tanh", torch.bfloat16, False, backward)
         loop = audit.compiled_time_loop(audit.compile_for(kernel, "torch.bfloat16", keywords, 90))
@@ -377,7 +377,7 @@ print(json.dumps(barriers))
 
 
 def test_the_resident_step_converts_its_product_once_not_its_tiles():
-    """With resident.PRODUCT_TO_IO_LAYOUT (where the tiles are not loaded in the accumulator's layout: bf16 at
+    """With layouts.PRODUCT_TO_IO_LAYOUT (where the tiles are not loaded in the accumulator's layout: bf16 at
     H = 256, sm_90), the step's elementwise work is done in the layout of its coalesced loads and stores: the product
     passes through shared memory once (2 CTA barriers), beside h on its way to the next MMA (2 more). Off, the input
     tiles are converted into the product's layout and the output tile back: 2 barriers each."""
@@ -389,16 +389,16 @@ def test_the_resident_step_converts_its_product_once_not_its_tiles():
 def test_an_audit_in_another_process_gets_this_processs_kernel_switches(monkeypatch):
     """switch_arguments (what rnnbench profile passes to its audit subprocess) names every switch, and
     the audit's main sets them from those arguments."""
-    from kernels import audit, dispatch, split
+    from kernels import audit, dispatch, layouts, split
     switches = [(resident, "FP32_PRODUCT", "one-dot-m", "tf32x3"), (resident, "L2_PREFETCH_STEPS", 4, 0),
-                (resident, "PRODUCT_TO_IO_LAYOUT", False, True), (split, "INPUTS_AHEAD", False, True),
+                (layouts, "PRODUCT_TO_IO_LAYOUT", False, True), (split, "INPUTS_AHEAD", False, True),
                 (dispatch, "SPLIT_TILE_LOOP_STAGES", 3, 1), (dispatch, "SPLIT_CLUSTERS", True, False),
                 (dispatch, "SPLIT_CLUSTER_EXCHANGE", "dsmem-push", "l2")]
     assert {(s.module, s.name) for s in audit.kernel_switches()} == {(m, n) for m, n, _, _ in switches}
     for module, name, on, _ in switches:
         monkeypatch.setattr(module, name, on)
     arguments = audit.switch_arguments()
-    assert arguments == ["--fp32-product", "one-dot-m", "--l2-prefetch-steps", "4", "--resident-io-in-product-layout",
+    assert arguments == ["--fp32-product", "one-dot-m", "--l2-prefetch-steps", "4", "--io-in-product-layout",
                          "--split-inputs-in-step",
                          "--split-tile-loop-stages", "3", "--split-clusters",
                          "--split-cluster-exchange", "dsmem-push"]
@@ -406,7 +406,7 @@ def test_an_audit_in_another_process_gets_this_processs_kernel_switches(monkeypa
         monkeypatch.setattr(module, name, off)
     with pytest.raises(SystemExit):  # no plan of that name: main stops once it has set the switches
         audit.main(["--plan", "no-such-plan", *arguments])
-    assert (resident.FP32_PRODUCT, resident.L2_PREFETCH_STEPS, resident.PRODUCT_TO_IO_LAYOUT, split.INPUTS_AHEAD,
+    assert (resident.FP32_PRODUCT, resident.L2_PREFETCH_STEPS, layouts.PRODUCT_TO_IO_LAYOUT, split.INPUTS_AHEAD,
             dispatch.SPLIT_TILE_LOOP_STAGES, dispatch.SPLIT_CLUSTERS, dispatch.SPLIT_CLUSTER_EXCHANGE) == (
         "one-dot-m", 4, False, False, 3, True, "dsmem-push")
 

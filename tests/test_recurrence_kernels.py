@@ -9,7 +9,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels import barrier, dispatch, resident, split
+from kernels import barrier, dispatch, layouts, resident, split
 from kernels.dispatch import TIERS, KernelPlan, plan_for, recurrence_backward, recurrence_forward
 from kernels.launch import LaunchConfig
 from kernels.runtime import device_facts, interpreting
@@ -69,18 +69,22 @@ def test_resident_fp32_products_match_float64_reference(fp32_product, shape, non
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", [(1, 1, 16), (6, 17, 33), (3, 2, 130)], ids=lambda s: "T{}-B{}-H{}".format(*s))
+@pytest.mark.parametrize("tier,shape", [("resident", (1, 1, 16)), ("resident", (6, 17, 33)), ("resident", (3, 2, 130)),
+                                        ("split", (2, 20, 320))], ids=lambda v: "T{}-B{}-H{}".format(*v)
+                         if isinstance(v, tuple) else v)
 @pytest.mark.parametrize("nonlinearity,reverse", [("tanh", False), ("relu", True)])
-def test_resident_kernels_with_the_tiles_in_the_products_layout_match_float64_reference(dtype, shape, nonlinearity,
-                                                                                       reverse, device, monkeypatch):
-    """resident.PRODUCT_TO_IO_LAYOUT off: the form the kernels take where the step's tiles are converted into the
-    product's layout (and the accumulator starts from the step's input), not the product into theirs, as the
-    forward's accumulator-layout I/O on a GPU still does. test_kernel_matches_float64_reference runs the default."""
-    if dtype == torch.float32 and shape[2] > 128:
+def test_kernels_with_the_tiles_in_the_products_layout_match_float64_reference(tier, dtype, shape, nonlinearity,
+                                                                               reverse, device, monkeypatch):
+    """layouts.PRODUCT_TO_IO_LAYOUT off: the resident and split kernels with the step's tiles converted into the
+    product's layout (the resident accumulator starting from the step's input), not the product into theirs, as the
+    resident forward's accumulator-layout I/O on a GPU still does. The other tests run the default. (B = 20 gives
+    the split tier's programs two tiles a step.)"""
+    if tier == "resident" and dtype == torch.float32 and shape[2] > 128:
         pytest.skip("beyond the fp32 resident limit")
-    monkeypatch.setattr(resident, "PRODUCT_TO_IO_LAYOUT", False)
-    check_against_reference(plan_for(shape[2], shape[1], dtype, device, kernel="resident"), dtype, shape,
-                            nonlinearity, reverse, device)
+    monkeypatch.setattr(layouts, "PRODUCT_TO_IO_LAYOUT", False)
+    plan = plan_for(shape[2], shape[1], dtype, device, kernel=tier)
+    assert plan.tier == tier
+    check_against_reference(plan, dtype, shape, nonlinearity, reverse, device)
 
 
 @pytest.mark.parametrize("shape", [s for s in SHAPES if s[2] <= 128] + [(4, 3, 128), (3, 2, 200), (4, 3, 256)],

@@ -1,0 +1,42 @@
+"""The layout of a persistent step's elementwise work: the product converted once, not the tiles.
+
+Triton gives a tensor the layout of the op that makes it: a coalesced blocked layout for tl.load, the
+accumulator's layout for an MMA's tl.dot, a slice layout for a sum over warps. An elementwise op on two
+layouts converts one of them, through shared memory (a store, a CTA barrier, a load, and a barrier
+before the buffer is written again), and Triton prefers the MMA's layout for elementwise work. So a step
+
+    a = xw + U h,   h = act(a),   store h          (backward: g = dy + U^T da, da = g * act'(h), store da)
+
+converts its input tiles (xw; h and dy) into the product's layout and its output tile back: 2 CTA
+barriers each, beside the 2 that h costs on its way to the next MMA as its right operand.
+
+in_io_layout(product) makes the compiler convert the product instead, once, into the blocked layout the
+step's loads and stores share: a tl.split needs its size-2 dimension within each thread, which an MMA's
+accumulator does not give for rows r and r + 1. The input is added after the product (not fed to the
+MMA as its accumulator), and the step's loads and stores keep their layout. The compile audit counts
+what it saves (kernels/audit.py, bar/step):
+- resident tier (16-bit and fp32), every kernel whose tiles are not loaded in the accumulator's layout:
+  4 CTA barriers per step instead of 6 (forward) and 8 (backward);
+- split tier with an MMA product: 2 fewer forward and 2-4 fewer backward (bf16 at H = 512, 8-row
+  tiles: 13 -> 11 and 15 -> 11; H = 1024, 16-row tiles: 13 -> 11 and 15 -> 11), with 5-20% fewer
+  instructions; but no change where a 16 x 8 tile spreads over 8 warps (8-row tiles at H = 1024 and
+  2048, fp32 at 512 and 1024), whose tiles cost no barrier to convert: there +-2 to 11 instructions.
+  Its FMA product (fp32, H = 2048) keeps its own layout (split.launch_keywords leaves it out).
+
+PRODUCT_TO_IO_LAYOUT is the switch, read by resident.launch_keywords and split.launch_keywords at every
+launch. Set from the compile audit; not yet timed (.ci/gpu_variants.py --variant current
+io-in-product-layout, in `bash .ci/gpu resident`).
+"""
+import triton
+import triton.language as tl
+
+PRODUCT_TO_IO_LAYOUT = True
+
+
+@triton.jit
+def in_io_layout(x):
+    """x itself, [R, C] with R even, in the blocked layout of the step's loads and stores (module docstring)."""
+    R: tl.constexpr = x.shape[0]
+    C: tl.constexpr = x.shape[1]
+    even, odd = tl.split(tl.permute(tl.reshape(x, (R // 2, 2, C)), (0, 2, 1)))
+    return tl.reshape(tl.permute(tl.join(even, odd), (0, 2, 1)), (R, C))
