@@ -30,7 +30,10 @@ instructions per step, 2 CTA barriers, 32 LDS.128, no shuffle, 170/168 registers
 211 instructions and 7 CTA barriers per step. The resident tier's 3xTF32 takes 435 instructions per
 step on 8 warps (with 3 wgmma waits) for the same layer. Not yet timed: every lane reads all of h
 from shared memory, 4x the bytes of the former layout's reads, which cost no more only if a
-broadcast load takes one shared-memory wavefront (`bash .ci/gpu ncu-fma` tells).
+broadcast load takes one shared-memory wavefront (`bash .ci/gpu ncu-fma` tells). Public evidence,
+not ours: on an H100, Nsight Compute counted 2 wavefronts for an LDS.128 whose warp read 2 distinct
+16-byte addresses, half the lanes each (NVIDIA developer forum, "Discrepancy in LDS.128 wavefronts:
+does SMEM broadcast across quarter-warps?"), which points to one for a single address.
 
 BLOCK_H = 256 (STREAM_HALF, beyond HELD_MAX_BLOCK_H): fp32 U is 256 KiB there, the whole register
 file of an SM, and splitting it over CTAs would need the split tier's grid barrier (2.5 us per step
