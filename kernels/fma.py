@@ -27,7 +27,7 @@ Compile audit, sm_90, BLOCK_H = 128 on 4 warps, forward/backward: 124/125 FFMA a
 instructions per step, 2 CTA barriers, 32 LDS.128, no shuffle, 170/168 registers, no spills, and
 39/37 dependent float operations at the longest (32 FFMA a run). With Triton's own layout for M
 (warps along k, 4 columns a thread), the warps' partial sums met through shared memory and shuffles:
-211 instructions and 7 CTA barriers per step. The resident tier's 3xTF32 takes 435 instructions per
+211 instructions and 7 CTA barriers per step. The resident tier's 3xTF32 takes 414 instructions per
 step on 8 warps (with 3 wgmma waits) for the same layer. Not yet timed: every lane reads all of h
 from shared memory, 4x the bytes of the former layout's reads, which cost no more only if a
 broadcast load takes one shared-memory wavefront (`bash .ci/gpu ncu-fma` tells). Public evidence,
