@@ -73,15 +73,13 @@ DSMEM_EXCHANGES = [e for e in dsmem.EXCHANGES if e != dsmem.L2.value]  # the clu
 L2_PREFETCH_STEPS = (4, 16)  # the distances timed: about one HBM latency ahead, and well beyond it
 VARIANTS = {  # name -> a context manager factory
     "current": contextlib.nullcontext,
-    # 16-bit per-step loads and stores: all by tl.load/tl.store (the product converted into their layout where
-    # layouts.PRODUCT_TO_IO_LAYOUT is on, as in today's backward and forward at H = 256), or all in the
-    # accumulator's layout
+    # 16-bit per-step loads and stores: all by tl.load/tl.store (the step's tiles converted into the product's
+    # layout, as in today's backward and forward at H = 256), or all in the accumulator's layout
     "plain-io": lambda: switched(resident, "ACC_LAYOUT_IO_MAX_BLOCK_H", {"forward": 0, "backward": 0}),
     "acc-layout-io": lambda: switched(resident, "ACC_LAYOUT_IO_MAX_BLOCK_H", {"forward": 256, "backward": 256}),
-    # the resident and split kernels' step tiles converted into the product's layout and back, as before the product
-    # was converted into theirs (layouts.PRODUCT_TO_IO_LAYOUT; compile audit, resident bf16: 6 and 8 CTA barriers per
-    # step, not 4; split bf16 at H = 512: 13 and 15, not 11)
-    "io-in-product-layout": lambda: switched(layouts, "PRODUCT_TO_IO_LAYOUT", False),
+    # the resident and split kernels' product converted into the layout of the step's tiles in 16-bit too, not
+    # those tiles into its layout and back (layouts.PRODUCT_TO_IO_LAYOUT: fp32 only, timed slower in 16-bit)
+    "product-to-io-layout": lambda: switched(layouts, "PRODUCT_TO_IO_LAYOUT", "all"),
     # fp32 at H <= 256: today's fma tier (fma.py), up to 4 batch rows per SM (today's: 1, dispatch.FMA_MAX_ROWS_PER_SM),
     # and the resident tier's products: fp32-tf32x3 (Triton's), fp32-one-dot-k, fp32-one-dot-m (resident.py)
     "fp32-fma": contextlib.nullcontext,
@@ -173,7 +171,7 @@ CASES = {
                                   + FP32_2048 + STEPWISE_16BIT)),
     "plain-io": SMALL,
     "acc-layout-io": SMALL,
-    "io-in-product-layout": RESIDENT_16BIT + SPLIT_16BIT,
+    "product-to-io-layout": RESIDENT_16BIT + SPLIT_16BIT,
     "fp32-fma": FP32_RESIDENT + FP32_FMA_256,
     "fp32-split-256": FP32_FMA_256,
     "fp32-fma-shared-sms": FP32_MANY_ROWS,

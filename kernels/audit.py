@@ -49,8 +49,8 @@ Run it as `python -m kernels.audit` (prints the table, exits 1 on any failure); 
 the step instead of a step ahead (split.INPUTS_AHEAD off), `--split-tile-loop-stages N` the split
 kernels' tile loop software-pipelined over N stages (dispatch.SPLIT_TILE_LOOP_STAGES), and
 `--l2-prefetch-steps N` the resident kernels with their step inputs prefetched into L2 N steps ahead
-(resident.L2_PREFETCH_STEPS), `--io-in-product-layout` the resident and split kernels with their step's
-tiles converted to the product's layout as before (layouts.PRODUCT_TO_IO_LAYOUT off), so that the
+(resident.L2_PREFETCH_STEPS), `--product-to-io-layout all|fp32|none` the resident and split kernels with the
+product converted into their step tiles' layout in those dtypes (layouts.PRODUCT_TO_IO_LAYOUT), so that the
 variants a GPU will time can be compared here first.
 """
 from __future__ import annotations
@@ -551,9 +551,11 @@ def kernel_switches() -> tuple[KernelSwitch, ...]:
                      "the resident kernels' fp32 product (default: resident.FP32_PRODUCT)"),
         KernelSwitch("--l2-prefetch-steps", resident, "L2_PREFETCH_STEPS", {"type": int, "metavar": "N"},
                      "the resident kernels' L2 prefetch distance (default: resident.L2_PREFETCH_STEPS)"),
-        KernelSwitch("--io-in-product-layout", layouts, "PRODUCT_TO_IO_LAYOUT", {"action": "store_false"},
-                     "the resident and split kernels with each step's input and output tiles converted to and "
-                     "from the product's layout, not the product to theirs (layouts.PRODUCT_TO_IO_LAYOUT off)"),
+        KernelSwitch("--product-to-io-layout", layouts, "PRODUCT_TO_IO_LAYOUT",
+                     {"choices": layouts.PRODUCT_TO_IO_LAYOUT_CHOICES},
+                     "the dtypes whose resident and split kernels convert each step's product into the layout of "
+                     "its input and output tiles, not those tiles into its layout (default: "
+                     "layouts.PRODUCT_TO_IO_LAYOUT)"),
         KernelSwitch("--split-inputs-in-step", split, "INPUTS_AHEAD", {"action": "store_false"},
                      "the split kernels with each step's input read in the step, not a step ahead "
                      "(split.INPUTS_AHEAD off)"),

@@ -1,4 +1,4 @@
-"""The layout of a persistent step's elementwise work: the product converted once, not the tiles.
+"""The layout of a persistent step's elementwise work: the product converted once, or the tiles.
 
 Triton gives a tensor the layout of the op that makes it: a coalesced blocked layout for tl.load, the
 accumulator's layout for an MMA's tl.dot, a slice layout for a sum over warps. An elementwise op on two
@@ -25,14 +25,31 @@ what it saves (kernels/audit.py, bar/step):
   there +-2 to 11 instructions. The FMA product (fp32, H = 2048) keeps its own layout
   (split.launch_keywords leaves it out).
 
-PRODUCT_TO_IO_LAYOUT is the switch, read by resident.launch_keywords and split.launch_keywords at every
-launch. Set from the compile audit; not yet timed (.ci/gpu_variants.py --variant current
-io-in-product-layout, in `bash .ci/gpu io-layout`).
+PRODUCT_TO_IO_LAYOUT says which dtypes' steps convert the product ("all", "fp32" or "none"; converts_product),
+read by resident.launch_keywords and split.launch_keywords at every launch. Timed on an H200 (bf16,
+T = 4096, us per step forward / forward+backward, the converted product against the converted tiles;
+results/variants/20261127-h200/io_layout.csv), the converted product was slower wherever it changed the
+step, by up to 18%: resident H = 256, B = 8: 0.93/1.92 against 0.90/1.81; B = 64: 1.07/2.27 against
+1.02/2.01; H = 128, B = 64 (the backward only: the forward keeps ACC_LAYOUT_IO there): 1.37 against
+1.28 forward+backward; split H = 512, B = 64 (16-row tiles): 2.82/6.20 against 2.38/5.25. At H = 64 and
+at H = 1024 the two were within 3% either way, the run's noise (H = 1024 with 8-row tiles, where the
+step does not change, differed by 3%). Fewer barriers did not pay: the product's conversion sits on
+the step's serial chain, between the MMA's wait and the activation, where the tiles' conversions it
+replaced did not depend on the product. So 16-bit keeps the converted tiles. fp32 (the resident tier
+beyond the fma tier's batch, the split tier) keeps the converted product, chosen from the compile
+audit (resident 3xTF32 at BLOCK_H = 16: 125 instructions per step forward instead of 287): not timed.
 """
+import torch
 import triton
 import triton.language as tl
 
-PRODUCT_TO_IO_LAYOUT = True
+PRODUCT_TO_IO_LAYOUT_CHOICES = ("all", "fp32", "none")
+PRODUCT_TO_IO_LAYOUT = "fp32"
+
+
+def converts_product(dtype: torch.dtype) -> bool:
+    """Whether a persistent step in dtype converts its product into its tiles' layout (PRODUCT_TO_IO_LAYOUT)."""
+    return PRODUCT_TO_IO_LAYOUT == "all" or (PRODUCT_TO_IO_LAYOUT == "fp32" and dtype == torch.float32)
 
 
 @triton.jit

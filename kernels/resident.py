@@ -34,14 +34,17 @@ instruction for 16-bit I/O (activations.py).
 Per-step layouts. The MMA leaves the product in its accumulator's layout; tl.load and tl.store give
 the step's tiles a coalesced one. Converting the input tiles into the accumulator's layout and the
 output tile back took 6 CTA barriers per step in the forward and 8 in the backward (the audit's
-bar/step; 2 of them h's, as the MMA's right operand). Two ways out:
-- layouts.PRODUCT_TO_IO_LAYOUT (default; set from the compile audit, not yet timed): the product is
-  converted into the tiles' layout once (layouts.in_io_layout): 4 barriers in both passes; per step
-  15-23 instructions more in the 16-bit kernels at BLOCK_H >= 64 on sm_90, fewer elsewhere (the fp32
-  backward at BLOCK_H = 16: 104 instead of 202).
+bar/step; 2 of them h's, as the MMA's right operand). The default in 16-bit, timed the fastest. Two
+other forms:
+- layouts.PRODUCT_TO_IO_LAYOUT (fp32 only): the product is converted into the tiles' layout once
+  (layouts.in_io_layout): 4 barriers in both passes, and in fp32 far fewer instructions (the backward
+  at BLOCK_H = 16: 104 per step instead of 202). In 16-bit it was timed up to 13% slower on an H200
+  (layouts.py): the conversion sits on the step's serial chain.
 - ACC_LAYOUT_IO: load_tile and store_tile take the accumulator's layout by inline PTX (2 barriers),
-  at the cost of per-element addressing. Timed on an H200 against the 6-8-barrier form, that paid
-  in the forward up to BLOCK_H = 128 only (ACC_LAYOUT_IO_MAX_BLOCK_H), where it is used instead.
+  at the cost of per-element addressing. Timed on an H200, that paid in the 16-bit forward up to
+  BLOCK_H = 128 only (ACC_LAYOUT_IO_MAX_BLOCK_H), where it is used: 10% faster than the tiles
+  converted, and at H = 128 1% (B = 8) and 6% (B = 64) faster than the product converted
+  (results/variants/20261127-h200/io_layout.csv, plain-io).
 float64 (for gradcheck) multiplies by the plain product.
 
 L2 prefetch (L2_PREFETCH_STEPS, not yet timed, off by default). On the H200 the bf16 forward at H = 128
@@ -83,10 +86,9 @@ import torch
 import triton
 import triton.language as tl
 
-from . import layouts
 from .activations import activation_grad_from_output, apply_activation
 from .launch import SIXTEEN_BIT, Blocks, accumulator_dtype, common_keywords, fast_tanh
-from .layouts import in_io_layout
+from .layouts import converts_product, in_io_layout
 from .runtime import interpreting
 
 PIN = 1.0  # the runtime float U is multiplied by before the time loop (see the module docstring)
@@ -123,7 +125,7 @@ def launch_keywords(config: ResidentBlocks, nonlinearity: str, dtype: torch.dtyp
     keywords["DOT_PRECISION"] = FP32_PRODUCT if dtype == torch.float32 else "ieee"
     limit = ACC_LAYOUT_IO_MAX_BLOCK_H["backward" if backward else "forward"]
     keywords["ACC_LAYOUT_IO"] = config.BLOCK_H <= limit and not interpreted and dtype in SIXTEEN_BIT
-    keywords["IN_IO_LAYOUT"] = layouts.PRODUCT_TO_IO_LAYOUT and not keywords["ACC_LAYOUT_IO"] and dtype != torch.float64
+    keywords["IN_IO_LAYOUT"] = converts_product(dtype) and not keywords["ACC_LAYOUT_IO"] and dtype != torch.float64
     # Inline PTX, which the interpreter cannot run; 16-bit only: fp32's backward at BLOCK_H = 128 spills with it.
     keywords["L2_PREFETCH_STEPS"] = L2_PREFETCH_STEPS if not interpreted and dtype in SIXTEEN_BIT else 0
     if not backward:  # the backward has no tanh: act' comes from h
@@ -300,7 +302,7 @@ def resident_forward_kernel(
     ACC_DTYPE: tl.constexpr,      # carry and accumulation: tl.float32 (tl.float64 for float64 I/O)
     UPCAST_DOT: tl.constexpr,     # interpreter workaround for bf16 tl.dot (launch.py)
     ACC_LAYOUT_IO: tl.constexpr,  # per-step loads and stores by inline PTX, in the accumulator's layout
-    IN_IO_LAYOUT: tl.constexpr,   # the product converted into the loads' layout (layouts.PRODUCT_TO_IO_LAYOUT)
+    IN_IO_LAYOUT: tl.constexpr,   # the product converted into the loads' layout (layouts.converts_product)
     L2_PREFETCH_STEPS: tl.constexpr,  # xw's tile this many steps ahead prefetched into L2 (0: none)
 ):
     IO_DTYPE: tl.constexpr = y_ptr.dtype.element_ty

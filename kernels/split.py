@@ -24,8 +24,8 @@ so each warp holds only its part of the slice::
     K(c) = c * KC + [0, KC),   KC = BLOCK_H / K_SPLIT
 
 The state a tile reads is the product's right operand, BLOCK_H x BLOCK_B: loaded into registers,
-then staged through shared memory for the MMA. The product, summed over the warps, is converted once
-into the layout of the step's loads and stores (layouts.py), not those tiles into its layout.
+then staged through shared memory for the MMA. The step's tiles are converted into the layout of the
+product summed over the warps, or in fp32 that product once into theirs (layouts.py: timed slower in 16-bit).
 Each program runs its tiles one after another, or, where the batch leaves it one (ONE_TILE), runs
 that tile without a tile loop, its input loaded a step ahead taken as it is: a quarter fewer
 instructions per step at H = 1024 (compile audit). Tried
@@ -79,7 +79,7 @@ import torch
 import triton
 import triton.language as tl
 
-from . import barrier, layouts
+from . import barrier
 from .activations import activation_grad_from_output, apply_activation
 from .barrier import cluster_arrive, cluster_barrier, cluster_wait, grid_barrier
 from .driver import time_order
@@ -96,7 +96,7 @@ from .dsmem import (
     wait_state,
 )
 from .launch import SIXTEEN_BIT, Blocks, accumulator_dtype, common_keywords, fast_tanh
-from .layouts import in_io_layout
+from .layouts import converts_product, in_io_layout
 from .runtime import co_resident_programs, interpreting
 
 PIN = 1.0  # the runtime float U's slice is multiplied by before the time loop (as in resident.py)
@@ -153,7 +153,7 @@ def launch_keywords(config: SplitBlocks, nonlinearity: str, dtype: torch.dtype, 
         # 1024 (sm_90); the FMA product's compiles clean (16-56 more instructions per step)
         "INPUTS_AHEAD": INPUTS_AHEAD and (interpreted or dtype in SIXTEEN_BIT or config.FMA),
         # the MMA product only: the FMA product's sum over the warps would be converted twice (layouts.py)
-        "IN_IO_LAYOUT": layouts.PRODUCT_TO_IO_LAYOUT and not config.FMA,
+        "IN_IO_LAYOUT": converts_product(dtype) and not config.FMA,
         **({} if backward else {"FAST_TANH": fast_tanh(dtype, interpreted)})}
 
 
@@ -420,7 +420,7 @@ def split_forward_kernel(
     EXCHANGE: tl.constexpr,       # "l2", "dsmem-pull" or "dsmem-push": how the state reaches the group's programs
     FAST_TANH: tl.constexpr,      # tanh.approx.f32 (16-bit I/O on a GPU)
     FMA: tl.constexpr,            # the product by FMA (fma_slice_product), not tl.dot
-    IN_IO_LAYOUT: tl.constexpr,   # the product converted into the loads' layout (layouts.PRODUCT_TO_IO_LAYOUT)
+    IN_IO_LAYOUT: tl.constexpr,   # the product converted into the loads' layout (layouts.converts_product)
 ):
     cols, u3, t, slices, group, groups, tiles = program_start(u_ptr, pin, t_first, B, H, False, BLOCK_B, BLOCK_N,
                                                               BLOCK_H, K_SPLIT, CLUSTER, ONE_TILE, ACC_DTYPE,

@@ -365,7 +365,7 @@ from kernels import audit, layouts, resident
 from kernels.dispatch import RESIDENT_CONFIGS
 blocks = RESIDENT_CONFIGS[(torch.bfloat16, 256)].forward
 barriers = {}
-for converted in (True, False):
+for converted in ("all", "none"):
     layouts.PRODUCT_TO_IO_LAYOUT = converted
     for backward, kernel in ((False, resident.resident_forward_kernel), (True, resident.resident_backward_kernel)):
         keywords = resident.launch_keywords(blocks, "tanh", torch.bfloat16, False, backward)
@@ -377,13 +377,14 @@ print(json.dumps(barriers))
 
 
 def test_the_resident_step_converts_its_product_once_not_its_tiles():
-    """With layouts.PRODUCT_TO_IO_LAYOUT (where the tiles are not loaded in the accumulator's layout: bf16 at
-    H = 256, sm_90), the step's elementwise work is done in the layout of its coalesced loads and stores: the product
-    passes through shared memory once (2 CTA barriers), beside h on its way to the next MMA (2 more). Off, the input
-    tiles are converted into the product's layout and the output tile back: 2 barriers each."""
+    """With layouts.PRODUCT_TO_IO_LAYOUT covering the dtype (where the tiles are not loaded in the accumulator's
+    layout: bf16 at H = 256, sm_90), the step's elementwise work is done in the layout of its coalesced loads and
+    stores: the product passes through shared memory once (2 CTA barriers), beside h on its way to the next MMA
+    (2 more). Without, the input tiles are converted into the product's layout and the output tile back: 2 barriers
+    each."""
     barriers = json.loads(compiled_without_interpreter(RESIDENT_IO_LOOPS))
-    assert barriers == {"True False": [False, True, 4], "True True": [False, True, 4],  # forward: xw, y
-                        "False False": [False, False, 6], "False True": [False, False, 8]}  # backward: h, dy, da
+    assert barriers == {"all False": [False, True, 4], "all True": [False, True, 4],  # forward: xw, y
+                        "none False": [False, False, 6], "none True": [False, False, 8]}  # backward: h, dy, da
 
 
 def test_an_audit_in_another_process_gets_this_processs_kernel_switches(monkeypatch):
@@ -391,14 +392,14 @@ def test_an_audit_in_another_process_gets_this_processs_kernel_switches(monkeypa
     the audit's main sets them from those arguments."""
     from kernels import audit, dispatch, layouts, split
     switches = [(resident, "FP32_PRODUCT", "one-dot-m", "tf32x3"), (resident, "L2_PREFETCH_STEPS", 4, 0),
-                (layouts, "PRODUCT_TO_IO_LAYOUT", False, True), (split, "INPUTS_AHEAD", False, True),
+                (layouts, "PRODUCT_TO_IO_LAYOUT", "all", "fp32"), (split, "INPUTS_AHEAD", False, True),
                 (dispatch, "SPLIT_TILE_LOOP_STAGES", 3, 1), (dispatch, "SPLIT_CLUSTERS", True, False),
                 (dispatch, "SPLIT_CLUSTER_EXCHANGE", "dsmem-push", "l2")]
     assert {(s.module, s.name) for s in audit.kernel_switches()} == {(m, n) for m, n, _, _ in switches}
     for module, name, on, _ in switches:
         monkeypatch.setattr(module, name, on)
     arguments = audit.switch_arguments()
-    assert arguments == ["--fp32-product", "one-dot-m", "--l2-prefetch-steps", "4", "--io-in-product-layout",
+    assert arguments == ["--fp32-product", "one-dot-m", "--l2-prefetch-steps", "4", "--product-to-io-layout", "all",
                          "--split-inputs-in-step",
                          "--split-tile-loop-stages", "3", "--split-clusters",
                          "--split-cluster-exchange", "dsmem-push"]
@@ -408,7 +409,7 @@ def test_an_audit_in_another_process_gets_this_processs_kernel_switches(monkeypa
         audit.main(["--plan", "no-such-plan", *arguments])
     assert (resident.FP32_PRODUCT, resident.L2_PREFETCH_STEPS, layouts.PRODUCT_TO_IO_LAYOUT, split.INPUTS_AHEAD,
             dispatch.SPLIT_TILE_LOOP_STAGES, dispatch.SPLIT_CLUSTERS, dispatch.SPLIT_CLUSTER_EXCHANGE) == (
-        "one-dot-m", 4, False, False, 3, True, "dsmem-push")
+        "one-dot-m", 4, "all", False, 3, True, "dsmem-push")
 
 
 def audit_in_a_subprocess(tmp_path, *args: str, timeout: int = 1800) -> tuple[list[dict], str]:
@@ -487,7 +488,8 @@ def test_every_dispatchable_configuration_compiles_clean(tmp_path):
             assert r["u_l1_per_step"] == (r["u_bytes"] // 2 if streamed else 0), r
             assert min(r["bar_per_step"], r["mma_per_step"], r["waits_per_step"]) >= 0, r  # fp64 has no MMA
             if r["tier"] == "resident" and r["dtype"] != "fp64":  # test_the_resident_step_converts_... says why
-                assert r["bar_per_step"] <= (2 if "ACC_LAYOUT_IO=True" in r["config"] else 4), r
+                converted = {"ACC_LAYOUT_IO=True": 2, "IN_IO_LAYOUT=True": 4}
+                assert r["bar_per_step"] <= next((n for k, n in converted.items() if k in r["config"]), 8), r
             if r["tier"] == "split" or r["block_h"] >= RE_READ_MIN_BLOCK_H:
                 assert r["smem_per_step"] - r["h_allowance"] <= RE_READ_LIMIT * r["u_bytes"], r
         assert r["barrier_atomics"] == ("yes" if r["tier"] == "split" else "n/a"), r

@@ -73,15 +73,16 @@ def test_resident_fp32_products_match_float64_reference(fp32_product, shape, non
                                         ("split", (2, 20, 320))], ids=lambda v: "T{}-B{}-H{}".format(*v)
                          if isinstance(v, tuple) else v)
 @pytest.mark.parametrize("nonlinearity,reverse", [("tanh", False), ("relu", True)])
-def test_kernels_with_the_tiles_in_the_products_layout_match_float64_reference(tier, dtype, shape, nonlinearity,
-                                                                               reverse, device, monkeypatch):
-    """layouts.PRODUCT_TO_IO_LAYOUT off: the resident and split kernels with the step's tiles converted into the
-    product's layout (the resident accumulator starting from the step's input), not the product into theirs, as the
-    resident forward's accumulator-layout I/O on a GPU still does. The other tests run the default. (B = 20 gives
-    the split tier's programs two tiles a step.)"""
+def test_kernels_with_the_other_step_layout_match_float64_reference(tier, dtype, shape, nonlinearity, reverse, device,
+                                                                    monkeypatch):
+    """Each dtype with the step layout it does not take by default (layouts.PRODUCT_TO_IO_LAYOUT): 16-bit with the
+    product converted into the layout of the step's tiles, fp32 with the tiles converted into the product's (the
+    resident accumulator starting from the step's input), as the resident 16-bit forward's accumulator-layout I/O on
+    a GPU also does. The other tests run the default. (B = 20 gives the split tier's programs two tiles a step.)"""
     if tier == "resident" and dtype == torch.float32 and shape[2] > 128:
         pytest.skip("beyond the fp32 resident limit")
-    monkeypatch.setattr(layouts, "PRODUCT_TO_IO_LAYOUT", False)
+    monkeypatch.setattr(layouts, "PRODUCT_TO_IO_LAYOUT", "none" if layouts.converts_product(dtype) else "all")
+    assert layouts.converts_product(dtype) == (dtype != torch.float32)
     plan = plan_for(shape[2], shape[1], dtype, device, kernel=tier)
     assert plan.tier == tier
     check_against_reference(plan, dtype, shape, nonlinearity, reverse, device)
