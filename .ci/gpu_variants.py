@@ -101,18 +101,18 @@ VARIANTS = {  # name -> a context manager factory
     # the split tier at H = 512 and 2048 where programs run several tiles per step in 16-row slices with 16-row tiles
     # (today's: 32-row slices with 8-row tiles in twice the batch groups; dispatch.SPLIT_LOOPED_CONFIGS)
     "split-thin-looped": lambda: switched(dispatch, "SPLIT_LOOPED_CONFIGS", {}),
-    # ... and the same 32-row slices at H = 2048 where each program has one tile too (B <= 16: one group of 64, or
-    # two), instead of today's 128 16-row slices in one group
-    "split-wide-one-tile": lambda: switched(dispatch, "SPLIT_CONFIGS", {
-        **dispatch.SPLIT_CONFIGS, **{key: config for key, config in dispatch.SPLIT_LOOPED_CONFIGS.items()
-                                     if key[1] == 2048}}),
+    # where each program has one tile: at H = 2048, B = 9..16, one group of 128 16-row slices with a 16-row tile, not
+    # today's two groups of 64 32-row slices with 8-row tiles (dispatch.SPLIT_WIDE_ONE_TILE_BLOCK_H); and at H = 512,
+    # B = 33..64, today's 16-row slices with 16-row tiles against 32-row slices with 8-row tiles in twice the groups
+    "split-thin-one-tile": lambda: switched(dispatch, "SPLIT_WIDE_ONE_TILE_BLOCK_H", ()),
+    "split-wide-one-tile-512": lambda: switched(dispatch, "SPLIT_WIDE_ONE_TILE_BLOCK_H", (512, 2048)),
     # the split tier's batch tiles where a batch fits 8 rows: 16 rows, not 8 (today's: dispatch.SPLIT_NARROW_BLOCK_B)
     "split-16-row-tiles": lambda: switched(dispatch, "SPLIT_NARROW_BLOCK_B", 16),
     # the split kernels' tile loop kept where each program has one tile (today's drops it: dispatch.SPLIT_ONE_TILE)
     "split-tile-loop": lambda: switched(dispatch, "SPLIT_ONE_TILE", False),
-    # the tile loop, where programs run several tiles, pipelined over 3 stages (dispatch.SPLIT_TILE_LOOP_STAGES; fp32
-    # over 2, dispatch.SPLIT_FP32_MAX_TILE_LOOP_STAGES)
-    "split-tile-stages-3": lambda: switched(dispatch, "SPLIT_TILE_LOOP_STAGES", 3),
+    # the tile loop, where programs run several tiles, not pipelined (today's: over 3 stages,
+    # dispatch.SPLIT_TILE_LOOP_STAGES; fp32 over 2, dispatch.SPLIT_FP32_MAX_TILE_LOOP_STAGES)
+    "split-tile-stages-1": lambda: switched(dispatch, "SPLIT_TILE_LOOP_STAGES", 1),
     # the split tier's batch groups as thread-block clusters meeting at the cluster barrier, at H = 512 and 1024
     # (today's: the grid barrier; dispatch.SPLIT_CLUSTERS)
     "split-clusters": lambda: switched(dispatch, "SPLIT_CLUSTERS", True),
@@ -151,7 +151,8 @@ SPLIT_MANY_TILES = [("bfloat16", 512, 256), ("bfloat16", 1024, 256), ("bfloat16"
                     ("float32", 1024, 64)]
 # Where programs run several tiles per step (on 132 SMs, H = 2048 from B = 17, H = 512 from 65: SPLIT_LOOPED_CONFIGS)
 SPLIT_LOOPED = [("bfloat16", 2048, b) for b in (32, 64, 256)] + [("bfloat16", 512, 256)]
-SPLIT_2048_ONE_TILE = [("bfloat16", 2048, b) for b in (8, 16)]  # one tile per program: 16-row slices today
+# One tile per program where the wide slices serve it (H = 2048, B = 16) or could (H = 512, B = 48 and 64)
+SPLIT_WIDE_ONE_TILE = [("bfloat16", 2048, 16), ("bfloat16", 512, 48), ("bfloat16", 512, 64)]
 # fp32 at H = 2048: the split tier by FMA today (one tile per program at B = 8, eight at 64), the stepwise tier
 # before (16-column tiles at B = 8, 32 at B = 64 on 132 SMs)
 FP32_2048 = [("float32", 2048, 8), ("float32", 2048, 64)]
@@ -167,7 +168,7 @@ SPLIT_CLUSTER_CASES = [(dt, h, b) for dt, h in (("bfloat16", 512), ("bfloat16", 
                        for b in (1, 8, 64)]
 CASES = {
     "current": list(dict.fromkeys(RESIDENT_16BIT + SPLIT_16BIT + RESIDENT_BATCH + FP32 + SPLIT_PROBES
-                                  + SPLIT_CLUSTER_CASES + SPLIT_MANY_TILES + SPLIT_LOOPED + SPLIT_2048_ONE_TILE
+                                  + SPLIT_CLUSTER_CASES + SPLIT_MANY_TILES + SPLIT_LOOPED + SPLIT_WIDE_ONE_TILE
                                   + FP32_2048 + STEPWISE_16BIT)),
     "plain-io": SMALL,
     "acc-layout-io": SMALL,
@@ -181,9 +182,10 @@ CASES = {
     "split-16-row-tiles": SPLIT_NARROW,
     "split-inputs-in-step": SPLIT_BATCH + FP32_2048,
     "split-tile-loop": list(dict.fromkeys(SPLIT_BATCH + SPLIT_NARROW)),
-    "split-tile-stages-3": SPLIT_MANY_TILES,
+    "split-tile-stages-1": SPLIT_MANY_TILES,
     "split-thin-looped": SPLIT_LOOPED,
-    "split-wide-one-tile": SPLIT_2048_ONE_TILE,
+    "split-thin-one-tile": [c for c in SPLIT_WIDE_ONE_TILE if c[1] == 2048],
+    "split-wide-one-tile-512": [c for c in SPLIT_WIDE_ONE_TILE if c[1] == 512],
     "split-clusters": SPLIT_CLUSTER_CASES,
     **{f"split-{e}": [c for c in SPLIT_CLUSTER_CASES if c[1] == 512] for e in DSMEM_EXCHANGES},
     "fp32-2048-stepwise": FP32_2048,

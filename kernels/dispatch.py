@@ -142,11 +142,19 @@ SPLIT_NARROW_BLOCK_B = 8
 # shrink. Compile audit, sm_90 bf16, forward/backward, against the configurations they replace: H = 2048, the tile
 # loop's instructions per step 405/451 against 483/521, shared-memory bytes read per step 55808/59904 against
 # 88576/92672, 222/228 registers; H = 512, 332/360 against 358/400 and 19968/22016 against 28160/30208; the same CTA
-# barriers, no spills (sm_80 too). H = 1024's 64-row slices spill (backward). Not yet timed (.ci/gpu_variants.py
-# split-thin-looped, bash .ci/gpu wide).
+# barriers, no spills (sm_80 too). H = 1024's 64-row slices spill (backward). On an H200 (bf16, T = 4096, us per step
+# forward / forward+backward, against the configurations they replace): H = 2048, B = 32: 6.76/14.29 against
+# 7.78/16.23; B = 64: 12.17/26.08 against 14.14/29.96; B = 256: 45.6/99.8 against 52.2/113.4; H = 512, B = 256:
+# 6.40/13.51 against 7.04/14.74 (results/variants/20261127-h200/wide.csv, split-thin-looped).
 SPLIT_LOOPED_CONFIGS: dict[tuple[torch.dtype, int], LaunchConfig[SplitBlocks]] = {
     (dt, bh): _split(32, bh, warps, block_b=8) for dt in (torch.bfloat16, torch.float16)
     for bh, warps in {512: 4, 2048: 8}.items()}
+# The BLOCK_H whose SPLIT_LOOPED_CONFIGS form also serves batches of one tile per program, in its one-tile form, tried
+# before SPLIT_CONFIGS' own (16-row tiles). At H = 2048 that takes B = 9..16 from one group of 128 16-row slices with a
+# 16-row tile to two groups of 64 32-row slices with an 8-row tile each: on an H200 (bf16, T = 4096, B = 16) 3.84/8.28
+# us per step forward / forward+backward against 4.92/10.23 (B = 8 stays on 16-row slices: 3.34 against the wide
+# form's 3.86; results/variants/20261127-h200/wide.csv, split-wide-one-tile). H = 512 (B = 33..64) is not timed.
+SPLIT_WIDE_ONE_TILE_BLOCK_H = (2048,)
 # Batch groups as thread-block clusters (sm_90): H = 512 in 8 slices of 64 rows, H = 1024 in 16 (an H100 schedules
 # clusters of up to 16 CTAs), 16-bit, 8-row tiles; each group meets at the hardware's cluster barrier
 # (barrier.cluster_barrier), not the grid barrier's counter and polling, which alone took 2.5-2.8 us per step on an
@@ -187,20 +195,24 @@ SPLIT_DSMEM_MAX_BLOCK_H = 512
 # Whether split_configs offers the one-tile form of each configuration (ONE_TILE: no tile loop in a step) for batches
 # that leave each program one tile. Compile audit, sm_90 bf16, time-loop instructions per step with / without:
 # forward 230/260 (H = 512, 8-row tiles), 239/312 (H = 1024, 16-row slices), 290/361 (H = 2048), backward 246/314,
-# 273/366, 324/410; one CTA barrier fewer, no spills. Not yet timed (.ci/gpu_variants.py split-tile-loop).
+# 273/366, 324/410; one CTA barrier fewer, no spills. On an H200 (bf16, T = 4096, with the product converted into the
+# tiles' layout, layouts.py, then the default; results/variants/20261127-h200/split_tile_loop.csv) the two were within
+# 4% at H = 512, B = 8 and H = 1024, B = 8, 16 and 64; at H = 512, B = 64 (16-row tiles) the tile loop took 2.32 us per
+# step forward against 2.83. With the tiles converted (16-bit's default since) the one-tile form took 2.38 there
+# (io_layout.csv); the tile loop with them is not timed.
 SPLIT_ONE_TILE = True
 # Software-pipeline stages (num_stages) of the split kernels' tile loop, where each program runs several batch
 # tiles per step (H = 2048 from B = 17 on 132 SMs): with 3, Triton's pipeliner loads the state of the next two tiles
 # (cp.async) while one is multiplied, after the step's barrier; the time loop, which holds the barrier's loop, is not
-# pipelined. On an H200 each further 16-row tile cost about 3.4-3.8 us per step at H = 2048 (3.38 at B = 8, 14.85 at
-# B = 64, 55 at B = 256), about twice what reading its state through L2 takes. Compile audit, sm_90 bf16: no spills,
-# forward at H = 2048 24 cp.async and 755 instructions per step (475 without), 216 registers (204). Not yet timed: 1
-# (no pipelining) until a GPU says otherwise (.ci/gpu_variants.py split-tile-stages-3, in bash .ci/gpu ncu-split).
-SPLIT_TILE_LOOP_STAGES = 1
+# pipelined. Compile audit, sm_90 bf16: no spills, forward at H = 2048 24 cp.async and 755 instructions per step (475
+# without), 216 registers (204). On an H200 (T = 4096, us per step forward / forward+backward, against no pipelining;
+# results/variants/20261127-h200/tile_stages.csv): bf16 H = 512, B = 256: 5.43/11.42 against 6.29/13.47; H = 1024,
+# B = 256: 15.51/33.05 against 17.13/35.67; H = 2048, B = 64: 11.42/24.16 against 12.31/26.26; B = 256: 40.08/88.07
+# against 45.54/101.30; fp32 (2 stages) H = 1024, B = 64: 14.34/33.31 against 15.55/36.07.
+SPLIT_TILE_LOOP_STAGES = 3
 # The most stages fp32's tile loops take: with 3 they spill (H = 128 and 1024); with 2 (the next tile's state loaded
 # while one is multiplied) they compile clean, on sm_80 and sm_90 (compile audit; H = 1024, sm_90, forward: 252
-# registers, 722 instructions per step against 630). fp32 at H = 1024, B = 64, where each program runs 4 tiles per step,
-# took 15 us per step on an H200, 1.6x past cuDNN fp32 where the target is 2x.
+# registers, 722 instructions per step against 630).
 SPLIT_FP32_MAX_TILE_LOOP_STAGES = 2
 # The step kernel's configuration; float64 takes thinner K slices (32 and 128 spill on sm_90 at 16 columns).
 STEPWISE_CONFIGS = {torch.float64: LaunchConfig(StepwiseBlocks(BLOCK_K=16), StepwiseBlocks(BLOCK_K=16))}
@@ -356,15 +368,17 @@ def split_configs(dtype: torch.dtype, block_h: int, arch: int = PLANNING_ARCH) -
     """Every split configuration the dispatcher can pick for dtype and BLOCK_H on compute capability arch, in the
     order split_config tries them: the one-tile forms (ONE_TILE: no tile loop; without SPLIT_ONE_TILE, the forms with
     it) of SPLIT_CLUSTER_CONFIGS' (with SPLIT_CLUSTERS, from sm_90) and SPLIT_FINE_CONFIGS' where there are some, of
-    SPLIT_CONFIGS' with its narrow batch tile where it has a wider one, and of SPLIT_CONFIGS'; last,
+    SPLIT_CONFIGS' with its narrow batch tile where it has a wider one, of SPLIT_LOOPED_CONFIGS' at
+    SPLIT_WIDE_ONE_TILE_BLOCK_H, and of SPLIT_CONFIGS'; last,
     SPLIT_LOOPED_CONFIGS' where there is one, else SPLIT_CONFIGS' itself, whose programs run their tiles one after
     another. A SPLIT_CLUSTER_EXCHANGE other than L2's makes the 16-bit cluster form one-tile, exchanging the state that
     way, up to SPLIT_DSMEM_MAX_BLOCK_H."""
     base = SPLIT_CONFIGS[(dtype, block_h)]
+    last = SPLIT_LOOPED_CONFIGS.get((dtype, block_h), base)
     clustered = _clustered(dtype, block_h, arch)
     forms = [SPLIT_CLUSTER_CONFIGS[(dtype, block_h)]] if clustered else []
     forms += [SPLIT_FINE_CONFIGS[(dtype, block_h)]] if (dtype, block_h) in SPLIT_FINE_CONFIGS else []
-    forms += _narrow(base) + [base]
+    forms += _narrow(base) + ([last] if last != base and block_h in SPLIT_WIDE_ONE_TILE_BLOCK_H else []) + [base]
     stages = SPLIT_TILE_LOOP_STAGES if dtype in SIXTEEN_BIT else min(SPLIT_TILE_LOOP_STAGES,
                                                                         SPLIT_FP32_MAX_TILE_LOOP_STAGES)
     looped = [c.replace(num_stages=stages) for c in forms[:-1]]  # a tile loop in every step
@@ -372,7 +386,7 @@ def split_configs(dtype: torch.dtype, block_h: int, arch: int = PLANNING_ARCH) -
     if (clustered and SPLIT_CLUSTER_EXCHANGE != L2.value and block_h <= SPLIT_DSMEM_MAX_BLOCK_H
             and dtype in SIXTEEN_BIT):  # slots of one tile, of 16-bit state
         first[0] = forms[0].replace(ONE_TILE=True, EXCHANGE=SPLIT_CLUSTER_EXCHANGE)
-    return first + [SPLIT_LOOPED_CONFIGS.get((dtype, block_h), base).replace(num_stages=stages)]
+    return list(dict.fromkeys(first + [last.replace(num_stages=stages)]))
 
 
 def _clustered(dtype: torch.dtype, block_h: int, arch: int) -> bool:

@@ -163,7 +163,7 @@ def test_split_tier_needs_a_slice_per_sm_and_runs_every_batch_tile_in_one_launch
     assert split_grid(5, 1024, config, 132) == (32, 1)
     assert "2 batch tile(s)" in plan_for(1024, 100, torch.bfloat16).reason
     with pytest.raises(RuntimeError, match="could never be met"):
-        split_grid(16, 2048, plan_for(2048, 16, torch.bfloat16, kernel="split").config.forward, 100)
+        split_grid(8, 2048, plan_for(2048, 8, torch.bfloat16, kernel="split").config.forward, 100)
     with pytest.raises(ValueError, match="kernel='split' cannot serve"):
         plan_for(4096, 4, torch.bfloat16, kernel="split")
 
@@ -176,7 +176,8 @@ def test_split_takes_8_row_tiles_where_the_batch_fits_them(monkeypatch):
     """SPLIT_NARROW_BLOCK_B: 8-row tiles (mma.sync's N) where every program then runs one tile per step (B <= 8, or
     8 rows per batch group), in every dtype."""
     assert [split_block_b(512, b) for b in (1, 8, 9, 32, 33)] == [8, 8, 8, 8, 16]  # 32 slices: 4 groups
-    assert [split_block_b(2048, b) for b in (1, 8, 9, 17)] == [8, 8, 16, 8]  # 128 slices: one group; then 64 x 2
+    # 128 slices: one group; from B = 9, 64 x 2 (SPLIT_WIDE_ONE_TILE_BLOCK_H, else a 16-row tile up to 16)
+    assert [split_block_b(2048, b) for b in (1, 8, 9, 17)] == [8, 8, 8, 8]
     assert [split_block_b(h, 8, torch.float32) for h in (128, 256, 512, 1024)] == [8, 8, 8, 8]
     assert "32 x 4 programs" in plan_for(1024, 32, torch.bfloat16, kernel="split").reason
     monkeypatch.setattr(dispatch, "SPLIT_NARROW_BLOCK_B", 16)  # off: .ci/gpu_variants.py split-16-row-tiles
@@ -194,28 +195,27 @@ def test_split_runs_without_a_tile_loop_wherever_each_program_has_one_tile(monke
     assert [one_tile(2048, b) for b in (1, 8, 16, 17, 64)] == [True, True, True, False, False]
     assert [one_tile(1024, b) for b in (1, 16, 64, 65, 256)] == [True, True, True, False, False]
     assert [one_tile(512, b, torch.float32) for b in (8, 64, 65)] == [True, True, False]
+    stages = dispatch.SPLIT_TILE_LOOP_STAGES
     assert plan_for(2048, 64, torch.bfloat16, kernel="split").config.forward == \
-        SPLIT_LOOPED_CONFIGS[(torch.bfloat16, 2048)].forward
+        dataclasses.replace(SPLIT_LOOPED_CONFIGS[(torch.bfloat16, 2048)].forward, num_stages=stages)
     assert plan_for(1024, 256, torch.bfloat16, kernel="split").config.forward == \
-        SPLIT_CONFIGS[(torch.bfloat16, 1024)].forward
+        dataclasses.replace(SPLIT_CONFIGS[(torch.bfloat16, 1024)].forward, num_stages=stages)
     shapes = {b: plan_for(1024, b, torch.bfloat16, kernel="split").config.forward for b in (1, 17, 64)}
     monkeypatch.setattr(dispatch, "SPLIT_ONE_TILE", False)  # off: .ci/gpu_variants.py split-tile-loop
     assert [one_tile(1024, b) for b in (1, 17, 64)] == [False] * 3
     for b, config in shapes.items():
         assert plan_for(1024, b, torch.bfloat16, kernel="split").config.forward == \
-            dataclasses.replace(config, ONE_TILE=False)
+            dataclasses.replace(config, ONE_TILE=False, num_stages=dispatch.SPLIT_TILE_LOOP_STAGES)
 
 
 def test_split_tile_loop_stages_apply_where_programs_run_several_tiles(monkeypatch):
     """SPLIT_TILE_LOOP_STAGES: the software-pipeline stages of the tile loop, on every configuration that has one (fp32:
     SPLIT_FP32_MAX_TILE_LOOP_STAGES at most, 3 spill there), never on the one-tile forms (no tile loop: their time
-    loop, which holds the barrier, must not be pipelined)."""
+    loop, which holds the barrier, must not be pipelined). 3 by default; 1 turns it off."""
     def stages(hidden, batch, dtype=torch.bfloat16):
         config = plan_for(hidden, batch, dtype, kernel="split").config
         assert config.forward.num_stages == config.backward.num_stages
         return config.forward.num_stages
-    assert [stages(2048, b) for b in (8, 64, 256)] == [1, 1, 1]
-    monkeypatch.setattr(dispatch, "SPLIT_TILE_LOOP_STAGES", 3)  # on: .ci/gpu_variants.py split-tile-stages-3
     assert [stages(2048, b) for b in (8, 16, 17, 64)] == [1, 1, 3, 3]
     assert [stages(1024, 256), stages(512, 65, torch.float16), stages(512, 65, torch.float32)] == [3, 3, 2]
     assert stages(1024, 64, torch.float32) == 2 and stages(1024, 8, torch.float32) == 1
@@ -223,18 +223,21 @@ def test_split_tile_loop_stages_apply_where_programs_run_several_tiles(monkeypat
                for (dt, bh) in SPLIT_CONFIGS for c in dispatch.split_configs(dt, bh))
     monkeypatch.setattr(dispatch, "SPLIT_ONE_TILE", False)  # every form with the loop, every one pipelined
     assert [stages(2048, 8), stages(1024, 1)] == [3, 3]
+    monkeypatch.setattr(dispatch, "SPLIT_TILE_LOOP_STAGES", 1)  # off: none pipelined
+    assert [stages(2048, 64), stages(1024, 64, torch.float32)] == [1, 1]
 
 
 def test_split_runs_several_tiles_per_program_in_wider_slices_at_h512_and_h2048(monkeypatch):
     """SPLIT_LOOPED_CONFIGS: 16-bit H = 2048 where programs run several tiles per step (B > 16 on 132 SMs) takes 64
     slices of 32 rows and two batch groups of 8-row tiles, not one group of 128 16-row slices with 16-row tiles; H = 512
     (B > 64) 16 slices of 32 rows in eight groups, not 32 of 16 in four: as many tiles per program, half the state read
-    per step. Up to one tile per program, and elsewhere, unchanged."""
+    per step. Up to one tile per program, unchanged, but at H = 2048 from B = 9 (SPLIT_WIDE_ONE_TILE_BLOCK_H): the wide
+    slices' two groups of one 8-row tile, not one group of a 16-row tile."""
     def shape(hidden, batch, dtype=torch.bfloat16):
         config = plan_for(hidden, batch, dtype, kernel="split").config
         assert config.forward == config.backward
         return config.forward.BLOCK_N, config.forward.BLOCK_B, config.forward.ONE_TILE
-    assert [shape(2048, b) for b in (8, 16)] == [(16, 8, True), (16, 16, True)]
+    assert [shape(2048, b) for b in (8, 16)] == [(16, 8, True), (32, 8, True)]  # SPLIT_WIDE_ONE_TILE_BLOCK_H at 16
     assert [shape(2048, b, dt) for b in (17, 64, 256) for dt in (torch.bfloat16, torch.float16)] == [(32, 8, False)] * 6
     assert "64 x 2 programs" in plan_for(2048, 64, torch.bfloat16).reason
     assert "4 batch tile(s) of 8" in plan_for(2048, 64, torch.bfloat16).reason
