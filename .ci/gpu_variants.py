@@ -90,6 +90,9 @@ VARIANTS = {  # name -> a context manager factory
     "fp32-fma-2x-warps": lambda: switched(dispatch, "FMA_CONFIGS", {
         key: config.replace(num_warps=2 * config.forward.num_warps) for key, config in dispatch.FMA_CONFIGS.items()}),
     **{f"fp32-{p}": (lambda p=p: resident_fp32(p)) for p in resident.FP32_PRODUCTS},
+    # 16-bit at BLOCK_H = 128 on the resident tier's MMA kernels, as before the fma tier took it (dispatch.FMA_CONFIGS)
+    "resident-128": lambda: switched(dispatch, "FMA_CONFIGS", {
+        key: config for key, config in dispatch.FMA_CONFIGS.items() if key[0] == torch.float32}),
     # fp32 at H = 256 on the split tier, as before the fma tier took it with half of U streamed (fma.STREAM_HALF)
     "fp32-split-256": lambda: switched(dispatch, "FMA_CONFIGS", {
         key: config for key, config in dispatch.FMA_CONFIGS.items() if key[1] <= fma.HELD_MAX_BLOCK_H}),
@@ -143,6 +146,7 @@ SPLIT_16BIT = [("bfloat16", h, b) for h in (512, 1024) for b in (8, 64)]  # the 
 FP32 = [("float32", h, b) for h in (128, 256, 512) for b in (8, 64)]
 FP32_RESIDENT = [("float32", h, b) for h in (64, 128) for b in (8, 64)]  # the fp32 fma and resident tiers' sizes
 FP32_MANY_ROWS = [("float32", 128, b) for b in (256, 512)]  # two and four rows per SM of an H100 or H200
+FMA_16BIT = [(dt, 128, b) for dt in ("bfloat16", "float16") for b in (8, 64)]  # the fma tier's 16-bit sizes
 FP32_FMA_256 = [("float32", 256, b) for b in (8, 64)]  # the fma tier with half of U streamed, against the split tier
 # The split tier's sizes: one tile per program up to B = 64 at H <= 1024, several tiles per program beyond
 SPLIT_BATCH = [("bfloat16", h, b) for h in (512, 1024, 2048) for b in (8, 64, 256)]
@@ -167,7 +171,7 @@ SPLIT_PROBES = [("bfloat16", 512, b) for b in (8, 64)] + [("bfloat16", 1024, b) 
 SPLIT_CLUSTER_CASES = [(dt, h, b) for dt, h in (("bfloat16", 512), ("bfloat16", 1024), ("float32", 256))
                        for b in (1, 8, 64)]
 CASES = {
-    "current": list(dict.fromkeys(RESIDENT_16BIT + SPLIT_16BIT + RESIDENT_BATCH + FP32 + SPLIT_PROBES
+    "current": list(dict.fromkeys(RESIDENT_16BIT + SPLIT_16BIT + RESIDENT_BATCH + FP32 + FMA_16BIT + SPLIT_PROBES
                                   + SPLIT_CLUSTER_CASES + SPLIT_MANY_TILES + SPLIT_LOOPED + SPLIT_WIDE_ONE_TILE
                                   + FP32_2048 + STEPWISE_16BIT)),
     "plain-io": SMALL,
@@ -175,6 +179,7 @@ CASES = {
     "product-to-io-layout": RESIDENT_16BIT + SPLIT_16BIT,
     "fp32-fma": FP32_RESIDENT + FP32_FMA_256,
     "fp32-split-256": FP32_FMA_256,
+    "resident-128": FMA_16BIT,
     "fp32-fma-shared-sms": FP32_MANY_ROWS,
     "fp32-fma-2x-warps": FP32_RESIDENT,
     **{f"fp32-{p}": FP32_RESIDENT + FP32_MANY_ROWS for p in resident.FP32_PRODUCTS},

@@ -162,7 +162,9 @@ def _dispatchable_plans(arch: int):
 
 
 def _u_bytes(tier: str, blocks, dtype) -> int:
-    if tier in ("fma", "resident"):
+    if tier == "fma":  # held in fp32 (4 bytes) whatever the I/O dtype
+        return blocks.BLOCK_H * blocks.BLOCK_H * 4
+    if tier == "resident":
         return blocks.BLOCK_H * blocks.BLOCK_H * dtype.itemsize
     if tier == "split":
         return blocks.BLOCK_N * blocks.BLOCK_H * dtype.itemsize
@@ -197,8 +199,8 @@ def _kernel(tier: str, name: str):
 def _pointer_type(arg: str, dtype: str) -> str:
     if arg in ("counter_ptr", "status_ptr"):
         return "*i32"
-    if arg == "dh0_ptr" and dtype != "torch.float64":
-        return "*fp32"  # the accumulator dtype
+    if (arg == "dh0_ptr" and dtype != "torch.float64") or arg.endswith("_fp32_ptr"):
+        return "*fp32"  # the accumulator dtype; the fma tier's operand, fp32 in every I/O dtype
     return f"*{TRITON_DTYPE[dtype]}"
 
 
@@ -465,8 +467,9 @@ def time_loop_facts(compiled, keywords: dict, dtype: str, tier: str = "resident"
     h_bytes = block_b * keywords["BLOCK_H"] * itemsize
     passes = PASSES.get(keywords.get("DOT_PRECISION"), 1)
     tile_bytes = tile_loads(ttgir, block_n, block_b) * block_n * block_b * itemsize if block_n else 0
-    if tier == "fma":  # whole columns a thread: every lane reads all of h (a broadcast), and nothing is summed across
-        h_bytes, k_split, partial_bytes = 32 * h_bytes, 1, 0
+    if tier == "fma":  # whole columns a thread: every lane reads all of h (a broadcast), and nothing is summed across;
+        # h in fp32 (4 bytes) whatever the I/O dtype
+        h_bytes, k_split, partial_bytes = 32 * keywords["BLOCK_H"] * 4, 1, 0
     elif keywords.get("FMA"):  # split by FMA: K over the warps and 8 lanes, 4 columns a thread (the rest of the
         # warp's lanes along n read each k of h), every lane reading back its 4 columns' sums of every row
         lanes_n = block_n // 4

@@ -2,10 +2,10 @@
 
 Tiers, tried in order:
 
-- fma: fp32 at H <= 256 (fma.py). One program per batch row holds all of U in registers (at H > 128:
-  half of it, the other half read through L1 every step) and multiplies by FMA, as cuDNN's fp32 kernel
-  does: no tensor core, so none of 3xTF32's three MMAs per step. Serves batches of up to one row per SM
-  (FMA_MAX_ROWS_PER_SM), where each program has an SM of its own.
+- fma: fp32 at H <= 256 and 16-bit at BLOCK_H = 128 (fma.py). One program per batch row holds all of U in
+  fp32 registers (at H > 128: half of it, the other half read through L1 every step) and multiplies by FMA,
+  as cuDNN's fp32 kernel does: no tensor core, so none of 3xTF32's three MMAs per step. Serves batches of up
+  to one row per SM (FMA_MAX_ROWS_PER_SM), where each program has an SM of its own.
 - resident: the persistent kernels of resident.py. One program per BLOCK_B batch rows holds all of
   U (H padded to BLOCK_H) in registers; fits while the compile audit finds no spills.
 - split: the persistent kernels of split.py. U is cut into slices of BLOCK_N rows (state columns),
@@ -56,10 +56,14 @@ def _fma(block_h: int, warps: int) -> LaunchConfig[FmaBlocks]:
 # (dtype, BLOCK_H) -> configuration of the FMA kernels: the fewest warps whose threads hold the operand's
 # BLOCK_H^2 floats (at 256: half of them, fma.HELD_MAX_BLOCK_H) without spilling, one thread per column of it
 # (compile audit; sm_90 time-loop instructions per step, forward: 82 at BLOCK_H = 32, 121 at 64, 201 at 128, 407 at
-# 256). Not yet timed
-# (.ci/gpu_variants.py fp32-fma against fp32-tf32x3 up to 128, fp32-fma-256 against fp32-split-256).
+# 256). On an H200 (fma.py) fp32 took 1.4-3.8x less time per step than the resident tier's 3xTF32, and at
+# BLOCK_H = 128 less than the resident tier's bf16 (0.353 against 0.401 us forward at B = 8, 0.524 against 0.632 at
+# B = 64), so 16-bit I/O comes here at 128 (not yet timed in 16-bit: .ci/gpu_variants.py resident-128 times the
+# resident tier beside it); at 64 and 256 the resident tier's bf16 was faster (0.270 against 0.315, 0.934 against
+# 1.462 at B = 8).
 FMA_CONFIGS: dict[tuple[torch.dtype, int], LaunchConfig[FmaBlocks]] = {
-    (torch.float32, bh): _fma(bh, w) for bh, w in {16: 1, 32: 1, 64: 2, 128: 4, 256: 8}.items()}
+    **{(torch.float32, bh): _fma(bh, w) for bh, w in {16: 1, 32: 1, 64: 2, 128: 4, 256: 8}.items()},
+    **{(dt, 128): _fma(128, 4) for dt in SIXTEEN_BIT}}
 # Batch rows per SM up to which the FMA tier serves a layer (one program per row): beyond, programs would share
 # SMs and their FMA pipes, where the resident tier's tensor cores take 16 rows per program. A guess to time.
 FMA_MAX_ROWS_PER_SM = 1
@@ -329,15 +333,15 @@ def _stepwise_plan(hidden_size, batch_size, dtype, device, reason: str) -> Kerne
 def _fma_plan(hidden_size, batch_size, dtype, block_h, sms, arch) -> KernelPlan | str:
     """The FMA plan, or why there is none."""
     if (dtype, block_h) not in FMA_CONFIGS:
-        return (f"no FMA configuration for hidden_size {hidden_size} in {dtype} (it serves torch.float32 up to "
-                f"{_limit(FMA_CONFIGS, torch.float32)})")
+        served = sorted(bh for dt, bh in FMA_CONFIGS if dt == dtype)
+        return f"no FMA configuration for hidden_size {hidden_size} in {dtype} (BLOCK_H it serves: {served})"
     if batch_size > FMA_MAX_ROWS_PER_SM * sms:
         return f"batch {batch_size} exceeds {FMA_MAX_ROWS_PER_SM} row(s) per SM on {sms} SMs (one program per row)"
-    size_kib = block_h * block_h * dtype.itemsize / 1024
+    size_kib = block_h * block_h * torch.float32.itemsize / 1024
     where = ("stays in the registers" if block_h <= fma.HELD_MAX_BLOCK_H else
              "stays half in the registers, half read through L1 every step,")
     return KernelPlan("fma", FMA_CONFIGS[(dtype, block_h)],
-                      f"U ({block_h}x{block_h} {dtype}, {size_kib:.0f} KiB) {where} of each of "
+                      f"U ({block_h}x{block_h} in torch.float32, {size_kib:.0f} KiB) {where} of each of "
                       f"{batch_size} program(s), one per batch row, multiplied by FMA")
 
 

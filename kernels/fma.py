@@ -1,4 +1,4 @@
-"""FMA persistent kernels: fp32, one program per batch row, U in registers, the product by FMA.
+"""FMA persistent kernels: one program per batch row, U in registers in fp32, the product by FMA.
 
 cuDNN's fp32 kernel for small H does this (RNN_blockPersist_fp_RNN: 8 CTAs for B = 8, U in
 registers, FMA; ../shared/gpu-runs/2026-11-25-h100/cudnn_kernels_ncu.md): fp32 accuracy with no
@@ -28,9 +28,10 @@ instructions per step, 2 CTA barriers, 32 LDS.128, no shuffle, 170/168 registers
 39/37 dependent float operations at the longest (32 FFMA a run). With Triton's own layout for M
 (warps along k, 4 columns a thread), the warps' partial sums met through shared memory and shuffles:
 211 instructions and 7 CTA barriers per step. The resident tier's 3xTF32 takes 414 instructions per
-step on 8 warps (with 3 wgmma waits) for the same layer. Not yet timed: every lane reads all of h
-from shared memory, 4x the bytes of the former layout's reads, which cost no more only if a
-broadcast load takes one shared-memory wavefront (`bash .ci/gpu ncu-fma` tells). Public evidence,
+step on 8 warps (with 3 wgmma waits) for the same layer. Every lane reads all of h from shared
+memory, 4x the bytes of the former layout's reads, which cost no more only if a broadcast load
+takes one shared-memory wavefront (the Nsight Compute reports of `bash .ci/gpu ncu-fma` are in
+results/variants/20261127-h200/ncu/, not yet read). Public evidence,
 not ours: on an H100, Nsight Compute counted 2 wavefronts for an LDS.128 whose warp read 2 distinct
 16-byte addresses, half the lanes each (NVIDIA developer forum, "Discrepancy in LDS.128 wavefronts:
 does SMEM broadcast across quarter-warps?"), which points to one for a single address.
@@ -45,12 +46,20 @@ stored by columns, the streamed half in its own flat run, and their runs' sums a
 sum over the runs. Compile audit, sm_90, 8 warps, forward/backward: 178/186 registers, no spills,
 407/399 instructions and 2 CTA barriers per step, 32 16-byte loads of U per thread per step (before
 this layout: 254 registers, 500 instructions, 9 CTA barriers). The split tier served this size
-before (2.75 us per step forward on the H200 at B = 8). Whether L1 keeps the streamed half, and what
-the step then costs, is not yet timed (.ci/gpu_variants.py fp32-fma against fp32-split-256). On
+before: on the H200 at B = 8 it took 2.52 us per step forward against this one's 1.46 (below). On
 sm_90 a cluster's barrier, in hardware, avoids the grid barrier: with dispatch.SPLIT_CLUSTERS the
 dispatcher splits U over clusters of 4 programs of the split tier instead, each holding 64 of its
 columns in registers and multiplying them by FMA for 2 batch rows (dispatch.SPLIT_CLUSTER_CONFIGS;
 not yet timed).
+
+Timed on an H200 (T = 4096, us per step forward / forward+backward; results/variants/20261127-h200/
+fp32_products.csv): fp32 at B = 8, 0.315/0.736 (H = 64), 0.353/0.827 (128), 1.462/2.961 (256); at
+B = 64, 0.467/1.026, 0.524/1.201, 1.660/3.644: 1.4-3.8x faster than the resident tier's 3xTF32 and
+faster than cuDNN fp32's own FMA kernel at H = 128 and 256 (results/race/20261127-h200). At H = 128
+that beat even the resident tier's bf16 kernel on tensor cores (0.401/0.888 at B = 8, 0.632/1.369
+at B = 64), so 16-bit I/O at BLOCK_H = 128 comes here too (dispatch.FMA_CONFIGS): the kernels load
+and store 16-bit tiles, carry the state and hold U in fp32 (U's 16-bit values are exact there), and
+the forward takes the hardware's tanh. In 16-bit this tier is not yet timed.
 
 Each program runs one batch row, so a batch of B takes B programs, and each holds its own copy of U.
 The dispatcher sends a layer here while B fits the SMs one program each (dispatch.py). The launchers
@@ -63,7 +72,7 @@ import triton
 import triton.language as tl
 
 from .activations import ACTIVATION_CODES, activation_grad_from_output, apply_activation
-from .launch import Blocks
+from .launch import Blocks, accumulator_dtype, fast_tanh
 from .runtime import interpreting
 
 # The largest BLOCK_H whose operand a program holds whole in registers; beyond it, half (module docstring).
@@ -82,9 +91,10 @@ class FmaBlocks(Blocks):
 
 def launch_keywords(config: FmaBlocks, nonlinearity: str, dtype: torch.dtype, interpreted: bool,
                     backward: bool) -> dict:
-    """Everything an FMA kernel takes besides tensors and sizes (fp32 only; the same in the interpreter)."""
+    """Everything an FMA kernel takes besides tensors and sizes (16-bit I/O's forward: the hardware tanh on a GPU)."""
     return config.keywords() | {"ACTIVATION": ACTIVATION_CODES[nonlinearity],
-                                "STREAM_HALF": config.BLOCK_H > HELD_MAX_BLOCK_H}
+                                "STREAM_HALF": config.BLOCK_H > HELD_MAX_BLOCK_H} | (
+        {} if backward else {"FAST_TANH": fast_tanh(dtype, interpreted)})
 
 
 @triton.jit
@@ -136,42 +146,43 @@ def vector_product(held, m_ptr, v, BLOCK_H: tl.constexpr, STREAM_HALF: tl.conste
 
 @triton.jit
 def fma_forward_kernel(
-    xw_ptr,         # [T, B, H] input projection incl. both biases, fp32, contiguous
-    h0_ptr,         # [B, H] initial hidden state, contiguous
-    ut_ptr,         # U^T (element [k, n] is U[n, k]) zero-padded to [BLOCK_H, BLOCK_H], stored by_columns
-    y_ptr,          # [T, B, H] out: h_t for every t
+    xw_ptr,         # [T, B, H] input projection incl. both biases, I/O dtype (fp32, bf16, fp16), contiguous
+    h0_ptr,         # [B, H] initial hidden state, I/O dtype, contiguous
+    ut_fp32_ptr,    # U^T (element [k, n] is U[n, k]) in fp32, zero-padded to [BLOCK_H, BLOCK_H], stored by_columns
+    y_ptr,          # [T, B, H] out: h_t for every t, I/O dtype
     T, B, H,        # sequence length, batch, hidden size
     t_first,        # time index of the first step: 0, or T - 1 for the reverse direction
     t_step,         # +1 or -1
     ACTIVATION: tl.constexpr,   # 0 tanh, 1 relu
     BLOCK_H: tl.constexpr,      # H padded to a power of two
     STREAM_HALF: tl.constexpr,  # half of U^T held, half read every step (BLOCK_H > HELD_MAX_BLOCK_H)
+    FAST_TANH: tl.constexpr,    # tanh.approx.f32 (16-bit I/O on a GPU)
 ):
     offs = tl.arange(0, BLOCK_H)
     mask = offs < H
     row = tl.program_id(0) * H + offs  # this program's batch row of a [B, H] matrix
-    held = load_held(ut_ptr, BLOCK_H, STREAM_HALF)
+    held = load_held(ut_fp32_ptr, BLOCK_H, STREAM_HALF)
     stride = B * H
     t = tl.cast(t_first, tl.int64)  # 64-bit: t * B * H can pass 2^31
-    h = tl.load(h0_ptr + row, mask=mask, other=0.0)
+    h = tl.load(h0_ptr + row, mask=mask, other=0.0).to(tl.float32)  # the state is carried in fp32
     xw = tl.load(xw_ptr + t * stride + row, mask=mask, other=0.0)
     for s in range(0, T):
         # The next step's input, loaded while this step computes.
         xw_next = tl.load(xw_ptr + (t + t_step) * stride + row, mask=mask & (s + 1 < T), other=0.0)
-        h = apply_activation(xw + vector_product(held, ut_ptr, h, BLOCK_H, STREAM_HALF),
-                             ACTIVATION)
-        tl.store(y_ptr + t * stride + row, h, mask=mask)
+        h = apply_activation(xw.to(tl.float32) + vector_product(held, ut_fp32_ptr, h, BLOCK_H, STREAM_HALF),
+                             ACTIVATION, FAST_TANH)
+        tl.store(y_ptr + t * stride + row, h.to(y_ptr.dtype.element_ty), mask=mask)
         t += t_step
         xw = xw_next
 
 
 @triton.jit
 def fma_backward_kernel(
-    y_ptr,          # [T, B, H] forward hidden states h_t, fp32, contiguous
-    dy_ptr,         # [T, B, H] dL/dh_t from the layer's outputs (h_n's gradient included), contiguous
-    u_ptr,          # recurrent weight U zero-padded to [BLOCK_H, BLOCK_H], stored by_columns
-    da_ptr,         # [T, B, H] out: dL/da_t
-    dh0_ptr,        # [B, H] out: dL/dh_0
+    y_ptr,          # [T, B, H] forward hidden states h_t, I/O dtype, contiguous
+    dy_ptr,         # [T, B, H] dL/dh_t from the layer's outputs (h_n's gradient included), I/O dtype, contiguous
+    u_fp32_ptr,     # recurrent weight U in fp32, zero-padded to [BLOCK_H, BLOCK_H], stored by_columns
+    da_ptr,         # [T, B, H] out: dL/da_t, I/O dtype
+    dh0_ptr,        # [B, H] out: dL/dh_0, fp32
     T, B, H,        # sequence length, batch, hidden size
     t_first,        # time index of the first reverse step: T - 1, or 0 for the reverse direction
     t_step,         # -1 or +1
@@ -180,7 +191,7 @@ def fma_backward_kernel(
     offs = tl.arange(0, BLOCK_H)
     mask = offs < H
     row = tl.program_id(0) * H + offs
-    held = load_held(u_ptr, BLOCK_H, STREAM_HALF)
+    held = load_held(u_fp32_ptr, BLOCK_H, STREAM_HALF)
     stride = B * H
     t = tl.cast(t_first, tl.int64)
     da = tl.zeros((BLOCK_H,), tl.float32)  # nothing flows into the first reverse step but dy
@@ -190,12 +201,12 @@ def fma_backward_kernel(
         # The next reverse step's inputs, loaded while this step computes.
         h_next = tl.load(y_ptr + (t + t_step) * stride + row, mask=mask & (s + 1 < T), other=0.0)
         dy_next = tl.load(dy_ptr + (t + t_step) * stride + row, mask=mask & (s + 1 < T), other=0.0)
-        g = dy + vector_product(held, u_ptr, da, BLOCK_H, STREAM_HALF)
-        da = g * activation_grad_from_output(h, ACTIVATION)
-        tl.store(da_ptr + t * stride + row, da, mask=mask)
+        g = dy.to(tl.float32) + vector_product(held, u_fp32_ptr, da, BLOCK_H, STREAM_HALF)
+        da = g * activation_grad_from_output(h.to(tl.float32), ACTIVATION)
+        tl.store(da_ptr + t * stride + row, da.to(da_ptr.dtype.element_ty), mask=mask)
         t += t_step
         h, dy = h_next, dy_next
-    tl.store(dh0_ptr + row, vector_product(held, u_ptr, da, BLOCK_H, STREAM_HALF), mask=mask)
+    tl.store(dh0_ptr + row, vector_product(held, u_fp32_ptr, da, BLOCK_H, STREAM_HALF), mask=mask)
 
 
 def by_columns(m: torch.Tensor, block_h: int) -> torch.Tensor:
@@ -208,10 +219,10 @@ def by_columns(m: torch.Tensor, block_h: int) -> torch.Tensor:
 
 def fma_forward(xw: torch.Tensor, h0: torch.Tensor, u: torch.Tensor, reverse: bool, config: FmaBlocks,
                 nonlinearity: str) -> torch.Tensor:
-    """All hidden states [T, B, H] of one layer-direction; xw, h0, u contiguous fp32 on one device."""
+    """All hidden states [T, B, H] of one layer-direction in xw's dtype; xw, h0, u contiguous on one device."""
     T, B, H = xw.shape
     y = torch.empty_like(xw)
-    fma_forward_kernel[(B,)](xw, h0, by_columns(u.t(), config.BLOCK_H), y, T, B, H, T - 1 if reverse else 0,
+    fma_forward_kernel[(B,)](xw, h0, by_columns(u.t().float(), config.BLOCK_H), y, T, B, H, T - 1 if reverse else 0,
                              -1 if reverse else 1,
                              **launch_keywords(config, nonlinearity, xw.dtype, interpreting(), backward=False))
     return y
@@ -219,11 +230,11 @@ def fma_forward(xw: torch.Tensor, h0: torch.Tensor, u: torch.Tensor, reverse: bo
 
 def fma_backward(y: torch.Tensor, dy: torch.Tensor, u: torch.Tensor, reverse: bool, config: FmaBlocks,
                  nonlinearity: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(da [T, B, H], dh0 [B, H]) for one layer-direction, fp32; inputs contiguous."""
+    """(da [T, B, H] in y's dtype, dh0 [B, H] in fp32) for one layer-direction; inputs contiguous."""
     T, B, H = y.shape
     da = torch.empty_like(y)
-    dh0 = torch.empty((B, H), dtype=y.dtype, device=y.device)
-    fma_backward_kernel[(B,)](y, dy, by_columns(u, config.BLOCK_H), da, dh0, T, B, H, 0 if reverse else T - 1,
+    dh0 = torch.empty((B, H), dtype=accumulator_dtype(y.dtype), device=y.device)
+    fma_backward_kernel[(B,)](y, dy, by_columns(u.float(), config.BLOCK_H), da, dh0, T, B, H, 0 if reverse else T - 1,
                               1 if reverse else -1,
                               **launch_keywords(config, nonlinearity, y.dtype, interpreting(), backward=True))
     return da, dh0

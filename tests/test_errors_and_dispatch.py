@@ -108,7 +108,8 @@ def test_dispatch_tiers_fma_then_resident_then_split_then_stepwise(dtype):
     assert resident_limit(torch.float32) == 128
     limit = resident_limit(dtype)
     for h in (1, 48, 100, limit):
-        assert plan_for(h, 5, dtype).tier == ("fma" if dtype == torch.float32 else "resident"), (dtype, h)
+        fma = dtype == torch.float32 or 64 < h <= 128  # 16-bit: BLOCK_H = 128 only
+        assert plan_for(h, 5, dtype).tier == ("fma" if fma else "resident"), (dtype, h)
         plan = plan_for(h, 5, dtype, kernel="resident")
         assert plan.config.forward.BLOCK_H >= h and (dtype, plan.config.forward.BLOCK_H) in RESIDENT_CONFIGS
     fma_limit = 256 if dtype == torch.float32 else 0
@@ -123,11 +124,11 @@ def test_dispatch_tiers_fma_then_resident_then_split_then_stepwise(dtype):
     assert plan_for(48, 5, dtype, kernel="resident").name.startswith("resident(BLOCK_B=16,BLOCK_H=64,num_warps=")
 
 
-def test_fma_tier_serves_fp32_up_to_256_with_a_batch_row_per_sm():
-    """One program per batch row: fp32 up to BLOCK_H = 256 (beyond 128 with half of U streamed), while the batch
-    leaves each program an SM (on sm_80 too, where the resident tier's 3xTF32 cannot take BLOCK_H = 128); the
-    tensor-core tiers beyond."""
-    assert {bh for dt, bh in FMA_CONFIGS if dt == torch.float32} == {16, 32, 64, 128, 256} and len(FMA_CONFIGS) == 5
+def test_fma_tier_serves_fp32_up_to_256_and_16_bit_at_128_with_a_batch_row_per_sm():
+    """One program per batch row: fp32 up to BLOCK_H = 256 (beyond 128 with half of U streamed), 16-bit at 128, while
+    the batch leaves each program an SM (on sm_80 too, where the resident tier's 3xTF32 cannot take BLOCK_H = 128);
+    the tensor-core tiers beyond."""
+    assert {bh for dt, bh in FMA_CONFIGS if dt == torch.float32} == {16, 32, 64, 128, 256} and len(FMA_CONFIGS) == 7
     plan = plan_for(48, 5, torch.float32)
     assert plan.name == "fma(BLOCK_H=64,num_warps=2)" and "5 program(s), one per batch row" in plan.reason
     assert "stays in the registers" in plan.reason
@@ -139,10 +140,16 @@ def test_fma_tier_serves_fp32_up_to_256_with_a_batch_row_per_sm():
     assert plan_for(257, 8, torch.float32).tier == "split"
     assert isinstance(_fma_plan(128, 8, torch.float32, 128, 108, 80), KernelPlan)
     assert "108 SMs" in _fma_plan(128, 109, torch.float32, 128, 108, 80)
-    for dtype in (torch.bfloat16, torch.float16, torch.float64):
-        assert plan_for(32, 8, dtype).tier == "resident"
-        with pytest.raises(ValueError, match="kernel='fma' cannot serve .* serves torch.float32 up to 256"):
+    for dtype in (torch.bfloat16, torch.float16):
+        plan = plan_for(100, PLANNING_SM_COUNT, dtype)
+        assert plan.name == "fma(BLOCK_H=128,num_warps=4)" and "128x128 in torch.float32, 64 KiB" in plan.reason
+        assert plan_for(100, PLANNING_SM_COUNT + 1, dtype).tier == "resident"
+        assert [plan_for(h, 8, dtype).tier for h in (64, 129)] == ["resident"] * 2
+        with pytest.raises(ValueError, match=r"kernel='fma' cannot serve .* \(BLOCK_H it serves: \[128\]\)"):
             plan_for(32, 8, dtype, kernel="fma")
+    assert plan_for(32, 8, torch.float64).tier == "resident"
+    with pytest.raises(ValueError, match=r"kernel='fma' cannot serve .* \(BLOCK_H it serves: \[\]\)"):
+        plan_for(32, 8, torch.float64, kernel="fma")
 
 
 def test_split_tier_needs_a_slice_per_sm_and_runs_every_batch_tile_in_one_launch():

@@ -54,6 +54,15 @@ def test_fma_limit_long_sequence(H, nonlinearity, B):
     check_long_sequence("fma", torch.float32, H, B, nonlinearity)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+@pytest.mark.parametrize("B", [1, 64])
+def test_fma_16_bit_long_sequence(dtype, nonlinearity, B):
+    """16-bit I/O by FMA at BLOCK_H = 128, the dispatcher's choice there (the forward's tanh the hardware's)."""
+    assert plan_for(100, B, dtype, "cuda").tier == "fma"
+    check_long_sequence("fma", dtype, 100, B, nonlinearity)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_layer_matches_cudnn(dtype):
     torch.manual_seed(0)
