@@ -47,7 +47,7 @@ other forms:
   (results/variants/20261127-h200/io_layout.csv, plain-io).
 float64 (for gradcheck) multiplies by the plain product.
 
-L2 prefetch (L2_PREFETCH_STEPS, not yet timed, off by default). On the H200 the bf16 forward at H = 128
+L2 prefetch (L2_PREFETCH_STEPS, off by default). On the H200 the bf16 forward at H = 128
 took 0.40 us per step at B = 8 but 0.645 at B = 64, where each of 4 programs does exactly the work of
 B = 8's one. The hypothesis: xw ([T, B, H], 8 MiB at B = 8 and T = 4096, 64 MiB at B = 64) stays in L2
 after the input GEMM wrote it only at B = 8, so at B = 64 each step's load goes to HBM, whose latency
@@ -56,6 +56,12 @@ gained nothing (0.645 -> 0.663). With L2_PREFETCH_STEPS = D (16-bit I/O) each pr
 of step t + D (xw; h and dy backward) during step t, by prefetch.global.L2 (prefetch_l2): one
 instruction per 128-byte line, one line per thread, no register held across steps. It is a hint: the
 results do not change. The audit (--l2-prefetch-steps) counts its CCTL prefetches in the time loop.
+Timed on the H200 (bf16, T = 4096; results/variants/20261127-h200/l2_prefetch.csv), 4 or 16 steps ahead
+alike: at B = 64 15-21% faster at H = 128 (0.53/1.08 us per step forward / forward+backward against
+0.63/1.36) and 6% at 256; at B = 8, where xw fits L2, 5-6% slower. And at T = 512, where the inputs fit
+L2 at every B, B = 64 took as long as B = 8 (resident_batch_t512.csv): the hypothesis holds. Off until
+the launcher turns it on only where the step inputs outgrow L2 (it knows T, B and H; the constexpr
+does not).
 
 fp32 multiplies on tensor cores at fp32 accuracy by 3xTF32: with x_hi = x rounded to TF32 and
 x_lo = x - x_hi (exact in fp32; the MMA reads its top TF32 bits)::
@@ -106,7 +112,7 @@ FP32_PRODUCTS = ("tf32x3", ONE_DOT_K.value, ONE_DOT_M.value)
 FP32_PRODUCT = "tf32x3"
 # Steps ahead whose input tiles each program asks L2 to fetch (prefetch_l2), 16-bit I/O on a GPU; 0 turns
 # it off. With it the fp32 backward at BLOCK_H = 128 spills on sm_90 (255 registers, 8 bytes: the audit).
-# Not yet timed: off until a GPU says otherwise (.ci/gpu_variants.py --variant l2-prefetch-4 l2-prefetch-16).
+# Timed on an H200 (module docstring): faster where the step inputs outgrow L2, slower where they fit; off.
 L2_PREFETCH_STEPS = 0
 
 
