@@ -44,6 +44,16 @@ def resident_fp32(product: str):
 
 
 @contextlib.contextmanager
+def resident_16bit(module=None, name: str | None = None, value=None):
+    """16-bit layers at BLOCK_H = 128 on the resident tier, as before the fma tier took them (dispatch.FMA_CONFIGS),
+    with module.name = value where a name is given: the resident tier's 16-bit variants are timed at that size."""
+    fp32_only = {key: config for key, config in dispatch.FMA_CONFIGS.items() if key[0] == torch.float32}
+    with switched(dispatch, "FMA_CONFIGS", fp32_only), \
+            switched(module, name, value) if name else contextlib.nullcontext():
+        yield
+
+
+@contextlib.contextmanager
 def split_exchange(exchange: str):
     """The split tier's batch groups as clusters, exchanging the state this way where they can."""
     with switched(dispatch, "SPLIT_CLUSTERS", True), switched(dispatch, "SPLIT_CLUSTER_EXCHANGE", exchange):
@@ -70,16 +80,16 @@ def stepwise_tiles(block_b: int, block_n: int):
 
 
 DSMEM_EXCHANGES = [e for e in dsmem.EXCHANGES if e != dsmem.L2.value]  # the clusters' exchanges but L2's
-L2_PREFETCH_STEPS = (4, 16)  # the distances timed: about one HBM latency ahead, and well beyond it
 VARIANTS = {  # name -> a context manager factory
     "current": contextlib.nullcontext,
     # 16-bit per-step loads and stores: all by tl.load/tl.store (the step's tiles converted into the product's
     # layout, as in today's backward and forward at H = 256), or all in the accumulator's layout
-    "plain-io": lambda: switched(resident, "ACC_LAYOUT_IO_MAX_BLOCK_H", {"forward": 0, "backward": 0}),
-    "acc-layout-io": lambda: switched(resident, "ACC_LAYOUT_IO_MAX_BLOCK_H", {"forward": 256, "backward": 256}),
+    # (at H = 128 on the resident tier, which the fma tier replaced there)
+    "plain-io": lambda: resident_16bit(resident, "ACC_LAYOUT_IO_MAX_BLOCK_H", {"forward": 0, "backward": 0}),
+    "acc-layout-io": lambda: resident_16bit(resident, "ACC_LAYOUT_IO_MAX_BLOCK_H", {"forward": 256, "backward": 256}),
     # the resident and split kernels' product converted into the layout of the step's tiles in 16-bit too, not
     # those tiles into its layout and back (layouts.PRODUCT_TO_IO_LAYOUT: fp32 only, timed slower in 16-bit)
-    "product-to-io-layout": lambda: switched(layouts, "PRODUCT_TO_IO_LAYOUT", "all"),
+    "product-to-io-layout": lambda: resident_16bit(layouts, "PRODUCT_TO_IO_LAYOUT", "all"),
     # fp32 at H <= 256: today's fma tier (fma.py), up to 4 batch rows per SM (today's: 1, dispatch.FMA_MAX_ROWS_PER_SM),
     # and the resident tier's products: fp32-tf32x3 (Triton's), fp32-one-dot-k, fp32-one-dot-m (resident.py)
     "fp32-fma": contextlib.nullcontext,
@@ -91,8 +101,7 @@ VARIANTS = {  # name -> a context manager factory
         key: config.replace(num_warps=2 * config.forward.num_warps) for key, config in dispatch.FMA_CONFIGS.items()}),
     **{f"fp32-{p}": (lambda p=p: resident_fp32(p)) for p in resident.FP32_PRODUCTS},
     # 16-bit at BLOCK_H = 128 on the resident tier's MMA kernels, as before the fma tier took it (dispatch.FMA_CONFIGS)
-    "resident-128": lambda: switched(dispatch, "FMA_CONFIGS", {
-        key: config for key, config in dispatch.FMA_CONFIGS.items() if key[0] == torch.float32}),
+    "resident-128": resident_16bit,
     # fp32 at H = 256 on the split tier, as before the fma tier took it with half of U streamed (fma.STREAM_HALF)
     "fp32-split-256": lambda: switched(dispatch, "FMA_CONFIGS", {
         key: config for key, config in dispatch.FMA_CONFIGS.items() if key[1] <= fma.HELD_MAX_BLOCK_H}),
@@ -133,8 +142,10 @@ VARIANTS = {  # name -> a context manager factory
     # 32 x 32 output tiles: each batch tile re-reads all of U every step, so at fp32, H = 2048, B = 64 these move about
     # 64 MiB through L2 per step against today's 96 (16 x 32 tiles; estimate): is the step bandwidth-bound?
     "stepwise-32x32-tiles": lambda: stepwise_tiles(32, 32),
-    # the resident kernels' step inputs prefetched into L2 this many steps ahead (resident.L2_PREFETCH_STEPS)
-    **{f"l2-prefetch-{d}": (lambda d=d: switched(resident, "L2_PREFETCH_STEPS", d)) for d in L2_PREFETCH_STEPS},
+    # the resident kernels' step inputs never prefetched into L2 (today's: 4 steps ahead where the launch's streams
+    # outgrow L2, resident.prefetch_distance), and 16 steps ahead there
+    "no-l2-prefetch": lambda: switched(resident, "L2_PREFETCH_STEPS", 0),
+    "l2-prefetch-16": lambda: switched(resident, "L2_PREFETCH_STEPS", 16),
 }
 SMALL = [(dt, h, b) for dt in ("bfloat16",) for h in (128, 256) for b in (8, 64)]
 # The resident forward at H = 128 took 0.40 us per step at B = 8 (one program) and 0.63 at B = 64 (four, each doing
@@ -142,6 +153,9 @@ SMALL = [(dt, h, b) for dt in ("bfloat16",) for h in (128, 256) for b in (8, 64)
 # 4096: not from B = 32) to tell a full tile, the program count and L2's capacity apart (.ci/gpu resident-batch)
 RESIDENT_BATCH = [("bfloat16", 128, b) for b in (8, 16, 32, 64)]
 RESIDENT_16BIT = [("bfloat16", h, b) for h in (64, 128, 256) for b in (8, 64)]  # the resident tier's 16-bit sizes
+# Around the L2 prefetch's threshold (the forward's xw and y at T = 4096 against an H100's 50 MiB of L2, an H200's 60):
+# H = 64 streams 8-64 MiB at B = 8-64, H = 256 32-256 MiB
+RESIDENT_L2 = [("bfloat16", h, b) for h in (64, 256) for b in (8, 16, 32, 64)]
 SPLIT_16BIT = [("bfloat16", h, b) for h in (512, 1024) for b in (8, 64)]  # the split tier's, one tile per program
 FP32 = [("float32", h, b) for h in (128, 256, 512) for b in (8, 64)]
 FP32_RESIDENT = [("float32", h, b) for h in (64, 128) for b in (8, 64)]  # the fp32 fma and resident tiers' sizes
@@ -171,9 +185,9 @@ SPLIT_PROBES = [("bfloat16", 512, b) for b in (8, 64)] + [("bfloat16", 1024, b) 
 SPLIT_CLUSTER_CASES = [(dt, h, b) for dt, h in (("bfloat16", 512), ("bfloat16", 1024), ("float32", 256))
                        for b in (1, 8, 64)]
 CASES = {
-    "current": list(dict.fromkeys(RESIDENT_16BIT + SPLIT_16BIT + RESIDENT_BATCH + FP32 + FMA_16BIT + SPLIT_PROBES
-                                  + SPLIT_CLUSTER_CASES + SPLIT_MANY_TILES + SPLIT_LOOPED + SPLIT_WIDE_ONE_TILE
-                                  + FP32_2048 + STEPWISE_16BIT)),
+    "current": list(dict.fromkeys(RESIDENT_16BIT + SPLIT_16BIT + RESIDENT_BATCH + RESIDENT_L2 + FP32 + FMA_16BIT
+                                  + SPLIT_PROBES + SPLIT_CLUSTER_CASES + SPLIT_MANY_TILES + SPLIT_LOOPED
+                                  + SPLIT_WIDE_ONE_TILE + FP32_2048 + STEPWISE_16BIT)),
     "plain-io": SMALL,
     "acc-layout-io": SMALL,
     "product-to-io-layout": RESIDENT_16BIT + SPLIT_16BIT,
@@ -197,7 +211,8 @@ CASES = {
     "stepwise-64-columns": FP32_2048,
     "stepwise-k32": FP32_2048 + STEPWISE_16BIT,
     "stepwise-32x32-tiles": [c for c in FP32_2048 if c[2] == 64],
-    **{f"l2-prefetch-{d}": SMALL for d in L2_PREFETCH_STEPS},
+    "no-l2-prefetch": RESIDENT_L2,
+    "l2-prefetch-16": RESIDENT_L2,
 }
 
 

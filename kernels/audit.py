@@ -184,8 +184,11 @@ def audit_jobs(plan: str | None = None, dtype: str | None = None, nonlinearity: 
                 tier = TIERS[p.tier]
                 for backward, (kernel, blocks) in enumerate(zip(tier.kernels, (p.config.forward, p.config.backward))):
                     keywords = tier.launch_keywords(blocks, act, dt, interpreted=False, backward=bool(backward))
-                    jobs.append(AuditJob(kernel.__name__, p.tier, str(dt), keywords, target, p.name, act,
-                                         _u_bytes(p.tier, blocks, dt)))
+                    # the resident launchers choose at each launch whether to prefetch (resident.prefetch_distance)
+                    forms = [keywords] + ([keywords | {"L2_PREFETCH_STEPS": 0}] if keywords.get("L2_PREFETCH_STEPS")
+                                          else [])
+                    jobs += [AuditJob(kernel.__name__, p.tier, str(dt), form, target, p.name, act,
+                                      _u_bytes(p.tier, blocks, dt)) for form in forms]
     wanted = dtype if dtype is None or dtype.startswith("torch.") else f"torch.{dtype}"
     return [j for j in jobs if (plan is None or j.plan == plan) and (wanted is None or j.dtype == wanted)
             and (nonlinearity is None or j.nonlinearity == nonlinearity) and (arch is None or j.arch == arch)]

@@ -59,9 +59,10 @@ results do not change. The audit (--l2-prefetch-steps) counts its CCTL prefetche
 Timed on the H200 (bf16, T = 4096; results/variants/20261127-h200/l2_prefetch.csv), 4 or 16 steps ahead
 alike: at B = 64 15-21% faster at H = 128 (0.53/1.08 us per step forward / forward+backward against
 0.63/1.36) and 6% at 256; at B = 8, where xw fits L2, 5-6% slower. And at T = 512, where the inputs fit
-L2 at every B, B = 64 took as long as B = 8 (resident_batch_t512.csv): the hypothesis holds. Off until
-the launcher turns it on only where the step inputs outgrow L2 (it knows T, B and H; the constexpr
-does not).
+L2 at every B, B = 64 took as long as B = 8 (resident_batch_t512.csv): the hypothesis holds. So the
+launchers prefetch only where the tensors a launch streams through (xw and y; y, dy and da backward)
+outgrow the device's L2 (prefetch_distance): the four timed cases fall on the side they were faster on.
+The rule's threshold is L2's size, not timed between; the audit compiles both forms.
 
 fp32 multiplies on tensor cores at fp32 accuracy by 3xTF32: with x_hi = x rounded to TF32 and
 x_lo = x - x_hi (exact in fp32; the MMA reads its top TF32 bits)::
@@ -95,7 +96,7 @@ import triton.language as tl
 from .activations import activation_grad_from_output, apply_activation
 from .launch import SIXTEEN_BIT, Blocks, accumulator_dtype, common_keywords, fast_tanh
 from .layouts import converts_product, in_io_layout
-from .runtime import interpreting
+from .runtime import interpreting, l2_cache_bytes
 
 PIN = 1.0  # the runtime float U is multiplied by before the time loop (see the module docstring)
 # 16-bit per-step loads and stores in the accumulator's layout on a GPU (load_tile) up to this BLOCK_H,
@@ -110,10 +111,10 @@ ONE_DOT_K = tl.constexpr("one-dot-k")
 ONE_DOT_M = tl.constexpr("one-dot-m")
 FP32_PRODUCTS = ("tf32x3", ONE_DOT_K.value, ONE_DOT_M.value)
 FP32_PRODUCT = "tf32x3"
-# Steps ahead whose input tiles each program asks L2 to fetch (prefetch_l2), 16-bit I/O on a GPU; 0 turns
-# it off. With it the fp32 backward at BLOCK_H = 128 spills on sm_90 (255 registers, 8 bytes: the audit).
-# Timed on an H200 (module docstring): faster where the step inputs outgrow L2, slower where they fit; off.
-L2_PREFETCH_STEPS = 0
+# Steps ahead whose input tiles each program asks L2 to fetch (prefetch_l2), 16-bit I/O on a GPU, in launches
+# whose streams outgrow L2 (prefetch_distance); 0 turns it off. With it the fp32 backward at BLOCK_H = 128 spills on
+# sm_90 (255 registers, 8 bytes: the audit). Timed on an H200 (module docstring): 4 and 16 alike.
+L2_PREFETCH_STEPS = 4
 
 
 @dataclass(frozen=True)
@@ -381,14 +382,22 @@ def resident_backward_kernel(
     tl.store(dh0_ptr + tile, dh0, mask=mask)
 
 
+def prefetch_distance(keywords: dict, streams: tuple[torch.Tensor, ...]) -> int:
+    """keywords' L2_PREFETCH_STEPS where the [T, B, H] tensors a launch reads or writes once (streams) outgrow the
+    device's L2 cache, else 0: where they fit, the prefetch only adds instructions (module docstring)."""
+    streamed = sum(t.numel() * t.element_size() for t in streams)
+    return keywords["L2_PREFETCH_STEPS"] if streamed > l2_cache_bytes(streams[0].device) else 0
+
+
 def resident_forward(xw: torch.Tensor, h0: torch.Tensor, u: torch.Tensor, reverse: bool, config: ResidentBlocks,
                      nonlinearity: str) -> torch.Tensor:
     """All hidden states [T, B, H] of one layer-direction; xw, h0, u contiguous, same dtype and device."""
     T, B, H = xw.shape
     y = torch.empty_like(xw)
+    keywords = launch_keywords(config, nonlinearity, xw.dtype, interpreting(), backward=False)
+    keywords["L2_PREFETCH_STEPS"] = prefetch_distance(keywords, (xw, y))
     resident_forward_kernel[(triton.cdiv(B, config.BLOCK_B),)](
-        xw, h0, u, y, PIN, T, B, H, T - 1 if reverse else 0, -1 if reverse else 1,
-        **launch_keywords(config, nonlinearity, xw.dtype, interpreting(), backward=False))
+        xw, h0, u, y, PIN, T, B, H, T - 1 if reverse else 0, -1 if reverse else 1, **keywords)
     return y
 
 
@@ -399,7 +408,8 @@ def resident_backward(y: torch.Tensor, dy: torch.Tensor, u: torch.Tensor, revers
     T, B, H = y.shape
     da = torch.empty_like(y)
     dh0 = torch.empty((B, H), dtype=accumulator_dtype(y.dtype), device=y.device)
+    keywords = launch_keywords(config, nonlinearity, y.dtype, interpreting(), backward=True)
+    keywords["L2_PREFETCH_STEPS"] = prefetch_distance(keywords, (y, dy, da))
     resident_backward_kernel[(triton.cdiv(B, config.BLOCK_B),)](
-        y, dy, u, da, dh0, PIN, T, B, H, 0 if reverse else T - 1, 1 if reverse else -1,
-        **launch_keywords(config, nonlinearity, y.dtype, interpreting(), backward=True))
+        y, dy, u, da, dh0, PIN, T, B, H, 0 if reverse else T - 1, 1 if reverse else -1, **keywords)
     return da, dh0

@@ -48,6 +48,12 @@ def device_facts(device: torch.device | str | None) -> tuple[int, int]:
     return PLANNING_SM_COUNT, PLANNING_ARCH
 
 
+def l2_cache_bytes(device: torch.device | str) -> int:
+    """The L2 cache's size of a CUDA device; 0 elsewhere."""
+    device = torch.device(device)
+    return torch.cuda.get_device_properties(device).L2_cache_size if device.type == "cuda" else 0
+
+
 def co_resident_programs(device: torch.device | str | None) -> int:
     """Programs that can run at the same time on device: one per SM on a GPU (the split tier's rule; an H100's
     for plans made without a device); one in the interpreter, which runs the programs of a grid one after another."""
