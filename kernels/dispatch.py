@@ -158,7 +158,8 @@ SPLIT_LOOPED_CONFIGS: dict[tuple[torch.dtype, int], LaunchConfig[SplitBlocks]] =
 # before SPLIT_CONFIGS' own (16-row tiles). At H = 2048 that takes B = 9..16 from one group of 128 16-row slices with a
 # 16-row tile to two groups of 64 32-row slices with an 8-row tile each: on an H200 (bf16, T = 4096, B = 16) 3.84/8.28
 # us per step forward / forward+backward against 4.92/10.23 (B = 8 stays on 16-row slices: 3.34 against the wide
-# form's 3.86; results/variants/20261127-h200/wide.csv, split-wide-one-tile). H = 512 (B = 33..64) is not timed.
+# form's 3.86; results/variants/20261127-h200/wide.csv, variant split-wide-one-tile, since split-thin-one-tile). H = 512
+# (B = 33..64) is not timed (split-wide-one-tile-512).
 SPLIT_WIDE_ONE_TILE_BLOCK_H = (2048,)
 # Batch groups as thread-block clusters (sm_90): H = 512 in 8 slices of 64 rows, H = 1024 in 16 (an H100 schedules
 # clusters of up to 16 CTAs), 16-bit, 8-row tiles; each group meets at the hardware's cluster barrier

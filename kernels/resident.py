@@ -34,7 +34,7 @@ instruction for 16-bit I/O (activations.py).
 Per-step layouts. The MMA leaves the product in its accumulator's layout; tl.load and tl.store give
 the step's tiles a coalesced one. Converting the input tiles into the accumulator's layout and the
 output tile back took 6 CTA barriers per step in the forward and 8 in the backward (the audit's
-bar/step; 2 of them h's, as the MMA's right operand). The default in 16-bit, timed the fastest. Two
+bar/step; 2 of them h's, as the MMA's right operand): 16-bit's default, timed the fastest. Two
 other forms:
 - layouts.PRODUCT_TO_IO_LAYOUT (fp32 only): the product is converted into the tiles' layout once
   (layouts.in_io_layout): 4 barriers in both passes, and in fp32 far fewer instructions (the backward
@@ -47,7 +47,7 @@ other forms:
   (results/variants/20261127-h200/io_layout.csv, plain-io).
 float64 (for gradcheck) multiplies by the plain product.
 
-L2 prefetch (L2_PREFETCH_STEPS, off by default). On the H200 the bf16 forward at H = 128
+L2 prefetch (L2_PREFETCH_STEPS, where a launch outgrows L2). On the H200 the bf16 forward at H = 128
 took 0.40 us per step at B = 8 but 0.645 at B = 64, where each of 4 programs does exactly the work of
 B = 8's one. The hypothesis: xw ([T, B, H], 8 MiB at B = 8 and T = 4096, 64 MiB at B = 64) stays in L2
 after the input GEMM wrote it only at B = 8, so at B = 64 each step's load goes to HBM, whose latency
