@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 import triton.testing
 
-from kernels import TritonRNN, dispatch, dsmem, fma, layouts, resident, split
+from kernels import TritonRNN, dispatch, dsmem, fma, layouts, prefetch, resident, split
 from kernels.reference import run_module
 
 
@@ -142,10 +142,10 @@ VARIANTS = {  # name -> a context manager factory
     # 32 x 32 output tiles: each batch tile re-reads all of U every step, so at fp32, H = 2048, B = 64 these move about
     # 64 MiB through L2 per step against today's 96 (16 x 32 tiles; estimate): is the step bandwidth-bound?
     "stepwise-32x32-tiles": lambda: stepwise_tiles(32, 32),
-    # the resident kernels' step inputs never prefetched into L2 (today's: 4 steps ahead where the launch's streams
-    # outgrow L2, resident.prefetch_distance), and 16 steps ahead there
-    "no-l2-prefetch": lambda: switched(resident, "L2_PREFETCH_STEPS", 0),
-    "l2-prefetch-16": lambda: switched(resident, "L2_PREFETCH_STEPS", 16),
+    # the resident and fma kernels' step inputs never prefetched into L2 (today's: 4 steps ahead where the launch's
+    # streams outgrow L2, prefetch.prefetch_distance), and 16 steps ahead there
+    "no-l2-prefetch": lambda: switched(prefetch, "L2_PREFETCH_STEPS", 0),
+    "l2-prefetch-16": lambda: switched(prefetch, "L2_PREFETCH_STEPS", 16),
 }
 SMALL = [(dt, h, b) for dt in ("bfloat16",) for h in (128, 256) for b in (8, 64)]
 # The resident forward at H = 128 took 0.40 us per step at B = 8 (one program) and 0.63 at B = 64 (four, each doing
@@ -156,6 +156,7 @@ RESIDENT_16BIT = [("bfloat16", h, b) for h in (64, 128, 256) for b in (8, 64)]  
 # Around the L2 prefetch's threshold (the forward's xw and y at T = 4096 against an H100's 50 MiB of L2, an H200's 60):
 # H = 64 streams 8-64 MiB at B = 8-64, H = 256 32-256 MiB
 RESIDENT_L2 = [("bfloat16", h, b) for h in (64, 256) for b in (8, 16, 32, 64)]
+FMA_L2 = [(dt, 128, b) for dt in ("float32", "bfloat16") for b in (8, 64)]  # the fma tier's (bf16: 16 MiB at B = 8)
 SPLIT_16BIT = [("bfloat16", h, b) for h in (512, 1024) for b in (8, 64)]  # the split tier's, one tile per program
 FP32 = [("float32", h, b) for h in (128, 256, 512) for b in (8, 64)]
 FP32_RESIDENT = [("float32", h, b) for h in (64, 128) for b in (8, 64)]  # the fp32 fma and resident tiers' sizes
@@ -185,8 +186,8 @@ SPLIT_PROBES = [("bfloat16", 512, b) for b in (8, 64)] + [("bfloat16", 1024, b) 
 SPLIT_CLUSTER_CASES = [(dt, h, b) for dt, h in (("bfloat16", 512), ("bfloat16", 1024), ("float32", 256))
                        for b in (1, 8, 64)]
 CASES = {
-    "current": list(dict.fromkeys(RESIDENT_16BIT + SPLIT_16BIT + RESIDENT_BATCH + RESIDENT_L2 + FP32 + FMA_16BIT
-                                  + SPLIT_PROBES + SPLIT_CLUSTER_CASES + SPLIT_MANY_TILES + SPLIT_LOOPED
+    "current": list(dict.fromkeys(RESIDENT_16BIT + SPLIT_16BIT + RESIDENT_BATCH + RESIDENT_L2 + FMA_L2 + FP32
+                                  + FMA_16BIT + SPLIT_PROBES + SPLIT_CLUSTER_CASES + SPLIT_MANY_TILES + SPLIT_LOOPED
                                   + SPLIT_WIDE_ONE_TILE + FP32_2048 + STEPWISE_16BIT)),
     "plain-io": SMALL,
     "acc-layout-io": SMALL,
@@ -211,7 +212,7 @@ CASES = {
     "stepwise-64-columns": FP32_2048,
     "stepwise-k32": FP32_2048 + STEPWISE_16BIT,
     "stepwise-32x32-tiles": [c for c in FP32_2048 if c[2] == 64],
-    "no-l2-prefetch": RESIDENT_L2,
+    "no-l2-prefetch": RESIDENT_L2 + FMA_L2,
     "l2-prefetch-16": RESIDENT_L2,
 }
 

@@ -49,7 +49,7 @@ Run it as `python -m kernels.audit` (prints the table, exits 1 on any failure); 
 the step instead of a step ahead (split.INPUTS_AHEAD off), `--split-tile-loop-stages N` the split
 kernels' tile loop software-pipelined over N stages (dispatch.SPLIT_TILE_LOOP_STAGES), and
 `--l2-prefetch-steps N` the resident kernels with their step inputs prefetched into L2 N steps ahead
-(resident.L2_PREFETCH_STEPS), `--product-to-io-layout all|fp32|none` the resident and split kernels with the
+(prefetch.L2_PREFETCH_STEPS), `--product-to-io-layout all|fp32|none` the resident and split kernels with the
 product converted into their step tiles' layout in those dtypes (layouts.PRODUCT_TO_IO_LAYOUT), so that the
 variants a GPU will time can be compared here first.
 """
@@ -184,7 +184,7 @@ def audit_jobs(plan: str | None = None, dtype: str | None = None, nonlinearity: 
                 tier = TIERS[p.tier]
                 for backward, (kernel, blocks) in enumerate(zip(tier.kernels, (p.config.forward, p.config.backward))):
                     keywords = tier.launch_keywords(blocks, act, dt, interpreted=False, backward=bool(backward))
-                    # the resident launchers choose at each launch whether to prefetch (resident.prefetch_distance)
+                    # the launchers choose at each launch whether to prefetch (prefetch.prefetch_distance)
                     forms = [keywords] + ([keywords | {"L2_PREFETCH_STEPS": 0}] if keywords.get("L2_PREFETCH_STEPS")
                                           else [])
                     jobs += [AuditJob(kernel.__name__, p.tier, str(dt), form, target, p.name, act,
@@ -551,12 +551,12 @@ class KernelSwitch:
 
 def kernel_switches() -> tuple[KernelSwitch, ...]:
     """Every kernel switch: what the variants a GPU will time change, so that they can be audited first."""
-    from . import dispatch, dsmem, layouts, resident, split
+    from . import dispatch, dsmem, layouts, prefetch, resident, split
     return (
         KernelSwitch("--fp32-product", resident, "FP32_PRODUCT", {"choices": resident.FP32_PRODUCTS},
                      "the resident kernels' fp32 product (default: resident.FP32_PRODUCT)"),
-        KernelSwitch("--l2-prefetch-steps", resident, "L2_PREFETCH_STEPS", {"type": int, "metavar": "N"},
-                     "the resident kernels' L2 prefetch distance (default: resident.L2_PREFETCH_STEPS)"),
+        KernelSwitch("--l2-prefetch-steps", prefetch, "L2_PREFETCH_STEPS", {"type": int, "metavar": "N"},
+                     "the resident and fma kernels' L2 prefetch distance (default: prefetch.L2_PREFETCH_STEPS)"),
         KernelSwitch("--product-to-io-layout", layouts, "PRODUCT_TO_IO_LAYOUT",
                      {"choices": layouts.PRODUCT_TO_IO_LAYOUT_CHOICES},
                      "the dtypes whose resident and split kernels convert each step's product into the layout of "

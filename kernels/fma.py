@@ -61,6 +61,10 @@ at B = 64), so 16-bit I/O at BLOCK_H = 128 comes here too (dispatch.FMA_CONFIGS)
 and store 16-bit tiles, carry the state and hold U in fp32 (U's 16-bit values are exact there), and
 the forward takes the hardware's tanh. In 16-bit this tier is not yet timed.
 
+Where a launch's streams outgrow L2, each program asks L2 for its row of the input 4 steps ahead, as the
+resident tier does (prefetch.py; there timed 6-21% faster at B = 64, and in this tier fp32's step at
+H = 128 took 0.52 us at B = 64 against 0.35 at B = 8); not yet timed in this tier.
+
 Each program runs one batch row, so a batch of B takes B programs, and each holds its own copy of U.
 The dispatcher sends a layer here while B fits the SMs one program each (dispatch.py). The launchers
 pass the operand zero-padded to [BLOCK_H, BLOCK_H], so that the kernels load it without masks.
@@ -71,8 +75,10 @@ import torch
 import triton
 import triton.language as tl
 
+from . import prefetch
 from .activations import ACTIVATION_CODES, activation_grad_from_output, apply_activation
 from .launch import Blocks, accumulator_dtype, fast_tanh
+from .prefetch import prefetch_distance, prefetch_l2
 from .runtime import interpreting
 
 # The largest BLOCK_H whose operand a program holds whole in registers; beyond it, half (module docstring).
@@ -91,9 +97,11 @@ class FmaBlocks(Blocks):
 
 def launch_keywords(config: FmaBlocks, nonlinearity: str, dtype: torch.dtype, interpreted: bool,
                     backward: bool) -> dict:
-    """Everything an FMA kernel takes besides tensors and sizes (16-bit I/O's forward: the hardware tanh on a GPU)."""
+    """Everything an FMA kernel takes besides tensors and sizes (16-bit I/O's forward: the hardware tanh on a GPU;
+    the L2 prefetch, inline PTX, on a GPU only: the launchers keep it where a launch outgrows L2)."""
     return config.keywords() | {"ACTIVATION": ACTIVATION_CODES[nonlinearity],
-                                "STREAM_HALF": config.BLOCK_H > HELD_MAX_BLOCK_H} | (
+                                "STREAM_HALF": config.BLOCK_H > HELD_MAX_BLOCK_H,
+                                "L2_PREFETCH_STEPS": 0 if interpreted else prefetch.L2_PREFETCH_STEPS} | (
         {} if backward else {"FAST_TANH": fast_tanh(dtype, interpreted)})
 
 
@@ -157,6 +165,7 @@ def fma_forward_kernel(
     BLOCK_H: tl.constexpr,      # H padded to a power of two
     STREAM_HALF: tl.constexpr,  # half of U^T held, half read every step (BLOCK_H > HELD_MAX_BLOCK_H)
     FAST_TANH: tl.constexpr,    # tanh.approx.f32 (16-bit I/O on a GPU)
+    L2_PREFETCH_STEPS: tl.constexpr,  # xw's row this many steps ahead prefetched into L2 (0: none; prefetch.py)
 ):
     offs = tl.arange(0, BLOCK_H)
     mask = offs < H
@@ -169,6 +178,8 @@ def fma_forward_kernel(
     for s in range(0, T):
         # The next step's input, loaded while this step computes.
         xw_next = tl.load(xw_ptr + (t + t_step) * stride + row, mask=mask & (s + 1 < T), other=0.0)
+        if L2_PREFETCH_STEPS:
+            prefetch_l2(xw_ptr + (t + L2_PREFETCH_STEPS * t_step) * stride, s + L2_PREFETCH_STEPS < T, B, H, 1)
         h = apply_activation(xw.to(tl.float32) + vector_product(held, ut_fp32_ptr, h, BLOCK_H, STREAM_HALF),
                              ACTIVATION, FAST_TANH)
         tl.store(y_ptr + t * stride + row, h.to(y_ptr.dtype.element_ty), mask=mask)
@@ -187,6 +198,7 @@ def fma_backward_kernel(
     t_first,        # time index of the first reverse step: T - 1, or 0 for the reverse direction
     t_step,         # -1 or +1
     ACTIVATION: tl.constexpr, BLOCK_H: tl.constexpr, STREAM_HALF: tl.constexpr,  # as in fma_forward_kernel
+    L2_PREFETCH_STEPS: tl.constexpr,  # h's and dy's rows this many steps ahead prefetched into L2 (0: none)
 ):
     offs = tl.arange(0, BLOCK_H)
     mask = offs < H
@@ -201,6 +213,10 @@ def fma_backward_kernel(
         # The next reverse step's inputs, loaded while this step computes.
         h_next = tl.load(y_ptr + (t + t_step) * stride + row, mask=mask & (s + 1 < T), other=0.0)
         dy_next = tl.load(dy_ptr + (t + t_step) * stride + row, mask=mask & (s + 1 < T), other=0.0)
+        if L2_PREFETCH_STEPS:
+            ahead = (t + L2_PREFETCH_STEPS * t_step) * stride
+            prefetch_l2(y_ptr + ahead, s + L2_PREFETCH_STEPS < T, B, H, 1)
+            prefetch_l2(dy_ptr + ahead, s + L2_PREFETCH_STEPS < T, B, H, 1)
         g = dy.to(tl.float32) + vector_product(held, u_fp32_ptr, da, BLOCK_H, STREAM_HALF)
         da = g * activation_grad_from_output(h.to(tl.float32), ACTIVATION)
         tl.store(da_ptr + t * stride + row, da.to(da_ptr.dtype.element_ty), mask=mask)
@@ -222,9 +238,10 @@ def fma_forward(xw: torch.Tensor, h0: torch.Tensor, u: torch.Tensor, reverse: bo
     """All hidden states [T, B, H] of one layer-direction in xw's dtype; xw, h0, u contiguous on one device."""
     T, B, H = xw.shape
     y = torch.empty_like(xw)
+    keywords = launch_keywords(config, nonlinearity, xw.dtype, interpreting(), backward=False)
+    keywords["L2_PREFETCH_STEPS"] = prefetch_distance(keywords, (xw, y))
     fma_forward_kernel[(B,)](xw, h0, by_columns(u.t().float(), config.BLOCK_H), y, T, B, H, T - 1 if reverse else 0,
-                             -1 if reverse else 1,
-                             **launch_keywords(config, nonlinearity, xw.dtype, interpreting(), backward=False))
+                             -1 if reverse else 1, **keywords)
     return y
 
 
@@ -234,7 +251,8 @@ def fma_backward(y: torch.Tensor, dy: torch.Tensor, u: torch.Tensor, reverse: bo
     T, B, H = y.shape
     da = torch.empty_like(y)
     dh0 = torch.empty((B, H), dtype=accumulator_dtype(y.dtype), device=y.device)
+    keywords = launch_keywords(config, nonlinearity, y.dtype, interpreting(), backward=True)
+    keywords["L2_PREFETCH_STEPS"] = prefetch_distance(keywords, (y, dy, da))
     fma_backward_kernel[(B,)](y, dy, by_columns(u.float(), config.BLOCK_H), da, dh0, T, B, H, 0 if reverse else T - 1,
-                              1 if reverse else -1,
-                              **launch_keywords(config, nonlinearity, y.dtype, interpreting(), backward=True))
+                              1 if reverse else -1, **keywords)
     return da, dh0

@@ -47,22 +47,9 @@ other forms:
   (results/variants/20261127-h200/io_layout.csv, plain-io).
 float64 (for gradcheck) multiplies by the plain product.
 
-L2 prefetch (L2_PREFETCH_STEPS, where a launch outgrows L2). On the H200 the bf16 forward at H = 128
-took 0.40 us per step at B = 8 but 0.645 at B = 64, where each of 4 programs does exactly the work of
-B = 8's one. The hypothesis: xw ([T, B, H], 8 MiB at B = 8 and T = 4096, 64 MiB at B = 64) stays in L2
-after the input GEMM wrote it only at B = 8, so at B = 64 each step's load goes to HBM, whose latency
-exceeds a step even though xw_{t+1} is loaded during step t. Loading xw two steps ahead into registers
-gained nothing (0.645 -> 0.663). With L2_PREFETCH_STEPS = D (16-bit I/O) each program asks L2 for its tiles
-of step t + D (xw; h and dy backward) during step t, by prefetch.global.L2 (prefetch_l2): one
-instruction per 128-byte line, one line per thread, no register held across steps. It is a hint: the
-results do not change. The audit (--l2-prefetch-steps) counts its CCTL prefetches in the time loop.
-Timed on the H200 (bf16, T = 4096; results/variants/20261127-h200/l2_prefetch.csv), 4 or 16 steps ahead
-alike: at B = 64 15-21% faster at H = 128 (0.53/1.08 us per step forward / forward+backward against
-0.63/1.36) and 6% at 256; at B = 8, where xw fits L2, 5-6% slower. And at T = 512, where the inputs fit
-L2 at every B, B = 64 took as long as B = 8 (resident_batch_t512.csv): the hypothesis holds. So the
-launchers prefetch only where the tensors a launch streams through (xw and y; y, dy and da backward)
-outgrow the device's L2 (prefetch_distance): the four timed cases fall on the side they were faster on.
-The rule's threshold is L2's size, not timed between; the audit compiles both forms.
+L2 prefetch (prefetch.py): where the tensors a launch streams outgrow L2, each program asks L2 for
+its tiles of step t + prefetch.L2_PREFETCH_STEPS (xw; h and dy backward) during step t; 16-bit I/O only
+(fp32's backward at BLOCK_H = 128 spills with it on sm_90: 255 registers, 8 bytes, the audit).
 
 fp32 multiplies on tensor cores at fp32 accuracy by 3xTF32: with x_hi = x rounded to TF32 and
 x_lo = x - x_hi (exact in fp32; the MMA reads its top TF32 bits)::
@@ -93,10 +80,12 @@ import torch
 import triton
 import triton.language as tl
 
+from . import prefetch
 from .activations import activation_grad_from_output, apply_activation
 from .launch import SIXTEEN_BIT, Blocks, accumulator_dtype, common_keywords, fast_tanh
 from .layouts import converts_product, in_io_layout
-from .runtime import interpreting, l2_cache_bytes
+from .prefetch import prefetch_distance, prefetch_l2
+from .runtime import interpreting
 
 PIN = 1.0  # the runtime float U is multiplied by before the time loop (see the module docstring)
 # 16-bit per-step loads and stores in the accumulator's layout on a GPU (load_tile) up to this BLOCK_H,
@@ -111,10 +100,6 @@ ONE_DOT_K = tl.constexpr("one-dot-k")
 ONE_DOT_M = tl.constexpr("one-dot-m")
 FP32_PRODUCTS = ("tf32x3", ONE_DOT_K.value, ONE_DOT_M.value)
 FP32_PRODUCT = "tf32x3"
-# Steps ahead whose input tiles each program asks L2 to fetch (prefetch_l2), 16-bit I/O on a GPU, in launches
-# whose streams outgrow L2 (prefetch_distance); 0 turns it off. With it the fp32 backward at BLOCK_H = 128 spills on
-# sm_90 (255 registers, 8 bytes: the audit). Timed on an H200 (module docstring): 4 and 16 alike.
-L2_PREFETCH_STEPS = 4
 
 
 @dataclass(frozen=True)
@@ -134,7 +119,7 @@ def launch_keywords(config: ResidentBlocks, nonlinearity: str, dtype: torch.dtyp
     keywords["ACC_LAYOUT_IO"] = config.BLOCK_H <= limit and not interpreted and dtype in SIXTEEN_BIT
     keywords["IN_IO_LAYOUT"] = converts_product(dtype) and not keywords["ACC_LAYOUT_IO"] and dtype != torch.float64
     # Inline PTX, which the interpreter cannot run; 16-bit only: fp32's backward at BLOCK_H = 128 spills with it.
-    keywords["L2_PREFETCH_STEPS"] = L2_PREFETCH_STEPS if not interpreted and dtype in SIXTEEN_BIT else 0
+    keywords["L2_PREFETCH_STEPS"] = prefetch.L2_PREFETCH_STEPS if not interpreted and dtype in SIXTEEN_BIT else 0
     if not backward:  # the backward has no tanh: act' comes from h
         keywords["FAST_TANH"] = fast_tanh(dtype, interpreted)
     return keywords
@@ -196,24 +181,6 @@ def store_tile(base, tile, value, mask, ACC_LAYOUT_IO: tl.constexpr):
             dtype=tl.int32, is_pure=False, pack=1)
     else:
         tl.store(base + tile, value, mask=mask)
-
-
-@triton.jit
-def prefetch_l2(base, valid, B, H, BLOCK_B: tl.constexpr):
-    """Ask L2 to fetch this program's BLOCK_B rows of base, a contiguous [B, H] matrix (valid: a scalar
-    condition; nothing when false). The rows are one contiguous range of bytes [start, end): thread i
-    prefetches the 128-byte line at (start rounded down to a line) + 128 i if that is below end, one
-    prefetch.global.L2 and no register held after it. Every line is covered while the program has at
-    least as many threads as the range has lines: 128 threads or more, against 64 lines at most (16 rows
-    of 256 16-bit elements)."""
-    row = tl.program_id(0) * BLOCK_B
-    start = (base + row * H).to(tl.int64, bitcast=True)
-    size = tl.minimum(BLOCK_B, B - row) * H * (base.dtype.element_ty.primitive_bitwidth // 8)
-    tl.inline_asm_elementwise(
-        "{ .reg .pred p; .reg .b32 i; .reg .b64 a, e; mov.u32 i, %tid.x; mul.wide.u32 a, i, 128; "
-        "and.b64 e, $1, -128; add.s64 a, a, e; cvt.s64.s32 e, $2; add.s64 e, e, $1; setp.lt.u64 p, a, e; "
-        "@p prefetch.global.L2 [a]; mov.b32 $0, 0; }", "=r,l,r",
-        [tl.where(valid, start, 0), tl.where(valid, size, 0)], dtype=tl.int32, is_pure=False, pack=1)
 
 
 @triton.jit
@@ -380,13 +347,6 @@ def resident_backward_kernel(
     # After the loop: U^T's register value has this second user, which keeps it out of shared memory.
     dh0 = product(u_t, da, tl.zeros((BLOCK_H, BLOCK_B), ACC_DTYPE), IO_DTYPE, DOT_PRECISION, UPCAST_DOT, IN_IO_LAYOUT)
     tl.store(dh0_ptr + tile, dh0, mask=mask)
-
-
-def prefetch_distance(keywords: dict, streams: tuple[torch.Tensor, ...]) -> int:
-    """keywords' L2_PREFETCH_STEPS where the [T, B, H] tensors a launch reads or writes once (streams) outgrow the
-    device's L2 cache, else 0: where they fit, the prefetch only adds instructions (module docstring)."""
-    streamed = sum(t.numel() * t.element_size() for t in streams)
-    return keywords["L2_PREFETCH_STEPS"] if streamed > l2_cache_bytes(streams[0].device) else 0
 
 
 def resident_forward(xw: torch.Tensor, h0: torch.Tensor, u: torch.Tensor, reverse: bool, config: ResidentBlocks,

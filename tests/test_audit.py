@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from kernels import dispatch, resident
+from kernels import dispatch, prefetch, resident
 from kernels.audit import (
     PERSISTENT_TIERS,
     RE_READ_LIMIT,
@@ -38,6 +38,7 @@ from kernels.dispatch import (
     SPLIT_CONFIGS,
     STEPWISE_BLOCK_N,
     SUPPORTED_DTYPES,
+    TIERS,
     resident_served,
     split_configs,
 )
@@ -223,31 +224,33 @@ def test_the_audit_flags_a_kernel_that_re_reads_u_every_step():
 
 L2_PREFETCH_FACTS = """
 import json
-from kernels import audit, resident
+from kernels import audit
 facts = {}
-resident.L2_PREFETCH_STEPS = 4  # read by launch_keywords as audit_jobs builds the jobs
 for job in audit.audit_jobs(dtype="bfloat16", nonlinearity="tanh", arch=90):
-    if job.tier == "resident" and job.keywords["BLOCK_H"] == 16:  # both forms: the launcher picks one
+    if (job.tier, job.keywords.get("BLOCK_H")) in (("resident", 16), ("fma", 128)):  # both forms: launches pick one
         facts[f"{job.kernel} {job.keywords['L2_PREFETCH_STEPS']}"] = audit.compile_one(job).prefetch_per_step
 print(json.dumps(facts))
 """
 
 
 def test_l2_prefetch_is_in_the_time_loop_on_a_gpu_only(monkeypatch):
-    """resident.L2_PREFETCH_STEPS puts L2 prefetches in both resident kernels' time loops (one per input tile:
-    xw; h and dy backward; checked on the smallest bf16 configuration for sm_90), none in the form without (the audit
-    compiles both, as the launcher picks one per launch), and launch_keywords leaves the inline PTX out of
-    interpreted launches (and of fp32's, where it spills)."""
+    """prefetch.L2_PREFETCH_STEPS puts L2 prefetches in the resident and fma kernels' time loops (one per input: xw;
+    h and dy backward; checked on the smallest bf16 resident configuration and the fma tier's 16-bit one, sm_90), none
+    in the form without (the audit compiles both, as each launch picks one: prefetch.prefetch_distance), and
+    launch_keywords leaves the inline PTX out of interpreted launches (and of the resident tier's fp32, where it
+    spills)."""
     facts = json.loads(compiled_without_interpreter(L2_PREFETCH_FACTS))
-    assert facts == {"resident_forward_kernel 0": 0, "resident_backward_kernel 0": 0,
-                     "resident_forward_kernel 4": 1, "resident_backward_kernel 4": 2}
-    monkeypatch.setattr(resident, "L2_PREFETCH_STEPS", 4)
-    blocks = RESIDENT_CONFIGS[(torch.bfloat16, 16)].forward
-    for backward in (False, True):
-        for interpreted, steps in ((False, 4), (True, 0)):
-            keywords = resident.launch_keywords(blocks, "tanh", torch.bfloat16, interpreted, backward)
-            assert keywords["L2_PREFETCH_STEPS"] == steps
-        assert resident.launch_keywords(blocks, "tanh", torch.float32, False, backward)["L2_PREFETCH_STEPS"] == 0
+    assert facts == {f"{tier}_{kernel}_kernel {steps}": (0 if steps == 0 else 1 if kernel == "forward" else 2)
+                     for tier in ("resident", "fma") for kernel in ("forward", "backward") for steps in (0, 4)}
+    monkeypatch.setattr(prefetch, "L2_PREFETCH_STEPS", 16)
+    for tier, blocks in (("resident", RESIDENT_CONFIGS[(torch.bfloat16, 16)].forward),
+                         ("fma", FMA_CONFIGS[(torch.float32, 128)].forward)):
+        for backward in (False, True):
+            for interpreted, steps in ((False, 16), (True, 0)):
+                keywords = TIERS[tier].launch_keywords(blocks, "tanh", torch.bfloat16, interpreted, backward)
+                assert keywords["L2_PREFETCH_STEPS"] == steps
+            fp32 = TIERS[tier].launch_keywords(blocks, "tanh", torch.float32, False, backward)
+            assert fp32["L2_PREFETCH_STEPS"] == (16 if tier == "fma" else 0)
 
 
 STEP_LOOPS = """
@@ -391,7 +394,7 @@ def test_an_audit_in_another_process_gets_this_processs_kernel_switches(monkeypa
     """switch_arguments (what rnnbench profile passes to its audit subprocess) names every switch, and
     the audit's main sets them from those arguments."""
     from kernels import audit, dispatch, layouts, split
-    switches = [(resident, "FP32_PRODUCT", "one-dot-m", "tf32x3"), (resident, "L2_PREFETCH_STEPS", 4, 0),
+    switches = [(resident, "FP32_PRODUCT", "one-dot-m", "tf32x3"), (prefetch, "L2_PREFETCH_STEPS", 16, 4),
                 (layouts, "PRODUCT_TO_IO_LAYOUT", "all", "fp32"), (split, "INPUTS_AHEAD", False, True),
                 (dispatch, "SPLIT_TILE_LOOP_STAGES", 3, 1), (dispatch, "SPLIT_CLUSTERS", True, False),
                 (dispatch, "SPLIT_CLUSTER_EXCHANGE", "dsmem-push", "l2")]
@@ -399,7 +402,7 @@ def test_an_audit_in_another_process_gets_this_processs_kernel_switches(monkeypa
     for module, name, on, _ in switches:
         monkeypatch.setattr(module, name, on)
     arguments = audit.switch_arguments()
-    assert arguments == ["--fp32-product", "one-dot-m", "--l2-prefetch-steps", "4", "--product-to-io-layout", "all",
+    assert arguments == ["--fp32-product", "one-dot-m", "--l2-prefetch-steps", "16", "--product-to-io-layout", "all",
                          "--split-inputs-in-step",
                          "--split-tile-loop-stages", "3", "--split-clusters",
                          "--split-cluster-exchange", "dsmem-push"]
@@ -407,9 +410,9 @@ def test_an_audit_in_another_process_gets_this_processs_kernel_switches(monkeypa
         monkeypatch.setattr(module, name, off)
     with pytest.raises(SystemExit):  # no plan of that name: main stops once it has set the switches
         audit.main(["--plan", "no-such-plan", *arguments])
-    assert (resident.FP32_PRODUCT, resident.L2_PREFETCH_STEPS, layouts.PRODUCT_TO_IO_LAYOUT, split.INPUTS_AHEAD,
+    assert (resident.FP32_PRODUCT, prefetch.L2_PREFETCH_STEPS, layouts.PRODUCT_TO_IO_LAYOUT, split.INPUTS_AHEAD,
             dispatch.SPLIT_TILE_LOOP_STAGES, dispatch.SPLIT_CLUSTERS, dispatch.SPLIT_CLUSTER_EXCHANGE) == (
-        "one-dot-m", 4, "all", False, 3, True, "dsmem-push")
+        "one-dot-m", 16, "all", False, 3, True, "dsmem-push")
 
 
 def audit_in_a_subprocess(tmp_path, *args: str, timeout: int = 1800) -> tuple[list[dict], str]:

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.nn.utils.rnn import PackedSequence, pack_sequence
 
-from kernels import TritonRNN, dispatch, plan_for, resident
+from kernels import TritonRNN, dispatch, plan_for, prefetch
 from kernels.dispatch import (
     FMA_CONFIGS,
     RESIDENT_CONFIGS,
@@ -152,16 +152,16 @@ def test_fma_tier_serves_fp32_up_to_256_and_16_bit_at_128_with_a_batch_row_per_s
         plan_for(32, 8, torch.float64, kernel="fma")
 
 
-def test_resident_launches_prefetch_into_l2_only_where_their_streams_outgrow_it(monkeypatch):
-    """resident.prefetch_distance: the launch keywords' L2 prefetch distance where the [T, B, H] tensors a launch
+def test_launches_prefetch_into_l2_only_where_their_streams_outgrow_it(monkeypatch):
+    """prefetch.prefetch_distance: the launch keywords' L2 prefetch distance where the [T, B, H] tensors a launch
     streams (forward: xw and y; backward: y, dy and da) take more than the device's L2 cache, else 0; the timed cases
     (bf16, T = 4096, against an H100's 50 MiB) on the side they were faster on."""
-    monkeypatch.setattr(resident, "l2_cache_bytes", lambda device: 50 * 2 ** 20)
+    monkeypatch.setattr(prefetch, "l2_cache_bytes", lambda device: 50 * 2 ** 20)
     on = {"L2_PREFETCH_STEPS": 4}
 
     def distance(B, H, tensors=2, keywords=on):
         streams = tuple(torch.empty((4096, B, H), dtype=torch.bfloat16, device="meta") for _ in range(tensors))
-        return resident.prefetch_distance(keywords, streams)
+        return prefetch.prefetch_distance(keywords, streams)
     assert [distance(8, 128), distance(64, 128), distance(8, 256), distance(64, 256)] == [0, 4, 0, 4]
     assert [distance(20, 128), distance(20, 128, tensors=3)] == [0, 4]  # 40 MiB forward, 60 backward
     assert distance(64, 256, tensors=3, keywords={"L2_PREFETCH_STEPS": 0}) == 0  # off: interpreter, fp32

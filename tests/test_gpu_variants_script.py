@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from kernels import dispatch, dsmem, fma, layouts, resident, split
+from kernels import dispatch, dsmem, fma, layouts, prefetch, resident, split
 
 from helpers import load_gpu_variants
 
@@ -21,9 +21,9 @@ def variants():
 
 
 def switches() -> dict:
-    """Every module default the kernels read at launch: the upper-case names of dispatch, fma, layouts, resident and
-    split."""
-    return {(module.__name__, name): value for module in (dispatch, fma, layouts, resident, split)
+    """Every module default the kernels read at launch: the upper-case names of dispatch, fma, layouts, prefetch,
+    resident and split."""
+    return {(module.__name__, name): value for module in (dispatch, fma, layouts, prefetch, resident, split)
             for name, value in vars(module).items() if name.isupper()}
 
 
