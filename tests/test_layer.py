@@ -15,9 +15,9 @@ CASES = {
 }
 
 
-def check_layer_against_nn_rnn(case, dtype, kernel, device):
+def check_layer_against_nn_rnn(case, dtype, kernel, device, tier=None):
     """TritonRNN built as case (a CASES value) says: outputs within dtype's tolerance of float64 nn.RNN's,
-    gradients within 4x, on the tier kernel asks for."""
+    gradients within 4x, on the tier kernel asks for (with auto: tier, by default CASES' sizes' tier)."""
     spec = dict(case)
     T, B, H, no_h0 = spec.pop("T"), spec.pop("B"), spec.pop("H"), spec.pop("no_h0", False)
     torch.manual_seed(0)
@@ -37,7 +37,7 @@ def check_layer_against_nn_rnn(case, dtype, kernel, device):
         if ref_grad is None:
             continue
         assert rel_err(grads[name].cpu(), ref_grad) < 4 * tol, name
-    tier = kernel if kernel != "auto" else ("fma" if dtype == torch.float32 else "resident")  # CASES' sizes
+    tier = kernel if kernel != "auto" else tier or ("fma" if dtype == torch.float32 else "resident")  # CASES' sizes
     assert layer.last_plans and all(p.tier == tier for p in layer.last_plans)
 
 
@@ -65,6 +65,14 @@ def test_fp32_beyond_128_matches_nn_rnn_float64(device):
     layer: both directions, stacked, H padded."""
     case = dict(num_layers=2, nonlinearity="tanh", bidirectional=True, T=3, B=2, H=200)
     check_layer_against_nn_rnn(case, torch.float32, "auto", device)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_16_bit_at_h128_matches_nn_rnn_float64_on_the_fma_tier(dtype, device):
+    """16-bit at 64 < H <= 128: the fma tier (fp32 U and state, 16-bit tiles), through the layer: both directions,
+    stacked, H padded, relu; dh0 comes back in fp32 and the layer casts it."""
+    case = dict(num_layers=2, nonlinearity="relu", bidirectional=True, T=3, B=2, H=100)
+    check_layer_against_nn_rnn(case, dtype, "auto", device, tier="fma")
 
 
 def test_fp32_at_h2048_matches_nn_rnn_float64_by_the_split_tiers_fma_product(device):
