@@ -48,8 +48,8 @@ other forms:
 float64 (for gradcheck) multiplies by the plain product.
 
 L2 prefetch (prefetch.py): where the tensors a launch streams outgrow L2, each program asks L2 for
-its tiles of step t + prefetch.L2_PREFETCH_STEPS (xw; h and dy backward) during step t; 16-bit I/O only
-(fp32's backward at BLOCK_H = 128 spills with it on sm_90: 255 registers, 8 bytes, the audit).
+its tiles of step t + prefetch.L2_PREFETCH_STEPS (xw; h and dy backward) during step t; 16-bit I/O only,
+and not in the backward at BLOCK_H = 256 (launch_keywords: where it spills).
 
 fp32 multiplies on tensor cores at fp32 accuracy by 3xTF32: with x_hi = x rounded to TF32 and
 x_lo = x - x_hi (exact in fp32; the MMA reads its top TF32 bits)::
@@ -118,8 +118,10 @@ def launch_keywords(config: ResidentBlocks, nonlinearity: str, dtype: torch.dtyp
     limit = ACC_LAYOUT_IO_MAX_BLOCK_H["backward" if backward else "forward"]
     keywords["ACC_LAYOUT_IO"] = config.BLOCK_H <= limit and not interpreted and dtype in SIXTEEN_BIT
     keywords["IN_IO_LAYOUT"] = converts_product(dtype) and not keywords["ACC_LAYOUT_IO"] and dtype != torch.float64
-    # Inline PTX, which the interpreter cannot run; 16-bit only: fp32's backward at BLOCK_H = 128 spills with it.
-    keywords["L2_PREFETCH_STEPS"] = prefetch.L2_PREFETCH_STEPS if not interpreted and dtype in SIXTEEN_BIT else 0
+    # Inline PTX, which the interpreter cannot run; 16-bit only, and not in the backward at BLOCK_H = 256: with it
+    # fp32's backward at BLOCK_H = 128 spills (sm_90), and fp16's at 256 (relu, sm_80: 8 bytes at 16 warps' limit).
+    prefetched = not interpreted and dtype in SIXTEEN_BIT and not (backward and config.BLOCK_H >= 256)
+    keywords["L2_PREFETCH_STEPS"] = prefetch.L2_PREFETCH_STEPS if prefetched else 0
     if not backward:  # the backward has no tanh: act' comes from h
         keywords["FAST_TANH"] = fast_tanh(dtype, interpreted)
     return keywords

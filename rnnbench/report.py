@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -479,10 +480,17 @@ def _top_kernels(ran: list[dict], gpu: bool) -> list[str]:
     return parts
 
 
+def _l2_prefetch(config: str) -> str:
+    """The L2 prefetch distance a kernel's audited form takes ('' for kernels without one): the resident and fma
+    kernels are audited with and without it, as each launch chooses (kernels/prefetch.py)."""
+    found = re.search(r"L2_PREFETCH_STEPS=(\d+)", config or "")
+    return "" if found is None else (f"{found[1]} steps" if found[1] != "0" else "off")
+
+
 def _compile_facts_table(ran: list[dict]) -> list[str]:
-    rows = [[r["backend"], f["tier"], f["kernel"], f.get("pass", ""), f"sm_{f['arch']}", f.get("registers", ""),
-             f.get("spill_bytes", ""),
-             f.get("shared", ""), f.get("num_warps", ""), f.get("blocks_per_sm", ""),
+    rows = [[r["backend"], f["tier"], f["kernel"], f.get("pass", ""), _l2_prefetch(f.get("config")),
+             f"sm_{f['arch']}", f.get("registers", ""), f.get("spill_bytes", ""), f.get("shared", ""),
+             f.get("num_warps", ""), f.get("blocks_per_sm", ""),
              f"{100 * f['occupancy']:.0f}%" if "occupancy" in f else "", f.get("limiter", ""),
              f.get("error") or f.get("status", "")]
             for r in ran for f in r.get("compile_facts", [])]
@@ -491,8 +499,8 @@ def _compile_facts_table(ran: list[dict]) -> list[str]:
     return ["### Compile facts of the Triton kernels that ran (kernels.audit; no GPU needed)",
             "The dispatcher's tier and configuration for this case, compiled for the target; occupancy = resident "
             "warps / 64 per SM, limited by registers, shared memory or warps (rnnbench/hardware.py).",
-            md_table(["backend", "tier", "kernel", "pass", "arch", "regs/thread", "spill B", "shared B", "warps",
-                      "blocks/SM", "occupancy", "limited by", "audit"], rows)]
+            md_table(["backend", "tier", "kernel", "pass", "L2 prefetch", "arch", "regs/thread", "spill B", "shared B",
+                      "warps", "blocks/SM", "occupancy", "limited by", "audit"], rows)]
 
 
 def _share(efficiency: dict, key: str) -> str:

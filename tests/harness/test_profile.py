@@ -131,11 +131,11 @@ def test_compile_facts_match_the_audit(profiled):
                            "--nonlinearity", "tanh", "--arch", str(arch), "--json", "/dev/stdout"], env=env,
                           capture_output=True, text=True, timeout=300)
     audit = json.loads(proc.stdout[proc.stdout.index("["):])
-    facts = {(f["kernel"], f["arch"]): f for f in rec["compile_facts"]}
+    facts = {(f["kernel"], f["arch"], f["config"]): f for f in rec["compile_facts"]}
     assert {f["arch"] for f in rec["compile_facts"]} >= ({80, 90} if DEVICE.type == "cpu" else set())
-    assert len(audit) == 2  # forward and backward kernel
+    assert len(audit) == 4  # forward and backward kernel, each with and without the L2 prefetch (kernels/prefetch.py)
     for row in audit:
-        fact = facts[(row["kernel"], arch)]
+        fact = facts[(row["kernel"], arch, row["config"])]
         for key in ("registers", "spill_bytes", "shared", "num_warps", "status"):
             assert fact[key] == row[key], key
         assert fact["tier"] == plan.tier and fact["plan"] == plan.name
@@ -154,7 +154,9 @@ def test_compile_facts_tell_the_forward_and_backward_step_kernel_apart(profiled)
         == {"backward"}
     md = (folder / "profile" / "profile.md").read_text()
     for kernel_pass in ("forward", "backward"):
-        assert f"| triton-stepwise | stepwise | step_kernel | {kernel_pass} | sm_{arch} |" in md
+        assert f"| triton-stepwise | stepwise | step_kernel | {kernel_pass} |  | sm_{arch} |" in md  # no L2 prefetch
+    for form in ("4 steps", "off"):  # the fma kernels' two audited forms (kernels/prefetch.py)
+        assert f"| triton | fma | fma_forward_kernel | forward | {form} | sm_{arch} |" in md
 
 
 def span(cat, name, ts, dur, tid=1, **args):
