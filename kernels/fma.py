@@ -54,8 +54,9 @@ not yet timed).
 
 Timed on an H200 (T = 4096, us per step forward / forward+backward; results/variants/20261127-h200/
 fp32_products.csv): fp32 at B = 8, 0.315/0.736 (H = 64), 0.353/0.827 (128), 1.462/2.961 (256); at
-B = 64, 0.467/1.026, 0.524/1.201, 1.660/3.644: 1.4-3.8x faster than the resident tier's 3xTF32 and
-faster than cuDNN fp32's own FMA kernel at H = 128 and 256 (results/race/20261127-h200). At H = 128
+B = 64, 0.467/1.026, 0.524/1.201, 1.660/3.644: 1.4-3.8x faster than the resident tier's 3xTF32, and
+against cuDNN fp32's own FMA kernel 1.27-1.55x forward+backward, 0.89-1.26x forward
+(results/race/20261127-h200). At H = 128
 that beat even the resident tier's bf16 kernel on tensor cores (0.401/0.888 at B = 8, 0.632/1.369
 at B = 64), so 16-bit I/O at BLOCK_H = 128 comes here too (dispatch.FMA_CONFIGS): the kernels load
 and store 16-bit tiles, carry the state and hold U in fp32 (U's 16-bit values are exact there), and
