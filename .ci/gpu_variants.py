@@ -148,9 +148,9 @@ VARIANTS = {  # name -> a context manager factory
     "l2-prefetch-16": lambda: switched(prefetch, "L2_PREFETCH_STEPS", 16),
 }
 SMALL = [(dt, h, b) for dt in ("bfloat16",) for h in (128, 256) for b in (8, 64)]
-# The resident forward at H = 128 took 0.40 us per step at B = 8 (one program) and 0.63 at B = 64 (four, each doing
-# B = 8's work): B = 16 (one full program) and 32 between, run at two --seq-len (512: xw and y fit in L2 at every B;
-# 4096: not from B = 32) to tell a full tile, the program count and L2's capacity apart (.ci/gpu resident-batch)
+# bf16 at H = 128 by batch, at two --seq-len (512: xw and y fit in L2 at every B; 4096: not from B = 32; .ci/gpu
+# resident-batch): on the H200 the resident tier took 0.40 us per step at B = 8 and 0.63 at 64 with T = 4096, the same
+# with T = 512 (L2's capacity); the fma tier serves this size now
 RESIDENT_BATCH = [("bfloat16", 128, b) for b in (8, 16, 32, 64)]
 RESIDENT_16BIT = [("bfloat16", h, b) for h in (64, 128, 256) for b in (8, 64)]  # the resident tier's 16-bit sizes
 # Around the L2 prefetch's threshold (the forward's xw and y at T = 4096 against an H100's 50 MiB of L2, an H200's 60):
