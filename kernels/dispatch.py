@@ -22,9 +22,10 @@ Tiers, tried in order:
 - stepwise: one launch per timestep (stepwise.py); serves any H. Its column tiles narrow where the batch and H
   leave SMs idle (STEPWISE_BLOCK_N).
 
-Every configuration in FMA_CONFIGS, RESIDENT_CONFIGS and SPLIT_CONFIGS was chosen from the compile audit
+Every configuration in FMA_CONFIGS, RESIDENT_CONFIGS and SPLIT_CONFIGS passes the compile audit
 (kernels/audit.py checks each for sm_80 and sm_90): no spills, U kept out of shared memory in the
-time loop, the fewest warps that allow it.
+time loop, the fewest warps that allow it. Between forms that pass, a GPU's timing decides where one
+was taken, else the audit; the comment beside each switch says which, with its figures.
 """
 from __future__ import annotations
 
