@@ -162,8 +162,9 @@ def _dispatchable_plans(arch: int):
 
 
 def _u_bytes(tier: str, blocks, dtype) -> int:
-    if tier == "fma":  # held in fp32 (4 bytes) whatever the I/O dtype
-        return blocks.BLOCK_H * blocks.BLOCK_H * 4
+    if tier == "fma":  # held in fma.HELD_DTYPE whatever the I/O dtype
+        from .fma import HELD_DTYPE
+        return blocks.BLOCK_H * blocks.BLOCK_H * HELD_DTYPE.itemsize
     if tier == "resident":
         return blocks.BLOCK_H * blocks.BLOCK_H * dtype.itemsize
     if tier == "split":
@@ -471,8 +472,9 @@ def time_loop_facts(compiled, keywords: dict, dtype: str, tier: str = "resident"
     passes = PASSES.get(keywords.get("DOT_PRECISION"), 1)
     tile_bytes = tile_loads(ttgir, block_n, block_b) * block_n * block_b * itemsize if block_n else 0
     if tier == "fma":  # whole columns a thread: every lane reads all of h (a broadcast), and nothing is summed across;
-        # h in fp32 (4 bytes) whatever the I/O dtype
-        h_bytes, k_split, partial_bytes = 32 * keywords["BLOCK_H"] * 4, 1, 0
+        # h in fma.HELD_DTYPE whatever the I/O dtype
+        from .fma import HELD_DTYPE
+        h_bytes, k_split, partial_bytes = 32 * keywords["BLOCK_H"] * HELD_DTYPE.itemsize, 1, 0
     elif keywords.get("FMA"):  # split by FMA: K over the warps and 8 lanes, 4 columns a thread (the rest of the
         # warp's lanes along n read each k of h), every lane reading back its 4 columns' sums of every row
         lanes_n = block_n // 4

@@ -62,9 +62,10 @@ def _fma(block_h: int, warps: int) -> LaunchConfig[FmaBlocks]:
 # B = 64), so 16-bit I/O comes here at 128 (not yet timed in 16-bit: .ci/gpu_variants.py resident-128 times the
 # resident tier beside it); at 64 and 256 the resident tier's bf16 was faster (0.270 against 0.315, 0.934 against
 # 1.462 at B = 8).
+_FMA_WARPS = {16: 1, 32: 1, 64: 2, 128: 4, 256: 8}
 FMA_CONFIGS: dict[tuple[torch.dtype, int], LaunchConfig[FmaBlocks]] = {
-    **{(torch.float32, bh): _fma(bh, w) for bh, w in {16: 1, 32: 1, 64: 2, 128: 4, 256: 8}.items()},
-    **{(dt, 128): _fma(128, 4) for dt in SIXTEEN_BIT}}
+    **{(torch.float32, bh): _fma(bh, w) for bh, w in _FMA_WARPS.items()},
+    **{(dt, 128): _fma(128, _FMA_WARPS[128]) for dt in SIXTEEN_BIT}}
 # Batch rows per SM up to which the FMA tier serves a layer (one program per row): beyond, programs would share
 # SMs and their FMA pipes, where the resident tier's tensor cores take 16 rows per program. A guess to time.
 FMA_MAX_ROWS_PER_SM = 1
@@ -340,11 +341,11 @@ def _fma_plan(hidden_size, batch_size, dtype, block_h, sms, arch) -> KernelPlan 
         return f"no FMA configuration for hidden_size {hidden_size} in {dtype} (BLOCK_H it serves: {served})"
     if batch_size > FMA_MAX_ROWS_PER_SM * sms:
         return f"batch {batch_size} exceeds {FMA_MAX_ROWS_PER_SM} row(s) per SM on {sms} SMs (one program per row)"
-    size_kib = block_h * block_h * torch.float32.itemsize / 1024
+    size_kib = block_h * block_h * fma.HELD_DTYPE.itemsize / 1024
     where = ("stays in the registers" if block_h <= fma.HELD_MAX_BLOCK_H else
              "stays half in the registers, half read through L1 every step,")
     return KernelPlan("fma", FMA_CONFIGS[(dtype, block_h)],
-                      f"U ({block_h}x{block_h} in torch.float32, {size_kib:.0f} KiB) {where} of each of "
+                      f"U ({block_h}x{block_h} in {fma.HELD_DTYPE}, {size_kib:.0f} KiB) {where} of each of "
                       f"{batch_size} program(s), one per batch row, multiplied by FMA")
 
 
@@ -393,7 +394,7 @@ def split_configs(dtype: torch.dtype, block_h: int, arch: int = PLANNING_ARCH) -
     if (clustered and SPLIT_CLUSTER_EXCHANGE != L2.value and block_h <= SPLIT_DSMEM_MAX_BLOCK_H
             and dtype in SIXTEEN_BIT):  # slots of one tile, of 16-bit state
         first[0] = forms[0].replace(ONE_TILE=True, EXCHANGE=SPLIT_CLUSTER_EXCHANGE)
-    return list(dict.fromkeys(first + [last.replace(num_stages=stages)]))
+    return list(dict.fromkeys(first + [last.replace(num_stages=stages)]))  # without SPLIT_ONE_TILE, first may hold last
 
 
 def _clustered(dtype: torch.dtype, block_h: int, arch: int) -> bool:

@@ -82,6 +82,8 @@ from .launch import Blocks, accumulator_dtype, fast_tanh
 from .prefetch import prefetch_distance, prefetch_l2
 from .runtime import interpreting
 
+# What each program holds U in and carries the state in, whatever the I/O dtype (16-bit values are exact in it).
+HELD_DTYPE = torch.float32
 # The largest BLOCK_H whose operand a program holds whole in registers; beyond it, half (module docstring).
 HELD_MAX_BLOCK_H = 128
 # Independent partial sums per thread in the product (chained_sums): 4 FFMAs in flight cover the FFMA's 4-cycle
@@ -227,9 +229,9 @@ def fma_backward_kernel(
 
 
 def by_columns(m: torch.Tensor, block_h: int) -> torch.Tensor:
-    """m ([H, H], element [k, n]) zero-padded to [block_h, block_h] and stored by columns, as the kernels load it:
-    a contiguous [block_h / 4, block_h, 4] whose element [j, n, e] is m[4 j + e, n]."""
-    out = m.new_zeros((block_h, block_h))
+    """m ([H, H], element [k, n]) in HELD_DTYPE, zero-padded to [block_h, block_h] and stored by columns, as the
+    kernels load it: a contiguous [block_h / 4, block_h, 4] whose element [j, n, e] is m[4 j + e, n]."""
+    out = m.new_zeros((block_h, block_h), dtype=HELD_DTYPE)
     out[:m.shape[0], :m.shape[1]] = m
     return out.view(block_h // 4, 4, block_h).permute(0, 2, 1).contiguous()
 
@@ -241,7 +243,7 @@ def fma_forward(xw: torch.Tensor, h0: torch.Tensor, u: torch.Tensor, reverse: bo
     y = torch.empty_like(xw)
     keywords = launch_keywords(config, nonlinearity, xw.dtype, interpreting(), backward=False)
     keywords["L2_PREFETCH_STEPS"] = prefetch_distance(keywords, (xw, y))
-    fma_forward_kernel[(B,)](xw, h0, by_columns(u.t().float(), config.BLOCK_H), y, T, B, H, T - 1 if reverse else 0,
+    fma_forward_kernel[(B,)](xw, h0, by_columns(u.t(), config.BLOCK_H), y, T, B, H, T - 1 if reverse else 0,
                              -1 if reverse else 1, **keywords)
     return y
 
@@ -254,6 +256,6 @@ def fma_backward(y: torch.Tensor, dy: torch.Tensor, u: torch.Tensor, reverse: bo
     dh0 = torch.empty((B, H), dtype=accumulator_dtype(y.dtype), device=y.device)
     keywords = launch_keywords(config, nonlinearity, y.dtype, interpreting(), backward=True)
     keywords["L2_PREFETCH_STEPS"] = prefetch_distance(keywords, (y, dy, da))
-    fma_backward_kernel[(B,)](y, dy, by_columns(u.float(), config.BLOCK_H), da, dh0, T, B, H, 0 if reverse else T - 1,
+    fma_backward_kernel[(B,)](y, dy, by_columns(u, config.BLOCK_H), da, dh0, T, B, H, 0 if reverse else T - 1,
                               1 if reverse else -1, **keywords)
     return da, dh0
