@@ -110,6 +110,9 @@ VARIANTS = {  # name -> a context manager factory
     # each program's step inputs read in the step, after the barrier (today's: the first tile's a step ahead, before
     # the barrier: split.INPUTS_AHEAD)
     "split-inputs-in-step": lambda: switched(split, "INPUTS_AHEAD", False),
+    # the split kernels' partial products (one per warp) summed by Triton's tl.sum over the warps, through shared
+    # memory with 16-way bank conflicts (today's: in each thread after one layout conversion, split.IN_THREAD_SUM)
+    "split-tl-sum": lambda: switched(split, "IN_THREAD_SUM", False),
     # the split tier at H = 512 and 2048 where programs run several tiles per step in 16-row slices with 16-row tiles
     # (today's: 32-row slices with 8-row tiles in twice the batch groups; dispatch.SPLIT_LOOPED_CONFIGS)
     "split-thin-looped": lambda: switched(dispatch, "SPLIT_LOOPED_CONFIGS", {}),
@@ -181,6 +184,10 @@ SPLIT_NARROW = ([("bfloat16", h, b) for h in (512, 1024, 2048) for b in (1, 8, 1
                 + [("float32", h, 8) for h in (256, 512)])
 # Split-tier cases today's defaults are timed at beside the split variants of the same sizes
 SPLIT_PROBES = [("bfloat16", 512, b) for b in (8, 64)] + [("bfloat16", 1024, b) for b in (8, 16)]
+# The split tier's MMA product in every form: one tile per program (B = 8, 16, 64 up to H = 1024), several
+# (H = 2048, B = 64 and 256), fp32 (3xTF32) at H = 512 and 1024
+SPLIT_SUM = ([("bfloat16", h, b) for h in (512, 1024, 2048) for b in (8, 64)] + [("bfloat16", 1024, 16),
+             ("bfloat16", 2048, 256)] + [("float32", h, b) for h in (512, 1024) for b in (8, 64)])
 # Where the cluster configurations apply (dispatch.SPLIT_CLUSTER_CONFIGS: up to 128 rows at H = 512, 64 at 1024 and,
 # fp32, 66 at 256)
 SPLIT_CLUSTER_CASES = [(dt, h, b) for dt, h in (("bfloat16", 512), ("bfloat16", 1024), ("float32", 256))
@@ -188,7 +195,7 @@ SPLIT_CLUSTER_CASES = [(dt, h, b) for dt, h in (("bfloat16", 512), ("bfloat16", 
 CASES = {
     "current": list(dict.fromkeys(RESIDENT_16BIT + SPLIT_16BIT + RESIDENT_BATCH + RESIDENT_L2 + FMA_L2 + FP32
                                   + FMA_16BIT + SPLIT_PROBES + SPLIT_CLUSTER_CASES + SPLIT_MANY_TILES + SPLIT_LOOPED
-                                  + SPLIT_WIDE_ONE_TILE + FP32_2048 + STEPWISE_16BIT)),
+                                  + SPLIT_WIDE_ONE_TILE + FP32_2048 + STEPWISE_16BIT + SPLIT_SUM)),
     "plain-io": SMALL,
     "acc-layout-io": SMALL,
     "product-to-io-layout": RESIDENT_16BIT + SPLIT_16BIT,
@@ -203,6 +210,7 @@ CASES = {
     "split-inputs-in-step": SPLIT_BATCH + FP32_2048,
     "split-tile-loop": list(dict.fromkeys(SPLIT_BATCH + SPLIT_NARROW)),
     "split-tile-stages-1": SPLIT_MANY_TILES,
+    "split-tl-sum": SPLIT_SUM,
     "split-thin-looped": SPLIT_LOOPED,
     "split-thin-one-tile": [c for c in SPLIT_WIDE_ONE_TILE if c[1] == 2048],
     "split-wide-one-tile-512": [c for c in SPLIT_WIDE_ONE_TILE if c[1] == 512],

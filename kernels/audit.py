@@ -30,6 +30,10 @@ H a multiple of 16), and reports:
     (a broadcast: one address per warp); in a split kernel by FMA each k of each batch row read by
     the lanes that share it, and every lane reading back its columns' sums) by more than half of the
     U bytes the program holds: that is U being re-read every step;
+  - conf/step: shared-memory bank conflicts per time step, the wavefronts the time loop's shared-memory
+    accesses take beyond the fewest their bytes need, over all warps (kernels/banks.py, which works the
+    addresses out from the PTX; the JSON has all the step's wavefronts as smem_wavefronts); reported, not
+    checked. It agrees with Nsight Compute's count on an H200 where both were taken;
   - bar/step: CTA barriers (BAR.SYNC, BAR.ARV, BAR.RED: bar.sync and friends in PTX) in the SASS of
     the time loop, each one a point where every warp waits for the slowest; reported, not checked.
   - mma/step and waits/step: the tensor-core MMA instructions of the time loop (HGMMA: wgmma; HMMA:
@@ -50,7 +54,8 @@ the step instead of a step ahead (split.INPUTS_AHEAD off), `--split-tile-loop-st
 kernels' tile loop software-pipelined over N stages (dispatch.SPLIT_TILE_LOOP_STAGES), and
 `--l2-prefetch-steps N` the resident kernels with their step inputs prefetched into L2 N steps ahead
 (prefetch.L2_PREFETCH_STEPS), `--product-to-io-layout all|fp32|none` the resident and split kernels with the
-product converted into their step tiles' layout in those dtypes (layouts.PRODUCT_TO_IO_LAYOUT), so that the
+product converted into their step tiles' layout in those dtypes (layouts.PRODUCT_TO_IO_LAYOUT), `--split-tl-sum`
+the split kernels with their warps' partial products summed by Triton's tl.sum (split.IN_THREAD_SUM off), so that the
 variants a GPU will time can be compared here first.
 """
 from __future__ import annotations
@@ -64,6 +69,8 @@ import sys
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
+
+from .banks import shared_accesses
 
 SHARED_LIMIT = {80: 166912, 90: 232448}  # max dynamic shared memory per block: A100, H100
 SM_COUNT = {80: 108, 90: 132}  # A100, H100 SXM: bounds which split configurations the dispatcher can pick
@@ -94,6 +101,8 @@ class AuditRow:
     u_in: str = "n/a"            # "registers" / "shared" for persistent kernels
     smem_per_step: int = -1      # shared-memory bytes read per time step (persistent kernels)
     h_allowance: int = 0         # of which reading h may take (see h_allowance)
+    smem_wavefronts: int = -1    # shared-memory wavefronts per time step, all warps (persistent kernels; banks.py)
+    bank_conflicts: int = -1     # of which bank conflicts: beyond the fewest the accesses' bytes need (conf/step)
     bar_per_step: int = -1       # CTA barriers (BAR.*) in the time loop's SASS (persistent kernels)
     barrier_kinds: str = ""      # every barrier-like opcode in the time loop with its count (barrier_kinds)
     mma_per_step: int = -1       # tensor-core MMA instructions (HGMMA, HMMA) in the time loop's SASS
@@ -460,8 +469,8 @@ def compile_for(fn, dtype: str, keywords: dict, arch: int):
 
 
 def time_loop_facts(compiled, keywords: dict, dtype: str, tier: str = "resident") -> dict:
-    """What a persistent kernel does per time step: u_hoisted, u_in, smem_per_step, h_allowance,
-    bar_per_step, barrier_kinds, mma_per_step, waits_per_step, loop_instructions, prefetch_per_step and
+    """What a persistent kernel does per time step: u_hoisted, u_in, smem_per_step, h_allowance, smem_wavefronts,
+    bank_conflicts, bar_per_step, barrier_kinds, mma_per_step, waits_per_step, loop_instructions, prefetch_per_step and
     u_l1_per_step."""
     ttgir = compiled.asm["ttgir"]
     loop = compiled_time_loop(compiled)
@@ -481,8 +490,11 @@ def time_loop_facts(compiled, keywords: dict, dtype: str, tier: str = "resident"
         h_bytes, k_split, partial_bytes = lanes_n * h_bytes, warps, 32 * 4 * block_b * lanes_n
     else:
         k_split, partial_bytes = keywords.get("K_SPLIT", 1), block_n * block_b * 4
+    accesses = shared_accesses(compiled.asm["ptx"], warps)
     return {"u_hoisted": "yes" if u_hoisted(ttgir) else "NO",
             "u_in": u_location(ttgir), "smem_per_step": smem_per_step(loop, warps),
+            "smem_wavefronts": sum(a.wavefronts for a in accesses),
+            "bank_conflicts": sum(a.conflicts for a in accesses),
             "bar_per_step": cta_barriers(loop), "barrier_kinds": barrier_kinds(loop),
             "mma_per_step": mma_instructions(loop), "waits_per_step": wgmma_waits(loop),
             "loop_instructions": len(loop), "prefetch_per_step": l2_prefetches(loop),
@@ -518,7 +530,8 @@ def run_audit(jobs: list[AuditJob], workers: int = 2) -> list[AuditRow]:
 
 def format_table(rows: list[AuditRow]) -> str:
     header = (f"{'kernel':<26} {'dtype':<5} {'arch':<5} {'regs':>4} {'spill':>5} {'shared':>7} {'U hoisted':<9} "
-              f"{'U in':<9} {'smem/step':>9} {'bar/step':>8} {'mma/step':>8} {'waits/step':>10} {'instr/step':>10} "
+              f"{'U in':<9} {'smem/step':>9} {'conf/step':>9} {'bar/step':>8} {'mma/step':>8} {'waits/step':>10} "
+              f"{'instr/step':>10} "
               f"{'U bytes':>7} {'U L1/step':>9} "
               f"{'barrier':<7} {'status':<6} config")
     lines = [header, "-" * len(header)]
@@ -527,7 +540,8 @@ def format_table(rows: list[AuditRow]) -> str:
         return f"{n}" if n >= 0 else "n/a"
     for r in rows:
         lines.append(f"{r.kernel:<26} {r.dtype:<5} sm_{r.arch:<2} {r.registers:>4} {r.spill_bytes:>5} {r.shared:>7} "
-                     f"{r.u_hoisted:<9} {r.u_in:<9} {count(r.smem_per_step):>9} {count(r.bar_per_step):>8} "
+                     f"{r.u_hoisted:<9} {r.u_in:<9} {count(r.smem_per_step):>9} {count(r.bank_conflicts):>9} "
+                     f"{count(r.bar_per_step):>8} "
                      f"{count(r.mma_per_step):>8} {count(r.waits_per_step):>10} {count(r.loop_instructions):>10} "
                      f"{r.u_bytes or 'n/a':>7} {count(r.u_l1_per_step):>9} "
                      f"{r.barrier_atomics:<7} {r.status:<6} {r.config}" + (f"  [{r.error}]" if r.error else ""))
@@ -567,6 +581,9 @@ def kernel_switches() -> tuple[KernelSwitch, ...]:
         KernelSwitch("--split-inputs-in-step", split, "INPUTS_AHEAD", {"action": "store_false"},
                      "the split kernels with each step's input read in the step, not a step ahead "
                      "(split.INPUTS_AHEAD off)"),
+        KernelSwitch("--split-tl-sum", split, "IN_THREAD_SUM", {"action": "store_false"},
+                     "the split kernels with their warps' partial products summed by Triton's tl.sum over the "
+                     "warps, not in each thread (split.IN_THREAD_SUM off)"),
         KernelSwitch("--split-tile-loop-stages", dispatch, "SPLIT_TILE_LOOP_STAGES", {"type": int, "metavar": "N"},
                      "software-pipeline stages of the split kernels' tile loop (default: "
                      "dispatch.SPLIT_TILE_LOOP_STAGES)"),

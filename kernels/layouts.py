@@ -38,6 +38,14 @@ the step's serial chain, between the MMA's wait and the activation, where the ti
 replaced did not depend on the product. So 16-bit keeps the converted tiles. fp32 (the resident tier
 beyond the fma tier's batch, the split tier) keeps the converted product, chosen from the compile
 audit (resident 3xTF32 at BLOCK_H = 16: 125 instructions per step forward instead of 287): not timed.
+
+sum_leading(parts) is the same trick for a sum: the split tier's product leaves K_SPLIT partial products
+[K_SPLIT, BLOCK_N, BLOCK_B], one per warp, and Triton's tl.sum over them stores each warp's partial in
+shared memory with the warps' index fastest, 8 words apart for a warp's consecutive elements, so its
+stores and reads take 16 wavefronts where one would do (kernels/banks.py; Nsight Compute counted the
+same on an H200). Splitting K in halves with tl.split makes the compiler convert the parts once into a
+layout with all of K in each thread, through a conflict-free buffer, and the halves then add in
+registers (split.IN_THREAD_SUM).
 """
 import torch
 import triton
@@ -59,3 +67,19 @@ def in_io_layout(x):
     C: tl.constexpr = x.shape[1]
     even, odd = tl.split(tl.permute(tl.reshape(x, (R // 2, 2, C)), (0, 2, 1)))
     return tl.reshape(tl.permute(tl.join(even, odd), (0, 2, 1)), (R, C))
+
+
+@triton.jit
+def sum_leading(parts):
+    """tl.sum(parts, axis=0) for parts [K, R, C], K a power of two: K moved into each thread by one layout
+    conversion (the first tl.split needs its halves within each thread), then summed there in halves."""
+    K: tl.constexpr = parts.shape[0]
+    R: tl.constexpr = parts.shape[1]
+    C: tl.constexpr = parts.shape[2]
+    tl.static_assert(K <= 32)
+    x = tl.permute(parts, (1, 2, 0))
+    for level in tl.static_range(5):
+        if (K >> level) > 1:  # K >> level parts left: add them in pairs
+            first, second = tl.split(tl.reshape(x, (R, C, K >> (level + 1), 2)))
+            x = first + second
+    return tl.reshape(x, (R, C))

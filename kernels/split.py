@@ -24,8 +24,10 @@ so each warp holds only its part of the slice::
     K(c) = c * KC + [0, KC),   KC = BLOCK_H / K_SPLIT
 
 The state a tile reads is the product's right operand, BLOCK_H x BLOCK_B: loaded into registers,
-then staged through shared memory for the MMA. The step's tiles are converted into the layout of the
-product summed over the warps, or in fp32 that product once into theirs (layouts.py: timed slower in 16-bit).
+then staged through shared memory for the MMA. The K_SPLIT partial products are summed in each thread after one
+layout conversion (IN_THREAD_SUM, layouts.sum_leading), not by Triton's sum over the warps, whose shared-memory
+rounds had 16-way bank conflicts (Nsight Compute, below at IN_THREAD_SUM). The step's tiles are converted into the
+layout of that sum, or in fp32 the sum once into theirs (layouts.py: timed slower in 16-bit).
 Each program runs its tiles one after another, or, where the batch leaves it one (ONE_TILE), runs
 that tile without a tile loop, its input loaded a step ahead taken as it is: a quarter fewer
 instructions per step at H = 1024 (compile audit). Tried
@@ -96,7 +98,7 @@ from .dsmem import (
     wait_state,
 )
 from .launch import SIXTEEN_BIT, Blocks, accumulator_dtype, common_keywords, fast_tanh
-from .layouts import converts_product, in_io_layout
+from .layouts import converts_product, in_io_layout, sum_leading
 from .runtime import co_resident_programs, interpreting
 
 PIN = 1.0  # the runtime float U's slice is multiplied by before the time loop (as in resident.py)
@@ -107,6 +109,14 @@ PIN = 1.0  # the runtime float U's slice is multiplied by before the time loop (
 # forward+backward's (results/variants/20261126-h200-switches), though it costs 12-45 instructions per step forward
 # and 22-74 backward (bf16; the FMA product's: 16-56); with the FMA product, not yet timed.
 INPUTS_AHEAD = True
+# Whether the K_SPLIT partial products (one per warp) are summed in each thread after one layout conversion
+# (layouts.sum_leading), or by Triton's sum over the warps, whose shared-memory stores and reads have 16-way bank
+# conflicts: Nsight Compute counted 480 + 480 conflict wavefronts per program and step at H = 1024, B = 16 (61% of
+# the step's shared-memory wavefronts) and 3840 + 3840 at H = 2048, B = 64 on an H200
+# (results/variants/20261127-h200/ncu/README.md). Compile audit, sm_90, every split configuration with an MMA
+# product (but fp32's pipelined tile loop: launch_keywords): no conflicts (kernels/banks.py), 8-10 CTA barriers per
+# step instead of 11-16, 10-45% fewer instructions, no spills. Not yet timed (.ci/gpu split-sum).
+IN_THREAD_SUM = True
 # What a step does (the kernels' WORK): all of it, or less, so that `rnnbench exchange` can time the rest alone
 FULL_STEP = tl.constexpr("full")
 EXCHANGE_STEP = tl.constexpr("exchange")  # the product compiled out: the state read and summed, written, the barrier
@@ -154,6 +164,8 @@ def launch_keywords(config: SplitBlocks, nonlinearity: str, dtype: torch.dtype, 
         "INPUTS_AHEAD": INPUTS_AHEAD and (interpreted or dtype in SIXTEEN_BIT or config.FMA),
         # the MMA product only: the FMA product's sum over the warps would be converted twice (layouts.py)
         "IN_IO_LAYOUT": converts_product(dtype) and not config.FMA,
+        # the FMA product has no K_SPLIT parts; fp32's pipelined tile loop spills with it on sm_80 (8-16 bytes)
+        "IN_THREAD_SUM": IN_THREAD_SUM and not config.FMA and not (dtype == torch.float32 and config.num_stages > 1),
         **({} if backward else {"FAST_TANH": fast_tanh(dtype, interpreted)})}
 
 
@@ -183,7 +195,8 @@ def load_pinned_slice(u_ptr, pin, cols, H, BLOCK_H: tl.constexpr, K_SPLIT: tl.co
 def slice_product(u3, state_ptr, tile, B, H, slot, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr,
                   BLOCK_H: tl.constexpr, K_SPLIT: tl.constexpr, DOT_PRECISION: tl.constexpr,
                   ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr, WORK: tl.constexpr,
-                  READ: tl.constexpr, FMA: tl.constexpr, IN_IO_LAYOUT: tl.constexpr):
+                  READ: tl.constexpr, FMA: tl.constexpr, IN_IO_LAYOUT: tl.constexpr,
+                  IN_THREAD_SUM: tl.constexpr):
     """[BLOCK_N, BLOCK_B]: the slice times the tile's rows of a [B, H] state in global memory, which
     other programs wrote this launch (.cg: read through L2, never a stale L1 line); with READ another exchange
     than L2, of the state in the cluster's slots `slot` instead (dsmem.py); with FMA by fma_slice_product;
@@ -209,8 +222,9 @@ def slice_product(u3, state_ptr, tile, B, H, slot, BLOCK_N: tl.constexpr, BLOCK_
         else:
             if UPCAST_DOT:
                 state = state.to(tl.float32)
-            acc = tl.sum(tl.dot(u3, state, tl.zeros((K_SPLIT, BLOCK_N, BLOCK_B), ACC_DTYPE),
-                                input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE), axis=0)
+            parts = tl.dot(u3, state, tl.zeros((K_SPLIT, BLOCK_N, BLOCK_B), ACC_DTYPE),
+                           input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)
+            acc = sum_leading(parts) if IN_THREAD_SUM else tl.sum(parts, axis=0)
     if IN_IO_LAYOUT:
         acc = in_io_layout(acc)
     return acc
@@ -356,14 +370,15 @@ def forward_tile(u3, prev_ptr, xw, y_ptr, t, tile, cols, B, H, slot, send, CLUST
                  BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, K_SPLIT: tl.constexpr,
                  DOT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr,
                  WORK: tl.constexpr, FAST_TANH: tl.constexpr, READ: tl.constexpr, WRITE: tl.constexpr,
-                 FMA: tl.constexpr, IN_IO_LAYOUT: tl.constexpr):
+                 FMA: tl.constexpr, IN_IO_LAYOUT: tl.constexpr, IN_THREAD_SUM: tl.constexpr):
     """Step t of one batch tile: y_t[:, cols] = act(xw_t[:, cols] + prev U[cols, :]^T), xw_t's tile given; prev
     read through the exchange READ (slot 1 - slot of a dsmem one), the result passed on through WRITE (slot `slot`;
     send: a later step reads it)."""
     step = t * B * H
     out, out_mask = column_tile(tile, cols, B, H, BLOCK_B)
     a = xw.to(ACC_DTYPE) + slice_product(u3, prev_ptr, tile, B, H, 1 - slot, BLOCK_N, BLOCK_B, BLOCK_H, K_SPLIT,
-                                         DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, WORK, READ, FMA, IN_IO_LAYOUT)
+                                         DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, WORK, READ, FMA, IN_IO_LAYOUT,
+                                         IN_THREAD_SUM)
     # Without IN_IO_LAYOUT the sum over the warps leaves every warp holding all of a (Triton's slice layout), so
     # every warp computes the whole tile's activation (at H = 1024 with 32 x 16 tiles, 16 tanh a thread against 2):
     # FAST_TANH makes each one instruction, not about ten.
@@ -378,7 +393,7 @@ def backward_tile(u3, next_ptr, h, dy, da_ptr, t, tile, cols, B, H, slot, send, 
                   BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, K_SPLIT: tl.constexpr,
                   DOT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr,
                   WORK: tl.constexpr, READ: tl.constexpr, WRITE: tl.constexpr, FMA: tl.constexpr,
-                  IN_IO_LAYOUT: tl.constexpr):
+                  IN_IO_LAYOUT: tl.constexpr, IN_THREAD_SUM: tl.constexpr):
     """Reverse step t of one batch tile, h_t's and dy_t's tiles given:
     da_t[:, cols] = (dy_t[:, cols] + da_{t+1} U[:, cols]) * act'(h_t[:, cols]), da_{t+1} read at next_ptr (slots
     as in forward_tile)."""
@@ -386,7 +401,8 @@ def backward_tile(u3, next_ptr, h, dy, da_ptr, t, tile, cols, B, H, slot, send, 
     out, out_mask = column_tile(tile, cols, B, H, BLOCK_B)
     h = h.to(ACC_DTYPE)
     g = dy.to(ACC_DTYPE) + slice_product(u3, next_ptr, tile, B, H, 1 - slot, BLOCK_N, BLOCK_B, BLOCK_H, K_SPLIT,
-                                         DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, WORK, READ, FMA, IN_IO_LAYOUT)
+                                         DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, WORK, READ, FMA, IN_IO_LAYOUT,
+                                         IN_THREAD_SUM)
     da = (g * activation_grad_from_output(h, ACTIVATION)).to(da_ptr.dtype.element_ty)
     publish_state(da, cols, slot, send, BLOCK_N, BLOCK_B, BLOCK_H, CLUSTER, WRITE)
     tl.store(da_ptr + step + out, da, mask=out_mask)
@@ -421,6 +437,7 @@ def split_forward_kernel(
     FAST_TANH: tl.constexpr,      # tanh.approx.f32 (16-bit I/O on a GPU)
     FMA: tl.constexpr,            # the product by FMA (fma_slice_product), not tl.dot
     IN_IO_LAYOUT: tl.constexpr,   # the product converted into the loads' layout (layouts.converts_product)
+    IN_THREAD_SUM: tl.constexpr,  # the K_SPLIT partial products summed in each thread (layouts.sum_leading)
 ):
     cols, u3, t, slices, group, groups, tiles = program_start(u_ptr, pin, t_first, B, H, False, BLOCK_B, BLOCK_N,
                                                               BLOCK_H, K_SPLIT, CLUSTER, ONE_TILE, ACC_DTYPE,
@@ -429,12 +446,12 @@ def split_forward_kernel(
     # keeps its load out of the loops.
     forward_tile(u3, h0_ptr, step_tile(xw_ptr, t, group, cols, B, H, BLOCK_B, True), y_ptr, t, group, cols, B, H,
                  0, T > 1, CLUSTER, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE,
-                 UPCAST_DOT, WORK, FAST_TANH, L2, EXCHANGE, FMA, IN_IO_LAYOUT)
+                 UPCAST_DOT, WORK, FAST_TANH, L2, EXCHANGE, FMA, IN_IO_LAYOUT, IN_THREAD_SUM)
     if not ONE_TILE:  # the group's other tiles (with ONE_TILE there are none: launcher-checked)
         for tile in range(group + groups, tiles, groups):
             forward_tile(u3, h0_ptr, step_tile(xw_ptr, t, tile, cols, B, H, BLOCK_B, True), y_ptr, t, tile, cols, B,
                          H, 0, False, CLUSTER, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE,
-                         UPCAST_DOT, WORK, FAST_TANH, L2, L2, FMA, IN_IO_LAYOUT)
+                         UPCAST_DOT, WORK, FAST_TANH, L2, L2, FMA, IN_IO_LAYOUT, IN_THREAD_SUM)
     if INPUTS_AHEAD:  # the group's first tile of the next step's xw
         xw_ahead = step_tile(xw_ptr, t + t_step, group, cols, B, H, BLOCK_B, T > 1)
     for s in range(1, T):
@@ -450,13 +467,13 @@ def split_forward_kernel(
             xw = tile_input(xw_ptr, xw_first, t, group, group, cols, B, H, BLOCK_B, INPUTS_AHEAD, ONE_TILE)
             forward_tile(u3, prev_ptr, xw, y_ptr, t, group, cols, B, H, s % 2, s + 1 < T, CLUSTER, ACTIVATION,
                          BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, WORK,
-                         FAST_TANH, EXCHANGE, EXCHANGE, FMA, IN_IO_LAYOUT)
+                         FAST_TANH, EXCHANGE, EXCHANGE, FMA, IN_IO_LAYOUT, IN_THREAD_SUM)
         else:
             for tile in range(group, tiles, groups):
                 xw = tile_input(xw_ptr, xw_first, t, tile, group, cols, B, H, BLOCK_B, INPUTS_AHEAD, ONE_TILE)
                 forward_tile(u3, prev_ptr, xw, y_ptr, t, tile, cols, B, H, 0, False, CLUSTER, ACTIVATION, BLOCK_B,
                              BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, WORK, FAST_TANH,
-                             L2, L2, FMA, IN_IO_LAYOUT)
+                             L2, L2, FMA, IN_IO_LAYOUT, IN_THREAD_SUM)
     meet_cluster(EXCHANGE, False)
 
 
@@ -478,6 +495,7 @@ def split_backward_kernel(
     ONE_TILE: tl.constexpr,
     DOT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr,
     WORK: tl.constexpr, EXCHANGE: tl.constexpr, FMA: tl.constexpr, IN_IO_LAYOUT: tl.constexpr,
+    IN_THREAD_SUM: tl.constexpr,
     # as in split_forward_kernel
 ):
     cols, u3, t, slices, group, groups, tiles = program_start(u_ptr, pin, t_first, B, H, True, BLOCK_B, BLOCK_N,
@@ -487,13 +505,13 @@ def split_backward_kernel(
     backward_tile(u3, da_in_ptr, step_tile(y_ptr, t, group, cols, B, H, BLOCK_B, True),
                   step_tile(dy_ptr, t, group, cols, B, H, BLOCK_B, True), da_ptr, t, group, cols, B, H, 0,
                   T > 1, CLUSTER, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE,
-                  UPCAST_DOT, WORK, L2, EXCHANGE, FMA, IN_IO_LAYOUT)
+                  UPCAST_DOT, WORK, L2, EXCHANGE, FMA, IN_IO_LAYOUT, IN_THREAD_SUM)
     if not ONE_TILE:  # the group's other tiles, as in split_forward_kernel
         for tile in range(group + groups, tiles, groups):
             backward_tile(u3, da_in_ptr, step_tile(y_ptr, t, tile, cols, B, H, BLOCK_B, True),
                           step_tile(dy_ptr, t, tile, cols, B, H, BLOCK_B, True), da_ptr, t, tile, cols, B, H, 0,
                           False, CLUSTER, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE,
-                          UPCAST_DOT, WORK, L2, L2, FMA, IN_IO_LAYOUT)
+                          UPCAST_DOT, WORK, L2, L2, FMA, IN_IO_LAYOUT, IN_THREAD_SUM)
     if INPUTS_AHEAD:  # the group's first tile of the next reverse step's h and dy
         h_ahead = step_tile(y_ptr, t + t_step, group, cols, B, H, BLOCK_B, T > 1)
         dy_ahead = step_tile(dy_ptr, t + t_step, group, cols, B, H, BLOCK_B, T > 1)
@@ -512,14 +530,14 @@ def split_backward_kernel(
             dy = tile_input(dy_ptr, dy_first, t, group, group, cols, B, H, BLOCK_B, INPUTS_AHEAD, ONE_TILE)
             backward_tile(u3, next_ptr, h, dy, da_ptr, t, group, cols, B, H, s % 2, s + 1 < T, CLUSTER, ACTIVATION,
                           BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, WORK,
-                          EXCHANGE, EXCHANGE, FMA, IN_IO_LAYOUT)
+                          EXCHANGE, EXCHANGE, FMA, IN_IO_LAYOUT, IN_THREAD_SUM)
         else:
             for tile in range(group, tiles, groups):
                 h = tile_input(y_ptr, h_first, t, tile, group, cols, B, H, BLOCK_B, INPUTS_AHEAD, ONE_TILE)
                 dy = tile_input(dy_ptr, dy_first, t, tile, group, cols, B, H, BLOCK_B, INPUTS_AHEAD, ONE_TILE)
                 backward_tile(u3, next_ptr, h, dy, da_ptr, t, tile, cols, B, H, 0, False, CLUSTER, ACTIVATION,
                               BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, WORK,
-                              L2, L2, FMA, IN_IO_LAYOUT)
+                              L2, L2, FMA, IN_IO_LAYOUT, IN_THREAD_SUM)
     meet_cluster(EXCHANGE, False)
 
 

@@ -396,6 +396,7 @@ def test_an_audit_in_another_process_gets_this_processs_kernel_switches(monkeypa
     from kernels import audit, dispatch, layouts, split
     switches = [(resident, "FP32_PRODUCT", "one-dot-m", "tf32x3"), (prefetch, "L2_PREFETCH_STEPS", 16, 4),
                 (layouts, "PRODUCT_TO_IO_LAYOUT", "all", "fp32"), (split, "INPUTS_AHEAD", False, True),
+                (split, "IN_THREAD_SUM", False, True),
                 (dispatch, "SPLIT_TILE_LOOP_STAGES", 3, 1), (dispatch, "SPLIT_CLUSTERS", True, False),
                 (dispatch, "SPLIT_CLUSTER_EXCHANGE", "dsmem-push", "l2")]
     assert {(s.module, s.name) for s in audit.kernel_switches()} == {(m, n) for m, n, _, _ in switches}
@@ -403,7 +404,7 @@ def test_an_audit_in_another_process_gets_this_processs_kernel_switches(monkeypa
         monkeypatch.setattr(module, name, on)
     arguments = audit.switch_arguments()
     assert arguments == ["--fp32-product", "one-dot-m", "--l2-prefetch-steps", "16", "--product-to-io-layout", "all",
-                         "--split-inputs-in-step",
+                         "--split-inputs-in-step", "--split-tl-sum",
                          "--split-tile-loop-stages", "3", "--split-clusters",
                          "--split-cluster-exchange", "dsmem-push"]
     for module, name, _, off in switches:
@@ -411,8 +412,8 @@ def test_an_audit_in_another_process_gets_this_processs_kernel_switches(monkeypa
     with pytest.raises(SystemExit):  # no plan of that name: main stops once it has set the switches
         audit.main(["--plan", "no-such-plan", *arguments])
     assert (resident.FP32_PRODUCT, prefetch.L2_PREFETCH_STEPS, layouts.PRODUCT_TO_IO_LAYOUT, split.INPUTS_AHEAD,
-            dispatch.SPLIT_TILE_LOOP_STAGES, dispatch.SPLIT_CLUSTERS, dispatch.SPLIT_CLUSTER_EXCHANGE) == (
-        "one-dot-m", 16, "all", False, 3, True, "dsmem-push")
+            split.IN_THREAD_SUM, dispatch.SPLIT_TILE_LOOP_STAGES, dispatch.SPLIT_CLUSTERS,
+            dispatch.SPLIT_CLUSTER_EXCHANGE) == ("one-dot-m", 16, "all", False, False, 3, True, "dsmem-push")
 
 
 def audit_in_a_subprocess(tmp_path, *args: str, timeout: int = 1800) -> tuple[list[dict], str]:
@@ -463,7 +464,7 @@ def test_the_fp32_cluster_configuration_holds_u_in_registers_and_meets_at_the_cl
 
 def test_every_dispatchable_configuration_compiles_clean(tmp_path):
     rows, table = audit_in_a_subprocess(tmp_path)
-    columns = ("regs", "smem/step", "bar/step", "mma/step", "instr/step", "configurations:")
+    columns = ("regs", "smem/step", "conf/step", "bar/step", "mma/step", "instr/step", "configurations:")
     assert all(word in table for word in columns)
     # Coverage: every fma, resident and split (dtype, BLOCK_H) each target can get (resident: from its minimum
     # arch on; split: a slice per SM) and the stepwise kernel of every dtype, both activations, both passes.
@@ -490,6 +491,9 @@ def test_every_dispatchable_configuration_compiles_clean(tmp_path):
             assert r["u_in"] == ("regs+L1" if streamed else "registers"), r
             assert r["u_l1_per_step"] == (r["u_bytes"] // 2 if streamed else 0), r
             assert min(r["bar_per_step"], r["mma_per_step"], r["waits_per_step"]) >= 0, r  # fp64 has no MMA
+            # no shared-memory bank conflicts (banks.py) but where a split kernel's warps' partial products are
+            # summed by tl.sum over the warps: the FMA product's, and fp32's pipelined tile loop (split.launch_keywords)
+            assert r["bank_conflicts"] == 0 or "IN_THREAD_SUM=False" in r["config"], r
             if r["tier"] == "resident" and r["dtype"] != "fp64":  # test_the_resident_step_converts_... says why
                 converted = {"ACC_LAYOUT_IO=True": 2, "IN_IO_LAYOUT=True": 4}
                 assert r["bar_per_step"] <= next((n for k, n in converted.items() if k in r["config"]), 8), r

@@ -212,6 +212,34 @@ def test_split_fma_product_matches_float64_reference(one_tile, shape, nonlineari
                             reverse, device)
 
 
+# The split product's K_SPLIT partial products summed by Triton's tl.sum over the warps (split.IN_THREAD_SUM off:
+# .ci/gpu_variants.py split-tl-sum) rather than in each thread: the two parts of SPLIT_BLOCKS, and the four of 32-row
+# slices over three tiles, the last partial.
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("blocks,shape", [(SPLIT_BLOCKS, (3, 33, 128)),
+                                          (SplitBlocks(BLOCK_B=8, BLOCK_N=32, BLOCK_H=128, K_SPLIT=4, num_warps=4),
+                                           (2, 20, 100))], ids=["K2-T3-B33-H128", "K4-T2-B20-H100"])
+def test_split_kernels_summing_by_tl_sum_match_float64_reference(blocks, shape, dtype, device, monkeypatch):
+    monkeypatch.setattr(split, "IN_THREAD_SUM", False)
+    check_against_reference(KernelPlan("split", LaunchConfig(blocks, blocks)), dtype, shape, "tanh", False, device)
+
+
+@triton.jit
+def _sum_leading_kernel(x_ptr, out_ptr, K: tl.constexpr, R: tl.constexpr, C: tl.constexpr):
+    offs = tl.arange(0, K)[:, None, None] * R * C + tl.arange(0, R)[None, :, None] * C + tl.arange(0, C)[None, None, :]
+    summed = layouts.sum_leading(tl.load(x_ptr + offs))
+    tl.store(out_ptr + tl.arange(0, R)[:, None] * C + tl.arange(0, C)[None, :], summed)
+
+
+@pytest.mark.parametrize("K", [1, 2, 8, 32])
+def test_sum_leading_is_the_sum_over_the_first_axis(K, device):
+    """layouts.sum_leading, whole numbers so that any order of the additions is exact."""
+    x = torch.randint(-50, 50, (K, 16, 8), generator=torch.Generator().manual_seed(K)).float().to(device)
+    out = torch.empty(16, 8, device=device)
+    _sum_leading_kernel[(1,)](x, out, K, 16, 8)
+    assert torch.equal(out, x.sum(0))
+
+
 # dispatch.SPLIT_LOOPED_CONFIGS' shape (32-row slices, each K part of U's slice held by one warp, 8-row tiles run one
 # after another) at an H the interpreter affords: H = 100 leaves most of the last slice and of the last K part
 # masked, B = 20 three tiles, the last partial.
