@@ -100,6 +100,9 @@ VARIANTS = {  # name -> a context manager factory
     "fp32-fma-2x-warps": lambda: switched(dispatch, "FMA_CONFIGS", {
         key: config.replace(num_warps=2 * config.forward.num_warps) for key, config in dispatch.FMA_CONFIGS.items()}),
     **{f"fp32-{p}": (lambda p=p: resident_fp32(p)) for p in resident.FP32_PRODUCTS},
+    # the fma tier's product with each chain a run of consecutive k, whose FFMAs ptxas issues back to back (today's:
+    # chain c sums the k with k % 4 == c, fma.INTERLEAVED_CHAINS)
+    "fma-chains-in-runs": lambda: switched(fma, "INTERLEAVED_CHAINS", False),
     # 16-bit at BLOCK_H = 128 on the resident tier's MMA kernels, as before the fma tier took it (dispatch.FMA_CONFIGS)
     "resident-128": resident_16bit,
     # fp32 at H = 256 on the split tier, as before the fma tier took it with half of U streamed (fma.STREAM_HALF)
@@ -166,6 +169,7 @@ FP32_RESIDENT = [("float32", h, b) for h in (64, 128) for b in (8, 64)]  # the f
 FP32_MANY_ROWS = [("float32", 128, b) for b in (256, 512)]  # two and four rows per SM of an H100 or H200
 FMA_16BIT = [(dt, 128, b) for dt in ("bfloat16", "float16") for b in (8, 64)]  # the fma tier's 16-bit sizes
 FP32_FMA_256 = [("float32", 256, b) for b in (8, 64)]  # the fma tier with half of U streamed, against the split tier
+FMA_CHAINS = FP32_RESIDENT + FP32_FMA_256 + [("bfloat16", 128, b) for b in (8, 64)]  # every size the fma tier serves
 # The split tier's sizes: one tile per program up to B = 64 at H <= 1024, several tiles per program beyond
 SPLIT_BATCH = [("bfloat16", h, b) for h in (512, 1024, 2048) for b in (8, 64, 256)]
 # Where each program of the split tier runs several batch tiles per step (on 132 SMs; fp32 at H = 1024, B = 64: 4)
@@ -195,7 +199,7 @@ SPLIT_CLUSTER_CASES = [(dt, h, b) for dt, h in (("bfloat16", 512), ("bfloat16", 
 CASES = {
     "current": list(dict.fromkeys(RESIDENT_16BIT + SPLIT_16BIT + RESIDENT_BATCH + RESIDENT_L2 + FMA_L2 + FP32
                                   + FMA_16BIT + SPLIT_PROBES + SPLIT_CLUSTER_CASES + SPLIT_MANY_TILES + SPLIT_LOOPED
-                                  + SPLIT_WIDE_ONE_TILE + FP32_2048 + STEPWISE_16BIT + SPLIT_SUM)),
+                                  + SPLIT_WIDE_ONE_TILE + FP32_2048 + STEPWISE_16BIT + SPLIT_SUM + FMA_CHAINS)),
     "plain-io": SMALL,
     "acc-layout-io": SMALL,
     "product-to-io-layout": RESIDENT_16BIT + SPLIT_16BIT,
@@ -204,6 +208,7 @@ CASES = {
     "resident-128": FMA_16BIT,
     "fp32-fma-shared-sms": FP32_MANY_ROWS,
     "fp32-fma-2x-warps": FP32_RESIDENT,
+    "fma-chains-in-runs": FMA_CHAINS,
     **{f"fp32-{p}": FP32_RESIDENT + FP32_MANY_ROWS for p in resident.FP32_PRODUCTS},
     "split-32-row-slices": [c for c in SPLIT_PROBES if c[1] == 1024],
     "split-16-row-tiles": SPLIT_NARROW,

@@ -41,6 +41,13 @@ H a multiple of 16), and reports:
     step's serial chain; reported, not checked.
   - instr/step: the instructions of the time loop (loop_instructions in the JSON): what one step
     issues per warp, the speedometer of changes that leave the other columns alone; reported, not checked.
+  - stall/step: the cycles one warp takes to issue a step when nothing waits on memory or a barrier: the
+    stall count ptxas writes into each instruction's control bits (the cycles before the warp's next issue,
+    which cover fixed latencies such as an FFMA's result), summed over the time loop (stall_cycles in the
+    JSON); reported, not checked. On the H200's Nsight Compute reports (results/variants/20261127-h200/ncu/)
+    the issued and fixed-latency cycles per step (stall reasons "selected" + "wait") were 470 and 1018 in the
+    fma forward at H = 128 and 256, where this counts 485 and 985; in the split forward at H = 1024, 774
+    against 909, this count including the loop's code that rarely runs (the barrier's poll and give-up paths).
     The JSON also lists every barrier-like instruction of the loop by opcode (barrier_kinds): BAR.*,
     the mbarrier operations SYNCS.*, and the warpgroup fences of wgmma WARPGROUP.* (which wait for
     the warp's own wgmma, not for other warps), and, in the JSON only, the loop's L2 prefetches
@@ -53,9 +60,11 @@ Run it as `python -m kernels.audit` (prints the table, exits 1 on any failure); 
 the step instead of a step ahead (split.INPUTS_AHEAD off), `--split-tile-loop-stages N` the split
 kernels' tile loop software-pipelined over N stages (dispatch.SPLIT_TILE_LOOP_STAGES), and
 `--l2-prefetch-steps N` the resident kernels with their step inputs prefetched into L2 N steps ahead
-(prefetch.L2_PREFETCH_STEPS), `--product-to-io-layout all|fp32|none` the resident and split kernels with the
-product converted into their step tiles' layout in those dtypes (layouts.PRODUCT_TO_IO_LAYOUT), `--split-tl-sum`
-the split kernels with their warps' partial products summed by Triton's tl.sum (split.IN_THREAD_SUM off), so that the
+(prefetch.L2_PREFETCH_STEPS), `--fma-chains-in-runs` the fma kernels with each of their product's
+chains summing a run of consecutive k (fma.INTERLEAVED_CHAINS off), `--product-to-io-layout
+all|fp32|none` the resident and split kernels with the product converted into their step tiles'
+layout in those dtypes (layouts.PRODUCT_TO_IO_LAYOUT), `--split-tl-sum` the split kernels with their
+warps' partial products summed by Triton's tl.sum (split.IN_THREAD_SUM off), so that the
 variants a GPU will time can be compared here first.
 """
 from __future__ import annotations
@@ -108,6 +117,7 @@ class AuditRow:
     mma_per_step: int = -1       # tensor-core MMA instructions (HGMMA, HMMA) in the time loop's SASS
     waits_per_step: int = -1     # waits for wgmma groups (WARPGROUP.DEPBAR) in the time loop's SASS
     loop_instructions: int = -1  # instructions in the time loop's SASS (instr/step)
+    stall_cycles: int = -1       # the stall counts of the time loop's instructions, summed (stall/step)
     prefetch_per_step: int = -1  # L2 prefetches (CCTL.*.PF*) in the time loop's SASS (JSON only)
     u_l1_per_step: int = -1      # bytes of U loaded from global memory per time step (evict_last LDG)
     u_bytes: int = 0             # U's bytes in the program (fma, resident: BLOCK_H^2; split: its slice)
@@ -309,23 +319,47 @@ _LANE_BYTES = {"U8": 1, "S8": 1, "U16": 2, "S16": 2, "64": 8, "128": 16}  # per 
 _MMA_ITEMSIZE = {"BF16": 2, "F16": 2, "TF32": 4, "E4M3": 1, "E5M2": 1}
 
 
-def time_loop(sass: str) -> list[str]:
-    """The instructions of the outermost loop (the widest backward branch), predicates stripped."""
-    instructions = [(int(a, 16), text) for a, text in _SASS_LINE.findall(sass)]
+# An instruction's line and the next, which holds the second 64-bit word of its encoding: the control bits
+_SASS_CONTROL = re.compile(r"/\*([0-9a-f]{4,})\*/[^\n]*;\s*/\* 0x[0-9a-f]{16} \*/\s*\n\s*/\* (0x[0-9a-f]{16}) \*/")
+
+
+def _loop_span(instructions: list[tuple[int, str]]) -> tuple[int, int] | None:
+    """(first, last) address of the outermost loop, the widest backward branch, of (address, text) instructions."""
     spans = []
     for address, text in instructions:
         target = re.search(r"\bBRA\b.*?(0x[0-9a-f]+)", text)
         if target and int(target.group(1), 16) < address:
             spans.append((int(target.group(1), 16), address))
-    if not spans:
+    return max(spans, key=lambda span: span[1] - span[0]) if spans else None
+
+
+def time_loop(sass: str) -> list[str]:
+    """The instructions of the outermost loop (the widest backward branch), predicates stripped."""
+    instructions = [(int(a, 16), text) for a, text in _SASS_LINE.findall(sass)]
+    span = _loop_span(instructions)
+    if span is None:
         return []
-    first, last = max(spans, key=lambda span: span[1] - span[0])
-    return [re.sub(r"^@!?U?P\w+\s+", "", text) for address, text in instructions if first <= address <= last]
+    return [re.sub(r"^@!?U?P\w+\s+", "", text) for address, text in instructions if span[0] <= address <= span[1]]
+
+
+def stall_cycles(sass: str) -> int:
+    """The stall counts ptxas wrote into the control bits of the time loop's instructions (bits 105-108 of the
+    128-bit encoding from Volta on: the cycles the warp waits before issuing its next instruction), summed."""
+    span = _loop_span([(int(a, 16), text) for a, text in _SASS_LINE.findall(sass)])
+    if span is None:
+        return 0
+    return sum((int(word, 16) >> 41) & 0xF for address, word in _SASS_CONTROL.findall(sass)
+               if span[0] <= int(address, 16) <= span[1])
+
+
+def compiled_sass(compiled) -> str:
+    """A compiled kernel's SASS listing (its cubin, by the cuobjdump in the triton wheel)."""
+    return _nvidia_tool("cuobjdump", compiled.asm["cubin"], "-sass")
 
 
 def compiled_time_loop(compiled) -> list[str]:
-    """time_loop of a compiled kernel (its cubin's SASS, by the cuobjdump in the triton wheel)."""
-    return time_loop(_nvidia_tool("cuobjdump", compiled.asm["cubin"], "-sass"))
+    """time_loop of a compiled kernel."""
+    return time_loop(compiled_sass(compiled))
 
 
 def lane_bytes(opcode_parts: list[str]) -> int:
@@ -470,10 +504,11 @@ def compile_for(fn, dtype: str, keywords: dict, arch: int):
 
 def time_loop_facts(compiled, keywords: dict, dtype: str, tier: str = "resident") -> dict:
     """What a persistent kernel does per time step: u_hoisted, u_in, smem_per_step, h_allowance, smem_wavefronts,
-    bank_conflicts, bar_per_step, barrier_kinds, mma_per_step, waits_per_step, loop_instructions, prefetch_per_step and
-    u_l1_per_step."""
+    bank_conflicts, bar_per_step, barrier_kinds, mma_per_step, waits_per_step, loop_instructions, stall_cycles,
+    prefetch_per_step and u_l1_per_step."""
     ttgir = compiled.asm["ttgir"]
-    loop = compiled_time_loop(compiled)
+    sass = compiled_sass(compiled)
+    loop = time_loop(sass)
     warps = keywords["num_warps"]
     itemsize = ITEMSIZE[TRITON_DTYPE[dtype]]
     block_n, block_b = keywords.get("BLOCK_N", 0), keywords.get("BLOCK_B", 1)  # fma: one batch row
@@ -497,7 +532,8 @@ def time_loop_facts(compiled, keywords: dict, dtype: str, tier: str = "resident"
             "bank_conflicts": sum(a.conflicts for a in accesses),
             "bar_per_step": cta_barriers(loop), "barrier_kinds": barrier_kinds(loop),
             "mma_per_step": mma_instructions(loop), "waits_per_step": wgmma_waits(loop),
-            "loop_instructions": len(loop), "prefetch_per_step": l2_prefetches(loop),
+            "loop_instructions": len(loop), "stall_cycles": stall_cycles(sass),
+            "prefetch_per_step": l2_prefetches(loop),
             "u_l1_per_step": streamed_u_bytes(loop, warps),
             "h_allowance": h_allowance(loop, warps, h_bytes, passes, k_split, partial_bytes, tile_bytes)}
 
@@ -531,7 +567,7 @@ def run_audit(jobs: list[AuditJob], workers: int = 2) -> list[AuditRow]:
 def format_table(rows: list[AuditRow]) -> str:
     header = (f"{'kernel':<26} {'dtype':<5} {'arch':<5} {'regs':>4} {'spill':>5} {'shared':>7} {'U hoisted':<9} "
               f"{'U in':<9} {'smem/step':>9} {'conf/step':>9} {'bar/step':>8} {'mma/step':>8} {'waits/step':>10} "
-              f"{'instr/step':>10} "
+              f"{'instr/step':>10} {'stall/step':>10} "
               f"{'U bytes':>7} {'U L1/step':>9} "
               f"{'barrier':<7} {'status':<6} config")
     lines = [header, "-" * len(header)]
@@ -543,6 +579,7 @@ def format_table(rows: list[AuditRow]) -> str:
                      f"{r.u_hoisted:<9} {r.u_in:<9} {count(r.smem_per_step):>9} {count(r.bank_conflicts):>9} "
                      f"{count(r.bar_per_step):>8} "
                      f"{count(r.mma_per_step):>8} {count(r.waits_per_step):>10} {count(r.loop_instructions):>10} "
+                     f"{count(r.stall_cycles):>10} "
                      f"{r.u_bytes or 'n/a':>7} {count(r.u_l1_per_step):>9} "
                      f"{r.barrier_atomics:<7} {r.status:<6} {r.config}" + (f"  [{r.error}]" if r.error else ""))
     failed = sum(r.status == "FAIL" for r in rows)
@@ -567,7 +604,7 @@ class KernelSwitch:
 
 def kernel_switches() -> tuple[KernelSwitch, ...]:
     """Every kernel switch: what the variants a GPU will time change, so that they can be audited first."""
-    from . import dispatch, dsmem, layouts, prefetch, resident, split
+    from . import dispatch, dsmem, fma, layouts, prefetch, resident, split
     return (
         KernelSwitch("--fp32-product", resident, "FP32_PRODUCT", {"choices": resident.FP32_PRODUCTS},
                      "the resident kernels' fp32 product (default: resident.FP32_PRODUCT)"),
@@ -578,6 +615,9 @@ def kernel_switches() -> tuple[KernelSwitch, ...]:
                      "the dtypes whose resident and split kernels convert each step's product into the layout of "
                      "its input and output tiles, not those tiles into its layout (default: "
                      "layouts.PRODUCT_TO_IO_LAYOUT)"),
+        KernelSwitch("--fma-chains-in-runs", fma, "INTERLEAVED_CHAINS", {"action": "store_false"},
+                     "the fma kernels' product summed in chains of consecutive k, not interleaved "
+                     "(fma.INTERLEAVED_CHAINS off)"),
         KernelSwitch("--split-inputs-in-step", split, "INPUTS_AHEAD", {"action": "store_false"},
                      "the split kernels with each step's input read in the step, not a step ahead "
                      "(split.INPUTS_AHEAD off)"),

@@ -13,8 +13,16 @@ Both are one product, sum_k M[k, n] v[k], with the [BLOCK_H, BLOCK_H] operand M 
 backward) held in registers for all T steps, one thread per column n of M (dispatch.FMA_CONFIGS; at
 BLOCK_H = 16 a warp's 32 lanes take two per column). A thread sums over its column's k in its own
 registers (one FFMA per element per step), so nothing is summed across lanes or warps. The sum runs in CHAINS
-independent runs of k, joined at the end: one run would be a chain of BLOCK_H dependent FFMAs, each
-waiting out the last's latency. The new state then reaches every thread through shared memory: one
+independent chains, joined at the end: one would be BLOCK_H dependent FFMAs, each waiting out the last's
+latency. Chain c takes the k with k % CHAINS == c (INTERLEAVED_CHAINS), so that each 16-byte load of the state
+(4 consecutive k) gives every chain its next FFMA and the chains' FFMAs alternate: compile audit, sm_90, fp32 at
+BLOCK_H = 128, 330/253 stall cycles per step forward/backward (the issue time of a warp when nothing waits on
+memory, audit.stall_cycles) against 485/442 with each chain a run of consecutive k, whose 4 FFMAs per load ptxas
+issued back to back, each waiting out the last (Nsight Compute on the H200 counted 470 such cycles per step in
+that forward, of its 746); at 256, 694/659 against 985/1044; 11-45% fewer from BLOCK_H = 32 on. On sm_80, whose
+ptxas schedules the runs better, it saves 19-25% at 256 and in the backward at 128, but costs 3-12% at 32 and 64
+and 4% in the forward at 128. Not yet timed: `bash .ci/gpu fma-chains`. The new
+state then reaches every thread through shared memory: one
 store, one barrier, and BLOCK_H / 4 loads of 16 bytes, each at one address for the whole warp (a
 broadcast); a second barrier lets the next step's store reuse the buffer.
 
@@ -29,19 +37,19 @@ instructions per step, 2 CTA barriers, 32 LDS.128, no shuffle, 170/168 registers
 (warps along k, 4 columns a thread), the warps' partial sums met through shared memory and shuffles:
 211 instructions and 7 CTA barriers per step. The resident tier's 3xTF32 takes 414 instructions per
 step on 8 warps (with 3 wgmma waits) for the same layer. Every lane reads all of h from shared
-memory, 4x the bytes of the former layout's reads, which cost no more only if a broadcast load
-takes one shared-memory wavefront (the Nsight Compute reports of `bash .ci/gpu ncu-fma` are in
-results/variants/20261127-h200/ncu/, not yet read). Public evidence,
-not ours: on an H100, Nsight Compute counted 2 wavefronts for an LDS.128 whose warp read 2 distinct
-16-byte addresses, half the lanes each (NVIDIA developer forum, "Discrepancy in LDS.128 wavefronts:
-does SMEM broadcast across quarter-warps?"), which points to one for a single address.
+memory, 4x the bytes of the former layout's reads: on the H200 (Nsight Compute, fp32, H = 128, B = 8;
+results/variants/20261127-h200/ncu/README.md) each such broadcast LDS.128 took about 2 wavefronts, with no
+bank conflicts, and the step 746 cycles at ncu's locked clock, 3.7 per issued instruction on its one warp
+per scheduler: fixed latencies (the FFMA chains, the exact tanh) the largest share, which the interleaved
+chains above cut.
 
 BLOCK_H = 256 (STREAM_HALF, beyond HELD_MAX_BLOCK_H): fp32 U is 256 KiB there, the whole register
 file of an SM, and splitting it over CTAs would need the split tier's grid barrier (2.5 us per step
 on the H200 on its own, against cuDNN fp32's 1.74 for the whole step at B = 8). So the program holds
 the first half of the operand's rows in registers and reads the other half from global memory every
 step, 128 KiB with evict_last, which the SM's L1 can keep: the program takes 1 KiB of shared memory,
-which leaves the rest of the SM's 256 KiB of L1 and shared memory to the cache. Both halves are
+which leaves the rest of the SM's 256 KiB of L1 and shared memory to the cache (on the H200 L1 served
+98.4% of those loads: Nsight Compute, results/variants/20261127-h200/ncu/README.md). Both halves are
 stored by columns, the streamed half in its own flat run, and their runs' sums add before the one
 sum over the runs. Compile audit, sm_90, 8 warps, forward/backward: 178/186 registers, no spills,
 407/399 instructions and 2 CTA barriers per step, 32 16-byte loads of U per thread per step (before
@@ -89,6 +97,11 @@ HELD_MAX_BLOCK_H = 128
 # Independent partial sums per thread in the product (chained_sums): 4 FFMAs in flight cover the FFMA's 4-cycle
 # latency on one warp per scheduler.
 CHAINS = tl.constexpr(4)
+# Whether chain c sums the k with k % CHAINS == c (each load of 4 consecutive k feeds every chain), or a run of
+# consecutive k (each load feeds one chain 4 dependent FFMAs): module docstring. Only from BLOCK_H = 32
+# (launch_keywords): at 16, 4 k a chain, it took 13-18% more stall cycles per step on sm_80 and sm_90 (compile audit).
+INTERLEAVED_CHAINS = True
+INTERLEAVED_MIN_BLOCK_H = 32
 
 
 @dataclass(frozen=True)
@@ -104,6 +117,7 @@ def launch_keywords(config: FmaBlocks, nonlinearity: str, dtype: torch.dtype, in
     the L2 prefetch, inline PTX, on a GPU only: the launchers keep it where a launch outgrows L2)."""
     return config.keywords() | {"ACTIVATION": ACTIVATION_CODES[nonlinearity],
                                 "STREAM_HALF": config.BLOCK_H > HELD_MAX_BLOCK_H,
+                                "INTERLEAVED_CHAINS": INTERLEAVED_CHAINS and config.BLOCK_H >= INTERLEAVED_MIN_BLOCK_H,
                                 "L2_PREFETCH_STEPS": 0 if interpreted else prefetch.L2_PREFETCH_STEPS} | (
         {} if backward else {"FAST_TANH": fast_tanh(dtype, interpreted)})
 
@@ -132,27 +146,30 @@ def load_held(m_ptr, BLOCK_H: tl.constexpr, STREAM_HALF: tl.constexpr):
 
 
 @triton.jit
-def chained_sums(m, v, ROWS: tl.constexpr, BLOCK_H: tl.constexpr):
-    """[CHAINS, BLOCK_H]: sum_k m[k, n] v[k] over each of CHAINS runs of k. A thread's k sit in its registers,
-    and a sum over them is one dependent FFMA after another: CHAINS independent runs hide the FFMA's latency."""
-    m_runs = tl.reshape(m, (CHAINS, ROWS // CHAINS, BLOCK_H))
-    v_runs = tl.reshape(v, (CHAINS, ROWS // CHAINS))
-    return tl.sum(m_runs * v_runs[:, :, None], axis=1)
+def chained_sums(m, v, ROWS: tl.constexpr, BLOCK_H: tl.constexpr, INTERLEAVED: tl.constexpr):
+    """[CHAINS, BLOCK_H]: sum_k m[k, n] v[k] over each of CHAINS sets of k: those with k % CHAINS == c
+    (INTERLEAVED), or runs of consecutive k. A thread's k sit in its registers, and a sum over them is one
+    dependent FFMA after another: CHAINS independent chains hide the FFMA's latency."""
+    RUN: tl.constexpr = ROWS // CHAINS
+    if INTERLEAVED:
+        return tl.sum(tl.reshape(m, (RUN, CHAINS, BLOCK_H)) * tl.reshape(v, (RUN, CHAINS))[:, :, None], axis=0)
+    else:
+        return tl.sum(tl.reshape(m, (CHAINS, RUN, BLOCK_H)) * tl.reshape(v, (CHAINS, RUN))[:, :, None], axis=1)
 
 
 @triton.jit
-def vector_product(held, m_ptr, v, BLOCK_H: tl.constexpr, STREAM_HALF: tl.constexpr):
+def vector_product(held, m_ptr, v, BLOCK_H: tl.constexpr, STREAM_HALF: tl.constexpr, INTERLEAVED: tl.constexpr):
     """[BLOCK_H]: sum_k m[k, n] v[k] by FMA, m the operand at m_ptr of which the program holds held (load_held);
     with STREAM_HALF its second half of rows is read from memory here."""
     if STREAM_HALF:
         HALF: tl.constexpr = BLOCK_H // 2
         v_held, v_streamed = tl.split(tl.permute(tl.reshape(v, (2, HALF)), (1, 0)))
         streamed_u = tl.load(column_chunk(m_ptr, HALF, HALF, BLOCK_H), eviction_policy="evict_last")
-        sums = chained_sums(held, v_held, HALF, BLOCK_H)
-        sums += chained_sums(as_columns(streamed_u, HALF, BLOCK_H), v_streamed, HALF, BLOCK_H)
+        sums = chained_sums(held, v_held, HALF, BLOCK_H, INTERLEAVED)
+        sums += chained_sums(as_columns(streamed_u, HALF, BLOCK_H), v_streamed, HALF, BLOCK_H, INTERLEAVED)
         return tl.sum(sums, axis=0)
     else:
-        return tl.sum(chained_sums(held, v, BLOCK_H, BLOCK_H), axis=0)
+        return tl.sum(chained_sums(held, v, BLOCK_H, BLOCK_H, INTERLEAVED), axis=0)
 
 
 @triton.jit
@@ -169,6 +186,7 @@ def fma_forward_kernel(
     STREAM_HALF: tl.constexpr,  # half of U^T held, half read every step (BLOCK_H > HELD_MAX_BLOCK_H)
     FAST_TANH: tl.constexpr,    # tanh.approx.f32 (16-bit I/O on a GPU)
     L2_PREFETCH_STEPS: tl.constexpr,  # xw's row this many steps ahead prefetched into L2 (0: none; prefetch.py)
+    INTERLEAVED_CHAINS: tl.constexpr,  # chain c of the product sums the k with k % CHAINS == c (chained_sums)
 ):
     offs = tl.arange(0, BLOCK_H)
     mask = offs < H
@@ -183,7 +201,8 @@ def fma_forward_kernel(
         xw_next = tl.load(xw_ptr + (t + t_step) * stride + row, mask=mask & (s + 1 < T), other=0.0)
         if L2_PREFETCH_STEPS:
             prefetch_l2(xw_ptr + (t + L2_PREFETCH_STEPS * t_step) * stride, s + L2_PREFETCH_STEPS < T, B, H, 1)
-        h = apply_activation(xw.to(tl.float32) + vector_product(held, ut_fp32_ptr, h, BLOCK_H, STREAM_HALF),
+        h = apply_activation(xw.to(tl.float32) + vector_product(held, ut_fp32_ptr, h, BLOCK_H, STREAM_HALF,
+                                                                          INTERLEAVED_CHAINS),
                              ACTIVATION, FAST_TANH)
         tl.store(y_ptr + t * stride + row, h.to(y_ptr.dtype.element_ty), mask=mask)
         t += t_step
@@ -202,6 +221,7 @@ def fma_backward_kernel(
     t_step,         # -1 or +1
     ACTIVATION: tl.constexpr, BLOCK_H: tl.constexpr, STREAM_HALF: tl.constexpr,  # as in fma_forward_kernel
     L2_PREFETCH_STEPS: tl.constexpr,  # h's and dy's rows this many steps ahead prefetched into L2 (0: none)
+    INTERLEAVED_CHAINS: tl.constexpr,  # as in fma_forward_kernel
 ):
     offs = tl.arange(0, BLOCK_H)
     mask = offs < H
@@ -220,12 +240,12 @@ def fma_backward_kernel(
             ahead = (t + L2_PREFETCH_STEPS * t_step) * stride
             prefetch_l2(y_ptr + ahead, s + L2_PREFETCH_STEPS < T, B, H, 1)
             prefetch_l2(dy_ptr + ahead, s + L2_PREFETCH_STEPS < T, B, H, 1)
-        g = dy.to(tl.float32) + vector_product(held, u_fp32_ptr, da, BLOCK_H, STREAM_HALF)
+        g = dy.to(tl.float32) + vector_product(held, u_fp32_ptr, da, BLOCK_H, STREAM_HALF, INTERLEAVED_CHAINS)
         da = g * activation_grad_from_output(h.to(tl.float32), ACTIVATION)
         tl.store(da_ptr + t * stride + row, da.to(da_ptr.dtype.element_ty), mask=mask)
         t += t_step
         h, dy = h_next, dy_next
-    tl.store(dh0_ptr + row, vector_product(held, u_fp32_ptr, da, BLOCK_H, STREAM_HALF), mask=mask)
+    tl.store(dh0_ptr + row, vector_product(held, u_fp32_ptr, da, BLOCK_H, STREAM_HALF, INTERLEAVED_CHAINS), mask=mask)
 
 
 def by_columns(m: torch.Tensor, block_h: int) -> torch.Tensor:

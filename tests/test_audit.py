@@ -24,6 +24,7 @@ from kernels.audit import (
     mma_instructions,
     shared_bytes_per_warp,
     smem_per_step,
+    stall_cycles,
     streamed_u_bytes,
     tile_loads,
     time_loop,
@@ -172,6 +173,46 @@ def test_smem_per_step_counts_the_outer_loop_once():
     per_warp, per_warpgroup = 512 + 512 + 64, 512 + 512 + 2048
     assert smem_per_step(loop, num_warps=8) == 8 * per_warp + 2 * per_warpgroup
     assert time_loop(sass("LDS R1, [R2]", "EXIT")) == []
+
+
+def test_stall_cycles_sums_the_stall_counts_of_the_outer_loop():
+    """The 4-bit stall count at bits 41-44 of each instruction's second encoding word, over the loop's instructions."""
+    def listing(*lines):  # (text, stall count): cuobjdump's two lines an instruction, other control bits set
+        return "\n".join(f"        /*{16 * i:04x}*/   {text} ;   /* 0x0000000000007984 */\n"
+                         f"                        /* 0x{(0x7f0 | stall) << 41 | 0x400000:016x} */"
+                         for i, (text, stall) in enumerate(lines))
+    loop = listing(("MOV R1, R2", 9),              # before the loop
+                   ("FFMA R1, R2, R3, R1", 4),     # 0x10: the loop
+                   ("MUFU.EX2 R4, R1", 1),
+                   ("@P0 BRA 0x10", 5),
+                   ("EXIT", 15))
+    assert stall_cycles(loop) == 4 + 1 + 5
+    assert stall_cycles(listing(("EXIT", 3))) == 0
+
+
+# The fma forward, fp32, B = 8 (no L2 prefetch), as Nsight Compute profiled it on the H200 (commit 68fba7a: chains of
+# consecutive k), at H = 128 and 256
+NCU_FMA_STALLS = """
+import json, torch
+from kernels import audit, dispatch, fma
+fma.INTERLEAVED_CHAINS = False
+stalls = {}
+for block_h in (128, 256):
+    blocks = dispatch.FMA_CONFIGS[(torch.float32, block_h)].forward
+    keywords = fma.launch_keywords(blocks, "tanh", torch.float32, False, False) | {"L2_PREFETCH_STEPS": 0}
+    stalls[block_h] = audit.stall_cycles(audit.compiled_sass(audit.compile_for(fma.fma_forward_kernel,
+                                                                                "torch.float32", keywords, 90)))
+print(json.dumps(stalls))
+"""
+
+
+def test_stall_cycles_agree_with_nsight_computes_issue_and_fixed_latency_cycles():
+    """stall/step against the cycles per step Nsight Compute counted issuing or waiting on fixed latencies (stall
+    reasons "selected" + "wait", per issued instruction, times the instructions per warp and step), in the same
+    kernels: 470 and 1018 (results/variants/20261127-h200/ncu/README.md)."""
+    stalls = json.loads(compiled_without_interpreter(NCU_FMA_STALLS))
+    for block_h, measured in (("128", 470), ("256", 1018)):
+        assert abs(stalls[block_h] - measured) <= 0.1 * measured, stalls
 
 
 def test_bar_per_step_counts_the_cta_barriers_of_the_outer_loop():
@@ -393,8 +434,9 @@ def test_the_resident_step_converts_its_product_once_not_its_tiles():
 def test_an_audit_in_another_process_gets_this_processs_kernel_switches(monkeypatch):
     """switch_arguments (what rnnbench profile passes to its audit subprocess) names every switch, and
     the audit's main sets them from those arguments."""
-    from kernels import audit, dispatch, layouts, split
+    from kernels import audit, dispatch, fma, layouts, split
     switches = [(resident, "FP32_PRODUCT", "one-dot-m", "tf32x3"), (prefetch, "L2_PREFETCH_STEPS", 16, 4),
+                (fma, "INTERLEAVED_CHAINS", False, True),
                 (layouts, "PRODUCT_TO_IO_LAYOUT", "all", "fp32"), (split, "INPUTS_AHEAD", False, True),
                 (split, "IN_THREAD_SUM", False, True),
                 (dispatch, "SPLIT_TILE_LOOP_STAGES", 3, 1), (dispatch, "SPLIT_CLUSTERS", True, False),
@@ -404,6 +446,7 @@ def test_an_audit_in_another_process_gets_this_processs_kernel_switches(monkeypa
         monkeypatch.setattr(module, name, on)
     arguments = audit.switch_arguments()
     assert arguments == ["--fp32-product", "one-dot-m", "--l2-prefetch-steps", "16", "--product-to-io-layout", "all",
+                         "--fma-chains-in-runs",
                          "--split-inputs-in-step", "--split-tl-sum",
                          "--split-tile-loop-stages", "3", "--split-clusters",
                          "--split-cluster-exchange", "dsmem-push"]
@@ -411,9 +454,9 @@ def test_an_audit_in_another_process_gets_this_processs_kernel_switches(monkeypa
         monkeypatch.setattr(module, name, off)
     with pytest.raises(SystemExit):  # no plan of that name: main stops once it has set the switches
         audit.main(["--plan", "no-such-plan", *arguments])
-    assert (resident.FP32_PRODUCT, prefetch.L2_PREFETCH_STEPS, layouts.PRODUCT_TO_IO_LAYOUT, split.INPUTS_AHEAD,
-            split.IN_THREAD_SUM, dispatch.SPLIT_TILE_LOOP_STAGES, dispatch.SPLIT_CLUSTERS,
-            dispatch.SPLIT_CLUSTER_EXCHANGE) == ("one-dot-m", 16, "all", False, False, 3, True, "dsmem-push")
+    assert (resident.FP32_PRODUCT, prefetch.L2_PREFETCH_STEPS, fma.INTERLEAVED_CHAINS, layouts.PRODUCT_TO_IO_LAYOUT,
+            split.INPUTS_AHEAD, split.IN_THREAD_SUM, dispatch.SPLIT_TILE_LOOP_STAGES, dispatch.SPLIT_CLUSTERS,
+            dispatch.SPLIT_CLUSTER_EXCHANGE) == ("one-dot-m", 16, False, "all", False, False, 3, True, "dsmem-push")
 
 
 def audit_in_a_subprocess(tmp_path, *args: str, timeout: int = 1800) -> tuple[list[dict], str]:
@@ -464,7 +507,7 @@ def test_the_fp32_cluster_configuration_holds_u_in_registers_and_meets_at_the_cl
 
 def test_every_dispatchable_configuration_compiles_clean(tmp_path):
     rows, table = audit_in_a_subprocess(tmp_path)
-    columns = ("regs", "smem/step", "conf/step", "bar/step", "mma/step", "instr/step", "configurations:")
+    columns = ("regs", "smem/step", "conf/step", "bar/step", "mma/step", "instr/step", "stall/step", "configurations:")
     assert all(word in table for word in columns)
     # Coverage: every fma, resident and split (dtype, BLOCK_H) each target can get (resident: from its minimum
     # arch on; split: a slice per SM) and the stepwise kernel of every dtype, both activations, both passes.
@@ -491,6 +534,7 @@ def test_every_dispatchable_configuration_compiles_clean(tmp_path):
             assert r["u_in"] == ("regs+L1" if streamed else "registers"), r
             assert r["u_l1_per_step"] == (r["u_bytes"] // 2 if streamed else 0), r
             assert min(r["bar_per_step"], r["mma_per_step"], r["waits_per_step"]) >= 0, r  # fp64 has no MMA
+            assert r["stall_cycles"] >= r["loop_instructions"] > 0, r
             # no shared-memory bank conflicts (banks.py) but where a split kernel's warps' partial products are
             # summed by tl.sum over the warps: the FMA product's, and fp32's pipelined tile loop (split.launch_keywords)
             assert r["bank_conflicts"] == 0 or "IN_THREAD_SUM=False" in r["config"], r

@@ -9,7 +9,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels import barrier, dispatch, layouts, resident, split
+from kernels import barrier, dispatch, fma, layouts, resident, split
 from kernels.dispatch import TIERS, KernelPlan, plan_for, recurrence_backward, recurrence_forward
 from kernels.launch import LaunchConfig
 from kernels.runtime import device_facts, interpreting
@@ -86,6 +86,15 @@ def test_kernels_with_the_other_step_layout_match_float64_reference(tier, dtype,
     plan = plan_for(shape[2], shape[1], dtype, device, kernel=tier)
     assert plan.tier == tier
     check_against_reference(plan, dtype, shape, nonlinearity, reverse, device)
+
+
+@pytest.mark.parametrize("shape", [(4, 3, 128), (3, 2, 200)], ids=lambda s: "T{}-B{}-H{}".format(*s))
+def test_fma_kernels_with_chains_of_consecutive_k_match_float64_reference(shape, device, monkeypatch):
+    """fma.INTERLEAVED_CHAINS off (.ci/gpu_variants.py fma-chains-in-runs): each chain of the product a run of
+    consecutive k, U held whole and half streamed."""
+    monkeypatch.setattr(fma, "INTERLEAVED_CHAINS", False)
+    check_against_reference(plan_for(shape[2], shape[1], torch.float32, device, kernel="fma"), torch.float32, shape,
+                            "tanh", False, device)
 
 
 @pytest.mark.parametrize("shape", [s for s in SHAPES if s[2] <= 128] + [(4, 3, 128), (3, 2, 200), (4, 3, 256)],
