@@ -559,6 +559,18 @@ def compile_one(job: AuditJob) -> AuditRow:
     return row
 
 
+def shared_access_listing(job: AuditJob) -> str:
+    """Each shared-memory access of a persistent kernel's time loop with its wavefronts (banks.py): where its bank
+    conflicts are, by PTX line."""
+    compiled = compile_for(_kernel(job.tier, job.kernel), job.dtype, job.keywords, job.arch)
+    accesses = shared_accesses(compiled.asm["ptx"], job.keywords["num_warps"])
+    lines = [f"{job.kernel} {TRITON_DTYPE[job.dtype]} sm_{job.arch} {job.nonlinearity} {job.plan}",
+             f"  {'PTX line':>8} {'wavefronts':>10} {'fewest':>6} {'conflicts':>9}  instruction"]
+    lines += [f"  {a.line:>8} {a.wavefronts:>10} {a.ideal:>6} {a.conflicts:>9}  {a.text}"
+              + ("  (address not computed)" if a.unknown else "") for a in accesses]
+    return "\n".join(lines)
+
+
 def run_audit(jobs: list[AuditJob], workers: int = 2) -> list[AuditRow]:
     with ProcessPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(compile_one, jobs))
@@ -659,6 +671,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", help="only this dtype (float32, bfloat16, float16, float64)")
     parser.add_argument("--nonlinearity", choices=["tanh", "relu"], help="only this activation")
     parser.add_argument("--arch", type=int, choices=sorted(SHARED_LIMIT), help="only this target")
+    parser.add_argument("--shared-accesses", action="store_true",
+                        help="also list each shared-memory access of the persistent kernels' time loops with its "
+                             "wavefronts and bank conflicts (kernels/banks.py); best with --plan")
     switches = kernel_switches()
     for switch in switches:  # absent: None, the module's default stays
         parser.add_argument(switch.option, dest=switch.name, default=None, help=switch.help, **switch.argument)
@@ -671,6 +686,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("no dispatchable configuration matches --plan/--dtype/--nonlinearity/--arch")
     rows = run_audit(selected, args.jobs)
     print(format_table(rows))
+    if args.shared_accesses:
+        for job in selected:
+            if job.tier in PERSISTENT_TIERS:
+                print("\n" + shared_access_listing(job))
     if args.json:
         with open(args.json, "w") as f:
             json.dump([asdict(r) | {"status": r.status, "u_re_read": r.u_re_read} for r in rows], f, indent=1)

@@ -487,20 +487,31 @@ def _l2_prefetch(config: str) -> str:
     return "" if found is None else (f"{found[1]} steps" if found[1] != "0" else "off")
 
 
+def _per_step(facts: dict, key: str):
+    """A time-loop figure of the audit ('' where the kernel has no time loop: -1, or absent)."""
+    value = facts.get(key)
+    return "" if value is None or value < 0 else value
+
+
 def _compile_facts_table(ran: list[dict]) -> list[str]:
     rows = [[r["backend"], f["tier"], f["kernel"], f.get("pass", ""), _l2_prefetch(f.get("config")),
              f"sm_{f['arch']}", f.get("registers", ""), f.get("spill_bytes", ""), f.get("shared", ""),
              f.get("num_warps", ""), f.get("blocks_per_sm", ""),
              f"{100 * f['occupancy']:.0f}%" if "occupancy" in f else "", f.get("limiter", ""),
+             *(_per_step(f, k) for k in ("loop_instructions", "stall_cycles", "bar_per_step", "bank_conflicts")),
              f.get("error") or f.get("status", "")]
             for r in ran for f in r.get("compile_facts", [])]
     if not rows:
         return []
     return ["### Compile facts of the Triton kernels that ran (kernels.audit; no GPU needed)",
             "The dispatcher's tier and configuration for this case, compiled for the target; occupancy = resident "
-            "warps / 64 per SM, limited by registers, shared memory or warps (rnnbench/hardware.py).",
+            "warps / 64 per SM, limited by registers, shared memory or warps (rnnbench/hardware.py). Per step of a "
+            "persistent kernel's time loop, per warp: its instructions, the cycles it takes to issue them when "
+            "nothing waits on memory (stall), its CTA barriers, and its shared-memory bank conflicts (wavefronts "
+            "beyond the fewest, all warps).",
             md_table(["backend", "tier", "kernel", "pass", "L2 prefetch", "arch", "regs/thread", "spill B", "shared B",
-                      "warps", "blocks/SM", "occupancy", "limited by", "audit"], rows)]
+                      "warps", "blocks/SM", "occupancy", "limited by", "instr/step", "stall/step", "bar/step",
+                      "conf/step", "audit"], rows)]
 
 
 def _share(efficiency: dict, key: str) -> str:

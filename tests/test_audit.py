@@ -505,6 +505,20 @@ def test_the_fp32_cluster_configuration_holds_u_in_registers_and_meets_at_the_cl
         assert "CLUSTER=4," in r["config"] and "FMA=True" in r["config"] and r["u_bytes"] == 64 * 256 * 4, r
 
 
+def test_the_audit_lists_each_shared_access_of_a_time_loop_with_its_wavefronts(tmp_path):
+    """--shared-accesses: after the table, each persistent kernel's time-loop accesses (banks.py), one line each:
+    the split forward at H = 1024, B = 16 with tl.sum over the warps, whose 16-way conflicted stores and reads add up
+    to Nsight Compute's 960 conflict wavefronts a step."""
+    plan = dispatch.plan_for(1024, 16, torch.bfloat16)
+    _, out = audit_in_a_subprocess(tmp_path, "--plan", plan.name, "--dtype", "bfloat16", "--arch", "90",
+                                   "--nonlinearity", "tanh", "--split-tl-sum", "--shared-accesses", timeout=600)
+    forward = next(block for block in out.split("\n\n") if block.startswith("split_forward_kernel bf16 sm_90 tanh"))
+    rows = [line.split(None, 4) for line in forward.splitlines()[2:]]
+    assert all(len(row) == 5 and row[0].isdigit() for row in rows), forward
+    assert ["128", "8", "120"] in [row[1:4] for row in rows if "st.shared.b32" in row[4]], forward
+    assert sum(int(row[3]) for row in rows) == 960
+
+
 def test_every_dispatchable_configuration_compiles_clean(tmp_path):
     rows, table = audit_in_a_subprocess(tmp_path)
     columns = ("regs", "smem/step", "conf/step", "bar/step", "mma/step", "instr/step", "stall/step", "configurations:")

@@ -136,7 +136,8 @@ def test_compile_facts_match_the_audit(profiled):
     assert len(audit) == 4  # forward and backward kernel, each with and without the L2 prefetch (kernels/prefetch.py)
     for row in audit:
         fact = facts[(row["kernel"], arch, row["config"])]
-        for key in ("registers", "spill_bytes", "shared", "num_warps", "status"):
+        for key in ("registers", "spill_bytes", "shared", "num_warps", "loop_instructions", "stall_cycles",
+                    "bar_per_step", "bank_conflicts", "status"):
             assert fact[key] == row[key], key
         assert fact["tier"] == plan.tier and fact["plan"] == plan.name
         occupancy = hardware.occupancy(row["registers"], row["shared"], row["num_warps"], arch)["occupancy"]
