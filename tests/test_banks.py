@@ -74,6 +74,28 @@ def test_shared_accesses_of_the_loop_by_thread_arithmetic_and_predicates():
     ]
 
 
+def ldmatrix_loop(row_bytes: int, rows: int = 32) -> str:
+    """A loop whose ldmatrix .x4 takes lane t's row at (t % rows) * row_bytes."""
+    return f"""
+	mov.u32 	%r1, %tid.x;
+	and.b32 	%r7, %r1, {rows - 1};
+	mul.lo.s32 	%r2, %r7, {row_bytes};
+$L__BB0_1:                              // =>This Loop Header: Depth=1
+	ldmatrix.sync.aligned.m8n8.x4.shared.b16 {{%r3, %r4, %r5, %r6}}, [%r2];
+	bra.uni 	$L__BB0_1;
+"""
+
+
+@pytest.mark.parametrize("row_bytes,rows,expected", [(16, 32, 4), (256, 32, 32), (144, 32, 4), (16, 8, 4)],
+                         ids=["rows-contiguous", "rows-256-bytes-apart", "rows-padded", "one-matrix-four-times"])
+def test_an_ldmatrix_takes_a_wavefront_per_matrix_unless_its_rows_share_banks(row_bytes, rows, expected):
+    """Each of the 4 matrices is 8 rows of 16 bytes, read in its own wavefront: contiguous or padded rows (144 bytes
+    apart) cover all 32 banks once; rows 256 bytes apart fall in the same 4 banks, 8 wavefronts a matrix; the same
+    128 bytes as all four matrices still take one wavefront each."""
+    access, = shared_accesses(ldmatrix_loop(row_bytes, rows), num_warps=1)
+    assert (access.wavefronts, access.ideal, access.store) == (expected, 4, False)
+
+
 # The split forward kernel at H = 1024, B = 16, bf16 (8-row tiles, 64 slices), as Nsight Compute profiled it on an
 # H200 (results/variants/20261127-h200/ncu/): 480 load and 480 store bank-conflict wavefronts per program and step,
 # with the warps' partial products summed by tl.sum; none with them summed in each thread (split.IN_THREAD_SUM).
