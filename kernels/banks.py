@@ -22,7 +22,10 @@ in the order the PTX lists them, ignoring branches: a shared address is computed
 and constants, before the loop or in it, and an unknown one is reported, not guessed. A predicated access
 counts the lanes whose predicate is true, or all of them where it is unknown. Each shared access in the time
 loop (the outermost loop of the PTX, by LLVM's loop comments) counts once per step: a loop nested in the
-time loop runs its accesses once here.
+time loop runs its accesses once here. Not counted: what wgmma reads through shared-memory descriptors and
+what cp.async or TMA writes (their layouts are the compiler's swizzled ones), and ptxas's merging of several
+PTX accesses into one wider SASS instruction (the fma tier's broadcast loads), which changes the wavefronts
+of conflict-free accesses but not their conflicts.
 """
 import re
 from dataclasses import dataclass
