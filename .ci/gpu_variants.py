@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 import triton.testing
 
-from kernels import TritonRNN, dispatch, dsmem, fma, layouts, prefetch, resident, split
+from kernels import TritonRNN, activations, dispatch, dsmem, fma, layouts, prefetch, resident, split
 from kernels.reference import run_module
 
 
@@ -103,6 +103,9 @@ VARIANTS = {  # name -> a context manager factory
     # the fma tier's product with each chain a run of consecutive k, whose FFMAs ptxas issues back to back (today's:
     # chain c sums the k with k % 4 == c, fma.INTERLEAVED_CHAINS)
     "fma-chains-in-runs": lambda: switched(fma, "INTERLEAVED_CHAINS", False),
+    # fp32 forward kernels with tanh's portable form, its range checks for denormal operands on the step's serial
+    # chain (today's: the same maths by inline PTX without them, activations.FTZ_TANH_ON)
+    "portable-tanh": lambda: switched(activations, "FTZ_TANH_ON", False),
     # 16-bit at BLOCK_H = 128 on the resident tier's MMA kernels, as before the fma tier took it (dispatch.FMA_CONFIGS)
     "resident-128": resident_16bit,
     # fp32 at H = 256 on the split tier, as before the fma tier took it with half of U streamed (fma.STREAM_HALF)
@@ -209,6 +212,7 @@ CASES = {
     "fp32-fma-shared-sms": FP32_MANY_ROWS,
     "fp32-fma-2x-warps": FP32_RESIDENT,
     "fma-chains-in-runs": FMA_CHAINS,
+    "portable-tanh": FP32_RESIDENT + FP32_FMA_256 + [("float32", 512, 8), ("float32", 1024, 8)],
     **{f"fp32-{p}": FP32_RESIDENT + FP32_MANY_ROWS for p in resident.FP32_PRODUCTS},
     "split-32-row-slices": [c for c in SPLIT_PROBES if c[1] == 1024],
     "split-16-row-tiles": SPLIT_NARROW,

@@ -60,7 +60,8 @@ Run it as `python -m kernels.audit` (prints the table, exits 1 on any failure); 
 the step instead of a step ahead (split.INPUTS_AHEAD off), `--split-tile-loop-stages N` the split
 kernels' tile loop software-pipelined over N stages (dispatch.SPLIT_TILE_LOOP_STAGES), and
 `--l2-prefetch-steps N` the resident kernels with their step inputs prefetched into L2 N steps ahead
-(prefetch.L2_PREFETCH_STEPS), `--fma-chains-in-runs` the fma kernels with each of their product's
+(prefetch.L2_PREFETCH_STEPS), `--portable-tanh` the fp32 forward kernels with tanh's portable form
+(activations.FTZ_TANH_ON off), `--fma-chains-in-runs` the fma kernels with each of their product's
 chains summing a run of consecutive k (fma.INTERLEAVED_CHAINS off), `--product-to-io-layout
 all|fp32|none` the resident and split kernels with the product converted into their step tiles'
 layout in those dtypes (layouts.PRODUCT_TO_IO_LAYOUT), `--split-tl-sum` the split kernels with their
@@ -616,7 +617,7 @@ class KernelSwitch:
 
 def kernel_switches() -> tuple[KernelSwitch, ...]:
     """Every kernel switch: what the variants a GPU will time change, so that they can be audited first."""
-    from . import dispatch, dsmem, fma, layouts, prefetch, resident, split
+    from . import activations, dispatch, dsmem, fma, layouts, prefetch, resident, split
     return (
         KernelSwitch("--fp32-product", resident, "FP32_PRODUCT", {"choices": resident.FP32_PRODUCTS},
                      "the resident kernels' fp32 product (default: resident.FP32_PRODUCT)"),
@@ -627,6 +628,9 @@ def kernel_switches() -> tuple[KernelSwitch, ...]:
                      "the dtypes whose resident and split kernels convert each step's product into the layout of "
                      "its input and output tiles, not those tiles into its layout (default: "
                      "layouts.PRODUCT_TO_IO_LAYOUT)"),
+        KernelSwitch("--portable-tanh", activations, "FTZ_TANH_ON", {"action": "store_false"},
+                     "fp32 forward kernels with tanh's portable form, with its denormal range checks, not the same "
+                     "maths by inline PTX without them (activations.FTZ_TANH_ON off)"),
         KernelSwitch("--fma-chains-in-runs", fma, "INTERLEAVED_CHAINS", {"action": "store_false"},
                      "the fma kernels' product summed in chains of consecutive k, not interleaved "
                      "(fma.INTERLEAVED_CHAINS off)"),

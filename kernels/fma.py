@@ -86,7 +86,7 @@ import triton.language as tl
 
 from . import prefetch
 from .activations import ACTIVATION_CODES, activation_grad_from_output, apply_activation
-from .launch import Blocks, accumulator_dtype, fast_tanh
+from .launch import Blocks, accumulator_dtype, tanh_form
 from .prefetch import prefetch_distance, prefetch_l2
 from .runtime import interpreting
 
@@ -119,7 +119,7 @@ def launch_keywords(config: FmaBlocks, nonlinearity: str, dtype: torch.dtype, in
                                 "STREAM_HALF": config.BLOCK_H > HELD_MAX_BLOCK_H,
                                 "INTERLEAVED_CHAINS": INTERLEAVED_CHAINS and config.BLOCK_H >= INTERLEAVED_MIN_BLOCK_H,
                                 "L2_PREFETCH_STEPS": 0 if interpreted else prefetch.L2_PREFETCH_STEPS} | (
-        {} if backward else {"FAST_TANH": fast_tanh(dtype, interpreted)})
+        {} if backward else {"TANH_FORM": tanh_form(dtype, interpreted)})
 
 
 @triton.jit
@@ -184,7 +184,7 @@ def fma_forward_kernel(
     ACTIVATION: tl.constexpr,   # 0 tanh, 1 relu
     BLOCK_H: tl.constexpr,      # H padded to a power of two
     STREAM_HALF: tl.constexpr,  # half of U^T held, half read every step (BLOCK_H > HELD_MAX_BLOCK_H)
-    FAST_TANH: tl.constexpr,    # tanh.approx.f32 (16-bit I/O on a GPU)
+    TANH_FORM: tl.constexpr,    # activations.py: approx (16-bit I/O on a GPU), ftz (fp32 on a GPU), portable
     L2_PREFETCH_STEPS: tl.constexpr,  # xw's row this many steps ahead prefetched into L2 (0: none; prefetch.py)
     INTERLEAVED_CHAINS: tl.constexpr,  # chain c of the product sums the k with k % CHAINS == c (chained_sums)
 ):
@@ -203,7 +203,7 @@ def fma_forward_kernel(
             prefetch_l2(xw_ptr + (t + L2_PREFETCH_STEPS * t_step) * stride, s + L2_PREFETCH_STEPS < T, B, H, 1)
         h = apply_activation(xw.to(tl.float32) + vector_product(held, ut_fp32_ptr, h, BLOCK_H, STREAM_HALF,
                                                                           INTERLEAVED_CHAINS),
-                             ACTIVATION, FAST_TANH)
+                             ACTIVATION, TANH_FORM)
         tl.store(y_ptr + t * stride + row, h.to(y_ptr.dtype.element_ty), mask=mask)
         t += t_step
         xw = xw_next

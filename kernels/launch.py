@@ -14,7 +14,8 @@ from typing import Generic, TypeVar
 import torch
 import triton.language as tl
 
-from .activations import ACTIVATION_CODES
+from . import activations
+from .activations import ACTIVATION_CODES, APPROX_TANH, FTZ_TANH, PORTABLE_TANH
 
 SIXTEEN_BIT = (torch.bfloat16, torch.float16)
 COMPILE_OPTIONS = ("num_warps", "num_stages")  # launch keywords that are compile options, not constexprs
@@ -33,10 +34,15 @@ def common_keywords(nonlinearity: str, dtype: torch.dtype, interpreted: bool) ->
             "UPCAST_DOT": interpreted and dtype in SIXTEEN_BIT}
 
 
-def fast_tanh(dtype: torch.dtype, interpreted: bool) -> bool:
-    """Whether a persistent forward kernel takes tanh.approx.f32 (activations.py): for 16-bit I/O, whose
-    rounding is coarser than its error, on a GPU (the interpreter cannot run inline PTX). fp32 keeps an exact tanh."""
-    return not interpreted and dtype in SIXTEEN_BIT
+def tanh_form(dtype: torch.dtype, interpreted: bool) -> str:
+    """A persistent forward kernel's TANH_FORM (activations.py): on a GPU (the interpreter cannot run inline PTX)
+    tanh.approx.f32 for 16-bit I/O, whose rounding is coarser than its error, and for fp32 the exact form without
+    denormal range checks (activations.FTZ_TANH_ON); else the portable exact form."""
+    if interpreted:
+        return PORTABLE_TANH.value
+    if dtype in SIXTEEN_BIT:
+        return APPROX_TANH.value
+    return FTZ_TANH.value if dtype == torch.float32 and activations.FTZ_TANH_ON else PORTABLE_TANH.value
 
 
 @dataclass(frozen=True)

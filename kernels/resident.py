@@ -82,7 +82,7 @@ import triton.language as tl
 
 from . import prefetch
 from .activations import activation_grad_from_output, apply_activation
-from .launch import SIXTEEN_BIT, Blocks, accumulator_dtype, common_keywords, fast_tanh
+from .launch import SIXTEEN_BIT, Blocks, accumulator_dtype, common_keywords, tanh_form
 from .layouts import converts_product, in_io_layout
 from .prefetch import prefetch_distance, prefetch_l2
 from .runtime import interpreting
@@ -123,7 +123,7 @@ def launch_keywords(config: ResidentBlocks, nonlinearity: str, dtype: torch.dtyp
     prefetched = not interpreted and dtype in SIXTEEN_BIT and not (backward and config.BLOCK_H >= 256)
     keywords["L2_PREFETCH_STEPS"] = prefetch.L2_PREFETCH_STEPS if prefetched else 0
     if not backward:  # the backward has no tanh: act' comes from h
-        keywords["FAST_TANH"] = fast_tanh(dtype, interpreted)
+        keywords["TANH_FORM"] = tanh_form(dtype, interpreted)
     return keywords
 
 
@@ -274,7 +274,7 @@ def resident_forward_kernel(
     BLOCK_B: tl.constexpr,        # batch rows per program
     BLOCK_H: tl.constexpr,        # H padded to a power of two
     DOT_PRECISION: tl.constexpr,  # "ieee" (16-bit, float64) or fp32: FP32_PRODUCT
-    FAST_TANH: tl.constexpr,      # tanh.approx.f32 (16-bit I/O on a GPU)
+    TANH_FORM: tl.constexpr,      # activations.py: approx (16-bit on a GPU), ftz (fp32 on a GPU), portable
     ACC_DTYPE: tl.constexpr,      # carry and accumulation: tl.float32 (tl.float64 for float64 I/O)
     UPCAST_DOT: tl.constexpr,     # interpreter workaround for bf16 tl.dot (launch.py)
     ACC_LAYOUT_IO: tl.constexpr,  # per-step loads and stores by inline PTX, in the accumulator's layout
@@ -289,7 +289,7 @@ def resident_forward_kernel(
     h = tl.load(h0_ptr + tile, mask=mask, other=0.0).to(ACC_DTYPE)
     xw = tl.load(xw_ptr + t * stride + tile, mask=mask, other=0.0).to(ACC_DTYPE)
     # Step 0, peeled: U's register value gets a user outside the loop.
-    h = apply_activation(product(u, h, xw, IO_DTYPE, DOT_PRECISION, UPCAST_DOT, IN_IO_LAYOUT), ACTIVATION, FAST_TANH)
+    h = apply_activation(product(u, h, xw, IO_DTYPE, DOT_PRECISION, UPCAST_DOT, IN_IO_LAYOUT), ACTIVATION, TANH_FORM)
     store_tile(y_ptr + t * stride, tile, h.to(IO_DTYPE), mask, ACC_LAYOUT_IO)
     xw = load_tile(xw_ptr + (t + t_step) * stride, tile, mask, T > 1, ACC_LAYOUT_IO)
     for s in range(1, T):
@@ -300,7 +300,7 @@ def resident_forward_kernel(
         if L2_PREFETCH_STEPS:
             prefetch_l2(xw_ptr + (t + L2_PREFETCH_STEPS * t_step) * stride, s + L2_PREFETCH_STEPS < T, B, H, BLOCK_B)
         a = product(u, h, xw_t, IO_DTYPE, DOT_PRECISION, UPCAST_DOT, IN_IO_LAYOUT)
-        h = apply_activation(a, ACTIVATION, FAST_TANH)
+        h = apply_activation(a, ACTIVATION, TANH_FORM)
         store_tile(y_ptr + t * stride, tile, h.to(IO_DTYPE), mask, ACC_LAYOUT_IO)
 
 

@@ -97,7 +97,7 @@ from .dsmem import (
     send_state,
     wait_state,
 )
-from .launch import SIXTEEN_BIT, Blocks, accumulator_dtype, common_keywords, fast_tanh
+from .launch import SIXTEEN_BIT, Blocks, accumulator_dtype, common_keywords, tanh_form
 from .layouts import converts_product, in_io_layout, sum_leading
 from .runtime import co_resident_programs, interpreting
 
@@ -166,7 +166,7 @@ def launch_keywords(config: SplitBlocks, nonlinearity: str, dtype: torch.dtype, 
         "IN_IO_LAYOUT": converts_product(dtype) and not config.FMA,
         # the FMA product has no K_SPLIT parts; fp32's pipelined tile loop spills with it on sm_80 (8-16 bytes)
         "IN_THREAD_SUM": IN_THREAD_SUM and not config.FMA and not (dtype == torch.float32 and config.num_stages > 1),
-        **({} if backward else {"FAST_TANH": fast_tanh(dtype, interpreted)})}
+        **({} if backward else {"TANH_FORM": tanh_form(dtype, interpreted)})}
 
 
 @triton.jit
@@ -369,7 +369,7 @@ def forward_tile(u3, prev_ptr, xw, y_ptr, t, tile, cols, B, H, slot, send, CLUST
                  ACTIVATION: tl.constexpr, BLOCK_B: tl.constexpr,
                  BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, K_SPLIT: tl.constexpr,
                  DOT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr,
-                 WORK: tl.constexpr, FAST_TANH: tl.constexpr, READ: tl.constexpr, WRITE: tl.constexpr,
+                 WORK: tl.constexpr, TANH_FORM: tl.constexpr, READ: tl.constexpr, WRITE: tl.constexpr,
                  FMA: tl.constexpr, IN_IO_LAYOUT: tl.constexpr, IN_THREAD_SUM: tl.constexpr):
     """Step t of one batch tile: y_t[:, cols] = act(xw_t[:, cols] + prev U[cols, :]^T), xw_t's tile given; prev
     read through the exchange READ (slot 1 - slot of a dsmem one), the result passed on through WRITE (slot `slot`;
@@ -379,10 +379,10 @@ def forward_tile(u3, prev_ptr, xw, y_ptr, t, tile, cols, B, H, slot, send, CLUST
     a = xw.to(ACC_DTYPE) + slice_product(u3, prev_ptr, tile, B, H, 1 - slot, BLOCK_N, BLOCK_B, BLOCK_H, K_SPLIT,
                                          DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, WORK, READ, FMA, IN_IO_LAYOUT,
                                          IN_THREAD_SUM)
-    # Without IN_IO_LAYOUT the sum over the warps leaves every warp holding all of a (Triton's slice layout), so
-    # every warp computes the whole tile's activation (at H = 1024 with 32 x 16 tiles, 16 tanh a thread against 2):
-    # FAST_TANH makes each one instruction, not about ten.
-    h = apply_activation(a, ACTIVATION, FAST_TANH).to(y_ptr.dtype.element_ty)
+    # Without IN_IO_LAYOUT, tl.sum over the warps left every warp holding all of a (Triton's slice layout), so every
+    # warp computed the whole tile's activation (at H = 1024 with 32 x 16 tiles, 16 tanh a thread against 2): the
+    # approx TANH_FORM makes each one instruction, not about ten.
+    h = apply_activation(a, ACTIVATION, TANH_FORM).to(y_ptr.dtype.element_ty)
     publish_state(h, cols, slot, send, BLOCK_N, BLOCK_B, BLOCK_H, CLUSTER, WRITE)
     tl.store(y_ptr + step + out, h, mask=out_mask)
 
@@ -434,7 +434,7 @@ def split_forward_kernel(
     UPCAST_DOT: tl.constexpr,     # interpreter workaround for bf16 tl.dot (launch.py)
     WORK: tl.constexpr,           # what a step does: FULL_STEP, or less to time the rest (`rnnbench exchange`)
     EXCHANGE: tl.constexpr,       # "l2", "dsmem-pull" or "dsmem-push": how the state reaches the group's programs
-    FAST_TANH: tl.constexpr,      # tanh.approx.f32 (16-bit I/O on a GPU)
+    TANH_FORM: tl.constexpr,      # activations.py: approx (16-bit on a GPU), ftz (fp32 on a GPU), portable
     FMA: tl.constexpr,            # the product by FMA (fma_slice_product), not tl.dot
     IN_IO_LAYOUT: tl.constexpr,   # the product converted into the loads' layout (layouts.converts_product)
     IN_THREAD_SUM: tl.constexpr,  # the K_SPLIT partial products summed in each thread (layouts.sum_leading)
@@ -446,12 +446,12 @@ def split_forward_kernel(
     # keeps its load out of the loops.
     forward_tile(u3, h0_ptr, step_tile(xw_ptr, t, group, cols, B, H, BLOCK_B, True), y_ptr, t, group, cols, B, H,
                  0, T > 1, CLUSTER, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE,
-                 UPCAST_DOT, WORK, FAST_TANH, L2, EXCHANGE, FMA, IN_IO_LAYOUT, IN_THREAD_SUM)
+                 UPCAST_DOT, WORK, TANH_FORM, L2, EXCHANGE, FMA, IN_IO_LAYOUT, IN_THREAD_SUM)
     if not ONE_TILE:  # the group's other tiles (with ONE_TILE there are none: launcher-checked)
         for tile in range(group + groups, tiles, groups):
             forward_tile(u3, h0_ptr, step_tile(xw_ptr, t, tile, cols, B, H, BLOCK_B, True), y_ptr, t, tile, cols, B,
                          H, 0, False, CLUSTER, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE,
-                         UPCAST_DOT, WORK, FAST_TANH, L2, L2, FMA, IN_IO_LAYOUT, IN_THREAD_SUM)
+                         UPCAST_DOT, WORK, TANH_FORM, L2, L2, FMA, IN_IO_LAYOUT, IN_THREAD_SUM)
     if INPUTS_AHEAD:  # the group's first tile of the next step's xw
         xw_ahead = step_tile(xw_ptr, t + t_step, group, cols, B, H, BLOCK_B, T > 1)
     for s in range(1, T):
@@ -467,12 +467,12 @@ def split_forward_kernel(
             xw = tile_input(xw_ptr, xw_first, t, group, group, cols, B, H, BLOCK_B, INPUTS_AHEAD, ONE_TILE)
             forward_tile(u3, prev_ptr, xw, y_ptr, t, group, cols, B, H, s % 2, s + 1 < T, CLUSTER, ACTIVATION,
                          BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, WORK,
-                         FAST_TANH, EXCHANGE, EXCHANGE, FMA, IN_IO_LAYOUT, IN_THREAD_SUM)
+                         TANH_FORM, EXCHANGE, EXCHANGE, FMA, IN_IO_LAYOUT, IN_THREAD_SUM)
         else:
             for tile in range(group, tiles, groups):
                 xw = tile_input(xw_ptr, xw_first, t, tile, group, cols, B, H, BLOCK_B, INPUTS_AHEAD, ONE_TILE)
                 forward_tile(u3, prev_ptr, xw, y_ptr, t, tile, cols, B, H, 0, False, CLUSTER, ACTIVATION, BLOCK_B,
-                             BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, WORK, FAST_TANH,
+                             BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, WORK, TANH_FORM,
                              L2, L2, FMA, IN_IO_LAYOUT, IN_THREAD_SUM)
     meet_cluster(EXCHANGE, False)
 

@@ -215,6 +215,30 @@ def test_stall_cycles_agree_with_nsight_computes_issue_and_fixed_latency_cycles(
         assert abs(stalls[block_h] - measured) <= 0.1 * measured, stalls
 
 
+# The fp32 fma forward at H = 128 with each tanh form it can take on a GPU (activations.py), and bf16's
+TANH_FORMS = """
+import json, torch
+from kernels import activations, audit, dispatch, fma
+loops = {}
+for dtype, ftz in ((torch.float32, True), (torch.float32, False), (torch.bfloat16, True)):
+    activations.FTZ_TANH_ON = ftz
+    keywords = fma.launch_keywords(dispatch.FMA_CONFIGS[(dtype, 128)].forward, "tanh", dtype, False, False)
+    loop = audit.compiled_time_loop(audit.compile_for(fma.fma_forward_kernel, str(dtype), keywords, 90))
+    chain = sorted(i.split()[0] for i in loop if i.startswith(("MUFU", "FSETP")))
+    loops[f"{dtype} {ftz}"] = [keywords["TANH_FORM"], chain]
+print(json.dumps(loops))
+"""
+
+
+def test_fp32_tanh_on_a_gpu_skips_the_range_checks_and_16_bit_takes_one_instruction():
+    """FTZ_TANH: ex2 and rcp without the compare that guards each against denormal operands (the one left is the
+    sign's); PORTABLE_TANH: with them; APPROX_TANH (16-bit): tanh.approx.f32, one MUFU.TANH a column."""
+    loops = json.loads(compiled_without_interpreter(TANH_FORMS))
+    assert loops["torch.float32 True"] == ["ftz", ["FSETP.GEU.AND", "MUFU.EX2", "MUFU.RCP"]]
+    assert loops["torch.float32 False"][0] == "portable" and len(loops["torch.float32 False"][1]) == 5
+    assert loops["torch.bfloat16 True"] == ["approx", ["MUFU.TANH"]]
+
+
 def test_bar_per_step_counts_the_cta_barriers_of_the_outer_loop():
     listing = sass("BAR.SYNC.DEFER_BLOCKING 0x0",                        # before the loop: not counted
                    "STS.128 [R0], R24",                                  # 0x10: the loop starts here
@@ -434,9 +458,9 @@ def test_the_resident_step_converts_its_product_once_not_its_tiles():
 def test_an_audit_in_another_process_gets_this_processs_kernel_switches(monkeypatch):
     """switch_arguments (what rnnbench profile passes to its audit subprocess) names every switch, and
     the audit's main sets them from those arguments."""
-    from kernels import audit, dispatch, fma, layouts, split
+    from kernels import activations, audit, dispatch, fma, layouts, split
     switches = [(resident, "FP32_PRODUCT", "one-dot-m", "tf32x3"), (prefetch, "L2_PREFETCH_STEPS", 16, 4),
-                (fma, "INTERLEAVED_CHAINS", False, True),
+                (activations, "FTZ_TANH_ON", False, True), (fma, "INTERLEAVED_CHAINS", False, True),
                 (layouts, "PRODUCT_TO_IO_LAYOUT", "all", "fp32"), (split, "INPUTS_AHEAD", False, True),
                 (split, "IN_THREAD_SUM", False, True),
                 (dispatch, "SPLIT_TILE_LOOP_STAGES", 3, 1), (dispatch, "SPLIT_CLUSTERS", True, False),
@@ -446,7 +470,7 @@ def test_an_audit_in_another_process_gets_this_processs_kernel_switches(monkeypa
         monkeypatch.setattr(module, name, on)
     arguments = audit.switch_arguments()
     assert arguments == ["--fp32-product", "one-dot-m", "--l2-prefetch-steps", "16", "--product-to-io-layout", "all",
-                         "--fma-chains-in-runs",
+                         "--portable-tanh", "--fma-chains-in-runs",
                          "--split-inputs-in-step", "--split-tl-sum",
                          "--split-tile-loop-stages", "3", "--split-clusters",
                          "--split-cluster-exchange", "dsmem-push"]
@@ -454,9 +478,10 @@ def test_an_audit_in_another_process_gets_this_processs_kernel_switches(monkeypa
         monkeypatch.setattr(module, name, off)
     with pytest.raises(SystemExit):  # no plan of that name: main stops once it has set the switches
         audit.main(["--plan", "no-such-plan", *arguments])
-    assert (resident.FP32_PRODUCT, prefetch.L2_PREFETCH_STEPS, fma.INTERLEAVED_CHAINS, layouts.PRODUCT_TO_IO_LAYOUT,
-            split.INPUTS_AHEAD, split.IN_THREAD_SUM, dispatch.SPLIT_TILE_LOOP_STAGES, dispatch.SPLIT_CLUSTERS,
-            dispatch.SPLIT_CLUSTER_EXCHANGE) == ("one-dot-m", 16, False, "all", False, False, 3, True, "dsmem-push")
+    assert (resident.FP32_PRODUCT, prefetch.L2_PREFETCH_STEPS, activations.FTZ_TANH_ON, fma.INTERLEAVED_CHAINS,
+            layouts.PRODUCT_TO_IO_LAYOUT, split.INPUTS_AHEAD, split.IN_THREAD_SUM, dispatch.SPLIT_TILE_LOOP_STAGES,
+            dispatch.SPLIT_CLUSTERS, dispatch.SPLIT_CLUSTER_EXCHANGE) == (
+        "one-dot-m", 16, False, False, "all", False, False, 3, True, "dsmem-push")
 
 
 def audit_in_a_subprocess(tmp_path, *args: str, timeout: int = 1800) -> tuple[list[dict], str]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from kernels import dispatch, dsmem, fma, layouts, prefetch, resident, split
+from kernels import activations, dispatch, dsmem, fma, layouts, prefetch, resident, split
 
 from helpers import load_gpu_variants
 
@@ -21,10 +21,11 @@ def variants():
 
 
 def switches() -> dict:
-    """Every module default the kernels read at launch: the upper-case names of dispatch, fma, layouts, prefetch,
-    resident and split."""
-    return {(module.__name__, name): value for module in (dispatch, fma, layouts, prefetch, resident, split)
-            for name, value in vars(module).items() if name.isupper()}
+    """Every module default the kernels read at launch: the upper-case names of activations, dispatch, fma, layouts,
+    prefetch, resident and split."""
+    modules = (activations, dispatch, fma, layouts, prefetch, resident, split)
+    return {(module.__name__, name): value for module in modules for name, value in vars(module).items()
+            if name.isupper()}
 
 
 def test_every_variant_has_cases_and_restores_the_defaults(variants):
