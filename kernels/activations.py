@@ -22,13 +22,14 @@ import triton
 import triton.language as tl
 
 TANH: tl.constexpr = tl.constexpr(0)
+RELU: tl.constexpr = tl.constexpr(1)
+ACTIVATION_CODES = {"tanh": 0, "relu": 1}
+# tanh's forms (module docstring)
 PORTABLE_TANH = tl.constexpr("portable")
 FTZ_TANH = tl.constexpr("ftz")
 APPROX_TANH = tl.constexpr("approx")
 # Whether fp32 kernels on a GPU take FTZ_TANH (else PORTABLE_TANH): launch.tanh_form
 FTZ_TANH_ON = True
-RELU: tl.constexpr = tl.constexpr(1)
-ACTIVATION_CODES = {"tanh": 0, "relu": 1}
 
 
 @triton.jit
