@@ -245,11 +245,20 @@ def _width(opcode: str) -> int:
     return vector * next((_WIDTHS[p] for p in reversed(parts) if p in _WIDTHS), 4)
 
 
+def _matrices(opcode: str) -> int:
+    """The 8x8 matrices an ldmatrix or stmatrix .xN moves (N); 0 for any other access."""
+    return int(re.search(r"\.x(\d)", opcode).group(1)) if opcode.startswith(("ldmatrix", "stmatrix")) else 0
+
+
+def _fewest_wavefronts(opcode: str) -> int:
+    """The fewest wavefronts one warp's access can take with all lanes active: one a matrix, else its bytes'."""
+    return _matrices(opcode) or max(1, _width(opcode) * WARP // WAVEFRONT_BYTES)
+
+
 def _matrix_access(opcode: str, addresses: np.ndarray, active: np.ndarray) -> tuple[int, int]:
     """ldmatrix/stmatrix .xN: matrix i's 8 rows of 16 bytes are at lanes 8i .. 8i + 7's addresses."""
-    count = int(re.search(r"\.x(\d)", opcode).group(1))
     total = ideal = 0
-    for matrix in range(count):
+    for matrix in range(_matrices(opcode)):
         lanes = slice(8 * matrix, 8 * matrix + 8)
         w, i = wavefronts(addresses[lanes][active[lanes]], 16)
         total, ideal = total + w, ideal + i
@@ -258,7 +267,7 @@ def _matrix_access(opcode: str, addresses: np.ndarray, active: np.ndarray) -> tu
 
 def _warp_cost(opcode: str, addresses: np.ndarray, active: np.ndarray) -> tuple[int, int]:
     """(wavefronts, ideal) of one warp's shared-memory instruction at these lane addresses, these lanes active."""
-    if opcode.startswith(("ldmatrix", "stmatrix")):
+    if _matrices(opcode):
         return _matrix_access(opcode, addresses, active)
     return wavefronts(addresses[active], _width(opcode))
 
@@ -295,8 +304,7 @@ def _access(number, text, opcode, rest, negate, guard, threads: Threads, num_war
         active = None if predicate is None else (predicate.astype(bool) != bool(negate))
     store = opcode.startswith(("st.", "stmatrix"))
     if base is None or active is None:
-        width = 16 * int(re.search(r"\.x(\d)", opcode).group(1)) * 8 if "matrix" in opcode else _width(opcode) * WARP
-        ideal = max(1, width // WAVEFRONT_BYTES) * num_warps
+        ideal = _fewest_wavefronts(opcode) * num_warps
         return SharedAccess(number, text, store, ideal, ideal, True)
     addresses = base + int(match.group(2) or "0", 0)
     total = ideal = 0
