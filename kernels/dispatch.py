@@ -222,6 +222,12 @@ SPLIT_TILE_LOOP_STAGES = 3
 # while one is multiplied) they compile clean, on sm_80 and sm_90 (compile audit; H = 1024, sm_90, forward: 252
 # registers, 722 instructions per step against 630).
 SPLIT_FP32_MAX_TILE_LOOP_STAGES = 2
+# fp32's pipelined tile loop sums its warps' partial products in each thread (split.IN_THREAD_SUM) only from this
+# compute capability on: sm_80's ptxas spills with it (8 bytes in the forward at H = 128, 16 in the backward at
+# 1024). Compile audit, sm_90, forward/backward, against tl.sum: no conflicts where there were 448-1920 wavefronts
+# a step, 10 or 8 CTA barriers instead of 11-13, 7-19% fewer instructions (H = 1024: 627/629 against 696/683), no
+# spills; stall cycles 12-35% fewer but in the forward at H = 512 (2177 against 1622). Not yet timed.
+SPLIT_PIPELINED_FP32_SUM_MIN_ARCH = 90
 # The step kernel's configuration; float64 takes thinner K slices (32 and 128 spill on sm_90 at 16 columns).
 STEPWISE_CONFIGS = {torch.float64: LaunchConfig(StepwiseBlocks(BLOCK_K=16), StepwiseBlocks(BLOCK_K=16))}
 STEPWISE_DEFAULT = LaunchConfig(StepwiseBlocks(), StepwiseBlocks())
@@ -394,7 +400,16 @@ def split_configs(dtype: torch.dtype, block_h: int, arch: int = PLANNING_ARCH) -
     if (clustered and SPLIT_CLUSTER_EXCHANGE != L2.value and block_h <= SPLIT_DSMEM_MAX_BLOCK_H
             and dtype in SIXTEEN_BIT):  # slots of one tile, of 16-bit state
         first[0] = forms[0].replace(ONE_TILE=True, EXCHANGE=SPLIT_CLUSTER_EXCHANGE)
-    return list(dict.fromkeys(first + [last.replace(num_stages=stages)]))  # without SPLIT_ONE_TILE, first may hold last
+    configs = [_summed_where_it_fits(c, dtype, arch) for c in first + [last.replace(num_stages=stages)]]
+    return list(dict.fromkeys(configs))  # without SPLIT_ONE_TILE, first may hold last
+
+
+def _summed_where_it_fits(config: LaunchConfig[SplitBlocks], dtype: torch.dtype,
+                          arch: int) -> LaunchConfig[SplitBlocks]:
+    """config summing its warps' partial products by tl.sum where the in-thread sum spills: fp32's pipelined tile
+    loop before SPLIT_PIPELINED_FP32_SUM_MIN_ARCH."""
+    spills = (dtype == torch.float32 and config.forward.num_stages > 1 and arch < SPLIT_PIPELINED_FP32_SUM_MIN_ARCH)
+    return config.replace(IN_THREAD_SUM=False) if spills else config
 
 
 def _clustered(dtype: torch.dtype, block_h: int, arch: int) -> bool:

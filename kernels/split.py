@@ -114,8 +114,9 @@ INPUTS_AHEAD = True
 # conflicts: Nsight Compute counted 480 + 480 conflict wavefronts per program and step at H = 1024, B = 16 (61% of
 # the step's shared-memory wavefronts) and 3840 + 3840 at H = 2048, B = 64 on an H200
 # (results/variants/20261127-h200/ncu/README.md). Compile audit, sm_90, every split configuration with an MMA
-# product (but fp32's pipelined tile loop: launch_keywords): no conflicts (kernels/banks.py), 8-10 CTA barriers per
-# step instead of 11-16, 10-45% fewer instructions, no spills. Not yet timed (.ci/gpu split-sum).
+# product: no conflicts (kernels/banks.py), 8-10 CTA barriers per step instead of 10-16, 7-45% fewer instructions,
+# no spills (on sm_80 fp32's pipelined tile loop keeps tl.sum: SplitBlocks.IN_THREAD_SUM). Not yet timed
+# (.ci/gpu split-sum).
 IN_THREAD_SUM = True
 # What a step does (the kernels' WORK): all of it, or less, so that `rnnbench exchange` can time the rest alone
 FULL_STEP = tl.constexpr("full")
@@ -141,6 +142,9 @@ class SplitBlocks(Blocks):
     # The product by FMA, one batch row at a time, U's slice held as [BLOCK_H, BLOCK_N] (fp32 where 3xTF32's slice
     # does not fit the registers: fma_slice_product); K_SPLIT 1, the state through L2 (dsmem.py's slots are 16-bit)
     FMA: bool = False
+    # The K_SPLIT partial products summed in each thread (module switch IN_THREAD_SUM); the dispatcher turns it off
+    # where ptxas spills with it (dispatch.SPLIT_PIPELINED_FP32_SUM_MIN_ARCH); the FMA product has no such parts
+    IN_THREAD_SUM: bool = True
 
     def __post_init__(self):
         if self.EXCHANGE not in EXCHANGES:  # the kernels would take an unknown name for no exchange at all
@@ -164,8 +168,7 @@ def launch_keywords(config: SplitBlocks, nonlinearity: str, dtype: torch.dtype, 
         "INPUTS_AHEAD": INPUTS_AHEAD and (interpreted or dtype in SIXTEEN_BIT or config.FMA),
         # the MMA product only: the FMA product's sum over the warps would be converted twice (layouts.py)
         "IN_IO_LAYOUT": converts_product(dtype) and not config.FMA,
-        # the FMA product has no K_SPLIT parts; fp32's pipelined tile loop spills with it on sm_80 (8-16 bytes)
-        "IN_THREAD_SUM": IN_THREAD_SUM and not config.FMA and not (dtype == torch.float32 and config.num_stages > 1),
+        "IN_THREAD_SUM": IN_THREAD_SUM and config.IN_THREAD_SUM and not config.FMA,
         **({} if backward else {"TANH_FORM": tanh_form(dtype, interpreted)})}
 
 

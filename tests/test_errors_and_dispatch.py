@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.nn.utils.rnn import PackedSequence, pack_sequence
 
-from kernels import TritonRNN, dispatch, plan_for, prefetch
+from kernels import TritonRNN, dispatch, plan_for, prefetch, split
 from kernels.dispatch import (
     FMA_CONFIGS,
     RESIDENT_CONFIGS,
@@ -247,6 +247,23 @@ def test_split_tile_loop_stages_apply_where_programs_run_several_tiles(monkeypat
     assert [stages(2048, 8), stages(1024, 1)] == [3, 3]
     monkeypatch.setattr(dispatch, "SPLIT_TILE_LOOP_STAGES", 1)  # off: none pipelined
     assert [stages(2048, 64), stages(1024, 64, torch.float32)] == [1, 1]
+
+
+def test_split_sums_in_each_thread_but_in_fp32s_pipelined_tile_loop_before_sm90(monkeypatch):
+    """SplitBlocks.IN_THREAD_SUM: on in every split configuration, but fp32's pipelined tile loop on sm_80 (ptxas spills
+    with it: SPLIT_PIPELINED_FP32_SUM_MIN_ARCH); the launch keywords also off with the FMA product (no K_SPLIT parts)
+    and with the module switch (the split-tl-sum variant)."""
+    def summed(config, dtype):
+        return [split.launch_keywords(blocks, "tanh", dtype, interpreted=False, backward=backward)["IN_THREAD_SUM"]
+                for backward, blocks in enumerate((config.forward, config.backward))]
+    pairs = [(dt, bh, arch, c) for (dt, bh) in SPLIT_CONFIGS for arch in (80, 90)
+             for c in dispatch.split_configs(dt, bh, arch)]
+    for dt, bh, arch, c in pairs:
+        pipelined_fp32 = dt == torch.float32 and c.forward.num_stages > 1
+        assert summed(c, dt) == [not c.forward.FMA and not (pipelined_fp32 and arch < 90)] * 2, (dt, bh, arch, c)
+    assert any(dt == torch.float32 and c.forward.num_stages > 1 and not c.forward.FMA for dt, _, _, c in pairs)
+    monkeypatch.setattr(split, "IN_THREAD_SUM", False)
+    assert not any(any(summed(c, dt)) for dt, _, _, c in pairs)
 
 
 def test_split_runs_several_tiles_per_program_in_wider_slices_at_h512_and_h2048(monkeypatch):
