@@ -103,7 +103,7 @@ def collected(args: list[str]) -> list[str]:
     return [line for line in proc.stdout.splitlines() if "::" in line]
 
 
-@pytest.mark.parametrize("stage", ["quick", "defaults", "wide", "clusters", "dsmem", "stepwise", "variants"])
+@pytest.mark.parametrize("stage", ["quick", "defaults", "wide", "clusters", "dsmem", "stepwise", "variants", "untimed"])
 def test_each_test_step_selects_tests_and_defaults_leaves_the_switched_off_forms_alone(stage):
     """A renamed test can fall out of a stage's -k filter, or into one: every test step selects some tests, and the
     defaults stage, which checks today's defaults, none of the forms that are off (clusters, DSMEM)."""
@@ -129,3 +129,16 @@ def test_each_variants_step_leaves_each_of_its_variants_a_case_to_time():
                 assert variants.selected_cases(variant, args), (stage, name, variant)
             seen += 1
     assert seen >= 10
+
+
+def test_the_untimed_stage_tests_what_each_untimed_defaults_stage_tests():
+    """`untimed`, a lease's first command, runs in one pytest call the GPU tests of split-sum, fma-chains and fma-16bit
+    (each default set without a GPU), and times the variants those stages time."""
+    own = set(collected(steps_running("pytest", "untimed")["untimed-tests"]))
+    for stage in ("split-sum", "fma-chains", "fma-16bit"):
+        for name, args in steps_running("pytest", stage).items():
+            assert set(collected(args)) <= own, (stage, name, set(collected(args)) - own)
+    variants = load_gpu_variants()
+    timed = {v for argv in steps_running(".ci/gpu_variants.py", "untimed").values()
+             for v in variants.build_parser().parse_args(argv).variant}
+    assert {"split-tl-sum", "fma-chains-in-runs", "portable-tanh", "resident-128"} <= timed
