@@ -97,8 +97,7 @@ RESIDENT_MIN_ARCH = {(torch.float32, 128): 90}
 def _split(block_n: int, block_h: int, warps: int, block_b: int = 16, fma: bool = False) -> LaunchConfig[SplitBlocks]:
     """The product's K split over all the warps: each holds BLOCK_N x BLOCK_H / warps of U's slice (with fma, the
     product by FMA, whose layout spreads K over the warps itself)."""
-    blocks = SplitBlocks(BLOCK_B=block_b, BLOCK_N=block_n, BLOCK_H=block_h, K_SPLIT=1 if fma else warps,
-                         num_warps=warps, FMA=fma)
+    blocks = SplitBlocks(BLOCK_B=block_b, BLOCK_N=block_n, BLOCK_H=block_h, K_SPLIT=warps, num_warps=warps, FMA=fma)
     return LaunchConfig(blocks, blocks)
 
 
@@ -116,7 +115,8 @@ SPLIT_CONFIGS: dict[tuple[torch.dtype, int], LaunchConfig[SplitBlocks]] = {
     # warps, where 3xTF32's product spills (2 KiB a thread; at H = 1024 it takes 245 registers on 8 warps). Compile
     # audit, sm_90, one 8-row tile, forward/backward: 121/121 registers (16 warps' limit: 128), no spills, 1296/1315
     # instructions and 48/50 CTA barriers per step (a sum over the warps per pair of batch rows), its inputs loaded a
-    # step ahead (split.INPUTS_AHEAD). Needs 128 SMs.
+    # step ahead (split.INPUTS_AHEAD); since, with the warps' parts summed once a tile in each thread
+    # (split.IN_THREAD_SUM): 128/128 registers, 976/969 instructions and 30/32 CTA barriers. Needs 128 SMs.
     # On an H200 (T = 4096, forward / forward+backward): 9.15/21.5 us per step at B = 8, where the step kernel took
     # 150/190, and 64.5/151 at B = 64 (results/race/20261127-h200; cuDNN fp32: 25.6/53.9 and 50.6/117).
     (torch.float32, 2048): _split(16, 2048, 16, block_b=8, fma=True),

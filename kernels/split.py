@@ -43,8 +43,9 @@ operand's TF32 parts take more registers than 16 warps' limit of 128). The slice
 one already), which Triton lays out as it coalesces the load: each thread holds 4 columns of 16 k rows, the
 warps and 8 lanes run along k. (fma.py's kernels hold whole columns a thread instead; with K = 2048 and 16
 columns, that would have every warp read the whole state.) Each batch row of the tile is then one FMA sum per
-thread and 3 shuffle rounds, and each pair of rows one sum over the warps through shared memory (exact fp32,
-as cuDNN's fp32 kernels multiply)::
+thread; with IN_THREAD_SUM each pair of rows' sums are spread over the 8 lanes by one layout conversion and the
+warps' parts of all the tile's rows summed once, in each thread; without it 3 shuffle rounds and one sum over the
+warps through shared memory a pair of rows (exact fp32 either way, as cuDNN's fp32 kernels multiply)::
 
     a_t^T[n, b] = xw_t^T[n, b] + sum_k M[k, n] h_{t-1}[b, k],   M = U^T (forward), U (backward)
 
@@ -115,8 +116,10 @@ INPUTS_AHEAD = True
 # the step's shared-memory wavefronts) and 3840 + 3840 at H = 2048, B = 64 on an H200
 # (results/variants/20261127-h200/ncu/README.md). Compile audit, sm_90, every split configuration with an MMA
 # product: no conflicts (kernels/banks.py), 8-10 CTA barriers per step instead of 10-16, 7-45% fewer instructions,
-# no spills (on sm_80 fp32's pipelined tile loop keeps tl.sum: SplitBlocks.IN_THREAD_SUM). Not yet timed
-# (.ci/gpu split-sum).
+# no spills (on sm_80 fp32's pipelined tile loop keeps tl.sum: SplitBlocks.IN_THREAD_SUM). The FMA product likewise
+# (fma_slice_product), fp32 at H = 2048, one tile, forward/backward: no conflicts where there were 3072 wavefronts a
+# step, 30/32 CTA barriers instead of 48/50, 976/969 instructions instead of 1289/1315, at 16 warps' limit of 128
+# registers, no spills. Not yet timed (.ci/gpu split-sum).
 IN_THREAD_SUM = True
 # What a step does (the kernels' WORK): all of it, or less, so that `rnnbench exchange` can time the rest alone
 FULL_STEP = tl.constexpr("full")
@@ -131,7 +134,7 @@ class SplitBlocks(Blocks):
     BLOCK_B: int     # batch rows per tile: the MMA's N
     BLOCK_N: int     # state columns per program: the rows of its slice of U (U^T backward)
     BLOCK_H: int     # H padded to a power of two: the product's K
-    K_SPLIT: int     # K split over the warps, one part per warp (BLOCK_H / K_SPLIT >= 16)
+    K_SPLIT: int     # K split over the warps, one part per warp (BLOCK_H / K_SPLIT >= 16; with FMA num_warps)
     num_warps: int
     num_stages: int = 1  # software-pipeline stages of the tile loop (within a step, after its barrier); 1: none
     ONE_TILE: bool = False  # every program runs one batch tile per step (the launcher checks): no tile loop in a step
@@ -140,17 +143,18 @@ class SplitBlocks(Blocks):
     # ONE_TILE, "dsmem-pull" or "dsmem-push" (distributed shared memory, dsmem.py)
     EXCHANGE: str = L2.value
     # The product by FMA, one batch row at a time, U's slice held as [BLOCK_H, BLOCK_N] (fp32 where 3xTF32's slice
-    # does not fit the registers: fma_slice_product); K_SPLIT 1, the state through L2 (dsmem.py's slots are 16-bit)
+    # does not fit the registers: fma_slice_product); K_SPLIT = num_warps (the slice's layout spreads K over the warps
+    # itself), the state through L2 (dsmem.py's slots are 16-bit)
     FMA: bool = False
-    # The K_SPLIT partial products summed in each thread (module switch IN_THREAD_SUM); the dispatcher turns it off
-    # where ptxas spills with it (dispatch.SPLIT_PIPELINED_FP32_SUM_MIN_ARCH); the FMA product has no such parts
+    # The K_SPLIT partial products summed in each thread (module switch IN_THREAD_SUM; with FMA, fma_slice_product's);
+    # the dispatcher turns it off where ptxas spills with it
     IN_THREAD_SUM: bool = True
 
     def __post_init__(self):
         if self.EXCHANGE not in EXCHANGES:  # the kernels would take an unknown name for no exchange at all
             raise ValueError(f"SplitBlocks.EXCHANGE must be one of {', '.join(EXCHANGES)}, not {self.EXCHANGE!r}")
-        if self.FMA and (self.K_SPLIT != 1 or self.EXCHANGE != L2.value):
-            raise ValueError(f"SplitBlocks.FMA takes K_SPLIT = 1 and the L2 exchange, not {self.K_SPLIT} and "
+        if self.FMA and (self.K_SPLIT != self.num_warps or self.EXCHANGE != L2.value):
+            raise ValueError(f"SplitBlocks.FMA takes K_SPLIT = num_warps and the L2 exchange, not {self.K_SPLIT} and "
                              f"{self.EXCHANGE}")
 
 
@@ -168,7 +172,7 @@ def launch_keywords(config: SplitBlocks, nonlinearity: str, dtype: torch.dtype, 
         "INPUTS_AHEAD": INPUTS_AHEAD and (interpreted or dtype in SIXTEEN_BIT or config.FMA),
         # the MMA product only: the FMA product's sum over the warps would be converted twice (layouts.py)
         "IN_IO_LAYOUT": converts_product(dtype) and not config.FMA,
-        "IN_THREAD_SUM": IN_THREAD_SUM and config.IN_THREAD_SUM and not config.FMA,
+        "IN_THREAD_SUM": IN_THREAD_SUM and config.IN_THREAD_SUM,
         **({} if backward else {"TANH_FORM": tanh_form(dtype, interpreted)})}
 
 
@@ -208,7 +212,8 @@ def slice_product(u3, state_ptr, tile, B, H, slot, BLOCK_N: tl.constexpr, BLOCK_
     if WORK == BARRIER_STEP:
         acc = tl.zeros((BLOCK_N, BLOCK_B), ACC_DTYPE)
     elif FMA and WORK == FULL_STEP:
-        acc = fma_slice_product(u3, state_ptr, tile, B, H, BLOCK_N, BLOCK_B, BLOCK_H, ACC_DTYPE)
+        acc = fma_slice_product(u3, state_ptr, tile, B, H, BLOCK_N, BLOCK_B, BLOCK_H, K_SPLIT, ACC_DTYPE,
+                                IN_THREAD_SUM)
     else:
         rows, row_mask = tile_rows(tile, B, BLOCK_B)
         KC: tl.constexpr = BLOCK_H // K_SPLIT
@@ -235,17 +240,31 @@ def slice_product(u3, state_ptr, tile, B, H, slot, BLOCK_N: tl.constexpr, BLOCK_
 
 @triton.jit
 def fma_slice_product(m, state_ptr, tile, B, H, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr,
-                      BLOCK_H: tl.constexpr, ACC_DTYPE: tl.constexpr):
+                      BLOCK_H: tl.constexpr, K_SPLIT: tl.constexpr, ACC_DTYPE: tl.constexpr,
+                      IN_THREAD_SUM: tl.constexpr):
     """slice_product by FMA, for the slice m held as [BLOCK_H, BLOCK_N] (load_pinned_slice with FMA): a pair of
     batch rows at a time, sum_k m[k, n] v[k] for each, each thread summing its k rows in registers before the
-    lanes' and warps' sums meet; the pair's products side by side share one
-    sum over the warps (compile audit: 48 CTA barriers per step of one 8-row tile, not 60). Each pair's rows are
-    loaded while the pair before is summed: the barriers keep the compiler from moving the loads up itself, and
-    each load waits on L2 (not yet timed). A tl.dot by FMA would hold U once per lane along the batch, and a
-    [BLOCK_H, BLOCK_N, BLOCK_B] product takes a layout with the lanes along n and b: both hold U many times over."""
+    lanes' and warps' sums meet. Each pair's rows are loaded while the pair before is summed: the barriers keep the
+    compiler from moving the loads up itself, and each load waits on L2 (not yet timed). With IN_THREAD_SUM each
+    pair's lanes' sums are spread over those lanes and the warps' parts of every row summed once a tile, in each
+    thread (rows_by_warp; compile audit, sm_90, forward at H = 2048: no bank conflicts where there were 3072
+    wavefronts a step, 4066 shared-memory wavefronts instead of 7074, 30 CTA barriers instead of 48, 976
+    instructions instead of 1289; at 128 registers, the form whose pairs are joined one after another: joined at
+    once, the backward spilled); else the pair's products side by side share one tl.sum over the lanes and warps
+    (48 CTA barriers per step of one 8-row tile, not 60 a row at a time). A tl.dot by FMA would hold U once per lane
+    along the batch, and a [BLOCK_H, BLOCK_N, BLOCK_B] product takes a layout with the lanes along n and b: both
+    hold U many times over."""
     tl.static_assert(BLOCK_B % 2 == 0)  # rows in pairs
-    acc = tl.zeros((BLOCK_N, BLOCK_B), ACC_DTYPE)
     row = tile * BLOCK_B
+    if IN_THREAD_SUM:
+        tl.static_assert(BLOCK_B <= 8 or BLOCK_B == 16)
+        if BLOCK_B <= 8:
+            parts = rows_by_warp(m, state_ptr, row, B, H, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, ACC_DTYPE)
+        else:
+            parts = rows_joined(rows_by_warp(m, state_ptr, row, B, H, 8, BLOCK_N, BLOCK_H, K_SPLIT, ACC_DTYPE),
+                                rows_by_warp(m, state_ptr, row + 8, B, H, 8, BLOCK_N, BLOCK_H, K_SPLIT, ACC_DTYPE))
+        return sum_leading(parts)
+    acc = tl.zeros((BLOCK_N, BLOCK_B), ACC_DTYPE)
     ahead = state_pair(state_ptr, row, B, H, BLOCK_H, ACC_DTYPE)
     for b in tl.static_range(0, BLOCK_B, 2):
         v0, v1 = ahead
@@ -255,6 +274,50 @@ def fma_slice_product(m, state_ptr, tile, B, H, BLOCK_N: tl.constexpr, BLOCK_B: 
         acc = tl.where(tl.arange(0, BLOCK_B)[None, :] == b, first[:, None], acc)
         acc = tl.where(tl.arange(0, BLOCK_B)[None, :] == b + 1, second[:, None], acc)
     return acc
+
+
+@triton.jit
+def rows_by_warp(m, state_ptr, row, B, H, ROWS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr,
+                 WARPS: tl.constexpr, ACC_DTYPE: tl.constexpr):
+    """[WARPS, BLOCK_N, ROWS] (ROWS 2, 4 or 8): each warp's part of the products of rows row ... row + ROWS - 1 (its
+    k summed), a pair at a time, each pair's rows loaded while the pair before is summed (fma_slice_product)."""
+    ahead = state_pair(state_ptr, row, B, H, BLOCK_H, ACC_DTYPE)
+    v0, v1 = ahead
+    if ROWS > 2:
+        ahead = state_pair(state_ptr, row + 2, B, H, BLOCK_H, ACC_DTYPE)
+    parts = pair_by_warp(m, v0, v1, BLOCK_N, BLOCK_H, WARPS)
+    if ROWS > 2:
+        v0, v1 = ahead
+        if ROWS > 4:
+            ahead = state_pair(state_ptr, row + 4, B, H, BLOCK_H, ACC_DTYPE)
+        parts = rows_joined(parts, pair_by_warp(m, v0, v1, BLOCK_N, BLOCK_H, WARPS))
+    if ROWS > 4:
+        v0, v1 = ahead
+        ahead = state_pair(state_ptr, row + 6, B, H, BLOCK_H, ACC_DTYPE)
+        later = pair_by_warp(m, v0, v1, BLOCK_N, BLOCK_H, WARPS)
+        v0, v1 = ahead
+        parts = rows_joined(parts, rows_joined(later, pair_by_warp(m, v0, v1, BLOCK_N, BLOCK_H, WARPS)))
+    return parts
+
+
+@triton.jit
+def rows_joined(first, second):
+    """[W, N, 2R]: two [W, N, R] tensors side by side along the rows, first's first (in registers: no data moves)."""
+    return tl.reshape(tl.permute(tl.join(first, second), (0, 1, 3, 2)),
+                      (first.shape[0], first.shape[1], 2 * first.shape[2]))
+
+
+@triton.jit
+def pair_by_warp(m, v0, v1, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, WARPS: tl.constexpr):
+    """[WARPS, BLOCK_N, 2]: each warp's part of m^T v0 and m^T v1. The slice's layout (load_pinned_slice) puts k =
+    (rep * WARPS + warp) * LANES + lane, LANES = 128 / BLOCK_N lanes along k (4 columns a thread): the reshape
+    below names those axes without moving data, the reps are summed in each thread, and the LANES lanes' sums are
+    spread over them by one layout conversion (sum_leading), where tl.sum would leave every lane all of them."""
+    LANES: tl.constexpr = 128 // BLOCK_N if 128 // BLOCK_N * WARPS <= BLOCK_H else BLOCK_H // WARPS
+    REPS: tl.constexpr = BLOCK_H // (WARPS * LANES)
+    parts = tl.reshape(tl.join(m * v0[:, None], m * v1[:, None]), (REPS, WARPS, LANES, BLOCK_N, 2))
+    by_lane = tl.permute(tl.sum(parts, axis=0), (1, 0, 2, 3))  # [LANES, WARPS, BLOCK_N, 2]
+    return tl.reshape(sum_leading(tl.reshape(by_lane, (LANES, WARPS, BLOCK_N * 2))), (WARPS, BLOCK_N, 2))
 
 
 @triton.jit

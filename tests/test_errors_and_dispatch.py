@@ -250,9 +250,9 @@ def test_split_tile_loop_stages_apply_where_programs_run_several_tiles(monkeypat
 
 
 def test_split_sums_in_each_thread_but_in_fp32s_pipelined_tile_loop_before_sm90(monkeypatch):
-    """SplitBlocks.IN_THREAD_SUM: on in every split configuration, but fp32's pipelined tile loop on sm_80 (ptxas spills
-    with it: SPLIT_PIPELINED_FP32_SUM_MIN_ARCH); the launch keywords also off with the FMA product (no K_SPLIT parts)
-    and with the module switch (the split-tl-sum variant)."""
+    """SplitBlocks.IN_THREAD_SUM: on in every split configuration (the product by FMA too), but fp32's pipelined tile
+    loop on sm_80 (ptxas spills with it: SPLIT_PIPELINED_FP32_SUM_MIN_ARCH); the launch keywords also off with the
+    module switch (the split-tl-sum variant)."""
     def summed(config, dtype):
         return [split.launch_keywords(blocks, "tanh", dtype, interpreted=False, backward=backward)["IN_THREAD_SUM"]
                 for backward, blocks in enumerate((config.forward, config.backward))]
@@ -260,7 +260,7 @@ def test_split_sums_in_each_thread_but_in_fp32s_pipelined_tile_loop_before_sm90(
              for c in dispatch.split_configs(dt, bh, arch)]
     for dt, bh, arch, c in pairs:
         pipelined_fp32 = dt == torch.float32 and c.forward.num_stages > 1
-        assert summed(c, dt) == [not c.forward.FMA and not (pipelined_fp32 and arch < 90)] * 2, (dt, bh, arch, c)
+        assert summed(c, dt) == [not (pipelined_fp32 and arch < 90)] * 2, (dt, bh, arch, c)
     assert any(dt == torch.float32 and c.forward.num_stages > 1 and not c.forward.FMA for dt, _, _, c in pairs)
     monkeypatch.setattr(split, "IN_THREAD_SUM", False)
     assert not any(any(summed(c, dt)) for dt, _, _, c in pairs)
@@ -297,8 +297,8 @@ def test_fp32_at_h2048_takes_the_split_tier_by_fma_where_the_sms_hold_its_slices
         return plan if isinstance(plan, str) else (plan.config.forward.BLOCK_N, plan.config.forward.BLOCK_B,
                                                    plan.config.forward.K_SPLIT, plan.config.forward.FMA,
                                                    plan.config.forward.ONE_TILE)
-    assert [blocks(2048, b) for b in (1, 8, 9, 256)] == [(16, 8, 1, True, True)] * 2 + [(16, 8, 1, True, False)] * 2
-    assert blocks(1025, 8) == (16, 8, 1, True, True)
+    assert [blocks(2048, b) for b in (1, 8, 9, 256)] == [(16, 8, 16, True, True)] * 2 + [(16, 8, 16, True, False)] * 2
+    assert blocks(1025, 8) == (16, 8, 16, True, True)
     assert "128 slices of U need 128 co-resident programs" in blocks(2048, 8, sms=108)
     plan = plan_for(2048, 64, torch.float32)
     assert plan.tier == "split" and plan.config.forward == plan.config.backward
@@ -306,9 +306,9 @@ def test_fp32_at_h2048_takes_the_split_tier_by_fma_where_the_sms_hold_its_slices
     assert plan_for(2049, 8, torch.float32).tier == "stepwise"
     assert not any(c.forward.FMA for key, c in SPLIT_CONFIGS.items() if key != (torch.float32, 2048))
     assert "multiplied by FMA" not in plan_for(1024, 8, torch.float32).reason
-    with pytest.raises(ValueError, match="FMA takes K_SPLIT = 1 and the L2 exchange, not 8 and l2"):
-        SPLIT_CONFIGS[(torch.float32, 1024)].replace(FMA=True)
-    with pytest.raises(ValueError, match="FMA takes K_SPLIT = 1 and the L2 exchange, not 1 and dsmem-pull"):
+    with pytest.raises(ValueError, match="FMA takes K_SPLIT = num_warps and the L2 exchange, not 4 and l2"):
+        SPLIT_CONFIGS[(torch.float32, 1024)].replace(FMA=True, K_SPLIT=4)
+    with pytest.raises(ValueError, match="FMA takes K_SPLIT = num_warps and the L2 exchange, not 16 and dsmem-pull"):
         SPLIT_CONFIGS[(torch.float32, 2048)].replace(EXCHANGE="dsmem-pull")
 
 

@@ -207,16 +207,18 @@ def test_split_block_shapes_match_float64_reference(dtype, shape, nonlinearity, 
 
 # The split product by FMA (SplitBlocks.FMA; the dispatcher's fp32 at H = 2048) at an H the interpreter affords: U's
 # slice held as [BLOCK_H, BLOCK_N] (the forward's from U^T), batch rows in pairs, over SPLIT_BLOCK_SHAPES' masks,
-# with the tile loop and without (ONE_TILE: a batch group per tile).
-FMA_SPLIT_BLOCKS = SplitBlocks(BLOCK_B=8, BLOCK_N=16, BLOCK_H=128, K_SPLIT=1, num_warps=4, FMA=True)
+# with the tile loop and without (ONE_TILE: a batch group per tile), the warps' parts summed in each thread once a
+# tile (IN_THREAD_SUM) and by tl.sum a pair of rows at a time (the split-tl-sum variant); with BLOCK_B = 16 the barrier
+# path's test below runs two 8-row groups, and the fp32 cluster configuration's test 2-row tiles.
+FMA_SPLIT_BLOCKS = SplitBlocks(BLOCK_B=8, BLOCK_N=16, BLOCK_H=128, K_SPLIT=4, num_warps=4, FMA=True)
 
 
-@pytest.mark.parametrize("one_tile,shape", [(False, s) for s in SPLIT_BLOCK_SHAPES] + [(True, SPLIT_BLOCK_SHAPES[0])],
-                         ids=lambda v: "T{}-B{}-H{}".format(*v) if isinstance(v, tuple) else ("one-tile" if v else
-                                                                                             "tile-loop"))
+@pytest.mark.parametrize("one_tile,shape,summed", [(False, s, True) for s in SPLIT_BLOCK_SHAPES]
+                         + [(True, SPLIT_BLOCK_SHAPES[0], True), (False, SPLIT_BLOCK_SHAPES[0], False)],
+                         ids=lambda v: "T{}-B{}-H{}".format(*v) if isinstance(v, tuple) else None)
 @pytest.mark.parametrize("nonlinearity,reverse", [("tanh", False), ("relu", True)])
-def test_split_fma_product_matches_float64_reference(one_tile, shape, nonlinearity, reverse, device):
-    blocks = dataclasses.replace(FMA_SPLIT_BLOCKS, ONE_TILE=one_tile)
+def test_split_fma_product_matches_float64_reference(one_tile, shape, summed, nonlinearity, reverse, device):
+    blocks = dataclasses.replace(FMA_SPLIT_BLOCKS, ONE_TILE=one_tile, IN_THREAD_SUM=summed)
     check_against_reference(KernelPlan("split", LaunchConfig(blocks, blocks)), torch.float32, shape, nonlinearity,
                             reverse, device)
 
@@ -263,7 +265,8 @@ def test_split_32_row_slices_with_several_tiles_match_float64_reference(dtype, d
 
 def barrier_config(block_h: int, one_tile: bool = False, fma: bool = False) -> SplitBlocks:
     """A split configuration whose grid is one program when H <= 16: the barrier path can run in the interpreter."""
-    return SplitBlocks(BLOCK_B=16, BLOCK_N=16, BLOCK_H=block_h, K_SPLIT=1, num_warps=4, ONE_TILE=one_tile, FMA=fma)
+    return SplitBlocks(BLOCK_B=16, BLOCK_N=16, BLOCK_H=block_h, K_SPLIT=4 if fma else 1, num_warps=4,
+                       ONE_TILE=one_tile, FMA=fma)
 
 
 @pytest.mark.skipif(not interpreting(), reason="interpreter-only: one program per SM is the interpreter's rule")
