@@ -113,8 +113,8 @@ VARIANTS = {  # name -> a context manager factory
         key: config for key, config in dispatch.FMA_CONFIGS.items() if key[1] <= fma.HELD_MAX_BLOCK_H}),
     # the split tier at H = 1024 in 32-row slices where today's takes 16-row ones (dispatch.SPLIT_FINE_CONFIGS)
     "split-32-row-slices": lambda: switched(dispatch, "SPLIT_FINE_CONFIGS", {}),
-    # each program's step inputs read in the step, after the barrier (today's: the first tile's a step ahead, before
-    # the barrier: split.INPUTS_AHEAD)
+    # each program's step inputs read in the step, after the barrier (today's, in 16-bit: the first tile's a step
+    # ahead, before the barrier: split.INPUTS_AHEAD; fp32's already read them in the step)
     "split-inputs-in-step": lambda: switched(split, "INPUTS_AHEAD", False),
     # the split kernels' partial products (one per warp) summed by Triton's tl.sum over the warps, through shared
     # memory with 16-way bank conflicts (today's: in each thread after one layout conversion, split.IN_THREAD_SUM)
@@ -216,7 +216,7 @@ CASES = {
     **{f"fp32-{p}": FP32_RESIDENT + FP32_MANY_ROWS for p in resident.FP32_PRODUCTS},
     "split-32-row-slices": [c for c in SPLIT_PROBES if c[1] == 1024],
     "split-16-row-tiles": SPLIT_NARROW,
-    "split-inputs-in-step": SPLIT_BATCH + FP32_2048,
+    "split-inputs-in-step": SPLIT_BATCH,
     "split-tile-loop": list(dict.fromkeys(SPLIT_BATCH + SPLIT_NARROW)),
     "split-tile-stages-1": SPLIT_MANY_TILES,
     "split-tl-sum": SPLIT_SUM,

@@ -116,7 +116,8 @@ SPLIT_CONFIGS: dict[tuple[torch.dtype, int], LaunchConfig[SplitBlocks]] = {
     # audit, sm_90, one 8-row tile, forward/backward: 121/121 registers (16 warps' limit: 128), no spills, 1296/1315
     # instructions and 48/50 CTA barriers per step (a sum over the warps per pair of batch rows), its inputs loaded a
     # step ahead (split.INPUTS_AHEAD); since, with the warps' parts summed once a tile in each thread
-    # (split.IN_THREAD_SUM): 128/128 registers, 976/969 instructions and 30/32 CTA barriers. Needs 128 SMs.
+    # (split.IN_THREAD_SUM), U's slice in runs of 4 k a thread and the inputs read in the step: 128/128 registers,
+    # 838/848 instructions and 30/30 CTA barriers. Needs 128 SMs.
     # On an H200 (T = 4096, forward / forward+backward): 9.15/21.5 us per step at B = 8, where the step kernel took
     # 150/190, and 64.5/151 at B = 64 (results/race/20261127-h200; cuDNN fp32: 25.6/53.9 and 50.6/117).
     (torch.float32, 2048): _split(16, 2048, 16, block_b=8, fma=True),

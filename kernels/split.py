@@ -40,9 +40,10 @@ fp32 at H = 2048 multiplies by FMA instead (FMA, fma_slice_product): its 128 sli
 of U each, which takes 16 warps' 64 registers a thread, and 3xTF32's product at that size spills (its
 operand's TF32 parts take more registers than 16 warps' limit of 128). The slice is held as
 [BLOCK_H, BLOCK_N] from a row-major matrix along n (the forward's launcher passes U^T; the backward's U is
-one already), which Triton lays out as it coalesces the load: each thread holds 4 columns of 16 k rows, the
-warps and 8 lanes run along k. (fma.py's kernels hold whole columns a thread instead; with K = 2048 and 16
-columns, that would have every warp read the whole state.) Each batch row of the tile is then one FMA sum per
+one already), as four loads of every fourth row joined (fma_slice): each thread holds 4 columns of 16 k rows in
+4 runs of 4 consecutive k, the warps and 8 lanes run along k. (fma.py's kernels hold whole columns a thread
+instead; with K = 2048 and 16 columns, that would have every warp read the whole state.) Each batch row of the
+tile is then one FMA sum per
 thread; with IN_THREAD_SUM each pair of rows' sums are spread over the 8 lanes by one layout conversion and the
 warps' parts of all the tile's rows summed once, in each thread; without it 3 shuffle rounds and one sum over the
 warps through shared memory a pair of rows (exact fp32 either way, as cuDNN's fp32 kernels multiply)::
@@ -118,8 +119,8 @@ INPUTS_AHEAD = True
 # product: no conflicts (kernels/banks.py), 8-10 CTA barriers per step instead of 10-16, 7-45% fewer instructions,
 # no spills (on sm_80 fp32's pipelined tile loop keeps tl.sum: SplitBlocks.IN_THREAD_SUM). The FMA product likewise
 # (fma_slice_product), fp32 at H = 2048, one tile, forward/backward: no conflicts where there were 3072 wavefronts a
-# step, 30/32 CTA barriers instead of 48/50, 976/969 instructions instead of 1289/1315, at 16 warps' limit of 128
-# registers, no spills. Not yet timed (.ci/gpu split-sum).
+# step (2530 wavefronts in all instead of 7074), 30 CTA barriers instead of 48/50, 838/848 instructions instead of
+# 1289/1315, at 16 warps' limit of 128 registers, no spills. Not yet timed (.ci/gpu split-sum).
 IN_THREAD_SUM = True
 # What a step does (the kernels' WORK): all of it, or less, so that `rnnbench exchange` can time the rest alone
 FULL_STEP = tl.constexpr("full")
@@ -167,9 +168,10 @@ def launch_keywords(config: SplitBlocks, nonlinearity: str, dtype: torch.dtype, 
         "DOT_PRECISION": "tf32x3" if dtype == torch.float32 and not config.FMA else "ieee",
         "USE_BARRIER": not interpreted,
         "WORK": FULL_STEP.value, "EXCHANGE": L2.value if interpreted else config.EXCHANGE,
-        # 16-bit I/O, the FMA product or the interpreter: with it, fp32's 3xTF32 backward spills at BLOCK_H = 128 and
-        # 1024 (sm_90); the FMA product's compiles clean (16-56 more instructions per step)
-        "INPUTS_AHEAD": INPUTS_AHEAD and (interpreted or dtype in SIXTEEN_BIT or config.FMA),
+        # 16-bit I/O or the interpreter: with it, fp32's 3xTF32 backward spills at BLOCK_H = 128 and 1024 (sm_90), and
+        # the FMA product's at H = 2048 by 8 bytes, whose tens of barriers and thousands of cycles a tile hide the
+        # input's load in the step anyway
+        "INPUTS_AHEAD": INPUTS_AHEAD and (interpreted or dtype in SIXTEEN_BIT),
         # the MMA product only: the FMA product's sum over the warps would be converted twice (layouts.py)
         "IN_IO_LAYOUT": converts_product(dtype) and not config.FMA,
         "IN_THREAD_SUM": IN_THREAD_SUM and config.IN_THREAD_SUM,
@@ -183,19 +185,34 @@ def load_pinned_slice(u_ptr, pin, cols, H, BLOCK_H: tl.constexpr, K_SPLIT: tl.co
     element [c, n, k] is U[cols[n], c*KC + k] (forward) or its transpose's (TRANSPOSE, backward); with FMA as
     [BLOCK_H, BLOCK_N], element [k, n] at u_ptr + k*H + cols[n] (the forward's launcher passes U^T). Multiplied by
     the runtime float pin so that the compiler keeps it in registers."""
-    if FMA:  # n contiguous in memory: Triton's layout puts each thread's elements along n, the warps along k
-        offs_k = tl.arange(0, BLOCK_H)[:, None]
-        n = cols[None, :]
+    if FMA:  # n contiguous in memory; runs of 4 k in each thread (fma_slice)
+        resident_u = fma_slice(u_ptr, cols, H, BLOCK_H)
     else:
         KC: tl.constexpr = BLOCK_H // K_SPLIT
         n = cols[None, :, None]
         offs_k = tl.arange(0, K_SPLIT)[:, None, None] * KC + tl.arange(0, KC)[None, None, :]
-    offsets = offs_k * H + n if TRANSPOSE or FMA else n * H + offs_k
-    resident_u = tl.load(u_ptr + offsets, mask=(n < H) & (offs_k < H), other=0.0)
+        offsets = offs_k * H + n if TRANSPOSE else n * H + offs_k
+        resident_u = tl.load(u_ptr + offsets, mask=(n < H) & (offs_k < H), other=0.0)
     resident_u = (resident_u.to(ACC_DTYPE) * pin).to(u_ptr.dtype.element_ty)  # exact: pin is 1.0
     if UPCAST_DOT:
         resident_u = resident_u.to(tl.float32)
     return resident_u
+
+
+@triton.jit
+def fma_slice(u_ptr, cols, H, BLOCK_H: tl.constexpr):
+    """[BLOCK_H, BLOCK_N]: element [k, n] at u_ptr + k*H + cols[n] (zero past H), laid out with runs of 4
+    consecutive k in each thread: four loads of every fourth row (each thread 4 columns of its rows, as Triton
+    coalesces a load along n) joined in registers. The state's rows then reach the product 16 bytes a read: 2530
+    shared-memory wavefronts a tile at H = 2048 against 4066 in the load's own layout (compile audit, sm_90)."""
+    kb = tl.arange(0, BLOCK_H // 4)[:, None] * 4
+    n = cols[None, :]
+    resident_u0 = tl.load(u_ptr + kb * H + n, mask=(n < H) & (kb < H), other=0.0)
+    resident_u1 = tl.load(u_ptr + (kb + 1) * H + n, mask=(n < H) & (kb + 1 < H), other=0.0)
+    resident_u2 = tl.load(u_ptr + (kb + 2) * H + n, mask=(n < H) & (kb + 2 < H), other=0.0)
+    resident_u3 = tl.load(u_ptr + (kb + 3) * H + n, mask=(n < H) & (kb + 3 < H), other=0.0)
+    runs = tl.join(tl.join(resident_u0, resident_u1), tl.join(resident_u2, resident_u3))  # [.., n, k % 2, k // 2 % 2]
+    return tl.reshape(tl.permute(runs, (0, 3, 2, 1)), (BLOCK_H, cols.shape[0]))
 
 
 @triton.jit
@@ -248,9 +265,9 @@ def fma_slice_product(m, state_ptr, tile, B, H, BLOCK_N: tl.constexpr, BLOCK_B: 
     compiler from moving the loads up itself, and each load waits on L2 (not yet timed). With IN_THREAD_SUM each
     pair's lanes' sums are spread over those lanes and the warps' parts of every row summed once a tile, in each
     thread (rows_by_warp; compile audit, sm_90, forward at H = 2048: no bank conflicts where there were 3072
-    wavefronts a step, 4066 shared-memory wavefronts instead of 7074, 30 CTA barriers instead of 48, 976
-    instructions instead of 1289; at 128 registers, the form whose pairs are joined one after another: joined at
-    once, the backward spilled); else the pair's products side by side share one tl.sum over the lanes and warps
+    wavefronts a step, 30 CTA barriers instead of 48, 838 instructions instead of 1289; at 128 registers, the form
+    whose pairs are joined one after another: joined at once, or a row at a time, a pass spilled); else the pair's
+    products side by side share one tl.sum over the lanes and warps
     (48 CTA barriers per step of one 8-row tile, not 60 a row at a time). A tl.dot by FMA would hold U once per lane
     along the batch, and a [BLOCK_H, BLOCK_N, BLOCK_B] product takes a layout with the lanes along n and b: both
     hold U many times over."""
@@ -309,13 +326,16 @@ def rows_joined(first, second):
 
 @triton.jit
 def pair_by_warp(m, v0, v1, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, WARPS: tl.constexpr):
-    """[WARPS, BLOCK_N, 2]: each warp's part of m^T v0 and m^T v1. The slice's layout (load_pinned_slice) puts k =
-    (rep * WARPS + warp) * LANES + lane, LANES = 128 / BLOCK_N lanes along k (4 columns a thread): the reshape
-    below names those axes without moving data, the reps are summed in each thread, and the LANES lanes' sums are
-    spread over them by one layout conversion (sum_leading), where tl.sum would leave every lane all of them."""
-    LANES: tl.constexpr = 128 // BLOCK_N if 128 // BLOCK_N * WARPS <= BLOCK_H else BLOCK_H // WARPS
-    REPS: tl.constexpr = BLOCK_H // (WARPS * LANES)
-    parts = tl.reshape(tl.join(m * v0[:, None], m * v1[:, None]), (REPS, WARPS, LANES, BLOCK_N, 2))
+    """[WARPS, BLOCK_N, 2]: each warp's part of m^T v0 and m^T v1. The slice's layout (fma_slice) puts k =
+    ((rep * WARPS + warp) * LANES + lane) * RUN + i, LANES = 128 / BLOCK_N lanes along k (4 columns a thread), RUN
+    = 4: the reshape below names those axes without moving data, the reps and runs are summed in each thread, and
+    the LANES lanes' sums are spread over them by one layout conversion (sum_leading), where tl.sum would leave every
+    lane all of them."""
+    RUN: tl.constexpr = 4
+    LANES: tl.constexpr = 128 // BLOCK_N if 128 // BLOCK_N * WARPS * RUN <= BLOCK_H else BLOCK_H // (WARPS * RUN)
+    REPS: tl.constexpr = BLOCK_H // (WARPS * LANES * RUN)
+    parts = tl.reshape(tl.join(m * v0[:, None], m * v1[:, None]), (REPS, WARPS, LANES, RUN, BLOCK_N, 2))
+    parts = tl.reshape(tl.permute(parts, (0, 3, 1, 2, 4, 5)), (REPS * RUN, WARPS, LANES, BLOCK_N, 2))
     by_lane = tl.permute(tl.sum(parts, axis=0), (1, 0, 2, 3))  # [LANES, WARPS, BLOCK_N, 2]
     return tl.reshape(sum_leading(tl.reshape(by_lane, (LANES, WARPS, BLOCK_N * 2))), (WARPS, BLOCK_N, 2))
 
