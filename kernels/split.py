@@ -106,10 +106,10 @@ from .runtime import co_resident_programs, interpreting
 PIN = 1.0  # the runtime float U's slice is multiplied by before the time loop (as in resident.py)
 # Whether each program loads its first batch tile's step input (xw forward; h and dy backward) one step ahead, before
 # the barrier, so that its read (from HBM once the inputs outgrow L2) overlaps the barrier and the product instead of
-# the state's read. 16-bit I/O and the FMA product only (launch_keywords): fp32's 3xTF32 backward spills with it. On
-# an H200 (bf16, T = 4096, H = 512-2048, B = 8 and 64) it took 1-13% off the forward's time per step and 0.7-7% off
-# forward+backward's (results/variants/20261126-h200-switches), though it costs 12-45 instructions per step forward
-# and 22-74 backward (bf16; the FMA product's: 16-56); with the FMA product, not yet timed.
+# the state's read. 16-bit I/O only (launch_keywords): fp32's 3xTF32 backward spills with it, and so does a pass of the
+# FMA product, whose long product hides the load in the step anyway. On an H200 (bf16, T = 4096, H = 512-2048, B = 8
+# and 64) it took 1-13% off the forward's time per step and 0.7-7% off forward+backward's
+# (results/variants/20261126-h200-switches), though it costs 12-45 instructions per step forward and 22-74 backward.
 INPUTS_AHEAD = True
 # Whether the K_SPLIT partial products (one per warp) are summed in each thread after one layout conversion
 # (layouts.sum_leading), or by Triton's sum over the warps, whose shared-memory stores and reads have 16-way bank
