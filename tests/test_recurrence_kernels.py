@@ -213,12 +213,14 @@ def test_split_block_shapes_match_float64_reference(dtype, shape, nonlinearity, 
 FMA_SPLIT_BLOCKS = SplitBlocks(BLOCK_B=8, BLOCK_N=16, BLOCK_H=128, K_SPLIT=4, num_warps=4, FMA=True)
 
 
-@pytest.mark.parametrize("one_tile,shape,summed", [(False, s, True) for s in SPLIT_BLOCK_SHAPES]
-                         + [(True, SPLIT_BLOCK_SHAPES[0], True), (False, SPLIT_BLOCK_SHAPES[0], False)],
+@pytest.mark.parametrize("one_tile,shape,summed,block_h", [(False, s, True, 128) for s in SPLIT_BLOCK_SHAPES]
+                         + [(True, SPLIT_BLOCK_SHAPES[0], True, 128), (False, SPLIT_BLOCK_SHAPES[0], False, 128),
+                            (False, (2, 9, 200), True, 256)],  # two reps of each thread's runs of k
                          ids=lambda v: "T{}-B{}-H{}".format(*v) if isinstance(v, tuple) else None)
 @pytest.mark.parametrize("nonlinearity,reverse", [("tanh", False), ("relu", True)])
-def test_split_fma_product_matches_float64_reference(one_tile, shape, summed, nonlinearity, reverse, device):
-    blocks = dataclasses.replace(FMA_SPLIT_BLOCKS, ONE_TILE=one_tile, IN_THREAD_SUM=summed)
+def test_split_fma_product_matches_float64_reference(one_tile, shape, summed, block_h, nonlinearity, reverse,
+                                                     device):
+    blocks = dataclasses.replace(FMA_SPLIT_BLOCKS, ONE_TILE=one_tile, IN_THREAD_SUM=summed, BLOCK_H=block_h)
     check_against_reference(KernelPlan("split", LaunchConfig(blocks, blocks)), torch.float32, shape, nonlinearity,
                             reverse, device)
 
