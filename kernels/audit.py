@@ -30,10 +30,13 @@ H a multiple of 16), and reports:
     (a broadcast: one address per warp); in a split kernel by FMA each k of each batch row read by
     the lanes that share it, and every lane reading back its columns' sums) by more than half of the
     U bytes the program holds: that is U being re-read every step;
-  - conf/step: shared-memory bank conflicts per time step, the wavefronts the time loop's shared-memory
-    accesses take beyond the fewest their bytes need, over all warps (kernels/banks.py, which works the
-    addresses out from the PTX; the JSON has all the step's wavefronts as smem_wavefronts); reported, not
-    checked. It agrees with Nsight Compute's count on an H200 where both were taken;
+  - wf/step and conf/step: the wavefronts the time loop's shared-memory accesses take per time step, over
+    all warps (the cycles they hold the SM's shared-memory pipe: smem/step counts bytes, which reads 4
+    bytes wide and 16 bytes wide take alike), and of those the bank conflicts, the wavefronts beyond the
+    fewest their bytes need (kernels/banks.py, which works the addresses out from the PTX; smem_wavefronts
+    and bank_conflicts in the JSON); reported, not checked. The conflicts are exactly Nsight Compute's counts
+    on an H200 where both were taken; the wavefronts are a floor: a warp-wide broadcast 16-byte read took
+    about 2 there (1 here), and ptxas may merge the PTX's accesses into wider ones;
   - bar/step: CTA barriers (BAR.SYNC, BAR.ARV, BAR.RED: bar.sync and friends in PTX) in the SASS of
     the time loop, each one a point where every warp waits for the slowest; reported, not checked.
   - mma/step and waits/step: the tensor-core MMA instructions of the time loop (HGMMA: wgmma; HMMA:
@@ -579,7 +582,8 @@ def run_audit(jobs: list[AuditJob], workers: int = 2) -> list[AuditRow]:
 
 def format_table(rows: list[AuditRow]) -> str:
     header = (f"{'kernel':<26} {'dtype':<5} {'arch':<5} {'regs':>4} {'spill':>5} {'shared':>7} {'U hoisted':<9} "
-              f"{'U in':<9} {'smem/step':>9} {'conf/step':>9} {'bar/step':>8} {'mma/step':>8} {'waits/step':>10} "
+              f"{'U in':<9} {'smem/step':>9} {'wf/step':>7} {'conf/step':>9} {'bar/step':>8} {'mma/step':>8} "
+              f"{'waits/step':>10} "
               f"{'instr/step':>10} {'stall/step':>10} "
               f"{'U bytes':>7} {'U L1/step':>9} "
               f"{'barrier':<7} {'status':<6} config")
@@ -589,7 +593,8 @@ def format_table(rows: list[AuditRow]) -> str:
         return f"{n}" if n >= 0 else "n/a"
     for r in rows:
         lines.append(f"{r.kernel:<26} {r.dtype:<5} sm_{r.arch:<2} {r.registers:>4} {r.spill_bytes:>5} {r.shared:>7} "
-                     f"{r.u_hoisted:<9} {r.u_in:<9} {count(r.smem_per_step):>9} {count(r.bank_conflicts):>9} "
+                     f"{r.u_hoisted:<9} {r.u_in:<9} {count(r.smem_per_step):>9} {count(r.smem_wavefronts):>7} "
+                     f"{count(r.bank_conflicts):>9} "
                      f"{count(r.bar_per_step):>8} "
                      f"{count(r.mma_per_step):>8} {count(r.waits_per_step):>10} {count(r.loop_instructions):>10} "
                      f"{count(r.stall_cycles):>10} "

@@ -250,7 +250,7 @@ def kernel_pass(kernel: str, config: str) -> str:
 
 def _with_occupancy(row: dict, plan: str) -> dict:
     keep = ("kernel", "arch", "registers", "spill_bytes", "shared", "num_warps", "loop_instructions", "stall_cycles",
-            "bar_per_step", "bank_conflicts", "status", "config", "error")
+            "bar_per_step", "smem_wavefronts", "bank_conflicts", "status", "config", "error")
     out = {k: row.get(k) for k in keep} | {"plan": plan, "tier": plan.split("(")[0],
                                              "pass": kernel_pass(row.get("kernel", ""), row.get("config", ""))}
     if not row.get("error") and row.get("registers", -1) > 0:

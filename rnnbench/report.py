@@ -498,7 +498,8 @@ def _compile_facts_table(ran: list[dict]) -> list[str]:
              f"sm_{f['arch']}", f.get("registers", ""), f.get("spill_bytes", ""), f.get("shared", ""),
              f.get("num_warps", ""), f.get("blocks_per_sm", ""),
              f"{100 * f['occupancy']:.0f}%" if "occupancy" in f else "", f.get("limiter", ""),
-             *(_per_step(f, k) for k in ("loop_instructions", "stall_cycles", "bar_per_step", "bank_conflicts")),
+             *(_per_step(f, k) for k in ("loop_instructions", "stall_cycles", "bar_per_step", "smem_wavefronts",
+                                         "bank_conflicts")),
              f.get("error") or f.get("status", "")]
             for r in ran for f in r.get("compile_facts", [])]
     if not rows:
@@ -507,11 +508,11 @@ def _compile_facts_table(ran: list[dict]) -> list[str]:
             "The dispatcher's tier and configuration for this case, compiled for the target; occupancy = resident "
             "warps / 64 per SM, limited by registers, shared memory or warps (rnnbench/hardware.py). Per step of a "
             "persistent kernel's time loop, per warp: its instructions, the cycles it takes to issue them when "
-            "nothing waits on memory (stall), its CTA barriers, and its shared-memory bank conflicts (wavefronts "
-            "beyond the fewest, all warps).",
+            "nothing waits on memory (stall), its CTA barriers; over all warps, its shared-memory wavefronts (wf) "
+            "and of those its bank conflicts (beyond the fewest the bytes need).",
             md_table(["backend", "tier", "kernel", "pass", "L2 prefetch", "arch", "regs/thread", "spill B", "shared B",
                       "warps", "blocks/SM", "occupancy", "limited by", "instr/step", "stall/step", "bar/step",
-                      "conf/step", "audit"], rows)]
+                      "wf/step", "conf/step", "audit"], rows)]
 
 
 def _share(efficiency: dict, key: str) -> str:

@@ -552,7 +552,8 @@ def test_the_audit_lists_each_shared_access_of_a_time_loop_with_its_wavefronts(t
 
 def test_every_dispatchable_configuration_compiles_clean(tmp_path):
     rows, table = audit_in_a_subprocess(tmp_path)
-    columns = ("regs", "smem/step", "conf/step", "bar/step", "mma/step", "instr/step", "stall/step", "configurations:")
+    columns = ("regs", "smem/step", "wf/step", "conf/step", "bar/step", "mma/step", "instr/step", "stall/step",
+               "configurations:")
     assert all(word in table for word in columns)
     # Coverage: every fma, resident and split (dtype, BLOCK_H) each target can get (resident: from its minimum
     # arch on; split: a slice per SM) and the stepwise kernel of every dtype, both activations, both passes.
@@ -581,8 +582,9 @@ def test_every_dispatchable_configuration_compiles_clean(tmp_path):
             assert min(r["bar_per_step"], r["mma_per_step"], r["waits_per_step"]) >= 0, r  # fp64 has no MMA
             assert r["stall_cycles"] >= r["loop_instructions"] > 0, r
             # no shared-memory bank conflicts (banks.py) but where a split kernel's warps' partial products are
-            # summed by tl.sum over the warps: the FMA product's, and fp32's pipelined tile loop (split.launch_keywords)
+            # summed by tl.sum over the warps: fp32's pipelined tile loop on sm_80 (SplitBlocks.IN_THREAD_SUM)
             assert r["bank_conflicts"] == 0 or "IN_THREAD_SUM=False" in r["config"], r
+            assert r["smem_wavefronts"] >= r["bank_conflicts"], r
             if r["tier"] == "resident" and r["dtype"] != "fp64":  # test_the_resident_step_converts_... says why
                 converted = {"ACC_LAYOUT_IO=True": 2, "IN_IO_LAYOUT=True": 4}
                 assert r["bar_per_step"] <= next((n for k, n in converted.items() if k in r["config"]), 8), r

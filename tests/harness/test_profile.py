@@ -137,7 +137,7 @@ def test_compile_facts_match_the_audit(profiled):
     for row in audit:
         fact = facts[(row["kernel"], arch, row["config"])]
         for key in ("registers", "spill_bytes", "shared", "num_warps", "loop_instructions", "stall_cycles",
-                    "bar_per_step", "bank_conflicts", "status"):
+                    "bar_per_step", "smem_wavefronts", "bank_conflicts", "status"):
             assert fact[key] == row[key], key
         assert fact["tier"] == plan.tier and fact["plan"] == plan.name
         occupancy = hardware.occupancy(row["registers"], row["shared"], row["num_warps"], arch)["occupancy"]
