@@ -43,10 +43,10 @@ operand's TF32 parts take more registers than 16 warps' limit of 128). The slice
 one already), as four loads of every fourth row joined (fma_slice): each thread holds 4 columns of 16 k rows in
 4 runs of 4 consecutive k, the warps and 8 lanes run along k. (fma.py's kernels hold whole columns a thread
 instead; with K = 2048 and 16 columns, that would have every warp read the whole state.) Each batch row of the
-tile is then one FMA sum per
-thread; with IN_THREAD_SUM each pair of rows' sums are spread over the 8 lanes by one layout conversion and the
-warps' parts of all the tile's rows summed once, in each thread; without it 3 shuffle rounds and one sum over the
-warps through shared memory a pair of rows (exact fp32 either way, as cuDNN's fp32 kernels multiply)::
+tile is then one FMA sum per thread; with IN_THREAD_SUM each pair of rows' sums are spread over the 8 lanes by one
+layout conversion and the warps' parts of all the tile's rows summed once, in each thread; without it 3 shuffle
+rounds and one sum over the warps through shared memory a pair of rows (exact fp32 either way, as cuDNN's fp32
+kernels multiply)::
 
     a_t^T[n, b] = xw_t^T[n, b] + sum_k M[k, n] h_{t-1}[b, k],   M = U^T (forward), U (backward)
 
@@ -122,6 +122,8 @@ INPUTS_AHEAD = True
 # step (2530 wavefronts in all instead of 7074), 30 CTA barriers instead of 48/50, 838/848 instructions instead of
 # 1289/1315, at 16 warps' limit of 128 registers, no spills. Not yet timed (.ci/gpu split-sum).
 IN_THREAD_SUM = True
+# Consecutive k each thread holds in a run of the FMA product's slice (fma_slice joins that many loads)
+FMA_RUN = tl.constexpr(4)
 # What a step does (the kernels' WORK): all of it, or less, so that `rnnbench exchange` can time the rest alone
 FULL_STEP = tl.constexpr("full")
 EXCHANGE_STEP = tl.constexpr("exchange")  # the product compiled out: the state read and summed, written, the barrier
@@ -201,10 +203,11 @@ def load_pinned_slice(u_ptr, pin, cols, H, BLOCK_H: tl.constexpr, K_SPLIT: tl.co
 
 @triton.jit
 def fma_slice(u_ptr, cols, H, BLOCK_H: tl.constexpr):
-    """[BLOCK_H, BLOCK_N]: element [k, n] at u_ptr + k*H + cols[n] (zero past H), laid out with runs of 4
+    """[BLOCK_H, BLOCK_N]: element [k, n] at u_ptr + k*H + cols[n] (zero past H), laid out with runs of FMA_RUN = 4
     consecutive k in each thread: four loads of every fourth row (each thread 4 columns of its rows, as Triton
     coalesces a load along n) joined in registers. The state's rows then reach the product 16 bytes a read: 2530
     shared-memory wavefronts a tile at H = 2048 against 4066 in the load's own layout (compile audit, sm_90)."""
+    tl.static_assert(FMA_RUN == 4)
     kb = tl.arange(0, BLOCK_H // 4)[:, None] * 4
     n = cols[None, :]
     resident_u0 = tl.load(u_ptr + kb * H + n, mask=(n < H) & (kb < H), other=0.0)
@@ -267,10 +270,9 @@ def fma_slice_product(m, state_ptr, tile, B, H, BLOCK_N: tl.constexpr, BLOCK_B: 
     thread (rows_by_warp; compile audit, sm_90, forward at H = 2048: no bank conflicts where there were 3072
     wavefronts a step, 30 CTA barriers instead of 48, 838 instructions instead of 1289; at 128 registers, the form
     whose pairs are joined one after another: joined at once, or a row at a time, a pass spilled); else the pair's
-    products side by side share one tl.sum over the lanes and warps
-    (48 CTA barriers per step of one 8-row tile, not 60 a row at a time). A tl.dot by FMA would hold U once per lane
-    along the batch, and a [BLOCK_H, BLOCK_N, BLOCK_B] product takes a layout with the lanes along n and b: both
-    hold U many times over."""
+    products side by side share one tl.sum over the lanes and warps (48 CTA barriers per step of one 8-row tile, not
+    60 a row at a time). A tl.dot by FMA would hold U once per lane along the batch, and a [BLOCK_H, BLOCK_N,
+    BLOCK_B] product takes a layout with the lanes along n and b: both hold U many times over."""
     tl.static_assert(BLOCK_B % 2 == 0)  # rows in pairs
     row = tile * BLOCK_B
     if IN_THREAD_SUM:
@@ -327,11 +329,11 @@ def rows_joined(first, second):
 @triton.jit
 def pair_by_warp(m, v0, v1, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, WARPS: tl.constexpr):
     """[WARPS, BLOCK_N, 2]: each warp's part of m^T v0 and m^T v1. The slice's layout (fma_slice) puts k =
-    ((rep * WARPS + warp) * LANES + lane) * RUN + i, LANES = 128 / BLOCK_N lanes along k (4 columns a thread), RUN
-    = 4: the reshape below names those axes without moving data, the reps and runs are summed in each thread, and
-    the LANES lanes' sums are spread over them by one layout conversion (sum_leading), where tl.sum would leave every
+    ((rep * WARPS + warp) * LANES + lane) * FMA_RUN + i, LANES = 128 / BLOCK_N lanes along k (4 columns a thread):
+    the reshape below names those axes without moving data, the reps and runs are summed in each thread, and the
+    LANES lanes' sums are spread over them by one layout conversion (sum_leading), where tl.sum would leave every
     lane all of them."""
-    RUN: tl.constexpr = 4
+    RUN: tl.constexpr = FMA_RUN
     LANES: tl.constexpr = 128 // BLOCK_N if 128 // BLOCK_N * WARPS * RUN <= BLOCK_H else BLOCK_H // (WARPS * RUN)
     REPS: tl.constexpr = BLOCK_H // (WARPS * LANES * RUN)
     parts = tl.reshape(tl.join(m * v0[:, None], m * v1[:, None]), (REPS, WARPS, LANES, RUN, BLOCK_N, 2))
