@@ -327,6 +327,11 @@ _MMA_ITEMSIZE = {"BF16": 2, "F16": 2, "TF32": 4, "E4M3": 1, "E5M2": 1}
 _SASS_CONTROL = re.compile(r"/\*([0-9a-f]{4,})\*/[^\n]*;\s*/\* 0x[0-9a-f]{16} \*/\s*\n\s*/\* (0x[0-9a-f]{16}) \*/")
 
 
+def _sass_instructions(sass: str) -> list[tuple[int, str]]:
+    """(address, text) of each instruction of a SASS listing."""
+    return [(int(a, 16), text) for a, text in _SASS_LINE.findall(sass)]
+
+
 def _loop_span(instructions: list[tuple[int, str]]) -> tuple[int, int] | None:
     """(first, last) address of the outermost loop, the widest backward branch, of (address, text) instructions."""
     spans = []
@@ -339,7 +344,7 @@ def _loop_span(instructions: list[tuple[int, str]]) -> tuple[int, int] | None:
 
 def time_loop(sass: str) -> list[str]:
     """The instructions of the outermost loop (the widest backward branch), predicates stripped."""
-    instructions = [(int(a, 16), text) for a, text in _SASS_LINE.findall(sass)]
+    instructions = _sass_instructions(sass)
     span = _loop_span(instructions)
     if span is None:
         return []
@@ -349,7 +354,7 @@ def time_loop(sass: str) -> list[str]:
 def stall_cycles(sass: str) -> int:
     """The stall counts ptxas wrote into the control bits of the time loop's instructions (bits 105-108 of the
     128-bit encoding from Volta on: the cycles the warp waits before issuing its next instruction), summed."""
-    span = _loop_span([(int(a, 16), text) for a, text in _SASS_LINE.findall(sass)])
+    span = _loop_span(_sass_instructions(sass))
     if span is None:
         return 0
     return sum((int(word, 16) >> 41) & 0xF for address, word in _SASS_CONTROL.findall(sass)

@@ -21,10 +21,9 @@ memory, audit.stall_cycles) against 485/442 with each chain a run of consecutive
 issued back to back, each waiting out the last (Nsight Compute on the H200 counted 470 such cycles per step in
 that forward, of its 746); at 256, 694/659 against 985/1044; 11-45% fewer from BLOCK_H = 32 on. On sm_80, whose
 ptxas schedules the runs better, it saves 19-25% at 256 and in the backward at 128, but costs 3-12% at 32 and 64
-and 4% in the forward at 128. Not yet timed: `bash .ci/gpu fma-chains`. The new
-state then reaches every thread through shared memory: one
-store, one barrier, and BLOCK_H / 4 loads of 16 bytes, each at one address for the whole warp (a
-broadcast); a second barrier lets the next step's store reuse the buffer.
+and 4% in the forward at 128. Not yet timed: `bash .ci/gpu fma-chains`. The new state then reaches every
+thread through shared memory: one store, one barrier, and BLOCK_H / 4 loads of 16 bytes, each at one address
+for the whole warp (a broadcast); a second barrier lets the next step's store reuse the buffer.
 
 Triton picks a tensor's layout from how it is loaded, not from how it is used, so the launchers store
 M by columns (by_columns: k = 4 j + e at [j, n, e]) and the kernels load it as one flat run. Triton

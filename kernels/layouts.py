@@ -83,3 +83,14 @@ def sum_leading(parts):
             first, second = tl.split(tl.reshape(x, (R, C, K >> (level + 1), 2)))
             x = first + second
     return tl.reshape(x, (R, C))
+
+
+@triton.jit
+def side_by_side(a, b):
+    """[a | b]: two tensors of one 2-D or 3-D shape side by side along their last axis, a's first. tl.join puts each
+    pair in one thread, so no data moves between threads."""
+    if len(a.shape) == 2:
+        return tl.reshape(tl.permute(tl.join(a, b), (0, 2, 1)), (a.shape[0], 2 * a.shape[1]))
+    else:
+        tl.static_assert(len(a.shape) == 3)
+        return tl.reshape(tl.permute(tl.join(a, b), (0, 1, 3, 2)), (a.shape[0], a.shape[1], 2 * a.shape[2]))

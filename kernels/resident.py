@@ -83,7 +83,7 @@ import triton.language as tl
 from . import prefetch
 from .activations import activation_grad_from_output, apply_activation
 from .launch import SIXTEEN_BIT, Blocks, accumulator_dtype, common_keywords, tanh_form
-from .layouts import converts_product, in_io_layout
+from .layouts import converts_product, in_io_layout, side_by_side
 from .prefetch import prefetch_distance, prefetch_l2
 from .runtime import interpreting
 
@@ -191,12 +191,6 @@ def tf32_round(x):
     integer operations so that the interpreter rounds too."""
     bits = x.to(tl.int32, bitcast=True)
     return ((bits + 0x1000) & -0x2000).to(tl.float32, bitcast=True)
-
-
-@triton.jit
-def side_by_side(a, b):
-    """[a | b]: two [R, C] tensors as one [R, 2C]."""
-    return tl.reshape(tl.permute(tl.join(a, b), (0, 2, 1)), (a.shape[0], 2 * a.shape[1]))
 
 
 @triton.jit

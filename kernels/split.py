@@ -100,7 +100,7 @@ from .dsmem import (
     wait_state,
 )
 from .launch import SIXTEEN_BIT, Blocks, accumulator_dtype, common_keywords, tanh_form
-from .layouts import converts_product, in_io_layout, sum_leading
+from .layouts import converts_product, in_io_layout, side_by_side, sum_leading
 from .runtime import co_resident_programs, interpreting
 
 PIN = 1.0  # the runtime float U's slice is multiplied by before the time loop (as in resident.py)
@@ -280,7 +280,7 @@ def fma_slice_product(m, state_ptr, tile, B, H, BLOCK_N: tl.constexpr, BLOCK_B: 
         if BLOCK_B <= 8:
             parts = rows_by_warp(m, state_ptr, row, B, H, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, ACC_DTYPE)
         else:
-            parts = rows_joined(rows_by_warp(m, state_ptr, row, B, H, 8, BLOCK_N, BLOCK_H, K_SPLIT, ACC_DTYPE),
+            parts = side_by_side(rows_by_warp(m, state_ptr, row, B, H, 8, BLOCK_N, BLOCK_H, K_SPLIT, ACC_DTYPE),
                                 rows_by_warp(m, state_ptr, row + 8, B, H, 8, BLOCK_N, BLOCK_H, K_SPLIT, ACC_DTYPE))
         return sum_leading(parts)
     acc = tl.zeros((BLOCK_N, BLOCK_B), ACC_DTYPE)
@@ -309,21 +309,14 @@ def rows_by_warp(m, state_ptr, row, B, H, ROWS: tl.constexpr, BLOCK_N: tl.conste
         v0, v1 = ahead
         if ROWS > 4:
             ahead = state_pair(state_ptr, row + 4, B, H, BLOCK_H, ACC_DTYPE)
-        parts = rows_joined(parts, pair_by_warp(m, v0, v1, BLOCK_N, BLOCK_H, WARPS))
+        parts = side_by_side(parts, pair_by_warp(m, v0, v1, BLOCK_N, BLOCK_H, WARPS))
     if ROWS > 4:
         v0, v1 = ahead
         ahead = state_pair(state_ptr, row + 6, B, H, BLOCK_H, ACC_DTYPE)
         later = pair_by_warp(m, v0, v1, BLOCK_N, BLOCK_H, WARPS)
         v0, v1 = ahead
-        parts = rows_joined(parts, rows_joined(later, pair_by_warp(m, v0, v1, BLOCK_N, BLOCK_H, WARPS)))
+        parts = side_by_side(parts, side_by_side(later, pair_by_warp(m, v0, v1, BLOCK_N, BLOCK_H, WARPS)))
     return parts
-
-
-@triton.jit
-def rows_joined(first, second):
-    """[W, N, 2R]: two [W, N, R] tensors side by side along the rows, first's first (in registers: no data moves)."""
-    return tl.reshape(tl.permute(tl.join(first, second), (0, 1, 3, 2)),
-                      (first.shape[0], first.shape[1], 2 * first.shape[2]))
 
 
 @triton.jit
