@@ -7,8 +7,9 @@ For every (variant, dtype, H, B) it builds TritonRNN with nn.RNN's seeded weight
 forward against the float64 reference loop (relative error of the outputs), and times forward and
 forward+backward with triton.testing.do_bench; cuDNN float16 is timed beside it as the control, so a
 drift of the machine between leases shows. A variant is a name and a context manager that switches
-a kernel default for the calls made inside it (VARIANTS). Writes DIR/variants.csv and prints a
-table. `--device cpu` (with TRITON_INTERPRET=1, small --seq-len and --hidden) checks the script itself.
+a kernel default for the calls made inside it (VARIANTS). Writes DIR/variants.csv, and DIR/summary.txt with
+each variant's time per step as a ratio to today's form's on the same case, beside both errors.
+`--device cpu` (with TRITON_INTERPRET=1, small --seq-len and --hidden) checks the script itself.
 """
 from __future__ import annotations
 
@@ -307,7 +308,35 @@ def main(argv=None) -> int:
                              "error": f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"})
             print(rows[-1], flush=True)
             write_table(rows, args.out / "variants.csv")  # every case: a step cut off at its limit keeps them
+    text = summary(rows)
+    (args.out / "summary.txt").write_text(text + "\n")
+    print(text)
     return 0
+
+
+def summary(rows: list[dict]) -> str:
+    """Each variant beside today's form ("current") on the cases both ran: its time per step as a ratio to today's
+    (below 1: the variant is faster), forward and forward+backward, and both relative errors against float64."""
+    def case(row):
+        return row["dtype"], row["hidden"], row["batch"]
+
+    def error(row):
+        return f"{row['triton_rel_err']:.2e}" if "triton_rel_err" in row else "n/a"
+    today = {case(r): r for r in rows if r["variant"] == "current" and "error" not in r}
+    lines = [f"{'variant / today':<26} {'dtype':<9} {'H':>5} {'B':>4} {'fwd':>6} {'f+b':>6} {'its error':>10} "
+             f"{'today':>10}"]
+    for row in rows:
+        base = today.get(case(row))
+        if row["variant"] == "current" or base is None:
+            continue
+        head = f"{row['variant']:<26} {row['dtype']:<9} {row['hidden']:>5} {row['batch']:>4}"
+        if "error" in row:
+            lines.append(f"{head} failed: {row['error']}")
+            continue
+        ratios = [f"{row[k] / base[k]:.3f}" if k in row and k in base else "n/a"
+                  for k in ("triton_fwd_us_per_step", "triton_fb_us_per_step")]
+        lines.append(f"{head} {ratios[0]:>6} {ratios[1]:>6} {error(row):>10} {error(base):>10}")
+    return "\n".join(lines)
 
 
 def write_table(rows: list[dict], path: Path) -> None:

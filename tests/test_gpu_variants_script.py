@@ -81,6 +81,26 @@ def test_a_run_writes_its_table(variants, tmp_path, device):
     assert all(float(r["triton_rel_err"]) < 1e-5 and not r.get("error") for r in rows)
 
 
+def test_the_summary_gives_each_variants_time_as_a_ratio_to_todays_on_the_same_case(variants, tmp_path):
+    """summary.txt, what a lease's reader decides a default by: each variant's time per step over today's ("current")
+    on the same (dtype, H, B), forward and forward+backward, both errors beside; a failed case says so, and a case
+    today's form did not run has nothing to compare with."""
+    case = {"dtype": "float32", "hidden": 2048}
+    rows = [{"variant": "current", **case, "batch": 8, "triton_fwd_us_per_step": 10.0, "triton_fb_us_per_step": 20.0,
+             "triton_rel_err": 1e-6},
+            {"variant": "faster", **case, "batch": 8, "triton_fwd_us_per_step": 8.0, "triton_fb_us_per_step": 25.0,
+             "triton_rel_err": 2e-6},
+            {"variant": "broken", **case, "batch": 8, "error": "RuntimeError: no"},
+            {"variant": "faster", **case, "batch": 64, "triton_fwd_us_per_step": 1.0, "triton_fb_us_per_step": 1.0}]
+    lines = [line.split() for line in variants.summary(rows).splitlines()[1:]]
+    assert lines == [["faster", "float32", "2048", "8", "0.800", "1.250", "2.00e-06", "1.00e-06"],
+                     ["broken", "float32", "2048", "8", "failed:", "RuntimeError:", "no"]]
+    assert variants.main(["--out", str(tmp_path), "--device", "cpu", "--seq-len", "2", "--hidden", "64",
+                          "--batch", "8", "--variant", "current", "fp32-tf32x3"]) == 0
+    written = (tmp_path / "summary.txt").read_text().splitlines()
+    assert written[1].split()[:6] == ["fp32-tf32x3", "float32", "64", "8", "n/a", "n/a"]  # no times on a CPU
+
+
 def test_the_gpu_stages_name_only_variants_and_switches_that_exist(variants):
     """.ci/gpu's stages, read as text: every --variant they time is in VARIANTS, every kernels.dispatch switch they
     set exists and is given a value of its type, and the exchanges they loop over are the split kernels' (one may be
