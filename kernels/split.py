@@ -280,8 +280,9 @@ def fma_slice_product(m, state_ptr, tile, B, H, BLOCK_N: tl.constexpr, BLOCK_B: 
                       IN_THREAD_SUM: tl.constexpr, STATE_IN_RUNS: tl.constexpr):
     """slice_product by FMA, for the slice m held as [BLOCK_H, BLOCK_N] (load_pinned_slice with FMA): a pair of
     batch rows at a time, sum_k m[k, n] v[k] for each, each thread summing its k rows in registers before the
-    lanes' and warps' sums meet. Each pair's rows are loaded while the pair before is summed: the barriers keep the
-    compiler from moving the loads up itself, and each load waits on L2 (not yet timed). With IN_THREAD_SUM each
+    lanes' and warps' sums meet. Each pair's rows are loaded while the pair before is summed (with STATE_IN_RUNS the
+    first of them: rows_ahead): the barriers keep the compiler from moving the loads up itself, and each load waits
+    on L2 (not yet timed). With IN_THREAD_SUM each
     pair's lanes' sums are spread over those lanes and the warps' parts of every row summed once a tile, in each
     thread (rows_by_warp; compile audit, sm_90, forward at H = 2048: no bank conflicts where there were 3072
     wavefronts a step, 30 CTA barriers instead of 48, 838 instructions instead of 1289; at 128 registers, the form
