@@ -132,7 +132,7 @@ FMA_RUN = tl.constexpr(4)
 # its runs of FMA_RUN k by 16-byte loads (state_in_runs), instead of loading them coalesced and converting them
 # through shared memory. Compile audit, sm_90, fp32 H = 2048, forward/backward, one 8-row tile a step: 1506
 # shared-memory wavefronts instead of 2530, 14 CTA barriers instead of 30, 791/789 instructions instead of 838/848,
-# no spills; the pipelined tile loop 843/845 instead of 891/893 and 15 barriers instead of 31. Its cost: a row takes 16
+# no spills; the pipelined tile loop 843/845 instead of 891/894 and 15 barriers instead of 31. Its cost: a row takes 16
 # registers in flight where the coalesced load took 4, so only the next pair's first row is loaded ahead (both
 # spilled), and the second row's L2 latency falls in its pair's product. Off until a GPU says it is right and faster
 # (inline PTX: never run in the interpreter; .ci/gpu untimed, variant split-state-in-runs).
@@ -279,17 +279,17 @@ def fma_slice_product(m, state_ptr, tile, B, H, BLOCK_N: tl.constexpr, BLOCK_B: 
                       BLOCK_H: tl.constexpr, K_SPLIT: tl.constexpr, ACC_DTYPE: tl.constexpr,
                       IN_THREAD_SUM: tl.constexpr, STATE_IN_RUNS: tl.constexpr):
     """slice_product by FMA, for the slice m held as [BLOCK_H, BLOCK_N] (load_pinned_slice with FMA): a pair of
-    batch rows at a time, sum_k m[k, n] v[k] for each, each thread summing its k rows in registers before the
-    lanes' and warps' sums meet. Each pair's rows are loaded while the pair before is summed (with STATE_IN_RUNS the
-    first of them: rows_ahead): the barriers keep the compiler from moving the loads up itself, and each load waits
-    on L2 (not yet timed). With IN_THREAD_SUM each
-    pair's lanes' sums are spread over those lanes and the warps' parts of every row summed once a tile, in each
-    thread (rows_by_warp; compile audit, sm_90, forward at H = 2048: no bank conflicts where there were 3072
-    wavefronts a step, 30 CTA barriers instead of 48, 838 instructions instead of 1289; at 128 registers, the form
-    whose pairs are joined one after another: joined at once, or a row at a time, a pass spilled); else the pair's
-    products side by side share one tl.sum over the lanes and warps (48 CTA barriers per step of one 8-row tile, not
-    60 a row at a time). A tl.dot by FMA would hold U once per lane along the batch, and a [BLOCK_H, BLOCK_N,
-    BLOCK_B] product takes a layout with the lanes along n and b: both hold U many times over."""
+    batch rows at a time, sum_k m[k, n] v[k] for each, each thread summing its k rows in registers before the lanes'
+    and warps' sums meet. Each pair's rows are loaded while the pair before is summed (with STATE_IN_RUNS the first
+    of them: rows_ahead): the barriers keep the compiler from moving the loads up itself, and each load waits on L2
+    (not yet timed). With IN_THREAD_SUM each pair's lanes' sums are spread over those lanes and the warps' parts of
+    every row summed once a tile, in each thread (rows_by_warp; compile audit, sm_90, forward at H = 2048: no bank
+    conflicts where there were 3072 wavefronts a step, 30 CTA barriers instead of 48, 838 instructions instead of
+    1289; at 128 registers, the form whose pairs are joined one after another: joined at once, or a row at a time, a
+    pass spilled); else the pair's products side by side share one tl.sum over the lanes and warps (48 CTA barriers
+    per step of one 8-row tile, not 60 a row at a time). A tl.dot by FMA would hold U once per lane along the batch,
+    and a [BLOCK_H, BLOCK_N, BLOCK_B] product takes a layout with the lanes along n and b: both hold U many times
+    over."""
     tl.static_assert(BLOCK_B % 2 == 0)  # rows in pairs
     row = tile * BLOCK_B
     if IN_THREAD_SUM:
