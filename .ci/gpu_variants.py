@@ -126,6 +126,10 @@ VARIANTS = {  # name -> a context manager factory
     # the split tier at H = 512 and 2048 where programs run several tiles per step in 16-row slices with 16-row tiles
     # (today's: 32-row slices with 8-row tiles in twice the batch groups; dispatch.SPLIT_LOOPED_CONFIGS)
     "split-thin-looped": lambda: switched(dispatch, "SPLIT_LOOPED_CONFIGS", {}),
+    # those 32-row slices with 8-row tiles, as before they took 16-row ones from sm_90 (dispatch.SPLIT_LOOPED_BLOCK_B):
+    # twice the tiles per program where programs run several, two where the batch fits one 16-row tile (H = 2048,
+    # B = 17..32)
+    "split-looped-8-row-tiles": lambda: switched(dispatch, "SPLIT_LOOPED_BLOCK_B", 8),
     # where each program has one tile: at H = 2048, B = 9..16, one group of 128 16-row slices with a 16-row tile, not
     # today's two groups of 64 32-row slices with 8-row tiles (dispatch.SPLIT_WIDE_ONE_TILE_BLOCK_H); and at H = 512,
     # B = 33..64, today's 16-row slices with 16-row tiles against 32-row slices with 8-row tiles in twice the groups
@@ -227,6 +231,7 @@ CASES = {
     "split-tl-sum": SPLIT_SUM,
     "split-state-in-runs": FP32_2048,
     "split-thin-looped": SPLIT_LOOPED,
+    "split-looped-8-row-tiles": SPLIT_LOOPED,
     "split-thin-one-tile": [c for c in SPLIT_WIDE_ONE_TILE if c[1] == 2048],
     "split-wide-one-tile-512": [c for c in SPLIT_WIDE_ONE_TILE if c[1] == 512],
     "split-clusters": SPLIT_CLUSTER_CASES,

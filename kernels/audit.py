@@ -656,6 +656,9 @@ def kernel_switches() -> tuple[KernelSwitch, ...]:
         KernelSwitch("--split-tile-loop-stages", dispatch, "SPLIT_TILE_LOOP_STAGES", {"type": int, "metavar": "N"},
                      "software-pipeline stages of the split kernels' tile loop (default: "
                      "dispatch.SPLIT_TILE_LOOP_STAGES)"),
+        KernelSwitch("--split-looped-block-b", dispatch, "SPLIT_LOOPED_BLOCK_B", {"type": int, "metavar": "N"},
+                     "batch tile rows of the split programs that run several tiles per step, from sm_90 (default: "
+                     "dispatch.SPLIT_LOOPED_BLOCK_B)"),
         KernelSwitch("--split-clusters", dispatch, "SPLIT_CLUSTERS", {"action": "store_true"},
                      "the split tier's batch groups as thread-block clusters where it has such configurations "
                      "(dispatch.SPLIT_CLUSTERS on; sm_90)"),

@@ -8,17 +8,17 @@ Tiers, tried in order:
   to one row per SM (FMA_MAX_ROWS_PER_SM), where each program has an SM of its own.
 - resident: the persistent kernels of resident.py. One program per BLOCK_B batch rows holds all of
   U (H padded to BLOCK_H) in registers; fits while the compile audit finds no spills.
-- split: the persistent kernels of split.py. U is cut into slices of BLOCK_N rows (state columns),
-  one program per slice and batch group, all co-resident (at most one per SM), meeting at a grid
-  barrier every step. Needs cdiv(H, BLOCK_N) <= the SM count; one launch serves any batch, each group
-  running its batch tiles one after another. Batches that fit take 8-row tiles (SPLIT_NARROW_BLOCK_B,
-  mma.sync's N), at H = 1024 in slices of 16 rows (SPLIT_FINE_CONFIGS) where the batch fits those;
-  wherever each program has one tile, its kernels have no tile loop (ONE_TILE, SPLIT_ONE_TILE); where programs
-  run several tiles, H = 512 and 2048 take slices twice as wide in twice the groups, of 8-row tiles
-  (SPLIT_LOOPED_CONFIGS). With SPLIT_CLUSTERS (sm_90, off), a batch group at H = 512 or 1024 is one thread-block
-  cluster meeting at the cluster barrier, and fp32 at H = 256 leaves the fma tier for clusters of 4 programs that
-  split U between them, by FMA, where that gives each cluster one batch tile. fp32 at H = 2048 multiplies by FMA
-  (SplitBlocks.FMA): 3xTF32's slice spills there.
+- split: the persistent kernels of split.py. U is cut into slices of BLOCK_N rows (state columns), one program per
+  slice and batch group, all co-resident (at most one per SM), meeting at a grid barrier every step. Needs cdiv(H,
+  BLOCK_N) <= the SM count; one launch serves any batch, each group running its batch tiles one after another. Batches
+  that fit take 8-row tiles (SPLIT_NARROW_BLOCK_B, mma.sync's N), at H = 1024 in slices of 16 rows
+  (SPLIT_FINE_CONFIGS) where the batch fits those; wherever each program has one tile, its kernels have no tile loop
+  (ONE_TILE, SPLIT_ONE_TILE); where programs run several tiles, H = 512 and 2048 take slices twice as wide in twice
+  the groups (SPLIT_LOOPED_CONFIGS), of 16-row tiles from sm_90 (SPLIT_LOOPED_BLOCK_B; at H = 2048 also where one such
+  tile per program holds the batch). With SPLIT_CLUSTERS (sm_90, off), a batch group at H = 512 or 1024 is one
+  thread-block cluster meeting at the cluster barrier, and fp32 at H = 256 leaves the fma tier for clusters of 4
+  programs that split U between them, by FMA, where that gives each cluster one batch tile. fp32 at H = 2048
+  multiplies by FMA (SplitBlocks.FMA): 3xTF32's slice spills there.
 - stepwise: one launch per timestep (stepwise.py); serves any H. Its column tiles narrow where the batch and H
   leave SMs idle (STEPWISE_BLOCK_N).
 
@@ -157,6 +157,20 @@ SPLIT_NARROW_BLOCK_B = 8
 SPLIT_LOOPED_CONFIGS: dict[tuple[torch.dtype, int], LaunchConfig[SplitBlocks]] = {
     (dt, bh): _split(32, bh, warps, block_b=8) for dt in (torch.bfloat16, torch.float16)
     for bh, warps in {512: 4, 2048: 8}.items()}
+# The batch tile of SPLIT_LOOPED_CONFIGS' programs from sm_90 on, where it is not SPLIT_NARROW_BLOCK_B's 8 rows: each
+# program then runs half as many tiles per step (two of 16 rows at H = 2048, B = 64, not four of 8), and where the
+# batch fits one such tile per program (H = 2048, B = 17..32), its one-tile form. On the H200 a further tile cost about
+# as much whether it had 8 or 16 rows (2.8 us per step for each 8-row tile past the first at H = 2048, 32-row slices,
+# B = 16 -> 64; 3.4-3.8 for each 16-row tile of 16-row slices: wide.csv above), and Nsight Compute found the 8-row
+# tile loop latency-bound (18 cycles per issued instruction; results/variants/20261127-h200/ncu). Compile audit, sm_90
+# bf16, forward/backward, per tile against 8-row tiles: H = 2048, 579/606 instructions and 8 CTA barriers for 16 rows
+# (481/498 and 9 for 8), stall 1500/1510 (1276/1235), 242/246 registers; its one-tile form at B = 17..32 363/375
+# instructions and 1212/1257 stall cycles a step where two 8-row tiles take 962/996 and 2552/2470; H = 512, 443/475
+# and 1125/1101 (321/348 and 902/912); no spills, in either activation and 16-bit dtype. sm_80 keeps 8 rows: H =
+# 2048's two stages of 16-row state take 192 KiB of shared memory (an A100 has 163). Not yet timed
+# (.ci/gpu_variants.py split-looped-8-row-tiles).
+SPLIT_LOOPED_BLOCK_B = 16
+SPLIT_LOOPED_BLOCK_B_MIN_ARCH = 90
 # The BLOCK_H whose SPLIT_LOOPED_CONFIGS form also serves batches of one tile per program, in its one-tile form, tried
 # before SPLIT_CONFIGS' own (16-row tiles). At H = 2048 that takes B = 9..16 from one group of 128 16-row slices with a
 # 16-row tile to two groups of 64 32-row slices with an 8-row tile each: on an H200 (bf16, T = 4096, B = 16) 3.84/8.28
@@ -223,6 +237,10 @@ SPLIT_TILE_LOOP_STAGES = 3
 # while one is multiplied) they compile clean, on sm_80 and sm_90 (compile audit; H = 1024, sm_90, forward: 252
 # registers, 722 instructions per step against 630).
 SPLIT_FP32_MAX_TILE_LOOP_STAGES = 2
+# The most stages a 16-bit tile loop takes where a tile's state is more than 8 x 2048 elements (SPLIT_LOOPED_BLOCK_B's
+# 16-row tiles at H = 2048): with 3, 240 bytes of spills forward and 232 backward (compile audit, sm_90); with 2, none.
+SPLIT_TALL_TILE_MAX_STAGES = 2
+SPLIT_TALL_TILE_ELEMENTS = 8 * 2048
 # fp32's pipelined tile loop sums its warps' partial products in each thread (split.IN_THREAD_SUM) only from this
 # compute capability on: sm_80's ptxas spills with it (8 bytes in the forward at H = 128, 16 in the backward at
 # 1024). Compile audit, sm_90, forward/backward, against tl.sum: no conflicts where there were 448-1920 wavefronts
@@ -389,20 +407,39 @@ def split_configs(dtype: torch.dtype, block_h: int, arch: int = PLANNING_ARCH) -
     another. A SPLIT_CLUSTER_EXCHANGE other than L2's makes the 16-bit cluster form one-tile, exchanging the state that
     way, up to SPLIT_DSMEM_MAX_BLOCK_H."""
     base = SPLIT_CONFIGS[(dtype, block_h)]
-    last = SPLIT_LOOPED_CONFIGS.get((dtype, block_h), base)
+    last = _looped(dtype, block_h, arch) or base
     clustered = _clustered(dtype, block_h, arch)
     forms = [SPLIT_CLUSTER_CONFIGS[(dtype, block_h)]] if clustered else []
     forms += [SPLIT_FINE_CONFIGS[(dtype, block_h)]] if (dtype, block_h) in SPLIT_FINE_CONFIGS else []
-    forms += _narrow(base) + ([last] if last != base and block_h in SPLIT_WIDE_ONE_TILE_BLOCK_H else []) + [base]
-    stages = SPLIT_TILE_LOOP_STAGES if dtype in SIXTEEN_BIT else min(SPLIT_TILE_LOOP_STAGES,
-                                                                        SPLIT_FP32_MAX_TILE_LOOP_STAGES)
-    looped = [c.replace(num_stages=stages) for c in forms[:-1]]  # a tile loop in every step
+    wide = _narrow(last) + [last] if last != base and block_h in SPLIT_WIDE_ONE_TILE_BLOCK_H else []
+    forms += _narrow(base) + wide + [base]
+    looped = [_pipelined(c, dtype) for c in forms[:-1]]  # a tile loop in every step
     first = [c.replace(ONE_TILE=True) for c in forms] if SPLIT_ONE_TILE else looped
     if (clustered and SPLIT_CLUSTER_EXCHANGE != L2.value and block_h <= SPLIT_DSMEM_MAX_BLOCK_H
             and dtype in SIXTEEN_BIT):  # slots of one tile, of 16-bit state
         first[0] = forms[0].replace(ONE_TILE=True, EXCHANGE=SPLIT_CLUSTER_EXCHANGE)
-    configs = [_summed_where_it_fits(c, dtype, arch) for c in first + [last.replace(num_stages=stages)]]
+    configs = [_summed_where_it_fits(c, dtype, arch) for c in first + [_pipelined(last, dtype)]]
     return list(dict.fromkeys(configs))  # without SPLIT_ONE_TILE, first may hold last
+
+
+def _looped(dtype: torch.dtype, block_h: int, arch: int) -> LaunchConfig[SplitBlocks] | None:
+    """SPLIT_LOOPED_CONFIGS' configuration for dtype and BLOCK_H, with SPLIT_LOOPED_BLOCK_B-row tiles on compute
+    capability arch from SPLIT_LOOPED_BLOCK_B_MIN_ARCH; None where there is none."""
+    config = SPLIT_LOOPED_CONFIGS.get((dtype, block_h))
+    if config is None or arch < SPLIT_LOOPED_BLOCK_B_MIN_ARCH:
+        return config
+    return config.replace(BLOCK_B=SPLIT_LOOPED_BLOCK_B)
+
+
+def _pipelined(config: LaunchConfig[SplitBlocks], dtype: torch.dtype) -> LaunchConfig[SplitBlocks]:
+    """config with its tile loop software-pipelined over SPLIT_TILE_LOOP_STAGES, at most
+    SPLIT_FP32_MAX_TILE_LOOP_STAGES in fp32 and SPLIT_TALL_TILE_MAX_STAGES where a tile's state has more than
+    SPLIT_TALL_TILE_ELEMENTS elements."""
+    blocks = config.forward
+    tall = blocks.BLOCK_B * blocks.BLOCK_H > SPLIT_TALL_TILE_ELEMENTS
+    most = (SPLIT_TILE_LOOP_STAGES if dtype in SIXTEEN_BIT and not tall else
+            SPLIT_TALL_TILE_MAX_STAGES if dtype in SIXTEEN_BIT else SPLIT_FP32_MAX_TILE_LOOP_STAGES)
+    return config.replace(num_stages=min(SPLIT_TILE_LOOP_STAGES, most))
 
 
 def _summed_where_it_fits(config: LaunchConfig[SplitBlocks], dtype: torch.dtype,

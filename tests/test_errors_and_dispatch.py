@@ -172,10 +172,10 @@ def test_split_tier_needs_a_slice_per_sm_and_runs_every_batch_tile_in_one_launch
     assert config.BLOCK_N == 16  # 128 slices: fits an H100's 132 SMs, not an A100's 108
     assert split_grid(8, 2048, config, 132) == (128, 1)
     # (slices, groups): the SMs left over by the slices take batch tiles side by side; a group runs
-    # its tiles one after another. B = 256 at H = 2048 is one launch of 64 slices x 2 groups, 16 tiles of 8 each.
+    # its tiles one after another. B = 256 at H = 2048 is one launch of 64 slices x 2 groups, 8 tiles of 16 each.
     config = plan_for(2048, 256, torch.bfloat16, kernel="split").config.forward
-    assert (config.BLOCK_N, config.BLOCK_B) == (32, 8) and split_grid(256, 2048, config, 132) == (64, 2)
-    assert "16 batch tile(s) of 8" in plan_for(2048, 256, torch.bfloat16).reason
+    assert (config.BLOCK_N, config.BLOCK_B) == (32, 16) and split_grid(256, 2048, config, 132) == (64, 2)
+    assert "8 batch tile(s) of 16" in plan_for(2048, 256, torch.bfloat16).reason
     # An A100's 108 SMs hold the 64 slices of 32 rows at any batch, not fewer SMs.
     assert _split_plan(2048, 8, torch.bfloat16, 2048, 108, 80).config.forward.BLOCK_N == 32
     assert "60 SMs" in _split_plan(2048, 8, torch.bfloat16, 2048, 60, 80)
@@ -198,8 +198,9 @@ def test_split_takes_8_row_tiles_where_the_batch_fits_them(monkeypatch):
     """SPLIT_NARROW_BLOCK_B: 8-row tiles (mma.sync's N) where every program then runs one tile per step (B <= 8, or
     8 rows per batch group), in every dtype."""
     assert [split_block_b(512, b) for b in (1, 8, 9, 32, 33)] == [8, 8, 8, 8, 16]  # 32 slices: 4 groups
-    # 128 slices: one group; from B = 9, 64 x 2 (SPLIT_WIDE_ONE_TILE_BLOCK_H, else a 16-row tile up to 16)
-    assert [split_block_b(2048, b) for b in (1, 8, 9, 17)] == [8, 8, 8, 8]
+    # 128 slices: one group; from B = 9, 64 x 2 (SPLIT_WIDE_ONE_TILE_BLOCK_H, else a 16-row tile up to 16); from B = 17
+    # 16-row tiles (SPLIT_LOOPED_BLOCK_B)
+    assert [split_block_b(2048, b) for b in (1, 8, 9, 16, 17)] == [8, 8, 8, 8, 16]
     assert [split_block_b(h, 8, torch.float32) for h in (128, 256, 512, 1024)] == [8, 8, 8, 8]
     assert "32 x 4 programs" in plan_for(1024, 32, torch.bfloat16, kernel="split").reason
     monkeypatch.setattr(dispatch, "SPLIT_NARROW_BLOCK_B", 16)  # off: .ci/gpu_variants.py split-16-row-tiles
@@ -208,18 +209,19 @@ def test_split_takes_8_row_tiles_where_the_batch_fits_them(monkeypatch):
 
 def test_split_runs_without_a_tile_loop_wherever_each_program_has_one_tile(monkeypatch):
     """ONE_TILE: every configuration split_config picks for one tile per program drops the tile loop; where the
-    SMs run out of batch groups (H = 2048 from B = 17 on 132 SMs, H = 1024 from B = 65), SPLIT_CONFIGS' loops;
+    SMs run out of batch groups (H = 2048 from B = 33 on 132 SMs, H = 1024 from B = 65), the configurations loop;
     SPLIT_ONE_TILE off, the same tiles and slices, all with the loop."""
     def one_tile(hidden, batch, dtype=torch.bfloat16):
         config = plan_for(hidden, batch, dtype, kernel="split").config
         assert config.forward.ONE_TILE == config.backward.ONE_TILE
         return config.forward.ONE_TILE
-    assert [one_tile(2048, b) for b in (1, 8, 16, 17, 64)] == [True, True, True, False, False]
+    assert [one_tile(2048, b) for b in (1, 8, 16, 32, 33, 64)] == [True, True, True, True, False, False]
     assert [one_tile(1024, b) for b in (1, 16, 64, 65, 256)] == [True, True, True, False, False]
     assert [one_tile(512, b, torch.float32) for b in (8, 64, 65)] == [True, True, False]
     stages = dispatch.SPLIT_TILE_LOOP_STAGES
+    looped = SPLIT_LOOPED_CONFIGS[(torch.bfloat16, 2048)].forward
     assert plan_for(2048, 64, torch.bfloat16, kernel="split").config.forward == \
-        dataclasses.replace(SPLIT_LOOPED_CONFIGS[(torch.bfloat16, 2048)].forward, num_stages=stages)
+        dataclasses.replace(looped, BLOCK_B=16, num_stages=dispatch.SPLIT_TALL_TILE_MAX_STAGES)
     assert plan_for(1024, 256, torch.bfloat16, kernel="split").config.forward == \
         dataclasses.replace(SPLIT_CONFIGS[(torch.bfloat16, 1024)].forward, num_stages=stages)
     shapes = {b: plan_for(1024, b, torch.bfloat16, kernel="split").config.forward for b in (1, 17, 64)}
@@ -232,17 +234,21 @@ def test_split_runs_without_a_tile_loop_wherever_each_program_has_one_tile(monke
 
 def test_split_tile_loop_stages_apply_where_programs_run_several_tiles(monkeypatch):
     """SPLIT_TILE_LOOP_STAGES: the software-pipeline stages of the tile loop, on every configuration that has one (fp32:
-    SPLIT_FP32_MAX_TILE_LOOP_STAGES at most, 3 spill there), never on the one-tile forms (no tile loop: their time
-    loop, which holds the barrier, must not be pipelined). 3 by default; 1 turns it off."""
+    SPLIT_FP32_MAX_TILE_LOOP_STAGES at most, 3 spill there; so do 16-bit tiles of more than SPLIT_TALL_TILE_ELEMENTS,
+    SPLIT_TALL_TILE_MAX_STAGES at most), never on the one-tile forms (no tile loop: their time loop, which holds the
+    barrier, must not be pipelined). 3 by default; 1 turns it off."""
     def stages(hidden, batch, dtype=torch.bfloat16):
         config = plan_for(hidden, batch, dtype, kernel="split").config
         assert config.forward.num_stages == config.backward.num_stages
         return config.forward.num_stages
-    assert [stages(2048, b) for b in (8, 16, 17, 64)] == [1, 1, 3, 3]
+    assert [stages(2048, b) for b in (8, 16, 32, 33, 64)] == [1, 1, 1, 2, 2]  # 16-row tiles of 2048: tall
     assert [stages(1024, 256), stages(512, 65, torch.float16), stages(512, 65, torch.float32)] == [3, 3, 2]
     assert stages(1024, 64, torch.float32) == 2 and stages(1024, 8, torch.float32) == 1
-    assert all(c.forward.num_stages == (1 if c.forward.ONE_TILE else 3 if dt != torch.float32 else 2)
-               for (dt, bh) in SPLIT_CONFIGS for c in dispatch.split_configs(dt, bh))
+    def expected(c, dt):
+        tall = c.forward.BLOCK_B * c.forward.BLOCK_H > dispatch.SPLIT_TALL_TILE_ELEMENTS
+        return 1 if c.forward.ONE_TILE else 2 if dt == torch.float32 or tall else 3
+    assert all(c.forward.num_stages == expected(c, dt) for (dt, bh) in SPLIT_CONFIGS for arch in (80, 90)
+               for c in dispatch.split_configs(dt, bh, arch))
     monkeypatch.setattr(dispatch, "SPLIT_ONE_TILE", False)  # every form with the loop, every one pipelined
     assert [stages(2048, 8), stages(1024, 1)] == [3, 3]
     monkeypatch.setattr(dispatch, "SPLIT_TILE_LOOP_STAGES", 1)  # off: none pipelined
@@ -289,25 +295,45 @@ def test_the_fma_product_reads_the_state_in_runs_only_where_its_unmasked_loads_a
 
 
 def test_split_runs_several_tiles_per_program_in_wider_slices_at_h512_and_h2048(monkeypatch):
-    """SPLIT_LOOPED_CONFIGS: 16-bit H = 2048 where programs run several tiles per step (B > 16 on 132 SMs) takes 64
-    slices of 32 rows and two batch groups of 8-row tiles, not one group of 128 16-row slices with 16-row tiles; H = 512
-    (B > 64) 16 slices of 32 rows in eight groups, not 32 of 16 in four: as many tiles per program, half the state read
-    per step. Up to one tile per program, unchanged, but at H = 2048 from B = 9 (SPLIT_WIDE_ONE_TILE_BLOCK_H): the wide
-    slices' two groups of one 8-row tile, not one group of a 16-row tile."""
+    """SPLIT_LOOPED_CONFIGS: 16-bit H = 2048 where programs run several tiles per step (B > 32 on 132 SMs) takes 64
+    slices of 32 rows and two batch groups of 16-row tiles (SPLIT_LOOPED_BLOCK_B), not one group of 128 16-row slices
+    with 16-row tiles; H = 512 (B > 64) 16 slices of 32 rows in eight groups, not 32 of 16 in four: half the tiles per
+    program, half the state read per step. Up to one tile per program, unchanged, but at H = 2048 from B = 9
+    (SPLIT_WIDE_ONE_TILE_BLOCK_H): the wide slices' two groups of one 8-row tile, not one group of a 16-row tile, and
+    from B = 17 of one 16-row tile."""
     def shape(hidden, batch, dtype=torch.bfloat16):
         config = plan_for(hidden, batch, dtype, kernel="split").config
         assert config.forward == config.backward
         return config.forward.BLOCK_N, config.forward.BLOCK_B, config.forward.ONE_TILE
-    assert [shape(2048, b) for b in (8, 16)] == [(16, 8, True), (32, 8, True)]  # SPLIT_WIDE_ONE_TILE_BLOCK_H at 16
-    assert [shape(2048, b, dt) for b in (17, 64, 256) for dt in (torch.bfloat16, torch.float16)] == [(32, 8, False)] * 6
+    assert [shape(2048, b) for b in (8, 16, 32)] == [(16, 8, True), (32, 8, True), (32, 16, True)]
+    assert [shape(2048, b, dt) for b in (33, 64, 256)
+            for dt in (torch.bfloat16, torch.float16)] == [(32, 16, False)] * 6
     assert "64 x 2 programs" in plan_for(2048, 64, torch.bfloat16).reason
-    assert "4 batch tile(s) of 8" in plan_for(2048, 64, torch.bfloat16).reason
-    assert [shape(512, b) for b in (32, 64, 65, 256)] == [(16, 8, True), (16, 16, True), (32, 8, False), (32, 8, False)]
+    assert "2 batch tile(s) of 16" in plan_for(2048, 64, torch.bfloat16).reason
+    assert [shape(512, b) for b in (32, 64, 65, 256)] == [(16, 8, True), (16, 16, True), (32, 16, False)] + [
+        (32, 16, False)]
     assert "16 x 8 programs" in plan_for(512, 256, torch.float16).reason
     assert shape(1024, 256) == (32, 16, False) and shape(512, 256, torch.float32) == (16, 16, False)
     monkeypatch.setattr(dispatch, "SPLIT_LOOPED_CONFIGS", {})  # off: .ci/gpu_variants.py split-thin-looped
     assert [shape(2048, b) for b in (16, 64)] == [(16, 16, True), (16, 16, False)]
     assert shape(512, 256) == (16, 16, False)
+
+
+def test_split_programs_running_several_tiles_take_16_row_tiles_from_sm90(monkeypatch):
+    """SPLIT_LOOPED_BLOCK_B: the wide slices' programs run 16-row tiles from sm_90 (half as many per step), and at
+    H = 2048 one such tile where the batch fits it (B = 17..32), pipelined over SPLIT_TALL_TILE_MAX_STAGES there;
+    sm_80 keeps 8-row tiles (two stages of 16-row state at H = 2048 outgrow an A100's shared memory), and so does
+    SPLIT_LOOPED_BLOCK_B = 8 (.ci/gpu_variants.py split-looped-8-row-tiles) on sm_90."""
+    def tiles(hidden, batch, arch=90):
+        config = dispatch.split_config(torch.bfloat16, hidden, hidden, batch, 132, arch)
+        assert config.forward == config.backward
+        return config.forward.BLOCK_N, config.forward.BLOCK_B, config.forward.ONE_TILE, config.forward.num_stages
+    today = [tiles(2048, b) for b in (16, 32, 64)] + [tiles(512, 256)]
+    assert today == [(32, 8, True, 1), (32, 16, True, 1), (32, 16, False, 2), (32, 16, False, 3)]
+    eight_rows = [(32, 8, True, 1), (32, 8, False, 3), (32, 8, False, 3), (32, 8, False, 3)]
+    assert [tiles(2048, b, 80) for b in (16, 32, 64)] + [tiles(512, 256, 80)] == eight_rows
+    monkeypatch.setattr(dispatch, "SPLIT_LOOPED_BLOCK_B", 8)
+    assert [tiles(2048, b) for b in (16, 32, 64)] + [tiles(512, 256)] == eight_rows
 
 
 def test_fp32_at_h2048_takes_the_split_tier_by_fma_where_the_sms_hold_its_slices():

@@ -253,16 +253,19 @@ def test_sum_leading_is_the_sum_over_the_first_axis(K, device):
     assert torch.equal(out, x.sum(0))
 
 
-# dispatch.SPLIT_LOOPED_CONFIGS' shape (32-row slices, each K part of U's slice held by one warp, 8-row tiles run one
+# dispatch.SPLIT_LOOPED_CONFIGS' shape (32-row slices, each K part of U's slice held by one warp, tiles run one
 # after another) at an H the interpreter affords: H = 100 leaves most of the last slice and of the last K part
-# masked, B = 20 three tiles, the last partial.
+# masked; B = 20 three 8-row tiles (sm_80's), or two of 16 rows (sm_90's, dispatch.SPLIT_LOOPED_BLOCK_B), the last
+# partial.
 WIDE_SLICE_BLOCKS = SplitBlocks(BLOCK_B=8, BLOCK_N=32, BLOCK_H=128, K_SPLIT=4, num_warps=4)
 
 
+@pytest.mark.parametrize("block_b", [8, 16])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_split_32_row_slices_with_several_tiles_match_float64_reference(dtype, device):
-    check_against_reference(KernelPlan("split", LaunchConfig(WIDE_SLICE_BLOCKS, WIDE_SLICE_BLOCKS)), dtype,
-                            (3, 20, 100), "tanh", False, device)
+def test_split_32_row_slices_with_several_tiles_match_float64_reference(dtype, block_b, device):
+    blocks = dataclasses.replace(WIDE_SLICE_BLOCKS, BLOCK_B=block_b)
+    check_against_reference(KernelPlan("split", LaunchConfig(blocks, blocks)), dtype, (3, 20, 100), "tanh", False,
+                            device)
 
 
 def barrier_config(block_h: int, one_tile: bool = False, fma: bool = False) -> SplitBlocks:
