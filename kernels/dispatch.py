@@ -435,10 +435,12 @@ def _pipelined(config: LaunchConfig[SplitBlocks], dtype: torch.dtype) -> LaunchC
     """config with its tile loop software-pipelined over SPLIT_TILE_LOOP_STAGES, at most
     SPLIT_FP32_MAX_TILE_LOOP_STAGES in fp32 and SPLIT_TALL_TILE_MAX_STAGES where a tile's state has more than
     SPLIT_TALL_TILE_ELEMENTS elements."""
-    blocks = config.forward
-    tall = blocks.BLOCK_B * blocks.BLOCK_H > SPLIT_TALL_TILE_ELEMENTS
-    most = (SPLIT_TILE_LOOP_STAGES if dtype in SIXTEEN_BIT and not tall else
-            SPLIT_TALL_TILE_MAX_STAGES if dtype in SIXTEEN_BIT else SPLIT_FP32_MAX_TILE_LOOP_STAGES)
+    if dtype not in SIXTEEN_BIT:
+        most = SPLIT_FP32_MAX_TILE_LOOP_STAGES
+    elif config.forward.BLOCK_B * config.forward.BLOCK_H > SPLIT_TALL_TILE_ELEMENTS:
+        most = SPLIT_TALL_TILE_MAX_STAGES
+    else:
+        most = SPLIT_TILE_LOOP_STAGES
     return config.replace(num_stages=min(SPLIT_TILE_LOOP_STAGES, most))
 
 
