@@ -139,21 +139,22 @@ SPLIT_FINE_CONFIGS: dict[tuple[torch.dtype, int], LaunchConfig[SplitBlocks]] = {
 # 10-26% faster likewise (results/variants/20261126-h200-switches).
 SPLIT_NARROW_BLOCK_B = 8
 # The configuration of programs that run several batch tiles per step (split_configs' last), where it is not
-# SPLIT_CONFIGS': 16-bit, slices twice as wide with 8-row tiles in twice the batch groups. At H = 2048, 64 slices of 32
-# rows in two groups instead of one group of 128 16-row slices with 16-row tiles (B > 16 on 132 SMs); at H = 512, 16
-# slices of 32 rows in eight groups instead of 32 of 16 rows in four (B > 64). Each program runs as many tiles per step,
-# each half as tall, and the state that all programs read through L2 every step, slices x B x H x 2 bytes, halves
-# (16 MiB at H = 2048, B = 64); on an H200 each further 16-row tile of today's took 3.4-3.8 us per step at H = 2048
-# (14.85 at B = 64 against 3.38 at B = 8), about twice what reading its state through L2 takes. At H = 1024 and B = 64,
-# slices twice as wide and twice the groups were 22% faster (5.50 against 7.08 us forward, SPLIT_FINE_CONFIGS), though
-# there each program also ran half the tiles, which here it does not: only the bytes and instructions per tile halve or
-# shrink. Compile audit, sm_90 bf16, forward/backward, against the configurations they replace: H = 2048, the tile
-# loop's instructions per step 405/451 against 483/521, shared-memory bytes read per step 55808/59904 against
-# 88576/92672, 222/228 registers; H = 512, 332/360 against 358/400 and 19968/22016 against 28160/30208; the same CTA
-# barriers, no spills (sm_80 too). H = 1024's 64-row slices spill (backward). On an H200 (bf16, T = 4096, us per step
-# forward / forward+backward, against the configurations they replace): H = 2048, B = 32: 6.76/14.29 against
-# 7.78/16.23; B = 64: 12.17/26.08 against 14.14/29.96; B = 256: 45.6/99.8 against 52.2/113.4; H = 512, B = 256:
-# 6.40/13.51 against 7.04/14.74 (results/variants/20261127-h200/wide.csv, split-thin-looped).
+# SPLIT_CONFIGS': 16-bit, slices twice as wide with 8-row tiles (from sm_90 16-row ones: SPLIT_LOOPED_BLOCK_B below) in
+# twice the batch groups. At H = 2048, 64 slices of 32 rows in two groups instead of one group of 128 16-row slices with
+# 16-row tiles (B > 16 on 132 SMs); at H = 512, 16 slices of 32 rows in eight groups instead of 32 of 16 rows in four
+# (B > 64). Each program runs as many tiles per step, each half as tall, and the state that all programs read through L2
+# every step, slices x B x H x 2 bytes, halves (16 MiB at H = 2048, B = 64); on an H200 each further 16-row tile of
+# today's took 3.4-3.8 us per step at H = 2048 (14.85 at B = 64 against 3.38 at B = 8), about twice what reading its
+# state through L2 takes. At H = 1024 and B = 64, slices twice as wide and twice the groups were 22% faster (5.50
+# against 7.08 us forward, SPLIT_FINE_CONFIGS), though there each program also ran half the tiles, which here it does
+# not: only the bytes and instructions per tile halve or shrink. Compile audit, sm_90 bf16, forward/backward, against
+# the configurations they replace: H = 2048, the tile loop's instructions per step 405/451 against 483/521,
+# shared-memory bytes read per step 55808/59904 against 88576/92672, 222/228 registers; H = 512, 332/360 against 358/400
+# and 19968/22016 against 28160/30208; the same CTA barriers, no spills (sm_80 too). H = 1024's 64-row slices spill
+# (backward). On an H200 (bf16, T = 4096, us per step forward / forward+backward, against the configurations they
+# replace): H = 2048, B = 32: 6.76/14.29 against 7.78/16.23; B = 64: 12.17/26.08 against 14.14/29.96; B = 256: 45.6/99.8
+# against 52.2/113.4; H = 512, B = 256: 6.40/13.51 against 7.04/14.74 (results/variants/20261127-h200/wide.csv,
+# split-thin-looped).
 SPLIT_LOOPED_CONFIGS: dict[tuple[torch.dtype, int], LaunchConfig[SplitBlocks]] = {
     (dt, bh): _split(32, bh, warps, block_b=8) for dt in (torch.bfloat16, torch.float16)
     for bh, warps in {512: 4, 2048: 8}.items()}
@@ -175,8 +176,9 @@ SPLIT_LOOPED_BLOCK_B_MIN_ARCH = 90
 # before SPLIT_CONFIGS' own (16-row tiles). At H = 2048 that takes B = 9..16 from one group of 128 16-row slices with a
 # 16-row tile to two groups of 64 32-row slices with an 8-row tile each: on an H200 (bf16, T = 4096, B = 16) 3.84/8.28
 # us per step forward / forward+backward against 4.92/10.23 (B = 8 stays on 16-row slices: 3.34 against the wide
-# form's 3.86; results/variants/20261127-h200/wide.csv, variant split-wide-one-tile, since split-thin-one-tile). H = 512
-# (B = 33..64) is not timed (split-wide-one-tile-512).
+# form's 3.86; results/variants/20261127-h200/wide.csv, variant split-wide-one-tile, since split-thin-one-tile); from
+# sm_90, B = 17..32 then takes those groups' one 16-row tile (SPLIT_LOOPED_BLOCK_B). H = 512 (B = 33..64) is not timed
+# (split-wide-one-tile-512).
 SPLIT_WIDE_ONE_TILE_BLOCK_H = (2048,)
 # Batch groups as thread-block clusters (sm_90): H = 512 in 8 slices of 64 rows, H = 1024 in 16 (an H100 schedules
 # clusters of up to 16 CTAs), 16-bit, 8-row tiles; each group meets at the hardware's cluster barrier
@@ -402,10 +404,10 @@ def split_configs(dtype: torch.dtype, block_h: int, arch: int = PLANNING_ARCH) -
     order split_config tries them: the one-tile forms (ONE_TILE: no tile loop; without SPLIT_ONE_TILE, the forms with
     it) of SPLIT_CLUSTER_CONFIGS' (with SPLIT_CLUSTERS, from sm_90) and SPLIT_FINE_CONFIGS' where there are some, of
     SPLIT_CONFIGS' with its narrow batch tile where it has a wider one, of SPLIT_LOOPED_CONFIGS' at
-    SPLIT_WIDE_ONE_TILE_BLOCK_H, and of SPLIT_CONFIGS'; last,
-    SPLIT_LOOPED_CONFIGS' where there is one, else SPLIT_CONFIGS' itself, whose programs run their tiles one after
-    another. A SPLIT_CLUSTER_EXCHANGE other than L2's makes the 16-bit cluster form one-tile, exchanging the state that
-    way, up to SPLIT_DSMEM_MAX_BLOCK_H."""
+    SPLIT_WIDE_ONE_TILE_BLOCK_H (with its narrow tile first where it has a wider one: SPLIT_LOOPED_BLOCK_B), and of
+    SPLIT_CONFIGS'; last, SPLIT_LOOPED_CONFIGS' where there is one, else SPLIT_CONFIGS' itself, whose programs run
+    their tiles one after another. A SPLIT_CLUSTER_EXCHANGE other than L2's makes the 16-bit cluster form one-tile,
+    exchanging the state that way, up to SPLIT_DSMEM_MAX_BLOCK_H."""
     base = SPLIT_CONFIGS[(dtype, block_h)]
     last = _looped(dtype, block_h, arch) or base
     clustered = _clustered(dtype, block_h, arch)
