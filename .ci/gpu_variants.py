@@ -143,9 +143,10 @@ VARIANTS = {  # name -> a context manager factory
     # dispatch.SPLIT_TILE_LOOP_STAGES; fp32 over 2, dispatch.SPLIT_FP32_MAX_TILE_LOOP_STAGES)
     "split-tile-stages-1": lambda: switched(dispatch, "SPLIT_TILE_LOOP_STAGES", 1),
     # the split tier's batch groups as thread-block clusters meeting at the cluster barrier, at H = 512 and 1024
-    # (today's: the grid barrier; dispatch.SPLIT_CLUSTERS)
+    # (today's: the grid barrier; dispatch.SPLIT_CLUSTERS), and U split over clusters of 4 at H = 256 (today's: the
+    # resident tier in 16-bit, the fma tier in fp32)
     "split-clusters": lambda: switched(dispatch, "SPLIT_CLUSTERS", True),
-    # the clusters at H = 512 with their state exchanged in distributed shared memory, not through L2: by remote
+    # the 16-bit clusters with their state exchanged in distributed shared memory, not through L2: by remote
     # loads after the cluster barrier, or by bulk copies counted on mbarriers (dispatch.SPLIT_CLUSTER_EXCHANGE)
     **{f"split-{e}": (lambda e=e: split_exchange(e)) for e in DSMEM_EXCHANGES},
     # fp32 at H = 2048 on today's step kernel, as before the split tier's FMA product served it (SplitBlocks.FMA);
@@ -204,10 +205,12 @@ SPLIT_PROBES = [("bfloat16", 512, b) for b in (8, 64)] + [("bfloat16", 1024, b) 
 SPLIT_SUM = ([("bfloat16", h, b) for h in (512, 1024, 2048) for b in (8, 64)] + [("bfloat16", 1024, 16),
              ("bfloat16", 2048, 256)] + [("float32", h, b) for h in (512, 1024, 2048) for b in (8, 64)]
              + [("float32", 512, 256)])  # fp32's pipelined tile loop at H = 512, whose stall count rose with it
-# Where the cluster configurations apply (dispatch.SPLIT_CLUSTER_CONFIGS: up to 128 rows at H = 512, 64 at 1024 and,
-# fp32, 66 at 256)
-SPLIT_CLUSTER_CASES = [(dt, h, b) for dt, h in (("bfloat16", 512), ("bfloat16", 1024), ("float32", 256))
-                       for b in (1, 8, 64)]
+# Where the cluster configurations apply (dispatch.SPLIT_CLUSTER_CONFIGS: up to 264 rows at H = 256, 128 at 512, 64 at
+# 1024 and, fp32, 66 at 256)
+SPLIT_CLUSTER_CASES = [(dt, h, b) for dt, h in (("bfloat16", 256), ("bfloat16", 512), ("bfloat16", 1024),
+                                               ("float32", 256)) for b in (1, 8, 64)]
+# Where their state can be exchanged in distributed shared memory (16-bit, up to dispatch.SPLIT_DSMEM_MAX_BLOCK_H)
+SPLIT_DSMEM_CASES = [c for c in SPLIT_CLUSTER_CASES if c[0] != "float32" and c[1] <= 512]
 CASES = {
     "current": list(dict.fromkeys(RESIDENT_16BIT + SPLIT_16BIT + RESIDENT_BATCH + RESIDENT_L2 + FMA_L2 + FP32
                                   + FMA_16BIT + SPLIT_PROBES + SPLIT_CLUSTER_CASES + SPLIT_MANY_TILES + SPLIT_LOOPED
@@ -235,7 +238,7 @@ CASES = {
     "split-thin-one-tile": [c for c in SPLIT_WIDE_ONE_TILE if c[1] == 2048],
     "split-wide-one-tile-512": [c for c in SPLIT_WIDE_ONE_TILE if c[1] == 512],
     "split-clusters": SPLIT_CLUSTER_CASES,
-    **{f"split-{e}": [c for c in SPLIT_CLUSTER_CASES if c[1] == 512] for e in DSMEM_EXCHANGES},
+    **{f"split-{e}": SPLIT_DSMEM_CASES for e in DSMEM_EXCHANGES},
     "fp32-2048-stepwise": FP32_2048,
     "stepwise-64-columns": FP32_2048,
     "stepwise-k32": FP32_2048 + STEPWISE_16BIT,

@@ -102,8 +102,11 @@ def _split(block_n: int, block_h: int, warps: int, block_b: int = 16, fma: bool 
 
 
 # (dtype, BLOCK_H) -> configuration of the split kernels. Slices of 16-64 KiB (in registers), as few
-# programs as that allows: each reads all of h every step, so fewer programs move less through L2.
-_SPLIT_16BIT = {512: _split(16, 512, 4), 1024: _split(32, 1024, 8), 2048: _split(16, 2048, 8)}
+# programs as that allows: each reads all of h every step, so fewer programs move less through L2. 16-bit at H = 256,
+# which the resident tier serves, only where asked for (kernel="split", rnnbench exchange) and as the base of its
+# clusters (SPLIT_CLUSTER_CONFIGS).
+_SPLIT_16BIT = {256: _split(32, 256, 4), 512: _split(16, 512, 4), 1024: _split(32, 1024, 8),
+                2048: _split(16, 2048, 8)}
 SPLIT_CONFIGS: dict[tuple[torch.dtype, int], LaunchConfig[SplitBlocks]] = {
     **{(torch.bfloat16, bh): cfg for bh, cfg in _SPLIT_16BIT.items()},
     **{(torch.float16, bh): cfg for bh, cfg in _SPLIT_16BIT.items()},
@@ -185,10 +188,11 @@ SPLIT_WIDE_ONE_TILE_BLOCK_H = (2048,)
 # (barrier.cluster_barrier), not the grid barrier's counter and polling, which alone took 2.5-2.8 us per step on an
 # H200 at these sizes (rnnbench exchange). Triton 3.6 compiles clusters only as one program spread over several CTAs,
 # which these kernels are not, so the launcher sets the cluster dimension itself (split._launch_clusters). Compile
-# audit (python -m kernels.audit --split-clusters), sm_90 bf16, one tile, forward/backward: H = 512 171/168 registers,
-# 298/350 instructions and 10/12 CTA barriers per step (today's 16-row slices: 238/244, 13/15), H = 1024 128/128 (16
-# warps' limit), 347/406 and 10/12 (242/280, 11/11); no spills, in either activation and 16-bit dtype. Not yet timed:
-# off until a GPU says otherwise (.ci/gpu_variants.py split-clusters, bash .ci/gpu clusters).
+# audit (python -m kernels.audit --split-clusters; kernels of 2026-11-27), sm_90 bf16, one tile, forward/backward:
+# H = 512 128/127 registers, 118/126 instructions and 5/5 CTA barriers per step (today's 16-row slices with 8-row
+# tiles: 175/181, 8/8), H = 1024 126/128 (16 warps' limit), 115/122 and 5/5 (193/190, 8/8); no spills, in either
+# activation and 16-bit dtype. Not yet timed: off until a GPU says otherwise (.ci/gpu_variants.py split-clusters,
+# bash .ci/gpu clusters).
 #
 # fp32 at H = 256 too: U is 256 KiB there, a whole SM's registers, so the fma tier holds half of it and streams the
 # other half through L1 every step, where a grid barrier over CTAs that split it would cost 2.5 us a step. A cluster's
@@ -198,25 +202,36 @@ SPLIT_WIDE_ONE_TILE_BLOCK_H = (2048,)
 # instructions and 12/14 CTA barriers per step for the 2 rows, no spills (the fma tier at 256: 407/399 for one row);
 # clusters of 2 with 128-column slices took 426/415 and 185/189 registers. Not yet timed (.ci/gpu_variants.py
 # split-clusters at fp32, H = 256, against the fma tier and cuDNN).
+#
+# 16-bit at H = 256 likewise, where the resident tier holds all of U in one program: clusters of 4 programs with 64-row
+# slices (32 KiB of U each), 8 warps, 8-row tiles, one cluster per 8 batch rows (33 on 132 SMs: B <= 264, where the
+# resident tier yields to them). Each program multiplies a quarter of what the resident step does (where each warpgroup
+# chains 16 wgmma) and exchanges the state as the clusters at H = 512 do. Compile audit, sm_90 bf16, forward/backward:
+# the L2 exchange 72/80 registers, 103/113 instructions, 342/340 stall cycles and 5 CTA barriers per step; in
+# distributed shared memory (SPLIT_CLUSTER_EXCHANGE) pull 204/186 instructions, push 277/256; the resident kernels
+# 101/92 (forward, with and without the L2 prefetch) and 129 (backward) instructions on 16 warps. Whether a cluster's
+# exchange costs less than the three quarters of the product it saves is the GPU's question (.ci/gpu_variants.py
+# split-clusters and split-dsmem-pull/push at bf16 H = 256, bash .ci/gpu clusters and dsmem).
 SPLIT_CLUSTER_CONFIGS: dict[tuple[torch.dtype, int], LaunchConfig[SplitBlocks]] = {
     **{(dt, bh): _split(64, bh, warps, block_b=8).replace(CLUSTER=bh // 64)
-       for dt in (torch.bfloat16, torch.float16) for bh, warps in {512: 8, 1024: 16}.items()},
+       for dt in (torch.bfloat16, torch.float16) for bh, warps in {256: 8, 512: 8, 1024: 16}.items()},
     (torch.float32, 256): _split(64, 256, 8, block_b=2, fma=True).replace(CLUSTER=4),
 }
 SPLIT_CLUSTERS = False
-# With SPLIT_CLUSTERS, how the clusters' programs exchange the state (split.SplitBlocks.EXCHANGE): through L2 ("l2"),
-# or up to SPLIT_DSMEM_MAX_BLOCK_H, in their one-tile form, through the cluster's distributed shared memory (dsmem.py):
-# "dsmem-pull" (a local store, the cluster barrier, remote loads) or "dsmem-push" (a local store and bulk copies to
-# the others, counted on mbarriers: no cluster barrier, no fence, local loads). Compile audit (python -m kernels.audit
-# --split-clusters --split-cluster-exchange X), sm_90 bf16, H = 512, forward/backward: pull 166/169 registers and
-# 446/499 instructions per step, push 160/167 and 524/576, against the L2 exchange's 171/168 and 298/350 (the state
-# read element by element); no spills. At H = 1024 (16 warps, 128 registers at most) they spill 8/32 (pull) and
-# 0/40 bytes (push). Not yet run on a GPU: "l2" until one says they are right and faster (bash .ci/gpu dsmem). 16-bit
-# only: the slots hold 16-bit state, and fp32's clusters (H = 256) keep L2. Slots of fp32 compiled, but the FMA
-# product then read each element of h from them once per lane sharing it (inline-asm loads take the consumer's
-# layout): 490 instructions per step forward against L2's 284.
+# With SPLIT_CLUSTERS, how the clusters' programs exchange the state (split.SplitBlocks.EXCHANGE): through L2 ("l2"), or
+# up to SPLIT_DSMEM_MAX_BLOCK_H, in their one-tile form, through the cluster's distributed shared memory (dsmem.py):
+# "dsmem-pull" (a local store, the cluster barrier, remote loads) or "dsmem-push" (a local store and bulk copies to the
+# others, counted on mbarriers: no cluster barrier, no fence, local loads). Compile audit (python -m kernels.audit
+# --split-clusters --split-cluster-exchange X; kernels of 2026-11-27), sm_90 16-bit, forward/backward instructions per
+# step, the slots' state read element by element: H = 256 pull 204/186, push 274-277/254-256, against the L2 exchange's
+# 103/113; H = 512 pull 273/252, push 351/331 (L2: 118/126); H = 1024 pull 299-303/254-255, push 465-467/389 (L2:
+# 115/122), at 16 warps' limit of 128 registers; no spills in either activation (at H = 1024 they spilled 8-40 bytes
+# when these exchanges were built, hence a limit of 512 until 2026-11-27). Not yet run on a GPU: "l2" until one says
+# they are right and faster (bash .ci/gpu dsmem). 16-bit only: the slots hold 16-bit state, and fp32's clusters keep L2.
+# Slots of fp32 compiled, but the FMA product then read each element of h from them once per lane sharing it (inline-asm
+# loads take the consumer's layout): 490 instructions per step forward against L2's 284.
 SPLIT_CLUSTER_EXCHANGE = L2.value
-SPLIT_DSMEM_MAX_BLOCK_H = 512
+SPLIT_DSMEM_MAX_BLOCK_H = 1024
 # Whether split_configs offers the one-tile form of each configuration (ONE_TILE: no tile loop in a step) for batches
 # that leave each program one tile. Compile audit, sm_90 bf16, time-loop instructions per step with / without:
 # forward 230/260 (H = 512, 8-row tiles), 239/312 (H = 1024, 16-row slices), 290/361 (H = 2048), backward 246/314,
@@ -345,7 +360,7 @@ def plan_for(hidden_size: int, batch_size: int, dtype: torch.dtype, device: torc
     for tier, make in (("fma", _fma_plan), ("resident", _resident_plan), ("split", _split_plan)):
         if kernel in ("auto", tier):
             plan = make(hidden_size, batch_size, dtype, block_h, sms, arch)
-            if tier == "fma" and kernel == "auto" and isinstance(plan, KernelPlan):
+            if tier in ("fma", "resident") and kernel == "auto" and isinstance(plan, KernelPlan):
                 plan = _clusters_instead(hidden_size, batch_size, dtype, block_h, sms, arch) or plan
             if isinstance(plan, KernelPlan):
                 return plan
@@ -377,8 +392,9 @@ def _fma_plan(hidden_size, batch_size, dtype, block_h, sms, arch) -> KernelPlan 
 
 
 def _clusters_instead(hidden_size, batch_size, dtype, block_h, sms, arch) -> str | None:
-    """Why the dispatcher passes over the fma tier for the split tier's clusters (SPLIT_CLUSTER_CONFIGS: fp32 at
-    H = 256, U split between a cluster's programs) where those give every program one batch tile; else None."""
+    """Why the dispatcher passes over the fma or resident tier for the split tier's clusters (SPLIT_CLUSTER_CONFIGS at
+    H = 256, U split between a cluster's programs: fp32 from the fma tier, 16-bit from the resident tier) where those
+    give every program one batch tile; else None."""
     if not _clustered(dtype, block_h, arch):
         return None
     cluster = SPLIT_CLUSTER_CONFIGS[(dtype, block_h)].forward

@@ -31,10 +31,10 @@ its allocation: the launcher asks for exchange_bytes more than the compiled kern
 (split._launch_clusters), and the kernel finds the end from Triton's symbol for the base (global_smem, declared by
 every kernel that stages an MMA operand through shared memory) and the launch's dynamic size (%dynamic_smem_size).
 Each store and load computes its own address, so neither exchange depends on the layouts Triton gives h: a value
-held by several warps is written several times, identically. That is also what they cost: compile audit, sm_90
-bf16, H = 512, forward/backward, 446/499 (pull) and 524/576 (push) instructions per step against the L2 exchange's
-298/350 (push's count includes its wait's polling loop), since the state is read and staged for the MMA element by
-element where tl.load moves 16 bytes at a time. Stores go two batch rows at a time, which an MMA result holds in one
+held by several warps is written several times, identically. That is also what they cost: two to four times the
+L2 exchange's instructions per step by the compile audit (its figures at dispatch.SPLIT_CLUSTER_EXCHANGE; push's
+count includes its wait's polling loop), since the state is read and staged for the MMA element by element where
+tl.load moves 16 bytes at a time. Stores go two batch rows at a time, which an MMA result holds in one
 thread; wider loads joined into the tile cost more than they saved, and masking the reads cost about 50 more. Built
 and compiled only (kernels.audit --split-clusters --split-cluster-exchange); not yet run on a GPU.
 """

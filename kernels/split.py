@@ -75,7 +75,7 @@ no polling, and no co-residency to check, since a cluster's CTAs are scheduled t
 compiles num_ctas > 1 as one program spread over the cluster (its PlanCTA pass fails on these kernels'
 3-D tensors), so _launch_clusters launches the ordinary kernel with the cluster dimension set.
 Triton 3.6 has no distributed shared memory (DESIGN.md section 9), but inline PTX reaches it: with EXCHANGE
-dsmem-pull or dsmem-push (dispatch.SPLIT_CLUSTER_EXCHANGE, H = 512, off and not yet run on a GPU) a cluster's
+dsmem-pull or dsmem-push (dispatch.SPLIT_CLUSTER_EXCHANGE, 16-bit, off and not yet run on a GPU) a cluster's
 programs exchange the state in slots past the end of Triton's shared memory (dsmem.py) instead of through L2.
 
 In the interpreter programs run one after another, so the barrier (USE_BARRIER) is compiled out

@@ -413,6 +413,28 @@ def test_split_clusters_take_fp32_at_h256_from_the_fma_tier_where_each_cluster_h
     assert "each group a cluster of 4" in plan(256, 8).reason and "multiplied by FMA" in plan(256, 8).reason
 
 
+def test_split_clusters_take_16_bit_h256_from_the_resident_tier_where_each_cluster_has_one_tile(monkeypatch):
+    """SPLIT_CLUSTERS also splits 16-bit U at H = 256 over clusters of 4 programs (64 columns each), one cluster per
+    8 batch rows: 33 clusters on 132 SMs, so B <= 264; beyond, and on sm_80 or with the switch off, the resident
+    tier holds all of U in each program. Asked for by name, the split tier serves 16-bit H = 256 without clusters in 8
+    slices of 32 rows."""
+    def plan(batch, dtype=torch.bfloat16, hidden=256):  # planned for an H100: 132 SMs, sm_90
+        return plan_for(hidden, batch, dtype)
+    assert [plan(b).tier for b in (1, 8, 64)] == ["resident"] * 3  # off by default
+    forced = plan_for(256, 8, torch.bfloat16, kernel="split").config.forward
+    assert (forced.BLOCK_N, forced.BLOCK_B, forced.CLUSTER) == (32, 8, 1)
+    monkeypatch.setattr(dispatch, "SPLIT_CLUSTERS", True)
+    for b in (1, 8, 64, 264):
+        config = plan(b).config.forward
+        assert (config.CLUSTER, config.BLOCK_N, config.BLOCK_B, config.FMA, config.ONE_TILE) == (4, 64, 8, False, True)
+        assert split_grid(b, 256, config, 132) == (4, -(-b // 8))
+    assert [plan(8, torch.float16).tier, plan(8, hidden=200).tier] == ["split"] * 2  # H = 200: the last slice short
+    assert [plan(265).tier, plan(8, hidden=128).tier, plan(8, hidden=64).tier] == ["resident", "fma", "resident"]
+    assert _clusters_instead(256, 8, torch.bfloat16, 256, 132, 80) is None  # sm_80: no clusters
+    assert plan_for(256, 8, torch.bfloat16, kernel="resident").tier == "resident"  # asked for by name: still served
+    assert "each group a cluster of 4" in plan(8).reason
+
+
 def test_a_split_configuration_refuses_an_unknown_exchange(monkeypatch):
     """A misspelt exchange would compile into kernels that exchange nothing: the configuration refuses it, and so
     does a plan made with the switch set to it."""
@@ -426,10 +448,10 @@ def test_a_split_configuration_refuses_an_unknown_exchange(monkeypatch):
 
 
 @pytest.mark.parametrize("exchange", ["dsmem-pull", "dsmem-push"])
-def test_split_cluster_dsmem_serves_h512_only_and_only_with_clusters(exchange, monkeypatch):
-    """A SPLIT_CLUSTER_EXCHANGE in distributed shared memory makes the cluster form at H = 512 exchange the state
-    that way (one tile per cluster); H = 1024 keeps L2 (the exchange spills there), and without SPLIT_CLUSTERS
-    nothing changes."""
+def test_split_cluster_dsmem_serves_the_16_bit_clusters_and_only_with_clusters(exchange, monkeypatch):
+    """A SPLIT_CLUSTER_EXCHANGE in distributed shared memory makes the 16-bit cluster forms (H = 256, 512 and 1024, up
+    to SPLIT_DSMEM_MAX_BLOCK_H) exchange the state that way (one tile per cluster); beyond that limit they keep L2,
+    and without SPLIT_CLUSTERS nothing changes."""
     def form(hidden, batch, dtype=torch.bfloat16):
         config = _split_plan(hidden, batch, dtype, hidden, 132, 90).config.forward
         return config.CLUSTER, config.ONE_TILE, config.EXCHANGE
@@ -437,6 +459,8 @@ def test_split_cluster_dsmem_serves_h512_only_and_only_with_clusters(exchange, m
     assert form(512, 8) == (1, True, "l2")
     monkeypatch.setattr(dispatch, "SPLIT_CLUSTERS", True)
     assert [form(512, 8), form(512, 128, torch.float16)] == [(8, True, exchange)] * 2
+    assert [form(256, 8), form(1024, 8)] == [(4, True, exchange), (16, True, exchange)]
+    monkeypatch.setattr(dispatch, "SPLIT_DSMEM_MAX_BLOCK_H", 512)
     assert form(1024, 8) == (16, True, "l2")
     assert form(512, 129) == (1, False, "l2")  # 17 tiles for the 16 clusters that fit: the grid barrier's tile loop
     monkeypatch.setattr(dispatch, "SPLIT_ONE_TILE", False)  # the state's slots hold one tile: still one-tile

@@ -148,10 +148,11 @@ def test_split_by_fma_reading_the_state_in_runs_matches_float64(H, B, nonlineari
     assert launched and set(launched) == {H in (256, 2048)}
 
 
-@pytest.mark.parametrize("H,B", [(512, 1), (512, 128), (1024, 8), (1024, 64)])
+@pytest.mark.parametrize("H,B", [(512, 1), (512, 128), (1024, 8), (1024, 64), (256, 8), (256, 264)])
 def test_split_cluster_barrier_under_load_matches_stepwise(H, B, monkeypatch):
     """The batch groups as clusters (dispatch.SPLIT_CLUSTERS): one group of 8 or 16 CTAs, and as many groups as fit
-    (16 clusters of 8 at H = 512, B = 128; 8 of 16 at H = 1024, B = 64), each meeting at its cluster barrier."""
+    (16 clusters of 8 at H = 512, B = 128; 8 of 16 at H = 1024, B = 64; 33 of 4 at H = 256, B = 264, in place of the
+    resident tier), each meeting at its cluster barrier."""
     monkeypatch.setattr(dispatch, "SPLIT_CLUSTERS", True)
     check_split_against_stepwise(H, B, clustered=True)
 
@@ -173,15 +174,15 @@ def test_fp32_clusters_match_float64(B, nonlinearity, monkeypatch):
     check_long_sequence("split", torch.float32, 256, B, nonlinearity)
 
 
-@pytest.mark.parametrize("B", [1, 8, 128])
+@pytest.mark.parametrize("H,B", [(512, 1), (512, 8), (512, 128), (256, 64), (1024, 8), (1024, 64)])
 @pytest.mark.parametrize("exchange", ["dsmem-pull", "dsmem-push"])
-def test_split_cluster_state_in_dsmem_under_load_matches_stepwise(exchange, B, monkeypatch):
-    """The clusters' state exchanged in distributed shared memory (dispatch.SPLIT_CLUSTER_EXCHANGE, H = 512): a slot
-    read before it was written, or rewritten before every program read it, would show up over 10k steps; a copy
-    that never arrives (push) as the launcher's timeout error."""
+def test_split_cluster_state_in_dsmem_under_load_matches_stepwise(exchange, H, B, monkeypatch):
+    """The clusters' state exchanged in distributed shared memory (dispatch.SPLIT_CLUSTER_EXCHANGE, H = 256 ... 1024):
+    a slot read before it was written, or rewritten before every program read it, would show up over 10k steps; a
+    copy that never arrives (push) as the launcher's timeout error."""
     monkeypatch.setattr(dispatch, "SPLIT_CLUSTERS", True)
     monkeypatch.setattr(dispatch, "SPLIT_CLUSTER_EXCHANGE", exchange)
-    check_split_against_stepwise(512, B, clustered=True, exchange=exchange)
+    check_split_against_stepwise(H, B, clustered=True, exchange=exchange)
 
 
 def test_split_refuses_a_grid_larger_than_the_sm_count():

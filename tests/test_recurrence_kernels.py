@@ -157,17 +157,21 @@ def test_split_kernels_match_float64_reference(dtype, shape, nonlinearity, rever
 # The cluster configurations (dispatch.SPLIT_CLUSTER_CONFIGS, off by default): 64-row slices, 8-row tiles, the
 # state exchanged through L2, or in distributed shared memory in their one-tile form (dsmem.py). Their barrier is
 # compiled out in the interpreter like the grid barrier, and there the state passes through global memory; on a GPU
-# (sm_90) these run clustered. H = 300 leaves three of H = 512's eight slices past H; B = 9 takes two batch groups.
+# (sm_90) these run clustered. H = 300 leaves three of H = 512's eight slices past H, H = 200 most of H = 256's fourth;
+# B = 9 takes two batch groups.
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("shape,nonlinearity,reverse", [((2, 5, 300), "tanh", False), ((3, 9, 512), "relu", True)],
-                         ids=["T2-B5-H300", "T3-B9-H512"])
+@pytest.mark.parametrize("block_h,shape,nonlinearity,reverse", [(512, (2, 5, 300), "tanh", False),
+                                                                 (512, (3, 9, 512), "relu", True),
+                                                                 (256, (2, 9, 200), "tanh", True)],
+                         ids=["T2-B5-H300", "T3-B9-H512", "T2-B9-H200"])
 @pytest.mark.parametrize("exchange", ["l2", "dsmem-pull", "dsmem-push"])
-def test_split_cluster_configurations_match_float64_reference(exchange, dtype, shape, nonlinearity, reverse, device):
+def test_split_cluster_configurations_match_float64_reference(exchange, dtype, block_h, shape, nonlinearity, reverse,
+                                                              device):
     if device == "cuda" and device_facts("cuda")[1] < 90:
         pytest.skip("thread-block clusters need sm_90")
     if interpreting() and exchange != "l2":
         pytest.skip("the interpreter's one-step launches exchange the state through global memory: the l2 case")
-    config = dispatch.SPLIT_CLUSTER_CONFIGS[(dtype, 512)]
+    config = dispatch.SPLIT_CLUSTER_CONFIGS[(dtype, block_h)]
     plan = KernelPlan("split", config if exchange == "l2" else config.replace(ONE_TILE=True, EXCHANGE=exchange))
     check_against_reference(plan, dtype, shape, nonlinearity, reverse, device)
 
