@@ -187,7 +187,8 @@ SPLIT_BATCH = [("bfloat16", h, b) for h in (512, 1024, 2048) for b in (8, 64, 25
 # Where each program of the split tier runs several batch tiles per step (on 132 SMs; fp32 at H = 1024, B = 64: 4)
 SPLIT_MANY_TILES = [("bfloat16", 512, 256), ("bfloat16", 1024, 256), ("bfloat16", 2048, 64), ("bfloat16", 2048, 256),
                     ("float32", 1024, 64)]
-# Where programs run several tiles per step (on 132 SMs, H = 2048 from B = 17, H = 512 from 65: SPLIT_LOOPED_CONFIGS)
+# Where SPLIT_LOOPED_CONFIGS serve (on 132 SMs, H = 2048 from B = 17, H = 512 from 65): several tiles per program,
+# or from sm_90 at H = 2048, B = 17..32, one 16-row tile (dispatch.SPLIT_LOOPED_BLOCK_B)
 SPLIT_LOOPED = [("bfloat16", 2048, b) for b in (32, 64, 256)] + [("bfloat16", 512, 256)]
 # One tile per program where the wide slices serve it (H = 2048, B = 16) or could (H = 512, B = 48 and 64)
 SPLIT_WIDE_ONE_TILE = [("bfloat16", 2048, 16), ("bfloat16", 512, 48), ("bfloat16", 512, 64)]

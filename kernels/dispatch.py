@@ -242,8 +242,8 @@ SPLIT_DSMEM_MAX_BLOCK_H = 1024
 # (io_layout.csv); the tile loop with them is not timed.
 SPLIT_ONE_TILE = True
 # Software-pipeline stages (num_stages) of the split kernels' tile loop, where each program runs several batch
-# tiles per step (H = 2048 from B = 17 on 132 SMs): with 3, Triton's pipeliner loads the state of the next two tiles
-# (cp.async) while one is multiplied, after the step's barrier; the time loop, which holds the barrier's loop, is not
+# tiles per step (H = 2048 from B = 33 on 132 SMs; from 17 on sm_80): with 3, Triton's pipeliner loads the state of
+# the next two tiles (cp.async) while one is multiplied, after the step's barrier; the time loop, which holds the barrier's loop, is not
 # pipelined. Compile audit, sm_90 bf16: no spills, forward at H = 2048 24 cp.async and 755 instructions per step (475
 # without), 216 registers (204). On an H200 (T = 4096, us per step forward / forward+backward, against no pipelining;
 # results/variants/20261127-h200/tile_stages.csv): bf16 H = 512, B = 256: 5.43/11.42 against 6.29/13.47; H = 1024,
