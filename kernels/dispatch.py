@@ -241,14 +241,14 @@ SPLIT_DSMEM_MAX_BLOCK_H = 1024
 # step forward against 2.83. With the tiles converted (16-bit's default since) the one-tile form took 2.38 there
 # (io_layout.csv); the tile loop with them is not timed.
 SPLIT_ONE_TILE = True
-# Software-pipeline stages (num_stages) of the split kernels' tile loop, where each program runs several batch
-# tiles per step (H = 2048 from B = 33 on 132 SMs; from 17 on sm_80): with 3, Triton's pipeliner loads the state of
-# the next two tiles (cp.async) while one is multiplied, after the step's barrier; the time loop, which holds the barrier's loop, is not
-# pipelined. Compile audit, sm_90 bf16: no spills, forward at H = 2048 24 cp.async and 755 instructions per step (475
-# without), 216 registers (204). On an H200 (T = 4096, us per step forward / forward+backward, against no pipelining;
-# results/variants/20261127-h200/tile_stages.csv): bf16 H = 512, B = 256: 5.43/11.42 against 6.29/13.47; H = 1024,
-# B = 256: 15.51/33.05 against 17.13/35.67; H = 2048, B = 64: 11.42/24.16 against 12.31/26.26; B = 256: 40.08/88.07
-# against 45.54/101.30; fp32 (2 stages) H = 1024, B = 64: 14.34/33.31 against 15.55/36.07.
+# Software-pipeline stages (num_stages) of the split kernels' tile loop, where each program runs several batch tiles per
+# step (H = 2048 from B = 33 on 132 SMs; from 17 on sm_80): with 3, Triton's pipeliner loads the state of the next two
+# tiles (cp.async) while one is multiplied, after the step's barrier; the time loop, which holds the barrier's loop, is
+# not pipelined. Compile audit, sm_90 bf16: no spills, forward at H = 2048 24 cp.async and 755 instructions per step
+# (475 without), 216 registers (204). On an H200 (T = 4096, us per step forward / forward+backward, against no
+# pipelining; results/variants/20261127-h200/tile_stages.csv): bf16 H = 512, B = 256: 5.43/11.42 against 6.29/13.47;
+# H = 1024, B = 256: 15.51/33.05 against 17.13/35.67; H = 2048, B = 64: 11.42/24.16 against 12.31/26.26; B = 256:
+# 40.08/88.07 against 45.54/101.30; fp32 (2 stages) H = 1024, B = 64: 14.34/33.31 against 15.55/36.07.
 SPLIT_TILE_LOOP_STAGES = 3
 # The most stages fp32's tile loops take: with 3 they spill (H = 128 and 1024); with 2 (the next tile's state loaded
 # while one is multiplied) they compile clean, on sm_80 and sm_90 (compile audit; H = 1024, sm_90, forward: 252
