@@ -162,17 +162,17 @@ SPLIT_LOOPED_CONFIGS: dict[tuple[torch.dtype, int], LaunchConfig[SplitBlocks]] =
     (dt, bh): _split(32, bh, warps, block_b=8) for dt in (torch.bfloat16, torch.float16)
     for bh, warps in {512: 4, 2048: 8}.items()}
 # The batch tile of SPLIT_LOOPED_CONFIGS' programs from sm_90 on, where it is not SPLIT_NARROW_BLOCK_B's 8 rows: each
-# program then runs half as many tiles per step (two of 16 rows at H = 2048, B = 64, not four of 8), and where the
-# batch fits one such tile per program (H = 2048, B = 17..32), its one-tile form. On the H200 a further tile cost about
-# as much whether it had 8 or 16 rows (2.8 us per step for each 8-row tile past the first at H = 2048, 32-row slices,
-# B = 16 -> 64; 3.4-3.8 for each 16-row tile of 16-row slices: wide.csv above), and Nsight Compute found the 8-row
-# tile loop latency-bound (18 cycles per issued instruction; results/variants/20261127-h200/ncu). Compile audit, sm_90
-# bf16, forward/backward, per tile against 8-row tiles: H = 2048, 579/606 instructions and 8 CTA barriers for 16 rows
-# (481/498 and 9 for 8), stall 1500/1510 (1276/1235), 242/246 registers; its one-tile form at B = 17..32 363/375
-# instructions and 1212/1257 stall cycles a step where two 8-row tiles take 962/996 and 2552/2470; H = 512, 443/475
-# and 1125/1101 (321/348 and 902/912); no spills, in either activation and 16-bit dtype. sm_80 keeps 8 rows: H =
-# 2048's two stages of 16-row state take 192 KiB of shared memory (an A100 has 163). Not yet timed
-# (.ci/gpu_variants.py split-looped-8-row-tiles).
+# program then runs half as many tiles per step (two of 16 rows at H = 2048, B = 64, not four of 8), and where the batch
+# fits one such tile per program (H = 2048, B = 17..32), its one-tile form. On the H200 a further tile cost about as
+# much whether it had 8 or 16 rows (2.8 us per step for each 8-row tile past the first at H = 2048, 32-row slices,
+# B = 16 -> 64; 3.4-3.8 for each 16-row tile of 16-row slices: wide.csv above), and Nsight Compute found the 8-row tile
+# loop latency-bound (18 cycles per issued instruction; results/variants/20261127-h200/ncu). Compile audit, sm_90 bf16,
+# forward/backward, per tile against 8-row tiles: H = 2048, 579/606 instructions and 8 CTA barriers for 16 rows (481/498
+# and 9 for 8), stall 1500/1510 (1276/1235), 242/246 registers; its one-tile form at B = 17..32 363/375 instructions and
+# 1212/1257 stall cycles a step where two 8-row tiles take 962/996 and 2552/2470; H = 512, 443/475 and 1125/1101
+# (321/348 and 902/912); no spills, in either activation and 16-bit dtype. sm_80 keeps 8 rows: H = 2048's two stages of
+# 16-row state take 192 KiB of shared memory (an A100 has 163). Not yet timed (.ci/gpu_variants.py
+# split-looped-8-row-tiles).
 SPLIT_LOOPED_BLOCK_B = 16
 SPLIT_LOOPED_BLOCK_B_MIN_ARCH = 90
 # The BLOCK_H whose SPLIT_LOOPED_CONFIGS form also serves batches of one tile per program, in its one-tile form, tried

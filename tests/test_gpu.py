@@ -106,11 +106,11 @@ def check_split_against_stepwise(H, B, clustered=False, exchange="l2", dtype=tor
                                  (512, 128), (512, 256)])
 def test_split_barrier_under_load_matches_stepwise(H, B):
     """B = 1, 16 and 32 take 8-row tiles (H = 1024, B = 16: two groups of 64 16-row slices; B = 32: four groups of
-    32-row slices; H = 2048, B = 16: two groups of 64 32-row slices, dispatch.SPLIT_WIDE_ONE_TILE_BLOCK_H), but H =
-    2048, B = 32: one 16-row tile in each of those groups (dispatch.SPLIT_LOOPED_BLOCK_B). Every case loads its first
-    tile's inputs a step ahead (split.INPUTS_AHEAD). H = 2048, B = 64 runs two 16-row tiles per program in the tile
-    loop, in two groups of 64 32-row slices, pipelined over 2 stages (dispatch.SPLIT_TALL_TILE_MAX_STAGES), and H = 512
-    one (B = 128) or two (B = 256), in eight groups of 16, over 3 (dispatch.SPLIT_TILE_LOOP_STAGES; all
+    32-row slices; H = 2048, B = 16: two groups of 64 32-row slices, dispatch.SPLIT_WIDE_ONE_TILE_BLOCK_H), but
+    H = 2048, B = 32: one 16-row tile in each of those groups (dispatch.SPLIT_LOOPED_BLOCK_B). Every case loads its
+    first tile's inputs a step ahead (split.INPUTS_AHEAD). H = 2048, B = 64 runs two 16-row tiles per program in the
+    tile loop, in two groups of 64 32-row slices, pipelined over 2 stages (dispatch.SPLIT_TALL_TILE_MAX_STAGES), and
+    H = 512 one (B = 128) or two (B = 256), in eight groups of 16, over 3 (dispatch.SPLIT_TILE_LOOP_STAGES; all
     dispatch.SPLIT_LOOPED_CONFIGS), the others' inputs read in the step; every other case one tile per program without
     the loop (ONE_TILE)."""
     check_split_against_stepwise(H, B)
