@@ -141,5 +141,6 @@ def test_the_untimed_stage_tests_what_each_untimed_defaults_stage_tests():
     variants = load_gpu_variants()
     timed = {v for argv in steps_running(".ci/gpu_variants.py", "untimed").values()
              for v in variants.build_parser().parse_args(argv).variant}
-    assert {"split-tl-sum", "fma-chains-in-runs", "portable-tanh", "resident-128", "split-state-in-runs"} <= timed
+    assert {"split-tl-sum", "fma-chains-in-runs", "portable-tanh", "resident-128", "split-state-in-runs",
+            "split-looped-8-row-tiles"} <= timed
     assert "test_split_by_fma_reading_the_state_in_runs_matches_float64" in " ".join(own)

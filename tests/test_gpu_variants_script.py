@@ -39,6 +39,17 @@ def test_every_variant_has_cases_and_restores_the_defaults(variants):
         assert (inside == before) == (name in ("current", "fp32-fma")), name  # those two time today's defaults
 
 
+def test_the_dsmem_variants_time_every_cluster_case_that_exchanges_in_dsmem(variants, monkeypatch):
+    """split-dsmem-pull and -push run exactly the cluster cases whose plan then exchanges the state in distributed
+    shared memory (16-bit, up to dispatch.SPLIT_DSMEM_MAX_BLOCK_H), so none of those sizes goes untimed."""
+    monkeypatch.setattr(dispatch, "SPLIT_CLUSTERS", True)
+    monkeypatch.setattr(dispatch, "SPLIT_CLUSTER_EXCHANGE", "dsmem-pull")
+    exchanging = [c for c in variants.SPLIT_CLUSTER_CASES
+                  if dispatch.plan_for(c[1], c[2], getattr(torch, c[0])).config.forward.EXCHANGE == "dsmem-pull"]
+    assert {c[1] for c in exchanging} == {256, 512, 1024}
+    assert variants.CASES["split-dsmem-pull"] == variants.CASES["split-dsmem-push"] == exchanging
+
+
 def test_the_fp32_variants_pick_the_tier_they_name(variants):
     plans = {}
     for name in ("fp32-fma", "fp32-fma-2x-warps", "fp32-fma-shared-sms", "fp32-tf32x3", "fp32-one-dot-k",
