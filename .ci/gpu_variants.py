@@ -207,7 +207,7 @@ SPLIT_SUM = ([("bfloat16", h, b) for h in (512, 1024, 2048) for b in (8, 64)] + 
              ("bfloat16", 2048, 256)] + [("float32", h, b) for h in (512, 1024, 2048) for b in (8, 64)]
              + [("float32", 512, 256)])  # fp32's pipelined tile loop at H = 512, whose stall count rose with it
 # Where the cluster configurations apply (dispatch.SPLIT_CLUSTER_CONFIGS: up to 264 rows at H = 256, 128 at 512, 64 at
-# 1024 and, fp32, 66 at 256)
+# 1024 and, fp32, 66 at 256 on 132 SMs, fewer where the GPU's GPCs hold fewer clusters: runtime.co_resident_clusters)
 SPLIT_CLUSTER_CASES = [(dt, h, b) for dt, h in (("bfloat16", 256), ("bfloat16", 512), ("bfloat16", 1024),
                                                ("float32", 256)) for b in (1, 8, 64)]
 # Where their state can be exchanged in distributed shared memory (16-bit, up to dispatch.SPLIT_DSMEM_MAX_BLOCK_H)

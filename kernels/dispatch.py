@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 import triton
@@ -184,7 +185,9 @@ SPLIT_LOOPED_BLOCK_B_MIN_ARCH = 90
 # (split-wide-one-tile-512).
 SPLIT_WIDE_ONE_TILE_BLOCK_H = (2048,)
 # Batch groups as thread-block clusters (sm_90): H = 512 in 8 slices of 64 rows, H = 1024 in 16 (an H100 schedules
-# clusters of up to 16 CTAs), 16-bit, 8-row tiles; each group meets at the hardware's cluster barrier
+# clusters of up to 16 CTAs), 16-bit, 8-row tiles, as many groups as the GPU runs clusters at once (each runs whole
+# in one GPC: runtime.co_resident_clusters asks the driver; planned without a device, every SM counts: 16 and 8 on
+# 132 SMs, where an H100's GPCs may hold fewer); each group meets at the hardware's cluster barrier
 # (barrier.cluster_barrier), not the grid barrier's counter and polling, which alone took 2.5-2.8 us per step on an
 # H200 at these sizes (rnnbench exchange). Triton 3.6 compiles clusters only as one program spread over several CTAs,
 # which these kernels are not, so the launcher sets the cluster dimension itself (split._launch_clusters). Compile
@@ -197,15 +200,15 @@ SPLIT_WIDE_ONE_TILE_BLOCK_H = (2048,)
 # fp32 at H = 256 too: U is 256 KiB there, a whole SM's registers, so the fma tier holds half of it and streams the
 # other half through L1 every step, where a grid barrier over CTAs that split it would cost 2.5 us a step. A cluster's
 # barrier takes that place: clusters of 4 programs, each holding a 64-column slice (64 KiB) in registers, multiplied
-# by FMA (SplitBlocks.FMA) for 2 batch rows, one cluster per 2 rows (33 on 132 SMs: B <= 66, where the fma tier
-# yields to them; beyond, it serves). Compile audit, sm_90, forward/backward: 117/124 registers on 8 warps, 284/293
+# by FMA (SplitBlocks.FMA) for 2 batch rows, one cluster per 2 rows (at most 33 on 132 SMs: B <= 66, where the fma
+# tier yields to them; beyond, it serves). Compile audit, sm_90, forward/backward: 117/124 registers on 8 warps, 284/293
 # instructions and 12/14 CTA barriers per step for the 2 rows, no spills (the fma tier at 256: 407/399 for one row);
 # clusters of 2 with 128-column slices took 426/415 and 185/189 registers. Not yet timed (.ci/gpu_variants.py
 # split-clusters at fp32, H = 256, against the fma tier and cuDNN).
 #
 # 16-bit at H = 256 likewise, where the resident tier holds all of U in one program: clusters of 4 programs with 64-row
-# slices (32 KiB of U each), 8 warps, 8-row tiles, one cluster per 8 batch rows (33 on 132 SMs: B <= 264, where the
-# resident tier yields to them). Each program multiplies a quarter of what the resident step does (where each warpgroup
+# slices (32 KiB of U each), 8 warps, 8-row tiles, one cluster per 8 batch rows (at most 33 on 132 SMs: B <= 264,
+# where the resident tier yields to them). Each program multiplies a quarter of what the resident step does (where each warpgroup
 # chains 16 wgmma) and exchanges the state as the clusters at H = 512 do. Compile audit, sm_90 bf16, forward/backward:
 # the L2 exchange 72/80 registers, 103/113 instructions, 342/340 stall cycles and 5 CTA barriers per step; in
 # distributed shared memory (SPLIT_CLUSTER_EXCHANGE) pull 204/186 instructions, push 277/256; the resident kernels
@@ -357,11 +360,12 @@ def plan_for(hidden_size: int, batch_size: int, dtype: torch.dtype, device: torc
         return _stepwise_plan(hidden_size, batch_size, dtype, device, "requested")
     block_h = padded_hidden(hidden_size)
     refusals = []
-    for tier, make in (("fma", _fma_plan), ("resident", _resident_plan), ("split", _split_plan)):
+    makers = (("fma", _fma_plan), ("resident", _resident_plan), ("split", partial(_split_plan, device=device)))
+    for tier, make in makers:
         if kernel in ("auto", tier):
             plan = make(hidden_size, batch_size, dtype, block_h, sms, arch)
             if tier in ("fma", "resident") and kernel == "auto" and isinstance(plan, KernelPlan):
-                plan = _clusters_instead(hidden_size, batch_size, dtype, block_h, sms, arch) or plan
+                plan = _clusters_instead(hidden_size, batch_size, dtype, block_h, sms, arch, device) or plan
             if isinstance(plan, KernelPlan):
                 return plan
             refusals.append(f"{tier}: {plan}")
@@ -391,14 +395,14 @@ def _fma_plan(hidden_size, batch_size, dtype, block_h, sms, arch) -> KernelPlan 
                       f"{batch_size} program(s), one per batch row, multiplied by FMA")
 
 
-def _clusters_instead(hidden_size, batch_size, dtype, block_h, sms, arch) -> str | None:
+def _clusters_instead(hidden_size, batch_size, dtype, block_h, sms, arch, device=None) -> str | None:
     """Why the dispatcher passes over the fma or resident tier for the split tier's clusters (SPLIT_CLUSTER_CONFIGS at
     H = 256, U split between a cluster's programs: fp32 from the fma tier, 16-bit from the resident tier) where those
     give every program one batch tile; else None."""
     if not _clustered(dtype, block_h, arch):
         return None
     cluster = SPLIT_CLUSTER_CONFIGS[(dtype, block_h)].forward
-    if not _one_tile_each(cluster, hidden_size, batch_size, sms):
+    if not _one_tile_each(cluster, hidden_size, batch_size, sms, device):
         return None
     return f"clusters of {cluster.CLUSTER} programs split U between them for this batch (SPLIT_CLUSTERS, split tier)"
 
@@ -481,33 +485,34 @@ def _narrow(config: LaunchConfig[SplitBlocks]) -> list[LaunchConfig[SplitBlocks]
     return [config.replace(BLOCK_B=SPLIT_NARROW_BLOCK_B)] if config.forward.BLOCK_B > SPLIT_NARROW_BLOCK_B else []
 
 
-def split_config(dtype: torch.dtype, block_h: int, hidden_size: int, batch_size: int,
-                 sms: int, arch: int = PLANNING_ARCH) -> LaunchConfig[SplitBlocks]:
+def split_config(dtype: torch.dtype, block_h: int, hidden_size: int, batch_size: int, sms: int,
+                 arch: int = PLANNING_ARCH, device: torch.device | str | None = None) -> LaunchConfig[SplitBlocks]:
     """The split configuration for this layer: the first of split_configs with which no program runs more than
-    one tile per step (the tiles spread over the groups the SMs leave beside the slices), else the last,
-    SPLIT_LOOPED_CONFIGS' or SPLIT_CONFIGS'. A narrower tile or a thinner slice only pays where it spares a program a
-    second tile per step."""
+    one tile per step (the tiles spread over the groups device's SMs run beside the slices; without a device, sms
+    SMs all alike), else the last, SPLIT_LOOPED_CONFIGS' or SPLIT_CONFIGS'. A narrower tile or a thinner slice only
+    pays where it spares a program a second tile per step."""
     configs = [c for c in split_configs(dtype, block_h, arch) if split.split_slices(hidden_size, c.forward) <= sms]
     for config in configs:
-        if _one_tile_each(config.forward, hidden_size, batch_size, sms):
+        if _one_tile_each(config.forward, hidden_size, batch_size, sms, device):
             return config
     return configs[-1] if configs else SPLIT_CONFIGS[(dtype, block_h)]
 
 
-def _one_tile_each(blocks: SplitBlocks, hidden_size: int, batch_size: int, sms: int) -> bool:
-    """Whether the batch's tiles spread over the groups the SMs leave beside the slices, one tile per program."""
-    return triton.cdiv(batch_size, blocks.BLOCK_B) <= split.split_grid(batch_size, hidden_size, blocks, sms)[1]
+def _one_tile_each(blocks: SplitBlocks, hidden_size: int, batch_size: int, sms: int, device) -> bool:
+    """Whether the batch's tiles spread over the groups that device's SMs run beside the slices (split.split_grid),
+    one tile per program."""
+    return triton.cdiv(batch_size, blocks.BLOCK_B) <= split.split_grid(batch_size, hidden_size, blocks, sms, device)[1]
 
 
-def _split_plan(hidden_size, batch_size, dtype, block_h, sms, arch) -> KernelPlan | str:
+def _split_plan(hidden_size, batch_size, dtype, block_h, sms, arch, device=None) -> KernelPlan | str:
     """The split-H plan, or why there is none."""
     if (dtype, block_h) not in SPLIT_CONFIGS:
         return f"no split configuration for hidden_size {hidden_size} in {dtype} (limit {_limit(SPLIT_CONFIGS, dtype)})"
-    config = split_config(dtype, block_h, hidden_size, batch_size, sms, arch)
+    config = split_config(dtype, block_h, hidden_size, batch_size, sms, arch, device)
     slices = split.split_slices(hidden_size, config.forward)
     if slices > sms:
         return f"{slices} slices of U need {slices} co-resident programs but the device has {sms} SMs"
-    _, groups = split.split_grid(batch_size, hidden_size, config.forward, sms)
+    _, groups = split.split_grid(batch_size, hidden_size, config.forward, sms, device)
     tiles = triton.cdiv(batch_size, config.forward.BLOCK_B)
     barrier = (f"each group a cluster of {slices} meeting at its barrier" if config.forward.CLUSTER > 1 else
                "a grid barrier")

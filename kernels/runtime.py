@@ -9,6 +9,8 @@ import os
 
 import torch
 
+from .occupancy import max_active_clusters
+
 PLANNING_SM_COUNT = 132  # an H100's, for plans made without a CUDA device
 PLANNING_ARCH = 90       # and its compute capability
 
@@ -60,3 +62,14 @@ def co_resident_programs(device: torch.device | str | None) -> int:
     if device is not None and torch.device(device).type != "cuda":
         return 1
     return device_facts(device)[0]
+
+
+def co_resident_clusters(device: torch.device | str | None, cluster: int, sm_count: int) -> int:
+    """Clusters of `cluster` programs, one per SM, that can run at the same time on device: on a CUDA GPU the
+    driver's count (occupancy.py: a cluster runs whole in one GPC, and GPCs differ in their SMs), at most
+    sm_count // cluster; elsewhere (plans made without a device) that bound itself."""
+    device = torch.device(device) if device is not None else None
+    if device is None or device.type != "cuda":
+        return sm_count // cluster
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return min(max_active_clusters(index, cluster), sm_count // cluster)

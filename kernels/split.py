@@ -105,7 +105,7 @@ from .dsmem import (
 )
 from .launch import SIXTEEN_BIT, Blocks, accumulator_dtype, common_keywords, tanh_form
 from .layouts import converts_product, in_io_layout, side_by_side, sum_leading
-from .runtime import co_resident_programs, interpreting
+from .runtime import co_resident_clusters, co_resident_programs, interpreting
 
 PIN = 1.0  # the runtime float U's slice is multiplied by before the time loop (as in resident.py)
 # Whether each program loads its first batch tile's step input (xw forward; h and dy backward) one step ahead, before
@@ -685,15 +685,18 @@ def split_slices(H: int, config: SplitBlocks) -> int:
     return max(triton.cdiv(H, config.BLOCK_N), config.CLUSTER)
 
 
-def split_grid(B: int, H: int, config: SplitBlocks, sm_count: int) -> tuple[int, int]:
-    """(column slices, batch groups) of the one launch: every program must be resident at once, one per
-    SM, so the slices take what they need (split_slices) and the batch tiles are spread over as many groups
-    as the remaining SMs allow (each group runs its tiles one after another every step)."""
+def split_grid(B: int, H: int, config: SplitBlocks, sm_count: int,
+               device: torch.device | str | None = None) -> tuple[int, int]:
+    """(column slices, batch groups) of the one launch on device (None: a plan's, sm_count SMs): every program must
+    be resident at once, one per SM, so the slices take what they need (split_slices) and the batch tiles are
+    spread over as many groups as the remaining SMs allow (each group runs its tiles one after another every step),
+    or where groups are clusters, as many as the device runs at once (runtime.co_resident_clusters)."""
     slices, tiles = split_slices(H, config), triton.cdiv(B, config.BLOCK_B)
     if slices > sm_count:
         raise RuntimeError(f"split-H needs {slices} co-resident programs but the device has {sm_count} SMs: "
                            f"its barrier could never be met")
-    return slices, max(1, min(tiles, sm_count // slices))
+    groups = sm_count // slices if config.CLUSTER == 1 else co_resident_clusters(device, config.CLUSTER, sm_count)
+    return slices, max(1, min(tiles, groups))
 
 
 def launch_steps(slices: int) -> int:
@@ -712,7 +715,7 @@ def _launch_all_steps(kernel, args: list, state: int, out: torch.Tensor, T: int,
     device = args[0].device
     tiles = triton.cdiv(B, config.BLOCK_B)
     if keywords["USE_BARRIER"]:
-        grid = split_grid(B, H, config, co_resident_programs(device))
+        grid = split_grid(B, H, config, co_resident_programs(device), device)
         if config.ONE_TILE and tiles > grid[1]:
             raise ValueError(f"a ONE_TILE split configuration runs one batch tile per program, but B = {B} makes "
                              f"{tiles} tiles of {config.BLOCK_B} for {grid[1]} batch group(s)")

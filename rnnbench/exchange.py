@@ -55,7 +55,7 @@ def exchange_row(hidden: int, batch: int, dtype: torch.dtype, steps: int, device
     u = (torch.randn(hidden, hidden, generator=gen, device=device) * 0.9 / hidden ** 0.5).to(dtype)
     full, exchange, barrier = (us_per_step(partial(split_forward, xw, h0, u, False, blocks, "tanh", work=work), steps)
                                for work in STEP_WORKS)
-    slices, groups = split_grid(batch, hidden, blocks, device_facts(device)[0])
+    slices, groups = split_grid(batch, hidden, blocks, device_facts(device)[0], device)
     return {"hidden": hidden, "batch": batch, "dtype": str(dtype).removeprefix("torch."),
             "programs": f"{slices}x{groups}",
             "full_us_per_step": full, "exchange_us_per_step": exchange, "barrier_us_per_step": barrier,

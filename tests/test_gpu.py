@@ -10,7 +10,8 @@ import triton
 
 from kernels import TritonRNN, dispatch, plan_for, split
 from kernels.dispatch import recurrence_backward, recurrence_forward, resident_limit
-from kernels.runtime import device_facts
+from kernels.occupancy import max_active_clusters
+from kernels.runtime import co_resident_clusters, device_facts
 from rnnbench.backends import Prepared
 from rnnbench.measure import Inputs, saved_activation_mib
 
@@ -148,20 +149,44 @@ def test_split_by_fma_reading_the_state_in_runs_matches_float64(H, B, nonlineari
     assert launched and set(launched) == {H in (256, 2048)}
 
 
-@pytest.mark.parametrize("H,B", [(512, 1), (512, 128), (1024, 8), (1024, 64), (256, 8), (256, 264)])
+def filling_batch(H, dtype):
+    """The batch that gives each of the clusters the GPU runs at once (runtime.co_resident_clusters) one tile of
+    dispatch.SPLIT_CLUSTER_CONFIGS' configuration: the most the dispatcher gives them."""
+    sms, arch = device_facts("cuda")
+    if arch < 90:
+        pytest.skip("thread-block clusters need sm_90")
+    config = dispatch.SPLIT_CLUSTER_CONFIGS[(dtype, H)].forward
+    return co_resident_clusters("cuda", config.CLUSTER, sms) * config.BLOCK_B
+
+
+def test_the_driver_counts_the_clusters_that_fit_in_the_gpcs():
+    """occupancy.max_active_clusters, one CTA per SM: every SM for clusters of 1; at most sm_count // size for
+    larger ones, and halving the size at least doubles the count. Printed: the figures the planner used."""
+    sms, arch = device_facts("cuda")
+    if arch < 90:
+        pytest.skip("thread-block clusters need sm_90")
+    counts = {size: max_active_clusters(torch.cuda.current_device(), size) for size in (1, 2, 4, 8, 16)}
+    print(f"clusters that run at once on {torch.cuda.get_device_name()} ({sms} SMs), by size: {counts}")
+    assert counts[1] == sms
+    for size in (2, 4, 8, 16):
+        assert 1 <= counts[size] <= sms // size and counts[size // 2] >= 2 * counts[size]
+
+
+@pytest.mark.parametrize("H,B", [(512, 1), (512, "fill"), (1024, 8), (1024, "fill"), (256, 8), (256, "fill")])
 def test_split_cluster_barrier_under_load_matches_stepwise(H, B, monkeypatch):
-    """The batch groups as clusters (dispatch.SPLIT_CLUSTERS): one group of 8 or 16 CTAs, and as many groups as fit
-    (16 clusters of 8 at H = 512, B = 128; 8 of 16 at H = 1024, B = 64; 33 of 4 at H = 256, B = 264, in place of the
-    resident tier), each meeting at its cluster barrier."""
+    """The batch groups as clusters (dispatch.SPLIT_CLUSTERS): one group of 8 or 16 CTAs, and as many groups as run
+    at once ("fill": at most 16 clusters of 8 at H = 512, 8 of 16 at H = 1024, 33 of 4 at H = 256, in place of the
+    resident tier, on 132 SMs), each meeting at its cluster barrier."""
     monkeypatch.setattr(dispatch, "SPLIT_CLUSTERS", True)
-    check_split_against_stepwise(H, B, clustered=True)
+    check_split_against_stepwise(H, filling_batch(H, torch.bfloat16) if B == "fill" else B, clustered=True)
 
 
-@pytest.mark.parametrize("B", [1, 8, 64])
+@pytest.mark.parametrize("B", [1, 8, "fill"])
 def test_fp32_clusters_under_load_match_stepwise(B, monkeypatch):
-    """fp32 at H = 256 split over clusters of 4 programs (dispatch.SPLIT_CLUSTERS), multiplied by FMA: 1, 4 and 32
-    clusters of one 2-row tile each (the first half empty at B = 1)."""
+    """fp32 at H = 256 split over clusters of 4 programs (dispatch.SPLIT_CLUSTERS), multiplied by FMA: 1, 4 and as
+    many as run at once (at most 33 on 132 SMs) clusters of one 2-row tile each (the first half empty at B = 1)."""
     monkeypatch.setattr(dispatch, "SPLIT_CLUSTERS", True)
+    B = filling_batch(256, torch.float32) if B == "fill" else B
     check_split_against_stepwise(256, B, clustered=True, dtype=torch.float32)
 
 
@@ -174,14 +199,15 @@ def test_fp32_clusters_match_float64(B, nonlinearity, monkeypatch):
     check_long_sequence("split", torch.float32, 256, B, nonlinearity)
 
 
-@pytest.mark.parametrize("H,B", [(512, 1), (512, 8), (512, 128), (256, 64), (1024, 8), (1024, 64)])
+@pytest.mark.parametrize("H,B", [(512, 1), (512, 8), (512, "fill"), (256, 64), (1024, 8), (1024, "fill")])
 @pytest.mark.parametrize("exchange", ["dsmem-pull", "dsmem-push"])
 def test_split_cluster_state_in_dsmem_under_load_matches_stepwise(exchange, H, B, monkeypatch):
-    """The clusters' state exchanged in distributed shared memory (dispatch.SPLIT_CLUSTER_EXCHANGE, H = 256 ... 1024):
-    a slot read before it was written, or rewritten before every program read it, would show up over 10k steps; a
-    copy that never arrives (push) as the launcher's timeout error."""
+    """The clusters' state exchanged in distributed shared memory (dispatch.SPLIT_CLUSTER_EXCHANGE, H = 256 ... 1024;
+    "fill": as many clusters as run at once): a slot read before it was written, or rewritten before every program
+    read it, would show up over 10k steps; a copy that never arrives (push) as the launcher's timeout error."""
     monkeypatch.setattr(dispatch, "SPLIT_CLUSTERS", True)
     monkeypatch.setattr(dispatch, "SPLIT_CLUSTER_EXCHANGE", exchange)
+    B = filling_batch(H, torch.bfloat16) if B == "fill" else B
     check_split_against_stepwise(H, B, clustered=True, exchange=exchange)
 
 
