@@ -185,36 +185,35 @@ SPLIT_LOOPED_BLOCK_B_MIN_ARCH = 90
 # (split-wide-one-tile-512).
 SPLIT_WIDE_ONE_TILE_BLOCK_H = (2048,)
 # Batch groups as thread-block clusters (sm_90): H = 512 in 8 slices of 64 rows, H = 1024 in 16 (an H100 schedules
-# clusters of up to 16 CTAs), 16-bit, 8-row tiles, as many groups as the GPU runs clusters at once (each runs whole
-# in one GPC: runtime.co_resident_clusters asks the driver; planned without a device, every SM counts: 16 and 8 on
-# 132 SMs, where an H100's GPCs may hold fewer); each group meets at the hardware's cluster barrier
-# (barrier.cluster_barrier), not the grid barrier's counter and polling, which alone took 2.5-2.8 us per step on an
-# H200 at these sizes (rnnbench exchange). Triton 3.6 compiles clusters only as one program spread over several CTAs,
-# which these kernels are not, so the launcher sets the cluster dimension itself (split._launch_clusters). Compile
-# audit (python -m kernels.audit --split-clusters; kernels of 2026-11-27), sm_90 bf16, one tile, forward/backward:
-# H = 512 128/127 registers, 118/126 instructions and 5/5 CTA barriers per step (today's 16-row slices with 8-row
-# tiles: 175/181, 8/8), H = 1024 126/128 (16 warps' limit), 115/122 and 5/5 (193/190, 8/8); no spills, in either
-# activation and 16-bit dtype. Not yet timed: off until a GPU says otherwise (.ci/gpu_variants.py split-clusters,
-# bash .ci/gpu clusters).
+# clusters of up to 16 CTAs), 16-bit, 8-row tiles, as many groups as the GPU runs clusters at once (each runs whole in
+# one GPC: runtime.co_resident_clusters asks the driver; planned without a device, every SM counts: 16 and 8 on 132 SMs,
+# where an H100's GPCs may hold fewer); each group meets at the hardware's cluster barrier (barrier.cluster_barrier),
+# not the grid barrier's counter and polling, which alone took 2.5-2.8 us per step on an H200 at these sizes (rnnbench
+# exchange). Triton 3.6 compiles clusters only as one program spread over several CTAs, which these kernels are not, so
+# the launcher sets the cluster dimension itself (split._launch_clusters). Compile audit (python -m kernels.audit
+# --split-clusters; kernels of 2026-11-27), sm_90 bf16, one tile, forward/backward: H = 512 128/127 registers, 118/126
+# instructions and 5/5 CTA barriers per step (today's 16-row slices with 8-row tiles: 175/181, 8/8), H = 1024 126/128
+# (16 warps' limit), 115/122 and 5/5 (193/190, 8/8); no spills, in either activation and 16-bit dtype. Not yet timed:
+# off until a GPU says otherwise (.ci/gpu_variants.py split-clusters, bash .ci/gpu clusters).
 #
 # fp32 at H = 256 too: U is 256 KiB there, a whole SM's registers, so the fma tier holds half of it and streams the
 # other half through L1 every step, where a grid barrier over CTAs that split it would cost 2.5 us a step. A cluster's
-# barrier takes that place: clusters of 4 programs, each holding a 64-column slice (64 KiB) in registers, multiplied
-# by FMA (SplitBlocks.FMA) for 2 batch rows, one cluster per 2 rows (at most 33 on 132 SMs: B <= 66, where the fma
-# tier yields to them; beyond, it serves). Compile audit, sm_90, forward/backward: 117/124 registers on 8 warps, 284/293
+# barrier takes that place: clusters of 4 programs, each holding a 64-column slice (64 KiB) in registers, multiplied by
+# FMA (SplitBlocks.FMA) for 2 batch rows, one cluster per 2 rows (at most 33 on 132 SMs: B <= 66, where the fma tier
+# yields to them; beyond, it serves). Compile audit, sm_90, forward/backward: 117/124 registers on 8 warps, 284/293
 # instructions and 12/14 CTA barriers per step for the 2 rows, no spills (the fma tier at 256: 407/399 for one row);
 # clusters of 2 with 128-column slices took 426/415 and 185/189 registers. Not yet timed (.ci/gpu_variants.py
 # split-clusters at fp32, H = 256, against the fma tier and cuDNN).
 #
 # 16-bit at H = 256 likewise, where the resident tier holds all of U in one program: clusters of 4 programs with 64-row
-# slices (32 KiB of U each), 8 warps, 8-row tiles, one cluster per 8 batch rows (at most 33 on 132 SMs: B <= 264,
-# where the resident tier yields to them). Each program multiplies a quarter of what the resident step does (where each warpgroup
-# chains 16 wgmma) and exchanges the state as the clusters at H = 512 do. Compile audit, sm_90 bf16, forward/backward:
-# the L2 exchange 72/80 registers, 103/113 instructions, 342/340 stall cycles and 5 CTA barriers per step; in
-# distributed shared memory (SPLIT_CLUSTER_EXCHANGE) pull 204/186 instructions, push 277/256; the resident kernels
-# 101/92 (forward, with and without the L2 prefetch) and 129 (backward) instructions on 16 warps. Whether a cluster's
-# exchange costs less than the three quarters of the product it saves is the GPU's question (.ci/gpu_variants.py
-# split-clusters and split-dsmem-pull/push at bf16 H = 256, bash .ci/gpu clusters and dsmem).
+# slices (32 KiB of U each), 8 warps, 8-row tiles, one cluster per 8 batch rows (at most 33 on 132 SMs: B <= 264, where
+# the resident tier yields to them). Each program multiplies a quarter of what the resident step does (where each
+# warpgroup chains 16 wgmma) and exchanges the state as the clusters at H = 512 do. Compile audit, sm_90 bf16,
+# forward/backward: the L2 exchange 72/80 registers, 103/113 instructions, 342/340 stall cycles and 5 CTA barriers per
+# step; in distributed shared memory (SPLIT_CLUSTER_EXCHANGE) pull 204/186 instructions, push 277/256; the resident
+# kernels 101/92 (forward, with and without the L2 prefetch) and 129 (backward) instructions on 16 warps. Whether a
+# cluster's exchange costs less than the three quarters of the product it saves is the GPU's question
+# (.ci/gpu_variants.py split-clusters and split-dsmem-pull/push at bf16 H = 256, bash .ci/gpu clusters and dsmem).
 SPLIT_CLUSTER_CONFIGS: dict[tuple[torch.dtype, int], LaunchConfig[SplitBlocks]] = {
     **{(dt, bh): _split(64, bh, warps, block_b=8).replace(CLUSTER=bh // 64)
        for dt in (torch.bfloat16, torch.float16) for bh, warps in {256: 8, 512: 8, 1024: 16}.items()},
