@@ -696,6 +696,8 @@ def split_grid(B: int, H: int, config: SplitBlocks, sm_count: int,
         raise RuntimeError(f"split-H needs {slices} co-resident programs but the device has {sm_count} SMs: "
                            f"its barrier could never be met")
     groups = sm_count // slices if config.CLUSTER == 1 else co_resident_clusters(device, config.CLUSTER, sm_count)
+    if groups == 0:
+        raise RuntimeError(f"clusters of {config.CLUSTER} programs, one per SM, do not fit in any GPC of this GPU")
     return slices, max(1, min(tiles, groups))
 
 

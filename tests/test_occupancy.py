@@ -94,3 +94,15 @@ def test_h256_leaves_its_tier_for_clusters_only_where_they_all_run_at_once(gpcs,
     assert "clusters of 4 programs" in _clusters_instead(256, fits, dtype, 256, 132, 90, gpcs)
     assert _clusters_instead(256, fits + 1, dtype, 256, 132, 90, gpcs) is None
     assert _clusters_instead(256, fits + 1, dtype, 256, 132, 90) is not None  # no device: 33 of them
+
+
+def test_clusters_that_fit_no_gpc_are_never_planned(monkeypatch):
+    """A GPU whose GPCs hold no cluster of 16 (one CTA per SM): H = 1024 keeps the grid barrier, and a launch of
+    such a cluster configuration is refused before it could fail on the GPU."""
+    monkeypatch.setattr(runtime, "max_active_clusters", lambda index, cluster: 0 if cluster == 16 else 132 // cluster)
+    monkeypatch.setattr(dispatch, "SPLIT_CLUSTERS", True)
+    device = torch.device("cuda", 0)
+    assert split_config(torch.bfloat16, 1024, 1024, 8, 132, 90, device).forward.CLUSTER == 1
+    assert split_config(torch.bfloat16, 512, 512, 8, 132, 90, device).forward.CLUSTER == 8
+    with pytest.raises(RuntimeError, match="clusters of 16 programs, one per SM, do not fit in any GPC"):
+        split_grid(8, 1024, SPLIT_CLUSTER_CONFIGS[(torch.bfloat16, 1024)].forward, 132, device)
