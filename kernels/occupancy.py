@@ -92,3 +92,8 @@ def max_active_clusters(device_index: int, cluster: int) -> int:
         _check(_driver().cuOccupancyMaxActiveClusters(ctypes.byref(count), ctypes.c_void_p(function),
                                                       ctypes.byref(config)), "cuOccupancyMaxActiveClusters")
     return count.value
+
+
+def counts_by_size(device_index: int) -> str:
+    """max_active_clusters for clusters of 2, 4, 8 and 16 CTAs, as "size: count" pairs."""
+    return ", ".join(f"{size}: {max_active_clusters(device_index, size)}" for size in (2, 4, 8, 16))

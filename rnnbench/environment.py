@@ -1,10 +1,11 @@
-"""What a run ran on: device, driver, CUDA, torch, triton and cuDNN versions, the CPU threads and
-how busy the machine was, git commit of the code, date."""
+"""What a run ran on: device, driver, CUDA, torch, triton and cuDNN versions, the SMs and the thread-block
+clusters they run at once, the CPU threads and how busy the machine was, git commit of the code, date."""
 from __future__ import annotations
 
 import os
 import platform
 import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -48,6 +49,17 @@ def cpu_facts(device: torch.device, threads: int) -> dict:
             "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else ""}
 
 
+def cluster_counts(device: torch.device) -> str:
+    """How many thread-block clusters of 2-16 CTAs, one per SM, the GPU runs at once, as "size: count" pairs (the
+    split tier's cluster plans follow them: kernels/occupancy.py); "" before sm_90 and off CUDA. Asked of the driver in
+    a child process, so that a driver failure cannot stop the run: "unknown" then."""
+    if device.type != "cuda" or torch.cuda.get_device_capability(device)[0] < 9:
+        return ""
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    script = f"from kernels.occupancy import counts_by_size; print(counts_by_size({index}))"
+    return _command([sys.executable, "-c", script]) or "unknown (the driver's count failed)"
+
+
 def capture(device: torch.device, scenario, scenario_path: str) -> dict:
     """The environment record stored with every run (environment.json, results.json, report.md)."""
     import triton
@@ -62,6 +74,8 @@ def capture(device: torch.device, scenario, scenario_path: str) -> dict:
         "cuda": torch.version.cuda or "",
         "cudnn": str(torch.backends.cudnn.version() or ""),
         "driver": "",
+        "sm_count": "",
+        "clusters_at_once": "",
         "allow_tf32": scenario.allow_tf32,
         "cuda_alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "") if device.type == "cuda" else "",
         **cpu_facts(device, scenario.timing.cpu_threads),
@@ -71,4 +85,6 @@ def capture(device: torch.device, scenario, scenario_path: str) -> dict:
     }
     if device.type == "cuda":
         env["driver"] = _command(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"])
+        env["sm_count"] = torch.cuda.get_device_properties(device).multi_processor_count
+        env["clusters_at_once"] = cluster_counts(device)
     return env

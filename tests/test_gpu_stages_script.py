@@ -144,4 +144,3 @@ def test_the_untimed_stage_tests_what_each_untimed_defaults_stage_tests():
     assert {"split-tl-sum", "fma-chains-in-runs", "portable-tanh", "resident-128", "split-state-in-runs",
             "split-looped-8-row-tiles"} <= timed
     assert "test_split_by_fma_reading_the_state_in_runs_matches_float64" in " ".join(own)
-    assert "test_the_driver_counts_the_clusters_that_fit_in_the_gpcs" in " ".join(own)

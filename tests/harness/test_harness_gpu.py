@@ -73,3 +73,14 @@ def test_long_calls_are_timed_with_events():
         torch.cuda._sleep(cycles)
     (p20, p50, p80), note = measure.time_call(call, CUDA, Timing())
     assert note.startswith(measure.LONG_CALL_NOTE) and 40 < p20 <= p50 <= p80 < 400
+
+
+def test_the_environment_records_the_drivers_cluster_counts():
+    """On sm_90 a run's environment holds the clusters of 2-16 CTAs the GPU runs at once, as the split tier's plans see
+    them (asked in a child process); before sm_90 nothing."""
+    from kernels.occupancy import counts_by_size
+    from rnnbench.environment import cluster_counts
+    if torch.cuda.get_device_capability()[0] < 9:
+        assert cluster_counts(CUDA) == ""
+    else:
+        assert cluster_counts(CUDA) == counts_by_size(torch.cuda.current_device())
