@@ -41,7 +41,7 @@ from .dsmem import L2
 from .fma import FmaBlocks
 from .launch import SIXTEEN_BIT, LaunchConfig
 from .resident import ResidentBlocks
-from .runtime import PLANNING_ARCH, co_resident_clusters, co_resident_programs, device_facts
+from .runtime import PLANNING_ARCH, co_resident_programs, device_facts
 from .split import SplitBlocks
 from .stepwise import StepwiseBlocks
 
@@ -490,25 +490,19 @@ def split_config(dtype: torch.dtype, block_h: int, hidden_size: int, batch_size:
     one tile per step (the tiles spread over the groups device's SMs run beside the slices; without a device, sms
     SMs all alike), else the last, SPLIT_LOOPED_CONFIGS' or SPLIT_CONFIGS'. A narrower tile or a thinner slice only
     pays where it spares a program a second tile per step."""
-    configs = [c for c in split_configs(dtype, block_h, arch) if _runs_on(c.forward, hidden_size, sms, device)]
+    configs = [c for c in split_configs(dtype, block_h, arch)
+               if split.co_resident_groups(hidden_size, c.forward, sms, device) > 0]  # they run on device at all
     for config in configs:
         if _one_tile_each(config.forward, hidden_size, batch_size, sms, device):
             return config
     return configs[-1] if configs else SPLIT_CONFIGS[(dtype, block_h)]
 
 
-def _runs_on(blocks: SplitBlocks, hidden_size: int, sms: int, device) -> bool:
-    """Whether a group of these programs runs on device at all: one SM each, and as a cluster in one GPC."""
-    fits_gpc = blocks.CLUSTER == 1 or co_resident_clusters(device, blocks.CLUSTER, sms) > 0
-    return split.split_slices(hidden_size, blocks) <= sms and fits_gpc
-
-
 def _one_tile_each(blocks: SplitBlocks, hidden_size: int, batch_size: int, sms: int, device) -> bool:
-    """Whether these programs run on device (_runs_on) and the batch's tiles spread over the groups its SMs run
-    beside the slices (split.split_grid), one tile per program."""
-    if not _runs_on(blocks, hidden_size, sms, device):
-        return False
-    return triton.cdiv(batch_size, blocks.BLOCK_B) <= split.split_grid(batch_size, hidden_size, blocks, sms, device)[1]
+    """Whether the batch's tiles spread over the groups of these programs that run at once on device
+    (split.co_resident_groups: none where they cannot run there), one tile per program."""
+    groups = split.co_resident_groups(hidden_size, blocks, sms, device)
+    return groups > 0 and triton.cdiv(batch_size, blocks.BLOCK_B) <= groups
 
 
 def _split_plan(hidden_size, batch_size, dtype, block_h, sms, arch, device=None) -> KernelPlan | str:

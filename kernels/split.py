@@ -685,17 +685,26 @@ def split_slices(H: int, config: SplitBlocks) -> int:
     return max(triton.cdiv(H, config.BLOCK_N), config.CLUSTER)
 
 
+def co_resident_groups(H: int, config: SplitBlocks, sm_count: int, device: torch.device | str | None = None) -> int:
+    """Batch groups of config's programs that can run at once on device (None: a plan's, sm_count SMs all alike): as
+    many as the SMs beside the slices hold, one program per SM, or where groups are clusters, as many as the device
+    runs at once (runtime.co_resident_clusters); 0 where not even one does."""
+    slices = split_slices(H, config)
+    if slices > sm_count:
+        return 0
+    return sm_count // slices if config.CLUSTER == 1 else co_resident_clusters(device, config.CLUSTER, sm_count)
+
+
 def split_grid(B: int, H: int, config: SplitBlocks, sm_count: int,
                device: torch.device | str | None = None) -> tuple[int, int]:
-    """(column slices, batch groups) of the one launch on device (None: a plan's, sm_count SMs): every program must
-    be resident at once, one per SM, so the slices take what they need (split_slices) and the batch tiles are
-    spread over as many groups as the remaining SMs allow (each group runs its tiles one after another every step),
-    or where groups are clusters, as many as the device runs at once (runtime.co_resident_clusters)."""
+    """(column slices, batch groups) of the one launch on device: every program must be resident at once, so the
+    slices take what they need (split_slices) and the batch tiles are spread over as many groups as run at once
+    (co_resident_groups; each group runs its tiles one after another every step)."""
     slices, tiles = split_slices(H, config), triton.cdiv(B, config.BLOCK_B)
     if slices > sm_count:
         raise RuntimeError(f"split-H needs {slices} co-resident programs but the device has {sm_count} SMs: "
                            f"its barrier could never be met")
-    groups = sm_count // slices if config.CLUSTER == 1 else co_resident_clusters(device, config.CLUSTER, sm_count)
+    groups = co_resident_groups(H, config, sm_count, device)
     if groups == 0:
         raise RuntimeError(f"clusters of {config.CLUSTER} programs, one per SM, do not fit in any GPC of this GPU")
     return slices, max(1, min(tiles, groups))
