@@ -15,9 +15,10 @@ Tiers, tried in order:
   (SPLIT_FINE_CONFIGS) where the batch fits those; wherever each program has one tile, its kernels have no tile loop
   (ONE_TILE, SPLIT_ONE_TILE); where programs run several tiles, H = 512 and 2048 take slices twice as wide in twice
   the groups (SPLIT_LOOPED_CONFIGS), of 16-row tiles from sm_90 (SPLIT_LOOPED_BLOCK_B; at H = 2048 also where one such
-  tile per program holds the batch). With SPLIT_CLUSTERS (sm_90, off), a batch group at H = 512 or 1024 is one
-  thread-block cluster meeting at the cluster barrier, and fp32 at H = 256 leaves the fma tier for clusters of 4
-  programs that split U between them, by FMA, where that gives each cluster one batch tile. fp32 at H = 2048
+  tile per program holds the batch). From sm_90 a 16-bit batch group at H = 512 is one thread-block cluster meeting
+  at the cluster barrier (SPLIT_CLUSTERS_DEFAULT), where the clusters that run at once give each one batch tile. With
+  SPLIT_CLUSTERS (off) H = 1024's groups are clusters too, and H = 256 leaves the resident (16-bit) and fma (fp32) tiers
+  for clusters of 4 programs that split U between them, where that gives each cluster one batch tile. fp32 at H = 2048
   multiplies by FMA (SplitBlocks.FMA): 3xTF32's slice spills there.
 - stepwise: one launch per timestep (stepwise.py); serves any H. Its column tiles narrow where the batch and H
   leave SMs idle (STEPWISE_BLOCK_N).
@@ -193,8 +194,11 @@ SPLIT_WIDE_ONE_TILE_BLOCK_H = (2048,)
 # the launcher sets the cluster dimension itself (split._launch_clusters). Compile audit (python -m kernels.audit
 # --split-clusters; kernels of 2026-11-27), sm_90 bf16, one tile, forward/backward: H = 512 128/127 registers, 118/126
 # instructions and 5/5 CTA barriers per step (today's 16-row slices with 8-row tiles: 175/181, 8/8), H = 1024 126/128
-# (16 warps' limit), 115/122 and 5/5 (193/190, 8/8); no spills, in either activation and 16-bit dtype. Not yet timed:
-# off until a GPU says otherwise (.ci/gpu_variants.py split-clusters, bash .ci/gpu clusters).
+# (16 warps' limit), 115/122 and 5/5 (193/190, 8/8); no spills, in either activation and 16-bit dtype. On an H200
+# (bf16, T = 1024, forward / forward+backward us per step; results/variants/20261127-h200-untimed/): H = 512 in
+# clusters of 8 took 2.25/5.08 at B = 8 and 2.54/5.40 at B = 64 against the grid barrier's 2.95/5.88 and 3.12/6.82
+# (cuDNN fp16: 1.99/4.39 and 4.57/10.11), so from sm_90 16-bit H = 512 takes them by default (SPLIT_CLUSTERS_DEFAULT);
+# H = 1024 in clusters of 16 took 2.76/6.45 at B = 8 against 2.88/6.23, within the noise, and keeps the grid barrier.
 #
 # fp32 at H = 256 too: U is 256 KiB there, a whole SM's registers, so the fma tier holds half of it and streams the
 # other half through L1 every step, where a grid barrier over CTAs that split it would cost 2.5 us a step. A cluster's
@@ -219,6 +223,9 @@ SPLIT_CLUSTER_CONFIGS: dict[tuple[torch.dtype, int], LaunchConfig[SplitBlocks]] 
        for dt in (torch.bfloat16, torch.float16) for bh, warps in {256: 8, 512: 8, 1024: 16}.items()},
     (torch.float32, 256): _split(64, 256, 8, block_b=2, fma=True).replace(CLUSTER=4),
 }
+# The configurations of SPLIT_CLUSTER_CONFIGS the split tier takes from sm_90 (timed faster than the grid barrier,
+# above); SPLIT_CLUSTERS takes all of them (the others not yet timed, or not faster).
+SPLIT_CLUSTERS_DEFAULT: frozenset[tuple[torch.dtype, int]] = frozenset({(torch.bfloat16, 512), (torch.float16, 512)})
 SPLIT_CLUSTERS = False
 # With SPLIT_CLUSTERS, how the clusters' programs exchange the state (split.SplitBlocks.EXCHANGE): through L2 ("l2"), or
 # up to SPLIT_DSMEM_MAX_BLOCK_H, in their one-tile form, through the cluster's distributed shared memory (dsmem.py):
@@ -474,9 +481,10 @@ def _summed_where_it_fits(config: LaunchConfig[SplitBlocks], dtype: torch.dtype,
 
 
 def _clustered(dtype: torch.dtype, block_h: int, arch: int) -> bool:
-    """Whether the split tier takes SPLIT_CLUSTER_CONFIGS' configuration for dtype and BLOCK_H first (SPLIT_CLUSTERS,
-    sm_90)."""
-    return SPLIT_CLUSTERS and arch >= 90 and (dtype, block_h) in SPLIT_CLUSTER_CONFIGS
+    """Whether the split tier takes SPLIT_CLUSTER_CONFIGS' configuration for dtype and BLOCK_H first (from sm_90, where
+    SPLIT_CLUSTERS_DEFAULT has it, or all of them with SPLIT_CLUSTERS)."""
+    key = (dtype, block_h)
+    return arch >= 90 and key in SPLIT_CLUSTER_CONFIGS and (SPLIT_CLUSTERS or key in SPLIT_CLUSTERS_DEFAULT)
 
 
 def _narrow(config: LaunchConfig[SplitBlocks]) -> list[LaunchConfig[SplitBlocks]]:

@@ -1,9 +1,10 @@
 """The split tier's per-step exchange, timed alone.
 
 Every step of the split tier (kernels/split.py) each program reads the whole previous state through
-L2, writes its slice of the new one and meets the other programs at a grid barrier (or, with the
-switches kernels.dispatch.SPLIT_CLUSTERS and SPLIT_CLUSTER_EXCHANGE, at a cluster's barrier, or
-through the cluster's shared memory: the plan column says which). The same kernel is timed three
+L2, writes its slice of the new one and meets the other programs at a grid barrier (or at a
+cluster's barrier: 16-bit H = 512 from sm_90, the other sizes with the switch
+kernels.dispatch.SPLIT_CLUSTERS; through the cluster's shared memory with SPLIT_CLUSTER_EXCHANGE:
+the plan column says which). The same kernel is timed three
 ways at each shape (kernels.split.STEP_WORKS):
 
 - full: the layer's step;

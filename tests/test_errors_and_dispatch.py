@@ -197,6 +197,7 @@ def split_block_b(hidden, batch, dtype=torch.bfloat16):
 def test_split_takes_8_row_tiles_where_the_batch_fits_them(monkeypatch):
     """SPLIT_NARROW_BLOCK_B: 8-row tiles (mma.sync's N) where every program then runs one tile per step (B <= 8, or
     8 rows per batch group), in every dtype."""
+    monkeypatch.setattr(dispatch, "SPLIT_CLUSTERS_DEFAULT", frozenset())  # H = 512's grid-barrier forms (sm_80's)
     assert [split_block_b(512, b) for b in (1, 8, 9, 32, 33)] == [8, 8, 8, 8, 16]  # 32 slices: 4 groups
     # 128 slices: one group; from B = 9, 64 x 2 (SPLIT_WIDE_ONE_TILE_BLOCK_H, else a 16-row tile up to 16); from B = 17
     # 16-row tiles (SPLIT_LOOPED_BLOCK_B)
@@ -242,7 +243,8 @@ def test_split_tile_loop_stages_apply_where_programs_run_several_tiles(monkeypat
         assert config.forward.num_stages == config.backward.num_stages
         return config.forward.num_stages
     assert [stages(2048, b) for b in (8, 16, 32, 33, 64)] == [1, 1, 1, 2, 2]  # 16-row tiles of 2048: tall
-    assert [stages(1024, 256), stages(512, 65, torch.float16), stages(512, 65, torch.float32)] == [3, 3, 2]
+    assert [stages(1024, 256), stages(512, 129, torch.float16), stages(512, 65, torch.float32)] == [3, 3, 2]
+    assert stages(512, 128, torch.float16) == 1  # clusters of 8 (SPLIT_CLUSTERS_DEFAULT): one tile each
     assert stages(1024, 64, torch.float32) == 2 and stages(1024, 8, torch.float32) == 1
     def expected(c, dt):
         tall = c.forward.BLOCK_B * c.forward.BLOCK_H > dispatch.SPLIT_TALL_TILE_ELEMENTS
@@ -297,8 +299,9 @@ def test_the_fma_product_reads_the_state_in_runs_only_where_its_unmasked_loads_a
 def test_split_runs_several_tiles_per_program_in_wider_slices_at_h512_and_h2048(monkeypatch):
     """SPLIT_LOOPED_CONFIGS: 16-bit H = 2048 where programs run several tiles per step (B > 32 on 132 SMs) takes 64
     slices of 32 rows and two batch groups of 16-row tiles (SPLIT_LOOPED_BLOCK_B), not one group of 128 16-row slices
-    with 16-row tiles; H = 512 (B > 64) 16 slices of 32 rows in eight groups, not 32 of 16 in four: half the tiles per
-    program, half the state read per step. Up to one tile per program, unchanged, but at H = 2048 from B = 9
+    with 16-row tiles; H = 512 (B > 64; from sm_90 past its clusters, B > 128) 16 slices of 32 rows in eight groups,
+    not 32 of 16 in four: half the tiles per program, half the state read per step. Up to one tile per program,
+    unchanged, but at H = 2048 from B = 9
     (SPLIT_WIDE_ONE_TILE_BLOCK_H): the wide slices' two groups of one 8-row tile, not one group of a 16-row tile, and
     from B = 17 of one 16-row tile."""
     def shape(hidden, batch, dtype=torch.bfloat16):
@@ -310,6 +313,8 @@ def test_split_runs_several_tiles_per_program_in_wider_slices_at_h512_and_h2048(
             for dt in (torch.bfloat16, torch.float16)] == [(32, 16, False)] * 6
     assert "64 x 2 programs" in plan_for(2048, 64, torch.bfloat16).reason
     assert "2 batch tile(s) of 16" in plan_for(2048, 64, torch.bfloat16).reason
+    assert [shape(512, b) for b in (32, 64, 128, 129, 256)] == [(64, 8, True)] * 3 + [(32, 16, False)] * 2  # clusters
+    monkeypatch.setattr(dispatch, "SPLIT_CLUSTERS_DEFAULT", frozenset())  # the grid barrier's forms (sm_80's)
     assert [shape(512, b) for b in (32, 64, 65, 256)] == [(16, 8, True), (16, 16, True)] + [(32, 16, False)] * 2
     assert "16 x 8 programs" in plan_for(512, 256, torch.float16).reason
     assert shape(1024, 256) == (32, 16, False) and shape(512, 256, torch.float32) == (16, 16, False)
@@ -373,13 +378,31 @@ def test_split_takes_16_row_slices_at_h1024_where_the_batch_fits_them(monkeypatc
     assert blocks(1) == (32, 8)
 
 
+def test_16_bit_h512_runs_in_clusters_of_8_by_default_from_sm90(monkeypatch):
+    """SPLIT_CLUSTERS_DEFAULT (timed faster than the grid barrier on an H200): 16-bit H = 257..512 in clusters of 8
+    slices of 64 rows, 8-row tiles, one tile a cluster, as many clusters as 132 SMs hold (16: B <= 128); past them, on
+    sm_80, in fp32, and at H = 1024 and 256 (not faster, or not timed), the forms of before."""
+    def config(hidden, batch, dtype=torch.bfloat16, arch=90):
+        return _split_plan(hidden, batch, dtype, max(512, hidden), 132, arch).config.forward
+    for b in (1, 5, 64, 128):
+        assert (config(512, b).CLUSTER, config(512, b).BLOCK_N, config(512, b).BLOCK_B, config(512, b).ONE_TILE) == (
+            8, 64, 8, True), b
+    assert [config(300, 8).CLUSTER, config(512, 8, torch.float16).CLUSTER] == [8, 8]
+    assert [config(512, 129).CLUSTER, config(512, 8, arch=80).CLUSTER, config(512, 8, torch.float32).CLUSTER,
+            config(1024, 8).CLUSTER] == [1, 1, 1, 1]
+    assert [plan_for(256, 8, dt).tier for dt in (torch.bfloat16, torch.float32)] == ["resident", "fma"]
+    assert "each group a cluster of 8" in plan_for(512, 64, torch.bfloat16).reason
+    monkeypatch.setattr(dispatch, "SPLIT_CLUSTERS_DEFAULT", frozenset())  # .ci/gpu_variants.py split-grid-barrier-512
+    assert (config(512, 8).CLUSTER, config(512, 8).BLOCK_N) == (1, 16)
+
+
 def test_split_clusters_serve_h512_and_h1024_from_sm90_where_each_group_has_one_tile(monkeypatch):
-    """SPLIT_CLUSTERS (off by default): 16-bit H = 512 in clusters of 8 slices of 64 rows, H = 1024 in clusters of 16,
-    8-row tiles, as many clusters as the 132 SMs hold (16 and 8), one tile each; beyond that, on sm_80, in fp32 and at
-    H = 2048, the grid-barrier configurations."""
+    """SPLIT_CLUSTERS (off by default): 16-bit H = 512 in clusters of 8 slices of 64 rows (as by default), H = 1024 in
+    clusters of 16, 8-row tiles, as many clusters as the 132 SMs hold (16 and 8), one tile each; beyond that, on sm_80,
+    in fp32 and at H = 2048, the grid-barrier configurations."""
     def cluster(hidden, batch, dtype=torch.bfloat16, arch=90):
         return _split_plan(hidden, batch, dtype, max(512, hidden), 132, arch).config.forward.CLUSTER
-    assert [cluster(512, 8), cluster(1024, 8)] == [1, 1]
+    assert [cluster(512, 8), cluster(1024, 8)] == [8, 1]
     monkeypatch.setattr(dispatch, "SPLIT_CLUSTERS", True)  # on: .ci/gpu_variants.py split-clusters
     assert [cluster(512, b) for b in (1, 128, 129)] == [8, 8, 1]
     assert [cluster(1024, b) for b in (1, 64, 65)] == [16, 16, 1]
@@ -450,12 +473,12 @@ def test_a_split_configuration_refuses_an_unknown_exchange(monkeypatch):
 def test_split_cluster_dsmem_serves_the_16_bit_clusters_and_only_with_clusters(exchange, monkeypatch):
     """A SPLIT_CLUSTER_EXCHANGE in distributed shared memory makes the 16-bit cluster forms (H = 256, 512 and 1024, up
     to SPLIT_DSMEM_MAX_BLOCK_H) exchange the state that way (one tile per cluster); beyond that limit they keep L2,
-    and without SPLIT_CLUSTERS nothing changes."""
+    and without SPLIT_CLUSTERS only the clusters taken by default (SPLIT_CLUSTERS_DEFAULT: H = 512) change."""
     def form(hidden, batch, dtype=torch.bfloat16):
         config = _split_plan(hidden, batch, dtype, hidden, 132, 90).config.forward
         return config.CLUSTER, config.ONE_TILE, config.EXCHANGE
     monkeypatch.setattr(dispatch, "SPLIT_CLUSTER_EXCHANGE", exchange)
-    assert form(512, 8) == (1, True, "l2")
+    assert [form(512, 8), form(1024, 8)] == [(8, True, exchange), (1, True, "l2")]
     monkeypatch.setattr(dispatch, "SPLIT_CLUSTERS", True)
     assert [form(512, 8), form(512, 128, torch.float16)] == [(8, True, exchange)] * 2
     assert [form(256, 8), form(1024, 8)] == [(4, True, exchange), (16, True, exchange)]

@@ -105,15 +105,17 @@ def check_split_against_stepwise(H, B, clustered=False, exchange="l2", dtype=tor
 
 @pytest.mark.parametrize("H,B", [(1024, 64), (2048, 16), (2048, 32), (2048, 64), (512, 1), (1024, 16), (1024, 32),
                                  (512, 128), (512, 256)])
-def test_split_barrier_under_load_matches_stepwise(H, B):
-    """B = 1, 16 and 32 take 8-row tiles (H = 1024, B = 16: two groups of 64 16-row slices; B = 32: four groups of
-    32-row slices; H = 2048, B = 16: two groups of 64 32-row slices, dispatch.SPLIT_WIDE_ONE_TILE_BLOCK_H), but
-    H = 2048, B = 32: one 16-row tile in each of those groups (dispatch.SPLIT_LOOPED_BLOCK_B). Every case loads its
-    first tile's inputs a step ahead (split.INPUTS_AHEAD). H = 2048, B = 64 runs two 16-row tiles per program in the
-    tile loop, in two groups of 64 32-row slices, pipelined over 2 stages (dispatch.SPLIT_TALL_TILE_MAX_STAGES), and
-    H = 512 one (B = 128) or two (B = 256), in eight groups of 16, over 3 (dispatch.SPLIT_TILE_LOOP_STAGES; all
-    dispatch.SPLIT_LOOPED_CONFIGS), the others' inputs read in the step; every other case one tile per program without
-    the loop (ONE_TILE)."""
+def test_split_barrier_under_load_matches_stepwise(H, B, monkeypatch):
+    """The grid barrier (at H = 512 too, whose 16-bit batch groups are clusters by default from sm_90: the cluster tests
+    below stress those). B = 1, 16 and 32 take 8-row tiles (H = 1024, B = 16: two groups of 64 16-row slices; B = 32:
+    four groups of 32-row slices; H = 2048, B = 16: two groups of 64 32-row slices,
+    dispatch.SPLIT_WIDE_ONE_TILE_BLOCK_H), but H = 2048, B = 32: one 16-row tile in each of those groups
+    (dispatch.SPLIT_LOOPED_BLOCK_B). Every case loads its first tile's inputs a step ahead (split.INPUTS_AHEAD). H =
+    2048, B = 64 runs two 16-row tiles per program in the tile loop, in two groups of 64 32-row slices, pipelined over 2
+    stages (dispatch.SPLIT_TALL_TILE_MAX_STAGES), and H = 512 one (B = 128) or two (B = 256), in eight groups of 16,
+    over 3 (dispatch.SPLIT_TILE_LOOP_STAGES; all dispatch.SPLIT_LOOPED_CONFIGS), the others' inputs read in the step;
+    every other case one tile per program without the loop (ONE_TILE)."""
+    monkeypatch.setattr(dispatch, "SPLIT_CLUSTERS_DEFAULT", frozenset())
     check_split_against_stepwise(H, B)
 
 
@@ -174,7 +176,8 @@ def test_the_driver_counts_the_clusters_that_fit_in_the_gpcs():
 
 @pytest.mark.parametrize("H,B", [(512, 1), (512, "fill"), (1024, 8), (1024, "fill"), (256, 8), (256, "fill")])
 def test_split_cluster_barrier_under_load_matches_stepwise(H, B, monkeypatch):
-    """The batch groups as clusters (dispatch.SPLIT_CLUSTERS): one group of 8 or 16 CTAs, and as many groups as run
+    """The batch groups as clusters (dispatch.SPLIT_CLUSTERS; at H = 512 the default from sm_90,
+    dispatch.SPLIT_CLUSTERS_DEFAULT): one group of 8 or 16 CTAs, and as many groups as run
     at once ("fill": at most 16 clusters of 8 at H = 512, 8 of 16 at H = 1024, 33 of 4 at H = 256, in place of the
     resident tier, on 132 SMs), each meeting at its cluster barrier."""
     monkeypatch.setattr(dispatch, "SPLIT_CLUSTERS", True)
@@ -214,7 +217,8 @@ def test_split_cluster_state_in_dsmem_under_load_matches_stepwise(exchange, H, B
 def test_split_refuses_a_grid_larger_than_the_sm_count():
     from kernels.split import split_forward
     sms = torch.cuda.get_device_properties(0).multi_processor_count
-    config = dataclasses.replace(plan_for(512, 1, torch.bfloat16, "cuda", kernel="split").config.forward, BLOCK_N=16)
+    config = dataclasses.replace(plan_for(512, 1, torch.bfloat16, "cuda", kernel="split").config.forward, BLOCK_N=16,
+                                 CLUSTER=1)  # the grid barrier's form (16-bit H = 512 runs clusters from sm_90)
     H = 16 * (sms + 1)  # one slice more than there are SMs
     xw, h0, u = (torch.zeros(shape, device="cuda", dtype=torch.bfloat16) for shape in ((4, 1, H), (1, H), (H, H)))
     with pytest.raises(RuntimeError, match="could never be met"):

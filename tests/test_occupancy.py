@@ -106,3 +106,17 @@ def test_clusters_that_fit_no_gpc_are_never_planned(monkeypatch):
     assert split_config(torch.bfloat16, 512, 512, 8, 132, 90, device).forward.CLUSTER == 8
     with pytest.raises(RuntimeError, match="clusters of 16 programs, one per SM, do not fit in any GPC"):
         split_grid(8, 1024, SPLIT_CLUSTER_CONFIGS[(torch.bfloat16, 1024)].forward, 132, device)
+
+
+def test_16_bit_h512_takes_as_many_clusters_as_the_h200_ran_at_once(monkeypatch):
+    """By default (SPLIT_CLUSTERS off), with the counts the driver gave on an H200 (2: 66, 4: 30, 8: 15, 16: 7;
+    results/variants/20261127-h200-untimed/cluster_counts.log): 16-bit H = 512 in clusters of 8 up to 15 tiles of 8
+    rows (B <= 120, not 128), the grid barrier past them; H = 1024 never in clusters."""
+    counts = {2: 66, 4: 30, 8: 15, 16: 7}
+    monkeypatch.setattr(runtime, "max_active_clusters", lambda index, cluster: counts[cluster])
+    device = torch.device("cuda", 0)
+
+    def cluster(hidden, batch):
+        return split_config(torch.bfloat16, hidden, hidden, batch, 132, 90, device).forward.CLUSTER
+    assert [cluster(512, b) for b in (1, 120, 121)] == [8, 8, 1]
+    assert [cluster(1024, b) for b in (1, 56)] == [1, 1]
