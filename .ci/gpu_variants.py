@@ -142,10 +142,12 @@ VARIANTS = {  # name -> a context manager factory
     # the tile loop, where programs run several tiles, not pipelined (today's: over 3 stages,
     # dispatch.SPLIT_TILE_LOOP_STAGES; fp32 over 2, dispatch.SPLIT_FP32_MAX_TILE_LOOP_STAGES)
     "split-tile-stages-1": lambda: switched(dispatch, "SPLIT_TILE_LOOP_STAGES", 1),
-    # the split tier's batch groups as thread-block clusters meeting at the cluster barrier, at H = 512 and 1024
-    # (today's: the grid barrier; dispatch.SPLIT_CLUSTERS), and U split over clusters of 4 at H = 256 (today's: the
-    # resident tier in 16-bit, the fma tier in fp32)
+    # the split tier's batch groups as thread-block clusters meeting at the cluster barrier at H = 1024 too (today's:
+    # at 16-bit H = 512 only, dispatch.SPLIT_CLUSTERS_DEFAULT; dispatch.SPLIT_CLUSTERS), and U split over clusters of 4
+    # at H = 256 (today's: the resident tier in 16-bit, the fma tier in fp32)
     "split-clusters": lambda: switched(dispatch, "SPLIT_CLUSTERS", True),
+    # 16-bit H = 512 at the grid barrier, as before its clusters became the default (dispatch.SPLIT_CLUSTERS_DEFAULT)
+    "split-grid-barrier-512": lambda: switched(dispatch, "SPLIT_CLUSTERS_DEFAULT", frozenset()),
     # the 16-bit clusters with their state exchanged in distributed shared memory, not through L2: by remote
     # loads after the cluster barrier, or by bulk copies counted on mbarriers (dispatch.SPLIT_CLUSTER_EXCHANGE)
     **{f"split-{e}": (lambda e=e: split_exchange(e)) for e in DSMEM_EXCHANGES},
@@ -239,6 +241,7 @@ CASES = {
     "split-thin-one-tile": [c for c in SPLIT_WIDE_ONE_TILE if c[1] == 2048],
     "split-wide-one-tile-512": [c for c in SPLIT_WIDE_ONE_TILE if c[1] == 512],
     "split-clusters": SPLIT_CLUSTER_CASES,
+    "split-grid-barrier-512": [c for c in SPLIT_CLUSTER_CASES if c[1] == 512],
     **{f"split-{e}": SPLIT_DSMEM_CASES for e in DSMEM_EXCHANGES},
     "fp32-2048-stepwise": FP32_2048,
     "stepwise-64-columns": FP32_2048,
