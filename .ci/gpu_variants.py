@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 import triton.testing
 
-from kernels import TritonRNN, activations, dispatch, dsmem, fma, layouts, prefetch, resident, split
+from kernels import TritonRNN, activations, barrier_status, dispatch, dsmem, fma, layouts, prefetch, resident, split
 from kernels.reference import run_module
 
 
@@ -148,6 +148,9 @@ VARIANTS = {  # name -> a context manager factory
     "split-clusters": lambda: switched(dispatch, "SPLIT_CLUSTERS", True),
     # 16-bit H = 512 at the grid barrier, as before its clusters became the default (dispatch.SPLIT_CLUSTERS_DEFAULT)
     "split-grid-barrier-512": lambda: switched(dispatch, "SPLIT_CLUSTERS_DEFAULT", frozenset()),
+    # each split call returning without waiting for its barriers' status, read at a later call instead (today's: one
+    # host sync a call, barrier_status.WAIT_FOR_STATUS)
+    "split-status-unread": lambda: switched(barrier_status, "WAIT_FOR_STATUS", False),
     # the 16-bit clusters with their state exchanged in distributed shared memory, not through L2: by remote
     # loads after the cluster barrier, or by bulk copies counted on mbarriers (dispatch.SPLIT_CLUSTER_EXCHANGE)
     **{f"split-{e}": (lambda e=e: split_exchange(e)) for e in DSMEM_EXCHANGES},
@@ -242,6 +245,7 @@ CASES = {
     "split-wide-one-tile-512": [c for c in SPLIT_WIDE_ONE_TILE if c[1] == 512],
     "split-clusters": SPLIT_CLUSTER_CASES,
     "split-grid-barrier-512": [c for c in SPLIT_CLUSTER_CASES if c[1] == 512],
+    "split-status-unread": SPLIT_16BIT + [c for c in SPLIT_CLUSTER_CASES if c[1] == 512] + SPLIT_SUM,
     **{f"split-{e}": SPLIT_DSMEM_CASES for e in DSMEM_EXCHANGES},
     "fp32-2048-stepwise": FP32_2048,
     "stepwise-64-columns": FP32_2048,

@@ -91,6 +91,7 @@ import triton.language as tl
 from . import barrier
 from .activations import activation_grad_from_output, apply_activation
 from .barrier import cluster_arrive, cluster_barrier, cluster_wait, grid_barrier
+from .barrier_status import check_barriers, read_status
 from .driver import time_order
 from .dsmem import (
     EXCHANGES,
@@ -721,12 +722,13 @@ def _launch_all_steps(kernel, args: list, state: int, out: torch.Tensor, T: int,
                       config: SplitBlocks, keywords: dict) -> None:
     """All T steps, each launch starting from the state its predecessor wrote last (args[state] = out[t - t_step]):
     with the group barrier, persistent launches of up to launch_steps steps (one for any real T); without it
-    (interpreter), one launch per step, whose boundary is the synchronisation. One host sync at the end reads
-    whether any barrier timed out."""
+    (interpreter), one launch per step, whose boundary is the synchronisation. Whether any barrier timed out is
+    read at the end, or later (barrier_status.py); earlier calls' statuses that the GPU is done with first."""
     B, H = args[0].shape[1:]
     device = args[0].device
     tiles = triton.cdiv(B, config.BLOCK_B)
     if keywords["USE_BARRIER"]:
+        check_barriers(wait=False)
         grid = split_grid(B, H, config, co_resident_programs(device), device)
         if config.ONE_TILE and tiles > grid[1]:
             raise ValueError(f"a ONE_TILE split configuration runs one batch tile per program, but B = {B} makes "
@@ -742,9 +744,7 @@ def _launch_all_steps(kernel, args: list, state: int, out: torch.Tensor, T: int,
         counters = torch.zeros(grid[1], dtype=torch.int32, device=device)
         _launch(kernel, grid, (*args, counters, status, PIN, min(per_launch, T - done), B, H, t, t_step), config,
                 keywords)
-    if status.item():  # the grid barrier, or dsmem-push's wait for the state
-        raise RuntimeError("split-H barrier timed out: not all programs were resident at once, or (dsmem-push) a "
-                           "step's state never arrived")
+    read_status(status)  # set by the grid barrier, or dsmem-push's wait for the state
 
 
 def _launch(kernel, grid: tuple[int, int], args: tuple, config: SplitBlocks, keywords: dict) -> None:

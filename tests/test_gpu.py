@@ -8,7 +8,7 @@ import pytest
 import torch
 import triton
 
-from kernels import TritonRNN, dispatch, plan_for, split
+from kernels import TritonRNN, barrier_status, dispatch, plan_for, split
 from kernels.dispatch import recurrence_backward, recurrence_forward, resident_limit
 from kernels.occupancy import max_active_clusters
 from kernels.runtime import co_resident_clusters, device_facts
@@ -212,6 +212,31 @@ def test_split_cluster_state_in_dsmem_under_load_matches_stepwise(exchange, H, B
     monkeypatch.setattr(dispatch, "SPLIT_CLUSTER_EXCHANGE", exchange)
     B = filling_batch(H, torch.bfloat16) if B == "fill" else B
     check_split_against_stepwise(H, B, clustered=True, exchange=exchange)
+
+
+@pytest.mark.parametrize("H,B", [(512, 8), (1024, 64)])
+def test_a_split_call_leaves_its_barrier_status_unread_when_asked(H, B, monkeypatch):
+    """barrier_status.WAIT_FOR_STATUS off: each call returns with its status copied behind its launches, not read;
+    the states are those of a call that waits, the next call reads what the GPU is done with, and check_barriers
+    the rest."""
+    g = torch.Generator().manual_seed(0)
+    xw = (torch.randn(256, B, H, generator=g) * 0.5).to("cuda", torch.bfloat16)
+    h0 = torch.zeros(B, H, device="cuda", dtype=torch.bfloat16)
+    u = (torch.randn(H, H, generator=g) * (0.9 / H ** 0.5)).to("cuda", torch.bfloat16)
+    plan = plan_for(H, B, torch.bfloat16, "cuda")
+    if plan.tier != "split":
+        pytest.skip(f"the split tier does not serve H={H} on this GPU: {plan.reason}")
+    waited = recurrence_forward(plan, xw, h0, u, "tanh", False)
+    monkeypatch.setattr(barrier_status, "WAIT_FOR_STATUS", False)
+    monkeypatch.setattr(barrier_status, "_UNREAD", [])
+    first = recurrence_forward(plan, xw, h0, u, "tanh", False)
+    assert len(barrier_status._UNREAD) == 1
+    torch.cuda.synchronize()
+    second = recurrence_forward(plan, xw, h0, u, "tanh", False)
+    assert len(barrier_status._UNREAD) == 1  # the first read as the second started, the second's left
+    barrier_status.check_barriers()
+    assert barrier_status._UNREAD == []
+    assert torch.equal(first, waited) and torch.equal(second, waited)
 
 
 def test_split_refuses_a_grid_larger_than_the_sm_count():

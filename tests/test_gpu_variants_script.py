@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from kernels import activations, dispatch, dsmem, fma, layouts, prefetch, resident, split
+from kernels import activations, barrier_status, dispatch, dsmem, fma, layouts, prefetch, resident, split
 
 from helpers import load_gpu_variants
 
@@ -22,8 +22,8 @@ def variants():
 
 def switches() -> dict:
     """Every module default the kernels read at launch: the upper-case names of activations, dispatch, fma, layouts,
-    prefetch, resident and split."""
-    modules = (activations, dispatch, fma, layouts, prefetch, resident, split)
+    prefetch, resident, split and barrier_status."""
+    modules = (activations, dispatch, fma, layouts, prefetch, resident, split, barrier_status)
     return {(module.__name__, name): value for module in modules for name, value in vars(module).items()
             if name.isupper()}
 

@@ -1,0 +1,53 @@
+"""The split tier's barrier status: whether a launch's barrier gave up (barrier.py), read by the host.
+
+Each split call's launches share a one-word status that a barrier sets when its bounded spin ends
+without every program having arrived (or, with the dsmem-push exchange, when a step's state never
+came). Reading it is a host sync. Two ways, by WAIT_FOR_STATUS:
+
+- on (the default): each call reads it before returning, so a timeout raises in the call that had it;
+  the host then prepares the next call's work only after the GPU has finished this one's, and the GPU
+  waits through that preparation;
+- off (not yet timed: .ci/gpu_variants.py split-status-unread): the status is copied into pinned host
+  memory behind the call's launches, and read once the GPU is past it: by each later split call as
+  it starts (raising there, for the earlier call), or by check_barriers(), which waits for all of them.
+
+Off the GPU (the interpreter) the status is read at once either way: nothing runs ahead of the host.
+"""
+from __future__ import annotations
+
+import torch
+
+WAIT_FOR_STATUS = True
+# Statuses not read yet (WAIT_FOR_STATUS off): the event recorded behind each one's copy, and the copy
+_UNREAD: list[tuple[torch.cuda.Event, torch.Tensor]] = []
+
+TIMED_OUT = ("split-H barrier timed out: not all programs were resident at once, or (dsmem-push) a step's state "
+             "never arrived")
+
+
+def read_status(status: torch.Tensor) -> None:
+    """A split call's status [1] int32 after its launches: raise now if it is set (WAIT_FOR_STATUS, or off CUDA),
+    or leave it to be read once the GPU has copied it out (check_barriers)."""
+    if WAIT_FOR_STATUS or status.device.type != "cuda":
+        if status.item():
+            raise RuntimeError(TIMED_OUT)
+        return
+    copy = torch.empty(1, dtype=status.dtype, pin_memory=True)
+    copy.copy_(status, non_blocking=True)
+    copied = torch.cuda.Event()
+    copied.record()
+    _UNREAD.append((copied, copy))
+
+
+def check_barriers(wait: bool = True) -> None:
+    """Raise if a split call whose status was left unread had a barrier time out: any such call (wait: a host
+    sync on each), or those the GPU has finished (not wait: what each split call does first). Those read are
+    forgotten."""
+    read, unread = [], []
+    for entry in _UNREAD:
+        (read if wait or entry[0].query() else unread).append(entry)
+    _UNREAD[:] = unread
+    for copied, _ in read:
+        copied.synchronize()
+    if any(copy.item() for _, copy in read):
+        raise RuntimeError(f"{TIMED_OUT} (in an earlier split call: kernels.barrier_status.WAIT_FOR_STATUS is off)")

@@ -1,0 +1,80 @@
+"""The split tier's barrier status read by the host (kernels/barrier_status.py): at once, or later with
+WAIT_FOR_STATUS off. The deferred reads are driven here by stand-in events, since the CPU has none; on a GPU,
+tests/test_gpu.py runs a layer that way."""
+import pytest
+import torch
+
+from kernels import barrier_status, split
+from kernels.barrier_status import check_barriers, read_status
+from kernels.runtime import interpreting
+
+
+class Event:
+    """A CUDA event as check_barriers uses it: done or not, and whether the host waited on it."""
+
+    def __init__(self, done: bool):
+        self.done, self.waited = done, False
+
+    def query(self) -> bool:
+        return self.done
+
+    def synchronize(self) -> None:
+        self.waited = self.done = True
+
+
+@pytest.fixture
+def unread(monkeypatch):
+    """An empty list of unread statuses, which the test fills."""
+    entries = []
+    monkeypatch.setattr(barrier_status, "_UNREAD", entries)
+    return entries
+
+
+def status(timed_out: bool) -> torch.Tensor:
+    return torch.tensor([int(timed_out)], dtype=torch.int32)
+
+
+@pytest.mark.parametrize("wait", [True, False])
+def test_a_status_off_the_gpu_is_read_at_once(wait, monkeypatch, unread):
+    monkeypatch.setattr(barrier_status, "WAIT_FOR_STATUS", wait)
+    read_status(status(False))
+    with pytest.raises(RuntimeError, match="split-H barrier timed out: not all programs were resident at once"):
+        read_status(status(True))
+    assert unread == []
+
+
+def test_without_waiting_only_the_statuses_the_gpu_is_done_with_are_read(unread):
+    pending, clean = (Event(False), status(True)), (Event(True), status(False))
+    unread += [pending, clean]
+    check_barriers(wait=False)
+    assert unread == [pending] and not pending[0].waited  # a timeout not yet known to the host
+    pending[0].done = True
+    with pytest.raises(RuntimeError, match="in an earlier split call: kernels.barrier_status.WAIT_FOR_STATUS is off"):
+        check_barriers(wait=False)
+    assert unread == []  # raised once, then forgotten
+    check_barriers(wait=False)
+
+
+def test_waiting_reads_every_unread_status(unread):
+    entries = [(Event(False), status(False)), (Event(True), status(False))]
+    unread += entries
+    check_barriers()
+    assert unread == [] and all(event.waited for event, _ in entries)
+    unread.append((Event(False), status(True)))
+    with pytest.raises(RuntimeError, match="barrier timed out"):
+        check_barriers()
+
+
+@pytest.mark.skipif(not interpreting(), reason="interpreter-only: one program per SM is the interpreter's rule")
+def test_a_split_call_first_reads_the_earlier_calls_statuses(unread):
+    """A split launch with the barrier raises an earlier call's timeout that the GPU has finished, before launching
+    anything; a clean one it reads and forgets."""
+    T, B, H = 3, 5, 16
+    xw, h0, u = torch.zeros(T, B, H), torch.zeros(B, H), torch.zeros(H, H)
+    config = split.SplitBlocks(BLOCK_B=16, BLOCK_N=16, BLOCK_H=16, K_SPLIT=1, num_warps=4, ONE_TILE=True)
+    unread.append((Event(True), status(False)))
+    assert split.split_forward(xw, h0, u, False, config, "tanh", use_barrier=True).shape == (T, B, H)
+    assert unread == []
+    unread.append((Event(True), status(True)))
+    with pytest.raises(RuntimeError, match="in an earlier split call"):
+        split.split_forward(xw, h0, u, False, config, "tanh", use_barrier=True)
