@@ -71,5 +71,9 @@ def co_resident_clusters(device: torch.device | str | None, cluster: int, sm_cou
     device = torch.device(device) if device is not None else None
     if device is None or device.type != "cuda":
         return sm_count // cluster
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    return min(max_active_clusters(index, cluster), sm_count // cluster)
+    return min(max_active_clusters(cuda_index(device), cluster), sm_count // cluster)
+
+
+def cuda_index(device: torch.device) -> int:
+    """The index of a CUDA device; the current device's for plain "cuda"."""
+    return device.index if device.index is not None else torch.cuda.current_device()

@@ -55,8 +55,8 @@ def cluster_counts(device: torch.device) -> str:
     a child process, so that a driver failure cannot stop the run: "unknown" then."""
     if device.type != "cuda" or torch.cuda.get_device_capability(device)[0] < 9:
         return ""
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    script = f"from kernels.occupancy import counts_by_size; print(counts_by_size({index}))"
+    from kernels.runtime import cuda_index
+    script = f"from kernels.occupancy import counts_by_size; print(counts_by_size({cuda_index(device)}))"
     return _command([sys.executable, "-c", script]) or "unknown (the driver's count failed)"
 
 
