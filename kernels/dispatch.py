@@ -35,12 +35,11 @@ from dataclasses import dataclass, field
 from functools import partial
 
 import torch
-import triton
 
 from . import fma, resident, split, stepwise
 from .dsmem import L2
 from .fma import FmaBlocks
-from .launch import SIXTEEN_BIT, LaunchConfig
+from .launch import SIXTEEN_BIT, LaunchConfig, cdiv, next_power_of_2
 from .resident import ResidentBlocks
 from .runtime import PLANNING_ARCH, co_resident_programs, device_facts
 from .split import SplitBlocks
@@ -321,7 +320,7 @@ class KernelPlan:
 
 def padded_hidden(hidden_size: int) -> int:
     """BLOCK_H: the hidden size padded to a power of two, at least 16 (tl.dot's minimum K)."""
-    return max(16, triton.next_power_of_2(hidden_size))
+    return max(16, next_power_of_2(hidden_size))
 
 
 def _limit(configs: dict, dtype: torch.dtype) -> int:
@@ -348,8 +347,8 @@ def stepwise_config(dtype: torch.dtype, hidden_size: int, batch_size: int,
     """The first of stepwise_configs whose grid has at least as many programs as run at once (co_resident_programs:
     the SMs; one in the interpreter, where the widest tiles are the cheapest), else the narrowest."""
     configs = stepwise_configs(dtype)
-    return next((c for c in configs if triton.cdiv(batch_size, c.forward.BLOCK_B) *
-                 triton.cdiv(hidden_size, c.forward.BLOCK_N) >= programs), configs[-1])
+    return next((c for c in configs if cdiv(batch_size, c.forward.BLOCK_B) *
+                 cdiv(hidden_size, c.forward.BLOCK_N) >= programs), configs[-1])
 
 
 def plan_for(hidden_size: int, batch_size: int, dtype: torch.dtype, device: torch.device | str | None = None,
@@ -421,7 +420,7 @@ def _resident_plan(hidden_size, batch_size, dtype, block_h, sms, arch) -> Kernel
     config = RESIDENT_CONFIGS[(dtype, block_h)]
     size_kib = block_h * block_h * dtype.itemsize / 1024
     return KernelPlan("resident", config, f"U ({block_h}x{block_h} {dtype}, {size_kib:.0f} KiB) stays in the "
-                                          f"registers of each of {triton.cdiv(batch_size, config.forward.BLOCK_B)} "
+                                          f"registers of each of {cdiv(batch_size, config.forward.BLOCK_B)} "
                                           f"program(s), one per {config.forward.BLOCK_B} batch rows")
 
 
@@ -510,7 +509,7 @@ def _one_tile_each(blocks: SplitBlocks, hidden_size: int, batch_size: int, sms: 
     """Whether the batch's tiles spread over the groups of these programs that run at once on device
     (split.co_resident_groups: none where they cannot run there), one tile per program."""
     groups = split.co_resident_groups(hidden_size, blocks, sms, device)
-    return groups > 0 and triton.cdiv(batch_size, blocks.BLOCK_B) <= groups
+    return groups > 0 and cdiv(batch_size, blocks.BLOCK_B) <= groups
 
 
 def _split_plan(hidden_size, batch_size, dtype, block_h, sms, arch, device=None) -> KernelPlan | str:
@@ -522,13 +521,13 @@ def _split_plan(hidden_size, batch_size, dtype, block_h, sms, arch, device=None)
     if slices > sms:
         return f"{slices} slices of U need {slices} co-resident programs but the device has {sms} SMs"
     _, groups = split.split_grid(batch_size, hidden_size, config.forward, sms, device)
-    tiles = triton.cdiv(batch_size, config.forward.BLOCK_B)
+    tiles = cdiv(batch_size, config.forward.BLOCK_B)
     barrier = (f"each group a cluster of {slices} meeting at its barrier" if config.forward.CLUSTER > 1 else
                "a grid barrier")
     product = ", multiplied by FMA" if config.forward.FMA else ""
     return KernelPlan("split", config, f"U cut into {slices} row slices of {config.forward.BLOCK_N} held in the "
                                        f"registers of {slices} x {groups} programs ({sms} SMs){product}, {barrier} per "
-                                       f"step; one launch, each program running {triton.cdiv(tiles, groups)} batch "
+                                       f"step; one launch, each program running {cdiv(tiles, groups)} batch "
                                        f"tile(s) of {config.forward.BLOCK_B} per step")
 
 

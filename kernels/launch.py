@@ -1,4 +1,5 @@
-"""Launch settings every tier shares, and the typed pair of a tier's forward and backward configurations.
+"""Launch settings every tier shares, the typed pair of a tier's forward and backward configurations, and the
+host's integer arithmetic for grids and blocks.
 
 Each tier module (resident.py, split.py, stepwise.py) defines a frozen dataclass of its kernels'
 compile-time blocks and a `launch_keywords(config, nonlinearity, dtype, interpreted)` function: the
@@ -8,6 +9,7 @@ those keywords, so what is audited is what is launched.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -19,6 +21,17 @@ from .activations import ACTIVATION_CODES, APPROX_TANH, FTZ_TANH, PORTABLE_TANH
 
 SIXTEEN_BIT = (torch.bfloat16, torch.float16)
 COMPILE_OPTIONS = ("num_warps", "num_stages")  # launch keywords that are compile options, not constexprs
+
+
+def cdiv(a: int, b: int) -> int:
+    """ceil(a / b) on the host. triton.cdiv is a constexpr function: called from Python it costs about 3 us (its
+    arguments unwrapped as constexprs), and a layer's call does this arithmetic a few dozen times."""
+    return -(-a // b)
+
+
+def next_power_of_2(n: int) -> int:
+    """The least power of two >= n (1 for n <= 1) on the host, for the same reason as cdiv."""
+    return 1 << max(n - 1, 0).bit_length()
 
 
 def accumulator_dtype(io_dtype: torch.dtype) -> torch.dtype:
@@ -51,7 +64,7 @@ class Blocks:
     compile options as written, so the fields are the launch keywords as they stand."""
 
     def keywords(self) -> dict:
-        return dataclasses.asdict(self)
+        return dict(vars(self))  # its fields, in order (dataclasses.asdict copies them deeply: ten times the time)
 
     def __str__(self) -> str:
         return ",".join(f"{k}={v}" for k, v in self.keywords().items())
@@ -69,9 +82,17 @@ class LaunchConfig(Generic[B]):
 
     def replace(self, **changes) -> LaunchConfig[B]:
         """This configuration with these fields changed in both passes."""
-        return LaunchConfig(*(dataclasses.replace(blocks, **changes) for blocks in (self.forward, self.backward)))
+        changed = tuple(sorted(changes.items()))
+        return LaunchConfig(*(_replaced(blocks, changed) for blocks in (self.forward, self.backward)))
 
     def __str__(self) -> str:
         if self.forward == self.backward:
             return str(self.forward)
         return f"fwd:{self.forward} bwd:{self.backward}"
+
+
+@functools.cache
+def _replaced(blocks: B, changes: tuple[tuple[str, object], ...]) -> B:
+    """dataclasses.replace(blocks, **dict(changes)), kept: the dispatcher derives the same few configurations on every
+    layer call, and each replace costs microseconds (blocks are frozen, so a kept one is as good as a new one)."""
+    return dataclasses.replace(blocks, **dict(changes))

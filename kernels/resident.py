@@ -82,7 +82,7 @@ import triton.language as tl
 
 from . import prefetch
 from .activations import activation_grad_from_output, apply_activation
-from .launch import SIXTEEN_BIT, Blocks, accumulator_dtype, common_keywords, tanh_form
+from .launch import SIXTEEN_BIT, Blocks, accumulator_dtype, cdiv, common_keywords, tanh_form
 from .layouts import converts_product, in_io_layout, side_by_side
 from .prefetch import prefetch_distance, prefetch_l2
 from .runtime import interpreting
@@ -352,7 +352,7 @@ def resident_forward(xw: torch.Tensor, h0: torch.Tensor, u: torch.Tensor, revers
     y = torch.empty_like(xw)
     keywords = launch_keywords(config, nonlinearity, xw.dtype, interpreting(), backward=False)
     keywords["L2_PREFETCH_STEPS"] = prefetch_distance(keywords, (xw, y))
-    resident_forward_kernel[(triton.cdiv(B, config.BLOCK_B),)](
+    resident_forward_kernel[(cdiv(B, config.BLOCK_B),)](
         xw, h0, u, y, PIN, T, B, H, T - 1 if reverse else 0, -1 if reverse else 1, **keywords)
     return y
 
@@ -366,6 +366,6 @@ def resident_backward(y: torch.Tensor, dy: torch.Tensor, u: torch.Tensor, revers
     dh0 = torch.empty((B, H), dtype=accumulator_dtype(y.dtype), device=y.device)
     keywords = launch_keywords(config, nonlinearity, y.dtype, interpreting(), backward=True)
     keywords["L2_PREFETCH_STEPS"] = prefetch_distance(keywords, (y, dy, da))
-    resident_backward_kernel[(triton.cdiv(B, config.BLOCK_B),)](
+    resident_backward_kernel[(cdiv(B, config.BLOCK_B),)](
         y, dy, u, da, dh0, PIN, T, B, H, 0 if reverse else T - 1, 1 if reverse else -1, **keywords)
     return da, dh0

@@ -105,7 +105,7 @@ from .dsmem import (
     send_state,
     wait_state,
 )
-from .launch import SIXTEEN_BIT, Blocks, accumulator_dtype, common_keywords, tanh_form
+from .launch import SIXTEEN_BIT, Blocks, accumulator_dtype, cdiv, common_keywords, tanh_form
 from .layouts import converts_product, in_io_layout, side_by_side, sum_leading
 from .runtime import co_resident_clusters, co_resident_programs, interpreting
 
@@ -684,7 +684,7 @@ def split_backward_kernel(
 def split_slices(H: int, config: SplitBlocks) -> int:
     """Programs in each batch group: one per BLOCK_N columns of H; a group that is a cluster has CLUSTER of them,
     those past H with nothing to do."""
-    return max(triton.cdiv(H, config.BLOCK_N), config.CLUSTER)
+    return max(cdiv(H, config.BLOCK_N), config.CLUSTER)
 
 
 def co_resident_groups(H: int, config: SplitBlocks, sm_count: int, device: torch.device | str | None = None) -> int:
@@ -702,7 +702,7 @@ def split_grid(B: int, H: int, config: SplitBlocks, sm_count: int,
     """(column slices, batch groups) of the one launch on device: every program must be resident at once, so the
     slices take what they need (split_slices) and the batch tiles are spread over as many groups as run at once
     (co_resident_groups; each group runs its tiles one after another every step)."""
-    slices, tiles = split_slices(H, config), triton.cdiv(B, config.BLOCK_B)
+    slices, tiles = split_slices(H, config), cdiv(B, config.BLOCK_B)
     if slices > sm_count:
         raise RuntimeError(f"split-H needs {slices} co-resident programs but the device has {sm_count} SMs: "
                            f"its barrier could never be met")
@@ -726,7 +726,7 @@ def _launch_all_steps(kernel, args: list, state: int, out: torch.Tensor, T: int,
     read at the end, or later (barrier_status.py); earlier calls' statuses that the GPU is done with first."""
     B, H = args[0].shape[1:]
     device = args[0].device
-    tiles = triton.cdiv(B, config.BLOCK_B)
+    tiles = cdiv(B, config.BLOCK_B)
     if keywords["USE_BARRIER"]:
         check_barriers(wait=False)
         grid = split_grid(B, H, config, co_resident_programs(device), device)
@@ -735,7 +735,7 @@ def _launch_all_steps(kernel, args: list, state: int, out: torch.Tensor, T: int,
                              f"{tiles} tiles of {config.BLOCK_B} for {grid[1]} batch group(s)")
         per_launch = launch_steps(grid[0])
     else:  # one batch group, whose launches' first step runs every tile; with ONE_TILE one group per tile
-        grid, per_launch = (triton.cdiv(H, config.BLOCK_N), tiles if config.ONE_TILE else 1), 1
+        grid, per_launch = (cdiv(H, config.BLOCK_N), tiles if config.ONE_TILE else 1), 1
     status = torch.zeros(1, dtype=torch.int32, device=device)
     for done in range(0, T, per_launch):
         t = t_first + done * t_step
@@ -774,7 +774,7 @@ def _launch_clusters(kernel, grid: tuple[int, int], cluster: int, extra_shared: 
     num_warps, ctas, shared = compiled.packed_metadata
     if ctas == 1:  # this kernel (CLUSTER is a constexpr) runs clustered only: set once, before its first launch
         if extra_shared:  # the extra bytes start 128-byte aligned (bulk copies need 16)
-            shared = triton.cdiv(shared, 128) * 128 + extra_shared
+            shared = cdiv(shared, 128) * 128 + extra_shared
         compiled.metadata = compiled.metadata._replace(shared=shared)
         compiled.packed_metadata = (num_warps, cluster, shared)
     kernel[(grid[0] // cluster, grid[1])](*args, **keywords)

@@ -35,7 +35,7 @@ import triton.language as tl
 
 from .activations import activation_grad_from_output, apply_activation
 from .driver import time_order
-from .launch import Blocks, accumulator_dtype, common_keywords
+from .launch import Blocks, accumulator_dtype, cdiv, common_keywords
 from .runtime import interpreting
 
 
@@ -99,7 +99,7 @@ def step_kernel(
 
 def _launch_step(a, u, c, hd, out, config: StepwiseBlocks, keywords: dict) -> None:
     B, H = out.shape
-    step_kernel[(triton.cdiv(B, config.BLOCK_B), triton.cdiv(H, config.BLOCK_N))](a, u, c, hd, out, B, H, **keywords)
+    step_kernel[(cdiv(B, config.BLOCK_B), cdiv(H, config.BLOCK_N))](a, u, c, hd, out, B, H, **keywords)
 
 
 GRAPH_CACHE_SIZE = 16  # loops kept: (layers x directions x passes) of a few models at once
