@@ -6,7 +6,10 @@
 For every (variant, dtype, H, B) it builds TritonRNN with nn.RNN's seeded weights, checks its
 forward against the float64 reference loop (relative error of the outputs), and times forward and
 forward+backward with triton.testing.do_bench; cuDNN float16 is timed beside it as the control, so a
-drift of the machine between leases shows. A variant is a name and a context manager that switches
+drift of the machine between leases shows. Beside each time per step, the host's time per call: until a
+call returns, the GPU idle when it starts (median of HOST_CALLS). Where it nears the call's time (a short
+--seq-len), the calls are host-bound; a split call waits for its kernels (barrier_status.py), so its host
+time includes them. A variant is a name and a context manager that switches
 a kernel default for the calls made inside it (VARIANTS). Writes DIR/variants.csv, and DIR/summary.txt with
 each variant's time per step as a ratio to today's form's on the same case, beside both errors.
 `--device cpu` (with TRITON_INTERPRET=1, small --seq-len and --hidden) checks the script itself.
@@ -16,7 +19,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import statistics
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -256,6 +261,21 @@ CASES = {
 }
 
 
+HOST_CALLS = 20
+
+
+def host_us_per_call(call) -> float:
+    """Median time until call() returns on the host, each call starting with the GPU idle, in microseconds."""
+    times = []
+    for _ in range(HOST_CALLS):
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    torch.cuda.synchronize()
+    return statistics.median(times) * 1e6
+
+
 def time_case(variant: str, dtype: str, hidden: int, batch: int, seq_len: int, device: str) -> dict:
     torch.manual_seed(0)
     source = torch.nn.RNN(hidden, hidden, device=device)
@@ -285,6 +305,7 @@ def time_case(variant: str, dtype: str, hidden: int, batch: int, seq_len: int, d
                 if device == "cuda":
                     ms = triton.testing.do_bench(call, warmup=25, rep=100)
                     row[f"{backend}_{mode}_us_per_step"] = ms * 1e3 / seq_len
+                    row[f"{backend}_{mode}_host_us_per_call"] = host_us_per_call(call)
                 else:  # the interpreter: the calls run, their time means nothing
                     call()
         if backend == "triton":

@@ -23,7 +23,10 @@ Saved for the backward, besides X, h_0 and the weights (alive anyway):
   each segment's share of the weight gradients is rounded to it before the fp32 sum. In bf16 the two
   modes' gradients differ by about 3e-3 relative (T=256, CPU), both well within bf16's error.
 
-Both are the same loop: without checkpointing there is one segment whose states are saved.
+Both are the same loop: without checkpointing there is one segment whose states are saved, and its
+weight gradients are the GEMMs' results as they are (fp32 inside the GEMMs, rounded once to the I/O
+dtype), with no fp32 buffers to add them into: five launches after the backward kernel (segment_grads).
+On a GPU every launch costs host time on each call, which a short sequence does not hide.
 """
 from __future__ import annotations
 
@@ -92,16 +95,13 @@ class ElmanRecurrence(torch.autograd.Function):
     def backward(ctx, dy):
         x, h0, w_ih, w_hh, b_ih, b_hh, kept = ctx.saved_tensors
         w_hh = w_hh.contiguous()
-        T, H, I = dy.shape[0], dy.shape[-1], x.shape[-1]
         acc = accumulator_dtype(dy.dtype)
         d_x = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-        d_w_ih = torch.zeros(w_ih.shape, dtype=acc, device=x.device)
-        d_w_hh = torch.zeros(w_hh.shape, dtype=acc, device=x.device)
-        d_bias = torch.zeros(H, dtype=acc, device=x.device)
-        todo = segments(T, ctx.checkpoint)
+        todo = segments(dy.shape[0], ctx.checkpoint)
         # The state each segment starts from, in time order: h_0 for the first processed.
         entering = [h0] if not ctx.checkpoint else [*kept, h0] if ctx.reverse else [h0, *kept]
         carry = None  # dL/dh of the state the later segment started from, in the accumulator dtype
+        sums = None  # (dW_ih, dU, db): one segment's as they are, several segments' summed in the accumulator dtype
         for k in (range(len(todo)) if ctx.reverse else reversed(range(len(todo)))):  # last processed first
             start, stop = todo[k]
             if ctx.checkpoint:
@@ -114,16 +114,22 @@ class ElmanRecurrence(torch.autograd.Function):
                 dy_seg = dy_seg.clone()
                 dy_seg[0 if ctx.reverse else -1] += carry.to(dy_seg.dtype)
             da, carry = backprop(ctx.plan, y, dy_seg, w_hh, ctx.nonlinearity, ctx.reverse)
-            # The segment's first processed step consumed entering[k]; the others consumed y shifted by one.
-            if ctx.reverse:
-                first, rest, prev = -1, slice(0, -1), slice(1, None)
-            else:
-                first, rest, prev = 0, slice(1, None), slice(0, -1)
-            d_w_hh += da[first].t() @ entering[k] + da[rest].reshape(-1, H).t() @ y[prev].reshape(-1, H)
-            da_rows = da.view(-1, H)
-            d_w_ih += da_rows.t() @ x[start:stop].reshape(-1, I)
-            torch.mm(da_rows, w_ih, out=d_x[start:stop].view(-1, I))
-            d_bias += da_rows.sum(0, dtype=acc)
+            share = segment_grads(da, x[start:stop], entering[k], y, w_ih, ctx.reverse, d_x[start:stop])
+            sums = share if sums is None else tuple(total.to(acc).add_(part) for total, part in zip(sums, share))
+        d_w_ih, d_w_hh, d_bias = sums
         d_bias = d_bias.to(dy.dtype) if b_ih is not None else None
         return (d_x, carry.to(h0.dtype), d_w_ih.to(w_ih.dtype), d_w_hh.to(w_hh.dtype), d_bias, d_bias,
                 None, None, None, None)
+
+
+def segment_grads(da, x, entering, y, w_ih, reverse: bool, d_x) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One segment's share of (dW_ih, dU, db), each rounded once to da's dtype (the GEMMs and the sum accumulate in
+    fp32), from its DA, X, entering state and states Y; its dX = DA W_ih written into d_x. Few launches: on a GPU
+    the host's time per op, not the GPU's, is what these small products cost."""
+    H, I = da.shape[-1], x.shape[-1]
+    # The segment's first processed step consumed `entering`; the others consumed y shifted by one.
+    first, rest, prev = (-1, slice(0, -1), slice(1, None)) if reverse else (0, slice(1, None), slice(0, -1))
+    da_rows = da.view(-1, H)
+    d_w_hh = torch.addmm(da[first].t() @ entering, da[rest].reshape(-1, H).t(), y[prev].reshape(-1, H))
+    torch.mm(da_rows, w_ih, out=d_x.view(-1, I))
+    return da_rows.t() @ x.reshape(-1, I), d_w_hh, da_rows.sum(0)

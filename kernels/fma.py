@@ -249,10 +249,12 @@ def fma_backward_kernel(
 
 def by_columns(m: torch.Tensor, block_h: int) -> torch.Tensor:
     """m ([H, H], element [k, n]) in HELD_DTYPE, zero-padded to [block_h, block_h] and stored by columns, as the
-    kernels load it: a contiguous [block_h / 4, block_h, 4] whose element [j, n, e] is m[4 j + e, n]."""
-    out = m.new_zeros((block_h, block_h), dtype=HELD_DTYPE)
-    out[:m.shape[0], :m.shape[1]] = m
-    return out.view(block_h // 4, 4, block_h).permute(0, 2, 1).contiguous()
+    kernels load it: a contiguous [block_h / 4, block_h, 4] whose element [j, n, e] is m[4 j + e, n]. One copy
+    converts and reorders it (a pad first where H < block_h): launches cost host time on every call."""
+    rows, cols = m.shape
+    padded = m if rows == cols == block_h else torch.nn.functional.pad(m, (0, block_h - cols, 0, block_h - rows))
+    out = torch.empty((block_h // 4, block_h, 4), dtype=HELD_DTYPE, device=m.device)
+    return out.copy_(padded.view(block_h // 4, 4, block_h).permute(0, 2, 1))
 
 
 def fma_forward(xw: torch.Tensor, h0: torch.Tensor, u: torch.Tensor, reverse: bool, config: FmaBlocks,

@@ -41,7 +41,7 @@ class TritonRNN(torch.nn.RNN):
         return super().extra_repr() + f", kernel={self.kernel!r}" + (", checkpoint=True" if self.checkpoint else "")
 
     def forward(self, input: torch.Tensor | PackedSequence, hx: torch.Tensor | None = None):
-        weights = dict(self.named_parameters())
+        weights = {name: getattr(self, name) for name in self._flat_weights_names}  # nn.RNN's own list
         device_type = self.weight_hh_l0.device.type
         if torch.is_autocast_enabled(device_type):
             # Autocast does not reach into ElmanRecurrence (its GEMMs would be cast, its kernels not). So the

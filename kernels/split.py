@@ -736,12 +736,16 @@ def _launch_all_steps(kernel, args: list, state: int, out: torch.Tensor, T: int,
         per_launch = launch_steps(grid[0])
     else:  # one batch group, whose launches' first step runs every tile; with ONE_TILE one group per tile
         grid, per_launch = (cdiv(H, config.BLOCK_N), tiles if config.ONE_TILE else 1), 1
-    status = torch.zeros(1, dtype=torch.int32, device=device)
-    for done in range(0, T, per_launch):
+    # One zeroed allocation (launches cost host time): the status, then each launch's barrier counters, each part
+    # 16-byte aligned as a tensor of its own would be (Triton specialises a kernel on its pointers' alignment)
+    stride = cdiv(grid[1], 4) * 4
+    words = torch.zeros(4 + cdiv(T, per_launch) * stride, dtype=torch.int32, device=device)
+    status = words[:1]
+    for launch, done in enumerate(range(0, T, per_launch)):
         t = t_first + done * t_step
         if done:
             args[state] = out[t - t_step]
-        counters = torch.zeros(grid[1], dtype=torch.int32, device=device)
+        counters = words[4 + launch * stride:4 + launch * stride + grid[1]]
         _launch(kernel, grid, (*args, counters, status, PIN, min(per_launch, T - done), B, H, t, t_step), config,
                 keywords)
     read_status(status)  # set by the grid barrier, or dsmem-push's wait for the state

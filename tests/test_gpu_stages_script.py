@@ -135,7 +135,7 @@ def test_the_untimed_stage_tests_and_times_what_the_last_lease_left_open():
     """`untimed`, a lease's first command: the clusters' stress tests (16-bit H = 512's clusters are a default never
     stressed on a GPU), the status left unread, and the unfinished STATE_IN_RUNS test; and it times each form the last
     lease left untimed beside today's: H = 512 at the grid barrier, the split calls without their host sync, H = 256's
-    clusters."""
+    clusters; and the cost of a layer call apart from its steps."""
     steps = steps_running("pytest", "untimed")
     own = " ".join(collected(steps["cluster-tests"]))
     for test in ("test_split_cluster_barrier_under_load_matches_stepwise[512-fill]",
@@ -145,6 +145,8 @@ def test_the_untimed_stage_tests_and_times_what_the_last_lease_left_open():
     assert collected(steps["state-in-runs"]) == [
         "tests/test_gpu.py::test_split_by_fma_reading_the_state_in_runs_matches_float64[2048-64-relu-False]"]
     variants = load_gpu_variants()
-    timed = {v for argv in steps_running(".ci/gpu_variants.py", "untimed").values()
-             for v in variants.build_parser().parse_args(argv).variant}
-    assert {"split-grid-barrier-512", "split-status-unread", "split-clusters"} <= timed
+    parsed = [variants.build_parser().parse_args(argv)
+              for argv in steps_running(".ci/gpu_variants.py", "untimed").values()]
+    assert {"split-grid-barrier-512", "split-status-unread", "split-clusters"} <= {v for a in parsed for v in a.variant}
+    # the cost of a call itself: a sequence so short that the host's time per call, not the GPU's, shows
+    assert any(a.seq_len <= 16 and {128, 512} <= set(a.hidden) for a in parsed)

@@ -98,6 +98,20 @@ def test_triton_launches_are_counted_from_the_trace(profiled):
     assert persistent["launches_by_group"]["input projection"] == 1
 
 
+@needs_triton
+@pytest.mark.skipif(DEVICE.type == "cuda", reason="counts ops: cuBLAS may run one GEMM as several kernels")
+def test_the_layer_call_launches_little_besides_its_kernels(profiled):
+    """On a GPU each launch costs host time on every call (the per-call cost that showed at T = 512, resident tier:
+    results/variants/20261127-h200/resident_batch_t512.csv), so a forward+backward call of the fma tier launches
+    no more than: the bias sum, the input GEMM, U's layout per pass, the two recurrence kernels, dU (two GEMMs),
+    dW_ih, dX, db, h_0's zeros and h_n's stack."""
+    _, data = profiled
+    persistent = record(data, "triton")
+    assert persistent["note"].startswith("fma(")
+    assert persistent["launches"] <= 12, persistent["kernels"]
+    assert persistent["launches_by_group"]["other"] <= 5, persistent["kernels"]
+
+
 def test_eager_launches_per_step_grow_with_the_ops_per_step(tmp_path):
     """Eager runs mm, add and tanh per step and layer: the count per step is the same at any T,
     and doubles with a second layer; its input projection is one GEMM per layer."""
