@@ -2,7 +2,8 @@
 
 It *is* an nn.RNN (same constructor, parameter names, initialisation and state_dict, so
 load_state_dict works both ways); only forward differs: every layer and direction runs through
-ElmanRecurrence, whose recurrence kernel is picked by the dispatcher (see dispatch.plan_for).
+ElmanRecurrence, whose recurrence kernel is picked by the dispatcher (see dispatch.plan_for). The weights
+are read by nn.RNN's names, as attributes, so a torch.nn.utils.parametrize parametrization applies.
 Input is a tensor or a PackedSequence, as for nn.RNN (driver.py says how variable lengths run).
 Inputs are checked before anything is launched, with errors that name the argument.
 Under torch.autocast the layer runs in the autocast dtype, as nn.RNN does (see forward).

@@ -102,6 +102,28 @@ def test_state_dict_round_trips_with_nn_rnn(device):
     assert torch.equal(again, expected)
 
 
+def test_parametrized_weights_run_as_in_nn_rnn(device):
+    """A weight under torch.nn.utils.parametrize is read through its parametrization, as nn.RNN reads it, and its
+    gradient reaches the original tensor."""
+    from torch.nn.utils import parametrize
+
+    class Halved(torch.nn.Module):
+        def forward(self, w):
+            return 0.5 * w
+    torch.manual_seed(0)
+    theirs = torch.nn.RNN(5, 12, num_layers=2).double()
+    ours = TritonRNN(5, 12, num_layers=2).to(device)
+    ours.load_state_dict(theirs.state_dict())
+    for layer in (theirs, ours):
+        parametrize.register_parametrization(layer, "weight_hh_l1", Halved())
+    x = torch.randn(6, 3, 5)
+    expected, got = theirs(x.double())[0], ours(x.to(device))[0]
+    originals = (layer.parametrizations.weight_hh_l1.original for layer in (theirs, ours))
+    (expected_grad,), (grad,) = (torch.autograd.grad(y.sum(), w) for y, w in zip((expected, got), originals))
+    assert rel_err(got.cpu(), expected) < 2e-5
+    assert rel_err(grad.cpu(), expected_grad) < 1e-4
+
+
 def test_initialisation_matches_nn_rnn():
     torch.manual_seed(7)
     theirs = torch.nn.RNN(9, 33, num_layers=2)
