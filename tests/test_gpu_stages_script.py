@@ -103,7 +103,8 @@ def collected(args: list[str]) -> list[str]:
     return [line for line in proc.stdout.splitlines() if "::" in line]
 
 
-@pytest.mark.parametrize("stage", ["quick", "defaults", "wide", "clusters", "dsmem", "stepwise", "variants", "untimed"])
+@pytest.mark.parametrize("stage", ["quick", "defaults", "wide", "clusters", "dsmem", "dsmem-quick", "stepwise",
+                                   "variants", "untimed"])
 def test_each_test_step_selects_tests_and_defaults_leaves_the_switched_off_forms_alone(stage):
     """A renamed test can fall out of a stage's -k filter, or into one: every test step selects some tests, and the
     defaults stage, which checks today's defaults, none of the forms that are off (clusters, DSMEM)."""
@@ -150,3 +151,14 @@ def test_the_untimed_stage_tests_and_times_what_the_last_lease_left_open():
     assert {"split-grid-barrier-512", "split-status-unread", "split-clusters"} <= {v for a in parsed for v in a.variant}
     # the cost of a call itself: a sequence so short that the host's time per call, not the GPU's, shows
     assert any(a.seq_len <= 16 and {128, 512} <= set(a.hidden) for a in parsed)
+
+
+def test_the_quick_dsmem_stage_stresses_both_exchanges_at_h512_before_timing_them():
+    """`dsmem-quick`, for what a lease has left after `untimed`: both DSMEM exchanges' stress tests at H = 512 (one
+    tile, and the batch that fills the clusters), and nothing else, so that they fit their step."""
+    ids = collected(steps_running("pytest", "dsmem-quick")["dsmem-tests"])
+    assert sorted(i.split("[")[1] for i in ids) == ["dsmem-pull-512-8]", "dsmem-pull-512-fill]", "dsmem-push-512-8]",
+                                                   "dsmem-push-512-fill]"]
+    listed = [(name, limit) for stage, name, limit in steps(run(Path("unused"), "--dry-run", "dsmem-quick").stdout)]
+    assert [name for name, _ in listed] == ["dsmem-tests", "exchange-dsmem-pull", "exchange-dsmem-push"]
+    assert sum(limit for _, limit in listed) <= 210
