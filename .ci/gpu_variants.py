@@ -176,9 +176,9 @@ VARIANTS = {  # name -> a context manager factory
     "l2-prefetch-16": lambda: switched(prefetch, "L2_PREFETCH_STEPS", 16),
 }
 SMALL = [(dt, h, b) for dt in ("bfloat16",) for h in (128, 256) for b in (8, 64)]
-# bf16 at H = 128 by batch, at two --seq-len (512: xw and y fit in L2 at every B; 4096: not from B = 32; .ci/gpu
-# resident-batch): on the H200 the resident tier took 0.40 us per step at B = 8 and 0.63 at 64 with T = 4096, the same
-# with T = 512 (L2's capacity); the fma tier serves this size now
+# bf16 at H = 128 by batch, at two --seq-len (1024: xw and y fit in L2 at every B; 4096: not from B = 32; .ci/gpu
+# resident-batch): on the H200 the resident tier took 0.40 us per step at B = 8 and 0.63 at 64 with T = 4096 (at
+# T = 512 every B's call took the host's 0.27-0.28 ms); the fma tier serves this size now
 RESIDENT_BATCH = [("bfloat16", 128, b) for b in (8, 16, 32, 64)]
 RESIDENT_16BIT = [("bfloat16", h, b) for h in (64, 128, 256) for b in (8, 64)]  # the resident tier's 16-bit sizes
 # Around the L2 prefetch's threshold (the forward's xw and y at T = 4096 against an H100's 50 MiB of L2, an H200's 60):

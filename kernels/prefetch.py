@@ -10,8 +10,9 @@ change. The audit (--l2-prefetch-steps) counts its CCTL prefetches in the time l
 
 Measured on an H200 (the resident tier, bf16, T = 4096; results/variants/20261127-h200/):
 - the resident forward at H = 128 took 0.40 us per step at B = 8 (one program) and 0.63 at B = 64 (four
-  doing the same work each), but 0.54 and 0.55 at T = 512, where every B's inputs fit L2
-  (resident_batch_*.csv); loading xw two steps ahead into registers had gained nothing (0.645 -> 0.663);
+  doing the same work each); at T = 512, where every B's inputs fit L2, every B's call took the host's
+  0.27-0.28 ms, so that length says nothing of L2 (resident_batch_*.csv; .ci/gpu resident-batch now takes
+  T = 1024); loading xw two steps ahead into registers had gained nothing (0.645 -> 0.663);
 - prefetching 4 or 16 steps ahead (alike): at B = 64 15-21% faster at H = 128 (0.53/1.08 us per step
   forward / forward+backward against 0.63/1.36) and 6% at 256; at B = 8, where the inputs fit, 5-6%
   slower (l2_prefetch.csv).
