@@ -10,10 +10,14 @@ came). Reading it is a host sync. Two ways, by WAIT_FOR_STATUS:
 - off (not yet timed: .ci/gpu_variants.py split-status-unread): the status is copied into pinned host
   memory behind the call's launches, and read once the GPU is past it: by each later split call as
   it starts (raising there, for the earlier call), or by check_barriers(), which waits for all of them.
+  What no call read by the time Python exits is read then, and a timeout among it written to stderr.
 
 Off the GPU (the interpreter) the status is read at once either way: nothing runs ahead of the host.
 """
 from __future__ import annotations
+
+import atexit
+import sys
 
 import torch
 
@@ -51,3 +55,12 @@ def check_barriers(wait: bool = True) -> None:
         copied.synchronize()
     if any(copy.item() for _, copy in read):
         raise RuntimeError(f"{TIMED_OUT} (in an earlier split call: kernels.barrier_status.WAIT_FOR_STATUS is off)")
+
+
+@atexit.register
+def _report_at_exit() -> None:
+    """Read what no split call read (WAIT_FOR_STATUS off): a timeout there would otherwise go unreported."""
+    try:
+        check_barriers()
+    except RuntimeError as err:
+        print(f"kernels.barrier_status, at exit: {err}", file=sys.stderr)

@@ -78,3 +78,14 @@ def test_a_split_call_first_reads_the_earlier_calls_statuses(unread):
     unread.append((Event(True), status(True)))
     with pytest.raises(RuntimeError, match="in an earlier split call"):
         split.split_forward(xw, h0, u, False, config, "tanh", use_barrier=True)
+
+
+def test_what_no_call_read_is_reported_at_exit(unread, capsys):
+    """At interpreter exit (atexit) the statuses left unread are read, and a timeout among them reported on stderr:
+    no later call would raise it."""
+    unread.append((Event(False), status(False)))
+    barrier_status._report_at_exit()
+    assert unread == [] and capsys.readouterr().err == ""
+    unread.append((Event(False), status(True)))
+    barrier_status._report_at_exit()
+    assert unread == [] and "at exit: split-H barrier timed out" in capsys.readouterr().err
