@@ -126,13 +126,30 @@ def time_call(call: Callable[[], object], device: torch.device, timing, probe_ms
                                          quantiles=list(QUANTILES))), ""
 
 
+HOST_REPS = 3  # calls whose host and wall time are taken (host_and_wall_ms)
+
+
+def host_and_wall_ms(call: Callable[[], object], device: torch.device,
+                     reps: int = HOST_REPS) -> tuple[list[float], list[float]]:
+    """For reps calls, each made with the device idle: (milliseconds until the call returned on the host, until the
+    device was done). Equal on CPU; on CUDA the gap is work still queued on the GPU. A host time near the call's
+    latency means the GPU waited for the host (short sequences: Python and launches), or that the call waits for
+    its kernels (the split tier reads its barriers' status: kernels/barrier_status.py)."""
+    host, wall = [], []
+    for _ in range(reps):
+        sync(device)
+        start = time.perf_counter()
+        call()
+        returned = time.perf_counter()
+        sync(device)
+        host.append((returned - start) * 1e3)
+        wall.append((time.perf_counter() - start) * 1e3)
+    return host, wall
+
+
 def wall_ms(call: Callable[[], object], device: torch.device) -> float:
     """Milliseconds from the call until the device is done with it."""
-    sync(device)
-    start = time.perf_counter()
-    call()
-    sync(device)
-    return (time.perf_counter() - start) * 1e3
+    return host_and_wall_ms(call, device, reps=1)[1][0]
 
 
 def sync(device: torch.device) -> None:

@@ -46,7 +46,6 @@ PROFILE_DIR, PROFILE_JSON, KERNELS_CSV, PROFILE_MD, PLOT_NAME = (
     "profile", "profile.json", "kernels.csv", "profile.md", "where_time_goes.png")
 TRITON_BACKENDS = ("triton", "triton-checkpoint", "triton-stepwise")
 AUDIT_ARCHS = (80, 90)
-HOST_REPS = 3
 # Calls before the profiled one: the first compiles and first-touches (its tensors may sit elsewhere
 # than later calls'); the stepwise kernel's T launches are captured into a CUDA graph the second time
 # the same tensors come and replayed from then on (kernels/stepwise.py), so the profiled call replays.
@@ -70,22 +69,6 @@ class Request:
 
 
 # ---- one backend -----------------------------------------------------------------------------
-
-def host_and_wall_ms(call, device: torch.device, reps: int = HOST_REPS) -> tuple[float, float]:
-    """Medians over reps unprofiled calls of (time until the call returns on the host, time until
-    the device has finished). Equal on CPU; on CUDA the gap is work still queued on the GPU."""
-    host, wall = [], []
-    for _ in range(reps):
-        measure.sync(device)
-        start = time.perf_counter()
-        call()
-        returned = time.perf_counter()
-        measure.sync(device)
-        done = time.perf_counter()
-        host.append((returned - start) * 1e3)
-        wall.append((done - start) * 1e3)
-    return statistics.median(host), statistics.median(wall)
-
 
 def profile_call(call, device: torch.device, trace: Path, nvtx: bool, label: str) -> None:
     """One call under torch.profiler (CPU, plus CUDA where present), written as a Chrome trace."""
@@ -151,9 +134,9 @@ def _measure(name: str, req: Request) -> dict:
     trace = req.out / f"trace_{name}.json"
     profile_call(call, req.device, trace, req.nvtx, name)
     found = launches.launches(launches.load_trace(trace), on_cuda, case.seq_len)
-    host_ms, wall_ms = host_and_wall_ms(call, req.device)
+    host, wall = measure.host_and_wall_ms(call, req.device)
     record = {"note": prepared.note(), "trace": trace.name, "time_source": "cuda" if on_cuda else "cpu",
-              "host_ms": host_ms, "wall_ms": wall_ms,
+              "host_ms": statistics.median(host), "wall_ms": statistics.median(wall),
               "device_ms": launches.busy_us(found) / 1e3 if on_cuda else None,
               "kernels": launches.kernel_table(found), **launches.accounting(found, case.seq_len)}
     if on_cuda:

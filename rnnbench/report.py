@@ -14,7 +14,15 @@ import yaml
 from rnnbench import profile as profiling
 from rnnbench.backends import FP16_REFERENCE, display_name
 from rnnbench.launches import GROUPS, algorithm_of
-from rnnbench.measure import BUSY_NOTE, LONG_CALL_NOTE, NOISY_NOTE, NOISY_SPREAD, QUIET_WAIT_S, noise_note
+from rnnbench.measure import (
+    BUSY_NOTE,
+    HOST_REPS,
+    LONG_CALL_NOTE,
+    NOISY_NOTE,
+    NOISY_SPREAD,
+    QUIET_WAIT_S,
+    noise_note,
+)
 from rnnbench.plots import make_plots, where_time_goes_figure
 from rnnbench.results import (
     FALLBACK_NOTE,
@@ -36,6 +44,9 @@ CPU_BANNER = ("CPU sweep: no CUDA GPU was present, so this ran {sweep}, timed by
               "performance.")
 NOISY = "⚠"
 SPEED_TABLES = [("latency", "Latency (ms)"), ("time_per_step", "Time per step (us)"),
+                ("host_time", "Host time per call (ms): until a call returns, the GPU idle when it starts. Near "
+                              "the latency, the GPU waited for the host (short sequences: Python and launches), or "
+                              "the call waits for its kernels (the split tier's read its barriers' status)"),
                 ("tokens_per_s", "Throughput (tokens/s)"), ("tflops", "TFLOP/s"),
                 ("peak_memory", "Peak memory (MiB, above inputs and weights)"),
                 ("activation_memory", "Activation memory saved for backward (MiB)"),
@@ -453,8 +464,8 @@ def _launch_table(ran: list[dict], gpu: bool) -> list[str]:
     return [f"### Launches per time step ({what})",
             "Eager PyTorch pays several launches per step, cuDNN's STANDARD algorithm about one per step, the "
             "persistent kernel one per sequence (1/T per step). Host: until the call returns on the CPU; wall: until "
-            "the device is done (unprofiled calls, median of 3); device: time the GPU was busy with the kernels of "
-            "the profiled call (their union; user ranges, memcpy and memset are not kernels).",
+            f"the device is done (unprofiled calls, median of {HOST_REPS}); device: time the GPU was busy with the "
+            "kernels of the profiled call (their union; user ranges, memcpy and memset are not kernels).",
             md_table(["backend", "what ran", "launches", "per step", "recurrence launches", "recurrence per step",
                       "host ms", "wall ms", "device ms"], rows)]
 

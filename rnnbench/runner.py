@@ -184,7 +184,16 @@ def speed_values(job: Job, ctx: Context, measured_call: measure.MeasuredCall, pr
     note = join_notes(how, measure.noise_note(latency[0], latency[2]))
     values = [Measured(m, u, v, note=note) for m, (u, v) in measure.speed_metrics(job.case, job.mode, latency).items()]
     ctx.latency_ms.setdefault(speed_key(job), {})[job.backend] = latency[1]
-    return values + speedups(job, ctx, latency[1])
+    return values + host_time(measured_call, ctx.device) + speedups(job, ctx, latency[1])
+
+
+def host_time(measured_call: measure.MeasuredCall, device: torch.device) -> list[Measured]:
+    """On CUDA, the host's time per call (measure.host_and_wall_ms): beside the latency, it shows a call the GPU
+    waits for (nothing on CPU, where the two are the same time)."""
+    if device.type != "cuda":
+        return []
+    host, _ = measure.host_and_wall_ms(measured_call.call, device)
+    return [Measured("host_time", "ms", measure.quantiles(host))]
 
 
 def speed_key(job: Job) -> tuple:

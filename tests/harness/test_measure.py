@@ -404,3 +404,31 @@ def test_curve_points_keep_both_ends_and_a_bounded_count():
     assert points[0] == (0, 0.0) and points[-1] == (4999, 4999.0)
     assert len(points) <= stability.CURVE_MAX_POINTS
     assert stability.curve_points(curve[:10]) == [(t, float(t)) for t in range(10)]
+
+
+def test_host_and_wall_time_each_call_from_an_idle_device(monkeypatch):
+    """Every call starts after a device sync, and its wall time after a second one: host time is until the call
+    returns, wall time until the sync after it (a fake clock: each call takes 2 ms, each sync 3 ms)."""
+    clock, events = {"t": 0.0}, []
+
+    def tick(ms: float, what: str):
+        events.append(what)
+        clock["t"] += ms / 1e3
+
+    monkeypatch.setattr(measure.time, "perf_counter", lambda: clock["t"])
+    monkeypatch.setattr(measure, "sync", lambda device: tick(3, "sync"))
+    host, wall = measure.host_and_wall_ms(lambda: tick(2, "call"), torch.device("cuda"), reps=4)
+    assert host == pytest.approx([2] * 4) and wall == pytest.approx([5] * 4)
+    assert events == ["sync", "call", "sync"] * 4
+    assert measure.wall_ms(lambda: tick(2, "call"), torch.device("cuda")) == pytest.approx(5)
+
+
+def test_a_cuda_speed_job_records_the_hosts_time_per_call(monkeypatch):
+    """On CUDA a speed job adds host_time, the quantiles of measure.host_and_wall_ms's host times; on the CPU, where
+    host and call time are one, nothing."""
+    from rnnbench.runner import host_time
+    monkeypatch.setattr(measure, "host_and_wall_ms", lambda call, device: ([4.0, 1.0, 2.0], [9.0, 9.0, 9.0]))
+    call = measure.MeasuredCall(None, None, lambda: None)
+    (measured,) = host_time(call, torch.device("cuda"))
+    assert (measured.metric, measured.unit, measured.values) == ("host_time", "ms", measure.quantiles([4, 1, 2]))
+    assert host_time(call, CPU) == []

@@ -129,6 +129,21 @@ def test_report_is_rebuilt_from_the_csv(smoke_run, tmp_path, capsys):
     assert "no results.csv there" in capsys.readouterr().err
 
 
+def test_the_hosts_time_per_call_gets_its_table_where_a_run_has_it(smoke_run, tmp_path):
+    """A CUDA run's speed jobs carry host_time (runner.host_time); a CPU run's none, and no table. Given such rows,
+    the report shows them in a table of their own, beside the latency's, with what they mean."""
+    run_dir = tmp_path / "copy"
+    shutil.copytree(smoke_run[0], run_dir)
+    frame = pd.read_csv(run_dir / "results.csv", dtype=str, keep_default_na=False)
+    assert "host_time" not in set(frame.metric)
+    host = frame[frame.metric == "latency"].assign(metric="host_time", p20="0.45", p50="0.5", p80="0.55", note="")
+    pd.concat([frame, host]).to_csv(run_dir / "results.csv", index=False)
+    assert main(["report", str(run_dir)]) == 0
+    report = (run_dir / "report.md").read_text()
+    section = report.split("## Host time per call (ms)")[1].split("\n## ")[0]
+    assert "the GPU waited for the host" in section and "| 0.5 [0.45–0.55] |" in section
+
+
 def test_compare_shows_what_changed_and_which_way_is_better(smoke_run, tmp_path, capsys):
     run_b = tmp_path / "b"
     shutil.copytree(smoke_run[0], run_b)
