@@ -21,7 +21,6 @@ import contextlib
 import csv
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -29,6 +28,7 @@ import triton.testing
 
 from kernels import TritonRNN, activations, barrier_status, dispatch, dsmem, fma, layouts, prefetch, resident, split
 from kernels.reference import run_module
+from rnnbench import measure
 
 
 @contextlib.contextmanager
@@ -261,19 +261,7 @@ CASES = {
 }
 
 
-HOST_CALLS = 20
-
-
-def host_us_per_call(call) -> float:
-    """Median time until call() returns on the host, each call starting with the GPU idle, in microseconds."""
-    times = []
-    for _ in range(HOST_CALLS):
-        torch.cuda.synchronize()
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    torch.cuda.synchronize()
-    return statistics.median(times) * 1e6
+HOST_CALLS = 20  # calls whose host time is taken, each starting with the GPU idle (measure.host_and_wall_ms)
 
 
 def time_case(variant: str, dtype: str, hidden: int, batch: int, seq_len: int, device: str) -> dict:
@@ -305,7 +293,8 @@ def time_case(variant: str, dtype: str, hidden: int, batch: int, seq_len: int, d
                 if device == "cuda":
                     ms = triton.testing.do_bench(call, warmup=25, rep=100)
                     row[f"{backend}_{mode}_us_per_step"] = ms * 1e3 / seq_len
-                    row[f"{backend}_{mode}_host_us_per_call"] = host_us_per_call(call)
+                    host, _ = measure.host_and_wall_ms(call, torch.device(device), reps=HOST_CALLS)
+                    row[f"{backend}_{mode}_host_us_per_call"] = statistics.median(host) * 1e3
                 else:  # the interpreter: the calls run, their time means nothing
                     call()
         if backend == "triton":

@@ -3,7 +3,6 @@ broken one: every variant switches what it says and restores it, and a run write
 import ast
 import csv
 import re
-import statistics
 from pathlib import Path
 
 import pytest
@@ -128,22 +127,3 @@ def test_the_gpu_stages_name_only_variants_and_switches_that_exist(variants):
         value = "'l2'" if value.strip() == "'$e'" else value  # one of the looped exchanges
         assert type(ast.literal_eval(value)) is type(getattr(dispatch, name)), (name, value)
 
-
-def test_host_time_is_the_median_call_each_starting_with_the_gpu_idle(variants, monkeypatch):
-    """host_us_per_call: every call after a device sync (so that it starts with the GPU idle), the median of their
-    host times; the clock is faked so that the calls take 1..HOST_CALLS us, one sync before each and one after."""
-    events, now = [], iter(range(10 ** 6))
-    clock = {"t": 0.0}
-
-    def sync():
-        events.append("sync")
-
-    def call():
-        events.append("call")
-        clock["t"] += next(now) * 1e-6 + 1e-6  # call k takes k + 1 us
-
-    monkeypatch.setattr(variants.torch.cuda, "synchronize", sync)
-    monkeypatch.setattr(variants.time, "perf_counter", lambda: clock["t"])
-    host = variants.host_us_per_call(call)
-    assert host == pytest.approx(statistics.median(range(1, variants.HOST_CALLS + 1)))
-    assert events == ["sync", "call"] * variants.HOST_CALLS + ["sync"]
