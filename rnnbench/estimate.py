@@ -6,8 +6,8 @@ It counts the jobs, the calls each one makes and what those calls cost:
   peak-memory call (plus, with forward+backward, a forward for the step check and one for the
   activation memory) and its timing: do_bench (six calls,
   then warmup_ms and rep_ms of calls) or, for a call of measure.LONG_CALL_MS or more, one untimed
-  call and LONG_CALL_REPS timed ones; cuDNN adds one short profiled call per shape to tell its
-  algorithm, in a child process started once;
+  call and LONG_CALL_REPS timed ones, then measure.HOST_REPS calls for the host's time per call;
+  cuDNN adds one short profiled call per shape to tell its algorithm, in a child process started once;
 - a stability job makes one forward+backward (two at the curve's T), and each (radius, T) once the
   float64 reference on the CPU;
 - a training job makes `steps` training steps (a forward+backward of its case and the optimizer's
@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 
 from rnnbench.backends import BACKENDS, CUDNN_BACKENDS
-from rnnbench.measure import LONG_CALL_MS, LONG_CALL_REPS
+from rnnbench.measure import HOST_REPS, LONG_CALL_MS, LONG_CALL_REPS
 
 # Time per step in us (forward, forward+backward) by the largest hidden size of a bucket (128, 256,
 # 512, any larger), per backend and dtype ("half" is float16 and bfloat16 for Triton): H100 figures,
@@ -73,10 +73,12 @@ def call_seconds(backend: str, dtype: str, case, mode: str) -> float:
 
 
 def timing_seconds(call_s: float, timing) -> float:
-    """What measure.time_call spends on a call of call_s seconds on CUDA."""
+    """What measure.time_call, then the host's time per call (runner.host_time), spend on a call of call_s seconds
+    on CUDA."""
+    host = HOST_REPS * call_s
     if call_s * 1e3 >= LONG_CALL_MS:
-        return (1 + LONG_CALL_REPS) * call_s  # one untimed call first
-    return 6 * call_s + max(timing.warmup_ms / 1e3, call_s) + max(timing.rep_ms / 1e3, call_s)
+        return (1 + LONG_CALL_REPS) * call_s + host  # one untimed call first
+    return 6 * call_s + max(timing.warmup_ms / 1e3, call_s) + max(timing.rep_ms / 1e3, call_s) + host
 
 
 def bench_seconds(job, scenario) -> float:
