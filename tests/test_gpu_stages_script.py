@@ -153,12 +153,12 @@ def test_the_untimed_stage_tests_and_times_what_the_last_lease_left_open():
     assert any(a.seq_len <= 16 and {128, 512} <= set(a.hidden) for a in parsed)
 
 
-def test_the_quick_dsmem_stage_stresses_both_exchanges_at_h512_before_timing_them():
+def test_the_quick_dsmem_stage_stresses_both_exchanges_at_h512_before_timing_them(tmp_path):
     """`dsmem-quick`, for what a lease has left after `untimed`: both DSMEM exchanges' stress tests at H = 512 (one
     tile, and the batch that fills the clusters), and nothing else, so that they fit their step."""
     ids = collected(steps_running("pytest", "dsmem-quick")["dsmem-tests"])
     assert sorted(i.split("[")[1] for i in ids) == ["dsmem-pull-512-8]", "dsmem-pull-512-fill]", "dsmem-push-512-8]",
                                                    "dsmem-push-512-fill]"]
-    listed = [(name, limit) for stage, name, limit in steps(run(Path("unused"), "--dry-run", "dsmem-quick").stdout)]
+    listed = [(name, limit) for stage, name, limit in steps(run(tmp_path, "--dry-run", "dsmem-quick").stdout)]
     assert [name for name, _ in listed] == ["dsmem-tests", "exchange-dsmem-pull", "exchange-dsmem-push"]
     assert sum(limit for _, limit in listed) <= 210
