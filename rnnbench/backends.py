@@ -219,7 +219,8 @@ def _host_bound_skip(name: str):
     return skip
 
 
-def _eager_prepare(source: torch.nn.RNN, device: torch.device, dtype: torch.dtype) -> Prepared:
+def reference_loop(source: torch.nn.RNN, device: torch.device, dtype: torch.dtype) -> Prepared:
+    """The eager backend's model: the reference loop (kernels.reference) on a copy of source, in dtype on device."""
     from kernels.reference import run_module
     rnn = copy_rnn(source, device, dtype)
     return Prepared(lambda x, h0: run_module(rnn, x, h0), _params(rnn))
@@ -263,7 +264,7 @@ BACKENDS: dict[str, Backend] = {
     "cudnn": Backend("cudnn", _cudnn_label, _cudnn_unavailable, _cudnn_prepare, _cudnn_skip),
     "cudnn-fp16": Backend("cudnn-fp16", _cudnn_fp16_label, _cudnn_unavailable, _cudnn_prepare, _cudnn_skip,
                           runs_in="float16", for_dtypes=("bfloat16",)),
-    "eager": Backend("eager", lambda device: "eager PyTorch loop", lambda device: None, _eager_prepare,
+    "eager": Backend("eager", lambda device: "eager PyTorch loop", lambda device: None, reference_loop,
                      _host_bound_skip("eager")),
     "compile": Backend("compile", lambda device: "torch.compile of the eager loop", _compile_unavailable,
                        _compile_prepare, _host_bound_skip("compile")),

@@ -94,10 +94,11 @@ def _f64(t: torch.Tensor) -> torch.Tensor:
 @functools.lru_cache(maxsize=4)
 def reference(hidden: int, batch: int, seq_len: int, radius: float, nonlinearity: str, seed: int,
               scale: float, with_curve: bool) -> Gradients:
-    """The float64 reference loop (kernels.reference) on CPU, same weights and inputs as the backends."""
-    from rnnbench.backends import BACKENDS
+    """The float64 reference loop (kernels.reference) on CPU, same weights and inputs as the backends (whatever
+    the eager backend's entry in BACKENDS holds)."""
+    from rnnbench.backends import reference_loop
     source = stability_rnn(hidden, radius, nonlinearity, seed)
-    prepared = BACKENDS["eager"].prepare(source, torch.device("cpu"), torch.float64)
+    prepared = reference_loop(source, torch.device("cpu"), torch.float64)
     x, gy = study_inputs(seq_len, batch, hidden, seed, scale)
     return run_study(prepared, x, gy, torch.device("cpu"), torch.float64, with_curve)
 
