@@ -12,52 +12,46 @@ with H_prev the states entering each step (h_0 then Y shifted by one step in pro
 Saved for the backward, besides X, h_0 and the weights (alive anyway):
 
 - by default, all of Y: T x B x H;
-- with checkpoint=True (checkpointed BPTT), only the state entering each segment of S = ceil(sqrt(T))
-  steps: (ceil(T / S) - 1) x B x H, under sqrt(T) B H. The backward walks the segments from the last
-  processed to the first. For each it recomputes the segment's XW from X and its states from the
-  checkpoint with the forward kernel, runs the backward kernel on the segment with the dL/dh that
-  the later segment sends into it (its dL/dh_0) added to dy at the segment's last step, and adds the
-  segment's share of the sums above. Extra cost: the input GEMM and the forward recurrence once
-  more; transient memory: one segment's XW, states, dy and DA. Rounding differs slightly: dL/dh
-  crosses a segment boundary in the I/O dtype (the kernel carries it in fp32 within a segment), and
-  each segment's share of the weight gradients is rounded to it before the fp32 sum. In bf16 the two
-  modes' gradients differ by about 3e-3 relative (T=256, CPU), both well within bf16's error.
+- with checkpoint=True (checkpointed BPTT), only the state entering each segment (recompute.py: segments of
+  max(ceil(sqrt(T)), SEGMENT_MIN_STEPS) steps): fewer than sqrt(T) B H, none where one segment covers T.
+  The backward walks the segments from the last processed to the first. For each it recomputes the
+  segment's XW from X and its states from the checkpoint with the forward kernel (on a GPU one segment
+  ahead, beside the backward kernel: recompute.ahead), runs the backward kernel on the segment with the
+  dL/dh that the later segment sends into it (its dL/dh_0) added to dy at the segment's last step, and adds
+  the segment's share of the sums above into fp32 sums. Extra cost: the input GEMM and the forward
+  recurrence once more; transient memory: two segments' states, one segment's XW, dy and DA. Rounding
+  differs slightly: dy plus that dL/dh is rounded to the I/O dtype (the kernel carries it in fp32 within a
+  segment), and in 16-bit each segment's share of the weight gradients is rounded to it before the fp32
+  sum. In bf16 the two modes' gradients differ by about 3e-3 relative (T=256, CPU), both well within
+  bf16's error.
 
 Both are the same loop: without checkpointing there is one segment whose states are saved, and its
 weight gradients are the GEMMs' results as they are (fp32 inside the GEMMs, rounded once to the I/O
-dtype), with no fp32 buffers to add them into: five launches after the backward kernel (segment_grads).
-On a GPU every launch costs host time on each call, which a short sequence does not hide.
+dtype), with no fp32 buffers to add them into: five launches after the backward kernel (GradientOperands.products).
+On a GPU every launch costs host time on each call, which a short sequence does not hide: hence the
+segments' floor (recompute.py), and a checkpointed segment's 13 launches in fp32 (the GEMMs add into the sums
+themselves), 15 in 16-bit, U's layouts in the fma tier included (17 before: rnnbench profile counts them).
 """
 from __future__ import annotations
-
-import math
 
 import torch
 from torch.autograd.function import once_differentiable
 
 from .dispatch import KernelPlan, recurrence_backward, recurrence_forward
 from .launch import accumulator_dtype
+from .recompute import ahead, checkpoint_steps, segments, side_stream
 from .runtime import require_runtime
 
 
-def segments(T: int, checkpoint: bool) -> list[tuple[int, int]]:
-    """The backward's time ranges [start, stop), ascending: all of T, or S = ceil(sqrt(T)) steps each."""
-    size = math.isqrt(T - 1) + 1 if checkpoint else T
-    return [(start, min(start + size, T)) for start in range(0, T, size)]
+def summed_bias(b_ih: torch.Tensor | None, b_hh: torch.Tensor | None) -> torch.Tensor | None:
+    """b_ih + b_hh, or None for a layer without biases."""
+    return None if b_ih is None else b_ih + b_hh
 
 
-def checkpoint_steps(T: int, reverse: bool) -> list[int]:
-    """Time indices of the states checkpoint=True keeps, ascending: the one each segment starts from,
-    except the first processed one, which starts from h_0 (the reverse direction enters from above)."""
-    pieces = segments(T, True)
-    return [stop for _, stop in pieces[:-1]] if reverse else [start - 1 for start, _ in pieces[1:]]
-
-
-def input_projection(x: torch.Tensor, w_ih: torch.Tensor, b_ih: torch.Tensor | None,
-                     b_hh: torch.Tensor | None) -> torch.Tensor:
-    """XW = X W_ih^T + b_ih + b_hh for x [T, B, I], as one GEMM: [T, B, H]."""
+def input_projection(x: torch.Tensor, w_ih: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """XW = X W_ih^T + bias (summed_bias) for x [T, B, I], as one GEMM: [T, B, H]."""
     rows = x.reshape(-1, x.shape[-1])
-    xw = rows @ w_ih.t() if b_ih is None else torch.addmm(b_ih + b_hh, rows, w_ih.t())
+    xw = rows @ w_ih.t() if bias is None else torch.addmm(bias, rows, w_ih.t())
     return xw.view(*x.shape[:-1], w_ih.shape[0])
 
 
@@ -84,8 +78,10 @@ class ElmanRecurrence(torch.autograd.Function):
     def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity: str, reverse: bool, plan: KernelPlan,
                 checkpoint: bool = False):
         require_runtime(x.device)
-        y = states(plan, input_projection(x, w_ih, b_ih, b_hh), h0, w_hh.contiguous(), nonlinearity, reverse)
-        kept = y[checkpoint_steps(len(y), reverse)] if checkpoint else y  # a copy: y's storage is not kept
+        y = states(plan, input_projection(x, w_ih, summed_bias(b_ih, b_hh)), h0, w_hh.contiguous(), nonlinearity,
+                   reverse)
+        ctx.pieces = segments(len(y), checkpoint)  # fixed here: the kept states are the segments' entries
+        kept = y[checkpoint_steps(ctx.pieces, reverse)] if checkpoint else y  # a copy: y's storage is not kept
         ctx.save_for_backward(x, h0, w_ih, w_hh, b_ih, b_hh, kept)
         ctx.nonlinearity, ctx.reverse, ctx.plan, ctx.checkpoint = nonlinearity, reverse, plan, checkpoint
         return y
@@ -95,41 +91,90 @@ class ElmanRecurrence(torch.autograd.Function):
     def backward(ctx, dy):
         x, h0, w_ih, w_hh, b_ih, b_hh, kept = ctx.saved_tensors
         w_hh = w_hh.contiguous()
-        acc = accumulator_dtype(dy.dtype)
         d_x = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-        todo = segments(dy.shape[0], ctx.checkpoint)
+        pieces = ctx.pieces
+        order = list(range(len(pieces))) if ctx.reverse else list(reversed(range(len(pieces))))  # last processed first
         # The state each segment starts from, in time order: h_0 for the first processed.
         entering = [h0] if not ctx.checkpoint else [*kept, h0] if ctx.reverse else [h0, *kept]
+        segment_states = recomputed(ctx, order, entering, x, w_ih, w_hh, b_ih, b_hh) if ctx.checkpoint else [
+            (order[0], kept)]
         carry = None  # dL/dh of the state the later segment started from, in the accumulator dtype
-        sums = None  # (dW_ih, dU, db): one segment's as they are, several segments' summed in the accumulator dtype
-        for k in (range(len(todo)) if ctx.reverse else reversed(range(len(todo)))):  # last processed first
-            start, stop = todo[k]
-            if ctx.checkpoint:
-                xw = input_projection(x[start:stop], w_ih, b_ih, b_hh)
-                y = states(ctx.plan, xw, entering[k], w_hh, ctx.nonlinearity, ctx.reverse)
-            else:
-                y = kept
+        sums = None if len(pieces) == 1 else zero_sums(w_ih, w_hh, accumulator_dtype(dy.dtype))
+        for k, y in segment_states:
+            start, stop = pieces[k]
             dy_seg = dy[start:stop]
-            if carry is not None:  # into the segment's last processed step
+            if carry is not None:  # into the segment's last processed step, rounded once
                 dy_seg = dy_seg.clone()
-                dy_seg[0 if ctx.reverse else -1] += carry.to(dy_seg.dtype)
+                dy_seg[0 if ctx.reverse else -1].add_(carry)
             da, carry = backprop(ctx.plan, y, dy_seg, w_hh, ctx.nonlinearity, ctx.reverse)
-            share = segment_grads(da, x[start:stop], entering[k], y, w_ih, ctx.reverse, d_x[start:stop])
-            sums = share if sums is None else tuple(total.to(acc).add_(part) for total, part in zip(sums, share))
+            share = GradientOperands(da, x[start:stop], entering[k], y, ctx.reverse)
+            torch.mm(share.da_rows, w_ih, out=d_x[start:stop].view(-1, x.shape[-1]))  # dX = DA W_ih
+            sums = share.products() if sums is None else share.add_into(sums)
         d_w_ih, d_w_hh, d_bias = sums
         d_bias = d_bias.to(dy.dtype) if b_ih is not None else None
         return (d_x, carry.to(h0.dtype), d_w_ih.to(w_ih.dtype), d_w_hh.to(w_hh.dtype), d_bias, d_bias,
                 None, None, None, None)
 
 
-def segment_grads(da, x, entering, y, w_ih, reverse: bool, d_x) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One segment's share of (dW_ih, dU, db), each rounded once to da's dtype (the GEMMs and the sum accumulate in
-    fp32), from its DA, X, entering state and states Y; its dX = DA W_ih written into d_x. Few launches: on a GPU
-    the host's time per op, not the GPU's, is what these small products cost."""
-    H, I = da.shape[-1], x.shape[-1]
-    # The segment's first processed step consumed `entering`; the others consumed y shifted by one.
-    first, rest, prev = (-1, slice(0, -1), slice(1, None)) if reverse else (0, slice(1, None), slice(0, -1))
-    da_rows = da.view(-1, H)
-    d_w_hh = torch.addmm(da[first].t() @ entering, da[rest].reshape(-1, H).t(), y[prev].reshape(-1, H))
-    torch.mm(da_rows, w_ih, out=d_x.view(-1, I))
-    return da_rows.t() @ x.reshape(-1, I), d_w_hh, da_rows.sum(0)
+def recomputed(ctx, order: list[int], entering: list[torch.Tensor], x, w_ih, w_hh, b_ih, b_hh):
+    """(k, segment k's states) for each segment k in order, each recomputed from the state entering it: XW by the
+    input GEMM, then the forward kernel (on a GPU one segment ahead of the caller's backward: recompute.ahead)."""
+    bias = summed_bias(b_ih, b_hh)  # once for every segment
+
+    def recompute(k: int) -> torch.Tensor:
+        start, stop = ctx.pieces[k]
+        xw = input_projection(x[start:stop], w_ih, bias)
+        return states(ctx.plan, xw, entering[k], w_hh, ctx.nonlinearity, ctx.reverse)
+    return ahead(order, recompute, side_stream(ctx.plan, x.device))
+
+
+def zero_sums(w_ih: torch.Tensor, w_hh: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+    """Zeros for (dW_ih, dU, db) in the accumulator dtype, which several segments' shares are added into."""
+    return (torch.zeros(w_ih.shape, dtype=dtype, device=w_ih.device),
+            torch.zeros(w_hh.shape, dtype=dtype, device=w_hh.device),
+            torch.zeros(w_hh.shape[0], dtype=dtype, device=w_hh.device))
+
+
+class GradientOperands:
+    """One segment's operands of its share of the weight gradients: dW_ih = DA^T X, dU = DA^T H_prev, db = the sum
+    of DA's rows, with H_prev its entering state then its own states shifted by one step in processing order. Few
+    launches: on a GPU the host's time per op, not the GPU's, is what these small products cost."""
+
+    def __init__(self, da, x, entering, y, reverse: bool):
+        H = da.shape[-1]
+        # The segment's first processed step consumed `entering`; the others consumed y shifted by one.
+        first, rest, prev = (-1, slice(0, -1), slice(1, None)) if reverse else (0, slice(1, None), slice(0, -1))
+        self.da_rows = da.view(-1, H)
+        self.w_ih_pairs = [(self.da_rows.t(), x.reshape(-1, x.shape[-1]))]
+        self.w_hh_pairs = [(da[first].t(), entering), (da[rest].reshape(-1, H).t(), y[prev].reshape(-1, H))]
+
+    def products(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(dW_ih, dU, db) in DA's dtype, each rounded once (the GEMMs and the sum accumulate in fp32)."""
+        return product_sum(self.w_ih_pairs), product_sum(self.w_hh_pairs), self.da_rows.sum(0)
+
+    def add_into(self, sums: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        """sums (dW_ih, dU, db in the accumulator dtype) plus this share, in place."""
+        d_w_ih, d_w_hh, d_b = sums
+        add_products(d_w_ih, self.w_ih_pairs)
+        add_products(d_w_hh, self.w_hh_pairs)
+        d_b.add_(self.da_rows.sum(0, dtype=d_b.dtype))
+        return sums
+
+
+def product_sum(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """sum of a @ b over pairs, one GEMM each, in their dtype."""
+    (a, b), *rest = pairs
+    total = a @ b
+    for a, b in rest:
+        total = total.addmm_(a, b)
+    return total
+
+
+def add_products(total: torch.Tensor, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """total += sum of a @ b over pairs, in place: the GEMMs add into total where the dtypes agree (fp32, fp64),
+    else (16-bit operands, an fp32 total) their sum in the operands' dtype is added."""
+    if total.dtype == pairs[0][0].dtype:
+        for a, b in pairs:
+            total.addmm_(a, b)
+        return total
+    return total.add_(product_sum(pairs))

@@ -292,17 +292,22 @@ class Tier:
     backward: Callable[..., tuple[torch.Tensor, torch.Tensor]]    # (y, dy, u, reverse, blocks, nonlinearity)
     kernels: tuple                                                # (forward, backward) @triton.jit functions
     launch_keywords: Callable[..., dict]                          # (blocks, nonlinearity, dtype, interpreted, backward)
+    # Whether two of its launches may run at once on two streams (recompute.py): its programs never wait for one
+    # another. Not the split tier (its grid barrier needs every program of a launch resident) nor the step kernel
+    # (its loop may be captured into a CUDA graph).
+    overlaps: bool
 
 
 TIERS = {
     "fma": Tier(fma.fma_forward, fma.fma_backward, (fma.fma_forward_kernel, fma.fma_backward_kernel),
-                fma.launch_keywords),
+                fma.launch_keywords, overlaps=True),
     "resident": Tier(resident.resident_forward, resident.resident_backward,
-                     (resident.resident_forward_kernel, resident.resident_backward_kernel), resident.launch_keywords),
+                     (resident.resident_forward_kernel, resident.resident_backward_kernel), resident.launch_keywords,
+                     overlaps=True),
     "split": Tier(split.split_forward, split.split_backward, (split.split_forward_kernel, split.split_backward_kernel),
-                  split.launch_keywords),
+                  split.launch_keywords, overlaps=False),
     "stepwise": Tier(stepwise.stepwise_forward, stepwise.stepwise_backward,
-                     (stepwise.step_kernel, stepwise.step_kernel), stepwise.launch_keywords),
+                     (stepwise.step_kernel, stepwise.step_kernel), stepwise.launch_keywords, overlaps=False),
 }
 
 

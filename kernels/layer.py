@@ -21,9 +21,10 @@ from .driver import packed_batch_size, rnn_forward
 class TritonRNN(torch.nn.RNN):
     """torch.nn.RNN's arguments, plus keyword-only
     kernel: 'auto' (dispatcher), 'fma', 'resident', 'split' or 'stepwise';
-    checkpoint: True keeps only about sqrt(T) hidden states per layer and direction for the backward
-    and recomputes the others there (checkpointed BPTT, see autograd.py): less memory, one more
-    forward recurrence per backward.
+    checkpoint: True keeps only the hidden state entering each segment of max(ceil(sqrt(T)),
+    autograd.SEGMENT_MIN_STEPS) steps per layer and direction for the backward (fewer than sqrt(T); none
+    for a sequence of one segment) and recomputes the others there (checkpointed BPTT, see autograd.py):
+    less memory, one more forward recurrence per backward.
 
     After a forward, last_plans holds the KernelPlan of each layer and direction, in nn.RNN's order.
     """

@@ -7,8 +7,8 @@ run here (`unavailable`) and whether one case is beyond what it should attempt (
 runner turns both into result rows with the reason instead of stopping.
 
   triton           kernels.TritonRNN(kernel="auto"): the dispatcher picks a persistent kernel
-  triton-checkpoint  the same with checkpoint=True: checkpointed BPTT keeps about sqrt(T) states for the
-                   backward and recomputes the rest there (less activation memory, more time)
+  triton-checkpoint  the same with checkpoint=True: checkpointed BPTT keeps fewer than sqrt(T) states for
+                   the backward and recomputes the rest there (less activation memory, more time)
   triton-stepwise  kernels.TritonRNN(kernel="stepwise"): one launch per time step; on CUDA the T launches
                    are replayed from a CUDA graph (kernels/stepwise.py), so a step costs the GPU's launch,
                    not Python's

@@ -58,7 +58,8 @@ NO_KERNEL_OPS = frozenset(
     "squeeze unsqueeze flatten unflatten detach detach_ alias lift_fresh resolve_conj resolve_neg contiguous to "
     "cudnn_is_acceptable is_nonzero result_type size stride numel is_same_size _local_scalar_dense item "
     "_has_compatible_shallow_copy_type dropout is_leaf output_nr _version".split())
-GEMM_OPS = frozenset("mm addmm bmm baddbmm addmv mv dot matmul linear _addmm_activation".split())
+GEMM_OPS = frozenset("mm addmm addmm_ bmm baddbmm baddbmm_ addbmm addbmm_ addmv addmv_ mv dot matmul linear "
+                     "_addmm_activation".split())  # in-place forms too: a GEMM that adds into its input
 GEMM_KERNEL = re.compile(r"gemm|gemv|xmma|cutlass|cublas|wgmma|mma_|nvjet", re.I)  # nvjet: cuBLAS's sm90 GEMMs
 CUDNN_RNN_KERNEL = re.compile(r"rnn|persist", re.I)  # cuDNN's RNN kernels (names vary by version)
 BACKWARD_EVENT = re.compile(r"^autograd::engine::evaluate_function|Backward\d*$")

@@ -263,13 +263,20 @@ def checkpoint_section(bench: pd.DataFrame) -> list[str]:
     for key, row in p50.iterrows():
         memory, latency = ([row.get((m, b), math.nan) for b in pair] for m in ("activation_memory", "latency"))
         table.append([key[0], Case(*key[1:]).label, fmt(memory[0]), fmt(memory[1]),
-                      fmt(memory[0] / memory[1]) if memory[1] else "", fmt(latency[0]), fmt(latency[1]),
+                      saved_ratio(*memory), fmt(latency[0]), fmt(latency[1]),
                       fmt(latency[1] / latency[0])])
     return ["## Checkpointed BPTT: memory saved and time overhead (triton-checkpoint vs triton)",
             f"forward+backward; memory: p50 of activation_memory (saved for the backward); latency: p50. "
             f"Target on a GPU: an overhead of at most {CHECKPOINT_TARGET:g}x.",
             md_table(["dtype", "case", "memory triton (MiB)", "memory checkpoint (MiB)", "memory saved (x)",
                       "latency triton (ms)", "latency checkpoint (ms)", "time overhead (x)"], table)]
+
+
+def saved_ratio(full: float, checkpointed: float) -> str:
+    """full / checkpointed memory; "all" where checkpointing kept nothing (one segment: every state recomputed)."""
+    if math.isnan(full) or math.isnan(checkpointed):
+        return ""
+    return fmt(full / checkpointed) if checkpointed else "all"
 
 
 TRAINING_INTRO = (

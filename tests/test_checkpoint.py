@@ -1,28 +1,75 @@
 """Checkpointed BPTT (TritonRNN(checkpoint=True), ElmanRecurrence's checkpoint argument): the same
 gradients as without it and as float64 torch.nn.RNN, and about sqrt(T) states saved instead of T.
-The option reaches ElmanRecurrence through the layer, so these tests run it too."""
+The option reaches ElmanRecurrence through the layer, so these tests run it too. The interpreter affords
+short sequences only, so most tests lower the segments' floor (recompute.SEGMENT_MIN_STEPS) to 1: the square
+root's segments, several of them."""
 import math
 
 import pytest
 import torch
 
-from kernels import TritonRNN
-from kernels.autograd import segments
+from kernels import TritonRNN, recompute
+from kernels.recompute import ahead, segments
 from rnnbench.backends import Prepared
 from rnnbench.measure import Inputs, saved_activation_mib
 
 from helpers import DTYPES, TOLERANCE, reference_copy, rel_err, run_and_backward
 
 
-@pytest.mark.parametrize("T", [1, 2, 4, 5, 10, 99, 100, 4096, 1_100_000])
-def test_segments_cover_time_in_about_sqrt_t_pieces(T):
+@pytest.fixture
+def sqrt_segments(monkeypatch):
+    """Segments of ceil(sqrt(T)) steps at every T: no floor."""
+    monkeypatch.setattr(recompute, "SEGMENT_MIN_STEPS", 1)
+
+
+@pytest.mark.parametrize("floor", [1, recompute.SEGMENT_MIN_STEPS])
+@pytest.mark.parametrize("T", [1, 2, 4, 5, 10, 99, 100, 300, 4096, 1_100_000])
+def test_segments_cover_time_in_pieces_of_sqrt_t_or_the_floor(T, floor, monkeypatch):
+    monkeypatch.setattr(recompute, "SEGMENT_MIN_STEPS", floor)
     pieces = segments(T, checkpoint=True)
-    size = math.ceil(math.sqrt(T))
+    size = max(math.ceil(math.sqrt(T)), floor)
     assert pieces[0][0] == 0 and pieces[-1][1] == T
     assert all(a[1] == b[0] for a, b in zip(pieces, pieces[1:]))
     assert all(0 < stop - start <= size for start, stop in pieces)
-    assert len(pieces) == math.ceil(T / size) <= size
+    assert [stop - start for start, stop in pieces[:-1]] == [size] * (len(pieces) - 1)
+    assert len(pieces) == math.ceil(T / size) <= math.ceil(math.sqrt(T))  # never more states kept than sqrt(T)
     assert segments(T, checkpoint=False) == [(0, T)]
+
+
+def test_the_default_floor_makes_few_long_segments():
+    floor = recompute.SEGMENT_MIN_STEPS
+    assert floor > 1
+    assert segments(4096, True) == [(s, s + floor) for s in range(0, 4096, floor)]
+    assert segments(floor, True) == [(0, floor)]  # one: nothing kept
+
+
+def test_each_next_segment_is_recomputed_before_the_current_one_is_handed_over():
+    """recompute.ahead issues segment k+1's recomputation before the caller's backward of segment k (on a GPU on
+    a second stream, beside it; here in the same order on the one stream), and hands them over in order."""
+    events = []
+
+    def recompute_segment(k):
+        events.append(("recompute", k))
+        return torch.full((1,), float(k))
+    for k, states in ahead([3, 2, 1, 0], recompute_segment, stream=None):
+        assert states.item() == k
+        events.append(("backward", k))
+    assert events == [("recompute", 3), ("recompute", 2), ("backward", 3), ("recompute", 1), ("backward", 2),
+                      ("recompute", 0), ("backward", 1), ("backward", 0)]
+    assert list(ahead([5], recompute_segment, stream=None))[0][0] == 5
+
+
+def test_a_second_stream_only_where_a_tier_can_share_the_gpu(monkeypatch):
+    from kernels.dispatch import TIERS, KernelPlan
+    assert {name for name, tier in TIERS.items() if tier.overlaps} == {"fma", "resident"}  # split: its grid barrier
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert all(recompute.side_stream(KernelPlan(name, None), cpu) is None for name in TIERS)
+    monkeypatch.setattr(recompute, "interpreting", lambda: False)  # as on a GPU machine
+    monkeypatch.setattr(torch.cuda, "Stream", lambda device: ("stream", device))
+    assert {name: recompute.side_stream(KernelPlan(name, None), cuda) for name in TIERS} == {
+        "fma": ("stream", cuda), "resident": ("stream", cuda), "split": None, "stepwise": None}
+    monkeypatch.setattr(recompute, "OVERLAP", False)
+    assert recompute.side_stream(KernelPlan("fma", None), cuda) is None
 
 
 # T=10 and 17 give segments of 4 and 5 with a shorter last one; T=1 a single step.
@@ -48,7 +95,7 @@ def run_case(spec, dtype, device, kernel="auto", checkpoint=True):
 @pytest.mark.parametrize("kernel", ["auto", "stepwise"])
 @pytest.mark.parametrize("dtype", [torch.float64] + DTYPES)
 @pytest.mark.parametrize("case", CASES, ids=str)
-def test_checkpointed_gradients_match_nn_rnn_float64(case, dtype, kernel, device):
+def test_checkpointed_gradients_match_nn_rnn_float64(case, dtype, kernel, device, sqrt_segments):
     if dtype == torch.bfloat16 and CASES[case].get("nonlinearity") == "relu":
         pytest.skip("bf16 relu: a pre-activation within bf16 rounding of 0 flips relu' (test_packed.py says more)")
     layer, x, hx, (out, h_n, grads) = run_case(CASES[case], dtype, device, kernel)
@@ -62,7 +109,7 @@ def test_checkpointed_gradients_match_nn_rnn_float64(case, dtype, kernel, device
 
 
 @pytest.mark.parametrize("case", CASES, ids=str)
-def test_checkpointed_gradients_equal_the_full_backward_in_float64(case, device):
+def test_checkpointed_gradients_equal_the_full_backward_in_float64(case, device, sqrt_segments):
     *_, (_, _, full) = run_case(CASES[case], torch.float64, device, checkpoint=False)
     *_, (_, _, checkpointed) = run_case(CASES[case], torch.float64, device, checkpoint=True)
     for name, grad in full.items():
@@ -70,12 +117,40 @@ def test_checkpointed_gradients_equal_the_full_backward_in_float64(case, device)
             assert rel_err(checkpointed[name].cpu(), grad.cpu()) < 1e-13, name
 
 
-def test_checkpoint_through_the_split_tier(device):
+def test_checkpoint_through_the_split_tier(device, sqrt_segments):
     layer, x, hx, (out, h_n, grads) = run_case(dict(T=3, B=1, H=300, bidirectional=True), torch.float32, device)
     assert {p.tier for p in layer.last_plans} == {"split"}
     _, _, ref_grads = run_and_backward(reference_copy(layer), x.double(), hx.double())
     for name, ref_grad in ref_grads.items():
         assert rel_err(grads[name].cpu(), ref_grad) < 4 * TOLERANCE[torch.float32], name
+
+
+def test_segments_of_the_floor_give_the_full_backward(device, monkeypatch):
+    """T = 20 with a floor of 8: segments of 8, 8 and 4 (the square root's: 4 of 5), in both directions."""
+    spec = dict(T=20, B=3, H=24, bidirectional=True)
+    *_, (_, _, full) = run_case(spec, torch.float64, device, checkpoint=False)
+    monkeypatch.setattr(recompute, "SEGMENT_MIN_STEPS", 8)
+    *_, (_, _, checkpointed) = run_case(spec, torch.float64, device, checkpoint=True)
+    for name, grad in full.items():
+        assert rel_err(checkpointed[name].cpu(), grad.cpu()) < 1e-13, name
+    assert saved_bytes(TritonRNN(8, 24, checkpoint=True, device=device), 20, 3, device) == 2 * 3 * 24 * 4
+
+
+def test_the_forward_fixes_the_segments(device, monkeypatch):
+    """The states kept are the entries of the forward's segments: a floor changed before the backward changes
+    nothing (its segments would need states the forward did not keep)."""
+    x = torch.randn(20, 2, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0)).to(device)
+    x.requires_grad_(True)
+    grads = {}
+    for checkpoint in (False, True):
+        torch.manual_seed(0)  # the same weights
+        layer = TritonRNN(6, 16, checkpoint=checkpoint, device=device, dtype=torch.float64)
+        monkeypatch.setattr(recompute, "SEGMENT_MIN_STEPS", 8)
+        out, _ = layer(x)
+        monkeypatch.setattr(recompute, "SEGMENT_MIN_STEPS", 1)
+        grads[checkpoint] = torch.autograd.grad(out.sum(), [x, *layer.parameters()])
+    for name, full, checkpointed in zip(["input", *dict(layer.named_parameters())], grads[False], grads[True]):
+        assert rel_err(checkpointed.cpu(), full.cpu()) < 1e-13, name
 
 
 def saved_bytes(layer: TritonRNN, T: int, B: int, device) -> int:
@@ -85,7 +160,7 @@ def saved_bytes(layer: TritonRNN, T: int, B: int, device) -> int:
     return round(saved_activation_mib(Prepared(layer, dict(layer.named_parameters())), Inputs(x, h0, x)) * 2 ** 20)
 
 
-def test_checkpoint_saves_about_sqrt_t_states_instead_of_t(device):
+def test_checkpoint_saves_about_sqrt_t_states_instead_of_t(device, sqrt_segments):
     T, B, H = 256, 4, 32
     torch.manual_seed(0)
     full = saved_bytes(TritonRNN(8, H, device=device), T, B, device)

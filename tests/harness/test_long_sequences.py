@@ -9,15 +9,19 @@ import pytest
 import torch
 import yaml
 
+from kernels import recompute
 from rnnbench.cli import main
 from rnnbench.report import fmt
 from rnnbench.schema import load_scenario
 
 ROOT = Path(__file__).resolve().parents[2]
-T, B, H = 36, 2, 8  # checkpoints every ceil(sqrt(36)) = 6 steps: 5 states kept instead of 36
+T, B, H = 36, 2, 8  # without the segments' floor, checkpoints every ceil(sqrt(36)) = 6 steps: 5 states kept, not 36
 
 
-def test_checkpoint_backend_saves_the_memory_it_should_and_the_report_shows_the_cost(tmp_path):
+@pytest.mark.parametrize("floor", [1, recompute.SEGMENT_MIN_STEPS], ids=["sqrt-segments", "default-floor"])
+def test_checkpoint_backend_saves_the_memory_it_should_and_the_report_shows_the_cost(tmp_path, monkeypatch, floor):
+    """With the segments' floor (T = 36: one segment), nothing is kept: the backward recomputes every state."""
+    monkeypatch.setattr(recompute, "SEGMENT_MIN_STEPS", floor)
     path = tmp_path / "ckpt.yaml"
     path.write_text(yaml.safe_dump({"name": "ckpt", "backends": ["triton", "triton-checkpoint"],
                                     "modes": ["forward+backward"],
@@ -27,7 +31,7 @@ def test_checkpoint_backend_saves_the_memory_it_should_and_the_report_shows_the_
     run_dir = tmp_path / "out" / "ckpt" / "r"
     frame = pd.read_csv(run_dir / "results.csv", keep_default_na=False)
     memory = frame[frame.metric == "activation_memory"].set_index("backend").p50.astype(float)
-    kept = math.ceil(T / math.ceil(math.sqrt(T))) - 1
+    kept = math.ceil(T / max(math.ceil(math.sqrt(T)), floor)) - 1
     assert memory["triton"] == pytest.approx(T * B * H * 4 / 2 ** 20)  # every state, float32
     assert memory["triton-checkpoint"] == pytest.approx(kept * B * H * 4 / 2 ** 20)
     latency = frame[frame.metric == "latency"].set_index("backend").p50.astype(float)
@@ -35,7 +39,7 @@ def test_checkpoint_backend_saves_the_memory_it_should_and_the_report_shows_the_
     assert "## Checkpointed BPTT: memory saved and time overhead (triton-checkpoint vs triton)" in report
     assert "at most 1.35x" in report
     row = (f"| float32 | T={T} B={B} H={H} I={H} L=1 | {fmt(memory['triton'])} | {fmt(memory['triton-checkpoint'])} "
-           f"| {fmt(T / kept)} |")
+           f"| {fmt(T / kept) if kept else 'all'} |")
     assert row in report
     assert f"| {fmt(latency['triton-checkpoint'] / latency['triton'])} |" in report
     assert "Triton auto checkpoint=True" in report  # the backends table says what ran
