@@ -39,8 +39,9 @@ from torch.autograd.function import once_differentiable
 
 from .dispatch import KernelPlan, recurrence_backward, recurrence_forward
 from .launch import accumulator_dtype
-from .recompute import ahead, checkpoint_steps, segments, side_stream
+from .recompute import ahead, checkpoint_steps, segments
 from .runtime import require_runtime
+from .streams import side_stream
 
 
 def summed_bias(b_ih: torch.Tensor | None, b_hh: torch.Tensor | None) -> torch.Tensor | None:

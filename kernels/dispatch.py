@@ -322,6 +322,11 @@ class KernelPlan:
     def name(self) -> str:
         return f"{self.tier}({self.config})"
 
+    @property
+    def overlaps(self) -> bool:
+        """Whether two of its launches may share the GPU on two streams (Tier.overlaps)."""
+        return TIERS[self.tier].overlaps
+
 
 def padded_hidden(hidden_size: int) -> int:
     """BLOCK_H: the hidden size padded to a power of two, at least 16 (tl.dot's minimum K)."""

@@ -21,6 +21,10 @@ padded batch [T = L_0, B, I]; no layer function sees the lengths:
 
 Padded steps come after every valid step of their row in both directions, so they never reach a
 valid state; they are dropped when the output is packed, hence receive no gradient either.
+
+A bidirectional layer's directions share no data: the reverse one is issued first inside `beside` (the Triton
+layer's: a second CUDA stream where its kernels may share the GPU, streams.py), then the forward one, so that
+both can run at once; with the default, in order.
 """
 from __future__ import annotations
 
@@ -29,6 +33,8 @@ from collections.abc import Callable, Mapping
 import torch
 import torch.nn.functional as F
 from torch.nn.utils.rnn import PackedSequence
+
+from .streams import Beside
 
 # layer_fn(x [T, B, I], h0 [B, H], w_ih, w_hh, b_ih, b_hh, nonlinearity, reverse) -> h_t for all t [T, B, H]
 LayerFn = Callable[..., torch.Tensor]
@@ -84,28 +90,39 @@ def final_state(ys: torch.Tensor, reverse: bool, lengths: torch.Tensor | None) -
 
 def stacked_forward(x: torch.Tensor, hx: torch.Tensor | None, weights: Mapping[str, torch.Tensor], *,
                     layer_fn: LayerFn, num_layers: int, nonlinearity: str, bidirectional: bool, dropout: float,
-                    lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                    lengths: torch.Tensor | None = None,
+                    beside: Callable[[], Beside] = lambda: Beside(None)) -> tuple[torch.Tensor, torch.Tensor]:
     """Every layer and direction over time-major x [T, B, I] -> (output [T, B, D*H], h_n [L*D, B, H]);
-    lengths [B]: row b holds L_b valid steps, the rest is padding (module docstring)."""
+    lengths [B]: row b holds L_b valid steps, the rest is padding; beside: where a reverse direction runs
+    (module docstring)."""
     directions = 2 if bidirectional else 1
     if hx is None:
         hx = x.new_zeros(num_layers * directions, x.shape[1], weights["weight_hh_l0"].shape[0])
     within_length = None if lengths is None else within_length_reversal(lengths, x.shape[0])
+
+    def direction(layer_input: torch.Tensor, layer: int, reverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """(states [T, B, H] in time order, h_n [B, H]) of one layer and direction."""
+        w = [weights.get(param_name(k, layer, reverse)) for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+        h0 = hx[layer * directions + reverse]
+        if reverse and within_length is not None:
+            flipped = reorder_time(layer_input, within_length)
+            ys = reorder_time(layer_fn(flipped, h0, *w, nonlinearity, False), within_length)
+        else:
+            ys = layer_fn(layer_input, h0, *w, nonlinearity, reverse)
+        return ys, final_state(ys, reverse, lengths)
+
     layer_input, finals = x, []
     for layer in range(num_layers):
-        outs = []
-        for d in range(directions):
-            reverse = d == 1
-            w = [weights.get(param_name(k, layer, reverse)) for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
-            h0 = hx[layer * directions + d]
-            if reverse and within_length is not None:
-                flipped = reorder_time(layer_input, within_length)
-                ys = reorder_time(layer_fn(flipped, h0, *w, nonlinearity, False), within_length)
-            else:
-                ys = layer_fn(layer_input, h0, *w, nonlinearity, reverse)
-            outs.append(ys)
-            finals.append(final_state(ys, reverse, lengths))
-        layer_input = torch.cat(outs, dim=-1) if directions == 2 else outs[0]
+        if bidirectional:
+            with beside() as block:  # first: it waits for this layer's input, not for the forward direction
+                backward_states, backward_final = direction(layer_input, layer, True)
+            forward_states, forward_final = direction(layer_input, layer, False)
+            block.join(backward_states, backward_final)
+            layer_input = torch.cat([forward_states, backward_states], dim=-1)
+            finals += [forward_final, backward_final]
+        else:
+            layer_input, final = direction(layer_input, layer, False)
+            finals.append(final)
         if dropout > 0 and layer < num_layers - 1:
             layer_input = F.dropout(layer_input, dropout, training=True)
     return layer_input, torch.stack(finals)
@@ -113,9 +130,9 @@ def stacked_forward(x: torch.Tensor, hx: torch.Tensor | None, weights: Mapping[s
 
 def rnn_forward(input: torch.Tensor | PackedSequence, hx: torch.Tensor | None, weights: Mapping[str, torch.Tensor], *,
                 layer_fn: LayerFn, num_layers: int = 1, nonlinearity: str = "tanh", bidirectional: bool = False,
-                batch_first: bool = False, dropout: float = 0.0):
+                batch_first: bool = False, dropout: float = 0.0, beside: Callable[[], Beside] = lambda: Beside(None)):
     """torch.nn.RNN's forward with layer_fn running one layer and direction (pass dropout > 0 only in
-    training).
+    training; beside: where a reverse direction runs, module docstring).
 
     input: [T, B, I] ([B, T, I] if batch_first), unbatched [T, I], or a PackedSequence;
     hx: [L*D, B, H] or None (in the caller's row order for a PackedSequence).
@@ -123,7 +140,7 @@ def rnn_forward(input: torch.Tensor | PackedSequence, hx: torch.Tensor | None, w
     for PackedSequence input.
     """
     stack = dict(layer_fn=layer_fn, num_layers=num_layers, nonlinearity=nonlinearity, bidirectional=bidirectional,
-                 dropout=dropout)
+                 dropout=dropout, beside=beside)
     if isinstance(input, PackedSequence):
         return _packed_forward(input, hx, weights, **stack)
     unbatched = input.dim() == 2

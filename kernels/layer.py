@@ -7,6 +7,8 @@ are read by nn.RNN's names, as attributes, so a torch.nn.utils.parametrize param
 Input is a tensor or a PackedSequence, as for nn.RNN (driver.py says how variable lengths run).
 Inputs are checked before anything is launched, with errors that name the argument.
 Under torch.autocast the layer runs in the autocast dtype, as nn.RNN does (see forward).
+On a GPU a bidirectional layer's two directions run at once on two streams where their kernels can share
+the GPU (streams.py).
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from torch.nn.utils.rnn import PackedSequence
 from .autograd import ElmanRecurrence
 from .dispatch import KERNEL_CHOICES, SUPPORTED_DTYPES, KernelPlan, plan_for
 from .driver import packed_batch_size, rnn_forward
+from .streams import Beside, side_stream
 
 
 class TritonRNN(torch.nn.RNN):
@@ -65,9 +68,11 @@ class TritonRNN(torch.nn.RNN):
         def layer(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, reverse):
             return ElmanRecurrence.apply(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, reverse, plan, self.checkpoint)
 
+        stream = side_stream(plan, features.device) if self.bidirectional else None  # for the reverse directions
         return rnn_forward(input, hx, weights, layer_fn=layer, num_layers=self.num_layers,
                            nonlinearity=self.nonlinearity, bidirectional=self.bidirectional,
-                           batch_first=self.batch_first, dropout=self.dropout if self.training else 0.0)
+                           batch_first=self.batch_first, dropout=self.dropout if self.training else 0.0,
+                           beside=lambda: Beside(stream))
 
     def _batch_size(self, input: torch.Tensor | PackedSequence) -> int:
         if isinstance(input, PackedSequence):

@@ -8,14 +8,11 @@ and the backward walks the segments from the last processed to the first. For ea
 states again: the forward kernel recomputes them from the kept entering state (XW from X first).
 
 That recomputation needs X, the weights and the kept state only, not the backward of the segment after it.
-So on a GPU `ahead` issues segment k+1's recomputation (in backward order) before segment k's backward, on a
-second CUDA stream: the forward kernel of one segment runs beside the backward kernel of the other. Both are
-persistent kernels of one program per batch row or tile, which leave most SMs idle, so a segment can take
-about the longer of the two instead of their sum (not yet timed: `bash .ci/gpu checkpoint`). Only for tiers
-whose programs never wait for one another (dispatch.Tier.overlaps): two launches of the split tier, whose
-grid barrier needs all of a launch's programs resident at once, could each hold SMs the other waits for.
-At most two segments' recomputed states are alive at once, as in order; on a CPU the same order runs on
-the one stream.
+So `ahead` issues segment k+1's recomputation (in backward order) before segment k's backward, on a GPU on a
+second stream (streams.py): the forward kernel of one segment runs beside the backward kernel of the other,
+and a segment can take about the longer of the two instead of their sum (not yet timed: `bash .ci/gpu
+streams`). At most two segments' recomputed states are alive at once; on a CPU the same order runs on the
+one stream.
 """
 from __future__ import annotations
 
@@ -24,18 +21,15 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-from .dispatch import TIERS, KernelPlan
-from .runtime import interpreting
+from .streams import Beside
 
 # The shortest segment. A segment costs the host about 13 launches (fp32, fma tier, counted on a CPU; tens of us
 # each on a GPU machine: the H200 host of 2026-11-26 took 2.35 ms for one forward+backward call of 23 launches),
 # while its steps cost the GPU about 0.9 us each at H = 128 (the race, results/race/20261127-h200): segments of
 # ceil(sqrt(T)) steps, 64 at T = 4096, would leave the GPU waiting for the host. 256 steps bring a segment's GPU
 # work near its host time and keep fewer states (T / S < sqrt(T)); one segment's transient tensors grow to S
-# steps. Set by that arithmetic, not timed: `bash .ci/gpu checkpoint` times it against the square root's.
+# steps. Set by that arithmetic, not timed: `bash .ci/gpu streams` times it against the square root's.
 SEGMENT_MIN_STEPS = 256
-# Whether a GPU recomputes the next segment on a second stream beside the current segment's backward (ahead).
-OVERLAP = True
 
 
 def segments(T: int, checkpoint: bool) -> list[tuple[int, int]]:
@@ -51,32 +45,19 @@ def checkpoint_steps(pieces: list[tuple[int, int]], reverse: bool) -> list[int]:
     return [stop for _, stop in pieces[:-1]] if reverse else [start - 1 for start, _ in pieces[1:]]
 
 
-def side_stream(plan: KernelPlan, device: torch.device) -> torch.cuda.Stream | None:
-    """The stream `ahead` recomputes on: a second CUDA stream where the plan's tier lets two launches share the
-    GPU; None (in order, on the current stream) elsewhere."""
-    if not OVERLAP or device.type != "cuda" or interpreting() or not TIERS[plan.tier].overlaps:
-        return None
-    return torch.cuda.Stream(device)  # from torch's pool: no stream is created per call
-
-
 def ahead(order: list[int], recompute: Callable[[int], torch.Tensor],
           stream: torch.cuda.Stream | None) -> Iterator[tuple[int, torch.Tensor]]:
     """(k, recompute(k)) for each segment k in order, ready on the current stream, each next segment's
-    recompute issued before the current one is yielded (on `stream`, beside what the caller issues for it)."""
-    main = None if stream is None else torch.cuda.current_stream(stream.device)
-    if stream is not None:
-        stream.wait_stream(main)  # what the caller computed so far (dy, the summed bias) is ready there
-
-    def issue(k: int) -> tuple[torch.Tensor, torch.cuda.Event | None]:
-        with torch.cuda.stream(stream):  # no-op for None
-            return recompute(k), None if stream is None else stream.record_event()
+    recompute issued before the current one is yielded (on `stream`, beside what the caller issues for it; after
+    what the caller issued before, so at most one segment runs ahead)."""
+    def issue(k: int) -> tuple[Beside, torch.Tensor]:
+        with Beside(stream) as block:
+            return block, recompute(k)
 
     pending = issue(order[0])
     for i, k in enumerate(order):
-        states, done = pending
+        block, states = pending
         if i + 1 < len(order):
             pending = issue(order[i + 1])
-        if done is not None:
-            main.wait_event(done)
-            states.record_stream(main)  # its memory is not reused by the side stream while the caller reads it
+        block.join(states)
         yield k, states

@@ -59,19 +59,6 @@ def test_each_next_segment_is_recomputed_before_the_current_one_is_handed_over()
     assert list(ahead([5], recompute_segment, stream=None))[0][0] == 5
 
 
-def test_a_second_stream_only_where_a_tier_can_share_the_gpu(monkeypatch):
-    from kernels.dispatch import TIERS, KernelPlan
-    assert {name for name, tier in TIERS.items() if tier.overlaps} == {"fma", "resident"}  # split: its grid barrier
-    cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert all(recompute.side_stream(KernelPlan(name, None), cpu) is None for name in TIERS)
-    monkeypatch.setattr(recompute, "interpreting", lambda: False)  # as on a GPU machine
-    monkeypatch.setattr(torch.cuda, "Stream", lambda device: ("stream", device))
-    assert {name: recompute.side_stream(KernelPlan(name, None), cuda) for name in TIERS} == {
-        "fma": ("stream", cuda), "resident": ("stream", cuda), "split": None, "stepwise": None}
-    monkeypatch.setattr(recompute, "OVERLAP", False)
-    assert recompute.side_stream(KernelPlan("fma", None), cuda) is None
-
-
 # T=10 and 17 give segments of 4 and 5 with a shorter last one; T=1 a single step.
 CASES = {
     "T17-h48-b5": dict(T=17, B=5, H=48),
