@@ -1,7 +1,7 @@
 """Times kernel variants side by side in one process on a GPU: what a short device lease can afford.
 
     python .ci/gpu_variants.py --out DIR [--seq-len 4096] [--hidden 128 256] [--batch 8 64] [--dtype bfloat16]
-                               [--variant current] [--device cpu]
+                               [--variant current] [--bidirectional] [--device cpu]
 
 For every (variant, dtype, H, B) it builds TritonRNN with nn.RNN's seeded weights, checks its
 forward against the float64 reference loop (relative error of the outputs), and times forward and
@@ -11,7 +11,8 @@ call returns, the GPU idle when it starts (median of HOST_CALLS). Where it nears
 --seq-len), the calls are host-bound; a split call waits for its kernels (barrier_status.py), so its host
 time includes them. A variant is a name and a context manager that switches
 a kernel default for the calls made inside it (VARIANTS). Writes DIR/variants.csv, and DIR/summary.txt with
-each variant's time per step as a ratio to today's form's on the same case, beside both errors.
+each variant's time per step as a ratio to today's form's on the same case, beside both errors. --bidirectional
+times bidirectional layers (both sides), whose directions may run at once on two streams (kernels/streams.py).
 `--device cpu` (with TRITON_INTERPRET=1, small --seq-len and --hidden) checks the script itself.
 """
 from __future__ import annotations
@@ -26,7 +27,19 @@ from pathlib import Path
 import torch
 import triton.testing
 
-from kernels import TritonRNN, activations, barrier_status, dispatch, dsmem, fma, layouts, prefetch, resident, split
+from kernels import (
+    TritonRNN,
+    activations,
+    barrier_status,
+    dispatch,
+    dsmem,
+    fma,
+    layouts,
+    prefetch,
+    resident,
+    split,
+    streams,
+)
 from kernels.reference import run_module
 from rnnbench import measure
 
@@ -174,6 +187,8 @@ VARIANTS = {  # name -> a context manager factory
     # streams outgrow L2, prefetch.prefetch_distance), and 16 steps ahead there
     "no-l2-prefetch": lambda: switched(prefetch, "L2_PREFETCH_STEPS", 0),
     "l2-prefetch-16": lambda: switched(prefetch, "L2_PREFETCH_STEPS", 16),
+    # Everything in order on one stream: a bidirectional layer's directions one after the other (--bidirectional)
+    "one-stream": lambda: switched(streams, "OVERLAP", False),
 }
 SMALL = [(dt, h, b) for dt in ("bfloat16",) for h in (128, 256) for b in (8, 64)]
 # bf16 at H = 128 by batch, at two --seq-len (1024: xw and y fit in L2 at every B; 4096: not from B = 32; .ci/gpu
@@ -222,10 +237,13 @@ SPLIT_CLUSTER_CASES = [(dt, h, b) for dt, h in (("bfloat16", 256), ("bfloat16", 
                                                ("float32", 256)) for b in (1, 8, 64)]
 # Where their state can be exchanged in distributed shared memory (16-bit, up to dispatch.SPLIT_DSMEM_MAX_BLOCK_H)
 SPLIT_DSMEM_CASES = [c for c in SPLIT_CLUSTER_CASES if c[0] != "float32" and c[1] <= dispatch.SPLIT_DSMEM_MAX_BLOCK_H]
+# Where two launches may share the GPU on two streams (the fma and resident tiers: streams.py)
+OVERLAPPING = [(dt, h, b) for dt in ("bfloat16", "float32") for h in (64, 128, 256) for b in (8, 64)]
 CASES = {
     "current": list(dict.fromkeys(RESIDENT_16BIT + SPLIT_16BIT + RESIDENT_BATCH + RESIDENT_L2 + FMA_L2 + FP32
                                   + FMA_16BIT + SPLIT_PROBES + SPLIT_CLUSTER_CASES + SPLIT_MANY_TILES + SPLIT_LOOPED
-                                  + SPLIT_WIDE_ONE_TILE + FP32_2048 + STEPWISE_16BIT + SPLIT_SUM + FMA_CHAINS)),
+                                  + SPLIT_WIDE_ONE_TILE + FP32_2048 + STEPWISE_16BIT + SPLIT_SUM + FMA_CHAINS
+                                  + OVERLAPPING)),
     "plain-io": SMALL,
     "acc-layout-io": SMALL,
     "product-to-io-layout": RESIDENT_16BIT + SPLIT_16BIT,
@@ -258,23 +276,26 @@ CASES = {
     "stepwise-32x32-tiles": [c for c in FP32_2048 if c[2] == 64],
     "no-l2-prefetch": RESIDENT_L2 + FMA_L2,
     "l2-prefetch-16": RESIDENT_L2,
+    "one-stream": OVERLAPPING,
 }
 
 
 HOST_CALLS = 20  # calls whose host time is taken, each starting with the GPU idle (measure.host_and_wall_ms)
 
 
-def time_case(variant: str, dtype: str, hidden: int, batch: int, seq_len: int, device: str) -> dict:
+def time_case(variant: str, dtype: str, hidden: int, batch: int, seq_len: int, device: str,
+              bidirectional: bool = False) -> dict:
     torch.manual_seed(0)
-    source = torch.nn.RNN(hidden, hidden, device=device)
+    source = torch.nn.RNN(hidden, hidden, device=device, bidirectional=bidirectional)
     x = torch.randn(seq_len, batch, hidden, device=device)
-    gy = torch.randn(seq_len, batch, hidden, device=device)
+    gy = torch.randn(seq_len, batch, hidden * (2 if bidirectional else 1), device=device)
     ref = run_module(source, x[:256], dtype=torch.float64)[0]
-    row = {"variant": variant, "dtype": dtype, "hidden": hidden, "batch": batch, "seq_len": seq_len}
+    row = {"variant": variant, "dtype": dtype, "hidden": hidden, "batch": batch, "seq_len": seq_len,
+           "bidirectional": bidirectional}
     for backend in ("triton", "cudnn-fp16"):
         run_dtype = torch.float16 if backend == "cudnn-fp16" else getattr(torch, dtype)
-        layer = (TritonRNN(hidden, hidden, device=device) if backend == "triton" else
-                 torch.nn.RNN(hidden, hidden, device=device))
+        layer = (TritonRNN(hidden, hidden, device=device, bidirectional=bidirectional) if backend == "triton" else
+                 torch.nn.RNN(hidden, hidden, device=device, bidirectional=bidirectional))
         layer.load_state_dict(source.state_dict())
         layer.to(run_dtype)
         xs, gys = x.to(run_dtype).requires_grad_(True), gy.to(run_dtype)
@@ -311,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dtype", nargs="+", help="only these dtypes (e.g. bfloat16)")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--variant", nargs="+", choices=list(VARIANTS), default=list(VARIANTS), help="only these")
+    parser.add_argument("--bidirectional", action="store_true", help="bidirectional layers")
     return parser
 
 
@@ -328,7 +350,7 @@ def main(argv=None) -> int:
     for variant in args.variant:
         for dtype, hidden, batch in selected_cases(variant, args):
             try:
-                rows.append(time_case(variant, dtype, hidden, batch, args.seq_len, args.device))
+                rows.append(time_case(variant, dtype, hidden, batch, args.seq_len, args.device, args.bidirectional))
             except Exception as err:  # one failing case must not lose the others
                 rows.append({"variant": variant, "dtype": dtype, "hidden": hidden, "batch": batch,
                              "error": f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"})

@@ -104,7 +104,7 @@ def collected(args: list[str]) -> list[str]:
 
 
 @pytest.mark.parametrize("stage", ["quick", "defaults", "wide", "clusters", "dsmem", "dsmem-quick", "stepwise",
-                                   "variants", "untimed", "checkpoint"])
+                                   "variants", "untimed", "streams"])
 def test_each_test_step_selects_tests_and_defaults_leaves_the_switched_off_forms_alone(stage):
     """A renamed test can fall out of a stage's -k filter, or into one: every test step selects some tests, and the
     defaults stage, which checks today's defaults, none of the forms that are off (clusters, DSMEM)."""
@@ -164,22 +164,25 @@ def test_the_quick_dsmem_stage_stresses_both_exchanges_at_h512_before_timing_the
     assert sum(limit for _, limit in listed) <= 210
 
 
-def test_the_checkpoint_stage_tests_then_times_checkpointing_against_keeping_every_state(tmp_path):
-    """`checkpoint`: the GPU tests of checkpointed BPTT in both tiers that recompute on a second stream, then runs of
-    triton against triton-checkpoint from scenarios the stage writes (valid ones), the default against the
-    recomputation in order and against the square root's segments, each switch one that exists."""
-    from kernels import recompute
+def test_the_streams_stage_tests_then_times_the_overlaps_and_checkpointing(tmp_path):
+    """`streams`: the GPU test of both overlaps in both tiers that use them, then bidirectional layers against the
+    same in order, and runs of triton against triton-checkpoint from scenarios the stage writes (valid ones): the
+    default, in order on one stream, and in the square root's segments, each switch one that exists."""
+    from kernels import recompute, streams
     from rnnbench.schema import load_scenario
-    ids = collected(steps_running("pytest", "checkpoint")["checkpoint-tests"])
-    assert sorted(i.split("[")[1] for i in ids if "long_sequence" in i) == ["fma]", "resident]"]
-    result = run(tmp_path, "--dry-run", "checkpoint")
+    ids = collected(steps_running("pytest", "streams")["streams-tests"])
+    assert sorted(i.split("[")[1] for i in ids) == ["fma]", "resident]"]
+    variants = load_gpu_variants()
+    bidirectional = variants.build_parser().parse_args(steps_running(".ci/gpu_variants.py", "streams")["bidirectional"])
+    assert bidirectional.bidirectional and bidirectional.variant == ["current", "one-stream"]
+    result = run(tmp_path, "--dry-run", "streams")
     assert sum(limit for _, _, limit in steps(result.stdout)) <= 570
-    with tarfile.open(tmp_path / "checkpoint.tar.gz") as pack:
+    with tarfile.open(tmp_path / "streams.tar.gz") as pack:
         pack.extractall(tmp_path / "pack", filter="data")
     for name, cases in (("checkpoint-gpu", 8), ("checkpoint-4096", 2)):
-        scenario = load_scenario(tmp_path / "pack" / "checkpoint" / f"{name}.yaml", "full")
+        scenario = load_scenario(tmp_path / "pack" / "streams" / f"{name}.yaml", "full")
         assert set(scenario.backends) == {"triton", "triton-checkpoint"} and len(scenario.cases) == cases
         assert scenario.modes == ("forward+backward",) and {"float32", "bfloat16"} == set(scenario.dtypes)
-    for switch in ("recompute.OVERLAP = False", "recompute.SEGMENT_MIN_STEPS = 1"):
-        assert switch in result.stdout
-        assert hasattr(recompute, switch.split(".")[1].split(" =")[0])
+    for module, switch in ((streams, "OVERLAP = False"), (recompute, "SEGMENT_MIN_STEPS = 1")):
+        assert f"{module.__name__.split('.')[-1]}.{switch}" in result.stdout
+        assert hasattr(module, switch.split(" =")[0])

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from kernels import activations, barrier_status, dispatch, dsmem, fma, layouts, prefetch, resident, split
+from kernels import activations, barrier_status, dispatch, dsmem, fma, layouts, prefetch, resident, split, streams
 
 from helpers import load_gpu_variants
 
@@ -22,8 +22,8 @@ def variants():
 
 def switches() -> dict:
     """Every module default the kernels read at launch: the upper-case names of activations, dispatch, fma, layouts,
-    prefetch, resident, split and barrier_status."""
-    modules = (activations, dispatch, fma, layouts, prefetch, resident, split, barrier_status)
+    prefetch, resident, split, barrier_status and streams."""
+    modules = (activations, dispatch, fma, layouts, prefetch, resident, split, barrier_status, streams)
     return {(module.__name__, name): value for module in modules for name, value in vars(module).items()
             if name.isupper()}
 
@@ -89,6 +89,17 @@ def test_a_run_writes_its_table(variants, tmp_path, device):
                           "--batch", "8", "--variant", "fp32-fma", "fp32-tf32x3"]) == 0
     rows = list(csv.DictReader(open(tmp_path / "variants.csv")))
     assert [(r["variant"], r["plan"].split("(")[0]) for r in rows] == [("fp32-fma", "fma"), ("fp32-tf32x3", "resident")]
+    assert all(float(r["triton_rel_err"]) < 1e-5 and not r.get("error") for r in rows)
+
+
+def test_a_bidirectional_run_times_bidirectional_layers(variants, tmp_path, device):
+    if device == "cuda":
+        pytest.skip("on a GPU the script times real sizes: .ci/gpu runs it")
+    assert variants.main(["--out", str(tmp_path), "--device", "cpu", "--seq-len", "2", "--hidden", "64", "--batch",
+                          "8", "--dtype", "float32", "--variant", "current", "one-stream", "--bidirectional"]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "variants.csv")))
+    assert [(r["variant"], r["bidirectional"], r["plan"].split("(")[0]) for r in rows] == [
+        ("current", "True", "fma"), ("one-stream", "True", "fma")]
     assert all(float(r["triton_rel_err"]) < 1e-5 and not r.get("error") for r in rows)
 
 
