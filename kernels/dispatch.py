@@ -292,7 +292,7 @@ class Tier:
     backward: Callable[..., tuple[torch.Tensor, torch.Tensor]]    # (y, dy, u, reverse, blocks, nonlinearity)
     kernels: tuple                                                # (forward, backward) @triton.jit functions
     launch_keywords: Callable[..., dict]                          # (blocks, nonlinearity, dtype, interpreted, backward)
-    # Whether two of its launches may run at once on two streams (recompute.py): its programs never wait for one
+    # Whether two of its launches may run at once on two streams (streams.py): its programs never wait for one
     # another. Not the split tier (its grid barrier needs every program of a launch resident) nor the step kernel
     # (its loop may be captured into a CUDA graph).
     overlaps: bool

@@ -25,7 +25,7 @@ class TritonRNN(torch.nn.RNN):
     """torch.nn.RNN's arguments, plus keyword-only
     kernel: 'auto' (dispatcher), 'fma', 'resident', 'split' or 'stepwise';
     checkpoint: True keeps only the hidden state entering each segment of max(ceil(sqrt(T)),
-    autograd.SEGMENT_MIN_STEPS) steps per layer and direction for the backward (fewer than sqrt(T); none
+    recompute.SEGMENT_MIN_STEPS) steps per layer and direction for the backward (fewer than sqrt(T); none
     for a sequence of one segment) and recomputes the others there (checkpointed BPTT, see autograd.py):
     less memory, one more forward recurrence per backward.
 
