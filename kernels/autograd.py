@@ -29,15 +29,16 @@ Both are the same loop: without checkpointing there is one segment whose states 
 weight gradients are the GEMMs' results as they are (fp32 inside the GEMMs, rounded once to the I/O
 dtype), with no fp32 buffers to add them into: five launches after the backward kernel (GradientOperands.products).
 On a GPU every launch costs host time on each call, which a short sequence does not hide: hence the
-segments' floor (recompute.py), and a checkpointed segment's 13 launches in fp32 (the GEMMs add into the sums
-themselves), 15 in 16-bit, U's layouts in the fma tier included (17 before: rnnbench profile counts them).
+segments' floor (recompute.py), and a checkpointed segment's 11 launches in the fma tier in fp32 (the GEMMs add
+into the sums themselves; U's layouts made once per backward), 13 in 16-bit (17 before: rnnbench profile counts
+them).
 """
 from __future__ import annotations
 
 import torch
 from torch.autograd.function import once_differentiable
 
-from .dispatch import KernelPlan, recurrence_backward, recurrence_forward
+from .dispatch import KernelPlan, recurrence_backward, recurrence_forward, recurrence_operand
 from .launch import accumulator_dtype
 from .recompute import ahead, checkpoint_steps, segments
 from .runtime import require_runtime
@@ -56,19 +57,21 @@ def input_projection(x: torch.Tensor, w_ih: torch.Tensor, bias: torch.Tensor | N
     return xw.view(*x.shape[:-1], w_ih.shape[0])
 
 
-def states(plan: KernelPlan, xw, h0, w_hh, nonlinearity: str, reverse: bool) -> torch.Tensor:
-    """The recurrence kernel's h_t for all t; an empty batch launches nothing."""
+def states(plan: KernelPlan, xw, h0, w_hh, nonlinearity: str, reverse: bool, operand=None) -> torch.Tensor:
+    """The recurrence kernel's h_t for all t (operand: dispatch.recurrence_operand's, if made); an empty batch
+    launches nothing."""
     if xw.shape[1] == 0:
         return torch.empty_like(xw)
-    return recurrence_forward(plan, xw, h0.contiguous(), w_hh, nonlinearity, reverse)
+    return recurrence_forward(plan, xw, h0.contiguous(), w_hh, nonlinearity, reverse, operand)
 
 
-def backprop(plan: KernelPlan, y, dy, w_hh, nonlinearity: str, reverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """The recurrence kernel's (dL/da_t for all t, dL/dh_0 in the accumulator dtype); an empty batch launches
-    nothing."""
+def backprop(plan: KernelPlan, y, dy, w_hh, nonlinearity: str, reverse: bool,
+             operand=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The recurrence kernel's (dL/da_t for all t, dL/dh_0 in the accumulator dtype; operand as in states); an
+    empty batch launches nothing."""
     if y.shape[1] == 0:
         return torch.empty_like(y), y.new_zeros(y.shape[1:], dtype=accumulator_dtype(y.dtype))
-    return recurrence_backward(plan, y, dy.contiguous(), w_hh, nonlinearity, reverse)
+    return recurrence_backward(plan, y, dy.contiguous(), w_hh, nonlinearity, reverse, operand)
 
 
 class ElmanRecurrence(torch.autograd.Function):
@@ -101,13 +104,15 @@ class ElmanRecurrence(torch.autograd.Function):
             (order[0], kept)]
         carry = None  # dL/dh of the state the later segment started from, in the accumulator dtype
         sums = None if len(pieces) == 1 else zero_sums(w_ih, w_hh, accumulator_dtype(dy.dtype))
+        # U as the backward launcher takes it, made once for every segment (the recomputation makes its own)
+        operand = recurrence_operand(ctx.plan, w_hh, backward=True) if len(pieces) > 1 else None
         for k, y in segment_states:
             start, stop = pieces[k]
             dy_seg = dy[start:stop]
             if carry is not None:  # into the segment's last processed step, rounded once
                 dy_seg = dy_seg.clone()
                 dy_seg[0 if ctx.reverse else -1].add_(carry)
-            da, carry = backprop(ctx.plan, y, dy_seg, w_hh, ctx.nonlinearity, ctx.reverse)
+            da, carry = backprop(ctx.plan, y, dy_seg, w_hh, ctx.nonlinearity, ctx.reverse, operand)
             share = GradientOperands(da, x[start:stop], entering[k], y, ctx.reverse)
             torch.mm(share.da_rows, w_ih, out=d_x[start:stop].view(-1, x.shape[-1]))  # dX = DA W_ih
             sums = share.products() if sums is None else share.add_into(sums)
@@ -120,12 +125,13 @@ class ElmanRecurrence(torch.autograd.Function):
 def recomputed(ctx, order: list[int], entering: list[torch.Tensor], x, w_ih, w_hh, b_ih, b_hh):
     """(k, segment k's states) for each segment k in order, each recomputed from the state entering it: XW by the
     input GEMM, then the forward kernel (on a GPU one segment ahead of the caller's backward: recompute.ahead)."""
-    bias = summed_bias(b_ih, b_hh)  # once for every segment
+    bias = summed_bias(b_ih, b_hh)  # once for every segment, as U's operand
+    operand = recurrence_operand(ctx.plan, w_hh, backward=False) if len(ctx.pieces) > 1 else None
 
     def recompute(k: int) -> torch.Tensor:
         start, stop = ctx.pieces[k]
         xw = input_projection(x[start:stop], w_ih, bias)
-        return states(ctx.plan, xw, entering[k], w_hh, ctx.nonlinearity, ctx.reverse)
+        return states(ctx.plan, xw, entering[k], w_hh, ctx.nonlinearity, ctx.reverse, operand)
     return ahead(order, recompute, side_stream(ctx.plan, x.device))
 
 

@@ -296,11 +296,14 @@ class Tier:
     # another. Not the split tier (its grid barrier needs every program of a launch resident) nor the step kernel
     # (its loop may be captured into a CUDA graph).
     overlaps: bool
+    # What its launchers take for U: (u, blocks, backward) -> a tensor. The fma tier's is a copy in its layout;
+    # the others take U itself.
+    operand: Callable[..., torch.Tensor] = lambda u, blocks, backward: u
 
 
 TIERS = {
     "fma": Tier(fma.fma_forward, fma.fma_backward, (fma.fma_forward_kernel, fma.fma_backward_kernel),
-                fma.launch_keywords, overlaps=True),
+                fma.launch_keywords, overlaps=True, operand=fma.operand),
     "resident": Tier(resident.resident_forward, resident.resident_backward,
                      (resident.resident_forward_kernel, resident.resident_backward_kernel), resident.launch_keywords,
                      overlaps=True),
@@ -541,13 +544,23 @@ def _split_plan(hidden_size, batch_size, dtype, block_h, sms, arch, device=None)
                                        f"tile(s) of {config.forward.BLOCK_B} per step")
 
 
+def recurrence_operand(plan: KernelPlan, u: torch.Tensor, backward: bool) -> torch.Tensor:
+    """U as the plan's forward (or backward) launcher takes it (Tier.operand): what recurrence_forward and
+    recurrence_backward take as `operand` where a caller launches several times with one U."""
+    return TIERS[plan.tier].operand(u, plan.config.backward if backward else plan.config.forward, backward)
+
+
 def recurrence_forward(plan: KernelPlan, xw: torch.Tensor, h0: torch.Tensor, u: torch.Tensor,
-                       nonlinearity: str, reverse: bool) -> torch.Tensor:
-    """h_t = act(xw_t + h_{t-1} U^T) for all t: [T, B, H] in xw's dtype."""
-    return TIERS[plan.tier].forward(xw, h0, u, reverse, plan.config.forward, nonlinearity)
+                       nonlinearity: str, reverse: bool, operand: torch.Tensor | None = None) -> torch.Tensor:
+    """h_t = act(xw_t + h_{t-1} U^T) for all t: [T, B, H] in xw's dtype (operand: recurrence_operand's, if made)."""
+    operand = recurrence_operand(plan, u, backward=False) if operand is None else operand
+    return TIERS[plan.tier].forward(xw, h0, operand, reverse, plan.config.forward, nonlinearity)
 
 
 def recurrence_backward(plan: KernelPlan, y: torch.Tensor, dy: torch.Tensor, u: torch.Tensor,
-                        nonlinearity: str, reverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """(dL/da_t for all t in y's dtype, dL/dh_0 in the accumulator dtype) from the stored h_t and their gradients dy."""
-    return TIERS[plan.tier].backward(y, dy, u, reverse, plan.config.backward, nonlinearity)
+                        nonlinearity: str, reverse: bool, operand: torch.Tensor | None = None
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(dL/da_t for all t in y's dtype, dL/dh_0 in the accumulator dtype) from the stored h_t and their gradients dy
+    (operand: recurrence_operand's, if made)."""
+    operand = recurrence_operand(plan, u, backward=True) if operand is None else operand
+    return TIERS[plan.tier].backward(y, dy, operand, reverse, plan.config.backward, nonlinearity)

@@ -257,26 +257,34 @@ def by_columns(m: torch.Tensor, block_h: int) -> torch.Tensor:
     return out.copy_(padded.view(block_h // 4, 4, block_h).permute(0, 2, 1))
 
 
-def fma_forward(xw: torch.Tensor, h0: torch.Tensor, u: torch.Tensor, reverse: bool, config: FmaBlocks,
+def operand(u: torch.Tensor, config: FmaBlocks, backward: bool) -> torch.Tensor:
+    """What the launchers take for U: U^T (forward) or U (backward) by_columns. A copy: a caller that launches
+    several times with one U (checkpointed BPTT's segments) makes it once."""
+    return by_columns(u if backward else u.t(), config.BLOCK_H)
+
+
+def fma_forward(xw: torch.Tensor, h0: torch.Tensor, ut_columns: torch.Tensor, reverse: bool, config: FmaBlocks,
                 nonlinearity: str) -> torch.Tensor:
-    """All hidden states [T, B, H] of one layer-direction in xw's dtype; xw, h0, u contiguous on one device."""
+    """All hidden states [T, B, H] of one layer-direction in xw's dtype; xw, h0 contiguous on one device, ut_columns
+    operand(u, config, backward=False)."""
     T, B, H = xw.shape
     y = torch.empty_like(xw)
     keywords = launch_keywords(config, nonlinearity, xw.dtype, interpreting(), backward=False)
     keywords["L2_PREFETCH_STEPS"] = prefetch_distance(keywords, (xw, y))
-    fma_forward_kernel[(B,)](xw, h0, by_columns(u.t(), config.BLOCK_H), y, T, B, H, T - 1 if reverse else 0,
-                             -1 if reverse else 1, **keywords)
+    fma_forward_kernel[(B,)](xw, h0, ut_columns, y, T, B, H, T - 1 if reverse else 0, -1 if reverse else 1,
+                             **keywords)
     return y
 
 
-def fma_backward(y: torch.Tensor, dy: torch.Tensor, u: torch.Tensor, reverse: bool, config: FmaBlocks,
+def fma_backward(y: torch.Tensor, dy: torch.Tensor, u_columns: torch.Tensor, reverse: bool, config: FmaBlocks,
                  nonlinearity: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(da [T, B, H] in y's dtype, dh0 [B, H] in fp32) for one layer-direction; inputs contiguous."""
+    """(da [T, B, H] in y's dtype, dh0 [B, H] in fp32) for one layer-direction; y, dy contiguous, u_columns
+    operand(u, config, backward=True)."""
     T, B, H = y.shape
     da = torch.empty_like(y)
     dh0 = torch.empty((B, H), dtype=accumulator_dtype(y.dtype), device=y.device)
     keywords = launch_keywords(config, nonlinearity, y.dtype, interpreting(), backward=True)
     keywords["L2_PREFETCH_STEPS"] = prefetch_distance(keywords, (y, dy, da))
-    fma_backward_kernel[(B,)](y, dy, by_columns(u, config.BLOCK_H), da, dh0, T, B, H, 0 if reverse else T - 1,
-                              1 if reverse else -1, **keywords)
+    fma_backward_kernel[(B,)](y, dy, u_columns, da, dh0, T, B, H, 0 if reverse else T - 1, 1 if reverse else -1,
+                              **keywords)
     return da, dh0

@@ -23,7 +23,7 @@ import torch
 
 from .streams import Beside
 
-# The shortest segment. A segment costs the host about 13 launches (fp32, fma tier, counted on a CPU; tens of us
+# The shortest segment. A segment costs the host about 11 launches (fp32, fma tier, counted on a CPU; tens of us
 # each on a GPU machine: the H200 host of 2026-11-26 took 2.35 ms for one forward+backward call of 23 launches),
 # while its steps cost the GPU about 0.9 us each at H = 128 (the race, results/race/20261127-h200): segments of
 # ceil(sqrt(T)) steps, 64 at T = 4096, would leave the GPU waiting for the host. 256 steps bring a segment's GPU

@@ -156,3 +156,24 @@ def test_checkpoint_saves_about_sqrt_t_states_instead_of_t(device, sqrt_segments
     assert full == T * state_bytes  # every h_t
     assert checkpointed == (len(segments(T, True)) - 1) * state_bytes  # the state entering each later segment
     assert checkpointed <= 2 * math.sqrt(T) * state_bytes
+
+
+def test_the_backward_lays_out_u_once_for_all_its_segments(device, monkeypatch, sqrt_segments):
+    """The fma tier takes U in its own layout, a copy: the checkpointed backward makes the recomputation's and its
+    own once (dispatch.recurrence_operand), not once per segment, and the gradients stay right."""
+    from kernels import fma
+    copies = []
+    lay_out = fma.by_columns
+    monkeypatch.setattr(fma, "by_columns", lambda m, block_h: copies.append(block_h) or lay_out(m, block_h))
+    torch.manual_seed(0)
+    layer = TritonRNN(6, 16, checkpoint=True, device=device)
+    x = torch.randn(17, 2, 6, device=device, requires_grad=True)
+    out, _ = layer(x)
+    assert layer.last_plans[0].tier == "fma" and copies == [16]  # the forward's
+    grads = torch.autograd.grad(out.sum(), [x, *layer.parameters()])
+    assert len(segments(17, True)) == 4 and copies == [16, 16, 16]  # then the recomputation's and the backward's
+    ref = reference_copy(layer)
+    ref_grads = torch.autograd.grad(ref(x.detach().cpu().double().requires_grad_(True))[0].sum(),
+                                    list(ref.parameters()))
+    for got, want in zip(grads[1:], ref_grads):
+        assert rel_err(got.cpu(), want) < 4 * TOLERANCE[torch.float32]
