@@ -22,12 +22,13 @@ padded batch [T = L_0, B, I]; no layer function sees the lengths:
 Padded steps come after every valid step of their row in both directions, so they never reach a
 valid state; they are dropped when the output is packed, hence receive no gradient either.
 
-A bidirectional layer's directions share no data: the reverse one is issued first inside `beside` (the Triton
-layer's: a second CUDA stream where its kernels may share the GPU, streams.py), then the forward one, so that
-both can run at once; with the default, in order.
+A bidirectional layer's directions share no data: given `beside` (the Triton layer's, where a second CUDA
+stream can run its kernels: streams.py), the reverse one is issued first inside it, then the forward one, so
+that both can run at once; without, in order, with nothing around them (torch.compile traces this).
 """
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
 
 import torch
@@ -91,7 +92,7 @@ def final_state(ys: torch.Tensor, reverse: bool, lengths: torch.Tensor | None) -
 def stacked_forward(x: torch.Tensor, hx: torch.Tensor | None, weights: Mapping[str, torch.Tensor], *,
                     layer_fn: LayerFn, num_layers: int, nonlinearity: str, bidirectional: bool, dropout: float,
                     lengths: torch.Tensor | None = None,
-                    beside: Callable[[], Beside] = lambda: Beside(None)) -> tuple[torch.Tensor, torch.Tensor]:
+                    beside: Callable[[], Beside] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Every layer and direction over time-major x [T, B, I] -> (output [T, B, D*H], h_n [L*D, B, H]);
     lengths [B]: row b holds L_b valid steps, the rest is padding; beside: where a reverse direction runs
     (module docstring)."""
@@ -114,10 +115,12 @@ def stacked_forward(x: torch.Tensor, hx: torch.Tensor | None, weights: Mapping[s
     layer_input, finals = x, []
     for layer in range(num_layers):
         if bidirectional:
-            with beside() as block:  # first: it waits for this layer's input, not for the forward direction
+            block = contextlib.nullcontext() if beside is None else beside()
+            with block:  # first: the side stream waits for this layer's input, not for the forward direction
                 backward_states, backward_final = direction(layer_input, layer, True)
             forward_states, forward_final = direction(layer_input, layer, False)
-            block.join(backward_states, backward_final)
+            if beside is not None:
+                block.join(backward_states, backward_final)
             layer_input = torch.cat([forward_states, backward_states], dim=-1)
             finals += [forward_final, backward_final]
         else:
@@ -130,7 +133,7 @@ def stacked_forward(x: torch.Tensor, hx: torch.Tensor | None, weights: Mapping[s
 
 def rnn_forward(input: torch.Tensor | PackedSequence, hx: torch.Tensor | None, weights: Mapping[str, torch.Tensor], *,
                 layer_fn: LayerFn, num_layers: int = 1, nonlinearity: str = "tanh", bidirectional: bool = False,
-                batch_first: bool = False, dropout: float = 0.0, beside: Callable[[], Beside] = lambda: Beside(None)):
+                batch_first: bool = False, dropout: float = 0.0, beside: Callable[[], Beside] | None = None):
     """torch.nn.RNN's forward with layer_fn running one layer and direction (pass dropout > 0 only in
     training; beside: where a reverse direction runs, module docstring).
 

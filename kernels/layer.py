@@ -72,7 +72,7 @@ class TritonRNN(torch.nn.RNN):
         return rnn_forward(input, hx, weights, layer_fn=layer, num_layers=self.num_layers,
                            nonlinearity=self.nonlinearity, bidirectional=self.bidirectional,
                            batch_first=self.batch_first, dropout=self.dropout if self.training else 0.0,
-                           beside=lambda: Beside(stream))
+                           beside=None if stream is None else lambda: Beside(stream))
 
     def _batch_size(self, input: torch.Tensor | PackedSequence) -> int:
         if isinstance(input, PackedSequence):

@@ -51,13 +51,13 @@ class Beside:
     def __enter__(self) -> Beside:
         if self.stream is not None:
             self.stream.wait_stream(self.current)
-        self.context = torch.cuda.stream(self.stream)  # a no-op for None
-        self.context.__enter__()
+            self.context = torch.cuda.stream(self.stream)
+            self.context.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
-        self.context.__exit__(*exc)
         if self.stream is not None:
+            self.context.__exit__(*exc)
             self.done = self.stream.record_event()
 
     def join(self, *tensors: torch.Tensor) -> None:

@@ -1,13 +1,15 @@
 """kernels/streams.py: which launches go to a second CUDA stream, and that the code around it keeps its order and
 results where there is none (a CPU, the interpreter). That the streams' overlap is right on a GPU is
 tests/test_gpu.py's (bidirectional and checkpointed runs against the same runs in order on one stream)."""
+import functools
+
 import pytest
 import torch
 
 from kernels import streams
 from kernels.dispatch import TIERS, KernelPlan
 from kernels.driver import rnn_forward
-from kernels.reference import elman_layer
+from kernels.reference import elman_layer, reference_forward
 from kernels.streams import Beside, side_stream
 
 from helpers import rel_err
@@ -67,3 +69,16 @@ def test_a_bidirectional_layer_issues_its_reverse_direction_first_beside_the_for
     assert log == ["enter", "reverse", "exit", "forward", ("join", 2)] * num_layers
     ref_out, ref_h_n = rnn(x)
     assert rel_err(out, ref_out) < 1e-12 and rel_err(h_n, ref_h_n) < 1e-12
+
+
+def test_without_a_second_stream_the_driver_stays_traceable_by_torch_compile():
+    """rnnbench's compile backend compiles the reference loop through this driver: with no `beside` nothing wraps
+    the directions (a context around them once broke Dynamo's tracing of a bidirectional layer)."""
+    torch.manual_seed(0)
+    rnn = torch.nn.RNN(4, 6, num_layers=2, bidirectional=True)
+    x = torch.randn(5, 2, 4)
+    compiled = torch.compile(functools.partial(reference_forward, num_layers=2, nonlinearity="tanh",
+                                               bidirectional=True), dynamic=False, backend="eager")
+    out, h_n = compiled(x, None, dict(rnn.named_parameters()))
+    ref_out, ref_h_n = rnn(x)
+    assert rel_err(out.detach(), ref_out.detach()) < 1e-6 and rel_err(h_n.detach(), ref_h_n.detach()) < 1e-6
