@@ -104,8 +104,7 @@ class ElmanRecurrence(torch.autograd.Function):
             (order[0], kept)]
         carry = None  # dL/dh of the state the later segment started from, in the accumulator dtype
         sums = None if len(pieces) == 1 else zero_sums(w_ih, w_hh, accumulator_dtype(dy.dtype))
-        # U as the backward launcher takes it, made once for every segment (the recomputation makes its own)
-        operand = recurrence_operand(ctx.plan, w_hh, backward=True) if len(pieces) > 1 else None
+        operand = recurrence_operand(ctx.plan, w_hh, backward=True)  # U as the backward launcher takes it: once
         for k, y in segment_states:
             start, stop = pieces[k]
             dy_seg = dy[start:stop]
@@ -125,8 +124,8 @@ class ElmanRecurrence(torch.autograd.Function):
 def recomputed(ctx, order: list[int], entering: list[torch.Tensor], x, w_ih, w_hh, b_ih, b_hh):
     """(k, segment k's states) for each segment k in order, each recomputed from the state entering it: XW by the
     input GEMM, then the forward kernel (on a GPU one segment ahead of the caller's backward: recompute.ahead)."""
-    bias = summed_bias(b_ih, b_hh)  # once for every segment, as U's operand
-    operand = recurrence_operand(ctx.plan, w_hh, backward=False) if len(ctx.pieces) > 1 else None
+    bias = summed_bias(b_ih, b_hh)  # both once for every segment
+    operand = recurrence_operand(ctx.plan, w_hh, backward=False)
 
     def recompute(k: int) -> torch.Tensor:
         start, stop = ctx.pieces[k]
