@@ -30,8 +30,8 @@ weight gradients are the GEMMs' results as they are (fp32 inside the GEMMs, roun
 dtype), with no fp32 buffers to add them into: five launches after the backward kernel (GradientOperands.products).
 On a GPU every launch costs host time on each call, which a short sequence does not hide: hence the
 segments' floor (recompute.py), and a checkpointed segment's 11 launches in the fma tier in fp32 (the GEMMs add
-into the sums themselves; U's layouts made once per backward), 13 in 16-bit (17 before: rnnbench profile counts
-them).
+into the sums themselves; U's layouts made once per backward; 17 before), about 15 in bf16 (rnnbench profile's
+count on a CPU, where an fp32 sum's add of a bf16 share counts a conversion too).
 """
 from __future__ import annotations
 
