@@ -336,8 +336,18 @@ def padded_hidden(hidden_size: int) -> int:
     return max(16, next_power_of_2(hidden_size))
 
 
-def _limit(configs: dict, dtype: torch.dtype) -> int:
-    return max((bh for (dt, bh) in configs if dt == dtype), default=0)
+def served_sizes(block_hs, dtype: torch.dtype) -> str:
+    """The hidden sizes a tier with configurations for these BLOCK_H serves in dtype, as a refusal says it: each
+    BLOCK_H serves the sizes above the next power of two down (padded_block_h), 16 all from 1."""
+    ranges = []
+    for bh in sorted(block_hs):
+        low = 1 if bh == 16 else bh // 2 + 1
+        if ranges and ranges[-1][1] + 1 == low:
+            ranges[-1][1] = bh
+        else:
+            ranges.append([low, bh])
+    sizes = ", ".join(f"{lo}-{hi}" for lo, hi in ranges)
+    return f"hidden sizes {sizes} in {dtype}" if ranges else f"no hidden size in {dtype}"
 
 
 def resident_served(dtype: torch.dtype, block_h: int, arch: int = PLANNING_ARCH) -> bool:
@@ -401,8 +411,7 @@ def _stepwise_plan(hidden_size, batch_size, dtype, device, reason: str) -> Kerne
 def _fma_plan(hidden_size, batch_size, dtype, block_h, sms, arch) -> KernelPlan | str:
     """The FMA plan, or why there is none."""
     if (dtype, block_h) not in FMA_CONFIGS:
-        served = sorted(bh for dt, bh in FMA_CONFIGS if dt == dtype)
-        return f"no FMA configuration for hidden_size {hidden_size} in {dtype} (BLOCK_H it serves: {served})"
+        return f"serves {served_sizes((bh for dt, bh in FMA_CONFIGS if dt == dtype), dtype)}, not {hidden_size}"
     if batch_size > FMA_MAX_ROWS_PER_SM * sms:
         return f"batch {batch_size} exceeds {FMA_MAX_ROWS_PER_SM} row(s) per SM on {sms} SMs (one program per row)"
     size_kib = block_h * block_h * fma.HELD_DTYPE.itemsize / 1024
@@ -428,8 +437,8 @@ def _clusters_instead(hidden_size, batch_size, dtype, block_h, sms, arch, device
 def _resident_plan(hidden_size, batch_size, dtype, block_h, sms, arch) -> KernelPlan | str:
     """The resident plan, or why there is none."""
     if not resident_served(dtype, block_h, arch):
-        return (f"hidden_size {hidden_size} exceeds the resident tier's limit of {resident_limit(dtype, arch)} for "
-                f"{dtype} on sm_{arch}")
+        block_hs = (bh for dt, bh in RESIDENT_CONFIGS if dt == dtype and resident_served(dt, bh, arch))
+        return f"serves {served_sizes(block_hs, dtype)} on sm_{arch}, not {hidden_size}"
     config = RESIDENT_CONFIGS[(dtype, block_h)]
     size_kib = block_h * block_h * dtype.itemsize / 1024
     return KernelPlan("resident", config, f"U ({block_h}x{block_h} {dtype}, {size_kib:.0f} KiB) stays in the "
@@ -528,7 +537,7 @@ def _one_tile_each(blocks: SplitBlocks, hidden_size: int, batch_size: int, sms: 
 def _split_plan(hidden_size, batch_size, dtype, block_h, sms, arch, device=None) -> KernelPlan | str:
     """The split-H plan, or why there is none."""
     if (dtype, block_h) not in SPLIT_CONFIGS:
-        return f"no split configuration for hidden_size {hidden_size} in {dtype} (limit {_limit(SPLIT_CONFIGS, dtype)})"
+        return f"serves {served_sizes((bh for dt, bh in SPLIT_CONFIGS if dt == dtype), dtype)}, not {hidden_size}"
     config = split_config(dtype, block_h, hidden_size, batch_size, sms, arch, device)
     slices = split.split_slices(hidden_size, config.forward)
     if slices > sms:

@@ -21,6 +21,7 @@ from kernels.dispatch import (
     _resident_plan,
     _split_plan,
     resident_limit,
+    served_sizes,
 )
 from kernels.launch import LaunchConfig
 from kernels.resident import ResidentBlocks
@@ -77,16 +78,32 @@ def test_bad_construction_is_refused(kwargs, exc, pattern):
         TritonRNN(args.pop("input_size"), args.pop("hidden_size"), **args)
 
 
-def test_resident_request_beyond_limit_is_refused():
-    with pytest.raises(ValueError, match="resident tier's limit of 128"):
+def test_a_tier_asked_for_a_size_it_does_not_serve_names_the_sizes_it_serves():
+    refusal = (r"kernel='resident' cannot serve this layer \(resident: serves hidden sizes 1-128 in torch.float32 on "
+               r"sm_90, not 200\); use kernel='auto' or 'stepwise'")
+    with pytest.raises(ValueError, match=refusal):
         plan_for(200, 4, torch.float32, kernel="resident")
+    with pytest.raises(ValueError, match=r"\(split: serves hidden sizes 129-2048 in torch.float16, not 17\)"):
+        plan_for(17, 4, torch.float16, kernel="split")
+    with pytest.raises(ValueError, match=r"\(split: serves hidden sizes 65-2048 in torch.float32, not 4096\)"):
+        plan_for(4096, 4, torch.float32, kernel="split")
+    with pytest.raises(ValueError, match=r"\(split: serves no hidden size in torch.float64, not 16\)"):
+        plan_for(16, 4, torch.float64, kernel="split")
+
+
+def test_served_sizes_joins_the_ranges_of_consecutive_block_sizes():
+    assert served_sizes([16, 32, 64], torch.float32) == "hidden sizes 1-64 in torch.float32"
+    assert served_sizes([512, 128, 256], torch.bfloat16) == "hidden sizes 65-512 in torch.bfloat16"
+    assert served_sizes([16, 128, 256], torch.float16) == "hidden sizes 1-16, 65-256 in torch.float16"
+    assert served_sizes([], torch.float64) == "no hidden size in torch.float64"
 
 
 def test_resident_configurations_that_need_hopper_go_to_the_split_tier_on_sm80():
     """fp32 at H=128 spills in the resident backward on sm_80 (compile audit): there it takes the split tier."""
     assert resident_limit(torch.float32, arch=90) == 128 and resident_limit(torch.float32, arch=80) == 64
     assert resident_limit(torch.bfloat16, arch=80) == 256
-    assert "limit of 64" in _resident_plan(128, 4, torch.float32, 128, 108, 80)
+    assert "serves hidden sizes 1-64 in torch.float32 on sm_80, not 128" in _resident_plan(128, 4, torch.float32, 128,
+                                                                                         108, 80)
     split = _split_plan(128, 4, torch.float32, 128, 108, 80)
     assert split.tier == "split" and split.config.forward.BLOCK_H == 128
 
@@ -145,10 +162,10 @@ def test_fma_tier_serves_fp32_up_to_256_and_16_bit_at_128_with_a_batch_row_per_s
         assert plan.name == "fma(BLOCK_H=128,num_warps=4)" and "128x128 in torch.float32, 64 KiB" in plan.reason
         assert plan_for(100, PLANNING_SM_COUNT + 1, dtype).tier == "resident"
         assert [plan_for(h, 8, dtype).tier for h in (64, 129)] == ["resident"] * 2
-        with pytest.raises(ValueError, match=r"kernel='fma' cannot serve .* \(BLOCK_H it serves: \[128\]\)"):
+        with pytest.raises(ValueError, match=r"\(fma: serves hidden sizes 65-128 in torch.b?float16, not 32\)"):
             plan_for(32, 8, dtype, kernel="fma")
     assert plan_for(32, 8, torch.float64).tier == "resident"
-    with pytest.raises(ValueError, match=r"kernel='fma' cannot serve .* \(BLOCK_H it serves: \[\]\)"):
+    with pytest.raises(ValueError, match=r"\(fma: serves no hidden size in torch.float64, not 32\)"):
         plan_for(32, 8, torch.float64, kernel="fma")
 
 
