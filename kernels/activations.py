@@ -13,7 +13,9 @@ tanh has three forms, a forward kernel's TANH_FORM (launch.tanh_form picks it):
   and two multiplies each on the step's serial chain). Flushing a denormal changes nothing here: e
   underflows only where tanh is 1 in fp32, and 1 + e lies in [1, 2]. fp32 on a GPU (FTZ_TANH_ON):
   compile audit, sm_90, the fma forward at H = 128 takes 275 stall cycles per step against 330 and
-  7 fewer instructions (audit.stall_cycles); not yet timed (.ci/gpu fma-chains, variant portable-tanh).
+  7 fewer instructions (audit.stall_cycles). On an H200 (fma tier, H = 64-256, B = 8 and 64, T = 4096)
+  the portable form took 1-8% more time per step forward, 1-3% forward+backward
+  (results/variants/20261127-h200-untimed/fma_chains.csv).
 - APPROX_TANH: the hardware's tanh.approx.f32, one MUFU instruction (max error about 2^-11, below
   the rounding of a 16-bit output), for bf16/fp16 I/O on a GPU.
 Inline PTX does not run in the interpreter, which therefore always takes the portable form.

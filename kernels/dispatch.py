@@ -60,9 +60,10 @@ def _fma(block_h: int, warps: int) -> LaunchConfig[FmaBlocks]:
 # (compile audit; sm_90 time-loop instructions per step, forward: 82 at BLOCK_H = 32, 121 at 64, 201 at 128, 407 at
 # 256). On an H200 (fma.py) fp32 took 1.4-3.8x less time per step than the resident tier's 3xTF32, and at
 # BLOCK_H = 128 less than the resident tier's bf16 (0.353 against 0.401 us forward at B = 8, 0.524 against 0.632 at
-# B = 64), so 16-bit I/O comes here at 128 (not yet timed in 16-bit: .ci/gpu_variants.py resident-128 times the
-# resident tier beside it); at 64 and 256 the resident tier's bf16 was faster (0.270 against 0.315, 0.934 against
-# 1.462 at B = 8).
+# B = 64), so 16-bit I/O comes here at 128: timed since in bf16 and fp16, the resident tier took 1.31-1.38x this tier's
+# time forward and 1.04-1.41x forward+backward at B = 8 and 64
+# (results/variants/20261127-h200-untimed/fma_16bit.csv); at 64 and 256 the resident tier's bf16 was faster (0.270
+# against 0.315, 0.934 against 1.462 at B = 8).
 _FMA_WARPS = {16: 1, 32: 1, 64: 2, 128: 4, 256: 8}
 FMA_CONFIGS: dict[tuple[torch.dtype, int], LaunchConfig[FmaBlocks]] = {
     **{(torch.float32, bh): _fma(bh, w) for bh, w in _FMA_WARPS.items()},
@@ -172,8 +173,9 @@ SPLIT_LOOPED_CONFIGS: dict[tuple[torch.dtype, int], LaunchConfig[SplitBlocks]] =
 # and 9 for 8), stall 1500/1510 (1276/1235), 242/246 registers; its one-tile form at B = 17..32 363/375 instructions and
 # 1212/1257 stall cycles a step where two 8-row tiles take 962/996 and 2552/2470; H = 512, 443/475 and 1125/1101
 # (321/348 and 902/912); no spills, in either activation and 16-bit dtype. sm_80 keeps 8 rows: H = 2048's two stages of
-# 16-row state take 192 KiB of shared memory (an A100 has 163). Not yet timed (.ci/gpu_variants.py
-# split-looped-8-row-tiles).
+# 16-row state take 192 KiB of shared memory (an A100 has 163). On an H200 (bf16 H = 2048, B = 32, 64, 256, T = 1024)
+# 8-row tiles took 1.09-1.14x these tiles' time forward, 1.07-1.14x forward+backward
+# (results/variants/20261127-h200-untimed/split_looped.csv).
 SPLIT_LOOPED_BLOCK_B = 16
 SPLIT_LOOPED_BLOCK_B_MIN_ARCH = 90
 # The BLOCK_H whose SPLIT_LOOPED_CONFIGS form also serves batches of one tile per program, in its one-tile form, tried
@@ -270,7 +272,9 @@ SPLIT_TALL_TILE_ELEMENTS = 8 * 2048
 # compute capability on: sm_80's ptxas spills with it (8 bytes in the forward at H = 128, 16 in the backward at
 # 1024). Compile audit, sm_90, forward/backward, against tl.sum: no conflicts where there were 448-1920 wavefronts
 # a step, 10 or 8 CTA barriers instead of 11-13, 7-19% fewer instructions (H = 1024: 627/629 against 696/683), no
-# spills; stall cycles 12-35% fewer but in the forward at H = 512 (2177 against 1622). Not yet timed.
+# spills; stall cycles 12-35% fewer but in the forward at H = 512 (2177 against 1622). On an H200, fp32 H = 1024, B = 64
+# (four 8-row tiles a program): tl.sum took 1.38x the time forward, 1.27x forward+backward
+# (results/variants/20261127-h200-untimed/split_sum.csv).
 SPLIT_PIPELINED_FP32_SUM_MIN_ARCH = 90
 # The step kernel's configuration; float64 takes thinner K slices (32 and 128 spill on sm_90 at 16 columns).
 STEPWISE_CONFIGS = {torch.float64: LaunchConfig(StepwiseBlocks(BLOCK_K=16), StepwiseBlocks(BLOCK_K=16))}

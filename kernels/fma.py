@@ -21,7 +21,10 @@ memory, audit.stall_cycles) against 485/442 with each chain a run of consecutive
 issued back to back, each waiting out the last (Nsight Compute on the H200 counted 470 such cycles per step in
 that forward, of its 746); at 256, 694/659 against 985/1044; 11-45% fewer from BLOCK_H = 32 on. On sm_80, whose
 ptxas schedules the runs better, it saves 19-25% at 256 and in the backward at 128, but costs 3-12% at 32 and 64
-and 4% in the forward at 128. Not yet timed: `bash .ci/gpu fma-chains`. The new state then reaches every
+and 4% in the forward at 128. On an H200 (T = 4096, fp32 H = 64-256 and bf16 128, B = 8 and 64) runs took 0.99-1.20x
+the interleaved chains' time forward and 0.80-1.62x forward+backward: faster only in fp32 at H = 128, B = 8's
+forward+backward (0.80 against 1.00 us per step; at B = 64 0.99 against 0.93), where the backward alone seems to
+prefer runs (one lease; results/variants/20261127-h200-untimed/fma_chains.csv). The new state then reaches every
 thread through shared memory: one store, one barrier, and BLOCK_H / 4 loads of 16 bytes, each at one address
 for the whole warp (a broadcast); a second barrier lets the next step's store reuse the buffer.
 
@@ -67,7 +70,9 @@ against cuDNN fp32's own FMA kernel 1.27-1.55x forward+backward, 0.89-1.26x forw
 that beat even the resident tier's bf16 kernel on tensor cores (0.401/0.888 at B = 8, 0.632/1.369
 at B = 64), so 16-bit I/O at BLOCK_H = 128 comes here too (dispatch.FMA_CONFIGS): the kernels load
 and store 16-bit tiles, carry the state and hold U in fp32 (U's 16-bit values are exact there), and
-the forward takes the hardware's tanh. In 16-bit this tier is not yet timed.
+the forward takes the hardware's tanh. Timed since in bf16 and fp16 alike: 0.30/0.87 us per step at B = 8,
+0.39/0.75 at B = 64, where the resident tier took 0.40/0.90 and 0.54/1.05
+(results/variants/20261127-h200-untimed/fma_16bit.csv).
 
 Where a launch's streams outgrow L2, each program asks L2 for its row of the input 4 steps ahead, as the
 resident tier does (prefetch.py; there timed 6-21% faster at B = 64, and in this tier fp32's step at

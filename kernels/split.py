@@ -126,7 +126,9 @@ INPUTS_AHEAD = True
 # no spills (on sm_80 fp32's pipelined tile loop keeps tl.sum: SplitBlocks.IN_THREAD_SUM). The FMA product likewise
 # (fma_slice_product), fp32 at H = 2048, one tile, forward/backward: no conflicts where there were 3072 wavefronts a
 # step (2530 wavefronts in all instead of 7074), 30 CTA barriers instead of 48/50, 838/848 instructions instead of
-# 1289/1315, at 16 warps' limit of 128 registers, no spills. Not yet timed (.ci/gpu split-sum).
+# 1289/1315, at 16 warps' limit of 128 registers, no spills. On an H200 (T = 1024, bf16 and fp32, H = 1024 and 2048,
+# B = 8 and 64) tl.sum took 1.18-1.94x this form's time forward, 1.19-1.83x forward+backward
+# (results/variants/20261127-h200-untimed/split_sum.csv).
 IN_THREAD_SUM = True
 # Consecutive k each thread holds in a run of the FMA product's slice (fma_slice joins that many loads)
 FMA_RUN = tl.constexpr(4)
@@ -136,8 +138,9 @@ FMA_RUN = tl.constexpr(4)
 # shared-memory wavefronts instead of 2530, 14 CTA barriers instead of 30, 791/789 instructions instead of 838/848,
 # no spills; the pipelined tile loop 843/845 instead of 891/894 and 15 barriers instead of 31. Its cost: a row takes 16
 # registers in flight where the coalesced load took 4, so only the next pair's first row is loaded ahead (both
-# spilled), and the second row's L2 latency falls in its pair's product. Off until a GPU says it is right and faster
-# (inline PTX: never run in the interpreter; .ci/gpu untimed, variant split-state-in-runs).
+# spilled), and the second row's L2 latency falls in its pair's product. Off: on an H200 it took 0.99-1.05x today's
+# time (fp32 H = 2048, B = 8 and 64, T = 1024; results/variants/20261127-h200-untimed/split_sum.csv), and its GPU
+# test at B = 64 had not ended when its step's time ran out (inline PTX: never run in the interpreter).
 STATE_IN_RUNS = False
 # What a step does (the kernels' WORK): all of it, or less, so that `rnnbench exchange` can time the rest alone
 FULL_STEP = tl.constexpr("full")
@@ -283,8 +286,8 @@ def fma_slice_product(m, state_ptr, tile, B, H, BLOCK_N: tl.constexpr, BLOCK_B: 
     """slice_product by FMA, for the slice m held as [BLOCK_H, BLOCK_N] (load_pinned_slice with FMA): a pair of
     batch rows at a time, sum_k m[k, n] v[k] for each, each thread summing its k rows in registers before the lanes'
     and warps' sums meet. Each pair's rows are loaded while the pair before is summed (with STATE_IN_RUNS the first
-    of them: rows_ahead): the barriers keep the compiler from moving the loads up itself, and each load waits on L2
-    (not yet timed). With IN_THREAD_SUM each pair's lanes' sums are spread over those lanes and the warps' parts of
+    of them: rows_ahead): the barriers keep the compiler from moving the loads up itself, and each load waits on L2.
+    With IN_THREAD_SUM each pair's lanes' sums are spread over those lanes and the warps' parts of
     every row summed once a tile, in each thread (rows_by_warp; compile audit, sm_90, forward at H = 2048: no bank
     conflicts where there were 3072 wavefronts a step, 30 CTA barriers instead of 48, 838 instructions instead of
     1289; at 128 registers, the form whose pairs are joined one after another: joined at once, or a row at a time, a
