@@ -12,6 +12,9 @@ H a multiple of 16), and reports:
 - persistent kernels (fma, resident and split), whose speed is set by what each time step does:
   - U hoisted: U, or the program's slice of it, is loaded from global memory before the time loop
     and never inside it (TTGIR: its loads come before the first scf.for);
+  - t i64: every step's offset t * B * H into the [T, B, H] tensors is a 64-bit product, so that T * B * H
+    may pass 2^31 elements (kernels/offsets.py, on the TTIR; "NO" where one is computed in 32 bits or none
+    was found);
   - U in: where U lives during the loop, "registers" or "shared" (TTGIR: "shared" when an op in the
     time loop reads a shared-memory buffer allocated before the loop and never written in it), or
     "regs+L1" for the fma tier at BLOCK_H = 256, which holds half of U in registers and reads the other
@@ -84,6 +87,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 
 from .banks import shared_accesses
+from .offsets import time_offset_problems
 
 SHARED_LIMIT = {80: 166912, 90: 232448}  # max dynamic shared memory per block: A100, H100
 SM_COUNT = {80: 108, 90: 132}  # A100, H100 SXM: bounds which split configurations the dispatcher can pick
@@ -111,6 +115,7 @@ class AuditRow:
     shared: int = -1
     shared_limit: int = 0
     u_hoisted: str = "n/a"       # "yes" / "NO" for persistent kernels
+    offsets_i64: str = "n/a"     # "yes" / "NO" for persistent kernels: each step's offset t*B*H an i64 product
     u_in: str = "n/a"            # "registers" / "shared" for persistent kernels
     smem_per_step: int = -1      # shared-memory bytes read per time step (persistent kernels)
     h_allowance: int = 0         # of which reading h may take (see h_allowance)
@@ -145,7 +150,7 @@ class AuditRow:
     def status(self) -> str:
         """'ok' or 'FAIL'."""
         failed = (self.error or self.spill_bytes != 0 or self.shared > self.shared_limit or self.u_re_read
-                  or "NO" in (self.u_hoisted, self.barrier_atomics) or self.u_in == "shared")
+                  or "NO" in (self.u_hoisted, self.offsets_i64, self.barrier_atomics) or self.u_in == "shared")
         return "FAIL" if failed else "ok"
 
 
@@ -292,6 +297,13 @@ def u_hoisted(ttgir: str) -> bool:
 
 
 ALLOC = re.compile(r"(%[\w.]+) = ttg\.local_alloc")
+
+
+def offsets_i64(ttir: str) -> str:
+    """"yes" where the kernel reads and writes at step t (at least two timed addresses) through 64-bit offsets only
+    (offsets.time_offset_problems), else "NO"."""
+    checked, problems = time_offset_problems(ttir)
+    return "yes" if checked >= 2 and not problems else "NO"
 
 
 def u_location(ttgir: str) -> str:
@@ -512,9 +524,9 @@ def compile_for(fn, dtype: str, keywords: dict, arch: int):
 
 
 def time_loop_facts(compiled, keywords: dict, dtype: str, tier: str = "resident") -> dict:
-    """What a persistent kernel does per time step: u_hoisted, u_in, smem_per_step, h_allowance, smem_wavefronts,
-    bank_conflicts, bar_per_step, barrier_kinds, mma_per_step, waits_per_step, loop_instructions, stall_cycles,
-    prefetch_per_step and u_l1_per_step."""
+    """What a persistent kernel does per time step: u_hoisted, offsets_i64, u_in, smem_per_step, h_allowance,
+    smem_wavefronts, bank_conflicts, bar_per_step, barrier_kinds, mma_per_step, waits_per_step, loop_instructions,
+    stall_cycles, prefetch_per_step and u_l1_per_step."""
     ttgir = compiled.asm["ttgir"]
     sass = compiled_sass(compiled)
     loop = time_loop(sass)
@@ -535,7 +547,7 @@ def time_loop_facts(compiled, keywords: dict, dtype: str, tier: str = "resident"
     else:
         k_split, partial_bytes = keywords.get("K_SPLIT", 1), block_n * block_b * 4
     accesses = shared_accesses(compiled.asm["ptx"], warps)
-    return {"u_hoisted": "yes" if u_hoisted(ttgir) else "NO",
+    return {"u_hoisted": "yes" if u_hoisted(ttgir) else "NO", "offsets_i64": offsets_i64(compiled.asm["ttir"]),
             "u_in": u_location(ttgir), "smem_per_step": smem_per_step(loop, warps),
             "smem_wavefronts": sum(a.wavefronts for a in accesses),
             "bank_conflicts": sum(a.conflicts for a in accesses),
@@ -587,8 +599,8 @@ def run_audit(jobs: list[AuditJob], workers: int = 2) -> list[AuditRow]:
 
 def format_table(rows: list[AuditRow]) -> str:
     header = (f"{'kernel':<26} {'dtype':<5} {'arch':<5} {'regs':>4} {'spill':>5} {'shared':>7} {'U hoisted':<9} "
-              f"{'U in':<9} {'smem/step':>9} {'wf/step':>7} {'conf/step':>9} {'bar/step':>8} {'mma/step':>8} "
-              f"{'waits/step':>10} "
+              f"{'t i64':<5} {'U in':<9} {'smem/step':>9} {'wf/step':>7} {'conf/step':>9} {'bar/step':>8} "
+              f"{'mma/step':>8} {'waits/step':>10} "
               f"{'instr/step':>10} {'stall/step':>10} "
               f"{'U bytes':>7} {'U L1/step':>9} "
               f"{'barrier':<7} {'status':<6} config")
@@ -598,8 +610,8 @@ def format_table(rows: list[AuditRow]) -> str:
         return f"{n}" if n >= 0 else "n/a"
     for r in rows:
         lines.append(f"{r.kernel:<26} {r.dtype:<5} sm_{r.arch:<2} {r.registers:>4} {r.spill_bytes:>5} {r.shared:>7} "
-                     f"{r.u_hoisted:<9} {r.u_in:<9} {count(r.smem_per_step):>9} {count(r.smem_wavefronts):>7} "
-                     f"{count(r.bank_conflicts):>9} "
+                     f"{r.u_hoisted:<9} {r.offsets_i64:<5} {r.u_in:<9} {count(r.smem_per_step):>9} "
+                     f"{count(r.smem_wavefronts):>7} {count(r.bank_conflicts):>9} "
                      f"{count(r.bar_per_step):>8} "
                      f"{count(r.mma_per_step):>8} {count(r.waits_per_step):>10} {count(r.loop_instructions):>10} "
                      f"{count(r.stall_cycles):>10} "

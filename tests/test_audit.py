@@ -605,7 +605,7 @@ def test_the_audit_lists_each_shared_access_of_a_time_loop_with_its_wavefronts(t
 
 def test_every_dispatchable_configuration_compiles_clean(tmp_path):
     rows, table = audit_in_a_subprocess(tmp_path)
-    columns = ("regs", "smem/step", "wf/step", "conf/step", "bar/step", "mma/step", "instr/step", "stall/step",
+    columns = ("regs", "t i64", "smem/step", "wf/step", "conf/step", "bar/step", "mma/step", "instr/step", "stall/step",
                "configurations:")
     assert all(word in table for word in columns)
     # Coverage: every fma, resident and split (dtype, BLOCK_H) each target can get (resident: from its minimum
@@ -644,3 +644,5 @@ def test_every_dispatchable_configuration_compiles_clean(tmp_path):
             if r["tier"] == "split" or r["block_h"] >= RE_READ_MIN_BLOCK_H:
                 assert r["smem_per_step"] - r["h_allowance"] <= RE_READ_LIMIT * r["u_bytes"], r
         assert r["barrier_atomics"] == ("yes" if r["tier"] == "split" else "n/a"), r
+        # every step's offset t * B * H in 64 bits (test_offsets.py); the step kernel has none
+        assert r["offsets_i64"] == ("yes" if r["tier"] in PERSISTENT_TIERS else "n/a"), r

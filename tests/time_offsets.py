@@ -1,9 +1,10 @@
 """Kernels that copy a [T, B, H] tensor one step per loop iteration, their step offset computed
-four ways, for the test that the 64-bit offset check (kernels/offsets.py) tells them apart."""
+four ways, for the test that the 64-bit offset check (kernels/offsets.py, the compile audit's t i64) tells them
+apart."""
 import triton
 import triton.language as tl
 
-from kernels.audit import compile_for
+from kernels.audit import compile_for, offsets_i64
 from kernels.offsets import time_offset_problems
 
 
@@ -51,20 +52,7 @@ VARIANTS = {"i64": offset_i64, "i32": offset_i32, "widened_late": offset_widened
 
 
 def variant_problems() -> dict:
-    """Variant name -> (timed tt.addptr count, problems), compiled for sm_90 in bf16."""
-    return {name: time_offset_problems(compile_for(fn, "torch.bfloat16", {"BLOCK": 64, "num_warps": 4}, 90).asm["ttir"])
-            for name, fn in VARIANTS.items()}
-
-
-def kernel_problems() -> list[dict]:
-    """The check on every persistent kernel configuration the dispatcher can pick (compiled for sm_90;
-    the TTIR, where offsets are typed, does not depend on the target)."""
-    from kernels.audit import PERSISTENT_TIERS, _kernel, audit_jobs
-    rows = []
-    for job in audit_jobs(nonlinearity="tanh", arch=90):
-        if job.tier in PERSISTENT_TIERS:
-            ttir = compile_for(_kernel(job.tier, job.kernel), job.dtype, job.keywords, job.arch).asm["ttir"]
-            checked, problems = time_offset_problems(ttir)
-            rows.append({"kernel": job.kernel, "plan": job.plan, "dtype": job.dtype, "checked": checked,
-                         "problems": problems})
-    return rows
+    """Variant name -> (timed tt.addptr count, problems, the audit's t i64 verdict), compiled for sm_90 in bf16."""
+    ttirs = {name: compile_for(fn, "torch.bfloat16", {"BLOCK": 64, "num_warps": 4}, 90).asm["ttir"]
+             for name, fn in VARIANTS.items()}
+    return {name: [*time_offset_problems(ttir), offsets_i64(ttir)] for name, ttir in ttirs.items()}
