@@ -159,7 +159,11 @@ SPLIT_NARROW_BLOCK_B = 8
 # (backward). On an H200 (bf16, T = 4096, us per step forward / forward+backward, against the configurations they
 # replace): H = 2048, B = 32: 6.76/14.29 against 7.78/16.23; B = 64: 12.17/26.08 against 14.14/29.96; B = 256: 45.6/99.8
 # against 52.2/113.4; H = 512, B = 256: 6.40/13.51 against 7.04/14.74 (results/variants/20261127-h200/wide.csv,
-# split-thin-looped).
+# split-thin-looped). Since (the in-thread sum, 16-row tiles, the pipelined tile loop) each further 16-row tile takes
+# 1.82 us per step at H = 2048 (bf16 forward, T = 1024: 5.67 at B = 64, 16.59 at B = 256;
+# results/variants/20261127-h200-untimed/split_looped.csv): 8 MiB more state through L2 a step, 4.6 TB/s for the
+# whole GPU, near what L2 gives (not measured): these bytes, not the product, bound large batches now, and only fewer
+# of them (more of U a program, or a cluster's programs sharing one read) would make B = 256 much faster.
 SPLIT_LOOPED_CONFIGS: dict[tuple[torch.dtype, int], LaunchConfig[SplitBlocks]] = {
     (dt, bh): _split(32, bh, warps, block_b=8) for dt in (torch.bfloat16, torch.float16)
     for bh, warps in {512: 4, 2048: 8}.items()}
