@@ -346,7 +346,7 @@ def padded_hidden(hidden_size: int) -> int:
 
 def served_sizes(block_hs, dtype: torch.dtype) -> str:
     """The hidden sizes a tier with configurations for these BLOCK_H serves in dtype, as a refusal says it: each
-    BLOCK_H serves the sizes above the next power of two down (padded_block_h), 16 all from 1."""
+    BLOCK_H serves the sizes above the next power of two down (padded_hidden), and 16 every size from 1."""
     ranges = []
     for bh in sorted(block_hs):
         low = 1 if bh == 16 else bh // 2 + 1
