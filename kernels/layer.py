@@ -8,7 +8,7 @@ Input is a tensor or a PackedSequence, as for nn.RNN (driver.py says how variabl
 Inputs are checked before anything is launched, with errors that name the argument.
 Under torch.autocast the layer runs in the autocast dtype, as nn.RNN does (see forward).
 On a GPU a bidirectional layer's two directions run at once on two streams where their kernels can share
-the GPU (streams.py).
+the GPU (streams.py). Under torch.compile the layer runs as it does without it (forward).
 """
 from __future__ import annotations
 
@@ -45,6 +45,10 @@ class TritonRNN(torch.nn.RNN):
     def extra_repr(self) -> str:
         return super().extra_repr() + f", kernel={self.kernel!r}" + (", checkpoint=True" if self.checkpoint else "")
 
+    # torch.compile of a model around the layer runs the layer as it is (a graph break), the rest compiled: Dynamo
+    # cannot trace the launchers (plans, streams, cooperative and clustered launches; in the interpreter the
+    # interpreter itself), and the kernels are already fused. Costs about 0.4 us a call outside torch.compile.
+    @torch.compiler.disable
     def forward(self, input: torch.Tensor | PackedSequence, hx: torch.Tensor | None = None):
         weights = {name: getattr(self, name) for name in self._flat_weights_names}  # nn.RNN's own list
         device_type = self.weight_hh_l0.device.type

@@ -177,6 +177,28 @@ def test_gradcheck_float64(device):
     assert torch.autograd.gradcheck(f, (x, h0, *params), eps=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("backend", ["eager", "aot_eager"])
+def test_torch_compile_of_a_model_around_the_layer_runs_the_layer_as_it_is(backend, device):
+    """torch.compile cannot trace the layer's launchers (in the interpreter, the interpreter itself): the layer runs
+    outside the graph, ops around it inside, and the loss and every gradient are nn.RNN's."""
+    torch.manual_seed(0)
+    layer = TritonRNN(6, 16, num_layers=2, bidirectional=True, batch_first=True, device=device)
+    ref = reference_copy(layer).to(device)
+    x = torch.randn(3, 5, 6, device=device)
+
+    def model(rnn, x):
+        out, h_n = rnn(x * 2)
+        return torch.tanh(out).sum() + h_n.square().sum()
+    torch._dynamo.reset()
+    loss = torch.compile(model, backend=backend)(layer, x)
+    loss.backward()
+    want = model(ref, x.double())
+    want.backward()
+    assert rel_err(loss, want) < TOLERANCE[torch.float32]
+    for (name, p), q in zip(layer.named_parameters(), ref.parameters()):
+        assert rel_err(p.grad, q.grad) < TOLERANCE[torch.float32], name
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_model_classifies_and_models_language(dtype, device):
     torch.manual_seed(0)
