@@ -91,34 +91,45 @@ class ElmanRecurrence(torch.autograd.Function):
         return y
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, dy):
-        x, h0, w_ih, w_hh, b_ih, b_hh, kept = ctx.saved_tensors
-        w_hh = w_hh.contiguous()
-        d_x = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-        pieces = ctx.pieces
-        order = list(range(len(pieces))) if ctx.reverse else list(reversed(range(len(pieces))))  # last processed first
-        # The state each segment starts from, in time order: h_0 for the first processed.
-        entering = [h0] if not ctx.checkpoint else [*kept, h0] if ctx.reverse else [h0, *kept]
-        segment_states = recomputed(ctx, order, entering, x, w_ih, w_hh, b_ih, b_hh) if ctx.checkpoint else [
-            (order[0], kept)]
-        carry = None  # dL/dh of the state the later segment started from, in the accumulator dtype
-        sums = None if len(pieces) == 1 else zero_sums(w_ih, w_hh, accumulator_dtype(dy.dtype))
-        operand = recurrence_operand(ctx.plan, w_hh, backward=True)  # U as the backward launcher takes it: once
-        for k, y in segment_states:
-            start, stop = pieces[k]
-            dy_seg = dy[start:stop]
-            if carry is not None:  # into the segment's last processed step, rounded once
-                dy_seg = dy_seg.clone()
-                dy_seg[0 if ctx.reverse else -1].add_(carry)
-            da, carry = backprop(ctx.plan, y, dy_seg, w_hh, ctx.nonlinearity, ctx.reverse, operand)
-            share = GradientOperands(da, x[start:stop], entering[k], y, ctx.reverse)
-            torch.mm(share.da_rows, w_ih, out=d_x[start:stop].view(-1, x.shape[-1]))  # dX = DA W_ih
-            sums = share.products() if sums is None else share.add_into(sums)
-        d_w_ih, d_w_hh, d_bias = sums
-        d_bias = d_bias.to(dy.dtype) if b_ih is not None else None
-        return (d_x, carry.to(h0.dtype), d_w_ih.to(w_ih.dtype), d_w_hh.to(w_hh.dtype), d_bias, d_bias,
-                None, None, None, None)
+        # The gradients below are not differentiable again. Under create_graph=True once_differentiable marks them so
+        # (differentiating them raises) only where dy requires grad; where it does not (a loss linear in the output,
+        # then a gradient penalty), a second-order term through the layer would silently be zero. So there dy counts
+        # as requiring grad.
+        if torch.is_grad_enabled():
+            dy = dy.detach().requires_grad_()
+        return gradients(ctx, dy)
+
+
+@once_differentiable
+def gradients(ctx, dy):
+    """ElmanRecurrence's backward: the gradients of its inputs, from dy = dL/dh_t for all t."""
+    x, h0, w_ih, w_hh, b_ih, b_hh, kept = ctx.saved_tensors
+    w_hh = w_hh.contiguous()
+    d_x = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    pieces = ctx.pieces
+    order = list(range(len(pieces))) if ctx.reverse else list(reversed(range(len(pieces))))  # last processed first
+    # The state each segment starts from, in time order: h_0 for the first processed.
+    entering = [h0] if not ctx.checkpoint else [*kept, h0] if ctx.reverse else [h0, *kept]
+    segment_states = recomputed(ctx, order, entering, x, w_ih, w_hh, b_ih, b_hh) if ctx.checkpoint else [
+        (order[0], kept)]
+    carry = None  # dL/dh of the state the later segment started from, in the accumulator dtype
+    sums = None if len(pieces) == 1 else zero_sums(w_ih, w_hh, accumulator_dtype(dy.dtype))
+    operand = recurrence_operand(ctx.plan, w_hh, backward=True)  # U as the backward launcher takes it: once
+    for k, y in segment_states:
+        start, stop = pieces[k]
+        dy_seg = dy[start:stop]
+        if carry is not None:  # into the segment's last processed step, rounded once
+            dy_seg = dy_seg.clone()
+            dy_seg[0 if ctx.reverse else -1].add_(carry)
+        da, carry = backprop(ctx.plan, y, dy_seg, w_hh, ctx.nonlinearity, ctx.reverse, operand)
+        share = GradientOperands(da, x[start:stop], entering[k], y, ctx.reverse)
+        torch.mm(share.da_rows, w_ih, out=d_x[start:stop].view(-1, x.shape[-1]))  # dX = DA W_ih
+        sums = share.products() if sums is None else share.add_into(sums)
+    d_w_ih, d_w_hh, d_bias = sums
+    d_bias = d_bias.to(dy.dtype) if b_ih is not None else None
+    return (d_x, carry.to(h0.dtype), d_w_ih.to(w_ih.dtype), d_w_hh.to(w_hh.dtype), d_bias, d_bias,
+            None, None, None, None)
 
 
 def recomputed(ctx, order: list[int], entering: list[torch.Tensor], x, w_ih, w_hh, b_ih, b_hh):

@@ -177,6 +177,27 @@ def test_gradcheck_float64(device):
     assert torch.autograd.gradcheck(f, (x, h0, *params), eps=1e-6, atol=1e-6)
 
 
+@pytest.mark.filterwarnings("ignore:Using backward\\(\\) with create_graph=True")  # torch's, about the test's own call
+def test_a_second_derivative_through_the_layer_raises_rather_than_being_silently_zero(device):
+    """The kernels' gradients are not differentiable again: a gradient penalty through the layer raises, also where the
+    loss is linear in the output, whose dL/dh does not require grad (once_differentiable alone then let the penalty's
+    term through the layer pass as zero: a wrong weight gradient, silently). backward(create_graph=True) itself still
+    gives nn.RNN's gradients."""
+    torch.manual_seed(0)
+    layer = TritonRNN(3, 5, device=device)
+    x = torch.randn(4, 2, 3, device=device, requires_grad=True)
+    for loss_of in (torch.sum, lambda out: out.square().sum()):
+        g, = torch.autograd.grad(loss_of(layer(x)[0]), x, create_graph=True)
+        with pytest.raises(RuntimeError, match="differentiate twice"):
+            (g.square().sum() + loss_of(layer(x)[0])).backward()
+    layer.zero_grad()
+    ref = reference_copy(layer).to(device)
+    for module, inputs in ((layer, x.detach()), (ref, x.detach().double())):
+        module(inputs)[0].square().sum().backward(create_graph=True)
+    for (name, p), q in zip(layer.named_parameters(), ref.parameters()):
+        assert rel_err(p.grad, q.grad) < TOLERANCE[torch.float32], name
+
+
 @pytest.mark.parametrize("backend", ["eager", "aot_eager"])
 def test_torch_compile_of_a_model_around_the_layer_runs_the_layer_as_it_is(backend, device):
     """torch.compile cannot trace the layer's launchers (in the interpreter, the interpreter itself): the layer runs
