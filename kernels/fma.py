@@ -23,8 +23,9 @@ that forward, of its 746); at 256, 694/659 against 985/1044; 11-45% fewer from B
 ptxas schedules the runs better, it saves 19-25% at 256 and in the backward at 128, but costs 3-12% at 32 and 64
 and 4% in the forward at 128. On an H200 (T = 4096, fp32 H = 64-256 and bf16 128, B = 8 and 64) runs took 0.99-1.20x
 the interleaved chains' time forward and 0.80-1.62x forward+backward: faster only in fp32 at H = 128, B = 8's
-forward+backward (0.80 against 1.00 us per step; at B = 64 0.99 against 0.93), where the backward alone seems to
-prefer runs (one lease; results/variants/20261127-h200-untimed/fma_chains.csv). The new state then reaches every
+forward+backward (0.80 against 1.00 us per step; at B = 64 0.99 against 0.93), likely noise: the interleaved backward
+took longer there at B = 8 than at B = 64, for the same work per program (results/variants/20261127-h200-untimed/
+fma_chains.csv). The new state then reaches every
 thread through shared memory: one store, one barrier, and BLOCK_H / 4 loads of 16 bytes, each at one address
 for the whole warp (a broadcast); a second barrier lets the next step's store reuse the buffer.
 
