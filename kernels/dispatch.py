@@ -344,7 +344,12 @@ def padded_hidden(hidden_size: int) -> int:
     return max(16, next_power_of_2(hidden_size))
 
 
-def served_sizes(block_hs, dtype: torch.dtype) -> str:
+def block_sizes(configs: dict, dtype: torch.dtype) -> list[int]:
+    """The BLOCK_H a tier's configurations (keyed by (dtype, BLOCK_H)) have for dtype."""
+    return [bh for dt, bh in configs if dt == dtype]
+
+
+def served_sizes(block_hs: list[int], dtype: torch.dtype) -> str:
     """The hidden sizes a tier with configurations for these BLOCK_H serves in dtype, as a refusal says it: each
     BLOCK_H serves the sizes above the next power of two down (padded_hidden), and 16 every size from 1."""
     ranges = []
@@ -365,7 +370,12 @@ def resident_served(dtype: torch.dtype, block_h: int, arch: int = PLANNING_ARCH)
 
 def resident_limit(dtype: torch.dtype, arch: int = PLANNING_ARCH) -> int:
     """Largest hidden size the resident tier serves for dtype on compute capability arch (0 if none)."""
-    return max((bh for (dt, bh) in RESIDENT_CONFIGS if dt == dtype and resident_served(dt, bh, arch)), default=0)
+    return max(resident_block_sizes(dtype, arch), default=0)
+
+
+def resident_block_sizes(dtype: torch.dtype, arch: int = PLANNING_ARCH) -> list[int]:
+    """The BLOCK_H the resident tier serves for dtype on compute capability arch."""
+    return [bh for bh in block_sizes(RESIDENT_CONFIGS, dtype) if resident_served(dtype, bh, arch)]
 
 
 def stepwise_configs(dtype: torch.dtype) -> list[LaunchConfig[StepwiseBlocks]]:
@@ -419,7 +429,7 @@ def _stepwise_plan(hidden_size, batch_size, dtype, device, reason: str) -> Kerne
 def _fma_plan(hidden_size, batch_size, dtype, block_h, sms, arch) -> KernelPlan | str:
     """The FMA plan, or why there is none."""
     if (dtype, block_h) not in FMA_CONFIGS:
-        return f"serves {served_sizes((bh for dt, bh in FMA_CONFIGS if dt == dtype), dtype)}, not {hidden_size}"
+        return f"serves {served_sizes(block_sizes(FMA_CONFIGS, dtype), dtype)}, not {hidden_size}"
     if batch_size > FMA_MAX_ROWS_PER_SM * sms:
         return f"batch {batch_size} exceeds {FMA_MAX_ROWS_PER_SM} row(s) per SM on {sms} SMs (one program per row)"
     size_kib = block_h * block_h * fma.HELD_DTYPE.itemsize / 1024
@@ -445,8 +455,7 @@ def _clusters_instead(hidden_size, batch_size, dtype, block_h, sms, arch, device
 def _resident_plan(hidden_size, batch_size, dtype, block_h, sms, arch) -> KernelPlan | str:
     """The resident plan, or why there is none."""
     if not resident_served(dtype, block_h, arch):
-        block_hs = (bh for dt, bh in RESIDENT_CONFIGS if dt == dtype and resident_served(dt, bh, arch))
-        return f"serves {served_sizes(block_hs, dtype)} on sm_{arch}, not {hidden_size}"
+        return f"serves {served_sizes(resident_block_sizes(dtype, arch), dtype)} on sm_{arch}, not {hidden_size}"
     config = RESIDENT_CONFIGS[(dtype, block_h)]
     size_kib = block_h * block_h * dtype.itemsize / 1024
     return KernelPlan("resident", config, f"U ({block_h}x{block_h} {dtype}, {size_kib:.0f} KiB) stays in the "
@@ -545,7 +554,7 @@ def _one_tile_each(blocks: SplitBlocks, hidden_size: int, batch_size: int, sms: 
 def _split_plan(hidden_size, batch_size, dtype, block_h, sms, arch, device=None) -> KernelPlan | str:
     """The split-H plan, or why there is none."""
     if (dtype, block_h) not in SPLIT_CONFIGS:
-        return f"serves {served_sizes((bh for dt, bh in SPLIT_CONFIGS if dt == dtype), dtype)}, not {hidden_size}"
+        return f"serves {served_sizes(block_sizes(SPLIT_CONFIGS, dtype), dtype)}, not {hidden_size}"
     config = split_config(dtype, block_h, hidden_size, batch_size, sms, arch, device)
     slices = split.split_slices(hidden_size, config.forward)
     if slices > sms:
