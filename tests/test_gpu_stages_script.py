@@ -14,6 +14,7 @@ import pytest
 from helpers import load_gpu_variants
 
 SCRIPT = Path(__file__).resolve().parents[1] / ".ci" / "gpu"
+PYTEST = ".ci/gpu_pytest.py"  # what its test steps run pytest through
 STEP = re.compile(r"^== ([\w-]+)/([\w-]+)(?: \((\d+)s\): .*|: skipped, .*)$")
 
 
@@ -82,7 +83,7 @@ def test_bad_arguments_stop_before_anything_runs(tmp_path, args, message):
 
 
 def steps_running(program: str, stage: str) -> dict[str, list[str]]:
-    """The arguments that follow `program` (pytest, .ci/gpu_variants.py) in each of a stage's steps that run it, as
+    """The arguments that follow `program` (PYTEST, .ci/gpu_variants.py) in each of a stage's steps that run it, as
     its dry run lists them."""
     steps = {}
     with tempfile.TemporaryDirectory() as out:
@@ -96,7 +97,10 @@ def steps_running(program: str, stage: str) -> dict[str, list[str]]:
 
 
 def collected(args: list[str]) -> list[str]:
-    """The test ids pytest selects with these arguments (the step's own -q dropped: twice, it lists only files)."""
+    """The test ids pytest selects with a test step's arguments (its own -q dropped: twice, it lists only files; and
+    PYTEST's own --workers)."""
+    if args[:1] == ["--workers"]:
+        args = args[2:]
     args = [a for a in args if a != "-q"]
     proc = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", *args], capture_output=True,
                           text=True, cwd=SCRIPT.parents[1], timeout=300)
@@ -108,7 +112,7 @@ def collected(args: list[str]) -> list[str]:
 def test_each_test_step_selects_tests_and_defaults_leaves_the_switched_off_forms_alone(stage):
     """A renamed test can fall out of a stage's -k filter, or into one: every test step selects some tests, and the
     defaults stage, which checks today's defaults, none of the forms that are off (clusters, DSMEM)."""
-    steps = steps_running("pytest", stage)
+    steps = steps_running(PYTEST, stage)
     assert steps, stage
     for name, args in steps.items():
         ids = collected(args)
@@ -137,7 +141,7 @@ def test_the_untimed_stage_tests_and_times_what_the_last_lease_left_open():
     stressed on a GPU), the status left unread, and the unfinished STATE_IN_RUNS test; and it times each form the last
     lease left untimed beside today's: H = 512 at the grid barrier, the split calls without their host sync, H = 256's
     clusters; and the cost of a layer call apart from its steps."""
-    steps = steps_running("pytest", "untimed")
+    steps = steps_running(PYTEST, "untimed")
     own = " ".join(collected(steps["cluster-tests"]))
     for test in ("test_split_cluster_barrier_under_load_matches_stepwise[512-fill]",
                  "test_a_split_call_leaves_its_barrier_status_unread_when_asked", "test_layer_matches_cudnn"):
@@ -156,7 +160,7 @@ def test_the_untimed_stage_tests_and_times_what_the_last_lease_left_open():
 def test_the_quick_dsmem_stage_stresses_both_exchanges_at_h512_before_timing_them(tmp_path):
     """`dsmem-quick`, for what a lease has left after `untimed`: both DSMEM exchanges' stress tests at H = 512 (one
     tile, and the batch that fills the clusters), and nothing else, so that they fit their step."""
-    ids = collected(steps_running("pytest", "dsmem-quick")["dsmem-tests"])
+    ids = collected(steps_running(PYTEST, "dsmem-quick")["dsmem-tests"])
     assert sorted(i.split("[")[1] for i in ids) == ["dsmem-pull-512-8]", "dsmem-pull-512-fill]", "dsmem-push-512-8]",
                                                    "dsmem-push-512-fill]"]
     listed = [(name, limit) for stage, name, limit in steps(run(tmp_path, "--dry-run", "dsmem-quick").stdout)]
@@ -170,7 +174,7 @@ def test_the_streams_stage_tests_then_times_the_overlaps_and_checkpointing(tmp_p
     default, in order on one stream, and in the square root's segments, each switch one that exists."""
     from kernels import recompute, streams
     from rnnbench.schema import load_scenario
-    ids = collected(steps_running("pytest", "streams")["streams-tests"])
+    ids = collected(steps_running(PYTEST, "streams")["streams-tests"])
     assert sorted(i.split("[")[1] for i in ids) == ["fma]", "resident]"]
     variants = load_gpu_variants()
     bidirectional = variants.build_parser().parse_args(steps_running(".ci/gpu_variants.py", "streams")["bidirectional"])
@@ -186,3 +190,10 @@ def test_the_streams_stage_tests_then_times_the_overlaps_and_checkpointing(tmp_p
     for module, switch in ((streams, "OVERLAP = False"), (recompute, "SEGMENT_MIN_STEPS = 1")):
         assert f"{module.__name__.split('.')[-1]}.{switch}" in result.stdout
         assert hasattr(module, switch.split(" =")[0])
+
+
+def test_every_test_step_runs_pytest_through_the_parallel_runner(tmp_path):
+    """.ci/gpu_pytest.py compiles in worker processes, runs failures again alone (tests/test_gpu_pytest_script.py)."""
+    listed = run(tmp_path, "--dry-run", "--budget", "100000", *stages()).stdout.splitlines()
+    tests = [line for line in listed if "pytest" in line]
+    assert len(tests) >= 10 and all(f"python3 {PYTEST} " in line for line in tests), tests

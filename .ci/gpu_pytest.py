@@ -1,0 +1,57 @@
+"""pytest as a GPU lease runs it: the tests spread over worker processes, then any failures again one at a time.
+
+    python3 .ci/gpu_pytest.py [--workers N] PYTEST_ARGS...
+
+A lease's test steps spend their time compiling, not running: 78 tests of the split and fma tiers took 82 s on an
+H200 (results/variants/20261127-h200-untimed/recurrence_kernel_tests.log), about 1 s each at T <= 3, where a step
+takes microseconds, and Triton compiles a kernel on one CPU core, where the device machine has 16. Worker processes
+(pytest-xdist, on the GPU image) compile at once. Their kernels do not run at once: "a kernel from one CUDA context
+cannot execute concurrently with a kernel from another CUDA context" (CUDA C++ Programming Guide, concurrent kernel
+execution; no MPS on these machines), so a persistent kernel still has the GPU's SMs to itself while it runs and its
+grid barrier stays sound (its spin is bounded by polls, not by time). Each worker keeps its own memory statistics.
+
+Where tests failed in parallel, they run again in one process (pytest --last-failed), so that a failure only
+parallel runs cause is told apart from the kernels'; the exit code is that run's. Without pytest-xdist, or with
+--workers 0 or 1, pytest runs as it is.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import shlex
+import subprocess
+import sys
+
+FAILED = 1  # pytest's exit code when tests ran and some failed (others: interrupted, usage, no tests, ...)
+
+
+def default_workers() -> int:
+    """Half the CPU cores, at most 8: compiling takes a core, and each worker also holds a CUDA context."""
+    return max(1, min(8, (os.cpu_count() or 2) // 2))
+
+
+def pytest(*args: str) -> int:
+    print("$ pytest", shlex.join(args), flush=True)
+    return subprocess.call([sys.executable, "-m", "pytest", *args])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,
+                                     usage="%(prog)s [--workers N] PYTEST_ARGS...")
+    parser.add_argument("--workers", type=int, default=default_workers(),
+                        help="worker processes (default: half the CPU cores, at most 8; 0 or 1: none)")
+    ours, pytest_args = parser.parse_known_args(argv)
+    if ours.workers < 0:
+        parser.error(f"--workers wants 0 or more (got {ours.workers})")
+    if ours.workers <= 1 or importlib.util.find_spec("xdist") is None:
+        return pytest(*pytest_args)
+    status = pytest("-n", str(ours.workers), *pytest_args)
+    if status != FAILED:
+        return status
+    print("== the tests that failed in parallel, again one at a time:", flush=True)
+    return pytest("--last-failed", "--last-failed-no-failures", "none", *pytest_args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
