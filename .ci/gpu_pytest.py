@@ -7,9 +7,10 @@ H200 (results/variants/20261127-h200-untimed/recurrence_kernel_tests.log), about
 takes microseconds, and Triton compiles a kernel on one CPU core, where the device machine has 16. Worker processes
 (pytest-xdist, on the GPU image) compile at once. Their kernels do not run at once: "a kernel from one CUDA context
 cannot execute concurrently with a kernel from another CUDA context" (CUDA C++ Programming Guide, concurrent kernel
-execution; unless an MPS server runs, which nothing here starts), so a persistent kernel still has the GPU's SMs to itself while it runs and its
-grid barrier stays sound. Its waits are bounded by polls (barrier.py), or by 2 s of the GPU's clock (dsmem.py), far
-beyond the driver's time slices between contexts. Each worker keeps its own memory statistics.
+execution; unless an MPS server runs, which nothing here starts), so a persistent kernel still has the GPU's SMs to
+itself while it runs and its grid barrier stays sound. Its waits are bounded by polls (barrier.py), or by 2 s of
+the GPU's clock (dsmem.py), far beyond the driver's time slices between contexts. Each worker keeps its own memory
+statistics.
 
 Where tests failed in parallel, they run again in one process (pytest --last-failed), so that a failure only
 parallel runs cause is told apart from the kernels'; the exit code is that run's. Without pytest-xdist, or with
