@@ -14,14 +14,23 @@ a kernel default for the calls made inside it (VARIANTS). Writes DIR/variants.cs
 each variant's time per step as a ratio to today's form's on the same case, beside both errors. --bidirectional
 times bidirectional layers (both sides), whose directions may run at once on two streams (kernels/streams.py).
 `--device cpu` (with TRITON_INTERPRET=1, small --seq-len and --hidden) checks the script itself.
+
+Before timing anything, the cases' Triton calls are made once in --compile-workers processes at once (on a GPU by
+default), which leaves their kernels in Triton's on-disk cache: Triton compiles a kernel on one CPU core, and a
+lease's timing steps would otherwise compile one kernel at a time (the device machine has 16 cores). Kernels of
+different processes do not run at once on the GPU (.ci/gpu_pytest.py says why), and nothing is timed then.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import csv
+import multiprocessing
+import os
+import site
 import statistics
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -284,7 +293,9 @@ HOST_CALLS = 20  # calls whose host time is taken, each starting with the GPU id
 
 
 def time_case(variant: str, dtype: str, hidden: int, batch: int, seq_len: int, device: str,
-              bidirectional: bool = False) -> dict:
+              bidirectional: bool = False, timed: bool = True) -> dict:
+    """The case's row: errors against float64 and, on a GPU where timed, the Triton layer's and cuDNN fp16's times.
+    Untimed, only the Triton layer's calls are made, once each (compile_case)."""
     torch.manual_seed(0)
     source = torch.nn.RNN(hidden, hidden, device=device, bidirectional=bidirectional)
     x = torch.randn(seq_len, batch, hidden, device=device)
@@ -292,7 +303,7 @@ def time_case(variant: str, dtype: str, hidden: int, batch: int, seq_len: int, d
     ref = run_module(source, x[:256], dtype=torch.float64)[0]
     row = {"variant": variant, "dtype": dtype, "hidden": hidden, "batch": batch, "seq_len": seq_len,
            "bidirectional": bidirectional}
-    for backend in ("triton", "cudnn-fp16"):
+    for backend in ("triton", "cudnn-fp16") if timed else ("triton",):
         run_dtype = torch.float16 if backend == "cudnn-fp16" else getattr(torch, dtype)
         layer = (TritonRNN(hidden, hidden, device=device, bidirectional=bidirectional) if backend == "triton" else
                  torch.nn.RNN(hidden, hidden, device=device, bidirectional=bidirectional))
@@ -311,16 +322,47 @@ def time_case(variant: str, dtype: str, hidden: int, batch: int, seq_len: int, d
             def forward_backward():
                 torch.autograd.grad(layer(xs)[0], [xs, *layer.parameters()], gys)
             for mode, call in (("fwd", forward), ("fb", forward_backward)):
-                if device == "cuda":
+                if timed and device == "cuda":
                     ms = triton.testing.do_bench(call, warmup=25, rep=100)
                     row[f"{backend}_{mode}_us_per_step"] = ms * 1e3 / seq_len
                     host, _ = measure.host_and_wall_ms(call, torch.device(device), reps=HOST_CALLS)
                     row[f"{backend}_{mode}_host_us_per_call"] = statistics.median(host) * 1e3
-                else:  # the interpreter: the calls run, their time means nothing
+                else:  # the interpreter, or compiling: the calls run, their time means nothing
                     call()
         if backend == "triton":
             row["plan"] = layer.last_plans[0].name
     return row
+
+
+def error_text(err: Exception) -> str:
+    return f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
+
+
+def compile_case(case: tuple) -> str | None:
+    """A compiling process's part: time_case's Triton calls for this case (time_case's arguments) made once, untimed;
+    the error, if any, as text."""
+    try:
+        time_case(*case, timed=False)
+    except Exception as err:  # the timed run meets it again and records it
+        return error_text(err)
+    return None
+
+
+def compile_first(cases: list[tuple], workers: int) -> None:
+    """Every case's kernels compiled into Triton's on-disk cache by `workers` processes at once (compile_case)."""
+    start = time.perf_counter()
+    # spawned processes find this module by its folder (it is a script, outside any package)
+    with multiprocessing.get_context("spawn").Pool(workers, initializer=site.addsitedir,
+                                                   initargs=(str(Path(__file__).resolve().parent),)) as pool:
+        errors = pool.map(compile_case, cases, chunksize=1)
+    failed = [f"{case[:4]}: {error}" for case, error in zip(cases, errors) if error]
+    print(f"compiled {len(cases)} cases in {workers} processes in {time.perf_counter() - start:.1f} s, "
+          f"{len(failed)} failed", *failed, sep="\n", flush=True)
+
+
+def default_compile_workers(device: str) -> int:
+    """On a GPU half the CPU cores, at most 8 (each process also holds a CUDA context); none elsewhere."""
+    return max(1, min(8, (os.cpu_count() or 2) // 2)) if device == "cuda" else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -333,6 +375,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--variant", nargs="+", choices=list(VARIANTS), default=list(VARIANTS), help="only these")
     parser.add_argument("--bidirectional", action="store_true", help="bidirectional layers")
+    parser.add_argument("--compile-workers", type=int, metavar="N",
+                        help="processes that compile every case's kernels before the timing starts (default: on a "
+                             "GPU half the CPU cores, at most 8; 0 or 1: none)")
     return parser
 
 
@@ -346,16 +391,20 @@ def selected_cases(variant: str, args: argparse.Namespace) -> list[tuple[str, in
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    cases = [(variant, dtype, hidden, batch, args.seq_len, args.device, args.bidirectional)
+             for variant in args.variant for dtype, hidden, batch in selected_cases(variant, args)]
+    workers = default_compile_workers(args.device) if args.compile_workers is None else args.compile_workers
+    if workers > 1 and len(cases) > 1:
+        compile_first(cases, min(workers, len(cases)))
     rows = []
-    for variant in args.variant:
-        for dtype, hidden, batch in selected_cases(variant, args):
-            try:
-                rows.append(time_case(variant, dtype, hidden, batch, args.seq_len, args.device, args.bidirectional))
-            except Exception as err:  # one failing case must not lose the others
-                rows.append({"variant": variant, "dtype": dtype, "hidden": hidden, "batch": batch,
-                             "error": f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"})
-            print(rows[-1], flush=True)
-            write_table(rows, args.out / "variants.csv")  # every case: a step cut off at its limit keeps them
+    for case in cases:
+        try:
+            rows.append(time_case(*case))
+        except Exception as err:  # one failing case must not lose the others
+            rows.append({"variant": case[0], "dtype": case[1], "hidden": case[2], "batch": case[3],
+                         "error": error_text(err)})
+        print(rows[-1], flush=True)
+        write_table(rows, args.out / "variants.csv")  # every case: a step cut off at its limit keeps them
     text = summary(rows)
     (args.out / "summary.txt").write_text(text + "\n")
     print(text)

@@ -74,5 +74,6 @@ def load_gpu_variants():
     script = Path(__file__).resolve().parents[1] / ".ci" / "gpu_variants.py"
     spec = importlib.util.spec_from_file_location("gpu_variants", script)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # by name, as pickle refers to its functions (its --compile-workers)
     spec.loader.exec_module(module)
     return module

@@ -138,3 +138,18 @@ def test_the_gpu_stages_name_only_variants_and_switches_that_exist(variants):
         value = "'l2'" if value.strip() == "'$e'" else value  # one of the looped exchanges
         assert type(ast.literal_eval(value)) is type(getattr(dispatch, name)), (name, value)
 
+
+
+def test_the_cases_are_compiled_in_other_processes_first(variants, tmp_path, device, capfd):
+    """--compile-workers: every case's Triton calls made once in spawned processes before the timed run, which then
+    writes the same table; a case that fails there is reported, not raised (the timed run records it)."""
+    if device == "cuda":
+        pytest.skip("on a GPU the script times real sizes: .ci/gpu runs it")
+    assert variants.main(["--out", str(tmp_path), "--device", "cpu", "--seq-len", "2", "--hidden", "64", "--batch",
+                          "8", "--dtype", "float32", "--variant", "current", "fp32-tf32x3",
+                          "--compile-workers", "2"]) == 0
+    assert "compiled 2 cases in 2 processes in " in capfd.readouterr().out
+    rows = list(csv.DictReader(open(tmp_path / "variants.csv")))
+    assert [r["plan"].split("(")[0] for r in rows] == ["fma", "resident"] and not any(r.get("error") for r in rows)
+    assert variants.compile_case(("current", "no-such-dtype", 64, 8, 2, "cpu", False)).startswith("AttributeError")
+    assert variants.default_compile_workers("cpu") == 0 and 1 <= variants.default_compile_workers("cuda") <= 8
