@@ -248,11 +248,13 @@ SPLIT_CLUSTER_CASES = [(dt, h, b) for dt, h in (("bfloat16", 256), ("bfloat16", 
 SPLIT_DSMEM_CASES = [c for c in SPLIT_CLUSTER_CASES if c[0] != "float32" and c[1] <= dispatch.SPLIT_DSMEM_MAX_BLOCK_H]
 # Where two launches may share the GPU on two streams (the fma and resident tiers: streams.py)
 OVERLAPPING = [(dt, h, b) for dt in ("bfloat16", "float32") for h in (64, 128, 256) for b in (8, 64)]
+# One batch row, the low end of issues 8 and 11's B = 1..64, never timed at H <= 128 (the race times B = 8 and 64)
+ONE_ROW = [(dt, h, 1) for dt in ("bfloat16", "float32") for h in (64, 128, 256)]
 CASES = {
     "current": list(dict.fromkeys(RESIDENT_16BIT + SPLIT_16BIT + RESIDENT_BATCH + RESIDENT_L2 + FMA_L2 + FP32
                                   + FMA_16BIT + SPLIT_PROBES + SPLIT_CLUSTER_CASES + SPLIT_MANY_TILES + SPLIT_LOOPED
                                   + SPLIT_WIDE_ONE_TILE + FP32_2048 + STEPWISE_16BIT + SPLIT_SUM + FMA_CHAINS
-                                  + OVERLAPPING)),
+                                  + OVERLAPPING + ONE_ROW)),
     "plain-io": SMALL,
     "acc-layout-io": SMALL,
     "product-to-io-layout": RESIDENT_16BIT + SPLIT_16BIT,
