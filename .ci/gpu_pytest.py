@@ -12,9 +12,10 @@ itself while it runs and its grid barrier stays sound. Its waits are bounded by 
 the GPU's clock (dsmem.py), far beyond the driver's time slices between contexts. Each worker keeps its own memory
 statistics.
 
-Where tests failed in parallel, they run again in one process (pytest --last-failed), so that a failure only
-parallel runs cause is told apart from the kernels'; the exit code is that run's. Without pytest-xdist, or with
---workers 0 or 1, pytest runs as it is.
+Time slices can stretch what a test times, though: tests/harness/test_harness_gpu.py's event-timed spin would read
+past its bound if other workers' kernels took enough turns inside it. So where tests failed in parallel, they run
+again in one process (pytest --last-failed), which tells a failure only parallel runs cause from the kernels'; the
+exit code is that run's. Without pytest-xdist, or with --workers 0 or 1, pytest runs as it is.
 """
 from __future__ import annotations
 
