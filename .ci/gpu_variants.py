@@ -26,8 +26,6 @@ import argparse
 import contextlib
 import csv
 import multiprocessing
-import os
-import site
 import statistics
 import sys
 import time
@@ -35,6 +33,7 @@ from pathlib import Path
 
 import torch
 import triton.testing
+from gpu_pytest import default_workers  # beside this script
 
 from kernels import (
     TritonRNN,
@@ -353,9 +352,8 @@ def compile_case(case: tuple) -> str | None:
 def compile_first(cases: list[tuple], workers: int) -> None:
     """Every case's kernels compiled into Triton's on-disk cache by `workers` processes at once (compile_case)."""
     start = time.perf_counter()
-    # spawned processes find this module by its folder (it is a script, outside any package)
-    with multiprocessing.get_context("spawn").Pool(workers, initializer=site.addsitedir,
-                                                   initargs=(str(Path(__file__).resolve().parent),)) as pool:
+    # spawned processes start with this one's sys.path, which has this module's folder (it is outside any package)
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
         errors = pool.map(compile_case, cases, chunksize=1)
     failed = [f"{case[:4]}: {error}" for case, error in zip(cases, errors) if error]
     print(f"compiled {len(cases)} cases in {workers} processes in {time.perf_counter() - start:.1f} s, "
@@ -363,8 +361,8 @@ def compile_first(cases: list[tuple], workers: int) -> None:
 
 
 def default_compile_workers(device: str) -> int:
-    """On a GPU half the CPU cores, at most 8 (each process also holds a CUDA context); none elsewhere."""
-    return max(1, min(8, (os.cpu_count() or 2) // 2)) if device == "cuda" else 0
+    """On a GPU as many as the lease's test steps run (gpu_pytest.default_workers); none elsewhere."""
+    return default_workers() if device == "cuda" else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -379,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--bidirectional", action="store_true", help="bidirectional layers")
     parser.add_argument("--compile-workers", type=int, metavar="N",
                         help="processes that compile every case's kernels before the timing starts (default: on a "
-                             "GPU half the CPU cores, at most 8; 0 or 1: none)")
+                             "GPU as many as .ci/gpu_pytest.py's workers; 0 or 1: none)")
     return parser
 
 

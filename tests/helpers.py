@@ -72,6 +72,8 @@ def compiled_without_interpreter(code: str) -> str:
 def load_gpu_variants():
     """.ci/gpu_variants.py as a module (it is a script, outside any package)."""
     script = Path(__file__).resolve().parents[1] / ".ci" / "gpu_variants.py"
+    if str(script.parent) not in sys.path:  # where it imports gpu_pytest from, as a script does
+        sys.path.insert(0, str(script.parent))
     spec = importlib.util.spec_from_file_location("gpu_variants", script)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # by name, as pickle refers to its functions (its --compile-workers)
