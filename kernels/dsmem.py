@@ -37,9 +37,15 @@ count includes its wait's polling loop), since the state is read and staged for 
 tl.load moves 16 bytes at a time. Stores go two batch rows at a time, which an MMA result holds in one
 thread; wider loads joined into the tile cost more than they saved, and masking the reads cost about 50 more. Built
 and compiled only (kernels.audit --split-clusters --split-cluster-exchange); not yet run on a GPU.
+
+The same slots past Triton's shared memory carry a K split's partial products (split.SplitBlocks.K_CLUSTER,
+sum_partials): fp32, two slots of a tile's [BLOCK_N * K_CLUSTER, BLOCK_B] each, stored locally, read back by every
+program of the cluster after the cluster barrier (mapa, ld.shared::cluster), as pull reads the state.
 """
 import triton
 import triton.language as tl
+
+from .barrier import cluster_barrier
 
 L2 = tl.constexpr("l2")  # the split kernels' own exchange, through global memory
 PULL = tl.constexpr("dsmem-pull")
@@ -188,3 +194,47 @@ def wait_state(slot, parity, status_ptr, BLOCK_N: tl.constexpr, BLOCK_B: tl.cons
                 given_up = tl.load(status_ptr, volatile=True)
     if done == 0:
         tl.atomic_max(status_ptr, 1, sem="relaxed")  # read by the launcher after the kernel
+
+
+# ---- a K split over a cluster: the partial products' sum (split.SplitBlocks.K_CLUSTER) ------------------------------
+
+@triton.constexpr_function
+def partials_bytes(BLOCK_N, BLOCK_B, K_CLUSTER):
+    """Shared memory a K split over a cluster adds past Triton's: two slots of a tile's fp32 partial products, each
+    [BLOCK_N * K_CLUSTER, BLOCK_B] (the cluster's columns by the tile's rows)."""
+    return 2 * BLOCK_N * K_CLUSTER * BLOCK_B * 4
+
+
+@triton.jit
+def _partial(slot, n, b, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr, K_CLUSTER: tl.constexpr):
+    """Byte offset of element (n, b) of partial slot `slot` (0 or 1), counted from the end of the buffer: negative."""
+    return ((slot * BLOCK_N * K_CLUSTER + n) * BLOCK_B + b) * 4 - partials_bytes(BLOCK_N, BLOCK_B, K_CLUSTER)
+
+
+@triton.jit
+def sum_partials(partial, slot, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr, K_CLUSTER: tl.constexpr):
+    """[BLOCK_N, BLOCK_B] fp32: this program's columns of the sum of its cluster's partial products. partial is this
+    program's, [BLOCK_N * K_CLUSTER, BLOCK_B] (the cluster's columns, over this program's range of K); it goes to
+    slot `slot` of this program's shared memory, the cluster meets (release, acquire), and each program reads its
+    BLOCK_N columns from every program's slot (its rank's rows: program_id(0) % K_CLUSTER, the cluster's CTAs being
+    consecutive along x). Each store and load computes its own address, so nothing depends on the layouts Triton
+    gives partial or the result. Two slots suffice, used in turn: a program writes a slot again two tiles later,
+    after the cluster's barrier of the tile between, which no program passes before every program has arrived
+    there, after its reads of this one."""
+    columns: tl.constexpr = BLOCK_N * K_CLUSTER
+    b = tl.arange(0, BLOCK_B)[None, :]
+    tl.inline_asm_elementwise(
+        "{ .reg .u32 a, e; " + _END + "add.u32 a, a, $1; st.shared.f32 [a], $2; mov.b32 $0, 0; }", "=r,r,f",
+        [_partial(slot, tl.arange(0, columns)[:, None], b, BLOCK_N, BLOCK_B, K_CLUSTER), partial], dtype=tl.int32,
+        is_pure=False, pack=1)
+    cluster_barrier()
+    mine = (tl.program_id(0) % K_CLUSTER) * BLOCK_N + tl.arange(0, BLOCK_N)[:, None]
+    offsets = _partial(slot, mine, b, BLOCK_N, BLOCK_B, K_CLUSTER)
+    total = tl.zeros((BLOCK_N, BLOCK_B), tl.float32)
+    for rank in tl.static_range(K_CLUSTER):
+        total += tl.inline_asm_elementwise(
+            "{ .reg .u32 a, e; " + _END + "add.u32 a, a, $1; mapa.shared::cluster.u32 a, a, $2; "
+            "ld.shared::cluster.f32 $0, [a]; }", "=f,r,r", [offsets, offsets * 0 + rank], dtype=tl.float32,
+            is_pure=False, pack=1)
+    return total
+

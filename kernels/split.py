@@ -79,8 +79,23 @@ Triton 3.6 has no distributed shared memory (DESIGN.md section 9), but inline PT
 dsmem-pull or dsmem-push (dispatch.SPLIT_CLUSTER_EXCHANGE, 16-bit, off and not yet run on a GPU) a cluster's
 programs exchange the state in slots past the end of Triton's shared memory (dsmem.py) instead of through L2.
 
+With K_CLUSTER > 1 (dispatch.SPLIT_K_CLUSTER, off: compiled and audited, never run on a GPU) the forward splits its
+product's K over clusters of K_CLUSTER programs, for the large batches at H = 2048 whose every program reads its
+group's whole state every step (64 MiB through L2 a step at B = 256: likely what bounds them, dispatch.py). The
+programs of a cluster share BLOCK_N * K_CLUSTER columns; each holds them over its BLOCK_H / K_CLUSTER of K (as much of
+U as before) and reads only that range of the state, and the cluster sums their fp32 partial products through
+distributed shared memory once a tile (dsmem.sum_partials), each program keeping its own BLOCK_N columns::
+
+    a_t^T[n, :] = xw_t^T[n, :] + sum_r U[n, K(r)] h_{t-1}^T[K(r), :]
+    K(r) = r * KR + [0, KR),   KR = BLOCK_H / K_CLUSTER
+
+The batch groups still meet at the grid barrier; the clusters add one cluster barrier a tile. Compile audit, sm_90
+bf16 forward at H = 2048, 16-row tiles: K_CLUSTER = 2 236 registers, 540 time-loop instructions (2 stages); 4 254 and
+536 (1 stage: 2 stages spill 16 bytes); no spills; today's form 242 and 579.
+
 In the interpreter programs run one after another, so the barrier (USE_BARRIER) is compiled out
-and the launcher runs one launch per step; the barrier itself is tested with a one-program grid.
+and the launcher runs one launch per step; the barrier itself is tested with a one-program grid. A cluster's programs
+cannot meet there either, so K_CLUSTER runs as 1.
 """
 from dataclasses import dataclass
 
@@ -101,8 +116,10 @@ from .dsmem import (
     exchange_bytes,
     get_state,
     init_mbarriers,
+    partials_bytes,
     put_state,
     send_state,
+    sum_partials,
     wait_state,
 )
 from .launch import SIXTEEN_BIT, Blocks, accumulator_dtype, cdiv, common_keywords, tanh_form
@@ -170,6 +187,11 @@ class SplitBlocks(Blocks):
     # The K_SPLIT partial products summed in each thread (module switch IN_THREAD_SUM; with FMA, fma_slice_product's);
     # the dispatcher turns it off where ptxas spills with it
     IN_THREAD_SUM: bool = True
+    # > 1 (sm_90, forward, 16-bit, H = BLOCK_H): the product's K split over clusters of this many programs, which
+    # share BLOCK_N * K_CLUSTER columns, each holding them over BLOCK_H / K_CLUSTER of K and reading only that range
+    # of the state; their partial products meet in distributed shared memory (dsmem.sum_partials). The grid
+    # barrier stays.
+    K_CLUSTER: int = 1
 
     def __post_init__(self):
         if self.EXCHANGE not in EXCHANGES:  # the kernels would take an unknown name for no exchange at all
@@ -177,6 +199,9 @@ class SplitBlocks(Blocks):
         if self.FMA and (self.K_SPLIT != self.num_warps or self.EXCHANGE != L2.value):
             raise ValueError(f"SplitBlocks.FMA takes K_SPLIT = num_warps and the L2 exchange, not {self.K_SPLIT} and "
                              f"{self.EXCHANGE}")
+        if self.K_CLUSTER > 1 and (self.CLUSTER > 1 or self.FMA or self.EXCHANGE != L2.value):
+            raise ValueError("SplitBlocks.K_CLUSTER takes the grid barrier, the L2 exchange and the MMA product, not "
+                             f"CLUSTER = {self.CLUSTER}, EXCHANGE = {self.EXCHANGE}, FMA = {self.FMA}")
 
 
 def launch_keywords(config: SplitBlocks, nonlinearity: str, dtype: torch.dtype, interpreted: bool,
@@ -188,6 +213,8 @@ def launch_keywords(config: SplitBlocks, nonlinearity: str, dtype: torch.dtype, 
         "DOT_PRECISION": "tf32x3" if dtype == torch.float32 and not config.FMA else "ieee",
         "USE_BARRIER": not interpreted,
         "WORK": FULL_STEP.value, "EXCHANGE": L2.value if interpreted else config.EXCHANGE,
+        # the interpreter runs programs one after another: a cluster's cannot meet inside a step there
+        "K_CLUSTER": 1 if interpreted else config.K_CLUSTER,
         # 16-bit I/O or the interpreter: with it, fp32's 3xTF32 backward spills at BLOCK_H = 128 and 1024 (sm_90), and
         # the FMA product's at H = 2048 by 8 bytes, whose tens of barriers and thousands of cycles a tile hide the
         # input's load in the step anyway
@@ -468,18 +495,28 @@ def meet_cluster(EXCHANGE: tl.constexpr, START: tl.constexpr):
 @triton.jit
 def program_start(u_ptr, pin, t_first, B, H, BACKWARD: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr,
                   BLOCK_H: tl.constexpr, K_SPLIT: tl.constexpr, CLUSTER: tl.constexpr, ONE_TILE: tl.constexpr,
-                  ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr, EXCHANGE: tl.constexpr, FMA: tl.constexpr):
+                  ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr, EXCHANGE: tl.constexpr, FMA: tl.constexpr,
+                  K_CLUSTER: tl.constexpr):
     """What a program of either kernel sets up before its first step: its state columns, its slice of U (the
     backward's transposed) pinned in registers, the first step's time index t (64-bit: t * B * H can pass 2^31),
     the slices per group, its batch group, the groups and the batch tiles; and the cluster's exchange (meet_cluster).
-    """
+    With K_CLUSTER, the slice is its cluster's BLOCK_N * K_CLUSTER columns over this program's range of K, which
+    starts at k0 (returned last; else 0)."""
     # The slots hold one tile, and each column's owner is its cluster rank.
     tl.static_assert(EXCHANGE == L2 or (ONE_TILE and CLUSTER * BLOCK_N == BLOCK_H))
     meet_cluster(EXCHANGE, True)
     cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    u3 = load_pinned_slice(u_ptr, pin, cols, H, BLOCK_H, K_SPLIT, BACKWARD, ACC_DTYPE, UPCAST_DOT, FMA)
+    if K_CLUSTER > 1:  # the cluster's columns (its programs are consecutive along x), over this program's K range
+        tl.static_assert(not BACKWARD)
+        KR: tl.constexpr = BLOCK_H // K_CLUSTER
+        k0 = (tl.program_id(0) % K_CLUSTER) * KR
+        u_cols = tl.program_id(0) // K_CLUSTER * (BLOCK_N * K_CLUSTER) + tl.arange(0, BLOCK_N * K_CLUSTER)
+        u3 = load_pinned_slice(u_ptr + k0, pin, u_cols, H, KR, K_SPLIT, BACKWARD, ACC_DTYPE, UPCAST_DOT, FMA)
+    else:
+        k0 = tl.program_id(0) * 0
+        u3 = load_pinned_slice(u_ptr, pin, cols, H, BLOCK_H, K_SPLIT, BACKWARD, ACC_DTYPE, UPCAST_DOT, FMA)
     t = tl.cast(t_first, tl.int64)
-    return cols, u3, t, tl.num_programs(0), tl.program_id(1), tl.num_programs(1), tl.cdiv(B, BLOCK_B)
+    return cols, u3, t, tl.num_programs(0), tl.program_id(1), tl.num_programs(1), tl.cdiv(B, BLOCK_B), k0
 
 
 @triton.jit
@@ -511,15 +548,22 @@ def forward_tile(u3, prev_ptr, xw, y_ptr, t, tile, cols, B, H, slot, send, CLUST
                  DOT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr,
                  WORK: tl.constexpr, TANH_FORM: tl.constexpr, READ: tl.constexpr, WRITE: tl.constexpr,
                  FMA: tl.constexpr, IN_IO_LAYOUT: tl.constexpr, IN_THREAD_SUM: tl.constexpr,
-                 STATE_IN_RUNS: tl.constexpr):
+                 STATE_IN_RUNS: tl.constexpr, K_CLUSTER: tl.constexpr, k0):
     """Step t of one batch tile: y_t[:, cols] = act(xw_t[:, cols] + prev U[cols, :]^T), xw_t's tile given; prev
     read through the exchange READ (slot 1 - slot of a dsmem one), the result passed on through WRITE (slot `slot`;
-    send: a later step reads it)."""
+    send: a later step reads it). With K_CLUSTER, the product over this program's K range (from k0) of its
+    cluster's columns, summed over the cluster in partial slot `slot` (dsmem.sum_partials)."""
     step = t * B * H
     out, out_mask = column_tile(tile, cols, B, H, BLOCK_B)
-    a = xw.to(ACC_DTYPE) + slice_product(u3, prev_ptr, tile, B, H, 1 - slot, BLOCK_N, BLOCK_B, BLOCK_H, K_SPLIT,
-                                         DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, WORK, READ, FMA, IN_IO_LAYOUT,
-                                         IN_THREAD_SUM, STATE_IN_RUNS)
+    if K_CLUSTER > 1:
+        partial = slice_product(u3, prev_ptr + k0, tile, B, H, 1 - slot, BLOCK_N * K_CLUSTER, BLOCK_B,
+                                BLOCK_H // K_CLUSTER, K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, WORK, READ, FMA,
+                                False, IN_THREAD_SUM, STATE_IN_RUNS)
+        a = xw.to(ACC_DTYPE) + sum_partials(partial, slot, BLOCK_N, BLOCK_B, K_CLUSTER)
+    else:
+        a = xw.to(ACC_DTYPE) + slice_product(u3, prev_ptr, tile, B, H, 1 - slot, BLOCK_N, BLOCK_B, BLOCK_H, K_SPLIT,
+                                             DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, WORK, READ, FMA, IN_IO_LAYOUT,
+                                             IN_THREAD_SUM, STATE_IN_RUNS)
     # Without IN_IO_LAYOUT, tl.sum over the warps left every warp holding all of a (Triton's slice layout), so every
     # warp computed the whole tile's activation (at H = 1024 with 32 x 16 tiles, 16 tanh a thread against 2): the
     # approx TANH_FORM makes each one instruction, not about ten.
@@ -580,20 +624,25 @@ def split_forward_kernel(
     IN_IO_LAYOUT: tl.constexpr,   # the product converted into the loads' layout (layouts.converts_product)
     IN_THREAD_SUM: tl.constexpr,  # the K_SPLIT partial products summed in each thread (layouts.sum_leading)
     STATE_IN_RUNS: tl.constexpr,  # the FMA product's state rows read in its own layout (state_in_runs)
+    K_CLUSTER: tl.constexpr,      # > 1: the product's K split over clusters of this many programs (SplitBlocks)
 ):
-    cols, u3, t, slices, group, groups, tiles = program_start(u_ptr, pin, t_first, B, H, False, BLOCK_B, BLOCK_N,
-                                                              BLOCK_H, K_SPLIT, CLUSTER, ONE_TILE, ACC_DTYPE,
-                                                              UPCAST_DOT, EXCHANGE, FMA)
+    cols, u3, t, slices, group, groups, tiles, k0 = program_start(u_ptr, pin, t_first, B, H, False, BLOCK_B, BLOCK_N,
+                                                                  BLOCK_H, K_SPLIT, CLUSTER, ONE_TILE, ACC_DTYPE,
+                                                                  UPCAST_DOT, EXCHANGE, FMA, K_CLUSTER)
     # Step 0 of the group's first tile, outside any loop: U's register value gets a user there, which
     # keeps its load out of the loops.
     forward_tile(u3, h0_ptr, step_tile(xw_ptr, t, group, cols, B, H, BLOCK_B, True), y_ptr, t, group, cols, B, H,
                  0, T > 1, CLUSTER, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE,
-                 UPCAST_DOT, WORK, TANH_FORM, L2, EXCHANGE, FMA, IN_IO_LAYOUT, IN_THREAD_SUM, STATE_IN_RUNS)
+                 UPCAST_DOT, WORK, TANH_FORM, L2, EXCHANGE, FMA, IN_IO_LAYOUT, IN_THREAD_SUM, STATE_IN_RUNS, K_CLUSTER,
+                 k0)
+    uses = 1  # tiles run so far: where programs run several, they take K_CLUSTER's partial slots in turn
     if not ONE_TILE:  # the group's other tiles (with ONE_TILE there are none: launcher-checked)
         for tile in range(group + groups, tiles, groups):
             forward_tile(u3, h0_ptr, step_tile(xw_ptr, t, tile, cols, B, H, BLOCK_B, True), y_ptr, t, tile, cols, B,
-                         H, 0, False, CLUSTER, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE,
-                         UPCAST_DOT, WORK, TANH_FORM, L2, L2, FMA, IN_IO_LAYOUT, IN_THREAD_SUM, STATE_IN_RUNS)
+                         H, uses % 2, False, CLUSTER, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION,
+                         ACC_DTYPE, UPCAST_DOT, WORK, TANH_FORM, L2, L2, FMA, IN_IO_LAYOUT, IN_THREAD_SUM,
+                         STATE_IN_RUNS, K_CLUSTER, k0)
+            uses += 1
     if INPUTS_AHEAD:  # the group's first tile of the next step's xw
         xw_ahead = step_tile(xw_ptr, t + t_step, group, cols, B, H, BLOCK_B, T > 1)
     for s in range(1, T):
@@ -605,18 +654,21 @@ def split_forward_kernel(
             group_barrier(counter_ptr + group, status_ptr, s, slices, CLUSTER, EXCHANGE, BLOCK_N, BLOCK_B)
         prev_ptr = y_ptr + t * B * H
         t += t_step
-        if ONE_TILE:  # the group's only tile: no loop
+        if ONE_TILE:  # the group's only tile: no loop (one tile a step: slot s % 2 is its turn)
             xw = tile_input(xw_ptr, xw_first, t, group, group, cols, B, H, BLOCK_B, INPUTS_AHEAD, ONE_TILE)
             forward_tile(u3, prev_ptr, xw, y_ptr, t, group, cols, B, H, s % 2, s + 1 < T, CLUSTER, ACTIVATION,
                          BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, WORK,
-                         TANH_FORM, EXCHANGE, EXCHANGE, FMA, IN_IO_LAYOUT, IN_THREAD_SUM, STATE_IN_RUNS)
+                         TANH_FORM, EXCHANGE, EXCHANGE, FMA, IN_IO_LAYOUT, IN_THREAD_SUM, STATE_IN_RUNS, K_CLUSTER, k0)
         else:
             for tile in range(group, tiles, groups):
                 xw = tile_input(xw_ptr, xw_first, t, tile, group, cols, B, H, BLOCK_B, INPUTS_AHEAD, ONE_TILE)
-                forward_tile(u3, prev_ptr, xw, y_ptr, t, tile, cols, B, H, 0, False, CLUSTER, ACTIVATION, BLOCK_B,
-                             BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, WORK, TANH_FORM,
-                             L2, L2, FMA, IN_IO_LAYOUT, IN_THREAD_SUM, STATE_IN_RUNS)
+                forward_tile(u3, prev_ptr, xw, y_ptr, t, tile, cols, B, H, uses % 2, False, CLUSTER, ACTIVATION,
+                             BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, WORK,
+                             TANH_FORM, L2, L2, FMA, IN_IO_LAYOUT, IN_THREAD_SUM, STATE_IN_RUNS, K_CLUSTER, k0)
+                uses += 1
     meet_cluster(EXCHANGE, False)
+    if K_CLUSTER > 1:  # no program exits while the others may still read its partial slots
+        cluster_barrier()
 
 
 @triton.jit
@@ -639,11 +691,12 @@ def split_backward_kernel(
     WORK: tl.constexpr, EXCHANGE: tl.constexpr, FMA: tl.constexpr, IN_IO_LAYOUT: tl.constexpr,
     IN_THREAD_SUM: tl.constexpr,
     STATE_IN_RUNS: tl.constexpr,
+    K_CLUSTER: tl.constexpr,  # 1: the forward's alone splits K over a cluster
     # as in split_forward_kernel
 ):
-    cols, u3, t, slices, group, groups, tiles = program_start(u_ptr, pin, t_first, B, H, True, BLOCK_B, BLOCK_N,
-                                                              BLOCK_H, K_SPLIT, CLUSTER, ONE_TILE, ACC_DTYPE,
-                                                              UPCAST_DOT, EXCHANGE, FMA)
+    cols, u3, t, slices, group, groups, tiles, _ = program_start(u_ptr, pin, t_first, B, H, True, BLOCK_B, BLOCK_N,
+                                                                 BLOCK_H, K_SPLIT, CLUSTER, ONE_TILE, ACC_DTYPE,
+                                                                 UPCAST_DOT, EXCHANGE, FMA, K_CLUSTER)
     # The first reverse step of the group's first tile, outside any loop (as in split_forward_kernel).
     backward_tile(u3, da_in_ptr, step_tile(y_ptr, t, group, cols, B, H, BLOCK_B, True),
                   step_tile(dy_ptr, t, group, cols, B, H, BLOCK_B, True), da_ptr, t, group, cols, B, H, 0,
@@ -697,6 +750,8 @@ def co_resident_groups(H: int, config: SplitBlocks, sm_count: int, device: torch
     slices = split_slices(H, config)
     if slices > sm_count:
         return 0
+    if config.K_CLUSTER > 1:  # each group is slices / K_CLUSTER clusters
+        return co_resident_clusters(device, config.K_CLUSTER, sm_count) * config.K_CLUSTER // slices
     return sm_count // slices if config.CLUSTER == 1 else co_resident_clusters(device, config.CLUSTER, sm_count)
 
 
@@ -760,6 +815,9 @@ def _launch(kernel, grid: tuple[int, int], args: tuple, config: SplitBlocks, key
     instead of hanging."""
     if not keywords["USE_BARRIER"]:
         kernel[grid](*args, **keywords)
+    elif keywords["K_CLUSTER"] > 1:  # the grid barrier's co-residency by split_grid's count of clusters
+        _launch_clusters(kernel, grid, config.K_CLUSTER, partials_bytes(config.BLOCK_N, config.BLOCK_B,
+                                                                         config.K_CLUSTER), args, keywords)
     elif config.CLUSTER > 1:
         extra = exchange_bytes(config.BLOCK_B, config.BLOCK_H) if keywords["EXCHANGE"] != L2.value else 0
         _launch_clusters(kernel, grid, config.CLUSTER, extra, args, keywords)
@@ -830,6 +888,7 @@ def _keywords(config: SplitBlocks, nonlinearity: str, dtype: torch.dtype, backwa
     if use_barrier is not None:
         keywords["USE_BARRIER"] = use_barrier
     keywords["WORK"] = work
-    if not keywords["USE_BARRIER"]:  # one-step launches read the state the last one wrote
+    if not keywords["USE_BARRIER"]:  # one-step launches read the state the last one wrote, in programs that never meet
         keywords["EXCHANGE"] = L2.value
+        keywords["K_CLUSTER"] = 1
     return keywords

@@ -516,7 +516,7 @@ def test_an_audit_in_another_process_gets_this_processs_kernel_switches(monkeypa
                 (split, "IN_THREAD_SUM", False, True), (split, "STATE_IN_RUNS", True, False),
                 (dispatch, "SPLIT_TILE_LOOP_STAGES", 3, 1), (dispatch, "SPLIT_LOOPED_BLOCK_B", 8, 16),
                 (dispatch, "SPLIT_CLUSTERS", True, False),
-                (dispatch, "SPLIT_CLUSTER_EXCHANGE", "dsmem-push", "l2")]
+                (dispatch, "SPLIT_CLUSTER_EXCHANGE", "dsmem-push", "l2"), (dispatch, "SPLIT_K_CLUSTER", 4, 1)]
     assert {(s.module, s.name) for s in audit.kernel_switches()} == {(m, n) for m, n, _, _ in switches}
     for module, name, on, _ in switches:
         monkeypatch.setattr(module, name, on)
@@ -525,7 +525,7 @@ def test_an_audit_in_another_process_gets_this_processs_kernel_switches(monkeypa
                          "--portable-tanh", "--fma-chains-in-runs",
                          "--split-inputs-in-step", "--split-tl-sum", "--split-state-in-runs",
                          "--split-tile-loop-stages", "3", "--split-looped-block-b", "8", "--split-clusters",
-                         "--split-cluster-exchange", "dsmem-push"]
+                         "--split-cluster-exchange", "dsmem-push", "--split-k-cluster", "4"]
     for module, name, _, off in switches:
         monkeypatch.setattr(module, name, off)
     with pytest.raises(SystemExit):  # no plan of that name: main stops once it has set the switches
@@ -533,8 +533,8 @@ def test_an_audit_in_another_process_gets_this_processs_kernel_switches(monkeypa
     assert (resident.FP32_PRODUCT, prefetch.L2_PREFETCH_STEPS, activations.FTZ_TANH_ON, fma.INTERLEAVED_CHAINS,
             layouts.PRODUCT_TO_IO_LAYOUT, split.INPUTS_AHEAD, split.IN_THREAD_SUM, split.STATE_IN_RUNS,
             dispatch.SPLIT_TILE_LOOP_STAGES, dispatch.SPLIT_LOOPED_BLOCK_B, dispatch.SPLIT_CLUSTERS,
-            dispatch.SPLIT_CLUSTER_EXCHANGE) == ("one-dot-m", 16, False, False, "all", False, False, True, 3, 8, True,
-                                                 "dsmem-push")
+            dispatch.SPLIT_CLUSTER_EXCHANGE, dispatch.SPLIT_K_CLUSTER) == ("one-dot-m", 16, False, False, "all", False,
+                                                                         False, True, 3, 8, True, "dsmem-push", 4)
 
 
 def audit_in_a_subprocess(tmp_path, *args: str, timeout: int = 1800) -> tuple[list[dict], str]:
@@ -564,7 +564,7 @@ def test_the_cluster_configurations_compile_clean_with_the_cluster_barrier(excha
     rows = [row for plan in plans for row in audit_in_a_subprocess(
         tmp_path, "--split-clusters", "--split-cluster-exchange", exchange, "--plan", plan, "--dtype", "bfloat16",
         "--arch", "90", timeout=600)[0]]
-    clustered = [r for r in rows if "CLUSTER=1," not in r["config"] and r["tier"] == "split"]
+    clustered = [r for r in rows if ",CLUSTER=1," not in r["config"] and r["tier"] == "split"]
     assert sorted((r["block_h"], r["kernel"], r["nonlinearity"]) for r in clustered) == [
         (bh, k, act) for bh in (256, 512, 1024) for k in ("split_backward_kernel", "split_forward_kernel")
         for act in ("relu", "tanh")]
@@ -586,7 +586,24 @@ def test_the_fp32_cluster_configuration_holds_u_in_registers_and_meets_at_the_cl
     for r in rows:
         assert (r["status"], r["spill_bytes"], r["u_in"], r["mma_per_step"], r["barrier_atomics"]) == (
             "ok", 0, "registers", 0, "yes"), r
-        assert "CLUSTER=4," in r["config"] and "FMA=True" in r["config"] and r["u_bytes"] == 64 * 256 * 4, r
+        assert ",CLUSTER=4," in r["config"] and "FMA=True" in r["config"] and r["u_bytes"] == 64 * 256 * 4, r
+
+
+def test_the_forward_with_k_split_over_clusters_of_4_compiles_clean_with_u_in_registers(tmp_path, monkeypatch):
+    """The audit with --split-k-cluster 4 (what .ci/gpu_variants.py split-k-cluster-4 launches): at H = 2048 the
+    forward's programs hold their cluster's 128 columns over a quarter of K (the same 128 KiB of U), compile for sm_90
+    in either activation without spills with U in registers, meet at the grid barrier (its atomics) and sum their
+    partial products through distributed shared memory; the backward is today's."""
+    monkeypatch.setattr(dispatch, "SPLIT_K_CLUSTER", 4)
+    plan = dispatch.plan_for(2048, 256, torch.bfloat16)
+    rows, _ = audit_in_a_subprocess(tmp_path, "--split-k-cluster", "4", "--plan", plan.name, "--dtype", "bfloat16",
+                                    "--arch", "90", timeout=900)
+    forward = [r for r in rows if r["kernel"] == "split_forward_kernel"]
+    assert sorted(r["nonlinearity"] for r in forward) == ["relu", "tanh"] and len(rows) == 4
+    for r in rows:
+        assert (r["status"], r["spill_bytes"], r["u_in"], r["barrier_atomics"], r["u_bytes"]) == (
+            "ok", 0, "registers", "yes", 32 * 2048 * 2), r
+        assert ("K_CLUSTER=4," in r["config"]) == (r["kernel"] == "split_forward_kernel"), r
 
 
 def test_the_audit_lists_each_shared_access_of_a_time_loop_with_its_wavefronts(tmp_path):
