@@ -177,6 +177,10 @@ VARIANTS = {  # name -> a context manager factory
     # each split call returning without waiting for its barriers' status, read at a later call instead (today's: one
     # host sync a call, barrier_status.WAIT_FOR_STATUS)
     "split-status-unread": lambda: switched(barrier_status, "WAIT_FOR_STATUS", False),
+    # the split forward's K split over clusters of 2 or 4 programs where programs run several tiles at H = 2048, each
+    # reading only its range of K of the state, their partial products summed in distributed shared memory (today's:
+    # every program reads its group's whole state; dispatch.SPLIT_K_CLUSTER)
+    **{f"split-k-cluster-{c}": (lambda c=c: switched(dispatch, "SPLIT_K_CLUSTER", c)) for c in (2, 4)},
     # the 16-bit clusters with their state exchanged in distributed shared memory, not through L2: by remote
     # loads after the cluster barrier, or by bulk copies counted on mbarriers (dispatch.SPLIT_CLUSTER_EXCHANGE)
     **{f"split-{e}": (lambda e=e: split_exchange(e)) for e in DSMEM_EXCHANGES},
@@ -247,6 +251,8 @@ SPLIT_CLUSTER_CASES = [(dt, h, b) for dt, h in (("bfloat16", 256), ("bfloat16", 
 SPLIT_DSMEM_CASES = [c for c in SPLIT_CLUSTER_CASES if c[0] != "float32" and c[1] <= dispatch.SPLIT_DSMEM_MAX_BLOCK_H]
 # Where two launches may share the GPU on two streams (the fma and resident tiers: streams.py)
 OVERLAPPING = [(dt, h, b) for dt in ("bfloat16", "float32") for h in (64, 128, 256) for b in (8, 64)]
+# Where split programs run several tiles a step at H = 2048 (dispatch.SPLIT_K_CLUSTER's sizes)
+SPLIT_K_CLUSTER_CASES = [("bfloat16", 2048, b) for b in (64, 256)]
 # One batch row, the low end of issues 8 and 11's B = 1..64, never timed at H <= 128 (the race times B = 8 and 64)
 ONE_ROW = [(dt, h, 1) for dt in ("bfloat16", "float32") for h in (64, 128, 256)]
 CASES = {
@@ -278,6 +284,7 @@ CASES = {
     "split-wide-one-tile-512": [c for c in SPLIT_WIDE_ONE_TILE if c[1] == 512],
     "split-clusters": SPLIT_CLUSTER_CASES,
     "split-grid-barrier-512": [c for c in SPLIT_CLUSTER_CASES if c[1] == 512],
+    **{f"split-k-cluster-{c}": SPLIT_K_CLUSTER_CASES for c in (2, 4)},
     "split-status-unread": SPLIT_16BIT + [c for c in SPLIT_CLUSTER_CASES if c[1] == 512] + SPLIT_SUM,
     **{f"split-{e}": SPLIT_DSMEM_CASES for e in DSMEM_EXCHANGES},
     "fp32-2048-stepwise": FP32_2048,
