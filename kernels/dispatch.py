@@ -596,9 +596,12 @@ def _split_plan(hidden_size, batch_size, dtype, block_h, sms, arch, device=None)
     barrier = (f"each group a cluster of {slices} meeting at its barrier" if config.forward.CLUSTER > 1 else
                "a grid barrier")
     product = ", multiplied by FMA" if config.forward.FMA else ""
+    cluster = config.forward.K_CLUSTER
+    k_split = (f" and, in the forward, a cluster barrier per tile in clusters of {cluster}, each program holding its "
+               f"cluster's {cluster * config.forward.BLOCK_N} rows over 1/{cluster} of K" if cluster > 1 else "")
     return KernelPlan("split", config, f"U cut into {slices} row slices of {config.forward.BLOCK_N} held in the "
                                        f"registers of {slices} x {groups} programs ({sms} SMs){product}, {barrier} per "
-                                       f"step; one launch, each program running {cdiv(tiles, groups)} batch "
+                                       f"step{k_split}; one launch, each program running {cdiv(tiles, groups)} batch "
                                        f"tile(s) of {config.forward.BLOCK_B} per step")
 
 

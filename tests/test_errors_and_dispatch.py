@@ -552,7 +552,9 @@ def test_the_split_forward_splits_k_over_clusters_only_where_asked_and_it_can(mo
     spill there, compile audit); not where each program runs one tile, where H < BLOCK_H would pad a range of K, in
     fp32 or before sm_90; never the backward; never in the interpreter, where a cluster's programs cannot meet."""
     monkeypatch.setattr(dispatch, "SPLIT_K_CLUSTER", 4)
-    config = dispatch.plan_for(2048, 256, torch.bfloat16).config
+    plan = dispatch.plan_for(2048, 256, torch.bfloat16)
+    config = plan.config
+    assert "in clusters of 4, each program holding its cluster's 128 rows over 1/4 of K" in plan.reason, plan.reason
     assert (config.forward.K_CLUSTER, config.forward.num_stages, config.backward.K_CLUSTER) == (4, 1, 1)
     assert config.backward == dispatch.plan_for(2048, 256, torch.float16).config.backward
     assert dispatch.plan_for(2048, 64, torch.float16).config.forward.K_CLUSTER == 4
