@@ -177,7 +177,7 @@ VARIANTS = {  # name -> a context manager factory
     # each split call returning without waiting for its barriers' status, read at a later call instead (today's: one
     # host sync a call, barrier_status.WAIT_FOR_STATUS)
     "split-status-unread": lambda: switched(barrier_status, "WAIT_FOR_STATUS", False),
-    # the split forward's K split over clusters of 2 or 4 programs where programs run several tiles at H = 2048, each
+    # the split kernels' K split over clusters of 2 or 4 programs where programs run several tiles at H = 2048, each
     # reading only its range of K of the state, their partial products summed in distributed shared memory (today's:
     # every program reads its group's whole state; dispatch.SPLIT_K_CLUSTER)
     **{f"split-k-cluster-{c}": (lambda c=c: switched(dispatch, "SPLIT_K_CLUSTER", c)) for c in (2, 4)},

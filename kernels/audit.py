@@ -678,7 +678,7 @@ def kernel_switches() -> tuple[KernelSwitch, ...]:
                      "with --split-clusters, how the clusters exchange the state (default: "
                      "dispatch.SPLIT_CLUSTER_EXCHANGE; dsmem-pull, dsmem-push: in distributed shared memory)"),
         KernelSwitch("--split-k-cluster", dispatch, "SPLIT_K_CLUSTER", {"type": int, "metavar": "N"},
-                     "the split forward's K split over clusters of N programs where its programs run several batch "
+                     "the split kernels' K split over clusters of N programs where their programs run several batch "
                      "tiles (default: dispatch.SPLIT_K_CLUSTER; 1: none; sm_90)"),
     )
 

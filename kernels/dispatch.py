@@ -31,7 +31,7 @@ was taken, else the audit; the comment beside each switch says which, with its f
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import partial
 
 import torch
@@ -247,13 +247,14 @@ SPLIT_CLUSTERS = False
 SPLIT_CLUSTER_EXCHANGE = L2.value
 SPLIT_DSMEM_MAX_BLOCK_H = 1024
 # > 1: where programs run several batch tiles a step (split_configs' last) at these BLOCK_H, 16-bit, from sm_90, the
-# split forward splits its product's K over clusters of this many programs (split.SplitBlocks.K_CLUSTER; the backward
-# stays as it is). Each program of a batch group reads its group's whole state every step, slices x B x H x 2 bytes
-# through L2 in all (64 MiB a step at H = 2048, B = 256), and from B = 64 to 256 each further 16-row tile took 1.82 us
-# a step on an H200, about 4.6 TB/s, near what L2 gives (not measured: bash .ci/gpu ncu-l2). A cluster of K_CLUSTER
-# programs shares K_CLUSTER x 32 columns, each reading only its range of K: the bytes / K_CLUSTER, for an exchange of
-# fp32 partial products in distributed shared memory (dsmem.sum_partials: [32 K_CLUSTER, 16] a tile) and one
-# cluster barrier a tile. 4 takes the tile loop unpipelined (2 stages spill 16 bytes). Not yet run on a GPU: off.
+# split kernels, forward and backward, split their product's K over clusters of this many programs
+# (split.SplitBlocks.K_CLUSTER). Each program of a batch group reads its group's whole state every step, slices x B x H
+# x 2 bytes through L2 in all (64 MiB a step at H = 2048, B = 256), and from B = 64 to 256 each further 16-row tile took
+# 1.82 us a step (forward) on an H200, about 4.6 TB/s, near what L2 gives (not measured: bash .ci/gpu ncu-l2). A cluster
+# of K_CLUSTER programs shares K_CLUSTER x 32 columns, each reading only its range of K: the bytes / K_CLUSTER, for an
+# exchange of fp32 partial products in distributed shared memory (dsmem.sum_partials: [32 K_CLUSTER, 16] a tile) and one
+# cluster barrier a tile; the tile loop pipelined as without it (2 stages at H = 2048: no spills, compile audit). Not
+# yet run on a GPU: off.
 SPLIT_K_CLUSTER = 1
 SPLIT_K_CLUSTER_BLOCK_H = (2048,)
 # Whether split_configs offers the one-tile form of each configuration (ONE_TILE: no tile loop in a step) for batches
@@ -501,23 +502,21 @@ def split_configs(dtype: torch.dtype, block_h: int, arch: int = PLANNING_ARCH) -
 
 def _k_clustered(config: LaunchConfig[SplitBlocks], dtype: torch.dtype, block_h: int,
                  arch: int) -> LaunchConfig[SplitBlocks]:
-    """config with its forward's K split over clusters of SPLIT_K_CLUSTER programs where that switch asks for it
-    (16-bit, from sm_90, at SPLIT_K_CLUSTER_BLOCK_H); else config."""
+    """config with its product's K split over clusters of SPLIT_K_CLUSTER programs, forward and backward, where that
+    switch asks for it (16-bit, from sm_90, at SPLIT_K_CLUSTER_BLOCK_H); else config."""
     if SPLIT_K_CLUSTER == 1 or arch < 90 or dtype not in SIXTEEN_BIT or block_h not in SPLIT_K_CLUSTER_BLOCK_H:
         return config
-    stages = 1 if SPLIT_K_CLUSTER > 2 else config.forward.num_stages
-    return LaunchConfig(replace(config.forward, K_CLUSTER=SPLIT_K_CLUSTER, num_stages=stages), config.backward)
+    return config.replace(K_CLUSTER=SPLIT_K_CLUSTER)
 
 
 def _runnable_k_split(config: LaunchConfig[SplitBlocks], hidden_size: int, block_h: int, sms: int,
                       device) -> LaunchConfig[SplitBlocks]:
-    """config, or its forward without the K split over clusters (_k_clustered) where H < BLOCK_H would pad a range of
-    K or those clusters do not run at once on device."""
-    forward = config.forward
-    if forward.K_CLUSTER == 1 or (hidden_size == block_h
-                                  and split.co_resident_groups(hidden_size, forward, sms, device) > 0):
+    """config, or config without the K split over clusters (_k_clustered) where H < BLOCK_H would pad a range of K or
+    those clusters do not run at once on device."""
+    if config.forward.K_CLUSTER == 1 or (hidden_size == block_h
+                                         and split.co_resident_groups(hidden_size, config.forward, sms, device) > 0):
         return config
-    return LaunchConfig(replace(forward, K_CLUSTER=1, num_stages=config.backward.num_stages), config.backward)
+    return config.replace(K_CLUSTER=1)
 
 
 def _looped(dtype: torch.dtype, block_h: int, arch: int) -> LaunchConfig[SplitBlocks] | None:

@@ -79,19 +79,21 @@ Triton 3.6 has no distributed shared memory (DESIGN.md section 9), but inline PT
 dsmem-pull or dsmem-push (dispatch.SPLIT_CLUSTER_EXCHANGE, 16-bit, off and not yet run on a GPU) a cluster's
 programs exchange the state in slots past the end of Triton's shared memory (dsmem.py) instead of through L2.
 
-With K_CLUSTER > 1 (dispatch.SPLIT_K_CLUSTER, off: compiled and audited, never run on a GPU) the forward splits its
-product's K over clusters of K_CLUSTER programs, for the large batches at H = 2048 whose every program reads its
+With K_CLUSTER > 1 (dispatch.SPLIT_K_CLUSTER, off: compiled and audited, never run on a GPU) both kernels split
+their product's K over clusters of K_CLUSTER programs, for the large batches at H = 2048 whose every program reads its
 group's whole state every step (64 MiB through L2 a step at B = 256: likely what bounds them, dispatch.py). The
 programs of a cluster share BLOCK_N * K_CLUSTER columns; each holds them over its BLOCK_H / K_CLUSTER of K (as much of
 U as before) and reads only that range of the state, and the cluster sums their fp32 partial products through
 distributed shared memory once a tile (dsmem.sum_partials), each program keeping its own BLOCK_N columns::
 
     a_t^T[n, :] = xw_t^T[n, :] + sum_r U[n, K(r)] h_{t-1}^T[K(r), :]
+    g_t^T[n, :] = dy_t^T[n, :] + sum_r U[K(r), n]^T da_{t+1}^T[K(r), :]     (backward: U's columns n)
     K(r) = r * KR + [0, KR),   KR = BLOCK_H / K_CLUSTER
 
 The batch groups still meet at the grid barrier; the clusters add one cluster barrier a tile. Compile audit, sm_90
-bf16 forward at H = 2048, 16-row tiles: K_CLUSTER = 2 236 registers, 540 time-loop instructions (2 stages); 4 254 and
-536 (1 stage: 2 stages spill 16 bytes); no spills; today's form 242 and 579.
+bf16 at H = 2048, 16-row tiles, the tile loop pipelined over 2 stages as today's, forward / backward: K_CLUSTER = 2
+236 / 236 registers, 540 / 565 time-loop instructions; 4 254 / 249 and 604 / 624; no spills; today's form 242 / 246
+and 579 / 606.
 
 In the interpreter programs run one after another, so the barrier (USE_BARRIER) is compiled out
 and the launcher runs one launch per step; the barrier itself is tested with a one-program grid. A cluster's programs
@@ -187,7 +189,7 @@ class SplitBlocks(Blocks):
     # The K_SPLIT partial products summed in each thread (module switch IN_THREAD_SUM; with FMA, fma_slice_product's);
     # the dispatcher turns it off where ptxas spills with it
     IN_THREAD_SUM: bool = True
-    # > 1 (sm_90, forward, 16-bit, H = BLOCK_H): the product's K split over clusters of this many programs, which
+    # > 1 (sm_90, 16-bit, H = BLOCK_H): the product's K split over clusters of this many programs, which
     # share BLOCK_N * K_CLUSTER columns, each holding them over BLOCK_H / K_CLUSTER of K and reading only that range
     # of the state; their partial products meet in distributed shared memory (dsmem.sum_partials). The grid
     # barrier stays.
@@ -493,6 +495,15 @@ def meet_cluster(EXCHANGE: tl.constexpr, START: tl.constexpr):
 
 
 @triton.jit
+def program_end(EXCHANGE: tl.constexpr, K_CLUSTER: tl.constexpr):
+    """After a program's last step: no program exits while another may still reach its shared memory (the dsmem
+    exchange's slots: meet_cluster; a K split's partial slots: one more cluster barrier)."""
+    meet_cluster(EXCHANGE, False)
+    if K_CLUSTER > 1:
+        cluster_barrier()
+
+
+@triton.jit
 def program_start(u_ptr, pin, t_first, B, H, BACKWARD: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr,
                   BLOCK_H: tl.constexpr, K_SPLIT: tl.constexpr, CLUSTER: tl.constexpr, ONE_TILE: tl.constexpr,
                   ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr, EXCHANGE: tl.constexpr, FMA: tl.constexpr,
@@ -507,11 +518,11 @@ def program_start(u_ptr, pin, t_first, B, H, BACKWARD: tl.constexpr, BLOCK_B: tl
     meet_cluster(EXCHANGE, True)
     cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     if K_CLUSTER > 1:  # the cluster's columns (its programs are consecutive along x), over this program's K range
-        tl.static_assert(not BACKWARD)
         KR: tl.constexpr = BLOCK_H // K_CLUSTER
         k0 = (tl.program_id(0) % K_CLUSTER) * KR
         u_cols = tl.program_id(0) // K_CLUSTER * (BLOCK_N * K_CLUSTER) + tl.arange(0, BLOCK_N * K_CLUSTER)
-        u3 = load_pinned_slice(u_ptr + k0, pin, u_cols, H, KR, K_SPLIT, BACKWARD, ACC_DTYPE, UPCAST_DOT, FMA)
+        k_range = u_ptr + k0 * H if BACKWARD else u_ptr + k0  # U's rows k0.. (backward), or its columns
+        u3 = load_pinned_slice(k_range, pin, u_cols, H, KR, K_SPLIT, BACKWARD, ACC_DTYPE, UPCAST_DOT, FMA)
     else:
         k0 = tl.program_id(0) * 0
         u3 = load_pinned_slice(u_ptr, pin, cols, H, BLOCK_H, K_SPLIT, BACKWARD, ACC_DTYPE, UPCAST_DOT, FMA)
@@ -542,6 +553,26 @@ def tile_input(ptr, first, t, tile, group, cols, B, H, BLOCK_B: tl.constexpr, IN
 
 
 @triton.jit
+def tile_product(u3, state_ptr, tile, B, H, slot, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr,
+                 BLOCK_H: tl.constexpr, K_SPLIT: tl.constexpr, DOT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
+                 UPCAST_DOT: tl.constexpr, WORK: tl.constexpr, READ: tl.constexpr, FMA: tl.constexpr,
+                 IN_IO_LAYOUT: tl.constexpr, IN_THREAD_SUM: tl.constexpr, STATE_IN_RUNS: tl.constexpr,
+                 K_CLUSTER: tl.constexpr, k0):
+    """[BLOCK_N, BLOCK_B]: this program's columns of the step's product for one batch tile, the state read at
+    state_ptr (a dsmem READ's from slot 1 - slot: slice_product). With K_CLUSTER, the product over this program's
+    range of K (from k0) of its cluster's columns, summed over the cluster in partial slot `slot`
+    (dsmem.sum_partials), whose layout-free loads leave no layout to convert into (IN_IO_LAYOUT)."""
+    if K_CLUSTER > 1:
+        partial = slice_product(u3, state_ptr + k0, tile, B, H, 1 - slot, BLOCK_N * K_CLUSTER, BLOCK_B,
+                                BLOCK_H // K_CLUSTER, K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, WORK, READ, FMA,
+                                False, IN_THREAD_SUM, STATE_IN_RUNS)
+        return sum_partials(partial, slot, BLOCK_N, BLOCK_B, K_CLUSTER)
+    else:
+        return slice_product(u3, state_ptr, tile, B, H, 1 - slot, BLOCK_N, BLOCK_B, BLOCK_H, K_SPLIT, DOT_PRECISION,
+                             ACC_DTYPE, UPCAST_DOT, WORK, READ, FMA, IN_IO_LAYOUT, IN_THREAD_SUM, STATE_IN_RUNS)
+
+
+@triton.jit
 def forward_tile(u3, prev_ptr, xw, y_ptr, t, tile, cols, B, H, slot, send, CLUSTER: tl.constexpr,
                  ACTIVATION: tl.constexpr, BLOCK_B: tl.constexpr,
                  BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, K_SPLIT: tl.constexpr,
@@ -555,15 +586,9 @@ def forward_tile(u3, prev_ptr, xw, y_ptr, t, tile, cols, B, H, slot, send, CLUST
     cluster's columns, summed over the cluster in partial slot `slot` (dsmem.sum_partials)."""
     step = t * B * H
     out, out_mask = column_tile(tile, cols, B, H, BLOCK_B)
-    if K_CLUSTER > 1:
-        partial = slice_product(u3, prev_ptr + k0, tile, B, H, 1 - slot, BLOCK_N * K_CLUSTER, BLOCK_B,
-                                BLOCK_H // K_CLUSTER, K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, WORK, READ, FMA,
-                                False, IN_THREAD_SUM, STATE_IN_RUNS)
-        a = xw.to(ACC_DTYPE) + sum_partials(partial, slot, BLOCK_N, BLOCK_B, K_CLUSTER)
-    else:
-        a = xw.to(ACC_DTYPE) + slice_product(u3, prev_ptr, tile, B, H, 1 - slot, BLOCK_N, BLOCK_B, BLOCK_H, K_SPLIT,
-                                             DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, WORK, READ, FMA, IN_IO_LAYOUT,
-                                             IN_THREAD_SUM, STATE_IN_RUNS)
+    a = xw.to(ACC_DTYPE) + tile_product(u3, prev_ptr, tile, B, H, slot, BLOCK_N, BLOCK_B, BLOCK_H, K_SPLIT,
+                                        DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, WORK, READ, FMA, IN_IO_LAYOUT,
+                                        IN_THREAD_SUM, STATE_IN_RUNS, K_CLUSTER, k0)
     # Without IN_IO_LAYOUT, tl.sum over the warps left every warp holding all of a (Triton's slice layout), so every
     # warp computed the whole tile's activation (at H = 1024 with 32 x 16 tiles, 16 tanh a thread against 2): the
     # approx TANH_FORM makes each one instruction, not about ten.
@@ -578,16 +603,17 @@ def backward_tile(u3, next_ptr, h, dy, da_ptr, t, tile, cols, B, H, slot, send, 
                   BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, K_SPLIT: tl.constexpr,
                   DOT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr,
                   WORK: tl.constexpr, READ: tl.constexpr, WRITE: tl.constexpr, FMA: tl.constexpr,
-                  IN_IO_LAYOUT: tl.constexpr, IN_THREAD_SUM: tl.constexpr, STATE_IN_RUNS: tl.constexpr):
+                  IN_IO_LAYOUT: tl.constexpr, IN_THREAD_SUM: tl.constexpr, STATE_IN_RUNS: tl.constexpr,
+                  K_CLUSTER: tl.constexpr, k0):
     """Reverse step t of one batch tile, h_t's and dy_t's tiles given:
     da_t[:, cols] = (dy_t[:, cols] + da_{t+1} U[:, cols]) * act'(h_t[:, cols]), da_{t+1} read at next_ptr (slots
-    as in forward_tile)."""
+    and K_CLUSTER as in forward_tile)."""
     step = t * B * H
     out, out_mask = column_tile(tile, cols, B, H, BLOCK_B)
     h = h.to(ACC_DTYPE)
-    g = dy.to(ACC_DTYPE) + slice_product(u3, next_ptr, tile, B, H, 1 - slot, BLOCK_N, BLOCK_B, BLOCK_H, K_SPLIT,
-                                         DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, WORK, READ, FMA, IN_IO_LAYOUT,
-                                         IN_THREAD_SUM, STATE_IN_RUNS)
+    g = dy.to(ACC_DTYPE) + tile_product(u3, next_ptr, tile, B, H, slot, BLOCK_N, BLOCK_B, BLOCK_H, K_SPLIT,
+                                        DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, WORK, READ, FMA, IN_IO_LAYOUT,
+                                        IN_THREAD_SUM, STATE_IN_RUNS, K_CLUSTER, k0)
     da = (g * activation_grad_from_output(h, ACTIVATION)).to(da_ptr.dtype.element_ty)
     publish_state(da, cols, slot, send, BLOCK_N, BLOCK_B, BLOCK_H, CLUSTER, WRITE)
     tl.store(da_ptr + step + out, da, mask=out_mask)
@@ -666,9 +692,7 @@ def split_forward_kernel(
                              BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, WORK,
                              TANH_FORM, L2, L2, FMA, IN_IO_LAYOUT, IN_THREAD_SUM, STATE_IN_RUNS, K_CLUSTER, k0)
                 uses += 1
-    meet_cluster(EXCHANGE, False)
-    if K_CLUSTER > 1:  # no program exits while the others may still read its partial slots
-        cluster_barrier()
+    program_end(EXCHANGE, K_CLUSTER)
 
 
 @triton.jit
@@ -691,23 +715,26 @@ def split_backward_kernel(
     WORK: tl.constexpr, EXCHANGE: tl.constexpr, FMA: tl.constexpr, IN_IO_LAYOUT: tl.constexpr,
     IN_THREAD_SUM: tl.constexpr,
     STATE_IN_RUNS: tl.constexpr,
-    K_CLUSTER: tl.constexpr,  # 1: the forward's alone splits K over a cluster
+    K_CLUSTER: tl.constexpr,
     # as in split_forward_kernel
 ):
-    cols, u3, t, slices, group, groups, tiles, _ = program_start(u_ptr, pin, t_first, B, H, True, BLOCK_B, BLOCK_N,
+    cols, u3, t, slices, group, groups, tiles, k0 = program_start(u_ptr, pin, t_first, B, H, True, BLOCK_B, BLOCK_N,
                                                                  BLOCK_H, K_SPLIT, CLUSTER, ONE_TILE, ACC_DTYPE,
                                                                  UPCAST_DOT, EXCHANGE, FMA, K_CLUSTER)
     # The first reverse step of the group's first tile, outside any loop (as in split_forward_kernel).
     backward_tile(u3, da_in_ptr, step_tile(y_ptr, t, group, cols, B, H, BLOCK_B, True),
                   step_tile(dy_ptr, t, group, cols, B, H, BLOCK_B, True), da_ptr, t, group, cols, B, H, 0,
                   T > 1, CLUSTER, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE,
-                  UPCAST_DOT, WORK, L2, EXCHANGE, FMA, IN_IO_LAYOUT, IN_THREAD_SUM, STATE_IN_RUNS)
+                  UPCAST_DOT, WORK, L2, EXCHANGE, FMA, IN_IO_LAYOUT, IN_THREAD_SUM, STATE_IN_RUNS, K_CLUSTER, k0)
+    uses = 1  # as in split_forward_kernel
     if not ONE_TILE:  # the group's other tiles, as in split_forward_kernel
         for tile in range(group + groups, tiles, groups):
             backward_tile(u3, da_in_ptr, step_tile(y_ptr, t, tile, cols, B, H, BLOCK_B, True),
-                          step_tile(dy_ptr, t, tile, cols, B, H, BLOCK_B, True), da_ptr, t, tile, cols, B, H, 0,
-                          False, CLUSTER, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE,
-                          UPCAST_DOT, WORK, L2, L2, FMA, IN_IO_LAYOUT, IN_THREAD_SUM, STATE_IN_RUNS)
+                          step_tile(dy_ptr, t, tile, cols, B, H, BLOCK_B, True), da_ptr, t, tile, cols, B, H,
+                          uses % 2, False, CLUSTER, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION,
+                          ACC_DTYPE, UPCAST_DOT, WORK, L2, L2, FMA, IN_IO_LAYOUT, IN_THREAD_SUM, STATE_IN_RUNS,
+                          K_CLUSTER, k0)
+            uses += 1
     if INPUTS_AHEAD:  # the group's first tile of the next reverse step's h and dy
         h_ahead = step_tile(y_ptr, t + t_step, group, cols, B, H, BLOCK_B, T > 1)
         dy_ahead = step_tile(dy_ptr, t + t_step, group, cols, B, H, BLOCK_B, T > 1)
@@ -726,15 +753,16 @@ def split_backward_kernel(
             dy = tile_input(dy_ptr, dy_first, t, group, group, cols, B, H, BLOCK_B, INPUTS_AHEAD, ONE_TILE)
             backward_tile(u3, next_ptr, h, dy, da_ptr, t, group, cols, B, H, s % 2, s + 1 < T, CLUSTER, ACTIVATION,
                           BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, WORK,
-                          EXCHANGE, EXCHANGE, FMA, IN_IO_LAYOUT, IN_THREAD_SUM, STATE_IN_RUNS)
+                          EXCHANGE, EXCHANGE, FMA, IN_IO_LAYOUT, IN_THREAD_SUM, STATE_IN_RUNS, K_CLUSTER, k0)
         else:
             for tile in range(group, tiles, groups):
                 h = tile_input(y_ptr, h_first, t, tile, group, cols, B, H, BLOCK_B, INPUTS_AHEAD, ONE_TILE)
                 dy = tile_input(dy_ptr, dy_first, t, tile, group, cols, B, H, BLOCK_B, INPUTS_AHEAD, ONE_TILE)
-                backward_tile(u3, next_ptr, h, dy, da_ptr, t, tile, cols, B, H, 0, False, CLUSTER, ACTIVATION,
-                              BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, WORK,
-                              L2, L2, FMA, IN_IO_LAYOUT, IN_THREAD_SUM, STATE_IN_RUNS)
-    meet_cluster(EXCHANGE, False)
+                backward_tile(u3, next_ptr, h, dy, da_ptr, t, tile, cols, B, H, uses % 2, False, CLUSTER,
+                              ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT,
+                              WORK, L2, L2, FMA, IN_IO_LAYOUT, IN_THREAD_SUM, STATE_IN_RUNS, K_CLUSTER, k0)
+                uses += 1
+    program_end(EXCHANGE, K_CLUSTER)
 
 
 def split_slices(H: int, config: SplitBlocks) -> int:

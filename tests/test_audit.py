@@ -589,21 +589,22 @@ def test_the_fp32_cluster_configuration_holds_u_in_registers_and_meets_at_the_cl
         assert ",CLUSTER=4," in r["config"] and "FMA=True" in r["config"] and r["u_bytes"] == 64 * 256 * 4, r
 
 
-def test_the_forward_with_k_split_over_clusters_of_4_compiles_clean_with_u_in_registers(tmp_path, monkeypatch):
+def test_the_k_split_over_clusters_of_4_compiles_clean_with_u_in_registers(tmp_path, monkeypatch):
     """The audit with --split-k-cluster 4 (what .ci/gpu_variants.py split-k-cluster-4 launches): at H = 2048 the
     forward's programs hold their cluster's 128 columns over a quarter of K (the same 128 KiB of U), compile for sm_90
     in either activation without spills with U in registers, meet at the grid barrier (its atomics) and sum their
-    partial products through distributed shared memory; the backward is today's."""
+    partial products through distributed shared memory, and so do the backward's with U's columns."""
     monkeypatch.setattr(dispatch, "SPLIT_K_CLUSTER", 4)
     plan = dispatch.plan_for(2048, 256, torch.bfloat16)
     rows, _ = audit_in_a_subprocess(tmp_path, "--split-k-cluster", "4", "--plan", plan.name, "--dtype", "bfloat16",
                                     "--arch", "90", timeout=900)
-    forward = [r for r in rows if r["kernel"] == "split_forward_kernel"]
-    assert sorted(r["nonlinearity"] for r in forward) == ["relu", "tanh"] and len(rows) == 4
+    assert sorted((r["kernel"], r["nonlinearity"]) for r in rows) == [
+        (kernel, nonlinearity) for kernel in ("split_backward_kernel", "split_forward_kernel")
+        for nonlinearity in ("relu", "tanh")]
     for r in rows:
         assert (r["status"], r["spill_bytes"], r["u_in"], r["barrier_atomics"], r["u_bytes"]) == (
             "ok", 0, "registers", "yes", 32 * 2048 * 2), r
-        assert ("K_CLUSTER=4," in r["config"]) == (r["kernel"] == "split_forward_kernel"), r
+        assert "K_CLUSTER=4," in r["config"], r
 
 
 def test_the_audit_lists_each_shared_access_of_a_time_loop_with_its_wavefronts(tmp_path):

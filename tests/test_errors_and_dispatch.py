@@ -546,26 +546,24 @@ def test_without_cuda_or_interpreter_the_error_says_what_to_do():
     assert "ERR" in out and "TRITON_INTERPRET=1" in out and "CUDA" in out
 
 
-def test_the_split_forward_splits_k_over_clusters_only_where_asked_and_it_can(monkeypatch):
-    """dispatch.SPLIT_K_CLUSTER (off by default; not yet run on a GPU): the forward of the configuration whose programs
-    run several batch tiles (16-bit, H = 2048, from sm_90) splits its K over clusters, unpipelined for 4 (two stages
-    spill there, compile audit); not where each program runs one tile, where H < BLOCK_H would pad a range of K, in
-    fp32 or before sm_90; never the backward; never in the interpreter, where a cluster's programs cannot meet."""
+def test_the_split_tier_splits_k_over_clusters_only_where_asked_and_it_can(monkeypatch):
+    """dispatch.SPLIT_K_CLUSTER (off by default; not yet run on a GPU): both passes of the configuration whose programs
+    run several batch tiles (16-bit, H = 2048, from sm_90) split their K over clusters, their tile loop pipelined as
+    without it; not where each program runs one tile, where H < BLOCK_H would pad a range of K, in fp32 or before
+    sm_90; never in the interpreter, where a cluster's programs cannot meet."""
     monkeypatch.setattr(dispatch, "SPLIT_K_CLUSTER", 4)
     plan = dispatch.plan_for(2048, 256, torch.bfloat16)
     config = plan.config
     assert "in clusters of 4, each program holding its cluster's 128 rows over 1/4 of K" in plan.reason, plan.reason
-    assert (config.forward.K_CLUSTER, config.forward.num_stages, config.backward.K_CLUSTER) == (4, 1, 1)
-    assert config.backward == dispatch.plan_for(2048, 256, torch.float16).config.backward
-    assert dispatch.plan_for(2048, 64, torch.float16).config.forward.K_CLUSTER == 4
-    for hidden, batch, dtype in ((2048, 8, torch.bfloat16), (2000, 256, torch.bfloat16), (2048, 256, torch.float32)):
-        assert dispatch.plan_for(hidden, batch, dtype).config.forward.K_CLUSTER == 1, (hidden, batch, dtype)
+    assert config.forward == config.backward and (config.forward.K_CLUSTER, config.forward.num_stages) == (4, 2)
+    assert dispatch.plan_for(2048, 64, torch.float16).config.backward.K_CLUSTER == 4
+    cases = ((2048, 8, torch.bfloat16), (2000, 256, torch.bfloat16), (2048, 256, torch.float32))
+    unsplit = [dispatch.plan_for(hidden, batch, dtype).config for hidden, batch, dtype in cases]
     assert all(c.forward.K_CLUSTER == 1 for c in dispatch.split_configs(torch.bfloat16, 2048, arch=80))
     assert split.launch_keywords(config.forward, "tanh", torch.bfloat16, True, False)["K_CLUSTER"] == 1
     assert split.launch_keywords(config.forward, "tanh", torch.bfloat16, False, False)["K_CLUSTER"] == 4
-    monkeypatch.setattr(dispatch, "SPLIT_K_CLUSTER", 2)
-    assert dispatch.plan_for(2048, 256, torch.bfloat16).config.forward.num_stages == 2
     monkeypatch.setattr(dispatch, "SPLIT_K_CLUSTER", 1)
-    assert dispatch.plan_for(2048, 256, torch.bfloat16).config.forward.K_CLUSTER == 1
+    assert dispatch.plan_for(2048, 256, torch.bfloat16).config == config.replace(K_CLUSTER=1)
+    assert unsplit == [dispatch.plan_for(hidden, batch, dtype).config for hidden, batch, dtype in cases]
     with pytest.raises(ValueError, match="K_CLUSTER takes the grid barrier, the L2 exchange and the MMA product"):
         split.SplitBlocks(BLOCK_B=8, BLOCK_N=64, BLOCK_H=256, K_SPLIT=8, num_warps=8, CLUSTER=4, K_CLUSTER=2)

@@ -121,15 +121,15 @@ def test_split_barrier_under_load_matches_stepwise(H, B, monkeypatch):
 
 @pytest.mark.parametrize("cluster", [2, 4])
 @pytest.mark.parametrize("B", [64, 128])
-def test_split_forward_with_k_over_a_cluster_matches_stepwise_and_float64(B, cluster, monkeypatch):
-    """dispatch.SPLIT_K_CLUSTER (inline PTX, never run in the interpreter): the split forward's product split over
+def test_split_with_k_over_a_cluster_matches_stepwise_and_float64(B, cluster, monkeypatch):
+    """dispatch.SPLIT_K_CLUSTER (inline PTX, never run in the interpreter): the split kernels' product split over
     clusters of 2 or 4 programs along K, their fp32 partial products summed in distributed shared memory, in the
     tile loop of H = 2048 (two 16-row tiles a program at B = 64, four at B = 128, so the partial slots turn within a
-    step and across steps): 10k steps against the step kernel (B = 256's would take about 60 GB of the GPU), and
-    (B = 64: the float64 loop runs on the host) T = 1024 against float64 in both activations."""
+    step and across steps), forward and backward: 10k steps against the step kernel (B = 256's would take about 60
+    GB of the GPU), and (B = 64: the float64 loop runs on the host) T = 1024 against float64 in both activations."""
     monkeypatch.setattr(dispatch, "SPLIT_K_CLUSTER", cluster)
     plan = plan_for(2048, B, torch.bfloat16, "cuda")
-    if plan.tier != "split" or plan.config.forward.K_CLUSTER != cluster:
+    if plan.tier != "split" or {plan.config.forward.K_CLUSTER, plan.config.backward.K_CLUSTER} != {cluster}:
         pytest.skip(f"no K split over clusters of {cluster} here: {plan.name}")
     check_split_against_stepwise(2048, B)
     for nonlinearity in ("tanh", "relu") if B == 64 else ():
