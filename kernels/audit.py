@@ -55,8 +55,10 @@ H a multiple of 16), and reports:
     fma forward at H = 128 and 256, where this counts 485 and 985; in the split forward at H = 1024, 774
     against 909, this count including the loop's code that rarely runs (the barrier's poll and give-up paths).
     The JSON also lists every barrier-like instruction of the loop by opcode (barrier_kinds): BAR.*,
-    the mbarrier operations SYNCS.*, and the warpgroup fences of wgmma WARPGROUP.* (which wait for
-    the warp's own wgmma, not for other warps), and, in the JSON only, the loop's L2 prefetches
+    the mbarrier operations SYNCS.*, the warpgroup fences of wgmma WARPGROUP.* (which wait for
+    the warp's own wgmma, not for other warps), the cluster barrier's UCGABAR_ARV and UCGABAR_WAIT, and the
+    memory fences MEMBAR.* (MEMBAR.ALL.GPU, from a gpu- or cluster-scope release, waits until every memory
+    operation the thread has in flight is performed: an L2 round trip), and, in the JSON only, the loop's L2 prefetches
     (prefetch_per_step: CCTL.*.PF*, from prefetch.global.L2);
 - split kernels: the grid barrier's release arrival and acquire poll are in the PTX.
 
@@ -131,7 +133,7 @@ class AuditRow:
     u_l1_per_step: int = -1      # bytes of U loaded from global memory per time step (evict_last LDG)
     u_bytes: int = 0             # U's bytes in the program (fma, resident: BLOCK_H^2; split: its slice)
     barrier_atomics: str = "n/a" # "yes" / "NO" for split kernels: the group barrier's release and acquire in the PTX
-                                 # (and a cluster exchange's own instructions: CLUSTER_EXCHANGE_PTX)
+                                 # (and a cluster exchange's or K split's own: CLUSTER_EXCHANGE_PTX, K_SPLIT_PTX)
     block_h: int = 0
     num_warps: int = 0
     plan: str = ""               # KernelPlan.name
@@ -437,7 +439,8 @@ def tile_loads(ttgir: str, block_n: int, block_b: int) -> int:
     return len(re.findall(rf"= tt\.load .*: tensor<{block_n}x{block_b}x!tt\.ptr", _time_loop(ttgir)[1]))
 
 
-BARRIER_OPCODES = ("BAR", "SYNCS", "WARPGROUP")  # CTA barriers, mbarrier operations, wgmma fences
+# CTA barriers, mbarrier operations, wgmma fences, the cluster barrier, memory fences
+BARRIER_OPCODES = ("BAR", "SYNCS", "WARPGROUP", "UCGABAR_ARV", "UCGABAR_WAIT", "MEMBAR")
 
 
 def cta_barriers(loop: list[str]) -> int:
@@ -481,23 +484,34 @@ def l2_prefetches(loop: list[str]) -> int:
     return sum(i.split()[0].startswith("CCTL") and ".PF" in i.split()[0] for i in loop)
 
 
-# What each of a cluster's exchanges (split.SplitBlocks.EXCHANGE) must have in the PTX besides the cluster barrier
+# A cluster's release arrivals: all the thread's memory operations (barrier.cluster_arrive), or only its own shared
+# memory's, all that the distributed-shared-memory exchanges pass on (barrier.cluster_arrive_shared)
+RELEASE_ARRIVAL = r"\bbarrier\.cluster\.arrive\.release\b"
+SHARED_RELEASE_ARRIVAL = (r"\bfence\.release\.sync_restrict::shared::cta\.cluster;\s*"
+                          r"barrier\.cluster\.arrive\.relaxed\b")
+WAIT_ACQUIRE = r"\bbarrier\.cluster\.wait\.acquire\b"
+REMOTE_READS = [r"\bmapa\.shared::cluster\b", r"\bld\.shared::cluster\b"]
+# What each of a cluster's exchanges (split.SplitBlocks.EXCHANGE) must have in the PTX beside the cluster's acquire
 CLUSTER_EXCHANGE_PTX = {
-    "l2": [],
-    "dsmem-pull": [r"\bmapa\.shared::cluster\b", r"\bld\.shared::cluster\b"],  # the remote reads
+    "l2": [RELEASE_ARRIVAL],  # the state through global memory, which only the full release covers
+    "dsmem-pull": [f"({RELEASE_ARRIVAL}|{SHARED_RELEASE_ARRIVAL})", *REMOTE_READS],
     "dsmem-push": [r"\bcp\.async\.bulk\.shared::cluster\.shared::cta\.mbarrier::complete_tx::bytes\b",
                    r"\bmbarrier\.arrive\.expect_tx\b", r"\bmbarrier\.try_wait\.parity\b"],  # copies, their count
 }
+# What a K split over a cluster (split.SplitBlocks.K_CLUSTER) must have: each tile's partial products released,
+# acquired and read from the cluster's shared memory (dsmem.sum_partials)
+K_SPLIT_PTX = [f"({RELEASE_ARRIVAL}|{SHARED_RELEASE_ARRIVAL})", WAIT_ACQUIRE, *REMOTE_READS]
 
 
-def barrier_atomics(ptx: str, cluster: bool = False, exchange: str = "l2") -> bool:
+def barrier_atomics(ptx: str, cluster: bool = False, exchange: str = "l2", k_split: bool = False) -> bool:
     """The grid barrier's arrival (a gpu-scope release add, e.g. red.global.gpu.release.add) and its
     poll (a gpu-scope acquire load or atomic, e.g. ld.global.gpu.acquire) are in the PTX; for a group that is a
-    cluster, the cluster barrier's release arrival and acquire wait instead, with what its exchange needs
-    (CLUSTER_EXCHANGE_PTX)."""
+    cluster, the cluster barrier's acquire wait instead, with the release arrival and whatever else its exchange
+    needs (CLUSTER_EXCHANGE_PTX); with k_split also the K split's sum over the cluster (K_SPLIT_PTX)."""
+    if k_split and not all(re.search(pattern, ptx) for pattern in K_SPLIT_PTX):
+        return False
     if cluster:
-        return bool(re.search(r"\bbarrier\.cluster\.arrive\.release\b", ptx)
-                    and re.search(r"\bbarrier\.cluster\.wait\.acquire\b", ptx)
+        return bool(re.search(WAIT_ACQUIRE, ptx)
                     and all(re.search(pattern, ptx) for pattern in CLUSTER_EXCHANGE_PTX[exchange]))
     release_add = re.search(r"\b(red|atom)\.\S*\bgpu\.release\.add", ptx)
     acquire_poll = re.search(r"\b(ld|atom)\.\S*\bgpu\.acquire\b", ptx)
@@ -573,8 +587,9 @@ def compile_one(job: AuditJob) -> AuditRow:
             for key, value in time_loop_facts(compiled, keywords, job.dtype, job.tier).items():
                 setattr(row, key, value)
         if job.tier == "split":
-            cluster = keywords.get("CLUSTER", 1) > 1
-            row.barrier_atomics = "yes" if barrier_atomics(compiled.asm["ptx"], cluster, keywords["EXCHANGE"]) else "NO"
+            cluster, k_split = keywords.get("CLUSTER", 1) > 1, keywords.get("K_CLUSTER", 1) > 1
+            met = barrier_atomics(compiled.asm["ptx"], cluster, keywords["EXCHANGE"], k_split)
+            row.barrier_atomics = "yes" if met else "NO"
     except Exception as exc:  # one broken configuration must not hide the others
         row.error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200]
     return row

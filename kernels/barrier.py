@@ -20,7 +20,8 @@ LOST or above means a barrier gave up, and stays below 2^31 even then.
 cluster_barrier is the alternative where a group's programs are one thread-block cluster (sm_90; the
 split launcher's CLUSTER): the hardware's cluster barrier, with release and acquire at cluster scope,
 which covers the global-memory stores of the step. No counter, no polling, no co-residency to check:
-a cluster's CTAs are scheduled together or not at all.
+a cluster's CTAs are scheduled together or not at all. Where only shared memory passes between a cluster's
+programs (dsmem.py), cluster_arrive_shared releases just that, without waiting for global memory.
 """
 import triton
 import triton.language as tl
@@ -59,6 +60,19 @@ def cluster_arrive():
     visible to each thread of the cluster once that thread's cluster_wait returns. Returns at once; every thread
     arrives once per phase (.aligned)."""
     tl.inline_asm_elementwise("barrier.cluster.arrive.release.aligned; mov.b32 $0, 0;", "=r", [], dtype=tl.int32,
+                              is_pure=False, pack=1)
+
+
+@triton.jit
+def cluster_arrive_shared():
+    """cluster_arrive releasing only this thread's accesses to its own CTA's shared memory, which is all that the
+    cluster's distributed-shared-memory exchanges need released: a restricted release fence
+    (fence.release.sync_restrict::shared::cta.cluster), then a relaxed arrival. cluster_arrive's full release compiles
+    to MEMBAR.ALL.GPU, which waits until every memory operation the thread has in flight is performed at GPU scope: an
+    L2 round trip where a global store (the step's output) or a load issued ahead (the next step's input) is still
+    out; this fence compiles to MEMBAR.ALL.CTA (compile audit, sm_90)."""
+    tl.inline_asm_elementwise("fence.release.sync_restrict::shared::cta.cluster; "
+                              "barrier.cluster.arrive.relaxed.aligned; mov.b32 $0, 0;", "=r", [], dtype=tl.int32,
                               is_pure=False, pack=1)
 
 

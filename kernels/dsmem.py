@@ -7,7 +7,8 @@ k-major (a program's columns are one contiguous range of bytes); step s uses slo
 (split.SplitBlocks.EXCHANGE):
 
     dsmem-pull  step s:    p writes its columns of h_s into its own slot (st.shared) and arrives at the cluster
-                           barrier (release);
+                           barrier, releasing its shared memory alone (barrier.cluster_arrive_shared: the step's
+                           global stores and loads stay in flight);
                 step s+1:  p waits at the barrier (acquire), then reads each column k of h_s from the slot of
                            program k // BLOCK_N (mapa, ld.shared::cluster).
     dsmem-push  step s:    p writes its columns of h_s into its own slot, then one thread copies them into the
@@ -45,7 +46,7 @@ program of the cluster after the cluster barrier (mapa, ld.shared::cluster), as 
 import triton
 import triton.language as tl
 
-from .barrier import cluster_barrier
+from .barrier import cluster_arrive_shared, cluster_wait
 
 L2 = tl.constexpr("l2")  # the split kernels' own exchange, through global memory
 PULL = tl.constexpr("dsmem-pull")
@@ -215,19 +216,21 @@ def _partial(slot, n, b, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr, K_CLUSTER
 def sum_partials(partial, slot, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr, K_CLUSTER: tl.constexpr):
     """[BLOCK_N, BLOCK_B] fp32: this program's columns of the sum of its cluster's partial products. partial is this
     program's, [BLOCK_N * K_CLUSTER, BLOCK_B] (the cluster's columns, over this program's range of K); it goes to
-    slot `slot` of this program's shared memory, the cluster meets (release, acquire), and each program reads its
-    BLOCK_N columns from every program's slot (its rank's rows: program_id(0) % K_CLUSTER, the cluster's CTAs being
-    consecutive along x). Each store and load computes its own address, so nothing depends on the layouts Triton
-    gives partial or the result. Two slots suffice, used in turn: a program writes a slot again two tiles later,
-    after the cluster's barrier of the tile between, which no program passes before every program has arrived
-    there, after its reads of this one."""
+    slot `slot` of this program's shared memory, the cluster meets (cluster_arrive_shared releases that store alone,
+    leaving the previous tile's output store and the next tile's state loads in flight; the wait acquires), and each
+    program reads its BLOCK_N columns from every program's slot (its rank's rows: program_id(0) % K_CLUSTER, the
+    cluster's CTAs being consecutive along x). Each store and load computes its own address, so nothing depends on
+    the layouts Triton gives partial or the result. Two slots suffice, used in turn: a program writes a slot again
+    two tiles later, after the cluster's barrier of the tile between, which no program passes before every program
+    has arrived there, after its reads of this one (their values already summed into its tile's result)."""
     columns: tl.constexpr = BLOCK_N * K_CLUSTER
     b = tl.arange(0, BLOCK_B)[None, :]
     tl.inline_asm_elementwise(
         "{ .reg .u32 a, e; " + _END + "add.u32 a, a, $1; st.shared.f32 [a], $2; mov.b32 $0, 0; }", "=r,r,f",
         [_partial(slot, tl.arange(0, columns)[:, None], b, BLOCK_N, BLOCK_B, K_CLUSTER), partial], dtype=tl.int32,
         is_pure=False, pack=1)
-    cluster_barrier()
+    cluster_arrive_shared()
+    cluster_wait()
     mine = (tl.program_id(0) % K_CLUSTER) * BLOCK_N + tl.arange(0, BLOCK_N)[:, None]
     offsets = _partial(slot, mine, b, BLOCK_N, BLOCK_B, K_CLUSTER)
     total = tl.zeros((BLOCK_N, BLOCK_B), tl.float32)

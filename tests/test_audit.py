@@ -78,6 +78,15 @@ def test_barrier_atomics_check_can_fail():
     assert not barrier_atomics(cluster.replace("wait.acquire", "wait"), cluster=True)
     remote = " mapa.shared::cluster.u32 a, a, %r5; ld.shared::cluster.b16 %rs3, [a];"
     assert barrier_atomics(cluster + remote, True, "dsmem-pull") and not barrier_atomics(cluster, True, "dsmem-pull")
+    # a release of the arrival's own shared memory alone serves the exchanges in shared memory, not the state in L2
+    shared = cluster.replace("barrier.cluster.arrive.release", "fence.release.sync_restrict::shared::cta.cluster; "
+                             "barrier.cluster.arrive.relaxed")
+    assert barrier_atomics(shared + remote, True, "dsmem-pull") and not barrier_atomics(shared, True)
+    relaxed_alone = shared.replace("fence.release.sync_restrict::shared::cta.cluster; ", "")
+    assert not barrier_atomics(relaxed_alone + remote, True, "dsmem-pull")
+    # a K split beside the grid barrier: its partial products' release, acquire and remote reads too
+    assert barrier_atomics(both + shared + remote, k_split=True)
+    assert not barrier_atomics(both, k_split=True) and not barrier_atomics(both + relaxed_alone + remote, k_split=True)
     copies = (" cp.async.bulk.shared::cluster.shared::cta.mbarrier::complete_tx::bytes [dst], [src], 1024, [rmb];"
               " mbarrier.arrive.expect_tx.shared::cta.b64 _, [a], 7168;"
               " mbarrier.try_wait.parity.shared::cta.b64 p, [a], 0;")
@@ -249,16 +258,18 @@ def test_bar_per_step_counts_the_cta_barriers_of_the_outer_loop():
                    "HGMMA.64x16x16.F32.BF16 R24, R32, gdesc[UR56].tnspB, R24",
                    "WARPGROUP.DEPBAR.LE gsb0, 0x0",
                    "SYNCS.ARRIVE.TRANS64.RED.A1T0 RZ, [UR4], RZ",
+                   "MEMBAR.ALL.GPU",
+                   "UCGABAR_ARV",
                    "BAR.RED.POPC.DEFER_BLOCKING 0x0, P1",
                    "BAR.SYNC.DEFER_BLOCKING 0x0",
                    "@P2 BRA 0x10",
                    "BAR.SYNC.DEFER_BLOCKING 0x0",                        # after the loop: not counted
                    "EXIT")
     loop = time_loop(listing)
-    assert cta_barriers(loop) == 4   # BAR.SYNC twice, BAR.ARV, BAR.RED; not the wgmma fences nor SYNCS
+    assert cta_barriers(loop) == 4   # BAR.SYNC twice, BAR.ARV, BAR.RED; not the wgmma fences, SYNCS nor the cluster's
     assert barrier_kinds(loop) == ("BAR.SYNC.DEFER_BLOCKING x2, BAR.ARV x1, WARPGROUP.ARRIVE x1, "
-                                   "WARPGROUP.DEPBAR.LE x1, SYNCS.ARRIVE.TRANS64.RED.A1T0 x1, "
-                                   "BAR.RED.POPC.DEFER_BLOCKING x1")
+                                   "WARPGROUP.DEPBAR.LE x1, SYNCS.ARRIVE.TRANS64.RED.A1T0 x1, MEMBAR.ALL.GPU x1, "
+                                   "UCGABAR_ARV x1, BAR.RED.POPC.DEFER_BLOCKING x1")
     assert cta_barriers(time_loop(sass("BAR.SYNC 0x0", "EXIT"))) == 0 and barrier_kinds([]) == ""
     assert mma_instructions(loop) == 1 and wgmma_waits(loop) == 1
     assert l2_prefetches(loop) == 0 and l2_prefetches(["CCTL.E.PF2 [R20]", "CCTL.IVALL", "LDG.E R5, [R6.64]"]) == 1
@@ -555,8 +566,9 @@ def test_the_cluster_configurations_compile_clean_with_the_cluster_barrier(excha
     H = 256, 512 and 1024 compile for sm_90 without spills in either activation, with U in registers, and meet at the
     cluster barrier (barrier.cluster with release and acquire), not the grid barrier's atomics. With
     --split-cluster-exchange dsmem-pull or dsmem-push (the variants split-dsmem-pull, -push), their state passes
-    through distributed shared memory: what that exchange needs is there too. Only the cluster plans are compiled
-    (the full audit covers the rest)."""
+    through distributed shared memory: what that exchange needs is there too, and pull's arrival releases only its
+    shared memory, so that its time loop waits on no gpu-scope fence (MEMBAR.ALL.GPU), which the state through L2
+    needs. Only the cluster plans are compiled (the full audit covers the rest)."""
     from kernels import audit
     monkeypatch.setattr(dispatch, "SPLIT_CLUSTERS", True)
     monkeypatch.setattr(dispatch, "SPLIT_CLUSTER_EXCHANGE", exchange)
@@ -572,6 +584,7 @@ def test_the_cluster_configurations_compile_clean_with_the_cluster_barrier(excha
         assert r["status"] == "ok" and r["spill_bytes"] == 0 and r["u_in"] == "registers", r
         assert r["barrier_atomics"] == "yes", r
         assert f"EXCHANGE={exchange}," in r["config"], r
+        assert ("MEMBAR.ALL.GPU" in r["barrier_kinds"]) == (exchange == "l2"), r
 
 
 def test_the_fp32_cluster_configuration_holds_u_in_registers_and_meets_at_the_cluster_barrier(tmp_path, monkeypatch):
@@ -593,7 +606,9 @@ def test_the_k_split_over_clusters_of_4_compiles_clean_with_u_in_registers(tmp_p
     """The audit with --split-k-cluster 4 (what .ci/gpu_variants.py split-k-cluster-4 launches): at H = 2048 the
     forward's programs hold their cluster's 128 columns over a quarter of K (the same 128 KiB of U), compile for sm_90
     in either activation without spills with U in registers, meet at the grid barrier (its atomics) and sum their
-    partial products through distributed shared memory, and so do the backward's with U's columns."""
+    partial products through distributed shared memory, and so do the backward's with U's columns. The time loop's
+    one gpu-scope fence (MEMBAR.ALL.GPU) is the grid barrier's: each tile's cluster barrier releases only the
+    program's shared memory, and does not wait for the tile's output store or the next tile's loads in flight."""
     monkeypatch.setattr(dispatch, "SPLIT_K_CLUSTER", 4)
     plan = dispatch.plan_for(2048, 256, torch.bfloat16)
     rows, _ = audit_in_a_subprocess(tmp_path, "--split-k-cluster", "4", "--plan", plan.name, "--dtype", "bfloat16",
@@ -605,6 +620,8 @@ def test_the_k_split_over_clusters_of_4_compiles_clean_with_u_in_registers(tmp_p
         assert (r["status"], r["spill_bytes"], r["u_in"], r["barrier_atomics"], r["u_bytes"]) == (
             "ok", 0, "registers", "yes", 32 * 2048 * 2), r
         assert "K_CLUSTER=4," in r["config"], r
+        kinds = r["barrier_kinds"]
+        assert "MEMBAR.ALL.GPU x1," in kinds and "MEMBAR.ALL.CTA x1," in kinds and "UCGABAR_ARV x1," in kinds, r
 
 
 def test_the_audit_lists_each_shared_access_of_a_time_loop_with_its_wavefronts(tmp_path):
