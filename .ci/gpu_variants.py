@@ -143,6 +143,9 @@ VARIANTS = {  # name -> a context manager factory
     # each program's step inputs read in the step, after the barrier (today's, in 16-bit: the first tile's a step
     # ahead, before the barrier: split.INPUTS_AHEAD; fp32's already read them in the step)
     "split-inputs-in-step": lambda: switched(split, "INPUTS_AHEAD", False),
+    # the split kernels' inputs a step ahead loaded before the program's arrival at the group barrier, whose release
+    # then orders them first (today's: after it; split.INPUTS_AFTER_ARRIVAL)
+    "split-inputs-before-arrival": lambda: switched(split, "INPUTS_AFTER_ARRIVAL", False),
     # the split kernels' partial products (one per warp) summed by Triton's tl.sum over the warps, through shared
     # memory with 16-way bank conflicts (today's: in each thread after one layout conversion, split.IN_THREAD_SUM)
     "split-tl-sum": lambda: switched(split, "IN_THREAD_SUM", False),
@@ -274,6 +277,7 @@ CASES = {
     "split-32-row-slices": [c for c in SPLIT_PROBES if c[1] == 1024],
     "split-16-row-tiles": SPLIT_NARROW,
     "split-inputs-in-step": SPLIT_BATCH,
+    "split-inputs-before-arrival": SPLIT_BATCH,
     "split-tile-loop": list(dict.fromkeys(SPLIT_BATCH + SPLIT_NARROW)),
     "split-tile-stages-1": SPLIT_MANY_TILES,
     "split-tl-sum": SPLIT_SUM,

@@ -65,7 +65,8 @@ H a multiple of 16), and reports:
 Run it as `python -m kernels.audit` (prints the table, exits 1 on any failure); the test suite runs it too.
 `--fp32-product` audits the resident kernels with another fp32 product than the default
 (resident.FP32_PRODUCT), `--split-inputs-in-step` the split kernels with each step's input read in
-the step instead of a step ahead (split.INPUTS_AHEAD off), `--split-tile-loop-stages N` the split
+the step instead of a step ahead (split.INPUTS_AHEAD off), `--split-inputs-before-arrival` with those loads before
+the program's arrival at the barrier (split.INPUTS_AFTER_ARRIVAL off), `--split-tile-loop-stages N` the split
 kernels' tile loop software-pipelined over N stages (dispatch.SPLIT_TILE_LOOP_STAGES), and
 `--l2-prefetch-steps N` the resident kernels with their step inputs prefetched into L2 N steps ahead
 (prefetch.L2_PREFETCH_STEPS), `--portable-tanh` the fp32 forward kernels with tanh's portable form
@@ -674,6 +675,9 @@ def kernel_switches() -> tuple[KernelSwitch, ...]:
         KernelSwitch("--split-inputs-in-step", split, "INPUTS_AHEAD", {"action": "store_false"},
                      "the split kernels with each step's input read in the step, not a step ahead "
                      "(split.INPUTS_AHEAD off)"),
+        KernelSwitch("--split-inputs-before-arrival", split, "INPUTS_AFTER_ARRIVAL", {"action": "store_false"},
+                     "the split kernels' inputs a step ahead loaded before the program's arrival at the group "
+                     "barrier, not after it (split.INPUTS_AFTER_ARRIVAL off)"),
         KernelSwitch("--split-tl-sum", split, "IN_THREAD_SUM", {"action": "store_false"},
                      "the split kernels with their warps' partial products summed by Triton's tl.sum over the "
                      "warps, not in each thread (split.IN_THREAD_SUM off)"),

@@ -33,8 +33,23 @@ LOST = tl.constexpr(1 << 30)  # a counter value past every target: the group's b
 @triton.jit
 def grid_barrier(counter_ptr, status_ptr, target):
     """Wait until *counter_ptr >= target after adding this program's arrival."""
+    grid_arrive(counter_ptr)
+    grid_wait(counter_ptr, status_ptr, target)
+
+
+@triton.jit
+def grid_arrive(counter_ptr):
+    """This program's arrival at the grid barrier: once every thread of it has issued its stores of the step, one
+    release add. A release orders every earlier memory operation of the program before the arrival, loads as well
+    as stores (SASS: MEMBAR.ALL.GPU, then the add), so a load meant for a later step is best issued after it, where
+    its latency overlaps the wait (split.py's inputs loaded ahead)."""
     tl.debug_barrier()  # every thread of this program has issued its stores of the step
     tl.atomic_add(counter_ptr, 1, sem="release", scope="gpu")
+
+
+@triton.jit
+def grid_wait(counter_ptr, status_ptr, target):
+    """The rest of grid_barrier after grid_arrive: poll until *counter_ptr >= target (acquire), bounded."""
     arrived = tl.atomic_add(counter_ptr, 0, sem="acquire", scope="gpu")
     spins = 0
     while (arrived < target) & (spins < MAX_SPINS):

@@ -108,7 +108,7 @@ import triton.language as tl
 
 from . import barrier
 from .activations import activation_grad_from_output, apply_activation
-from .barrier import cluster_arrive_shared, cluster_barrier, cluster_wait, grid_barrier
+from .barrier import cluster_arrive, cluster_arrive_shared, cluster_barrier, cluster_wait, grid_arrive, grid_wait
 from .barrier_status import check_barriers, read_status
 from .driver import time_order
 from .dsmem import (
@@ -137,6 +137,14 @@ PIN = 1.0  # the runtime float U's slice is multiplied by before the time loop (
 # and 64) it took 1-13% off the forward's time per step and 0.7-7% off forward+backward's
 # (results/variants/20261126-h200-switches), though it costs 12-45 instructions per step forward and 22-74 backward.
 INPUTS_AHEAD = True
+# Whether those inputs are loaded after the program's arrival at its group's barrier (group_arrive) rather than before
+# it. The arrival is a release, which orders every earlier memory operation of the program before it, loads as well as
+# stores (SASS: MEMBAR.ALL.GPU ahead of the grid barrier's add and the cluster barrier's arrival), so a load issued
+# before it may hold the arrival back by its own latency, an L2 or HBM round trip, every step; issued after it, the
+# load overlaps the wait and the product, and is still a step ahead. Compile audit, sm_90 bf16: the time loop's loads
+# of xw (h and dy) follow the fence and the arrival, 3 fewer instructions per step in most split configurations, the
+# same registers. Chosen from the SASS: not yet timed (bash .ci/gpu dsmem-quick runs rnnbench exchange both ways).
+INPUTS_AFTER_ARRIVAL = True
 # Whether the K_SPLIT partial products (one per warp) are summed in each thread after one layout conversion
 # (layouts.sum_leading), or by Triton's sum over the warps, whose shared-memory stores and reads have 16-way bank
 # conflicts: Nsight Compute counted 480 + 480 conflict wavefronts per program and step at H = 1024, B = 16 (61% of
@@ -222,6 +230,7 @@ def launch_keywords(config: SplitBlocks, nonlinearity: str, dtype: torch.dtype, 
         # the FMA product's at H = 2048 by 8 bytes, whose tens of barriers and thousands of cycles a tile hide the
         # input's load in the step anyway
         "INPUTS_AHEAD": INPUTS_AHEAD and (interpreted or dtype in SIXTEEN_BIT),
+        "INPUTS_AFTER_ARRIVAL": INPUTS_AFTER_ARRIVAL,
         # the MMA product only: the FMA product's sum over the warps would be converted twice (layouts.py)
         "IN_IO_LAYOUT": converts_product(dtype) and not config.FMA,
         "IN_THREAD_SUM": IN_THREAD_SUM and config.IN_THREAD_SUM,
@@ -451,20 +460,31 @@ def column_tile(tile, cols, B, H, BLOCK_B: tl.constexpr):
 
 
 @triton.jit
-def group_barrier(counter_ptr, status_ptr, s, slices, CLUSTER: tl.constexpr, EXCHANGE: tl.constexpr,
-                  BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr):
-    """Every program of the batch group (its `slices` programs) has written step s - 1: the cluster's barrier where
-    the group is one cluster (dsmem-pull: only its wait, each program arrived when it wrote, publish_state), the
-    arrival of step s - 1's state (dsmem-push), else the grid barrier on the group's counter (barrier.py), which
-    each program has reached s times once all have."""
-    if EXCHANGE == PULL:
-        cluster_wait()
-    elif EXCHANGE == PUSH:
+def group_arrive(counter_ptr, CLUSTER: tl.constexpr, EXCHANGE: tl.constexpr):
+    """This program's arrival at its batch group's barrier after writing a step, which releases the step's stores:
+    at the cluster's barrier where the group is one cluster, else at the grid barrier on the group's counter
+    (barrier.py); nothing for the dsmem exchanges, whose programs arrive as they write (publish_state). Separate from
+    group_wait so that loads for a later step go between the two: a release waits for every memory operation still
+    in flight, loads included (barrier.grid_arrive)."""
+    if EXCHANGE == L2:
+        if CLUSTER > 1:
+            cluster_arrive()
+        else:
+            grid_arrive(counter_ptr)
+
+
+@triton.jit
+def group_wait(counter_ptr, status_ptr, s, slices, CLUSTER: tl.constexpr, EXCHANGE: tl.constexpr,
+               BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr):
+    """After group_arrive: every program of the batch group (its `slices` programs) has written step s - 1: the
+    cluster's barrier where the group is one cluster (dsmem-pull too), the arrival of step s - 1's state (dsmem-push),
+    else the grid barrier on the group's counter, which each program has reached s times once all have."""
+    if EXCHANGE == PUSH:
         wait_state((s - 1) % 2, ((s - 1) // 2) % 2, status_ptr, BLOCK_N, BLOCK_B, CLUSTER)
     elif CLUSTER > 1:
-        cluster_barrier()
+        cluster_wait()
     else:
-        grid_barrier(counter_ptr, status_ptr, s * slices)
+        grid_wait(counter_ptr, status_ptr, s * slices)
 
 
 @triton.jit
@@ -640,6 +660,7 @@ def split_forward_kernel(
     USE_BARRIER: tl.constexpr,    # False only for one-step launches (interpreter)
     CLUSTER: tl.constexpr,        # > 1: the group is one cluster of CLUSTER programs, met at cluster_barrier
     INPUTS_AHEAD: tl.constexpr,   # the group's first tile of each step's input loaded a step ahead
+    INPUTS_AFTER_ARRIVAL: tl.constexpr,  # those loads issued after the program's arrival at the group barrier
     ONE_TILE: tl.constexpr,       # the group's first tile is its only one (launcher-checked): no tile loop
     DOT_PRECISION: tl.constexpr,  # "ieee" (16-bit) or "tf32x3" (fp32)
     ACC_DTYPE: tl.constexpr,      # tl.float32
@@ -673,12 +694,16 @@ def split_forward_kernel(
     if INPUTS_AHEAD:  # the group's first tile of the next step's xw
         xw_ahead = step_tile(xw_ptr, t + t_step, group, cols, B, H, BLOCK_B, T > 1)
     for s in range(1, T):
+        if USE_BARRIER and INPUTS_AFTER_ARRIVAL:  # this program has written step s-1: its arrival, then the load ahead
+            group_arrive(counter_ptr + group, CLUSTER, EXCHANGE)
         xw_first = None  # the group's first tile's xw, with INPUTS_AHEAD loaded a step ago
         if INPUTS_AHEAD:
             xw_first = xw_ahead
             xw_ahead = step_tile(xw_ptr, t + 2 * t_step, group, cols, B, H, BLOCK_B, s + 1 < T)
         if USE_BARRIER:  # every program of the group has written step s-1
-            group_barrier(counter_ptr + group, status_ptr, s, slices, CLUSTER, EXCHANGE, BLOCK_N, BLOCK_B)
+            if not INPUTS_AFTER_ARRIVAL:
+                group_arrive(counter_ptr + group, CLUSTER, EXCHANGE)
+            group_wait(counter_ptr + group, status_ptr, s, slices, CLUSTER, EXCHANGE, BLOCK_N, BLOCK_B)
         prev_ptr = y_ptr + t * B * H
         t += t_step
         if ONE_TILE:  # the group's only tile: no loop (one tile a step: slot s % 2 is its turn)
@@ -711,6 +736,7 @@ def split_backward_kernel(
     t_step,         # -1 or +1
     ACTIVATION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr,
     K_SPLIT: tl.constexpr, USE_BARRIER: tl.constexpr, CLUSTER: tl.constexpr, INPUTS_AHEAD: tl.constexpr,
+    INPUTS_AFTER_ARRIVAL: tl.constexpr,
     ONE_TILE: tl.constexpr,
     DOT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr,
     WORK: tl.constexpr, EXCHANGE: tl.constexpr, FMA: tl.constexpr, IN_IO_LAYOUT: tl.constexpr,
@@ -740,13 +766,17 @@ def split_backward_kernel(
         h_ahead = step_tile(y_ptr, t + t_step, group, cols, B, H, BLOCK_B, T > 1)
         dy_ahead = step_tile(dy_ptr, t + t_step, group, cols, B, H, BLOCK_B, T > 1)
     for s in range(1, T):
+        if USE_BARRIER and INPUTS_AFTER_ARRIVAL:  # as in split_forward_kernel
+            group_arrive(counter_ptr + group, CLUSTER, EXCHANGE)
         h_first, dy_first = None, None  # the group's first tile's h and dy, with INPUTS_AHEAD loaded a step ago
         if INPUTS_AHEAD:
             h_first, dy_first = h_ahead, dy_ahead
             h_ahead = step_tile(y_ptr, t + 2 * t_step, group, cols, B, H, BLOCK_B, s + 1 < T)
             dy_ahead = step_tile(dy_ptr, t + 2 * t_step, group, cols, B, H, BLOCK_B, s + 1 < T)
         if USE_BARRIER:
-            group_barrier(counter_ptr + group, status_ptr, s, slices, CLUSTER, EXCHANGE, BLOCK_N, BLOCK_B)
+            if not INPUTS_AFTER_ARRIVAL:
+                group_arrive(counter_ptr + group, CLUSTER, EXCHANGE)
+            group_wait(counter_ptr + group, status_ptr, s, slices, CLUSTER, EXCHANGE, BLOCK_N, BLOCK_B)
         next_ptr = da_ptr + t * B * H
         t += t_step
         if ONE_TILE:  # the group's only tile (as in split_forward_kernel)

@@ -524,7 +524,8 @@ def test_an_audit_in_another_process_gets_this_processs_kernel_switches(monkeypa
     switches = [(resident, "FP32_PRODUCT", "one-dot-m", "tf32x3"), (prefetch, "L2_PREFETCH_STEPS", 16, 4),
                 (activations, "FTZ_TANH_ON", False, True), (fma, "INTERLEAVED_CHAINS", False, True),
                 (layouts, "PRODUCT_TO_IO_LAYOUT", "all", "fp32"), (split, "INPUTS_AHEAD", False, True),
-                (split, "IN_THREAD_SUM", False, True), (split, "STATE_IN_RUNS", True, False),
+                (split, "INPUTS_AFTER_ARRIVAL", False, True), (split, "IN_THREAD_SUM", False, True),
+                (split, "STATE_IN_RUNS", True, False),
                 (dispatch, "SPLIT_TILE_LOOP_STAGES", 3, 1), (dispatch, "SPLIT_LOOPED_BLOCK_B", 8, 16),
                 (dispatch, "SPLIT_CLUSTERS", True, False),
                 (dispatch, "SPLIT_CLUSTER_EXCHANGE", "dsmem-push", "l2"), (dispatch, "SPLIT_K_CLUSTER", 4, 1)]
@@ -534,18 +535,15 @@ def test_an_audit_in_another_process_gets_this_processs_kernel_switches(monkeypa
     arguments = audit.switch_arguments()
     assert arguments == ["--fp32-product", "one-dot-m", "--l2-prefetch-steps", "16", "--product-to-io-layout", "all",
                          "--portable-tanh", "--fma-chains-in-runs",
-                         "--split-inputs-in-step", "--split-tl-sum", "--split-state-in-runs",
+                         "--split-inputs-in-step", "--split-inputs-before-arrival", "--split-tl-sum",
+                         "--split-state-in-runs",
                          "--split-tile-loop-stages", "3", "--split-looped-block-b", "8", "--split-clusters",
                          "--split-cluster-exchange", "dsmem-push", "--split-k-cluster", "4"]
     for module, name, _, off in switches:
         monkeypatch.setattr(module, name, off)
     with pytest.raises(SystemExit):  # no plan of that name: main stops once it has set the switches
         audit.main(["--plan", "no-such-plan", *arguments])
-    assert (resident.FP32_PRODUCT, prefetch.L2_PREFETCH_STEPS, activations.FTZ_TANH_ON, fma.INTERLEAVED_CHAINS,
-            layouts.PRODUCT_TO_IO_LAYOUT, split.INPUTS_AHEAD, split.IN_THREAD_SUM, split.STATE_IN_RUNS,
-            dispatch.SPLIT_TILE_LOOP_STAGES, dispatch.SPLIT_LOOPED_BLOCK_B, dispatch.SPLIT_CLUSTERS,
-            dispatch.SPLIT_CLUSTER_EXCHANGE, dispatch.SPLIT_K_CLUSTER) == ("one-dot-m", 16, False, False, "all", False,
-                                                                         False, True, 3, 8, True, "dsmem-push", 4)
+    assert [getattr(module, name) for module, name, _, _ in switches] == [on for _, _, on, _ in switches]
 
 
 def audit_in_a_subprocess(tmp_path, *args: str, timeout: int = 1800) -> tuple[list[dict], str]:

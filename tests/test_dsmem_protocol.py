@@ -60,7 +60,7 @@ def value(step, column):
 
 
 def pull_program(p, cluster, state, steps, slot_of, barrier, exited, final_barrier=True):
-    """dsmem-pull (split.publish_state, group_barrier, meet_cluster): write own slot, arrive; wait, read the others."""
+    """dsmem-pull (split.publish_state, group_wait, meet_cluster): write own slot, arrive; wait, read the others."""
     waits = 0
     for s in range(steps):
         if s:

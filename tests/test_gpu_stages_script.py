@@ -168,6 +168,22 @@ def test_the_quick_dsmem_stage_stresses_both_exchanges_at_h512_before_timing_the
     assert sum(limit for _, limit in listed) <= 210
 
 
+def test_the_arrival_stage_times_the_split_inputs_either_side_of_the_barriers_arrival(tmp_path):
+    """`arrival`: `rnnbench exchange`, then the layer beside the variant, with split.INPUTS_AFTER_ARRIVAL on (today's)
+    and off, a switch that exists, in the steps' time."""
+    from kernels import split
+    result = run(tmp_path, "--dry-run", "arrival")
+    listed = steps(result.stdout)
+    assert [name for _, name, _ in listed] == ["exchange-inputs-after-arrival", "exchange-inputs-before-arrival",
+                                               "arrival-layer"]
+    assert sum(limit for _, _, limit in listed) <= 300
+    assert all(f"split.INPUTS_AFTER_ARRIVAL = {on};" in result.stdout for on in (True, False))
+    assert split.INPUTS_AFTER_ARRIVAL is True
+    layer_args = steps_running(".ci/gpu_variants.py", "arrival")["arrival-layer"]
+    layer = load_gpu_variants().build_parser().parse_args(layer_args)
+    assert layer.variant == ["current", "split-inputs-before-arrival"]
+
+
 def test_the_streams_stage_tests_then_times_the_overlaps_and_checkpointing(tmp_path):
     """`streams`: the GPU test of both overlaps in both tiers that use them, then bidirectional layers against the
     same in order, and runs of triton against triton-checkpoint from scenarios the stage writes (valid ones): the
