@@ -82,10 +82,11 @@ def cluster_arrive():
 def cluster_arrive_shared():
     """cluster_arrive releasing only this thread's accesses to its own CTA's shared memory, which is all that the
     cluster's distributed-shared-memory exchanges need released: a restricted release fence
-    (fence.release.sync_restrict::shared::cta.cluster), then a relaxed arrival. cluster_arrive's full release compiles
-    to MEMBAR.ALL.GPU, which waits until every memory operation the thread has in flight is performed at GPU scope: an
-    L2 round trip where a global store (the step's output) or a load issued ahead (the next step's input) is still
-    out; this fence compiles to MEMBAR.ALL.CTA (compile audit, sm_90)."""
+    (fence.release.sync_restrict::shared::cta.cluster), then a relaxed arrival. cluster_arrive's full release orders
+    every earlier memory operation of the thread before the arrival and compiles to MEMBAR.ALL.GPU, which can only
+    meet that by waiting for those still in flight: an L2 round trip where a global store (the step's output) or a
+    load issued ahead (the next step's input) is still out. This fence compiles to MEMBAR.ALL.CTA (compile audit,
+    sm_90). How long either waits on a GPU is not measured."""
     tl.inline_asm_elementwise("fence.release.sync_restrict::shared::cta.cluster; "
                               "barrier.cluster.arrive.relaxed.aligned; mov.b32 $0, 0;", "=r", [], dtype=tl.int32,
                               is_pure=False, pack=1)
