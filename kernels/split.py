@@ -143,7 +143,8 @@ INPUTS_AHEAD = True
 # before it may hold the arrival back by its own latency, an L2 or HBM round trip, every step; issued after it, the
 # load overlaps the wait and the product, and is still a step ahead. Compile audit, sm_90 bf16: the time loop's loads
 # of xw (h and dy) follow the fence and the arrival, 3 fewer instructions per step in most split configurations, the
-# same registers. Chosen from the SASS: not yet timed (bash .ci/gpu dsmem-quick runs rnnbench exchange both ways).
+# same registers. Chosen from the SASS: not yet timed (bash .ci/gpu arrival times rnnbench exchange and the layer both
+# ways).
 INPUTS_AFTER_ARRIVAL = True
 # Whether the K_SPLIT partial products (one per warp) are summed in each thread after one layout conversion
 # (layouts.sum_leading), or by Triton's sum over the warps, whose shared-memory stores and reads have 16-way bank
@@ -464,8 +465,8 @@ def group_arrive(counter_ptr, CLUSTER: tl.constexpr, EXCHANGE: tl.constexpr):
     """This program's arrival at its batch group's barrier after writing a step, which releases the step's stores:
     at the cluster's barrier where the group is one cluster, else at the grid barrier on the group's counter
     (barrier.py); nothing for the dsmem exchanges, whose programs arrive as they write (publish_state). Separate from
-    group_wait so that loads for a later step go between the two: a release waits for every memory operation still
-    in flight, loads included (barrier.grid_arrive)."""
+    group_wait so that loads for a later step can go between the two: the release orders every earlier memory
+    operation before the arrival, loads included (barrier.grid_arrive, INPUTS_AFTER_ARRIVAL)."""
     if EXCHANGE == L2:
         if CLUSTER > 1:
             cluster_arrive()
