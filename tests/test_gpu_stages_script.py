@@ -184,6 +184,25 @@ def test_the_arrival_stage_times_the_split_inputs_either_side_of_the_barriers_ar
     assert layer.variant == ["current", "split-inputs-before-arrival"]
 
 
+def test_every_profile_step_names_a_case_backends_and_dtype_that_rnnbench_takes(tmp_path):
+    """Each `rnnbench profile` a stage runs (alone, or under Nsight Compute) parses: its scenario loads, its --case,
+    --backend and --dtype are ones the CLI accepts, and it writes into the stage's folder (an absolute --out), not the
+    repository's results/; a typo would cost a lease's step."""
+    from rnnbench import cli
+    from rnnbench.schema import load_scenario
+    listed = run(tmp_path, "--dry-run", "--budget", "100000", *stages()).stdout.splitlines()
+    commands = [shlex.split(line.split(": ", 1)[1]) for line in listed
+                if line.startswith("== ") and " profile " in line]
+    assert len(commands) >= 10
+    for argv in commands:
+        args = cli.build_parser().parse_args(argv[argv.index("profile"):])
+        scenario = load_scenario(SCRIPT.parents[1] / args.scenario, "full")
+        case = cli.parse_case(args.case, scenario)
+        assert cli.parse_backends(args.backend, scenario) and case.seq_len >= 1, argv
+        assert args.dtype in (None, "float32", "float16", "bfloat16"), argv
+        assert Path(args.out).is_absolute(), argv
+
+
 def test_the_streams_stage_tests_then_times_the_overlaps_and_checkpointing(tmp_path):
     """`streams`: the GPU test of both overlaps in both tiers that use them, then bidirectional layers against the
     same in order, and runs of triton against triton-checkpoint from scenarios the stage writes (valid ones): the
