@@ -203,6 +203,24 @@ def test_every_profile_step_names_a_case_backends_and_dtype_that_rnnbench_takes(
         assert Path(args.out).is_absolute(), argv
 
 
+def test_every_switched_cli_step_sets_switches_that_exist_and_passes_arguments_rnnbench_takes(tmp_path):
+    """Each step that runs rnnbench with kernel switches set (cli_with, exchange_with) assigns attributes its modules
+    have, and passes the CLI arguments it parses: a misspelt switch would otherwise run today's form unnoticed."""
+    import kernels
+    from rnnbench import cli
+    listed = run(tmp_path, "--dry-run", "--budget", "100000", *stages()).stdout.splitlines()
+    switched = [re.search(r"main\\n(.*); sys\.exit\(main\(sys\.argv\[1:\]\)\)' (.*)$", line) for line in listed
+                if "from rnnbench.cli import main" in line]
+    assert len(switched) >= 10 and all(switched)
+    for found in switched:
+        for assignment in found[1].replace("\\'", "'").split("; "):
+            target, value = (part.strip() for part in assignment.split(" = "))
+            module, name = target.split(".")
+            assert hasattr(getattr(kernels, module), name), assignment
+            compile(value, "<switch>", "eval")
+        cli.build_parser().parse_args(shlex.split(found[2]))
+
+
 def test_the_streams_stage_tests_then_times_the_overlaps_and_checkpointing(tmp_path):
     """`streams`: the GPU test of both overlaps in both tiers that use them, then bidirectional layers against the
     same in order, and runs of triton against triton-checkpoint from scenarios the stage writes (valid ones): the
