@@ -57,8 +57,9 @@ H a multiple of 16), and reports:
     The JSON also lists every barrier-like instruction of the loop by opcode (barrier_kinds): BAR.*,
     the mbarrier operations SYNCS.*, the warpgroup fences of wgmma WARPGROUP.* (which wait for
     the warp's own wgmma, not for other warps), the cluster barrier's UCGABAR_ARV and UCGABAR_WAIT, and the
-    memory fences MEMBAR.* (MEMBAR.ALL.GPU, from a gpu- or cluster-scope release, waits until every memory
-    operation the thread has in flight is performed: an L2 round trip), and, in the JSON only, the loop's L2 prefetches
+    memory fences MEMBAR.* (MEMBAR.ALL.GPU, from a gpu- or cluster-scope release, which orders every earlier memory
+    operation of the thread first and so may wait an L2 round trip for those in flight: inferred, not measured), and,
+    in the JSON only, the loop's L2 prefetches
     (prefetch_per_step: CCTL.*.PF*, from prefetch.global.L2);
 - split kernels: the grid barrier's release arrival and acquire poll are in the PTX.
 
