@@ -32,19 +32,24 @@ backward) are loaded during the previous step, h_t's store is not waited on, and
 instruction for 16-bit I/O (activations.py).
 
 Per-step layouts. The MMA leaves the product in its accumulator's layout; tl.load and tl.store give
-the step's tiles a coalesced one. Converting the input tiles into the accumulator's layout and the
-output tile back took 6 CTA barriers per step in the forward and 8 in the backward (the audit's
-bar/step; 2 of them h's, as the MMA's right operand): 16-bit's default, timed the fastest. Two
-other forms:
+the step's tiles a coalesced one. 16-bit's default (FRAGMENT_IO, where fragments.fits: BLOCK_H >= 64)
+keeps the per-step tensors in the accumulator's fragment order (fragments.py): the launchers copy xw
+(h and dy) into it and the output back, and the step loads and stores its tiles 16 bytes a thread with
+no conversion: 2 CTA barriers per step, h's as the MMA's right operand, and half the forward's
+instructions at BLOCK_H = 64 and 128 (compile audit, sm_90). Not yet timed. Before it, converting the
+input tiles into the accumulator's layout and the output tile back took 6 CTA barriers per step in the
+forward and 8 in the backward (the audit's bar/step): timed the fastest of three forms, and still
+16-bit's form at BLOCK_H = 16 and 32 (backward) and fp32's (the product converted, below), where the
+fragment order does not fit or, fp32, its three dots convert anyway. The other two:
 - layouts.PRODUCT_TO_IO_LAYOUT (fp32 only): the product is converted into the tiles' layout once
   (layouts.in_io_layout): 4 barriers in both passes, and in fp32 far fewer instructions (the backward
   at BLOCK_H = 16: 104 per step instead of 202). In 16-bit it was timed up to 13% slower on an H200
   (layouts.py): the conversion sits on the step's serial chain.
 - ACC_LAYOUT_IO: load_tile and store_tile take the accumulator's layout by inline PTX (2 barriers),
   at the cost of per-element addressing. Timed on an H200, that paid in the 16-bit forward up to
-  BLOCK_H = 128 only (ACC_LAYOUT_IO_MAX_BLOCK_H), where it is used: 10% faster than the tiles
-  converted, and at H = 128 1% (B = 8) and 6% (B = 64) faster than the product converted
-  (results/variants/20261127-h200/io_layout.csv, plain-io).
+  BLOCK_H = 128 only (ACC_LAYOUT_IO_MAX_BLOCK_H): 10% faster than the tiles converted, and at H = 128
+  1% (B = 8) and 6% (B = 64) faster than the product converted (results/variants/20261127-h200/
+  io_layout.csv, plain-io). It serves the forward at BLOCK_H = 16 and 32, where fragment order does not.
 float64 (for gradcheck) multiplies by the plain product.
 
 L2 prefetch (prefetch.py): where the tensors a launch streams outgrow L2, each program asks L2 for
@@ -80,8 +85,9 @@ import torch
 import triton
 import triton.language as tl
 
-from . import prefetch
+from . import fragments, prefetch
 from .activations import activation_grad_from_output, apply_activation
+from .fragments import fragment_tile, from_fragment_order, from_fragments, to_fragment_order, to_fragments
 from .launch import SIXTEEN_BIT, Blocks, accumulator_dtype, cdiv, common_keywords, tanh_form
 from .layouts import converts_product, in_io_layout, side_by_side
 from .prefetch import prefetch_distance, prefetch_l2
@@ -93,6 +99,10 @@ PIN = 1.0  # the runtime float U is multiplied by before the time loop (see the 
 # forward 10% faster at H = 128 but 12-23% slower at H = 256, the backward 3-38% slower everywhere
 # (more address arithmetic per element than barriers saved). 0 turns it off.
 ACC_LAYOUT_IO_MAX_BLOCK_H = {"forward": 128, "backward": 0}
+# 16-bit per-step tensors in the MMA accumulator's fragment order (fragments.py) where the configuration's accumulator
+# has its pattern (fragments.fits): the step converts no tile, and ACC_LAYOUT_IO is not used. Chosen from the compile
+# audit (2 CTA barriers per step instead of 6 forward and 8 backward), not yet timed: .ci/gpu's `fragments` stage.
+FRAGMENT_IO = True
 # fp32's product (module docstring): Triton's tf32x3, three dots each waited for, or the terms of 3xTF32
 # in one dot (one-dot-k, one-dot-m), read at every launch. The one-dot products are not yet timed:
 # tf32x3 stays until a GPU says otherwise (.ci/gpu_variants.py --variant fp32-tf32x3 fp32-one-dot-k ...).
@@ -115,12 +125,18 @@ def launch_keywords(config: ResidentBlocks, nonlinearity: str, dtype: torch.dtyp
     """Everything a resident kernel takes besides tensors and sizes, as its launcher passes it."""
     keywords = config.keywords() | common_keywords(nonlinearity, dtype, interpreted)
     keywords["DOT_PRECISION"] = FP32_PRODUCT if dtype == torch.float32 else "ieee"
+    keywords["FRAGMENTS"] = FRAGMENT_IO and dtype in SIXTEEN_BIT and fragments.fits(config.BLOCK_H, config.BLOCK_B,
+                                                                                      config.num_warps)
     limit = ACC_LAYOUT_IO_MAX_BLOCK_H["backward" if backward else "forward"]
-    keywords["ACC_LAYOUT_IO"] = config.BLOCK_H <= limit and not interpreted and dtype in SIXTEEN_BIT
-    keywords["IN_IO_LAYOUT"] = converts_product(dtype) and not keywords["ACC_LAYOUT_IO"] and dtype != torch.float64
-    # Inline PTX, which the interpreter cannot run; 16-bit only, and not in the backward at BLOCK_H = 256: with it
-    # fp32's backward at BLOCK_H = 128 spills (sm_90), and fp16's at 256 (relu, sm_80: 8 bytes at 16 warps' limit).
-    prefetched = not interpreted and dtype in SIXTEEN_BIT and not (backward and config.BLOCK_H >= 256)
+    keywords["ACC_LAYOUT_IO"] = (config.BLOCK_H <= limit and not interpreted and dtype in SIXTEEN_BIT
+                                 and not keywords["FRAGMENTS"])
+    keywords["IN_IO_LAYOUT"] = (converts_product(dtype) and not (keywords["ACC_LAYOUT_IO"] or keywords["FRAGMENTS"])
+                                and dtype != torch.float64)
+    # Inline PTX, which the interpreter cannot run; 16-bit only, and not in the backward at BLOCK_H = 256 but in
+    # fragment order: with it fp32's backward at BLOCK_H = 128 spills (sm_90), and fp16's at 256 with its tiles
+    # converted (relu, sm_80: 8 bytes at 16 warps' limit; in fragment order 126 registers, no spill).
+    prefetched = (not interpreted and dtype in SIXTEEN_BIT
+                  and not (backward and config.BLOCK_H >= 256 and not keywords["FRAGMENTS"]))
     keywords["L2_PREFETCH_STEPS"] = prefetch.L2_PREFETCH_STEPS if prefetched else 0
     if not backward:  # the backward has no tanh: act' comes from h
         keywords["TANH_FORM"] = tanh_form(dtype, interpreted)
@@ -134,6 +150,27 @@ def transposed_tile(B, H, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):
     offs_h = tl.arange(0, BLOCK_H)
     offs_b = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     return offs_h[:, None] + offs_b[None, :] * H, (offs_h[:, None] < H) & (offs_b[None, :] < B)
+
+
+@triton.jit
+def step_matrix(B, H, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, FRAGMENTS: tl.constexpr):
+    """(rows, columns) of one step of a per-step tensor as the kernel reads it: [B, H], or in fragment order
+    [tiles * BLOCK_B, BLOCK_H] (fragments.py)."""
+    if FRAGMENTS:
+        return tl.cdiv(B, BLOCK_B) * BLOCK_B, BLOCK_H
+    else:
+        return B, H
+
+
+@triton.jit
+def step_tile(B, H, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, FRAGMENTS: tl.constexpr):
+    """Offsets and mask of this program's tile in one step of a per-step tensor: transposed_tile's, or
+    fragments.fragment_tile's (which has no padding to mask)."""
+    if FRAGMENTS:
+        tile = fragment_tile(BLOCK_B, BLOCK_H)
+        return tile, tl.full(tile.shape, True, tl.int1)  # one value: the loads stay 16 bytes wide
+    else:
+        return transposed_tile(B, H, BLOCK_B, BLOCK_H)
 
 
 @triton.jit
@@ -155,12 +192,15 @@ def load_pinned_u(u_ptr, pin, H, BLOCK_H: tl.constexpr, TRANSPOSE: tl.constexpr,
 
 
 @triton.jit
-def load_tile(base, tile, mask, valid, ACC_LAYOUT_IO: tl.constexpr):
-    """tl.load(base + tile, mask & valid, other=0) of a 16-bit tile (valid: a scalar condition). With
-    ACC_LAYOUT_IO by inline PTX, which the compiler lays out as it likes: the tile then arrives in the
-    accumulator's layout, with no conversion through shared memory (module docstring). The masked-off
+def load_tile(base, tile, mask, valid, ACC_LAYOUT_IO: tl.constexpr, FRAGMENTS: tl.constexpr):
+    """tl.load(base + tile, mask & valid, other=0) of a tile at step_tile's offsets (valid: a scalar condition), as
+    [BLOCK_H, BLOCK_B]. With FRAGMENTS the tile is in the accumulator's layout as loaded (fragments.py). With
+    ACC_LAYOUT_IO (16-bit) by inline PTX, which the compiler lays out as it likes: the tile then arrives in the
+    accumulator's layout too, at the cost of addressing each element (module docstring). The masked-off
     elements' offsets become -1, so that one i32 per element is all the load keeps in registers."""
-    if ACC_LAYOUT_IO:
+    if FRAGMENTS:
+        return from_fragments(tl.load(base + tile, mask=mask & valid, other=0.0))
+    elif ACC_LAYOUT_IO:
         bits = tl.inline_asm_elementwise(
             "{ .reg .pred p, q; .reg .b64 a; setp.ne.s32 p, $2, -1; setp.ne.b32 q, $3, 0; and.pred p, p, q; "
             "cvt.u64.u32 a, $2; add.s64 a, a, $1; mov.b16 $0, 0; @p ld.global.b16 $0, [a]; }", "=h,l,r,r",
@@ -172,10 +212,12 @@ def load_tile(base, tile, mask, valid, ACC_LAYOUT_IO: tl.constexpr):
 
 
 @triton.jit
-def store_tile(base, tile, value, mask, ACC_LAYOUT_IO: tl.constexpr):
-    """tl.store(base + tile, value, mask) of a 16-bit tile; with ACC_LAYOUT_IO by inline PTX, in value's
-    layout (load_tile)."""
-    if ACC_LAYOUT_IO:
+def store_tile(base, tile, value, mask, ACC_LAYOUT_IO: tl.constexpr, FRAGMENTS: tl.constexpr):
+    """tl.store(base + tile, value, mask) of a [BLOCK_H, BLOCK_B] tile at step_tile's offsets; with FRAGMENTS or
+    ACC_LAYOUT_IO in value's layout (load_tile)."""
+    if FRAGMENTS:
+        tl.store(base + tile, to_fragments(value), mask=mask)
+    elif ACC_LAYOUT_IO:
         tl.inline_asm_elementwise(
             "{ .reg .pred p; .reg .b64 a; setp.ne.s32 p, $2, -1; cvt.u64.u32 a, $2; add.s64 a, a, $1; "
             "@p st.global.b16 [a], $3; mov.b32 $0, 0; }", "=r,l,r,h",
@@ -256,10 +298,10 @@ def product(u, carry, acc, IO_DTYPE: tl.constexpr, DOT_PRECISION: tl.constexpr, 
 
 @triton.jit
 def resident_forward_kernel(
-    xw_ptr,         # [T, B, H] input projection incl. both biases, I/O dtype, contiguous
+    xw_ptr,         # [T, B, H] input projection incl. both biases, I/O dtype, contiguous (FRAGMENTS: fragment order)
     h0_ptr,         # [B, H] initial hidden state, I/O dtype, contiguous
     u_ptr,          # [H, H] recurrent weight U = weight_hh (row i feeds unit i), contiguous
-    y_ptr,          # [T, B, H] out: h_t for every t, I/O dtype
+    y_ptr,          # [T, B, H] out: h_t for every t, I/O dtype, xw's layout (FRAGMENTS: may be xw itself)
     pin,            # 1.0, as a runtime float: keeps U in registers (module docstring)
     T, B, H,        # sequence length, batch, hidden size
     t_first,        # time index of the first step: 0, or T - 1 for the reverse direction
@@ -272,88 +314,101 @@ def resident_forward_kernel(
     ACC_DTYPE: tl.constexpr,      # carry and accumulation: tl.float32 (tl.float64 for float64 I/O)
     UPCAST_DOT: tl.constexpr,     # interpreter workaround for bf16 tl.dot (launch.py)
     ACC_LAYOUT_IO: tl.constexpr,  # per-step loads and stores by inline PTX, in the accumulator's layout
+    FRAGMENTS: tl.constexpr,      # per-step tensors in the accumulator's fragment order (fragments.py)
     IN_IO_LAYOUT: tl.constexpr,   # the product converted into the loads' layout (layouts.converts_product)
     L2_PREFETCH_STEPS: tl.constexpr,  # xw's tile this many steps ahead prefetched into L2 (0: none)
 ):
     IO_DTYPE: tl.constexpr = y_ptr.dtype.element_ty
-    tile, mask = transposed_tile(B, H, BLOCK_B, BLOCK_H)
     u = left_operand(load_pinned_u(u_ptr, pin, H, BLOCK_H, False, ACC_DTYPE, UPCAST_DOT), DOT_PRECISION)
-    stride = B * H
+    h0_tile, h0_mask = transposed_tile(B, H, BLOCK_B, BLOCK_H)
+    h = tl.load(h0_ptr + h0_tile, mask=h0_mask, other=0.0).to(ACC_DTYPE)
+    tile, mask = step_tile(B, H, BLOCK_B, BLOCK_H, FRAGMENTS)
+    rows, columns = step_matrix(B, H, BLOCK_B, BLOCK_H, FRAGMENTS)
+    stride = rows * columns
     t = tl.cast(t_first, tl.int64)  # 64-bit: t * B * H can pass 2^31
-    h = tl.load(h0_ptr + tile, mask=mask, other=0.0).to(ACC_DTYPE)
-    xw = tl.load(xw_ptr + t * stride + tile, mask=mask, other=0.0).to(ACC_DTYPE)
+    xw = load_tile(xw_ptr + t * stride, tile, mask, True, False, FRAGMENTS).to(ACC_DTYPE)
     # Step 0, peeled: U's register value gets a user outside the loop.
     h = apply_activation(product(u, h, xw, IO_DTYPE, DOT_PRECISION, UPCAST_DOT, IN_IO_LAYOUT), ACTIVATION, TANH_FORM)
-    store_tile(y_ptr + t * stride, tile, h.to(IO_DTYPE), mask, ACC_LAYOUT_IO)
-    xw = load_tile(xw_ptr + (t + t_step) * stride, tile, mask, T > 1, ACC_LAYOUT_IO)
+    store_tile(y_ptr + t * stride, tile, h.to(IO_DTYPE), mask, ACC_LAYOUT_IO, FRAGMENTS)
+    xw = load_tile(xw_ptr + (t + t_step) * stride, tile, mask, T > 1, ACC_LAYOUT_IO, FRAGMENTS)
     for s in range(1, T):
         t += t_step
         xw_t = xw.to(ACC_DTYPE)
         # Step t+1's input, loaded while this step computes.
-        xw = load_tile(xw_ptr + (t + t_step) * stride, tile, mask, s + 1 < T, ACC_LAYOUT_IO)
+        xw = load_tile(xw_ptr + (t + t_step) * stride, tile, mask, s + 1 < T, ACC_LAYOUT_IO, FRAGMENTS)
         if L2_PREFETCH_STEPS:
-            prefetch_l2(xw_ptr + (t + L2_PREFETCH_STEPS * t_step) * stride, s + L2_PREFETCH_STEPS < T, B, H, BLOCK_B)
+            prefetch_l2(xw_ptr + (t + L2_PREFETCH_STEPS * t_step) * stride, s + L2_PREFETCH_STEPS < T, rows, columns,
+                        BLOCK_B)
         a = product(u, h, xw_t, IO_DTYPE, DOT_PRECISION, UPCAST_DOT, IN_IO_LAYOUT)
         h = apply_activation(a, ACTIVATION, TANH_FORM)
-        store_tile(y_ptr + t * stride, tile, h.to(IO_DTYPE), mask, ACC_LAYOUT_IO)
+        store_tile(y_ptr + t * stride, tile, h.to(IO_DTYPE), mask, ACC_LAYOUT_IO, FRAGMENTS)
 
 
 @triton.jit
 def resident_backward_kernel(
-    y_ptr,          # [T, B, H] forward hidden states h_t, I/O dtype, contiguous
-    dy_ptr,         # [T, B, H] dL/dh_t from the layer's outputs (h_n's gradient included), contiguous
+    y_ptr,          # [T, B, H] forward hidden states h_t, I/O dtype, contiguous (FRAGMENTS: fragment order)
+    dy_ptr,         # [T, B, H] dL/dh_t from the layer's outputs (h_n's gradient included), contiguous, y's layout
     u_ptr,          # [H, H] recurrent weight U, contiguous
-    da_ptr,         # [T, B, H] out: dL/da_t, I/O dtype
+    da_ptr,         # [T, B, H] out: dL/da_t, I/O dtype, y's layout (FRAGMENTS: may be dy itself)
     dh0_ptr,        # [B, H] out: dL/dh_0, in the accumulator dtype
     pin,            # 1.0, as a runtime float: keeps U^T in registers
     T, B, H,        # sequence length, batch, hidden size
     t_first,        # time index of the first reverse step: T - 1, or 0 for the reverse direction
     t_step,         # -1 or +1
     ACTIVATION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, DOT_PRECISION: tl.constexpr,
-    ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr, ACC_LAYOUT_IO: tl.constexpr, IN_IO_LAYOUT: tl.constexpr,
-    # as in resident_forward_kernel
+    ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr, ACC_LAYOUT_IO: tl.constexpr, FRAGMENTS: tl.constexpr,
+    IN_IO_LAYOUT: tl.constexpr,  # as in resident_forward_kernel
     L2_PREFETCH_STEPS: tl.constexpr,  # h's and dy's tiles this many steps ahead prefetched into L2 (0: none)
 ):
     IO_DTYPE: tl.constexpr = da_ptr.dtype.element_ty
-    tile, mask = transposed_tile(B, H, BLOCK_B, BLOCK_H)
     u_t = left_operand(load_pinned_u(u_ptr, pin, H, BLOCK_H, True, ACC_DTYPE, UPCAST_DOT), DOT_PRECISION)
-    stride = B * H
+    tile, mask = step_tile(B, H, BLOCK_B, BLOCK_H, FRAGMENTS)
+    rows, columns = step_matrix(B, H, BLOCK_B, BLOCK_H, FRAGMENTS)
+    stride = rows * columns
     t = tl.cast(t_first, tl.int64)
     # The first reverse step has no carry: da = dy * act'(h).
-    h = tl.load(y_ptr + t * stride + tile, mask=mask, other=0.0).to(ACC_DTYPE)
-    g = tl.load(dy_ptr + t * stride + tile, mask=mask, other=0.0).to(ACC_DTYPE)
+    h = load_tile(y_ptr + t * stride, tile, mask, True, False, FRAGMENTS).to(ACC_DTYPE)
+    g = load_tile(dy_ptr + t * stride, tile, mask, True, False, FRAGMENTS).to(ACC_DTYPE)
     da = g * activation_grad_from_output(h, ACTIVATION)
-    store_tile(da_ptr + t * stride, tile, da.to(IO_DTYPE), mask, ACC_LAYOUT_IO)
-    h = load_tile(y_ptr + (t + t_step) * stride, tile, mask, T > 1, ACC_LAYOUT_IO)
-    dy = load_tile(dy_ptr + (t + t_step) * stride, tile, mask, T > 1, ACC_LAYOUT_IO)
+    store_tile(da_ptr + t * stride, tile, da.to(IO_DTYPE), mask, ACC_LAYOUT_IO, FRAGMENTS)
+    h = load_tile(y_ptr + (t + t_step) * stride, tile, mask, T > 1, ACC_LAYOUT_IO, FRAGMENTS)
+    dy = load_tile(dy_ptr + (t + t_step) * stride, tile, mask, T > 1, ACC_LAYOUT_IO, FRAGMENTS)
     for s in range(1, T):
         t += t_step
         h_t = h.to(ACC_DTYPE)
         dy_t = dy.to(ACC_DTYPE)
         # Step t-1's inputs, loaded while this step computes.
-        h = load_tile(y_ptr + (t + t_step) * stride, tile, mask, s + 1 < T, ACC_LAYOUT_IO)
-        dy = load_tile(dy_ptr + (t + t_step) * stride, tile, mask, s + 1 < T, ACC_LAYOUT_IO)
+        h = load_tile(y_ptr + (t + t_step) * stride, tile, mask, s + 1 < T, ACC_LAYOUT_IO, FRAGMENTS)
+        dy = load_tile(dy_ptr + (t + t_step) * stride, tile, mask, s + 1 < T, ACC_LAYOUT_IO, FRAGMENTS)
         if L2_PREFETCH_STEPS:
             ahead = (t + L2_PREFETCH_STEPS * t_step) * stride
-            prefetch_l2(y_ptr + ahead, s + L2_PREFETCH_STEPS < T, B, H, BLOCK_B)
-            prefetch_l2(dy_ptr + ahead, s + L2_PREFETCH_STEPS < T, B, H, BLOCK_B)
+            prefetch_l2(y_ptr + ahead, s + L2_PREFETCH_STEPS < T, rows, columns, BLOCK_B)
+            prefetch_l2(dy_ptr + ahead, s + L2_PREFETCH_STEPS < T, rows, columns, BLOCK_B)
         g = product(u_t, da, dy_t, IO_DTYPE, DOT_PRECISION, UPCAST_DOT, IN_IO_LAYOUT)
         da = g * activation_grad_from_output(h_t, ACTIVATION)
-        store_tile(da_ptr + t * stride, tile, da.to(IO_DTYPE), mask, ACC_LAYOUT_IO)
+        store_tile(da_ptr + t * stride, tile, da.to(IO_DTYPE), mask, ACC_LAYOUT_IO, FRAGMENTS)
     # After the loop: U^T's register value has this second user, which keeps it out of shared memory.
     dh0 = product(u_t, da, tl.zeros((BLOCK_H, BLOCK_B), ACC_DTYPE), IO_DTYPE, DOT_PRECISION, UPCAST_DOT, IN_IO_LAYOUT)
-    tl.store(dh0_ptr + tile, dh0, mask=mask)
+    dh0_tile, dh0_mask = transposed_tile(B, H, BLOCK_B, BLOCK_H)
+    tl.store(dh0_ptr + dh0_tile, dh0, mask=dh0_mask)
 
 
 def resident_forward(xw: torch.Tensor, h0: torch.Tensor, u: torch.Tensor, reverse: bool, config: ResidentBlocks,
                      nonlinearity: str) -> torch.Tensor:
     """All hidden states [T, B, H] of one layer-direction; xw, h0, u contiguous, same dtype and device."""
     T, B, H = xw.shape
-    y = torch.empty_like(xw)
     keywords = launch_keywords(config, nonlinearity, xw.dtype, interpreting(), backward=False)
-    keywords["L2_PREFETCH_STEPS"] = prefetch_distance(keywords, (xw, y))
-    resident_forward_kernel[(cdiv(B, config.BLOCK_B),)](
-        xw, h0, u, y, PIN, T, B, H, T - 1 if reverse else 0, -1 if reverse else 1, **keywords)
+    keywords["L2_PREFETCH_STEPS"] = prefetch_distance(keywords, (xw, xw))  # xw and y
+
+    def launch(steps: torch.Tensor, y: torch.Tensor):
+        resident_forward_kernel[(cdiv(B, config.BLOCK_B),)](
+            steps, h0, u, y, PIN, T, B, H, T - 1 if reverse else 0, -1 if reverse else 1, **keywords)
+    if keywords["FRAGMENTS"]:  # y written over xw's copy in fragment order (fragments.py)
+        steps = to_fragment_order(xw, config.BLOCK_B, config.BLOCK_H)
+        launch(steps, steps)
+        return from_fragment_order(steps, B, H, config.BLOCK_B, config.BLOCK_H)
+    y = torch.empty_like(xw)
+    launch(xw, y)
     return y
 
 
@@ -362,10 +417,17 @@ def resident_backward(y: torch.Tensor, dy: torch.Tensor, u: torch.Tensor, revers
     """(da [T, B, H] in the I/O dtype, dh0 [B, H] in the accumulator dtype) for one layer-direction; inputs
     contiguous."""
     T, B, H = y.shape
-    da = torch.empty_like(y)
     dh0 = torch.empty((B, H), dtype=accumulator_dtype(y.dtype), device=y.device)
     keywords = launch_keywords(config, nonlinearity, y.dtype, interpreting(), backward=True)
-    keywords["L2_PREFETCH_STEPS"] = prefetch_distance(keywords, (y, dy, da))
-    resident_backward_kernel[(cdiv(B, config.BLOCK_B),)](
-        y, dy, u, da, dh0, PIN, T, B, H, 0 if reverse else T - 1, 1 if reverse else -1, **keywords)
+    keywords["L2_PREFETCH_STEPS"] = prefetch_distance(keywords, (y, dy, dy))  # y, dy and da
+
+    def launch(states: torch.Tensor, gradients: torch.Tensor, da: torch.Tensor):
+        resident_backward_kernel[(cdiv(B, config.BLOCK_B),)](
+            states, gradients, u, da, dh0, PIN, T, B, H, 0 if reverse else T - 1, 1 if reverse else -1, **keywords)
+    if keywords["FRAGMENTS"]:  # da written over dy's copy in fragment order; y's copy freed before da's is made
+        gradients = to_fragment_order(dy, config.BLOCK_B, config.BLOCK_H)
+        launch(to_fragment_order(y, config.BLOCK_B, config.BLOCK_H), gradients, gradients)
+        return from_fragment_order(gradients, B, H, config.BLOCK_B, config.BLOCK_H), dh0
+    da = torch.empty_like(y)
+    launch(y, dy, da)
     return da, dh0

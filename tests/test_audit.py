@@ -494,6 +494,7 @@ import json, torch
 from kernels import audit, layouts, resident
 from kernels.dispatch import RESIDENT_CONFIGS
 blocks = RESIDENT_CONFIGS[(torch.bfloat16, 256)].forward
+resident.FRAGMENT_IO = False  # the tiles loaded in their own layout: test_the_resident_step_converts_no_tile's form
 barriers = {}
 for converted in ("all", "none"):
     layouts.PRODUCT_TO_IO_LAYOUT = converted
@@ -508,20 +509,55 @@ print(json.dumps(barriers))
 
 def test_the_resident_step_converts_its_product_once_not_its_tiles():
     """With layouts.PRODUCT_TO_IO_LAYOUT covering the dtype (where the tiles are not loaded in the accumulator's
-    layout: bf16 at H = 256, sm_90), the step's elementwise work is done in the layout of its coalesced loads and
-    stores: the product passes through shared memory once (2 CTA barriers), beside h on its way to the next MMA
-    (2 more). Without, the input tiles are converted into the product's layout and the output tile back: 2 barriers
-    each."""
+    layout: bf16 at H = 256, sm_90, resident.FRAGMENT_IO off), the step's elementwise work is done in the layout of
+    its coalesced loads and stores: the product passes through shared memory once (2 CTA barriers), beside h on its
+    way to the next MMA (2 more). Without, the input tiles are converted into the product's layout and the output
+    tile back: 2 barriers each."""
     barriers = json.loads(compiled_without_interpreter(RESIDENT_IO_LOOPS))
     assert barriers == {"all False": [False, True, 4], "all True": [False, True, 4],  # forward: xw, y
                         "none False": [False, False, 6], "none True": [False, False, 8]}  # backward: h, dy, da
+
+
+RESIDENT_FRAGMENT_LOOPS = """
+import json, torch
+from kernels import audit, resident
+from kernels.dispatch import RESIDENT_CONFIGS
+loops = {}
+for block_h in (64, 256):
+    config = RESIDENT_CONFIGS[(torch.bfloat16, block_h)]
+    for arch in (80, 90):
+        for backward, kernel in ((False, resident.resident_forward_kernel), (True, resident.resident_backward_kernel)):
+            keywords = resident.launch_keywords(config.backward if backward else config.forward, "tanh",
+                                                torch.bfloat16, False, backward)
+            loop = audit.compiled_time_loop(audit.compile_for(kernel, "torch.bfloat16", keywords, arch))
+            opcodes = [i.split()[0] for i in loop]
+            loops[f"{block_h} sm_{arch} {'backward' if backward else 'forward'}"] = {
+                "fragments": keywords["FRAGMENTS"], "barriers": audit.cta_barriers(loop),
+                "shuffles": sum(op.startswith("SHFL") for op in opcodes),
+                "loads": sorted(op for op in opcodes if op.startswith("LDG")),
+                "stores": sorted(op for op in opcodes if op.startswith("STG"))}
+print(json.dumps(loops))
+"""
+
+
+def test_the_resident_step_in_fragment_order_converts_no_tile():
+    """With resident.FRAGMENT_IO (16-bit, fragments.fits) the step's tiles arrive in the MMA accumulator's layout as
+    loaded (kernels/fragments.py): one 16-byte load per input and thread, one 16-byte store, no shuffle, and only the
+    2 CTA barriers of h on its way to the next MMA, on sm_80's mma.sync and sm_90's wgmma alike."""
+    loops = json.loads(compiled_without_interpreter(RESIDENT_FRAGMENT_LOOPS))
+    assert len(loops) == 8
+    for key, loop in loops.items():
+        inputs = 2 if key.endswith("backward") else 1  # h and dy, or xw
+        assert loop == {"fragments": True, "barriers": 2, "shuffles": 0, "loads": ["LDG.E.128"] * inputs,
+                        "stores": ["STG.E.128"]}, key
 
 
 def test_an_audit_in_another_process_gets_this_processs_kernel_switches(monkeypatch):
     """switch_arguments (what rnnbench profile passes to its audit subprocess) names every switch, and
     the audit's main sets them from those arguments."""
     from kernels import activations, audit, dispatch, fma, layouts, split
-    switches = [(resident, "FP32_PRODUCT", "one-dot-m", "tf32x3"), (prefetch, "L2_PREFETCH_STEPS", 16, 4),
+    switches = [(resident, "FP32_PRODUCT", "one-dot-m", "tf32x3"), (resident, "FRAGMENT_IO", False, True),
+                (prefetch, "L2_PREFETCH_STEPS", 16, 4),
                 (activations, "FTZ_TANH_ON", False, True), (fma, "INTERLEAVED_CHAINS", False, True),
                 (layouts, "PRODUCT_TO_IO_LAYOUT", "all", "fp32"), (split, "INPUTS_AHEAD", False, True),
                 (split, "INPUTS_AFTER_ARRIVAL", False, True), (split, "IN_THREAD_SUM", False, True),
@@ -533,7 +569,8 @@ def test_an_audit_in_another_process_gets_this_processs_kernel_switches(monkeypa
     for module, name, on, _ in switches:
         monkeypatch.setattr(module, name, on)
     arguments = audit.switch_arguments()
-    assert arguments == ["--fp32-product", "one-dot-m", "--l2-prefetch-steps", "16", "--product-to-io-layout", "all",
+    assert arguments == ["--fp32-product", "one-dot-m", "--resident-tiles-converted", "--l2-prefetch-steps", "16",
+                         "--product-to-io-layout", "all",
                          "--portable-tanh", "--fma-chains-in-runs",
                          "--split-inputs-in-step", "--split-inputs-before-arrival", "--split-tl-sum",
                          "--split-state-in-runs",
@@ -672,7 +709,7 @@ def test_every_dispatchable_configuration_compiles_clean(tmp_path):
             assert r["bank_conflicts"] == 0 or "IN_THREAD_SUM=False" in r["config"], r
             assert r["smem_wavefronts"] >= r["bank_conflicts"], r
             if r["tier"] == "resident" and r["dtype"] != "fp64":  # test_the_resident_step_converts_... says why
-                converted = {"ACC_LAYOUT_IO=True": 2, "IN_IO_LAYOUT=True": 4}
+                converted = {"FRAGMENTS=True": 2, "ACC_LAYOUT_IO=True": 2, "IN_IO_LAYOUT=True": 4}
                 assert r["bar_per_step"] <= next((n for k, n in converted.items() if k in r["config"]), 8), r
             if r["tier"] == "split" or r["block_h"] >= RE_READ_MIN_BLOCK_H:
                 assert r["smem_per_step"] - r["h_allowance"] <= RE_READ_LIMIT * r["u_bytes"], r
