@@ -81,6 +81,16 @@ def resident_16bit(module=None, name: str | None = None, value=None):
 
 
 @contextlib.contextmanager
+def resident_tiles(acc_layout_io_max_block_h: dict):
+    """The 16-bit resident tier (at H = 128 in place of the fma tier) with its tiles in their own layout, not in
+    fragment order (resident.FRAGMENT_IO), and inline PTX's tiles up to these BLOCK_H
+    (resident.ACC_LAYOUT_IO_MAX_BLOCK_H)."""
+    with resident_16bit(resident, "ACC_LAYOUT_IO_MAX_BLOCK_H", acc_layout_io_max_block_h), \
+            switched(resident, "FRAGMENT_IO", False):
+        yield
+
+
+@contextlib.contextmanager
 def split_exchange(exchange: str):
     """The split tier's batch groups as clusters, exchanging the state this way where they can."""
     with switched(dispatch, "SPLIT_CLUSTERS", True), switched(dispatch, "SPLIT_CLUSTER_EXCHANGE", exchange):
@@ -109,11 +119,13 @@ def stepwise_tiles(block_b: int, block_n: int):
 DSMEM_EXCHANGES = [e for e in dsmem.EXCHANGES if e != dsmem.L2.value]  # the clusters' exchanges but L2's
 VARIANTS = {  # name -> a context manager factory
     "current": contextlib.nullcontext,
-    # 16-bit per-step loads and stores: all by tl.load/tl.store (the step's tiles converted into the product's
-    # layout, as in today's backward and forward at H = 256), or all in the accumulator's layout
-    # (at H = 128 on the resident tier, which the fma tier replaced there)
-    "plain-io": lambda: resident_16bit(resident, "ACC_LAYOUT_IO_MAX_BLOCK_H", {"forward": 0, "backward": 0}),
-    "acc-layout-io": lambda: resident_16bit(resident, "ACC_LAYOUT_IO_MAX_BLOCK_H", {"forward": 256, "backward": 256}),
+    # 16-bit per-step loads and stores of the resident tier (at H = 128 in place of the fma tier), its tiles loaded
+    # and stored in their own layout, not in the MMA accumulator's fragment order (today's: resident.FRAGMENT_IO): as
+    # before fragment order (converted into the product's layout through shared memory; up to H = 128 the forward's
+    # in the accumulator's layout by inline PTX), all converted, or all by inline PTX
+    "resident-tiles-converted": lambda: resident_16bit(resident, "FRAGMENT_IO", False),
+    "plain-io": lambda: resident_tiles({"forward": 0, "backward": 0}),
+    "acc-layout-io": lambda: resident_tiles({"forward": 256, "backward": 256}),
     # the resident and split kernels' product converted into the layout of the step's tiles in 16-bit too, not
     # those tiles into its layout and back (layouts.PRODUCT_TO_IO_LAYOUT: fp32 only, timed slower in 16-bit)
     "product-to-io-layout": lambda: resident_16bit(layouts, "PRODUCT_TO_IO_LAYOUT", "all"),
@@ -211,6 +223,10 @@ SMALL = [(dt, h, b) for dt in ("bfloat16",) for h in (128, 256) for b in (8, 64)
 # T = 512 every B's call took the host's 0.27-0.28 ms); the fma tier serves this size now
 RESIDENT_BATCH = [("bfloat16", 128, b) for b in (8, 16, 32, 64)]
 RESIDENT_16BIT = [("bfloat16", h, b) for h in (64, 128, 256) for b in (8, 64)]  # the resident tier's 16-bit sizes
+# The resident tier's 16-bit step in fragment order (at H = 128 in place of the fma tier: resident-128): one to 16
+# programs, the copies into fragment order and back growing with B (kernels/fragments.py), and fp16
+RESIDENT_FRAGMENTS = ([("bfloat16", h, b) for h in (64, 128, 256) for b in (1, 8, 64, 256)]
+                      + [("float16", 256, b) for b in (8, 64)])
 # Around the L2 prefetch's threshold (the forward's xw and y at T = 4096 against an H100's 50 MiB of L2, an H200's 60):
 # H = 64 streams 8-64 MiB at B = 8-64, H = 256 32-256 MiB
 RESIDENT_L2 = [("bfloat16", h, b) for h in (64, 256) for b in (8, 16, 32, 64)]
@@ -262,13 +278,14 @@ CASES = {
     "current": list(dict.fromkeys(RESIDENT_16BIT + SPLIT_16BIT + RESIDENT_BATCH + RESIDENT_L2 + FMA_L2 + FP32
                                   + FMA_16BIT + SPLIT_PROBES + SPLIT_CLUSTER_CASES + SPLIT_MANY_TILES + SPLIT_LOOPED
                                   + SPLIT_WIDE_ONE_TILE + FP32_2048 + STEPWISE_16BIT + SPLIT_SUM + FMA_CHAINS
-                                  + OVERLAPPING + ONE_ROW)),
+                                  + OVERLAPPING + ONE_ROW + RESIDENT_FRAGMENTS)),
+    "resident-tiles-converted": RESIDENT_FRAGMENTS,
     "plain-io": SMALL,
     "acc-layout-io": SMALL,
     "product-to-io-layout": RESIDENT_16BIT + SPLIT_16BIT,
     "fp32-fma": FP32_RESIDENT + FP32_FMA_256,
     "fp32-split-256": FP32_FMA_256,
-    "resident-128": FMA_16BIT,
+    "resident-128": list(dict.fromkeys(FMA_16BIT + [c for c in RESIDENT_FRAGMENTS if c[1] == 128])),
     "fp32-fma-shared-sms": FP32_MANY_ROWS,
     "fp32-fma-2x-warps": FP32_RESIDENT,
     "fma-chains-in-runs": FMA_CHAINS,
