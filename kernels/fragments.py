@@ -58,7 +58,7 @@ def to_fragment_order(x: torch.Tensor, block_b: int, block_h: int) -> torch.Tens
     order (module docstring), padded with zeros."""
     T = x.shape[0]
     # b = block_b tile + 8 n + 2 c + j, row = 16 w + 8 i + r  ->  (tile, w, r, c, n, i, j)
-    tiles = _padded(x, block_b, block_h).view(T, -1, block_b // 8, 4, 2, block_h // BAND_ROWS, 2, 8)
+    tiles = _padded(x, block_b, block_h).reshape(T, -1, block_b // 8, 4, 2, block_h // BAND_ROWS, 2, 8)
     return tiles.permute(0, 1, 5, 7, 3, 2, 6, 4).reshape(T, -1)
 
 
