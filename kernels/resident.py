@@ -319,13 +319,13 @@ def resident_forward_kernel(
     L2_PREFETCH_STEPS: tl.constexpr,  # xw's tile this many steps ahead prefetched into L2 (0: none)
 ):
     IO_DTYPE: tl.constexpr = y_ptr.dtype.element_ty
-    u = left_operand(load_pinned_u(u_ptr, pin, H, BLOCK_H, False, ACC_DTYPE, UPCAST_DOT), DOT_PRECISION)
-    h0_tile, h0_mask = transposed_tile(B, H, BLOCK_B, BLOCK_H)
-    h = tl.load(h0_ptr + h0_tile, mask=h0_mask, other=0.0).to(ACC_DTYPE)
     tile, mask = step_tile(B, H, BLOCK_B, BLOCK_H, FRAGMENTS)
+    u = left_operand(load_pinned_u(u_ptr, pin, H, BLOCK_H, False, ACC_DTYPE, UPCAST_DOT), DOT_PRECISION)
     rows, columns = step_matrix(B, H, BLOCK_B, BLOCK_H, FRAGMENTS)
     stride = rows * columns
     t = tl.cast(t_first, tl.int64)  # 64-bit: t * B * H can pass 2^31
+    h0_tile, h0_mask = transposed_tile(B, H, BLOCK_B, BLOCK_H)
+    h = tl.load(h0_ptr + h0_tile, mask=h0_mask, other=0.0).to(ACC_DTYPE)
     xw = load_tile(xw_ptr + t * stride, tile, mask, True, False, FRAGMENTS).to(ACC_DTYPE)
     # Step 0, peeled: U's register value gets a user outside the loop.
     h = apply_activation(product(u, h, xw, IO_DTYPE, DOT_PRECISION, UPCAST_DOT, IN_IO_LAYOUT), ACTIVATION, TANH_FORM)
@@ -361,8 +361,8 @@ def resident_backward_kernel(
     L2_PREFETCH_STEPS: tl.constexpr,  # h's and dy's tiles this many steps ahead prefetched into L2 (0: none)
 ):
     IO_DTYPE: tl.constexpr = da_ptr.dtype.element_ty
-    u_t = left_operand(load_pinned_u(u_ptr, pin, H, BLOCK_H, True, ACC_DTYPE, UPCAST_DOT), DOT_PRECISION)
     tile, mask = step_tile(B, H, BLOCK_B, BLOCK_H, FRAGMENTS)
+    u_t = left_operand(load_pinned_u(u_ptr, pin, H, BLOCK_H, True, ACC_DTYPE, UPCAST_DOT), DOT_PRECISION)
     rows, columns = step_matrix(B, H, BLOCK_B, BLOCK_H, FRAGMENTS)
     stride = rows * columns
     t = tl.cast(t_first, tl.int64)
