@@ -35,9 +35,11 @@ step, by up to 18%: resident H = 256, B = 8: 0.93/1.92 against 0.90/1.81; B = 64
 at H = 1024 the two were within 3% either way, the run's noise (H = 1024 with 8-row tiles, where the
 step does not change, differed by 3%). Fewer barriers did not pay: the product's conversion sits on
 the step's serial chain, between the MMA's wait and the activation, where the tiles' conversions it
-replaced did not depend on the product. So 16-bit keeps the converted tiles. fp32 (the resident tier
-beyond the fma tier's batch, the split tier) keeps the converted product, chosen from the compile
-audit (resident 3xTF32 at BLOCK_H = 16: 125 instructions per step forward instead of 287): not timed.
+replaced did not depend on the product. So 16-bit kept the converted tiles; the resident tier's
+16-bit steps from BLOCK_H = 64 now convert neither (their tensors in fragment order: fragments.py).
+fp32 (the resident tier beyond the fma tier's batch, the split tier) keeps the converted product,
+chosen from the compile audit (resident 3xTF32 at BLOCK_H = 16: 125 instructions per step forward
+instead of 287): not timed.
 
 sum_leading(parts) is the same trick for a sum: the split tier's product leaves K_SPLIT partial products
 [K_SPLIT, BLOCK_N, BLOCK_B], one per warp, and Triton's tl.sum over them stores each warp's partial in
