@@ -22,7 +22,8 @@ def accumulator_offset(row: int, col: int, block_b: int) -> int:
 @pytest.mark.parametrize("T,B,H,block_h", [(1, 16, 64, 64), (2, 5, 48, 64), (3, 40, 130, 256)])
 def test_fragment_order_puts_each_element_in_its_accumulator_register(T, B, H, block_h):
     """Every element of every step lands where the accumulator's thread and register is (odd B and H padded with
-    zeros, several batch tiles), and from_fragment_order gives back the tensor."""
+    zeros, several batch tiles), from_fragment_order gives back the tensor, and a non-contiguous input is copied
+    alike."""
     block_b = 16
     x = torch.randn(T, B, H)
     f = fragments.to_fragment_order(x, block_b, block_h)
@@ -35,6 +36,8 @@ def test_fragment_order_puts_each_element_in_its_accumulator_register(T, B, H, b
                 expected[:, b // block_b, accumulator_offset(j, b % block_b, block_b)] = x[:, b, j]
     assert torch.equal(f.view(T, tiles, -1), expected)
     assert torch.equal(fragments.from_fragment_order(f, B, H, block_b, block_h), x)
+    batch_major = x.transpose(0, 1).contiguous().transpose(0, 1)  # the same values, not contiguous
+    assert torch.equal(fragments.to_fragment_order(batch_major, block_b, block_h), f)
 
 
 def test_the_resident_16_bit_configurations_whose_warps_hold_row_bands_take_fragment_order():
