@@ -596,7 +596,7 @@ def _split_plan(hidden_size, batch_size, dtype, block_h, sms, arch, device=None)
                "a grid barrier")
     product = ", multiplied by FMA" if config.forward.FMA else ""
     cluster = config.forward.K_CLUSTER
-    k_split = (f" and, in the forward, a cluster barrier per tile in clusters of {cluster}, each program holding its "
+    k_split = (f" and a cluster barrier per tile in clusters of {cluster}, each program holding its "
                f"cluster's {cluster * config.forward.BLOCK_N} rows over 1/{cluster} of K" if cluster > 1 else "")
     return KernelPlan("split", config, f"U cut into {slices} row slices of {config.forward.BLOCK_N} held in the "
                                        f"registers of {slices} x {groups} programs ({sms} SMs){product}, {barrier} per "
