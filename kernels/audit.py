@@ -217,9 +217,14 @@ def audit_jobs(plan: str | None = None, dtype: str | None = None, nonlinearity: 
                 tier = TIERS[p.tier]
                 for backward, (kernel, blocks) in enumerate(zip(tier.kernels, (p.config.forward, p.config.backward))):
                     keywords = tier.launch_keywords(blocks, act, dt, interpreted=False, backward=bool(backward))
-                    # the launchers choose at each launch whether to prefetch (prefetch.prefetch_distance)
-                    forms = [keywords] + ([keywords | {"L2_PREFETCH_STEPS": 0}] if keywords.get("L2_PREFETCH_STEPS")
-                                          else [])
+                    # the resident launchers convert the tiles where fragment order would pad too much
+                    # (fragments.within_padding_bound), and every launcher chooses whether to prefetch
+                    # (prefetch.prefetch_distance)
+                    forms = [keywords] + ([tier.launch_keywords(blocks, act, dt, interpreted=False,
+                                                                backward=bool(backward), fragment_order=False)]
+                                          if keywords.get("FRAGMENTS") else [])
+                    forms = [form for keys in forms for form in [keys] + (
+                        [keys | {"L2_PREFETCH_STEPS": 0}] if keys.get("L2_PREFETCH_STEPS") else [])]
                     jobs += [AuditJob(kernel.__name__, p.tier, str(dt), form, target, p.name, act,
                                       _u_bytes(p.tier, blocks, dt)) for form in forms]
     wanted = dtype if dtype is None or dtype.startswith("torch.") else f"torch.{dtype}"
@@ -269,7 +274,8 @@ def _nvidia_tool(name: str, cubin: bytes, *args: str) -> str:
         return subprocess.run([tool, *args, f.name], capture_output=True, text=True, check=True).stdout
 
 
-def _resource_usage(cubin: bytes) -> tuple[int, int]:
+def resource_usage(cubin: bytes) -> tuple[int, int]:
+    """(registers per thread, bytes spilled: stack frame and local memory) of a compiled kernel."""
     out = _nvidia_tool("cuobjdump", cubin, "--dump-resource-usage")
     usage = {k: int(v) for k, v in re.findall(r"(REG|STACK|LOCAL):(\d+)", out)}
     return usage["REG"], usage["STACK"] + usage["LOCAL"]
@@ -583,7 +589,7 @@ def compile_one(job: AuditJob) -> AuditRow:
                    num_warps=keywords["num_warps"], plan=job.plan, nonlinearity=job.nonlinearity, u_bytes=job.u_bytes)
     try:
         compiled = compile_for(_kernel(job.tier, job.kernel), job.dtype, keywords, job.arch)
-        row.registers, row.spill_bytes = _resource_usage(compiled.asm["cubin"])
+        row.registers, row.spill_bytes = resource_usage(compiled.asm["cubin"])
         row.shared = compiled.metadata.shared
         if job.tier in PERSISTENT_TIERS:
             for key, value in time_loop_facts(compiled, keywords, job.dtype, job.tier).items():

@@ -25,19 +25,35 @@ right operand. The maths do not depend on the layout: in the interpreter, or sho
 layout, the tiles are the same and only their cost changes.
 
 The layer's tensors stay [T, B, H] (nn.RNN's); the resident launchers copy a kernel's inputs into fragment order and
-its output back (to_fragment_order, from_fragment_order), padded to whole tiles with zeros: one pass over each
-[T, B, H] tensor more, two forward (xw, y) and three backward (y, dy, da). Each kernel writes its output over its
-own fragment-ordered input (y over xw, da over dy): step t's output goes where step t's input was, which the program
-read a step before, so the passes add one [T, B, H] buffer, not two.
+its output back (to_fragment_order, from_fragment_order: one kernel each, which reads the tensor once, writes the
+copy once and allocates nothing else), padded to whole tiles with zeros: one pass over each [T, B, H] tensor more,
+two forward (xw, y) and three backward (y, dy, da). Each kernel writes its output over its own fragment-ordered input
+(y over xw, da over dy): step t's output goes where step t's input was, which the program read a step before, so the
+passes add one buffer of the copy's size forward and two backward, not two and three.
+
+The tiles are whole, so a copy holds cdiv(B, BLOCK_B) BLOCK_B x BLOCK_H elements a step for B x H: at 8 batch rows
+of a 16-row tile twice the tensor, at one row 16 times. A call's peak memory grows with it (forward, for T = 2^20,
+B = 1, H = 256 in bf16: xw and y 0.5 GiB each, a copy 8 GiB). So the resident launchers take fragment order only where
+a copy holds at most PADDING_MAX times the tensor (within_padding_bound), and convert the tiles in the kernel
+elsewhere (resident.launch_keywords' fragment_order).
 """
 import torch
-import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from .launch import cdiv
+from .launch import cdiv, next_power_of_2
+from .runtime import interpreting
 
 BAND_ROWS = 16  # the rows of a tile each warp holds: the MMA's m16 (wgmma's m64 is 4 warps' bands)
+# The conversions' programs on a GPU: this many elements on this many warps, 32 a thread (compile, sm_80 and sm_90,
+# BLOCK_H = 64-256: 48 registers at most, no spills; with 16 K elements on 4 warps they spilled).
+CONVERSION_ELEMENTS = 8192
+CONVERSION_WARPS = 8
+# Fragment order only where a tensor's fragment-ordered copy holds at most this many times its elements
+# (within_padding_bound): its tiles are whole, so below 8 batch rows of a 16-row tile a copy would be 2-16 times the
+# tensor, and a call's copies as many times the memory it needs without them. There the resident launchers convert
+# the tiles in the kernel instead (resident.launch_keywords).
+PADDING_MAX = 2
 
 
 def fits(block_h: int, block_b: int, num_warps: int) -> bool:
@@ -46,51 +62,137 @@ def fits(block_h: int, block_b: int, num_warps: int) -> bool:
     return block_h == BAND_ROWS * num_warps and block_b % 8 == 0
 
 
-def _padded(x: torch.Tensor, block_b: int, block_h: int) -> torch.Tensor:
-    """x [T, B, H] zero-padded to whole tiles, [T, cdiv(B, block_b) * block_b, block_h]."""
-    T, B, H = x.shape
-    rows = cdiv(B, block_b) * block_b
-    return x if (rows, block_h) == (B, H) else F.pad(x, (0, block_h - H, 0, rows - B))
+def within_padding_bound(B: int, H: int, block_b: int, block_h: int) -> bool:
+    """Whether a [T, B, H] tensor in fragment order, padded to whole [block_b, block_h] tiles, holds at most
+    PADDING_MAX times its elements."""
+    return cdiv(B, block_b) * block_b * block_h <= PADDING_MAX * B * H
 
 
 def to_fragment_order(x: torch.Tensor, block_b: int, block_h: int) -> torch.Tensor:
-    """x [T, B, H] as [T, tiles * block_b * block_h]: each batch tile's transposed [block_h, block_b] tile in fragment
-    order (module docstring), padded with zeros."""
-    T = x.shape[0]
-    # b = block_b tile + 8 n + 2 c + j, row = 16 w + 8 i + r  ->  (tile, w, r, c, n, i, j)
-    tiles = _padded(x, block_b, block_h).reshape(T, -1, block_b // 8, 4, 2, block_h // BAND_ROWS, 2, 8)
-    return tiles.permute(0, 1, 5, 7, 3, 2, 6, 4).reshape(T, -1)
+    """x [T, B, H] (any strides) as [T, tiles * block_b * block_h]: each batch tile's transposed [block_h, block_b] tile
+    in fragment order (module docstring), padded with zeros. One pass that allocates nothing but its result."""
+    T, B, H = x.shape
+    tiles, steps = cdiv(B, block_b), steps_per_program(T, block_b, block_h)
+    f = torch.empty((T, tiles * block_b * block_h), dtype=x.dtype, device=x.device)
+    to_fragment_order_kernel[(cdiv(T, steps), tiles)](x, f, T, B, H, *x.stride(), STEPS=steps, BLOCK_B=block_b,
+                                                       BLOCK_H=block_h, num_warps=CONVERSION_WARPS)
+    return f
 
 
 def from_fragment_order(f: torch.Tensor, B: int, H: int, block_b: int, block_h: int) -> torch.Tensor:
     """The [T, B, H] tensor that to_fragment_order(., block_b, block_h) made f [T, tiles * block_b * block_h] of."""
     T = f.shape[0]
-    tiles = f.view(T, -1, block_h // BAND_ROWS, 8, 4, block_b // 8, 2, 2)  # (tile, w, r, c, n, i, j)
-    rows = tiles.permute(0, 1, 5, 4, 7, 2, 6, 3).reshape(T, -1, block_h)
-    return rows[:, :B, :H].contiguous()
+    steps = steps_per_program(T, block_b, block_h)
+    x = torch.empty((T, B, H), dtype=f.dtype, device=f.device)
+    from_fragment_order_kernel[(cdiv(T, steps), cdiv(B, block_b))](f, x, T, B, H, STEPS=steps, BLOCK_B=block_b,
+                                                                    BLOCK_H=block_h, num_warps=CONVERSION_WARPS)
+    return x
+
+
+def steps_per_program(T: int, block_b: int, block_h: int) -> int:
+    """Steps each program of the conversions takes: CONVERSION_ELEMENTS on a GPU; in the interpreter, which runs one
+    program after another at a fixed cost each, up to 64 steps."""
+    if interpreting():
+        return min(64, next_power_of_2(T))
+    return max(1, CONVERSION_ELEMENTS // (block_b * block_h))
+
+
+@triton.jit
+def step_tiles(t0, tile, T, B, H, stride_t, stride_b, stride_h, STEPS: tl.constexpr, BLOCK_B: tl.constexpr,
+               BLOCK_H: tl.constexpr):
+    """Offsets and mask of batch tile `tile` of steps t0 .. t0 + STEPS - 1 of a [T, B, H] tensor with these strides,
+    each step's tile transposed: [STEPS, BLOCK_H, BLOCK_B]."""
+    steps = t0 + tl.arange(0, STEPS)[:, None, None]
+    rows = tl.arange(0, BLOCK_H)[None, :, None]
+    columns = tile * BLOCK_B + tl.arange(0, BLOCK_B)[None, None, :]
+    offsets = steps * stride_t + columns * stride_b + rows * stride_h
+    return offsets, (steps < T) & (rows < H) & (columns < B)
+
+
+@triton.jit
+def fragment_steps(t0, tile, T, STEPS: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):
+    """Offsets and mask of batch tile `tile` of steps t0 .. t0 + STEPS - 1 of a fragment-ordered
+    [T, tiles * BLOCK_B * BLOCK_H] tensor: [STEPS, threads, R]."""
+    steps = t0 + tl.arange(0, STEPS)[:, None, None]
+    step_size = tl.num_programs(1) * BLOCK_B * BLOCK_H
+    offsets = steps * step_size + tile * BLOCK_B * BLOCK_H + fragment_offsets(BLOCK_B, BLOCK_H)[None, :, :]
+    return offsets, steps < T
+
+
+@triton.jit
+def to_fragment_order_kernel(
+    x_ptr,          # [T, B, H] in, any strides
+    f_ptr,          # [T, tiles * BLOCK_B * BLOCK_H] out: fragment order, contiguous
+    T, B, H,        # sequence length, batch, hidden size
+    stride_t, stride_b, stride_h,  # x's strides, in elements
+    STEPS: tl.constexpr,    # steps a program converts (steps_per_program)
+    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,  # the tile, as the resident kernels'
+):
+    t0 = tl.cast(tl.program_id(0), tl.int64) * STEPS  # 64-bit: t * B * H can pass 2^31
+    tile = tl.program_id(1)  # one program per batch tile and STEPS steps
+    offsets, mask = step_tiles(t0, tile, T, B, H, stride_t, stride_b, stride_h, STEPS, BLOCK_B, BLOCK_H)
+    x = tl.load(x_ptr + offsets, mask=mask, other=0.0)
+    offsets, mask = fragment_steps(t0, tile, T, STEPS, BLOCK_B, BLOCK_H)
+    tl.store(f_ptr + offsets, steps_to_fragments(x), mask=mask)
+
+
+@triton.jit
+def from_fragment_order_kernel(
+    f_ptr,          # [T, tiles * BLOCK_B * BLOCK_H] in: fragment order, contiguous
+    x_ptr,          # [T, B, H] out, contiguous
+    T, B, H,        # sequence length, batch, hidden size
+    STEPS: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,  # as in to_fragment_order_kernel
+):
+    t0 = tl.cast(tl.program_id(0), tl.int64) * STEPS
+    tile = tl.program_id(1)
+    offsets, mask = fragment_steps(t0, tile, T, STEPS, BLOCK_B, BLOCK_H)
+    f = steps_from_fragments(tl.load(f_ptr + offsets, mask=mask, other=0.0))
+    offsets, mask = step_tiles(t0, tile, T, B, H, B * H, H, 1, STEPS, BLOCK_B, BLOCK_H)
+    tl.store(x_ptr + offsets, f, mask=mask)
+
+
+@triton.jit
+def fragment_offsets(BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):
+    """Offsets of a tile's elements in fragment order, [threads, R]: thread i's R elements at i R .. i R + R - 1."""
+    R: tl.constexpr = BLOCK_B // 2
+    return tl.arange(0, BLOCK_B * BLOCK_H // R)[:, None] * R + tl.arange(0, R)[None, :]
 
 
 @triton.jit
 def fragment_tile(BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):
     """Offsets of this program's tile in a fragment-ordered [tiles * BLOCK_B * BLOCK_H] step: [threads, R]."""
-    R: tl.constexpr = BLOCK_B // 2
-    threads = tl.arange(0, BLOCK_B * BLOCK_H // R)
-    return tl.program_id(0) * BLOCK_B * BLOCK_H + threads[:, None] * R + tl.arange(0, R)[None, :]
+    return tl.program_id(0) * BLOCK_B * BLOCK_H + fragment_offsets(BLOCK_B, BLOCK_H)
 
 
 @triton.jit
 def from_fragments(x):
     """A tile loaded at fragment_tile's offsets, [threads, R], as the transposed [BLOCK_H, BLOCK_B] tile."""
-    BLOCK_B: tl.constexpr = 2 * x.shape[1]
-    BLOCK_H: tl.constexpr = x.shape[0] // 2
-    x = tl.reshape(x, (BLOCK_H // 16, 8, 4, BLOCK_B // 8, 2, 2))  # (w, r, c, n, i, j)
-    return tl.reshape(tl.permute(x, (0, 4, 1, 3, 2, 5)), (BLOCK_H, BLOCK_B))  # (w, i, r) rows, (n, c, j) columns
+    steps = steps_from_fragments(tl.reshape(x, (1, x.shape[0], x.shape[1])))
+    return tl.reshape(steps, (steps.shape[1], steps.shape[2]))
 
 
 @triton.jit
 def to_fragments(x):
     """A transposed [BLOCK_H, BLOCK_B] tile as [threads, R], to store at fragment_tile's offsets."""
-    BLOCK_H: tl.constexpr = x.shape[0]
-    BLOCK_B: tl.constexpr = x.shape[1]
-    x = tl.reshape(x, (BLOCK_H // 16, 2, 8, BLOCK_B // 8, 4, 2))  # (w, i, r, n, c, j)
-    return tl.reshape(tl.permute(x, (0, 2, 4, 3, 1, 5)), (2 * BLOCK_H, BLOCK_B // 2))
+    steps = steps_to_fragments(tl.reshape(x, (1, x.shape[0], x.shape[1])))
+    return tl.reshape(steps, (steps.shape[1], steps.shape[2]))
+
+
+@triton.jit
+def steps_from_fragments(x):
+    """[S, threads, R] tiles of S steps in fragment order as [S, BLOCK_H, BLOCK_B] transposed tiles."""
+    S: tl.constexpr = x.shape[0]
+    BLOCK_B: tl.constexpr = 2 * x.shape[2]
+    BLOCK_H: tl.constexpr = x.shape[1] // 2
+    x = tl.reshape(x, (S, BLOCK_H // 16, 8, 4, BLOCK_B // 8, 2, 2))  # (s, w, r, c, n, i, j)
+    return tl.reshape(tl.permute(x, (0, 1, 5, 2, 4, 3, 6)), (S, BLOCK_H, BLOCK_B))  # (w, i, r) rows, (n, c, j) columns
+
+
+@triton.jit
+def steps_to_fragments(x):
+    """[S, BLOCK_H, BLOCK_B] transposed tiles of S steps as [S, threads, R], in fragment order."""
+    S: tl.constexpr = x.shape[0]
+    BLOCK_H: tl.constexpr = x.shape[1]
+    BLOCK_B: tl.constexpr = x.shape[2]
+    x = tl.reshape(x, (S, BLOCK_H // 16, 2, 8, BLOCK_B // 8, 4, 2))  # (s, w, i, r, n, c, j)
+    return tl.reshape(tl.permute(x, (0, 1, 3, 5, 4, 2, 6)), (S, 2 * BLOCK_H, BLOCK_B // 2))

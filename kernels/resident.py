@@ -100,8 +100,9 @@ PIN = 1.0  # the runtime float U is multiplied by before the time loop (see the 
 # (more address arithmetic per element than barriers saved). 0 turns it off.
 ACC_LAYOUT_IO_MAX_BLOCK_H = {"forward": 128, "backward": 0}
 # 16-bit per-step tensors in the MMA accumulator's fragment order (fragments.py) where the configuration's accumulator
-# has its pattern (fragments.fits): the step converts no tile, and ACC_LAYOUT_IO is not used. Chosen from the compile
-# audit (2 CTA barriers per step instead of 6 forward and 8 backward), not yet timed: .ci/gpu's `fragments` stage.
+# has its pattern (fragments.fits) and the call's tensors pad to at most fragments.PADDING_MAX times their size: the
+# step converts no tile, and ACC_LAYOUT_IO is not used. Chosen from the compile audit (2 CTA barriers per step instead
+# of 6 forward and 8 backward), not yet timed: .ci/gpu's `fragments` stage.
 FRAGMENT_IO = True
 # fp32's product (module docstring): Triton's tf32x3, three dots each waited for, or the terms of 3xTF32
 # in one dot (one-dot-k, one-dot-m), read at every launch. The one-dot products are not yet timed:
@@ -121,12 +122,13 @@ class ResidentBlocks(Blocks):
 
 
 def launch_keywords(config: ResidentBlocks, nonlinearity: str, dtype: torch.dtype, interpreted: bool,
-                    backward: bool) -> dict:
-    """Everything a resident kernel takes besides tensors and sizes, as its launcher passes it."""
+                    backward: bool, fragment_order: bool = True) -> dict:
+    """Everything a resident kernel takes besides tensors and sizes, as its launcher passes it; fragment_order False
+    where the call's tensors would pad beyond fragments.PADDING_MAX."""
     keywords = config.keywords() | common_keywords(nonlinearity, dtype, interpreted)
     keywords["DOT_PRECISION"] = FP32_PRODUCT if dtype == torch.float32 else "ieee"
-    keywords["FRAGMENTS"] = FRAGMENT_IO and dtype in SIXTEEN_BIT and fragments.fits(config.BLOCK_H, config.BLOCK_B,
-                                                                                      config.num_warps)
+    keywords["FRAGMENTS"] = (FRAGMENT_IO and fragment_order and dtype in SIXTEEN_BIT
+                             and fragments.fits(config.BLOCK_H, config.BLOCK_B, config.num_warps))
     limit = ACC_LAYOUT_IO_MAX_BLOCK_H["backward" if backward else "forward"]
     keywords["ACC_LAYOUT_IO"] = (config.BLOCK_H <= limit and not interpreted and dtype in SIXTEEN_BIT
                                  and not keywords["FRAGMENTS"])
@@ -397,7 +399,8 @@ def resident_forward(xw: torch.Tensor, h0: torch.Tensor, u: torch.Tensor, revers
                      nonlinearity: str) -> torch.Tensor:
     """All hidden states [T, B, H] of one layer-direction; xw, h0, u contiguous, same dtype and device."""
     T, B, H = xw.shape
-    keywords = launch_keywords(config, nonlinearity, xw.dtype, interpreting(), backward=False)
+    keywords = launch_keywords(config, nonlinearity, xw.dtype, interpreting(), backward=False,
+                               fragment_order=fragments.within_padding_bound(B, H, config.BLOCK_B, config.BLOCK_H))
     keywords["L2_PREFETCH_STEPS"] = prefetch_distance(keywords, (xw, xw))  # xw and y
 
     def launch(steps: torch.Tensor, y: torch.Tensor):
@@ -418,7 +421,8 @@ def resident_backward(y: torch.Tensor, dy: torch.Tensor, u: torch.Tensor, revers
     contiguous."""
     T, B, H = y.shape
     dh0 = torch.empty((B, H), dtype=accumulator_dtype(y.dtype), device=y.device)
-    keywords = launch_keywords(config, nonlinearity, y.dtype, interpreting(), backward=True)
+    keywords = launch_keywords(config, nonlinearity, y.dtype, interpreting(), backward=True,
+                               fragment_order=fragments.within_padding_bound(B, H, config.BLOCK_B, config.BLOCK_H))
     keywords["L2_PREFETCH_STEPS"] = prefetch_distance(keywords, (y, dy, dy))  # y, dy and da
 
     def launch(states: torch.Tensor, gradients: torch.Tensor, da: torch.Tensor):

@@ -686,6 +686,12 @@ def test_every_dispatchable_configuration_compiles_clean(tmp_path):
     assert len(covered("fma")) == len(FMA_CONFIGS) * len(SM_COUNT) * 2 * 2
     resident = sum(resident_served(dt, bh, arch) for dt, bh in RESIDENT_CONFIGS for arch in SM_COUNT)
     assert len(covered("resident")) == resident * 2 * 2
+    # where fragment order would pad a call's tensors too much, the resident launchers convert the tiles instead
+    # (fragments.within_padding_bound): each configuration in fragment order is audited in that form too
+    def in_form(fragment_order: bool):
+        return {(r["kernel"], r["dtype"], r["block_h"], r["arch"], r["nonlinearity"])
+                for r in rows if f"FRAGMENTS={fragment_order}" in r["config"]}
+    assert in_form(True) and in_form(True) <= in_form(False)
     split = sum(any(-(-bh // c.forward.BLOCK_N) <= SM_COUNT[arch] for c in split_configs(dt, bh, arch))
                 for dt, bh in SPLIT_CONFIGS for arch in SM_COUNT)
     assert len(covered("split")) == split * 2 * 2

@@ -1,13 +1,15 @@
 """Per-step tensors in the MMA accumulator's fragment order (kernels/fragments.py): the host's copies into it and back,
 which configurations take it, and the resident kernels with and without it against float64."""
+import json
+
 import pytest
 import torch
 
 from kernels import fragments, resident
 from kernels.dispatch import RESIDENT_CONFIGS, plan_for, recurrence_backward, recurrence_forward
-from kernels.launch import SIXTEEN_BIT
+from kernels.launch import SIXTEEN_BIT, next_power_of_2
 
-from helpers import TOLERANCE, reference_layer, rel_err
+from helpers import TOLERANCE, compiled_without_interpreter, reference_layer, rel_err
 
 
 def accumulator_offset(row: int, col: int, block_b: int) -> int:
@@ -19,14 +21,14 @@ def accumulator_offset(row: int, col: int, block_b: int) -> int:
     return (32 * warp + lane) * (block_b // 2) + register
 
 
-@pytest.mark.parametrize("T,B,H,block_h", [(1, 16, 64, 64), (2, 5, 48, 64), (3, 40, 130, 256)])
-def test_fragment_order_puts_each_element_in_its_accumulator_register(T, B, H, block_h):
+@pytest.mark.parametrize("T,B,H,block_h", [(1, 16, 64, 64), (2, 5, 48, 64), (70, 40, 130, 256)])
+def test_fragment_order_puts_each_element_in_its_accumulator_register(T, B, H, block_h, device):
     """Every element of every step lands where the accumulator's thread and register is (odd B and H padded with
-    zeros, several batch tiles), from_fragment_order gives back the tensor, and a non-contiguous input is copied
-    alike."""
+    zeros, several batch tiles, steps beyond a program's), from_fragment_order gives back the tensor, and a
+    non-contiguous input is copied alike."""
     block_b = 16
     x = torch.randn(T, B, H)
-    f = fragments.to_fragment_order(x, block_b, block_h)
+    f = fragments.to_fragment_order(x.to(device), block_b, block_h).cpu()
     tiles = -(-B // block_b)
     assert f.shape == (T, tiles * block_b * block_h)
     expected = torch.zeros(T, tiles, block_b * block_h)
@@ -35,14 +37,67 @@ def test_fragment_order_puts_each_element_in_its_accumulator_register(T, B, H, b
             if b < B and j < H:
                 expected[:, b // block_b, accumulator_offset(j, b % block_b, block_b)] = x[:, b, j]
     assert torch.equal(f.view(T, tiles, -1), expected)
-    assert torch.equal(fragments.from_fragment_order(f, B, H, block_b, block_h), x)
-    batch_major = x.transpose(0, 1).contiguous().transpose(0, 1)  # the same values, not contiguous
-    assert torch.equal(fragments.to_fragment_order(batch_major, block_b, block_h), f)
+    assert torch.equal(fragments.from_fragment_order(f.to(device), B, H, block_b, block_h).cpu(), x)
+    batch_major = x.to(device).transpose(0, 1).contiguous().transpose(0, 1)  # the same values, not contiguous
+    assert torch.equal(fragments.to_fragment_order(batch_major, block_b, block_h).cpu(), f)
 
 
-def test_the_resident_16_bit_configurations_whose_warps_hold_row_bands_take_fragment_order():
+CONVERSIONS_COMPILED = """
+import json
+from kernels import audit, fragments
+usage = {}
+for arch in (80, 90):
+    for block_h in (64, 128, 256):
+        keywords = {"STEPS": fragments.steps_per_program(4096, 16, block_h), "BLOCK_B": 16, "BLOCK_H": block_h,
+                    "num_warps": fragments.CONVERSION_WARPS}
+        for kernel in (fragments.to_fragment_order_kernel, fragments.from_fragment_order_kernel):
+            compiled = audit.compile_for(kernel, "torch.bfloat16", keywords, arch)
+            usage[f"{kernel.__name__} BLOCK_H={block_h} sm_{arch}"] = audit.resource_usage(compiled.asm["cubin"])
+print(json.dumps(usage))
+"""
+
+
+def test_the_conversions_compile_for_the_gpus_without_spilling():
+    """The copies into fragment order and back as a GPU launches them (steps_per_program's programs, CONVERSION_WARPS),
+    compiled for sm_80 and sm_90 at every BLOCK_H that takes fragment order: no spills, few registers."""
+    usage = json.loads(compiled_without_interpreter(CONVERSIONS_COMPILED))
+    assert len(usage) == 12
+    for name, (registers, spilled) in usage.items():
+        assert spilled == 0 and registers <= 64, (name, registers, spilled)
+
+
+def test_fragment_order_pads_a_tensor_to_at_most_twice_its_elements():
+    """A 16-row tile from 8 batch rows on (a whole BLOCK_H at most twice H): below, a copy would hold 2-16 times the
+    tensor, and the launchers convert the tiles instead."""
+    assert fragments.PADDING_MAX == 2
+    assert [B for B in range(1, 40) if fragments.within_padding_bound(B, 256, 16, 256)] == list(range(8, 40))
+    assert fragments.within_padding_bound(16, 33, 16, 64) and not fragments.within_padding_bound(16, 31, 16, 64)
+    assert not fragments.within_padding_bound(8, 200, 16, 256)  # 2 x 1.28
+
+
+@pytest.mark.parametrize("B,copies", [(3, 0), (12, 1)])
+def test_the_resident_launchers_take_fragment_order_only_within_the_padding_bound(B, copies, device, monkeypatch):
+    """bf16 at H = 64: 3 batch rows would be copied into 16-row tiles, so the tiles are converted in the kernel;
+    12 rows take fragment order (one copy into it forward, two backward: y and dy). Both against float64."""
+    made = []
+    monkeypatch.setattr(resident, "to_fragment_order", lambda x, *blocks: made.append(x.shape) or
+                        fragments.to_fragment_order(x, *blocks))
+    g = torch.Generator().manual_seed(2)
+    xw, h0, u, dy = (t.to(device=device, dtype=torch.bfloat16) for t in (
+        torch.randn(3, B, 64, generator=g), torch.randn(B, 64, generator=g) * 0.5,
+        torch.randn(64, 64, generator=g) / 8, torch.randn(3, B, 64, generator=g)))
+    ref_y, ref_da, _ = reference_layer(xw.cpu(), h0.cpu(), u.cpu(), "tanh", False, dy.cpu())
+    plan = plan_for(64, B, torch.bfloat16, device, kernel="resident")
+    assert rel_err(recurrence_forward(plan, xw, h0, u, "tanh", False).cpu(), ref_y) < TOLERANCE[torch.bfloat16]
+    assert len(made) == copies
+    da, _ = recurrence_backward(plan, ref_y.to(device=device, dtype=torch.bfloat16), dy, u, "tanh", False)
+    assert rel_err(da.cpu(), ref_da) < 2 * TOLERANCE[torch.bfloat16] and len(made) == 3 * copies
+
+
+def test_the_resident_16_bit_configurations_whose_warps_hold_row_bands_take_fragment_order(monkeypatch):
     """FRAGMENTS exactly where fragments.fits: 16-bit, BLOCK_H = 16 * num_warps (BLOCK_H >= 64); never together with
-    the inline-PTX tiles or the product converted; in the interpreter too, which runs the same maths."""
+    the inline-PTX tiles or the product converted; in the interpreter too, which runs the same maths. A launch beyond
+    the padding bound takes the form without it."""
     for (dtype, block_h), config in RESIDENT_CONFIGS.items():
         for interpreted in (False, True):
             for backward, blocks in enumerate((config.forward, config.backward)):
@@ -50,16 +105,23 @@ def test_the_resident_16_bit_configurations_whose_warps_hold_row_bands_take_frag
                 expected = dtype in SIXTEEN_BIT and block_h >= 64
                 assert keywords["FRAGMENTS"] == expected, (dtype, block_h)
                 assert not (keywords["FRAGMENTS"] and (keywords["ACC_LAYOUT_IO"] or keywords["IN_IO_LAYOUT"]))
+                # beyond the padding bound (fragments.within_padding_bound): the form resident.FRAGMENT_IO off gives
+                converted = resident.launch_keywords(blocks, "tanh", dtype, interpreted, bool(backward),
+                                                     fragment_order=False)
+                with monkeypatch.context() as switched:
+                    switched.setattr(resident, "FRAGMENT_IO", False)
+                    assert converted == resident.launch_keywords(blocks, "tanh", dtype, interpreted, bool(backward))
 
 
 @pytest.mark.parametrize("dtype", SIXTEEN_BIT, ids=str)
-@pytest.mark.parametrize("T,B,H", [(1, 3, 64), (5, 5, 48), (4, 33, 64), (2, 2, 130)], ids=lambda v: str(v))
+@pytest.mark.parametrize("T,B,H", [(1, 8, 64), (5, 12, 48), (4, 33, 64), (2, 16, 130)], ids=lambda v: str(v))
 @pytest.mark.parametrize("nonlinearity,reverse", [("tanh", False), ("relu", True)])
 def test_the_resident_kernels_in_fragment_order_match_float64_and_the_converted_tiles(
         dtype, T, B, H, nonlinearity, reverse, device, monkeypatch):
     """Both forms of the 16-bit resident step (fragment order, and the tiles in their own layout: what a GPU lease
     times it against) within the dtype's tolerance of float64, forward and backward, at T = 1, odd B and H, three
-    batch tiles; in the interpreter the two give the same bits."""
+    batch tiles, each within the padding bound; in the interpreter the two give the same bits."""
+    assert fragments.within_padding_bound(B, H, 16, next_power_of_2(H))
     g = torch.Generator().manual_seed(1)
     xw, h0, u, dy = (t.to(device=device, dtype=dtype) for t in (
         torch.randn(T, B, H, generator=g) * 0.8, torch.randn(B, H, generator=g) * 0.5,
