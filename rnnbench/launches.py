@@ -240,7 +240,7 @@ def _cpu_sites(node: Range, backward: bool) -> list[Launch]:
     duration = node.end - node.start
     if node.name.startswith(TRITON_PREFIX):
         name = node.name[len(TRITON_PREFIX):]
-        return [Launch(name, phase, False, True, (phase, name), duration)]
+        return [Launch(name, phase, False, name in recurrence_kernel_names(), (phase, name), duration)]
     gemm = _op(node.name) in GEMM_OPS
     leaf_gemm = gemm and not any(_gemm_below(child) for child in node.children)
     sites = [] if leaf_gemm else [s for child in node.children for s in _cpu_sites(child, backward)]
@@ -250,8 +250,11 @@ def _cpu_sites(node: Range, backward: bool) -> list[Launch]:
     return [Launch(node.name, phase, gemm, False, signature, duration)]
 
 
-def triton_kernel_names() -> set[str]:
-    return {kernel.__name__ for kernel in _triton_kernels()}
+def recurrence_kernel_names() -> set[str]:
+    """The names of the tiers' recurrence kernels (kernels.dispatch.TIERS). The other Triton kernels of `kernels`
+    (the resident tier's copies of its tensors into fragment order and back) count as other launches."""
+    from kernels.dispatch import TIERS
+    return {kernel.__name__ for tier in TIERS.values() for kernel in tier.kernels}
 
 
 def gpu_kernel_names(events: list[dict]) -> list[str]:
@@ -308,7 +311,7 @@ def short_kernel_name(name: str) -> str:
 def _gpu_kernels(events: list[dict], launched_in: dict[int, Range]) -> list[Launch]:
     """Every GPU kernel, attached to the range that launched it. A kernel whose launch call is not in
     the trace is classified by its name alone, its phase guessed from the name."""
-    ours = triton_kernel_names()
+    ours = recurrence_kernel_names()
     out = []
     for e in events:
         if e.get("cat") != "kernel":

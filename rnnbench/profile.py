@@ -173,7 +173,7 @@ def step_floor(records: list[dict], seq_len: int) -> dict | None:
     The kernels' own profiled time is kept beside it but is not the floor: one profiled call can run
     slower than do_bench's steady state (H100, T=4096 B=8 H=256 bf16: 5.72 vs 5.51 us per step for
     the whole call). None without CUDA or when the triton backend ran no persistent plan."""
-    ours = launches.triton_kernel_names()
+    ours = launches.recurrence_kernel_names()
     for record in records:
         if record["backend"] != "triton" or record.get("time_source") != "cuda" or "stepwise" in record["note"]:
             continue
@@ -245,7 +245,7 @@ def _with_occupancy(row: dict, plan: str) -> dict:
 
 def ncu_command(req: Request, records: list[dict], scenario_path: str, case_spec: str) -> str | None:
     """The Nsight Compute command line for the forward recurrence kernel the triton backend ran."""
-    ours = launches.triton_kernel_names()
+    ours = launches.recurrence_kernel_names()
     ran = [k["kernel"] for r in records if r["backend"] == "triton" for k in r.get("kernels", [])
            if k["kernel"] in ours]
     kernel = next((k for k in ran if "forward" in k), ran[0] if ran else None)

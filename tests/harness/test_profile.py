@@ -48,11 +48,11 @@ def record(data: dict, backend: str) -> dict:
     return next(r for r in data["backends"] if r["backend"] == backend)
 
 
-def profile_one(backend: str, case: Case, mode: str, out: Path) -> dict:
+def profile_one(backend: str, case: Case, mode: str, out: Path, dtype: str = "float32") -> dict:
     """The profile record of one backend on one case, without the compile audit."""
     scenario = load_scenario(ROOT / "scenarios" / "smoke.yaml", "cpu" if DEVICE.type == "cpu" else "full")
     out.mkdir(parents=True, exist_ok=True)
-    request = profiling.Request(scenario, case, "float32", mode, [backend], DEVICE, out, compile_facts=False)
+    request = profiling.Request(scenario, case, dtype, mode, [backend], DEVICE, out, compile_facts=False)
     result = profiling.profile_backend(backend, request)
     assert result["status"] == "ok", result
     return result
@@ -87,7 +87,7 @@ def test_triton_launches_are_counted_from_the_trace(profiled):
         if DEVICE.type == "cpu":
             marked = [e for e in trace if e.get("name", "").startswith(launches.TRITON_PREFIX)]
         else:
-            marked = [e for e in trace if e.get("cat") == "kernel" and e["name"] in launches.triton_kernel_names()]
+            marked = [e for e in trace if e.get("cat") == "kernel" and e["name"] in launches.recurrence_kernel_names()]
         assert len(marked) == 2 * per_pass == rec["recurrence_launches"]
         assert rec["recurrence_launches_per_step"] == pytest.approx(2 * per_pass / T)
     persistent = record(data, "triton")
@@ -96,6 +96,17 @@ def test_triton_launches_are_counted_from_the_trace(profiled):
         {kernel.__name__ for kernel in TIERS[plan.tier].kernels} == {"fma_forward_kernel", "fma_backward_kernel"}
     assert persistent["launches_by_group"]["backward GEMMs"] >= 3  # dW_ih, dU, dX over all T
     assert persistent["launches_by_group"]["input projection"] == 1
+
+
+@needs_triton
+def test_the_copies_into_fragment_order_and_back_count_as_other_launches(tmp_path):
+    """bf16 at H = 64, B = 16 (the resident tier in fragment order, kernels/fragments.py): its recurrence is its two
+    kernels; the copies of xw, y and dy into fragment order and of y and da back are other launches."""
+    rec = profile_one("triton", Case(4, 16, 64, 64, 1), "forward+backward", tmp_path, dtype="bfloat16")
+    calls = {(k["kernel"], k["group"]): k["calls"] for k in rec["kernels"]}
+    assert rec["recurrence_launches"] == 2
+    assert calls[("resident_forward_kernel", "recurrence")] == calls[("resident_backward_kernel", "recurrence")] == 1
+    assert calls[("to_fragment_order_kernel", "other")] == 3 and calls[("from_fragment_order_kernel", "other")] == 2
 
 
 @needs_triton
