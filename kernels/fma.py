@@ -79,6 +79,16 @@ Where a launch's streams outgrow L2, each program asks L2 for its row of the inp
 resident tier does (prefetch.py; there timed 6-21% faster at B = 64, and in this tier fp32's step at
 H = 128 took 0.52 us at B = 64 against 0.35 at B = 8); not yet timed in this tier.
 
+Tried and dropped (compile audit, 2026-11-28): two lanes sharing each column, each thread then holding two columns
+for half of their k (every other run of 4 k, so that the two lanes' reads of the state fall in different banks) and
+reading half the state per step, the pair's sums joined by one shuffle. At BLOCK_H = 128 that halves the state's
+shared-memory wavefronts (68 against 132 a step, sm_90) but leaves the issue and latency cycles as they are (274/263
+stall cycles forward/backward against 275/253), the shuffle joining the chain; at 256, whose step may be bound by
+the SM's L1 bandwidth (arithmetic on Nsight Compute's figures: 1042 shared-memory wavefronts and 128 KiB of streamed
+U a step, in 2800 cycles), ptxas issues the streamed loads far ahead and needs all 255 registers, spilling 8-24
+bytes in most forms; with each state value feeding a held and a streamed column, 104-216 bytes. Holding three
+quarters of U's rows instead of half spills 144-168 bytes.
+
 Each program runs one batch row, so a batch of B takes B programs, and each holds its own copy of U.
 The dispatcher sends a layer here while B fits the SMs one program each (dispatch.py). The launchers
 pass the operand zero-padded to [BLOCK_H, BLOCK_H], so that the kernels load it without masks.
