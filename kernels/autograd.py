@@ -58,11 +58,11 @@ def input_projection(x: torch.Tensor, w_ih: torch.Tensor, bias: torch.Tensor | N
 
 
 def states(plan: KernelPlan, xw, h0, w_hh, nonlinearity: str, reverse: bool, operand=None) -> torch.Tensor:
-    """The recurrence kernel's h_t for all t (operand: dispatch.recurrence_operand's, if made); an empty batch
-    launches nothing."""
+    """The recurrence kernel's h_t for all t (operand: dispatch.recurrence_operand's, if made), from xw, which the
+    caller made for this call alone: h_t may be written over it. An empty batch launches nothing."""
     if xw.shape[1] == 0:
         return torch.empty_like(xw)
-    return recurrence_forward(plan, xw, h0.contiguous(), w_hh, nonlinearity, reverse, operand)
+    return recurrence_forward(plan, xw, h0.contiguous(), w_hh, nonlinearity, reverse, operand, xw_spare=True)
 
 
 def backprop(plan: KernelPlan, y, dy, w_hh, nonlinearity: str, reverse: bool,

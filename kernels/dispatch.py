@@ -318,6 +318,10 @@ class Tier:
     # What its launchers take for U: (u, blocks, backward) -> a tensor. The fma tier's is a copy in its layout;
     # the others take U itself.
     operand: Callable[..., torch.Tensor] = lambda u, blocks, backward: u
+    # Whether its forward launcher takes xw_spare: xw's memory for its output where the caller no longer needs xw.
+    # The resident tier's copy into fragment order has read xw whole before its kernel runs; the other tiers' kernels
+    # read xw while they write their output.
+    spares_xw: bool = False
 
 
 TIERS = {
@@ -325,7 +329,7 @@ TIERS = {
                 fma.launch_keywords, overlaps=True, operand=fma.operand),
     "resident": Tier(resident.resident_forward, resident.resident_backward,
                      (resident.resident_forward_kernel, resident.resident_backward_kernel), resident.launch_keywords,
-                     overlaps=True),
+                     overlaps=True, spares_xw=True),
     "split": Tier(split.split_forward, split.split_backward, (split.split_forward_kernel, split.split_backward_kernel),
                   split.launch_keywords, overlaps=False),
     "stepwise": Tier(stepwise.stepwise_forward, stepwise.stepwise_backward,
@@ -611,10 +615,14 @@ def recurrence_operand(plan: KernelPlan, u: torch.Tensor, backward: bool) -> tor
 
 
 def recurrence_forward(plan: KernelPlan, xw: torch.Tensor, h0: torch.Tensor, u: torch.Tensor,
-                       nonlinearity: str, reverse: bool, operand: torch.Tensor | None = None) -> torch.Tensor:
-    """h_t = act(xw_t + h_{t-1} U^T) for all t: [T, B, H] in xw's dtype (operand: recurrence_operand's, if made)."""
+                       nonlinearity: str, reverse: bool, operand: torch.Tensor | None = None,
+                       xw_spare: bool = False) -> torch.Tensor:
+    """h_t = act(xw_t + h_{t-1} U^T) for all t: [T, B, H] in xw's dtype (operand: recurrence_operand's, if made).
+    With xw_spare (the caller no longer needs xw) the result may be written over xw (Tier.spares_xw)."""
     operand = recurrence_operand(plan, u, backward=False) if operand is None else operand
-    return TIERS[plan.tier].forward(xw, h0, operand, reverse, plan.config.forward, nonlinearity)
+    tier = TIERS[plan.tier]
+    spare = {"xw_spare": True} if xw_spare and tier.spares_xw else {}
+    return tier.forward(xw, h0, operand, reverse, plan.config.forward, nonlinearity, **spare)
 
 
 def recurrence_backward(plan: KernelPlan, y: torch.Tensor, dy: torch.Tensor, u: torch.Tensor,

@@ -29,7 +29,9 @@ its output back (to_fragment_order, from_fragment_order: one kernel each, which 
 copy once and allocates nothing else), padded to whole tiles with zeros: one pass over each [T, B, H] tensor more,
 two forward (xw, y) and three backward (y, dy, da). Each kernel writes its output over its own fragment-ordered input
 (y over xw, da over dy): step t's output goes where step t's input was, which the program read a step before, so the
-passes add one buffer of the copy's size forward and two backward, not two and three.
+passes add one buffer of the copy's size forward and two backward, not two and three. The layer's forward then needs
+no buffer for y either: the copy has read xw whole before the kernel runs, so y is copied back over xw, which the
+layer made for the call alone (dispatch.recurrence_forward's xw_spare).
 
 The tiles are whole, so a copy holds cdiv(B, BLOCK_B) BLOCK_B x BLOCK_H elements a step for B x H: at 8 batch rows
 of a 16-row tile twice the tensor, at one row 16 times. A call's peak memory grows with it (forward, for T = 2^20,
@@ -79,11 +81,13 @@ def to_fragment_order(x: torch.Tensor, block_b: int, block_h: int) -> torch.Tens
     return f
 
 
-def from_fragment_order(f: torch.Tensor, B: int, H: int, block_b: int, block_h: int) -> torch.Tensor:
-    """The [T, B, H] tensor that to_fragment_order(., block_b, block_h) made f [T, tiles * block_b * block_h] of."""
+def from_fragment_order(f: torch.Tensor, B: int, H: int, block_b: int, block_h: int,
+                        out: torch.Tensor | None = None) -> torch.Tensor:
+    """The [T, B, H] tensor that to_fragment_order(., block_b, block_h) made f [T, tiles * block_b * block_h] of, in
+    out (contiguous, f's dtype) if given."""
     T = f.shape[0]
     steps = steps_per_program(T, block_b, block_h)
-    x = torch.empty((T, B, H), dtype=f.dtype, device=f.device)
+    x = torch.empty((T, B, H), dtype=f.dtype, device=f.device) if out is None else out
     from_fragment_order_kernel[(cdiv(T, steps), cdiv(B, block_b))](f, x, T, B, H, STEPS=steps, BLOCK_B=block_b,
                                                                     BLOCK_H=block_h, num_warps=CONVERSION_WARPS)
     return x

@@ -396,8 +396,9 @@ def resident_backward_kernel(
 
 
 def resident_forward(xw: torch.Tensor, h0: torch.Tensor, u: torch.Tensor, reverse: bool, config: ResidentBlocks,
-                     nonlinearity: str) -> torch.Tensor:
-    """All hidden states [T, B, H] of one layer-direction; xw, h0, u contiguous, same dtype and device."""
+                     nonlinearity: str, xw_spare: bool = False) -> torch.Tensor:
+    """All hidden states [T, B, H] of one layer-direction; xw, h0, u contiguous, same dtype and device. With
+    xw_spare, in fragment order they are written over xw, which its copy has read whole before the kernel runs."""
     T, B, H = xw.shape
     keywords = launch_keywords(config, nonlinearity, xw.dtype, interpreting(), backward=False,
                                fragment_order=fragments.within_padding_bound(B, H, config.BLOCK_B, config.BLOCK_H))
@@ -409,7 +410,7 @@ def resident_forward(xw: torch.Tensor, h0: torch.Tensor, u: torch.Tensor, revers
     if keywords["FRAGMENTS"]:  # y written over xw's copy in fragment order (fragments.py)
         steps = to_fragment_order(xw, config.BLOCK_B, config.BLOCK_H)
         launch(steps, steps)
-        return from_fragment_order(steps, B, H, config.BLOCK_B, config.BLOCK_H)
+        return from_fragment_order(steps, B, H, config.BLOCK_B, config.BLOCK_H, out=xw if xw_spare else None)
     y = torch.empty_like(xw)
     launch(xw, y)
     return y
