@@ -5,7 +5,8 @@
 
 For every (variant, dtype, H, B) it builds TritonRNN with nn.RNN's seeded weights, checks its
 forward against the float64 reference loop (relative error of the outputs), and times forward and
-forward+backward with triton.testing.do_bench; cuDNN float16 is timed beside it as the control, so a
+forward+backward with triton.testing.do_bench, then takes each one's peak memory above what was allocated
+before it (one call); cuDNN float16 is timed beside it as the control, so a
 drift of the machine between leases shows. Beside each time per step, the host's time per call: until a
 call returns, the GPU idle when it starts (median of HOST_CALLS). Where it nears the call's time (a short
 --seq-len), the calls are host-bound; a split call waits for its kernels (barrier_status.py), so its host
@@ -356,6 +357,7 @@ def time_case(variant: str, dtype: str, hidden: int, batch: int, seq_len: int, d
                     row[f"{backend}_{mode}_us_per_step"] = ms * 1e3 / seq_len
                     host, _ = measure.host_and_wall_ms(call, torch.device(device), reps=HOST_CALLS)
                     row[f"{backend}_{mode}_host_us_per_call"] = statistics.median(host) * 1e3
+                    row[f"{backend}_{mode}_peak_mib"] = measure.peak_memory_mib(call, torch.device(device))[0]
                 else:  # the interpreter, or compiling: the calls run, their time means nothing
                     call()
         if backend == "triton":
@@ -440,16 +442,17 @@ def main(argv=None) -> int:
 
 
 def summary(rows: list[dict]) -> str:
-    """Each variant beside today's form ("current") on the cases both ran: its time per step as a ratio to today's
-    (below 1: the variant is faster), forward and forward+backward, and both relative errors against float64."""
+    """Each variant beside today's form ("current") on the cases both ran: its time per step and its peak memory as
+    ratios to today's (below 1: the variant is faster, or needs less), forward and forward+backward, and both
+    relative errors against float64."""
     def case(row):
         return row["dtype"], row["hidden"], row["batch"]
 
     def error(row):
         return f"{row['triton_rel_err']:.2e}" if "triton_rel_err" in row else "n/a"
     today = {case(r): r for r in rows if r["variant"] == "current" and "error" not in r}
-    lines = [f"{'variant / today':<26} {'dtype':<9} {'H':>5} {'B':>4} {'fwd':>6} {'f+b':>6} {'its error':>10} "
-             f"{'today':>10}"]
+    lines = [f"{'variant / today':<26} {'dtype':<9} {'H':>5} {'B':>4} {'fwd':>6} {'f+b':>6} {'mem fwd':>7} "
+             f"{'mem f+b':>7} {'its error':>10} {'today':>10}"]
     for row in rows:
         base = today.get(case(row))
         if row["variant"] == "current" or base is None:
@@ -458,9 +461,11 @@ def summary(rows: list[dict]) -> str:
         if "error" in row:
             lines.append(f"{head} failed: {row['error']}")
             continue
-        ratios = [f"{row[k] / base[k]:.3f}" if k in row and k in base else "n/a"
-                  for k in ("triton_fwd_us_per_step", "triton_fb_us_per_step")]
-        lines.append(f"{head} {ratios[0]:>6} {ratios[1]:>6} {error(row):>10} {error(base):>10}")
+        ratios = [f"{row[k] / base[k]:.3f}" if row.get(k) and base.get(k) else "n/a"
+                  for k in ("triton_fwd_us_per_step", "triton_fb_us_per_step", "triton_fwd_peak_mib",
+                            "triton_fb_peak_mib")]
+        lines.append(f"{head} {ratios[0]:>6} {ratios[1]:>6} {ratios[2]:>7} {ratios[3]:>7} {error(row):>10} "
+                     f"{error(base):>10}")
     return "\n".join(lines)
 
 

@@ -104,23 +104,23 @@ def test_a_bidirectional_run_times_bidirectional_layers(variants, tmp_path, devi
 
 
 def test_the_summary_gives_each_variants_time_as_a_ratio_to_todays_on_the_same_case(variants, tmp_path):
-    """summary.txt, what a lease's reader decides a default by: each variant's time per step over today's ("current")
-    on the same (dtype, H, B), forward and forward+backward, both errors beside; a failed case says so, and a case
-    today's form did not run has nothing to compare with."""
+    """summary.txt, what a lease's reader decides a default by: each variant's time per step and peak memory over
+    today's ("current") on the same (dtype, H, B), forward and forward+backward, both errors beside; a failed case
+    says so, and a case today's form did not run has nothing to compare with."""
     case = {"dtype": "float32", "hidden": 2048}
     rows = [{"variant": "current", **case, "batch": 8, "triton_fwd_us_per_step": 10.0, "triton_fb_us_per_step": 20.0,
-             "triton_rel_err": 1e-6},
+             "triton_fwd_peak_mib": 100.0, "triton_fb_peak_mib": 300.0, "triton_rel_err": 1e-6},
             {"variant": "faster", **case, "batch": 8, "triton_fwd_us_per_step": 8.0, "triton_fb_us_per_step": 25.0,
-             "triton_rel_err": 2e-6},
+             "triton_fwd_peak_mib": 150.0, "triton_fb_peak_mib": 300.0, "triton_rel_err": 2e-6},
             {"variant": "broken", **case, "batch": 8, "error": "RuntimeError: no"},
             {"variant": "faster", **case, "batch": 64, "triton_fwd_us_per_step": 1.0, "triton_fb_us_per_step": 1.0}]
     lines = [line.split() for line in variants.summary(rows).splitlines()[1:]]
-    assert lines == [["faster", "float32", "2048", "8", "0.800", "1.250", "2.00e-06", "1.00e-06"],
+    assert lines == [["faster", "float32", "2048", "8", "0.800", "1.250", "1.500", "1.000", "2.00e-06", "1.00e-06"],
                      ["broken", "float32", "2048", "8", "failed:", "RuntimeError:", "no"]]
     assert variants.main(["--out", str(tmp_path), "--device", "cpu", "--seq-len", "2", "--hidden", "64",
                           "--batch", "8", "--variant", "current", "fp32-tf32x3"]) == 0
     written = (tmp_path / "summary.txt").read_text().splitlines()
-    assert written[1].split()[:6] == ["fp32-tf32x3", "float32", "64", "8", "n/a", "n/a"]  # no times on a CPU
+    assert written[1].split()[:8] == ["fp32-tf32x3", "float32", "64", "8"] + ["n/a"] * 4  # no times on a CPU
 
 
 def test_the_gpu_stages_name_only_variants_and_switches_that_exist(variants):
