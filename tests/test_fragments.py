@@ -42,25 +42,6 @@ def test_fragment_order_puts_each_element_in_its_accumulator_register(T, B, H, b
     assert torch.equal(fragments.to_fragment_order(batch_major, block_b, block_h).cpu(), f)
 
 
-@pytest.mark.parametrize("B,spared", [(16, True), (3, False)])
-def test_the_layers_forward_writes_the_states_over_xw_in_fragment_order(B, spared, device):
-    """recurrence_forward(..., xw_spare=True), as the layer's autograd calls it: in fragment order (bf16, H = 64,
-    B = 16) the states go where xw was, so a forward call needs no buffer for them; beyond the padding bound (B = 3),
-    or without xw_spare, xw is left as it was. The states match float64 either way."""
-    g = torch.Generator().manual_seed(3)
-    xw, h0, u = (t.to(device=device, dtype=torch.bfloat16) for t in (
-        torch.randn(5, B, 64, generator=g), torch.randn(B, 64, generator=g) * 0.5,
-        torch.randn(64, 64, generator=g) / 8))
-    ref_y = reference_layer(xw.cpu(), h0.cpu(), u.cpu(), "tanh", False, xw.cpu())[0]
-    plan = plan_for(64, B, torch.bfloat16, device, kernel="resident")
-    kept = xw.clone()
-    y = recurrence_forward(plan, xw, h0, u, "tanh", False)
-    assert torch.equal(xw, kept) and y.data_ptr() != xw.data_ptr()
-    spared_y = recurrence_forward(plan, xw, h0, u, "tanh", False, xw_spare=True)
-    assert (spared_y.data_ptr() == xw.data_ptr()) == spared and torch.equal(spared_y, y)
-    assert rel_err(y.cpu(), ref_y) < TOLERANCE[torch.bfloat16]
-
-
 CONVERSIONS_COMPILED = """
 import json
 from kernels import audit, fragments
@@ -111,6 +92,25 @@ def test_the_resident_launchers_take_fragment_order_only_within_the_padding_boun
     assert len(made) == copies
     da, _ = recurrence_backward(plan, ref_y.to(device=device, dtype=torch.bfloat16), dy, u, "tanh", False)
     assert rel_err(da.cpu(), ref_da) < 2 * TOLERANCE[torch.bfloat16] and len(made) == 3 * copies
+
+
+@pytest.mark.parametrize("B,spared", [(16, True), (3, False)])
+def test_the_layers_forward_writes_the_states_over_xw_in_fragment_order(B, spared, device):
+    """recurrence_forward(..., xw_spare=True), as the layer's autograd calls it: in fragment order (bf16, H = 64,
+    B = 16) the states go where xw was, so a forward call needs no buffer for them; beyond the padding bound (B = 3),
+    or without xw_spare, xw is left as it was. The states match float64 either way."""
+    g = torch.Generator().manual_seed(3)
+    xw, h0, u = (t.to(device=device, dtype=torch.bfloat16) for t in (
+        torch.randn(5, B, 64, generator=g), torch.randn(B, 64, generator=g) * 0.5,
+        torch.randn(64, 64, generator=g) / 8))
+    ref_y = reference_layer(xw.cpu(), h0.cpu(), u.cpu(), "tanh", False, xw.cpu())[0]
+    plan = plan_for(64, B, torch.bfloat16, device, kernel="resident")
+    kept = xw.clone()
+    y = recurrence_forward(plan, xw, h0, u, "tanh", False)
+    assert torch.equal(xw, kept) and y.data_ptr() != xw.data_ptr()
+    spared_y = recurrence_forward(plan, xw, h0, u, "tanh", False, xw_spare=True)
+    assert (spared_y.data_ptr() == xw.data_ptr()) == spared and torch.equal(spared_y, y)
+    assert rel_err(y.cpu(), ref_y) < TOLERANCE[torch.bfloat16]
 
 
 def test_the_resident_16_bit_configurations_whose_warps_hold_row_bands_take_fragment_order(monkeypatch):
