@@ -39,8 +39,9 @@ no conversion: 2 CTA barriers per step, h's as the MMA's right operand, and half
 instructions at BLOCK_H = 64 and 128 (compile audit, sm_90). Not yet timed. Before it, converting the
 input tiles into the accumulator's layout and the output tile back took 6 CTA barriers per step in the
 forward and 8 in the backward (the audit's bar/step): timed the fastest of three forms, and still
-16-bit's form at BLOCK_H = 16 and 32 (backward) and fp32's (the product converted, below), where the
-fragment order does not fit or, fp32, its three dots convert anyway. The other two:
+16-bit's form at BLOCK_H = 16 and 32 (backward), in calls whose fragment-ordered copies would pad beyond
+fragments.PADDING_MAX (below 8 batch rows), and fp32's (the product converted, below), where the fragment order
+does not fit or, fp32, its three dots convert anyway. The other two:
 - layouts.PRODUCT_TO_IO_LAYOUT (fp32 only): the product is converted into the tiles' layout once
   (layouts.in_io_layout): 4 barriers in both passes, and in fp32 far fewer instructions (the backward
   at BLOCK_H = 16: 104 per step instead of 202). In 16-bit it was timed up to 13% slower on an H200
