@@ -17,10 +17,11 @@ Measured on an H200 (the resident tier, bf16, T = 4096; results/variants/2026112
   forward / forward+backward against 0.63/1.36) and 6% at 256; at B = 8, where the inputs fit, 5-6%
   slower (l2_prefetch.csv).
 So the launchers prefetch only where the [T, B, H] tensors a launch streams (prefetch_distance: xw and
-y; y, dy and da backward) outgrow the device's L2: the four timed cases fall on the side they were
-faster on. The threshold itself, L2's size, is not timed; the audit compiles both forms of each kernel
-that takes the prefetch. The fma tier's kernels take it too, by the same rule: its fp32 step at H = 128
-took 0.52 us at B = 64 against 0.35 at B = 8, the same gap (not yet timed with the prefetch).
+y; y, dy and da backward; in fragment order their copies, fragments.py) outgrow the device's L2: the four
+timed cases fall on the side they were faster on. The threshold itself, L2's size, is not timed; the audit
+compiles both forms of each kernel that takes the prefetch. The fma tier's kernels take it too, by the same
+rule: its fp32 step at H = 128 took 0.52 us at B = 64 against 0.35 at B = 8, the same gap (not yet timed with the
+prefetch).
 """
 import torch
 import triton

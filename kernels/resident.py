@@ -403,11 +403,11 @@ def resident_forward(xw: torch.Tensor, h0: torch.Tensor, u: torch.Tensor, revers
     T, B, H = xw.shape
     keywords = launch_keywords(config, nonlinearity, xw.dtype, interpreting(), backward=False,
                                fragment_order=fragments.within_padding_bound(B, H, config.BLOCK_B, config.BLOCK_H))
-    keywords["L2_PREFETCH_STEPS"] = prefetch_distance(keywords, (xw, xw))  # xw and y
 
-    def launch(steps: torch.Tensor, y: torch.Tensor):
+    def launch(steps: torch.Tensor, y: torch.Tensor):  # the L2 prefetch by what it streams: xw (or its copy) and y
         resident_forward_kernel[(cdiv(B, config.BLOCK_B),)](
-            steps, h0, u, y, PIN, T, B, H, T - 1 if reverse else 0, -1 if reverse else 1, **keywords)
+            steps, h0, u, y, PIN, T, B, H, T - 1 if reverse else 0, -1 if reverse else 1,
+            **keywords | {"L2_PREFETCH_STEPS": prefetch_distance(keywords, (steps, y))})
     if keywords["FRAGMENTS"]:  # y written over xw's copy in fragment order (fragments.py)
         steps = to_fragment_order(xw, config.BLOCK_B, config.BLOCK_H)
         launch(steps, steps)
@@ -425,11 +425,11 @@ def resident_backward(y: torch.Tensor, dy: torch.Tensor, u: torch.Tensor, revers
     dh0 = torch.empty((B, H), dtype=accumulator_dtype(y.dtype), device=y.device)
     keywords = launch_keywords(config, nonlinearity, y.dtype, interpreting(), backward=True,
                                fragment_order=fragments.within_padding_bound(B, H, config.BLOCK_B, config.BLOCK_H))
-    keywords["L2_PREFETCH_STEPS"] = prefetch_distance(keywords, (y, dy, dy))  # y, dy and da
 
-    def launch(states: torch.Tensor, gradients: torch.Tensor, da: torch.Tensor):
+    def launch(states: torch.Tensor, gradients: torch.Tensor, da: torch.Tensor):  # prefetch by y, dy and da streamed
         resident_backward_kernel[(cdiv(B, config.BLOCK_B),)](
-            states, gradients, u, da, dh0, PIN, T, B, H, 0 if reverse else T - 1, 1 if reverse else -1, **keywords)
+            states, gradients, u, da, dh0, PIN, T, B, H, 0 if reverse else T - 1, 1 if reverse else -1,
+            **keywords | {"L2_PREFETCH_STEPS": prefetch_distance(keywords, (states, gradients, da))})
     if keywords["FRAGMENTS"]:  # da written over dy's copy in fragment order; y's copy freed before da's is made
         gradients = to_fragment_order(dy, config.BLOCK_B, config.BLOCK_H)
         launch(to_fragment_order(y, config.BLOCK_B, config.BLOCK_H), gradients, gradients)

@@ -94,6 +94,22 @@ def test_the_resident_launchers_take_fragment_order_only_within_the_padding_boun
     assert rel_err(da.cpu(), ref_da) < 2 * TOLERANCE[torch.bfloat16] and len(made) == 3 * copies
 
 
+@pytest.mark.parametrize("B", [8, 3])
+def test_the_l2_prefetch_is_decided_by_the_tensors_each_kernel_streams(B, device, monkeypatch):
+    """prefetch.prefetch_distance weighs what a launch reads and writes: in fragment order (B = 8) the copies, twice
+    xw's size here; with the tiles converted (B = 3) xw and y, then y, dy and da."""
+    streamed = []
+    monkeypatch.setattr(resident, "prefetch_distance", lambda keywords, streams: streamed.append(
+        [tuple(t.shape) for t in streams]) or 0)
+    xw, h0, u = (torch.randn(*shape, device=device, dtype=torch.bfloat16) / 8 for shape in ((3, B, 64), (B, 64),
+                                                                                             (64, 64)))
+    plan = plan_for(64, B, torch.bfloat16, device, kernel="resident")
+    y = recurrence_forward(plan, xw, h0, u, "tanh", False)
+    recurrence_backward(plan, y, xw, u, "tanh", False)
+    copy, tensor = (3, 16 * 64), (3, B, 64)
+    assert streamed == ([[copy] * 2, [copy] * 3] if B == 8 else [[tensor] * 2, [tensor] * 3])
+
+
 @pytest.mark.parametrize("B,spared", [(16, True), (3, False)])
 def test_the_layers_forward_writes_the_states_over_xw_in_fragment_order(B, spared, device):
     """recurrence_forward(..., xw_spare=True), as the layer's autograd calls it: in fragment order (bf16, H = 64,
