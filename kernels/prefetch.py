@@ -54,6 +54,7 @@ def prefetch_l2(base, valid, B, H, BLOCK_B: tl.constexpr):
 
 def prefetch_distance(keywords: dict, streams: tuple[torch.Tensor, ...]) -> int:
     """keywords' L2_PREFETCH_STEPS where the [T, B, H] tensors a launch reads or writes once (streams) outgrow the
-    device's L2 cache, else 0: where they fit, the prefetch only adds instructions (module docstring)."""
-    streamed = sum(t.numel() * t.element_size() for t in streams)
+    device's L2 cache, else 0: where they fit, the prefetch only adds instructions (module docstring). A tensor given
+    twice, read and written over (fragment order's copies), counts once."""
+    streamed = sum(t.numel() * t.element_size() for t in {id(t): t for t in streams}.values())
     return keywords["L2_PREFETCH_STEPS"] if streamed > l2_cache_bytes(streams[0].device) else 0

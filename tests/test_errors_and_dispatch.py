@@ -182,6 +182,9 @@ def test_launches_prefetch_into_l2_only_where_their_streams_outgrow_it(monkeypat
     assert [distance(8, 128), distance(64, 128), distance(8, 256), distance(64, 256)] == [0, 4, 0, 4]
     assert [distance(20, 128), distance(20, 128, tensors=3)] == [0, 4]  # 40 MiB forward, 60 backward
     assert distance(64, 256, tensors=3, keywords={"L2_PREFETCH_STEPS": 0}) == 0  # off: interpreter, fp32
+    # a tensor read and written over (fragment order's copy, y over it) is streamed once: 32 MiB, not 64
+    copy = torch.empty((4096, 16 * 256), dtype=torch.bfloat16, device="meta")
+    assert prefetch.prefetch_distance(on, (copy, copy)) == 0 and distance(16, 256) == 4
 
 
 def test_split_tier_needs_a_slice_per_sm_and_runs_every_batch_tile_in_one_launch():
