@@ -225,8 +225,9 @@ SMALL = [(dt, h, b) for dt in ("bfloat16",) for h in (128, 256) for b in (8, 64)
 RESIDENT_BATCH = [("bfloat16", 128, b) for b in (8, 16, 32, 64)]
 RESIDENT_16BIT = [("bfloat16", h, b) for h in (64, 128, 256) for b in (8, 64)]  # the resident tier's 16-bit sizes
 # The resident tier's 16-bit step in fragment order (at H = 128 in place of the fma tier: resident-128): one to 16
-# programs, the copies into fragment order and back growing with B (kernels/fragments.py), and fp16
-RESIDENT_FRAGMENTS = ([("bfloat16", h, b) for h in (64, 128, 256) for b in (1, 8, 64, 256)]
+# programs, the copies into fragment order and back growing with B (kernels/fragments.py), and fp16. From 8 rows:
+# below, its copies would pad beyond fragments.PADDING_MAX and today's form is the tiles converted too
+RESIDENT_FRAGMENTS = ([("bfloat16", h, b) for h in (64, 128, 256) for b in (8, 16, 64, 256)]
                       + [("float16", 256, b) for b in (8, 64)])
 # Around the L2 prefetch's threshold (the forward's xw and y at T = 4096 against an H100's 50 MiB of L2, an H200's 60):
 # H = 64 streams 8-64 MiB at B = 8-64, H = 256 32-256 MiB
