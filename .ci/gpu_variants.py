@@ -14,7 +14,10 @@ time includes them. A variant is a name and a context manager that switches
 a kernel default for the calls made inside it (VARIANTS). Writes DIR/variants.csv, and DIR/summary.txt with
 each variant's time per step as a ratio to today's form's on the same case, beside both errors. --bidirectional
 times bidirectional layers (both sides), whose directions may run at once on two streams (kernels/streams.py).
-`--device cpu` (with TRITON_INTERPRET=1, small --seq-len and --hidden) checks the script itself.
+Cases run one after another, each with its variants back to back (planned_cases); beside other variants today's
+form times only the cases they are compared on, and a filter value or variant that would time nothing is refused
+(exit 2), so that a typo in a lease's step costs seconds, not its results. `--device cpu` (with TRITON_INTERPRET=1,
+small --seq-len and --hidden) checks the script itself.
 
 Before timing anything, the cases' Triton calls are made once in --compile-workers processes at once (on a GPU by
 default), which leaves their kernels in Triton's on-disk cache: Triton compiles a kernel on one CPU core, and a
@@ -268,6 +271,9 @@ SPLIT_SUM = ([("bfloat16", h, b) for h in (512, 1024, 2048) for b in (8, 64)] + 
 # 1024 and, fp32, 66 at 256 on 132 SMs, fewer where the GPU's GPCs hold fewer clusters: runtime.co_resident_clusters)
 SPLIT_CLUSTER_CASES = [(dt, h, b) for dt, h in (("bfloat16", 256), ("bfloat16", 512), ("bfloat16", 1024),
                                                ("float32", 256)) for b in (1, 8, 64)]
+# 16-bit H = 512, whose clusters of 8 are today's default (dispatch.SPLIT_CLUSTERS_DEFAULT), from one row to the 128
+# that fill them, and fp16, the anchor's dtype
+SPLIT_512_CLUSTERS = [("bfloat16", 512, b) for b in (1, 8, 64, 128)] + [("float16", 512, b) for b in (8, 64)]
 # Where their state can be exchanged in distributed shared memory (16-bit, up to dispatch.SPLIT_DSMEM_MAX_BLOCK_H)
 SPLIT_DSMEM_CASES = [c for c in SPLIT_CLUSTER_CASES if c[0] != "float32" and c[1] <= dispatch.SPLIT_DSMEM_MAX_BLOCK_H]
 # Where two launches may share the GPU on two streams (the fma and resident tiers: streams.py)
@@ -276,11 +282,7 @@ OVERLAPPING = [(dt, h, b) for dt in ("bfloat16", "float32") for h in (64, 128, 2
 SPLIT_K_CLUSTER_CASES = [("bfloat16", 2048, b) for b in (64, 256)]
 # One batch row, the low end of issues 8 and 11's B = 1..64, never timed at H <= 128 (the race times B = 8 and 64)
 ONE_ROW = [(dt, h, 1) for dt in ("bfloat16", "float32") for h in (64, 128, 256)]
-CASES = {
-    "current": list(dict.fromkeys(RESIDENT_16BIT + SPLIT_16BIT + RESIDENT_BATCH + RESIDENT_L2 + FMA_L2 + FP32
-                                  + FMA_16BIT + SPLIT_PROBES + SPLIT_CLUSTER_CASES + SPLIT_MANY_TILES + SPLIT_LOOPED
-                                  + SPLIT_WIDE_ONE_TILE + FP32_2048 + STEPWISE_16BIT + SPLIT_SUM + FMA_CHAINS
-                                  + OVERLAPPING + ONE_ROW + RESIDENT_FRAGMENTS)),
+COMPARED = {  # variant -> the cases it is timed on, each beside today's form ("current")
     "resident-tiles-converted": RESIDENT_FRAGMENTS,
     "plain-io": SMALL,
     "acc-layout-io": SMALL,
@@ -306,9 +308,11 @@ CASES = {
     "split-thin-one-tile": [c for c in SPLIT_WIDE_ONE_TILE if c[1] == 2048],
     "split-wide-one-tile-512": [c for c in SPLIT_WIDE_ONE_TILE if c[1] == 512],
     "split-clusters": SPLIT_CLUSTER_CASES,
-    "split-grid-barrier-512": [c for c in SPLIT_CLUSTER_CASES if c[1] == 512],
+    "split-grid-barrier-512": SPLIT_512_CLUSTERS,
     **{f"split-k-cluster-{c}": SPLIT_K_CLUSTER_CASES for c in (2, 4)},
-    "split-status-unread": SPLIT_16BIT + [c for c in SPLIT_CLUSTER_CASES if c[1] == 512] + SPLIT_SUM,
+    # and bf16 at H = 128, B = 8, where no split kernel runs: two runs of today's form, whose ratio is the timing's
+    # noise (the untimed stage's call-cost step at T = 16)
+    "split-status-unread": list(dict.fromkeys(SPLIT_16BIT + SPLIT_512_CLUSTERS + SPLIT_SUM + [("bfloat16", 128, 8)])),
     **{f"split-{e}": SPLIT_DSMEM_CASES for e in DSMEM_EXCHANGES},
     "fp32-2048-stepwise": FP32_2048,
     "stepwise-64-columns": FP32_2048,
@@ -318,6 +322,10 @@ CASES = {
     "l2-prefetch-16": RESIDENT_L2,
     "one-stream": OVERLAPPING,
 }
+# Today's form on every case a variant is compared on, and on the cases timed for their own sake: the step's cost by
+# batch (resident-batch) and one batch row (one-row)
+CASES = {"current": list(dict.fromkeys(RESIDENT_BATCH + ONE_ROW + [c for cases in COMPARED.values() for c in cases])),
+         **COMPARED}
 
 
 HOST_CALLS = 20  # calls whose host time is taken, each starting with the GPU idle (measure.host_and_wall_ms)
@@ -419,11 +427,35 @@ def selected_cases(variant: str, args: argparse.Namespace) -> list[tuple[str, in
                        ((hidden, args.hidden), (batch, args.batch), (dtype, args.dtype)))]
 
 
+def planned_cases(args: argparse.Namespace) -> list[tuple[str, str, int, int]]:
+    """(variant, dtype, H, B) to time, case by case with each case's variants one after the other, so that a drift
+    of the machine falls between cases, not between the forms compared, and a step cut off at its limit loses its
+    last cases, not its last variants. Beside other variants, today's form runs only where one of them does.
+    ValueError names a variant left no case by the filters, or a filter value that selects none."""
+    chosen = {variant: selected_cases(variant, args) for variant in args.variant}
+    compared = {case for variant, cases in chosen.items() if variant != "current" for case in cases}
+    if compared and "current" in chosen:
+        chosen["current"] = [case for case in chosen["current"] if case in compared]
+    empty = [variant for variant, cases in chosen.items() if not cases]
+    if empty:
+        raise ValueError(f"--variant {' '.join(empty)}: no case with these --hidden, --batch and --dtype")
+    cases = list(dict.fromkeys(case for cases in chosen.values() for case in cases))
+    for axis, option in enumerate(("dtype", "hidden", "batch")):
+        unused = [value for value in getattr(args, option) or () if value not in {case[axis] for case in cases}]
+        if unused:
+            raise ValueError(f"--{option} {' '.join(map(str, unused))}: no case of the variants named has it")
+    return [(variant, *case) for case in cases for variant in args.variant if case in chosen[variant]]
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        planned = planned_cases(args)
+    except ValueError as err:
+        parser.error(str(err))
     args.out.mkdir(parents=True, exist_ok=True)
-    cases = [(variant, dtype, hidden, batch, args.seq_len, args.device, args.bidirectional)
-             for variant in args.variant for dtype, hidden, batch in selected_cases(variant, args)]
+    cases = [(*case, args.seq_len, args.device, args.bidirectional) for case in planned]
     workers = default_compile_workers(args.device) if args.compile_workers is None else args.compile_workers
     if workers > 1 and len(cases) > 1:
         compile_first(cases, min(workers, len(cases)))

@@ -92,6 +92,36 @@ def test_a_run_writes_its_table(variants, tmp_path, device):
     assert all(float(r["triton_rel_err"]) < 1e-5 and not r.get("error") for r in rows)
 
 
+def test_cases_run_one_by_one_with_todays_form_only_where_a_variant_is_compared(variants):
+    """planned_cases: each case's variants back to back; beside variants, today's form times only their cases; alone
+    it times all of its own that pass the filters."""
+    parse = variants.build_parser().parse_args
+    args = parse(["--out", "x", "--hidden", "512", "--dtype", "float16", "--variant", "current",
+                  "split-grid-barrier-512"])
+    planned = variants.planned_cases(args)
+    compared = variants.selected_cases("split-grid-barrier-512", args)
+    assert planned == [(v, *case) for case in compared for v in ("current", "split-grid-barrier-512")]
+    assert len(compared) >= 2
+    alone = parse(["--out", "x", "--hidden", "512", "--dtype", "float16", "--variant", "current"])
+    assert variants.planned_cases(alone) == [("current", *c) for c in variants.selected_cases("current", alone)]
+    for name, cases in variants.CASES.items():  # so every variant is timed beside today's form
+        assert set(cases) <= set(variants.CASES["current"]), name
+
+
+@pytest.mark.parametrize("filters, message", [
+    (["--hidden", "512", "4096", "--dtype", "float16"], "--hidden 4096: no case of the variants named has it"),
+    (["--batch", "8", "3"], "--batch 3: no case of the variants named has it"),
+    (["--hidden", "64"], "--variant split-grid-barrier-512: no case with these --hidden, --batch and --dtype"),
+])
+def test_a_filter_that_times_nothing_is_refused_before_anything_runs(variants, tmp_path, capsys, filters, message):
+    with pytest.raises(SystemExit) as stop:
+        variants.main(["--out", str(tmp_path / "out"), "--device", "cpu", "--variant", "current",
+                       "split-grid-barrier-512", *filters])
+    assert stop.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_bidirectional_run_times_bidirectional_layers(variants, tmp_path, device):
     if device == "cuda":
         pytest.skip("on a GPU the script times real sizes: .ci/gpu runs it")
