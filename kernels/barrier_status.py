@@ -13,6 +13,11 @@ came). Reading it is a host sync. Two ways, by WAIT_FOR_STATUS:
   What no call read by the time Python exits is read then, and a timeout among it written to stderr.
 
 Off the GPU (the interpreter) the status is read at once either way: nothing runs ahead of the host.
+
+A split call captured into a CUDA graph (torch.cuda.graph, torch.cuda.make_graphed_callables) cannot read it
+either way: no host sync may happen while a stream is captured. Its status tensor, which each replay clears and
+the barrier sets, is kept instead, and check_barriers() reads it once the device is done: call that after
+replays to learn whether a barrier gave up in one of them.
 """
 from __future__ import annotations
 
@@ -24,14 +29,25 @@ import torch
 WAIT_FOR_STATUS = True
 # Statuses not read yet (WAIT_FOR_STATUS off): the event recorded behind each one's copy, and the copy
 _UNREAD: list[tuple[torch.cuda.Event, torch.Tensor]] = []
+# The statuses of split calls captured into CUDA graphs, on the device: each replay clears and writes its own
+_CAPTURED: list[torch.Tensor] = []
 
 TIMED_OUT = ("split-H barrier timed out: not all programs were resident at once, or (dsmem-push) a step's state "
              "never arrived")
 
 
+def capturing(tensor: torch.Tensor) -> bool:
+    """Whether work on tensor's device is being captured into a CUDA graph on the current stream: no host sync then."""
+    return tensor.is_cuda and torch.cuda.is_current_stream_capturing()
+
+
 def read_status(status: torch.Tensor) -> None:
     """A split call's status [1] int32 after its launches: raise now if it is set (WAIT_FOR_STATUS, or off CUDA),
-    or leave it to be read once the GPU has copied it out (check_barriers)."""
+    or leave it to be read once the GPU has copied it out, or (captured into a CUDA graph) once replays have set it
+    (check_barriers)."""
+    if capturing(status):
+        _CAPTURED.append(status)
+        return
     if WAIT_FOR_STATUS or status.device.type != "cuda":
         if status.item():
             raise RuntimeError(TIMED_OUT)
@@ -46,7 +62,19 @@ def read_status(status: torch.Tensor) -> None:
 def check_barriers(wait: bool = True) -> None:
     """Raise if a split call whose status was left unread had a barrier time out: any such call (wait: a host
     sync on each), or those the GPU has finished (not wait: what each split call does first). Those read are
-    forgotten."""
+    forgotten. With wait, the calls captured into CUDA graphs too, as their last replays left their statuses (a
+    sync of each device first; before a graph's first replay its calls' statuses are not yet written); those are
+    kept, since a graph may be replayed again."""
+    _read_unread(wait)
+    if wait:
+        for device in {status.device for status in _CAPTURED if status.is_cuda}:
+            torch.cuda.synchronize(device)
+        if any(status.item() for status in _CAPTURED):
+            raise RuntimeError(f"{TIMED_OUT} (in a split call replayed from a CUDA graph)")
+
+
+def _read_unread(wait: bool) -> None:
+    """check_barriers' part for the statuses left unread (WAIT_FOR_STATUS off)."""
     read, unread = [], []
     for entry in _UNREAD:
         (read if wait or entry[0].query() else unread).append(entry)
@@ -59,8 +87,9 @@ def check_barriers(wait: bool = True) -> None:
 
 @atexit.register
 def _report_at_exit() -> None:
-    """Read what no split call read (WAIT_FOR_STATUS off): a timeout there would otherwise go unreported."""
+    """Read what no split call read (WAIT_FOR_STATUS off): a timeout there would otherwise go unreported. Not the
+    captured calls' statuses: a graph never replayed has not written them."""
     try:
-        check_barriers()
+        _read_unread(wait=True)
     except RuntimeError as err:
         print(f"kernels.barrier_status, at exit: {err}", file=sys.stderr)

@@ -109,7 +109,7 @@ import triton.language as tl
 from . import barrier
 from .activations import activation_grad_from_output, apply_activation
 from .barrier import cluster_arrive, cluster_arrive_shared, cluster_barrier, cluster_wait, grid_arrive, grid_wait
-from .barrier_status import check_barriers, read_status
+from .barrier_status import capturing, check_barriers, read_status
 from .driver import time_order
 from .dsmem import (
     EXCHANGES,
@@ -846,7 +846,8 @@ def _launch_all_steps(kernel, args: list, state: int, out: torch.Tensor, T: int,
     device = args[0].device
     tiles = cdiv(B, config.BLOCK_B)
     if keywords["USE_BARRIER"]:
-        check_barriers(wait=False)
+        if not capturing(args[0]):  # querying earlier calls' events would end a capture
+            check_barriers(wait=False)
         grid = split_grid(B, H, config, co_resident_programs(device), device)
         if config.ONE_TILE and tiles > grid[1]:
             raise ValueError(f"a ONE_TILE split configuration runs one batch tile per program, but B = {B} makes "

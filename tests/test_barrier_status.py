@@ -89,3 +89,29 @@ def test_what_no_call_read_is_reported_at_exit(unread, capsys):
     unread.append((Event(False), status(True)))
     barrier_status._report_at_exit()
     assert unread == [] and "at exit: split-H barrier timed out" in capsys.readouterr().err
+
+
+@pytest.fixture
+def captured(monkeypatch):
+    """An empty list of the statuses of calls captured into CUDA graphs, which the test fills."""
+    entries = []
+    monkeypatch.setattr(barrier_status, "_CAPTURED", entries)
+    return entries
+
+
+def test_the_statuses_of_captured_calls_are_read_by_check_barriers_alone_and_kept(unread, captured, capsys):
+    """A call captured into a CUDA graph leaves its status where each replay writes it: check_barriers() reads it
+    (and keeps it: the graph may be replayed again), not a split call's first look (check_barriers(wait=False),
+    which must not sync), nor the report at exit (a graph never replayed has not written it)."""
+    clean, timed_out = status(False), status(True)
+    captured.append(clean)
+    check_barriers()
+    captured.append(timed_out)
+    check_barriers(wait=False)
+    barrier_status._report_at_exit()
+    assert capsys.readouterr().err == ""
+    with pytest.raises(RuntimeError, match="barrier timed out.*in a split call replayed from a CUDA graph"):
+        check_barriers()
+    assert captured == [clean, timed_out]
+    timed_out.zero_()  # as the next replay would leave it
+    check_barriers()
