@@ -61,6 +61,9 @@ H a multiple of 16), and reports:
     operation of the thread first and so may wait an L2 round trip for those in flight: inferred, not measured), and,
     in the JSON only, the loop's L2 prefetches
     (prefetch_per_step: CCTL.*.PF*, from prefetch.global.L2);
+- in place: for kernels that store each step's output over that step's input (dispatch.Tier.in_place: the fma
+  forward over xw, the resident kernels in fragment order over their copies), that their time loop orders every
+  load from global memory before a CTA barrier that precedes the next store (output_over_input); "NO" fails;
 - split kernels: the grid barrier's release arrival and acquire poll are in the PTX.
 
 Run it as `python -m kernels.audit` (prints the table, exits 1 on any failure); the test suite runs it too.
@@ -134,6 +137,7 @@ class AuditRow:
     prefetch_per_step: int = -1  # L2 prefetches (CCTL.*.PF*) in the time loop's SASS (JSON only)
     u_l1_per_step: int = -1      # bytes of U loaded from global memory per time step (evict_last LDG)
     u_bytes: int = 0             # U's bytes in the program (fma, resident: BLOCK_H^2; split: its slice)
+    in_place: str = "n/a"        # "yes" / "NO" for kernels that store their output over their input: output_over_input
     barrier_atomics: str = "n/a" # "yes" / "NO" for split kernels: the group barrier's release and acquire in the PTX
                                  # (and a cluster exchange's or K split's own: CLUSTER_EXCHANGE_PTX, K_SPLIT_PTX)
     block_h: int = 0
@@ -154,7 +158,8 @@ class AuditRow:
     def status(self) -> str:
         """'ok' or 'FAIL'."""
         failed = (self.error or self.spill_bytes != 0 or self.shared > self.shared_limit or self.u_re_read
-                  or "NO" in (self.u_hoisted, self.offsets_i64, self.barrier_atomics) or self.u_in == "shared")
+                  or "NO" in (self.u_hoisted, self.offsets_i64, self.barrier_atomics, self.in_place)
+                  or self.u_in == "shared")
         return "FAIL" if failed else "ok"
 
 
@@ -511,6 +516,25 @@ CLUSTER_EXCHANGE_PTX = {
 K_SPLIT_PTX = [f"({RELEASE_ARRIVAL}|{SHARED_RELEASE_ARRIVAL})", WAIT_ACQUIRE, *REMOTE_READS]
 
 
+def output_over_input(loop: list[str]) -> bool:
+    """Whether a kernel may store each step's output over that step's input (dispatch.Tier.in_place): in its time
+    loop every load from global memory (LDG; the fma tier's streamed U, LDG.*.EL, aside) is followed by a CTA barrier
+    that waits (BAR.SYNC, BAR.RED) before the next store to global memory (STG), going round the loop. A load that
+    its thread has issued before such a barrier has its value before any thread passes it (PTX's bar.sync orders
+    the memory accesses before it), so no store after the barrier can reach it, whichever thread loaded the element
+    and whichever stores it; a store of the same thread before the barrier comes after its load in program order."""
+    marks = [("load" if op.startswith("LDG") and ".EL" not in op else "store" if op.startswith("STG")
+              else "barrier" if op.startswith(("BAR.SYNC", "BAR.RED")) else None)
+             for op in (instruction.split()[0] for instruction in loop if instruction.split())]
+    marks = [m for m in marks if m]
+    for i, mark in enumerate(marks):
+        if mark == "load":
+            after = marks[i + 1:] + marks[:i]  # round the loop, up to the load itself
+            if "store" in after and "barrier" not in after[:after.index("store")]:
+                return False
+    return True
+
+
 def barrier_atomics(ptx: str, cluster: bool = False, exchange: str = "l2", k_split: bool = False) -> bool:
     """The grid barrier's arrival (a gpu-scope release add, e.g. red.global.gpu.release.add) and its
     poll (a gpu-scope acquire load or atomic, e.g. ld.global.gpu.acquire) are in the PTX; for a group that is a
@@ -545,10 +569,11 @@ def compile_for(fn, dtype: str, keywords: dict, arch: int):
                           options={k: v for k, v in keywords.items() if k in COMPILE_OPTIONS})
 
 
-def time_loop_facts(compiled, keywords: dict, dtype: str, tier: str = "resident") -> dict:
+def time_loop_facts(compiled, keywords: dict, dtype: str, tier: str = "resident", in_place: bool = False) -> dict:
     """What a persistent kernel does per time step: u_hoisted, offsets_i64, u_in, smem_per_step, h_allowance,
     smem_wavefronts, bank_conflicts, bar_per_step, barrier_kinds, mma_per_step, waits_per_step, loop_instructions,
-    stall_cycles, prefetch_per_step and u_l1_per_step."""
+    stall_cycles, prefetch_per_step, u_l1_per_step and, where it stores its output over its input (in_place),
+    whether its loop allows that (output_over_input)."""
     ttgir = compiled.asm["ttgir"]
     sass = compiled_sass(compiled)
     loop = time_loop(sass)
@@ -578,10 +603,12 @@ def time_loop_facts(compiled, keywords: dict, dtype: str, tier: str = "resident"
             "loop_instructions": len(loop), "stall_cycles": stall_cycles(sass),
             "prefetch_per_step": l2_prefetches(loop),
             "u_l1_per_step": streamed_u_bytes(loop, warps),
+            "in_place": ("yes" if output_over_input(loop) else "NO") if in_place else "n/a",
             "h_allowance": h_allowance(loop, warps, h_bytes, passes, k_split, partial_bytes, tile_bytes)}
 
 
 def compile_one(job: AuditJob) -> AuditRow:
+    from .dispatch import TIERS
     keywords = job.keywords
     label = ",".join(f"{k}={v}" for k, v in keywords.items() if k not in HIDDEN_FROM_LABEL)
     row = AuditRow(job.kernel, TRITON_DTYPE[job.dtype], label, job.arch, tier=job.tier,
@@ -592,7 +619,8 @@ def compile_one(job: AuditJob) -> AuditRow:
         row.registers, row.spill_bytes = resource_usage(compiled.asm["cubin"])
         row.shared = compiled.metadata.shared
         if job.tier in PERSISTENT_TIERS:
-            for key, value in time_loop_facts(compiled, keywords, job.dtype, job.tier).items():
+            in_place = TIERS[job.tier].in_place(keywords, "backward" in job.kernel)
+            for key, value in time_loop_facts(compiled, keywords, job.dtype, job.tier, in_place).items():
                 setattr(row, key, value)
         if job.tier == "split":
             cluster, k_split = keywords.get("CLUSTER", 1) > 1, keywords.get("K_CLUSTER", 1) > 1
@@ -626,7 +654,7 @@ def format_table(rows: list[AuditRow]) -> str:
               f"{'mma/step':>8} {'waits/step':>10} "
               f"{'instr/step':>10} {'stall/step':>10} "
               f"{'U bytes':>7} {'U L1/step':>9} "
-              f"{'barrier':<7} {'status':<6} config")
+              f"{'in place':<8} {'barrier':<7} {'status':<6} config")
     lines = [header, "-" * len(header)]
 
     def count(n: int) -> str:
@@ -639,7 +667,8 @@ def format_table(rows: list[AuditRow]) -> str:
                      f"{count(r.mma_per_step):>8} {count(r.waits_per_step):>10} {count(r.loop_instructions):>10} "
                      f"{count(r.stall_cycles):>10} "
                      f"{r.u_bytes or 'n/a':>7} {count(r.u_l1_per_step):>9} "
-                     f"{r.barrier_atomics:<7} {r.status:<6} {r.config}" + (f"  [{r.error}]" if r.error else ""))
+                     f"{r.in_place:<8} {r.barrier_atomics:<7} {r.status:<6} {r.config}"
+                     + (f"  [{r.error}]" if r.error else ""))
     failed = sum(r.status == "FAIL" for r in rows)
     lines.append(f"{len(rows)} configurations: {len(rows) - failed} ok, {failed} failed")
     return "\n".join(lines)

@@ -27,7 +27,10 @@ forward+backward (0.80 against 1.00 us per step; at B = 64 0.99 against 0.93), l
 took longer there at B = 8 than at B = 64, for the same work per program (results/variants/20261127-h200-untimed/
 fma_chains.csv). The new state then reaches every
 thread through shared memory: one store, one barrier, and BLOCK_H / 4 loads of 16 bytes, each at one address
-for the whole warp (a broadcast); a second barrier lets the next step's store reuse the buffer.
+for the whole warp (a broadcast); a second barrier lets the next step's store reuse the buffer. Each step's input
+is loaded a step ahead, before those barriers, so the layer's forward stores the states over xw (xw_spare; the compile
+audit checks that order in every configuration, audit.output_over_input): a forward call needs no [T, B, H] buffer
+for them.
 
 Triton picks a tensor's layout from how it is loaded, not from how it is used, so the launchers store
 M by columns (by_columns: k = 4 j + e at [j, n, e]) and the kernels load it as one flat run. Triton
@@ -192,7 +195,8 @@ def fma_forward_kernel(
     xw_ptr,         # [T, B, H] input projection incl. both biases, I/O dtype (fp32, bf16, fp16), contiguous
     h0_ptr,         # [B, H] initial hidden state, I/O dtype, contiguous
     ut_fp32_ptr,    # U^T (element [k, n] is U[n, k]) in fp32, zero-padded to [BLOCK_H, BLOCK_H], stored by_columns
-    y_ptr,          # [T, B, H] out: h_t for every t, I/O dtype
+    y_ptr,          # [T, B, H] out: h_t for every t, I/O dtype; may be xw_ptr (each step's input is loaded a
+                    # step ahead, before a CTA barrier that precedes the store over it: audit.output_over_input)
     T, B, H,        # sequence length, batch, hidden size
     t_first,        # time index of the first step: 0, or T - 1 for the reverse direction
     t_step,         # +1 or -1
@@ -280,11 +284,11 @@ def operand(u: torch.Tensor, config: FmaBlocks, backward: bool) -> torch.Tensor:
 
 
 def fma_forward(xw: torch.Tensor, h0: torch.Tensor, ut_columns: torch.Tensor, reverse: bool, config: FmaBlocks,
-                nonlinearity: str) -> torch.Tensor:
+                nonlinearity: str, xw_spare: bool = False) -> torch.Tensor:
     """All hidden states [T, B, H] of one layer-direction in xw's dtype; xw, h0 contiguous on one device, ut_columns
-    operand(u, config, backward=False)."""
+    operand(u, config, backward=False). With xw_spare they are written over xw."""
     T, B, H = xw.shape
-    y = torch.empty_like(xw)
+    y = xw if xw_spare else torch.empty_like(xw)
     keywords = launch_keywords(config, nonlinearity, xw.dtype, interpreting(), backward=False)
     keywords["L2_PREFETCH_STEPS"] = prefetch_distance(keywords, (xw, y))
     fma_forward_kernel[(B,)](xw, h0, ut_columns, y, T, B, H, T - 1 if reverse else 0, -1 if reverse else 1,

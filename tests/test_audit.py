@@ -22,6 +22,7 @@ from kernels.audit import (
     h_allowance,
     l2_prefetches,
     mma_instructions,
+    output_over_input,
     shared_bytes_per_warp,
     smem_per_step,
     stall_cycles,
@@ -275,6 +276,20 @@ def test_bar_per_step_counts_the_cta_barriers_of_the_outer_loop():
     assert l2_prefetches(loop) == 0 and l2_prefetches(["CCTL.E.PF2 [R20]", "CCTL.IVALL", "LDG.E R5, [R6.64]"]) == 1
     assert mma_instructions(["HMMA.1688.F32.TF32 R20, R28, R76, R20", "HFMA2 R1, R2, R3, R4",
                              "HGMMA.64x32x8.F32.TF32 R24, R60, gdesc[UR8], R24"]) == 2
+
+
+@pytest.mark.parametrize("loop,allowed", [
+    (["LDG.E R2, [R4.64]", "FFMA R1, R2, R3, R1", "BAR.SYNC.DEFER_BLOCKING 0x0", "STG.E [R6.64], R1"], True),
+    (["STG.E [R6.64], R1", "LDG.E R2, [R4.64]", "BAR.SYNC.DEFER_BLOCKING 0x0"], True),   # round the loop
+    (["BAR.SYNC.DEFER_BLOCKING 0x0", "STG.E [R6.64], R1", "LDG.E R2, [R4.64]"], True),   # round the loop, first
+    (["LDG.E.EL.128 R8, [R10.64]", "STG.E [R6.64], R1"], True),            # U's streamed half is not a step input
+    (["LDG.E R2, [R4.64]", "STG.E [R6.64], R1", "BAR.SYNC.DEFER_BLOCKING 0x0"], False),
+    (["LDG.E R2, [R4.64]", "BAR.ARV 0x1, 0x100", "STG.E [R6.64], R1"], False),  # an arrival waits for no one
+    (["LDG.E R2, [R4.64]", "BAR.SYNC 0x0", "LDG.E R3, [R5.64]", "STG.E [R6.64], R1"], False),  # the second load
+    (["LDG.E R2, [R4.64]", "STG.E [R6.64], R1"], False),                     # no barrier at all
+])
+def test_output_over_input_wants_a_waiting_barrier_between_each_load_and_the_next_store(loop, allowed):
+    assert output_over_input(loop) == allowed
 
 
 def test_h_allowance_is_per_mma_issuer_and_pass():
@@ -720,5 +735,8 @@ def test_every_dispatchable_configuration_compiles_clean(tmp_path):
             if r["tier"] == "split" or r["block_h"] >= RE_READ_MIN_BLOCK_H:
                 assert r["smem_per_step"] - r["h_allowance"] <= RE_READ_LIMIT * r["u_bytes"], r
         assert r["barrier_atomics"] == ("yes" if r["tier"] == "split" else "n/a"), r
+        # stored over their input: the fma forward (over xw, where spared), the resident kernels in fragment order
+        in_place = (r["tier"] == "fma" and "forward" in r["kernel"]) or "FRAGMENTS=True" in r["config"]
+        assert r["in_place"] == ("yes" if in_place else "n/a"), r
         # every step's offset t * B * H in 64 bits (test_offsets.py); the step kernel has none
         assert r["offsets_i64"] == ("yes" if r["tier"] in PERSISTENT_TIERS else "n/a"), r
