@@ -359,14 +359,26 @@ def _sass_instructions(sass: str) -> list[tuple[int, str]]:
     return [(int(a, 16), text) for a, text in _SASS_LINE.findall(sass)]
 
 
-def _loop_span(instructions: list[tuple[int, str]]) -> tuple[int, int] | None:
-    """(first, last) address of the outermost loop, the widest backward branch, of (address, text) instructions."""
+def _loop_spans(instructions: list[tuple[int, str]]) -> list[tuple[int, int]]:
+    """(first, last) address of each loop, a backward branch, of (address, text) instructions."""
     spans = []
     for address, text in instructions:
         target = re.search(r"\bBRA\b.*?(0x[0-9a-f]+)", text)
         if target and int(target.group(1), 16) < address:
             spans.append((int(target.group(1), 16), address))
+    return spans
+
+
+def _loop_span(instructions: list[tuple[int, str]]) -> tuple[int, int] | None:
+    """(first, last) address of the outermost loop, the widest backward branch, of (address, text) instructions."""
+    spans = _loop_spans(instructions)
     return max(spans, key=lambda span: span[1] - span[0]) if spans else None
+
+
+def inner_loops(sass: str) -> int:
+    """The loops inside the time loop (the outermost) of a SASS listing."""
+    spans = _loop_spans(_sass_instructions(sass))
+    return max(0, len(spans) - 1)
 
 
 def time_loop(sass: str) -> list[str]:
@@ -518,11 +530,12 @@ K_SPLIT_PTX = [f"({RELEASE_ARRIVAL}|{SHARED_RELEASE_ARRIVAL})", WAIT_ACQUIRE, *R
 
 def output_over_input(loop: list[str]) -> bool:
     """Whether a kernel may store each step's output over that step's input (dispatch.Tier.in_place): in its time
-    loop every load from global memory (LDG; the fma tier's streamed U, LDG.*.EL, aside) is followed by a CTA barrier
-    that waits (BAR.SYNC, BAR.RED) before the next store to global memory (STG), going round the loop. A load that
-    its thread has issued before such a barrier has its value before any thread passes it (PTX's bar.sync orders
-    the memory accesses before it), so no store after the barrier can reach it, whichever thread loaded the element
-    and whichever stores it; a store of the same thread before the barrier comes after its load in program order."""
+    loop, one loop with none inside (inner_loops, which the audit checks first), every load from global memory (LDG;
+    the fma tier's streamed U, LDG.*.EL, aside) is followed by a CTA barrier that waits (BAR.SYNC, BAR.RED) before
+    the next store to global memory (STG), going round the loop. A load that its thread has issued before such a
+    barrier has its value before any thread passes it (PTX's bar.sync orders the memory accesses before it), so no
+    store after the barrier can reach it, whichever thread loaded the element and whichever stores it. The first
+    step's input, loaded before the loop, precedes all of the loop's barriers."""
     marks = [("load" if op.startswith("LDG") and ".EL" not in op else "store" if op.startswith("STG")
               else "barrier" if op.startswith(("BAR.SYNC", "BAR.RED")) else None)
              for op in (instruction.split()[0] for instruction in loop if instruction.split())]
@@ -603,7 +616,7 @@ def time_loop_facts(compiled, keywords: dict, dtype: str, tier: str = "resident"
             "loop_instructions": len(loop), "stall_cycles": stall_cycles(sass),
             "prefetch_per_step": l2_prefetches(loop),
             "u_l1_per_step": streamed_u_bytes(loop, warps),
-            "in_place": ("yes" if output_over_input(loop) else "NO") if in_place else "n/a",
+            "in_place": ("yes" if not inner_loops(sass) and output_over_input(loop) else "NO") if in_place else "n/a",
             "h_allowance": h_allowance(loop, warps, h_bytes, passes, k_split, partial_bytes, tile_bytes)}
 
 

@@ -20,6 +20,7 @@ from kernels.audit import (
     barrier_kinds,
     cta_barriers,
     h_allowance,
+    inner_loops,
     l2_prefetches,
     mma_instructions,
     output_over_input,
@@ -290,6 +291,13 @@ def test_bar_per_step_counts_the_cta_barriers_of_the_outer_loop():
 ])
 def test_output_over_input_wants_a_waiting_barrier_between_each_load_and_the_next_store(loop, allowed):
     assert output_over_input(loop) == allowed
+
+
+def test_inner_loops_counts_the_loops_inside_the_time_loop():
+    """An inner loop would take output_over_input's walk round the time loop elsewhere: the audit counts them."""
+    one = sass("LDG.E R2, [R4.64]", "BAR.SYNC 0x0", "STG.E [R6.64], R1", "@P0 BRA 0x0", "EXIT")
+    two = sass("LDG.E R2, [R4.64]", "STG.E [R6.64], R1", "@P1 BRA 0x10", "BAR.SYNC 0x0", "@P0 BRA 0x0", "EXIT")
+    assert inner_loops(one) == 0 and inner_loops(two) == 1 and inner_loops(sass("EXIT")) == 0
 
 
 def test_h_allowance_is_per_mma_issuer_and_pass():
