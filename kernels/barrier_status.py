@@ -73,6 +73,12 @@ def check_barriers(wait: bool = True) -> None:
             raise RuntimeError(f"{TIMED_OUT} (in a split call replayed from a CUDA graph)")
 
 
+def forget_captured() -> None:
+    """Let go of the captured calls' statuses, for graphs that will not be replayed again: each keeps a block of its
+    graph's memory pool, and so the pool, alive."""
+    _CAPTURED.clear()
+
+
 def _read_unread(wait: bool) -> None:
     """check_barriers' part for the statuses left unread (WAIT_FOR_STATUS off)."""
     read, unread = [], []

@@ -126,6 +126,34 @@ def time_call(call: Callable[[], object], device: torch.device, timing, probe_ms
                                          quantiles=list(QUANTILES))), ""
 
 
+GRAPH_NOTE = "replayed from a CUDA graph"
+
+
+def graph_replay(call: Callable[[], object], device: torch.device) -> Callable[[], None]:
+    """call captured into a CUDA graph, after a warm-up call on a side stream (as torch's docs ask): the graph's
+    replay, whose timing is the GPU's work without the host's (Python, launches). Raises what the capture raises.
+    Once its replays are timed, release_graphs()."""
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        call()
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        call()
+    return graph.replay
+
+
+def release_graphs() -> None:
+    """After a graph's replays: the barrier statuses of the split calls captured in it read (a barrier that gave up in
+    a replay raises: kernels.barrier_status.check_barriers) and let go, so that they keep none of its memory."""
+    from kernels import barrier_status
+    try:
+        barrier_status.check_barriers()
+    finally:
+        barrier_status.forget_captured()
+
+
 HOST_REPS = 3  # calls whose host and wall time are taken (host_and_wall_ms)
 
 

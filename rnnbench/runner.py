@@ -180,19 +180,38 @@ def memory_values(job: Job, ctx: Context, measured_call: measure.MeasuredCall) -
 
 
 def speed_values(job: Job, ctx: Context, measured_call: measure.MeasuredCall, probe_ms: float | None) -> list[Measured]:
-    latency, how = measure.time_call(measured_call.call, ctx.device, ctx.scenario.timing, probe_ms)
-    note = join_notes(how, measure.noise_note(latency[0], latency[2]))
+    """The speed metrics of the job's call, or with timing.cuda_graphs on CUDA of its replays from a CUDA graph (a
+    call that cannot be captured: not measured, the job's other metrics kept)."""
+    if not (ctx.scenario.timing.cuda_graphs and ctx.device.type == "cuda"):
+        graphs = "cuda_graphs: CUDA only, timed as usual" if ctx.scenario.timing.cuda_graphs else ""
+        return timed_values(job, ctx, measured_call.call, probe_ms, graphs)
+    try:
+        replay = measure.graph_replay(measured_call.call, ctx.device)
+    except Exception as err:  # the backend cannot be captured (a host sync, a capture-unsafe call)
+        return [Measured("latency", "ms",
+                         error=f"not measured: CUDA graph capture failed: {type(err).__name__}: {first_line(err)}")]
+    try:
+        return timed_values(job, ctx, replay, None, measure.GRAPH_NOTE)
+    finally:
+        measure.release_graphs()
+
+
+def timed_values(job: Job, ctx: Context, call, probe_ms: float | None, note: str) -> list[Measured]:
+    """Latency and what follows from it (measure.speed_metrics), the host's time per call and the speedups, of
+    call; note says how it ran."""
+    latency, how = measure.time_call(call, ctx.device, ctx.scenario.timing, probe_ms)
+    note = join_notes(note, how, measure.noise_note(latency[0], latency[2]))
     values = [Measured(m, u, v, note=note) for m, (u, v) in measure.speed_metrics(job.case, job.mode, latency).items()]
     ctx.latency_ms.setdefault(speed_key(job), {})[job.backend] = latency[1]
-    return values + host_time(measured_call, ctx.device) + speedups(job, ctx, latency[1])
+    return values + host_time(call, ctx.device) + speedups(job, ctx, latency[1])
 
 
-def host_time(measured_call: measure.MeasuredCall, device: torch.device) -> list[Measured]:
+def host_time(call, device: torch.device) -> list[Measured]:
     """On CUDA, the host's time per call (measure.host_and_wall_ms): beside the latency, it shows a call the GPU
     waits for (nothing on CPU, where the two are the same time)."""
     if device.type != "cuda":
         return []
-    host, _ = measure.host_and_wall_ms(measured_call.call, device)
+    host, _ = measure.host_and_wall_ms(call, device)
     return [Measured("host_time", "ms", measure.quantiles(host))]
 
 

@@ -46,7 +46,9 @@ Scenario schema (YAML; keys marked * are required, the rest have the defaults sh
   timing           map    warmup_ms (25), rep_ms (100): least time spent warming up and measuring
                           each case (on CPU both go on, up to 10x, until the calls agree);
                           min_reps (5): fewest timed calls (CPU); cpu_threads (1): threads
-                          of PyTorch and BLAS on CPU, the same for every backend
+                          of PyTorch and BLAS on CPU, the same for every backend; cuda_graphs
+                          (false): on CUDA, each call captured into a CUDA graph once warm and
+                          its replays timed, the GPU's time without the host's (Python, launches)
   stability        map    seq_lens ([64, 256, 1024]): T values for the error-vs-T study
                           batch (4), hidden (64): its shape (one layer, input_size = hidden)
                           spectral_radii ([0.5, 0.9, 1.0, 1.1]): spectral radius of U
@@ -123,6 +125,7 @@ class Timing:
     rep_ms: float = 100.0
     min_reps: int = 5
     cpu_threads: int = 1  # more threads than free cores makes CPU timings swing (measure.pinned_threads)
+    cuda_graphs: bool = False  # on CUDA, time each call replayed from a CUDA graph: the GPU's work, not the host's
 
 
 @dataclass(frozen=True)
@@ -263,7 +266,7 @@ def _join(at: str, key: str) -> str:
 SETTING_KEYS = ("backends", "baseline", "dtypes", "modes", "nonlinearity", "allow_tf32", "metrics", "seed",
                 "sweep", "timing", "stability", "training")
 TOP_KEYS = ("name", "description") + SETTING_KEYS + ("cpu",)
-TIMING_KEYS = ("warmup_ms", "rep_ms", "min_reps", "cpu_threads")
+TIMING_KEYS = ("warmup_ms", "rep_ms", "min_reps", "cpu_threads", "cuda_graphs")
 STABILITY_KEYS = ("seq_lens", "batch", "hidden", "spectral_radii", "curve_seq_len", "input_scale")
 TRAINING_KEYS = tuple(f.name for f in dataclasses.fields(Training))
 
@@ -303,8 +306,8 @@ def _read_case(r: _Reader, raw, at: str) -> Case:
 
 def _read_timing(r: _Reader, raw, at: str) -> Timing:
     raw = r.mapping(raw, at, TIMING_KEYS)
-    values = {k: (r.positive_int if k in ("min_reps", "cpu_threads") else r.positive_float)(v, _join(at, k))
-              for k, v in raw.items()}
+    readers = {"min_reps": r.positive_int, "cpu_threads": r.positive_int, "cuda_graphs": r.boolean}
+    values = {k: readers.get(k, r.positive_float)(v, _join(at, k)) for k, v in raw.items()}
     return Timing(**values)
 
 

@@ -84,3 +84,22 @@ def test_the_environment_records_the_drivers_cluster_counts():
         assert cluster_counts(CUDA) == ""
     else:
         assert cluster_counts(CUDA) == counts_by_size(torch.cuda.current_device())
+
+
+def test_with_cuda_graphs_every_backend_is_timed_from_its_replays(tmp_path):
+    """timing.cuda_graphs: each backend's call captured into a CUDA graph and its replays timed, forward and
+    forward+backward; the split tier (H = 512) among them, whose captured calls' barrier statuses are read after the
+    replays and let go (measure.release_graphs)."""
+    from kernels import barrier_status
+    path = tmp_path / "graphs.yaml"
+    path.write_text(yaml.safe_dump({"name": "graphs", "backends": ["triton", "cudnn", "cudnn-fp16", "eager"],
+                                    "dtypes": ["bfloat16", "float32"], "metrics": ["speed"],
+                                    "sweep": {"seq_len": 256, "batch": 8, "hidden": [128, 512]},
+                                    "timing": {"warmup_ms": 5, "rep_ms": 20, "cuda_graphs": True}}))
+    assert main(["run", str(path), "--out", str(tmp_path / "out"), "--run-id", "r", "--no-progress"]) == 0
+    frame = pd.read_csv(RunFolder(tmp_path / "out" / "graphs" / "r").csv, keep_default_na=False)
+    latency = frame[frame.metric == "latency"]
+    assert len(latency) == 2 * 2 * (3 * 2 + 1)  # modes, H; triton, cudnn and eager in both dtypes, cudnn-fp16 in bf16
+    assert (latency.error == "").all(), set(latency.error)
+    assert latency.note.str.contains(measure.GRAPH_NOTE).all()
+    assert barrier_status._CAPTURED == []

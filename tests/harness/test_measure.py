@@ -428,7 +428,68 @@ def test_a_cuda_speed_job_records_the_hosts_time_per_call(monkeypatch):
     host and call time are one, nothing."""
     from rnnbench.runner import host_time
     monkeypatch.setattr(measure, "host_and_wall_ms", lambda call, device: ([4.0, 1.0, 2.0], [9.0, 9.0, 9.0]))
-    call = measure.MeasuredCall(None, None, lambda: None)
+    def call():
+        return None
     (measured,) = host_time(call, torch.device("cuda"))
     assert (measured.metric, measured.unit, measured.values) == ("host_time", "ms", measure.quantiles([4, 1, 2]))
     assert host_time(call, CPU) == []
+
+
+def graphs_scenario(on: bool):
+    from rnnbench.schema import parse_scenario
+    return parse_scenario({"name": "g", "backends": ["eager"], "modes": ["forward"], "metrics": ["speed"],
+                           "sweep": {"seq_len": 4, "batch": 2, "hidden": 8},
+                           "timing": {"warmup_ms": 0.1, "rep_ms": 0.5, "min_reps": 2, "cuda_graphs": on}},
+                          "test", "full")
+
+
+def cuda_stand_ins(monkeypatch, capture):
+    """A CUDA speed job without a GPU: the capture (capture(call) -> replay, or raising), the timing and the host
+    times stood in; returns what happened, in order."""
+    from rnnbench import runner
+    events = []
+    monkeypatch.setattr(measure, "graph_replay", lambda call, device: capture(call))
+    monkeypatch.setattr(measure, "release_graphs", lambda: events.append("released"))
+    monkeypatch.setattr(measure, "time_call", lambda call, device, timing, probe_ms: (
+        events.append(("timed", call, probe_ms)) or ((1.0, 2.0, 3.0), "")))
+    monkeypatch.setattr(measure, "host_and_wall_ms", lambda call, device: (
+        events.append(("host", call)) or ([0.1], [2.0])))
+    return runner, events
+
+
+def test_with_cuda_graphs_a_cuda_speed_job_times_the_replays_then_lets_the_graph_go(monkeypatch):
+    """timing.cuda_graphs: the job's call captured once, its replays timed (latency and host time, the eager call's
+    probe left out), every speed row saying so, and the graph released after."""
+    def replay():
+        return None
+    runner, events = cuda_stand_ins(monkeypatch, lambda call: replay)
+    ctx = runner.Context(graphs_scenario(True), torch.device("cuda"), folder=None)
+    job = runner.Job("bench", "eager", "forward", "float32", Case(4, 2, 8, 8))
+    call = measure.MeasuredCall(None, None, lambda: None)
+    values = runner.speed_values(job, ctx, call, probe_ms=5.0)
+    assert events == [("timed", replay, None), ("host", replay), "released"]
+    assert {v.metric for v in values} >= {"latency", "time_per_step", "host_time"}
+    timed = [v for v in values if v.metric in measure.speed_metrics(job.case, job.mode, (1.0, 2.0, 3.0))]
+    assert len(timed) >= 2 and all(measure.GRAPH_NOTE in v.note for v in timed)
+
+
+def test_a_call_that_cannot_be_captured_is_not_measured_and_the_job_goes_on(monkeypatch):
+    def refuse(call):
+        raise RuntimeError("CUDA error: operation not permitted when stream is capturing\nmore")
+    runner, events = cuda_stand_ins(monkeypatch, refuse)
+    ctx = runner.Context(graphs_scenario(True), torch.device("cuda"), folder=None)
+    job = runner.Job("bench", "eager", "forward", "float32", Case(4, 2, 8, 8))
+    (latency,) = runner.speed_values(job, ctx, measure.MeasuredCall(None, None, lambda: None), probe_ms=None)
+    assert latency.metric == "latency" and latency.error == (
+        "not measured: CUDA graph capture failed: RuntimeError: CUDA error: operation not permitted when stream is "
+        "capturing")
+    assert events == []
+
+
+def test_cuda_graphs_on_a_cpu_run_time_the_calls_as_usual_and_say_so():
+    from rnnbench import runner
+    for on in (True, False):
+        ctx = runner.Context(graphs_scenario(on), CPU, folder=None)
+        rows = runner.guarded(runner.Job("bench", "eager", "forward", "float32", Case(4, 2, 8, 8)), ctx)
+        latency = next(r for r in rows if r["metric"] == "latency")
+        assert latency["p50"] > 0 and ("cuda_graphs: CUDA only, timed as usual" in latency["note"]) == on

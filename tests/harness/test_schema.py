@@ -49,6 +49,7 @@ ERRORS = [
     (with_(sweep__hidden=0), "sweep.hidden[0]", "expected an integer >= 1, got 0"),
     (with_(allow_tf32="yes"), "allow_tf32", "expected true or false, got 'yes' (str)"),
     (with_(timing__rep_ms=-5), "timing.rep_ms", "expected a number > 0, got -5"),
+    (with_(timing__cuda_graphs=1), "timing.cuda_graphs", "expected true or false, got 1 (int)"),
     (with_(dtypes="float32"), "dtypes", "expected a list, got 'float32' (str)"),
     (with_(dtypes=["float8"]), "dtypes[0]", "expected one of float32, float16, bfloat16, float64"),
     (with_(modes=["backward"]), "modes[0]", "expected one of forward, forward+backward"),
@@ -125,6 +126,12 @@ def test_the_full_sweep_refuses_a_broken_cpu_section_too(tmp_path, capsys, data,
     assert str(on_gpu.value) == str(on_cpu.value)
     assert main(["run", str(path), "--sweep", "full", "--out", str(tmp_path / "out"), "--no-progress"]) == 2
     assert capsys.readouterr().err.strip() == f"rnnbench: error: {on_cpu.value}"
+
+
+def test_cuda_graphs_are_off_unless_the_timing_asks(tmp_path):
+    assert not load_scenario(write(tmp_path, VALID)).timing.cuda_graphs
+    timing = load_scenario(write(tmp_path, with_(timing__cuda_graphs=True, timing__rep_ms=50))).timing
+    assert timing.cuda_graphs and timing.rep_ms == 50
 
 
 @pytest.mark.parametrize("name", ["long_seq", "long_seq.v2-1", "A100_run.3"])
