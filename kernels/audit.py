@@ -377,8 +377,11 @@ def _loop_span(instructions: list[tuple[int, str]]) -> tuple[int, int] | None:
 
 def inner_loops(sass: str) -> int:
     """The loops inside the time loop (the outermost) of a SASS listing."""
-    spans = _loop_spans(_sass_instructions(sass))
-    return max(0, len(spans) - 1)
+    instructions = _sass_instructions(sass)
+    outer = _loop_span(instructions)
+    if outer is None:
+        return 0
+    return sum(outer[0] <= start and end <= outer[1] for start, end in _loop_spans(instructions)) - 1
 
 
 def time_loop(sass: str) -> list[str]:

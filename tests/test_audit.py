@@ -297,7 +297,9 @@ def test_inner_loops_counts_the_loops_inside_the_time_loop():
     """An inner loop would take output_over_input's walk round the time loop elsewhere: the audit counts them."""
     one = sass("LDG.E R2, [R4.64]", "BAR.SYNC 0x0", "STG.E [R6.64], R1", "@P0 BRA 0x0", "EXIT")
     two = sass("LDG.E R2, [R4.64]", "STG.E [R6.64], R1", "@P1 BRA 0x10", "BAR.SYNC 0x0", "@P0 BRA 0x0", "EXIT")
+    before = sass("LDG.E R2, [R4.64]", "@P1 BRA 0x0", "BAR.SYNC 0x0", "STG.E [R6.64], R1", "@P0 BRA 0x20", "EXIT")
     assert inner_loops(one) == 0 and inner_loops(two) == 1 and inner_loops(sass("EXIT")) == 0
+    assert inner_loops(before) == 0  # a loop before the time loop is not inside it
 
 
 def test_h_allowance_is_per_mma_issuer_and_pass():
