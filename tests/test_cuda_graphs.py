@@ -52,8 +52,9 @@ def test_a_captured_forward_replays_what_an_eager_call_gives(tier, dtype, H, B, 
 
 
 @pytest.mark.parametrize("tier,dtype,H,B", CASES)
-def test_graphed_callables_give_eager_outputs_and_gradients(tier, dtype, H, B):
+def test_graphed_callables_give_eager_outputs_and_gradients(tier, dtype, H, B, monkeypatch):
     layer, x = layer_and_input(tier, dtype, H, B)
+    monkeypatch.setattr(barrier_status, "_CAPTURED", [])
     x.requires_grad_(True)
     graphed = torch.cuda.make_graphed_callables(layer, (x,))  # warms up, then captures forward and backward
     fresh = torch.randn_like(x).requires_grad_(True)
@@ -68,4 +69,5 @@ def test_graphed_callables_give_eager_outputs_and_gradients(tier, dtype, H, B):
     (out, x_grad, grads), (eager_out, eager_x_grad, eager_grads) = results
     assert rel_err(out, eager_out) < 1e-6 and rel_err(x_grad, eager_x_grad) < 1e-6
     assert all(rel_err(g, e) < 1e-6 for g, e in zip(grads, eager_grads))
+    assert len(barrier_status._CAPTURED) == (2 if tier == "split" else 0)  # the forward's and the backward's
     barrier_status.check_barriers()
