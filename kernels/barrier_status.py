@@ -26,6 +26,8 @@ import sys
 
 import torch
 
+from .runtime import capturing
+
 WAIT_FOR_STATUS = True
 # Statuses not read yet (WAIT_FOR_STATUS off): the event recorded behind each one's copy, and the copy
 _UNREAD: list[tuple[torch.cuda.Event, torch.Tensor]] = []
@@ -36,16 +38,11 @@ TIMED_OUT = ("split-H barrier timed out: not all programs were resident at once,
              "never arrived")
 
 
-def capturing(tensor: torch.Tensor) -> bool:
-    """Whether work on tensor's device is being captured into a CUDA graph on the current stream: no host sync then."""
-    return tensor.is_cuda and torch.cuda.is_current_stream_capturing()
-
-
 def read_status(status: torch.Tensor) -> None:
     """A split call's status [1] int32 after its launches: raise now if it is set (WAIT_FOR_STATUS, or off CUDA),
     or leave it to be read once the GPU has copied it out, or (captured into a CUDA graph) once replays have set it
     (check_barriers)."""
-    if capturing(status):
+    if capturing(status.device):
         _CAPTURED.append(status)
         return
     if WAIT_FOR_STATUS or status.device.type != "cuda":

@@ -33,6 +33,12 @@ def triton_mode(device: torch.device | str | None = None) -> str | None:
     return None
 
 
+def capturing(device: torch.device) -> bool:
+    """Whether the current stream of a CUDA device is being captured into a CUDA graph: no host sync, and no launch
+    that should not be recorded, may happen then."""
+    return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+
+
 def require_runtime(device: torch.device) -> str:
     """triton_mode(device), or a RuntimeError that says what to do."""
     mode = triton_mode(device)

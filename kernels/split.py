@@ -109,7 +109,7 @@ import triton.language as tl
 from . import barrier
 from .activations import activation_grad_from_output, apply_activation
 from .barrier import cluster_arrive, cluster_arrive_shared, cluster_barrier, cluster_wait, grid_arrive, grid_wait
-from .barrier_status import capturing, check_barriers, read_status
+from .barrier_status import check_barriers, read_status
 from .driver import time_order
 from .dsmem import (
     EXCHANGES,
@@ -127,7 +127,7 @@ from .dsmem import (
 )
 from .launch import SIXTEEN_BIT, Blocks, accumulator_dtype, cdiv, common_keywords, tanh_form
 from .layouts import converts_product, in_io_layout, side_by_side, sum_leading
-from .runtime import co_resident_clusters, co_resident_programs, interpreting
+from .runtime import capturing, co_resident_clusters, co_resident_programs, interpreting
 
 PIN = 1.0  # the runtime float U's slice is multiplied by before the time loop (as in resident.py)
 # Whether each program loads its first batch tile's step input (xw forward; h and dy backward) one step ahead, before
@@ -846,7 +846,7 @@ def _launch_all_steps(kernel, args: list, state: int, out: torch.Tensor, T: int,
     device = args[0].device
     tiles = cdiv(B, config.BLOCK_B)
     if keywords["USE_BARRIER"]:
-        if not capturing(args[0]):  # querying earlier calls' events would end a capture
+        if not capturing(device):  # querying earlier calls' events would end a capture
             check_barriers(wait=False)
         grid = split_grid(B, H, config, co_resident_programs(device), device)
         if config.ONE_TILE and tiles > grid[1]:

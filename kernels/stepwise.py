@@ -36,7 +36,7 @@ import triton.language as tl
 from .activations import activation_grad_from_output, apply_activation
 from .driver import time_order
 from .launch import Blocks, accumulator_dtype, cdiv, common_keywords
-from .runtime import interpreting
+from .runtime import capturing, interpreting
 
 
 @dataclass(frozen=True)
@@ -168,7 +168,7 @@ def loop_key(tensors: tuple[torch.Tensor, ...], reverse: bool, keywords: dict) -
 def _run_loop(loop: Callable[[], None], tensors: tuple[torch.Tensor, ...], reverse: bool, keywords: dict) -> None:
     """loop() on CUDA through STEP_GRAPHS; directly elsewhere."""
     device = tensors[0].device
-    if device.type != "cuda" or torch.cuda.is_current_stream_capturing():  # a caller's capture records it as is
+    if device.type != "cuda" or capturing(device):  # a caller's capture records it as is
         loop()
         return
     STEP_GRAPHS.run(loop_key(tensors, reverse, keywords), loop, device)
