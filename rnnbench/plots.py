@@ -46,6 +46,14 @@ def sweep_axis(bench: pd.DataFrame) -> str:
 
 # ---- axes -------------------------------------------------------------------------------------
 
+def x_label(rows: pd.DataFrame, x: str, moving: list[str]) -> str:
+    """The x axis's name and the columns that move with it: "hidden size H = input size I" where they are equal."""
+    same = [c for c in moving if (rows[c] == rows[x]).all()]
+    other = [AXIS_NAMES[c] for c in moving if c not in same]
+    label = " = ".join(AXIS_NAMES[c] for c in [x, *same])
+    return label + (f"\n({', '.join(other)} following it)" if other else "")
+
+
 def short_number(value: float, _pos=None) -> str:
     """A tick label: 65536 -> 64k (multiples of 1024, as sequence lengths are quoted), 2000, 0.05, 3e-07."""
     if 1024 <= value < 1e9 and value == int(value) and int(value) % 1024 == 0:
@@ -153,6 +161,12 @@ def _save(fig, out: Path, name: str, title: str, rect=(0, 0, 1, 1)) -> tuple[str
     return title, name
 
 
+def follows(frame: pd.DataFrame, x: str, column: str) -> bool:
+    """Whether `column` takes one value at each value of `x`: it moves with the x axis (the input size
+    where a sweep leaves it to the hidden size's default), so it makes no panels of its own."""
+    return bool((frame.groupby(x)[column].nunique() <= 1).all())
+
+
 def _facets(frame: pd.DataFrame, by: list[str]) -> list[tuple[str, pd.DataFrame]]:
     """(title, rows) per combination of the `by` columns that take more than one value."""
     varying = [c for c in by if frame[c].nunique() > 1]
@@ -174,7 +188,8 @@ def speed_figure(bench: pd.DataFrame, metrics: dict[str, str], ylabel: str, out:
     if len(present) == 1:  # one metric: the axis says which, the legend only names backends
         ylabel = ", ".join(filter(None, [ylabel, metrics[present[0]]]))
         metrics = {present[0]: ""}
-    facets = _facets(rows, [c for c in CASE_FIELDS if c != x])
+    moving = [c for c in CASE_FIELDS if c != x and rows[c].nunique() > 1 and follows(rows, x, c)]
+    facets = _facets(rows, [c for c in CASE_FIELDS if c != x and c not in moving])
     fig, axes = _grid(len(facets))
     for ax, (facet, group) in zip(axes, facets):
         lines = {}
@@ -189,7 +204,7 @@ def speed_figure(bench: pd.DataFrame, metrics: dict[str, str], ylabel: str, out:
             ax.axhline(hline, color="grey", linewidth=0.8)
         swept_x(ax, group[x])
         value_y(ax, pd.concat([group.p50, group.p20.dropna(), group.p80.dropna()]))
-        ax.set(xlabel=AXIS_NAMES[x], ylabel=ylabel)
+        ax.set(xlabel=x_label(group, x, moving), ylabel=ylabel)
         ax.grid(True, which="major", alpha=0.3)
         panel_title(ax, facet, lines)
     _legend_below(fig, axes)

@@ -111,3 +111,43 @@ def test_the_legend_sits_below_the_panels_with_no_empty_band(figures):
         box, lowest_axes = legend.get_window_extent(), min(ax.get_window_extent().y0 for ax in fig.axes)
         assert box.y1 < lowest_axes, name  # it covers no line
         assert box.y0 < 0.05 * fig.bbox.height, name  # and nothing but margin lies below it
+
+
+def hidden_sweep_frame(input_size) -> pd.DataFrame:
+    """Latency rows of a sweep over H at two batch sizes, the input size given by input_size(H)."""
+    rows = []
+    for (i, backend), batch, hidden in itertools.product(enumerate(BACKENDS), (8, 64), (64, 128, 256)):
+        rows.append({"scenario": "s", "kind": "bench", "backend": backend, "label": "", "mode": "forward",
+                     "dtype": "float32", "seq_len": 16, "batch": batch, "hidden": hidden,
+                     "input_size": input_size(hidden), "layers": 1, "radius": "", "step": None, "metric": "latency",
+                     "unit": "ms", "p20": None, "p50": hidden * batch * (1 + i) * 1e-3, "p80": None, "error": "",
+                     "note": "", "device": "cpu", "timestamp": ""})
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+@pytest.mark.parametrize("input_size, xlabel", [
+    (lambda h: h, "hidden size H = input size I"),  # the race: the input size left to its default, H
+    (lambda h: 2 * h, "hidden size H\n(input size I following it)"),
+])
+def test_a_column_moving_with_the_x_axis_makes_no_panels(monkeypatch, tmp_path, input_size, xlabel):
+    drawn = []
+    monkeypatch.setattr(plots, "_save", lambda fig, out, name, title, rect=None: drawn.append(fig) or (title, name))
+    plots.speed_figure(hidden_sweep_frame(input_size), {"latency": ""}, "latency", tmp_path, "l.png", "Latency", NAMES)
+    (fig,) = drawn
+    assert [ax.get_title() for ax in fig.axes if ax.has_data()] == ["batch=8", "batch=64"]
+    assert all(ax.get_xlabel() == xlabel and len(ax.get_lines()) == 3 for ax in fig.axes if ax.has_data())
+    assert [len(line.get_xdata()) for line in fig.axes[0].get_lines()] == [3, 3, 3]  # every H on one line
+    plt.close(fig)
+
+
+def test_a_column_swept_on_its_own_still_makes_panels(monkeypatch, tmp_path):
+    frame = pd.concat([hidden_sweep_frame(lambda h: 32), hidden_sweep_frame(lambda h: 48)])  # I apart from H
+    drawn = []
+    monkeypatch.setattr(plots, "_save", lambda fig, out, name, title, rect=None: drawn.append(fig) or (title, name))
+    plots.speed_figure(frame, {"latency": ""}, "latency", tmp_path, "l.png", "Latency", NAMES)
+    (fig,) = drawn
+    titles = [ax.get_title() for ax in fig.axes if ax.has_data()]
+    assert titles == ["batch=8 input_size=32", "batch=8 input_size=48", "batch=64 input_size=32",
+                      "batch=64 input_size=48"]
+    assert {ax.get_xlabel() for ax in fig.axes if ax.has_data()} == {"hidden size H"}
+    plt.close(fig)
