@@ -62,8 +62,9 @@ H a multiple of 16), and reports:
     in the JSON only, the loop's L2 prefetches
     (prefetch_per_step: CCTL.*.PF*, from prefetch.global.L2);
 - in place: for kernels that store each step's output over that step's input (dispatch.Tier.in_place: the fma
-  forward over xw, the resident kernels in fragment order over their copies), that their time loop orders every
-  load from global memory before a CTA barrier that precedes the next store (output_over_input); "NO" fails;
+  forward over xw, the resident kernels in fragment order over their copies), that their time loop is one straight
+  line (no branch inside it, no barrier under a predicate: straight_line) that orders every load from global memory
+  before a CTA barrier that precedes the next store (output_over_input); "NO" fails;
 - split kernels: the grid barrier's release arrival and acquire poll are in the PTX.
 
 Run it as `python -m kernels.audit` (prints the table, exits 1 on any failure); the test suite runs it too.
@@ -375,13 +376,24 @@ def _loop_span(instructions: list[tuple[int, str]]) -> tuple[int, int] | None:
     return max(spans, key=lambda span: span[1] - span[0]) if spans else None
 
 
-def inner_loops(sass: str) -> int:
-    """The loops inside the time loop (the outermost) of a SASS listing."""
+_JUMP = re.compile(r"\b(?:BRA|BRX|JMP|JMX|CALL)\b(?:.*?(0x[0-9a-f]+))?")
+
+
+def straight_line(sass: str) -> bool:
+    """Whether a SASS listing's time loop (the outermost) runs every instruction of a step, in order: no branch
+    inside it but its own back edge (no inner loop, no forward branch that could skip a barrier) and no CTA barrier
+    under a predicate. Only such a loop can output_over_input read as one sequence. False where there is no loop.
+    A jump out of the loop just before the back edge is the back edge's condition in another form (sm_80 leaves
+    loops by a CALL.REL.NOINC to the EXIT after them)."""
     instructions = _sass_instructions(sass)
-    outer = _loop_span(instructions)
-    if outer is None:
-        return 0
-    return sum(outer[0] <= start and end <= outer[1] for start, end in _loop_spans(instructions)) - 1
+    span = _loop_span(instructions)
+    if span is None:
+        return False
+    body = [text.strip() for address, text in instructions if span[0] <= address < span[1]]  # the back edge aside
+    exit_jump = _JUMP.search(body[-1]) if body else None
+    if exit_jump and exit_jump.group(1) and int(exit_jump.group(1), 16) > span[1]:
+        body = body[:-1]
+    return not any(_JUMP.search(text) or re.match(r"@!?U?P\w+\s+BAR\b", text) for text in body)
 
 
 def time_loop(sass: str) -> list[str]:
@@ -533,12 +545,12 @@ K_SPLIT_PTX = [f"({RELEASE_ARRIVAL}|{SHARED_RELEASE_ARRIVAL})", WAIT_ACQUIRE, *R
 
 def output_over_input(loop: list[str]) -> bool:
     """Whether a kernel may store each step's output over that step's input (dispatch.Tier.in_place): in its time
-    loop, one loop with none inside (inner_loops, which the audit checks first), every load from global memory (LDG;
-    the fma tier's streamed U, LDG.*.EL, aside) is followed by a CTA barrier that waits (BAR.SYNC, BAR.RED) before
-    the next store to global memory (STG), going round the loop. A load that its thread has issued before such a
-    barrier has its value before any thread passes it (PTX's bar.sync orders the memory accesses before it), so no
-    store after the barrier can reach it, whichever thread loaded the element and whichever stores it. The first
-    step's input, loaded before the loop, precedes all of the loop's barriers."""
+    loop, one straight line of instructions (straight_line, which the audit checks first), every load from global
+    memory (LDG; the fma tier's streamed U, LDG.*.EL, aside) is followed by a CTA barrier that waits (BAR.SYNC,
+    BAR.RED) before the next store to global memory (STG), going round the loop. A load that its thread has issued
+    before such a barrier has its value before any thread passes it (PTX's bar.sync orders the memory accesses before
+    it), so no store after the barrier can reach it, whichever thread loaded the element and whichever stores it. The
+    first step's input, loaded before the loop, precedes all of the loop's barriers."""
     marks = [("load" if op.startswith("LDG") and ".EL" not in op else "store" if op.startswith("STG")
               else "barrier" if op.startswith(("BAR.SYNC", "BAR.RED")) else None)
              for op in (instruction.split()[0] for instruction in loop if instruction.split())]
@@ -619,7 +631,7 @@ def time_loop_facts(compiled, keywords: dict, dtype: str, tier: str = "resident"
             "loop_instructions": len(loop), "stall_cycles": stall_cycles(sass),
             "prefetch_per_step": l2_prefetches(loop),
             "u_l1_per_step": streamed_u_bytes(loop, warps),
-            "in_place": ("yes" if not inner_loops(sass) and output_over_input(loop) else "NO") if in_place else "n/a",
+            "in_place": ("yes" if straight_line(sass) and output_over_input(loop) else "NO") if in_place else "n/a",
             "h_allowance": h_allowance(loop, warps, h_bytes, passes, k_split, partial_bytes, tile_bytes)}
 
 

@@ -20,13 +20,13 @@ from kernels.audit import (
     barrier_kinds,
     cta_barriers,
     h_allowance,
-    inner_loops,
     l2_prefetches,
     mma_instructions,
     output_over_input,
     shared_bytes_per_warp,
     smem_per_step,
     stall_cycles,
+    straight_line,
     streamed_u_bytes,
     tile_loads,
     time_loop,
@@ -293,13 +293,24 @@ def test_output_over_input_wants_a_waiting_barrier_between_each_load_and_the_nex
     assert output_over_input(loop) == allowed
 
 
-def test_inner_loops_counts_the_loops_inside_the_time_loop():
-    """An inner loop would take output_over_input's walk round the time loop elsewhere: the audit counts them."""
+def test_straight_line_wants_a_time_loop_with_no_branch_inside_and_every_barrier_taken():
+    """output_over_input reads the time loop as one sequence: an inner loop, a forward branch (which could skip the
+    barrier between a load and a store) or a barrier under a predicate would break that reading."""
     one = sass("LDG.E R2, [R4.64]", "BAR.SYNC 0x0", "STG.E [R6.64], R1", "@P0 BRA 0x0", "EXIT")
-    two = sass("LDG.E R2, [R4.64]", "STG.E [R6.64], R1", "@P1 BRA 0x10", "BAR.SYNC 0x0", "@P0 BRA 0x0", "EXIT")
+    inner = sass("LDG.E R2, [R4.64]", "STG.E [R6.64], R1", "@P1 BRA 0x10", "BAR.SYNC 0x0", "@P0 BRA 0x0", "EXIT")
+    skip = sass("LDG.E R2, [R4.64]", "@P1 BRA 0x30", "BAR.SYNC 0x0", "STG.E [R6.64], R1", "@P0 BRA 0x0", "EXIT")
+    predicated = sass("LDG.E R2, [R4.64]", "@!P1 BAR.SYNC 0x0", "STG.E [R6.64], R1", "@P0 BRA 0x0", "EXIT")
     before = sass("LDG.E R2, [R4.64]", "@P1 BRA 0x0", "BAR.SYNC 0x0", "STG.E [R6.64], R1", "@P0 BRA 0x20", "EXIT")
-    assert inner_loops(one) == 0 and inner_loops(two) == 1 and inner_loops(sass("EXIT")) == 0
-    assert inner_loops(before) == 0  # a loop before the time loop is not inside it
+    assert straight_line(one) and straight_line(before)  # a loop before the time loop is not inside it
+    assert not straight_line(inner) and not straight_line(skip) and not straight_line(predicated)
+    assert not straight_line(sass("LDG.E R2, [R4.64]", "EXIT"))  # no time loop: nothing shown
+    # sm_80 leaves a loop by a call to the EXIT after it, just before the back edge: its condition, not a skip
+    exit_at_end = sass("LDG.E R2, [R4.64]", "BAR.SYNC 0x0", "STG.E [R6.64], R1", "@!P0 CALL.REL.NOINC 0x50",
+                       "BRA 0x0", "EXIT")
+    exit_within = sass("LDG.E R2, [R4.64]", "@!P0 CALL.REL.NOINC 0x50", "BAR.SYNC 0x0", "STG.E [R6.64], R1",
+                       "BRA 0x0", "EXIT")
+    assert straight_line(exit_at_end) and not straight_line(exit_within)
+    assert output_over_input(time_loop(skip))  # what the linear reading alone would have let through
 
 
 def test_h_allowance_is_per_mma_issuer_and_pass():
