@@ -319,14 +319,14 @@ class Tier:
     # the others take U itself.
     operand: Callable[..., torch.Tensor] = lambda u, blocks, backward: u
     # Whether its forward launcher takes xw_spare: xw's memory for its output where the caller no longer needs xw.
-    # The resident tier's copy into fragment order has read xw whole before its kernel runs, and the fma kernel loads
-    # each step's input before a CTA barrier that precedes the store over it; the split and step kernels are not
-    # checked for that.
+    # The resident tier's copy into fragment order has read xw whole before its kernel runs, and the fma and fp32
+    # resident kernels load each step's input before a CTA barrier that precedes the store over it; the split and
+    # step kernels are not checked for that.
     spares_xw: bool = False
     # (keywords, backward) -> whether its kernel, launched with these keywords, may store each step's output over that
     # step's input (the fma forward's over xw where spared; the resident kernels' in fragment order, y over xw's copy
-    # and da over dy's): the compile audit checks that the time loop orders every such load first
-    # (audit.output_over_input).
+    # and da over dy's, and fp32's resident forward over xw): the compile audit checks that the time loop orders
+    # every such load first (audit.output_over_input).
     in_place: Callable[[dict, bool], bool] = lambda keywords, backward: False
 
 
@@ -336,7 +336,7 @@ TIERS = {
                 in_place=lambda keywords, backward: not backward),
     "resident": Tier(resident.resident_forward, resident.resident_backward,
                      (resident.resident_forward_kernel, resident.resident_backward_kernel), resident.launch_keywords,
-                     overlaps=True, spares_xw=True, in_place=lambda keywords, backward: keywords["FRAGMENTS"]),
+                     overlaps=True, spares_xw=True, in_place=resident.stores_over_input),
     "split": Tier(split.split_forward, split.split_backward, (split.split_forward_kernel, split.split_backward_kernel),
                   split.launch_keywords, overlaps=False),
     "stepwise": Tier(stepwise.stepwise_forward, stepwise.stepwise_backward,

@@ -396,10 +396,18 @@ def resident_backward_kernel(
     tl.store(dh0_ptr + dh0_tile, dh0, mask=dh0_mask)
 
 
+def stores_over_input(keywords: dict, backward: bool) -> bool:
+    """Whether a resident kernel launched with these keywords stores each step's output over that step's input (the
+    compile audit checks its loop: audit.output_over_input): both kernels in fragment order (y over xw's copy, da
+    over dy's), and the forward with the product converted into its tiles' layout (fp32's), y over xw where spared."""
+    return keywords["FRAGMENTS"] or (not backward and keywords["IN_IO_LAYOUT"])
+
+
 def resident_forward(xw: torch.Tensor, h0: torch.Tensor, u: torch.Tensor, reverse: bool, config: ResidentBlocks,
                      nonlinearity: str, xw_spare: bool = False) -> torch.Tensor:
     """All hidden states [T, B, H] of one layer-direction; xw, h0, u contiguous, same dtype and device. With
-    xw_spare, in fragment order they are written over xw, which its copy has read whole before the kernel runs."""
+    xw_spare they are written over xw: in fragment order from the copy, which has read xw whole before the kernel
+    runs; in fp32 by the kernel itself (stores_over_input)."""
     T, B, H = xw.shape
     keywords = launch_keywords(config, nonlinearity, xw.dtype, interpreting(), backward=False,
                                fragment_order=fragments.within_padding_bound(B, H, config.BLOCK_B, config.BLOCK_H))
@@ -412,7 +420,7 @@ def resident_forward(xw: torch.Tensor, h0: torch.Tensor, u: torch.Tensor, revers
         steps = to_fragment_order(xw, config.BLOCK_B, config.BLOCK_H)
         launch(steps, steps)
         return from_fragment_order(steps, B, H, config.BLOCK_B, config.BLOCK_H, out=xw if xw_spare else None)
-    y = torch.empty_like(xw)
+    y = xw if xw_spare and stores_over_input(keywords, backward=False) else torch.empty_like(xw)
     launch(xw, y)
     return y
 

@@ -756,8 +756,10 @@ def test_every_dispatchable_configuration_compiles_clean(tmp_path):
             if r["tier"] == "split" or r["block_h"] >= RE_READ_MIN_BLOCK_H:
                 assert r["smem_per_step"] - r["h_allowance"] <= RE_READ_LIMIT * r["u_bytes"], r
         assert r["barrier_atomics"] == ("yes" if r["tier"] == "split" else "n/a"), r
-        # stored over their input: the fma forward (over xw, where spared), the resident kernels in fragment order
-        in_place = (r["tier"] == "fma" and "forward" in r["kernel"]) or "FRAGMENTS=True" in r["config"]
+        # stored over their input: the fma forward and fp32's resident forward (over xw, where spared), the resident
+        # kernels in fragment order
+        in_place = ((r["tier"] == "fma" and "forward" in r["kernel"]) or "FRAGMENTS=True" in r["config"]
+                    or (r["kernel"] == "resident_forward_kernel" and r["dtype"] == "fp32"))
         assert r["in_place"] == ("yes" if in_place else "n/a"), r
         # every step's offset t * B * H in 64 bits (test_offsets.py); the step kernel has none
         assert r["offsets_i64"] == ("yes" if r["tier"] in PERSISTENT_TIERS else "n/a"), r

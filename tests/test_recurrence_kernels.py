@@ -118,15 +118,19 @@ def test_fma_kernels_with_16_bit_io_match_float64_reference(dtype, shape, nonlin
     check_against_reference(plan, dtype, shape, nonlinearity, reverse, device)
 
 
-@pytest.mark.parametrize("tier,dtype,shape", [
-    ("fma", torch.float32, (5, 5, 48)), ("fma", torch.float32, (3, 2, 200)), ("fma", torch.bfloat16, (4, 3, 100)),
-    ("split", torch.float32, (3, 5, 320)), ("stepwise", torch.bfloat16, (3, 5, 48))],
+@pytest.mark.parametrize("tier,dtype,shape,over_xw", [
+    ("fma", torch.float32, (5, 5, 48), True), ("fma", torch.float32, (3, 2, 200), True),
+    ("fma", torch.bfloat16, (4, 3, 100), True), ("resident", torch.float32, (4, 5, 48), True),
+    ("resident", torch.float32, (1, 17, 100), True), ("resident", torch.bfloat16, (3, 5, 48), False),
+    ("split", torch.float32, (3, 5, 320), False), ("stepwise", torch.bfloat16, (3, 5, 48), False)],
                          ids=lambda v: "T{}-B{}-H{}".format(*v) if isinstance(v, tuple) else str(v))
-def test_a_forward_given_xw_to_spare_writes_the_states_over_it_where_its_tier_may(tier, dtype, shape, device):
-    """recurrence_forward(..., xw_spare=True), as the layer's autograd calls it: the fma kernel stores each step's
-    states over its input (its loop loads it first, audit.output_over_input), so a forward call needs no buffer for
-    them; the split and step kernels leave xw alone. Either way the states are those of a call that keeps xw, within
-    float64's tolerance (the resident tier's fragment order: test_fragments.py)."""
+def test_a_forward_given_xw_to_spare_writes_the_states_over_it_where_its_tier_may(tier, dtype, shape, over_xw,
+                                                                                 device):
+    """recurrence_forward(..., xw_spare=True), as the layer's autograd calls it: the fma kernel and fp32's resident
+    kernel store each step's states over its input (their loops load it first, audit.output_over_input), so a
+    forward call needs no buffer for them; the split and step kernels, and the resident tier's 16-bit tiles converted
+    (below 8 batch rows), leave xw alone. Either way the states are those of a call that keeps xw, within float64's
+    tolerance (the resident tier's fragment order: test_fragments.py)."""
     T, B, H = shape
     xw, h0, u, _ = make_inputs(T, B, H, dtype, device, seed=4)
     plan = plan_for(H, B, dtype, device, kernel=tier)
@@ -134,7 +138,7 @@ def test_a_forward_given_xw_to_spare_writes_the_states_over_it_where_its_tier_ma
     y = recurrence_forward(plan, xw, h0, u, "tanh", False)
     assert torch.equal(xw, kept) and y.data_ptr() != xw.data_ptr()
     spared_y = recurrence_forward(plan, xw, h0, u, "tanh", False, xw_spare=True)
-    assert (spared_y.data_ptr() == xw.data_ptr()) == TIERS[tier].spares_xw == (tier == "fma")
+    assert (spared_y.data_ptr() == xw.data_ptr()) == over_xw
     assert torch.equal(spared_y, y)
     assert rel_err(y.cpu(), reference_layer(kept.cpu(), h0.cpu(), u.cpu(), "tanh", False, kept.cpu())[0]) < \
         TOLERANCE[dtype]
