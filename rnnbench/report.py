@@ -44,6 +44,8 @@ CPU_BANNER = ("CPU sweep: no CUDA GPU was present, so this ran {sweep}, timed by
               "performance.")
 NOISY = "⚠"
 SPEED_TABLES = [("latency", "Latency (ms)"), ("time_per_step", "Time per step (us)"),
+                ("graph_time_per_step", "Time per step replayed from a CUDA graph (us): the GPU's work without the "
+                                        "host's, beside the calls' own above (timing.cuda_graphs: both)"),
                 ("host_time", "Host time per call (ms): until a call returns, the GPU idle when it starts. Near "
                               "the latency, the GPU waited for the host (short sequences: Python and launches), or "
                               "the call waits for its kernels (the split tier's read its barriers' status)"),

@@ -148,8 +148,8 @@ class RunFolder:
 
 # Which way is better for each metric (names or name prefixes); grad_norm, a property of the
 # weights, has no better direction.
-LOWER_IS_BETTER = ("latency", "time_per_step", "host_time", "peak_memory", "activation_memory", "rel_err_", "nonfinite",
-                   "eval_loss", "time_per_train_step")
+LOWER_IS_BETTER = ("latency", "time_per_step", "graph_time_per_step", "host_time", "peak_memory", "activation_memory",
+                   "rel_err_", "nonfinite", "eval_loss", "time_per_train_step")
 HIGHER_IS_BETTER = ("tokens_per_s", "tflops", "speedup", "eval_accuracy")
 
 

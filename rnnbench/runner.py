@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import NamedTuple
 
 import torch
@@ -180,20 +181,39 @@ def memory_values(job: Job, ctx: Context, measured_call: measure.MeasuredCall) -
 
 
 def speed_values(job: Job, ctx: Context, measured_call: measure.MeasuredCall, probe_ms: float | None) -> list[Measured]:
-    """The speed metrics of the job's call, or with timing.cuda_graphs on CUDA of its replays from a CUDA graph (a
-    call that cannot be captured: not measured, the job's other metrics kept)."""
-    if not (ctx.scenario.timing.cuda_graphs and ctx.device.type == "cuda"):
-        graphs = "cuda_graphs: CUDA only, timed as usual" if ctx.scenario.timing.cuda_graphs else ""
-        return timed_values(job, ctx, measured_call.call, probe_ms, graphs)
+    """The speed metrics of the job's call; with timing.cuda_graphs on CUDA those of its replays from a CUDA graph
+    instead, or with "both" its graph_time_per_step beside them (a call that cannot be captured: not measured, the
+    job's other metrics kept)."""
+    call, graphs = measured_call.call, ctx.scenario.timing.cuda_graphs
+    if not graphs or ctx.device.type != "cuda":
+        return timed_values(job, ctx, call, probe_ms, "cuda_graphs: CUDA only, timed as usual" if graphs else "")
+    if graphs == "both":
+        plain = timed_values(job, ctx, call, probe_ms, "")
+        return plain + replayed(call, ctx, "graph_time_per_step", "us", partial(graph_step_values, job, ctx))
+    return replayed(call, ctx, "latency", "ms", lambda replay: timed_values(job, ctx, replay, None, measure.GRAPH_NOTE))
+
+
+def replayed(call, ctx: Context, metric: str, unit: str, values: Callable[[Callable], list[Measured]]
+             ) -> list[Measured]:
+    """values(replay) of call captured into a CUDA graph, the graph let go after; where the capture fails, metric
+    not measured."""
     try:
-        replay = measure.graph_replay(measured_call.call, ctx.device)
+        replay = measure.graph_replay(call, ctx.device)
     except Exception as err:  # the backend cannot be captured (a host sync, a capture-unsafe call)
-        return [Measured("latency", "ms",
+        return [Measured(metric, unit,
                          error=f"not measured: CUDA graph capture failed: {type(err).__name__}: {first_line(err)}")]
     try:
-        return timed_values(job, ctx, replay, None, measure.GRAPH_NOTE)
+        return values(replay)
     finally:
         measure.release_graphs()
+
+
+def graph_step_values(job: Job, ctx: Context, replay: Callable) -> list[Measured]:
+    """graph_time_per_step: the time per step of the call's replays, beside the call's own (timing.cuda_graphs both)."""
+    latency, how = measure.time_call(replay, ctx.device, ctx.scenario.timing, None)
+    unit, per_step = measure.speed_metrics(job.case, job.mode, latency)["time_per_step"]
+    note = join_notes(measure.GRAPH_NOTE, how, measure.noise_note(latency[0], latency[2]))
+    return [Measured("graph_time_per_step", unit, per_step, note=note)]
 
 
 def timed_values(job: Job, ctx: Context, call, probe_ms: float | None, note: str) -> list[Measured]:

@@ -48,7 +48,9 @@ Scenario schema (YAML; keys marked * are required, the rest have the defaults sh
                           min_reps (5): fewest timed calls (CPU); cpu_threads (1): threads
                           of PyTorch and BLAS on CPU, the same for every backend; cuda_graphs
                           (false): on CUDA, each call captured into a CUDA graph once warm and
-                          its replays timed, the GPU's time without the host's (Python, launches)
+                          its replays timed, the GPU's time without the host's (Python, launches);
+                          both: the calls timed as usual, then their replays beside them
+                          (graph_time_per_step)
   stability        map    seq_lens ([64, 256, 1024]): T values for the error-vs-T study
                           batch (4), hidden (64): its shape (one layer, input_size = hidden)
                           spectral_radii ([0.5, 0.9, 1.0, 1.1]): spectral radius of U
@@ -125,7 +127,9 @@ class Timing:
     rep_ms: float = 100.0
     min_reps: int = 5
     cpu_threads: int = 1  # more threads than free cores makes CPU timings swing (measure.pinned_threads)
-    cuda_graphs: bool = False  # on CUDA, time each call replayed from a CUDA graph: the GPU's work, not the host's
+    # On CUDA, time each call replayed from a CUDA graph: the GPU's work, not the host's; "both": as usual, and the
+    # replays beside (graph_time_per_step)
+    cuda_graphs: bool | str = False
 
 
 @dataclass(frozen=True)
@@ -226,6 +230,11 @@ class _Reader:
             self.fail(at, f"expected true or false, got {_describe(value)}")
         return value
 
+    def boolean_or_both(self, value, at: str) -> bool | str:
+        if not (isinstance(value, bool) or value == "both"):
+            self.fail(at, f"expected true, false or both, got {_describe(value)}")
+        return value
+
     def positive_int(self, value, at: str, minimum: int = 1) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             self.fail(at, f"expected an integer >= {minimum}, got {_describe(value)}")
@@ -306,7 +315,7 @@ def _read_case(r: _Reader, raw, at: str) -> Case:
 
 def _read_timing(r: _Reader, raw, at: str) -> Timing:
     raw = r.mapping(raw, at, TIMING_KEYS)
-    readers = {"min_reps": r.positive_int, "cpu_threads": r.positive_int, "cuda_graphs": r.boolean}
+    readers = {"min_reps": r.positive_int, "cpu_threads": r.positive_int, "cuda_graphs": r.boolean_or_both}
     values = {k: readers.get(k, r.positive_float)(v, _join(at, k)) for k, v in raw.items()}
     return Timing(**values)
 

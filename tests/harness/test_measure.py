@@ -435,7 +435,7 @@ def test_a_cuda_speed_job_records_the_hosts_time_per_call(monkeypatch):
     assert host_time(call, CPU) == []
 
 
-def graphs_scenario(on: bool):
+def graphs_scenario(on: bool | str):
     from rnnbench.schema import parse_scenario
     return parse_scenario({"name": "g", "backends": ["eager"], "modes": ["forward"], "metrics": ["speed"],
                            "sweep": {"seq_len": 4, "batch": 2, "hidden": 8},
@@ -473,23 +473,43 @@ def test_with_cuda_graphs_a_cuda_speed_job_times_the_replays_then_lets_the_graph
     assert len(timed) >= 2 and all(measure.GRAPH_NOTE in v.note for v in timed)
 
 
-def test_a_call_that_cannot_be_captured_is_not_measured_and_the_job_goes_on(monkeypatch):
+def test_with_cuda_graphs_both_a_cuda_speed_job_times_its_call_then_the_replays_beside(monkeypatch):
+    """timing.cuda_graphs: both: the call timed as usual (its probe kept, the host time, no graph note), then
+    captured and its replays' time per step added as graph_time_per_step, the graph released after."""
+    def replay():
+        return None
+    runner, events = cuda_stand_ins(monkeypatch, lambda call: replay)
+    ctx = runner.Context(graphs_scenario("both"), torch.device("cuda"), folder=None)
+    job = runner.Job("bench", "eager", "forward", "float32", Case(4, 2, 8, 8))
+    call = measure.MeasuredCall(None, None, lambda: None)
+    values = runner.speed_values(job, ctx, call, probe_ms=5.0)
+    assert events == [("timed", call.call, 5.0), ("host", call.call), ("timed", replay, None), "released"]
+    by_metric = {v.metric: v for v in values}
+    assert measure.GRAPH_NOTE not in by_metric["latency"].note and "host_time" in by_metric
+    graph = by_metric["graph_time_per_step"]
+    assert graph.unit == "us" and graph.values == by_metric["time_per_step"].values  # the same times stood in
+    assert measure.GRAPH_NOTE in graph.note
+
+
+@pytest.mark.parametrize("graphs,metric", [(True, "latency"), ("both", "graph_time_per_step")])
+def test_a_call_that_cannot_be_captured_is_not_measured_and_the_job_goes_on(monkeypatch, graphs, metric):
     def refuse(call):
         raise RuntimeError("CUDA error: operation not permitted when stream is capturing\nmore")
     runner, events = cuda_stand_ins(monkeypatch, refuse)
-    ctx = runner.Context(graphs_scenario(True), torch.device("cuda"), folder=None)
+    ctx = runner.Context(graphs_scenario(graphs), torch.device("cuda"), folder=None)
     job = runner.Job("bench", "eager", "forward", "float32", Case(4, 2, 8, 8))
-    (latency,) = runner.speed_values(job, ctx, measure.MeasuredCall(None, None, lambda: None), probe_ms=None)
-    assert latency.metric == "latency" and latency.error == (
+    *plain, refused = runner.speed_values(job, ctx, measure.MeasuredCall(None, None, lambda: None), probe_ms=None)
+    assert refused.metric == metric and refused.error == (
         "not measured: CUDA graph capture failed: RuntimeError: CUDA error: operation not permitted when stream is "
         "capturing")
-    assert events == []
+    assert "released" not in events and {v.metric for v in plain} >= ({"latency"} if graphs == "both" else set())
 
 
 def test_cuda_graphs_on_a_cpu_run_time_the_calls_as_usual_and_say_so():
     from rnnbench import runner
-    for on in (True, False):
+    for on in (True, "both", False):
         ctx = runner.Context(graphs_scenario(on), CPU, folder=None)
         rows = runner.guarded(runner.Job("bench", "eager", "forward", "float32", Case(4, 2, 8, 8)), ctx)
         latency = next(r for r in rows if r["metric"] == "latency")
-        assert latency["p50"] > 0 and ("cuda_graphs: CUDA only, timed as usual" in latency["note"]) == on
+        assert latency["p50"] > 0 and ("cuda_graphs: CUDA only, timed as usual" in latency["note"]) == bool(on)
+        assert not any(r["metric"] == "graph_time_per_step" for r in rows)

@@ -49,7 +49,8 @@ ERRORS = [
     (with_(sweep__hidden=0), "sweep.hidden[0]", "expected an integer >= 1, got 0"),
     (with_(allow_tf32="yes"), "allow_tf32", "expected true or false, got 'yes' (str)"),
     (with_(timing__rep_ms=-5), "timing.rep_ms", "expected a number > 0, got -5"),
-    (with_(timing__cuda_graphs=1), "timing.cuda_graphs", "expected true or false, got 1 (int)"),
+    (with_(timing__cuda_graphs=1), "timing.cuda_graphs", "expected true, false or both, got 1 (int)"),
+    (with_(timing__cuda_graphs="yes"), "timing.cuda_graphs", "expected true, false or both, got 'yes' (str)"),
     (with_(dtypes="float32"), "dtypes", "expected a list, got 'float32' (str)"),
     (with_(dtypes=["float8"]), "dtypes[0]", "expected one of float32, float16, bfloat16, float64"),
     (with_(modes=["backward"]), "modes[0]", "expected one of forward, forward+backward"),
@@ -131,7 +132,8 @@ def test_the_full_sweep_refuses_a_broken_cpu_section_too(tmp_path, capsys, data,
 def test_cuda_graphs_are_off_unless_the_timing_asks(tmp_path):
     assert not load_scenario(write(tmp_path, VALID)).timing.cuda_graphs
     timing = load_scenario(write(tmp_path, with_(timing__cuda_graphs=True, timing__rep_ms=50))).timing
-    assert timing.cuda_graphs and timing.rep_ms == 50
+    assert timing.cuda_graphs is True and timing.rep_ms == 50
+    assert load_scenario(write(tmp_path, with_(timing__cuda_graphs="both"))).timing.cuda_graphs == "both"
 
 
 @pytest.mark.parametrize("name", ["long_seq", "long_seq.v2-1", "A100_run.3"])
