@@ -112,7 +112,7 @@ def headline_section(bench: pd.DataFrame, baselines: list[str], columns: dict[st
     first = columns.get(baselines[0], baselines[0])
     out = [f"## Headline: speedup over {first} (p50 latency ratio; > 1 is faster)",
            headline_legend(bench, baselines, columns)]
-    algorithms = cudnn_algorithms(bench)
+    algorithms, tiers = cudnn_algorithms(bench), kernel_tiers(bench)
     for (mode, dtype), group in speedup.groupby(["mode", "dtype"], sort=False):
         backends = [b for b in columns if b in set(group.backend)]
         rows = []
@@ -123,6 +123,9 @@ def headline_section(bench: pd.DataFrame, baselines: list[str], columns: dict[st
             for r in case_rows[case_rows.metric == "speedup_fp16"].itertuples():
                 fp16 = "—" if r.error.startswith(KNOWN_REASONS) else cell(r, spread=False)
                 cells[r.backend] = f"{cells.get(r.backend, '')} / {fp16}"
+            for backend, tier in tiers.get((mode, dtype, case), {}).items():
+                if backend in cells:
+                    cells[backend] += f" ({tier})"
             rows.append([case.label, baseline_cell(case_rows, baselines[0], algorithms.get((mode, dtype, case), {}),
                                                    columns)] + [cells.get(b, "") for b in backends])
         title = f"**{mode}, {dtype}**" + (f" — each cell: over the baseline / over {FP16_REFERENCE} (—: it did not run)"
@@ -165,6 +168,29 @@ def baseline_cell(case_rows: pd.DataFrame, first: str, algorithms: dict[str, str
             return "none — " + error.removeprefix("not measured: ")
     named = [f"{columns.get(b, b)} ({algorithms[b]})" for b in (first, FP16_REFERENCE) if b in algorithms]
     return "; ".join(named) if first in algorithms else columns.get(first, first)
+
+
+def kernel_tier(note: str) -> str:
+    """The tiers of the Triton kernel plans a row's note names (a plan is "tier(KEY=value,...)"; "split, clusters of
+    8" where its programs met at a cluster barrier), joined by " + "; "" where it names none."""
+    tiers = []
+    for part in note.split("; "):
+        plan = re.fullmatch(r"(\w+)\((.*)\)", part)
+        if plan:
+            cluster = int(re.search(r"\bCLUSTER=(\d+)", plan.group(2))[1]) if "CLUSTER=" in plan.group(2) else 1
+            tiers.append(plan.group(1) + (f", clusters of {cluster}" if cluster > 1 else ""))
+    return " + ".join(dict.fromkeys(tiers))
+
+
+def kernel_tiers(bench: pd.DataFrame) -> dict[tuple, dict[str, str]]:
+    """(mode, dtype, case) -> backend -> the tiers of the Triton kernels that ran it (kernel_tier), from the latency
+    rows' notes: the headline says which kernel made each speedup."""
+    found: dict[tuple, dict[str, str]] = {}
+    for r in bench[bench.metric == "latency"].itertuples():
+        tier = kernel_tier(r.note)
+        if tier:
+            found.setdefault((r.mode, r.dtype, Case.from_row(r._asdict())), {})[r.backend] = tier
+    return found
 
 
 def cudnn_algorithms(bench: pd.DataFrame) -> dict[tuple, dict[str, str]]:

@@ -105,6 +105,25 @@ def test_the_baseline_column_names_the_algorithms_cudnn_ran(run_dir):
         in backends
 
 
+def test_the_headline_names_the_kernel_tier_behind_each_speedup(run_dir):
+    """A Triton backend's latency rows name the kernel plans that ran (TritonRNN.last_plans); the headline, rebuilt
+    from the CSV alone, adds the plans' tier to the speedup cells, with a cluster barrier's size. Here eager's rows
+    stand in for a Triton backend's."""
+    _, folder = run_dir()
+    frame = pd.read_csv(folder / "results.csv", dtype=str, keep_default_na=False)
+    plans = {"4": "resident(BLOCK_B=16,BLOCK_H=16,num_warps=4)",
+             "8": "split(BLOCK_B=8,BLOCK_N=16,BLOCK_H=512,CLUSTER=8,FMA=False); long call: 3 calls timed"}
+    for seq_len, plan in plans.items():
+        frame.loc[(frame.backend == "eager") & (frame.seq_len == seq_len) & (frame.metric == "latency"), "note"] = plan
+    frame.to_csv(folder / "results.csv", index=False)
+    assert main(["report", str(folder)]) == 0
+    headline = (folder / "report.md").read_text().split("## Headline")[1].split("\n## ")[0]
+    cells = {line.split(" | ")[0].strip("| "): line.strip(" |").split(" | ")[2:] for line in headline.splitlines()
+             if line.startswith("| T=")}  # cudnn, cudnn-fp16, eager
+    assert cells["T=4 B=2 H=8 I=8 L=1"][2].endswith(" (resident)") and cells["T=4 B=2 H=8 I=8 L=1"][0] == "1"
+    assert cells["T=8 B=2 H=8 I=8 L=1"][2] == "1 / — (split, clusters of 8)"
+
+
 def test_without_any_baseline_the_row_says_so(run_dir):
     code, folder = run_dir(baseline="cudnn")
     assert code == 0  # a speedup that cannot be had is not a failure
