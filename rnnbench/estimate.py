@@ -7,6 +7,7 @@ It counts the jobs, the calls each one makes and what those calls cost:
   activation memory) and its timing: do_bench (six calls,
   then warmup_ms and rep_ms of calls) or, for a call of measure.LONG_CALL_MS or more, one untimed
   call and LONG_CALL_REPS timed ones, then measure.HOST_REPS calls for the host's time per call;
+  with timing.cuda_graphs a warm-up call and the capture, and with "both" the replays' timing too;
   cuDNN adds one short profiled call per shape to tell its algorithm, in a child process started once;
 - a stability job makes one forward+backward (two at the curve's T), and each (radius, T) once the
   float64 reference on the CPU;
@@ -81,6 +82,15 @@ def timing_seconds(call_s: float, timing) -> float:
     return 6 * call_s + max(timing.warmup_ms / 1e3, call_s) + max(timing.rep_ms / 1e3, call_s) + host
 
 
+def graph_seconds(call_s: float, timing) -> float:
+    """What timing.cuda_graphs adds: a warm-up call and the capture; with "both" the replays are timed as well as
+    the calls (runner.speed_values), without a host time of their own."""
+    if not timing.cuda_graphs:
+        return 0.0
+    replays = timing_seconds(call_s, timing) - HOST_REPS * call_s if timing.cuda_graphs == "both" else 0.0
+    return 2 * call_s + replays
+
+
 def bench_seconds(job, scenario) -> float:
     call = call_seconds(job.backend, job.dtype, job.case, job.mode)
     forward = call_seconds(job.backend, job.dtype, job.case, "forward")
@@ -88,7 +98,7 @@ def bench_seconds(job, scenario) -> float:
     if job.mode == "forward+backward":
         seconds += 2 * forward  # the step check, the activation memory
     if "speed" in scenario.metrics:
-        seconds += timing_seconds(call, scenario.timing)
+        seconds += timing_seconds(call, scenario.timing) + graph_seconds(call, scenario.timing)
     if job.backend == "compile":
         seconds += COMPILE_S
     if job.backend == "triton-stepwise":

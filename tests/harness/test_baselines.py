@@ -181,6 +181,18 @@ def test_the_headline_scenarios_fit_their_time_on_an_h100_by_the_cost_model(name
     assert estimate.run_seconds(scenario, runner.plan(scenario)) <= minutes * 60
 
 
+def test_the_estimate_counts_the_graph_replays_a_scenario_asks_for():
+    """timing.cuda_graphs adds a warm-up call and the capture to each speed job, and "both" the replays' timing too
+    (estimate.graph_seconds), on top of the plain timing."""
+    scenario = load_scenario(SCENARIOS / "race_graphs.yaml", "full")
+    jobs = runner.plan(scenario)
+    def with_graphs(graphs):
+        return dataclasses.replace(scenario, timing=dataclasses.replace(scenario.timing, cuda_graphs=graphs))
+    seconds = {graphs: estimate.run_seconds(with_graphs(graphs), jobs) for graphs in (False, True, "both")}
+    assert seconds[False] < seconds[True] < seconds["both"]
+    assert seconds["both"] - seconds[False] >= len(jobs) * (scenario.timing.warmup_ms + scenario.timing.rep_ms) / 1e3
+
+
 @pytest.mark.parametrize("path", sorted(SCENARIOS.glob("*.yaml")),
                          ids=lambda p: p.stem)
 def test_every_shipped_scenario_has_an_estimate(path):
