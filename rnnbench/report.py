@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -112,7 +113,7 @@ def headline_section(bench: pd.DataFrame, baselines: list[str], columns: dict[st
     first = columns.get(baselines[0], baselines[0])
     out = [f"## Headline: speedup over {first} (p50 latency ratio; > 1 is faster)",
            headline_legend(bench, baselines, columns)]
-    algorithms, tiers = cudnn_algorithms(bench), kernel_tiers(bench)
+    algorithms, tiers = named_in_notes(bench, algorithm_of), named_in_notes(bench, kernel_tier)
     for (mode, dtype), group in speedup.groupby(["mode", "dtype"], sort=False):
         backends = [b for b in columns if b in set(group.backend)]
         rows = []
@@ -182,24 +183,14 @@ def kernel_tier(note: str) -> str:
     return " + ".join(dict.fromkeys(tiers))
 
 
-def kernel_tiers(bench: pd.DataFrame) -> dict[tuple, dict[str, str]]:
-    """(mode, dtype, case) -> backend -> the tiers of the Triton kernels that ran it (kernel_tier), from the latency
-    rows' notes: the headline says which kernel made each speedup."""
+def named_in_notes(bench: pd.DataFrame, read: Callable[[str], str | None]) -> dict[tuple, dict[str, str]]:
+    """(mode, dtype, case) -> backend -> what read finds in its latency row's note, where it finds something: the
+    cuDNN algorithm (algorithm_of) or the Triton kernels' tier (kernel_tier) that made the row's speedups."""
     found: dict[tuple, dict[str, str]] = {}
     for r in bench[bench.metric == "latency"].itertuples():
-        tier = kernel_tier(r.note)
-        if tier:
-            found.setdefault((r.mode, r.dtype, Case.from_row(r._asdict())), {})[r.backend] = tier
-    return found
-
-
-def cudnn_algorithms(bench: pd.DataFrame) -> dict[tuple, dict[str, str]]:
-    """(mode, dtype, case) -> backend -> the cuDNN algorithm named in its rows' notes."""
-    found: dict[tuple, dict[str, str]] = {}
-    for r in bench[bench.metric == "latency"].itertuples():
-        algorithm = algorithm_of(r.note)
-        if algorithm:
-            found.setdefault((r.mode, r.dtype, Case.from_row(r._asdict())), {})[r.backend] = algorithm
+        named = read(r.note)
+        if named:
+            found.setdefault((r.mode, r.dtype, Case.from_row(r._asdict())), {})[r.backend] = named
     return found
 
 
