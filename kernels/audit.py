@@ -64,7 +64,8 @@ H a multiple of 16), and reports:
 - in place: for kernels that store each step's output over that step's input (dispatch.Tier.in_place: the fma
   forward over xw, the resident kernels in fragment order over their copies), that their time loop is one straight
   line (no branch inside it, no barrier under a predicate: straight_line) that orders every load from global memory
-  before a CTA barrier that precedes the next store (output_over_input); "NO" fails;
+  before a CTA barrier that precedes the next store (output_over_input), and in the forward kernels that the first
+  step, peeled out of the loop, does the same (first_step_ordered); "NO" fails;
 - split kernels: the grid barrier's release arrival and acquire poll are in the PTX.
 
 Run it as `python -m kernels.audit` (prints the table, exits 1 on any failure); the test suite runs it too.
@@ -550,19 +551,53 @@ def output_over_input(loop: list[str]) -> bool:
     BAR.RED) before the next store to global memory (STG), going round the loop. A load that its thread has issued
     before such a barrier has its value before any thread passes it (PTX's bar.sync orders the memory accesses before
     it), so no store after the barrier can reach it, whichever thread loaded the element and whichever stores it.
-    The first step, peeled out of the loop, is not read here: in the forward kernels every load before the loop also
-    precedes a CTA barrier that precedes the first store (seen in all 104 in-place forward configurations on
-    2026-11-28), and the resident backward's first step stores da over dy in fragment order, each element by the one
-    thread that loaded it, its value computed from that load."""
-    marks = [("load" if op.startswith("LDG") and ".EL" not in op else "store" if op.startswith("STG")
-              else "barrier" if op.startswith(("BAR.SYNC", "BAR.RED")) else None)
-             for op in (instruction.split()[0] for instruction in loop if instruction.split())]
-    marks = [m for m in marks if m]
+    The first step, peeled out of the loop, is first_step_ordered's (forward kernels); the resident backward's first
+    step stores da over dy in fragment order with no barrier between, each element by the one thread that loaded it,
+    its value computed from that load."""
+    marks = _memory_marks(loop)
     for i, mark in enumerate(marks):
         if mark == "load":
             after = marks[i + 1:] + marks[:i]  # round the loop, up to the load itself
             if "store" in after and "barrier" not in after[:after.index("store")]:
                 return False
+    return True
+
+
+def _memory_marks(instructions: list[str]) -> list[str]:
+    """"load" (LDG; the fma tier's streamed U, LDG.*.EL, aside), "store" (STG) and "barrier" (a CTA barrier that
+    waits: BAR.SYNC, BAR.RED), in order, of instructions with their predicates stripped."""
+    marks = [("load" if op.startswith("LDG") and ".EL" not in op else "store" if op.startswith("STG")
+              else "barrier" if op.startswith(("BAR.SYNC", "BAR.RED")) else None)
+             for op in (instruction.split()[0] for instruction in instructions if instruction.split())]
+    return [m for m in marks if m]
+
+
+def first_step_ordered(sass: str) -> bool:
+    """Whether a kernel's first step, peeled out of its time loop, orders its loads as output_over_input orders the
+    loop's: every load from global memory before the loop is followed by a waiting CTA barrier before the next store,
+    reading the code before the loop and then the loop's first pass. So that every path takes that barrier, no
+    branch there jumps back or over a barrier (a branch around a load alone, e.g. step 1's input where T = 1, may),
+    and no barrier is under a predicate; an EXIT ends a path that stores no more."""
+    instructions = _sass_instructions(sass)
+    span = _loop_span(instructions)
+    if span is None:
+        return False
+    code = [(address, text.strip()) for address, text in instructions if address < span[1]]  # the back edge aside
+    barriers = [address for address, text in code if re.match(r"BAR\.(SYNC|RED)\b", text)]
+    for address, text in code:
+        jump = _JUMP.search(text)
+        target = int(jump.group(1), 16) if jump and jump.group(1) else None
+        if jump and (target is None or target <= address or any(address < b < target for b in barriers)):
+            return False
+        if re.match(r"@!?U?P\w+\s+BAR\b", text):
+            return False
+    stripped = [re.sub(r"^@!?U?P\w+\s+", "", text) for address, text in code]
+    before = sum(address < span[0] for address, _ in code)
+    marks, loads = _memory_marks(stripped), len(_memory_marks(stripped[:before]))
+    for i, mark in enumerate(marks[:loads]):
+        after = marks[i + 1:]
+        if mark == "load" and "store" in after and "barrier" not in after[:after.index("store")]:
+            return False
     return True
 
 
@@ -600,7 +635,8 @@ def compile_for(fn, dtype: str, keywords: dict, arch: int):
                           options={k: v for k, v in keywords.items() if k in COMPILE_OPTIONS})
 
 
-def time_loop_facts(compiled, keywords: dict, dtype: str, tier: str = "resident", in_place: bool = False) -> dict:
+def time_loop_facts(compiled, keywords: dict, dtype: str, tier: str = "resident", in_place: bool = False,
+                    first_step: bool = False) -> dict:
     """What a persistent kernel does per time step: u_hoisted, offsets_i64, u_in, smem_per_step, h_allowance,
     smem_wavefronts, bank_conflicts, bar_per_step, barrier_kinds, mma_per_step, waits_per_step, loop_instructions,
     stall_cycles, prefetch_per_step, u_l1_per_step and, where it stores its output over its input (in_place),
@@ -634,7 +670,8 @@ def time_loop_facts(compiled, keywords: dict, dtype: str, tier: str = "resident"
             "loop_instructions": len(loop), "stall_cycles": stall_cycles(sass),
             "prefetch_per_step": l2_prefetches(loop),
             "u_l1_per_step": streamed_u_bytes(loop, warps),
-            "in_place": ("yes" if straight_line(sass) and output_over_input(loop) else "NO") if in_place else "n/a",
+            "in_place": ("yes" if straight_line(sass) and output_over_input(loop)
+                         and (first_step_ordered(sass) or not first_step) else "NO") if in_place else "n/a",
             "h_allowance": h_allowance(loop, warps, h_bytes, passes, k_split, partial_bytes, tile_bytes)}
 
 
@@ -650,8 +687,11 @@ def compile_one(job: AuditJob) -> AuditRow:
         row.registers, row.spill_bytes = resource_usage(compiled.asm["cubin"])
         row.shared = compiled.metadata.shared
         if job.tier in PERSISTENT_TIERS:
-            in_place = TIERS[job.tier].in_place(keywords, "backward" in job.kernel)
-            for key, value in time_loop_facts(compiled, keywords, job.dtype, job.tier, in_place).items():
+            backward = "backward" in job.kernel
+            in_place = TIERS[job.tier].in_place(keywords, backward)
+            # the peeled first step too, but the resident backward's (output_over_input says why)
+            facts = time_loop_facts(compiled, keywords, job.dtype, job.tier, in_place, first_step=not backward)
+            for key, value in facts.items():
                 setattr(row, key, value)
         if job.tier == "split":
             cluster, k_split = keywords.get("CLUSTER", 1) > 1, keywords.get("K_CLUSTER", 1) > 1

@@ -19,6 +19,7 @@ from kernels.audit import (
     barrier_atomics,
     barrier_kinds,
     cta_barriers,
+    first_step_ordered,
     h_allowance,
     l2_prefetches,
     mma_instructions,
@@ -311,6 +312,31 @@ def test_straight_line_wants_a_time_loop_with_no_branch_inside_and_every_barrier
                        "BRA 0x0", "EXIT")
     assert straight_line(exit_at_end) and not straight_line(exit_within)
     assert output_over_input(time_loop(skip))  # what the linear reading alone would have let through
+
+
+def test_first_step_ordered_wants_the_peeled_steps_loads_before_a_barrier_that_precedes_its_store():
+    """The first step, peeled out of the time loop, stores over its input too: every load before the loop needs a
+    waiting barrier before the next store, before the loop or in its first pass, and no path may go round it."""
+    loop = ["BAR.SYNC 0x0", "STG.E [R6.64], R1", "LDG.E R2, [R4.64]"]  # the loop at 0x40..0x70, its back edge 0x70
+    ordered = sass("LDG.E R2, [R4.64]", "BAR.SYNC 0x0", "STG.E [R6.64], R1", "LDG.E R3, [R5.64]", *loop, "@P0 BRA 0x40",
+                   "EXIT")
+    assert straight_line(ordered) and first_step_ordered(ordered)  # the step-ahead load meets the loop's barrier
+    # step 1's input loaded only where T > 1 (a branch around a load alone), then an EXIT where T = 1
+    guarded = sass("LDG.E R2, [R4.64]", "BAR.SYNC 0x0", "STG.E [R6.64], R1", "@!P1 BRA 0x50", "LDG.E R3, [R5.64]",
+                   "@!P4 EXIT", *loop, "@P0 BRA 0x60", "EXIT")
+    assert first_step_ordered(guarded)
+    unordered = sass("LDG.E R2, [R4.64]", "STG.E [R6.64], R1", "BAR.SYNC 0x0", "LDG.E R3, [R5.64]", *loop,
+                     "@P0 BRA 0x40", "EXIT")
+    around = sass("LDG.E R2, [R4.64]", "@P1 BRA 0x30", "BAR.SYNC 0x0", "STG.E [R6.64], R1", *loop, "@P0 BRA 0x40",
+                  "EXIT")
+    predicated = sass("LDG.E R2, [R4.64]", "@P1 BAR.SYNC 0x0", "STG.E [R6.64], R1", "LDG.E R3, [R5.64]", *loop,
+                      "@P0 BRA 0x40", "EXIT")
+    ahead_unordered = sass("LDG.E R2, [R4.64]", "BAR.SYNC 0x0", "STG.E [R6.64], R1", "LDG.E R3, [R5.64]",
+                           "STG.E [R6.64], R1", "BAR.SYNC 0x0", "LDG.E R2, [R4.64]", "@P0 BRA 0x40", "EXIT")
+    for listing in (unordered, around, predicated, ahead_unordered):
+        assert not first_step_ordered(listing)
+    assert output_over_input(time_loop(unordered))  # the loop alone would not have shown it
+    assert not first_step_ordered(sass("LDG.E R2, [R4.64]", "EXIT"))  # no time loop: nothing shown
 
 
 def test_h_allowance_is_per_mma_issuer_and_pass():
