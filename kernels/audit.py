@@ -361,23 +361,19 @@ def _sass_instructions(sass: str) -> list[tuple[int, str]]:
     return [(int(a, 16), text) for a, text in _SASS_LINE.findall(sass)]
 
 
-def _loop_spans(instructions: list[tuple[int, str]]) -> list[tuple[int, int]]:
-    """(first, last) address of each loop, a backward branch, of (address, text) instructions."""
+def _loop_span(instructions: list[tuple[int, str]]) -> tuple[int, int] | None:
+    """(first, last) address of the outermost loop, the widest backward branch, of (address, text) instructions."""
     spans = []
     for address, text in instructions:
         target = re.search(r"\bBRA\b.*?(0x[0-9a-f]+)", text)
         if target and int(target.group(1), 16) < address:
             spans.append((int(target.group(1), 16), address))
-    return spans
-
-
-def _loop_span(instructions: list[tuple[int, str]]) -> tuple[int, int] | None:
-    """(first, last) address of the outermost loop, the widest backward branch, of (address, text) instructions."""
-    spans = _loop_spans(instructions)
     return max(spans, key=lambda span: span[1] - span[0]) if spans else None
 
 
 _JUMP = re.compile(r"\b(?:BRA|BRX|JMP|JMX|CALL)\b(?:.*?(0x[0-9a-f]+))?")
+_PREDICATE = re.compile(r"^@!?U?P\w+\s+")  # an instruction's guard, e.g. "@!P0 "
+_PREDICATED_BARRIER = re.compile(r"@!?U?P\w+\s+BAR\b")  # a CTA barrier that some threads may not take
 
 
 def straight_line(sass: str) -> bool:
@@ -394,7 +390,7 @@ def straight_line(sass: str) -> bool:
     exit_jump = _JUMP.search(body[-1]) if body else None
     if exit_jump and exit_jump.group(1) and int(exit_jump.group(1), 16) > span[1]:
         body = body[:-1]
-    return not any(_JUMP.search(text) or re.match(r"@!?U?P\w+\s+BAR\b", text) for text in body)
+    return not any(_JUMP.search(text) or _PREDICATED_BARRIER.match(text) for text in body)
 
 
 def time_loop(sass: str) -> list[str]:
@@ -403,7 +399,7 @@ def time_loop(sass: str) -> list[str]:
     span = _loop_span(instructions)
     if span is None:
         return []
-    return [re.sub(r"^@!?U?P\w+\s+", "", text) for address, text in instructions if span[0] <= address <= span[1]]
+    return [_PREDICATE.sub("", text) for address, text in instructions if span[0] <= address <= span[1]]
 
 
 def stall_cycles(sass: str) -> int:
@@ -555,12 +551,13 @@ def output_over_input(loop: list[str]) -> bool:
     step stores da over dy in fragment order with no barrier between, each element by the one thread that loaded it,
     its value computed from that load."""
     marks = _memory_marks(loop)
-    for i, mark in enumerate(marks):
-        if mark == "load":
-            after = marks[i + 1:] + marks[:i]  # round the loop, up to the load itself
-            if "store" in after and "barrier" not in after[:after.index("store")]:
-                return False
-    return True
+    # round the loop from each load, up to the load itself
+    return not any(_store_before_barrier(marks[i + 1:] + marks[:i]) for i, mark in enumerate(marks) if mark == "load")
+
+
+def _store_before_barrier(after: list[str]) -> bool:
+    """Whether these marks (_memory_marks), which follow a load, reach a store before a waiting barrier."""
+    return "store" in after and "barrier" not in after[:after.index("store")]
 
 
 def _memory_marks(instructions: list[str]) -> list[str]:
@@ -589,16 +586,12 @@ def first_step_ordered(sass: str) -> bool:
         target = int(jump.group(1), 16) if jump and jump.group(1) else None
         if jump and (target is None or target <= address or any(address < b < target for b in barriers)):
             return False
-        if re.match(r"@!?U?P\w+\s+BAR\b", text):
+        if _PREDICATED_BARRIER.match(text):
             return False
-    stripped = [re.sub(r"^@!?U?P\w+\s+", "", text) for address, text in code]
-    before = sum(address < span[0] for address, _ in code)
-    marks, loads = _memory_marks(stripped), len(_memory_marks(stripped[:before]))
-    for i, mark in enumerate(marks[:loads]):
-        after = marks[i + 1:]
-        if mark == "load" and "store" in after and "barrier" not in after[:after.index("store")]:
-            return False
-    return True
+    stripped = [_PREDICATE.sub("", text) for address, text in code]
+    peeled = len(_memory_marks([text for (address, _), text in zip(code, stripped) if address < span[0]]))
+    marks = _memory_marks(stripped)  # the peeled step's, then the loop's first pass
+    return not any(_store_before_barrier(marks[i + 1:]) for i, mark in enumerate(marks[:peeled]) if mark == "load")
 
 
 def barrier_atomics(ptx: str, cluster: bool = False, exchange: str = "l2", k_split: bool = False) -> bool:
@@ -671,7 +664,7 @@ def time_loop_facts(compiled, keywords: dict, dtype: str, tier: str = "resident"
             "prefetch_per_step": l2_prefetches(loop),
             "u_l1_per_step": streamed_u_bytes(loop, warps),
             "in_place": ("yes" if straight_line(sass) and output_over_input(loop)
-                         and (first_step_ordered(sass) or not first_step) else "NO") if in_place else "n/a",
+                         and (not first_step or first_step_ordered(sass)) else "NO") if in_place else "n/a",
             "h_allowance": h_allowance(loop, warps, h_bytes, passes, k_split, partial_bytes, tile_bytes)}
 
 
