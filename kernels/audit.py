@@ -64,8 +64,8 @@ H a multiple of 16), and reports:
 - in place: for kernels that store each step's output over that step's input (dispatch.Tier.in_place: the fma
   forward over xw, the resident kernels in fragment order over their copies), that their time loop is one straight
   line (no branch inside it, no barrier under a predicate: straight_line) that orders every load from global memory
-  before a CTA barrier that precedes the next store (output_over_input), and in the forward kernels that the first
-  step, peeled out of the loop, does the same (first_step_ordered); "NO" fails;
+  before a CTA barrier that precedes the next store (output_over_input), and that the first step, peeled out of the
+  loop, does the same (first_step_ordered); "NO" fails;
 - split kernels: the grid barrier's release arrival and acquire poll are in the PTX.
 
 Run it as `python -m kernels.audit` (prints the table, exits 1 on any failure); the test suite runs it too.
@@ -547,9 +547,7 @@ def output_over_input(loop: list[str]) -> bool:
     BAR.RED) before the next store to global memory (STG), going round the loop. A load that its thread has issued
     before such a barrier has its value before any thread passes it (PTX's bar.sync orders the memory accesses before
     it), so no store after the barrier can reach it, whichever thread loaded the element and whichever stores it.
-    The first step, peeled out of the loop, is first_step_ordered's (forward kernels); the resident backward's first
-    step stores da over dy in fragment order with no barrier between, each element by the one thread that loaded it,
-    its value computed from that load."""
+    The first step, peeled out of the loop, is first_step_ordered's."""
     marks = _memory_marks(loop)
     # round the loop from each load, up to the load itself
     return not any(_store_before_barrier(marks[i + 1:] + marks[:i]) for i, mark in enumerate(marks) if mark == "load")
@@ -571,27 +569,38 @@ def _memory_marks(instructions: list[str]) -> list[str]:
 
 def first_step_ordered(sass: str) -> bool:
     """Whether a kernel's first step, peeled out of its time loop, orders its loads as output_over_input orders the
-    loop's: every load from global memory before the loop is followed by a waiting CTA barrier before the next store,
-    reading the code before the loop and then the loop's first pass. So that every path takes that barrier, no
-    branch there jumps back or over a barrier (a branch around a load alone, e.g. step 1's input where T = 1, may),
-    and no barrier is under a predicate; an EXIT ends a path that stores no more."""
+    loop's: on every path from the kernel's entry, every load from global memory is followed by a waiting CTA barrier
+    before the next store. The walk takes both ways at each guarded branch (e.g. step 1's input loaded only where
+    T > 1, or the loop skipped where T = 1, to the code after it), so a branch around a load alone passes and one
+    that skips the barrier between a load and a store fails; it goes round the loop and out of it, and ends at an
+    EXIT. A jump to an address not in the listing fails, as does a barrier under a predicate. False where there is
+    no time loop."""
     instructions = _sass_instructions(sass)
-    span = _loop_span(instructions)
-    if span is None:
+    if _loop_span(instructions) is None:
         return False
-    code = [(address, text.strip()) for address, text in instructions if address < span[1]]  # the back edge aside
-    barriers = [address for address, text in code if re.match(r"BAR\.(SYNC|RED)\b", text)]
-    for address, text in code:
-        jump = _JUMP.search(text)
-        target = int(jump.group(1), 16) if jump and jump.group(1) else None
-        if jump and (target is None or target <= address or any(address < b < target for b in barriers)):
-            return False
+    at = {address: index for index, (address, _) in enumerate(instructions)}
+    paths, walked = [(0, False)], set()  # (instruction index, a load waits for a barrier)
+    while paths:
+        index, pending = paths.pop()
+        if index >= len(instructions) or (index, pending) in walked:
+            continue
+        walked.add((index, pending))
+        text = instructions[index][1].strip()
         if _PREDICATED_BARRIER.match(text):
             return False
-    stripped = [_PREDICATE.sub("", text) for address, text in code]
-    peeled = len(_memory_marks([text for (address, _), text in zip(code, stripped) if address < span[0]]))
-    marks = _memory_marks(stripped)  # the peeled step's, then the loop's first pass
-    return not any(_store_before_barrier(marks[i + 1:]) for i, mark in enumerate(marks[:peeled]) if mark == "load")
+        bare = _PREDICATE.sub("", text)
+        guarded, mark = bare != text, (_memory_marks([bare]) or [None])[0]
+        if mark == "store" and pending:
+            return False
+        pending = mark == "load" or (pending and mark != "barrier")
+        jump = _JUMP.search(bare)
+        if jump:
+            if not jump.group(1) or int(jump.group(1), 16) not in at:
+                return False
+            paths.append((at[int(jump.group(1), 16)], pending))
+        if guarded or not (jump or bare.startswith("EXIT")) or bare.startswith("CALL"):  # a call returns
+            paths.append((index + 1, pending))
+    return True
 
 
 def barrier_atomics(ptx: str, cluster: bool = False, exchange: str = "l2", k_split: bool = False) -> bool:
@@ -628,12 +637,11 @@ def compile_for(fn, dtype: str, keywords: dict, arch: int):
                           options={k: v for k, v in keywords.items() if k in COMPILE_OPTIONS})
 
 
-def time_loop_facts(compiled, keywords: dict, dtype: str, tier: str = "resident", in_place: bool = False,
-                    first_step: bool = False) -> dict:
+def time_loop_facts(compiled, keywords: dict, dtype: str, tier: str = "resident", in_place: bool = False) -> dict:
     """What a persistent kernel does per time step: u_hoisted, offsets_i64, u_in, smem_per_step, h_allowance,
     smem_wavefronts, bank_conflicts, bar_per_step, barrier_kinds, mma_per_step, waits_per_step, loop_instructions,
     stall_cycles, prefetch_per_step, u_l1_per_step and, where it stores its output over its input (in_place),
-    whether its loop allows that (output_over_input)."""
+    whether its loop and its peeled first step allow that (output_over_input, first_step_ordered)."""
     ttgir = compiled.asm["ttgir"]
     sass = compiled_sass(compiled)
     loop = time_loop(sass)
@@ -664,7 +672,7 @@ def time_loop_facts(compiled, keywords: dict, dtype: str, tier: str = "resident"
             "prefetch_per_step": l2_prefetches(loop),
             "u_l1_per_step": streamed_u_bytes(loop, warps),
             "in_place": ("yes" if straight_line(sass) and output_over_input(loop)
-                         and (not first_step or first_step_ordered(sass)) else "NO") if in_place else "n/a",
+                         and first_step_ordered(sass) else "NO") if in_place else "n/a",
             "h_allowance": h_allowance(loop, warps, h_bytes, passes, k_split, partial_bytes, tile_bytes)}
 
 
@@ -680,10 +688,8 @@ def compile_one(job: AuditJob) -> AuditRow:
         row.registers, row.spill_bytes = resource_usage(compiled.asm["cubin"])
         row.shared = compiled.metadata.shared
         if job.tier in PERSISTENT_TIERS:
-            backward = "backward" in job.kernel
-            in_place = TIERS[job.tier].in_place(keywords, backward)
-            # the peeled first step too, but the resident backward's (output_over_input says why)
-            facts = time_loop_facts(compiled, keywords, job.dtype, job.tier, in_place, first_step=not backward)
+            in_place = TIERS[job.tier].in_place(keywords, "backward" in job.kernel)
+            facts = time_loop_facts(compiled, keywords, job.dtype, job.tier, in_place)
             for key, value in facts.items():
                 setattr(row, key, value)
         if job.tier == "split":

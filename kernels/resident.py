@@ -373,6 +373,9 @@ def resident_backward_kernel(
     h = load_tile(y_ptr + t * stride, tile, mask, True, False, FRAGMENTS).to(ACC_DTYPE)
     g = load_tile(dy_ptr + t * stride, tile, mask, True, False, FRAGMENTS).to(ACC_DTYPE)
     da = g * activation_grad_from_output(h, ACTIVATION)
+    # da may be stored over dy (FRAGMENTS): once a launch, a barrier orders the store after every thread's loads, as
+    # the loop's barriers do, so that the compile audit can check it (audit.first_step_ordered).
+    tl.debug_barrier()
     store_tile(da_ptr + t * stride, tile, da.to(IO_DTYPE), mask, ACC_LAYOUT_IO, FRAGMENTS)
     h = load_tile(y_ptr + (t + t_step) * stride, tile, mask, T > 1, ACC_LAYOUT_IO, FRAGMENTS)
     dy = load_tile(dy_ptr + (t + t_step) * stride, tile, mask, T > 1, ACC_LAYOUT_IO, FRAGMENTS)

@@ -315,8 +315,8 @@ def test_straight_line_wants_a_time_loop_with_no_branch_inside_and_every_barrier
 
 
 def test_first_step_ordered_wants_the_peeled_steps_loads_before_a_barrier_that_precedes_its_store():
-    """The first step, peeled out of the time loop, stores over its input too: every load before the loop needs a
-    waiting barrier before the next store, before the loop or in its first pass, and no path may go round it."""
+    """The first step, peeled out of the time loop, stores over its input too: on every path from the kernel's entry
+    (through the loop or round it), every load needs a waiting barrier before the next store."""
     loop = ["BAR.SYNC 0x0", "STG.E [R6.64], R1", "LDG.E R2, [R4.64]"]  # the loop at 0x40..0x70, its back edge 0x70
     ordered = sass("LDG.E R2, [R4.64]", "BAR.SYNC 0x0", "STG.E [R6.64], R1", "LDG.E R3, [R5.64]", *loop, "@P0 BRA 0x40",
                    "EXIT")
@@ -336,6 +336,13 @@ def test_first_step_ordered_wants_the_peeled_steps_loads_before_a_barrier_that_p
     for listing in (unordered, around, predicated, ahead_unordered):
         assert not first_step_ordered(listing)
     assert output_over_input(time_loop(unordered))  # the loop alone would not have shown it
+    # where T = 1 the loop is skipped for the code after it (the resident backward's dh0): a store there needs a
+    # barrier after the loads before it, as on the way through the loop
+    skipped = ("LDG.E R2, [R4.64]", "BAR.SYNC 0x0", "STG.E [R6.64], R1", "LDG.E R3, [R5.64]", "@!P1 BRA 0x90", *loop,
+               "@P0 BRA 0x50")
+    assert first_step_ordered(sass(*skipped, "BAR.SYNC 0x0", "STG.E [R8.64], R9", "EXIT"))
+    assert not first_step_ordered(sass(*skipped, "STG.E [R8.64], R9", "BAR.SYNC 0x0", "EXIT"))
+    assert not first_step_ordered(sass(*skipped[:4], "@!P1 BRA 0x400", *loop, "@P0 BRA 0x50", "EXIT"))  # jump nowhere
     assert not first_step_ordered(sass("LDG.E R2, [R4.64]", "EXIT"))  # no time loop: nothing shown
 
 
