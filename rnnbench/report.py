@@ -14,7 +14,7 @@ import yaml
 
 from rnnbench import profile as profiling
 from rnnbench.backends import FP16_REFERENCE, display_name
-from rnnbench.launches import GROUPS, algorithm_of
+from rnnbench.launches import ALGORITHM_NOTE, GROUPS, algorithm_of
 from rnnbench.measure import (
     BUSY_NOTE,
     HOST_REPS,
@@ -171,12 +171,15 @@ def baseline_cell(case_rows: pd.DataFrame, first: str, algorithms: dict[str, str
     return "; ".join(named) if first in algorithms else columns.get(first, first)
 
 
+KERNEL_PLAN = re.compile(r"(\w+)\((.*)\)")  # a Triton kernel plan in a note: tier(KEY=value,...)
+
+
 def kernel_tier(note: str) -> str:
     """The tiers of the Triton kernel plans a row's note names (a plan is "tier(KEY=value,...)"; "split, clusters of
     8" where its programs met at a cluster barrier), joined by " + "; "" where it names none."""
     tiers = []
     for part in note.split("; "):
-        plan = re.fullmatch(r"(\w+)\((.*)\)", part)
+        plan = KERNEL_PLAN.fullmatch(part)
         if plan:
             cluster = int(re.search(r"\bCLUSTER=(\d+)", plan.group(2))[1]) if "CLUSTER=" in plan.group(2) else 1
             tiers.append(plan.group(1) + (f", clusters of {cluster}" if cluster > 1 else ""))
@@ -353,14 +356,39 @@ def _numeric(column: pd.Series) -> pd.Series:
 
 
 def backends_section(frame: pd.DataFrame) -> list[str]:
-    """What each backend was here (e.g. the CPU stand-in for cuDNN) and what it ran (kernel plans);
-    the notes of single measurements (noisy timings) stay in their tables."""
-    def what_ran(notes: pd.Series) -> str:
+    """What each backend was here (e.g. the CPU stand-in for cuDNN) and its settings (TF32), then which kernel plan or
+    cuDNN algorithm ran each case, a row each; the notes of single measurements (noisy timings) stay in their tables."""
+    def settings(notes: pd.Series) -> str:
         parts = (part for note in notes for part in note.split("; "))
-        return "; ".join(p for p in dict.fromkeys(parts) if p and not p.startswith(MEASUREMENT_NOTES))
-    rows = [[backend, group.label.iloc[0], what_ran(group.note)]
+        return "; ".join(p for p in dict.fromkeys(parts)
+                         if p and not p.startswith(MEASUREMENT_NOTES) and not _kernel_choice(p))
+    rows = [[backend, group.label.iloc[0], settings(group.note)]
             for backend, group in frame.groupby("backend", sort=False)]
-    return ["## Backends", md_table(["backend", "what ran", "notes (kernel plans, cuDNN algorithms, TF32)"], rows)]
+    return ["## Backends", md_table(["backend", "what ran", "notes"], rows)] + kernel_choices_section(frame)
+
+
+def kernel_choices_section(frame: pd.DataFrame) -> list[str]:
+    """A row per backend, kernel plan or cuDNN algorithm its notes name, and dtype: the modes and cases it ran (rows
+    measured, not skipped nor failed)."""
+    ran: dict[tuple[str, str, str], dict[str, dict[str, None]]] = {}
+    for r in frame[(frame.note != "") & (frame.error == "")].itertuples():
+        for part in r.note.split("; "):
+            if _kernel_choice(part):
+                cases = ran.setdefault((r.backend, part, r.dtype), {"modes": {}, "cases": {}})
+                cases["modes"][r.mode] = None
+                cases["cases"][Case.from_row(r._asdict()).label] = None
+    if not ran:
+        return []
+    order = list(dict.fromkeys(frame.backend))
+    rows = [[backend, choice.removeprefix(ALGORITHM_NOTE), dtype, ", ".join(cases["modes"]), "; ".join(cases["cases"])]
+            for (backend, choice, dtype), cases in sorted(ran.items(), key=lambda item: order.index(item[0][0]))]
+    return ["### Kernel plans and cuDNN algorithms, by case",
+            md_table(["backend", "kernel plan or cuDNN algorithm", "dtype", "modes", "cases"], rows)]
+
+
+def _kernel_choice(note_part: str) -> bool:
+    """Whether a part of a note names a Triton kernel plan ("tier(KEY=value,...)") or a cuDNN algorithm."""
+    return note_part.startswith(ALGORITHM_NOTE) or bool(KERNEL_PLAN.fullmatch(note_part))
 
 
 def failures_section(frame: pd.DataFrame) -> list[str]:

@@ -101,8 +101,8 @@ def test_the_baseline_column_names_the_algorithms_cudnn_ran(run_dir):
     assert ("| T=4 B=2 H=8 I=8 L=1 | PyTorch CPU RNN (cudnn) (standard); PyTorch CPU RNN fp16 (cudnn-fp16) "
             "(persistent) |") in report
     backends = report.split("## Backends")[1].split("\n## ")[0]
-    assert "| cudnn | PyTorch native CPU RNN (not cuDNN) | TF32 off; cuDNN algorithm: standard (some_kernel) |" \
-        in backends
+    assert "| cudnn | PyTorch native CPU RNN (not cuDNN) | TF32 off |" in backends  # its settings; the algorithm:
+    assert "| cudnn | standard (some_kernel) | bfloat16 | forward | T=4 B=2 H=8 I=8 L=1 |" in backends
 
 
 def test_the_headline_names_the_kernel_tier_behind_each_speedup(run_dir):
@@ -122,6 +122,12 @@ def test_the_headline_names_the_kernel_tier_behind_each_speedup(run_dir):
              if line.startswith("| T=")}  # cudnn, cudnn-fp16, eager
     assert cells["T=4 B=2 H=8 I=8 L=1"][2].endswith(" (resident)") and cells["T=4 B=2 H=8 I=8 L=1"][0] == "1"
     assert cells["T=8 B=2 H=8 I=8 L=1"][2] == "1 / — (split, clusters of 8)"
+    # and the Backends section lists each plan with the cases it ran, apart from the backend's settings
+    backends = (folder / "report.md").read_text().split("## Backends")[1].split("\n## ")[0]
+    assert "| eager | eager PyTorch loop |  |" in backends
+    assert "| eager | resident(BLOCK_B=16,BLOCK_H=16,num_warps=4) | bfloat16 | forward | T=4 B=2 H=8 I=8 L=1 |" in backends
+    assert ("| eager | split(BLOCK_B=8,BLOCK_N=16,BLOCK_H=512,CLUSTER=8,FMA=False) | bfloat16 | forward | "
+            "T=8 B=2 H=8 I=8 L=1 |") in backends
 
 
 def test_without_any_baseline_the_row_says_so(run_dir):
