@@ -20,11 +20,20 @@ from pathlib import Path
 import torch
 import yaml
 
-from rnnbench import __version__, exchange, launches, measure, report, runner
+from rnnbench import __version__, exchange, launches, measure, report, runner, targets
 from rnnbench import profile as profiling
 from rnnbench.backends import BACKENDS
 from rnnbench.environment import capture
-from rnnbench.results import CSV_NAME, ENV_NAME, JOB_COLUMNS, SCENARIO_NAME, RunFolder, describe_job, job_outcomes
+from rnnbench.results import (
+    CSV_NAME,
+    ENV_NAME,
+    JOB_COLUMNS,
+    SCENARIO_NAME,
+    RunFolder,
+    describe_job,
+    job_outcomes,
+    load_frame,
+)
 from rnnbench.schema import (
     CASE_FIELDS,
     DTYPES,
@@ -277,7 +286,10 @@ def cmd_run(args) -> int:
     outcomes = job_outcomes(folder.rows())
     counts = Counter(outcome for outcome, _ in outcomes.values())
     print(f"ran {ran} jobs now; of all {len(outcomes)}: {counts['measured']} measured, {counts['skipped']} skipped "
-          f"for a stated reason, {counts['failed']} failed\nreport: {path}")
+          f"for a stated reason, {counts['failed']} failed")
+    for line in targets.summary_lines(load_frame(folder.path), scenario.targets):
+        print(line)
+    print(f"report: {path}")
     failed = [(key, reason) for key, (outcome, reason) in outcomes.items() if outcome == "failed"]
     if failed:
         key, reason = failed[0]

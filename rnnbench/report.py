@@ -30,6 +30,7 @@ from rnnbench.results import (
     JOB_COLUMNS,
     JSON_NAME,
     KNOWN_REASONS,
+    SCENARIO_NAME,
     RunFolder,
     better,
     describe_job,
@@ -37,7 +38,8 @@ from rnnbench.results import (
     is_failure,
     load_frame,
 )
-from rnnbench.schema import CASE_FIELDS, Case, cpu_sweep_text
+from rnnbench.schema import CASE_FIELDS, Case, Scenario, ScenarioError, cpu_sweep_text, parse_scenario
+from rnnbench.targets import describe, tally, target_rows
 
 CPU_BANNER = ("CPU sweep: no CUDA GPU was present, so this ran {sweep}, timed by {clock} while a canary "
               "found the machine quiet; peak memory "
@@ -294,6 +296,34 @@ def checkpoint_section(bench: pd.DataFrame) -> list[str]:
                       "latency triton (ms)", "latency checkpoint (ms)", "time overhead (x)"], table)]
 
 
+TARGETS_INTRO = ("Set in the scenario (`targets:`). Each holds a backend to a speedup over the fastest of other "
+                 "backends that ran in the row: their p50 latency / the backend's (rnnbench/targets.py).")
+
+
+def targets_section(bench: pd.DataFrame, scenario: Scenario | None, sweep: str) -> list[str]:
+    """Each of the scenario's targets: met in how many rows, and the ratio of every row it selects."""
+    if scenario is None or not scenario.targets:
+        return []
+    out = ["## Targets", TARGETS_INTRO + (" These are CPU timings (the Triton interpreter and PyTorch on a CPU): the "
+                                          "targets are for a GPU." if sweep == "cpu" else "")]
+    for target in scenario.targets:
+        rows = target_rows(bench, target)
+        out.append(f"**{target.name}**: {describe(target)}: {tally(target, rows)}.")
+        if rows:
+            out.append(md_table(["mode", "dtype", "case", "fastest of the others", "ratio", "met"],
+                                [[row.mode, row.dtype, row.case.label, row.fastest, fmt(row.ratio),
+                                  row.not_measured or ("yes" if row.met(target) else "no")] for row in rows]))
+    return out
+
+
+def run_scenario(scenario_text: str, sweep: str) -> Scenario | None:
+    """The run's scenario as the run folder keeps it, or None where it no longer parses (a run of an older schema)."""
+    try:
+        return parse_scenario(yaml.safe_load(scenario_text), SCENARIO_NAME, sweep)
+    except (ScenarioError, yaml.YAMLError):
+        return None
+
+
 def saved_ratio(full: float, checkpointed: float) -> str:
     """full / checkpointed memory; "all" where checkpointing kept nothing (one segment: every state recomputed)."""
     if math.isnan(full) or math.isnan(checkpointed):
@@ -457,7 +487,8 @@ def build(run_dir: str | Path) -> Path:
     if sweep == "cpu":
         parts.append("> " + CPU_BANNER.format(sweep=cpu_sweep_text(yaml.safe_load(scenario_text)),
                                               clock=env.get("cpu_timing", "wall clock")))
-    parts += backends_section(frame) + speed_sections(bench, baselines, columns) + checkpoint_section(bench)
+    parts += backends_section(frame) + speed_sections(bench, baselines, columns)
+    parts += targets_section(bench, run_scenario(scenario_text, sweep), sweep) + checkpoint_section(bench)
     parts += stability_sections(study, columns) + training_sections(frame[frame.kind == "training"], columns)
     data = profiling.load(folder.path)
     if data:

@@ -67,6 +67,12 @@ Scenario schema (YAML; keys marked * are required, the rest have the defaults sh
                           adding_tolerance (0.04): a sum within this of the target counts as right
                           dtypes float16 and bfloat16 train fp32 weights under autocast (float16
                           with a GradScaler)
+  targets          list   speedups the report checks row by row (none), each a map:
+                            name*: shown in the report; backend*: the backend held to it;
+                            over*: a backend or a list, the fastest of them that ran in the row;
+                            at_least*: their p50 latency / the backend's; where: which rows, by
+                            dtypes, modes, seq_len, batch, hidden, input_size, layers (a value or
+                            a list each; every row if absent)
   cpu              map    any of the keys above except name/description, replacing them when
                           no CUDA GPU is present (the "cpu sweep": smaller shapes)
 """
@@ -165,6 +171,21 @@ class Training:
 
 
 @dataclass(frozen=True)
+class Target:
+    """A speed target (rnnbench/targets.py checks it): backend's p50 latency at least at_least times below the
+    fastest of `over` that ran, in every row (mode, dtype, case) that `where` selects."""
+    name: str
+    backend: str
+    over: tuple[str, ...]
+    at_least: float
+    where: tuple[tuple[str, tuple], ...] = ()  # (dtypes, modes or a case field; the values it may take)
+
+    def selects(self, mode: str, dtype: str, case: Case) -> bool:
+        values = {"dtypes": dtype, "modes": mode, **{name: getattr(case, name) for name in CASE_FIELDS}}
+        return all(values[key] in allowed for key, allowed in self.where)
+
+
+@dataclass(frozen=True)
 class Scenario:
     name: str
     description: str
@@ -180,6 +201,7 @@ class Scenario:
     stability: Stability
     baselines: tuple[str, ...]
     training: Training = field(default_factory=Training)
+    targets: tuple[Target, ...] = ()
     sweep: str = "full"
     source: str = field(default="", compare=False)
     data: dict = field(default_factory=dict, compare=False)
@@ -273,11 +295,13 @@ def _join(at: str, key: str) -> str:
 # ---- the schema ------------------------------------------------------------------------------
 
 SETTING_KEYS = ("backends", "baseline", "dtypes", "modes", "nonlinearity", "allow_tf32", "metrics", "seed",
-                "sweep", "timing", "stability", "training")
+                "sweep", "timing", "stability", "training", "targets")
 TOP_KEYS = ("name", "description") + SETTING_KEYS + ("cpu",)
 TIMING_KEYS = ("warmup_ms", "rep_ms", "min_reps", "cpu_threads", "cuda_graphs")
 STABILITY_KEYS = ("seq_lens", "batch", "hidden", "spectral_radii", "curve_seq_len", "input_scale")
 TRAINING_KEYS = tuple(f.name for f in dataclasses.fields(Training))
+TARGET_KEYS = ("name", "backend", "over", "at_least", "where")
+WHERE_KEYS = ("dtypes", "modes") + CASE_FIELDS
 
 
 def _backend_name(r: _Reader):
@@ -349,6 +373,24 @@ def _read_training(r: _Reader, raw, at: str) -> Training:
     return training
 
 
+def _read_target(r: _Reader, raw, at: str) -> Target:
+    raw = r.mapping(raw, at, TARGET_KEYS)
+    expected = {"name": "a string", "backend": "a backend", "over": "a backend or a list of backends",
+                "at_least": "a number > 0"}
+    for key, what in expected.items():
+        if key not in raw:
+            r.fail(_join(at, key), f"missing; expected {what}")
+    over = r.listing(raw["over"], _join(at, "over"), _backend_name(r), scalar_ok=True)
+    if raw["backend"] in over:
+        r.fail(_join(at, "over"), f"expected backends other than the one held to the target ({raw['backend']})")
+    where = r.mapping(raw.get("where", {}), _join(at, "where"), WHERE_KEYS)
+    readers = {"dtypes": lambda v, a: r.string(v, a, DTYPES), "modes": lambda v, a: r.string(v, a, MODES)}
+    return Target(r.string(raw["name"], _join(at, "name")), _backend_name(r)(raw["backend"], _join(at, "backend")),
+                  over, r.positive_float(raw["at_least"], _join(at, "at_least")),
+                  tuple((key, r.listing(value, _join(_join(at, "where"), key), readers.get(key, r.positive_int),
+                                        scalar_ok=True)) for key, value in where.items()))
+
+
 def _read_settings(r: _Reader, raw: dict, at: str) -> dict:
     """Validates the setting keys present in raw (top level or the cpu: section); returns parsed values."""
     readers = {
@@ -364,6 +406,7 @@ def _read_settings(r: _Reader, raw: dict, at: str) -> dict:
         "timing": lambda v, a: _read_timing(r, v, a),
         "stability": lambda v, a: _read_stability(r, v, a),
         "training": lambda v, a: _read_training(r, v, a),
+        "targets": lambda v, a: r.listing(v, a, lambda x, b: _read_target(r, x, b)),
     }
     return {k: readers[k](v, _join(at, k)) for k, v in raw.items() if k in readers}
 
@@ -392,6 +435,12 @@ def _combine(r: _Reader, top: dict, chosen: dict) -> dict:
         if name not in values["backends"]:
             where = at("baseline") + (f"[{i}]" if len(values["baselines"]) > 1 else "")
             r.fail(where, f"expected one of the scenario's backends ({', '.join(values['backends'])}), got {name!r}")
+    for i, target in enumerate(values.get("targets", ())):
+        for key, names in (("backend", (target.backend,)), ("over", target.over)):
+            for name in names:
+                if name not in values["backends"]:
+                    r.fail(f"{at('targets')}[{i}].{key}",
+                           f"expected one of the scenario's backends ({', '.join(values['backends'])}), got {name!r}")
     stab = values["stability"]
     if stab.curve_seq_len is not None and stab.curve_seq_len not in stab.seq_lens:
         r.fail(at("stability") + ".curve_seq_len",

@@ -125,7 +125,8 @@ def test_the_headline_names_the_kernel_tier_behind_each_speedup(run_dir):
     # and the Backends section lists each plan with the cases it ran, apart from the backend's settings
     backends = (folder / "report.md").read_text().split("## Backends")[1].split("\n## ")[0]
     assert "| eager | eager PyTorch loop |  |" in backends
-    assert "| eager | resident(BLOCK_B=16,BLOCK_H=16,num_warps=4) | bfloat16 | forward | T=4 B=2 H=8 I=8 L=1 |" in backends
+    assert ("| eager | resident(BLOCK_B=16,BLOCK_H=16,num_warps=4) | bfloat16 | forward | T=4 B=2 H=8 I=8 L=1 |"
+            in backends)
     assert ("| eager | split(BLOCK_B=8,BLOCK_N=16,BLOCK_H=512,CLUSTER=8,FMA=False) | bfloat16 | forward | "
             "T=8 B=2 H=8 I=8 L=1 |") in backends
 

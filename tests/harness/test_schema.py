@@ -34,6 +34,13 @@ def with_(**changes) -> dict:
 
 
 DELETE = object()
+TARGET = {"name": "faster", "backend": "eager", "over": "cudnn", "at_least": 1.5}
+
+
+def target(**changes) -> list[dict]:
+    """targets: with one target, TARGET with these changes (DELETE drops a key)."""
+    return [{k: v for k, v in {**TARGET, **changes}.items() if v is not DELETE}]
+
 
 ERRORS = [
     # (scenario, key path, words the message must contain)
@@ -83,6 +90,26 @@ ERRORS = [
      "expected one of stability.seq_lens [8, 16], got 12"),
     (with_(stability__spectral_radii=[0.5, "one"]), "stability.spectral_radii[1]", "expected a number > 0"),
     ([1, 2], "", "expected a mapping with keys name, description"),
+    # targets: each a map naming backends of the scenario, rows chosen by dtypes, modes and case fields
+    (with_(targets={"name": "x"}), "targets", "expected a list, got {'name': 'x'} (dict)"),
+    (with_(targets=target(at_least=DELETE)), "targets[0].at_least", "missing; expected a number > 0"),
+    (with_(targets=target(over=DELETE)), "targets[0].over", "missing; expected a backend or a list"),
+    (with_(targets=target(at_least=0)), "targets[0].at_least", "expected a number > 0, got 0"),
+    (with_(targets=target(over=["cudnn", "cuda"])), "targets[0].over[1]", "expected one of triton, "),
+    (with_(targets=target(over="triton")), "targets[0].over",
+     "expected one of the scenario's backends (eager, cudnn), got 'triton'"),
+    (with_(targets=target(over=["cudnn", "eager"])), "targets[0].over",
+     "expected backends other than the one held to the target (eager)"),
+    (with_(targets=target(backend="compile")), "targets[0].backend",
+     "expected one of the scenario's backends (eager, cudnn), got 'compile'"),
+    (with_(targets=target(where={"hidden_size": 4})), "targets[0].where.hidden_size",
+     "unknown key; expected one of: dtypes, modes, seq_len, batch, hidden, input_size, layers"),
+    (with_(targets=target(where={"dtypes": "fp8"})), "targets[0].where.dtypes[0]",
+     "expected one of float32, float16"),
+    (with_(targets=target(where={"hidden": [4, "big"]})), "targets[0].where.hidden[1]",
+     "expected an integer >= 1, got 'big'"),
+    (with_(cpu__targets=target(extra=1)), "cpu.targets[0].extra",
+     "unknown key; expected one of: name, backend, over, at_least, where"),
     # the name becomes the results folder: nothing that climbs out of the results root or hides
     (with_(name="../../etc/evil"), "name", "expected letters, digits, '-', '_' and '.'"),
     (with_(name="a/b"), "name", "got 'a/b'"),

@@ -1,0 +1,89 @@
+"""Speed targets (rnnbench/targets.py): each row a target selects gets the fastest of the others that ran and the
+ratio of their latencies; a row without the numbers is not measured; the report and `rnnbench run` say how many rows
+met it. A hand-made results frame, and an in-process CPU run of a tiny scenario."""
+import pandas as pd
+import pytest
+import yaml
+
+from rnnbench.cli import main
+from rnnbench.results import load_frame
+from rnnbench.schema import Case, Target
+from rnnbench.targets import tally, target_rows
+
+CASE_A, CASE_B = Case(16, 2, 8, 8), Case(16, 2, 32, 32)
+
+
+def latency(backend: str, case: Case, p50: float, dtype: str = "bfloat16", mode: str = "forward",
+            error: str = "") -> dict:
+    return {"kind": "bench", "backend": backend, "mode": mode, "dtype": dtype, **vars(case), "metric": "latency",
+            "p50": p50, "error": error}
+
+
+FRAME = pd.DataFrame([
+    latency("ours", CASE_A, 1.0), latency("cudnn", CASE_A, 4.0), latency("cudnn-fp16", CASE_A, 2.0),
+    latency("ours", CASE_B, 2.0), latency("cudnn", CASE_B, 2.5), latency("cudnn-fp16", CASE_B, float("nan"),
+                                                                          error="out of memory"),
+    latency("ours", CASE_A, 1.0, dtype="float32"), latency("cudnn", CASE_A, 1.2, dtype="float32"),
+    latency("ours", CASE_B, float("nan"), dtype="float32", error="failed: boom"),
+    latency("cudnn", CASE_B, 3.0, dtype="float32"),
+    {**latency("ours", CASE_A, 9.0), "metric": "peak_memory"},  # not a latency: not read
+])
+
+
+def test_each_selected_row_is_over_the_fastest_of_the_others_that_ran():
+    target = Target("t", "ours", ("cudnn", "cudnn-fp16"), 1.5)
+    rows = {(row.dtype, row.case): row for row in target_rows(FRAME, target)}
+    assert len(rows) == 4
+    a16, b16, a32, b32 = (rows[key] for key in [("bfloat16", CASE_A), ("bfloat16", CASE_B), ("float32", CASE_A),
+                                                ("float32", CASE_B)])
+    assert (a16.fastest, a16.ratio, a16.met(target)) == ("cudnn-fp16", 2.0, True)  # 2.0 / 1.0, not cudnn's 4.0
+    assert (b16.fastest, b16.ratio, b16.met(target)) == ("cudnn", 1.25, False)  # cudnn-fp16 ran out of memory
+    assert (a32.fastest, a32.ratio) == ("cudnn", pytest.approx(1.2))  # no cudnn-fp16 row at all
+    assert b32.ratio is None and b32.not_measured == "ours has no latency here" and not b32.met(target)
+    assert tally(target, list(rows.values())) == ("met in 1 of 3 rows (1 not measured); the least 1.2x: forward "
+                                                  "float32 T=16 B=2 H=8 I=8 L=1 (over cudnn)")
+
+
+def test_where_selects_rows_by_dtype_mode_and_case_fields():
+    only = Target("t", "ours", ("cudnn",), 1.0, (("dtypes", ("bfloat16",)), ("hidden", (32,))))
+    assert [(row.dtype, row.case) for row in target_rows(FRAME, only)] == [("bfloat16", CASE_B)]
+    nothing = Target("t", "ours", ("cudnn",), 1.0, (("modes", ("forward+backward",)),))
+    assert target_rows(FRAME, nothing) == [] and tally(nothing, []) == "no row of this run is one it selects"
+    absent = Target("t", "ours", ("eager",), 1.0, (("dtypes", ("bfloat16",)),))
+    assert {row.not_measured for row in target_rows(FRAME, absent)} == {"none of eager has a latency here"}
+
+
+SCENARIO = {"name": "goals", "backends": ["eager", "cudnn"], "dtypes": ["float32"], "modes": ["forward"],
+            "metrics": ["speed"], "sweep": {"seq_len": 8, "batch": 2, "hidden": [8, 16]},
+            "timing": {"warmup_ms": 0.1, "rep_ms": 0.5, "min_reps": 2},
+            "targets": [{"name": "cudnn beats eager", "backend": "cudnn", "over": "eager", "at_least": 0.001},
+                        {"name": "out of reach", "backend": "cudnn", "over": "eager", "at_least": 1e9,
+                         "where": {"hidden": 16}}]}
+
+
+def test_a_run_reports_its_targets_from_its_own_latencies(tmp_path, capsys):
+    path = tmp_path / "goals.yaml"
+    path.write_text(yaml.safe_dump(SCENARIO))
+    assert main(["run", str(path), "--out", str(tmp_path / "out"), "--run-id", "r", "--no-progress"]) == 0
+    stdout = capsys.readouterr().out
+    assert "target cudnn beats eager: met in 2 of 2 rows; the least " in stdout
+    assert "target out of reach: met in 0 of 1 rows; the least " in stdout
+    folder = tmp_path / "out" / "goals" / "r"
+    frame = load_frame(folder)
+    p50 = frame[frame.metric == "latency"].set_index(["backend", "hidden"]).p50
+    section = (folder / "report.md").read_text().split("## Targets")[1].split("\n## ")[0]
+    assert "These are CPU timings" in section
+    assert "**out of reach**: cudnn at least 1e+09x faster than eager (hidden 16): met in 0 of 1 rows" in section
+    ratio = p50["eager", 16] / p50["cudnn", 16]
+    assert f"| forward | float32 | T=8 B=2 H=16 I=16 L=1 | eager | {ratio:.4g} | no |" in section
+
+
+def test_a_run_whose_scenario_no_longer_parses_gets_its_report_without_targets(tmp_path):
+    path = tmp_path / "goals.yaml"
+    path.write_text(yaml.safe_dump(SCENARIO))
+    assert main(["run", str(path), "--out", str(tmp_path / "out"), "--run-id", "r", "--no-progress"]) == 0
+    folder = tmp_path / "out" / "goals" / "r"
+    (folder / "scenario.yaml").write_text(yaml.safe_dump({**SCENARIO, "a_key_of_a_later_schema": 1}))
+    assert main(["report", str(folder)]) == 0
+    report = (folder / "report.md").read_text()
+    assert "## Targets" not in report and "## Latency" in report
