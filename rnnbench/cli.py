@@ -126,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_ = sub.add_parser("compare", help="what changed between two runs",
                           description="Print a markdown table of every metric present in both runs, with the ratio B/A "
                                       "and whether B is better (lower latency, higher throughput, ...), largest change "
-                                      "first, then rows present in one run only and environment changes.")
+                                      "first, then rows present in one run only, environment changes and, where B's "
+                                      "scenario (else A's) sets targets, each target tallied on both runs.")
     cmp_.add_argument("run_a")
     cmp_.add_argument("run_b")
     cmp_.add_argument("--metric", help="only this metric, e.g. latency (an error if neither run has it)")

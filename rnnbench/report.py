@@ -672,6 +672,7 @@ def compare(run_a: str | Path, run_b: str | Path, metric: str | None = None, thr
     B is better, sorted by the size of the change; rows only in one run and environment differences
     listed below. A metric in neither run is a ValueError."""
     a, b = (load_frame(r) for r in (run_a, run_b))
+    targets = targets_compared(run_a, run_b, a, b)
     a, b = (f[f.step.isna()] for f in (a, b))
     if metric:
         present = sorted(set(a.metric) | set(b.metric))
@@ -701,7 +702,21 @@ def compare(run_a: str | Path, run_b: str | Path, metric: str | None = None, thr
                if k != "date" and env_a.get(k) != env_b.get(k)]
     if changed:
         out += ["Environment differences:", md_table(["", "A", "B"], changed)]
-    return "\n\n".join(out) + "\n"
+    return "\n\n".join(out + targets) + "\n"
+
+
+def targets_compared(run_a: str | Path, run_b: str | Path, frame_a: pd.DataFrame, frame_b: pd.DataFrame) -> list[str]:
+    """The targets of B's scenario (else A's), each tallied on both runs' latencies."""
+    scenarios = [run_scenario(RunFolder(run).scenario_text(), RunFolder(run).environment().get("sweep", "full"))
+                 for run in (run_b, run_a)]
+    chosen = next((scenario for scenario in scenarios if scenario and scenario.targets), None)
+    if chosen is None:
+        return []
+    benches = [frame[frame.kind == "bench"] for frame in (frame_a, frame_b)]
+    rows = [[target.name] + [tally(target, target_rows(bench, target)) for bench in benches]
+            for target in chosen.targets]
+    source = "B's" if chosen is scenarios[0] else "A's"
+    return [f"Targets ({source} scenario), on each run's latencies:", md_table(["target", "A", "B"], rows)]
 
 
 def directions(metrics: list[str]) -> str:

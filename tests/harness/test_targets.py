@@ -87,3 +87,17 @@ def test_a_run_whose_scenario_no_longer_parses_gets_its_report_without_targets(t
     assert main(["report", str(folder)]) == 0
     report = (folder / "report.md").read_text()
     assert "## Targets" not in report and "## Latency" in report
+
+
+def test_compare_tallies_the_later_runs_targets_on_both_runs(tmp_path, capsys):
+    """rnnbench compare A B: B's targets, each tallied on A's latencies and on B's; A's scenario had none."""
+    path = tmp_path / "goals.yaml"
+    for run_id, scenario in (("a", {k: v for k, v in SCENARIO.items() if k != "targets"}), ("b", SCENARIO)):
+        path.write_text(yaml.safe_dump(scenario))
+        assert main(["run", str(path), "--out", str(tmp_path / "out"), "--run-id", run_id, "--no-progress"]) == 0
+    capsys.readouterr()
+    runs = [str(tmp_path / "out" / "goals" / run_id) for run_id in ("a", "b")]
+    assert main(["compare", *runs]) == 0
+    table = capsys.readouterr().out.split("Targets (B's scenario), on each run's latencies:")[1]
+    reach = [line for line in table.splitlines() if line.startswith("| out of reach |")]
+    assert len(reach) == 1 and reach[0].count("met in 0 of 1 rows; the least ") == 2
