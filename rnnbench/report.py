@@ -218,8 +218,9 @@ def longest_sequence_section(bench: pd.DataFrame, columns: dict[str, str]) -> li
                                                               rows)]
 
 
-def speed_sections(bench: pd.DataFrame, baselines: list[str], columns: dict[str, str]) -> list[str]:
-    out = headline_section(bench, baselines, columns) + longest_sequence_section(bench, columns)
+def speed_sections(bench: pd.DataFrame, columns: dict[str, str]) -> list[str]:
+    """The longest sequence each backend ran, then a table per speed metric."""
+    out = longest_sequence_section(bench, columns)
     index = ["seq_len", *CASE_FIELDS[1:]]
     for metric, title in SPEED_TABLES:
         rows = bench[bench.metric == metric]
@@ -487,8 +488,9 @@ def build(run_dir: str | Path) -> Path:
     if sweep == "cpu":
         parts.append("> " + CPU_BANNER.format(sweep=cpu_sweep_text(yaml.safe_load(scenario_text)),
                                               clock=env.get("cpu_timing", "wall clock")))
-    parts += backends_section(frame) + speed_sections(bench, baselines, columns)
-    parts += targets_section(bench, run_scenario(scenario_text, sweep), sweep) + checkpoint_section(bench)
+    parts += backends_section(frame) + headline_section(bench, baselines, columns)
+    parts += targets_section(bench, run_scenario(scenario_text, sweep), sweep) + speed_sections(bench, columns)
+    parts += checkpoint_section(bench)
     parts += stability_sections(study, columns) + training_sections(frame[frame.kind == "training"], columns)
     data = profiling.load(folder.path)
     if data:
