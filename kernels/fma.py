@@ -91,6 +91,15 @@ the SM's L1 bandwidth (arithmetic on Nsight Compute's figures: 1042 shared-memor
 U a step, in 2800 cycles), ptxas issues the streamed loads far ahead and needs all 255 registers, spilling 8-24
 bytes in most forms; with each state value feeding a held and a streamed column, 104-216 bytes. Holding three
 quarters of U's rows instead of half spills 144-168 bytes.
+Also tried and dropped (compile audit, 2026-11-28, sm_90 fp32 forward without the L2 prefetch): two lanes per column
+on twice the warps (thread pair 2n, 2n + 1 holding every other run of 4 k of column n, stored [k // 8, n, pair, 4],
+the pair's sums joined by one SHFL.BFLY), so that each warp issues half the FFMAs and two warps share a scheduler.
+Each warp's loop went from 194 to 118 instructions at BLOCK_H = 128 (115 to 78 at 64; the interpreter matched
+float64), but its stall cycles rose from 275 to 342 (190 to 213 at 64): ptxas issued the 61 FFMAs with 194 stall
+cycles where the 125 of one lane a column take 134, its chains no longer alternating. And the [BLOCK_H] result, held
+by both lanes of a pair, is stored through a layout of one lane per element that Triton converts through shared
+memory: 4 CTA barriers a step instead of 2, 152 wavefronts instead of 132. A warp's own path, issue and stalls
+(460 cycles against 469), would bound the step however its warps overlap: nothing to time.
 
 Each program runs one batch row, so a batch of B takes B programs, and each holds its own copy of U.
 The dispatcher sends a layer here while B fits the SMs one program each (dispatch.py). The launchers
