@@ -96,7 +96,8 @@ on twice the warps (thread pair 2n, 2n + 1 holding every other run of 4 k of col
 the pair's sums joined by one SHFL.BFLY), so that each warp issues half the FFMAs and two warps share a scheduler.
 Each warp's loop went from 194 to 118 instructions at BLOCK_H = 128 (115 to 78 at 64; the interpreter matched
 float64), but its stall cycles rose from 275 to 342 (190 to 213 at 64): ptxas issued the 61 FFMAs with 194 stall
-cycles where the 125 of one lane a column take 134, its chains no longer alternating. And the [BLOCK_H] result, held
+cycles where the 125 of one lane a column take 134, its chains no longer alternating (written as chains over k % 4 of
+the stored [k // 8, n, pair, 4] with no permute, the same code). And the [BLOCK_H] result, held
 by both lanes of a pair, is stored through a layout of one lane per element that Triton converts through shared
 memory: 4 CTA barriers a step instead of 2, 152 wavefronts instead of 132. A warp's own path, issue and stalls
 (460 cycles against 469), would bound the step however its warps overlap: nothing to time.
