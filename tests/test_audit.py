@@ -343,6 +343,11 @@ def test_first_step_ordered_wants_the_peeled_steps_loads_before_a_barrier_that_p
     assert first_step_ordered(sass(*skipped, "BAR.SYNC 0x0", "STG.E [R8.64], R9", "EXIT"))
     assert not first_step_ordered(sass(*skipped, "STG.E [R8.64], R9", "BAR.SYNC 0x0", "EXIT"))
     assert not first_step_ordered(sass(*skipped[:4], "@!P1 BRA 0x400", *loop, "@P0 BRA 0x50", "EXIT"))  # jump nowhere
+    # sm_80 leaves the loop by a call to the EXIT after it: the walk follows the call and what follows it
+    called = ("LDG.E R2, [R4.64]", "BAR.SYNC 0x0", "STG.E [R6.64], R1", "LDG.E R3, [R5.64]", *loop,
+              "@!P0 CALL.REL.NOINC 0x90", "BRA 0x40")
+    assert first_step_ordered(sass(*called, "EXIT"))
+    assert not first_step_ordered(sass(*called, "STG.E [R8.64], R9", "EXIT"))  # the loop's last load, then a store
     assert not first_step_ordered(sass("LDG.E R2, [R4.64]", "EXIT"))  # no time loop: nothing shown
 
 
