@@ -714,8 +714,11 @@ def shared_access_listing(job: AuditJob) -> str:
 
 
 def run_audit(jobs: list[AuditJob], workers: int = 2) -> list[AuditRow]:
+    """Every job compiled and read, in order, on this many processes; a bar on stderr where it is a terminal."""
+    from tqdm import tqdm
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(compile_one, jobs))
+        return list(tqdm(pool.map(compile_one, jobs), total=len(jobs), unit="kernel", desc="compile audit",
+                         disable=None, leave=False))
 
 
 def format_table(rows: list[AuditRow]) -> str:
