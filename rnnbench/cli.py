@@ -288,8 +288,7 @@ def cmd_run(args) -> int:
     counts = Counter(outcome for outcome, _ in outcomes.values())
     print(f"ran {ran} jobs now; of all {len(outcomes)}: {counts['measured']} measured, {counts['skipped']} skipped "
           f"for a stated reason, {counts['failed']} failed")
-    for line in targets.summary_lines(load_frame(folder.path), scenario.targets):
-        print(line)
+    print_targets(folder.path, scenario.targets)
     print(f"report: {path}")
     failed = [(key, reason) for key, (outcome, reason) in outcomes.items() if outcome == "failed"]
     if failed:
@@ -304,8 +303,18 @@ def cmd_run(args) -> int:
 def cmd_report(args) -> int:
     if not (Path(args.run_dir) / CSV_NAME).exists():
         raise UsageError(f"{args.run_dir}: no {CSV_NAME} there; expected a run folder written by `rnnbench run`")
-    print(f"report: {report.build(args.run_dir)}")
+    path = report.build(args.run_dir)
+    folder = RunFolder(args.run_dir)
+    scenario = report.run_scenario(folder.scenario_text(), folder.environment().get("sweep", "full"))
+    print_targets(folder.path, scenario.targets if scenario else ())
+    print(f"report: {path}")
     return 0
+
+
+def print_targets(run_dir: Path, scenario_targets: tuple) -> None:
+    """A line per target of the run's scenario: how many rows met it (rnnbench/targets.py)."""
+    for line in targets.summary_lines(load_frame(run_dir), scenario_targets):
+        print(line)
 
 
 def cmd_compare(args) -> int:

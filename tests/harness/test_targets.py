@@ -76,6 +76,8 @@ def test_a_run_reports_its_targets_from_its_own_latencies(tmp_path, capsys):
     assert "**out of reach**: cudnn at least 1e+09x faster than eager (hidden 16): met in 0 of 1 rows" in section
     ratio = p50["eager", 16] / p50["cudnn", 16]
     assert f"| forward | float32 | T=8 B=2 H=16 I=16 L=1 | eager | {ratio:.4g} | no |" in section
+    assert main(["report", str(folder)]) == 0  # a report rebuilt says the same
+    assert "target out of reach: met in 0 of 1 rows; the least " in capsys.readouterr().out
 
 
 def test_a_run_whose_scenario_no_longer_parses_gets_its_report_without_targets(tmp_path):
