@@ -8,7 +8,8 @@ A target holds one backend to a speedup over the fastest of one or more others, 
 and the row meets it when ratio >= at_least. "The fastest of them that ran" is how a target says "the fastest cuDNN
 path a user could choose": `over: [cudnn, cudnn-fp16]` in a bfloat16 row is cuDNN in bfloat16 or in float16,
 whichever was faster there. A row where the backend, or every one of `over`, has no latency is not measured, and
-counts neither way. The report (report.py) has a section per run, `rnnbench run` a line per target.
+counts neither way. The report (report.py) has a section for them; `rnnbench run` and `rnnbench report` print a line
+per target, `rnnbench compare` a table of both runs' lines.
 """
 from __future__ import annotations
 
