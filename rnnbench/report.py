@@ -297,8 +297,9 @@ def checkpoint_section(bench: pd.DataFrame) -> list[str]:
                       "latency triton (ms)", "latency checkpoint (ms)", "time overhead (x)"], table)]
 
 
-TARGETS_INTRO = ("Set in the scenario (`targets:`). Each holds a backend to a speedup over the fastest of other "
-                 "backends that ran in the row: their p50 latency / the backend's (rnnbench/targets.py).")
+TARGETS_INTRO = ("Set in the scenario (`targets:`). Each holds a backend to the fastest of other backends that ran in "
+                 "the row (or in the row it names): a speedup, their p50 latency / the backend's, or a ratio of times, "
+                 "the backend's / theirs (rnnbench/targets.py).")
 
 
 def targets_section(bench: pd.DataFrame, scenario: Scenario | None, sweep: str) -> list[str]:
@@ -311,8 +312,8 @@ def targets_section(bench: pd.DataFrame, scenario: Scenario | None, sweep: str) 
         rows = target_rows(bench, target)
         out.append(f"**{target.name}**: {describe(target)}: {tally(target, rows)}.")
         if rows:
-            out.append(md_table(["mode", "dtype", "case", "fastest of the others", "ratio", "met"],
-                                [[row.mode, row.dtype, row.case.label, row.fastest, fmt(row.ratio),
+            out.append(md_table(["mode", "dtype", "case", "compared with (the fastest)", "ratio", "met"],
+                                [[row.mode, row.dtype, row.case.label, row.compared_with, fmt(row.ratio),
                                   row.not_measured or ("yes" if row.met(target) else "no")] for row in rows]))
     return out
 

@@ -70,9 +70,12 @@ Scenario schema (YAML; keys marked * are required, the rest have the defaults sh
   targets          list   speedups the report checks row by row (none), each a map:
                             name*: shown in the report; backend*: the backend held to it;
                             over*: a backend or a list, the fastest of them that ran in the row;
-                            at_least*: their p50 latency / the backend's; where: which rows, by
-                            dtypes, modes, seq_len, batch, hidden, input_size, layers (a value or
-                            a list each; every row if absent)
+                            at_least: their p50 latency / the backend's, or at_most: the
+                            backend's / theirs (one of the two); at: case fields whose values
+                            give the rows of `over` instead (e.g. {batch: 8}; `over` may then be
+                            the backend itself); where: which rows, by dtypes, modes, seq_len,
+                            batch, hidden, input_size, layers (a value or a list each; all rows
+                            if absent)
   cpu              map    any of the keys above except name/description, replacing them when
                           no CUDA GPU is present (the "cpu sweep": smaller shapes)
 """
@@ -172,17 +175,24 @@ class Training:
 
 @dataclass(frozen=True)
 class Target:
-    """A speed target (rnnbench/targets.py checks it): backend's p50 latency at least at_least times below the
-    fastest of `over` that ran, in every row (mode, dtype, case) that `where` selects."""
+    """A speed target (rnnbench/targets.py checks it), in every row (mode, dtype, case) that `where` selects, against
+    the fastest of `over` that ran in that row, or (at) in the row with these case fields changed: the backend's p50
+    latency at least at_least times below theirs (a speedup), or at most at_most times theirs (a time ratio)."""
     name: str
     backend: str
     over: tuple[str, ...]
-    at_least: float
+    at_least: float | None = None
     where: tuple[tuple[str, tuple], ...] = ()  # (dtypes, modes or a case field; the values it may take)
+    at_most: float | None = None
+    at: tuple[tuple[str, int], ...] = ()  # (a case field, its value in the rows compared with)
 
     def selects(self, mode: str, dtype: str, case: Case) -> bool:
         values = {"dtypes": dtype, "modes": mode, **{name: getattr(case, name) for name in CASE_FIELDS}}
         return all(values[key] in allowed for key, allowed in self.where)
+
+    def reference(self, case: Case) -> Case:
+        """The case whose rows of `over` a row of this case is compared with."""
+        return dataclasses.replace(case, **dict(self.at))
 
 
 @dataclass(frozen=True)
@@ -300,7 +310,7 @@ TOP_KEYS = ("name", "description") + SETTING_KEYS + ("cpu",)
 TIMING_KEYS = ("warmup_ms", "rep_ms", "min_reps", "cpu_threads", "cuda_graphs")
 STABILITY_KEYS = ("seq_lens", "batch", "hidden", "spectral_radii", "curve_seq_len", "input_scale")
 TRAINING_KEYS = tuple(f.name for f in dataclasses.fields(Training))
-TARGET_KEYS = ("name", "backend", "over", "at_least", "where")
+TARGET_KEYS = ("name", "backend", "over", "at_least", "at_most", "at", "where")
 WHERE_KEYS = ("dtypes", "modes") + CASE_FIELDS
 
 
@@ -375,20 +385,27 @@ def _read_training(r: _Reader, raw, at: str) -> Training:
 
 def _read_target(r: _Reader, raw, at: str) -> Target:
     raw = r.mapping(raw, at, TARGET_KEYS)
-    expected = {"name": "a string", "backend": "a backend", "over": "a backend or a list of backends",
-                "at_least": "a number > 0"}
+    expected = {"name": "a string", "backend": "a backend", "over": "a backend or a list of backends"}
     for key, what in expected.items():
         if key not in raw:
             r.fail(_join(at, key), f"missing; expected {what}")
+    if ("at_least" in raw) == ("at_most" in raw):
+        r.fail(_join(at, "at_least"), "expected either at_least (a speedup) or at_most (a ratio of times), "
+                                      + ("not both" if "at_least" in raw else "got neither"))
     over = r.listing(raw["over"], _join(at, "over"), _backend_name(r), scalar_ok=True)
-    if raw["backend"] in over:
-        r.fail(_join(at, "over"), f"expected backends other than the one held to the target ({raw['backend']})")
+    if raw["backend"] in over and "at" not in raw:
+        r.fail(_join(at, "over"), f"expected backends other than the one held to the target ({raw['backend']}), "
+                                  "or an `at` that compares it with its own other rows")
     where = r.mapping(raw.get("where", {}), _join(at, "where"), WHERE_KEYS)
     readers = {"dtypes": lambda v, a: r.string(v, a, DTYPES), "modes": lambda v, a: r.string(v, a, MODES)}
+    bound = {key: r.positive_float(raw[key], _join(at, key)) for key in ("at_least", "at_most") if key in raw}
     return Target(r.string(raw["name"], _join(at, "name")), _backend_name(r)(raw["backend"], _join(at, "backend")),
-                  over, r.positive_float(raw["at_least"], _join(at, "at_least")),
-                  tuple((key, r.listing(value, _join(_join(at, "where"), key), readers.get(key, r.positive_int),
-                                        scalar_ok=True)) for key, value in where.items()))
+                  over, where=tuple((key, r.listing(value, _join(_join(at, "where"), key),
+                                                    readers.get(key, r.positive_int), scalar_ok=True))
+                                    for key, value in where.items()),
+                  at=tuple((key, r.positive_int(value, _join(_join(at, "at"), key)))
+                           for key, value in r.mapping(raw.get("at", {}), _join(at, "at"), CASE_FIELDS).items()),
+                  **bound)
 
 
 def _read_settings(r: _Reader, raw: dict, at: str) -> dict:

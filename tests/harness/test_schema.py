@@ -92,7 +92,13 @@ ERRORS = [
     ([1, 2], "", "expected a mapping with keys name, description"),
     # targets: each a map naming backends of the scenario, rows chosen by dtypes, modes and case fields
     (with_(targets={"name": "x"}), "targets", "expected a list, got {'name': 'x'} (dict)"),
-    (with_(targets=target(at_least=DELETE)), "targets[0].at_least", "missing; expected a number > 0"),
+    (with_(targets=target(at_least=DELETE)), "targets[0].at_least",
+     "expected either at_least (a speedup) or at_most (a ratio of times), got neither"),
+    (with_(targets=target(at_most=2)), "targets[0].at_least", "expected either at_least (a speedup) or at_most (a "
+                                                              "ratio of times), not both"),
+    (with_(targets=target(at={"batch": [8]})), "targets[0].at.batch", "expected an integer >= 1, got [8] (list)"),
+    (with_(targets=target(at={"dtypes": "float32"})), "targets[0].at.dtypes",
+     "unknown key; expected one of: seq_len, batch, hidden, input_size, layers"),
     (with_(targets=target(over=DELETE)), "targets[0].over", "missing; expected a backend or a list"),
     (with_(targets=target(at_least=0)), "targets[0].at_least", "expected a number > 0, got 0"),
     (with_(targets=target(over=["cudnn", "cuda"])), "targets[0].over[1]", "expected one of triton, "),
@@ -109,7 +115,7 @@ ERRORS = [
     (with_(targets=target(where={"hidden": [4, "big"]})), "targets[0].where.hidden[1]",
      "expected an integer >= 1, got 'big'"),
     (with_(cpu__targets=target(extra=1)), "cpu.targets[0].extra",
-     "unknown key; expected one of: name, backend, over, at_least, where"),
+     "unknown key; expected one of: name, backend, over, at_least, at_most, at, where"),
     # the name becomes the results folder: nothing that climbs out of the results root or hides
     (with_(name="../../etc/evil"), "name", "expected letters, digits, '-', '_' and '.'"),
     (with_(name="a/b"), "name", "got 'a/b'"),
