@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import shlex
 import signal
@@ -195,6 +196,13 @@ def positive_int(text: str) -> int:
     return value
 
 
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
+    return value
+
+
 def add_exchange_parser(sub) -> None:
     exch = sub.add_parser("exchange", help="time the split tier's per-step exchange alone (CUDA GPU)",
                           description=exchange.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -205,6 +213,9 @@ def add_exchange_parser(sub) -> None:
     exch.add_argument("--dtype", choices=("bfloat16", "float16", "float32"), default="bfloat16")
     exch.add_argument("--steps", type=positive_int, default=2048, help="time steps per call (default: 2048)")
     exch.add_argument("--csv", metavar="FILE", help="also write the rows to this CSV file")
+    exch.add_argument("--at-most-us", type=positive_float, metavar="US",
+                      help="hold each row's exchange to this bound in µs a step, and tally the rows that meet it "
+                           "(issue 8: --hidden 1024 --at-most-us 1)")
 
 
 def device_here() -> torch.device:
@@ -472,7 +483,9 @@ def cmd_exchange(args) -> int:
             except RuntimeError as err:
                 failed += 1
                 print(f"H={hidden} B={batch}: failed: {err}", file=sys.stderr)
-    print(exchange.exchange_table(rows))
+    print(exchange.exchange_table(rows, args.at_most_us))
+    if args.at_most_us is not None:
+        print(exchange.bound_tally(rows, args.at_most_us))
     if args.csv:
         import pandas as pd
         pd.DataFrame(rows).to_csv(args.csv, index=False)
