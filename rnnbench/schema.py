@@ -393,7 +393,7 @@ def _read_target(r: _Reader, raw, at: str) -> Target:
         r.fail(_join(at, "at_least"), "expected either at_least (a speedup) or at_most (a ratio of times), "
                                       + ("not both" if "at_least" in raw else "got neither"))
     over = r.listing(raw["over"], _join(at, "over"), _backend_name(r), scalar_ok=True)
-    if raw["backend"] in over and "at" not in raw:
+    if raw["backend"] in over and not raw.get("at"):  # an empty `at` would compare each row with itself
         r.fail(_join(at, "over"), f"expected backends other than the one held to the target ({raw['backend']}), "
                                   "or an `at` that compares it with its own other rows")
     where = r.mapping(raw.get("where", {}), _join(at, "where"), WHERE_KEYS)

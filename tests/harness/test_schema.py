@@ -106,6 +106,8 @@ ERRORS = [
      "expected one of the scenario's backends (eager, cudnn), got 'triton'"),
     (with_(targets=target(over=["cudnn", "eager"])), "targets[0].over",
      "expected backends other than the one held to the target (eager)"),
+    (with_(targets=target(over="eager", at={})), "targets[0].over",
+     "or an `at` that compares it with its own other rows"),
     (with_(targets=target(backend="compile")), "targets[0].backend",
      "expected one of the scenario's backends (eager, cudnn), got 'compile'"),
     (with_(targets=target(where={"hidden_size": 4})), "targets[0].where.hidden_size",
