@@ -1,5 +1,9 @@
 """PNG plots of a results table: latency, speedup and memory against the swept size, the gradient
 error against T and the ||dL/dh_t|| curve, and the training curves (loss, gradient norms) per step.
+A speedup plot marks the scenario's speed targets (targets.py) it can be read against: a grey bar at the speedup
+the target asks of its backend, at each x it selects, where the plot draws a line over every backend the target
+compares with (a target is met where all of its backend's lines over them clear the bar: its ratio is over the
+fastest of them).
 
 Made to be read at a glance: every title carries the device name and wraps instead of being cut;
 an axis whose values span a decade or more is logarithmic, with the x ticks at the swept values
@@ -22,7 +26,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullForma
 
 from rnnbench.backends import BACKENDS, FP16_REFERENCE  # noqa: E402
 from rnnbench.results import fallback_baseline  # noqa: E402
-from rnnbench.schema import CASE_FIELDS, Case  # noqa: E402
+from rnnbench.schema import CASE_FIELDS, Case, Target  # noqa: E402
 
 AXIS_NAMES = {"seq_len": "sequence length T", "batch": "batch size B", "hidden": "hidden size H",
               "input_size": "input size I", "layers": "layers L"}
@@ -176,10 +180,25 @@ def _facets(frame: pd.DataFrame, by: list[str]) -> list[tuple[str, pd.DataFrame]
             for key, group in frame.groupby(varying)]
 
 
+def target_bars(ax, group: pd.DataFrame, x: str, metric: str, targets: tuple[Target, ...],
+                names: dict[str, str]) -> list[float]:
+    """Each target's speedup as a grey bar at the x of every row of the panel it selects; returns their levels."""
+    levels = []
+    for target in targets:
+        rows = group[(group.backend == target.backend) & (group.metric == metric)].to_dict("records")
+        xs = [r[x] for r in rows if target.selects(r["mode"], r["dtype"], Case.from_row(r))]
+        if xs:
+            ax.plot(xs, [target.at_least] * len(xs), linestyle="none", marker="_", markersize=20, markeredgewidth=2.5,
+                    color="0.55", zorder=1, label=f"target for {names.get(target.backend, target.backend)}")
+            levels.append(target.at_least)
+    return levels
+
+
 def speed_figure(bench: pd.DataFrame, metrics: dict[str, str], ylabel: str, out: Path, name: str,
-                 title: str, names: dict[str, str], hline: float | None = None) -> tuple[str, str] | None:
+                 title: str, names: dict[str, str], hline: float | None = None,
+                 targets: tuple[Target, ...] = ()) -> tuple[str, str] | None:
     """One panel per combination of the other case columns; a line per backend (and per metric,
-    dashed for the second); the p20-p80 band shaded where there is one."""
+    dashed for the second); the p20-p80 band shaded where there is one; targets' bars (target_bars)."""
     rows = bench[bench.metric.isin(list(metrics)) & bench.p50.notna()]
     if rows.empty:
         return None
@@ -202,8 +221,9 @@ def speed_figure(bench: pd.DataFrame, metrics: dict[str, str], ylabel: str, out:
             lines[label] = pd.Series(line.p50.values, index=line[x].values)
         if hline is not None:
             ax.axhline(hline, color="grey", linewidth=0.8)
+        levels = pd.Series(target_bars(ax, group, x, present[0], targets, names), dtype=float)
         swept_x(ax, group[x])
-        value_y(ax, pd.concat([group.p50, group.p20.dropna(), group.p80.dropna()]))
+        value_y(ax, pd.concat([group.p50, group.p20.dropna(), group.p80.dropna(), levels]))
         ax.set(xlabel=x_label(group, x, moving), ylabel=ylabel)
         ax.grid(True, which="major", alpha=0.3)
         panel_title(ax, facet, lines)
@@ -262,6 +282,17 @@ def grad_norm_figure(study: pd.DataFrame, out: Path, device: str, names: dict[st
         panel_title(ax, f"spectral radius {radius}", lines)
     _legend_below(fig, axes)
     return _save(fig, out, "grad_norm.png", f"Gradient norm through time (BPTT) — {device}")
+
+
+def readable_targets(group: pd.DataFrame, speedups: pd.DataFrame, baseline: str,
+                     targets: tuple[Target, ...]) -> tuple[Target, ...]:
+    """The targets a speedup plot of these rows can be read against: speedups in the same row (at_least, no `at`),
+    whose backends of `over` that ran here all have a line on it (over the baseline; bfloat16 also over cuDNN
+    float16)."""
+    drawn = {baseline} | ({FP16_REFERENCE} if (speedups.metric == "speedup_fp16").any() else set())
+    ran = set(group[group.metric == "latency"].backend)
+    return tuple(target for target in targets if target.at_least is not None and not target.at
+                 and set(target.over) & ran and set(target.over) & ran <= drawn)
 
 
 def speedup_axes(bench: pd.DataFrame, baseline: str) -> tuple[dict[str, str], str]:
@@ -338,10 +369,10 @@ def _training_panel(ax, unit: pd.DataFrame, metric: str, ylabel: str, names: dic
 
 
 def make_plots(frame: pd.DataFrame, out: Path, device: str, names: dict[str, str],
-               baseline: str) -> list[tuple[str, str]]:
+               baseline: str, targets: tuple[Target, ...] = ()) -> list[tuple[str, str]]:
     """Writes every plot the data supports into out; returns (title, file name) pairs. names: the
     backends' display names; baseline: the first baseline (speedups over a fallback baseline are
-    left out of the plots: a line must not change what it is compared with)."""
+    left out of the plots: a line must not change what it is compared with); targets: the scenario's."""
     made = []
     bench = frame[frame.kind == "bench"]
     for (mode, dtype), group in bench.groupby(["mode", "dtype"], sort=False):
@@ -351,7 +382,8 @@ def make_plots(frame: pd.DataFrame, out: Path, device: str, names: dict[str, str
             speed_figure(group, {"latency": ""}, "latency p50 (ms), p20-p80 shaded", out,
                          slug("latency", mode, dtype) + ".png", f"Latency {where}", names),
             speed_figure(over_first, *speedup_axes(over_first, baseline), out, slug("speedup", mode, dtype) + ".png",
-                         f"Speedup over {names.get(baseline, baseline)} {where}", names, hline=1.0),
+                         f"Speedup over {names.get(baseline, baseline)} {where}", names, hline=1.0,
+                         targets=readable_targets(group, over_first, baseline, targets)),
             speed_figure(group, {"peak_memory": "peak", "activation_memory": "saved for backward"}, "memory (MiB)",
                          out, slug("memory", mode, dtype) + ".png", f"Memory {where}", names),
         ]

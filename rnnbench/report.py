@@ -480,8 +480,9 @@ def build(run_dir: str | Path) -> Path:
     columns = {b: display_name(b, env.get("device", "cuda")) for b in dict.fromkeys(frame.backend)}
     baselines = env.get("baselines") or [env.get("baseline", "the baseline")]  # "baseline": runs before 2026-11-26
     sweep = env.get("sweep", env.get("profile", "?"))
-    plots = make_plots(frame, folder.path, device, columns, baselines[0])
     scenario_text = folder.scenario_text()
+    scenario = run_scenario(scenario_text, sweep)
+    plots = make_plots(frame, folder.path, device, columns, baselines[0], scenario.targets if scenario else ())
     name = frame.scenario.iloc[0] if len(frame) else folder.path.parent.name
     bench, study = frame[frame.kind == "bench"], frame[frame.kind == "stability"]
     parts = [f"# rnnbench: {name}", f"Device: **{device}**, sweep: **{sweep}**, "
@@ -490,7 +491,7 @@ def build(run_dir: str | Path) -> Path:
         parts.append("> " + CPU_BANNER.format(sweep=cpu_sweep_text(yaml.safe_load(scenario_text)),
                                               clock=env.get("cpu_timing", "wall clock")))
     parts += backends_section(frame) + headline_section(bench, baselines, columns)
-    parts += targets_section(bench, run_scenario(scenario_text, sweep), sweep) + speed_sections(bench, columns)
+    parts += targets_section(bench, scenario, sweep) + speed_sections(bench, columns)
     parts += checkpoint_section(bench)
     parts += stability_sections(study, columns) + training_sections(frame[frame.kind == "training"], columns)
     data = profiling.load(folder.path)

@@ -11,8 +11,8 @@ whose case has those fields changed: `over: triton, at: {batch: 8}, at_most: 1.5
 row's batch to 1.5x its own at batch 8. "The fastest of them that ran" is how a target says "the fastest cuDNN path a
 user could choose": `over: [cudnn, cudnn-fp16]` in a bfloat16 row is cuDNN in bfloat16 or in float16, whichever was
 faster there. A row without the backend's latency, or any of theirs, is not measured and counts neither way. The
-report (report.py) has a section for them; `rnnbench run` and `rnnbench report` print a line per target, `rnnbench
-compare` a table of both runs' lines.
+report (report.py) has a section for them, its speedup plots a grey bar per row (plots.py); `rnnbench run` and
+`rnnbench report` print a line per target, `rnnbench compare` a table of both runs' lines.
 """
 from __future__ import annotations
 

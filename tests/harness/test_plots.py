@@ -1,5 +1,5 @@
 """Plots read at a glance: titles whole, x ticks at the swept values without overlapping labels,
-coinciding lines named, the baseline on the speedup axis, the legend below the panels."""
+coinciding lines named, the baseline on the speedup axis, the legend below the panels, the targets' bars."""
 import itertools
 
 import matplotlib.image
@@ -11,6 +11,7 @@ import pytest
 from rnnbench import plots
 from rnnbench.backends import display_name
 from rnnbench.results import COLUMNS
+from rnnbench.schema import Target
 
 BACKENDS = ["cudnn", "triton", "eager"]
 NAMES = {b: display_name(b, "cpu") for b in BACKENDS}
@@ -151,3 +152,42 @@ def test_a_column_swept_on_its_own_still_makes_panels(monkeypatch, tmp_path):
                       "batch=64 input_size=48"]
     assert {ax.get_xlabel() for ax in fig.axes if ax.has_data()} == {"hidden size H"}
     plt.close(fig)
+
+
+def speedup_panel(monkeypatch, tmp_path, *targets: Target):
+    """The speedup figure's panel of make_plots on bench_frame (T = 16, 64, 256), with these targets."""
+    drawn = {}
+    monkeypatch.setattr(plots, "_save", lambda fig, out, name, title, rect=None: drawn.setdefault(name, fig) and None)
+    plots.make_plots(bench_frame(), tmp_path, DEVICE, NAMES, "cudnn", targets)
+    (fig,) = [fig for name, fig in drawn.items() if name.startswith("speedup")]
+    return fig.axes[0]
+
+
+def bars(ax) -> list[tuple[list, list]]:
+    return [(list(line.get_xdata()), list(line.get_ydata())) for line in ax.get_lines() if line.get_marker() == "_"]
+
+
+def test_a_speedup_target_is_a_bar_at_each_row_it_selects(monkeypatch, tmp_path):
+    target = Target("t", "triton", ("cudnn",), at_least=1.5, where=(("seq_len", (64, 256)),))
+    ax = speedup_panel(monkeypatch, tmp_path, target)
+    assert bars(ax) == [([64, 256], [1.5, 1.5])]
+    assert f"target for {NAMES['triton']}" in ax.get_legend_handles_labels()[1]
+    plt.close("all")
+
+
+def test_the_axis_reaches_a_bar_above_every_line(monkeypatch, tmp_path):
+    ax = speedup_panel(monkeypatch, tmp_path, Target("t", "triton", ("cudnn",), at_least=50))
+    assert bars(ax) == [([16, 64, 256], [50, 50, 50])] and ax.get_ylim()[1] >= 50  # the lines stay below 1.1
+    plt.close("all")
+
+
+@pytest.mark.parametrize("target", [
+    Target("over a backend with no line here", "triton", ("eager",), at_least=1.5),
+    Target("over one with a line and one without", "triton", ("cudnn", "eager"), at_least=1.5),
+    Target("a ratio of times", "triton", ("cudnn",), at_most=1.5),
+    Target("against other rows", "triton", ("cudnn",), at_least=1.5, at=(("batch", 8),)),
+    Target("selecting no row", "triton", ("cudnn",), at_least=1.5, where=(("dtypes", ("bfloat16",)),)),
+])
+def test_a_target_the_plot_cannot_be_read_against_has_no_bar(monkeypatch, tmp_path, target):
+    assert bars(speedup_panel(monkeypatch, tmp_path, target)) == []
+    plt.close("all")
