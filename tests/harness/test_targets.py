@@ -1,13 +1,16 @@
 """Speed targets (rnnbench/targets.py): each row a target selects gets the fastest of the others that ran and the
 ratio of their latencies; a row without the numbers is not measured; the report and `rnnbench run` say how many rows
 met it. A hand-made results frame, and an in-process CPU run of a tiny scenario."""
+import itertools
+from pathlib import Path
+
 import pandas as pd
 import pytest
 import yaml
 
 from rnnbench.cli import main
 from rnnbench.results import load_frame
-from rnnbench.schema import Case, Target
+from rnnbench.schema import Case, Target, load_scenario
 from rnnbench.targets import tally, target_rows
 
 CASE_A, CASE_B = Case(16, 2, 8, 8), Case(16, 2, 32, 32)
@@ -122,3 +125,24 @@ def test_compare_tallies_the_later_runs_targets_on_both_runs(tmp_path, capsys):
     table = capsys.readouterr().out.split("Targets (B's scenario), on each run's latencies:")[1]
     reach = [line for line in table.splitlines() if line.startswith("| out of reach |")]
     assert len(reach) == 1 and reach[0].count("met in 0 of 1 rows; the worst ") == 2
+
+
+SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
+WITH_TARGETS = [path for path in sorted(SCENARIOS.glob("*.yaml")) if load_scenario(path, "full").targets]
+
+
+def test_the_race_and_its_graph_replays_hold_the_kernels_to_the_same_targets():
+    assert [path.stem for path in WITH_TARGETS] == ["race", "race_graphs"]
+    race, graphs = (load_scenario(path, "full") for path in WITH_TARGETS)
+    assert race.targets == graphs.targets
+
+
+@pytest.mark.parametrize("path", WITH_TARGETS, ids=lambda path: path.stem)
+def test_every_shipped_target_selects_rows_of_its_scenarios_sweep(path):
+    """A target whose where (or at) names a value the sweep lacks would never be measured: met in 0 of 0 rows."""
+    scenario = load_scenario(path, "full")
+    rows = list(itertools.product(scenario.modes, scenario.dtypes, scenario.cases))
+    for target in scenario.targets:
+        selected = [case for mode, dtype, case in rows if target.selects(mode, dtype, case)]
+        assert selected, target.name
+        assert all(target.reference(case) in scenario.cases for case in selected), target.name
