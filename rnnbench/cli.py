@@ -473,16 +473,18 @@ def cmd_exchange(args) -> int:
     if device.type != "cuda":
         raise UsageError("exchange needs a CUDA GPU: the split tier's programs exchange state while resident "
                          "at the same time, which the Triton interpreter cannot do")
+    from tqdm import tqdm
     rows, failed = [], 0
-    for hidden in args.hidden:
-        for batch in args.batch:
-            try:
-                rows.append(exchange.exchange_row(hidden, batch, getattr(torch, args.dtype), args.steps, device))
-            except ValueError as err:  # the split tier does not serve this shape here
-                print(f"H={hidden} B={batch}: skipped: {err}", file=sys.stderr)
-            except RuntimeError as err:
-                failed += 1
-                print(f"H={hidden} B={batch}: failed: {err}", file=sys.stderr)
+    shapes = [(hidden, batch) for hidden in args.hidden for batch in args.batch]
+    # a bar on stderr where it is a terminal: each shape compiles and times three kernels
+    for hidden, batch in tqdm(shapes, unit="shape", desc="exchange", disable=None, leave=False):
+        try:
+            rows.append(exchange.exchange_row(hidden, batch, getattr(torch, args.dtype), args.steps, device))
+        except ValueError as err:  # the split tier does not serve this shape here
+            tqdm.write(f"H={hidden} B={batch}: skipped: {err}", file=sys.stderr)
+        except RuntimeError as err:
+            failed += 1
+            tqdm.write(f"H={hidden} B={batch}: failed: {err}", file=sys.stderr)
     print(exchange.exchange_table(rows, args.at_most_us))
     if args.at_most_us is not None:
         print(exchange.bound_tally(rows, args.at_most_us))

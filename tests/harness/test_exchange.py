@@ -62,3 +62,27 @@ def test_a_bound_that_is_not_a_positive_number_is_a_usage_error(bound, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["exchange", "--at-most-us", bound])
     assert exit_.value.code == 2 and f"expected a number > 0, got {bound}" in capsys.readouterr().err
+
+
+def test_each_shape_is_timed_skipped_with_its_reason_or_counted_failed(monkeypatch, tmp_path, capsys):
+    """The command's loop, with the GPU's part stood in for: a shape the split tier does not serve is skipped, one that
+    fails is named and makes the exit code 3 (EXIT_UNITS_FAILED), the others are tabled, written and held to the
+    bound."""
+    from rnnbench import cli
+
+    def row(hidden, batch, dtype, steps, device):
+        if batch == 1:
+            raise ValueError("not served here")
+        if hidden == 2048:
+            raise RuntimeError("boom")
+        return next(r for r in ROWS if r["batch"] == batch)
+    monkeypatch.setattr(cli, "device_here", lambda: torch.device("cuda"))
+    monkeypatch.setattr(exchange, "exchange_row", row)
+    out = tmp_path / "rows.csv"
+    assert main(["exchange", "--hidden", "1024", "2048", "--batch", "1", "8", "64", "--at-most-us", "1",
+                 "--csv", str(out)]) == 3
+    printed = capsys.readouterr()
+    assert "H=1024 B=1: skipped: not served here" in printed.err and "H=2048 B=8: failed: boom" in printed.err
+    assert printed.out.splitlines()[-1] == ("exchange at most 1 µs a step: met in 1 of 2 rows; "
+                                            "the worst 1.48 µs at H=1024 B=64")
+    assert [r["batch"] for r in csv.DictReader(out.open())] == ["8", "64"]
