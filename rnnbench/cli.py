@@ -75,7 +75,7 @@ metric with p20/p50/p80 and an error column, written as each job finishes; timin
 exceeds {measure.NOISY_SPREAD:g} are marked "noisy" in the note column), jobs.csv (each job's wall time
 and, on CUDA, the GPU memory before it), results.json, report.md and PNG plots. An interrupted run
 (Ctrl-C, SIGTERM, SIGHUP) continues with --resume. A time estimate is printed at the start (for an
-H100: rnnbench/estimate.py).
+H100 or H200: rnnbench/estimate.py).
 
 {SCHEMA_HELP}
 {EXIT_CODES}"""

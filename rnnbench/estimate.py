@@ -1,4 +1,4 @@
-"""How long a run will take on an H100: the estimate printed when it starts.
+"""How long a run will take on an H100 or H200: the estimate printed when it starts.
 
 It counts the jobs, the calls each one makes and what those calls cost:
 
@@ -14,12 +14,11 @@ It counts the jobs, the calls each one makes and what those calls cost:
 - a training job makes `steps` training steps (a forward+backward of its case and the optimizer's
   work) and one held-out forward.
 
-A call costs T times the backend's time per step. cuDNN's, eager's and compile's times per step were
-measured on an H100 on 2026-11-25 (gpu-runs/2026-11-25-h100: headline_results.csv,
-triton_vs_cudnn.csv and its README); Triton's on an H200, the same chip with faster memory, on
-2026-11-26 with the register-resident kernels (results/race/20261126-h200, the larger batch of the
-two measured); where none was measured (marked GUESS) the figure is a guess. The estimate assumes
-that GPU whatever the GPU, and none is made on CPU.
+A call costs T times the backend's time per step. cuDNN's and Triton's times per step were measured on an H200,
+an H100's chip with faster memory, in the race of 2026-11-27 (results/race/20261127-h200, T = 4096, B = 64: the
+larger batch of the two measured); eager's on an H100 on 2026-11-25 (gpu-runs/2026-11-25-h100:
+headline_results.csv and its README); where none was measured (marked GUESS) the figure is a guess. The estimate
+assumes that GPU whatever the GPU, and none is made on CPU.
 """
 from __future__ import annotations
 
@@ -29,16 +28,16 @@ from rnnbench.backends import BACKENDS, CUDNN_BACKENDS
 from rnnbench.measure import HOST_REPS, LONG_CALL_MS, LONG_CALL_REPS
 
 # Time per step in us (forward, forward+backward) by the largest hidden size of a bucket (128, 256,
-# 512, any larger), per backend and dtype ("half" is float16 and bfloat16 for Triton): H100 figures,
-# Triton's from the H200 (module docstring).
+# 512, any larger: the larger of H = 1024's and 2048's), per backend and dtype ("half" is float16 and bfloat16 for
+# Triton): cuDNN's and Triton's from the H200 race of 2026-11-27 at B = 64, eager's from the H100 (module docstring).
 US_PER_STEP = {
-    ("cudnn", "float16"): {128: (0.7, 1.8), 256: (1.1, 2.5), 512: (4.4, 10.0), None: (4.9, 11.0)},  # fb>512 GUESS
-    ("cudnn", "bfloat16"): {None: (21.7, 43.8)},  # STANDARD algorithm at every H
-    ("cudnn", "float32"): {128: (0.5, 1.6), 256: (1.9, 4.6), 512: (21.4, 44.3), None: (40.0, 90.0)},  # >512 GUESS
-    ("triton", "half"): {128: (0.70, 1.35), 256: (1.01, 2.02), 512: (2.91, 6.66), None: (15.2, 33.7)},  # H200
-    ("triton", "float32"): {128: (1.53, 3.17), 256: (3.26, 7.14), 512: (5.09, 11.8), None: (160.0, 228.0)},  # H200
+    ("cudnn", "float16"): {128: (0.70, 1.85), 256: (1.10, 2.56), 512: (4.55, 10.11), None: (15.12, 37.20)},
+    ("cudnn", "bfloat16"): {None: (18.53, 39.18)},  # STANDARD algorithm at every H
+    ("cudnn", "float32"): {128: (0.52, 1.61), 256: (1.90, 4.61), 512: (19.51, 35.46), None: (50.56, 116.56)},
+    ("triton", "half"): {128: (0.63, 1.36), 256: (1.07, 2.26), 512: (2.81, 6.10), None: (12.27, 26.46)},
+    ("triton", "float32"): {128: (0.52, 1.20), 256: (1.66, 3.64), 512: (5.12, 11.60), None: (64.48, 151.19)},
     ("triton-stepwise", None): {None: (4.0, 10.0)},  # GUESS: launches replayed from a CUDA graph
-    ("eager", None): {None: (70.0, 250.0)},          # the upper ends of 35-70 and 200-250
+    ("eager", None): {None: (70.0, 250.0)},          # H100: the upper ends of 35-70 and 200-250
     ("compile", None): {None: (20.0, 80.0)},         # GUESS: chunks of 16 steps, still host-bound
 }
 CHECKPOINT_OVERHEAD = 1.35  # GUESS (the issue's target): triton-checkpoint's forward+backward over triton's
@@ -125,7 +124,7 @@ def training_seconds(job, scenario) -> float:
 
 
 def run_seconds(scenario, jobs: list) -> float:
-    """The estimated seconds of these jobs of the scenario on an H100 (see the module docstring)."""
+    """The estimated seconds of these jobs of the scenario on an H100 or H200 (see the module docstring)."""
     cuda = torch.device("cuda")  # the skips as they apply on a GPU
     runnable = [j for j in jobs if j.backend == "reference" or BACKENDS[j.backend].skip(j.case, cuda) is None]
     seconds = START_AND_REPORT_S
@@ -156,5 +155,5 @@ def eta_line(scenario, jobs: list, device) -> str:
         return (f"{len(jobs)} jobs to run; no time estimate on CPU (the Triton interpreter's speed and the "
                 f"machine's load vary); the bar shows the rate as it goes")
     minutes = run_seconds(scenario, jobs) / 60
-    return (f"{len(jobs)} jobs to run; estimated {minutes:.1f} min on an H100 (per-step costs measured there on "
-            f"2026-11-25 with older kernels, compile and launch costs guessed: rnnbench/estimate.py)")
+    return (f"{len(jobs)} jobs to run; estimated {minutes:.1f} min on an H100 or H200 (per-step costs measured on an "
+            f"H200 on 2026-11-27, compile and launch costs guessed: rnnbench/estimate.py)")

@@ -182,8 +182,8 @@ def test_host_bound_backends_stop_at_their_cap_on_cuda_only():
 
 @pytest.mark.parametrize("name,minutes", [("long_seq", 10), ("stability", 3)])
 def test_the_headline_scenarios_fit_their_time_on_an_h100_by_the_cost_model(name, minutes):
-    """A guard on the size of the shipped scenarios, by rnnbench/estimate.py's H100 cost model (no
-    timing here; the model's figures are from the 2026-11-25 H100 run, guesses marked)."""
+    """A guard on the size of the shipped scenarios, by rnnbench/estimate.py's cost model (no timing here; the
+    model's figures are from the 2026-11-27 H200 race and the 2026-11-25 H100 run, guesses marked)."""
     scenario = load_scenario(SCENARIOS / f"{name}.yaml", "full")
     assert estimate.run_seconds(scenario, runner.plan(scenario)) <= minutes * 60
 
