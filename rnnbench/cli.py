@@ -299,7 +299,7 @@ def cmd_run(args) -> int:
     counts = Counter(outcome for outcome, _ in outcomes.values())
     print(f"ran {ran} jobs now; of all {len(outcomes)}: {counts['measured']} measured, {counts['skipped']} skipped "
           f"for a stated reason, {counts['failed']} failed")
-    print_targets(folder.path, scenario.targets)
+    print_targets(folder.path, scenario, folder.environment().get("device") == "cpu")
     print(f"report: {path}")
     failed = [(key, reason) for key, (outcome, reason) in outcomes.items() if outcome == "failed"]
     if failed:
@@ -317,14 +317,19 @@ def cmd_report(args) -> int:
     path = report.build(args.run_dir)
     folder = RunFolder(args.run_dir)
     scenario = report.run_scenario(folder.scenario_text(), folder.environment().get("sweep", "full"))
-    print_targets(folder.path, scenario.targets if scenario else ())
+    print_targets(folder.path, scenario, folder.environment().get("device") == "cpu")
     print(f"report: {path}")
     return 0
 
 
-def print_targets(run_dir: Path, scenario_targets: tuple) -> None:
-    """A line per target of the run's scenario: how many rows met it (rnnbench/targets.py)."""
-    for line in targets.summary_lines(load_frame(run_dir), scenario_targets):
+def print_targets(run_dir: Path, scenario, on_cpu: bool) -> None:
+    """A line per target of the run's scenario (None: it no longer parses): how many rows met it
+    (rnnbench/targets.py); first, for a run on the CPU, that these are not the timings the targets are for."""
+    if scenario is None or not scenario.targets:
+        return
+    if on_cpu:
+        print("targets, counted on CPU timings (the Triton interpreter and PyTorch on a CPU); they are for a GPU:")
+    for line in targets.summary_lines(load_frame(run_dir), scenario.targets):
         print(line)
 
 

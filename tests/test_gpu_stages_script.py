@@ -242,6 +242,7 @@ def test_the_streams_stage_tests_then_times_the_overlaps_and_checkpointing(tmp_p
         scenario = load_scenario(tmp_path / "pack" / "streams" / f"{name}.yaml", "full")
         assert set(scenario.backends) == {"triton", "triton-checkpoint"} and len(scenario.cases) == cases
         assert scenario.modes == ("forward+backward",) and {"float32", "bfloat16"} == set(scenario.dtypes)
+        assert [(t.backend, t.over, t.at_most) for t in scenario.targets] == [("triton-checkpoint", ("triton",), 1.35)]
     for module, switch in ((streams, "OVERLAP = False"), (recompute, "SEGMENT_MIN_STEPS = 1")):
         assert f"{module.__name__.split('.')[-1]}.{switch}" in result.stdout
         assert hasattr(module, switch.split(" =")[0])
