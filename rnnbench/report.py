@@ -484,11 +484,12 @@ def build(run_dir: str | Path) -> Path:
     bench, study = frame[frame.kind == "bench"], frame[frame.kind == "stability"]
     parts = [f"# rnnbench: {name}", f"Device: **{device}**, sweep: **{sweep}**, "
              f"date: {env.get('date', '?')}, commit: `{env.get('git_commit', '?')}`"]
-    if sweep == "cpu":
+    on_cpu = env.get("device", "cuda") == "cpu"
+    if sweep == "cpu" and on_cpu:  # a GPU given --sweep cpu times the GPU
         parts.append("> " + CPU_BANNER.format(sweep=cpu_sweep_text(yaml.safe_load(scenario_text)),
                                               clock=env.get("cpu_timing", "wall clock")))
     parts += backends_section(frame) + headline_section(bench, baselines, columns)
-    parts += targets_section(bench, scenario, env.get("device") == "cpu") + speed_sections(bench, columns)
+    parts += targets_section(bench, scenario, on_cpu) + speed_sections(bench, columns)
     parts += checkpoint_section(bench)
     parts += stability_sections(study, columns) + training_sections(frame[frame.kind == "training"], columns)
     data = profiling.load(folder.path)

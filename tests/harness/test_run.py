@@ -346,7 +346,16 @@ def test_report_names_the_sweep_that_ran_and_the_codes_repository(tiny):
                  "--no-progress"]) == 0
     run_dir = tiny.parent / "out" / "tiny" / "c"
     report = (run_dir / "report.md").read_text()
-    assert "this ran the scenario's full sweep (it has no `cpu:` section)" in report and "`cpu:` sweep" not in report
+    assert "sweep: **cpu**" in report
+    # the CPU banner is for runs on the CPU; a GPU given --sweep cpu times the GPU
+    environment = RunFolder(run_dir).environment()
+    for device, banner in (("cpu", True), ("cuda", False)):
+        (run_dir / "environment.json").write_text(json.dumps({**environment, "device": device}))
+        assert main(["report", str(run_dir)]) == 0
+        report = (run_dir / "report.md").read_text()
+        assert ("> CPU sweep: no CUDA GPU was present, so this ran the scenario's full sweep (it has no `cpu:` "
+                "section)" in report) == banner and "`cpu:` sweep" not in report
+        assert "sweep: **cpu**" in report
     # the scenario lies outside the repository: the commit is still the code's
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     if head.returncode != 0:
