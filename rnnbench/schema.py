@@ -448,16 +448,16 @@ def _combine(r: _Reader, top: dict, chosen: dict) -> dict:
             r.fail("sweep", "missing; expected a mapping of the cases (needed by the speed and memory metrics)")
         values["sweep"] = ()
     values["baselines"] = values.pop("baseline", values["backends"][:1])
-    for i, name in enumerate(values["baselines"]):
+    def require_backend(name: str, where: str) -> None:
         if name not in values["backends"]:
-            where = at("baseline") + (f"[{i}]" if len(values["baselines"]) > 1 else "")
             r.fail(where, f"expected one of the scenario's backends ({', '.join(values['backends'])}), got {name!r}")
+
+    for i, name in enumerate(values["baselines"]):
+        require_backend(name, at("baseline") + (f"[{i}]" if len(values["baselines"]) > 1 else ""))
     for i, target in enumerate(values.get("targets", ())):
         for key, names in (("backend", (target.backend,)), ("over", target.over)):
             for name in names:
-                if name not in values["backends"]:
-                    r.fail(f"{at('targets')}[{i}].{key}",
-                           f"expected one of the scenario's backends ({', '.join(values['backends'])}), got {name!r}")
+                require_backend(name, f"{at('targets')}[{i}].{key}")
     stab = values["stability"]
     if stab.curve_seq_len is not None and stab.curve_seq_len not in stab.seq_lens:
         r.fail(at("stability") + ".curve_seq_len",
