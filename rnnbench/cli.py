@@ -299,7 +299,7 @@ def cmd_run(args) -> int:
     counts = Counter(outcome for outcome, _ in outcomes.values())
     print(f"ran {ran} jobs now; of all {len(outcomes)}: {counts['measured']} measured, {counts['skipped']} skipped "
           f"for a stated reason, {counts['failed']} failed")
-    print_targets(folder.path, scenario, folder.environment().get("device") == "cpu")
+    print_targets(folder, scenario)
     print(f"report: {path}")
     failed = [(key, reason) for key, (outcome, reason) in outcomes.items() if outcome == "failed"]
     if failed:
@@ -316,20 +316,19 @@ def cmd_report(args) -> int:
         raise UsageError(f"{args.run_dir}: no {CSV_NAME} there; expected a run folder written by `rnnbench run`")
     path = report.build(args.run_dir)
     folder = RunFolder(args.run_dir)
-    scenario = report.run_scenario(folder.scenario_text(), folder.environment().get("sweep", "full"))
-    print_targets(folder.path, scenario, folder.environment().get("device") == "cpu")
+    print_targets(folder, report.run_scenario(folder))
     print(f"report: {path}")
     return 0
 
 
-def print_targets(run_dir: Path, scenario, on_cpu: bool) -> None:
+def print_targets(folder: RunFolder, scenario) -> None:
     """A line per target of the run's scenario (None: it no longer parses): how many rows met it
     (rnnbench/targets.py); first, for a run on the CPU, that these are not the timings the targets are for."""
     if scenario is None or not scenario.targets:
         return
-    if on_cpu:
+    if folder.environment().get("device") == "cpu":
         print("targets, counted on CPU timings (the Triton interpreter and PyTorch on a CPU); they are for a GPU:")
-    for line in targets.summary_lines(load_frame(run_dir), scenario.targets):
+    for line in targets.summary_lines(load_frame(folder.path), scenario.targets):
         print(line)
 
 

@@ -315,10 +315,13 @@ def targets_section(bench: pd.DataFrame, scenario: Scenario | None, on_cpu: bool
     return out
 
 
-def run_scenario(scenario_text: str, sweep: str) -> Scenario | None:
-    """The run's scenario as the run folder keeps it, or None where it no longer parses (a run of an older schema)."""
+def run_scenario(folder: RunFolder) -> Scenario | None:
+    """The run's scenario as its folder keeps it, in the sweep that ran (environment.json: "sweep", before 2026-11-26
+    "profile"), or None where it no longer parses (a run of an older schema)."""
+    env = folder.environment()
     try:
-        return parse_scenario(yaml.safe_load(scenario_text), SCENARIO_NAME, sweep)
+        return parse_scenario(yaml.safe_load(folder.scenario_text()), SCENARIO_NAME,
+                              env.get("sweep", env.get("profile", "full")))
     except (ScenarioError, yaml.YAMLError):
         return None
 
@@ -478,7 +481,7 @@ def build(run_dir: str | Path) -> Path:
     baselines = env.get("baselines") or [env.get("baseline", "the baseline")]  # "baseline": runs before 2026-11-26
     sweep = env.get("sweep", env.get("profile", "?"))
     scenario_text = folder.scenario_text()
-    scenario = run_scenario(scenario_text, sweep)
+    scenario = run_scenario(folder)
     plots = make_plots(frame, folder.path, device, columns, baselines[0], scenario.targets if scenario else ())
     name = frame.scenario.iloc[0] if len(frame) else folder.path.parent.name
     bench, study = frame[frame.kind == "bench"], frame[frame.kind == "stability"]
@@ -709,8 +712,7 @@ def compare(run_a: str | Path, run_b: str | Path, metric: str | None = None, thr
 
 def targets_compared(run_a: str | Path, run_b: str | Path, frame_a: pd.DataFrame, frame_b: pd.DataFrame) -> list[str]:
     """The targets of B's scenario (else A's), each tallied on both runs' latencies."""
-    scenarios = [run_scenario(RunFolder(run).scenario_text(), RunFolder(run).environment().get("sweep", "full"))
-                 for run in (run_b, run_a)]
+    scenarios = [run_scenario(RunFolder(run)) for run in (run_b, run_a)]
     chosen = next((scenario for scenario in scenarios if scenario and scenario.targets), None)
     if chosen is None:
         return []
