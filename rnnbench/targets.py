@@ -46,12 +46,12 @@ class TargetRow:
 def target_rows(bench: pd.DataFrame, target: Target) -> list[TargetRow]:
     """The rows of a run's bench results (results.csv, kind "bench") that the target selects, by mode, dtype and
     case."""
-    latency = bench[bench.metric == "latency"]
+    records = bench[bench.metric == "latency"].to_dict("records")
     p50: Latencies = {}
-    for r in latency.to_dict("records"):
+    for r in records:
         if r["error"] == "" and isinstance(r["p50"], (int, float)) and math.isfinite(r["p50"]) and r["p50"] > 0:
             p50[(r["mode"], r["dtype"], Case.from_row(r), r["backend"])] = float(r["p50"])
-    rows = sorted(dict.fromkeys((r["mode"], r["dtype"], Case.from_row(r)) for r in latency.to_dict("records")))
+    rows = sorted(dict.fromkeys((r["mode"], r["dtype"], Case.from_row(r)) for r in records))
     return [_row(p50, target, *row) for row in rows if target.selects(*row)]
 
 
