@@ -16,6 +16,10 @@ Time slices can stretch what a test times, though: tests/harness/test_harness_gp
 past its bound if other workers' kernels took enough turns inside it. So where tests failed in parallel, they run
 again in one process (pytest --last-failed), which tells a failure only parallel runs cause from the kernels'; the
 exit code is that run's. Without pytest-xdist, or with --workers 0 or 1, pytest runs as it is.
+
+A step's time limit ends pytest before its summary, which is where pytest names what failed and why: two lease steps
+of 2026-11-28 were cut off with four failures each that nobody could name. So pytest runs with this module as a plugin
+(-p gpu_pytest), which prints each failure's test and crash line the moment it is reported.
 """
 from __future__ import annotations
 
@@ -34,9 +38,21 @@ def default_workers() -> int:
     return max(1, min(8, (os.cpu_count() or 2) // 2))
 
 
+def pytest_runtest_logreport(report) -> None:
+    """As pytest's plugin: a failure named at once, with its crash line (in xdist's controller, which reports every
+    worker's tests; a worker's own output is not shown)."""
+    if report.failed and "PYTEST_XDIST_WORKER" not in os.environ:
+        crash = getattr(report.longrepr, "reprcrash", None)
+        reason = crash.message if crash else str(report.longrepr)
+        print(f"\nFAILED NOW {report.nodeid} ({report.when}): {reason.splitlines()[0][:300] if reason else ''}",
+              flush=True)
+
+
 def pytest(*args: str) -> int:
     print("$ pytest", shlex.join(args), flush=True)
-    return subprocess.call([sys.executable, "-m", "pytest", *args])
+    here = os.path.dirname(os.path.abspath(__file__))  # where pytest imports this module from as its plugin
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))}
+    return subprocess.call([sys.executable, "-m", "pytest", "-p", "gpu_pytest", *args], env=env)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,11 +23,12 @@ def test_always_fails():
 """
 
 
-def run(folder: Path, *args: str) -> subprocess.CompletedProcess:
-    (folder / "test_throwaway.py").write_text(TESTS)
+def run(folder: Path, *args: str, tests: str = TESTS, limit: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """The script on throwaway tests, under `limit` (a command such as timeout's) where one is given."""
+    (folder / "test_throwaway.py").write_text(tests)
     # this suite's own xdist workers set PYTEST_XDIST_WORKER: the throwaway tests must not see it
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
-    return subprocess.run([sys.executable, str(SCRIPT), *args, "-q", "test_throwaway.py"],
+    return subprocess.run([*limit, sys.executable, str(SCRIPT), *args, "-q", "test_throwaway.py"],
                           cwd=folder, env=env, capture_output=True, text=True, timeout=120)
 
 
@@ -56,3 +57,17 @@ def test_one_worker_or_none_runs_pytest_as_it_is(tmp_path, workers):
 def test_a_negative_worker_count_is_refused(tmp_path):
     result = run(tmp_path, "--workers", "-1")
     assert result.returncode == 2 and "--workers wants 0 or more (got -1)" in result.stderr
+
+
+def test_each_failure_is_named_when_it_happens_before_the_summary(tmp_path):
+    result = run(tmp_path, "--workers", "2", "-k", "always")
+    named = "FAILED NOW test_throwaway.py::test_always_fails (call): assert False"
+    assert named in result.stdout and result.stdout.index(named) < result.stdout.index("= FAILURES =")
+
+
+def test_a_run_its_time_limit_cuts_off_still_names_what_failed(tmp_path):
+    """As a lease's step under `timeout` (which stops pytest's whole process group): no summary, the failure named."""
+    hangs = "import time\n\ndef test_always_fails():\n    assert 1 == 2\n\ndef test_hangs():\n    time.sleep(600)\n"
+    result = run(tmp_path, "--workers", "0", tests=hangs, limit=("timeout", "20"))
+    assert result.returncode == 124 and "short test summary" not in result.stdout
+    assert "FAILED NOW test_throwaway.py::test_always_fails (call): assert 1 == 2" in result.stdout
