@@ -123,11 +123,11 @@ def stepwise_tiles(block_b: int, block_n: int):
 DSMEM_EXCHANGES = [e for e in dsmem.EXCHANGES if e != dsmem.L2.value]  # the clusters' exchanges but L2's
 VARIANTS = {  # name -> a context manager factory
     "current": contextlib.nullcontext,
-    # 16-bit per-step loads and stores of the resident tier (at H = 128 in place of the fma tier), its tiles loaded
-    # and stored in their own layout, not in the MMA accumulator's fragment order (today's: resident.FRAGMENT_IO): as
-    # before fragment order (converted into the product's layout through shared memory; up to H = 128 the forward's
-    # in the accumulator's layout by inline PTX), all converted, or all by inline PTX
-    "resident-tiles-converted": lambda: resident_16bit(resident, "FRAGMENT_IO", False),
+    # 16-bit per-step loads and stores of the resident tier (at H = 128 in place of the fma tier): in the MMA
+    # accumulator's fragment order (resident.FRAGMENT_IO, off until its GPU tests pass), all converted through shared
+    # memory, or all by inline PTX (today's: converted into the product's layout through shared memory; up to H = 128
+    # the forward's in the accumulator's layout by inline PTX)
+    "resident-fragments": lambda: resident_16bit(resident, "FRAGMENT_IO", True),
     "plain-io": lambda: resident_tiles({"forward": 0, "backward": 0}),
     "acc-layout-io": lambda: resident_tiles({"forward": 256, "backward": 256}),
     # the resident and split kernels' product converted into the layout of the step's tiles in 16-bit too, not
@@ -229,7 +229,7 @@ RESIDENT_BATCH = [("bfloat16", 128, b) for b in (8, 16, 32, 64)]
 RESIDENT_16BIT = [("bfloat16", h, b) for h in (64, 128, 256) for b in (8, 64)]  # the resident tier's 16-bit sizes
 # The resident tier's 16-bit step in fragment order (at H = 128 in place of the fma tier: resident-128): one to 16
 # programs, the copies into fragment order and back growing with B (kernels/fragments.py), and fp16. From 8 rows:
-# below, its copies would pad beyond fragments.PADDING_MAX and today's form is the tiles converted too
+# below, its copies would pad beyond fragments.PADDING_MAX and it converts the tiles, as today's form does
 RESIDENT_FRAGMENTS = ([("bfloat16", h, b) for h in (64, 128, 256) for b in (8, 16, 64, 256)]
                       + [("float16", 256, b) for b in (8, 64)])
 # Around the L2 prefetch's threshold (the forward's xw and y at T = 4096 against an H100's 50 MiB of L2, an H200's 60):
@@ -283,7 +283,7 @@ SPLIT_K_CLUSTER_CASES = [("bfloat16", 2048, b) for b in (64, 256)]
 # One batch row, the low end of issues 8 and 11's B = 1..64, never timed at H <= 128 (the race times B = 8 and 64)
 ONE_ROW = [(dt, h, 1) for dt in ("bfloat16", "float32") for h in (64, 128, 256)]
 COMPARED = {  # variant -> the cases it is timed on, each beside today's form ("current")
-    "resident-tiles-converted": RESIDENT_FRAGMENTS,
+    "resident-fragments": RESIDENT_FRAGMENTS,
     "plain-io": SMALL,
     "acc-layout-io": SMALL,
     "product-to-io-layout": RESIDENT_16BIT + SPLIT_16BIT,

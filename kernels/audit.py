@@ -768,9 +768,9 @@ def kernel_switches() -> tuple[KernelSwitch, ...]:
     return (
         KernelSwitch("--fp32-product", resident, "FP32_PRODUCT", {"choices": resident.FP32_PRODUCTS},
                      "the resident kernels' fp32 product (default: resident.FP32_PRODUCT)"),
-        KernelSwitch("--resident-tiles-converted", resident, "FRAGMENT_IO", {"action": "store_false"},
-                     "the 16-bit resident kernels' per-step tiles loaded and stored in their own layout and converted "
-                     "through shared memory, not in the MMA accumulator's fragment order (resident.FRAGMENT_IO off)"),
+        KernelSwitch("--resident-fragments", resident, "FRAGMENT_IO", {"action": "store_true"},
+                     "the 16-bit resident kernels' per-step tensors in the MMA accumulator's fragment order, not "
+                     "loaded and stored in their own layout and converted through shared memory (resident.FRAGMENT_IO)"),
         KernelSwitch("--l2-prefetch-steps", prefetch, "L2_PREFETCH_STEPS", {"type": int, "metavar": "N"},
                      "the resident and fma kernels' L2 prefetch distance (default: prefetch.L2_PREFETCH_STEPS)"),
         KernelSwitch("--product-to-io-layout", layouts, "PRODUCT_TO_IO_LAYOUT",

@@ -1,5 +1,6 @@
 """Per-step tensors in the MMA accumulator's fragment order (kernels/fragments.py): the host's copies into it and back,
-which configurations take it, and the resident kernels with and without it against float64."""
+which configurations take it, and the resident kernels with and without it against float64. Each test runs with
+resident.FRAGMENT_IO on, which is off by default until these tests pass on a GPU."""
 import json
 
 import pytest
@@ -10,6 +11,11 @@ from kernels.dispatch import RESIDENT_CONFIGS, plan_for, recurrence_backward, re
 from kernels.launch import SIXTEEN_BIT, next_power_of_2
 
 from helpers import TOLERANCE, compiled_without_interpreter, reference_layer, rel_err
+
+
+@pytest.fixture(autouse=True)
+def fragment_io(monkeypatch):
+    monkeypatch.setattr(resident, "FRAGMENT_IO", True)
 
 
 def accumulator_offset(row: int, col: int, block_b: int) -> int:
