@@ -770,7 +770,7 @@ def kernel_switches() -> tuple[KernelSwitch, ...]:
                      "the resident kernels' fp32 product (default: resident.FP32_PRODUCT)"),
         KernelSwitch("--resident-fragments", resident, "FRAGMENT_IO", {"action": "store_true"},
                      "the 16-bit resident kernels' per-step tensors in the MMA accumulator's fragment order, not "
-                     "loaded and stored in their own layout and converted through shared memory (resident.FRAGMENT_IO)"),
+                     "loaded and stored in their own layout and converted via shared memory (resident.FRAGMENT_IO)"),
         KernelSwitch("--l2-prefetch-steps", prefetch, "L2_PREFETCH_STEPS", {"type": int, "metavar": "N"},
                      "the resident and fma kernels' L2 prefetch distance (default: prefetch.L2_PREFETCH_STEPS)"),
         KernelSwitch("--product-to-io-layout", layouts, "PRODUCT_TO_IO_LAYOUT",
