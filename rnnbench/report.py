@@ -38,8 +38,8 @@ from rnnbench.results import (
     is_failure,
     load_frame,
 )
-from rnnbench.schema import CASE_FIELDS, Case, Scenario, ScenarioError, cpu_sweep_text, parse_scenario
-from rnnbench.targets import describe, tally, target_rows
+from rnnbench.schema import CASE_FIELDS, Case, Scenario, ScenarioError, Target, cpu_sweep_text, parse_scenario
+from rnnbench.targets import REPLAYED, TargetRow, describe, replayed, tally, target_rows
 
 CPU_BANNER = ("CPU sweep: no CUDA GPU was present, so this ran {sweep}, timed by {clock} while a canary "
               "found the machine quiet; peak memory "
@@ -47,8 +47,8 @@ CPU_BANNER = ("CPU sweep: no CUDA GPU was present, so this ran {sweep}, timed by
               "performance.")
 NOISY = "⚠"
 SPEED_TABLES = [("latency", "Latency (ms)"), ("time_per_step", "Time per step (us)"),
-                ("graph_time_per_step", "Time per step replayed from a CUDA graph (us): the GPU's work without the "
-                                        "host's, beside the calls' own above (timing.cuda_graphs: both)"),
+                (REPLAYED, "Time per step replayed from a CUDA graph (us): the GPU's work without the "
+                            "host's, beside the calls' own above (timing.cuda_graphs: both)"),
                 ("host_time", "Host time per call (ms): until a call returns, the GPU idle when it starts. Near "
                               "the latency, the GPU waited for the host (short sequences: Python and launches), or "
                               "the call waits for its kernels (the split tier's read its barriers' status)"),
@@ -308,11 +308,25 @@ def targets_section(bench: pd.DataFrame, scenario: Scenario | None, on_cpu: bool
     for target in scenario.targets:
         rows = target_rows(bench, target)
         out.append(f"**{target.name}**: {describe(target)}: {tally(target, rows)}.")
+        columns = ["mode", "dtype", "case", "compared with (the fastest)", "ratio", "met"]
+        table = [[row.mode, row.dtype, row.case.label, row.compared_with, fmt(row.ratio), met_cell(target, row)]
+                 for row in rows]
+        if replayed(bench):  # the same rows on the calls' replays, beside
+            replays = {(row.mode, row.dtype, row.case): row for row in target_rows(bench, target, REPLAYED)}
+            out.append(f"Replayed from CUDA graphs (the GPU's work alone): {tally(target, list(replays.values()))}.")
+            columns += ["replayed: compared with", "ratio", "met"]
+            for line, row in zip(table, rows):
+                again = replays.get((row.mode, row.dtype, row.case), TargetRow(row.mode, row.dtype, row.case,
+                                                                              not_measured="not replayed"))
+                line += [again.compared_with, fmt(again.ratio), met_cell(target, again)]
         if rows:
-            out.append(md_table(["mode", "dtype", "case", "compared with (the fastest)", "ratio", "met"],
-                                [[row.mode, row.dtype, row.case.label, row.compared_with, fmt(row.ratio),
-                                  row.not_measured or ("yes" if row.met(target) else "no")] for row in rows]))
+            out.append(md_table(columns, table))
     return out
+
+
+def met_cell(target: Target, row: TargetRow) -> str:
+    """A targets table's cell: yes, no, or why the row was not measured."""
+    return row.not_measured or ("yes" if row.met(target) else "no")
 
 
 def run_scenario(folder: RunFolder) -> Scenario | None:

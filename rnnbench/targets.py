@@ -13,6 +13,10 @@ user could choose": `over: [cudnn, cudnn-fp16]` in a bfloat16 row is cuDNN in bf
 faster there. A row without the backend's latency, or any of theirs, is not measured and counts neither way. The
 report (report.py) has a section for them, its speedup plots a grey bar per row (plots.py); `rnnbench run` and
 `rnnbench report` print a line per target, `rnnbench compare` a table of both runs' lines.
+
+A run that timed each call both ways (`timing: {cuda_graphs: both}`) also has each call's replays from a CUDA graph
+(REPLAYED: the GPU's work without the host's, per step): the report and the lines count every target on them too, in
+the same rows. Per-step times at one sequence length give the ratios latencies give.
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ import pandas as pd
 from rnnbench.schema import Case, Target
 
 Latencies = dict[tuple[str, str, Case, str], float]  # (mode, dtype, case, backend) -> p50 latency
+REPLAYED = "graph_time_per_step"  # the metric of a call's replays from a CUDA graph, beside its own latency
 
 
 @dataclass(frozen=True)
@@ -43,10 +48,10 @@ class TargetRow:
         return self.ratio >= target.at_least if target.at_least is not None else self.ratio <= target.at_most
 
 
-def target_rows(bench: pd.DataFrame, target: Target) -> list[TargetRow]:
+def target_rows(bench: pd.DataFrame, target: Target, metric: str = "latency") -> list[TargetRow]:
     """The rows of a run's bench results (results.csv, kind "bench") that the target selects, by mode, dtype and
-    case."""
-    records = bench[bench.metric == "latency"].to_dict("records")
+    case, counted on the metric's p50 (the latency, or REPLAYED)."""
+    records = bench[bench.metric == metric].to_dict("records")
     p50: Latencies = {}
     for r in records:
         if r["error"] == "" and isinstance(r["p50"], (int, float)) and math.isfinite(r["p50"]) and r["p50"] > 0:
@@ -94,7 +99,19 @@ def tally(target: Target, rows: list[TargetRow]) -> str:
     return text
 
 
+def replayed(bench: pd.DataFrame) -> bool:
+    """Whether the run timed its calls' replays beside the calls (REPLAYED rows)."""
+    return bool((bench.metric == REPLAYED).any())
+
+
 def summary_lines(frame: pd.DataFrame, targets: tuple[Target, ...]) -> list[str]:
-    """A line per target for the end of `rnnbench run` and `rnnbench report`: its name and tally."""
+    """A line per target for the end of `rnnbench run` and `rnnbench report`: its name and tally; and its tally on the
+    replays, where the run has them."""
     bench = frame[frame.kind == "bench"]
-    return [f"target {target.name}: {tally(target, target_rows(bench, target))}" for target in targets]
+    lines = []
+    for target in targets:
+        lines.append(f"target {target.name}: {tally(target, target_rows(bench, target))}")
+        if replayed(bench):
+            lines.append(f"target {target.name}, replayed from CUDA graphs: "
+                         f"{tally(target, target_rows(bench, target, REPLAYED))}")
+    return lines

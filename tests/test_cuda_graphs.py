@@ -13,8 +13,8 @@ from helpers import rel_err
 pytestmark = pytest.mark.gpu
 
 I = 32
-# (tier, dtype, H, B): the fma tier, the resident tier in fragment order, the split tier in clusters of 8 (16-bit
-# H = 512) and at the grid barrier by a cooperative launch (H = 1024)
+# (tier, dtype, H, B): the fma tier, the resident tier (in fragment order where resident.FRAGMENT_IO is on), the
+# split tier in clusters of 8 (16-bit H = 512) and at the grid barrier by a cooperative launch (H = 1024)
 CASES = [pytest.param("fma", torch.float32, 128, 5, id="fma-fp32-128-5"),
          pytest.param("resident", torch.bfloat16, 256, 16, id="resident-bf16-256-16"),
          pytest.param("split", torch.bfloat16, 512, 8, id="split-bf16-512-8"),

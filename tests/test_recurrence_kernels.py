@@ -129,8 +129,8 @@ def test_a_forward_given_xw_to_spare_writes_the_states_over_it_where_its_tier_ma
     """recurrence_forward(..., xw_spare=True), as the layer's autograd calls it: the fma kernel and fp32's resident
     kernel store each step's states over its input (their loops load it first, audit.output_over_input), so a
     forward call needs no buffer for them; the split and step kernels, and the resident tier's 16-bit tiles converted
-    (below 8 batch rows), leave xw alone. Either way the states are those of a call that keeps xw, within float64's
-    tolerance (the resident tier's fragment order: test_fragments.py)."""
+    (unless in fragment order), leave xw alone. Either way the states are those of a call that keeps xw, within
+    float64's tolerance (the resident tier's fragment order: test_fragments.py)."""
     T, B, H = shape
     xw, h0, u, _ = make_inputs(T, B, H, dtype, device, seed=4)
     plan = plan_for(H, B, dtype, device, kernel=tier)

@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from kernels import plan_for
+from kernels import plan_for, resident
 from kernels.dispatch import TIERS
 from rnnbench import hardware, launches
 from rnnbench import profile as profiling
@@ -99,9 +99,10 @@ def test_triton_launches_are_counted_from_the_trace(profiled):
 
 
 @needs_triton
-def test_the_copies_into_fragment_order_and_back_count_as_other_launches(tmp_path):
-    """bf16 at H = 64, B = 16 (the resident tier in fragment order, kernels/fragments.py): its recurrence is its two
-    kernels; the copies of xw, y and dy into fragment order and of y and da back are other launches."""
+def test_the_copies_into_fragment_order_and_back_count_as_other_launches(tmp_path, monkeypatch):
+    """bf16 at H = 64, B = 16 (the resident tier in fragment order, kernels/fragments.py, switched on): its recurrence
+    is its two kernels; the copies of xw, y and dy into fragment order and of y and da back are other launches."""
+    monkeypatch.setattr(resident, "FRAGMENT_IO", True)
     rec = profile_one("triton", Case(4, 16, 64, 64, 1), "forward+backward", tmp_path, dtype="bfloat16")
     calls = {(k["kernel"], k["group"]): k["calls"] for k in rec["kernels"]}
     assert rec["recurrence_launches"] == 2

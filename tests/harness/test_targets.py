@@ -3,6 +3,7 @@ ratio of their latencies; a row without the numbers is not measured; the report 
 met it. A hand-made results frame, and an in-process CPU run of a tiny scenario."""
 import itertools
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -10,9 +11,10 @@ import torch
 import yaml
 
 from rnnbench.cli import main
+from rnnbench.report import targets_section
 from rnnbench.results import load_frame
 from rnnbench.schema import Case, Target, load_scenario
-from rnnbench.targets import tally, target_rows
+from rnnbench.targets import REPLAYED, summary_lines, tally, target_rows
 
 CASE_A, CASE_B = Case(16, 2, 8, 8), Case(16, 2, 32, 32)
 
@@ -150,3 +152,25 @@ def test_every_shipped_target_selects_rows_of_its_scenarios_sweep(path):
         selected = [case for mode, dtype, case in rows if target.selects(mode, dtype, case)]
         assert selected, target.name
         assert all(target.reference(case) in scenario.cases for case in selected), target.name
+
+
+def replay(backend: str, case: Case, us: float) -> dict:
+    return {**latency(backend, case, us), "metric": REPLAYED}
+
+
+def test_a_run_that_timed_replays_counts_each_target_on_them_too():
+    """timing: {cuda_graphs: both}: each target tallied again on the replays (the GPU's work alone), in the report's
+    table beside each row's own ratio, where a row with no replays says so; a run without them, as before."""
+    target = Target("t", "ours", ("cudnn", "cudnn-fp16"), 3.0, (("dtypes", ("bfloat16",)),))
+    frame = pd.concat([FRAME, pd.DataFrame([replay("ours", CASE_A, 0.5), replay("cudnn-fp16", CASE_A, 2.0),
+                                            replay("cudnn", CASE_A, 3.0)])])
+    assert summary_lines(frame, (target,)) == [
+        "target t: met in 0 of 2 rows; the worst 1.25x: forward bfloat16 T=16 B=2 H=32 I=32 L=1 (cudnn)",
+        "target t, replayed from CUDA graphs: met in 1 of 1 rows; the worst 4x: forward bfloat16 T=16 B=2 H=8 I=8 "
+        "L=1 (cudnn-fp16)"]
+    section = "\n".join(targets_section(frame, SimpleNamespace(targets=(target,)), on_cpu=False))
+    assert "Replayed from CUDA graphs (the GPU's work alone): met in 1 of 1 rows" in section
+    assert "| forward | bfloat16 | T=16 B=2 H=8 I=8 L=1 | cudnn-fp16 | 2 | no | cudnn-fp16 | 4 | yes |" in section
+    assert "| forward | bfloat16 | T=16 B=2 H=32 I=32 L=1 | cudnn | 1.25 | no |  |  | not replayed |" in section
+    assert len(summary_lines(FRAME, (target,))) == 1
+    assert "eplayed" not in "\n".join(targets_section(FRAME, SimpleNamespace(targets=(target,)), on_cpu=False))
