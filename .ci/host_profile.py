@@ -1,0 +1,125 @@
+"""Where a layer call's host time goes: cProfile over repeated calls of TritonRNN, as a user calls it.
+
+    python3 .ci/host_profile.py --out DIR [--calls N] [--seq-len T] [--batch B] [--case DTYPE:H ...]
+
+The race of 2026-11-28 (results/race/20261128-h200-graphs/) showed that at T = 1024 and H <= 256 a plain call is
+decided by its host path: 0.58-0.94 ms from Python to the call's return, against 0.27 ms of GPU work at H = 64 (the
+same call replayed from a CUDA graph). Which part of that path costs what (the autograd Function, the input GEMM, the
+plan, each Triton launch's binding of its arguments, the tensors made per call) needs the GPU's host to tell: on a
+CPU-only machine the kernels run in Triton's interpreter, whose time drowns the rest.
+
+For each case: a layer of that dtype and size (input size = H), a few calls first (compiles, caches), then --calls
+calls forward (under torch.no_grad, as an inference call) and --calls forward+backward (out.sum().backward()), each
+set under cProfile with the device synchronised only before and after it, so the profile is the host's work. Writes
+DIR/host_profile.txt: per case and mode the host's time per call, then the functions by own time and by cumulative
+time (the first --top of each).
+"""
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import pstats
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from kernels import TritonRNN
+from kernels.dispatch import SUPPORTED_DTYPES
+from kernels.runtime import interpreting
+
+DTYPES = {str(dtype).removeprefix("torch."): dtype for dtype in SUPPORTED_DTYPES}
+
+
+def case(text: str) -> tuple[torch.dtype, int]:
+    """DTYPE:H, e.g. bfloat16:64."""
+    dtype, _, hidden = text.partition(":")
+    if dtype not in DTYPES or not hidden.isdigit() or int(hidden) < 1:
+        raise argparse.ArgumentTypeError(f"expected DTYPE:H with DTYPE one of {', '.join(DTYPES)} and H a positive "
+                                         f"whole number, got {text!r}")
+    return DTYPES[dtype], int(hidden)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def profiled(call, calls: int, device: torch.device) -> tuple[float, pstats.Stats]:
+    """(host seconds per call, the profile) of `calls` calls of call()."""
+    profile = cProfile.Profile()
+    synchronize(device)
+    started = time.perf_counter()
+    profile.enable()
+    for _ in range(calls):
+        call()
+    profile.disable()
+    elapsed = time.perf_counter() - started
+    synchronize(device)
+    return elapsed / calls, pstats.Stats(profile)
+
+
+def listing(stats: pstats.Stats, order: str, top: int) -> str:
+    out = io.StringIO()
+    stats.stream = out
+    stats.sort_stats(order).print_stats(top)
+    return out.getvalue()
+
+
+def profile_case(dtype: torch.dtype, hidden: int, args, device: torch.device) -> str:
+    torch.manual_seed(0)
+    layer = TritonRNN(hidden, hidden, device=device, dtype=dtype)
+    x = torch.randn(args.seq_len, args.batch, hidden, device=device, dtype=dtype)
+
+    def forward():
+        with torch.no_grad():
+            layer(x)
+
+    def forward_backward():
+        layer(x)[0].float().sum().backward()
+
+    sections = []
+    for mode, call in (("forward", forward), ("forward+backward", forward_backward)):
+        for _ in range(args.warmup):
+            call()
+        per_call, stats = profiled(call, args.calls, device)
+        head = (f"## {str(dtype).removeprefix('torch.')} H={hidden} T={args.seq_len} B={args.batch} {mode}: "
+                f"{per_call * 1e3:.3f} ms of host time per call ({args.calls} calls; plan "
+                f"{layer.last_plans[0].name})")
+        sections.append("\n".join([head, listing(stats, "tottime", args.top), listing(stats, "cumulative", args.top)]))
+    return "\n".join(sections)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    parser.add_argument("--out", type=Path, required=True, help="folder for host_profile.txt")
+    parser.add_argument("--calls", type=int, default=200, help="calls profiled per case and mode (default 200)")
+    parser.add_argument("--warmup", type=int, default=3, help="calls before, not profiled (default 3)")
+    parser.add_argument("--seq-len", type=int, default=1024, help="T (default 1024)")
+    parser.add_argument("--batch", type=int, default=8, help="B (default 8)")
+    parser.add_argument("--top", type=int, default=30, help="functions listed per ordering (default 30)")
+    parser.add_argument("--case", type=case, nargs="+", default=[case("bfloat16:64"), case("float32:64")],
+                        metavar="DTYPE:H", help="layers profiled (default: bfloat16:64 float32:64)")
+    args = parser.parse_args(argv)
+    for name in ("calls", "seq_len", "batch", "top"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} wants 1 or more (got {getattr(args, name)})")
+    if args.warmup < 0:
+        parser.error(f"--warmup wants 0 or more (got {args.warmup})")
+    device = torch.device("cpu" if interpreting() or not torch.cuda.is_available() else "cuda")
+    if device.type == "cpu" and not interpreting():
+        parser.error("no CUDA GPU here: set TRITON_INTERPRET=1 to run the kernels in the interpreter")
+    args.out.mkdir(parents=True, exist_ok=True)
+    report = [f"# Host time per layer call on {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}"
+              f" (.ci/host_profile.py)"]
+    for dtype, hidden in args.case:
+        report.append(profile_case(dtype, hidden, args, device))
+        print("\n".join(line for line in report[-1].splitlines() if line.startswith("## ")), flush=True)
+    (args.out / "host_profile.txt").write_text("\n\n".join(report) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+""".ci/host_profile.py, a lease's profile of a layer call's host work, run here in the interpreter on tiny layers so
+that a lease does not spend its time on a broken script."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / ".ci" / "host_profile.py"
+ROOT = SCRIPT.parents[1]
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_each_case_and_mode_gets_its_host_time_per_call_and_where_it_went(tmp_path):
+    result = run("--out", str(tmp_path), "--calls", "2", "--warmup", "1", "--seq-len", "3", "--batch", "5",
+                 "--case", "float32:16", "bfloat16:48", "--top", "40")
+    assert result.returncode == 0, result.stderr
+    report = (tmp_path / "host_profile.txt").read_text()
+    heads = [line for line in report.splitlines() if line.startswith("## ")]
+    assert [head.split(":")[0] for head in heads] == [
+        "## float32 H=16 T=3 B=5 forward", "## float32 H=16 T=3 B=5 forward+backward",
+        "## bfloat16 H=48 T=3 B=5 forward", "## bfloat16 H=48 T=3 B=5 forward+backward"]
+    assert "plan fma(" in heads[0] and "plan resident(" in heads[2] and heads == result.stdout.splitlines()
+    # each profile ordered both ways, reaching down to the layer and its recurrence
+    assert report.count("Ordered by: internal time") == report.count("Ordered by: cumulative time") == 4
+    assert "kernels/layer.py" in report and "(recurrence_forward)" in report and "(recurrence_backward)" in report
+
+
+def test_a_bad_case_or_count_is_a_usage_error(tmp_path):
+    bad_case = run("--out", str(tmp_path), "--case", "float8:64")
+    assert bad_case.returncode == 2 and "expected DTYPE:H with DTYPE one of float32" in bad_case.stderr
+    bad_count = run("--out", str(tmp_path), "--calls", "0")
+    assert bad_count.returncode == 2 and "--calls wants 1 or more (got 0)" in bad_count.stderr
