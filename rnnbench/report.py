@@ -305,13 +305,14 @@ def targets_section(bench: pd.DataFrame, scenario: Scenario | None, on_cpu: bool
         return []
     out = ["## Targets", TARGETS_INTRO + (" These are CPU timings (the Triton interpreter and PyTorch on a CPU): the "
                                           "targets are for a GPU." if on_cpu else "")]
+    with_replays = replayed(bench)
     for target in scenario.targets:
         rows = target_rows(bench, target)
         out.append(f"**{target.name}**: {describe(target)}: {tally(target, rows)}.")
         columns = ["mode", "dtype", "case", "compared with (the fastest)", "ratio", "met"]
         table = [[row.mode, row.dtype, row.case.label, row.compared_with, fmt(row.ratio), met_cell(target, row)]
                  for row in rows]
-        if replayed(bench):  # the same rows on the calls' replays, beside
+        if with_replays:  # the same rows on the calls' replays, beside
             replays = {(row.mode, row.dtype, row.case): row for row in target_rows(bench, target, REPLAYED)}
             out.append(f"Replayed from CUDA graphs (the GPU's work alone): {tally(target, list(replays.values()))}.")
             columns += ["replayed: compared with", "ratio", "met"]

@@ -108,10 +108,11 @@ def summary_lines(frame: pd.DataFrame, targets: tuple[Target, ...]) -> list[str]
     """A line per target for the end of `rnnbench run` and `rnnbench report`: its name and tally; and its tally on the
     replays, where the run has them."""
     bench = frame[frame.kind == "bench"]
+    with_replays = replayed(bench)
     lines = []
     for target in targets:
         lines.append(f"target {target.name}: {tally(target, target_rows(bench, target))}")
-        if replayed(bench):
+        if with_replays:
             lines.append(f"target {target.name}, replayed from CUDA graphs: "
                          f"{tally(target, target_rows(bench, target, REPLAYED))}")
     return lines
