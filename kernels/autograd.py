@@ -9,6 +9,10 @@ with H_prev the states entering each step (h_0 then Y shifted by one step in pro
 
     dU = sum_t da_t^T h_{t-1},   dW_ih = DA^T X,   db_ih = db_hh = sum_{t,b} da_t,   dX = DA W_ih
 
+Only the gradients autograd asks for (ctx.needs_input_grad) are made: no dX GEMM nor its T x B x I buffer for an
+input that needs none (a model's first layer, fed data), no weight GEMM for a frozen weight, no cast of dL/dh_0 for
+an h_0 that needs none (hx=None). The backward kernel runs whatever is asked: every gradient needs DA.
+
 Saved for the backward, besides X, h_0 and the weights (alive anyway):
 
 - by default, all of Y: T x B x H;
@@ -106,7 +110,9 @@ def gradients(ctx, dy):
     """ElmanRecurrence's backward: the gradients of its inputs, from dy = dL/dh_t for all t."""
     x, h0, w_ih, w_hh, b_ih, b_hh, kept = ctx.saved_tensors
     w_hh = w_hh.contiguous()
-    d_x = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    need_x, need_h0, need_w_ih, need_w_hh, need_b_ih, need_b_hh = ctx.needs_input_grad[:6]
+    wanted = (need_w_ih, need_w_hh, need_b_ih or need_b_hh)  # the weight gradients' GEMMs and sum to run
+    d_x = torch.empty(x.shape, dtype=x.dtype, device=x.device) if need_x else None
     pieces = ctx.pieces
     order = list(range(len(pieces))) if ctx.reverse else list(reversed(range(len(pieces))))  # last processed first
     # The state each segment starts from, in time order: h_0 for the first processed.
@@ -114,7 +120,7 @@ def gradients(ctx, dy):
     segment_states = recomputed(ctx, order, entering, x, w_ih, w_hh, b_ih, b_hh) if ctx.checkpoint else [
         (order[0], kept)]
     carry = None  # dL/dh of the state the later segment started from, in the accumulator dtype
-    sums = None if len(pieces) == 1 else zero_sums(w_ih, w_hh, accumulator_dtype(dy.dtype))
+    sums = None if len(pieces) == 1 else zero_sums(w_ih, w_hh, accumulator_dtype(dy.dtype), wanted)
     operand = recurrence_operand(ctx.plan, w_hh, backward=True)  # U as the backward launcher takes it: once
     for k, y in segment_states:
         start, stop = pieces[k]
@@ -124,12 +130,13 @@ def gradients(ctx, dy):
             dy_seg[0 if ctx.reverse else -1].add_(carry)
         da, carry = backprop(ctx.plan, y, dy_seg, w_hh, ctx.nonlinearity, ctx.reverse, operand)
         share = GradientOperands(da, x[start:stop], entering[k], y, ctx.reverse)
-        torch.mm(share.da_rows, w_ih, out=d_x[start:stop].view(-1, x.shape[-1]))  # dX = DA W_ih
-        sums = share.products() if sums is None else share.add_into(sums)
-    d_w_ih, d_w_hh, d_bias = sums
-    d_bias = d_bias.to(dy.dtype) if b_ih is not None else None
-    return (d_x, carry.to(h0.dtype), d_w_ih.to(w_ih.dtype), d_w_hh.to(w_hh.dtype), d_bias, d_bias,
-            None, None, None, None)
+        if need_x:
+            torch.mm(share.da_rows, w_ih, out=d_x[start:stop].view(-1, x.shape[-1]))  # dX = DA W_ih
+        sums = share.products(wanted) if sums is None else share.add_into(sums)
+    d_w_ih, d_w_hh, d_bias = (None if total is None else total.to(dtype)
+                              for total, dtype in zip(sums, (w_ih.dtype, w_hh.dtype, dy.dtype)))
+    return (d_x, carry.to(h0.dtype) if need_h0 else None, d_w_ih, d_w_hh, d_bias if need_b_ih else None,
+            d_bias if need_b_hh else None, None, None, None, None)
 
 
 def recomputed(ctx, order: list[int], entering: list[torch.Tensor], x, w_ih, w_hh, b_ih, b_hh):
@@ -145,11 +152,13 @@ def recomputed(ctx, order: list[int], entering: list[torch.Tensor], x, w_ih, w_h
     return ahead(order, recompute, side_stream(ctx.plan, x.device))
 
 
-def zero_sums(w_ih: torch.Tensor, w_hh: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
-    """Zeros for (dW_ih, dU, db) in the accumulator dtype, which several segments' shares are added into."""
-    return (torch.zeros(w_ih.shape, dtype=dtype, device=w_ih.device),
-            torch.zeros(w_hh.shape, dtype=dtype, device=w_hh.device),
-            torch.zeros(w_hh.shape[0], dtype=dtype, device=w_hh.device))
+def zero_sums(w_ih: torch.Tensor, w_hh: torch.Tensor, dtype: torch.dtype,
+              wanted: tuple[bool, bool, bool]) -> tuple[torch.Tensor | None, ...]:
+    """Zeros for (dW_ih, dU, db) in the accumulator dtype, which several segments' shares are added into; None for
+    each one not wanted."""
+    shapes = (w_ih.shape, w_hh.shape, w_hh.shape[:1])
+    return tuple(torch.zeros(shape, dtype=dtype, device=w_hh.device) if want else None
+                 for shape, want in zip(shapes, wanted))
 
 
 class GradientOperands:
@@ -165,16 +174,22 @@ class GradientOperands:
         self.w_ih_pairs = [(self.da_rows.t(), x.reshape(-1, x.shape[-1]))]
         self.w_hh_pairs = [(da[first].t(), entering), (da[rest].reshape(-1, H).t(), y[prev].reshape(-1, H))]
 
-    def products(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(dW_ih, dU, db) in DA's dtype, each rounded once (the GEMMs and the sum accumulate in fp32)."""
-        return product_sum(self.w_ih_pairs), product_sum(self.w_hh_pairs), self.da_rows.sum(0)
+    def products(self, wanted: tuple[bool, bool, bool]) -> tuple[torch.Tensor | None, ...]:
+        """(dW_ih, dU, db) in DA's dtype, each rounded once (the GEMMs and the sum accumulate in fp32); None for each
+        one not wanted."""
+        w_ih, w_hh, bias = wanted
+        return (product_sum(self.w_ih_pairs) if w_ih else None, product_sum(self.w_hh_pairs) if w_hh else None,
+                self.da_rows.sum(0) if bias else None)
 
-    def add_into(self, sums: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-        """sums (dW_ih, dU, db in the accumulator dtype) plus this share, in place."""
+    def add_into(self, sums: tuple[torch.Tensor | None, ...]) -> tuple[torch.Tensor | None, ...]:
+        """sums (dW_ih, dU, db in the accumulator dtype, None where not wanted) plus this share, in place."""
         d_w_ih, d_w_hh, d_b = sums
-        add_products(d_w_ih, self.w_ih_pairs)
-        add_products(d_w_hh, self.w_hh_pairs)
-        d_b.add_(self.da_rows.sum(0, dtype=d_b.dtype))
+        if d_w_ih is not None:
+            add_products(d_w_ih, self.w_ih_pairs)
+        if d_w_hh is not None:
+            add_products(d_w_hh, self.w_hh_pairs)
+        if d_b is not None:
+            d_b.add_(self.da_rows.sum(0, dtype=d_b.dtype))
         return sums
 
 

@@ -1,8 +1,10 @@
 """TritonRNN as a drop-in torch.nn.RNN, and ElmanRNNModel, against float64 nn.RNN with the same weights."""
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
-from kernels import ElmanRNNModel, TritonRNN, plan_for, resident
+from kernels import ElmanRNNModel, TritonRNN, plan_for, recompute, resident
 
 from helpers import DTYPES, TOLERANCE, reference_copy, rel_err, run_and_backward
 
@@ -175,6 +177,59 @@ def test_gradcheck_float64(device):
         return out, h_n
 
     assert torch.autograd.gradcheck(f, (x, h0, *params), eps=1e-6, atol=1e-6)
+
+
+class ShapesMade(TorchDispatchMode):
+    """The shape of every tensor an op makes while it is on (on autograd's own threads too); views and aliases of a
+    tensor are not made."""
+
+    def __init__(self):
+        super().__init__()
+        self.shapes = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if not func.is_view:
+            self.shapes.update(tuple(t.shape) for t in tree_leaves(out) if isinstance(t, torch.Tensor))
+        return out
+
+
+# Which of the layer's inputs need no gradient: data fed to a first layer, hx=None's zeros, frozen weights.
+NO_GRAD = {"data-input": {"input"}, "hx": {"hx"}, "frozen-input-weights": {"weight_ih_l0", "bias_ih_l0"},
+           "frozen-recurrence-data-input": {"weight_hh_l0", "bias_hh_l0", "input"},
+           "frozen-weights": {"weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"}}
+
+
+@pytest.mark.parametrize("checkpoint", [False, True], ids=["full", "checkpointed"])
+@pytest.mark.parametrize("no_grad", NO_GRAD.values(), ids=NO_GRAD)
+def test_only_the_gradients_asked_for_are_made(no_grad, checkpoint, device, monkeypatch):
+    """Every gradient asked for matches float64 nn.RNN's; what needs none gets none, and its work is not done: no op
+    of the backward makes a tensor of dX's shape for an input without grad ([T * B, I]: the GEMM, its buffer) nor of
+    dW_ih's for a frozen W_ih. Checkpointed in segments of 3 steps, whose sums go through the fp32 buffers."""
+    monkeypatch.setattr(recompute, "SEGMENT_MIN_STEPS", 1)
+    T, B, I, H = 7, 5, 6, 48  # I appears in no other operand's shape
+    torch.manual_seed(0)
+    layer = TritonRNN(I, H, checkpoint=checkpoint, device=device)
+    ref = reference_copy(layer)
+    x, hx = torch.randn(T, B, I), torch.randn(1, B, H)
+    grads, made = {}, {}
+    for module, dtype in ((layer, torch.float32), (ref, torch.float64)):
+        for name, p in module.named_parameters():
+            p.requires_grad_(name not in no_grad)
+        inputs = {"input": x.to(device, dtype).requires_grad_("input" not in no_grad),
+                  "hx": hx.to(device, dtype).requires_grad_("hx" not in no_grad)}
+        out, h_n = module(inputs["input"], inputs["hx"])
+        wanted = {**{n: t for n, t in inputs.items() if t.requires_grad},
+                  **{n: p for n, p in module.named_parameters() if p.requires_grad}}
+        with ShapesMade() as made[module]:
+            found = torch.autograd.grad(out.sum() + h_n.square().sum(), list(wanted.values()))
+        grads[module] = dict(zip(wanted, found))
+    assert set(grads[layer]) == set(grads[ref]) == {"input", "hx", *dict(layer.named_parameters())} - no_grad
+    for name, ref_grad in grads[ref].items():
+        assert rel_err(grads[layer][name].cpu(), ref_grad.cpu()) < 4 * TOLERANCE[torch.float32], name
+    shapes = made[layer].shapes
+    assert ((T * B, I) in shapes or (T, B, I) in shapes) == ("input" not in no_grad)
+    assert ((H, I) in shapes) == ("weight_ih_l0" not in no_grad)
 
 
 @pytest.mark.filterwarnings("ignore:Using backward\\(\\) with create_graph=True")  # torch's, about the test's own call
