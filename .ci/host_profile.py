@@ -10,9 +10,11 @@ CPU-only machine the kernels run in Triton's interpreter, whose time drowns the 
 
 For each case: a layer of that dtype and size (input size = H), a few calls first (compiles, caches), then --calls
 calls forward (under torch.no_grad, as an inference call) and --calls forward+backward (out.sum().backward()), each
-set under cProfile with the device synchronised only before and after it, so the profile is the host's work. Writes
-DIR/host_profile.txt: per case and mode the host's time per call, then the functions by own time and by cumulative
-time (the first --top of each).
+set with the device synchronised only before and after it, so that its time is the host's work: timed once as it is,
+then once more under cProfile (whose hooks slow every Python call, so its own time per call is higher). Beside each,
+torch.nn.RNN's host time per call on the same case (cuDNN on a GPU), in the case's dtype and, for 16-bit, in fp16
+(cuDNN's persistent kernels): a host that is slow for cuDNN's calls too shows there. Writes DIR/host_profile.txt:
+per case and mode those times, then the functions by own time and by cumulative time (the first --top of each).
 """
 from __future__ import annotations
 
@@ -47,18 +49,44 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def profiled(call, calls: int, device: torch.device) -> tuple[float, pstats.Stats]:
-    """(host seconds per call, the profile) of `calls` calls of call()."""
-    profile = cProfile.Profile()
+def host_seconds(call, calls: int, device: torch.device, profile: cProfile.Profile | None = None) -> float:
+    """Host seconds per call of `calls` calls of call(), the device idle before them (under profile, if given)."""
     synchronize(device)
     started = time.perf_counter()
-    profile.enable()
+    if profile is not None:
+        profile.enable()
     for _ in range(calls):
         call()
-    profile.disable()
+    if profile is not None:
+        profile.disable()
     elapsed = time.perf_counter() - started
     synchronize(device)
-    return elapsed / calls, pstats.Stats(profile)
+    return elapsed / calls
+
+
+def calls_of(layer: torch.nn.RNN, x: torch.Tensor) -> dict:
+    """The two modes' calls of layer on x: an inference forward, and forward+backward as a user writes it."""
+    def forward():
+        with torch.no_grad():
+            layer(x)
+
+    def forward_backward():
+        layer(x)[0].float().sum().backward()
+    return {"forward": forward, "forward+backward": forward_backward}
+
+
+def baselines(dtype: torch.dtype, hidden: int, args, device: torch.device) -> dict[str, str]:
+    """Per mode, torch.nn.RNN's host ms per call on the case, in dtype and (16-bit) in fp16: 'bfloat16 0.123, ...'."""
+    times: dict[str, list[str]] = {"forward": [], "forward+backward": []}
+    for each in dict.fromkeys([dtype] + ([torch.float16] if dtype.itemsize == 2 else [])):
+        torch.manual_seed(0)
+        reference = torch.nn.RNN(hidden, hidden, device=device, dtype=each)
+        x = torch.randn(args.seq_len, args.batch, hidden, device=device, dtype=each)
+        for mode, call in calls_of(reference, x).items():
+            for _ in range(args.warmup):
+                call()
+            times[mode].append(f"{str(each).removeprefix('torch.')} {host_seconds(call, args.calls, device) * 1e3:.3f}")
+    return {mode: ", ".join(each) for mode, each in times.items()}
 
 
 def listing(stats: pstats.Stats, order: str, top: int) -> str:
@@ -72,22 +100,18 @@ def profile_case(dtype: torch.dtype, hidden: int, args, device: torch.device) ->
     torch.manual_seed(0)
     layer = TritonRNN(hidden, hidden, device=device, dtype=dtype)
     x = torch.randn(args.seq_len, args.batch, hidden, device=device, dtype=dtype)
-
-    def forward():
-        with torch.no_grad():
-            layer(x)
-
-    def forward_backward():
-        layer(x)[0].float().sum().backward()
-
+    nn_rnn = baselines(dtype, hidden, args, device)
     sections = []
-    for mode, call in (("forward", forward), ("forward+backward", forward_backward)):
+    for mode, call in calls_of(layer, x).items():
         for _ in range(args.warmup):
             call()
-        per_call, stats = profiled(call, args.calls, device)
+        plain = host_seconds(call, args.calls, device)
+        profile = cProfile.Profile()
+        profiled = host_seconds(call, args.calls, device, profile)
         head = (f"## {str(dtype).removeprefix('torch.')} H={hidden} T={args.seq_len} B={args.batch} {mode}: "
-                f"{per_call * 1e3:.3f} ms of host time per call ({args.calls} calls; plan "
-                f"{layer.last_plans[0].name})")
+                f"{plain * 1e3:.3f} ms of host time per call, {profiled * 1e3:.3f} under cProfile ({args.calls} calls; "
+                f"plan {layer.last_plans[0].name}); torch.nn.RNN's: {nn_rnn[mode]} ms")
+        stats = pstats.Stats(profile)
         sections.append("\n".join([head, listing(stats, "tottime", args.top), listing(stats, "cumulative", args.top)]))
     return "\n".join(sections)
 

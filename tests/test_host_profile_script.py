@@ -1,6 +1,7 @@
 """.ci/host_profile.py, a lease's profile of a layer call's host work, run here in the interpreter on tiny layers so
 that a lease does not spend its time on a broken script."""
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +26,11 @@ def test_each_case_and_mode_gets_its_host_time_per_call_and_where_it_went(tmp_pa
         "## float32 H=16 T=3 B=5 forward", "## float32 H=16 T=3 B=5 forward+backward",
         "## bfloat16 H=48 T=3 B=5 forward", "## bfloat16 H=48 T=3 B=5 forward+backward"]
     assert "plan fma(" in heads[0] and "plan resident(" in heads[2] and heads == result.stdout.splitlines()
+    # each time unprofiled and profiled, beside torch.nn.RNN's in the case's dtype (and fp16 for 16-bit)
+    timed = r": [0-9.]+ ms of host time per call, [0-9.]+ under cProfile \(2 calls; "
+    assert all(re.search(timed, head) for head in heads)
+    assert all(re.search(r"torch.nn.RNN's: float32 [0-9.]+ ms$", head) for head in heads[:2])
+    assert all(re.search(r"torch.nn.RNN's: bfloat16 [0-9.]+, float16 [0-9.]+ ms$", head) for head in heads[2:])
     # each profile ordered both ways, reaching down to the layer and its recurrence
     assert report.count("Ordered by: internal time") == report.count("Ordered by: cumulative time") == 4
     assert "kernels/layer.py" in report and "(recurrence_forward)" in report and "(recurrence_backward)" in report
