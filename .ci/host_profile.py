@@ -13,8 +13,10 @@ calls forward (under torch.no_grad, as an inference call) and --calls forward+ba
 set with the device synchronised only before and after it, so that its time is the host's work: timed once as it is,
 then once more under cProfile (whose hooks slow every Python call, so its own time per call is higher). Beside each,
 torch.nn.RNN's host time per call on the same case (cuDNN on a GPU), in the case's dtype and, for 16-bit, in fp16
-(cuDNN's persistent kernels): a host that is slow for cuDNN's calls too shows there. Writes DIR/host_profile.txt:
-per case and mode those times, then the functions by own time and by cumulative time (the first --top of each).
+(cuDNN's persistent kernels): a host that is slow for cuDNN's calls too shows there. First, what one launch costs the
+host there: a one-element torch op, and a Triton kernel that does nothing (so that a call's host time can be weighed
+against its launches: rnnbench profile counts them). Writes DIR/host_profile.txt: the launch costs, then per case and
+mode those times, then the functions by own time and by cumulative time (the first --top of each).
 """
 from __future__ import annotations
 
@@ -27,6 +29,8 @@ import time
 from pathlib import Path
 
 import torch
+import triton
+import triton.language as tl
 
 from kernels import TritonRNN
 from kernels.dispatch import SUPPORTED_DTYPES
@@ -62,6 +66,22 @@ def host_seconds(call, calls: int, device: torch.device, profile: cProfile.Profi
     elapsed = time.perf_counter() - started
     synchronize(device)
     return elapsed / calls
+
+
+@triton.jit
+def nothing_kernel(x_ptr, n, BLOCK: tl.constexpr):
+    """A launch and nothing else."""
+    pass
+
+
+def launch_costs(args, device: torch.device) -> str:
+    """The host's us per launch of a one-element torch op and of nothing_kernel, --calls of each back to back."""
+    one = torch.zeros(1, device=device)
+    op = host_seconds(lambda: one.add_(1), args.calls, device)
+    nothing_kernel[(1,)](one, 1, BLOCK=16)  # compiled before it is timed
+    launch = host_seconds(lambda: nothing_kernel[(1,)](one, 1, BLOCK=16), args.calls, device)
+    return (f"## launch costs: {op * 1e6:.1f} us of host time per one-element torch op, {launch * 1e6:.1f} per Triton "
+            f"launch of a kernel that does nothing ({args.calls} of each)")
 
 
 def calls_of(layer: torch.nn.RNN, x: torch.Tensor) -> dict:
@@ -137,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("no CUDA GPU here: set TRITON_INTERPRET=1 to run the kernels in the interpreter")
     args.out.mkdir(parents=True, exist_ok=True)
     report = [f"# Host time per layer call on {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}"
-              f" (.ci/host_profile.py)"]
+              f" (.ci/host_profile.py)", launch_costs(args, device)]
+    print(report[-1], flush=True)
     for dtype, hidden in args.case:
         report.append(profile_case(dtype, hidden, args, device))
         print("\n".join(line for line in report[-1].splitlines() if line.startswith("## ")), flush=True)

@@ -21,11 +21,13 @@ def test_each_case_and_mode_gets_its_host_time_per_call_and_where_it_went(tmp_pa
                  "--case", "float32:16", "bfloat16:48", "--top", "40")
     assert result.returncode == 0, result.stderr
     report = (tmp_path / "host_profile.txt").read_text()
-    heads = [line for line in report.splitlines() if line.startswith("## ")]
+    costs, *heads = [line for line in report.splitlines() if line.startswith("## ")]
+    assert re.fullmatch(r"## launch costs: [0-9.]+ us of host time per one-element torch op, [0-9.]+ per Triton "
+                        r"launch of a kernel that does nothing \(2 of each\)", costs)
     assert [head.split(":")[0] for head in heads] == [
         "## float32 H=16 T=3 B=5 forward", "## float32 H=16 T=3 B=5 forward+backward",
         "## bfloat16 H=48 T=3 B=5 forward", "## bfloat16 H=48 T=3 B=5 forward+backward"]
-    assert "plan fma(" in heads[0] and "plan resident(" in heads[2] and heads == result.stdout.splitlines()
+    assert "plan fma(" in heads[0] and "plan resident(" in heads[2] and [costs, *heads] == result.stdout.splitlines()
     # each time unprofiled and profiled, beside torch.nn.RNN's in the case's dtype (and fp16 for 16-bit)
     timed = r": [0-9.]+ ms of host time per call, [0-9.]+ under cProfile \(2 calls; "
     assert all(re.search(timed, head) for head in heads)
