@@ -197,7 +197,8 @@ class ShapesMade(TorchDispatchMode):
 # Which of the layer's inputs need no gradient: data fed to a first layer, hx=None's zeros, frozen weights.
 NO_GRAD = {"data-input": {"input"}, "hx": {"hx"}, "frozen-input-weights": {"weight_ih_l0", "bias_ih_l0"},
            "frozen-recurrence-data-input": {"weight_hh_l0", "bias_hh_l0", "input"},
-           "frozen-weights": {"weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"}}
+           "frozen-weights": {"weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"},
+           "hx-alone": {"input", "weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"}}
 
 
 @pytest.mark.parametrize("checkpoint", [False, True], ids=["full", "checkpointed"])
