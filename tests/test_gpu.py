@@ -147,7 +147,7 @@ def test_split_with_k_over_a_cluster_matches_stepwise_and_float64(B, cluster, mo
     clusters of 2 or 4 programs along K, their fp32 partial products summed in distributed shared memory, in the
     tile loop of H = 2048 (two 16-row tiles a program at B = 64, four at B = 128, so the partial slots turn within a
     step and across steps), forward and backward: 10k steps against the step kernel (B = 256's would take about 60
-    GB of the GPU), and (B = 64: the float64 loop runs on the host) T = 1024 against float64 in both activations."""
+    GB of the GPU), and (B = 64) T = 1024 against float64 in both activations."""
     monkeypatch.setattr(dispatch, "SPLIT_K_CLUSTER", cluster)
     plan = plan_for(2048, B, torch.bfloat16, "cuda")
     if plan.tier != "split" or {plan.config.forward.K_CLUSTER, plan.config.backward.K_CLUSTER} != {cluster}:
