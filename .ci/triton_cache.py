@@ -3,11 +3,12 @@
     python3 .ci/triton_cache.py pack CACHE_DIR ARCHIVE [--max-mib N]
     python3 .ci/triton_cache.py unpack ARCHIVE CACHE_DIR
 
-A lease's test steps spend most of their time compiling (.ci/gpu_pytest.py), and every lease starts on a bare machine
-with an empty cache. Triton finds a compiled kernel again by a hash of its source (with the jit functions it calls),
-its specialisation, its target and Triton's own build (its Python files and libtriton), and its compiled launchers by
-theirs; so what one lease compiled is found by the next wherever a kernel's source has not changed since and the
-image's Triton is the same. Anything else is simply not found, and compiled as before.
+A lease compiles a kernel or two a test and a launcher for each new signature, about a second each on one CPU core
+(78 small tests of the split and fma tiers took 82 s on an H200: .ci/gpu_pytest.py), and every lease starts on a
+bare machine with an empty cache. Triton finds a compiled kernel again by a hash of its source (with the jit
+functions it calls), its specialisation, its target and Triton's own build (its Python files and libtriton), and its
+compiled launchers by theirs; so what one lease compiled is found by the next wherever a kernel's source has not
+changed since and the image's Triton is the same. Anything else is simply not found, and compiled as before.
 
 pack: every entry of CACHE_DIR (a folder per kernel: its IRs, binary, metadata and the __grp__*.json that lists them;
 or a compiled launcher) into ARCHIVE (tar.xz), without the LLVM IR and the source dump, which nothing reads back
