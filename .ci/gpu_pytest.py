@@ -12,6 +12,10 @@ itself while it runs and its grid barrier stays sound. Its waits are bounded by 
 the GPU's clock (dsmem.py), far beyond the driver's time slices between contexts. Each worker keeps its own memory
 statistics.
 
+Each worker's CPU work (the tests' float64 references, their inputs) gets its share of the cores: OMP_NUM_THREADS,
+which torch's thread pool follows, is set to the cores over the workers, where the caller has not set it. Left at
+torch's default, 8 workers would run 16 threads each on 16 cores.
+
 Time slices can stretch what a test times, though: tests/harness/test_harness_gpu.py's event-timed spin would read
 past its bound if other workers' kernels took enough turns inside it. So where tests failed in parallel, they run
 again in one process (pytest --last-failed), which tells a failure only parallel runs cause from the kernels'; the
@@ -48,10 +52,13 @@ def pytest_runtest_logreport(report) -> None:
               flush=True)
 
 
-def pytest(*args: str) -> int:
+def pytest(*args: str, threads: int | None = None) -> int:
+    """pytest with this module as its plugin; threads: each process's OMP_NUM_THREADS, unless the caller set one."""
     print("$ pytest", shlex.join(args), flush=True)
     here = os.path.dirname(os.path.abspath(__file__))  # where pytest imports this module from as its plugin
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))}
+    if threads is not None:
+        env.setdefault("OMP_NUM_THREADS", str(threads))
     return subprocess.call([sys.executable, "-m", "pytest", "-p", "gpu_pytest", *args], env=env)
 
 
@@ -65,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--workers wants 0 or more (got {ours.workers})")
     if ours.workers <= 1 or importlib.util.find_spec("xdist") is None:
         return pytest(*pytest_args)
-    status = pytest("-n", str(ours.workers), *pytest_args)
+    status = pytest("-n", str(ours.workers), *pytest_args, threads=max(1, (os.cpu_count() or 2) // ours.workers))
     if status != FAILED:
         return status
     print("== the tests that failed in parallel, again one at a time:", flush=True)

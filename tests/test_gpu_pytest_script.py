@@ -23,11 +23,13 @@ def test_always_fails():
 """
 
 
-def run(folder: Path, *args: str, tests: str = TESTS, limit: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
-    """The script on throwaway tests, under `limit` (a command such as timeout's) where one is given."""
+def run(folder: Path, *args: str, tests: str = TESTS, limit: tuple[str, ...] = (),
+        env: dict | None = None) -> subprocess.CompletedProcess:
+    """The script on throwaway tests, under `limit` (a command such as timeout's) where one is given, in env (this
+    process's by default)."""
     (folder / "test_throwaway.py").write_text(tests)
     # this suite's own xdist workers set PYTEST_XDIST_WORKER: the throwaway tests must not see it
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    env = {k: v for k, v in (os.environ if env is None else env).items() if not k.startswith("PYTEST_")}
     return subprocess.run([*limit, sys.executable, str(SCRIPT), *args, "-q", "test_throwaway.py"],
                           cwd=folder, env=env, capture_output=True, text=True, timeout=120)
 
@@ -52,6 +54,14 @@ def test_one_worker_or_none_runs_pytest_as_it_is(tmp_path, workers):
     result = run(tmp_path, "--workers", workers, "-k", "not always")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2 passed" in result.stdout and "again" not in result.stdout
+
+
+def test_each_worker_gets_its_share_of_the_cores_unless_the_caller_set_one(tmp_path):
+    share = max(1, (os.cpu_count() or 2) // 2)
+    tests = f"import os\n\ndef test_threads():\n    assert os.environ['OMP_NUM_THREADS'] == '{share}'\n"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    assert run(tmp_path, "--workers", "2", tests=tests, env=env).returncode == 0
+    assert run(tmp_path, "--workers", "2", tests=tests, env={**env, "OMP_NUM_THREADS": "7"}).returncode == 1
 
 
 def test_a_negative_worker_count_is_refused(tmp_path):
