@@ -69,13 +69,13 @@ def states(plan: KernelPlan, xw, h0, w_hh, nonlinearity: str, reverse: bool, ope
     return recurrence_forward(plan, xw, h0.contiguous(), w_hh, nonlinearity, reverse, operand, xw_spare=True)
 
 
-def backprop(plan: KernelPlan, y, dy, w_hh, nonlinearity: str, reverse: bool,
-             operand=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The recurrence kernel's (dL/da_t for all t, dL/dh_0 in the accumulator dtype; operand as in states); an
-    empty batch launches nothing."""
+def backprop(plan: KernelPlan, y, dy, w_hh, nonlinearity: str, reverse: bool, operand=None,
+             dh0_wanted: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The recurrence kernel's (dL/da_t for all t, dL/dh_0 in the accumulator dtype or, where not dh0_wanted, possibly
+    None; operand as in states); an empty batch launches nothing."""
     if y.shape[1] == 0:
         return torch.empty_like(y), y.new_zeros(y.shape[1:], dtype=accumulator_dtype(y.dtype))
-    return recurrence_backward(plan, y, dy.contiguous(), w_hh, nonlinearity, reverse, operand)
+    return recurrence_backward(plan, y, dy.contiguous(), w_hh, nonlinearity, reverse, operand, dh0_wanted)
 
 
 class ElmanRecurrence(torch.autograd.Function):
@@ -122,13 +122,15 @@ def gradients(ctx, dy):
     carry = None  # dL/dh of the state the later segment started from, in the accumulator dtype
     sums = None if len(pieces) == 1 else zero_sums(w_ih, w_hh, accumulator_dtype(dy.dtype), wanted)
     operand = recurrence_operand(ctx.plan, w_hh, backward=True)  # U as the backward launcher takes it: once
-    for k, y in segment_states:
+    for done, (k, y) in enumerate(segment_states, start=1):
         start, stop = pieces[k]
         dy_seg = dy[start:stop]
         if carry is not None:  # into the segment's last processed step, rounded once
             dy_seg = dy_seg.clone()
             dy_seg[0 if ctx.reverse else -1].add_(carry)
-        da, carry = backprop(ctx.plan, y, dy_seg, w_hh, ctx.nonlinearity, ctx.reverse, operand)
+        # dL/dh of the state entering it: for the next segment, or dL/dh_0 from the last where h_0 needs it
+        da, carry = backprop(ctx.plan, y, dy_seg, w_hh, ctx.nonlinearity, ctx.reverse, operand,
+                             dh0_wanted=need_h0 or done < len(pieces))
         share = GradientOperands(da, x[start:stop], entering[k], y, ctx.reverse)
         if need_x:
             torch.mm(share.da_rows, w_ih, out=d_x[start:stop].view(-1, x.shape[-1]))  # dX = DA W_ih

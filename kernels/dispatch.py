@@ -39,7 +39,7 @@ import torch
 from . import fma, resident, split, stepwise
 from .dsmem import L2
 from .fma import FmaBlocks
-from .launch import SIXTEEN_BIT, LaunchConfig, cdiv, next_power_of_2
+from .launch import SIXTEEN_BIT, LaunchConfig, accumulator_dtype, cdiv, next_power_of_2
 from .resident import ResidentBlocks
 from .runtime import PLANNING_ARCH, co_resident_programs, device_facts
 from .split import SplitBlocks
@@ -308,7 +308,8 @@ STEPWISE_BLOCK_N = (64, 32, 16)
 class Tier:
     """What a tier runs: its launchers, its kernels (forward, backward) and their launch keywords."""
     forward: Callable[..., torch.Tensor]                          # (xw, h0, u, reverse, blocks, nonlinearity)
-    backward: Callable[..., tuple[torch.Tensor, torch.Tensor]]    # (y, dy, u, reverse, blocks, nonlinearity)
+    backward: Callable[..., tuple[torch.Tensor, torch.Tensor | None]]  # (y, dy, u, reverse, blocks, nonlinearity)
+    #                                                               -> (da, dh0 where its kernel makes it, else None)
     kernels: tuple                                                # (forward, backward) @triton.jit functions
     launch_keywords: Callable[..., dict]                          # (blocks, nonlinearity, dtype, interpreted, backward)
     # Whether two of its launches may run at once on two streams (streams.py): its programs never wait for one
@@ -633,9 +634,15 @@ def recurrence_forward(plan: KernelPlan, xw: torch.Tensor, h0: torch.Tensor, u: 
 
 
 def recurrence_backward(plan: KernelPlan, y: torch.Tensor, dy: torch.Tensor, u: torch.Tensor,
-                        nonlinearity: str, reverse: bool, operand: torch.Tensor | None = None
-                        ) -> tuple[torch.Tensor, torch.Tensor]:
+                        nonlinearity: str, reverse: bool, operand: torch.Tensor | None = None,
+                        dh0_wanted: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(dL/da_t for all t in y's dtype, dL/dh_0 in the accumulator dtype) from the stored h_t and their gradients dy
-    (operand: recurrence_operand's, if made)."""
+    (operand: recurrence_operand's, if made). The fma and resident kernels make dL/dh_0 themselves; for the split and
+    step kernels it is dL/da of the step that consumed h_0 times U, one GEMM here, made only where dh0_wanted (else
+    None): two casts and a GEMM fewer where h_0 needs no gradient."""
     operand = recurrence_operand(plan, u, backward=True) if operand is None else operand
-    return TIERS[plan.tier].backward(y, dy, operand, reverse, plan.config.backward, nonlinearity)
+    da, dh0 = TIERS[plan.tier].backward(y, dy, operand, reverse, plan.config.backward, nonlinearity)
+    if dh0 is None and dh0_wanted:
+        acc = accumulator_dtype(y.dtype)
+        dh0 = da[-1 if reverse else 0].to(acc) @ u.to(acc)  # the step that consumed h_0 comes first in time order
+    return da, dh0

@@ -125,7 +125,7 @@ from .dsmem import (
     sum_partials,
     wait_state,
 )
-from .launch import SIXTEEN_BIT, Blocks, accumulator_dtype, cdiv, common_keywords, tanh_form
+from .launch import SIXTEEN_BIT, Blocks, cdiv, common_keywords, tanh_form
 from .layouts import converts_product, in_io_layout, side_by_side, sum_leading
 from .runtime import capturing, co_resident_clusters, co_resident_programs, interpreting
 
@@ -924,9 +924,9 @@ def split_forward(xw: torch.Tensor, h0: torch.Tensor, u: torch.Tensor, reverse: 
 
 
 def split_backward(y: torch.Tensor, dy: torch.Tensor, u: torch.Tensor, reverse: bool, config: SplitBlocks,
-                   nonlinearity: str, use_barrier: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(da [T, B, H] in the I/O dtype, dh0 [B, H] in the accumulator dtype); inputs contiguous.
-    dh0 = da_first U is one small GEMM after the kernel."""
+                   nonlinearity: str, use_barrier: bool | None = None) -> tuple[torch.Tensor, None]:
+    """(da [T, B, H] in the I/O dtype, None: dh0 is the dispatcher's GEMM, dispatch.recurrence_backward); inputs
+    contiguous."""
     T = y.shape[0]
     da = torch.empty_like(y)
     da_in = torch.zeros_like(y[0])
@@ -934,8 +934,7 @@ def split_backward(y: torch.Tensor, dy: torch.Tensor, u: torch.Tensor, reverse: 
     keywords = _keywords(config, nonlinearity, y.dtype, True, use_barrier, FULL_STEP.value, (da_in, da))
     _launch_all_steps(split_backward_kernel, [y, dy, u, da, da_in], 4, da, T, order[0], 1 if reverse else -1, config,
                       keywords)
-    acc = accumulator_dtype(y.dtype)
-    return da, da[order[-1]].to(acc) @ u.to(acc)
+    return da, None
 
 
 def _keywords(config: SplitBlocks, nonlinearity: str, dtype: torch.dtype, backward: bool,

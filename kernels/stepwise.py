@@ -35,7 +35,7 @@ import triton.language as tl
 
 from .activations import activation_grad_from_output, apply_activation
 from .driver import time_order
-from .launch import Blocks, accumulator_dtype, cdiv, common_keywords
+from .launch import Blocks, cdiv, common_keywords
 from .runtime import capturing, interpreting
 
 
@@ -191,8 +191,9 @@ def stepwise_forward(xw: torch.Tensor, h0: torch.Tensor, u: torch.Tensor, revers
 
 
 def stepwise_backward(y: torch.Tensor, dy: torch.Tensor, u: torch.Tensor, reverse: bool, config: StepwiseBlocks,
-                      nonlinearity: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(da [T, B, H], dh0 [B, H] fp32) for one layer-direction, one launch per step; inputs contiguous."""
+                      nonlinearity: str) -> tuple[torch.Tensor, None]:
+    """(da [T, B, H], None: dh0 is the dispatcher's GEMM, dispatch.recurrence_backward) for one layer-direction, one
+    launch per step; inputs contiguous."""
     da = torch.empty_like(y)
     keywords = launch_keywords(config, nonlinearity, y.dtype, interpreting(), backward=True)
     nothing_after = torch.zeros_like(y[0])  # nothing flows back into the last step but dy
@@ -204,5 +205,4 @@ def stepwise_backward(y: torch.Tensor, dy: torch.Tensor, u: torch.Tensor, revers
             _launch_step(da_next, u, dy[t], y[t], da[t], config, keywords)
             da_next = da[t]
     _run_loop(loop, (y, dy, u, da, nothing_after), reverse, keywords)
-    first = da[order[-1]]  # da of the step that consumed h0
-    return da, first.to(accumulator_dtype(u.dtype)) @ u.to(accumulator_dtype(u.dtype))
+    return da, None

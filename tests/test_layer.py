@@ -201,16 +201,18 @@ NO_GRAD = {"data-input": {"input"}, "hx": {"hx"}, "frozen-input-weights": {"weig
            "hx-alone": {"input", "weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"}}
 
 
+@pytest.mark.parametrize("kernel", ["auto", "stepwise"])  # dL/dh_0 by the kernel (resident), by the dispatcher's GEMM
 @pytest.mark.parametrize("checkpoint", [False, True], ids=["full", "checkpointed"])
 @pytest.mark.parametrize("no_grad", NO_GRAD.values(), ids=NO_GRAD)
-def test_only_the_gradients_asked_for_are_made(no_grad, checkpoint, device, monkeypatch):
+def test_only_the_gradients_asked_for_are_made(no_grad, checkpoint, kernel, device, monkeypatch):
     """Every gradient asked for matches float64 nn.RNN's; what needs none gets none, and its work is not done: no op
     of the backward makes a tensor of dX's shape for an input without grad ([T * B, I]: the GEMM, its buffer) nor of
-    dW_ih's for a frozen W_ih. Checkpointed in segments of 3 steps, whose sums go through the fp32 buffers."""
+    dW_ih's for a frozen W_ih. Checkpointed in segments of 3 steps, whose sums go through the fp32 buffers and whose
+    dL/dh passes from each segment to the next whether or not h_0 wants one."""
     monkeypatch.setattr(recompute, "SEGMENT_MIN_STEPS", 1)
     T, B, I, H = 7, 5, 6, 48  # I appears in no other operand's shape
     torch.manual_seed(0)
-    layer = TritonRNN(I, H, checkpoint=checkpoint, device=device)
+    layer = TritonRNN(I, H, kernel=kernel, checkpoint=checkpoint, device=device)
     ref = reference_copy(layer)
     x, hx = torch.randn(T, B, I), torch.randn(1, B, H)
     grads, made = {}, {}
