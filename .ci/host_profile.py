@@ -35,6 +35,7 @@ import triton.language as tl
 from kernels import TritonRNN
 from kernels.dispatch import SUPPORTED_DTYPES
 from kernels.runtime import interpreting
+from rnnbench.measure import sync
 
 DTYPES = {str(dtype).removeprefix("torch."): dtype for dtype in SUPPORTED_DTYPES}
 
@@ -48,14 +49,9 @@ def case(text: str) -> tuple[torch.dtype, int]:
     return DTYPES[dtype], int(hidden)
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def host_seconds(call, calls: int, device: torch.device, profile: cProfile.Profile | None = None) -> float:
     """Host seconds per call of `calls` calls of call(), the device idle before them (under profile, if given)."""
-    synchronize(device)
+    sync(device)
     started = time.perf_counter()
     if profile is not None:
         profile.enable()
@@ -64,7 +60,7 @@ def host_seconds(call, calls: int, device: torch.device, profile: cProfile.Profi
     if profile is not None:
         profile.disable()
     elapsed = time.perf_counter() - started
-    synchronize(device)
+    sync(device)
     return elapsed / calls
 
 
