@@ -12,7 +12,7 @@ from pathlib import Path
 SCRIPT = Path(__file__).resolve().parents[1] / ".ci" / "triton_cache.py"
 
 # A kernel compiled for sm_90 into TRITON_CACHE_DIR without a GPU (as the compile audit does); prints whether Triton
-# compiled it or found it in the cache (no new cache entry).
+# compiled it or found it in the cache (no file written to the cache).
 COMPILE = textwrap.dedent("""
     import os, sys
     import triton, triton.language as tl
