@@ -220,6 +220,9 @@ VARIANTS = {  # name -> a context manager factory
     "l2-prefetch-16": lambda: switched(prefetch, "L2_PREFETCH_STEPS", 16),
     # Everything in order on one stream: a bidirectional layer's directions one after the other (--bidirectional)
     "one-stream": lambda: switched(streams, "OVERLAP", False),
+    # the fma and resident kernels without b_hh, which the input GEMM adds as b_ih + b_hh, summed at a launch of its own
+    # (today's: each step's input plus b_hh in the kernel, dispatch.B_HH_IN_KERNEL)
+    "b-hh-summed": lambda: switched(dispatch, "B_HH_IN_KERNEL", False),
 }
 SMALL = [(dt, h, b) for dt in ("bfloat16",) for h in (128, 256) for b in (8, 64)]
 # bf16 at H = 128 by batch, at two --seq-len (1024: xw and y fit in L2 at every B; 4096: not from B = 32; .ci/gpu
@@ -278,6 +281,8 @@ SPLIT_512_CLUSTERS = [("bfloat16", 512, b) for b in (1, 8, 64, 128)] + [("float1
 SPLIT_DSMEM_CASES = [c for c in SPLIT_CLUSTER_CASES if c[0] != "float32" and c[1] <= dispatch.SPLIT_DSMEM_MAX_BLOCK_H]
 # Where two launches may share the GPU on two streams (the fma and resident tiers: streams.py)
 OVERLAPPING = [(dt, h, b) for dt in ("bfloat16", "float32") for h in (64, 128, 256) for b in (8, 64)]
+# Where the kernels add b_hh themselves (the fma and resident tiers: dispatch.B_HH_IN_KERNEL)
+FUSED_ENDS = OVERLAPPING
 # Where split programs run several tiles a step at H = 2048 (dispatch.SPLIT_K_CLUSTER's sizes)
 SPLIT_K_CLUSTER_CASES = [("bfloat16", 2048, b) for b in (64, 256)]
 # One batch row, the low end of issues 8 and 11's B = 1..64, never timed at H <= 128 (the race times B = 8 and 64)
@@ -321,6 +326,7 @@ COMPARED = {  # variant -> the cases it is timed on, each beside today's form ("
     "no-l2-prefetch": RESIDENT_L2 + FMA_L2,
     "l2-prefetch-16": RESIDENT_L2,
     "one-stream": OVERLAPPING,
+    "b-hh-summed": FUSED_ENDS,
 }
 # Today's form on every case a variant is compared on, and on the cases timed for their own sake: the step's cost by
 # batch (resident-batch) and one batch row (one-row)

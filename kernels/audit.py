@@ -620,6 +620,14 @@ def barrier_atomics(ptx: str, cluster: bool = False, exchange: str = "l2", k_spl
 
 # ---- one compile -------------------------------------------------------------------------------
 
+def absent_in_a_typical_launch() -> tuple[str, ...]:
+    """The kernels' optional tensors that a typical launch passes as None, compiled so: dL/dh_n, where the loss reads
+    the layer's output and not h_n (the harness's, a sequence model's), and b_hh where the input GEMM adds it
+    (dispatch.B_HH_IN_KERNEL off)."""
+    from .dispatch import B_HH_IN_KERNEL
+    return ("dhn_ptr",) + (() if B_HH_IN_KERNEL else ("b_hh_ptr",))
+
+
 HIDDEN_FROM_LABEL = ("DOT_PRECISION", "UPCAST_DOT", "ACC_DTYPE", "WORK")
 
 
@@ -631,6 +639,7 @@ def compile_for(fn, dtype: str, keywords: dict, arch: int):
 
     from .launch import COMPILE_OPTIONS
     constexprs = {k: v for k, v in keywords.items() if k not in COMPILE_OPTIONS}
+    constexprs |= {arg: None for arg in absent_in_a_typical_launch() if arg in fn.arg_names}
     signature = _signature(fn, dtype, constexprs)
     src = ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=_aligned(fn, signature))
     return triton.compile(src, target=GPUTarget("cuda", arch, 32),
@@ -771,6 +780,9 @@ def kernel_switches() -> tuple[KernelSwitch, ...]:
         KernelSwitch("--resident-fragments", resident, "FRAGMENT_IO", {"action": "store_true"},
                      "the 16-bit resident kernels' per-step tensors in the MMA accumulator's fragment order, not "
                      "loaded and stored in their own layout and converted via shared memory (resident.FRAGMENT_IO)"),
+        KernelSwitch("--b-hh-summed", dispatch, "B_HH_IN_KERNEL", {"action": "store_false"},
+                     "the fma and resident kernels without b_hh, which the input GEMM adds as b_ih + b_hh, not each "
+                     "step in the kernel (dispatch.B_HH_IN_KERNEL off)"),
         KernelSwitch("--l2-prefetch-steps", prefetch, "L2_PREFETCH_STEPS", {"type": int, "metavar": "N"},
                      "the resident and fma kernels' L2 prefetch distance (default: prefetch.L2_PREFETCH_STEPS)"),
         KernelSwitch("--product-to-io-layout", layouts, "PRODUCT_TO_IO_LAYOUT",

@@ -1,11 +1,14 @@
 """Autograd Function for one layer and one direction of the Elman RNN, on the Triton kernels.
 
-Forward: XW = X W_ih^T + (b_ih + b_hh) as one GEMM over all T*B rows, then the recurrence kernel
-gives the states Y = [h_1..h_T] (the layer's output, T x B x H in the I/O dtype). No pre-activation
-is stored.
+Forward: XW = X W_ih^T + b_ih as one GEMM over all T*B rows, then the recurrence kernel gives the states
+Y = [h_1..h_T] (the layer's output, T x B x H in the I/O dtype) with b_hh added to each step's input, and h_n, the
+state after the last processed step, with storage of its own (dispatch.biases: where the kernels do not add b_hh,
+the GEMM adds b_ih + b_hh). No pre-activation is stored.
 
-Backward: the recurrence kernel gives DA = dL/da_t for every t and dL/dh_0 from Y and dY; then,
-with H_prev the states entering each step (h_0 then Y shifted by one step in processing order)::
+Backward: the recurrence kernel gives DA = dL/da_t for every t and dL/dh_0 from Y, dY and dL/dh_n (added to dY's last
+processed step; None where the loss does not read h_n: ctx.set_materialize_grads(False), and zeros for dY where it
+reads h_n alone); then, with H_prev the states entering each step (h_0 then Y shifted by one step in processing
+order)::
 
     dU = sum_t da_t^T h_{t-1},   dW_ih = DA^T X,   db_ih = db_hh = sum_{t,b} da_t,   dX = DA W_ih
 
@@ -21,12 +24,11 @@ Saved for the backward, besides X, h_0 and the weights (alive anyway):
   The backward walks the segments from the last processed to the first. For each it recomputes the
   segment's XW from X and its states from the checkpoint with the forward kernel (on a GPU one segment
   ahead, beside the backward kernel: recompute.ahead), runs the backward kernel on the segment with the
-  dL/dh that the later segment sends into it (its dL/dh_0) added to dy at the segment's last step, and adds
-  the segment's share of the sums above into fp32 sums. Extra cost: the input GEMM and the forward
-  recurrence once more; transient memory: two segments' states, one segment's XW, dy and DA. Rounding
-  differs slightly: dy plus that dL/dh is rounded to the I/O dtype (the kernel carries it in fp32 within a
-  segment), and in 16-bit each segment's share of the weight gradients is rounded to it before the fp32
-  sum. In bf16 the two modes' gradients differ by about 3e-3 relative (T=256, CPU), both well within
+  dL/dh that the later segment sends into it (its dL/dh_0) as the segment's dL/dh_n, and adds the segment's
+  share of the sums above into fp32 sums. Extra cost: the input GEMM and the forward recurrence once more;
+  transient memory: two segments' states, one segment's XW, dy and DA. Rounding differs slightly: the split
+  and step kernels take dy plus that dL/dh rounded to the I/O dtype (the fma and resident kernels add it in
+  fp32), and in 16-bit each segment's share of the weight gradients is rounded to it before the fp32 sum. In bf16 the two modes' gradients differ by about 3e-3 relative (T=256, CPU), both well within
   bf16's error.
 
 Both are the same loop: without checkpointing there is one segment whose states are saved, and its
@@ -42,72 +44,78 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
-from .dispatch import KernelPlan, recurrence_backward, recurrence_forward, recurrence_operand
+from .dispatch import KernelPlan, biases, recurrence_backward, recurrence_forward, recurrence_operand
 from .launch import accumulator_dtype
 from .recompute import ahead, checkpoint_steps, segments
 from .runtime import require_runtime
 from .streams import side_stream
 
 
-def summed_bias(b_ih: torch.Tensor | None, b_hh: torch.Tensor | None) -> torch.Tensor | None:
-    """b_ih + b_hh, or None for a layer without biases."""
-    return None if b_ih is None else b_ih + b_hh
-
-
 def input_projection(x: torch.Tensor, w_ih: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """XW = X W_ih^T + bias (summed_bias) for x [T, B, I], as one GEMM: [T, B, H]."""
+    """XW = X W_ih^T + bias (dispatch.biases' first) for x [T, B, I], as one GEMM: [T, B, H]."""
     rows = x.reshape(-1, x.shape[-1])
     xw = rows @ w_ih.t() if bias is None else torch.addmm(bias, rows, w_ih.t())
     return xw.view(*x.shape[:-1], w_ih.shape[0])
 
 
-def states(plan: KernelPlan, xw, h0, w_hh, nonlinearity: str, reverse: bool, operand=None) -> torch.Tensor:
-    """The recurrence kernel's h_t for all t (operand: dispatch.recurrence_operand's, if made), from xw, which the
-    caller made for this call alone: h_t may be written over it. An empty batch launches nothing."""
+def states(plan: KernelPlan, xw, h0, w_hh, b_hh, nonlinearity: str, reverse: bool,
+           operand=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The recurrence kernel's (h_t for all t, h_n) with b_hh (dispatch.biases' second, if any) added to every step's
+    xw (operand: dispatch.recurrence_operand's, if made), from xw, which the caller made for this call alone: h_t may
+    be written over it. An empty batch launches nothing."""
     if xw.shape[1] == 0:
-        return torch.empty_like(xw)
-    return recurrence_forward(plan, xw, h0.contiguous(), w_hh, nonlinearity, reverse, operand, xw_spare=True)
+        return torch.empty_like(xw), h0.new_empty(h0.shape)
+    return recurrence_forward(plan, xw, h0.contiguous(), w_hh, nonlinearity, reverse, operand, xw_spare=True,
+                              b_hh=b_hh)
 
 
-def backprop(plan: KernelPlan, y, dy, w_hh, nonlinearity: str, reverse: bool, operand=None,
+def backprop(plan: KernelPlan, y, dy, dh_n, w_hh, nonlinearity: str, reverse: bool, operand=None,
              dh0_wanted: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The recurrence kernel's (dL/da_t for all t, dL/dh_0 in the accumulator dtype or, where not dh0_wanted, possibly
-    None; operand as in states); an empty batch launches nothing."""
+    None) from dy and dh_n, the gradient of the state after the last processed step (None: none; operand as in
+    states); an empty batch launches nothing."""
     if y.shape[1] == 0:
         return torch.empty_like(y), y.new_zeros(y.shape[1:], dtype=accumulator_dtype(y.dtype))
-    return recurrence_backward(plan, y, dy.contiguous(), w_hh, nonlinearity, reverse, operand, dh0_wanted)
+    return recurrence_backward(plan, y, dy.contiguous(), w_hh, nonlinearity, reverse, operand, dh0_wanted,
+                               dh_n=None if dh_n is None else dh_n.contiguous())
 
 
 class ElmanRecurrence(torch.autograd.Function):
     """apply(x [T, B, I], h0 [B, H], w_ih, w_hh, b_ih, b_hh, nonlinearity, reverse, plan, checkpoint=False)
-    -> h_t for all t [T, B, H]."""
+    -> (h_t for all t [T, B, H], h_n [B, H]: the state after the last processed step, its own storage)."""
 
     @staticmethod
     def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity: str, reverse: bool, plan: KernelPlan,
                 checkpoint: bool = False):
         require_runtime(x.device)
-        y = states(plan, input_projection(x, w_ih, summed_bias(b_ih, b_hh)), h0, w_hh.contiguous(), nonlinearity,
-                   reverse)
+        gemm_bias, kernel_bias = biases(plan, b_ih, b_hh)
+        y, h_n = states(plan, input_projection(x, w_ih, gemm_bias), h0, w_hh.contiguous(), kernel_bias, nonlinearity,
+                        reverse)
         ctx.pieces = segments(len(y), checkpoint)  # fixed here: the kept states are the segments' entries
         kept = y[checkpoint_steps(ctx.pieces, reverse)] if checkpoint else y  # a copy: y's storage is not kept
         ctx.save_for_backward(x, h0, w_ih, w_hh, b_ih, b_hh, kept)
         ctx.nonlinearity, ctx.reverse, ctx.plan, ctx.checkpoint = nonlinearity, reverse, plan, checkpoint
-        return y
+        ctx.set_materialize_grads(False)  # an output the loss does not read gets None, not a tensor of zeros
+        return y, h_n
 
     @staticmethod
-    def backward(ctx, dy):
+    def backward(ctx, dy, dh_n):
+        if dy is None:  # the loss reads h_n alone
+            x = ctx.saved_tensors[0]
+            dy = x.new_zeros((*x.shape[:-1], ctx.saved_tensors[3].shape[0]))
         # The gradients below are not differentiable again. Under create_graph=True once_differentiable marks them so
         # (differentiating them raises) only where dy requires grad; where it does not (a loss linear in the output,
         # then a gradient penalty), a second-order term through the layer would silently be zero. So there dy counts
         # as requiring grad.
         if torch.is_grad_enabled():
             dy = dy.detach().requires_grad_()
-        return gradients(ctx, dy)
+        return gradients(ctx, dy, dh_n)
 
 
 @once_differentiable
-def gradients(ctx, dy):
-    """ElmanRecurrence's backward: the gradients of its inputs, from dy = dL/dh_t for all t."""
+def gradients(ctx, dy, dh_n):
+    """ElmanRecurrence's backward: the gradients of its inputs, from dy = dL/dh_t for all t and dh_n = dL/dh_n (None
+    where the loss does not read h_n)."""
     x, h0, w_ih, w_hh, b_ih, b_hh, kept = ctx.saved_tensors
     w_hh = w_hh.contiguous()
     need_x, need_h0, need_w_ih, need_w_hh, need_b_ih, need_b_hh = ctx.needs_input_grad[:6]
@@ -119,17 +127,15 @@ def gradients(ctx, dy):
     entering = [h0] if not ctx.checkpoint else [*kept, h0] if ctx.reverse else [h0, *kept]
     segment_states = recomputed(ctx, order, entering, x, w_ih, w_hh, b_ih, b_hh) if ctx.checkpoint else [
         (order[0], kept)]
-    carry = None  # dL/dh of the state the later segment started from, in the accumulator dtype
+    # dL/dh of the state after the segment's last processed step: h_n's for the first, then the state the later
+    # segment started from (in the accumulator dtype)
+    carry = dh_n
     sums = None if len(pieces) == 1 else zero_sums(w_ih, w_hh, accumulator_dtype(dy.dtype), wanted)
     operand = recurrence_operand(ctx.plan, w_hh, backward=True)  # U as the backward launcher takes it: once
     for done, (k, y) in enumerate(segment_states, start=1):
         start, stop = pieces[k]
-        dy_seg = dy[start:stop]
-        if carry is not None:  # into the segment's last processed step, rounded once
-            dy_seg = dy_seg.clone()
-            dy_seg[0 if ctx.reverse else -1].add_(carry)
         # dL/dh of the state entering it: for the next segment, or dL/dh_0 from the last where h_0 needs it
-        da, carry = backprop(ctx.plan, y, dy_seg, w_hh, ctx.nonlinearity, ctx.reverse, operand,
+        da, carry = backprop(ctx.plan, y, dy[start:stop], carry, w_hh, ctx.nonlinearity, ctx.reverse, operand,
                              dh0_wanted=need_h0 or done < len(pieces))
         share = GradientOperands(da, x[start:stop], entering[k], y, ctx.reverse)
         if need_x:
@@ -144,13 +150,13 @@ def gradients(ctx, dy):
 def recomputed(ctx, order: list[int], entering: list[torch.Tensor], x, w_ih, w_hh, b_ih, b_hh):
     """(k, segment k's states) for each segment k in order, each recomputed from the state entering it: XW by the
     input GEMM, then the forward kernel (on a GPU one segment ahead of the caller's backward: recompute.ahead)."""
-    bias = summed_bias(b_ih, b_hh)  # both once for every segment
+    gemm_bias, kernel_bias = biases(ctx.plan, b_ih, b_hh)  # these and U's operand once for every segment
     operand = recurrence_operand(ctx.plan, w_hh, backward=False)
 
     def recompute(k: int) -> torch.Tensor:
         start, stop = ctx.pieces[k]
-        xw = input_projection(x[start:stop], w_ih, bias)
-        return states(ctx.plan, xw, entering[k], w_hh, ctx.nonlinearity, ctx.reverse, operand)
+        xw = input_projection(x[start:stop], w_ih, gemm_bias)
+        return states(ctx.plan, xw, entering[k], w_hh, kernel_bias, ctx.nonlinearity, ctx.reverse, operand)[0]
     return ahead(order, recompute, side_stream(ctx.plan, x.device))
 
 

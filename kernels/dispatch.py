@@ -304,10 +304,22 @@ STEPWISE_DEFAULT = LaunchConfig(StepwiseBlocks(), StepwiseBlocks())
 STEPWISE_BLOCK_N = (64, 32, 16)
 
 
+# Whether the fma and resident kernels add b_hh to each step's input themselves (Tier.fused_ends), the input GEMM taking
+# b_ih alone: a forward call then launches no b_ih + b_hh, for one FADD per element of a step's input a step, off its
+# serial chain. Compile audit, sm_90, tanh forward without the L2 prefetch, time-loop instructions and stall cycles per
+# step with / without (--b-hh-summed): the bf16 resident forward 132/124 and 274/261 at BLOCK_H = 64, 97/92 and
+# 239/225 at 256; the fma forward one instruction more (fp32 116/115 and 188/190 at 64, 195/194 and 273/299 at 128);
+# no CTA barrier more, no spills. A launch fewer against about 5-15 cycles a step: on a host whose launches cost
+# tens of microseconds the launch weighs more at T = 1024, on a GPU-bound one (a CUDA graph) perhaps not. Not yet
+# timed (.ci/gpu_variants.py b-hh-summed, bash .ci/gpu host-profile).
+B_HH_IN_KERNEL = True
+
+
 @dataclass(frozen=True)
 class Tier:
     """What a tier runs: its launchers, its kernels (forward, backward) and their launch keywords."""
-    forward: Callable[..., torch.Tensor]                          # (xw, h0, u, reverse, blocks, nonlinearity)
+    forward: Callable[..., torch.Tensor | tuple]                  # (xw, h0, u, reverse, blocks, nonlinearity)
+    #                                                               -> y, or (y, h_n) where fused_ends
     backward: Callable[..., tuple[torch.Tensor, torch.Tensor | None]]  # (y, dy, u, reverse, blocks, nonlinearity)
     #                                                               -> (da, dh0 where its kernel makes it, else None)
     kernels: tuple                                                # (forward, backward) @triton.jit functions
@@ -329,15 +341,20 @@ class Tier:
     # and da over dy's, and fp32's resident forward over xw): the compile audit checks that the time loop orders
     # every such load first (audit.output_over_input).
     in_place: Callable[[dict, bool], bool] = lambda keywords, backward: False
+    # Whether its kernels do the layer's ends themselves: the forward adds b_hh to each step's input (its launcher's
+    # keyword b_hh) and writes h_n from its registers after the last step (returning (y, h_n)), the backward adds
+    # dL/dh_n into its first step's dy (keyword dh_n). For the others recurrence_forward and recurrence_backward do
+    # these by torch ops, a launch each: on a GPU every launch costs host time on every call.
+    fused_ends: bool = False
 
 
 TIERS = {
     "fma": Tier(fma.fma_forward, fma.fma_backward, (fma.fma_forward_kernel, fma.fma_backward_kernel),
                 fma.launch_keywords, overlaps=True, operand=fma.operand, spares_xw=True,
-                in_place=lambda keywords, backward: not backward),
+                in_place=lambda keywords, backward: not backward, fused_ends=True),
     "resident": Tier(resident.resident_forward, resident.resident_backward,
                      (resident.resident_forward_kernel, resident.resident_backward_kernel), resident.launch_keywords,
-                     overlaps=True, spares_xw=True, in_place=resident.stores_over_input),
+                     overlaps=True, spares_xw=True, in_place=resident.stores_over_input, fused_ends=True),
     "split": Tier(split.split_forward, split.split_backward, (split.split_forward_kernel, split.split_backward_kernel),
                   split.launch_keywords, overlaps=False),
     "stepwise": Tier(stepwise.stepwise_forward, stepwise.stepwise_backward,
@@ -622,27 +639,62 @@ def recurrence_operand(plan: KernelPlan, u: torch.Tensor, backward: bool) -> tor
     return TIERS[plan.tier].operand(u, plan.config.backward if backward else plan.config.forward, backward)
 
 
+def biases(plan: KernelPlan, b_ih: torch.Tensor | None,
+           b_hh: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(the input GEMM's bias, recurrence_forward's b_hh) for a layer with biases b_ih and b_hh (None and None for one
+    without): (b_ih, b_hh) where the plan's kernels add b_hh themselves (Tier.fused_ends, B_HH_IN_KERNEL), else
+    (b_ih + b_hh, None): one vector added, where recurrence_forward given b_hh would add it to all of xw."""
+    if b_ih is None:
+        return None, None
+    if TIERS[plan.tier].fused_ends and B_HH_IN_KERNEL:
+        return b_ih, b_hh
+    return b_ih + b_hh, None
+
+
 def recurrence_forward(plan: KernelPlan, xw: torch.Tensor, h0: torch.Tensor, u: torch.Tensor,
                        nonlinearity: str, reverse: bool, operand: torch.Tensor | None = None,
-                       xw_spare: bool = False) -> torch.Tensor:
-    """h_t = act(xw_t + h_{t-1} U^T) for all t: [T, B, H] in xw's dtype (operand: recurrence_operand's, if made).
-    With xw_spare (the caller no longer needs xw) the result may be written over xw (Tier.spares_xw)."""
+                       xw_spare: bool = False, b_hh: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(h_t for all t [T, B, H] in xw's dtype, h_n [B, H]): h_t = act(xw_t + b_hh + h_{t-1} U^T), h_n the state after
+    the last processed step, with its own storage (b_hh None: xw holds every bias; operand: recurrence_operand's, if
+    made). With xw_spare (the caller no longer needs xw) the states may be written over xw (Tier.spares_xw). The fma
+    and resident kernels add b_hh and write h_n themselves (Tier.fused_ends); for the others here, a launch each."""
     operand = recurrence_operand(plan, u, backward=False) if operand is None else operand
     tier = TIERS[plan.tier]
-    spare = {"xw_spare": True} if xw_spare and tier.spares_xw else {}
-    return tier.forward(xw, h0, operand, reverse, plan.config.forward, nonlinearity, **spare)
+    keywords = {"xw_spare": True} if xw_spare and tier.spares_xw else {}
+    if tier.fused_ends:
+        return tier.forward(xw, h0, operand, reverse, plan.config.forward, nonlinearity, b_hh=b_hh, **keywords)
+    if b_hh is not None:
+        xw = xw.add_(b_hh) if xw_spare else xw + b_hh
+    y = tier.forward(xw, h0, operand, reverse, plan.config.forward, nonlinearity, **keywords)
+    return y, y[last_step(reverse)].clone()
 
 
 def recurrence_backward(plan: KernelPlan, y: torch.Tensor, dy: torch.Tensor, u: torch.Tensor,
                         nonlinearity: str, reverse: bool, operand: torch.Tensor | None = None,
-                        dh0_wanted: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(dL/da_t for all t in y's dtype, dL/dh_0 in the accumulator dtype) from the stored h_t and their gradients dy
-    (operand: recurrence_operand's, if made). The fma and resident kernels make dL/dh_0 themselves; for the split and
-    step kernels it is dL/da of the step that consumed h_0 times U, one GEMM here, made only where dh0_wanted (else
-    None): two casts and a GEMM fewer where h_0 needs no gradient."""
+                        dh0_wanted: bool = True,
+                        dh_n: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(dL/da_t for all t in y's dtype, dL/dh_0 in the accumulator dtype) from the stored h_t, their gradients dy and
+    dh_n, the gradient of the state after the last processed step (h_n's, or a later segment's; None: none), which the
+    fma and resident kernels add into that step's dy themselves (Tier.fused_ends), in the accumulator dtype; for the
+    others it is added here, into a copy of dy rounded to its dtype. operand: recurrence_operand's, if made. The fma
+    and resident kernels make dL/dh_0 themselves; for the split and step kernels it is dL/da of the step that consumed
+    h_0 times U, one GEMM here, made only where dh0_wanted (else None): two casts and a GEMM fewer where h_0 needs no
+    gradient."""
     operand = recurrence_operand(plan, u, backward=True) if operand is None else operand
-    da, dh0 = TIERS[plan.tier].backward(y, dy, operand, reverse, plan.config.backward, nonlinearity)
+    tier = TIERS[plan.tier]
+    if tier.fused_ends:
+        da, dh0 = tier.backward(y, dy, operand, reverse, plan.config.backward, nonlinearity, dh_n=dh_n)
+    else:
+        if dh_n is not None:
+            dy = dy.clone()
+            dy[last_step(reverse)].add_(dh_n)
+        da, dh0 = tier.backward(y, dy, operand, reverse, plan.config.backward, nonlinearity)
     if dh0 is None and dh0_wanted:
         acc = accumulator_dtype(y.dtype)
         dh0 = da[-1 if reverse else 0].to(acc) @ u.to(acc)  # the step that consumed h_0 comes first in time order
     return da, dh0
+
+
+def last_step(reverse: bool) -> int:
+    """The time index of a direction's last processed step in a [T, ...] tensor: h_n's."""
+    return 0 if reverse else -1

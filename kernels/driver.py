@@ -37,8 +37,9 @@ from torch.nn.utils.rnn import PackedSequence
 
 from .streams import Beside
 
-# layer_fn(x [T, B, I], h0 [B, H], w_ih, w_hh, b_ih, b_hh, nonlinearity, reverse) -> h_t for all t [T, B, H]
-LayerFn = Callable[..., torch.Tensor]
+# layer_fn(x [T, B, I], h0 [B, H], w_ih, w_hh, b_ih, b_hh, nonlinearity, reverse)
+#   -> (h_t for all t [T, B, H], h_n [B, H]: the state after the last processed step, not a view of the first)
+LayerFn = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 
 
 def time_order(T: int, reverse: bool) -> range:
@@ -80,12 +81,9 @@ def reorder_time(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return x.gather(0, index[:, :, None].expand(-1, -1, x.shape[-1]))
 
 
-def final_state(ys: torch.Tensor, reverse: bool, lengths: torch.Tensor | None) -> torch.Tensor:
-    """h_n of one direction from its states [T, B, H] in time order: each row's state after its last step."""
-    if reverse:
-        return ys[0]
-    if lengths is None:
-        return ys[-1]
+def final_state(ys: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """h_n of a forward direction over rows of lengths [B] from its states [T, B, H]: each row's state after its last
+    valid step."""
     return reorder_time(ys, (lengths - 1)[None, :]).squeeze(0)
 
 
@@ -105,12 +103,14 @@ def stacked_forward(x: torch.Tensor, hx: torch.Tensor | None, weights: Mapping[s
         """(states [T, B, H] in time order, h_n [B, H]) of one layer and direction."""
         w = [weights.get(param_name(k, layer, reverse)) for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
         h0 = hx[layer * directions + reverse]
-        if reverse and within_length is not None:
-            flipped = reorder_time(layer_input, within_length)
-            ys = reorder_time(layer_fn(flipped, h0, *w, nonlinearity, False), within_length)
-        else:
-            ys = layer_fn(layer_input, h0, *w, nonlinearity, reverse)
-        return ys, final_state(ys, reverse, lengths)
+        if lengths is None:
+            return layer_fn(layer_input, h0, *w, nonlinearity, reverse)
+        # The layer's own h_n is each row's state after step T - 1, past its last valid step where L_b < T.
+        if not reverse:
+            ys, _ = layer_fn(layer_input, h0, *w, nonlinearity, False)
+            return ys, final_state(ys, lengths)
+        flipped, _ = layer_fn(reorder_time(layer_input, within_length), h0, *w, nonlinearity, False)
+        return reorder_time(flipped, within_length), final_state(flipped, lengths)
 
     layer_input, finals = x, []
     for layer in range(num_layers):
@@ -128,7 +128,8 @@ def stacked_forward(x: torch.Tensor, hx: torch.Tensor | None, weights: Mapping[s
             finals.append(final)
         if dropout > 0 and layer < num_layers - 1:
             layer_input = F.dropout(layer_input, dropout, training=True)
-    return layer_input, torch.stack(finals)
+    # One layer and direction's h_n is its own: no copy (on a GPU each launch costs host time on every call)
+    return layer_input, finals[0].unsqueeze(0) if len(finals) == 1 else torch.stack(finals)
 
 
 def rnn_forward(input: torch.Tensor | PackedSequence, hx: torch.Tensor | None, weights: Mapping[str, torch.Tensor], *,

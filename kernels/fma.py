@@ -5,9 +5,12 @@ registers, FMA; ../shared/gpu-runs/2026-11-25-h100/cudnn_kernels_ncu.md): fp32 a
 tensor core, where the resident tier's 3xTF32 (resident.py) pays three MMAs, their waits and the
 TF32 splits on every step's serial chain. Per step, for one batch row b (a vector of H)::
 
-    forward:   a_t[n]  = xw_t[n] + sum_k U^T[k, n] h_{t-1}[k],   h_t = act(a_t)
-    backward:  g_t[n]  = dy_t[n] + sum_k U[k, n] da_{t+1}[k],     da_t = g_t * act'(h_t)
+    forward:   a_t[n]  = xw_t[n] + b_hh[n] + sum_k U^T[k, n] h_{t-1}[k],   h_t = act(a_t)
+    backward:  g_t[n]  = dy_t[n] + sum_k U[k, n] da_{t+1}[k],               da_t = g_t * act'(h_t)
                dh_0[n] = sum_k U[k, n] da_1[k]
+
+with xw_t = x_t W_ih^T + b_ih from the input GEMM (b_hh too where dispatch.B_HH_IN_KERNEL is off: the kernel then
+takes none), h_n = h_T stored from the registers after the last step, and dL/dh_n added to dy_T in fp32.
 
 Both are one product, sum_k M[k, n] v[k], with the [BLOCK_H, BLOCK_H] operand M (U^T forward, U
 backward) held in registers for all T steps, one thread per column n of M (dispatch.FMA_CONFIGS; at
@@ -202,11 +205,13 @@ def vector_product(held, m_ptr, v, BLOCK_H: tl.constexpr, STREAM_HALF: tl.conste
 
 @triton.jit
 def fma_forward_kernel(
-    xw_ptr,         # [T, B, H] input projection incl. both biases, I/O dtype (fp32, bf16, fp16), contiguous
+    xw_ptr,         # [T, B, H] input projection x_t W_ih^T + b_ih, I/O dtype (fp32, bf16, fp16), contiguous
     h0_ptr,         # [B, H] initial hidden state, I/O dtype, contiguous
     ut_fp32_ptr,    # U^T (element [k, n] is U[n, k]) in fp32, zero-padded to [BLOCK_H, BLOCK_H], stored by_columns
+    b_hh_ptr,       # [H] recurrent bias b_hh, I/O dtype, added to every step's input; None: xw holds every bias
     y_ptr,          # [T, B, H] out: h_t for every t, I/O dtype; may be xw_ptr (each step's input is loaded a
                     # step ahead, before a CTA barrier that precedes the store over it: audit.output_over_input)
+    hn_ptr,         # [B, H] out: h_n, the state after the last step, I/O dtype, contiguous
     T, B, H,        # sequence length, batch, hidden size
     t_first,        # time index of the first step: 0, or T - 1 for the reverse direction
     t_step,         # +1 or -1
@@ -224,25 +229,36 @@ def fma_forward_kernel(
     stride = B * H
     t = tl.cast(t_first, tl.int64)  # 64-bit: t * B * H can pass 2^31
     h = tl.load(h0_ptr + row, mask=mask, other=0.0).to(tl.float32)  # the state is carried in fp32
+    if b_hh_ptr is not None:  # loaded once, added to every step's input (not on the step's serial chain)
+        bias = tl.load(b_hh_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     xw = tl.load(xw_ptr + t * stride + row, mask=mask, other=0.0)
     for s in range(0, T):
         # The next step's input, loaded while this step computes.
         xw_next = tl.load(xw_ptr + (t + t_step) * stride + row, mask=mask & (s + 1 < T), other=0.0)
         if L2_PREFETCH_STEPS:
             prefetch_l2(xw_ptr + (t + L2_PREFETCH_STEPS * t_step) * stride, s + L2_PREFETCH_STEPS < T, B, H, 1)
-        h = apply_activation(xw.to(tl.float32) + vector_product(held, ut_fp32_ptr, h, BLOCK_H, STREAM_HALF,
-                                                                          INTERLEAVED_CHAINS),
+        a = xw.to(tl.float32)
+        if b_hh_ptr is not None:
+            a += bias
+        h = apply_activation(a + vector_product(held, ut_fp32_ptr, h, BLOCK_H, STREAM_HALF, INTERLEAVED_CHAINS),
                              ACTIVATION, TANH_FORM)
         tl.store(y_ptr + t * stride + row, h.to(y_ptr.dtype.element_ty), mask=mask)
         t += t_step
         xw = xw_next
+    # h_n from the registers: no copy of y's last step. Its own buffer, but the compile audit checks every store of a
+    # kernel that writes over its input for a barrier after the loads before it (audit.first_step_ordered), and where
+    # the loop runs no step the path reaches this store from the first loads: one barrier a launch orders it.
+    tl.debug_barrier()
+    tl.store(hn_ptr + row, h.to(hn_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
 def fma_backward_kernel(
     y_ptr,          # [T, B, H] forward hidden states h_t, I/O dtype, contiguous
-    dy_ptr,         # [T, B, H] dL/dh_t from the layer's outputs (h_n's gradient included), I/O dtype, contiguous
+    dy_ptr,         # [T, B, H] dL/dh_t from the layer's output, I/O dtype, contiguous
     u_fp32_ptr,     # recurrent weight U in fp32, zero-padded to [BLOCK_H, BLOCK_H], stored by_columns
+    dhn_ptr,        # [B, H] dL/dh_n (or a later segment's dL/dh), any float dtype, added to the first reverse step's
+                    # dy in fp32; None: none
     da_ptr,         # [T, B, H] out: dL/da_t, I/O dtype
     dh0_ptr,        # [B, H] out: dL/dh_0, fp32
     T, B, H,        # sequence length, batch, hidden size
@@ -260,7 +276,9 @@ def fma_backward_kernel(
     t = tl.cast(t_first, tl.int64)
     da = tl.zeros((BLOCK_H,), tl.float32)  # nothing flows into the first reverse step but dy
     h = tl.load(y_ptr + t * stride + row, mask=mask, other=0.0)
-    dy = tl.load(dy_ptr + t * stride + row, mask=mask, other=0.0)
+    dy = tl.load(dy_ptr + t * stride + row, mask=mask, other=0.0).to(tl.float32)  # carried in fp32
+    if dhn_ptr is not None:
+        dy += tl.load(dhn_ptr + row, mask=mask, other=0.0).to(tl.float32)
     for s in range(0, T):
         # The next reverse step's inputs, loaded while this step computes.
         h_next = tl.load(y_ptr + (t + t_step) * stride + row, mask=mask & (s + 1 < T), other=0.0)
@@ -269,11 +287,11 @@ def fma_backward_kernel(
             ahead = (t + L2_PREFETCH_STEPS * t_step) * stride
             prefetch_l2(y_ptr + ahead, s + L2_PREFETCH_STEPS < T, B, H, 1)
             prefetch_l2(dy_ptr + ahead, s + L2_PREFETCH_STEPS < T, B, H, 1)
-        g = dy.to(tl.float32) + vector_product(held, u_fp32_ptr, da, BLOCK_H, STREAM_HALF, INTERLEAVED_CHAINS)
+        g = dy + vector_product(held, u_fp32_ptr, da, BLOCK_H, STREAM_HALF, INTERLEAVED_CHAINS)
         da = g * activation_grad_from_output(h.to(tl.float32), ACTIVATION)
         tl.store(da_ptr + t * stride + row, da.to(da_ptr.dtype.element_ty), mask=mask)
         t += t_step
-        h, dy = h_next, dy_next
+        h, dy = h_next, dy_next.to(tl.float32)
     tl.store(dh0_ptr + row, vector_product(held, u_fp32_ptr, da, BLOCK_H, STREAM_HALF, INTERLEAVED_CHAINS), mask=mask)
 
 
@@ -294,27 +312,30 @@ def operand(u: torch.Tensor, config: FmaBlocks, backward: bool) -> torch.Tensor:
 
 
 def fma_forward(xw: torch.Tensor, h0: torch.Tensor, ut_columns: torch.Tensor, reverse: bool, config: FmaBlocks,
-                nonlinearity: str, xw_spare: bool = False) -> torch.Tensor:
-    """All hidden states [T, B, H] of one layer-direction in xw's dtype; xw, h0 contiguous on one device, ut_columns
-    operand(u, config, backward=False). With xw_spare they are written over xw."""
+                nonlinearity: str, xw_spare: bool = False,
+                b_hh: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(all hidden states [T, B, H], h_n [B, H]) of one layer-direction in xw's dtype, b_hh (if given) added to every
+    step's xw; xw, h0, b_hh contiguous on one device, ut_columns operand(u, config, backward=False). With xw_spare
+    the states are written over xw."""
     T, B, H = xw.shape
     y = xw if xw_spare else torch.empty_like(xw)
+    h_n = torch.empty_like(h0)
     keywords = launch_keywords(config, nonlinearity, xw.dtype, interpreting(), backward=False)
     keywords["L2_PREFETCH_STEPS"] = prefetch_distance(keywords, (xw, y))
-    fma_forward_kernel[(B,)](xw, h0, ut_columns, y, T, B, H, T - 1 if reverse else 0, -1 if reverse else 1,
-                             **keywords)
-    return y
+    fma_forward_kernel[(B,)](xw, h0, ut_columns, b_hh, y, h_n, T, B, H, T - 1 if reverse else 0,
+                             -1 if reverse else 1, **keywords)
+    return y, h_n
 
 
 def fma_backward(y: torch.Tensor, dy: torch.Tensor, u_columns: torch.Tensor, reverse: bool, config: FmaBlocks,
-                 nonlinearity: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(da [T, B, H] in y's dtype, dh0 [B, H] in fp32) for one layer-direction; y, dy contiguous, u_columns
-    operand(u, config, backward=True)."""
+                 nonlinearity: str, dh_n: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(da [T, B, H] in y's dtype, dh0 [B, H] in fp32) for one layer-direction, dh_n (if given) added to the first
+    reverse step's dy; y, dy, dh_n contiguous, u_columns operand(u, config, backward=True)."""
     T, B, H = y.shape
     da = torch.empty_like(y)
     dh0 = torch.empty((B, H), dtype=accumulator_dtype(y.dtype), device=y.device)
     keywords = launch_keywords(config, nonlinearity, y.dtype, interpreting(), backward=True)
     keywords["L2_PREFETCH_STEPS"] = prefetch_distance(keywords, (y, dy, da))
-    fma_backward_kernel[(B,)](y, dy, u_columns, da, dh0, T, B, H, 0 if reverse else T - 1, 1 if reverse else -1,
-                              **keywords)
+    fma_backward_kernel[(B,)](y, dy, u_columns, dh_n, da, dh0, T, B, H, 0 if reverse else T - 1,
+                              1 if reverse else -1, **keywords)
     return da, dh0

@@ -21,8 +21,8 @@ ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu}
 
 def elman_layer(x: torch.Tensor, h0: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor,
                 b_ih: torch.Tensor | None, b_hh: torch.Tensor | None, nonlinearity: str = "tanh",
-                reverse: bool = False) -> torch.Tensor:
-    """One layer, one direction. x: [T, B, I], h0: [B, H]. Returns all hidden states [T, B, H]."""
+                reverse: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """One layer, one direction. x: [T, B, I], h0: [B, H]. Returns (all hidden states [T, B, H], h_n [B, H])."""
     act = ACTIVATIONS[nonlinearity]
     xw = x @ w_ih.t()
     if b_ih is not None:
@@ -32,7 +32,7 @@ def elman_layer(x: torch.Tensor, h0: torch.Tensor, w_ih: torch.Tensor, w_hh: tor
     for t in time_order(x.shape[0], reverse):
         h = act(xw[t] + h @ w_hh.t())
         outputs[t] = h
-    return torch.stack(outputs)
+    return torch.stack(outputs), h
 
 
 # nn.RNN's forward on the reference loop: reference_forward(input, hx, weights, num_layers=..., ...)

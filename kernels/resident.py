@@ -4,14 +4,17 @@ registers for all of them.
 Forward, for one layer and direction, written transposed so that U is the left operand of the
 product, the one a tensor-core MMA can take from registers (a_t is the pre-activation)::
 
-    a_t^T = xw_t^T + U h_{t-1}^T,   h_t = act(a_t),   xw_t = x_t W_ih^T + b_ih + b_hh (one GEMM, outside)
+    a_t^T = xw_t^T + b_hh + U h_{t-1}^T,   h_t = act(a_t),   xw_t = x_t W_ih^T + b_ih (one GEMM, outside)
 
-Backward (BPTT) in one reverse launch, from the stored h_t alone, with U^T as the left operand::
+and h_n = h_T is stored from the registers after the last step (b_hh is added here where dispatch.B_HH_IN_KERNEL;
+else the GEMM adds it with b_ih and the kernel takes none). Backward (BPTT) in one reverse launch, from the stored h_t
+alone, with U^T as the left operand::
 
     g_t^T = dy_t^T + U^T da_{t+1}^T,   da_t = g_t * act'(h_t),   dh_0^T = U^T da_1^T
 
-where dy_t is the gradient arriving from the layer's outputs (h_n's included). The weight gradients
-are large GEMMs over all t, done afterwards by the caller (autograd.py).
+where dy_t is the gradient arriving from the layer's output, plus dL/dh_n at the first reverse step (t = T), added
+in the accumulator dtype. The weight gradients are large GEMMs over all t, done afterwards by the caller
+(autograd.py).
 
 Each program owns a BLOCK_B-row tile of the batch (the grid is cdiv(B, BLOCK_B), any B in one
 launch) and keeps its own copy of U, padded to BLOCK_H x BLOCK_H. The carry (h, or da) stays in
@@ -301,11 +304,20 @@ def product(u, carry, acc, IO_DTYPE: tl.constexpr, DOT_PRECISION: tl.constexpr, 
 
 
 @triton.jit
+def column_bias(b_ptr, H, BLOCK_H: tl.constexpr, ACC_DTYPE: tl.constexpr):
+    """The bias at b_ptr ([H]) as a [BLOCK_H, 1] column in ACC_DTYPE, to add to each step's [BLOCK_H, BLOCK_B] tile."""
+    offs_h = tl.arange(0, BLOCK_H)
+    return tl.load(b_ptr + offs_h, mask=offs_h < H, other=0.0).to(ACC_DTYPE)[:, None]
+
+
+@triton.jit
 def resident_forward_kernel(
-    xw_ptr,         # [T, B, H] input projection incl. both biases, I/O dtype, contiguous (FRAGMENTS: fragment order)
+    xw_ptr,         # [T, B, H] input projection x_t W_ih^T + b_ih, I/O dtype, contiguous (FRAGMENTS: fragment order)
     h0_ptr,         # [B, H] initial hidden state, I/O dtype, contiguous
     u_ptr,          # [H, H] recurrent weight U = weight_hh (row i feeds unit i), contiguous
+    b_hh_ptr,       # [H] recurrent bias b_hh, I/O dtype, added to every step's input; None: xw holds every bias
     y_ptr,          # [T, B, H] out: h_t for every t, I/O dtype, xw's layout (FRAGMENTS: may be xw itself)
+    hn_ptr,         # [B, H] out: h_n, the state after the last step, I/O dtype, contiguous
     pin,            # 1.0, as a runtime float: keeps U in registers (module docstring)
     T, B, H,        # sequence length, batch, hidden size
     t_first,        # time index of the first step: 0, or T - 1 for the reverse direction
@@ -328,9 +340,12 @@ def resident_forward_kernel(
     rows, columns = step_matrix(B, H, BLOCK_B, BLOCK_H, FRAGMENTS)
     stride = rows * columns
     t = tl.cast(t_first, tl.int64)  # 64-bit: t * B * H can pass 2^31
-    h0_tile, h0_mask = transposed_tile(B, H, BLOCK_B, BLOCK_H)
-    h = tl.load(h0_ptr + h0_tile, mask=h0_mask, other=0.0).to(ACC_DTYPE)
+    state_tile, state_mask = transposed_tile(B, H, BLOCK_B, BLOCK_H)  # h_0's and h_n's
+    h = tl.load(h0_ptr + state_tile, mask=state_mask, other=0.0).to(ACC_DTYPE)
     xw = load_tile(xw_ptr + t * stride, tile, mask, True, False, FRAGMENTS).to(ACC_DTYPE)
+    if b_hh_ptr is not None:  # loaded once, added to every step's input (not on the step's serial chain)
+        bias = column_bias(b_hh_ptr, H, BLOCK_H, ACC_DTYPE)
+        xw += bias
     # Step 0, peeled: U's register value gets a user outside the loop.
     h = apply_activation(product(u, h, xw, IO_DTYPE, DOT_PRECISION, UPCAST_DOT, IN_IO_LAYOUT), ACTIVATION, TANH_FORM)
     store_tile(y_ptr + t * stride, tile, h.to(IO_DTYPE), mask, ACC_LAYOUT_IO, FRAGMENTS)
@@ -338,6 +353,8 @@ def resident_forward_kernel(
     for s in range(1, T):
         t += t_step
         xw_t = xw.to(ACC_DTYPE)
+        if b_hh_ptr is not None:
+            xw_t += bias
         # Step t+1's input, loaded while this step computes.
         xw = load_tile(xw_ptr + (t + t_step) * stride, tile, mask, s + 1 < T, ACC_LAYOUT_IO, FRAGMENTS)
         if L2_PREFETCH_STEPS:
@@ -346,13 +363,19 @@ def resident_forward_kernel(
         a = product(u, h, xw_t, IO_DTYPE, DOT_PRECISION, UPCAST_DOT, IN_IO_LAYOUT)
         h = apply_activation(a, ACTIVATION, TANH_FORM)
         store_tile(y_ptr + t * stride, tile, h.to(IO_DTYPE), mask, ACC_LAYOUT_IO, FRAGMENTS)
+    # h_n from the registers: no copy of y's last step. A barrier a launch, as in fma_forward_kernel, for the compile
+    # audit's check of a kernel that writes over its input (audit.first_step_ordered).
+    tl.debug_barrier()
+    tl.store(hn_ptr + state_tile, h.to(IO_DTYPE), mask=state_mask)
 
 
 @triton.jit
 def resident_backward_kernel(
     y_ptr,          # [T, B, H] forward hidden states h_t, I/O dtype, contiguous (FRAGMENTS: fragment order)
-    dy_ptr,         # [T, B, H] dL/dh_t from the layer's outputs (h_n's gradient included), contiguous, y's layout
+    dy_ptr,         # [T, B, H] dL/dh_t from the layer's output, contiguous, y's layout
     u_ptr,          # [H, H] recurrent weight U, contiguous
+    dhn_ptr,        # [B, H] dL/dh_n (or a later segment's dL/dh), any float dtype, added to the first reverse step's
+                    # dy in the accumulator dtype; None: none
     da_ptr,         # [T, B, H] out: dL/da_t, I/O dtype, y's layout (FRAGMENTS: may be dy itself)
     dh0_ptr,        # [B, H] out: dL/dh_0, in the accumulator dtype
     pin,            # 1.0, as a runtime float: keeps U^T in registers
@@ -373,6 +396,9 @@ def resident_backward_kernel(
     # The first reverse step has no carry: da = dy * act'(h).
     h = load_tile(y_ptr + t * stride, tile, mask, True, False, FRAGMENTS).to(ACC_DTYPE)
     g = load_tile(dy_ptr + t * stride, tile, mask, True, False, FRAGMENTS).to(ACC_DTYPE)
+    if dhn_ptr is not None:
+        dhn_tile, dhn_mask = transposed_tile(B, H, BLOCK_B, BLOCK_H)
+        g += tl.load(dhn_ptr + dhn_tile, mask=dhn_mask, other=0.0).to(ACC_DTYPE)
     da = g * activation_grad_from_output(h, ACTIVATION)
     # da may be stored over dy (FRAGMENTS): once a launch, a barrier orders the store after every thread's loads, as
     # the loop's barriers do, so that the compile audit can check it (audit.first_step_ordered).
@@ -408,31 +434,34 @@ def stores_over_input(keywords: dict, backward: bool) -> bool:
 
 
 def resident_forward(xw: torch.Tensor, h0: torch.Tensor, u: torch.Tensor, reverse: bool, config: ResidentBlocks,
-                     nonlinearity: str, xw_spare: bool = False) -> torch.Tensor:
-    """All hidden states [T, B, H] of one layer-direction; xw, h0, u contiguous, same dtype and device. With
-    xw_spare they are written over xw: in fragment order from the copy, which has read xw whole before the kernel
-    runs; in fp32 by the kernel itself (stores_over_input)."""
+                     nonlinearity: str, xw_spare: bool = False,
+                     b_hh: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(all hidden states [T, B, H], h_n [B, H]) of one layer-direction, b_hh (if given) added to every step's xw;
+    xw, h0, u, b_hh contiguous, same dtype and device. With xw_spare the states are written over xw: in fragment
+    order from the copy, which has read xw whole before the kernel runs; in fp32 by the kernel itself
+    (stores_over_input)."""
     T, B, H = xw.shape
+    h_n = torch.empty_like(h0)
     keywords = launch_keywords(config, nonlinearity, xw.dtype, interpreting(), backward=False,
                                fragment_order=fragments.within_padding_bound(B, H, config.BLOCK_B, config.BLOCK_H))
 
     def launch(steps: torch.Tensor, y: torch.Tensor):  # the L2 prefetch by what it streams: xw (or its copy) and y
         resident_forward_kernel[(cdiv(B, config.BLOCK_B),)](
-            steps, h0, u, y, PIN, T, B, H, T - 1 if reverse else 0, -1 if reverse else 1,
+            steps, h0, u, b_hh, y, h_n, PIN, T, B, H, T - 1 if reverse else 0, -1 if reverse else 1,
             **keywords | {"L2_PREFETCH_STEPS": prefetch_distance(keywords, (steps, y))})
     if keywords["FRAGMENTS"]:  # y written over xw's copy in fragment order (fragments.py)
         steps = to_fragment_order(xw, config.BLOCK_B, config.BLOCK_H)
         launch(steps, steps)
-        return from_fragment_order(steps, B, H, config.BLOCK_B, config.BLOCK_H, out=xw if xw_spare else None)
+        return from_fragment_order(steps, B, H, config.BLOCK_B, config.BLOCK_H, out=xw if xw_spare else None), h_n
     y = xw if xw_spare and stores_over_input(keywords, backward=False) else torch.empty_like(xw)
     launch(xw, y)
-    return y
+    return y, h_n
 
 
 def resident_backward(y: torch.Tensor, dy: torch.Tensor, u: torch.Tensor, reverse: bool, config: ResidentBlocks,
-                      nonlinearity: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(da [T, B, H] in the I/O dtype, dh0 [B, H] in the accumulator dtype) for one layer-direction; inputs
-    contiguous."""
+                      nonlinearity: str, dh_n: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(da [T, B, H] in the I/O dtype, dh0 [B, H] in the accumulator dtype) for one layer-direction, dh_n (if given)
+    added to the first reverse step's dy; inputs contiguous."""
     T, B, H = y.shape
     dh0 = torch.empty((B, H), dtype=accumulator_dtype(y.dtype), device=y.device)
     keywords = launch_keywords(config, nonlinearity, y.dtype, interpreting(), backward=True,
@@ -440,7 +469,7 @@ def resident_backward(y: torch.Tensor, dy: torch.Tensor, u: torch.Tensor, revers
 
     def launch(states: torch.Tensor, gradients: torch.Tensor, da: torch.Tensor):  # prefetch by y, dy and da streamed
         resident_backward_kernel[(cdiv(B, config.BLOCK_B),)](
-            states, gradients, u, da, dh0, PIN, T, B, H, 0 if reverse else T - 1, 1 if reverse else -1,
+            states, gradients, u, dh_n, da, dh0, PIN, T, B, H, 0 if reverse else T - 1, 1 if reverse else -1,
             **keywords | {"L2_PREFETCH_STEPS": prefetch_distance(keywords, (states, gradients, da))})
     if keywords["FRAGMENTS"]:  # da written over dy's copy in fragment order; y's copy freed before da's is made
         gradients = to_fragment_order(dy, config.BLOCK_B, config.BLOCK_H)

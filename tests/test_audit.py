@@ -631,7 +631,7 @@ def test_an_audit_in_another_process_gets_this_processs_kernel_switches(monkeypa
     the audit's main sets them from those arguments."""
     from kernels import activations, audit, dispatch, fma, layouts, split
     switches = [(resident, "FP32_PRODUCT", "one-dot-m", "tf32x3"), (resident, "FRAGMENT_IO", True, False),
-                (prefetch, "L2_PREFETCH_STEPS", 16, 4),
+                (dispatch, "B_HH_IN_KERNEL", False, True), (prefetch, "L2_PREFETCH_STEPS", 16, 4),
                 (activations, "FTZ_TANH_ON", False, True), (fma, "INTERLEAVED_CHAINS", False, True),
                 (layouts, "PRODUCT_TO_IO_LAYOUT", "all", "fp32"), (split, "INPUTS_AHEAD", False, True),
                 (split, "INPUTS_AFTER_ARRIVAL", False, True), (split, "IN_THREAD_SUM", False, True),
@@ -643,7 +643,8 @@ def test_an_audit_in_another_process_gets_this_processs_kernel_switches(monkeypa
     for module, name, on, _ in switches:
         monkeypatch.setattr(module, name, on)
     arguments = audit.switch_arguments()
-    assert arguments == ["--fp32-product", "one-dot-m", "--resident-fragments", "--l2-prefetch-steps", "16",
+    assert arguments == ["--fp32-product", "one-dot-m", "--resident-fragments", "--b-hh-summed",
+                         "--l2-prefetch-steps", "16",
                          "--product-to-io-layout", "all",
                          "--portable-tanh", "--fma-chains-in-runs",
                          "--split-inputs-in-step", "--split-inputs-before-arrival", "--split-tl-sum",

@@ -36,7 +36,7 @@ def check_long_sequence(tier, dtype, H, B, nonlinearity):
     # float64 on the GPU too: on a lease's CPU, which the test workers share, the reference took seconds a test
     # (T = 1024 steps of autograd at B = 64, H = 256: 40 s on a 2-core machine), more than compiling and running
     ref_y, ref_da, ref_dh0 = reference_layer(*args, nonlinearity, False, dy)
-    y = recurrence_forward(plan, *args, nonlinearity, False, xw_spare=True)
+    y, _ = recurrence_forward(plan, *args, nonlinearity, False, xw_spare=True)
     assert rel_err(y, ref_y) < 2 * TOLERANCE[dtype]
     da, dh0 = recurrence_backward(plan, ref_y.to(dtype), dy, args[2], nonlinearity, False)
     assert rel_err(da, ref_da) < 4 * TOLERANCE[dtype]
@@ -116,8 +116,8 @@ def check_split_against_stepwise(H, B, clustered=False, exchange="l2", dtype=tor
     if clustered and split_plan.config.forward.CLUSTER == 1:  # clusters from sm_90
         pytest.skip(f"no cluster configuration for H={H}, B={B} on this GPU: {split_plan.name}")
     assert split_plan.config.forward.EXCHANGE == exchange, split_plan.name
-    y = recurrence_forward(split_plan, xw, h0, u, "tanh", False)
-    y_ref = recurrence_forward(step_plan, xw, h0, u, "tanh", False)
+    y, _ = recurrence_forward(split_plan, xw, h0, u, "tanh", False)
+    y_ref, _ = recurrence_forward(step_plan, xw, h0, u, "tanh", False)
     assert rel_err(y, y_ref) < 1e-2
     da, dh0 = recurrence_backward(split_plan, y_ref, dy, u, "tanh", False)
     da_ref, dh0_ref = recurrence_backward(step_plan, y_ref, dy, u, "tanh", False)
@@ -264,13 +264,13 @@ def test_a_split_call_leaves_its_barrier_status_unread_when_asked(H, B, monkeypa
     plan = plan_for(H, B, torch.bfloat16, "cuda")
     if plan.tier != "split":
         pytest.skip(f"the split tier does not serve H={H} on this GPU: {plan.reason}")
-    waited = recurrence_forward(plan, xw, h0, u, "tanh", False)
+    waited, _ = recurrence_forward(plan, xw, h0, u, "tanh", False)
     monkeypatch.setattr(barrier_status, "WAIT_FOR_STATUS", False)
     monkeypatch.setattr(barrier_status, "_UNREAD", [])
-    first = recurrence_forward(plan, xw, h0, u, "tanh", False)
+    first, _ = recurrence_forward(plan, xw, h0, u, "tanh", False)
     assert len(barrier_status._UNREAD) == 1
     torch.cuda.synchronize()
-    second = recurrence_forward(plan, xw, h0, u, "tanh", False)
+    second, _ = recurrence_forward(plan, xw, h0, u, "tanh", False)
     assert len(barrier_status._UNREAD) == 1  # the first read as the second started, the second's left
     barrier_status.check_barriers()
     assert barrier_status._UNREAD == []
@@ -317,7 +317,7 @@ def test_more_than_2_31_elements_in_bf16():
     h0 = torch.randn(B, H, generator=g, device="cuda", dtype=dtype).mul_(0.5)
     u = (torch.randn(H, H, generator=g, device="cuda") * (0.9 / H ** 0.5)).to(dtype)
     plan = plan_for(H, B, dtype, "cuda")
-    y = recurrence_forward(plan, xw, h0, u, "tanh", False)
+    y, _ = recurrence_forward(plan, xw, h0, u, "tanh", False)
     assert forward_step_error(y, xw, h0, u, steps) < 1e-2
     del xw
     dy = torch.randn(T, B, H, generator=g, device="cuda", dtype=dtype)

@@ -235,6 +235,51 @@ def test_only_the_gradients_asked_for_are_made(no_grad, checkpoint, kernel, devi
     assert ((H, I) in shapes) == ("weight_ih_l0" not in no_grad)
 
 
+# What a loss reads of the layer's (output, h_n): a sequence model's outputs, a classifier's final state
+READS = {"output": (1.0, 0.0), "h_n": (0.0, 1.0)}
+
+
+@pytest.mark.parametrize("dtype,kernel", [(torch.float32, "auto"), (torch.bfloat16, "auto"),
+                                          (torch.float32, "stepwise")], ids=lambda v: str(v).replace("torch.", ""))
+@pytest.mark.parametrize("checkpoint", [False, True], ids=["full", "checkpointed"])
+@pytest.mark.parametrize("reads", READS)
+def test_a_loss_of_the_output_alone_or_of_h_n_alone_gets_nn_rnns_gradients(reads, checkpoint, dtype, kernel, device,
+                                                                             monkeypatch):
+    """The layer's h_n is an output of its own (the fma and resident kernels write it and take its gradient, Tier.
+    fused_ends): a loss that reads only one of (output, h_n) gets the gradients float64 nn.RNN gives, the other's
+    being None to autograd (zeros for the output where only h_n is read). Both directions; checkpointed in segments of
+    3 steps, so that dL/dh_n enters the last processed segment and each segment's dL/dh_0 the one before."""
+    monkeypatch.setattr(recompute, "SEGMENT_MIN_STEPS", 1)
+    torch.manual_seed(0)
+    layer = TritonRNN(6, 40, bidirectional=True, kernel=kernel, checkpoint=checkpoint, device=device, dtype=dtype)
+    ref = reference_copy(layer)
+    x, hx = torch.randn(7, 5, 6), torch.randn(2, 5, 40) * 0.5
+    weights = READS[reads]
+    grads = {}
+    for module, io_dtype in ((layer, dtype), (ref, torch.float64)):
+        inputs = [x.to(device, io_dtype).requires_grad_(), hx.to(device, io_dtype).requires_grad_()]
+        out, h_n = module(*inputs)
+        loss = weights[0] * out.double().sin().sum() + weights[1] * h_n.double().sin().sum()
+        grads[module] = torch.autograd.grad(loss, inputs + list(module.parameters()))
+    for got, want in zip(grads[layer], grads[ref]):
+        assert rel_err(got.cpu(), want.cpu()) < 4 * TOLERANCE[dtype]
+    assert {p.tier for p in layer.last_plans} == {"fma" if dtype == torch.float32 and kernel == "auto" else
+                                                 "resident" if kernel == "auto" else kernel}
+
+
+@pytest.mark.parametrize("kernel", ["auto", "stepwise"])
+def test_h_n_has_storage_of_its_own_as_nn_rnns_has(kernel, device):
+    """h_n is not a view of the output, whichever kernel writes it (nn.RNN's is not): writing into the output in
+    place leaves it as it was."""
+    layer = TritonRNN(6, 16, kernel=kernel, device=device)
+    with torch.no_grad():
+        out, h_n = layer(torch.randn(4, 3, 6, device=device))
+        assert torch.equal(h_n[0], out[-1])
+        kept = h_n.clone()
+        out.zero_()
+    assert torch.equal(h_n, kept)
+
+
 @pytest.mark.filterwarnings("ignore:Using backward\\(\\) with create_graph=True")  # torch's, about the test's own call
 def test_a_second_derivative_through_the_layer_raises_rather_than_being_silently_zero(device):
     """The kernels' gradients are not differentiable again: a gradient penalty through the layer raises, also where the

@@ -31,16 +31,31 @@ def make_inputs(T, B, H, dtype, device, seed=0):
     return [t.to(device=device, dtype=dtype) for t in (xw, h0, u, dy)]
 
 
-def check_against_reference(plan, dtype, shape, nonlinearity, reverse, device):
-    """One plan's forward and backward kernels against float64, each within the dtype's tolerance."""
+def make_ends(B, H, dtype, device, seed=0):
+    """(b_hh [H], dL/dh_n [B, H]): what a layer's kernels add at its ends besides xw and dy."""
+    g = torch.Generator().manual_seed(seed + 100)
+    return [t.to(device=device, dtype=dtype) for t in (torch.randn(H, generator=g) * 0.3, torch.randn(B, H, generator=g))]
+
+
+def check_against_reference(plan, dtype, shape, nonlinearity, reverse, device, ends=True):
+    """One plan's forward and backward kernels against float64, each within the dtype's tolerance; with ends, given
+    b_hh (added to xw in the reference) and dL/dh_n (added to dy's last processed step there), else neither."""
     T, B, H = shape
     xw, h0, u, dy = make_inputs(T, B, H, dtype, device)
-    y = recurrence_forward(plan, xw, h0, u, nonlinearity, reverse)
-    ref_y, ref_da, ref_dh0 = reference_layer(xw.cpu(), h0.cpu(), u.cpu(), nonlinearity, reverse, dy.cpu())
-    assert y.dtype == dtype and y.shape == (T, B, H)
+    b_hh, dh_n = make_ends(B, H, dtype, device) if ends else (None, None)
+    y, h_n = recurrence_forward(plan, xw, h0, u, nonlinearity, reverse, b_hh=b_hh)
+    last = 0 if reverse else -1
+    ref_xw, ref_dy = xw.cpu().double(), dy.cpu().double()
+    if ends:
+        ref_xw, ref_dy = ref_xw + b_hh.cpu().double(), ref_dy.clone()
+        ref_dy[last] += dh_n.cpu().double()
+    ref_y, ref_da, ref_dh0 = reference_layer(ref_xw, h0.cpu(), u.cpu(), nonlinearity, reverse, ref_dy)
+    assert y.dtype == h_n.dtype == dtype and y.shape == (T, B, H) and h_n.shape == (B, H)
     assert rel_err(y.cpu(), ref_y) < TOLERANCE[dtype]
+    assert torch.equal(h_n, y[last]) and h_n.untyped_storage().data_ptr() != y.untyped_storage().data_ptr()
     # Backward from the reference states, so only the backward kernel's own error is measured.
-    da, dh0 = recurrence_backward(plan, ref_y.to(device=device, dtype=dtype), dy, u, nonlinearity, reverse)
+    da, dh0 = recurrence_backward(plan, ref_y.to(device=device, dtype=dtype), dy, u, nonlinearity, reverse,
+                                  dh_n=dh_n)
     assert rel_err(da.cpu(), ref_da) < 2 * TOLERANCE[dtype]
     assert rel_err(dh0.cpu(), ref_dh0) < 2 * TOLERANCE[dtype]
 
@@ -54,6 +69,19 @@ def test_kernel_matches_float64_reference(tier, dtype, shape, nonlinearity, reve
         pytest.skip("beyond the fp32 resident limit (covered by the dispatch tests)")
     check_against_reference(plan_for(shape[2], shape[1], dtype, device, kernel=tier), dtype, shape, nonlinearity,
                             reverse, device)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("tier,shape", [("fma", (3, 5, 100)), ("fma", (2, 3, 130)), ("resident", (1, 1, 16)),
+                                        ("resident", (3, 5, 48)), ("split", (2, 3, 130)), ("stepwise", (3, 5, 48))],
+                         ids=lambda v: "T{}-B{}-H{}".format(*v) if isinstance(v, tuple) else v)
+def test_kernels_without_b_hh_or_a_gradient_of_h_n_match_float64_reference(tier, dtype, shape, device):
+    """A layer without biases, a loss that does not read h_n: the kernels' launches without those tensors (the other
+    tests give both). The fma and resident kernels take them in the kernel (Tier.fused_ends), the others by torch."""
+    if tier == "fma" and dtype != torch.float32 and shape[2] > 128:
+        pytest.skip("the fma tier serves 16-bit at BLOCK_H = 128 only")
+    plan = plan_for(shape[2], shape[1], dtype, device, kernel=tier)
+    check_against_reference(plan, dtype, shape, "tanh", True, device, ends=False)
 
 
 @pytest.mark.parametrize("fp32_product", [p for p in resident.FP32_PRODUCTS if p != resident.FP32_PRODUCT])
@@ -135,9 +163,9 @@ def test_a_forward_given_xw_to_spare_writes_the_states_over_it_where_its_tier_ma
     xw, h0, u, _ = make_inputs(T, B, H, dtype, device, seed=4)
     plan = plan_for(H, B, dtype, device, kernel=tier)
     kept = xw.clone()
-    y = recurrence_forward(plan, xw, h0, u, "tanh", False)
+    y, _ = recurrence_forward(plan, xw, h0, u, "tanh", False)
     assert torch.equal(xw, kept) and y.data_ptr() != xw.data_ptr()
-    spared_y = recurrence_forward(plan, xw, h0, u, "tanh", False, xw_spare=True)
+    spared_y, _ = recurrence_forward(plan, xw, h0, u, "tanh", False, xw_spare=True)
     assert (spared_y.data_ptr() == xw.data_ptr()) == over_xw
     assert torch.equal(spared_y, y)
     assert rel_err(y.cpu(), reference_layer(kept.cpu(), h0.cpu(), u.cpu(), "tanh", False, kept.cpu())[0]) < \
@@ -161,7 +189,7 @@ def test_hidden_state_carried_in_fp32_not_io_dtype(H, bound, device):
     carry gave 5.8e-4 here); the resident tier's MMA takes the state rounded to 16 bits."""
     T, B = 40, 2
     xw, h0, u, dy = make_inputs(T, B, H, torch.float16, device, seed=3)
-    y = recurrence_forward(plan_for(H, B, torch.float16, device), xw, h0, u, "tanh", False)
+    y, _ = recurrence_forward(plan_for(H, B, torch.float16, device), xw, h0, u, "tanh", False)
     ref_y, _, _ = reference_layer(xw.cpu(), h0.cpu(), u.cpu(), "tanh", False, dy.cpu())
     assert (y.cpu().double() - ref_y).abs().max().item() < bound
 
