@@ -33,6 +33,17 @@ def reference_layer(xw, h0, u, nonlinearity, reverse, dy):
     return y.detach(), xw.grad, h0.grad  # with W_ih = I and no bias, dL/dxw_t is dL/da_t
 
 
+def reference_with_ends(xw, h0, u, nonlinearity, reverse, dy, b_hh=None, dh_n=None):
+    """reference_layer of the recurrence with b_hh added to every step's xw and L = sum(h * dy) + sum(h_n * dh_n) (h_n:
+    the state after the last processed step; None: no such term): (h_t for all t, dL/da_t for all t, dL/dh0)."""
+    if b_hh is not None:
+        xw = xw.double() + b_hh.double()
+    if dh_n is not None:
+        dy = dy.double().clone()
+        dy[0 if reverse else -1] += dh_n.double()
+    return reference_layer(xw, h0, u, nonlinearity, reverse, dy)
+
+
 def reference_copy(layer: torch.nn.RNN) -> torch.nn.RNN:
     """A float64 torch.nn.RNN with layer's settings and weights (loaded through state_dict)."""
     ref = torch.nn.RNN(layer.input_size, layer.hidden_size, num_layers=layer.num_layers,

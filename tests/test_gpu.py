@@ -16,29 +16,32 @@ from kernels.runtime import co_resident_clusters, device_facts
 from rnnbench.backends import Prepared
 from rnnbench.measure import Inputs, saved_activation_mib
 
-from helpers import DTYPES, TOLERANCE, reference_layer, rel_err
+from helpers import DTYPES, TOLERANCE, reference_with_ends, rel_err
 
 pytestmark = pytest.mark.gpu
 
 
 def check_long_sequence(tier, dtype, H, B, nonlinearity):
-    """The tier's kernels for T = 1024 steps of a layer of H and B in dtype against float64; the forward given xw to
-    spare, as the layer's autograd gives it, so that the tiers that store the states over xw do so here."""
+    """The tier's kernels for T = 1024 steps of a layer of H and B in dtype against float64, given b_hh and dL/dh_n
+    as the layer gives them; the forward given xw to spare, as the layer's autograd gives it, so that the tiers that
+    store the states over xw do so here."""
     T = 1024
     g = torch.Generator().manual_seed(0)
     xw = torch.randn(T, B, H, generator=g) * 0.5
     h0 = torch.randn(B, H, generator=g) * 0.5
     u = torch.randn(H, H, generator=g) * (0.9 / H ** 0.5)
     dy = torch.randn(T, B, H, generator=g)
+    b_hh, dh_n = torch.randn(H, generator=g) * 0.3, torch.randn(B, H, generator=g)
     plan = plan_for(H, B, dtype, "cuda", kernel=tier)
     args = [t.to("cuda", dtype) for t in (xw, h0, u)]
-    dy = dy.to("cuda", dtype)
+    dy, b_hh, dh_n = (t.to("cuda", dtype) for t in (dy, b_hh, dh_n))
     # float64 on the GPU too: on a lease's CPU, which the test workers share, the reference took seconds a test
     # (T = 1024 steps of autograd at B = 64, H = 256: 40 s on a 2-core machine), more than compiling and running
-    ref_y, ref_da, ref_dh0 = reference_layer(*args, nonlinearity, False, dy)
-    y, _ = recurrence_forward(plan, *args, nonlinearity, False, xw_spare=True)
+    ref_y, ref_da, ref_dh0 = reference_with_ends(*args, nonlinearity, False, dy, b_hh, dh_n)
+    y, h_n = recurrence_forward(plan, *args, nonlinearity, False, xw_spare=True, b_hh=b_hh)
     assert rel_err(y, ref_y) < 2 * TOLERANCE[dtype]
-    da, dh0 = recurrence_backward(plan, ref_y.to(dtype), dy, args[2], nonlinearity, False)
+    assert torch.equal(h_n, y[-1])
+    da, dh0 = recurrence_backward(plan, ref_y.to(dtype), dy, args[2], nonlinearity, False, dh_n=dh_n)
     assert rel_err(da, ref_da) < 4 * TOLERANCE[dtype]
     assert rel_err(dh0, ref_dh0) < 4 * TOLERANCE[dtype]
 

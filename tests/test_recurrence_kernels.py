@@ -15,7 +15,7 @@ from kernels.launch import LaunchConfig
 from kernels.runtime import device_facts, interpreting
 from kernels.split import SplitBlocks, split_backward, split_forward
 
-from helpers import DTYPES, TOLERANCE, compiled_without_interpreter, reference_layer, rel_err
+from helpers import DTYPES, TOLERANCE, compiled_without_interpreter, reference_layer, reference_with_ends, rel_err
 
 # (T, B, H): T=1, odd H and B, two and three batch tiles (B=17, 40) in one launch, padding to BLOCK_H
 # (48 -> 64, 130 -> 256).
@@ -34,7 +34,8 @@ def make_inputs(T, B, H, dtype, device, seed=0):
 def make_ends(B, H, dtype, device, seed=0):
     """(b_hh [H], dL/dh_n [B, H]): what a layer's kernels add at its ends besides xw and dy."""
     g = torch.Generator().manual_seed(seed + 100)
-    return [t.to(device=device, dtype=dtype) for t in (torch.randn(H, generator=g) * 0.3, torch.randn(B, H, generator=g))]
+    b_hh, dh_n = torch.randn(H, generator=g) * 0.3, torch.randn(B, H, generator=g)
+    return [t.to(device=device, dtype=dtype) for t in (b_hh, dh_n)]
 
 
 def check_against_reference(plan, dtype, shape, nonlinearity, reverse, device, ends=True):
@@ -44,14 +45,11 @@ def check_against_reference(plan, dtype, shape, nonlinearity, reverse, device, e
     xw, h0, u, dy = make_inputs(T, B, H, dtype, device)
     b_hh, dh_n = make_ends(B, H, dtype, device) if ends else (None, None)
     y, h_n = recurrence_forward(plan, xw, h0, u, nonlinearity, reverse, b_hh=b_hh)
-    last = 0 if reverse else -1
-    ref_xw, ref_dy = xw.cpu().double(), dy.cpu().double()
-    if ends:
-        ref_xw, ref_dy = ref_xw + b_hh.cpu().double(), ref_dy.clone()
-        ref_dy[last] += dh_n.cpu().double()
-    ref_y, ref_da, ref_dh0 = reference_layer(ref_xw, h0.cpu(), u.cpu(), nonlinearity, reverse, ref_dy)
+    ref_y, ref_da, ref_dh0 = reference_with_ends(xw.cpu(), h0.cpu(), u.cpu(), nonlinearity, reverse, dy.cpu(),
+                                                 *(None if t is None else t.cpu() for t in (b_hh, dh_n)))
     assert y.dtype == h_n.dtype == dtype and y.shape == (T, B, H) and h_n.shape == (B, H)
     assert rel_err(y.cpu(), ref_y) < TOLERANCE[dtype]
+    last = 0 if reverse else -1
     assert torch.equal(h_n, y[last]) and h_n.untyped_storage().data_ptr() != y.untyped_storage().data_ptr()
     # Backward from the reference states, so only the backward kernel's own error is measured.
     da, dh0 = recurrence_backward(plan, ref_y.to(device=device, dtype=dtype), dy, u, nonlinearity, reverse,
