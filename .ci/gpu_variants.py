@@ -223,6 +223,9 @@ VARIANTS = {  # name -> a context manager factory
     # the fma and resident kernels without b_hh, which the input GEMM adds as b_ih + b_hh, summed at a launch of its own
     # (today's: each step's input plus b_hh in the kernel, dispatch.B_HH_IN_KERNEL)
     "b-hh-summed": lambda: switched(dispatch, "B_HH_IN_KERNEL", False),
+    # the fma forward reading a copy of U^T made for it at a launch of its own (today's: U where it lies, where H is a
+    # multiple of 16: fma.READ_U_ITSELF)
+    "fma-u-copied": lambda: switched(fma, "READ_U_ITSELF", False),
 }
 SMALL = [(dt, h, b) for dt in ("bfloat16",) for h in (128, 256) for b in (8, 64)]
 # bf16 at H = 128 by batch, at two --seq-len (1024: xw and y fit in L2 at every B; 4096: not from B = 32; .ci/gpu
@@ -327,6 +330,7 @@ COMPARED = {  # variant -> the cases it is timed on, each beside today's form ("
     "l2-prefetch-16": RESIDENT_L2,
     "one-stream": OVERLAPPING,
     "b-hh-summed": FUSED_ENDS,
+    "fma-u-copied": FMA_CHAINS,
 }
 # Today's form on every case a variant is compared on, and on the cases timed for their own sake: the step's cost by
 # batch (resident-batch) and one batch row (one-row)

@@ -232,6 +232,8 @@ def audit_jobs(plan: str | None = None, dtype: str | None = None, nonlinearity: 
                                           if keywords.get("FRAGMENTS") else [])
                     forms = [form for keys in forms for form in [keys] + (
                         [keys | {"L2_PREFETCH_STEPS": 0}] if keys.get("L2_PREFETCH_STEPS") else [])]
+                    # the fma forward reads U itself at a typical H, a copy of it elsewhere (fma.reads_u_itself)
+                    forms += [keys | {"U_ITSELF": False} for keys in forms if keys.get("U_ITSELF")]
                     jobs += [AuditJob(kernel.__name__, p.tier, str(dt), form, target, p.name, act,
                                       _u_bytes(p.tier, blocks, dt)) for form in forms]
     wanted = dtype if dtype is None or dtype.startswith("torch.") else f"torch.{dtype}"
@@ -244,11 +246,12 @@ def _kernel(tier: str, name: str):
     return next(k for k in TIERS[tier].kernels if k.__name__ == name)
 
 
-def _pointer_type(arg: str, dtype: str) -> str:
+def _pointer_type(arg: str, dtype: str, constexprs: dict) -> str:
     if arg in ("counter_ptr", "status_ptr"):
         return "*i32"
-    if (arg == "dh0_ptr" and dtype != "torch.float64") or arg.endswith("_fp32_ptr"):
-        return "*fp32"  # the accumulator dtype; the fma tier's operand, fp32 in every I/O dtype
+    fma_copy = arg.endswith("_fp32_ptr") or (arg == "ut_ptr" and not constexprs["U_ITSELF"])
+    if (arg == "dh0_ptr" and dtype != "torch.float64") or fma_copy:
+        return "*fp32"  # the accumulator dtype; the fma tier's copy of U, fp32 in every I/O dtype
     return f"*{TRITON_DTYPE[dtype]}"
 
 
@@ -258,7 +261,7 @@ def _signature(fn, dtype: str, constexprs: dict) -> dict:
         if arg in constexprs:
             sig[arg] = "constexpr"
         elif arg.endswith("_ptr"):
-            sig[arg] = _pointer_type(arg, dtype)
+            sig[arg] = _pointer_type(arg, dtype, constexprs)
         elif arg == "pin":
             sig[arg] = "fp32"
         else:
@@ -793,6 +796,8 @@ def kernel_switches() -> tuple[KernelSwitch, ...]:
         KernelSwitch("--portable-tanh", activations, "FTZ_TANH_ON", {"action": "store_false"},
                      "fp32 forward kernels with tanh's portable form, with its denormal range checks, not the same "
                      "maths by inline PTX without them (activations.FTZ_TANH_ON off)"),
+        KernelSwitch("--fma-u-copied", fma, "READ_U_ITSELF", {"action": "store_false"},
+                     "the fma forward reading a copy of U^T made for it, not U where it lies (fma.READ_U_ITSELF off)"),
         KernelSwitch("--fma-chains-in-runs", fma, "INTERLEAVED_CHAINS", {"action": "store_false"},
                      "the fma kernels' product summed in chains of consecutive k, not interleaved "
                      "(fma.INTERLEAVED_CHAINS off)"),

@@ -128,6 +128,19 @@ HELD_MAX_BLOCK_H = 128
 # Independent partial sums per thread in the product (chained_sums): 4 FFMAs in flight cover the FFMA's 4-cycle
 # latency on one warp per scheduler.
 CHAINS = tl.constexpr(4)
+# Whether the forward kernel reads U where it lies, not a by_columns copy of U^T, where U is held whole and H is a
+# multiple of U_ITSELF_MULTIPLE (reads_u_itself). Where the JIT specialises H as a multiple of 16, the 4 consecutive k
+# of a column that each thread loads are 4 consecutive elements of a row of U, one 16-byte (fp32) or 8-byte (16-bit)
+# load, and the held operand takes the copy's layout: compile audit, tanh forward without the L2 prefetch, time-loop
+# instructions and stall cycles per step against the copy's, sm_90: fp32 40/100 and 40/100 at BLOCK_H = 16, 115/186
+# and 116/188 at 64, 194/295 and 195/273 at 128; bf16 at 128 189/246 and 190/265; with the prefetch fp32 at 128
+# 209/341 and 210/295, fp16 204/328 and 205/275; the same registers and CTA barriers, no spills: one instruction fewer,
+# the stall cycles ptxas's schedule, 7% fewer to 19% more. At other H its loads are scalar and its layout another: 105
+# instructions and no barrier a step at BLOCK_H = 16, 4 barriers instead of 2 from 32 on. A forward call saves the
+# copy's launch (checkpointed BPTT's recomputation too); the backward's operand, U by columns, is a column of U
+# (stride H) per 4 k, so it keeps its copy. Not yet timed (.ci/gpu_variants.py fma-u-copied).
+READ_U_ITSELF = True
+U_ITSELF_MULTIPLE = 16
 # Whether chain c sums the k with k % CHAINS == c (each load of 4 consecutive k feeds every chain), or a run of
 # consecutive k (each load feeds one chain 4 dependent FFMAs): module docstring. Only from BLOCK_H = 32
 # (launch_keywords): at 16, 4 k a chain, it took 13-18% more stall cycles per step on sm_80 and sm_90 (compile audit).
@@ -143,14 +156,24 @@ class FmaBlocks(Blocks):
 
 
 def launch_keywords(config: FmaBlocks, nonlinearity: str, dtype: torch.dtype, interpreted: bool,
-                    backward: bool) -> dict:
-    """Everything an FMA kernel takes besides tensors and sizes (16-bit I/O's forward: the hardware tanh on a GPU;
-    the L2 prefetch, inline PTX, on a GPU only: the launchers keep it where a launch outgrows L2)."""
+                    backward: bool, hidden_size: int | None = None) -> dict:
+    """Everything an FMA kernel takes besides tensors and sizes (16-bit I/O's forward: the hardware tanh on a GPU, and
+    whether it reads U itself, for hidden_size, by default a typical one: reads_u_itself; the L2 prefetch, inline PTX,
+    on a GPU only: the launchers keep it where a launch outgrows L2)."""
     return config.keywords() | {"ACTIVATION": ACTIVATION_CODES[nonlinearity],
                                 "STREAM_HALF": config.BLOCK_H > HELD_MAX_BLOCK_H,
                                 "INTERLEAVED_CHAINS": INTERLEAVED_CHAINS and config.BLOCK_H >= INTERLEAVED_MIN_BLOCK_H,
                                 "L2_PREFETCH_STEPS": 0 if interpreted else prefetch.L2_PREFETCH_STEPS} | (
-        {} if backward else {"TANH_FORM": tanh_form(dtype, interpreted)})
+        {} if backward else {"TANH_FORM": tanh_form(dtype, interpreted),
+                             "U_ITSELF": reads_u_itself(hidden_size, config, backward)})
+
+
+def reads_u_itself(hidden_size: int | None, config: FmaBlocks, backward: bool) -> bool:
+    """Whether the kernel reads U itself ([H, H] in the I/O dtype, as the layer holds it) rather than operand's copy:
+    with READ_U_ITSELF, the forward, where U is held whole and H is a multiple of U_ITSELF_MULTIPLE (None: a typical
+    H, which is)."""
+    return (READ_U_ITSELF and not backward and config.BLOCK_H <= HELD_MAX_BLOCK_H
+            and (hidden_size is None or hidden_size % U_ITSELF_MULTIPLE == 0))
 
 
 @triton.jit
@@ -174,6 +197,17 @@ def load_held(m_ptr, BLOCK_H: tl.constexpr, STREAM_HALF: tl.constexpr):
     # Named resident_u: the compile audit finds U's loads by that name.
     resident_u = tl.load(column_chunk(m_ptr, 0, ROWS, BLOCK_H))
     return as_columns(resident_u, ROWS, BLOCK_H)
+
+
+@triton.jit
+def load_u_transposed(u_ptr, H, BLOCK_H: tl.constexpr):
+    """U^T ([k, n] = U[n, k], zero-padded to [BLOCK_H, BLOCK_H]) in fp32, read from U itself ([H, H], row-major) in
+    by_columns' flat order, so that it takes load_held's layout (U_ITSELF_MULTIPLE says where it does)."""
+    flat = tl.arange(0, BLOCK_H * BLOCK_H)
+    k = (flat // (4 * BLOCK_H)) * 4 + flat % 4  # by_columns' element [k // 4, n, k % 4]
+    n = (flat // 4) % BLOCK_H
+    resident_u = tl.load(u_ptr + n * H + k, mask=(k < H) & (n < H), other=0.0).to(tl.float32)
+    return as_columns(resident_u, BLOCK_H, BLOCK_H)
 
 
 @triton.jit
@@ -207,7 +241,8 @@ def vector_product(held, m_ptr, v, BLOCK_H: tl.constexpr, STREAM_HALF: tl.conste
 def fma_forward_kernel(
     xw_ptr,         # [T, B, H] input projection x_t W_ih^T + b_ih, I/O dtype (fp32, bf16, fp16), contiguous
     h0_ptr,         # [B, H] initial hidden state, I/O dtype, contiguous
-    ut_fp32_ptr,    # U^T (element [k, n] is U[n, k]) in fp32, zero-padded to [BLOCK_H, BLOCK_H], stored by_columns
+    ut_ptr,         # U^T (element [k, n] is U[n, k]) in fp32, zero-padded to [BLOCK_H, BLOCK_H], stored by_columns;
+                    # with U_ITSELF, U [H, H] in the I/O dtype, read as U^T (load_u_transposed)
     b_hh_ptr,       # [H] recurrent bias b_hh, I/O dtype, added to every step's input; None: xw holds every bias
     y_ptr,          # [T, B, H] out: h_t for every t, I/O dtype; may be xw_ptr (each step's input is loaded a
                     # step ahead, before a CTA barrier that precedes the store over it: audit.output_over_input)
@@ -221,11 +256,15 @@ def fma_forward_kernel(
     TANH_FORM: tl.constexpr,    # activations.py: approx (16-bit I/O on a GPU), ftz (fp32 on a GPU), portable
     L2_PREFETCH_STEPS: tl.constexpr,  # xw's row this many steps ahead prefetched into L2 (0: none; prefetch.py)
     INTERLEAVED_CHAINS: tl.constexpr,  # chain c of the product sums the k with k % CHAINS == c (chained_sums)
+    U_ITSELF: tl.constexpr,     # ut_ptr is U itself (reads_u_itself; never with STREAM_HALF)
 ):
     offs = tl.arange(0, BLOCK_H)
     mask = offs < H
     row = tl.program_id(0) * H + offs  # this program's batch row of a [B, H] matrix
-    held = load_held(ut_fp32_ptr, BLOCK_H, STREAM_HALF)
+    if U_ITSELF:
+        held = load_u_transposed(ut_ptr, H, BLOCK_H)
+    else:
+        held = load_held(ut_ptr, BLOCK_H, STREAM_HALF)
     stride = B * H
     t = tl.cast(t_first, tl.int64)  # 64-bit: t * B * H can pass 2^31
     h = tl.load(h0_ptr + row, mask=mask, other=0.0).to(tl.float32)  # the state is carried in fp32
@@ -240,7 +279,7 @@ def fma_forward_kernel(
         a = xw.to(tl.float32)
         if b_hh_ptr is not None:
             a += bias
-        h = apply_activation(a + vector_product(held, ut_fp32_ptr, h, BLOCK_H, STREAM_HALF, INTERLEAVED_CHAINS),
+        h = apply_activation(a + vector_product(held, ut_ptr, h, BLOCK_H, STREAM_HALF, INTERLEAVED_CHAINS),
                              ACTIVATION, TANH_FORM)
         tl.store(y_ptr + t * stride + row, h.to(y_ptr.dtype.element_ty), mask=mask)
         t += t_step
@@ -306,23 +345,26 @@ def by_columns(m: torch.Tensor, block_h: int) -> torch.Tensor:
 
 
 def operand(u: torch.Tensor, config: FmaBlocks, backward: bool) -> torch.Tensor:
-    """What the launchers take for U: U^T (forward) or U (backward) by_columns. A copy: a caller that launches
-    several times with one U (checkpointed BPTT's segments) makes it once."""
+    """What the launchers take for U: U itself where the kernel reads it so (reads_u_itself), else U^T (forward) or U
+    (backward) by_columns. A copy: a caller that launches several times with one U (checkpointed BPTT's segments)
+    makes it once."""
+    if reads_u_itself(u.shape[0], config, backward):
+        return u.contiguous()
     return by_columns(u if backward else u.t(), config.BLOCK_H)
 
 
-def fma_forward(xw: torch.Tensor, h0: torch.Tensor, ut_columns: torch.Tensor, reverse: bool, config: FmaBlocks,
+def fma_forward(xw: torch.Tensor, h0: torch.Tensor, u_operand: torch.Tensor, reverse: bool, config: FmaBlocks,
                 nonlinearity: str, xw_spare: bool = False,
                 b_hh: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(all hidden states [T, B, H], h_n [B, H]) of one layer-direction in xw's dtype, b_hh (if given) added to every
-    step's xw; xw, h0, b_hh contiguous on one device, ut_columns operand(u, config, backward=False). With xw_spare
+    step's xw; xw, h0, b_hh contiguous on one device, u_operand operand(u, config, backward=False). With xw_spare
     the states are written over xw."""
     T, B, H = xw.shape
     y = xw if xw_spare else torch.empty_like(xw)
     h_n = torch.empty_like(h0)
-    keywords = launch_keywords(config, nonlinearity, xw.dtype, interpreting(), backward=False)
+    keywords = launch_keywords(config, nonlinearity, xw.dtype, interpreting(), backward=False, hidden_size=H)
     keywords["L2_PREFETCH_STEPS"] = prefetch_distance(keywords, (xw, y))
-    fma_forward_kernel[(B,)](xw, h0, ut_columns, b_hh, y, h_n, T, B, H, T - 1 if reverse else 0,
+    fma_forward_kernel[(B,)](xw, h0, u_operand, b_hh, y, h_n, T, B, H, T - 1 if reverse else 0,
                              -1 if reverse else 1, **keywords)
     return y, h_n
 

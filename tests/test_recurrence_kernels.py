@@ -10,7 +10,7 @@ import triton
 import triton.language as tl
 
 from kernels import barrier, dispatch, fma, layouts, resident, split
-from kernels.dispatch import TIERS, KernelPlan, plan_for, recurrence_backward, recurrence_forward
+from kernels.dispatch import TIERS, KernelPlan, plan_for, recurrence_backward, recurrence_forward, recurrence_operand
 from kernels.launch import LaunchConfig
 from kernels.runtime import device_facts, interpreting
 from kernels.split import SplitBlocks, split_backward, split_forward
@@ -112,6 +112,20 @@ def test_kernels_with_the_other_step_layout_match_float64_reference(tier, dtype,
     plan = plan_for(shape[2], shape[1], dtype, device, kernel=tier)
     assert plan.tier == tier
     check_against_reference(plan, dtype, shape, nonlinearity, reverse, device)
+
+
+@pytest.mark.parametrize("H,copied", [(16, False), (48, False), (128, False), (33, True), (100, True), (200, True)])
+def test_the_fma_forward_reads_u_where_it_lies_where_h_is_a_multiple_of_16(H, copied, device):
+    """fma.reads_u_itself: the forward's operand is U itself (no copy, no launch) where H is a multiple of 16 and U is
+    held whole, else a by_columns copy of U^T; the backward's always a copy. Both forms match float64 (T = 3, B = 2,
+    one direction each way)."""
+    plan = plan_for(H, 2, torch.float32, device, kernel="fma")
+    u = torch.randn(H, H, device=device)
+    assert (recurrence_operand(plan, u, backward=False) is not u) == copied
+    assert recurrence_operand(plan, u, backward=True).shape == (plan.config.backward.BLOCK_H // 4,
+                                                                  plan.config.backward.BLOCK_H, 4)
+    check_against_reference(plan, torch.float32, (3, 2, H), "tanh", False, device)
+    check_against_reference(plan, torch.float32, (3, 2, H), "relu", True, device)
 
 
 @pytest.mark.parametrize("shape", [(4, 3, 128), (3, 2, 200)], ids=lambda s: "T{}-B{}-H{}".format(*s))

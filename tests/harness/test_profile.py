@@ -115,24 +115,26 @@ def test_the_copies_into_fragment_order_and_back_count_as_other_launches(tmp_pat
 def test_the_layer_call_launches_little_besides_its_kernels(profiled):
     """On a GPU each launch costs host time on every call (the per-call cost that showed at T = 512, resident tier:
     results/variants/20261127-h200/resident_batch_t512.csv), so a forward+backward call of the fma tier launches
-    no more than: the input GEMM, U's layout per pass, the two recurrence kernels, dU (two GEMMs), dW_ih, dX, db and
-    h_0's zeros (its kernels add b_hh and write h_n themselves: no bias sum, no stack)."""
+    no more than: the input GEMM, U's layout for the backward, the two recurrence kernels, dU (two GEMMs), dW_ih, dX,
+    db and h_0's zeros (its kernels add b_hh and write h_n themselves: no bias sum, no stack; its forward reads U where
+    it lies)."""
     _, data = profiled
     persistent = record(data, "triton")
     assert persistent["note"].startswith("fma(")
-    assert persistent["launches"] <= 10, persistent["kernels"]
-    assert persistent["launches_by_group"]["other"] <= 3, persistent["kernels"]
+    assert persistent["launches"] <= 9, persistent["kernels"]
+    assert persistent["launches_by_group"]["other"] <= 2, persistent["kernels"]
 
 
 @needs_triton
 @pytest.mark.skipif(DEVICE.type == "cuda", reason="counts ops: cuBLAS may run one GEMM as several kernels")
-@pytest.mark.parametrize("dtype,hidden,others", [("bfloat16", 64, 0), ("float32", 16, 1)])
-def test_a_forward_call_launches_the_input_gemm_and_the_kernel(tmp_path, dtype, hidden, others):
+@pytest.mark.parametrize("dtype,hidden", [("bfloat16", 64), ("float32", 16)])
+def test_a_forward_call_launches_the_input_gemm_and_the_kernel(tmp_path, dtype, hidden):
     """The resident (bf16) and fma (fp32) kernels add b_hh to each step's input and write h_n themselves
-    (kernels/dispatch.py, Tier.fused_ends): a forward call launches the input GEMM, the recurrence kernel and, in
-    the fma tier, U in its layout; no b_ih + b_hh, no copy of h_n out of the states (four and five launches before)."""
+    (kernels/dispatch.py, Tier.fused_ends), and the fma forward reads U where it lies (fma.reads_u_itself): a
+    forward call launches the input GEMM and the recurrence kernel; no b_ih + b_hh, no copy of h_n out of the
+    states, no copy of U (four and five launches before)."""
     rec = profile_one("triton", Case(8, 2, hidden, hidden, 1), "forward", tmp_path, dtype=dtype)
-    assert rec["launches_by_group"] == {"input projection": 1, "recurrence": 1, "backward GEMMs": 0, "other": others}
+    assert rec["launches_by_group"] == {"input projection": 1, "recurrence": 1, "backward GEMMs": 0, "other": 0}
 
 
 def test_eager_launches_per_step_grow_with_the_ops_per_step(tmp_path):
@@ -170,7 +172,9 @@ def test_compile_facts_match_the_audit(profiled):
     audit = json.loads(proc.stdout[proc.stdout.index("["):])
     facts = {(f["kernel"], f["arch"], f["config"]): f for f in rec["compile_facts"]}
     assert {f["arch"] for f in rec["compile_facts"]} >= ({80, 90} if DEVICE.type == "cpu" else set())
-    assert len(audit) == 4  # forward and backward kernel, each with and without the L2 prefetch (kernels/prefetch.py)
+    # forward and backward kernel, each with and without the L2 prefetch (kernels/prefetch.py), the forward also
+    # reading a copy of U where H is not a multiple of 16 (fma.reads_u_itself)
+    assert len(audit) == 6
     for row in audit:
         fact = facts[(row["kernel"], arch, row["config"])]
         for key in ("registers", "spill_bytes", "shared", "num_warps", "loop_instructions", "stall_cycles",
