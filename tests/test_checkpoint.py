@@ -158,20 +158,24 @@ def test_checkpoint_saves_about_sqrt_t_states_instead_of_t(device, sqrt_segments
     assert checkpointed <= 2 * math.sqrt(T) * state_bytes
 
 
-def test_the_backward_lays_out_u_once_for_all_its_segments(device, monkeypatch, sqrt_segments):
-    """The fma tier takes U in its own layout, a copy: the checkpointed backward makes the recomputation's and its
-    own once (dispatch.recurrence_operand), not once per segment, and the gradients stay right."""
+@pytest.mark.parametrize("H,forward_copies", [(16, 0), (20, 1)])
+def test_the_backward_lays_out_u_once_for_all_its_segments(H, forward_copies, device, monkeypatch, sqrt_segments):
+    """The fma tier's backward takes U in its own layout, a copy, and so does its forward where H is not a multiple
+    of 16 (fma.reads_u_itself; elsewhere it reads U itself): the checkpointed backward makes the recomputation's and
+    its own once (dispatch.recurrence_operand), not once per segment, and the gradients stay right."""
     from kernels import fma
     copies = []
     lay_out = fma.by_columns
     monkeypatch.setattr(fma, "by_columns", lambda m, block_h: copies.append(block_h) or lay_out(m, block_h))
     torch.manual_seed(0)
-    layer = TritonRNN(6, 16, checkpoint=True, device=device)
+    layer = TritonRNN(6, H, checkpoint=True, device=device)
     x = torch.randn(17, 2, 6, device=device, requires_grad=True)
     out, _ = layer(x)
-    assert layer.last_plans[0].tier == "fma" and copies == [16]  # the forward's
+    block_h = layer.last_plans[0].config.forward.BLOCK_H
+    assert layer.last_plans[0].tier == "fma" and copies == [block_h] * forward_copies  # the forward's
     grads = torch.autograd.grad(out.sum(), [x, *layer.parameters()])
-    assert len(segments(17, True)) == 4 and copies == [16, 16, 16]  # then the recomputation's and the backward's
+    # then the recomputation's, where the forward copies, and the backward's
+    assert len(segments(17, True)) == 4 and copies == [block_h] * (2 * forward_copies + 1)
     ref = reference_copy(layer)
     ref_grads = torch.autograd.grad(ref(x.detach().cpu().double().requires_grad_(True))[0].sum(),
                                     list(ref.parameters()))
