@@ -10,7 +10,7 @@ from kernels import fragments, resident
 from kernels.dispatch import RESIDENT_CONFIGS, plan_for, recurrence_backward, recurrence_forward
 from kernels.launch import SIXTEEN_BIT, next_power_of_2
 
-from helpers import TOLERANCE, compiled_without_interpreter, reference_layer, rel_err
+from helpers import TOLERANCE, compiled_without_interpreter, reference_layer, reference_with_ends, rel_err
 
 
 @pytest.fixture(autouse=True)
@@ -161,20 +161,24 @@ def test_the_resident_kernels_in_fragment_order_match_float64_and_the_converted_
         dtype, T, B, H, nonlinearity, reverse, device, monkeypatch):
     """Both forms of the 16-bit resident step (fragment order, and the tiles in their own layout: what a GPU lease
     times it against) within the dtype's tolerance of float64, forward and backward, at T = 1, odd B and H, three
-    batch tiles, each within the padding bound; in the interpreter the two give the same bits."""
+    batch tiles, each within the padding bound, given b_hh and dL/dh_n as the layer gives them; in the interpreter
+    the two give the same bits."""
     assert fragments.within_padding_bound(B, H, 16, next_power_of_2(H))
     g = torch.Generator().manual_seed(1)
-    xw, h0, u, dy = (t.to(device=device, dtype=dtype) for t in (
+    xw, h0, u, dy, b_hh, dh_n = (t.to(device=device, dtype=dtype) for t in (
         torch.randn(T, B, H, generator=g) * 0.8, torch.randn(B, H, generator=g) * 0.5,
-        torch.randn(H, H, generator=g) / H ** 0.5, torch.randn(T, B, H, generator=g)))
-    ref_y, ref_da, ref_dh0 = reference_layer(xw.cpu(), h0.cpu(), u.cpu(), nonlinearity, reverse, dy.cpu())
+        torch.randn(H, H, generator=g) / H ** 0.5, torch.randn(T, B, H, generator=g),
+        torch.randn(H, generator=g) * 0.3, torch.randn(B, H, generator=g)))
+    ref_y, ref_da, ref_dh0 = reference_with_ends(*(t.cpu() for t in (xw, h0, u)), nonlinearity, reverse,
+                                                 *(t.cpu() for t in (dy, b_hh, dh_n)))
     results = []
     for on in (True, False):
         monkeypatch.setattr(resident, "FRAGMENT_IO", on)
         plan = plan_for(H, B, dtype, device, kernel="resident")
-        y, _ = recurrence_forward(plan, xw, h0, u, nonlinearity, reverse)
-        da, dh0 = recurrence_backward(plan, ref_y.to(device=device, dtype=dtype), dy, u, nonlinearity, reverse)
-        assert rel_err(y.cpu(), ref_y) < TOLERANCE[dtype]
+        y, h_n = recurrence_forward(plan, xw, h0, u, nonlinearity, reverse, b_hh=b_hh)
+        da, dh0 = recurrence_backward(plan, ref_y.to(device=device, dtype=dtype), dy, u, nonlinearity, reverse,
+                                      dh_n=dh_n)
+        assert rel_err(y.cpu(), ref_y) < TOLERANCE[dtype] and torch.equal(h_n, y[0 if reverse else -1])
         assert rel_err(da.cpu(), ref_da) < 2 * TOLERANCE[dtype] and rel_err(dh0.cpu(), ref_dh0) < 2 * TOLERANCE[dtype]
         results.append((y, da, dh0))
     if device == "cpu":
