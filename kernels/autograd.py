@@ -64,9 +64,9 @@ def states(plan: KernelPlan, xw, h0, w_hh, b_hh, nonlinearity: str, reverse: boo
     xw (operand: dispatch.recurrence_operand's, if made), from xw, which the caller made for this call alone: h_t may
     be written over it. An empty batch launches nothing."""
     if xw.shape[1] == 0:
-        return torch.empty_like(xw), h0.new_empty(h0.shape)
-    return recurrence_forward(plan, xw, h0.contiguous(), w_hh, nonlinearity, reverse, operand, xw_spare=True,
-                              b_hh=b_hh)
+        return torch.empty_like(xw), xw.new_empty(xw.shape[1:])
+    return recurrence_forward(plan, xw, None if h0 is None else h0.contiguous(), w_hh, nonlinearity, reverse, operand,
+                              xw_spare=True, b_hh=b_hh)
 
 
 def backprop(plan: KernelPlan, y, dy, dh_n, w_hh, nonlinearity: str, reverse: bool, operand=None,
@@ -81,8 +81,9 @@ def backprop(plan: KernelPlan, y, dy, dh_n, w_hh, nonlinearity: str, reverse: bo
 
 
 class ElmanRecurrence(torch.autograd.Function):
-    """apply(x [T, B, I], h0 [B, H], w_ih, w_hh, b_ih, b_hh, nonlinearity, reverse, plan, checkpoint=False)
-    -> (h_t for all t [T, B, H], h_n [B, H]: the state after the last processed step, its own storage)."""
+    """apply(x [T, B, I], h0 [B, H] or None (zeros), w_ih, w_hh, b_ih, b_hh, nonlinearity, reverse, plan,
+    checkpoint=False) -> (h_t for all t [T, B, H], h_n [B, H]: the state after the last processed step, its own
+    storage)."""
 
     @staticmethod
     def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity: str, reverse: bool, plan: KernelPlan,
@@ -176,18 +177,26 @@ class GradientOperands:
 
     def __init__(self, da, x, entering, y, reverse: bool):
         H = da.shape[-1]
-        # The segment's first processed step consumed `entering`; the others consumed y shifted by one.
+        # The segment's first processed step consumed `entering` (None: zeros, which add nothing); the others consumed
+        # y shifted by one.
         first, rest, prev = (-1, slice(0, -1), slice(1, None)) if reverse else (0, slice(1, None), slice(0, -1))
         self.da_rows = da.view(-1, H)
         self.w_ih_pairs = [(self.da_rows.t(), x.reshape(-1, x.shape[-1]))]
-        self.w_hh_pairs = [(da[first].t(), entering), (da[rest].reshape(-1, H).t(), y[prev].reshape(-1, H))]
+        self.w_hh_pairs = [(da[first].t(), entering)] if entering is not None else []
+        if len(y) > 1:
+            self.w_hh_pairs.append((da[rest].reshape(-1, H).t(), y[prev].reshape(-1, H)))
 
     def products(self, wanted: tuple[bool, bool, bool]) -> tuple[torch.Tensor | None, ...]:
         """(dW_ih, dU, db) in DA's dtype, each rounded once (the GEMMs and the sum accumulate in fp32); None for each
         one not wanted."""
         w_ih, w_hh, bias = wanted
-        return (product_sum(self.w_ih_pairs) if w_ih else None, product_sum(self.w_hh_pairs) if w_hh else None,
+        return (product_sum(self.w_ih_pairs) if w_ih else None, self.d_w_hh() if w_hh else None,
                 self.da_rows.sum(0) if bias else None)
+
+    def d_w_hh(self) -> torch.Tensor:
+        """dU's share in DA's dtype: zeros where a one-step segment started from zeros (h_0 None)."""
+        H = self.da_rows.shape[1]
+        return product_sum(self.w_hh_pairs) if self.w_hh_pairs else self.da_rows.new_zeros(H, H)
 
     def add_into(self, sums: tuple[torch.Tensor | None, ...]) -> tuple[torch.Tensor | None, ...]:
         """sums (dW_ih, dU, db in the accumulator dtype, None where not wanted) plus this share, in place."""
@@ -211,8 +220,10 @@ def product_sum(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
 
 
 def add_products(total: torch.Tensor, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-    """total += sum of a @ b over pairs, in place: the GEMMs add into total where the dtypes agree (fp32, fp64),
-    else (16-bit operands, an fp32 total) their sum in the operands' dtype is added."""
+    """total += sum of a @ b over pairs (none: nothing), in place: the GEMMs add into total where the dtypes agree
+    (fp32, fp64), else (16-bit operands, an fp32 total) their sum in the operands' dtype is added."""
+    if not pairs:
+        return total
     if total.dtype == pairs[0][0].dtype:
         for a, b in pairs:
             total.addmm_(a, b)

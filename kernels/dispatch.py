@@ -341,10 +341,11 @@ class Tier:
     # and da over dy's, and fp32's resident forward over xw): the compile audit checks that the time loop orders
     # every such load first (audit.output_over_input).
     in_place: Callable[[dict, bool], bool] = lambda keywords, backward: False
-    # Whether its kernels do the layer's ends themselves: the forward adds b_hh to each step's input (its launcher's
-    # keyword b_hh) and writes h_n from its registers after the last step (returning (y, h_n)), the backward adds
-    # dL/dh_n into its first step's dy (keyword dh_n). For the others recurrence_forward and recurrence_backward do
-    # these by torch ops, a launch each: on a GPU every launch costs host time on every call.
+    # Whether its kernels do the layer's ends themselves: the forward starts from zeros where h0 is None, adds b_hh to
+    # each step's input (its launcher's keyword b_hh) and writes h_n from its registers after the last step (returning
+    # (y, h_n)), the backward adds dL/dh_n into its first step's dy (keyword dh_n). For the others recurrence_forward
+    # and recurrence_backward do these by torch ops, a launch each: on a GPU every launch costs host time on every
+    # call.
     fused_ends: bool = False
 
 
@@ -651,13 +652,14 @@ def biases(plan: KernelPlan, b_ih: torch.Tensor | None,
     return b_ih + b_hh, None
 
 
-def recurrence_forward(plan: KernelPlan, xw: torch.Tensor, h0: torch.Tensor, u: torch.Tensor,
+def recurrence_forward(plan: KernelPlan, xw: torch.Tensor, h0: torch.Tensor | None, u: torch.Tensor,
                        nonlinearity: str, reverse: bool, operand: torch.Tensor | None = None,
                        xw_spare: bool = False, b_hh: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(h_t for all t [T, B, H] in xw's dtype, h_n [B, H]): h_t = act(xw_t + b_hh + h_{t-1} U^T), h_n the state after
-    the last processed step, with its own storage (b_hh None: xw holds every bias; operand: recurrence_operand's, if
-    made). With xw_spare (the caller no longer needs xw) the states may be written over xw (Tier.spares_xw). The fma
-    and resident kernels add b_hh and write h_n themselves (Tier.fused_ends); for the others here, a launch each."""
+    the last processed step, with its own storage (h0 None: zeros; b_hh None: xw holds every bias; operand:
+    recurrence_operand's, if made). With xw_spare (the caller no longer needs xw) the states may be written over xw
+    (Tier.spares_xw). The fma and resident kernels start from zeros without a tensor of them, add b_hh and write h_n
+    themselves (Tier.fused_ends); for the others here, a launch each."""
     operand = recurrence_operand(plan, u, backward=False) if operand is None else operand
     tier = TIERS[plan.tier]
     keywords = {"xw_spare": True} if xw_spare and tier.spares_xw else {}
@@ -665,6 +667,7 @@ def recurrence_forward(plan: KernelPlan, xw: torch.Tensor, h0: torch.Tensor, u: 
         return tier.forward(xw, h0, operand, reverse, plan.config.forward, nonlinearity, b_hh=b_hh, **keywords)
     if b_hh is not None:
         xw = xw.add_(b_hh) if xw_spare else xw + b_hh
+    h0 = xw.new_zeros(xw.shape[1:]) if h0 is None else h0
     y = tier.forward(xw, h0, operand, reverse, plan.config.forward, nonlinearity, **keywords)
     return y, y[last_step(reverse)].clone()
 

@@ -37,7 +37,7 @@ from torch.nn.utils.rnn import PackedSequence
 
 from .streams import Beside
 
-# layer_fn(x [T, B, I], h0 [B, H], w_ih, w_hh, b_ih, b_hh, nonlinearity, reverse)
+# layer_fn(x [T, B, I], h0 [B, H] or None (zeros: hx=None), w_ih, w_hh, b_ih, b_hh, nonlinearity, reverse)
 #   -> (h_t for all t [T, B, H], h_n [B, H]: the state after the last processed step, not a view of the first)
 LayerFn = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 
@@ -95,14 +95,12 @@ def stacked_forward(x: torch.Tensor, hx: torch.Tensor | None, weights: Mapping[s
     lengths [B]: row b holds L_b valid steps, the rest is padding; beside: where a reverse direction runs
     (module docstring)."""
     directions = 2 if bidirectional else 1
-    if hx is None:
-        hx = x.new_zeros(num_layers * directions, x.shape[1], weights["weight_hh_l0"].shape[0])
     within_length = None if lengths is None else within_length_reversal(lengths, x.shape[0])
 
     def direction(layer_input: torch.Tensor, layer: int, reverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """(states [T, B, H] in time order, h_n [B, H]) of one layer and direction."""
         w = [weights.get(param_name(k, layer, reverse)) for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
-        h0 = hx[layer * directions + reverse]
+        h0 = None if hx is None else hx[layer * directions + reverse]
         if lengths is None:
             return layer_fn(layer_input, h0, *w, nonlinearity, reverse)
         # The layer's own h_n is each row's state after step T - 1, past its last valid step where L_b < T.
@@ -139,7 +137,8 @@ def rnn_forward(input: torch.Tensor | PackedSequence, hx: torch.Tensor | None, w
     training; beside: where a reverse direction runs, module docstring).
 
     input: [T, B, I] ([B, T, I] if batch_first), unbatched [T, I], or a PackedSequence;
-    hx: [L*D, B, H] or None (in the caller's row order for a PackedSequence).
+    hx: [L*D, B, H] or None (zeros; each layer_fn is given None: in the Triton layer, its kernel starts from zeros
+    without a tensor of them; in the caller's row order for a PackedSequence).
     Returns (output [T, B, D*H], h_n [L*D, B, H]) shaped like nn.RNN's; output is a PackedSequence
     for PackedSequence input.
     """

@@ -240,7 +240,7 @@ def vector_product(held, m_ptr, v, BLOCK_H: tl.constexpr, STREAM_HALF: tl.conste
 @triton.jit
 def fma_forward_kernel(
     xw_ptr,         # [T, B, H] input projection x_t W_ih^T + b_ih, I/O dtype (fp32, bf16, fp16), contiguous
-    h0_ptr,         # [B, H] initial hidden state, I/O dtype, contiguous
+    h0_ptr,         # [B, H] initial hidden state, I/O dtype, contiguous; None: zeros (hx=None)
     ut_ptr,         # U^T (element [k, n] is U[n, k]) in fp32, zero-padded to [BLOCK_H, BLOCK_H], stored by_columns;
                     # with U_ITSELF, U [H, H] in the I/O dtype, read as U^T (load_u_transposed)
     b_hh_ptr,       # [H] recurrent bias b_hh, I/O dtype, added to every step's input; None: xw holds every bias
@@ -267,7 +267,10 @@ def fma_forward_kernel(
         held = load_held(ut_ptr, BLOCK_H, STREAM_HALF)
     stride = B * H
     t = tl.cast(t_first, tl.int64)  # 64-bit: t * B * H can pass 2^31
-    h = tl.load(h0_ptr + row, mask=mask, other=0.0).to(tl.float32)  # the state is carried in fp32
+    if h0_ptr is None:
+        h = tl.zeros((BLOCK_H,), tl.float32)
+    else:
+        h = tl.load(h0_ptr + row, mask=mask, other=0.0).to(tl.float32)  # the state is carried in fp32
     if b_hh_ptr is not None:  # loaded once, added to every step's input (not on the step's serial chain)
         bias = tl.load(b_hh_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     xw = tl.load(xw_ptr + t * stride + row, mask=mask, other=0.0)
@@ -356,12 +359,12 @@ def operand(u: torch.Tensor, config: FmaBlocks, backward: bool) -> torch.Tensor:
 def fma_forward(xw: torch.Tensor, h0: torch.Tensor, u_operand: torch.Tensor, reverse: bool, config: FmaBlocks,
                 nonlinearity: str, xw_spare: bool = False,
                 b_hh: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(all hidden states [T, B, H], h_n [B, H]) of one layer-direction in xw's dtype, b_hh (if given) added to every
-    step's xw; xw, h0, b_hh contiguous on one device, u_operand operand(u, config, backward=False). With xw_spare
-    the states are written over xw."""
+    """(all hidden states [T, B, H], h_n [B, H]) of one layer-direction in xw's dtype from h0 (None: zeros), b_hh (if
+    given) added to every step's xw; xw, h0, b_hh contiguous on one device, u_operand operand(u, config,
+    backward=False). With xw_spare the states are written over xw."""
     T, B, H = xw.shape
     y = xw if xw_spare else torch.empty_like(xw)
-    h_n = torch.empty_like(h0)
+    h_n = xw.new_empty((B, H))
     keywords = launch_keywords(config, nonlinearity, xw.dtype, interpreting(), backward=False, hidden_size=H)
     keywords["L2_PREFETCH_STEPS"] = prefetch_distance(keywords, (xw, y))
     fma_forward_kernel[(B,)](xw, h0, u_operand, b_hh, y, h_n, T, B, H, T - 1 if reverse else 0,

@@ -22,12 +22,13 @@ ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu}
 def elman_layer(x: torch.Tensor, h0: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor,
                 b_ih: torch.Tensor | None, b_hh: torch.Tensor | None, nonlinearity: str = "tanh",
                 reverse: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """One layer, one direction. x: [T, B, I], h0: [B, H]. Returns (all hidden states [T, B, H], h_n [B, H])."""
+    """One layer, one direction. x: [T, B, I], h0: [B, H] or None (zeros). Returns (all hidden states [T, B, H],
+    h_n [B, H])."""
     act = ACTIVATIONS[nonlinearity]
     xw = x @ w_ih.t()
     if b_ih is not None:
         xw = xw + b_ih + b_hh
-    h = h0
+    h = xw.new_zeros(xw.shape[1:]) if h0 is None else h0
     outputs = [None] * x.shape[0]
     for t in time_order(x.shape[0], reverse):
         h = act(xw[t] + h @ w_hh.t())

@@ -313,7 +313,7 @@ def column_bias(b_ptr, H, BLOCK_H: tl.constexpr, ACC_DTYPE: tl.constexpr):
 @triton.jit
 def resident_forward_kernel(
     xw_ptr,         # [T, B, H] input projection x_t W_ih^T + b_ih, I/O dtype, contiguous (FRAGMENTS: fragment order)
-    h0_ptr,         # [B, H] initial hidden state, I/O dtype, contiguous
+    h0_ptr,         # [B, H] initial hidden state, I/O dtype, contiguous; None: zeros (hx=None)
     u_ptr,          # [H, H] recurrent weight U = weight_hh (row i feeds unit i), contiguous
     b_hh_ptr,       # [H] recurrent bias b_hh, I/O dtype, added to every step's input; None: xw holds every bias
     y_ptr,          # [T, B, H] out: h_t for every t, I/O dtype, xw's layout (FRAGMENTS: may be xw itself)
@@ -341,7 +341,10 @@ def resident_forward_kernel(
     stride = rows * columns
     t = tl.cast(t_first, tl.int64)  # 64-bit: t * B * H can pass 2^31
     state_tile, state_mask = transposed_tile(B, H, BLOCK_B, BLOCK_H)  # h_0's and h_n's
-    h = tl.load(h0_ptr + state_tile, mask=state_mask, other=0.0).to(ACC_DTYPE)
+    if h0_ptr is None:
+        h = tl.zeros((BLOCK_H, BLOCK_B), ACC_DTYPE)
+    else:
+        h = tl.load(h0_ptr + state_tile, mask=state_mask, other=0.0).to(ACC_DTYPE)
     xw = load_tile(xw_ptr + t * stride, tile, mask, True, False, FRAGMENTS).to(ACC_DTYPE)
     if b_hh_ptr is not None:  # loaded once, added to every step's input (not on the step's serial chain)
         bias = column_bias(b_hh_ptr, H, BLOCK_H, ACC_DTYPE)
@@ -436,12 +439,12 @@ def stores_over_input(keywords: dict, backward: bool) -> bool:
 def resident_forward(xw: torch.Tensor, h0: torch.Tensor, u: torch.Tensor, reverse: bool, config: ResidentBlocks,
                      nonlinearity: str, xw_spare: bool = False,
                      b_hh: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(all hidden states [T, B, H], h_n [B, H]) of one layer-direction, b_hh (if given) added to every step's xw;
-    xw, h0, u, b_hh contiguous, same dtype and device. With xw_spare the states are written over xw: in fragment
-    order from the copy, which has read xw whole before the kernel runs; in fp32 by the kernel itself
+    """(all hidden states [T, B, H], h_n [B, H]) of one layer-direction from h0 (None: zeros), b_hh (if given) added
+    to every step's xw; xw, h0, u, b_hh contiguous, same dtype and device. With xw_spare the states are written over
+    xw: in fragment order from the copy, which has read xw whole before the kernel runs; in fp32 by the kernel itself
     (stores_over_input)."""
     T, B, H = xw.shape
-    h_n = torch.empty_like(h0)
+    h_n = xw.new_empty((B, H))
     keywords = launch_keywords(config, nonlinearity, xw.dtype, interpreting(), backward=False,
                                fragment_order=fragments.within_padding_bound(B, H, config.BLOCK_B, config.BLOCK_H))
 

@@ -267,6 +267,47 @@ def test_a_loss_of_the_output_alone_or_of_h_n_alone_gets_nn_rnns_gradients(reads
                                                  "resident" if kernel == "auto" else kernel}
 
 
+class OpsRun(TorchDispatchMode):
+    """The aten ops run inside it, by name."""
+
+    def __init__(self):
+        super().__init__()
+        self.names = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.append(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+GEMMS = {"mm", "addmm", "addmm_"}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])  # the fma and resident tiers
+def test_a_call_without_hx_fills_no_zeros_for_h_0_and_its_backward_one_gemm_fewer(dtype, device):
+    """hx=None: the fma and resident kernels start from zeros themselves (Tier.fused_ends), so the forward fills no
+    tensor of zeros (nn.RNN makes hx's), and dU's term of h_0, zero, is no GEMM in the backward: one fewer per layer
+    and direction than with hx given. The gradients as float64 nn.RNN's."""
+    torch.manual_seed(0)
+    layer = TritonRNN(6, 32, num_layers=2, bidirectional=True, device=device, dtype=dtype)
+    ref = reference_copy(layer)
+    x = torch.randn(5, 3, 6)
+    gemms = {}
+    for hx in (None, torch.zeros(4, 3, 32, device=device, dtype=dtype)):
+        with OpsRun() as forward:
+            out, h_n = layer(x.to(device, dtype), hx)
+        with OpsRun() as backward:
+            grads = torch.autograd.grad(out.float().sum() + h_n.float().sum(), list(layer.parameters()))
+        gemms[hx is None] = sum(name in GEMMS for name in backward.names)
+        if hx is None:
+            assert not {"zeros", "new_zeros", "zero_", "fill_"} & set(forward.names), forward.names
+            ref_out, ref_h_n = ref(x.double())
+            ref_grads = torch.autograd.grad(ref_out.sum() + ref_h_n.sum(), list(ref.parameters()))
+            for got, want in zip(grads, ref_grads):
+                assert rel_err(got.cpu(), want) < 4 * TOLERANCE[dtype]
+    assert {p.tier for p in layer.last_plans} == {"fma" if dtype == torch.float32 else "resident"}
+    assert gemms[True] == gemms[False] - 4
+
+
 @pytest.mark.parametrize("kernel", ["auto", "stepwise"])
 def test_h_n_has_storage_of_its_own_as_nn_rnns_has(kernel, device):
     """h_n is not a view of the output, whichever kernel writes it (nn.RNN's is not): writing into the output in

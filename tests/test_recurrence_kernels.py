@@ -40,12 +40,14 @@ def make_ends(B, H, dtype, device, seed=0):
 
 def check_against_reference(plan, dtype, shape, nonlinearity, reverse, device, ends=True):
     """One plan's forward and backward kernels against float64, each within the dtype's tolerance; with ends, given
-    b_hh (added to xw in the reference) and dL/dh_n (added to dy's last processed step there), else neither."""
+    b_hh (added to xw in the reference) and dL/dh_n (added to dy's last processed step there), else neither and h_0
+    None (zeros, as hx=None gives the layer)."""
     T, B, H = shape
     xw, h0, u, dy = make_inputs(T, B, H, dtype, device)
     b_hh, dh_n = make_ends(B, H, dtype, device) if ends else (None, None)
-    y, h_n = recurrence_forward(plan, xw, h0, u, nonlinearity, reverse, b_hh=b_hh)
-    ref_y, ref_da, ref_dh0 = reference_with_ends(xw.cpu(), h0.cpu(), u.cpu(), nonlinearity, reverse, dy.cpu(),
+    y, h_n = recurrence_forward(plan, xw, h0 if ends else None, u, nonlinearity, reverse, b_hh=b_hh)
+    ref_h0 = h0.cpu() if ends else torch.zeros(B, H, dtype=dtype)
+    ref_y, ref_da, ref_dh0 = reference_with_ends(xw.cpu(), ref_h0, u.cpu(), nonlinearity, reverse, dy.cpu(),
                                                  *(None if t is None else t.cpu() for t in (b_hh, dh_n)))
     assert y.dtype == h_n.dtype == dtype and y.shape == (T, B, H) and h_n.shape == (B, H)
     assert rel_err(y.cpu(), ref_y) < TOLERANCE[dtype]
@@ -73,9 +75,10 @@ def test_kernel_matches_float64_reference(tier, dtype, shape, nonlinearity, reve
 @pytest.mark.parametrize("tier,shape", [("fma", (3, 5, 100)), ("fma", (2, 3, 130)), ("resident", (1, 1, 16)),
                                         ("resident", (3, 5, 48)), ("split", (2, 3, 130)), ("stepwise", (3, 5, 48))],
                          ids=lambda v: "T{}-B{}-H{}".format(*v) if isinstance(v, tuple) else v)
-def test_kernels_without_b_hh_or_a_gradient_of_h_n_match_float64_reference(tier, dtype, shape, device):
-    """A layer without biases, a loss that does not read h_n: the kernels' launches without those tensors (the other
-    tests give both). The fma and resident kernels take them in the kernel (Tier.fused_ends), the others by torch."""
+def test_kernels_without_b_hh_h_0_or_a_gradient_of_h_n_match_float64_reference(tier, dtype, shape, device):
+    """A layer without biases called with hx=None, a loss that does not read h_n: the kernels' launches without those
+    tensors (the other tests give them). The fma and resident kernels take them in the kernel (Tier.fused_ends), the
+    others by torch."""
     if tier == "fma" and dtype != torch.float32 and shape[2] > 128:
         pytest.skip("the fma tier serves 16-bit at BLOCK_H = 128 only")
     plan = plan_for(shape[2], shape[1], dtype, device, kernel=tier)
