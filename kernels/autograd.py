@@ -102,8 +102,8 @@ class ElmanRecurrence(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy, dh_n):
         if dy is None:  # the loss reads h_n alone
-            x = ctx.saved_tensors[0]
-            dy = x.new_zeros((*x.shape[:-1], ctx.saved_tensors[3].shape[0]))
+            x, _, _, w_hh, *_ = ctx.saved_tensors
+            dy = x.new_zeros((*x.shape[:-1], w_hh.shape[0]))
         # The gradients below are not differentiable again. Under create_graph=True once_differentiable marks them so
         # (differentiating them raises) only where dy requires grad; where it does not (a loss linear in the output,
         # then a gradient penalty), a second-order term through the layer would silently be zero. So there dy counts

@@ -694,7 +694,7 @@ def recurrence_backward(plan: KernelPlan, y: torch.Tensor, dy: torch.Tensor, u: 
         da, dh0 = tier.backward(y, dy, operand, reverse, plan.config.backward, nonlinearity)
     if dh0 is None and dh0_wanted:
         acc = accumulator_dtype(y.dtype)
-        dh0 = da[-1 if reverse else 0].to(acc) @ u.to(acc)  # the step that consumed h_0 comes first in time order
+        dh0 = da[last_step(not reverse)].to(acc) @ u.to(acc)  # the step that consumed h_0: the first processed
     return da, dh0
 
 
