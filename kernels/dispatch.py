@@ -328,8 +328,8 @@ class Tier:
     # another. Not the split tier (its grid barrier needs every program of a launch resident) nor the step kernel
     # (its loop may be captured into a CUDA graph).
     overlaps: bool
-    # What its launchers take for U: (u, blocks, backward) -> a tensor. The fma tier's is a copy in its layout;
-    # the others take U itself.
+    # What its launchers take for U: (u, blocks, backward) -> a tensor. The fma tier's is a copy in its layout (but
+    # its forward's, where H is a multiple of 16: U itself, fma.reads_u_itself); the others take U itself.
     operand: Callable[..., torch.Tensor] = lambda u, blocks, backward: u
     # Whether its forward launcher takes xw_spare: xw's memory for its output where the caller no longer needs xw.
     # The resident tier's copy into fragment order has read xw whole before its kernel runs, and the fma and fp32
