@@ -66,6 +66,21 @@ def test_the_fp32_variants_pick_the_tier_they_name(variants):
     assert plans["fp32-one-dot-k"][2] == "one-dot-k" and plans["fp32-one-dot-k"][0].startswith("resident(")
 
 
+def test_the_ends_variants_put_b_hh_and_u_back_where_they_were(variants):
+    """b-hh-summed: the input GEMM takes b_ih + b_hh and the kernel none (dispatch.biases), on the fma and resident
+    tiers; fma-u-copied: the fma forward takes a copy of U^T, not U (fma.reads_u_itself)."""
+    b_ih, b_hh, u = torch.randn(64), torch.randn(64), torch.randn(64, 64)
+    for name in ("current", "b-hh-summed", "fma-u-copied"):
+        with variants.VARIANTS[name]():
+            for dtype in (torch.float32, torch.bfloat16):  # fma, resident
+                plan = dispatch.plan_for(64, 8, dtype)
+                gemm_bias, kernel_bias = dispatch.biases(plan, b_ih, b_hh)
+                assert (kernel_bias is None) == (name == "b-hh-summed"), (name, plan.tier)
+                assert torch.equal(gemm_bias, b_ih + b_hh if name == "b-hh-summed" else b_ih)
+            operand = dispatch.recurrence_operand(dispatch.plan_for(64, 8, torch.float32), u, backward=False)
+            assert (operand is u) == (name != "fma-u-copied"), name
+
+
 def test_the_stepwise_variants_change_what_they_name(variants):
     """fp32 at H = 2048, B = 64 (a race case): the split tier by FMA today; the step kernel as it is, with K slices
     of 32, 64 columns, or 32 x 32 tiles."""
