@@ -399,9 +399,9 @@ def resident_backward_kernel(
     # The first reverse step has no carry: da = dy * act'(h).
     h = load_tile(y_ptr + t * stride, tile, mask, True, False, FRAGMENTS).to(ACC_DTYPE)
     g = load_tile(dy_ptr + t * stride, tile, mask, True, False, FRAGMENTS).to(ACC_DTYPE)
+    state_tile, state_mask = transposed_tile(B, H, BLOCK_B, BLOCK_H)  # dL/dh_n's and dL/dh_0's
     if dhn_ptr is not None:
-        dhn_tile, dhn_mask = transposed_tile(B, H, BLOCK_B, BLOCK_H)
-        g += tl.load(dhn_ptr + dhn_tile, mask=dhn_mask, other=0.0).to(ACC_DTYPE)
+        g += tl.load(dhn_ptr + state_tile, mask=state_mask, other=0.0).to(ACC_DTYPE)
     da = g * activation_grad_from_output(h, ACTIVATION)
     # da may be stored over dy (FRAGMENTS): once a launch, a barrier orders the store after every thread's loads, as
     # the loop's barriers do, so that the compile audit can check it (audit.first_step_ordered).
@@ -425,8 +425,7 @@ def resident_backward_kernel(
         store_tile(da_ptr + t * stride, tile, da.to(IO_DTYPE), mask, ACC_LAYOUT_IO, FRAGMENTS)
     # After the loop: U^T's register value has this second user, which keeps it out of shared memory.
     dh0 = product(u_t, da, tl.zeros((BLOCK_H, BLOCK_B), ACC_DTYPE), IO_DTYPE, DOT_PRECISION, UPCAST_DOT, IN_IO_LAYOUT)
-    dh0_tile, dh0_mask = transposed_tile(B, H, BLOCK_B, BLOCK_H)
-    tl.store(dh0_ptr + dh0_tile, dh0, mask=dh0_mask)
+    tl.store(dh0_ptr + state_tile, dh0, mask=state_mask)
 
 
 def stores_over_input(keywords: dict, backward: bool) -> bool:
