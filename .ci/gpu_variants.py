@@ -220,8 +220,8 @@ VARIANTS = {  # name -> a context manager factory
     "l2-prefetch-16": lambda: switched(prefetch, "L2_PREFETCH_STEPS", 16),
     # Everything in order on one stream: a bidirectional layer's directions one after the other (--bidirectional)
     "one-stream": lambda: switched(streams, "OVERLAP", False),
-    # the fma and resident kernels without b_hh, which the input GEMM adds as b_ih + b_hh, summed at a launch of its own
-    # (today's: each step's input plus b_hh in the kernel, dispatch.B_HH_IN_KERNEL)
+    # the fma, resident and split kernels without b_hh, which the input GEMM adds as b_ih + b_hh, summed at a launch of
+    # its own (today's: each step's input plus b_hh in the kernel, dispatch.B_HH_IN_KERNEL)
     "b-hh-summed": lambda: switched(dispatch, "B_HH_IN_KERNEL", False),
     # the fma forward reading a copy of U^T made for it at a launch of its own (today's: U where it lies, where H is a
     # multiple of 16: fma.READ_U_ITSELF)
@@ -284,8 +284,9 @@ SPLIT_512_CLUSTERS = [("bfloat16", 512, b) for b in (1, 8, 64, 128)] + [("float1
 SPLIT_DSMEM_CASES = [c for c in SPLIT_CLUSTER_CASES if c[0] != "float32" and c[1] <= dispatch.SPLIT_DSMEM_MAX_BLOCK_H]
 # Where two launches may share the GPU on two streams (the fma and resident tiers: streams.py)
 OVERLAPPING = [(dt, h, b) for dt in ("bfloat16", "float32") for h in (64, 128, 256) for b in (8, 64)]
-# Where the kernels add b_hh themselves (the fma and resident tiers: dispatch.B_HH_IN_KERNEL)
-FUSED_ENDS = OVERLAPPING
+# Where the kernels add b_hh themselves (the fma, resident and split tiers: dispatch.B_HH_IN_KERNEL); the split tier
+# at B = 8, where its plain calls waited for their host (results/race/20261128-h200-graphs)
+FUSED_ENDS = OVERLAPPING + [("bfloat16", 512, 8), ("bfloat16", 1024, 8)]
 # Where split programs run several tiles a step at H = 2048 (dispatch.SPLIT_K_CLUSTER's sizes)
 SPLIT_K_CLUSTER_CASES = [("bfloat16", 2048, b) for b in (64, 256)]
 # One batch row, the low end of issues 8 and 11's B = 1..64, never timed at H <= 128 (the race times B = 8 and 64)

@@ -784,8 +784,8 @@ def kernel_switches() -> tuple[KernelSwitch, ...]:
                      "the 16-bit resident kernels' per-step tensors in the MMA accumulator's fragment order, not "
                      "loaded and stored in their own layout and converted via shared memory (resident.FRAGMENT_IO)"),
         KernelSwitch("--b-hh-summed", dispatch, "B_HH_IN_KERNEL", {"action": "store_false"},
-                     "the fma and resident kernels without b_hh, which the input GEMM adds as b_ih + b_hh, not each "
-                     "step in the kernel (dispatch.B_HH_IN_KERNEL off)"),
+                     "the fma, resident and split kernels without b_hh, which the input GEMM adds as b_ih + b_hh, "
+                     "not each step in the kernel (dispatch.B_HH_IN_KERNEL off)"),
         KernelSwitch("--l2-prefetch-steps", prefetch, "L2_PREFETCH_STEPS", {"type": int, "metavar": "N"},
                      "the resident and fma kernels' L2 prefetch distance (default: prefetch.L2_PREFETCH_STEPS)"),
         KernelSwitch("--product-to-io-layout", layouts, "PRODUCT_TO_IO_LAYOUT",

@@ -26,8 +26,8 @@ Saved for the backward, besides X, h_0 and the weights (alive anyway):
   ahead, beside the backward kernel: recompute.ahead), runs the backward kernel on the segment with the
   dL/dh that the later segment sends into it (its dL/dh_0) as the segment's dL/dh_n, and adds the segment's
   share of the sums above into fp32 sums. Extra cost: the input GEMM and the forward recurrence once more;
-  transient memory: two segments' states, one segment's XW, dy and DA. Rounding differs slightly: the split
-  and step kernels take dy plus that dL/dh rounded to the I/O dtype (the fma and resident kernels add it in
+  transient memory: two segments' states, one segment's XW, dy and DA. Rounding differs slightly: the step
+  kernel takes dy plus that dL/dh rounded to the I/O dtype (the fma, resident and split kernels add it in
   fp32), and in 16-bit each segment's share of the weight gradients is rounded to it before the fp32 sum. In bf16
   the two modes' gradients differ by about 3e-3 relative (T=256, CPU), both well within bf16's error.
 

@@ -304,14 +304,16 @@ STEPWISE_DEFAULT = LaunchConfig(StepwiseBlocks(), StepwiseBlocks())
 STEPWISE_BLOCK_N = (64, 32, 16)
 
 
-# Whether the fma and resident kernels add b_hh to each step's input themselves (Tier.fused_ends), the input GEMM taking
-# b_ih alone: a forward call then launches no b_ih + b_hh, for one FADD per element of a step's input a step, off its
-# serial chain. Compile audit, sm_90, tanh forward without the L2 prefetch, time-loop instructions and stall cycles per
-# step with / without (--b-hh-summed): the bf16 resident forward 132/124 and 274/261 at BLOCK_H = 64, 97/92 and
+# Whether the fma, resident and split kernels add b_hh to each step's input themselves (Tier.fused_ends), the input GEMM
+# taking b_ih alone: a forward call then launches no b_ih + b_hh, for one FADD per element of a step's input a step, off
+# its serial chain. Compile audit, sm_90, tanh forward without the L2 prefetch, time-loop instructions and stall cycles
+# per step with / without (--b-hh-summed): the bf16 resident forward 132/124 and 274/261 at BLOCK_H = 64, 97/92 and
 # 239/225 at 256; the fma forward one instruction more (fp32 116/115 and 188/190 at 64, 195/194 and 273/299 at 128);
-# no CTA barrier more, no spills. A launch fewer against about 5-15 cycles a step: on a host whose launches cost
-# tens of microseconds the launch weighs more at T = 1024, on a GPU-bound one (a CUDA graph) perhaps not. Not yet
-# timed (.ci/gpu_variants.py b-hh-summed, bash .ci/gpu host-profile).
+# the bf16 split forward 125/121 and 426/418 at H = 512, B = 8 (clusters of 8), 190/189 and 724/716 at 1024, 229/228
+# and 971/978 at 2048; fp32's by FMA at 2048 847/838 and 1420/1414; no CTA barrier more, no spills. A launch fewer
+# against about 5-15 cycles a step: on a host whose launches cost tens of microseconds the launch weighs more at
+# T = 1024, on a GPU-bound one (a CUDA graph) perhaps not. Not yet timed (.ci/gpu_variants.py b-hh-summed, bash .ci/gpu
+# host-profile).
 B_HH_IN_KERNEL = True
 
 
@@ -341,11 +343,11 @@ class Tier:
     # and da over dy's, and fp32's resident forward over xw): the compile audit checks that the time loop orders
     # every such load first (audit.output_over_input).
     in_place: Callable[[dict, bool], bool] = lambda keywords, backward: False
-    # Whether its kernels do the layer's ends themselves: the forward starts from zeros where h0 is None, adds b_hh to
-    # each step's input (its launcher's keyword b_hh) and writes h_n from its registers after the last step (returning
-    # (y, h_n)), the backward adds dL/dh_n into its first step's dy (keyword dh_n). For the others recurrence_forward
-    # and recurrence_backward do these by torch ops, a launch each: on a GPU every launch costs host time on every
-    # call.
+    # Whether its kernels do the layer's ends themselves: the forward starts from zeros where h0 is None (the split
+    # tier's zeros come with its barrier words, one allocation), adds b_hh to each step's input (its launcher's keyword
+    # b_hh) and writes h_n after the last step (returning (y, h_n)), the backward adds dL/dh_n into its first step's
+    # dy (keyword dh_n). For the step kernel recurrence_forward and recurrence_backward do these by torch ops, a
+    # launch each: on a GPU every launch costs host time on every call.
     fused_ends: bool = False
 
 
@@ -357,7 +359,7 @@ TIERS = {
                      (resident.resident_forward_kernel, resident.resident_backward_kernel), resident.launch_keywords,
                      overlaps=True, spares_xw=True, in_place=resident.stores_over_input, fused_ends=True),
     "split": Tier(split.split_forward, split.split_backward, (split.split_forward_kernel, split.split_backward_kernel),
-                  split.launch_keywords, overlaps=False),
+                  split.launch_keywords, overlaps=False, fused_ends=True),
     "stepwise": Tier(stepwise.stepwise_forward, stepwise.stepwise_backward,
                      (stepwise.step_kernel, stepwise.step_kernel), stepwise.launch_keywords, overlaps=False),
 }
@@ -658,8 +660,8 @@ def recurrence_forward(plan: KernelPlan, xw: torch.Tensor, h0: torch.Tensor | No
     """(h_t for all t [T, B, H] in xw's dtype, h_n [B, H]): h_t = act(xw_t + b_hh + h_{t-1} U^T), h_n the state after
     the last processed step, with its own storage (h0 None: zeros; b_hh None: xw holds every bias; operand:
     recurrence_operand's, if made). With xw_spare (the caller no longer needs xw) the states may be written over xw
-    (Tier.spares_xw). The fma and resident kernels start from zeros without a tensor of them, add b_hh and write h_n
-    themselves (Tier.fused_ends); for the others here, a launch each."""
+    (Tier.spares_xw). The fma, resident and split kernels start from zeros without a launch of them, add b_hh and
+    write h_n themselves (Tier.fused_ends); for the step kernel here, a launch each."""
     operand = recurrence_operand(plan, u, backward=False) if operand is None else operand
     tier = TIERS[plan.tier]
     keywords = {"xw_spare": True} if xw_spare and tier.spares_xw else {}
@@ -678,11 +680,11 @@ def recurrence_backward(plan: KernelPlan, y: torch.Tensor, dy: torch.Tensor, u: 
                         dh_n: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(dL/da_t for all t in y's dtype, dL/dh_0 in the accumulator dtype) from the stored h_t, their gradients dy and
     dh_n, the gradient of the state after the last processed step (h_n's, or a later segment's; None: none), which the
-    fma and resident kernels add into that step's dy themselves (Tier.fused_ends), in the accumulator dtype; for the
-    others it is added here, into a copy of dy rounded to its dtype. operand: recurrence_operand's, if made. The fma
-    and resident kernels make dL/dh_0 themselves; for the split and step kernels it is dL/da of the step that consumed
-    h_0 times U, one GEMM here, made only where dh0_wanted (else None): two casts and a GEMM fewer where h_0 needs no
-    gradient."""
+    fma, resident and split kernels add into that step's dy themselves (Tier.fused_ends), in the accumulator dtype; for
+    the step kernel it is added here, into a copy of dy rounded to its dtype. operand: recurrence_operand's, if made.
+    The fma and resident kernels make dL/dh_0 themselves; for the split and step kernels it is dL/da of the step that
+    consumed h_0 times U, one GEMM here, made only where dh0_wanted (else None): two casts and a GEMM fewer where h_0
+    needs no gradient."""
     operand = recurrence_operand(plan, u, backward=True) if operand is None else operand
     tier = TIERS[plan.tier]
     if tier.fused_ends:

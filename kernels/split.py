@@ -15,6 +15,15 @@ applies before its product, and the same activation (tanh.approx.f32 for 16-bit 
 so both tiers give the same numbers. The programs of a group meet at a grid barrier (barrier.py)
 before each step reads that state. dh_0 = da_1 U is one GEMM afterwards.
 
+As in the fma and resident tiers (dispatch.Tier.fused_ends), the launchers do the layer's ends with fewer launches
+ahead of the kernel's, which is what a call's host spends while the GPU waits (a split call ends with a host sync,
+barrier_status.py): the forward kernel adds b_hh to each step's input (the input GEMM takes b_ih alone), the state
+of zeros a first step starts from where h_0 is None comes out of the one zeroed allocation that holds the barrier's
+words (zeroed), as does the backward's first da_{t+1}, and the backward kernel adds dL/dh_n to its first reverse
+step's dy in fp32 (no copy of dy). h_n is a copy of the last state, launched behind the kernel, whose time on the GPU
+hides it: written by the kernel after its last step, the copy changed ptxas's registers and schedules of the time
+loop and spilled in two configurations (compile audit).
+
 U's slice stays in registers by the resident tier's means (a runtime pin and a first step outside
 the loop) and because the product's K is cut into K_SPLIT parts, one per warp: the left operand is
 [K_SPLIT, BLOCK_N, BLOCK_H / K_SPLIT], a batched tl.dot whose K_SPLIT partial products are summed,
@@ -100,6 +109,7 @@ In the interpreter programs run one after another, so the barrier (USE_BARRIER) 
 and the launcher runs one launch per step; the barrier itself is tested with a one-program grid. A cluster's programs
 cannot meet there either, so K_CLUSTER runs as 1.
 """
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -561,6 +571,17 @@ def step_tile(ptr, t, tile, cols, B, H, BLOCK_B: tl.constexpr, valid):
 
 
 @triton.jit
+def first_dy(dy_ptr, dhn_ptr, t, tile, cols, B, H, BLOCK_B: tl.constexpr, ACC_DTYPE: tl.constexpr):
+    """A tile of dy at a launch's first reverse step t (step_tile), plus dL/dh_n's (dhn_ptr, [B, H]; None: none) in
+    ACC_DTYPE: the gradient of the state after that step from beyond the launch."""
+    dy = step_tile(dy_ptr, t, tile, cols, B, H, BLOCK_B, True)
+    if dhn_ptr is not None:
+        out, out_mask = column_tile(tile, cols, B, H, BLOCK_B)
+        dy = dy.to(ACC_DTYPE) + tl.load(dhn_ptr + out, mask=out_mask, other=0.0).to(ACC_DTYPE)
+    return dy
+
+
+@triton.jit
 def tile_input(ptr, first, t, tile, group, cols, B, H, BLOCK_B: tl.constexpr, INPUTS_AHEAD: tl.constexpr,
                ONE_TILE: tl.constexpr):
     """A tile's step-t input (xw; h and dy backward): for the group's first tile, first, as loaded a step ahead
@@ -595,22 +616,25 @@ def tile_product(u3, state_ptr, tile, B, H, slot, BLOCK_N: tl.constexpr, BLOCK_B
 
 
 @triton.jit
-def forward_tile(u3, prev_ptr, xw, y_ptr, t, tile, cols, B, H, slot, send, CLUSTER: tl.constexpr,
+def forward_tile(u3, prev_ptr, xw, bias, y_ptr, t, tile, cols, B, H, slot, send, CLUSTER: tl.constexpr,
                  ACTIVATION: tl.constexpr, BLOCK_B: tl.constexpr,
                  BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, K_SPLIT: tl.constexpr,
                  DOT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr,
                  WORK: tl.constexpr, TANH_FORM: tl.constexpr, READ: tl.constexpr, WRITE: tl.constexpr,
                  FMA: tl.constexpr, IN_IO_LAYOUT: tl.constexpr, IN_THREAD_SUM: tl.constexpr,
                  STATE_IN_RUNS: tl.constexpr, K_CLUSTER: tl.constexpr, k0):
-    """Step t of one batch tile: y_t[:, cols] = act(xw_t[:, cols] + prev U[cols, :]^T), xw_t's tile given; prev
-    read through the exchange READ (slot 1 - slot of a dsmem one), the result passed on through WRITE (slot `slot`;
-    send: a later step reads it). With K_CLUSTER, the product over this program's K range (from k0) of its
-    cluster's columns, summed over the cluster in partial slot `slot` (dsmem.sum_partials)."""
+    """Step t of one batch tile: y_t[:, cols] = act(xw_t[:, cols] + b_hh[cols] + prev U[cols, :]^T), xw_t's tile and
+    b_hh[cols] (bias, [BLOCK_N]; None: none) given; prev read through the exchange READ (slot 1 - slot of a dsmem
+    one), the result passed on through WRITE (slot `slot`; send: a later step reads it). With K_CLUSTER, the product
+    over this program's K range (from k0) of its cluster's columns, summed over the cluster in partial slot `slot`
+    (dsmem.sum_partials)."""
     step = t * B * H
     out, out_mask = column_tile(tile, cols, B, H, BLOCK_B)
-    a = xw.to(ACC_DTYPE) + tile_product(u3, prev_ptr, tile, B, H, slot, BLOCK_N, BLOCK_B, BLOCK_H, K_SPLIT,
-                                        DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, WORK, READ, FMA, IN_IO_LAYOUT,
-                                        IN_THREAD_SUM, STATE_IN_RUNS, K_CLUSTER, k0)
+    a = xw.to(ACC_DTYPE)
+    if bias is not None:  # not on the step's serial chain: it needs xw alone
+        a += bias[:, None]
+    a += tile_product(u3, prev_ptr, tile, B, H, slot, BLOCK_N, BLOCK_B, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE,
+                      UPCAST_DOT, WORK, READ, FMA, IN_IO_LAYOUT, IN_THREAD_SUM, STATE_IN_RUNS, K_CLUSTER, k0)
     # Without IN_IO_LAYOUT, tl.sum over the warps left every warp holding all of a (Triton's slice layout), so every
     # warp computed the whole tile's activation (at H = 1024 with 32 x 16 tiles, 16 tanh a thread against 2): the
     # approx TANH_FORM makes each one instruction, not about ten.
@@ -643,9 +667,10 @@ def backward_tile(u3, next_ptr, h, dy, da_ptr, t, tile, cols, B, H, slot, send, 
 
 @triton.jit
 def split_forward_kernel(
-    xw_ptr,         # [T, B, H] input projection incl. both biases, I/O dtype, contiguous
+    xw_ptr,         # [T, B, H] input projection x_t W_ih^T + b_ih, I/O dtype, contiguous
     h0_ptr,         # [B, H] state before this launch's first step (h0, or the last the launch before wrote)
     u_ptr,          # [H, H] recurrent weight U = weight_hh (with FMA its transpose), contiguous
+    b_hh_ptr,       # [H] recurrent bias b_hh, I/O dtype, added to every step's input; None: xw holds every bias
     y_ptr,          # [T, B, H] out: h_t, I/O dtype; also where the next step reads h_{t-1}
     counter_ptr,    # [groups] int32 barrier counters, zeroed by the launcher
     status_ptr,     # [1] int32, set to 1 if a barrier timed out
@@ -678,19 +703,22 @@ def split_forward_kernel(
     cols, u3, t, slices, group, groups, tiles, k0 = program_start(u_ptr, pin, t_first, B, H, False, BLOCK_B, BLOCK_N,
                                                                   BLOCK_H, K_SPLIT, CLUSTER, ONE_TILE, ACC_DTYPE,
                                                                   UPCAST_DOT, EXCHANGE, FMA, K_CLUSTER)
+    bias = None
+    if b_hh_ptr is not None:  # b_hh's values of the program's columns, loaded once
+        bias = tl.load(b_hh_ptr + cols, mask=cols < H, other=0.0).to(ACC_DTYPE)
     # Step 0 of the group's first tile, outside any loop: U's register value gets a user there, which
     # keeps its load out of the loops.
-    forward_tile(u3, h0_ptr, step_tile(xw_ptr, t, group, cols, B, H, BLOCK_B, True), y_ptr, t, group, cols, B, H,
-                 0, T > 1, CLUSTER, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE,
+    forward_tile(u3, h0_ptr, step_tile(xw_ptr, t, group, cols, B, H, BLOCK_B, True), bias, y_ptr, t, group, cols, B,
+                 H, 0, T > 1, CLUSTER, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE,
                  UPCAST_DOT, WORK, TANH_FORM, L2, EXCHANGE, FMA, IN_IO_LAYOUT, IN_THREAD_SUM, STATE_IN_RUNS, K_CLUSTER,
                  k0)
     uses = 1  # tiles run so far: where programs run several, they take K_CLUSTER's partial slots in turn
     if not ONE_TILE:  # the group's other tiles (with ONE_TILE there are none: launcher-checked)
         for tile in range(group + groups, tiles, groups):
-            forward_tile(u3, h0_ptr, step_tile(xw_ptr, t, tile, cols, B, H, BLOCK_B, True), y_ptr, t, tile, cols, B,
-                         H, uses % 2, False, CLUSTER, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION,
-                         ACC_DTYPE, UPCAST_DOT, WORK, TANH_FORM, L2, L2, FMA, IN_IO_LAYOUT, IN_THREAD_SUM,
-                         STATE_IN_RUNS, K_CLUSTER, k0)
+            forward_tile(u3, h0_ptr, step_tile(xw_ptr, t, tile, cols, B, H, BLOCK_B, True), bias, y_ptr, t, tile,
+                         cols, B, H, uses % 2, False, CLUSTER, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT,
+                         DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, WORK, TANH_FORM, L2, L2, FMA, IN_IO_LAYOUT,
+                         IN_THREAD_SUM, STATE_IN_RUNS, K_CLUSTER, k0)
             uses += 1
     if INPUTS_AHEAD:  # the group's first tile of the next step's xw
         xw_ahead = step_tile(xw_ptr, t + t_step, group, cols, B, H, BLOCK_B, T > 1)
@@ -709,14 +737,14 @@ def split_forward_kernel(
         t += t_step
         if ONE_TILE:  # the group's only tile: no loop (one tile a step: slot s % 2 is its turn)
             xw = tile_input(xw_ptr, xw_first, t, group, group, cols, B, H, BLOCK_B, INPUTS_AHEAD, ONE_TILE)
-            forward_tile(u3, prev_ptr, xw, y_ptr, t, group, cols, B, H, s % 2, s + 1 < T, CLUSTER, ACTIVATION,
-                         BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, WORK,
+            forward_tile(u3, prev_ptr, xw, bias, y_ptr, t, group, cols, B, H, s % 2, s + 1 < T, CLUSTER,
+                         ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, WORK,
                          TANH_FORM, EXCHANGE, EXCHANGE, FMA, IN_IO_LAYOUT, IN_THREAD_SUM, STATE_IN_RUNS, K_CLUSTER, k0)
         else:
             for tile in range(group, tiles, groups):
                 xw = tile_input(xw_ptr, xw_first, t, tile, group, cols, B, H, BLOCK_B, INPUTS_AHEAD, ONE_TILE)
-                forward_tile(u3, prev_ptr, xw, y_ptr, t, tile, cols, B, H, uses % 2, False, CLUSTER, ACTIVATION,
-                             BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, WORK,
+                forward_tile(u3, prev_ptr, xw, bias, y_ptr, t, tile, cols, B, H, uses % 2, False, CLUSTER,
+                             ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, WORK,
                              TANH_FORM, L2, L2, FMA, IN_IO_LAYOUT, IN_THREAD_SUM, STATE_IN_RUNS, K_CLUSTER, k0)
                 uses += 1
     program_end(EXCHANGE, K_CLUSTER)
@@ -727,6 +755,8 @@ def split_backward_kernel(
     y_ptr,          # [T, B, H] forward hidden states h_t, I/O dtype, contiguous
     dy_ptr,         # [T, B, H] dL/dh_t from the layer's outputs, contiguous
     u_ptr,          # [H, H] recurrent weight U, contiguous
+    dhn_ptr,        # [B, H] dL/dh_n (or a later segment's dL/dh), any float dtype, added to this launch's first
+                    # step's dy in the accumulator dtype; None: none
     da_ptr,         # [T, B, H] out: dL/da_t, I/O dtype; the next step reads da_{t+1} from here
     da_in_ptr,      # [B, H] da of the step before this launch's first (zeros at the start), I/O dtype
     counter_ptr,    # [groups] int32 barrier counters, zeroed by the launcher
@@ -751,14 +781,15 @@ def split_backward_kernel(
                                                                  UPCAST_DOT, EXCHANGE, FMA, K_CLUSTER)
     # The first reverse step of the group's first tile, outside any loop (as in split_forward_kernel).
     backward_tile(u3, da_in_ptr, step_tile(y_ptr, t, group, cols, B, H, BLOCK_B, True),
-                  step_tile(dy_ptr, t, group, cols, B, H, BLOCK_B, True), da_ptr, t, group, cols, B, H, 0,
+                  first_dy(dy_ptr, dhn_ptr, t, group, cols, B, H, BLOCK_B, ACC_DTYPE), da_ptr, t, group, cols, B, H, 0,
                   T > 1, CLUSTER, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE,
                   UPCAST_DOT, WORK, L2, EXCHANGE, FMA, IN_IO_LAYOUT, IN_THREAD_SUM, STATE_IN_RUNS, K_CLUSTER, k0)
     uses = 1  # as in split_forward_kernel
     if not ONE_TILE:  # the group's other tiles, as in split_forward_kernel
         for tile in range(group + groups, tiles, groups):
             backward_tile(u3, da_in_ptr, step_tile(y_ptr, t, tile, cols, B, H, BLOCK_B, True),
-                          step_tile(dy_ptr, t, tile, cols, B, H, BLOCK_B, True), da_ptr, t, tile, cols, B, H,
+                          first_dy(dy_ptr, dhn_ptr, t, tile, cols, B, H, BLOCK_B, ACC_DTYPE), da_ptr, t, tile, cols, B,
+                          H,
                           uses % 2, False, CLUSTER, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION,
                           ACC_DTYPE, UPCAST_DOT, WORK, L2, L2, FMA, IN_IO_LAYOUT, IN_THREAD_SUM, STATE_IN_RUNS,
                           K_CLUSTER, k0)
@@ -836,14 +867,16 @@ def launch_steps(slices: int) -> int:
     return max(1, barrier.LOST.value // slices)
 
 
-def _launch_all_steps(kernel, args: list, state: int, out: torch.Tensor, T: int, t_first: int, t_step: int,
-                      config: SplitBlocks, keywords: dict) -> None:
-    """All T steps, each launch starting from the state its predecessor wrote last (args[state] = out[t - t_step]):
-    with the group barrier, persistent launches of up to launch_steps steps (one for any real T); without it
-    (interpreter), one launch per step, whose boundary is the synchronisation. Whether any barrier timed out is
-    read at the end, or later (barrier_status.py); earlier calls' statuses that the GPU is done with first."""
-    B, H = args[0].shape[1:]
-    device = args[0].device
+def _launch_all_steps(kernel, tensors: Callable[[torch.Tensor, bool], tuple], start: torch.Tensor | None,
+                      out: torch.Tensor, t_first: int, t_step: int, config: SplitBlocks, keywords: dict) -> None:
+    """All steps of out [T, B, H], each launch's tensors tensors(the state entering its first step, whether it is the
+    first launch): the first's state is start (None: zeros), the others' the state their predecessor wrote last
+    (out[t - t_step]). With the group barrier, persistent launches of up to launch_steps steps (one for
+    any real T); without it (interpreter), one launch per step, whose boundary is the synchronisation. Whether any
+    barrier timed out is read at the end, or later (barrier_status.py); earlier calls' statuses that the GPU is done
+    with first."""
+    T, B, H = out.shape
+    device = out.device
     tiles = cdiv(B, config.BLOCK_B)
     if keywords["USE_BARRIER"]:
         if not capturing(device):  # querying earlier calls' events would end a capture
@@ -855,19 +888,30 @@ def _launch_all_steps(kernel, args: list, state: int, out: torch.Tensor, T: int,
         per_launch = launch_steps(grid[0])
     else:  # one batch group, whose launches' first step runs every tile; with ONE_TILE one group per tile
         grid, per_launch = (cdiv(H, config.BLOCK_N), tiles if config.ONE_TILE else 1), 1
-    # One zeroed allocation (launches cost host time): the status, then each launch's barrier counters, each part
-    # 16-byte aligned as a tensor of its own would be (Triton specialises a kernel on its pointers' alignment)
-    stride = cdiv(grid[1], 4) * 4
-    words = torch.zeros(4 + cdiv(T, per_launch) * stride, dtype=torch.int32, device=device)
-    status = words[:1]
+    stride = cdiv(grid[1], 4) * 4  # each launch's counters 16-byte aligned, as a tensor of their own would be
+    words, zeros = zeroed(4 + cdiv(T, per_launch) * stride, (B, H) if start is None else None, out.dtype, device)
+    status, state = words[:1], zeros if start is None else start
     for launch, done in enumerate(range(0, T, per_launch)):
         t = t_first + done * t_step
         if done:
-            args[state] = out[t - t_step]
+            state = out[t - t_step]
         counters = words[4 + launch * stride:4 + launch * stride + grid[1]]
-        _launch(kernel, grid, (*args, counters, status, PIN, min(per_launch, T - done), B, H, t, t_step), config,
-                keywords)
+        _launch(kernel, grid, (*tensors(state, done == 0), counters, status, PIN, min(per_launch, T - done), B, H, t,
+                               t_step), config, keywords)
     read_status(status)  # set by the grid barrier, or dsmem-push's wait for the state
+
+
+def zeroed(words: int, state: tuple[int, int] | None, dtype: torch.dtype,
+           device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(`words` int32 zeros: a call's barrier status, then its launches' counters; zeros of shape `state` in dtype, for
+    a first step with no state given, else None) from one zeroed allocation: on a GPU each launch costs host time on
+    every call. The state comes first, the words from a 16-byte boundary: each part aligned as a tensor of its own
+    would be (Triton specialises a kernel on its pointers' alignment)."""
+    state_bytes = 0 if state is None else state[0] * state[1] * dtype.itemsize
+    start = cdiv(state_bytes, 16) * 16
+    block = torch.zeros(start + 4 * words, dtype=torch.uint8, device=device)
+    zeros = None if state is None else block[:state_bytes].view(dtype).view(state)
+    return block[start:].view(torch.int32), zeros
 
 
 def _launch(kernel, grid: tuple[int, int], args: tuple, config: SplitBlocks, keywords: dict) -> None:
@@ -906,41 +950,44 @@ def _launch_clusters(kernel, grid: tuple[int, int], cluster: int, extra_shared: 
     kernel[(grid[0] // cluster, grid[1])](*args, **keywords)
 
 
-def split_forward(xw: torch.Tensor, h0: torch.Tensor, u: torch.Tensor, reverse: bool, config: SplitBlocks,
-                  nonlinearity: str, use_barrier: bool | None = None, work: str = FULL_STEP.value) -> torch.Tensor:
-    """All hidden states [T, B, H] of one layer-direction; inputs contiguous. With the barrier (the
-    default when compiled): one persistent launch for all steps; without it, one launch per step.
-    work: one of STEP_WORKS; less than the full step leaves outputs that are not the layer's (for timing the
-    exchange or the barrier alone)."""
+def split_forward(xw: torch.Tensor, h0: torch.Tensor | None, u: torch.Tensor, reverse: bool, config: SplitBlocks,
+                  nonlinearity: str, use_barrier: bool | None = None, work: str = FULL_STEP.value,
+                  b_hh: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(all hidden states [T, B, H], h_n [B, H]) of one layer-direction from h0 (None: zeros, made with the barrier's
+    words), b_hh (if given) added to every step's xw; inputs contiguous. With the barrier (the default when
+    compiled): one persistent launch for all steps; without it, one launch per step. work: one of STEP_WORKS; less
+    than the full step leaves outputs that are not the layer's (for timing the exchange or the barrier alone)."""
     if work not in STEP_WORKS:
         raise ValueError(f"work must be one of {', '.join(STEP_WORKS)}, got {work!r}")
-    T = xw.shape[0]
     y = torch.empty_like(xw)
-    keywords = _keywords(config, nonlinearity, xw.dtype, False, use_barrier, work, (h0, y))
+    order = time_order(xw.shape[0], reverse)
+    keywords = _keywords(config, nonlinearity, xw.dtype, False, use_barrier, work, (y,) if h0 is None else (h0, y))
     u = u.t().contiguous() if config.FMA else u  # the FMA product's forward reads U^T row-major, as its backward U
-    _launch_all_steps(split_forward_kernel, [xw, h0, u, y], 1, y, T, time_order(T, reverse)[0], -1 if reverse else 1,
-                      config, keywords)
-    return y
+    _launch_all_steps(split_forward_kernel, lambda h, first: (xw, h, u, b_hh, y), h0, y, order[0],
+                      -1 if reverse else 1, config, keywords)
+    # h_n with storage of its own: a copy launched behind the kernel, whose time on the GPU hides the host's share
+    return y, y[order[-1]].clone()
 
 
 def split_backward(y: torch.Tensor, dy: torch.Tensor, u: torch.Tensor, reverse: bool, config: SplitBlocks,
-                   nonlinearity: str, use_barrier: bool | None = None) -> tuple[torch.Tensor, None]:
-    """(da [T, B, H] in the I/O dtype, None: dh0 is the dispatcher's GEMM, dispatch.recurrence_backward); inputs
-    contiguous."""
-    T = y.shape[0]
+                   nonlinearity: str, use_barrier: bool | None = None,
+                   dh_n: torch.Tensor | None = None) -> tuple[torch.Tensor, None]:
+    """(da [T, B, H] in the I/O dtype, None: dh0 is the dispatcher's GEMM, dispatch.recurrence_backward), dh_n (if
+    given) added to the first reverse step's dy in the accumulator dtype; inputs contiguous."""
     da = torch.empty_like(y)
-    da_in = torch.zeros_like(y[0])
-    order = time_order(T, not reverse)  # backward walks the forward order in reverse
-    keywords = _keywords(config, nonlinearity, y.dtype, True, use_barrier, FULL_STEP.value, (da_in, da))
-    _launch_all_steps(split_backward_kernel, [y, dy, u, da, da_in], 4, da, T, order[0], 1 if reverse else -1, config,
-                      keywords)
+    order = time_order(y.shape[0], not reverse)  # backward walks the forward order in reverse
+    keywords = _keywords(config, nonlinearity, y.dtype, True, use_barrier, FULL_STEP.value, (da,))
+    # nothing flows back into the first reverse step but dy (and dh_n): its da_{t+1} is zeros
+    _launch_all_steps(split_backward_kernel, lambda da_in, first: (y, dy, u, dh_n if first else None, da, da_in),
+                      None, da, order[0], 1 if reverse else -1, config, keywords)
     return da, None
 
 
 def _keywords(config: SplitBlocks, nonlinearity: str, dtype: torch.dtype, backward: bool,
               use_barrier: bool | None, work: str, states: tuple[torch.Tensor, ...]) -> dict:
     """launch_keywords here; use_barrier=True runs the barrier path in the interpreter (tests, one-program
-    grids); work: what a step does (STEP_WORKS); states: the [.., B, H] tensors whose rows the steps read."""
+    grids); work: what a step does (STEP_WORKS); states: the [.., B, H] tensors given whose rows the steps read (a
+    first state of zeros the launcher makes, zeroed, is aligned)."""
     keywords = launch_keywords(config, nonlinearity, dtype, interpreting(), backward)
     # state_in_runs reads whole runs unmasked: H filling BLOCK_H, every row 16-byte aligned
     keywords["STATE_IN_RUNS"] &= (states[0].shape[-1] == config.BLOCK_H

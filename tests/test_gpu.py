@@ -104,6 +104,15 @@ def test_layer_matches_cudnn(dtype):
         assert rel_err(p.grad, q.grad) < 8 * TOLERANCE[dtype], name
 
 
+@pytest.mark.parametrize("dtype,H", [(torch.bfloat16, 512), (torch.bfloat16, 1024), (torch.bfloat16, 2048),
+                                     (torch.float32, 1024)])
+def test_split_defaults_long_sequence(dtype, H):
+    """The split tier's default configurations at B = 8 (16-bit H = 512: clusters of 8 from sm_90) for T = 1024
+    against float64, given b_hh and dL/dh_n, which its kernels add themselves since 2026-11-29 (the stress tests
+    below compare with the step kernel, without them)."""
+    check_long_sequence("split", dtype, H, 8, "tanh")
+
+
 def check_split_against_stepwise(H, B, clustered=False, exchange="l2", dtype=torch.bfloat16):
     """T >= 10k steps with (nearly) every SM in the barrier: any missed or torn barrier would show up as a difference
     from the stepwise kernel, which synchronises by launching once per step."""

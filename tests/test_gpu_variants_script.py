@@ -67,13 +67,13 @@ def test_the_fp32_variants_pick_the_tier_they_name(variants):
 
 
 def test_the_ends_variants_put_b_hh_and_u_back_where_they_were(variants):
-    """b-hh-summed: the input GEMM takes b_ih + b_hh and the kernel none (dispatch.biases), on the fma and resident
-    tiers; fma-u-copied: the fma forward takes a copy of U^T, not U (fma.reads_u_itself)."""
+    """b-hh-summed: the input GEMM takes b_ih + b_hh and the kernel none (dispatch.biases), on the fma, resident and
+    split tiers; fma-u-copied: the fma forward takes a copy of U^T, not U (fma.reads_u_itself)."""
     b_ih, b_hh, u = torch.randn(64), torch.randn(64), torch.randn(64, 64)
     for name in ("current", "b-hh-summed", "fma-u-copied"):
         with variants.VARIANTS[name]():
-            for dtype in (torch.float32, torch.bfloat16):  # fma, resident
-                plan = dispatch.plan_for(64, 8, dtype)
+            for dtype, hidden in ((torch.float32, 64), (torch.bfloat16, 64), (torch.bfloat16, 512)):  # fma, resident,
+                plan = dispatch.plan_for(hidden, 8, dtype)                                        # split
                 gemm_bias, kernel_bias = dispatch.biases(plan, b_ih, b_hh)
                 assert (kernel_bias is None) == (name == "b-hh-summed"), (name, plan.tier)
                 assert torch.equal(gemm_bias, b_ih + b_hh if name == "b-hh-summed" else b_ih)

@@ -308,6 +308,31 @@ def test_a_call_without_hx_fills_no_zeros_for_h_0_and_its_backward_one_gemm_fewe
     assert gemms[True] == gemms[False] - 4
 
 
+def test_a_split_call_fills_one_allocation_of_zeros_and_adds_the_biases_and_dh_n_in_its_kernels(device):
+    """The split tier's ends (kernels/split.py): with hx or without, a forward call fills one allocation of zeros (its
+    barrier's words, and for hx=None the first step's state) and adds no b_ih + b_hh (its kernel adds b_hh); where
+    the loss reads h_n, its backward adds dL/dh_n in the kernel, into no copy of dy, and fills one allocation of zeros
+    too. Output, h_n and gradients as float64 nn.RNN's."""
+    torch.manual_seed(0)
+    layer = TritonRNN(6, 100, kernel="split", device=device)
+    ref = reference_copy(layer)
+    x = torch.randn(3, 2, 6)
+    for hx in (None, torch.randn(1, 2, 100)):
+        with OpsRun() as forward:
+            out, h_n = layer(x.to(device), None if hx is None else hx.to(device))
+        with OpsRun() as backward:
+            grads = torch.autograd.grad(out.sum() + h_n.square().sum(), list(layer.parameters()))
+        assert layer.last_plans[0].tier == "split"
+        assert forward.names.count("zeros") == backward.names.count("zeros") == 1
+        assert "add" not in forward.names and "add_" not in backward.names, (forward.names, backward.names)
+        ref_out, ref_h_n = ref(x.double(), None if hx is None else hx.double())
+        ref_grads = torch.autograd.grad(ref_out.sum() + ref_h_n.square().sum(), list(ref.parameters()))
+        assert rel_err(out.cpu(), ref_out) < TOLERANCE[torch.float32]
+        assert rel_err(h_n.cpu(), ref_h_n) < TOLERANCE[torch.float32]
+        for got, want in zip(grads, ref_grads):
+            assert rel_err(got.cpu(), want) < 4 * TOLERANCE[torch.float32]
+
+
 @pytest.mark.parametrize("kernel", ["auto", "stepwise"])
 def test_h_n_has_storage_of_its_own_as_nn_rnns_has(kernel, device):
     """h_n is not a view of the output, whichever kernel writes it (nn.RNN's is not): writing into the output in

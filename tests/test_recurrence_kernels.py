@@ -356,15 +356,19 @@ def test_split_barrier_path_with_a_one_program_grid(nonlinearity, reverse, one_t
                                                     monkeypatch):
     """The persistent time loop (the barrier's; each program's first tile's input a step ahead or not; two batch
     tiles run by the one program every step, or one tile without the tile loop; the product by tl.dot or by FMA),
-    run whole."""
+    run whole, with the layer's ends: b_hh added each step, h_n written after the last, dL/dh_n added to the first
+    reverse step's dy, and (the reverse direction's cases) h_0 None, the zeros made with the barrier's words."""
     monkeypatch.setattr(split, "INPUTS_AHEAD", inputs_ahead)
     T, H = 6, 16
     xw, h0, u, dy = make_inputs(T, B, H, torch.float32, "cpu")
+    b_hh, dh_n = make_ends(B, H, torch.float32, "cpu")
+    h0 = None if reverse else h0
     config = barrier_config(16, one_tile, fma)
-    y = split_forward(xw, h0, u, reverse, config, nonlinearity, use_barrier=True)
-    ref_y, ref_da, _ = reference_layer(xw, h0, u, nonlinearity, reverse, dy)
-    assert rel_err(y, ref_y) < TOLERANCE[torch.float32]
-    da, dh0 = split_backward(ref_y.float(), dy, u, reverse, config, nonlinearity, use_barrier=True)
+    y, h_n = split_forward(xw, h0, u, reverse, config, nonlinearity, use_barrier=True, b_hh=b_hh)
+    ref_y, ref_da, _ = reference_with_ends(xw, torch.zeros(B, H) if h0 is None else h0, u, nonlinearity, reverse, dy,
+                                           b_hh, dh_n)
+    assert rel_err(y, ref_y) < TOLERANCE[torch.float32] and torch.equal(h_n, y[0 if reverse else -1])
+    da, dh0 = split_backward(ref_y.float(), dy, u, reverse, config, nonlinearity, use_barrier=True, dh_n=dh_n)
     assert rel_err(da, ref_da) < 2 * TOLERANCE[torch.float32] and dh0 is None  # dh0: dispatch.recurrence_backward's
 
 
@@ -403,17 +407,20 @@ class CountedLaunches:
 @pytest.mark.parametrize("nonlinearity,reverse", [("tanh", False), ("relu", True)])
 def test_split_runs_more_steps_than_one_launch_takes_in_several(nonlinearity, reverse, monkeypatch):
     """Beyond split.launch_steps (the grid barrier's targets stay below barrier.LOST: here 4, so 4 steps for one
-    program), T = 9 runs as launches of 4, 4 and 1 steps, each from the state the one before wrote last."""
+    program), T = 9 runs as launches of 4, 4 and 1 steps, each from the state the one before wrote last, each adding
+    b_hh; the last writes h_n, and dL/dh_n goes into the first backward launch's first step alone."""
     monkeypatch.setattr(barrier, "LOST", tl.constexpr(4))
     forward, backward = CountedLaunches(split.split_forward_kernel), CountedLaunches(split.split_backward_kernel)
     monkeypatch.setattr(split, "split_forward_kernel", forward)
     monkeypatch.setattr(split, "split_backward_kernel", backward)
     xw, h0, u, dy = make_inputs(9, 5, 16, torch.float32, "cpu")
-    y = split_forward(xw, h0, u, reverse, barrier_config(16), nonlinearity, use_barrier=True)
-    ref_y, ref_da, _ = reference_layer(xw, h0, u, nonlinearity, reverse, dy)
-    da, _ = split_backward(ref_y.float(), dy, u, reverse, barrier_config(16), nonlinearity, use_barrier=True)
+    b_hh, dh_n = make_ends(5, 16, torch.float32, "cpu")
+    y, h_n = split_forward(xw, h0, u, reverse, barrier_config(16), nonlinearity, use_barrier=True, b_hh=b_hh)
+    ref_y, ref_da, _ = reference_with_ends(xw, h0, u, nonlinearity, reverse, dy, b_hh, dh_n)
+    da, _ = split_backward(ref_y.float(), dy, u, reverse, barrier_config(16), nonlinearity, use_barrier=True,
+                           dh_n=dh_n)
     assert forward.steps == backward.steps == [4, 4, 1]
-    assert rel_err(y, ref_y) < TOLERANCE[torch.float32]
+    assert rel_err(y, ref_y) < TOLERANCE[torch.float32] and torch.equal(h_n, y[0 if reverse else -1])
     assert rel_err(da, ref_da) < 2 * TOLERANCE[torch.float32]
 
 
@@ -505,7 +512,7 @@ def test_split_steps_without_the_product_read_and_write_the_state_as_they_say(wo
     T, B, H = 3, 20, 100 if fma else 512
     xw, h0, u, _ = make_inputs(T, B, H, dtype, device)
     config = FMA_SPLIT_BLOCKS if fma else plan_for(H, B, dtype, device).config.forward
-    y = split_forward(xw, h0, u, False, config, "tanh", work=work).cpu().float()
+    y = split_forward(xw, h0, u, False, config, "tanh", work=work)[0].cpu().float()
     prev, xw = h0.cpu().float(), xw.cpu().float()
     for t in range(T):
         read = prev.sum(1, keepdim=True) if work == "exchange" else 0.0

@@ -137,6 +137,20 @@ def test_a_forward_call_launches_the_input_gemm_and_the_kernel(tmp_path, dtype, 
     assert rec["launches_by_group"] == {"input projection": 1, "recurrence": 1, "backward GEMMs": 0, "other": 0}
 
 
+@needs_triton
+@pytest.mark.skipif(DEVICE.type == "cuda", reason="counts ops: cuBLAS may run one GEMM as several kernels")
+def test_a_split_forward_call_launches_the_input_gemm_the_barrier_words_and_the_kernel(tmp_path):
+    """The split kernel adds b_hh itself too, and its launcher makes the barrier's words (and a first state of zeros
+    for hx=None) in one zeroed allocation: ahead of the kernel a forward call launches the input GEMM and that
+    allocation's zeros alone (b_ih + b_hh too before), then (on a GPU one launch for all steps; the interpreter
+    launches one a step) the copy of h_n, which the kernel's time on the GPU hides."""
+    rec = profile_one("triton", Case(2, 2, 512, 512, 1), "forward", tmp_path, dtype="bfloat16")
+    assert rec["note"].startswith("split(")
+    assert rec["launches_by_group"] == {"input projection": 1, "recurrence": 2, "backward GEMMs": 0, "other": 2}
+    others = sorted(k["kernel"] for k in rec["kernels"] if k["group"] == "other")
+    assert others == ["aten::copy_", "aten::zero_"]  # h_n's copy, the zeroed words
+
+
 def test_eager_launches_per_step_grow_with_the_ops_per_step(tmp_path):
     """Eager runs mm, add and tanh per step and layer: the count per step is the same at any T,
     and doubles with a second layer; its input projection is one GEMM per layer."""
