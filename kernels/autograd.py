@@ -6,9 +6,9 @@ state after the last processed step, with storage of its own (dispatch.biases: w
 the GEMM adds b_ih + b_hh). No pre-activation is stored.
 
 Backward: the recurrence kernel gives DA = dL/da_t for every t and dL/dh_0 from Y, dY and dL/dh_n (added to dY's last
-processed step; None where the loss does not read h_n: ctx.set_materialize_grads(False), and zeros for dY where it
-reads h_n alone); then, with H_prev the states entering each step (h_0 then Y shifted by one step in processing
-order)::
+processed step; None where the loss does not read h_n: ctx.set_materialize_grads(False); and dY None where it reads
+h_n alone, which the fma, resident and split kernels take as zeros without reading any); then, with H_prev the
+states entering each step (h_0 then Y shifted by one step in processing order)::
 
     dU = sum_t da_t^T h_{t-1},   dW_ih = DA^T X,   db_ih = db_hh = sum_{t,b} da_t,   dX = DA W_ih
 
@@ -72,11 +72,12 @@ def states(plan: KernelPlan, xw, h0, w_hh, b_hh, nonlinearity: str, reverse: boo
 def backprop(plan: KernelPlan, y, dy, dh_n, w_hh, nonlinearity: str, reverse: bool, operand=None,
              dh0_wanted: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The recurrence kernel's (dL/da_t for all t, dL/dh_0 in the accumulator dtype or, where not dh0_wanted, possibly
-    None) from dy and dh_n, the gradient of the state after the last processed step (None: none; operand as in
-    states); an empty batch launches nothing."""
+    None) from dy (None: zeros, where the loss reads h_n alone) and dh_n, the gradient of the state after the last
+    processed step (None: none; operand as in states); an empty batch launches nothing."""
     if y.shape[1] == 0:
         return torch.empty_like(y), y.new_zeros(y.shape[1:], dtype=accumulator_dtype(y.dtype))
-    return recurrence_backward(plan, y, dy.contiguous(), w_hh, nonlinearity, reverse, operand, dh0_wanted,
+    return recurrence_backward(plan, y, None if dy is None else dy.contiguous(), w_hh, nonlinearity, reverse, operand,
+                               dh0_wanted,
                                dh_n=None if dh_n is None else dh_n.contiguous())
 
 
@@ -101,22 +102,23 @@ class ElmanRecurrence(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dy, dh_n):
-        if dy is None:  # the loss reads h_n alone
-            x, _, _, w_hh, *_ = ctx.saved_tensors
-            dy = x.new_zeros((*x.shape[:-1], w_hh.shape[0]))
+        # dy is None where the loss reads h_n alone: the kernels then read no dy (no T x B x H tensor of zeros).
         # The gradients below are not differentiable again. Under create_graph=True once_differentiable marks them so
-        # (differentiating them raises) only where dy requires grad; where it does not (a loss linear in the output,
-        # then a gradient penalty), a second-order term through the layer would silently be zero. So there dy counts
-        # as requiring grad.
+        # (differentiating them raises) only where an incoming gradient requires grad; where none does (a loss linear
+        # in the output, then a gradient penalty), a second-order term through the layer would silently be zero. So
+        # there the incoming gradient counts as requiring grad.
         if torch.is_grad_enabled():
-            dy = dy.detach().requires_grad_()
+            if dy is not None:
+                dy = dy.detach().requires_grad_()
+            else:
+                dh_n = dh_n.detach().requires_grad_()
         return gradients(ctx, dy, dh_n)
 
 
 @once_differentiable
 def gradients(ctx, dy, dh_n):
-    """ElmanRecurrence's backward: the gradients of its inputs, from dy = dL/dh_t for all t and dh_n = dL/dh_n (None
-    where the loss does not read h_n)."""
+    """ElmanRecurrence's backward: the gradients of its inputs, from dy = dL/dh_t for all t (None where the loss reads
+    h_n alone) and dh_n = dL/dh_n (None where the loss does not read h_n)."""
     x, h0, w_ih, w_hh, b_ih, b_hh, kept = ctx.saved_tensors
     w_hh = w_hh.contiguous()
     need_x, need_h0, need_w_ih, need_w_hh, need_b_ih, need_b_hh = ctx.needs_input_grad[:6]
@@ -131,19 +133,20 @@ def gradients(ctx, dy, dh_n):
     # dL/dh of the state after the segment's last processed step: h_n's for the first, then the state the later
     # segment started from (in the accumulator dtype)
     carry = dh_n
-    sums = None if len(pieces) == 1 else zero_sums(w_ih, w_hh, accumulator_dtype(dy.dtype), wanted)
+    sums = None if len(pieces) == 1 else zero_sums(w_ih, w_hh, accumulator_dtype(x.dtype), wanted)
     operand = recurrence_operand(ctx.plan, w_hh, backward=True)  # U as the backward launcher takes it: once
     for done, (k, y) in enumerate(segment_states, start=1):
         start, stop = pieces[k]
         # dL/dh of the state entering it: for the next segment, or dL/dh_0 from the last where h_0 needs it
-        da, carry = backprop(ctx.plan, y, dy[start:stop], carry, w_hh, ctx.nonlinearity, ctx.reverse, operand,
+        da, carry = backprop(ctx.plan, y, None if dy is None else dy[start:stop], carry, w_hh, ctx.nonlinearity,
+                             ctx.reverse, operand,
                              dh0_wanted=need_h0 or done < len(pieces))
         share = GradientOperands(da, x[start:stop], entering[k], y, ctx.reverse)
         if need_x:
             torch.mm(share.da_rows, w_ih, out=d_x[start:stop].view(-1, x.shape[-1]))  # dX = DA W_ih
         sums = share.products(wanted) if sums is None else share.add_into(sums)
     d_w_ih, d_w_hh, d_bias = (None if total is None else total.to(dtype)
-                              for total, dtype in zip(sums, (w_ih.dtype, w_hh.dtype, dy.dtype)))
+                              for total, dtype in zip(sums, (w_ih.dtype, w_hh.dtype, x.dtype)))
     return (d_x, carry.to(h0.dtype) if need_h0 else None, d_w_ih, d_w_hh, d_bias if need_b_ih else None,
             d_bias if need_b_hh else None, None, None, None, None)
 

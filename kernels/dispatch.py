@@ -674,14 +674,16 @@ def recurrence_forward(plan: KernelPlan, xw: torch.Tensor, h0: torch.Tensor | No
     return y, y[last_step(reverse)].clone()
 
 
-def recurrence_backward(plan: KernelPlan, y: torch.Tensor, dy: torch.Tensor, u: torch.Tensor,
+def recurrence_backward(plan: KernelPlan, y: torch.Tensor, dy: torch.Tensor | None, u: torch.Tensor,
                         nonlinearity: str, reverse: bool, operand: torch.Tensor | None = None,
                         dh0_wanted: bool = True,
                         dh_n: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(dL/da_t for all t in y's dtype, dL/dh_0 in the accumulator dtype) from the stored h_t, their gradients dy and
-    dh_n, the gradient of the state after the last processed step (h_n's, or a later segment's; None: none), which the
-    fma, resident and split kernels add into that step's dy themselves (Tier.fused_ends), in the accumulator dtype; for
-    the step kernel it is added here, into a copy of dy rounded to its dtype. operand: recurrence_operand's, if made.
+    """(dL/da_t for all t in y's dtype, dL/dh_0 in the accumulator dtype) from the stored h_t, their gradients dy (None:
+    zeros, where the loss reads h_n alone: the fma, resident and split kernels then read none, and for the step kernel
+    they are made here) and dh_n, the gradient of the state after the last processed step (h_n's, or a later
+    segment's; None: none), which the fma, resident and split kernels add into that step's dy themselves
+    (Tier.fused_ends), in the accumulator dtype; for the step kernel it is added here, into a copy of dy rounded to its
+    dtype. operand: recurrence_operand's, if made.
     The fma and resident kernels make dL/dh_0 themselves; for the split and step kernels it is dL/da of the step that
     consumed h_0 times U, one GEMM here, made only where dh0_wanted (else None): two casts and a GEMM fewer where h_0
     needs no gradient."""
@@ -690,8 +692,11 @@ def recurrence_backward(plan: KernelPlan, y: torch.Tensor, dy: torch.Tensor, u: 
     if tier.fused_ends:
         da, dh0 = tier.backward(y, dy, operand, reverse, plan.config.backward, nonlinearity, dh_n=dh_n)
     else:
-        if dh_n is not None:
+        if dy is None:
+            dy = torch.zeros_like(y)
+        elif dh_n is not None:
             dy = dy.clone()
+        if dh_n is not None:
             dy[last_step(reverse)].add_(dh_n)
         da, dh0 = tier.backward(y, dy, operand, reverse, plan.config.backward, nonlinearity)
     if dh0 is None and dh0_wanted:

@@ -238,6 +238,16 @@ def vector_product(held, m_ptr, v, BLOCK_H: tl.constexpr, STREAM_HALF: tl.conste
 
 
 @triton.jit
+def load_row(ptr, offsets, mask, BLOCK_H: tl.constexpr):
+    """tl.load(ptr + offsets, mask, other=0) of a [BLOCK_H] row; zeros in fp32 where ptr is None (nothing loaded)."""
+    if ptr is None:  # an else, not an early return: Triton 3.6 compiles what follows a constexpr if that returns
+        row = tl.zeros((BLOCK_H,), tl.float32)
+    else:
+        row = tl.load(ptr + offsets, mask=mask, other=0.0)
+    return row
+
+
+@triton.jit
 def fma_forward_kernel(
     xw_ptr,         # [T, B, H] input projection x_t W_ih^T + b_ih, I/O dtype (fp32, bf16, fp16), contiguous
     h0_ptr,         # [B, H] initial hidden state, I/O dtype, contiguous; None: zeros (hx=None)
@@ -297,7 +307,8 @@ def fma_forward_kernel(
 @triton.jit
 def fma_backward_kernel(
     y_ptr,          # [T, B, H] forward hidden states h_t, I/O dtype, contiguous
-    dy_ptr,         # [T, B, H] dL/dh_t from the layer's output, I/O dtype, contiguous
+    dy_ptr,         # [T, B, H] dL/dh_t from the layer's output, I/O dtype, contiguous; None: zeros (the loss reads h_n
+                    # alone)
     u_fp32_ptr,     # recurrent weight U in fp32, zero-padded to [BLOCK_H, BLOCK_H], stored by_columns
     dhn_ptr,        # [B, H] dL/dh_n (or a later segment's dL/dh), any float dtype, added to the first reverse step's
                     # dy in fp32; None: none
@@ -318,17 +329,18 @@ def fma_backward_kernel(
     t = tl.cast(t_first, tl.int64)
     da = tl.zeros((BLOCK_H,), tl.float32)  # nothing flows into the first reverse step but dy
     h = tl.load(y_ptr + t * stride + row, mask=mask, other=0.0)
-    dy = tl.load(dy_ptr + t * stride + row, mask=mask, other=0.0).to(tl.float32)  # carried in fp32
+    dy = load_row(dy_ptr, t * stride + row, mask, BLOCK_H).to(tl.float32)  # carried in fp32
     if dhn_ptr is not None:
         dy += tl.load(dhn_ptr + row, mask=mask, other=0.0).to(tl.float32)
     for s in range(0, T):
         # The next reverse step's inputs, loaded while this step computes.
         h_next = tl.load(y_ptr + (t + t_step) * stride + row, mask=mask & (s + 1 < T), other=0.0)
-        dy_next = tl.load(dy_ptr + (t + t_step) * stride + row, mask=mask & (s + 1 < T), other=0.0)
+        dy_next = load_row(dy_ptr, (t + t_step) * stride + row, mask & (s + 1 < T), BLOCK_H)
         if L2_PREFETCH_STEPS:
             ahead = (t + L2_PREFETCH_STEPS * t_step) * stride
             prefetch_l2(y_ptr + ahead, s + L2_PREFETCH_STEPS < T, B, H, 1)
-            prefetch_l2(dy_ptr + ahead, s + L2_PREFETCH_STEPS < T, B, H, 1)
+            if dy_ptr is not None:
+                prefetch_l2(dy_ptr + ahead, s + L2_PREFETCH_STEPS < T, B, H, 1)
         g = dy + vector_product(held, u_fp32_ptr, da, BLOCK_H, STREAM_HALF, INTERLEAVED_CHAINS)
         da = g * activation_grad_from_output(h.to(tl.float32), ACTIVATION)
         tl.store(da_ptr + t * stride + row, da.to(da_ptr.dtype.element_ty), mask=mask)
@@ -372,15 +384,16 @@ def fma_forward(xw: torch.Tensor, h0: torch.Tensor, u_operand: torch.Tensor, rev
     return y, h_n
 
 
-def fma_backward(y: torch.Tensor, dy: torch.Tensor, u_columns: torch.Tensor, reverse: bool, config: FmaBlocks,
+def fma_backward(y: torch.Tensor, dy: torch.Tensor | None, u_columns: torch.Tensor, reverse: bool, config: FmaBlocks,
                  nonlinearity: str, dh_n: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(da [T, B, H] in y's dtype, dh0 [B, H] in fp32) for one layer-direction, dh_n (if given) added to the first
-    reverse step's dy; y, dy, dh_n contiguous, u_columns operand(u, config, backward=True)."""
+    """(da [T, B, H] in y's dtype, dh0 [B, H] in fp32) for one layer-direction from dy (None: zeros, none read), dh_n
+    (if given) added to the first reverse step's dy; y, dy, dh_n contiguous, u_columns operand(u, config,
+    backward=True)."""
     T, B, H = y.shape
     da = torch.empty_like(y)
     dh0 = torch.empty((B, H), dtype=accumulator_dtype(y.dtype), device=y.device)
     keywords = launch_keywords(config, nonlinearity, y.dtype, interpreting(), backward=True)
-    keywords["L2_PREFETCH_STEPS"] = prefetch_distance(keywords, (y, dy, da))
+    keywords["L2_PREFETCH_STEPS"] = prefetch_distance(keywords, (y, da) if dy is None else (y, dy, da))
     fma_backward_kernel[(B,)](y, dy, u_columns, dh_n, da, dh0, T, B, H, 0 if reverse else T - 1,
                               1 if reverse else -1, **keywords)
     return da, dh0

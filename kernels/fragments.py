@@ -75,10 +75,16 @@ def to_fragment_order(x: torch.Tensor, block_b: int, block_h: int) -> torch.Tens
     in fragment order (module docstring), padded with zeros. One pass that allocates nothing but its result."""
     T, B, H = x.shape
     tiles, steps = cdiv(B, block_b), steps_per_program(T, block_b, block_h)
-    f = torch.empty((T, tiles * block_b * block_h), dtype=x.dtype, device=x.device)
+    f = empty_fragment_order(T, B, block_b, block_h, x.dtype, x.device)
     to_fragment_order_kernel[(cdiv(T, steps), tiles)](x, f, T, B, H, *x.stride(), STEPS=steps, BLOCK_B=block_b,
                                                        BLOCK_H=block_h, num_warps=CONVERSION_WARPS)
     return f
+
+
+def empty_fragment_order(T: int, B: int, block_b: int, block_h: int, dtype: torch.dtype,
+                         device: torch.device) -> torch.Tensor:
+    """An uninitialised [T, tiles * block_b * block_h] tensor: a [T, B, H] tensor's place in fragment order."""
+    return torch.empty((T, cdiv(B, block_b) * block_b * block_h), dtype=dtype, device=device)
 
 
 def from_fragment_order(f: torch.Tensor, B: int, H: int, block_b: int, block_h: int,

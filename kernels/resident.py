@@ -219,6 +219,18 @@ def load_tile(base, tile, mask, valid, ACC_LAYOUT_IO: tl.constexpr, FRAGMENTS: t
 
 
 @triton.jit
+def load_gradient(dy_ptr, offset, tile, mask, valid, ACC_LAYOUT_IO: tl.constexpr, FRAGMENTS: tl.constexpr,
+                  BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):
+    """load_tile of dy's step at dy_ptr + offset, [BLOCK_H, BLOCK_B]; zeros in fp32 where dy_ptr is None (the loss
+    reads h_n alone: nothing loaded)."""
+    if dy_ptr is None:  # an else, not an early return (fma.load_row)
+        dy = tl.zeros((BLOCK_H, BLOCK_B), tl.float32)
+    else:
+        dy = load_tile(dy_ptr + offset, tile, mask, valid, ACC_LAYOUT_IO, FRAGMENTS)
+    return dy
+
+
+@triton.jit
 def store_tile(base, tile, value, mask, ACC_LAYOUT_IO: tl.constexpr, FRAGMENTS: tl.constexpr):
     """tl.store(base + tile, value, mask) of a [BLOCK_H, BLOCK_B] tile at step_tile's offsets; with FRAGMENTS or
     ACC_LAYOUT_IO in value's layout (load_tile)."""
@@ -375,7 +387,8 @@ def resident_forward_kernel(
 @triton.jit
 def resident_backward_kernel(
     y_ptr,          # [T, B, H] forward hidden states h_t, I/O dtype, contiguous (FRAGMENTS: fragment order)
-    dy_ptr,         # [T, B, H] dL/dh_t from the layer's output, contiguous, y's layout
+    dy_ptr,         # [T, B, H] dL/dh_t from the layer's output, contiguous, y's layout; None: zeros (the loss reads
+                    # h_n alone)
     u_ptr,          # [H, H] recurrent weight U, contiguous
     dhn_ptr,        # [B, H] dL/dh_n (or a later segment's dL/dh), any float dtype, added to the first reverse step's
                     # dy in the accumulator dtype; None: none
@@ -398,7 +411,7 @@ def resident_backward_kernel(
     t = tl.cast(t_first, tl.int64)
     # The first reverse step has no carry: da = dy * act'(h).
     h = load_tile(y_ptr + t * stride, tile, mask, True, False, FRAGMENTS).to(ACC_DTYPE)
-    g = load_tile(dy_ptr + t * stride, tile, mask, True, False, FRAGMENTS).to(ACC_DTYPE)
+    g = load_gradient(dy_ptr, t * stride, tile, mask, True, False, FRAGMENTS, BLOCK_B, BLOCK_H).to(ACC_DTYPE)
     state_tile, state_mask = transposed_tile(B, H, BLOCK_B, BLOCK_H)  # dL/dh_n's and dL/dh_0's
     if dhn_ptr is not None:
         g += tl.load(dhn_ptr + state_tile, mask=state_mask, other=0.0).to(ACC_DTYPE)
@@ -408,18 +421,21 @@ def resident_backward_kernel(
     tl.debug_barrier()
     store_tile(da_ptr + t * stride, tile, da.to(IO_DTYPE), mask, ACC_LAYOUT_IO, FRAGMENTS)
     h = load_tile(y_ptr + (t + t_step) * stride, tile, mask, T > 1, ACC_LAYOUT_IO, FRAGMENTS)
-    dy = load_tile(dy_ptr + (t + t_step) * stride, tile, mask, T > 1, ACC_LAYOUT_IO, FRAGMENTS)
+    dy = load_gradient(dy_ptr, (t + t_step) * stride, tile, mask, T > 1, ACC_LAYOUT_IO, FRAGMENTS, BLOCK_B,
+                       BLOCK_H)
     for s in range(1, T):
         t += t_step
         h_t = h.to(ACC_DTYPE)
         dy_t = dy.to(ACC_DTYPE)
         # Step t-1's inputs, loaded while this step computes.
         h = load_tile(y_ptr + (t + t_step) * stride, tile, mask, s + 1 < T, ACC_LAYOUT_IO, FRAGMENTS)
-        dy = load_tile(dy_ptr + (t + t_step) * stride, tile, mask, s + 1 < T, ACC_LAYOUT_IO, FRAGMENTS)
+        dy = load_gradient(dy_ptr, (t + t_step) * stride, tile, mask, s + 1 < T, ACC_LAYOUT_IO, FRAGMENTS, BLOCK_B,
+                           BLOCK_H)
         if L2_PREFETCH_STEPS:
             ahead = (t + L2_PREFETCH_STEPS * t_step) * stride
             prefetch_l2(y_ptr + ahead, s + L2_PREFETCH_STEPS < T, rows, columns, BLOCK_B)
-            prefetch_l2(dy_ptr + ahead, s + L2_PREFETCH_STEPS < T, rows, columns, BLOCK_B)
+            if dy_ptr is not None:
+                prefetch_l2(dy_ptr + ahead, s + L2_PREFETCH_STEPS < T, rows, columns, BLOCK_B)
         g = product(u_t, da, dy_t, IO_DTYPE, DOT_PRECISION, UPCAST_DOT, IN_IO_LAYOUT)
         da = g * activation_grad_from_output(h_t, ACTIVATION)
         store_tile(da_ptr + t * stride, tile, da.to(IO_DTYPE), mask, ACC_LAYOUT_IO, FRAGMENTS)
@@ -460,23 +476,28 @@ def resident_forward(xw: torch.Tensor, h0: torch.Tensor, u: torch.Tensor, revers
     return y, h_n
 
 
-def resident_backward(y: torch.Tensor, dy: torch.Tensor, u: torch.Tensor, reverse: bool, config: ResidentBlocks,
-                      nonlinearity: str, dh_n: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(da [T, B, H] in the I/O dtype, dh0 [B, H] in the accumulator dtype) for one layer-direction, dh_n (if given)
-    added to the first reverse step's dy; inputs contiguous."""
+def resident_backward(y: torch.Tensor, dy: torch.Tensor | None, u: torch.Tensor, reverse: bool,
+                      config: ResidentBlocks, nonlinearity: str,
+                      dh_n: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(da [T, B, H] in the I/O dtype, dh0 [B, H] in the accumulator dtype) for one layer-direction from dy (None:
+    zeros, none read), dh_n (if given) added to the first reverse step's dy; inputs contiguous."""
     T, B, H = y.shape
     dh0 = torch.empty((B, H), dtype=accumulator_dtype(y.dtype), device=y.device)
     keywords = launch_keywords(config, nonlinearity, y.dtype, interpreting(), backward=True,
                                fragment_order=fragments.within_padding_bound(B, H, config.BLOCK_B, config.BLOCK_H))
 
-    def launch(states: torch.Tensor, gradients: torch.Tensor, da: torch.Tensor):  # prefetch by y, dy and da streamed
+    def launch(states: torch.Tensor, gradients: torch.Tensor | None, da: torch.Tensor):  # prefetch by what streams
+        streamed = (states, da) if gradients is None else (states, gradients, da)
         resident_backward_kernel[(cdiv(B, config.BLOCK_B),)](
             states, gradients, u, dh_n, da, dh0, PIN, T, B, H, 0 if reverse else T - 1, 1 if reverse else -1,
-            **keywords | {"L2_PREFETCH_STEPS": prefetch_distance(keywords, (states, gradients, da))})
-    if keywords["FRAGMENTS"]:  # da written over dy's copy in fragment order; y's copy freed before da's is made
-        gradients = to_fragment_order(dy, config.BLOCK_B, config.BLOCK_H)
-        launch(to_fragment_order(y, config.BLOCK_B, config.BLOCK_H), gradients, gradients)
-        return from_fragment_order(gradients, B, H, config.BLOCK_B, config.BLOCK_H), dh0
+            **keywords | {"L2_PREFETCH_STEPS": prefetch_distance(keywords, streamed)})
+    if keywords["FRAGMENTS"]:  # da written over dy's copy in fragment order (without dy, a buffer of its own)
+        if dy is None:
+            da = fragments.empty_fragment_order(T, B, config.BLOCK_B, config.BLOCK_H, y.dtype, y.device)
+        else:
+            da = to_fragment_order(dy, config.BLOCK_B, config.BLOCK_H)
+        launch(to_fragment_order(y, config.BLOCK_B, config.BLOCK_H), None if dy is None else da, da)
+        return from_fragment_order(da, B, H, config.BLOCK_B, config.BLOCK_H), dh0
     da = torch.empty_like(y)
     launch(y, dy, da)
     return da, dh0

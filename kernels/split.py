@@ -565,9 +565,14 @@ def program_start(u_ptr, pin, t_first, B, H, BACKWARD: tl.constexpr, BLOCK_B: tl
 @triton.jit
 def step_tile(ptr, t, tile, cols, B, H, BLOCK_B: tl.constexpr, valid):
     """[BLOCK_N, BLOCK_B]: a tile of step t of a [T, B, H] tensor, transposed as column_tile lays it out,
-    in its dtype; zeros where masked, or everywhere when valid is false (no memory read)."""
+    in its dtype; zeros where masked, or everywhere when valid is false (no memory read), or in fp32 where ptr is None
+    (a dy the loss does not give: it reads h_n alone)."""
     out, out_mask = column_tile(tile, cols, B, H, BLOCK_B)
-    return tl.load(ptr + t * B * H + out, mask=out_mask & valid, other=0.0)
+    if ptr is None:  # an else, not an early return (fma.load_row)
+        values = tl.zeros(out.shape, tl.float32)
+    else:
+        values = tl.load(ptr + t * B * H + out, mask=out_mask & valid, other=0.0)
+    return values
 
 
 @triton.jit
@@ -753,7 +758,7 @@ def split_forward_kernel(
 @triton.jit
 def split_backward_kernel(
     y_ptr,          # [T, B, H] forward hidden states h_t, I/O dtype, contiguous
-    dy_ptr,         # [T, B, H] dL/dh_t from the layer's outputs, contiguous
+    dy_ptr,         # [T, B, H] dL/dh_t from the layer's outputs, contiguous; None: zeros (the loss reads h_n alone)
     u_ptr,          # [H, H] recurrent weight U, contiguous
     dhn_ptr,        # [B, H] dL/dh_n (or a later segment's dL/dh), any float dtype, added to this launch's first
                     # step's dy in the accumulator dtype; None: none
@@ -969,11 +974,12 @@ def split_forward(xw: torch.Tensor, h0: torch.Tensor | None, u: torch.Tensor, re
     return y, y[order[-1]].clone()
 
 
-def split_backward(y: torch.Tensor, dy: torch.Tensor, u: torch.Tensor, reverse: bool, config: SplitBlocks,
+def split_backward(y: torch.Tensor, dy: torch.Tensor | None, u: torch.Tensor, reverse: bool, config: SplitBlocks,
                    nonlinearity: str, use_barrier: bool | None = None,
                    dh_n: torch.Tensor | None = None) -> tuple[torch.Tensor, None]:
-    """(da [T, B, H] in the I/O dtype, None: dh0 is the dispatcher's GEMM, dispatch.recurrence_backward), dh_n (if
-    given) added to the first reverse step's dy in the accumulator dtype; inputs contiguous."""
+    """(da [T, B, H] in the I/O dtype, None: dh0 is the dispatcher's GEMM, dispatch.recurrence_backward) from dy (None:
+    zeros, none read), dh_n (if given) added to the first reverse step's dy in the accumulator dtype; inputs
+    contiguous."""
     da = torch.empty_like(y)
     order = time_order(y.shape[0], not reverse)  # backward walks the forward order in reverse
     keywords = _keywords(config, nonlinearity, y.dtype, True, use_barrier, FULL_STEP.value, (da,))

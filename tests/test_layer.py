@@ -308,6 +308,33 @@ def test_a_call_without_hx_fills_no_zeros_for_h_0_and_its_backward_one_gemm_fewe
     assert gemms[True] == gemms[False] - 4
 
 
+@pytest.mark.parametrize("dtype,kernel,hidden", [(torch.float32, "auto", 40), (torch.bfloat16, "auto", 40),
+                                                 (torch.bfloat16, "split", 130)], ids=["fma", "resident", "split"])
+@pytest.mark.parametrize("checkpoint", [False, True], ids=["full", "checkpointed"])
+def test_a_loss_of_h_n_alone_fills_no_gradient_of_the_output_with_zeros(dtype, kernel, hidden, checkpoint, device,
+                                                                        monkeypatch):
+    """A sequence classifier's loss reads h_n alone: the output's gradient is None to autograd, and the fma, resident
+    and split kernels take it as zeros without reading any, so the backward makes no T x B x H tensor of zeros (the
+    split tier fills its barrier's words alone; checkpointed, in segments of 2 steps, the sums of the weight gradients
+    too). Gradients as float64 nn.RNN's."""
+    monkeypatch.setattr(recompute, "SEGMENT_MIN_STEPS", 1)
+    torch.manual_seed(0)
+    layer = TritonRNN(6, hidden, kernel=kernel, checkpoint=checkpoint, device=device, dtype=dtype)
+    ref = reference_copy(layer)
+    x = torch.randn(4, 3, 6)
+    loss = layer(x.to(device, dtype))[1].float().sin().sum()
+    with OpsRun() as backward:
+        grads = torch.autograd.grad(loss, list(layer.parameters()))
+    ref_grads = torch.autograd.grad(ref(x.double())[1].sin().sum(), list(ref.parameters()))
+    assert layer.last_plans[0].tier == {"auto": "fma" if dtype == torch.float32 else "resident"}.get(kernel, kernel)
+    zero_fills = [name for name in backward.names if name in ("zeros", "new_zeros", "zeros_like", "zero_", "fill_")]
+    # split: each launcher's words, checkpointed a forward and a backward per segment of the two
+    words = (4 if checkpoint else 1) if kernel == "split" else 0
+    assert zero_fills == ["zeros"] * (words + 3 * checkpoint), zero_fills
+    for got, want in zip(grads, ref_grads):
+        assert rel_err(got.cpu(), want) < 4 * TOLERANCE[dtype]
+
+
 def test_a_split_call_fills_one_allocation_of_zeros_and_adds_the_biases_and_dh_n_in_its_kernels(device):
     """The split tier's ends (kernels/split.py): with hx or without, a forward call fills one allocation of zeros (its
     barrier's words, and for hx=None the first step's state) and adds no b_ih + b_hh (its kernel adds b_hh); where

@@ -85,6 +85,29 @@ def test_kernels_without_b_hh_h_0_or_a_gradient_of_h_n_match_float64_reference(t
     check_against_reference(plan, dtype, shape, "tanh", True, device, ends=False)
 
 
+@pytest.mark.parametrize("tier,dtype,shape,fragment_io", [
+    ("fma", torch.float32, (3, 5, 100), False), ("fma", torch.bfloat16, (2, 3, 128), False),
+    ("resident", torch.float32, (3, 2, 33), False), ("resident", torch.bfloat16, (3, 5, 48), False),
+    ("resident", torch.bfloat16, (2, 16, 64), True), ("split", torch.bfloat16, (2, 3, 130), False),
+    ("split", torch.float32, (2, 20, 320), False), ("stepwise", torch.float32, (3, 5, 48), False)],
+    ids=lambda v: "T{}-B{}-H{}".format(*v) if isinstance(v, tuple) else str(v))
+def test_a_backward_without_dy_matches_float64_with_dy_zeros(tier, dtype, shape, fragment_io, device, monkeypatch):
+    """dy None, as a loss that reads h_n alone gives it: the fma, resident (also in fragment order) and split kernels
+    read no dy, the step kernel's launcher makes its zeros; dL/da and dL/dh_0 as float64's with dy zeros and dL/dh_n,
+    in both directions."""
+    monkeypatch.setattr(resident, "FRAGMENT_IO", fragment_io)
+    T, B, H = shape
+    xw, h0, u, _ = make_inputs(T, B, H, dtype, device)
+    b_hh, dh_n = make_ends(B, H, dtype, device)
+    plan = plan_for(H, B, dtype, device, kernel=tier)
+    for reverse in (False, True):
+        ref_y, ref_da, ref_dh0 = reference_with_ends(xw.cpu(), h0.cpu(), u.cpu(), "tanh", reverse,
+                                                     torch.zeros(T, B, H, dtype=dtype), b_hh.cpu(), dh_n.cpu())
+        da, dh0 = recurrence_backward(plan, ref_y.to(device=device, dtype=dtype), None, u, "tanh", reverse,
+                                      dh_n=dh_n)
+        assert rel_err(da.cpu(), ref_da) < 2 * TOLERANCE[dtype] and rel_err(dh0.cpu(), ref_dh0) < 2 * TOLERANCE[dtype]
+
+
 @pytest.mark.parametrize("fp32_product", [p for p in resident.FP32_PRODUCTS if p != resident.FP32_PRODUCT])
 @pytest.mark.parametrize("shape", [s for s in SHAPES if s[2] <= 128], ids=lambda s: "T{}-B{}-H{}".format(*s))
 @pytest.mark.parametrize("nonlinearity,reverse", [("tanh", False), ("relu", True)])
@@ -586,3 +609,33 @@ def test_fp32_kernels_multiply_at_fp32_accuracy(tier, fp32_product, monkeypatch)
         states.append(h)
     assert rel_err(torch.stack(states), ref) < TOLERANCE[torch.float32]
     assert rel_err(emulated_product(h0, u.t(), "tf32").float(), h0.double() @ u.t().double()) > 1e-4
+
+
+BACKWARD_WITHOUT_DY = """
+import json
+import torch
+from kernels import audit
+from kernels.dispatch import TIERS, plan_for
+usage = {}
+for dtype, hidden, batch in ((torch.float32, 128, 8), (torch.bfloat16, 256, 16), (torch.bfloat16, 1024, 8),
+                             (torch.float32, 2048, 8)):
+    plan = plan_for(hidden, batch, dtype)
+    tier = TIERS[plan.tier]
+    keywords = tier.launch_keywords(plan.config.backward, "tanh", dtype, interpreted=False, backward=True)
+    for form, extra in (("dy", {}), ("no dy", {"dy_ptr": None})):
+        compiled = audit.compile_for(tier.kernels[1], str(dtype), keywords | extra, 90)
+        usage[f"{plan.name} {form}"] = audit.resource_usage(compiled.asm["cubin"])
+print(json.dumps(usage))
+"""
+
+
+def test_the_backward_kernels_without_dy_compile_as_lean_as_with_it():
+    """A launch without dy (the loss reads h_n alone) is not what a typical launch is, so the compile audit does not
+    run it: the fma (fp32, H = 128), resident (bf16, 256) and split (bf16 at 1024; fp32 by FMA at 2048, at 16 warps'
+    limit of 128 registers) backward kernels compiled for sm_90 without dy spill nothing and take no more registers
+    than with it."""
+    usage = json.loads(compiled_without_interpreter(BACKWARD_WITHOUT_DY))
+    assert len(usage) == 8 and {name.split("(")[0] for name in usage} == {"fma", "resident", "split"}
+    for name, (registers, spilled) in usage.items():
+        if name.endswith(" no dy"):
+            assert spilled == 0 and registers <= usage[name.replace(" no dy", " dy")][0], (name, usage)
