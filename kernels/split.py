@@ -576,17 +576,6 @@ def step_tile(ptr, t, tile, cols, B, H, BLOCK_B: tl.constexpr, valid):
 
 
 @triton.jit
-def first_dy(dy_ptr, dhn_ptr, t, tile, cols, B, H, BLOCK_B: tl.constexpr, ACC_DTYPE: tl.constexpr):
-    """A tile of dy at a launch's first reverse step t (step_tile), plus dL/dh_n's (dhn_ptr, [B, H]; None: none) in
-    ACC_DTYPE: the gradient of the state after that step from beyond the launch."""
-    dy = step_tile(dy_ptr, t, tile, cols, B, H, BLOCK_B, True)
-    if dhn_ptr is not None:
-        out, out_mask = column_tile(tile, cols, B, H, BLOCK_B)
-        dy = dy.to(ACC_DTYPE) + tl.load(dhn_ptr + out, mask=out_mask, other=0.0).to(ACC_DTYPE)
-    return dy
-
-
-@triton.jit
 def tile_input(ptr, first, t, tile, group, cols, B, H, BLOCK_B: tl.constexpr, INPUTS_AHEAD: tl.constexpr,
                ONE_TILE: tl.constexpr):
     """A tile's step-t input (xw; h and dy backward): for the group's first tile, first, as loaded a step ahead
@@ -649,7 +638,7 @@ def forward_tile(u3, prev_ptr, xw, bias, y_ptr, t, tile, cols, B, H, slot, send,
 
 
 @triton.jit
-def backward_tile(u3, next_ptr, h, dy, da_ptr, t, tile, cols, B, H, slot, send, CLUSTER: tl.constexpr,
+def backward_tile(u3, next_ptr, h, dy, dhn_ptr, da_ptr, t, tile, cols, B, H, slot, send, CLUSTER: tl.constexpr,
                   ACTIVATION: tl.constexpr,
                   BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, K_SPLIT: tl.constexpr,
                   DOT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr,
@@ -657,14 +646,17 @@ def backward_tile(u3, next_ptr, h, dy, da_ptr, t, tile, cols, B, H, slot, send, 
                   IN_IO_LAYOUT: tl.constexpr, IN_THREAD_SUM: tl.constexpr, STATE_IN_RUNS: tl.constexpr,
                   K_CLUSTER: tl.constexpr, k0):
     """Reverse step t of one batch tile, h_t's and dy_t's tiles given:
-    da_t[:, cols] = (dy_t[:, cols] + da_{t+1} U[:, cols]) * act'(h_t[:, cols]), da_{t+1} read at next_ptr (slots
-    and K_CLUSTER as in forward_tile)."""
+    da_t[:, cols] = (dy_t[:, cols] + dh_n[:, cols] + da_{t+1} U[:, cols]) * act'(h_t[:, cols]), da_{t+1} read at
+    next_ptr (slots and K_CLUSTER as in forward_tile), dL/dh_n at dhn_ptr ([B, H]; None: none, as at every step but a
+    launch's first)."""
     step = t * B * H
     out, out_mask = column_tile(tile, cols, B, H, BLOCK_B)
     h = h.to(ACC_DTYPE)
     g = dy.to(ACC_DTYPE) + tile_product(u3, next_ptr, tile, B, H, slot, BLOCK_N, BLOCK_B, BLOCK_H, K_SPLIT,
                                         DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, WORK, READ, FMA, IN_IO_LAYOUT,
                                         IN_THREAD_SUM, STATE_IN_RUNS, K_CLUSTER, k0)
+    if dhn_ptr is not None:  # loaded after the product, not held across it (fp32 at H = 2048 spilled so)
+        g += tl.load(dhn_ptr + out, mask=out_mask, other=0.0).to(ACC_DTYPE)
     da = (g * activation_grad_from_output(h, ACTIVATION)).to(da_ptr.dtype.element_ty)
     publish_state(da, cols, slot, send, BLOCK_N, BLOCK_B, BLOCK_H, CLUSTER, WRITE)
     tl.store(da_ptr + step + out, da, mask=out_mask)
@@ -786,14 +778,14 @@ def split_backward_kernel(
                                                                  UPCAST_DOT, EXCHANGE, FMA, K_CLUSTER)
     # The first reverse step of the group's first tile, outside any loop (as in split_forward_kernel).
     backward_tile(u3, da_in_ptr, step_tile(y_ptr, t, group, cols, B, H, BLOCK_B, True),
-                  first_dy(dy_ptr, dhn_ptr, t, group, cols, B, H, BLOCK_B, ACC_DTYPE), da_ptr, t, group, cols, B, H, 0,
+                  step_tile(dy_ptr, t, group, cols, B, H, BLOCK_B, True), dhn_ptr, da_ptr, t, group, cols, B, H, 0,
                   T > 1, CLUSTER, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE,
                   UPCAST_DOT, WORK, L2, EXCHANGE, FMA, IN_IO_LAYOUT, IN_THREAD_SUM, STATE_IN_RUNS, K_CLUSTER, k0)
     uses = 1  # as in split_forward_kernel
     if not ONE_TILE:  # the group's other tiles, as in split_forward_kernel
         for tile in range(group + groups, tiles, groups):
             backward_tile(u3, da_in_ptr, step_tile(y_ptr, t, tile, cols, B, H, BLOCK_B, True),
-                          first_dy(dy_ptr, dhn_ptr, t, tile, cols, B, H, BLOCK_B, ACC_DTYPE), da_ptr, t, tile, cols, B,
+                          step_tile(dy_ptr, t, tile, cols, B, H, BLOCK_B, True), dhn_ptr, da_ptr, t, tile, cols, B,
                           H,
                           uses % 2, False, CLUSTER, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION,
                           ACC_DTYPE, UPCAST_DOT, WORK, L2, L2, FMA, IN_IO_LAYOUT, IN_THREAD_SUM, STATE_IN_RUNS,
@@ -819,14 +811,14 @@ def split_backward_kernel(
         if ONE_TILE:  # the group's only tile (as in split_forward_kernel)
             h = tile_input(y_ptr, h_first, t, group, group, cols, B, H, BLOCK_B, INPUTS_AHEAD, ONE_TILE)
             dy = tile_input(dy_ptr, dy_first, t, group, group, cols, B, H, BLOCK_B, INPUTS_AHEAD, ONE_TILE)
-            backward_tile(u3, next_ptr, h, dy, da_ptr, t, group, cols, B, H, s % 2, s + 1 < T, CLUSTER, ACTIVATION,
-                          BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, WORK,
+            backward_tile(u3, next_ptr, h, dy, None, da_ptr, t, group, cols, B, H, s % 2, s + 1 < T, CLUSTER,
+                          ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, WORK,
                           EXCHANGE, EXCHANGE, FMA, IN_IO_LAYOUT, IN_THREAD_SUM, STATE_IN_RUNS, K_CLUSTER, k0)
         else:
             for tile in range(group, tiles, groups):
                 h = tile_input(y_ptr, h_first, t, tile, group, cols, B, H, BLOCK_B, INPUTS_AHEAD, ONE_TILE)
                 dy = tile_input(dy_ptr, dy_first, t, tile, group, cols, B, H, BLOCK_B, INPUTS_AHEAD, ONE_TILE)
-                backward_tile(u3, next_ptr, h, dy, da_ptr, t, tile, cols, B, H, uses % 2, False, CLUSTER,
+                backward_tile(u3, next_ptr, h, dy, None, da_ptr, t, tile, cols, B, H, uses % 2, False, CLUSTER,
                               ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT,
                               WORK, L2, L2, FMA, IN_IO_LAYOUT, IN_THREAD_SUM, STATE_IN_RUNS, K_CLUSTER, k0)
                 uses += 1
