@@ -10,7 +10,8 @@ TF32 splits on every step's serial chain. Per step, for one batch row b (a vecto
                dh_0[n] = sum_k U[k, n] da_1[k]
 
 with xw_t = x_t W_ih^T + b_ih from the input GEMM (b_hh too where dispatch.B_HH_IN_KERNEL is off: the kernel then
-takes none), h_n = h_T stored from the registers after the last step, and dL/dh_n added to dy_T in fp32.
+takes none), h_n = h_T stored from the registers after the last step, and dL/dh_n added to dy_T in fp32 (dy zeros,
+none read, where the loss reads h_n alone).
 
 Both are one product, sum_k M[k, n] v[k], with the [BLOCK_H, BLOCK_H] operand M (U^T forward, U
 backward) held in registers for all T steps, one thread per column n of M (dispatch.FMA_CONFIGS; at

@@ -12,9 +12,9 @@ alone, with U^T as the left operand::
 
     g_t^T = dy_t^T + U^T da_{t+1}^T,   da_t = g_t * act'(h_t),   dh_0^T = U^T da_1^T
 
-where dy_t is the gradient arriving from the layer's output, plus dL/dh_n at the first reverse step (t = T), added
-in the accumulator dtype. The weight gradients are large GEMMs over all t, done afterwards by the caller
-(autograd.py).
+where dy_t is the gradient arriving from the layer's output (zeros, none read, where the loss reads h_n alone), plus
+dL/dh_n at the first reverse step (t = T), added in the accumulator dtype. The weight gradients are large GEMMs over
+all t, done afterwards by the caller (autograd.py).
 
 Each program owns a BLOCK_B-row tile of the batch (the grid is cdiv(B, BLOCK_B), any B in one
 launch) and keeps its own copy of U, padded to BLOCK_H x BLOCK_H. The carry (h, or da) stays in

@@ -19,10 +19,11 @@ As in the fma and resident tiers (dispatch.Tier.fused_ends), the launchers do th
 ahead of the kernel's, which is what a call's host spends while the GPU waits (a split call ends with a host sync,
 barrier_status.py): the forward kernel adds b_hh to each step's input (the input GEMM takes b_ih alone), the state
 of zeros a first step starts from where h_0 is None comes out of the one zeroed allocation that holds the barrier's
-words (zeroed), as does the backward's first da_{t+1}, and the backward kernel adds dL/dh_n to its first reverse
-step's dy in fp32 (no copy of dy). h_n is a copy of the last state, launched behind the kernel, whose time on the GPU
-hides it: written by the kernel after its last step, the copy changed ptxas's registers and schedules of the time
-loop and spilled in two configurations (compile audit).
+words (zeroed), as does the backward's first da_{t+1}, and the backward kernel adds dL/dh_n into its first reverse
+step in fp32 (no copy of dy; after the product: held across it, it spilled by FMA at H = 2048). h_n is a copy of the
+last state, launched behind the kernel, whose time on the GPU hides it: written by the kernel after its last step,
+the copy changed ptxas's registers and schedules of the time loop and spilled in two configurations (compile audit).
+Where the loss reads h_n alone the backward kernel reads no dy (step_tile of None: zeros).
 
 U's slice stays in registers by the resident tier's means (a runtime pin and a first step outside
 the loop) and because the product's K is cut into K_SPLIT parts, one per warp: the left operand is
@@ -786,8 +787,7 @@ def split_backward_kernel(
         for tile in range(group + groups, tiles, groups):
             backward_tile(u3, da_in_ptr, step_tile(y_ptr, t, tile, cols, B, H, BLOCK_B, True),
                           step_tile(dy_ptr, t, tile, cols, B, H, BLOCK_B, True), dhn_ptr, da_ptr, t, tile, cols, B,
-                          H,
-                          uses % 2, False, CLUSTER, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION,
+                          H, uses % 2, False, CLUSTER, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION,
                           ACC_DTYPE, UPCAST_DOT, WORK, L2, L2, FMA, IN_IO_LAYOUT, IN_THREAD_SUM, STATE_IN_RUNS,
                           K_CLUSTER, k0)
             uses += 1
