@@ -15,8 +15,9 @@ A *launch* is one piece of device work the call asked for:
   repeats the time of the kernels inside it), memcpy and memset;
 - without CUDA there are no kernels, so launches are *counted* from the CPU ops that would launch
   one on a GPU: every innermost dispatched `aten::` op that computes something (views, allocations
-  and 0-dim scalar bookkeeping excluded), every Triton kernel launch, which the harness marks
-  with a `triton::<kernel>` profiler range (see `triton_launch_ranges`) because the interpreter
+  and 0-dim scalar bookkeeping excluded; a GEMM or a reduction is one whatever it runs inside, as its one kernel
+  would be: on CPU addmm copies its bias first, sum fills its output), every Triton kernel launch, which the
+  harness marks with a `triton::<kernel>` profiler range (see `triton_launch_ranges`) because the interpreter
   leaves no event of its own, and every fused C++ kernel of torch.compile (`..cpp_fused_..`, recorded
   when Inductor's `cpp.enable_kernel_profile` is on). Their time is CPU time, not GPU time.
 
@@ -60,6 +61,8 @@ NO_KERNEL_OPS = frozenset(
     "_has_compatible_shallow_copy_type dropout is_leaf output_nr _version".split())
 GEMM_OPS = frozenset("mm addmm addmm_ bmm baddbmm baddbmm_ addbmm addbmm_ addmv addmv_ mv dot matmul linear "
                      "_addmm_activation".split())  # in-place forms too: a GEMM that adds into its input
+# Reductions: one kernel on a GPU; on CPU they fill their output first (aten::sum's aten::fill_)
+REDUCTION_OPS = frozenset("sum mean prod amax amin max min norm linalg_vector_norm var std".split())
 GEMM_KERNEL = re.compile(r"gemm|gemv|xmma|cutlass|cublas|wgmma|mma_|nvjet", re.I)  # nvjet: cuBLAS's sm90 GEMMs
 CUDNN_RNN_KERNEL = re.compile(r"rnn|persist", re.I)  # cuDNN's RNN kernels (names vary by version)
 BACKWARD_EVENT = re.compile(r"^autograd::engine::evaluate_function|Backward\d*$")
@@ -221,7 +224,8 @@ def _kernel_family(name: str) -> str:
 
 def _is_site(node: Range) -> bool:
     """An aten op that would launch a kernel: not a view/allocation, not only on 0-dim scalars.
-    The innermost GEMM op is one launch whatever it calls inside (on CPU addmm copies the bias first)."""
+    The innermost GEMM op is one launch whatever it calls inside (on CPU addmm copies the bias first), and so is a
+    reduction (on CPU sum fills its output first)."""
     if INDUCTOR_CPU_KERNEL.search(node.name):
         return True
     if not node.name.startswith("aten::") or _op(node.name) in NO_KERNEL_OPS:
@@ -242,8 +246,8 @@ def _cpu_sites(node: Range, backward: bool) -> list[Launch]:
         name = node.name[len(TRITON_PREFIX):]
         return [Launch(name, phase, False, name in recurrence_kernel_names(), (phase, name), duration)]
     gemm = _op(node.name) in GEMM_OPS
-    leaf_gemm = gemm and not any(_gemm_below(child) for child in node.children)
-    sites = [] if leaf_gemm else [s for child in node.children for s in _cpu_sites(child, backward)]
+    whole = _op(node.name) in REDUCTION_OPS or (gemm and not any(_gemm_below(child) for child in node.children))
+    sites = [] if whole else [s for child in node.children for s in _cpu_sites(child, backward)]
     if sites or not _is_site(node):
         return sites
     signature = (phase, _kernel_family(node.name), node.shapes)

@@ -221,6 +221,25 @@ def span(cat, name, ts, dur, tid=1, **args):
             "tid": tid, "ts": ts, "dur": dur, "args": args}
 
 
+def test_cpu_ops_are_counted_as_the_launches_a_gpu_would_make():
+    """The CPU path on a synthetic trace: each innermost aten op that computes is a launch, a GEMM or a reduction one
+    whatever it runs inside (on CPU addmm copies its bias and sum fills its output first: a GPU runs one kernel for
+    each), views and allocations none; the backward's GEMMs are its own group."""
+    events = [
+        span("user_annotation", "rnnbench::triton", 0, 1000),
+        span("cpu_op", "aten::addmm", 10, 20, **{"Input Dims": [[16], [64, 16], [16, 16]]}),
+        span("cpu_op", "aten::copy_", 11, 2, **{"Input Dims": [[64, 16], [16]]}),
+        span("cpu_op", "aten::empty_like", 30, 1, **{"Input Dims": [[64, 16]]}),
+        span("cpu_op", "autograd::engine::evaluate_function: MmBackward0", 100, 50, tid=2),
+        span("cpu_op", "aten::mm", 102, 10, tid=2, **{"Input Dims": [[16, 64], [64, 16]]}),
+        span("cpu_op", "aten::sum", 120, 10, tid=2, **{"Input Dims": [[64, 16], [], [], []]}),
+        span("cpu_op", "aten::fill_", 121, 2, tid=2, **{"Input Dims": [[16], []]}),
+    ]
+    found = launches.launches(events, on_cuda=False, seq_len=16)
+    assert sorted((la.name, la.group) for la in found) == [
+        ("aten::addmm", "input projection"), ("aten::mm", "backward GEMMs"), ("aten::sum", "other")]
+
+
 def test_gpu_kernels_are_grouped_by_their_launching_range_and_name():
     """The CUDA path on a synthetic trace: a kernel belongs to the innermost CPU range around the
     runtime call that launched it; user ranges on the GPU, memcpy and memset are no kernels."""
