@@ -22,6 +22,11 @@ from helpers import DTYPES, TOLERANCE, compiled_without_interpreter, reference_l
 SHAPES = [(1, 1, 16), (5, 5, 48), (6, 17, 33), (2, 40, 64), (3, 2, 130)]
 
 
+def case_id(value) -> str:
+    """A test id: T{T}-B{B}-H{H} for a (T, B, H) shape, else the value as text."""
+    return "T{}-B{}-H{}".format(*value) if isinstance(value, tuple) else str(value)
+
+
 def make_inputs(T, B, H, dtype, device, seed=0):
     g = torch.Generator().manual_seed(seed)
     xw = torch.randn(T, B, H, generator=g) * 0.8
@@ -62,7 +67,7 @@ def check_against_reference(plan, dtype, shape, nonlinearity, reverse, device, e
 
 @pytest.mark.parametrize("tier", ["resident", "stepwise"])
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "T{}-B{}-H{}".format(*s))
+@pytest.mark.parametrize("shape", SHAPES, ids=case_id)
 @pytest.mark.parametrize("nonlinearity,reverse", [("tanh", False), ("relu", True)])
 def test_kernel_matches_float64_reference(tier, dtype, shape, nonlinearity, reverse, device):
     if tier == "resident" and shape[2] > 128 and dtype == torch.float32:
@@ -74,7 +79,7 @@ def test_kernel_matches_float64_reference(tier, dtype, shape, nonlinearity, reve
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("tier,shape", [("fma", (3, 5, 100)), ("fma", (2, 3, 130)), ("resident", (1, 1, 16)),
                                         ("resident", (3, 5, 48)), ("split", (2, 3, 130)), ("stepwise", (3, 5, 48))],
-                         ids=lambda v: "T{}-B{}-H{}".format(*v) if isinstance(v, tuple) else v)
+                         ids=case_id)
 def test_kernels_without_b_hh_h_0_or_a_gradient_of_h_n_match_float64_reference(tier, dtype, shape, device):
     """A layer without biases called with hx=None, a loss that does not read h_n: the kernels' launches without those
     tensors (the other tests give them). The fma and resident kernels take them in the kernel (Tier.fused_ends), the
@@ -90,7 +95,7 @@ def test_kernels_without_b_hh_h_0_or_a_gradient_of_h_n_match_float64_reference(t
     ("resident", torch.float32, (3, 2, 33), False), ("resident", torch.bfloat16, (3, 5, 48), False),
     ("resident", torch.bfloat16, (2, 16, 64), True), ("split", torch.bfloat16, (2, 3, 130), False),
     ("split", torch.float32, (2, 20, 320), False), ("stepwise", torch.float32, (3, 5, 48), False)],
-    ids=lambda v: "T{}-B{}-H{}".format(*v) if isinstance(v, tuple) else str(v))
+    ids=case_id)
 def test_a_backward_without_dy_matches_float64_with_dy_zeros(tier, dtype, shape, fragment_io, device, monkeypatch):
     """dy None, as a loss that reads h_n alone gives it: the fma, resident (also in fragment order) and split kernels
     read no dy, the step kernel's launcher makes its zeros; dL/da and dL/dh_0 as float64's with dy zeros and dL/dh_n,
@@ -109,7 +114,7 @@ def test_a_backward_without_dy_matches_float64_with_dy_zeros(tier, dtype, shape,
 
 
 @pytest.mark.parametrize("fp32_product", [p for p in resident.FP32_PRODUCTS if p != resident.FP32_PRODUCT])
-@pytest.mark.parametrize("shape", [s for s in SHAPES if s[2] <= 128], ids=lambda s: "T{}-B{}-H{}".format(*s))
+@pytest.mark.parametrize("shape", [s for s in SHAPES if s[2] <= 128], ids=case_id)
 @pytest.mark.parametrize("nonlinearity,reverse", [("tanh", False), ("relu", True)])
 def test_resident_fp32_products_match_float64_reference(fp32_product, shape, nonlinearity, reverse, device,
                                                         monkeypatch):
@@ -122,8 +127,7 @@ def test_resident_fp32_products_match_float64_reference(fp32_product, shape, non
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("tier,shape", [("resident", (1, 1, 16)), ("resident", (6, 17, 33)), ("resident", (3, 2, 130)),
-                                        ("split", (2, 20, 320))], ids=lambda v: "T{}-B{}-H{}".format(*v)
-                         if isinstance(v, tuple) else v)
+                                        ("split", (2, 20, 320))], ids=case_id)
 @pytest.mark.parametrize("nonlinearity,reverse", [("tanh", False), ("relu", True)])
 def test_kernels_with_the_other_step_layout_match_float64_reference(tier, dtype, shape, nonlinearity, reverse, device,
                                                                     monkeypatch):
@@ -154,7 +158,7 @@ def test_the_fma_forward_reads_u_where_it_lies_where_h_is_a_multiple_of_16(H, co
     check_against_reference(plan, torch.float32, (3, 2, H), "relu", True, device)
 
 
-@pytest.mark.parametrize("shape", [(4, 3, 128), (3, 2, 200)], ids=lambda s: "T{}-B{}-H{}".format(*s))
+@pytest.mark.parametrize("shape", [(4, 3, 128), (3, 2, 200)], ids=case_id)
 def test_fma_kernels_with_chains_of_consecutive_k_match_float64_reference(shape, device, monkeypatch):
     """fma.INTERLEAVED_CHAINS off (.ci/gpu_variants.py fma-chains-in-runs): each chain of the product a run of
     consecutive k, U held whole and half streamed."""
@@ -164,7 +168,7 @@ def test_fma_kernels_with_chains_of_consecutive_k_match_float64_reference(shape,
 
 
 @pytest.mark.parametrize("shape", [s for s in SHAPES if s[2] <= 128] + [(4, 3, 128), (3, 2, 200), (4, 3, 256)],
-                         ids=lambda s: "T{}-B{}-H{}".format(*s))
+                         ids=case_id)
 @pytest.mark.parametrize("nonlinearity,reverse", [("tanh", False), ("relu", True)])
 def test_fma_kernels_match_float64_reference(shape, nonlinearity, reverse, device):
     """fp32 by FMA, one program per batch row (B programs): every SHAPES case up to 128, where U is held whole,
@@ -174,7 +178,7 @@ def test_fma_kernels_match_float64_reference(shape, nonlinearity, reverse, devic
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("shape", [(1, 1, 65), (5, 3, 100), (4, 2, 128)], ids=lambda s: "T{}-B{}-H{}".format(*s))
+@pytest.mark.parametrize("shape", [(1, 1, 65), (5, 3, 100), (4, 2, 128)], ids=case_id)
 @pytest.mark.parametrize("nonlinearity,reverse", [("tanh", False), ("relu", True)])
 def test_fma_kernels_with_16_bit_io_match_float64_reference(dtype, shape, nonlinearity, reverse, device):
     """16-bit I/O by FMA, the default at BLOCK_H = 128 (dispatch.FMA_CONFIGS): 16-bit tiles in and out, U and the
@@ -189,7 +193,7 @@ def test_fma_kernels_with_16_bit_io_match_float64_reference(dtype, shape, nonlin
     ("fma", torch.bfloat16, (4, 3, 100), True), ("resident", torch.float32, (4, 5, 48), True),
     ("resident", torch.float32, (1, 17, 100), True), ("resident", torch.bfloat16, (3, 5, 48), False),
     ("split", torch.float32, (3, 5, 320), False), ("stepwise", torch.bfloat16, (3, 5, 48), False)],
-                         ids=lambda v: "T{}-B{}-H{}".format(*v) if isinstance(v, tuple) else str(v))
+                         ids=case_id)
 def test_a_forward_given_xw_to_spare_writes_the_states_over_it_where_its_tier_may(tier, dtype, shape, over_xw,
                                                                                  device):
     """recurrence_forward(..., xw_spare=True), as the layer's autograd calls it: the fma kernel and fp32's resident
@@ -238,7 +242,7 @@ SPLIT_SHAPES = [(3, 5, 320), (2, 20, 320), (2, 2, 512), (2, 1, 1024)]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", SPLIT_SHAPES, ids=lambda s: "T{}-B{}-H{}".format(*s))
+@pytest.mark.parametrize("shape", SPLIT_SHAPES, ids=case_id)
 @pytest.mark.parametrize("nonlinearity,reverse", [("tanh", False), ("relu", True)])
 def test_split_kernels_match_float64_reference(dtype, shape, nonlinearity, reverse, device):
     plan = plan_for(shape[2], shape[1], dtype, device)
@@ -294,7 +298,7 @@ SPLIT_BLOCK_SHAPES = [(1, 5, 100), (3, 33, 128), (2, 70, 72)]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", SPLIT_BLOCK_SHAPES, ids=lambda s: "T{}-B{}-H{}".format(*s))
+@pytest.mark.parametrize("shape", SPLIT_BLOCK_SHAPES, ids=case_id)
 @pytest.mark.parametrize("nonlinearity,reverse", [("tanh", False), ("relu", True)])
 def test_split_block_shapes_match_float64_reference(dtype, shape, nonlinearity, reverse, device):
     check_against_reference(KernelPlan("split", LaunchConfig(SPLIT_BLOCKS, SPLIT_BLOCKS)), dtype, shape, nonlinearity,
@@ -312,7 +316,7 @@ FMA_SPLIT_BLOCKS = SplitBlocks(BLOCK_B=8, BLOCK_N=16, BLOCK_H=128, K_SPLIT=4, nu
 @pytest.mark.parametrize("one_tile,shape,summed,block_h", [(False, s, True, 128) for s in SPLIT_BLOCK_SHAPES]
                          + [(True, SPLIT_BLOCK_SHAPES[0], True, 128), (False, SPLIT_BLOCK_SHAPES[0], False, 128),
                             (False, (2, 9, 200), True, 256)],  # two reps of each thread's runs of k
-                         ids=lambda v: "T{}-B{}-H{}".format(*v) if isinstance(v, tuple) else None)
+                         ids=case_id)
 @pytest.mark.parametrize("nonlinearity,reverse", [("tanh", False), ("relu", True)])
 def test_split_fma_product_matches_float64_reference(one_tile, shape, summed, block_h, nonlinearity, reverse,
                                                      device):
