@@ -77,8 +77,7 @@ def backprop(plan: KernelPlan, y, dy, dh_n, w_hh, nonlinearity: str, reverse: bo
     if y.shape[1] == 0:
         return torch.empty_like(y), y.new_zeros(y.shape[1:], dtype=accumulator_dtype(y.dtype))
     return recurrence_backward(plan, y, None if dy is None else dy.contiguous(), w_hh, nonlinearity, reverse, operand,
-                               dh0_wanted,
-                               dh_n=None if dh_n is None else dh_n.contiguous())
+                               dh0_wanted, dh_n=None if dh_n is None else dh_n.contiguous())
 
 
 class ElmanRecurrence(torch.autograd.Function):
@@ -139,8 +138,7 @@ def gradients(ctx, dy, dh_n):
         start, stop = pieces[k]
         # dL/dh of the state entering it: for the next segment, or dL/dh_0 from the last where h_0 needs it
         da, carry = backprop(ctx.plan, y, None if dy is None else dy[start:stop], carry, w_hh, ctx.nonlinearity,
-                             ctx.reverse, operand,
-                             dh0_wanted=need_h0 or done < len(pieces))
+                             ctx.reverse, operand, dh0_wanted=need_h0 or done < len(pieces))
         share = GradientOperands(da, x[start:stop], entering[k], y, ctx.reverse)
         if need_x:
             torch.mm(share.da_rows, w_ih, out=d_x[start:stop].view(-1, x.shape[-1]))  # dX = DA W_ih
