@@ -52,9 +52,11 @@ def prefetch_l2(base, valid, B, H, BLOCK_B: tl.constexpr):
         [tl.where(valid, start, 0), tl.where(valid, size, 0)], dtype=tl.int32, is_pure=False, pack=1)
 
 
-def prefetch_distance(keywords: dict, streams: tuple[torch.Tensor, ...]) -> int:
+def prefetch_distance(keywords: dict, streams: tuple[torch.Tensor | None, ...]) -> int:
     """keywords' L2_PREFETCH_STEPS where the [T, B, H] tensors a launch reads or writes once (streams) outgrow the
     device's L2 cache, else 0: where they fit, the prefetch only adds instructions (module docstring). A tensor given
-    twice, read and written over (fragment order's copies), counts once."""
-    streamed = sum(t.numel() * t.element_size() for t in {id(t): t for t in streams}.values())
+    twice, read and written over (fragment order's copies), counts once; None (a tensor the launch does not get, dy
+    where the loss reads h_n alone) not at all."""
+    given = {id(t): t for t in streams if t is not None}.values()
+    streamed = sum(t.numel() * t.element_size() for t in given)
     return keywords["L2_PREFETCH_STEPS"] if streamed > l2_cache_bytes(streams[0].device) else 0

@@ -185,6 +185,9 @@ def test_launches_prefetch_into_l2_only_where_their_streams_outgrow_it(monkeypat
     # a tensor read and written over (fragment order's copy, y over it) is streamed once: 32 MiB, not 64
     copy = torch.empty((4096, 16 * 256), dtype=torch.bfloat16, device="meta")
     assert prefetch.prefetch_distance(on, (copy, copy)) == 0 and distance(16, 256) == 4
+    # no dy (the loss reads h_n alone): the backward streams y and da, 40 MiB at B = 20, H = 128
+    y, dy, da = (torch.empty((4096, 20, 128), dtype=torch.bfloat16, device="meta") for _ in range(3))
+    assert prefetch.prefetch_distance(on, (y, None, da)) == 0 and prefetch.prefetch_distance(on, (y, dy, da)) == 4
 
 
 def test_split_tier_needs_a_slice_per_sm_and_runs_every_batch_tile_in_one_launch():
