@@ -4,7 +4,8 @@ machine without one.
 For each configuration and target (sm_80, sm_90) it runs Triton's full pipeline (triton.compile
 with a GPUTarget, no device needed) on the keywords the launcher passes (each tier's
 launch_keywords), specialised as the JIT specialises a typical launch (16-byte aligned tensors,
-H a multiple of 16, h_0 and b_hh given, no dL/dh_n: absent_in_a_typical_launch), and reports:
+H a multiple of 16, h_0 and b_hh given, h_0 copied into the states' frame (frames.py), no dL/dh_n:
+absent_in_a_typical_launch), and reports:
 
 - registers per thread and spills: from the cubin, via the cuobjdump shipped in the triton wheel.
   Triton kernels make no calls, so any stack frame (STACK) or LOCAL memory means spilled registers;

@@ -12,13 +12,17 @@ states entering each step (h_0 then Y shifted by one step in processing order)::
 
     dU = sum_t da_t^T h_{t-1},   dW_ih = DA^T X,   db_ih = db_hh = sum_{t,b} da_t,   dX = DA W_ih
 
+dU is one GEMM over all T * B rows where h_0 is None (its term is zero) or framed: where h_0 is given, the fma and
+resident forward kernels write Y into a buffer one step longer and copy h_0 into that step (frames.py), so that H_prev
+is one view of it; for the split and step tiers it is two, h_0's term and the rest.
+
 Only the gradients autograd asks for (ctx.needs_input_grad) are made: no dX GEMM nor its T x B x I buffer for an
 input that needs none (a model's first layer, fed data), no weight GEMM for a frozen weight, no cast of dL/dh_0 for
 an h_0 that needs none (hx=None). The backward kernel runs whatever is asked: every gradient needs DA.
 
 Saved for the backward, besides X, h_0 and the weights (alive anyway):
 
-- by default, all of Y: T x B x H;
+- by default, all of Y: T x B x H (with h_0 beside it, in its frame);
 - with checkpoint=True (checkpointed BPTT), only the state entering each segment (recompute.py: segments of
   max(ceil(sqrt(T)), SEGMENT_MIN_STEPS) steps): fewer than sqrt(T) B H, none where one segment covers T.
   The backward walks the segments from the last processed to the first. For each it recomputes the
@@ -33,7 +37,8 @@ Saved for the backward, besides X, h_0 and the weights (alive anyway):
 
 Both are the same loop: without checkpointing there is one segment whose states are saved, and its
 weight gradients are the GEMMs' results as they are (fp32 inside the GEMMs, rounded once to the I/O
-dtype), with no fp32 buffers to add them into: five launches after the backward kernel (GradientOperands.products).
+dtype), with no fp32 buffers to add them into: four launches after the backward kernel, dX, dW_ih, dU and db
+(GradientOperands.products; five where h_0, given, is not framed).
 On a GPU every launch costs host time on each call, which a short sequence does not hide: hence the
 segments' floor (recompute.py), and a checkpointed segment's 11 launches in the fma tier in fp32 (the GEMMs add
 into the sums themselves; U's layouts made once per backward; 17 before), about 15 in bf16 (rnnbench profile's
@@ -44,29 +49,44 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
-from .dispatch import KernelPlan, biases, recurrence_backward, recurrence_forward, recurrence_operand
+from . import frames
+from .dispatch import KernelPlan, biases, frames_states, recurrence_backward, recurrence_forward, recurrence_operand
 from .launch import accumulator_dtype
 from .recompute import ahead, checkpoint_steps, segments
 from .runtime import require_runtime
 from .streams import side_stream
 
 
-def input_projection(x: torch.Tensor, w_ih: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """XW = X W_ih^T + bias (dispatch.biases' first) for x [T, B, I], as one GEMM: [T, B, H]."""
-    rows = x.reshape(-1, x.shape[-1])
-    xw = rows @ w_ih.t() if bias is None else torch.addmm(bias, rows, w_ih.t())
-    return xw.view(*x.shape[:-1], w_ih.shape[0])
+def input_projection(x: torch.Tensor, w_ih: torch.Tensor, bias: torch.Tensor | None, framed: bool = False,
+                     reverse: bool = False) -> torch.Tensor:
+    """XW = X W_ih^T + bias (dispatch.biases' first) for x [T, B, I], as one GEMM: [T, B, H]; framed: in a frame for
+    a direction's states with h_0 (frames.framed_empty), which the forward kernel writes them over."""
+    T, B, _ = x.shape
+    rows, H = x.reshape(-1, x.shape[-1]), w_ih.shape[0]
+    xw = frames.framed_empty(T, B, H, x.dtype, x.device, reverse) if framed else x.new_empty((T, B, H))
+    if bias is None:
+        torch.mm(rows, w_ih.t(), out=xw.view(-1, H))
+    else:
+        torch.addmm(bias, rows, w_ih.t(), out=xw.view(-1, H))
+    return xw
 
 
-def states(plan: KernelPlan, xw, h0, w_hh, b_hh, nonlinearity: str, reverse: bool,
-           operand=None) -> tuple[torch.Tensor, torch.Tensor]:
+def states(plan: KernelPlan, xw, h0, w_hh, b_hh, nonlinearity: str, reverse: bool, operand=None,
+           framed: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """The recurrence kernel's (h_t for all t, h_n) with b_hh (dispatch.biases' second, if any) added to every step's
     xw (operand: dispatch.recurrence_operand's, if made), from xw, which the caller made for this call alone: h_t may
-    be written over it. An empty batch launches nothing."""
+    be written over it; framed (framed_with's): in a frame holding h0, xw made in it (input_projection's framed). An
+    empty batch launches nothing."""
     if xw.shape[1] == 0:
         return torch.empty_like(xw), xw.new_empty(xw.shape[1:])
     return recurrence_forward(plan, xw, None if h0 is None else h0.contiguous(), w_hh, nonlinearity, reverse, operand,
-                              xw_spare=True, b_hh=b_hh)
+                              xw_spare=True, b_hh=b_hh, framed=framed)
+
+
+def framed_with(plan: KernelPlan, h0: torch.Tensor | None) -> bool:
+    """Whether a direction's states from h0 (None: zeros, whose term of dU is none) are written in a frame holding it,
+    so that dU is one GEMM (frames.py): where the plan's tier writes one."""
+    return h0 is not None and frames_states(plan)
 
 
 def backprop(plan: KernelPlan, y, dy, dh_n, w_hh, nonlinearity: str, reverse: bool, operand=None,
@@ -90,8 +110,9 @@ class ElmanRecurrence(torch.autograd.Function):
                 checkpoint: bool = False):
         require_runtime(x.device)
         gemm_bias, kernel_bias = biases(plan, b_ih, b_hh)
-        y, h_n = states(plan, input_projection(x, w_ih, gemm_bias), h0, w_hh.contiguous(), kernel_bias, nonlinearity,
-                        reverse)
+        framed = framed_with(plan, h0)
+        xw = input_projection(x, w_ih, gemm_bias, framed, reverse)
+        y, h_n = states(plan, xw, h0, w_hh.contiguous(), kernel_bias, nonlinearity, reverse, framed=framed)
         ctx.pieces = segments(len(y), checkpoint)  # fixed here: the kept states are the segments' entries
         kept = y[checkpoint_steps(ctx.pieces, reverse)] if checkpoint else y  # a copy: y's storage is not kept
         ctx.save_for_backward(x, h0, w_ih, w_hh, b_ih, b_hh, kept)
@@ -139,7 +160,7 @@ def gradients(ctx, dy, dh_n):
         # dL/dh of the state entering it: for the next segment, or dL/dh_0 from the last where h_0 needs it
         da, carry = backprop(ctx.plan, y, None if dy is None else dy[start:stop], carry, w_hh, ctx.nonlinearity,
                              ctx.reverse, operand, dh0_wanted=need_h0 or done < len(pieces))
-        share = GradientOperands(da, x[start:stop], entering[k], y, ctx.reverse)
+        share = GradientOperands(da, x[start:stop], entering[k], y, ctx.reverse, framed_with(ctx.plan, entering[k]))
         if need_x:
             torch.mm(share.da_rows, w_ih, out=d_x[start:stop].view(-1, x.shape[-1]))  # dX = DA W_ih
         sums = share.products(wanted) if sums is None else share.add_into(sums)
@@ -157,8 +178,9 @@ def recomputed(ctx, order: list[int], entering: list[torch.Tensor], x, w_ih, w_h
 
     def recompute(k: int) -> torch.Tensor:
         start, stop = ctx.pieces[k]
-        xw = input_projection(x[start:stop], w_ih, gemm_bias)
-        return states(ctx.plan, xw, entering[k], w_hh, kernel_bias, ctx.nonlinearity, ctx.reverse, operand)[0]
+        framed = framed_with(ctx.plan, entering[k])
+        xw = input_projection(x[start:stop], w_ih, gemm_bias, framed, ctx.reverse)
+        return states(ctx.plan, xw, entering[k], w_hh, kernel_bias, ctx.nonlinearity, ctx.reverse, operand, framed)[0]
     return ahead(order, recompute, side_stream(ctx.plan, x.device))
 
 
@@ -176,13 +198,16 @@ class GradientOperands:
     of DA's rows, with H_prev its entering state then its own states shifted by one step in processing order. Few
     launches: on a GPU the host's time per op, not the GPU's, is what these small products cost."""
 
-    def __init__(self, da, x, entering, y, reverse: bool):
+    def __init__(self, da, x, entering, y, reverse: bool, framed: bool = False):
         H = da.shape[-1]
+        self.da_rows = da.view(-1, H)
+        self.w_ih_pairs = [(self.da_rows.t(), x.reshape(-1, x.shape[-1]))]
+        if framed:  # y in a frame holding `entering` (frames.py): H_prev is one view of it, dU one GEMM
+            self.w_hh_pairs = [(self.da_rows.t(), frames.entering(y, reverse).reshape(-1, H))]
+            return
         # The segment's first processed step consumed `entering` (None: zeros, which add nothing); the others consumed
         # y shifted by one.
         first, rest, prev = (-1, slice(0, -1), slice(1, None)) if reverse else (0, slice(1, None), slice(0, -1))
-        self.da_rows = da.view(-1, H)
-        self.w_ih_pairs = [(self.da_rows.t(), x.reshape(-1, x.shape[-1]))]
         self.w_hh_pairs = [(da[first].t(), entering)] if entering is not None else []
         if len(y) > 1:
             self.w_hh_pairs.append((da[rest].reshape(-1, H).t(), y[prev].reshape(-1, H)))

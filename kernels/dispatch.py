@@ -349,15 +349,20 @@ class Tier:
     # dy (keyword dh_n). For the step kernel recurrence_forward and recurrence_backward do these by torch ops, a
     # launch each: on a GPU every launch costs host time on every call.
     fused_ends: bool = False
+    # Whether its forward launcher takes framed: y stored in a frame whose extra step its kernel fills with h_0 (and
+    # xw's own frame where spared), so that the backward's dU is one GEMM (frames.py). Not the split tier (its
+    # programs would each store their columns of h_0, a load of its own) nor the step kernel: there dU is two GEMMs.
+    frames: bool = False
 
 
 TIERS = {
     "fma": Tier(fma.fma_forward, fma.fma_backward, (fma.fma_forward_kernel, fma.fma_backward_kernel),
                 fma.launch_keywords, overlaps=True, operand=fma.operand, spares_xw=True,
-                in_place=lambda keywords, backward: not backward, fused_ends=True),
+                in_place=lambda keywords, backward: not backward, fused_ends=True, frames=True),
     "resident": Tier(resident.resident_forward, resident.resident_backward,
                      (resident.resident_forward_kernel, resident.resident_backward_kernel), resident.launch_keywords,
-                     overlaps=True, spares_xw=True, in_place=resident.stores_over_input, fused_ends=True),
+                     overlaps=True, spares_xw=True, in_place=resident.stores_over_input, fused_ends=True,
+                     frames=True),
     "split": Tier(split.split_forward, split.split_backward, (split.split_forward_kernel, split.split_backward_kernel),
                   split.launch_keywords, overlaps=False, fused_ends=True),
     "stepwise": Tier(stepwise.stepwise_forward, stepwise.stepwise_backward,
@@ -656,15 +661,20 @@ def biases(plan: KernelPlan, b_ih: torch.Tensor | None,
 
 def recurrence_forward(plan: KernelPlan, xw: torch.Tensor, h0: torch.Tensor | None, u: torch.Tensor,
                        nonlinearity: str, reverse: bool, operand: torch.Tensor | None = None,
-                       xw_spare: bool = False, b_hh: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                       xw_spare: bool = False, b_hh: torch.Tensor | None = None,
+                       framed: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(h_t for all t [T, B, H] in xw's dtype, h_n [B, H]): h_t = act(xw_t + b_hh + h_{t-1} U^T), h_n the state after
     the last processed step, with its own storage (h0 None: zeros; b_hh None: xw holds every bias; operand:
     recurrence_operand's, if made). With xw_spare (the caller no longer needs xw) the states may be written over xw
     (Tier.spares_xw). The fma, resident and split kernels start from zeros without a launch of them, add b_hh and
-    write h_n themselves (Tier.fused_ends); for the step kernel here, a launch each."""
+    write h_n themselves (Tier.fused_ends); for the step kernel here, a launch each. framed (where frames_states
+    says the plan's tier takes it): h_t in a frame holding h0 (frames.py), xw, if spared, made by
+    frames.framed_empty."""
     operand = recurrence_operand(plan, u, backward=False) if operand is None else operand
     tier = TIERS[plan.tier]
     keywords = {"xw_spare": True} if xw_spare and tier.spares_xw else {}
+    if framed:  # a tier without Tier.frames takes no such keyword
+        keywords["framed"] = True
     if tier.fused_ends:
         return tier.forward(xw, h0, operand, reverse, plan.config.forward, nonlinearity, b_hh=b_hh, **keywords)
     if b_hh is not None:
@@ -672,6 +682,11 @@ def recurrence_forward(plan: KernelPlan, xw: torch.Tensor, h0: torch.Tensor | No
     h0 = xw.new_zeros(xw.shape[1:]) if h0 is None else h0
     y = tier.forward(xw, h0, operand, reverse, plan.config.forward, nonlinearity, **keywords)
     return y, y[last_step(reverse)].clone()
+
+
+def frames_states(plan: KernelPlan) -> bool:
+    """Whether the plan's forward writes its states in a frame with h_0 (Tier.frames, frames.py)."""
+    return TIERS[plan.tier].frames
 
 
 def recurrence_backward(plan: KernelPlan, y: torch.Tensor, dy: torch.Tensor | None, u: torch.Tensor,

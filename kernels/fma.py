@@ -118,6 +118,7 @@ import triton.language as tl
 
 from . import prefetch
 from .activations import ACTIVATION_CODES, activation_grad_from_output, apply_activation
+from .frames import copy_state, framed_empty, slot
 from .launch import Blocks, accumulator_dtype, tanh_form
 from .prefetch import prefetch_distance, prefetch_l2
 from .runtime import interpreting
@@ -258,6 +259,7 @@ def fma_forward_kernel(
     y_ptr,          # [T, B, H] out: h_t for every t, I/O dtype; may be xw_ptr (each step's input is loaded a
                     # step ahead, before a CTA barrier that precedes the store over it: audit.output_over_input)
     hn_ptr,         # [B, H] out: h_n, the state after the last step, I/O dtype, contiguous
+    h0_copy_ptr,    # [B, H] out: h_0 as loaded, into the step of y's frame before its first (frames.py); None: none
     T, B, H,        # sequence length, batch, hidden size
     t_first,        # time index of the first step: 0, or T - 1 for the reverse direction
     t_step,         # +1 or -1
@@ -281,7 +283,10 @@ def fma_forward_kernel(
     if h0_ptr is None:
         h = tl.zeros((BLOCK_H,), tl.float32)
     else:
-        h = tl.load(h0_ptr + row, mask=mask, other=0.0).to(tl.float32)  # the state is carried in fp32
+        h0 = tl.load(h0_ptr + row, mask=mask, other=0.0)
+        if h0_copy_ptr is not None:
+            copy_state(h0_copy_ptr + row, h0, mask)
+        h = h0.to(tl.float32)  # the state is carried in fp32
     if b_hh_ptr is not None:  # loaded once, added to every step's input (not on the step's serial chain)
         bias = tl.load(b_hh_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     xw = tl.load(xw_ptr + t * stride + row, mask=mask, other=0.0)
@@ -370,18 +375,19 @@ def operand(u: torch.Tensor, config: FmaBlocks, backward: bool) -> torch.Tensor:
 
 
 def fma_forward(xw: torch.Tensor, h0: torch.Tensor, u_operand: torch.Tensor, reverse: bool, config: FmaBlocks,
-                nonlinearity: str, xw_spare: bool = False,
-                b_hh: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                nonlinearity: str, xw_spare: bool = False, b_hh: torch.Tensor | None = None,
+                framed: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(all hidden states [T, B, H], h_n [B, H]) of one layer-direction in xw's dtype from h0 (None: zeros), b_hh (if
     given) added to every step's xw; xw, h0, b_hh contiguous on one device, u_operand operand(u, config,
-    backward=False). With xw_spare the states are written over xw."""
+    backward=False). With xw_spare the states are written over xw; framed: in a frame holding h0 (frames.py), xw's
+    own where spared (made by frames.framed_empty)."""
     T, B, H = xw.shape
-    y = xw if xw_spare else torch.empty_like(xw)
+    y = xw if xw_spare else framed_empty(T, B, H, xw.dtype, xw.device, reverse) if framed else torch.empty_like(xw)
     h_n = xw.new_empty((B, H))
     keywords = launch_keywords(config, nonlinearity, xw.dtype, interpreting(), backward=False, hidden_size=H)
     keywords["L2_PREFETCH_STEPS"] = prefetch_distance(keywords, (xw, y))
-    fma_forward_kernel[(B,)](xw, h0, u_operand, b_hh, y, h_n, T, B, H, T - 1 if reverse else 0,
-                             -1 if reverse else 1, **keywords)
+    fma_forward_kernel[(B,)](xw, h0, u_operand, b_hh, y, h_n, slot(y, reverse) if framed and h0 is not None else None,
+                             T, B, H, T - 1 if reverse else 0, -1 if reverse else 1, **keywords)
     return y, h_n
 
 

@@ -90,6 +90,7 @@ import triton.language as tl
 from . import fragments, prefetch
 from .activations import activation_grad_from_output, apply_activation
 from .fragments import fragment_tile, from_fragment_order, from_fragments, to_fragment_order, to_fragments
+from .frames import copy_state, framed_empty, slot
 from .launch import SIXTEEN_BIT, Blocks, accumulator_dtype, cdiv, common_keywords, tanh_form
 from .layouts import converts_product, in_io_layout, side_by_side
 from .prefetch import prefetch_distance, prefetch_l2
@@ -330,6 +331,7 @@ def resident_forward_kernel(
     b_hh_ptr,       # [H] recurrent bias b_hh, I/O dtype, added to every step's input; None: xw holds every bias
     y_ptr,          # [T, B, H] out: h_t for every t, I/O dtype, xw's layout (FRAGMENTS: may be xw itself)
     hn_ptr,         # [B, H] out: h_n, the state after the last step, I/O dtype, contiguous
+    h0_copy_ptr,    # [B, H] out: h_0 as loaded, into the step of y's frame before its first (frames.py); None: none
     pin,            # 1.0, as a runtime float: keeps U in registers (module docstring)
     T, B, H,        # sequence length, batch, hidden size
     t_first,        # time index of the first step: 0, or T - 1 for the reverse direction
@@ -356,7 +358,10 @@ def resident_forward_kernel(
     if h0_ptr is None:
         h = tl.zeros((BLOCK_H, BLOCK_B), ACC_DTYPE)
     else:
-        h = tl.load(h0_ptr + state_tile, mask=state_mask, other=0.0).to(ACC_DTYPE)
+        h0 = tl.load(h0_ptr + state_tile, mask=state_mask, other=0.0)
+        if h0_copy_ptr is not None:
+            copy_state(h0_copy_ptr + state_tile, h0, state_mask)
+        h = h0.to(ACC_DTYPE)
     xw = load_tile(xw_ptr + t * stride, tile, mask, True, False, FRAGMENTS).to(ACC_DTYPE)
     if b_hh_ptr is not None:  # loaded once, added to every step's input (not on the step's serial chain)
         bias = column_bias(b_hh_ptr, H, BLOCK_H, ACC_DTYPE)
@@ -452,26 +457,31 @@ def stores_over_input(keywords: dict, backward: bool) -> bool:
 
 
 def resident_forward(xw: torch.Tensor, h0: torch.Tensor, u: torch.Tensor, reverse: bool, config: ResidentBlocks,
-                     nonlinearity: str, xw_spare: bool = False,
-                     b_hh: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                     nonlinearity: str, xw_spare: bool = False, b_hh: torch.Tensor | None = None,
+                     framed: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(all hidden states [T, B, H], h_n [B, H]) of one layer-direction from h0 (None: zeros), b_hh (if given) added
     to every step's xw; xw, h0, u, b_hh contiguous, same dtype and device. With xw_spare the states are written over
     xw: in fragment order from the copy, which has read xw whole before the kernel runs; in fp32 by the kernel itself
-    (stores_over_input)."""
+    (stores_over_input). framed: in a frame holding h0 (frames.py), xw's own where spared (made by
+    frames.framed_empty)."""
     T, B, H = xw.shape
     h_n = xw.new_empty((B, H))
     keywords = launch_keywords(config, nonlinearity, xw.dtype, interpreting(), backward=False,
                                fragment_order=fragments.within_padding_bound(B, H, config.BLOCK_B, config.BLOCK_H))
+    if xw_spare and stores_over_input(keywords, backward=False):
+        y = xw
+    else:
+        y = framed_empty(T, B, H, xw.dtype, xw.device, reverse) if framed else torch.empty_like(xw)
+    h0_copy = slot(y, reverse) if framed and h0 is not None else None
 
-    def launch(steps: torch.Tensor, y: torch.Tensor):  # the L2 prefetch by what it streams: xw (or its copy) and y
+    def launch(steps: torch.Tensor, out: torch.Tensor):  # the L2 prefetch by what it streams: xw (or its copy) and y
         resident_forward_kernel[(cdiv(B, config.BLOCK_B),)](
-            steps, h0, u, b_hh, y, h_n, PIN, T, B, H, T - 1 if reverse else 0, -1 if reverse else 1,
-            **keywords | {"L2_PREFETCH_STEPS": prefetch_distance(keywords, (steps, y))})
-    if keywords["FRAGMENTS"]:  # y written over xw's copy in fragment order (fragments.py)
+            steps, h0, u, b_hh, out, h_n, h0_copy, PIN, T, B, H, T - 1 if reverse else 0, -1 if reverse else 1,
+            **keywords | {"L2_PREFETCH_STEPS": prefetch_distance(keywords, (steps, out))})
+    if keywords["FRAGMENTS"]:  # y written over xw's copy in fragment order (fragments.py), then copied back
         steps = to_fragment_order(xw, config.BLOCK_B, config.BLOCK_H)
         launch(steps, steps)
-        return from_fragment_order(steps, B, H, config.BLOCK_B, config.BLOCK_H, out=xw if xw_spare else None), h_n
-    y = xw if xw_spare and stores_over_input(keywords, backward=False) else torch.empty_like(xw)
+        return from_fragment_order(steps, B, H, config.BLOCK_B, config.BLOCK_H, out=y), h_n
     launch(xw, y)
     return y, h_n
 

@@ -9,7 +9,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels import barrier, dispatch, fma, layouts, resident, split
+from kernels import barrier, dispatch, fma, frames, layouts, resident, split
 from kernels.dispatch import TIERS, KernelPlan, plan_for, recurrence_backward, recurrence_forward, recurrence_operand
 from kernels.launch import LaunchConfig
 from kernels.runtime import device_facts, interpreting
@@ -212,6 +212,39 @@ def test_a_forward_given_xw_to_spare_writes_the_states_over_it_where_its_tier_ma
     assert torch.equal(spared_y, y)
     assert rel_err(y.cpu(), reference_layer(kept.cpu(), h0.cpu(), u.cpu(), "tanh", False, kept.cpu())[0]) < \
         TOLERANCE[dtype]
+
+
+@pytest.mark.parametrize("tier,dtype,fragment_io,over_xw", [
+    ("fma", torch.float32, False, True), ("fma", torch.bfloat16, False, True), ("resident", torch.float32, False, True),
+    ("resident", torch.bfloat16, False, False), ("resident", torch.bfloat16, True, True)], ids=case_id)
+@pytest.mark.parametrize("shape", [(1, 11, 48), (3, 13, 100)], ids=case_id)  # within fragments.PADDING_MAX
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("spare", [True, False], ids=["xw-spared", "xw-kept"])
+def test_a_framed_forward_writes_h0_where_the_states_entering_each_step_are_one_view(tier, dtype, fragment_io, over_xw,
+                                                                                    shape, reverse, spare, device,
+                                                                                    monkeypatch):
+    """recurrence_forward(..., framed=True), as the layer's autograd calls it where h_0 is given: the fma and resident
+    kernels (the latter in fragment order too, where its copy of y is copied back into the frame) store h_0 into the
+    step of y's frame before its first processed step, so that frames.entering is h_0 then y shifted by one step
+    against the processing order; y starts on a 16-byte boundary and is the states of an unframed call. With xw
+    spared, xw itself is made in a frame (input_projection's), and the states written over it where the tier may."""
+    monkeypatch.setattr(resident, "FRAGMENT_IO", fragment_io)
+    T, B, H = shape
+    if tier == "fma" and dtype != torch.float32:
+        H = 100  # the fma tier serves 16-bit at BLOCK_H = 128
+    xw, h0, u, _ = make_inputs(T, B, H, dtype, device, seed=5)
+    plan = plan_for(H, B, dtype, device, kernel=tier)
+    assert plan.tier == tier and dispatch.frames_states(plan)
+    plain_y, plain_h_n = recurrence_forward(plan, xw, h0, u, "tanh", reverse)
+    framed_xw = frames.framed_empty(T, B, H, dtype, xw.device, reverse).copy_(xw) if spare else xw
+    y, h_n = recurrence_forward(plan, framed_xw, h0, u, "tanh", reverse, xw_spare=spare, framed=True)
+    assert (y.data_ptr() == framed_xw.data_ptr()) == (spare and over_xw)
+    assert y.is_contiguous() and y.data_ptr() % 16 == 0
+    same = torch.equal if device == "cpu" else lambda a, b: rel_err(a.cpu(), b.cpu().double()) < TOLERANCE[dtype]
+    assert same(y, plain_y) and same(h_n, plain_h_n)
+    assert torch.equal(frames.slot(y, reverse), h0)
+    before = torch.cat([y[1:], h0[None]]) if reverse else torch.cat([h0[None], y[:-1]])
+    assert torch.equal(frames.entering(y, reverse), before)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -626,7 +659,8 @@ for dtype, hidden, batch in ((torch.float32, 128, 8), (torch.bfloat16, 256, 16),
     plan = plan_for(hidden, batch, dtype)
     tier = TIERS[plan.tier]
     no_h0 = () if plan.tier == "split" else ("h0_ptr",)  # the split launcher gives zeros (split.zeroed)
-    for backward, forms in ((False, {"typical": None, "no h0 no b_hh": no_h0 + ("b_hh_ptr",)}),
+    unframed = {"h0 unframed": ("h0_copy_ptr",)} if tier.frames else {}  # h_0 given, no frame (frames.py)
+    for backward, forms in ((False, {"typical": None, **unframed, "no h0 no b_hh": no_h0 + ("b_hh_ptr",)}),
                             (True, {"typical": None, "dh_n": (), "dh_n no dy": ("dy_ptr",)})):
         blocks = plan.config.backward if backward else plan.config.forward
         keywords = tier.launch_keywords(blocks, "tanh", dtype, interpreted=False, backward=backward)
@@ -642,12 +676,13 @@ def test_the_kernels_compile_for_launches_the_audit_does_not_run():
     """The compile audit compiles typical launches (h_0 and b_hh given, no dL/dh_n, dy given); the interpreter runs
     every launch but is no compiler (a constexpr branch that returns early compiles what follows it, for one). So
     each tier's kernels are compiled for sm_90 here as the layer launches them otherwise: forward without h_0 (hx=None;
-    the split tier's launcher always gives one) and b_hh (bias=False), backward given dL/dh_n, with and without dy (a
-    loss reading the output and h_n, or h_n alone): fma fp32 H = 128, resident bf16 256 and fp32 64 (3xTF32), split
-    bf16 512 (clusters of 8) and fp32 2048 (by FMA, at 16 warps' limit of 128 registers). None spills, and without
-    dy none takes more registers than with it."""
+    the split tier's launcher always gives one) and b_hh (bias=False), the fma and resident forward given h_0 without
+    a frame to copy it into (a caller of dispatch.recurrence_forward's own), backward given dL/dh_n, with and without
+    dy (a loss reading the output and h_n, or h_n alone): fma fp32 H = 128, resident bf16 256 and fp32 64 (3xTF32),
+    split bf16 512 (clusters of 8) and fp32 2048 (by FMA, at 16 warps' limit of 128 registers). None spills, and
+    without dy none takes more registers than with it."""
     usage = json.loads(compiled_without_interpreter(ATYPICAL_LAUNCHES))
-    assert len(usage) == 25 and {name.split("(")[0] for name in usage} == {"fma", "resident", "split"}
+    assert len(usage) == 28 and {name.split("(")[0] for name in usage} == {"fma", "resident", "split"}
     for name, (registers, spilled) in usage.items():
         assert spilled == 0, (name, usage)
         if name.endswith(" no dy"):
