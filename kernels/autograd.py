@@ -12,9 +12,10 @@ states entering each step (h_0 then Y shifted by one step in processing order)::
 
     dU = sum_t da_t^T h_{t-1},   dW_ih = DA^T X,   db_ih = db_hh = sum_{t,b} da_t,   dX = DA W_ih
 
-dU is one GEMM over all T * B rows where h_0 is None (its term is zero) or framed: where h_0 is given, the fma and
-resident forward kernels write Y into a buffer one step longer and copy h_0 into that step (frames.py), so that H_prev
-is one view of it; for the split and step tiers it is two, h_0's term and the rest.
+dU is one GEMM over all T * B rows where h_0 is None (its term is zero) or framed: where h_0 is given and a backward may
+want dU (grad enabled, U not frozen), the fma and resident forward kernels write Y into a buffer one step longer and
+copy h_0 into that step (frames.py), so that H_prev is one view of it; else, and for the split and step tiers, it is
+two GEMMs, h_0's term and the rest.
 
 Only the gradients autograd asks for (ctx.needs_input_grad) are made: no dX GEMM nor its T x B x I buffer for an
 input that needs none (a model's first layer, fed data), no weight GEMM for a frozen weight, no cast of dL/dh_0 for
@@ -63,7 +64,10 @@ def input_projection(x: torch.Tensor, w_ih: torch.Tensor, bias: torch.Tensor | N
     a direction's states with h_0 (frames.framed_empty), which the forward kernel writes them over."""
     T, B, _ = x.shape
     rows, H = x.reshape(-1, x.shape[-1]), w_ih.shape[0]
-    xw = frames.framed_empty(T, B, H, x.dtype, x.device, reverse) if framed else x.new_empty((T, B, H))
+    if not framed:
+        xw = rows @ w_ih.t() if bias is None else torch.addmm(bias, rows, w_ih.t())
+        return xw.view(T, B, H)
+    xw = frames.framed_empty(T, B, H, x.dtype, x.device, reverse)
     if bias is None:
         torch.mm(rows, w_ih.t(), out=xw.view(-1, H))
     else:
@@ -83,10 +87,11 @@ def states(plan: KernelPlan, xw, h0, w_hh, b_hh, nonlinearity: str, reverse: boo
                               xw_spare=True, b_hh=b_hh, framed=framed)
 
 
-def framed_with(plan: KernelPlan, h0: torch.Tensor | None) -> bool:
+def framed_with(plan: KernelPlan, h0: torch.Tensor | None, du_wanted: bool) -> bool:
     """Whether a direction's states from h0 (None: zeros, whose term of dU is none) are written in a frame holding it,
-    so that dU is one GEMM (frames.py): where the plan's tier writes one."""
-    return h0 is not None and frames_states(plan)
+    so that dU is one GEMM (frames.py): where a backward will want dU and the plan's tier writes one (the frame's
+    views cost host time on every call: none for inference)."""
+    return du_wanted and h0 is not None and frames_states(plan)
 
 
 def backprop(plan: KernelPlan, y, dy, dh_n, w_hh, nonlinearity: str, reverse: bool, operand=None,
@@ -102,15 +107,16 @@ def backprop(plan: KernelPlan, y, dy, dh_n, w_hh, nonlinearity: str, reverse: bo
 
 class ElmanRecurrence(torch.autograd.Function):
     """apply(x [T, B, I], h0 [B, H] or None (zeros), w_ih, w_hh, b_ih, b_hh, nonlinearity, reverse, plan,
-    checkpoint=False) -> (h_t for all t [T, B, H], h_n [B, H]: the state after the last processed step, its own
-    storage)."""
+    checkpoint=False, grad_enabled=True) -> (h_t for all t [T, B, H], h_n [B, H]: the state after the last processed
+    step, its own storage). grad_enabled: torch.is_grad_enabled() where apply is called (forward runs without grad, so
+    cannot tell): whether a backward may follow."""
 
     @staticmethod
     def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity: str, reverse: bool, plan: KernelPlan,
-                checkpoint: bool = False):
+                checkpoint: bool = False, grad_enabled: bool = True):
         require_runtime(x.device)
         gemm_bias, kernel_bias = biases(plan, b_ih, b_hh)
-        framed = framed_with(plan, h0)
+        ctx.framed = framed = framed_with(plan, h0, grad_enabled and ctx.needs_input_grad[3])
         xw = input_projection(x, w_ih, gemm_bias, framed, reverse)
         y, h_n = states(plan, xw, h0, w_hh.contiguous(), kernel_bias, nonlinearity, reverse, framed=framed)
         ctx.pieces = segments(len(y), checkpoint)  # fixed here: the kept states are the segments' entries
@@ -148,7 +154,10 @@ def gradients(ctx, dy, dh_n):
     order = list(range(len(pieces))) if ctx.reverse else list(reversed(range(len(pieces))))  # last processed first
     # The state each segment starts from, in time order: h_0 for the first processed.
     entering = [h0] if not ctx.checkpoint else [*kept, h0] if ctx.reverse else [h0, *kept]
-    segment_states = recomputed(ctx, order, entering, x, w_ih, w_hh, b_ih, b_hh) if ctx.checkpoint else [
+    # Whether each segment's states are in a frame with the state entering it (frames.py): as the forward wrote them,
+    # or as recomputed here for dU
+    framed = [framed_with(ctx.plan, state, need_w_hh) for state in entering] if ctx.checkpoint else [ctx.framed]
+    segment_states = recomputed(ctx, order, entering, framed, x, w_ih, w_hh, b_ih, b_hh) if ctx.checkpoint else [
         (order[0], kept)]
     # dL/dh of the state after the segment's last processed step: h_n's for the first, then the state the later
     # segment started from (in the accumulator dtype)
@@ -160,27 +169,28 @@ def gradients(ctx, dy, dh_n):
         # dL/dh of the state entering it: for the next segment, or dL/dh_0 from the last where h_0 needs it
         da, carry = backprop(ctx.plan, y, None if dy is None else dy[start:stop], carry, w_hh, ctx.nonlinearity,
                              ctx.reverse, operand, dh0_wanted=need_h0 or done < len(pieces))
-        share = GradientOperands(da, x[start:stop], entering[k], y, ctx.reverse, framed_with(ctx.plan, entering[k]))
+        share = GradientOperands(da, x[start:stop], entering[k], y, ctx.reverse, framed[k])
         if need_x:
             torch.mm(share.da_rows, w_ih, out=d_x[start:stop].view(-1, x.shape[-1]))  # dX = DA W_ih
         sums = share.products(wanted) if sums is None else share.add_into(sums)
     d_w_ih, d_w_hh, d_bias = (None if total is None else total.to(dtype)
                               for total, dtype in zip(sums, (w_ih.dtype, w_hh.dtype, x.dtype)))
     return (d_x, carry.to(h0.dtype) if need_h0 else None, d_w_ih, d_w_hh, d_bias if need_b_ih else None,
-            d_bias if need_b_hh else None, None, None, None, None)
+            d_bias if need_b_hh else None, None, None, None, None, None)
 
 
-def recomputed(ctx, order: list[int], entering: list[torch.Tensor], x, w_ih, w_hh, b_ih, b_hh):
-    """(k, segment k's states) for each segment k in order, each recomputed from the state entering it: XW by the
-    input GEMM, then the forward kernel (on a GPU one segment ahead of the caller's backward: recompute.ahead)."""
+def recomputed(ctx, order: list[int], entering: list[torch.Tensor], framed: list[bool], x, w_ih, w_hh, b_ih, b_hh):
+    """(k, segment k's states) for each segment k in order, each recomputed from the state entering it (in a frame
+    with it where framed[k]: frames.py): XW by the input GEMM, then the forward kernel (on a GPU one segment ahead of
+    the caller's backward: recompute.ahead)."""
     gemm_bias, kernel_bias = biases(ctx.plan, b_ih, b_hh)  # these and U's operand once for every segment
     operand = recurrence_operand(ctx.plan, w_hh, backward=False)
 
     def recompute(k: int) -> torch.Tensor:
         start, stop = ctx.pieces[k]
-        framed = framed_with(ctx.plan, entering[k])
-        xw = input_projection(x[start:stop], w_ih, gemm_bias, framed, ctx.reverse)
-        return states(ctx.plan, xw, entering[k], w_hh, kernel_bias, ctx.nonlinearity, ctx.reverse, operand, framed)[0]
+        xw = input_projection(x[start:stop], w_ih, gemm_bias, framed[k], ctx.reverse)
+        return states(ctx.plan, xw, entering[k], w_hh, kernel_bias, ctx.nonlinearity, ctx.reverse, operand,
+                      framed[k])[0]
     return ahead(order, recompute, side_stream(ctx.plan, x.device))
 
 

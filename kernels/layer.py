@@ -69,8 +69,11 @@ class TritonRNN(torch.nn.RNN):
         plan = plan_for(self.hidden_size, self._batch_size(input), features.dtype, features.device, self.kernel)
         self.last_plans = [plan] * (self.num_layers * (2 if self.bidirectional else 1))
 
+        grad_enabled = torch.is_grad_enabled()
+
         def layer(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, reverse):
-            return ElmanRecurrence.apply(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, reverse, plan, self.checkpoint)
+            return ElmanRecurrence.apply(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, reverse, plan, self.checkpoint,
+                                         grad_enabled)
 
         stream = side_stream(plan, features.device) if self.bidirectional else None  # for the reverse directions
         return rnn_forward(input, hx, weights, layer_fn=layer, num_layers=self.num_layers,

@@ -355,6 +355,12 @@ def resident_forward_kernel(
     stride = rows * columns
     t = tl.cast(t_first, tl.int64)  # 64-bit: t * B * H can pass 2^31
     state_tile, state_mask = transposed_tile(B, H, BLOCK_B, BLOCK_H)  # h_0's and h_n's
+    # Step 0's input and b_hh before h_0's copy, whose barrier then follows their loads (audit.first_step_ordered,
+    # where y is stored over xw)
+    xw = load_tile(xw_ptr + t * stride, tile, mask, True, False, FRAGMENTS).to(ACC_DTYPE)
+    if b_hh_ptr is not None:  # loaded once, added to every step's input (not on the step's serial chain)
+        bias = column_bias(b_hh_ptr, H, BLOCK_H, ACC_DTYPE)
+        xw += bias
     if h0_ptr is None:
         h = tl.zeros((BLOCK_H, BLOCK_B), ACC_DTYPE)
     else:
@@ -362,10 +368,6 @@ def resident_forward_kernel(
         if h0_copy_ptr is not None:
             copy_state(h0_copy_ptr + state_tile, h0, state_mask)
         h = h0.to(ACC_DTYPE)
-    xw = load_tile(xw_ptr + t * stride, tile, mask, True, False, FRAGMENTS).to(ACC_DTYPE)
-    if b_hh_ptr is not None:  # loaded once, added to every step's input (not on the step's serial chain)
-        bias = column_bias(b_hh_ptr, H, BLOCK_H, ACC_DTYPE)
-        xw += bias
     # Step 0, peeled: U's register value gets a user outside the loop.
     h = apply_activation(product(u, h, xw, IO_DTYPE, DOT_PRECISION, UPCAST_DOT, IN_IO_LAYOUT), ACTIVATION, TANH_FORM)
     store_tile(y_ptr + t * stride, tile, h.to(IO_DTYPE), mask, ACC_LAYOUT_IO, FRAGMENTS)

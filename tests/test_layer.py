@@ -309,6 +309,25 @@ def test_a_call_without_hx_fills_no_zeros_for_h_0_and_either_way_du_is_one_gemm(
     assert gemms[True] == gemms[False] == 2 * 2 + 2 * 3
 
 
+@pytest.mark.parametrize("case,framed", [("training", True), ("no-grad", False), ("hx-none", False),
+                                        ("u-frozen", False), ("split", False)])
+def test_the_states_are_framed_with_h_0_only_where_a_backward_may_want_du(case, framed, device):
+    """The fma and resident forward writes its states one step into a buffer holding h_0 (frames.py) only where that
+    saves the backward a GEMM: hx given, grad enabled and U not frozen; under no_grad (inference), without hx and on
+    the split tier the output has storage of its own size. Either way the output is float64 nn.RNN's."""
+    T, B, H = 5, 3, 130 if case == "split" else 32
+    torch.manual_seed(0)
+    layer = TritonRNN(6, H, kernel="split" if case == "split" else "auto", device=device)
+    layer.weight_hh_l0.requires_grad_(case != "u-frozen")
+    x, hx = torch.randn(T, B, 6), torch.randn(1, B, H) * 0.5
+    given = None if case == "hx-none" else hx.to(device)
+    with torch.set_grad_enabled(case != "no-grad"):
+        out, _ = layer(x.to(device), given)
+    assert out.untyped_storage().nbytes() == (T + framed) * B * H * 4
+    ref_out, _ = reference_copy(layer)(x.double(), None if given is None else hx.double())
+    assert rel_err(out.detach().cpu(), ref_out) < TOLERANCE[torch.float32]
+
+
 @pytest.mark.parametrize("dtype,kernel,hidden", [(torch.float32, "auto", 40), (torch.bfloat16, "auto", 40),
                                                  (torch.bfloat16, "split", 130)], ids=["fma", "resident", "split"])
 @pytest.mark.parametrize("checkpoint", [False, True], ids=["full", "checkpointed"])
