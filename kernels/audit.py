@@ -635,9 +635,11 @@ def absent_in_a_typical_launch() -> tuple[str, ...]:
 HIDDEN_FROM_LABEL = ("DOT_PRECISION", "UPCAST_DOT", "ACC_DTYPE", "WORK")
 
 
-def compile_for(fn, dtype: str, keywords: dict, arch: int, absent: tuple[str, ...] | None = None):
+def compile_for(fn, dtype: str, keywords: dict, arch: int, absent: tuple[str, ...] | None = None,
+                pointers: dict[str, str] | None = None):
     """triton.compile of fn with these launch keywords for sm_<arch>, specialised as a typical launch, or with the
-    optional tensors `absent` names passed as None and the others given."""
+    optional tensors `absent` names passed as None and the others given; pointers: pointer arguments' types other
+    than a typical launch's (e.g. {"dh0_ptr": "*bf16"})."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -646,7 +648,7 @@ def compile_for(fn, dtype: str, keywords: dict, arch: int, absent: tuple[str, ..
     constexprs = {k: v for k, v in keywords.items() if k not in COMPILE_OPTIONS}
     absent = absent_in_a_typical_launch() if absent is None else absent
     constexprs |= {arg: None for arg in absent if arg in fn.arg_names}
-    signature = _signature(fn, dtype, constexprs)
+    signature = _signature(fn, dtype, constexprs) | (pointers or {})
     src = ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=_aligned(fn, signature))
     return triton.compile(src, target=GPUTarget("cuda", arch, 32),
                           options={k: v for k, v in keywords.items() if k in COMPILE_OPTIONS})

@@ -19,7 +19,9 @@ two GEMMs, h_0's term and the rest.
 
 Only the gradients autograd asks for (ctx.needs_input_grad) are made: no dX GEMM nor its T x B x I buffer for an
 input that needs none (a model's first layer, fed data), no weight GEMM for a frozen weight, no cast of dL/dh_0 for
-an h_0 that needs none (hx=None). The backward kernel runs whatever is asked: every gradient needs DA.
+an h_0 that needs none (hx=None), nor for one that does where the fma and resident kernels write it in h_0's dtype
+(Tier.makes_dh0; a 16-bit decoder's hx, an encoder's h_n). The backward kernel runs whatever is asked: every gradient
+needs DA.
 
 Saved for the backward, besides X, h_0 and the weights (alive anyway):
 
@@ -95,14 +97,15 @@ def framed_with(plan: KernelPlan, h0: torch.Tensor | None, du_wanted: bool) -> b
 
 
 def backprop(plan: KernelPlan, y, dy, dh_n, w_hh, nonlinearity: str, reverse: bool, operand=None,
-             dh0_wanted: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The recurrence kernel's (dL/da_t for all t, dL/dh_0 in the accumulator dtype or, where not dh0_wanted, possibly
-    None) from dy (None: zeros, where the loss reads h_n alone) and dh_n, the gradient of the state after the last
-    processed step (None: none; operand as in states); an empty batch launches nothing."""
+             dh0_wanted: bool = True, dh0_dtype=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The recurrence kernel's (dL/da_t for all t, dL/dh_0 in the accumulator dtype, or in dh0_dtype where the kernel
+    writes it (dispatch.recurrence_backward), or, where not dh0_wanted, possibly None) from dy (None: zeros, where the
+    loss reads h_n alone) and dh_n, the gradient of the state after the last processed step (None: none; operand as in
+    states); an empty batch launches nothing."""
     if y.shape[1] == 0:
         return torch.empty_like(y), y.new_zeros(y.shape[1:], dtype=accumulator_dtype(y.dtype))
     return recurrence_backward(plan, y, None if dy is None else dy.contiguous(), w_hh, nonlinearity, reverse, operand,
-                               dh0_wanted, dh_n=None if dh_n is None else dh_n.contiguous())
+                               dh0_wanted, dh_n=None if dh_n is None else dh_n.contiguous(), dh0_dtype=dh0_dtype)
 
 
 class ElmanRecurrence(torch.autograd.Function):
@@ -166,9 +169,12 @@ def gradients(ctx, dy, dh_n):
     operand = recurrence_operand(ctx.plan, w_hh, backward=True)  # U as the backward launcher takes it: once
     for done, (k, y) in enumerate(segment_states, start=1):
         start, stop = pieces[k]
-        # dL/dh of the state entering it: for the next segment, or dL/dh_0 from the last where h_0 needs it
+        # dL/dh of the state entering it: for the next segment (in the accumulator dtype), or dL/dh_0 from the last
+        # where h_0 needs it (in its dtype where the kernel writes it: no cast's launch)
+        last = done == len(pieces)
         da, carry = backprop(ctx.plan, y, None if dy is None else dy[start:stop], carry, w_hh, ctx.nonlinearity,
-                             ctx.reverse, operand, dh0_wanted=need_h0 or done < len(pieces))
+                             ctx.reverse, operand, dh0_wanted=need_h0 or not last,
+                             dh0_dtype=h0.dtype if last and need_h0 else None)
         share = GradientOperands(da, x[start:stop], entering[k], y, ctx.reverse, framed[k])
         if need_x:
             torch.mm(share.da_rows, w_ih, out=d_x[start:stop].view(-1, x.shape[-1]))  # dX = DA W_ih

@@ -353,16 +353,19 @@ class Tier:
     # xw's own frame where spared), so that the backward's dU is one GEMM (frames.py). Not the split tier (its
     # programs would each store their columns of h_0, a load of its own) nor the step kernel: there dU is two GEMMs.
     frames: bool = False
+    # Whether its backward kernel writes dL/dh_0 (in fp32, or in the dtype its launcher's dh0_dtype asks for); else
+    # recurrence_backward makes it by a GEMM.
+    makes_dh0: bool = False
 
 
 TIERS = {
     "fma": Tier(fma.fma_forward, fma.fma_backward, (fma.fma_forward_kernel, fma.fma_backward_kernel),
                 fma.launch_keywords, overlaps=True, operand=fma.operand, spares_xw=True,
-                in_place=lambda keywords, backward: not backward, fused_ends=True, frames=True),
+                in_place=lambda keywords, backward: not backward, fused_ends=True, frames=True, makes_dh0=True),
     "resident": Tier(resident.resident_forward, resident.resident_backward,
                      (resident.resident_forward_kernel, resident.resident_backward_kernel), resident.launch_keywords,
                      overlaps=True, spares_xw=True, in_place=resident.stores_over_input, fused_ends=True,
-                     frames=True),
+                     frames=True, makes_dh0=True),
     "split": Tier(split.split_forward, split.split_backward, (split.split_forward_kernel, split.split_backward_kernel),
                   split.launch_keywords, overlaps=False, fused_ends=True),
     "stepwise": Tier(stepwise.stepwise_forward, stepwise.stepwise_backward,
@@ -691,8 +694,8 @@ def frames_states(plan: KernelPlan) -> bool:
 
 def recurrence_backward(plan: KernelPlan, y: torch.Tensor, dy: torch.Tensor | None, u: torch.Tensor,
                         nonlinearity: str, reverse: bool, operand: torch.Tensor | None = None,
-                        dh0_wanted: bool = True,
-                        dh_n: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                        dh0_wanted: bool = True, dh_n: torch.Tensor | None = None,
+                        dh0_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(dL/da_t for all t in y's dtype, dL/dh_0 in the accumulator dtype) from the stored h_t, their gradients dy (None:
     zeros, where the loss reads h_n alone: the fma, resident and split kernels then read none, and for the step kernel
     they are made here) and dh_n, the gradient of the state after the last processed step (h_n's, or a later
@@ -701,11 +704,13 @@ def recurrence_backward(plan: KernelPlan, y: torch.Tensor, dy: torch.Tensor | No
     dtype. operand: recurrence_operand's, if made.
     The fma and resident kernels make dL/dh_0 themselves; for the split and step kernels it is dL/da of the step that
     consumed h_0 times U, one GEMM here, made only where dh0_wanted (else None): two casts and a GEMM fewer where h_0
-    needs no gradient."""
+    needs no gradient. dh0_dtype: the dtype the caller will take dL/dh_0 in, which the fma and resident kernels
+    write it in (Tier.makes_dh0: no cast's launch after them)."""
     operand = recurrence_operand(plan, u, backward=True) if operand is None else operand
     tier = TIERS[plan.tier]
     if tier.fused_ends:
-        da, dh0 = tier.backward(y, dy, operand, reverse, plan.config.backward, nonlinearity, dh_n=dh_n)
+        keywords = {"dh0_dtype": dh0_dtype} if tier.makes_dh0 else {}
+        da, dh0 = tier.backward(y, dy, operand, reverse, plan.config.backward, nonlinearity, dh_n=dh_n, **keywords)
     else:
         if dy is None:
             dy = torch.zeros_like(y)

@@ -319,7 +319,7 @@ def fma_backward_kernel(
     dhn_ptr,        # [B, H] dL/dh_n (or a later segment's dL/dh), any float dtype, added to the first reverse step's
                     # dy in fp32; None: none
     da_ptr,         # [T, B, H] out: dL/da_t, I/O dtype
-    dh0_ptr,        # [B, H] out: dL/dh_0, fp32
+    dh0_ptr,        # [B, H] out: dL/dh_0, fp32 or rounded to its dtype once
     T, B, H,        # sequence length, batch, hidden size
     t_first,        # time index of the first reverse step: T - 1, or 0 for the reverse direction
     t_step,         # -1 or +1
@@ -392,13 +392,14 @@ def fma_forward(xw: torch.Tensor, h0: torch.Tensor, u_operand: torch.Tensor, rev
 
 
 def fma_backward(y: torch.Tensor, dy: torch.Tensor | None, u_columns: torch.Tensor, reverse: bool, config: FmaBlocks,
-                 nonlinearity: str, dh_n: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(da [T, B, H] in y's dtype, dh0 [B, H] in fp32) for one layer-direction from dy (None: zeros, none read), dh_n
-    (if given) added to the first reverse step's dy; y, dy, dh_n contiguous, u_columns operand(u, config,
-    backward=True)."""
+                 nonlinearity: str, dh_n: torch.Tensor | None = None,
+                 dh0_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(da [T, B, H] in y's dtype, dh0 [B, H] in fp32, or rounded once to dh0_dtype if given) for one layer-direction
+    from dy (None: zeros, none read), dh_n (if given) added to the first reverse step's dy; y, dy, dh_n contiguous,
+    u_columns operand(u, config, backward=True)."""
     T, B, H = y.shape
     da = torch.empty_like(y)
-    dh0 = torch.empty((B, H), dtype=accumulator_dtype(y.dtype), device=y.device)
+    dh0 = torch.empty((B, H), dtype=dh0_dtype or accumulator_dtype(y.dtype), device=y.device)
     keywords = launch_keywords(config, nonlinearity, y.dtype, interpreting(), backward=True)
     keywords["L2_PREFETCH_STEPS"] = prefetch_distance(keywords, (y, dy, da))
     fma_backward_kernel[(B,)](y, dy, u_columns, dh_n, da, dh0, T, B, H, 0 if reverse else T - 1,

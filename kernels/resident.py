@@ -489,12 +489,13 @@ def resident_forward(xw: torch.Tensor, h0: torch.Tensor, u: torch.Tensor, revers
 
 
 def resident_backward(y: torch.Tensor, dy: torch.Tensor | None, u: torch.Tensor, reverse: bool,
-                      config: ResidentBlocks, nonlinearity: str,
-                      dh_n: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(da [T, B, H] in the I/O dtype, dh0 [B, H] in the accumulator dtype) for one layer-direction from dy (None:
-    zeros, none read), dh_n (if given) added to the first reverse step's dy; inputs contiguous."""
+                      config: ResidentBlocks, nonlinearity: str, dh_n: torch.Tensor | None = None,
+                      dh0_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(da [T, B, H] in the I/O dtype, dh0 [B, H] in the accumulator dtype, or rounded once to dh0_dtype if given) for
+    one layer-direction from dy (None: zeros, none read), dh_n (if given) added to the first reverse step's dy; inputs
+    contiguous."""
     T, B, H = y.shape
-    dh0 = torch.empty((B, H), dtype=accumulator_dtype(y.dtype), device=y.device)
+    dh0 = torch.empty((B, H), dtype=dh0_dtype or accumulator_dtype(y.dtype), device=y.device)
     keywords = launch_keywords(config, nonlinearity, y.dtype, interpreting(), backward=True,
                                fragment_order=fragments.within_padding_bound(B, H, config.BLOCK_B, config.BLOCK_H))
 

@@ -309,6 +309,34 @@ def test_a_call_without_hx_fills_no_zeros_for_h_0_and_either_way_du_is_one_gemm(
     assert gemms[True] == gemms[False] == 2 * 2 + 2 * 3
 
 
+@pytest.mark.parametrize("hidden", [48, 100], ids=["resident", "fma"])  # bf16: the fma tier from BLOCK_H = 128
+@pytest.mark.parametrize("checkpoint", [False, True], ids=["full", "checkpointed"])
+def test_a_16_bit_h_0_that_needs_a_gradient_gets_it_from_the_kernel_in_its_dtype(hidden, checkpoint, device,
+                                                                                 monkeypatch):
+    """A decoder's hx (an encoder's h_n) needs a gradient: the fma and resident backward kernels write dL/dh_0 in hx's
+    dtype (Tier.makes_dh0), so no cast follows them: the backward runs as many conversions as where hx needs none.
+    Checkpointed in segments of 2 steps, whose dL/dh between them stays in fp32. dL/dh_0 and every other gradient as
+    float64 nn.RNN's."""
+    monkeypatch.setattr(recompute, "SEGMENT_MIN_STEPS", 1)
+    torch.manual_seed(0)
+    layer = TritonRNN(6, hidden, checkpoint=checkpoint, device=device, dtype=torch.bfloat16)
+    x, hx = torch.randn(5, 3, 6), torch.randn(1, 3, hidden) * 0.5
+    conversions = {}
+    for wants in (False, True):
+        h0 = hx.to(device, torch.bfloat16).requires_grad_(wants)
+        out, _ = layer(x.to(device, torch.bfloat16), h0)
+        with OpsRun() as backward:
+            grads = torch.autograd.grad(out.float().sin().sum(), [h0, *layer.parameters()][not wants:])
+        conversions[wants] = backward.names.count("_to_copy")
+    assert {p.tier for p in layer.last_plans} == {"resident" if hidden == 48 else "fma"}
+    assert grads[0].dtype == torch.bfloat16 and conversions[True] == conversions[False]
+    ref = reference_copy(layer)
+    ref_h0 = hx.double().requires_grad_()
+    ref_grads = torch.autograd.grad(ref(x.double(), ref_h0)[0].sin().sum(), [ref_h0, *ref.parameters()])
+    for got, want in zip(grads, ref_grads):
+        assert rel_err(got.float().cpu(), want) < 4 * TOLERANCE[torch.bfloat16]
+
+
 @pytest.mark.parametrize("case,framed", [("training", True), ("no-grad", False), ("hx-none", False),
                                         ("u-frozen", False), ("split", False)])
 def test_the_states_are_framed_with_h_0_only_where_a_backward_may_want_du(case, framed, device):

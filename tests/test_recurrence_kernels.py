@@ -660,12 +660,15 @@ for dtype, hidden, batch in ((torch.float32, 128, 8), (torch.bfloat16, 256, 16),
     tier = TIERS[plan.tier]
     no_h0 = () if plan.tier == "split" else ("h0_ptr",)  # the split launcher gives zeros (split.zeroed)
     unframed = {"h0 unframed": ("h0_copy_ptr",)} if tier.frames else {}  # h_0 given, no frame (frames.py)
+    # dL/dh_0 written in the I/O dtype (h_0's, where it needs a gradient): 16-bit, where the kernel makes it
+    dh0_in_io = {"dh0 in io dtype": ()} if tier.makes_dh0 and dtype != torch.float32 else {}
     for backward, forms in ((False, {"typical": None, **unframed, "no h0 no b_hh": no_h0 + ("b_hh_ptr",)}),
-                            (True, {"typical": None, "dh_n": (), "dh_n no dy": ("dy_ptr",)})):
+                            (True, {"typical": None, "dh_n": (), "dh_n no dy": ("dy_ptr",), **dh0_in_io})):
         blocks = plan.config.backward if backward else plan.config.forward
         keywords = tier.launch_keywords(blocks, "tanh", dtype, interpreted=False, backward=backward)
         for form, absent in forms.items():
-            compiled = audit.compile_for(tier.kernels[backward], str(dtype), keywords, 90, absent)
+            pointers = {"dh0_ptr": "*" + audit.TRITON_DTYPE[str(dtype)]} if form == "dh0 in io dtype" else None
+            compiled = audit.compile_for(tier.kernels[backward], str(dtype), keywords, 90, absent, pointers)
             usage[f"{plan.name} {'backward' if backward else 'forward'} {form}"] = audit.resource_usage(
                 compiled.asm["cubin"])
 print(json.dumps(usage))
@@ -676,13 +679,13 @@ def test_the_kernels_compile_for_launches_the_audit_does_not_run():
     """The compile audit compiles typical launches (h_0 and b_hh given, no dL/dh_n, dy given); the interpreter runs
     every launch but is no compiler (a constexpr branch that returns early compiles what follows it, for one). So
     each tier's kernels are compiled for sm_90 here as the layer launches them otherwise: forward without h_0 (hx=None;
-    the split tier's launcher always gives one) and b_hh (bias=False), the fma and resident forward given h_0 without
-    a frame to copy it into (a caller of dispatch.recurrence_forward's own), backward given dL/dh_n, with and without
-    dy (a loss reading the output and h_n, or h_n alone): fma fp32 H = 128, resident bf16 256 and fp32 64 (3xTF32),
-    split bf16 512 (clusters of 8) and fp32 2048 (by FMA, at 16 warps' limit of 128 registers). None spills, and
-    without dy none takes more registers than with it."""
+    the split tier's launcher always gives one) and b_hh (bias=False), the fma and resident forward given h_0 with no
+    frame to copy it into (inference, a frozen U), backward given dL/dh_n, with and without dy (a loss reading the
+    output and h_n, or h_n alone), and writing dL/dh_0 in 16-bit (an h_0 that needs a gradient): fma fp32 H = 128,
+    resident bf16 256 and fp32 64 (3xTF32), split bf16 512 (clusters of 8) and fp32 2048 (by FMA, at 16 warps' limit
+    of 128 registers). None spills, and without dy none takes more registers than with it."""
     usage = json.loads(compiled_without_interpreter(ATYPICAL_LAUNCHES))
-    assert len(usage) == 28 and {name.split("(")[0] for name in usage} == {"fma", "resident", "split"}
+    assert len(usage) == 29 and {name.split("(")[0] for name in usage} == {"fma", "resident", "split"}
     for name, (registers, spilled) in usage.items():
         assert spilled == 0, (name, usage)
         if name.endswith(" no dy"):
