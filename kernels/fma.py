@@ -118,7 +118,7 @@ import triton.language as tl
 
 from . import prefetch
 from .activations import ACTIVATION_CODES, activation_grad_from_output, apply_activation
-from .frames import copy_state, framed_empty, slot
+from .frames import copy_state, empty_states, slot
 from .launch import Blocks, accumulator_dtype, tanh_form
 from .prefetch import prefetch_distance, prefetch_l2
 from .runtime import interpreting
@@ -382,7 +382,7 @@ def fma_forward(xw: torch.Tensor, h0: torch.Tensor, u_operand: torch.Tensor, rev
     backward=False). With xw_spare the states are written over xw; framed: in a frame holding h0 (frames.py), xw's
     own where spared (made by frames.framed_empty)."""
     T, B, H = xw.shape
-    y = xw if xw_spare else framed_empty(T, B, H, xw.dtype, xw.device, reverse) if framed else torch.empty_like(xw)
+    y = xw if xw_spare else empty_states(xw, framed, reverse)
     h_n = xw.new_empty((B, H))
     keywords = launch_keywords(config, nonlinearity, xw.dtype, interpreting(), backward=False, hidden_size=H)
     keywords["L2_PREFETCH_STEPS"] = prefetch_distance(keywords, (xw, y))

@@ -34,6 +34,12 @@ def framed_empty(T: int, B: int, H: int, dtype: torch.dtype, device: torch.devic
     return buffer.as_strided((T, B, H), (step, H, 1), front)  # one op: each costs host time on every call
 
 
+def empty_states(like: torch.Tensor, framed: bool, reverse: bool) -> torch.Tensor:
+    """An uninitialised tensor for the states of a forward from xw `like` ([T, B, H]): in a frame (framed_empty) where
+    framed, else of its own."""
+    return framed_empty(*like.shape, like.dtype, like.device, reverse) if framed else torch.empty_like(like)
+
+
 def entering(y: torch.Tensor, reverse: bool) -> torch.Tensor:
     """The [T, B, H] view of the states entering each step, in time order, of a y made by framed_empty: h_0 (the
     slot), then y shifted by one step against the processing order."""

@@ -90,7 +90,7 @@ import triton.language as tl
 from . import fragments, prefetch
 from .activations import activation_grad_from_output, apply_activation
 from .fragments import fragment_tile, from_fragment_order, from_fragments, to_fragment_order, to_fragments
-from .frames import copy_state, framed_empty, slot
+from .frames import copy_state, empty_states, slot
 from .launch import SIXTEEN_BIT, Blocks, accumulator_dtype, cdiv, common_keywords, tanh_form
 from .layouts import converts_product, in_io_layout, side_by_side
 from .prefetch import prefetch_distance, prefetch_l2
@@ -470,10 +470,7 @@ def resident_forward(xw: torch.Tensor, h0: torch.Tensor, u: torch.Tensor, revers
     h_n = xw.new_empty((B, H))
     keywords = launch_keywords(config, nonlinearity, xw.dtype, interpreting(), backward=False,
                                fragment_order=fragments.within_padding_bound(B, H, config.BLOCK_B, config.BLOCK_H))
-    if xw_spare and stores_over_input(keywords, backward=False):
-        y = xw
-    else:
-        y = framed_empty(T, B, H, xw.dtype, xw.device, reverse) if framed else torch.empty_like(xw)
+    y = xw if xw_spare and stores_over_input(keywords, backward=False) else empty_states(xw, framed, reverse)
     h0_copy = slot(y, reverse) if framed and h0 is not None else None
 
     def launch(steps: torch.Tensor, out: torch.Tensor):  # the L2 prefetch by what it streams: xw (or its copy) and y
