@@ -9,15 +9,15 @@ forward+backward with triton.testing.do_bench, then takes each one's peak memory
 before it (one call); cuDNN float16 is timed beside it as the control, so a
 drift of the machine between leases shows. Beside each time per step, the host's time per call: until a
 call returns, the GPU idle when it starts (median of HOST_CALLS). Where it nears the call's time (a short
---seq-len), the calls are host-bound; a split call waits for its kernels (barrier_status.py), so its host
-time includes them. A variant is a name and a context manager that switches
-a kernel default for the calls made inside it (VARIANTS). Writes DIR/variants.csv, and DIR/summary.txt with
-each variant's time per step as a ratio to today's form's on the same case, beside both errors. --bidirectional
-times bidirectional layers (both sides), whose directions may run at once on two streams (kernels/streams.py).
-Cases run one after another, each with its variants back to back (planned_cases); beside other variants today's
-form times only the cases they are compared on, and a filter value or variant that would time nothing is refused
-(exit 2), so that a typo in a lease's step costs seconds, not its results. `--device cpu` (with TRITON_INTERPRET=1,
-small --seq-len and --hidden) checks the script itself.
+--seq-len), the calls are host-bound; a split call that waits for its barriers' status (barrier_status.py,
+split-status-waited) waits for its kernels, so its host time includes them. A variant is a name and a context
+manager that switches a kernel default for the calls made inside it (VARIANTS). Writes DIR/variants.csv, and
+DIR/summary.txt with each variant's time per step as a ratio to today's form's on the same case, beside both
+errors. --bidirectional times bidirectional layers (both sides), whose directions may run at once on two streams
+(kernels/streams.py). Cases run one after another, each with its variants back to back (planned_cases); beside other
+variants today's form times only the cases they are compared on, and a filter value or variant that would time nothing
+is refused (exit 2), so that a typo in a lease's step costs seconds, not its results. `--device cpu` (with
+TRITON_INTERPRET=1, small --seq-len and --hidden) checks the script itself.
 
 Before timing anything, the cases' Triton calls are made once in --compile-workers processes at once (on a GPU by
 default), which leaves their kernels in Triton's on-disk cache: Triton compiles a kernel on one CPU core, and a
@@ -193,9 +193,9 @@ VARIANTS = {  # name -> a context manager factory
     "split-clusters": lambda: switched(dispatch, "SPLIT_CLUSTERS", True),
     # 16-bit H = 512 at the grid barrier, as before its clusters became the default (dispatch.SPLIT_CLUSTERS_DEFAULT)
     "split-grid-barrier-512": lambda: switched(dispatch, "SPLIT_CLUSTERS_DEFAULT", frozenset()),
-    # each split call returning without waiting for its barriers' status, read at a later call instead (today's: one
-    # host sync a call, barrier_status.WAIT_FOR_STATUS)
-    "split-status-unread": lambda: switched(barrier_status, "WAIT_FOR_STATUS", False),
+    # each split call waiting for its barriers' status before it returns, a host sync a call (the default until
+    # 2026-11-29; today's: read by a later call once the GPU is past it, barrier_status.WAIT_FOR_STATUS)
+    "split-status-waited": lambda: switched(barrier_status, "WAIT_FOR_STATUS", True),
     # the split kernels' K split over clusters of 2 or 4 programs where programs run several tiles at H = 2048, each
     # reading only its range of K of the state, their partial products summed in distributed shared memory (today's:
     # every program reads its group's whole state; dispatch.SPLIT_K_CLUSTER)
@@ -321,7 +321,7 @@ COMPARED = {  # variant -> the cases it is timed on, each beside today's form ("
     **{f"split-k-cluster-{c}": SPLIT_K_CLUSTER_CASES for c in (2, 4)},
     # and bf16 at H = 128, B = 8, where no split kernel runs: two runs of today's form, whose ratio is the timing's
     # noise (the untimed stage's call-cost step at T = 16)
-    "split-status-unread": list(dict.fromkeys(SPLIT_16BIT + SPLIT_512_CLUSTERS + SPLIT_SUM + [("bfloat16", 128, 8)])),
+    "split-status-waited": list(dict.fromkeys(SPLIT_16BIT + SPLIT_512_CLUSTERS + SPLIT_SUM + [("bfloat16", 128, 8)])),
     **{f"split-{e}": SPLIT_DSMEM_CASES for e in DSMEM_EXCHANGES},
     "fp32-2048-stepwise": FP32_2048,
     "stepwise-64-columns": FP32_2048,

@@ -16,7 +16,7 @@ so both tiers give the same numbers. The programs of a group meet at a grid barr
 before each step reads that state. dh_0 = da_1 U is one GEMM afterwards.
 
 As in the fma and resident tiers (dispatch.Tier.fused_ends), the launchers do the layer's ends with fewer launches
-ahead of the kernel's, which is what a call's host spends while the GPU waits (a split call ends with a host sync,
+ahead of the kernel's, which is what a call's host spends while the GPU waits (where it has no earlier call's work:
 barrier_status.py): the forward kernel adds b_hh to each step's input (the input GEMM takes b_ih alone), the state
 of zeros a first step starts from where h_0 is None comes out of the one zeroed allocation that holds the barrier's
 words (zeroed), as does the backward's first da_{t+1}, and the backward kernel adds dL/dh_n into its first reverse

@@ -51,6 +51,7 @@ def exchange_row(hidden: int, batch: int, dtype: torch.dtype, steps: int, device
     """Time per step of the split forward kernel at one shape: whole, without its product, and without the
     state's read either (STEP_WORKS)."""
     from kernels import plan_for
+    from kernels.barrier_status import check_barriers
     from kernels.runtime import device_facts
     from kernels.split import STEP_WORKS, split_forward, split_grid
     plan = plan_for(hidden, batch, dtype, device, kernel="split")
@@ -61,6 +62,7 @@ def exchange_row(hidden: int, batch: int, dtype: torch.dtype, steps: int, device
     u = (torch.randn(hidden, hidden, generator=gen, device=device) * 0.9 / hidden ** 0.5).to(dtype)
     full, exchange, barrier = (us_per_step(partial(split_forward, xw, h0, u, False, blocks, "tanh", work=work), steps)
                                for work in STEP_WORKS)
+    check_barriers()  # the calls return without reading their barriers' status: a row whose barrier gave up fails
     slices, groups = split_grid(batch, hidden, blocks, device_facts(device)[0], device)
     return {"hidden": hidden, "batch": batch, "dtype": str(dtype).removeprefix("torch."),
             "programs": f"{slices}x{groups}",

@@ -154,6 +154,18 @@ def release_graphs() -> None:
         barrier_status.forget_captured()
 
 
+def barrier_fault() -> str:
+    """Whether a split call since the last look had a barrier give up: its error, or "". Each call returns without
+    reading its barriers' status (kernels/barrier_status.py), so a job looks once it is done; all are read, and
+    forgotten, either way."""
+    from kernels import barrier_status
+    try:
+        barrier_status.check_barriers()
+    except RuntimeError as err:
+        return str(err)
+    return ""
+
+
 HOST_REPS = 3  # calls whose host and wall time are taken (host_and_wall_ms)
 
 
@@ -162,7 +174,7 @@ def host_and_wall_ms(call: Callable[[], object], device: torch.device,
     """For reps calls, each made with the device idle: (milliseconds until the call returned on the host, until the
     device was done). Equal on CPU; on CUDA the gap is work still queued on the GPU. A host time near the call's
     latency means the GPU waited for the host (short sequences: Python and launches), or that the call waits for
-    its kernels (the split tier reads its barriers' status: kernels/barrier_status.py)."""
+    its kernels (split calls that read their barriers' status: kernels.barrier_status.WAIT_FOR_STATUS)."""
     host, wall = [], []
     for _ in range(reps):
         sync(device)

@@ -51,7 +51,8 @@ SPEED_TABLES = [("latency", "Latency (ms)"), ("time_per_step", "Time per step (u
                             "host's, beside the calls' own above (timing.cuda_graphs: both)"),
                 ("host_time", "Host time per call (ms): until a call returns, the GPU idle when it starts. Near "
                               "the latency, the GPU waited for the host (short sequences: Python and launches), or "
-                              "the call waits for its kernels (the split tier's read its barriers' status)"),
+                              "the call waits for its kernels (split calls that read their barriers' status: "
+                              "kernels.barrier_status.WAIT_FOR_STATUS)"),
                 ("tokens_per_s", "Throughput (tokens/s)"), ("tflops", "TFLOP/s"),
                 ("peak_memory", "Peak memory (MiB, above inputs and weights)"),
                 ("activation_memory", "Activation memory saved for backward (MiB)"),

@@ -306,7 +306,15 @@ WORK: dict[str, Callable[[Job, Context], list[dict]]] = {"bench": bench_rows, "s
 
 
 def guarded(job: Job, ctx: Context) -> list[dict]:
-    """The job's rows; any way it cannot run or fails becomes one row with the reason."""
+    """The job's rows; any way it cannot run or fails becomes one row with the reason, a split barrier that gave up
+    in one of its calls too (read only now: kernels/barrier_status.py)."""
+    rows = attempted(job, ctx)
+    fault = measure.barrier_fault()
+    return [error_row(job, ctx, fault)] if fault else rows
+
+
+def attempted(job: Job, ctx: Context) -> list[dict]:
+    """The job's rows, or one row saying why it did not run or how it failed."""
     if job.backend != REFERENCE:
         backend = BACKENDS[job.backend]
         reason = backend.unavailable(ctx.device)

@@ -49,7 +49,7 @@ def test_without_waiting_only_the_statuses_the_gpu_is_done_with_are_read(unread)
     check_barriers(wait=False)
     assert unread == [pending] and not pending[0].waited  # a timeout not yet known to the host
     pending[0].done = True
-    with pytest.raises(RuntimeError, match="in an earlier split call: kernels.barrier_status.WAIT_FOR_STATUS is off"):
+    with pytest.raises(RuntimeError, match="in an earlier split call; kernels.barrier_status.WAIT_FOR_STATUS = True"):
         check_barriers(wait=False)
     assert unread == []  # raised once, then forgotten
     check_barriers(wait=False)

@@ -134,6 +134,7 @@ def check_split_against_stepwise(H, B, clustered=False, exchange="l2", dtype=tor
     da, dh0 = recurrence_backward(split_plan, y_ref, dy, u, "tanh", False)
     da_ref, dh0_ref = recurrence_backward(step_plan, y_ref, dy, u, "tanh", False)
     assert rel_err(da, da_ref) < 1e-2 and rel_err(dh0, dh0_ref) < 1e-2
+    barrier_status.check_barriers()  # the calls return without reading their barriers' status
 
 
 @pytest.mark.parametrize("H,B", [(1024, 64), (2048, 16), (2048, 32), (2048, 64), (512, 1), (1024, 16), (1024, 32),
@@ -265,10 +266,10 @@ def test_split_cluster_state_in_dsmem_under_load_matches_stepwise(exchange, H, B
 
 
 @pytest.mark.parametrize("H,B", [(512, 8), (1024, 64)])
-def test_a_split_call_leaves_its_barrier_status_unread_when_asked(H, B, monkeypatch):
-    """barrier_status.WAIT_FOR_STATUS off: each call returns with its status copied behind its launches, not read;
-    the states are those of a call that waits, the next call reads what the GPU is done with, and check_barriers
-    the rest."""
+def test_a_split_call_leaves_its_barrier_status_unread(H, B, monkeypatch):
+    """barrier_status.WAIT_FOR_STATUS off (the default): each call returns with its status copied behind its
+    launches, not read; the states are those of a call that waits, the next call reads what the GPU is done with,
+    and check_barriers the rest."""
     g = torch.Generator().manual_seed(0)
     xw = (torch.randn(256, B, H, generator=g) * 0.5).to("cuda", torch.bfloat16)
     h0 = torch.zeros(B, H, device="cuda", dtype=torch.bfloat16)
@@ -276,6 +277,7 @@ def test_a_split_call_leaves_its_barrier_status_unread_when_asked(H, B, monkeypa
     plan = plan_for(H, B, torch.bfloat16, "cuda")
     if plan.tier != "split":
         pytest.skip(f"the split tier does not serve H={H} on this GPU: {plan.reason}")
+    monkeypatch.setattr(barrier_status, "WAIT_FOR_STATUS", True)
     waited, _ = recurrence_forward(plan, xw, h0, u, "tanh", False)
     monkeypatch.setattr(barrier_status, "WAIT_FOR_STATUS", False)
     monkeypatch.setattr(barrier_status, "_UNREAD", [])

@@ -141,13 +141,13 @@ def test_each_variants_step_times_something_for_each_variant_and_filter_value_it
 
 def test_the_untimed_stage_tests_and_times_what_the_last_lease_left_open():
     """`untimed`, a lease's first command: the clusters' stress tests (16-bit H = 512's clusters are a default never
-    stressed on a GPU), the status left unread, and the unfinished STATE_IN_RUNS test; and it times each form the last
-    lease left untimed beside today's: H = 512 at the grid barrier, the split calls without their host sync, H = 256's
-    clusters; and the cost of a layer call apart from its steps."""
+    stressed on a GPU), the status left unread (the default), and the unfinished STATE_IN_RUNS test; and it times
+    each form the last lease left untimed beside today's: H = 512 at the grid barrier, the split calls with their host
+    sync, H = 256's clusters; and the cost of a layer call apart from its steps."""
     steps = steps_running(PYTEST, "untimed")
     own = " ".join(collected(steps["cluster-tests"]))
     for test in ("test_split_cluster_barrier_under_load_matches_stepwise[512-fill]",
-                 "test_a_split_call_leaves_its_barrier_status_unread_when_asked", "test_layer_matches_cudnn"):
+                 "test_a_split_call_leaves_its_barrier_status_unread", "test_layer_matches_cudnn"):
         assert test in own, test
     assert "dsmem" not in own  # the dsmem stage's
     assert collected(steps["state-in-runs"]) == [
@@ -155,7 +155,7 @@ def test_the_untimed_stage_tests_and_times_what_the_last_lease_left_open():
     variants = load_gpu_variants()
     parsed = [variants.build_parser().parse_args(argv)
               for argv in steps_running(".ci/gpu_variants.py", "untimed").values()]
-    assert {"split-grid-barrier-512", "split-status-unread", "split-clusters"} <= {v for a in parsed for v in a.variant}
+    assert {"split-grid-barrier-512", "split-status-waited", "split-clusters"} <= {v for a in parsed for v in a.variant}
     # the cost of a call itself: a sequence so short that the host's time per call, not the GPU's, shows
     assert any(a.seq_len <= 16 and {128, 512} <= set(a.hidden) for a in parsed)
 

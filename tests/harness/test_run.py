@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import matplotlib.image
@@ -22,7 +23,7 @@ import torch
 import yaml
 
 from rnnbench import measure, runner
-from rnnbench.backends import BACKENDS
+from rnnbench.backends import BACKENDS, Prepared
 from rnnbench.cli import EXIT_BROKEN_PIPE, EXIT_UNITS_FAILED, main
 from rnnbench.results import COLUMNS, JOB_COLUMNS, RunFolder, job_key
 from rnnbench.schema import Case, load_scenario
@@ -281,6 +282,34 @@ def test_failing_unavailable_and_oom_backends_do_not_stop_the_run(tiny, monkeypa
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"rnnbench: {failed_jobs} of {len(planned)} jobs failed, e.g. ")
     assert "kernel exploded" in err[0] or "CUDA out of memory" in err[0]
+
+
+def test_a_job_whose_split_barrier_gave_up_reports_that_and_not_its_figures(tiny, monkeypatch):
+    """A split call returns without reading its barriers' status (kernels/barrier_status.py): a job whose call left a
+    timed-out status behind is one error row (its outputs were wrong), and the jobs after it are not blamed for it.
+    The status is a stand-in for the copy a GPU call leaves (the CPU reads its own at once)."""
+    from kernels import barrier_status
+    unread = []
+    monkeypatch.setattr(barrier_status, "_UNREAD", unread)
+    done = types.SimpleNamespace(query=lambda: True, synchronize=lambda: None)
+    eager = BACKENDS["eager"]
+
+    def prepare(source, device, dtype):
+        good = eager.prepare(source, device, dtype)
+
+        def timed_out(x, h0):
+            unread.append((done, torch.ones(1, dtype=torch.int32)))
+            return good.fn(x, h0)
+        return Prepared(timed_out, good.params)
+    monkeypatch.setitem(BACKENDS, "eager", dataclasses.replace(eager, prepare=prepare))
+    tiny.write_text(yaml.safe_dump({**TINY, "backends": ["cudnn", "eager"]}))
+    assert run_tiny(tiny) == EXIT_UNITS_FAILED
+    frame = pd.read_csv(tiny.parent / "out" / "tiny" / "r" / "results.csv")
+    eager_rows = frame[(frame.backend == "eager") & (frame.kind == "bench")]
+    assert len(eager_rows) == len(eager_rows.drop_duplicates(JOB_COLUMNS))  # one row a job: no figures kept
+    assert set(eager_rows.error) == {barrier_status.TIMED_OUT + " (in an earlier split call; "
+                                     "kernels.barrier_status.WAIT_FOR_STATUS = True raises in the call itself)"}
+    assert frame[(frame.backend == "cudnn") & (frame.metric == "latency")].p50.notna().all() and unread == []
 
 
 def test_jobs_skipped_for_a_stated_reason_exit_0(tiny, monkeypatch, capsys):
