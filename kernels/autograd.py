@@ -25,7 +25,9 @@ needs DA.
 
 Saved for the backward, besides X, h_0 and the weights (alive anyway):
 
-- by default, all of Y: T x B x H (with h_0 beside it, in its frame);
+- by default, all of Y: T x B x H (with h_0 beside it, in its frame), and on the fma tier up to BLOCK_H = 128 the
+  backward kernel's operand, U by columns in fp32, which the forward kernel writes (no copy's launch in the
+  backward: fma.py);
 - with checkpoint=True (checkpointed BPTT), only the state entering each segment (recompute.py: segments of
   max(ceil(sqrt(T)), SEGMENT_MIN_STEPS) steps): fewer than sqrt(T) B H, none where one segment covers T.
   The backward walks the segments from the last processed to the first. For each it recomputes the
@@ -53,7 +55,15 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from . import frames
-from .dispatch import KernelPlan, biases, frames_states, recurrence_backward, recurrence_forward, recurrence_operand
+from .dispatch import (
+    KernelPlan,
+    biases,
+    empty_backward_operand,
+    frames_states,
+    recurrence_backward,
+    recurrence_forward,
+    recurrence_operand,
+)
 from .launch import accumulator_dtype
 from .recompute import ahead, checkpoint_steps, segments
 from .runtime import require_runtime
@@ -78,15 +88,15 @@ def input_projection(x: torch.Tensor, w_ih: torch.Tensor, bias: torch.Tensor | N
 
 
 def states(plan: KernelPlan, xw, h0, w_hh, b_hh, nonlinearity: str, reverse: bool, operand=None,
-           framed: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+           framed: bool = False, backward_operand=None) -> tuple[torch.Tensor, torch.Tensor]:
     """The recurrence kernel's (h_t for all t, h_n) with b_hh (dispatch.biases' second, if any) added to every step's
     xw (operand: dispatch.recurrence_operand's, if made), from xw, which the caller made for this call alone: h_t may
-    be written over it; framed (framed_with's): in a frame holding h0, xw made in it (input_projection's framed). An
-    empty batch launches nothing."""
+    be written over it; framed (framed_with's): in a frame holding h0, xw made in it (input_projection's framed);
+    backward_operand (dispatch.empty_backward_operand's) filled by the kernel. An empty batch launches nothing."""
     if xw.shape[1] == 0:
         return torch.empty_like(xw), xw.new_empty(xw.shape[1:])
     return recurrence_forward(plan, xw, None if h0 is None else h0.contiguous(), w_hh, nonlinearity, reverse, operand,
-                              xw_spare=True, b_hh=b_hh, framed=framed)
+                              xw_spare=True, b_hh=b_hh, framed=framed, backward_operand=backward_operand)
 
 
 def framed_with(plan: KernelPlan, h0: torch.Tensor | None, du_wanted: bool) -> bool:
@@ -120,11 +130,15 @@ class ElmanRecurrence(torch.autograd.Function):
         require_runtime(x.device)
         gemm_bias, kernel_bias = biases(plan, b_ih, b_hh)
         ctx.framed = framed = framed_with(plan, h0, grad_enabled and ctx.needs_input_grad[3])
+        # U as the backward kernel takes it, written by the forward kernel where it can: no launch of its own. Not
+        # with checkpointing, whose backward makes its own (its kept tensors are the states it must)
+        u_backward = empty_backward_operand(plan, x.device) if grad_enabled and not checkpoint and x.shape[1] else None
         xw = input_projection(x, w_ih, gemm_bias, framed, reverse)
-        y, h_n = states(plan, xw, h0, w_hh.contiguous(), kernel_bias, nonlinearity, reverse, framed=framed)
+        y, h_n = states(plan, xw, h0, w_hh.contiguous(), kernel_bias, nonlinearity, reverse, framed=framed,
+                        backward_operand=u_backward)
         ctx.pieces = segments(len(y), checkpoint)  # fixed here: the kept states are the segments' entries
         kept = y[checkpoint_steps(ctx.pieces, reverse)] if checkpoint else y  # a copy: y's storage is not kept
-        ctx.save_for_backward(x, h0, w_ih, w_hh, b_ih, b_hh, kept)
+        ctx.save_for_backward(x, h0, w_ih, w_hh, b_ih, b_hh, kept, u_backward)
         ctx.nonlinearity, ctx.reverse, ctx.plan, ctx.checkpoint = nonlinearity, reverse, plan, checkpoint
         ctx.set_materialize_grads(False)  # an output the loss does not read gets None, not a tensor of zeros
         return y, h_n
@@ -148,7 +162,7 @@ class ElmanRecurrence(torch.autograd.Function):
 def gradients(ctx, dy, dh_n):
     """ElmanRecurrence's backward: the gradients of its inputs, from dy = dL/dh_t for all t (None where the loss reads
     h_n alone) and dh_n = dL/dh_n (None where the loss does not read h_n)."""
-    x, h0, w_ih, w_hh, b_ih, b_hh, kept = ctx.saved_tensors
+    x, h0, w_ih, w_hh, b_ih, b_hh, kept, u_backward = ctx.saved_tensors
     w_hh = w_hh.contiguous()
     need_x, need_h0, need_w_ih, need_w_hh, need_b_ih, need_b_hh = ctx.needs_input_grad[:6]
     wanted = (need_w_ih, need_w_hh, need_b_ih or need_b_hh)  # the weight gradients' GEMMs and sum to run
@@ -166,7 +180,8 @@ def gradients(ctx, dy, dh_n):
     # segment started from (in the accumulator dtype)
     carry = dh_n
     sums = None if len(pieces) == 1 else zero_sums(w_ih, w_hh, accumulator_dtype(x.dtype), wanted)
-    operand = recurrence_operand(ctx.plan, w_hh, backward=True)  # U as the backward launcher takes it: once
+    # U as the backward launcher takes it: once, if the forward kernel did not write it
+    operand = recurrence_operand(ctx.plan, w_hh, backward=True) if u_backward is None else u_backward
     for done, (k, y) in enumerate(segment_states, start=1):
         start, stop = pieces[k]
         # dL/dh of the state entering it: for the next segment (in the accumulator dtype), or dL/dh_0 from the last

@@ -664,20 +664,23 @@ def biases(plan: KernelPlan, b_ih: torch.Tensor | None,
 
 def recurrence_forward(plan: KernelPlan, xw: torch.Tensor, h0: torch.Tensor | None, u: torch.Tensor,
                        nonlinearity: str, reverse: bool, operand: torch.Tensor | None = None,
-                       xw_spare: bool = False, b_hh: torch.Tensor | None = None,
-                       framed: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                       xw_spare: bool = False, b_hh: torch.Tensor | None = None, framed: bool = False,
+                       backward_operand: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(h_t for all t [T, B, H] in xw's dtype, h_n [B, H]): h_t = act(xw_t + b_hh + h_{t-1} U^T), h_n the state after
     the last processed step, with its own storage (h0 None: zeros; b_hh None: xw holds every bias; operand:
     recurrence_operand's, if made). With xw_spare (the caller no longer needs xw) the states may be written over xw
     (Tier.spares_xw). The fma, resident and split kernels start from zeros without a launch of them, add b_hh and
     write h_n themselves (Tier.fused_ends); for the step kernel here, a launch each. framed (where frames_states
     says the plan's tier takes it): h_t in a frame holding h0 (frames.py), xw, if spared, made by
-    frames.framed_empty."""
+    frames.framed_empty. backward_operand (empty_backward_operand's): filled by the forward kernel with the backward
+    launcher's operand."""
     operand = recurrence_operand(plan, u, backward=False) if operand is None else operand
     tier = TIERS[plan.tier]
     keywords = {"xw_spare": True} if xw_spare and tier.spares_xw else {}
     if framed:  # a tier without Tier.frames takes no such keyword
         keywords["framed"] = True
+    if backward_operand is not None:  # nor one without empty_backward_operand's buffer
+        keywords["backward_operand"] = backward_operand
     if tier.fused_ends:
         return tier.forward(xw, h0, operand, reverse, plan.config.forward, nonlinearity, b_hh=b_hh, **keywords)
     if b_hh is not None:
@@ -685,6 +688,14 @@ def recurrence_forward(plan: KernelPlan, xw: torch.Tensor, h0: torch.Tensor | No
     h0 = xw.new_zeros(xw.shape[1:]) if h0 is None else h0
     y = tier.forward(xw, h0, operand, reverse, plan.config.forward, nonlinearity, **keywords)
     return y, y[last_step(reverse)].clone()
+
+
+def empty_backward_operand(plan: KernelPlan, device: torch.device) -> torch.Tensor | None:
+    """A buffer for the operand the plan's backward launcher takes (recurrence_operand's, backward), where its forward
+    kernel writes it (the fma tier's, fma.writes_backward_operand: no copy's launch in the backward); else None."""
+    if plan.tier != "fma" or not fma.writes_backward_operand(plan.config.forward, plan.config.backward):
+        return None
+    return fma.empty_backward_operand(plan.config.backward, device)
 
 
 def frames_states(plan: KernelPlan) -> bool:

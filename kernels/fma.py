@@ -106,6 +106,19 @@ by both lanes of a pair, is stored through a layout of one lane per element that
 memory: 4 CTA barriers a step instead of 2, 152 wavefronts instead of 132. A warp's own path, issue and stalls
 (460 cycles against 469), would bound the step however its warps overlap: nothing to time.
 
+Where a backward may follow (the layer's autograd passes dispatch.empty_backward_operand's buffer and keeps it for
+the backward), the forward kernel writes the backward's operand, U by columns, which a launch of its own made before
+the backward kernel (a torch copy): program 0 stores the U^T it holds after its last step (store_u_by_columns; a
+forward+backward call in fp32 at H = 64 with hx given launches 7 kernels instead of 8, counted on a CPU by `rnnbench
+profile`). Compile audit against the launch without it, BLOCK_H <= 128: no spills, and in fp32 on sm_90 the same time
+loop (instructions, registers within 2) with stall cycles 6% fewer to 6% more; in 16-bit where the forward reads U
+itself (BLOCK_H = 128) 74-77 more registers (one program an SM: no occupancy lost), 1-3 more instructions a step and
+stall cycles 5% fewer to 11% more on sm_90, 17-23% fewer on sm_80 (ptxas's schedules, which vary as much between bf16
+and fp16 for the same code). Loaded again after the loop instead of held, every BLOCK_H = 128 form took 192-212
+registers and up to 19% more stall cycles. Not where the program holds half of U (BLOCK_H = 256), nor under
+checkpointed BPTT (its backward makes its own, once; the forward's buffer would be memory its checkpoints do not
+need); the backward's dL/dh_0 and weight gradients are the same bits either way. Not yet timed.
+
 Each program runs one batch row, so a batch of B takes B programs, and each holds its own copy of U.
 The dispatcher sends a layer here while B fits the SMs one program each (dispatch.py). The launchers
 pass the operand zero-padded to [BLOCK_H, BLOCK_H], so that the kernels load it without masks.
@@ -140,7 +153,8 @@ CHAINS = tl.constexpr(4)
 # the stall cycles ptxas's schedule, 7% fewer to 19% more. At other H its loads are scalar and its layout another: 105
 # instructions and no barrier a step at BLOCK_H = 16, 4 barriers instead of 2 from 32 on. A forward call saves the
 # copy's launch (checkpointed BPTT's recomputation too); the backward's operand, U by columns, is a column of U
-# (stride H) per 4 k, so it keeps its copy. Not yet timed (.ci/gpu_variants.py fma-u-copied).
+# (stride H) per 4 k, so the backward cannot read U so: the forward writes it (store_u_by_columns, module docstring).
+# Not yet timed (.ci/gpu_variants.py fma-u-copied).
 READ_U_ITSELF = True
 U_ITSELF_MULTIPLE = 16
 # Whether chain c sums the k with k % CHAINS == c (each load of 4 consecutive k feeds every chain), or a run of
@@ -213,6 +227,16 @@ def load_u_transposed(u_ptr, H, BLOCK_H: tl.constexpr):
 
 
 @triton.jit
+def store_u_by_columns(u_columns_ptr, held, BLOCK_H: tl.constexpr):
+    """by_columns(U), the backward kernel's operand, from the U^T a forward program holds (element [k, n] = U[n, k],
+    zero-padded): U[n, k] is element [k' = n, n' = k] of U, at [k' // 4, n', k' % 4]. Thread n stores its column's
+    BLOCK_H values 16 bytes apart, a warp's 32 lanes 8 runs of 16 contiguous bytes a store."""
+    k = tl.arange(0, BLOCK_H)[:, None]
+    n = tl.arange(0, BLOCK_H)[None, :]
+    tl.store(u_columns_ptr + (n // 4) * (4 * BLOCK_H) + k * 4 + n % 4, held)
+
+
+@triton.jit
 def chained_sums(m, v, ROWS: tl.constexpr, BLOCK_H: tl.constexpr, INTERLEAVED: tl.constexpr):
     """[CHAINS, BLOCK_H]: sum_k m[k, n] v[k] over each of CHAINS sets of k: those with k % CHAINS == c
     (INTERLEAVED), or runs of consecutive k. A thread's k sit in its registers, and a sum over them is one
@@ -260,6 +284,8 @@ def fma_forward_kernel(
                     # step ahead, before a CTA barrier that precedes the store over it: audit.output_over_input)
     hn_ptr,         # [B, H] out: h_n, the state after the last step, I/O dtype, contiguous
     h0_copy_ptr,    # [B, H] out: h_0 as loaded, into the step of y's frame before its first (frames.py); None: none
+    u_columns_ptr,  # out: U by_columns in fp32, the backward kernel's operand, written by program 0 from the U^T it
+                    # holds, after its last step (writes_backward_operand); None, or with STREAM_HALF: none
     T, B, H,        # sequence length, batch, hidden size
     t_first,        # time index of the first step: 0, or T - 1 for the reverse direction
     t_step,         # +1 or -1
@@ -308,6 +334,9 @@ def fma_forward_kernel(
     # the loop runs no step the path reaches this store from the first loads: one barrier a launch orders it.
     tl.debug_barrier()
     tl.store(hn_ptr + row, h.to(hn_ptr.dtype.element_ty), mask=mask)
+    if u_columns_ptr is not None and not STREAM_HALF:  # after the time loop: the loop's registers and schedule are
+        if tl.program_id(0) == 0:  # nearly those of a launch without it (audit); one program's, holding back no other
+            store_u_by_columns(u_columns_ptr, held, BLOCK_H)
 
 
 @triton.jit
@@ -355,6 +384,18 @@ def fma_backward_kernel(
     tl.store(dh0_ptr + row, vector_product(held, u_fp32_ptr, da, BLOCK_H, STREAM_HALF, INTERLEAVED_CHAINS), mask=mask)
 
 
+def writes_backward_operand(forward: FmaBlocks, backward: FmaBlocks) -> bool:
+    """Whether the forward kernel can write the backward's operand, U by_columns, from the U^T it holds: where it holds
+    all of it (BLOCK_H <= HELD_MAX_BLOCK_H) and the backward's BLOCK_H is its own. It saves the backward the copy's
+    launch (on a GPU every launch costs host time on every call)."""
+    return forward.BLOCK_H <= HELD_MAX_BLOCK_H and forward.BLOCK_H == backward.BLOCK_H
+
+
+def empty_backward_operand(config: FmaBlocks, device: torch.device) -> torch.Tensor:
+    """An uninitialised buffer of by_columns' shape and dtype for config's BLOCK_H."""
+    return torch.empty((config.BLOCK_H // 4, config.BLOCK_H, 4), dtype=HELD_DTYPE, device=device)
+
+
 def by_columns(m: torch.Tensor, block_h: int) -> torch.Tensor:
     """m ([H, H], element [k, n]) in HELD_DTYPE, zero-padded to [block_h, block_h] and stored by columns, as the
     kernels load it: a contiguous [block_h / 4, block_h, 4] whose element [j, n, e] is m[4 j + e, n]. One copy
@@ -376,18 +417,20 @@ def operand(u: torch.Tensor, config: FmaBlocks, backward: bool) -> torch.Tensor:
 
 def fma_forward(xw: torch.Tensor, h0: torch.Tensor, u_operand: torch.Tensor, reverse: bool, config: FmaBlocks,
                 nonlinearity: str, xw_spare: bool = False, b_hh: torch.Tensor | None = None,
-                framed: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                framed: bool = False,
+                backward_operand: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(all hidden states [T, B, H], h_n [B, H]) of one layer-direction in xw's dtype from h0 (None: zeros), b_hh (if
     given) added to every step's xw; xw, h0, b_hh contiguous on one device, u_operand operand(u, config,
     backward=False). With xw_spare the states are written over xw; framed: in a frame holding h0 (frames.py), xw's
-    own where spared (made by frames.framed_empty)."""
+    own where spared (made by frames.framed_empty); backward_operand (empty_backward_operand's, where
+    writes_backward_operand): filled with the backward launcher's operand, by_columns(U), by the kernel."""
     T, B, H = xw.shape
     y = xw if xw_spare else empty_states(xw, framed, reverse)
     h_n = xw.new_empty((B, H))
     keywords = launch_keywords(config, nonlinearity, xw.dtype, interpreting(), backward=False, hidden_size=H)
     keywords["L2_PREFETCH_STEPS"] = prefetch_distance(keywords, (xw, y))
     fma_forward_kernel[(B,)](xw, h0, u_operand, b_hh, y, h_n, slot(y, reverse) if framed and h0 is not None else None,
-                             T, B, H, T - 1 if reverse else 0, -1 if reverse else 1, **keywords)
+                             backward_operand, T, B, H, T - 1 if reverse else 0, -1 if reverse else 1, **keywords)
     return y, h_n
 
 

@@ -247,6 +247,40 @@ def test_a_framed_forward_writes_h0_where_the_states_entering_each_step_are_one_
     assert torch.equal(frames.entering(y, reverse), before)
 
 
+@pytest.mark.parametrize("dtype,H", [(torch.float32, 16), (torch.float32, 48), (torch.float32, 20),
+                                     (torch.float32, 100), (torch.float32, 128), (torch.bfloat16, 100),
+                                     (torch.float16, 128)], ids=case_id)
+@pytest.mark.parametrize("B", [1, 5])
+def test_the_fma_forward_writes_the_backwards_operand_once_and_its_states_as_without(dtype, H, B, device):
+    """The fma forward given a buffer for the backward's operand (dispatch.empty_backward_operand, as the layer's
+    autograd passes it where a backward may follow) fills it with fma.by_columns(U), zero-padded, from the U^T its
+    program 0 holds, whether it read U itself (H a multiple of 16) or its forward copy (H = 20, 100), and its states
+    are those of a call without it; the backward kernel then gives the same da and dh0 as from the launcher's copy."""
+    T = 3
+    xw, h0, u, dy = make_inputs(T, B, H, dtype, device, seed=7)
+    plan = plan_for(H, B, dtype, device, kernel="fma")
+    operand = dispatch.empty_backward_operand(plan, xw.device)
+    assert plan.tier == "fma" and operand is not None
+    operand.fill_(float("nan"))  # every element written, the padding as zeros
+    plain_y, plain_h_n = recurrence_forward(plan, xw, h0, u, "tanh", False)
+    y, h_n = recurrence_forward(plan, xw, h0, u, "tanh", False, backward_operand=operand)
+    assert torch.equal(y, plain_y) and torch.equal(h_n, plain_h_n)
+    assert torch.equal(operand, fma.by_columns(u, plan.config.backward.BLOCK_H))
+    da, dh0 = recurrence_backward(plan, y, dy, u, "tanh", False, operand)
+    da_copy, dh0_copy = recurrence_backward(plan, y, dy, u, "tanh", False)
+    assert torch.equal(da, da_copy) and torch.equal(dh0, dh0_copy)
+
+
+def test_only_the_fma_tier_below_streamed_halves_has_its_forward_write_the_backwards_operand():
+    """dispatch.empty_backward_operand: a buffer where the fma forward holds all of U (BLOCK_H <= 128), none where it
+    holds half (256) nor on the other tiers, whose backward launchers take U itself."""
+    assert dispatch.empty_backward_operand(plan_for(128, 8, torch.float32, "cpu", kernel="fma"), "cpu").shape == (
+        32, 128, 4)
+    assert dispatch.empty_backward_operand(plan_for(256, 8, torch.float32, "cpu", kernel="fma"), "cpu") is None
+    for tier, H in (("resident", 128), ("split", 512), ("stepwise", 128)):
+        assert dispatch.empty_backward_operand(plan_for(H, 8, torch.bfloat16, "cpu", kernel=tier), "cpu") is None
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("block_n", dispatch.STEPWISE_BLOCK_N)
 def test_every_stepwise_column_tile_matches_float64_reference(dtype, block_n, device):
@@ -660,9 +694,11 @@ for dtype, hidden, batch in ((torch.float32, 128, 8), (torch.bfloat16, 256, 16),
     tier = TIERS[plan.tier]
     no_h0 = () if plan.tier == "split" else ("h0_ptr",)  # the split launcher gives zeros (split.zeroed)
     unframed = {"h0 unframed": ("h0_copy_ptr",)} if tier.frames else {}  # h_0 given, no frame (frames.py)
+    # under no_grad: neither the frame nor the backward's operand that the fma forward writes (empty_backward_operand)
+    inference = {"inference": ("h0_copy_ptr", "u_columns_ptr")} if plan.tier == "fma" else {}
     # dL/dh_0 written in the I/O dtype (h_0's, where it needs a gradient): 16-bit, where the kernel makes it
     dh0_in_io = {"dh0 in io dtype": ()} if tier.makes_dh0 and dtype != torch.float32 else {}
-    for backward, forms in ((False, {"typical": None, **unframed, "no h0 no b_hh": no_h0 + ("b_hh_ptr",)}),
+    for backward, forms in ((False, {"typical": None, **unframed, **inference, "no h0 no b_hh": no_h0 + ("b_hh_ptr",)}),
                             (True, {"typical": None, "dh_n": (), "dh_n no dy": ("dy_ptr",), **dh0_in_io})):
         blocks = plan.config.backward if backward else plan.config.forward
         keywords = tier.launch_keywords(blocks, "tanh", dtype, interpreted=False, backward=backward)
@@ -680,12 +716,13 @@ def test_the_kernels_compile_for_launches_the_audit_does_not_run():
     every launch but is no compiler (a constexpr branch that returns early compiles what follows it, for one). So
     each tier's kernels are compiled for sm_90 here as the layer launches them otherwise: forward without h_0 (hx=None;
     the split tier's launcher always gives one) and b_hh (bias=False), the fma and resident forward given h_0 with no
-    frame to copy it into (inference, a frozen U), backward given dL/dh_n, with and without dy (a loss reading the
-    output and h_n, or h_n alone), and writing dL/dh_0 in 16-bit (an h_0 that needs a gradient): fma fp32 H = 128,
+    frame to copy it into (a frozen U; inference, where the fma forward writes no operand for a backward either),
+    backward given dL/dh_n, with and without dy (a loss reading the output and h_n, or h_n alone), and writing
+    dL/dh_0 in 16-bit (an h_0 that needs a gradient): fma fp32 H = 128,
     resident bf16 256 and fp32 64 (3xTF32), split bf16 512 (clusters of 8) and fp32 2048 (by FMA, at 16 warps' limit
     of 128 registers). None spills, and without dy none takes more registers than with it."""
     usage = json.loads(compiled_without_interpreter(ATYPICAL_LAUNCHES))
-    assert len(usage) == 29 and {name.split("(")[0] for name in usage} == {"fma", "resident", "split"}
+    assert len(usage) == 30 and {name.split("(")[0] for name in usage} == {"fma", "resident", "split"}
     for name, (registers, spilled) in usage.items():
         assert spilled == 0, (name, usage)
         if name.endswith(" no dy"):
