@@ -17,10 +17,16 @@ torch.nn.RNN's host time per call on the same case (cuDNN on a GPU), in the case
 host there: a one-element torch op, and a Triton kernel that does nothing (so that a call's host time can be weighed
 against its launches: rnnbench profile counts them). Writes DIR/host_profile.txt: the launch costs, then per case and
 mode those times, then the functions by own time and by cumulative time (the first --top of each).
+
+--stub-launches (a CPU without TRITON_INTERPRET) profiles the same calls with every Triton launch stubbed to the
+host work before it (launch_stub.py: no kernel runs), and counts the Triton launches a call makes: a CPU session's
+lower bound of a GPU host's path, for comparing two forms of it (keep --seq-len small: torch's GEMMs run on the CPU).
+torch.nn.RNN is not timed then (its CPU kernels are not cuDNN's).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import io
 import pstats
@@ -31,11 +37,11 @@ from pathlib import Path
 import torch
 import triton
 import triton.language as tl
+from launch_stub import stubbed  # beside this script
 
 from kernels import TritonRNN
 from kernels.dispatch import SUPPORTED_DTYPES
 from kernels.runtime import interpreting
-from rnnbench.measure import sync
 
 DTYPES = {str(dtype).removeprefix("torch."): dtype for dtype in SUPPORTED_DTYPES}
 
@@ -50,7 +56,10 @@ def case(text: str) -> tuple[torch.dtype, int]:
 
 
 def host_seconds(call, calls: int, device: torch.device, profile: cProfile.Profile | None = None) -> float:
-    """Host seconds per call of `calls` calls of call(), the device idle before them (under profile, if given)."""
+    """Host seconds per call of `calls` calls of call(), the device idle before them (under profile, if given).
+    (Not rnnbench's sync: importing rnnbench turns the interpreter on where there is no GPU, which --stub-launches
+    must not have.)"""
+    sync = torch.cuda.synchronize if device.type == "cuda" else lambda device: None
     sync(device)
     started = time.perf_counter()
     if profile is not None:
@@ -74,10 +83,12 @@ def launch_costs(args, device: torch.device) -> str:
     """The host's us per launch of a one-element torch op and of nothing_kernel, --calls of each back to back."""
     one = torch.zeros(1, device=device)
     op = host_seconds(lambda: one.add_(1), args.calls, device)
-    nothing_kernel[(1,)](one, 1, BLOCK=16)  # compiled before it is timed
-    launch = host_seconds(lambda: nothing_kernel[(1,)](one, 1, BLOCK=16), args.calls, device)
+    with stubbed() if args.stub_launches else contextlib.nullcontext():
+        nothing_kernel[(1,)](one, 1, BLOCK=16)  # compiled before it is timed
+        launch = host_seconds(lambda: nothing_kernel[(1,)](one, 1, BLOCK=16), args.calls, device)
+    how = ", stubbed" if args.stub_launches else ""
     return (f"## launch costs: {op * 1e6:.1f} us of host time per one-element torch op, {launch * 1e6:.1f} per Triton "
-            f"launch of a kernel that does nothing ({args.calls} of each)")
+            f"launch of a kernel that does nothing{how} ({args.calls} of each)")
 
 
 def calls_of(layer: torch.nn.RNN, x: torch.Tensor) -> dict:
@@ -116,17 +127,22 @@ def profile_case(dtype: torch.dtype, hidden: int, args, device: torch.device) ->
     torch.manual_seed(0)
     layer = TritonRNN(hidden, hidden, device=device, dtype=dtype)
     x = torch.randn(args.seq_len, args.batch, hidden, device=device, dtype=dtype)
-    nn_rnn = baselines(dtype, hidden, args, device)
+    nn_rnn = ({mode: "not timed (launches stubbed on a CPU)" for mode in ("forward", "forward+backward")}
+              if args.stub_launches else {mode: f"{times} ms" for mode, times in baselines(dtype, hidden, args,
+                                                                                           device).items()})
     sections = []
     for mode, call in calls_of(layer, x).items():
-        for _ in range(args.warmup):
-            call()
-        plain = host_seconds(call, args.calls, device)
-        profile = cProfile.Profile()
-        profiled = host_seconds(call, args.calls, device, profile)
+        with stubbed() if args.stub_launches else contextlib.nullcontext() as launches:
+            for _ in range(args.warmup):
+                call()
+            warm = launches.count if launches else 0
+            plain = host_seconds(call, args.calls, device)
+            profile = cProfile.Profile()
+            profiled = host_seconds(call, args.calls, device, profile)
+        stubs = f"; Triton launches a call: {(launches.count - warm) // (2 * args.calls)}, stubbed" if launches else ""
         head = (f"## {str(dtype).removeprefix('torch.')} H={hidden} T={args.seq_len} B={args.batch} {mode}: "
                 f"{plain * 1e3:.3f} ms of host time per call, {profiled * 1e3:.3f} under cProfile ({args.calls} calls; "
-                f"plan {layer.last_plans[0].name}); torch.nn.RNN's: {nn_rnn[mode]} ms")
+                f"plan {layer.last_plans[0].name}{stubs}); torch.nn.RNN's: {nn_rnn[mode]}")
         stats = pstats.Stats(profile)
         sections.append("\n".join([head, listing(stats, "tottime", args.top), listing(stats, "cumulative", args.top)]))
     return "\n".join(sections)
@@ -142,18 +158,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top", type=int, default=30, help="functions listed per ordering (default 30)")
     parser.add_argument("--case", type=case, nargs="+", default=[case("bfloat16:64"), case("float32:64")],
                         metavar="DTYPE:H", help="layers profiled (default: bfloat16:64 float32:64)")
+    parser.add_argument("--stub-launches", action="store_true",
+                        help="on a CPU without TRITON_INTERPRET: every Triton launch stubbed to its host work "
+                             "(launch_stub.py), and counted")
     args = parser.parse_args(argv)
     for name in ("calls", "seq_len", "batch", "top"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} wants 1 or more (got {getattr(args, name)})")
     if args.warmup < 0:
         parser.error(f"--warmup wants 0 or more (got {args.warmup})")
-    device = torch.device("cpu" if interpreting() or not torch.cuda.is_available() else "cuda")
-    if device.type == "cpu" and not interpreting():
-        parser.error("no CUDA GPU here: set TRITON_INTERPRET=1 to run the kernels in the interpreter")
+    if args.stub_launches and interpreting():
+        parser.error("--stub-launches stubs compiled kernels' launches: unset TRITON_INTERPRET")
+    device = torch.device("cpu" if args.stub_launches or interpreting() or not torch.cuda.is_available() else "cuda")
+    if device.type == "cpu" and not (interpreting() or args.stub_launches):
+        parser.error("no CUDA GPU here: set TRITON_INTERPRET=1 to run the kernels in the interpreter, or give "
+                     "--stub-launches")
     args.out.mkdir(parents=True, exist_ok=True)
-    report = [f"# Host time per layer call on {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}"
-              f" (.ci/host_profile.py)", launch_costs(args, device)]
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    report = [f"# Host time per layer call on {where}{', Triton launches stubbed' if args.stub_launches else ''} "
+              f"(.ci/host_profile.py)", launch_costs(args, device)]
     print(report[-1], flush=True)
     for dtype, hidden in args.case:
         report.append(profile_case(dtype, hidden, args, device))

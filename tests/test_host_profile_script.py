@@ -10,8 +10,10 @@ SCRIPT = Path(__file__).resolve().parents[1] / ".ci" / "host_profile.py"
 ROOT = SCRIPT.parents[1]
 
 
-def run(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)}
+def run(*args: str, interpret: bool = True) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"} | {"PYTHONPATH": str(ROOT)}
+    if interpret:
+        env["TRITON_INTERPRET"] = "1"
     return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=300)
 
@@ -43,3 +45,21 @@ def test_a_bad_case_or_count_is_a_usage_error(tmp_path):
     assert bad_case.returncode == 2 and "expected DTYPE:H with DTYPE one of float32" in bad_case.stderr
     bad_count = run("--out", str(tmp_path), "--calls", "0")
     assert bad_count.returncode == 2 and "--calls wants 1 or more (got 0)" in bad_count.stderr
+
+
+def test_with_launches_stubbed_a_cpu_profiles_the_host_path_and_counts_the_launches(tmp_path):
+    """--stub-launches on a CPU without the interpreter (launch_stub.py): no kernel runs, each call's Triton launches
+    are counted (the fma tier: its kernel forward, and its backward kernel after it), and torch.nn.RNN is not timed."""
+    result = run("--out", str(tmp_path), "--calls", "3", "--warmup", "1", "--seq-len", "4", "--batch", "3",
+                 "--case", "float32:16", "bfloat16:512", "--stub-launches", interpret=False)
+    assert result.returncode == 0, result.stderr
+    costs, *heads = result.stdout.splitlines()
+    assert costs.endswith("per Triton launch of a kernel that does nothing, stubbed (3 of each)")
+    assert [re.search(r"Triton launches a call: (\d+), stubbed\); torch.nn.RNN's: not timed", head).group(1)
+            for head in heads] == ["1", "2", "1", "2"]
+    assert "plan fma(" in heads[0] and "plan split(" in heads[2]
+    report = (tmp_path / "host_profile.txt").read_text()
+    assert report.startswith("# Host time per layer call on CPU, Triton launches stubbed")
+    assert "launch_stub.py" in report and "(recurrence_backward)" in report
+    interpreted = run("--out", str(tmp_path), "--stub-launches")
+    assert interpreted.returncode == 2 and "--stub-launches stubs compiled kernels' launches" in interpreted.stderr
