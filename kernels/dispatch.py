@@ -350,8 +350,10 @@ class Tier:
     # launch each: on a GPU every launch costs host time on every call.
     fused_ends: bool = False
     # Whether its forward launcher takes framed: y stored in a frame whose extra step its kernel fills with h_0 (and
-    # xw's own frame where spared), so that the backward's dU is one GEMM (frames.py). Not the split tier (its
-    # programs would each store their columns of h_0, a load of its own) nor the step kernel: there dU is two GEMMs.
+    # xw's own frame where spared), so that the backward's dU is one GEMM (frames.py). Not the split tier, whose
+    # kernels sit at their register limits: each program storing its columns of h_0 (a load and a store of a tile)
+    # spilled 8 bytes by FMA at H = 2048 before the steps, and in 7 configurations after them (compile audit,
+    # 2026-11-29); nor the step kernel: there dU is two GEMMs.
     frames: bool = False
     # Whether its backward kernel writes dL/dh_0 (in fp32, or in the dtype its launcher's dh0_dtype asks for); else
     # recurrence_backward makes it by a GEMM.
