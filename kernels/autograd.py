@@ -25,9 +25,8 @@ needs DA.
 
 Saved for the backward, besides X, h_0 and the weights (alive anyway):
 
-- by default, all of Y: T x B x H (with h_0 beside it, in its frame), and on the fma tier up to BLOCK_H = 128 the
-  backward kernel's operand, U by columns in fp32, which the forward kernel writes (no copy's launch in the
-  backward: fma.py);
+- by default, all of Y: T x B x H (with h_0 beside it, in its frame), and on the fma tier the backward kernel's
+  operand, U by columns in fp32, which the forward kernel writes (no copy's launch in the backward: fma.py);
 - with checkpoint=True (checkpointed BPTT), only the state entering each segment (recompute.py: segments of
   max(ceil(sqrt(T)), SEGMENT_MIN_STEPS) steps): fewer than sqrt(T) B H, none where one segment covers T.
   The backward walks the segments from the last processed to the first. For each it recomputes the

@@ -106,18 +106,19 @@ by both lanes of a pair, is stored through a layout of one lane per element that
 memory: 4 CTA barriers a step instead of 2, 152 wavefronts instead of 132. A warp's own path, issue and stalls
 (460 cycles against 469), would bound the step however its warps overlap: nothing to time.
 
-Where a backward may follow (the layer's autograd passes dispatch.empty_backward_operand's buffer and keeps it for
-the backward), the forward kernel writes the backward's operand, U by columns, which a launch of its own made before
-the backward kernel (a torch copy): program 0 stores the U^T it holds after its last step (store_u_by_columns; a
-forward+backward call in fp32 at H = 64 with hx given launches 7 kernels instead of 8, counted on a CPU by `rnnbench
-profile`). Compile audit against the launch without it, BLOCK_H <= 128: no spills, and in fp32 on sm_90 the same time
-loop (instructions, registers within 2) with stall cycles 6% fewer to 6% more; in 16-bit where the forward reads U
-itself (BLOCK_H = 128) 74-77 more registers (one program an SM: no occupancy lost), 1-3 more instructions a step and
-stall cycles 5% fewer to 11% more on sm_90, 17-23% fewer on sm_80 (ptxas's schedules, which vary as much between bf16
-and fp16 for the same code). Loaded again after the loop instead of held, every BLOCK_H = 128 form took 192-212
-registers and up to 19% more stall cycles. Not where the program holds half of U (BLOCK_H = 256), nor under
-checkpointed BPTT (its backward makes its own, once; the forward's buffer would be memory its checkpoints do not
-need); the backward's dL/dh_0 and weight gradients are the same bits either way. Not yet timed.
+Where a backward may follow (the layer's autograd passes dispatch.empty_backward_operand's buffer and keeps it for the
+backward), the forward kernel writes the backward's operand, U by columns, which a launch of its own made before the
+backward kernel (a torch copy): program 0 stores the U^T it holds after its last step, at BLOCK_H = 256 the half it
+holds and the half it streams (store_u_by_columns; a forward+backward call in fp32 with hx given launches 7 kernels
+instead of 8 at H = 64, 8 instead of 9 at 256, counted on a CPU by `rnnbench profile`). Compile audit against the
+launch without it, BLOCK_H <= 128: no spills, and in fp32 on sm_90 the same time loop (instructions, registers within
+2) with stall cycles 6% fewer to 6% more; in 16-bit where the forward reads U itself (BLOCK_H = 128) 74-77 more
+registers (one program an SM: no occupancy lost), 1-3 more instructions a step and stall cycles 5% fewer to 11% more on
+sm_90, 17-23% fewer on sm_80 (ptxas's schedules, which vary as much between bf16 and fp16 for the same code). Loaded
+again after the loop instead of held, every BLOCK_H = 128 form took 192-212 registers and up to 19% more stall cycles.
+At BLOCK_H = 256: no spills, the loop within 2 instructions, stall cycles 3% fewer to 7% more. Not under checkpointed
+BPTT (its backward makes its own, once; the forward's buffer would be memory its checkpoints do not need); the
+backward's dL/dh_0 and weight gradients are the same bits either way. Not yet timed.
 
 Each program runs one batch row, so a batch of B takes B programs, and each holds its own copy of U.
 The dispatcher sends a layer here while B fits the SMs one program each (dispatch.py). The launchers
@@ -227,13 +228,14 @@ def load_u_transposed(u_ptr, H, BLOCK_H: tl.constexpr):
 
 
 @triton.jit
-def store_u_by_columns(u_columns_ptr, held, BLOCK_H: tl.constexpr):
-    """by_columns(U), the backward kernel's operand, from the U^T a forward program holds (element [k, n] = U[n, k],
-    zero-padded): U[n, k] is element [k' = n, n' = k] of U, at [k' // 4, n', k' % 4]. Thread n stores its column's
-    BLOCK_H values 16 bytes apart, a warp's 32 lanes 8 runs of 16 contiguous bytes a store."""
-    k = tl.arange(0, BLOCK_H)[:, None]
+def store_u_by_columns(u_columns_ptr, rows, FIRST: tl.constexpr, ROWS: tl.constexpr, BLOCK_H: tl.constexpr):
+    """Into by_columns(U), the backward kernel's operand, rows FIRST .. FIRST + ROWS - 1 of the U^T a forward program
+    holds or streams (element [k, n] = U[n, k], zero-padded): U[n, k] is element [k' = n, n' = k] of U, at
+    [k' // 4, n', k' % 4]. Thread n stores its column's values 16 bytes apart, a warp's 32 lanes 8 runs of 16
+    contiguous bytes a store."""
+    k = FIRST + tl.arange(0, ROWS)[:, None]
     n = tl.arange(0, BLOCK_H)[None, :]
-    tl.store(u_columns_ptr + (n // 4) * (4 * BLOCK_H) + k * 4 + n % 4, held)
+    tl.store(u_columns_ptr + (n // 4) * (4 * BLOCK_H) + k * 4 + n % 4, rows)
 
 
 @triton.jit
@@ -285,7 +287,7 @@ def fma_forward_kernel(
     hn_ptr,         # [B, H] out: h_n, the state after the last step, I/O dtype, contiguous
     h0_copy_ptr,    # [B, H] out: h_0 as loaded, into the step of y's frame before its first (frames.py); None: none
     u_columns_ptr,  # out: U by_columns in fp32, the backward kernel's operand, written by program 0 from the U^T it
-                    # holds, after its last step (writes_backward_operand); None, or with STREAM_HALF: none
+                    # holds (and streams), after its last step (writes_backward_operand); None: none
     T, B, H,        # sequence length, batch, hidden size
     t_first,        # time index of the first step: 0, or T - 1 for the reverse direction
     t_step,         # +1 or -1
@@ -334,9 +336,13 @@ def fma_forward_kernel(
     # the loop runs no step the path reaches this store from the first loads: one barrier a launch orders it.
     tl.debug_barrier()
     tl.store(hn_ptr + row, h.to(hn_ptr.dtype.element_ty), mask=mask)
-    if u_columns_ptr is not None and not STREAM_HALF:  # after the time loop: the loop's registers and schedule are
-        if tl.program_id(0) == 0:  # nearly those of a launch without it (audit); one program's, holding back no other
-            store_u_by_columns(u_columns_ptr, held, BLOCK_H)
+    if u_columns_ptr is not None:  # after the time loop: the loop's registers and schedule are nearly those of a
+        if tl.program_id(0) == 0:  # launch without it (audit); one program's, holding back no other
+            HELD: tl.constexpr = BLOCK_H // 2 if STREAM_HALF else BLOCK_H
+            store_u_by_columns(u_columns_ptr, held, 0, HELD, BLOCK_H)
+            if STREAM_HALF:  # and the rows it streams
+                streamed_u = tl.load(column_chunk(ut_ptr, HELD, HELD, BLOCK_H))
+                store_u_by_columns(u_columns_ptr, as_columns(streamed_u, HELD, BLOCK_H), HELD, HELD, BLOCK_H)
 
 
 @triton.jit
@@ -385,10 +391,10 @@ def fma_backward_kernel(
 
 
 def writes_backward_operand(forward: FmaBlocks, backward: FmaBlocks) -> bool:
-    """Whether the forward kernel can write the backward's operand, U by_columns, from the U^T it holds: where it holds
-    all of it (BLOCK_H <= HELD_MAX_BLOCK_H) and the backward's BLOCK_H is its own. It saves the backward the copy's
-    launch (on a GPU every launch costs host time on every call)."""
-    return forward.BLOCK_H <= HELD_MAX_BLOCK_H and forward.BLOCK_H == backward.BLOCK_H
+    """Whether the forward kernel can write the backward's operand, U by_columns, from the U^T it holds (and, with
+    STREAM_HALF, streams): where the backward's BLOCK_H is its own. It saves the backward the copy's launch (on a GPU
+    every launch costs host time on every call)."""
+    return forward.BLOCK_H == backward.BLOCK_H
 
 
 def empty_backward_operand(config: FmaBlocks, device: torch.device) -> torch.Tensor:

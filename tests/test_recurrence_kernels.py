@@ -248,14 +248,15 @@ def test_a_framed_forward_writes_h0_where_the_states_entering_each_step_are_one_
 
 
 @pytest.mark.parametrize("dtype,H", [(torch.float32, 16), (torch.float32, 48), (torch.float32, 20),
-                                     (torch.float32, 100), (torch.float32, 128), (torch.bfloat16, 100),
-                                     (torch.float16, 128)], ids=case_id)
+                                     (torch.float32, 100), (torch.float32, 128), (torch.float32, 200),
+                                     (torch.bfloat16, 100), (torch.float16, 128)], ids=case_id)
 @pytest.mark.parametrize("B", [1, 5])
 def test_the_fma_forward_writes_the_backwards_operand_once_and_its_states_as_without(dtype, H, B, device):
     """The fma forward given a buffer for the backward's operand (dispatch.empty_backward_operand, as the layer's
     autograd passes it where a backward may follow) fills it with fma.by_columns(U), zero-padded, from the U^T its
-    program 0 holds, whether it read U itself (H a multiple of 16) or its forward copy (H = 20, 100), and its states
-    are those of a call without it; the backward kernel then gives the same da and dh0 as from the launcher's copy."""
+    program 0 holds, whether it read U itself (H a multiple of 16) or its forward copy (H = 20, 100), and at
+    BLOCK_H = 256 (H = 200) from the half it holds and the half it streams; its states are those of a call without
+    it, and the backward kernel then gives the same da and dh0 as from the launcher's copy."""
     T = 3
     xw, h0, u, dy = make_inputs(T, B, H, dtype, device, seed=7)
     plan = plan_for(H, B, dtype, device, kernel="fma")
@@ -271,12 +272,12 @@ def test_the_fma_forward_writes_the_backwards_operand_once_and_its_states_as_wit
     assert torch.equal(da, da_copy) and torch.equal(dh0, dh0_copy)
 
 
-def test_only_the_fma_tier_below_streamed_halves_has_its_forward_write_the_backwards_operand():
-    """dispatch.empty_backward_operand: a buffer where the fma forward holds all of U (BLOCK_H <= 128), none where it
-    holds half (256) nor on the other tiers, whose backward launchers take U itself."""
-    assert dispatch.empty_backward_operand(plan_for(128, 8, torch.float32, "cpu", kernel="fma"), "cpu").shape == (
-        32, 128, 4)
-    assert dispatch.empty_backward_operand(plan_for(256, 8, torch.float32, "cpu", kernel="fma"), "cpu") is None
+def test_only_the_fma_tier_has_its_forward_write_the_backwards_operand():
+    """dispatch.empty_backward_operand: a buffer of by_columns' shape on the fma tier, none on the other tiers, whose
+    backward launchers take U itself."""
+    for H in (128, 256):
+        assert dispatch.empty_backward_operand(plan_for(H, 8, torch.float32, "cpu", kernel="fma"), "cpu").shape == (
+            H // 4, H, 4)
     for tier, H in (("resident", 128), ("split", 512), ("stepwise", 128)):
         assert dispatch.empty_backward_operand(plan_for(H, 8, torch.bfloat16, "cpu", kernel=tier), "cpu") is None
 
