@@ -129,9 +129,10 @@ class ElmanRecurrence(torch.autograd.Function):
         require_runtime(x.device)
         gemm_bias, kernel_bias = biases(plan, b_ih, b_hh)
         ctx.framed = framed = framed_with(plan, h0, grad_enabled and ctx.needs_input_grad[3])
-        # U as the backward kernel takes it, written by the forward kernel where it can: no launch of its own. Not
-        # with checkpointing, whose backward makes its own (its kept tensors are the states it must)
-        u_backward = empty_backward_operand(plan, x.device) if grad_enabled and not checkpoint and x.shape[1] else None
+        # U as the backward kernel takes it, written by the forward kernel where it can and a backward will run: no
+        # launch of its own. Not with checkpointing, whose backward makes its own (it keeps only the states it must)
+        backward = grad_enabled and any(ctx.needs_input_grad[:6])
+        u_backward = empty_backward_operand(plan, x.device) if backward and not checkpoint and x.shape[1] else None
         xw = input_projection(x, w_ih, gemm_bias, framed, reverse)
         y, h_n = states(plan, xw, h0, w_hh.contiguous(), kernel_bias, nonlinearity, reverse, framed=framed,
                         backward_operand=u_backward)

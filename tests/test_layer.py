@@ -4,7 +4,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from kernels import ElmanRNNModel, TritonRNN, plan_for, recompute, resident
+from kernels import ElmanRNNModel, TritonRNN, fma, plan_for, recompute, resident
 
 from helpers import DTYPES, TOLERANCE, reference_copy, rel_err, run_and_backward
 
@@ -354,6 +354,39 @@ def test_the_states_are_framed_with_h_0_only_where_a_backward_may_want_du(case, 
     assert out.untyped_storage().nbytes() == (T + framed) * B * H * 4
     ref_out, _ = reference_copy(layer)(x.double(), None if given is None else hx.double())
     assert rel_err(out.detach().cpu(), ref_out) < TOLERANCE[torch.float32]
+
+
+@pytest.mark.parametrize("case,written,copies", [("training", True, 0), ("no-grad", False, None),
+                                                 ("all-frozen", False, None), ("checkpointed", False, 1),
+                                                 ("resident", False, 0)])
+def test_the_fma_forward_writes_its_backwards_copy_of_u_only_where_that_backward_will_run(case, written, copies,
+                                                                                         device, monkeypatch):
+    """The fma forward kernel writes the backward kernel's operand, U by columns (fma.store_u_by_columns), into a
+    buffer the layer keeps for its backward, only where a backward will run without making its own: grad enabled,
+    something needing a gradient, no checkpointing; the backward then makes no copy of U. The gradients are float64
+    nn.RNN's either way (the resident tier's backward takes U itself)."""
+    made, copied = [], []
+    empty_operand, by_columns = fma.empty_backward_operand, fma.by_columns
+    monkeypatch.setattr(fma, "empty_backward_operand", lambda *a: made.append(a) or empty_operand(*a))
+    monkeypatch.setattr(fma, "by_columns", lambda *a: copied.append(a) or by_columns(*a))
+    torch.manual_seed(0)
+    layer = TritonRNN(6, 32, checkpoint=case == "checkpointed", device=device,
+                      dtype=torch.bfloat16 if case == "resident" else torch.float32)
+    x = torch.randn(5, 3, 6, device=device, dtype=layer.weight_hh_l0.dtype, requires_grad=case != "all-frozen")
+    for weight in layer.parameters():
+        weight.requires_grad_(case != "all-frozen")
+    with torch.set_grad_enabled(case != "no-grad"):
+        out, _ = layer(x)
+    assert layer.last_plans[0].tier == ("resident" if case == "resident" else "fma") and len(made) == written
+    assert out.requires_grad == (copies is not None)
+    if out.requires_grad:
+        grads = torch.autograd.grad(out.sum(), [x, *layer.parameters()])
+        assert len(copied) == copies  # the fma backward's own copy of U, where the forward wrote none
+        ref = reference_copy(layer)
+        xd = x.detach().cpu().double().requires_grad_()
+        ref_grads = torch.autograd.grad(ref(xd)[0].sum(), [xd, *ref.parameters()])
+        for grad, ref_grad in zip(grads, ref_grads):
+            assert rel_err(grad.cpu(), ref_grad) < TOLERANCE[x.dtype] * 4
 
 
 @pytest.mark.parametrize("dtype,kernel,hidden", [(torch.float32, "auto", 40), (torch.bfloat16, "auto", 40),
