@@ -122,7 +122,8 @@ def profile_backend(name: str, req: Request) -> dict:
         record.update(_measure(name, req))
     except Exception as err:  # one failing backend must not stop the others
         record.update(status="failed", error=f"{type(err).__name__}: {first_line(err)}")
-    return record
+    fault = measure.barrier_fault()  # a split call's barrier that gave up, read only now (kernels/barrier_status.py)
+    return record | {"status": "failed", "error": fault} if fault else record
 
 
 def _measure(name: str, req: Request) -> dict:

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 from collections import Counter
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import yaml
 
 from kernels import plan_for, resident
 from kernels.dispatch import TIERS
-from rnnbench import hardware, launches
+from rnnbench import hardware, launches, measure
 from rnnbench import profile as profiling
 from rnnbench.backends import BACKENDS
 from rnnbench.cli import main
@@ -149,6 +150,22 @@ def test_a_split_forward_call_launches_the_input_gemm_the_barrier_words_and_the_
     assert rec["launches_by_group"] == {"input projection": 1, "recurrence": 2, "backward GEMMs": 0, "other": 2}
     others = sorted(k["kernel"] for k in rec["kernels"] if k["group"] == "other")
     assert others == ["aten::copy_", "aten::zero_"]  # h_n's copy, the zeroed words
+
+
+def test_a_backend_whose_split_barrier_gave_up_is_a_failed_record(tmp_path, monkeypatch):
+    """Split calls return without reading their barriers' status (kernels/barrier_status.py): a backend whose profiled
+    calls left a timed-out status behind is reported failed with that error, not with its figures. The status is a
+    stand-in for the copy a GPU call leaves (the CPU reads its own at once)."""
+    from kernels import barrier_status
+    unread = []
+    monkeypatch.setattr(barrier_status, "_UNREAD", unread)
+    timed_out = (types.SimpleNamespace(query=lambda: True, synchronize=lambda: None), torch.ones(1, dtype=torch.int32))
+    monkeypatch.setattr(measure, "host_and_wall_ms", lambda call, device: unread.append(timed_out) or ([1.0], [1.0]))
+    scenario = load_scenario(ROOT / "scenarios" / "smoke.yaml", "cpu")
+    request = profiling.Request(scenario, Case(4, 2, 8, 8, 1), "float32", "forward", ["eager"], DEVICE, tmp_path,
+                                compile_facts=False)
+    record = profiling.profile_backend("eager", request)
+    assert record["status"] == "failed" and record["error"].startswith(barrier_status.TIMED_OUT) and unread == []
 
 
 def test_eager_launches_per_step_grow_with_the_ops_per_step(tmp_path):
