@@ -518,8 +518,10 @@ print(json.dumps(loops))
 
 
 def longest_float_chain(loop: list[str]) -> int:
-    """The most FFMA/FADD/FMUL of these instructions in a row of which each reads the one before's result."""
+    """The most FFMA/FADD/FMUL of these instructions in a row of which each reads the one before's result (the most
+    seen: a register whose chain ended may be written again later)."""
     depth: dict[int, int] = {}
+    longest = 0
     for instruction in loop:
         written = re.match(r"(\S+)\s+R(\d+)\b", instruction)
         if not written:
@@ -528,16 +530,18 @@ def longest_float_chain(loop: list[str]) -> int:
         if opcode.split(".")[0] in ("FFMA", "FADD", "FMUL"):
             sources = re.findall(r"\bR(\d+)\b", instruction[written.end():])
             depth[destination] = 1 + max((depth.get(int(r), 0) for r in sources), default=0)
+            longest = max(longest, depth[destination])
         else:  # a load or anything else starts afresh, in every register a vector load writes
             width = 4 if ".128" in opcode else 2 if ".64" in opcode else 1
             depth.update({destination + i: 0 for i in range(width)})
-    return max(depth.values(), default=0)
+    return longest
 
 
 def test_longest_float_chain_follows_results_not_sources():
     listing = ["FMUL R1, R10, R11", "FFMA R2, R12, R13, R1", "LDS.64 R0, [UR4]", "FFMA R3, R14, R15, R2",
                "FFMA R4, R16, R17, R1"]
     assert longest_float_chain(listing) == 3  # R1 -> R2 -> R3; R4 reads R1 as the vector load left it
+    assert longest_float_chain(listing + ["MOV R3, RZ"]) == 3  # a chain's end register written again afterwards
 
 
 def test_the_fma_tiers_threads_hold_whole_columns_and_meet_once_a_step():
