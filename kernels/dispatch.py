@@ -358,12 +358,17 @@ class Tier:
     # Whether its backward kernel writes dL/dh_0 (in fp32, or in the dtype its launcher's dh0_dtype asks for); else
     # recurrence_backward makes it by a GEMM.
     makes_dh0: bool = False
+    # (config, device) -> a buffer for its backward launcher's operand that its forward kernel fills (its launcher's
+    # keyword backward_operand), or None where it does not: the backward then makes none (the fma tier's U by columns).
+    # None: its backward takes U itself, or makes its operand.
+    backward_operand: Callable[[LaunchConfig, torch.device], torch.Tensor | None] | None = None
 
 
 TIERS = {
     "fma": Tier(fma.fma_forward, fma.fma_backward, (fma.fma_forward_kernel, fma.fma_backward_kernel),
                 fma.launch_keywords, overlaps=True, operand=fma.operand, spares_xw=True,
-                in_place=lambda keywords, backward: not backward, fused_ends=True, frames=True, makes_dh0=True),
+                in_place=lambda keywords, backward: not backward, fused_ends=True, frames=True, makes_dh0=True,
+                backward_operand=fma.empty_backward_operand),
     "resident": Tier(resident.resident_forward, resident.resident_backward,
                      (resident.resident_forward_kernel, resident.resident_backward_kernel), resident.launch_keywords,
                      overlaps=True, spares_xw=True, in_place=resident.stores_over_input, fused_ends=True,
@@ -681,7 +686,7 @@ def recurrence_forward(plan: KernelPlan, xw: torch.Tensor, h0: torch.Tensor | No
     keywords = {"xw_spare": True} if xw_spare and tier.spares_xw else {}
     if framed:  # a tier without Tier.frames takes no such keyword
         keywords["framed"] = True
-    if backward_operand is not None:  # nor one without empty_backward_operand's buffer
+    if backward_operand is not None:  # nor one without Tier.backward_operand
         keywords["backward_operand"] = backward_operand
     if tier.fused_ends:
         return tier.forward(xw, h0, operand, reverse, plan.config.forward, nonlinearity, b_hh=b_hh, **keywords)
@@ -694,10 +699,9 @@ def recurrence_forward(plan: KernelPlan, xw: torch.Tensor, h0: torch.Tensor | No
 
 def empty_backward_operand(plan: KernelPlan, device: torch.device) -> torch.Tensor | None:
     """A buffer for the operand the plan's backward launcher takes (recurrence_operand's, backward), where its forward
-    kernel writes it (the fma tier's, fma.writes_backward_operand: no copy's launch in the backward); else None."""
-    if plan.tier != "fma" or not fma.writes_backward_operand(plan.config.forward, plan.config.backward):
-        return None
-    return fma.empty_backward_operand(plan.config.backward, device)
+    kernel writes it (Tier.backward_operand: no copy's launch in the backward); else None."""
+    make = TIERS[plan.tier].backward_operand
+    return None if make is None else make(plan.config, device)
 
 
 def frames_states(plan: KernelPlan) -> bool:

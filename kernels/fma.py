@@ -133,7 +133,7 @@ import triton.language as tl
 from . import prefetch
 from .activations import ACTIVATION_CODES, activation_grad_from_output, apply_activation
 from .frames import copy_state, empty_states, slot
-from .launch import Blocks, accumulator_dtype, tanh_form
+from .launch import Blocks, LaunchConfig, accumulator_dtype, tanh_form
 from .prefetch import prefetch_distance, prefetch_l2
 from .runtime import interpreting
 
@@ -287,7 +287,7 @@ def fma_forward_kernel(
     hn_ptr,         # [B, H] out: h_n, the state after the last step, I/O dtype, contiguous
     h0_copy_ptr,    # [B, H] out: h_0 as loaded, into the step of y's frame before its first (frames.py); None: none
     u_columns_ptr,  # out: U by_columns in fp32, the backward kernel's operand, written by program 0 from the U^T it
-                    # holds (and streams), after its last step (writes_backward_operand); None: none
+                    # holds (and streams), after its last step (empty_backward_operand); None: none
     T, B, H,        # sequence length, batch, hidden size
     t_first,        # time index of the first step: 0, or T - 1 for the reverse direction
     t_step,         # +1 or -1
@@ -390,16 +390,14 @@ def fma_backward_kernel(
     tl.store(dh0_ptr + row, vector_product(held, u_fp32_ptr, da, BLOCK_H, STREAM_HALF, INTERLEAVED_CHAINS), mask=mask)
 
 
-def writes_backward_operand(forward: FmaBlocks, backward: FmaBlocks) -> bool:
-    """Whether the forward kernel can write the backward's operand, U by_columns, from the U^T it holds (and, with
-    STREAM_HALF, streams): where the backward's BLOCK_H is its own. It saves the backward the copy's launch (on a GPU
-    every launch costs host time on every call)."""
-    return forward.BLOCK_H == backward.BLOCK_H
-
-
-def empty_backward_operand(config: FmaBlocks, device: torch.device) -> torch.Tensor:
-    """An uninitialised buffer of by_columns' shape and dtype for config's BLOCK_H."""
-    return torch.empty((config.BLOCK_H // 4, config.BLOCK_H, 4), dtype=HELD_DTYPE, device=device)
+def empty_backward_operand(config: LaunchConfig[FmaBlocks], device: torch.device) -> torch.Tensor | None:
+    """An uninitialised buffer of by_columns' shape and dtype, for the backward's operand that the forward kernel writes
+    from the U^T it holds (and, with STREAM_HALF, streams): where the backward's BLOCK_H is the forward's; else None.
+    It saves the backward the copy's launch (on a GPU every launch costs host time on every call)."""
+    block_h = config.backward.BLOCK_H
+    if config.forward.BLOCK_H != block_h:
+        return None
+    return torch.empty((block_h // 4, block_h, 4), dtype=HELD_DTYPE, device=device)
 
 
 def by_columns(m: torch.Tensor, block_h: int) -> torch.Tensor:
@@ -428,8 +426,8 @@ def fma_forward(xw: torch.Tensor, h0: torch.Tensor, u_operand: torch.Tensor, rev
     """(all hidden states [T, B, H], h_n [B, H]) of one layer-direction in xw's dtype from h0 (None: zeros), b_hh (if
     given) added to every step's xw; xw, h0, b_hh contiguous on one device, u_operand operand(u, config,
     backward=False). With xw_spare the states are written over xw; framed: in a frame holding h0 (frames.py), xw's
-    own where spared (made by frames.framed_empty); backward_operand (empty_backward_operand's, where
-    writes_backward_operand): filled with the backward launcher's operand, by_columns(U), by the kernel."""
+    own where spared (made by frames.framed_empty); backward_operand (empty_backward_operand's): filled with the
+    backward launcher's operand, by_columns(U), by the kernel."""
     T, B, H = xw.shape
     y = xw if xw_spare else empty_states(xw, framed, reverse)
     h_n = xw.new_empty((B, H))

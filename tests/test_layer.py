@@ -1,10 +1,12 @@
 """TritonRNN as a drop-in torch.nn.RNN, and ElmanRNNModel, against float64 nn.RNN with the same weights."""
+import dataclasses
+
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from kernels import ElmanRNNModel, TritonRNN, fma, plan_for, recompute, resident
+from kernels import ElmanRNNModel, TritonRNN, dispatch, fma, plan_for, recompute, resident
 
 from helpers import DTYPES, TOLERANCE, reference_copy, rel_err, run_and_backward
 
@@ -366,8 +368,9 @@ def test_the_fma_forward_writes_its_backwards_copy_of_u_only_where_that_backward
     something needing a gradient, no checkpointing; the backward then makes no copy of U. The gradients are float64
     nn.RNN's either way (the resident tier's backward takes U itself)."""
     made, copied = [], []
-    empty_operand, by_columns = fma.empty_backward_operand, fma.by_columns
-    monkeypatch.setattr(fma, "empty_backward_operand", lambda *a: made.append(a) or empty_operand(*a))
+    empty_operand, by_columns = dispatch.TIERS["fma"].backward_operand, fma.by_columns
+    monkeypatch.setitem(dispatch.TIERS, "fma", dataclasses.replace(
+        dispatch.TIERS["fma"], backward_operand=lambda *a: made.append(a) or empty_operand(*a)))
     monkeypatch.setattr(fma, "by_columns", lambda *a: copied.append(a) or by_columns(*a))
     torch.manual_seed(0)
     layer = TritonRNN(6, 32, checkpoint=case == "checkpointed", device=device,
