@@ -217,6 +217,16 @@ def load_held(m_ptr, BLOCK_H: tl.constexpr, STREAM_HALF: tl.constexpr):
 
 
 @triton.jit
+def load_streamed(m_ptr, BLOCK_H: tl.constexpr):
+    """The operand's second half of rows, which a STREAM_HALF program reads from memory every step (evict_last: the
+    SM's L1 keeps them)."""
+    HALF: tl.constexpr = BLOCK_H // 2
+    # Named streamed_u: the compile audit finds these loads by that name.
+    streamed_u = tl.load(column_chunk(m_ptr, HALF, HALF, BLOCK_H), eviction_policy="evict_last")
+    return as_columns(streamed_u, HALF, BLOCK_H)
+
+
+@triton.jit
 def load_u_transposed(u_ptr, H, BLOCK_H: tl.constexpr):
     """U^T ([k, n] = U[n, k], zero-padded to [BLOCK_H, BLOCK_H]) in fp32, read from U itself ([H, H], row-major) in
     by_columns' flat order, so that it takes load_held's layout (U_ITSELF_MULTIPLE says where it does)."""
@@ -257,9 +267,8 @@ def vector_product(held, m_ptr, v, BLOCK_H: tl.constexpr, STREAM_HALF: tl.conste
     if STREAM_HALF:
         HALF: tl.constexpr = BLOCK_H // 2
         v_held, v_streamed = tl.split(tl.permute(tl.reshape(v, (2, HALF)), (1, 0)))
-        streamed_u = tl.load(column_chunk(m_ptr, HALF, HALF, BLOCK_H), eviction_policy="evict_last")
         sums = chained_sums(held, v_held, HALF, BLOCK_H, INTERLEAVED)
-        sums += chained_sums(as_columns(streamed_u, HALF, BLOCK_H), v_streamed, HALF, BLOCK_H, INTERLEAVED)
+        sums += chained_sums(load_streamed(m_ptr, BLOCK_H), v_streamed, HALF, BLOCK_H, INTERLEAVED)
         return tl.sum(sums, axis=0)
     else:
         return tl.sum(chained_sums(held, v, BLOCK_H, BLOCK_H, INTERLEAVED), axis=0)
@@ -338,11 +347,10 @@ def fma_forward_kernel(
     tl.store(hn_ptr + row, h.to(hn_ptr.dtype.element_ty), mask=mask)
     if u_columns_ptr is not None:  # after the time loop: the loop's registers and schedule are nearly those of a
         if tl.program_id(0) == 0:  # launch without it (audit); one program's, holding back no other
-            HELD: tl.constexpr = BLOCK_H // 2 if STREAM_HALF else BLOCK_H
-            store_u_by_columns(u_columns_ptr, held, 0, HELD, BLOCK_H)
+            store_u_by_columns(u_columns_ptr, held, 0, held.shape[0], BLOCK_H)
             if STREAM_HALF:  # and the rows it streams
-                streamed_u = tl.load(column_chunk(ut_ptr, HELD, HELD, BLOCK_H))
-                store_u_by_columns(u_columns_ptr, as_columns(streamed_u, HELD, BLOCK_H), HELD, HELD, BLOCK_H)
+                store_u_by_columns(u_columns_ptr, load_streamed(ut_ptr, BLOCK_H), held.shape[0], held.shape[0],
+                                   BLOCK_H)
 
 
 @triton.jit
