@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import types
 from collections import Counter
 from pathlib import Path
 
@@ -22,6 +21,8 @@ from rnnbench import profile as profiling
 from rnnbench.backends import BACKENDS
 from rnnbench.cli import main
 from rnnbench.schema import Case, load_scenario
+
+from helpers import timed_out_split_status
 
 ROOT = Path(__file__).resolve().parents[2]
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -159,8 +160,8 @@ def test_a_backend_whose_split_barrier_gave_up_is_a_failed_record(tmp_path, monk
     from kernels import barrier_status
     unread = []
     monkeypatch.setattr(barrier_status, "_UNREAD", unread)
-    timed_out = (types.SimpleNamespace(query=lambda: True, synchronize=lambda: None), torch.ones(1, dtype=torch.int32))
-    monkeypatch.setattr(measure, "host_and_wall_ms", lambda call, device: unread.append(timed_out) or ([1.0], [1.0]))
+    monkeypatch.setattr(measure, "host_and_wall_ms",
+                        lambda call, device: unread.append(timed_out_split_status()) or ([1.0], [1.0]))
     scenario = load_scenario(ROOT / "scenarios" / "smoke.yaml", "cpu")
     request = profiling.Request(scenario, Case(4, 2, 8, 8, 1), "float32", "forward", ["eager"], DEVICE, tmp_path,
                                 compile_facts=False)

@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-import types
 from pathlib import Path
 
 import matplotlib.image
@@ -27,6 +26,8 @@ from rnnbench.backends import BACKENDS, Prepared
 from rnnbench.cli import EXIT_BROKEN_PIPE, EXIT_UNITS_FAILED, main
 from rnnbench.results import COLUMNS, JOB_COLUMNS, RunFolder, job_key
 from rnnbench.schema import Case, load_scenario
+
+from helpers import timed_out_split_status
 
 ROOT = Path(__file__).resolve().parents[2]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -291,14 +292,13 @@ def test_a_job_whose_split_barrier_gave_up_reports_that_and_not_its_figures(tiny
     from kernels import barrier_status
     unread = []
     monkeypatch.setattr(barrier_status, "_UNREAD", unread)
-    done = types.SimpleNamespace(query=lambda: True, synchronize=lambda: None)
     eager = BACKENDS["eager"]
 
     def prepare(source, device, dtype):
         good = eager.prepare(source, device, dtype)
 
         def timed_out(x, h0):
-            unread.append((done, torch.ones(1, dtype=torch.int32)))
+            unread.append(timed_out_split_status())
             return good.fn(x, h0)
         return Prepared(timed_out, good.params)
     monkeypatch.setitem(BACKENDS, "eager", dataclasses.replace(eager, prepare=prepare))
