@@ -8,7 +8,7 @@ import pytest
 import torch
 import triton
 
-from kernels import TritonRNN, barrier_status, dispatch, plan_for, resident, split, streams
+from kernels import TritonRNN, barrier_status, dispatch, plan_for, prefetch, resident, split, streams
 from kernels.dispatch import recurrence_backward, recurrence_forward, resident_limit
 from kernels.fragments import within_padding_bound
 from kernels.occupancy import max_active_clusters
@@ -53,20 +53,32 @@ def test_resident_limit_long_sequence(dtype, nonlinearity, B):
     check_long_sequence("resident", dtype, resident_limit(dtype, device_facts("cuda")[1]), B, nonlinearity)
 
 
+@pytest.mark.parametrize("l2_prefetch", ["forced", "off"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
 @pytest.mark.parametrize("B", [16, 64])
-def test_resident_limit_long_sequence_in_fragment_order(dtype, nonlinearity, B, monkeypatch):
+def test_resident_limit_long_sequence_in_fragment_order(dtype, nonlinearity, B, l2_prefetch, monkeypatch):
     """The 16-bit resident kernels at their limit with resident.FRAGMENT_IO on (off by default: in the lease of
     2026-11-28 four of the fragment tests and the tests above, which it then reached, failed unnamed), T = 1024, B
-    within the padding bound, so that both kernels run in fragment order."""
+    within the padding bound, so that both kernels run in fragment order; each with the L2 prefetch forced on and off
+    in both kernels. The prefetch (inline PTX) is fragment order's one GPU-only instruction beyond the converted
+    form's: with the tiles converted the backward at BLOCK_H = 256 never takes it, in fragment order it takes it where
+    its streams outgrow L2, which at T = 1024 is B = 64 alone: four of the eight cases of this test's shapes, as
+    many as failed then."""
     monkeypatch.setattr(resident, "FRAGMENT_IO", True)
+    distances = []
+
+    def distance(keywords, streams):  # whatever the launch streams
+        distances.append(keywords["L2_PREFETCH_STEPS"] if l2_prefetch == "forced" else 0)
+        return distances[-1]
+    monkeypatch.setattr(resident, "prefetch_distance", distance)
     H = resident_limit(dtype, device_facts("cuda")[1])
     plan = plan_for(H, B, dtype, "cuda", kernel="resident")
     assert within_padding_bound(B, H, plan.config.forward.BLOCK_B, plan.config.forward.BLOCK_H)
     assert all(resident.launch_keywords(blocks, nonlinearity, dtype, False, backward)["FRAGMENTS"]
                for backward, blocks in enumerate((plan.config.forward, plan.config.backward)))
     check_long_sequence("resident", dtype, H, B, nonlinearity)
+    assert distances == ([prefetch.L2_PREFETCH_STEPS] * 2 if l2_prefetch == "forced" else [0, 0])
 
 
 @pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
