@@ -218,6 +218,8 @@ VARIANTS = {  # name -> a context manager factory
     # streams outgrow L2, prefetch.prefetch_distance), and 16 steps ahead there
     "no-l2-prefetch": lambda: switched(prefetch, "L2_PREFETCH_STEPS", 0),
     "l2-prefetch-16": lambda: switched(prefetch, "L2_PREFETCH_STEPS", 16),
+    # the prefetch where a launch's streams outgrow half of L2, not all of it (prefetch.STREAMED_L2_SHARE)
+    "l2-prefetch-over-half": lambda: switched(prefetch, "STREAMED_L2_SHARE", 0.5),
     # Everything in order on one stream: a bidirectional layer's directions one after the other (--bidirectional)
     "one-stream": lambda: switched(streams, "OVERLAP", False),
     # the fma, resident and split kernels without b_hh, which the input GEMM adds as b_ih + b_hh, summed at a launch of
@@ -242,6 +244,11 @@ RESIDENT_FRAGMENTS = ([("bfloat16", h, b) for h in (64, 128, 256) for b in (8, 1
 # H = 64 streams 8-64 MiB at B = 8-64, H = 256 32-256 MiB
 RESIDENT_L2 = [("bfloat16", h, b) for h in (64, 256) for b in (8, 16, 32, 64)]
 FMA_L2 = [(dt, 128, b) for dt in ("float32", "bfloat16") for b in (8, 64)]  # the fma tier's (bf16: 16 MiB at B = 8)
+# Streaming between half of L2 and all of it, where STREAMED_L2_SHARE = 0.5 turns the prefetch on (prefetch.py): at
+# T = 4096 the resident forward at bf16 H = 64, B = 32 and H = 256, B = 8 (32 MiB each), at T = 1024 the fma forward
+# at fp32 H = 128, B = 64 (32 MiB); B = 8 of each size beside them (4-16 MiB: the same either way, the timing's noise)
+L2_WINDOW = [("bfloat16", 64, 32), ("bfloat16", 64, 8), ("bfloat16", 256, 8), ("float32", 128, 64),
+             ("float32", 128, 8)]
 SPLIT_16BIT = [("bfloat16", h, b) for h in (512, 1024) for b in (8, 64)]  # the split tier's, one tile per program
 FP32 = [("float32", h, b) for h in (128, 256, 512) for b in (8, 64)]
 FP32_RESIDENT = [("float32", h, b) for h in (64, 128) for b in (8, 64)]  # the fp32 fma and resident tiers' sizes
@@ -329,6 +336,7 @@ COMPARED = {  # variant -> the cases it is timed on, each beside today's form ("
     "stepwise-32x32-tiles": [c for c in FP32_2048 if c[2] == 64],
     "no-l2-prefetch": RESIDENT_L2 + FMA_L2,
     "l2-prefetch-16": RESIDENT_L2,
+    "l2-prefetch-over-half": L2_WINDOW,
     "one-stream": OVERLAPPING,
     "b-hh-summed": FUSED_ENDS,
     "fma-u-copied": FMA_CHAINS,

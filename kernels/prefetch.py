@@ -17,11 +17,23 @@ Measured on an H200 (the resident tier, bf16, T = 4096; results/variants/2026112
   forward / forward+backward against 0.63/1.36) and 6% at 256; at B = 8, where the inputs fit, 5-6%
   slower (l2_prefetch.csv).
 So the launchers prefetch only where the [T, B, H] tensors a launch streams (prefetch_distance: xw and
-y; y, dy and da backward; in fragment order their copies, fragments.py) outgrow the device's L2: the four
-timed cases fall on the side they were faster on. The threshold itself, L2's size, is not timed; the audit
-compiles both forms of each kernel that takes the prefetch. The fma tier's kernels take it too, by the same
-rule: its fp32 step at H = 128 took 0.52 us at B = 64 against 0.35 at B = 8, the same gap (not yet timed with the
-prefetch).
+y; y, dy and da backward; in fragment order their copies, fragments.py) outgrow STREAMED_L2_SHARE of the
+device's L2, by default all of it: the four timed cases fall on the side they were faster on. The threshold
+itself is not timed; the audit compiles both forms of each kernel that takes the prefetch.
+
+The same lease's figures hint that L2 runs short before the streams reach its size (each of the two L2 partitions
+caches what the SMs attached to it read, NVIDIA's A100 and H100 whitepapers: data written by every SM and read
+across the chip can take room in both), but they do not settle where. Streaming 32 MiB, under the H200's L2,
+without the prefetch: the resident forward, bf16 H = 128, T = 4096, took 0.505 us per step at B = 16 against 0.400
+at B = 8, one program doing the same work (resident_batch_t4096.csv); the fma forward, fp32 H = 128, T = 1024,
+replayed from a CUDA graph, 0.462 at B = 64 against 0.332 at B = 8, where the cases that stream 16 MiB took
+1.05-1.09x their B = 8 time (results/race/20261128-h200-graphs). Yet with 32 MiB streamed the resident forward at
+H = 256, B = 8, T = 4096 ran 5% slower with the prefetch (0.974 against 0.928; its step is twice as long, so loading
+a step ahead hides more). STREAMED_L2_SHARE = 0.5 (.ci/gpu_variants.py l2-prefetch-over-half) turns it on there:
+the lease's `l2-prefetch` stage times both.
+
+The fma tier's kernels take the prefetch too, by the same rule: its fp32 step at H = 128, T = 4096 took 0.52 us at
+B = 64 against 0.35 at B = 8, the same gap (not yet timed with the prefetch).
 """
 import torch
 import triton
@@ -32,6 +44,9 @@ from .runtime import l2_cache_bytes
 # Steps ahead whose input rows each program asks L2 to fetch, on a GPU, in launches whose streams outgrow L2
 # (prefetch_distance); 0 turns it off. Read by resident.launch_keywords and fma.launch_keywords at every launch.
 L2_PREFETCH_STEPS = 4
+# The share of the device's L2 that a launch's streams must exceed for the prefetch (prefetch_distance; module
+# docstring): 1.0, L2's size, the side of it each timed case was faster on.
+STREAMED_L2_SHARE = 1.0
 
 
 @triton.jit
@@ -53,10 +68,10 @@ def prefetch_l2(base, valid, B, H, BLOCK_B: tl.constexpr):
 
 
 def prefetch_distance(keywords: dict, streams: tuple[torch.Tensor | None, ...]) -> int:
-    """keywords' L2_PREFETCH_STEPS where the [T, B, H] tensors a launch reads or writes once (streams) outgrow the
-    device's L2 cache, else 0: where they fit, the prefetch only adds instructions (module docstring). A tensor given
-    twice, read and written over (fragment order's copies), counts once; None (a tensor the launch does not get, dy
-    where the loss reads h_n alone) not at all."""
+    """keywords' L2_PREFETCH_STEPS where the [T, B, H] tensors a launch reads or writes once (streams) outgrow
+    STREAMED_L2_SHARE of the device's L2 cache, else 0: where they fit, the prefetch only adds instructions (module
+    docstring). A tensor given twice, read and written over (fragment order's copies), counts once; None (a tensor the
+    launch does not get, dy where the loss reads h_n alone) not at all."""
     given = {id(t): t for t in streams if t is not None}.values()
     streamed = sum(t.numel() * t.element_size() for t in given)
-    return keywords["L2_PREFETCH_STEPS"] if streamed > l2_cache_bytes(streams[0].device) else 0
+    return keywords["L2_PREFETCH_STEPS"] if streamed > STREAMED_L2_SHARE * l2_cache_bytes(streams[0].device) else 0

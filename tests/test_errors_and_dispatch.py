@@ -188,6 +188,9 @@ def test_launches_prefetch_into_l2_only_where_their_streams_outgrow_it(monkeypat
     # no dy (the loss reads h_n alone): the backward streams y and da, 40 MiB at B = 20, H = 128
     y, dy, da = (torch.empty((4096, 20, 128), dtype=torch.bfloat16, device="meta") for _ in range(3))
     assert prefetch.prefetch_distance(on, (y, None, da)) == 0 and prefetch.prefetch_distance(on, (y, dy, da)) == 4
+    # over half of L2 (prefetch.STREAMED_L2_SHARE, the lease's variant): 40 MiB then takes it, 24 MiB not
+    monkeypatch.setattr(prefetch, "STREAMED_L2_SHARE", 0.5)
+    assert [distance(20, 128), distance(12, 128)] == [4, 0]
 
 
 def test_split_tier_needs_a_slice_per_sm_and_runs_every_batch_tile_in_one_launch():
