@@ -246,7 +246,8 @@ RESIDENT_L2 = [("bfloat16", h, b) for h in (64, 256) for b in (8, 16, 32, 64)]
 FMA_L2 = [(dt, 128, b) for dt in ("float32", "bfloat16") for b in (8, 64)]  # the fma tier's (bf16: 16 MiB at B = 8)
 # Streaming between half of L2 and all of it, where STREAMED_L2_SHARE = 0.5 turns the prefetch on (prefetch.py): at
 # T = 4096 the resident forward at bf16 H = 64, B = 32 and H = 256, B = 8 (32 MiB each), at T = 1024 the fma forward
-# at fp32 H = 128, B = 64 (32 MiB); B = 8 of each size beside them (4-16 MiB: the same either way, the timing's noise)
+# at fp32 H = 128, B = 64 (32 MiB); bf16 H = 64 and fp32 H = 128 at B = 8 beside them (4-16 MiB: the same either way,
+# the timing's noise)
 L2_WINDOW = [("bfloat16", 64, 32), ("bfloat16", 64, 8), ("bfloat16", 256, 8), ("float32", 128, 64),
              ("float32", 128, 8)]
 SPLIT_16BIT = [("bfloat16", h, b) for h in (512, 1024) for b in (8, 64)]  # the split tier's, one tile per program
