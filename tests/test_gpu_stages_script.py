@@ -110,7 +110,7 @@ def collected(args: list[str]) -> list[str]:
 
 @pytest.mark.parametrize("stage", ["quick", "defaults", "wide", "clusters", "dsmem", "dsmem-quick", "stepwise",
                                    "variants", "untimed", "streams", "k-cluster", "fragments", "fma-16bit",
-                                   "split-sum", "fma-chains", "graphs", "fragment-limit"])
+                                   "split-sum", "fma-chains", "graphs", "fragment-limit", "ends"])
 def test_each_test_step_selects_tests_and_defaults_leaves_the_switched_off_forms_alone(stage):
     """A renamed test can fall out of a stage's -k filter, or into one: every test step selects some tests, and the
     defaults stage, which checks today's defaults, none of the forms that are off (clusters, DSMEM)."""
