@@ -80,15 +80,26 @@ def nothing_kernel(x_ptr, n, BLOCK: tl.constexpr):
 
 
 def launch_costs(args, device: torch.device) -> str:
-    """The host's us per launch of a one-element torch op and of nothing_kernel, --calls of each back to back."""
+    """The host's us per launch of a one-element torch op and of nothing_kernel, --calls of each back to back after
+    --warmup of each (the kernel's at least one: its compile). A first call's one-off costs are no launch's: on this
+    project's CPU the op's first call took 2.5 ms and the next ones 2 us each, so that 300 averaged 35 us with it."""
     one = torch.zeros(1, device=device)
-    op = host_seconds(lambda: one.add_(1), args.calls, device)
+
+    def op():
+        one.add_(1)
+
+    def launch():
+        nothing_kernel[(1,)](one, 1, BLOCK=16)
+    for _ in range(args.warmup):
+        op()
+    op_seconds = host_seconds(op, args.calls, device)
     with stubbed() if args.stub_launches else contextlib.nullcontext():
-        nothing_kernel[(1,)](one, 1, BLOCK=16)  # compiled before it is timed
-        launch = host_seconds(lambda: nothing_kernel[(1,)](one, 1, BLOCK=16), args.calls, device)
+        for _ in range(max(1, args.warmup)):
+            launch()
+        launch_seconds = host_seconds(launch, args.calls, device)
     how = ", stubbed" if args.stub_launches else ""
-    return (f"## launch costs: {op * 1e6:.1f} us of host time per one-element torch op, {launch * 1e6:.1f} per Triton "
-            f"launch of a kernel that does nothing{how} ({args.calls} of each)")
+    return (f"## launch costs: {op_seconds * 1e6:.1f} us of host time per one-element torch op, "
+            f"{launch_seconds * 1e6:.1f} per Triton launch of a kernel that does nothing{how} ({args.calls} of each)")
 
 
 def calls_of(layer: torch.nn.RNN, x: torch.Tensor) -> dict:

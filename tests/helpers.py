@@ -81,16 +81,21 @@ def compiled_without_interpreter(code: str) -> str:
     return proc.stdout
 
 
-def load_gpu_variants():
-    """.ci/gpu_variants.py as a module (it is a script, outside any package)."""
-    script = Path(__file__).resolve().parents[1] / ".ci" / "gpu_variants.py"
-    if str(script.parent) not in sys.path:  # where it imports gpu_pytest from, as a script does
+def load_ci_script(name: str):
+    """.ci/NAME.py as a module (a script, outside any package)."""
+    script = Path(__file__).resolve().parents[1] / ".ci" / f"{name}.py"
+    if str(script.parent) not in sys.path:  # its neighbours (gpu_pytest, launch_stub) import as they do for a script
         sys.path.insert(0, str(script.parent))
-    spec = importlib.util.spec_from_file_location("gpu_variants", script)
+    spec = importlib.util.spec_from_file_location(name, script)
     module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # by name, as pickle refers to its functions (its --compile-workers)
+    sys.modules[spec.name] = module  # by name, as pickle refers to its functions (gpu_variants' --compile-workers)
     spec.loader.exec_module(module)
     return module
+
+
+def load_gpu_variants():
+    """.ci/gpu_variants.py as a module."""
+    return load_ci_script("gpu_variants")
 
 
 def timed_out_split_status() -> tuple:

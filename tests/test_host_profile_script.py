@@ -5,6 +5,11 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+
+from helpers import load_ci_script
 
 SCRIPT = Path(__file__).resolve().parents[1] / ".ci" / "host_profile.py"
 ROOT = SCRIPT.parents[1]
@@ -63,3 +68,23 @@ def test_with_launches_stubbed_a_cpu_profiles_the_host_path_and_counts_the_launc
     assert "launch_stub.py" in report and "(recurrence_backward)" in report
     interpreted = run("--out", str(tmp_path), "--stub-launches")
     assert interpreted.returncode == 2 and "--stub-launches stubs compiled kernels' launches" in interpreted.stderr
+
+
+def test_the_launch_costs_are_timed_after_warm_up_calls(monkeypatch):
+    """The first call of an op or a kernel pays one-off costs that are no launch's (torch's first op on a tensor,
+    CUDA's lazy loading of a module, Triton's compile): --warmup calls of each come before the timed ones, and the
+    kernel's at least one."""
+    script = load_ci_script("host_profile")
+    timed = []
+
+    def host_seconds(call, calls, device, profile=None):
+        tensor = call.__closure__[0].cell_contents  # the one-element tensor both calls take
+        timed.append((call.__name__, tensor.item()))  # the op adds 1 a call: its count so far
+        return 1e-6
+    monkeypatch.setattr(script, "host_seconds", host_seconds)
+    kernel_runs = []
+    monkeypatch.setattr(script, "nothing_kernel", {(1,): lambda *args, **kwargs: kernel_runs.append(args)})
+    for warmup, kernel_warmups in ((3, 3), (0, 1)):
+        timed.clear(), kernel_runs.clear()
+        script.launch_costs(SimpleNamespace(calls=5, warmup=warmup, stub_launches=False), torch.device("cpu"))
+        assert timed == [("op", warmup), ("launch", warmup)] and len(kernel_runs) == kernel_warmups
