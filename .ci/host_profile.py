@@ -10,8 +10,10 @@ CPU-only machine the kernels run in Triton's interpreter, whose time drowns the 
 
 For each case: a layer of that dtype and size (input size = H), a few calls first (compiles, caches), then --calls
 calls forward (under torch.no_grad, as an inference call) and --calls forward+backward (out.sum().backward()), each
-set with the device synchronised only before and after it, so that its time is the host's work: timed once as it is,
-then once more under cProfile (whose hooks slow every Python call, so its own time per call is higher). Beside each,
+call made with the device idle (synchronised before it, outside the timing and the profile), as rnnbench's host time
+per call is, so that its time is the host's work alone (back to back, a GPU slower than the host would fill CUDA's
+launch queue and the calls would wait for it): timed once as it is, then once more under cProfile (whose hooks slow
+every Python call, so its own time per call is higher). Beside each,
 torch.nn.RNN's host time per call on the same case (cuDNN on a GPU), in the case's dtype and, for 16-bit, in fp16
 (cuDNN's persistent kernels): a host that is slow for cuDNN's calls too shows there. First, what one launch costs the
 host there: a one-element torch op, and a Triton kernel that does nothing (so that a call's host time can be weighed
@@ -56,21 +58,23 @@ def case(text: str) -> tuple[torch.dtype, int]:
 
 
 def host_seconds(call, calls: int, device: torch.device, profile: cProfile.Profile | None = None) -> float:
-    """Host seconds per call of `calls` calls of call(), the device idle before them (under profile, if given).
-    (Not rnnbench's sync: importing rnnbench turns the interpreter on where there is no GPU, which --stub-launches
-    must not have.)"""
+    """Host seconds per call of `calls` calls of call(), each made with the device idle, as rnnbench's host time per
+    call is (back to back, a GPU slower than the host would fill CUDA's launch queue, and the calls would then wait
+    for it), under profile if given, which sees the calls alone. (Not rnnbench's sync: importing rnnbench turns the
+    interpreter on where there is no GPU, which --stub-launches must not have.)"""
     sync = torch.cuda.synchronize if device.type == "cuda" else lambda device: None
-    sync(device)
-    started = time.perf_counter()
-    if profile is not None:
-        profile.enable()
+    total = 0.0
     for _ in range(calls):
+        sync(device)
+        started = time.perf_counter()
+        if profile is not None:
+            profile.enable()
         call()
-    if profile is not None:
-        profile.disable()
-    elapsed = time.perf_counter() - started
+        if profile is not None:
+            profile.disable()
+        total += time.perf_counter() - started
     sync(device)
-    return elapsed / calls
+    return total / calls
 
 
 @triton.jit
@@ -80,7 +84,7 @@ def nothing_kernel(x_ptr, n, BLOCK: tl.constexpr):
 
 
 def launch_costs(args, device: torch.device) -> str:
-    """The host's us per launch of a one-element torch op and of nothing_kernel, --calls of each back to back after
+    """The host's us per launch of a one-element torch op and of nothing_kernel, --calls of each (host_seconds) after
     --warmup of each (the kernel's at least one: its compile). A first call's one-off costs are no launch's: on this
     project's CPU the op's first call took 2.5 ms and the next ones 2 us each, so that 300 averaged 35 us with it."""
     one = torch.zeros(1, device=device)

@@ -88,3 +88,22 @@ def test_the_launch_costs_are_timed_after_warm_up_calls(monkeypatch):
         timed.clear(), kernel_runs.clear()
         script.launch_costs(SimpleNamespace(calls=5, warmup=warmup, stub_launches=False), torch.device("cpu"))
         assert timed == [("op", warmup), ("launch", warmup)] and len(kernel_runs) == kernel_warmups
+
+
+def test_each_timed_call_starts_with_the_device_idle_and_the_profile_sees_the_calls_alone(monkeypatch):
+    """host_seconds syncs the device before each call, outside its timing and the profile (back to back, calls on a
+    GPU slower than the host would fill CUDA's launch queue and wait for it), and once after the last."""
+    script = load_ci_script("host_profile")
+    events = []
+
+    def synchronize(device):
+        events.append("sync")
+    monkeypatch.setattr(torch.cuda, "synchronize", synchronize)
+
+    def call():
+        events.append("call")
+    profile = script.cProfile.Profile()
+    assert script.host_seconds(call, 3, torch.device("cuda"), profile) >= 0
+    assert events == ["sync", "call"] * 3 + ["sync"]
+    profiled = {name for _, _, name in script.pstats.Stats(profile).stats}
+    assert "call" in profiled and "synchronize" not in profiled
