@@ -23,6 +23,25 @@ def rel_err(got: torch.Tensor, ref: torch.Tensor) -> float:
     return ((got.double() - ref).norm() / ref.norm().clamp_min(1e-30)).item()
 
 
+def where_it_departs(got: torch.Tensor, ref: torch.Tensor, bound: float) -> str:
+    """For a failed comparison of [T, B, H] sequences: which steps' relative errors pass bound (how many, the first,
+    the worst), and at the first, the batch rows and hidden units off by more than bound times that step's largest
+    reference value; so that a GPU failure, which a lease seldom runs twice, tells a layout or a race (from the first
+    step, every row) from an error that grows with the sequence or one batch tile's."""
+    diff = got.double() - ref.double()
+    per_step = diff.flatten(1).norm(dim=1) / ref.double().flatten(1).norm(dim=1).clamp_min(1e-30)
+    worst = f"worst t = {int(per_step.argmax())} ({per_step.max().item():.2e})"
+    bad = (per_step > bound).nonzero().flatten().tolist()
+    if not bad:
+        return f"no step alone over {bound:.2e}; {worst}"
+    t = bad[0]
+    off = (diff[t].abs() > bound * ref[t].double().abs().max()).nonzero()
+    rows, units = (sorted(set(off[:, i].tolist())) for i in (0, 1))
+    return (f"{len(bad)} of {len(per_step)} steps over {bound:.2e}, the first t = {t}, {worst}; at t = {t}: batch rows "
+            f"{rows[:8]}{' ...' if len(rows) > 8 else ''} ({len(rows)}), units {units[:8]}"
+            f"{' ...' if len(units) > 8 else ''} ({len(units)})")
+
+
 def reference_layer(xw, h0, u, nonlinearity, reverse, dy):
     """(h_t for all t, dL/da_t for all t, dL/dh0) in float64 for L = sum(h * dy), by autograd."""
     xw, h0, u, dy = (t.detach().double() for t in (xw, h0, u, dy))

@@ -10,7 +10,14 @@ from kernels import fragments, resident
 from kernels.dispatch import RESIDENT_CONFIGS, plan_for, recurrence_backward, recurrence_forward
 from kernels.launch import SIXTEEN_BIT, next_power_of_2
 
-from helpers import TOLERANCE, compiled_without_interpreter, reference_layer, reference_with_ends, rel_err
+from helpers import (
+    TOLERANCE,
+    compiled_without_interpreter,
+    reference_layer,
+    reference_with_ends,
+    rel_err,
+    where_it_departs,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -178,8 +185,11 @@ def test_the_resident_kernels_in_fragment_order_match_float64_and_the_converted_
         y, h_n = recurrence_forward(plan, xw, h0, u, nonlinearity, reverse, b_hh=b_hh)
         da, dh0 = recurrence_backward(plan, ref_y.to(device=device, dtype=dtype), dy, u, nonlinearity, reverse,
                                       dh_n=dh_n)
-        assert rel_err(y.cpu(), ref_y) < TOLERANCE[dtype] and torch.equal(h_n, y[0 if reverse else -1])
-        assert rel_err(da.cpu(), ref_da) < 2 * TOLERANCE[dtype] and rel_err(dh0.cpu(), ref_dh0) < 2 * TOLERANCE[dtype]
+        assert rel_err(y.cpu(), ref_y) < TOLERANCE[dtype], (on, where_it_departs(y.cpu(), ref_y, TOLERANCE[dtype]))
+        assert torch.equal(h_n, y[0 if reverse else -1])
+        assert rel_err(da.cpu(), ref_da) < 2 * TOLERANCE[dtype], (on, where_it_departs(da.cpu(), ref_da,
+                                                                                      2 * TOLERANCE[dtype]))
+        assert rel_err(dh0.cpu(), ref_dh0) < 2 * TOLERANCE[dtype]
         results.append((y, da, dh0))
     if device == "cpu":
         assert all(torch.equal(a, b) for a, b in zip(*results))
