@@ -85,7 +85,8 @@ def test_the_launch_costs_are_timed_after_warm_up_calls(monkeypatch):
     kernel_runs = []
     monkeypatch.setattr(script, "nothing_kernel", {(1,): lambda *args, **kwargs: kernel_runs.append(args)})
     for warmup, kernel_warmups in ((3, 3), (0, 1)):
-        timed.clear(), kernel_runs.clear()
+        timed.clear()
+        kernel_runs.clear()
         script.launch_costs(SimpleNamespace(calls=5, warmup=warmup, stub_launches=False), torch.device("cpu"))
         assert timed == [("op", warmup), ("launch", warmup)] and len(kernel_runs) == kernel_warmups
 
