@@ -165,9 +165,6 @@ VARIANTS = {  # name -> a context manager factory
     # the split kernels' partial products (one per warp) summed by Triton's tl.sum over the warps, through shared
     # memory with 16-way bank conflicts (today's: in each thread after one layout conversion, split.IN_THREAD_SUM)
     "split-tl-sum": lambda: switched(split, "IN_THREAD_SUM", False),
-    # the split FMA product (fp32, H = 2048) reading the state's rows from L2 in its own layout, 16 bytes a run of 4 k
-    # (split.STATE_IN_RUNS, off: today's loads them coalesced and converts them through shared memory)
-    "split-state-in-runs": lambda: switched(split, "STATE_IN_RUNS", True),
     # the split tier at H = 512 and 2048 where programs run several tiles per step in 16-row slices with 16-row tiles
     # (today's: 32-row slices with 8-row tiles in twice the batch groups; dispatch.SPLIT_LOOPED_CONFIGS)
     "split-thin-looped": lambda: switched(dispatch, "SPLIT_LOOPED_CONFIGS", {}),
@@ -319,7 +316,6 @@ COMPARED = {  # variant -> the cases it is timed on, each beside today's form ("
     "split-tile-loop": list(dict.fromkeys(SPLIT_BATCH + SPLIT_NARROW)),
     "split-tile-stages-1": SPLIT_MANY_TILES,
     "split-tl-sum": SPLIT_SUM,
-    "split-state-in-runs": FP32_2048,
     "split-thin-looped": SPLIT_LOOPED,
     "split-looped-8-row-tiles": SPLIT_LOOPED,
     "split-thin-one-tile": [c for c in SPLIT_WIDE_ONE_TILE if c[1] == 2048],

@@ -815,9 +815,6 @@ def kernel_switches() -> tuple[KernelSwitch, ...]:
         KernelSwitch("--split-tl-sum", split, "IN_THREAD_SUM", {"action": "store_false"},
                      "the split kernels with their warps' partial products summed by Triton's tl.sum over the "
                      "warps, not in each thread (split.IN_THREAD_SUM off)"),
-        KernelSwitch("--split-state-in-runs", split, "STATE_IN_RUNS", {"action": "store_true"},
-                     "the split FMA product reading the state's rows from L2 in its own layout, 16 bytes a run of 4 "
-                     "k, not coalesced and converted through shared memory (split.STATE_IN_RUNS on)"),
         KernelSwitch("--split-tile-loop-stages", dispatch, "SPLIT_TILE_LOOP_STAGES", {"type": int, "metavar": "N"},
                      "software-pipeline stages of the split kernels' tile loop (default: "
                      "dispatch.SPLIT_TILE_LOOP_STAGES)"),

@@ -63,9 +63,16 @@ kernels multiply)::
 A tl.dot by FMA, or one [BLOCK_H, BLOCK_N, BLOCK_B] product, would take layouts whose lanes run along the
 batch and hold U's slice once per lane (compile audit: 2 KiB of spills a thread). The state's rows are
 loaded coalesced and converted into the product's layout through shared memory (1024 of a tile's 2530
-shared-memory wavefronts at H = 2048, compile audit), or, with STATE_IN_RUNS (off: not yet run on a GPU), read
-by each thread straight into its runs, one 16-byte load a run (state_in_runs: inline PTX, since Triton gives
-every tl.load a coalesced layout of its own).
+shared-memory wavefronts at H = 2048, compile audit).
+
+Tried and dropped (timed on an H200, 2026-11-27): each thread reading its runs of the state's rows straight from L2,
+one 16-byte load a run (inline PTX, since Triton gives every tl.load a coalesced layout of its own), instead of the
+coalesced load and its conversion. Compile audit, sm_90, fp32 H = 2048, forward/backward, one 8-row tile a step: 1506
+shared-memory wavefronts instead of 2530, 14 CTA barriers instead of 30, 791/789 instructions instead of 838/848, no
+spills; but a row took 16 registers in flight where the coalesced load took 4, so only the next pair's first row
+could be loaded ahead (both spilled), and the second row's L2 latency fell in its pair's product. It took 0.99-1.05x
+this form's time (fp32 H = 2048, B = 8 and 64, T = 1024; results/variants/20261127-h200-untimed/split_sum.csv), and
+its GPU test at B = 64 had not ended when its step's time ran out.
 
 The exchange is what a split step costs beyond the product: each program's stores, a fence to make
 them visible at GPU scope (the barrier's release), the arrival on the group's counter, polling it
@@ -172,16 +179,6 @@ INPUTS_AFTER_ARRIVAL = True
 IN_THREAD_SUM = True
 # Consecutive k each thread holds in a run of the FMA product's slice (fma_slice joins that many loads)
 FMA_RUN = tl.constexpr(4)
-# Whether the FMA product (with IN_THREAD_SUM) reads the state's rows from L2 straight into its own layout, each thread
-# its runs of FMA_RUN k by 16-byte loads (state_in_runs), instead of loading them coalesced and converting them
-# through shared memory. Compile audit, sm_90, fp32 H = 2048, forward/backward, one 8-row tile a step: 1506
-# shared-memory wavefronts instead of 2530, 14 CTA barriers instead of 30, 791/789 instructions instead of 838/848,
-# no spills; the pipelined tile loop 843/845 instead of 891/894 and 15 barriers instead of 31. Its cost: a row takes 16
-# registers in flight where the coalesced load took 4, so only the next pair's first row is loaded ahead (both
-# spilled), and the second row's L2 latency falls in its pair's product. Off: on an H200 it took 0.99-1.05x today's
-# time (fp32 H = 2048, B = 8 and 64, T = 1024; results/variants/20261127-h200-untimed/split_sum.csv), and its GPU
-# test at B = 64 had not ended when its step's time ran out (inline PTX: never run in the interpreter).
-STATE_IN_RUNS = False
 # What a step does (the kernels' WORK): all of it, or less, so that `rnnbench exchange` can time the rest alone
 FULL_STEP = tl.constexpr("full")
 EXCHANGE_STEP = tl.constexpr("exchange")  # the product compiled out: the state read and summed, written, the barrier
@@ -246,8 +243,6 @@ def launch_keywords(config: SplitBlocks, nonlinearity: str, dtype: torch.dtype, 
         # the MMA product only: the FMA product's sum over the warps would be converted twice (layouts.py)
         "IN_IO_LAYOUT": converts_product(dtype) and not config.FMA,
         "IN_THREAD_SUM": IN_THREAD_SUM and config.IN_THREAD_SUM,
-        # inline PTX: a GPU's only; the launcher also needs H = BLOCK_H and aligned rows (state_in_runs)
-        "STATE_IN_RUNS": STATE_IN_RUNS and config.FMA and config.IN_THREAD_SUM and not interpreted,
         **({} if backward else {"TANH_FORM": tanh_form(dtype, interpreted)})}
 
 
@@ -279,7 +274,7 @@ def fma_slice(u_ptr, cols, H, BLOCK_H: tl.constexpr):
     coalesces a load along n) joined in registers. The state's rows then reach the product 16 bytes a read: 2530
     shared-memory wavefronts a tile at H = 2048 against 4066 in the load's own layout (compile audit, sm_90)."""
     tl.static_assert(FMA_RUN == 4)
-    # joined so that each run's 4 k lie in consecutive registers, in order: state_in_runs' 16-byte loads fill them so
+    # joined so that each run's 4 k lie in consecutive registers, in order
     kb = tl.arange(0, BLOCK_H // 4)[:, None] * 4
     n = cols[None, :]
     resident_u0 = tl.load(u_ptr + kb * H + n, mask=(n < H) & (kb < H), other=0.0)
@@ -295,7 +290,7 @@ def slice_product(u3, state_ptr, tile, B, H, slot, BLOCK_N: tl.constexpr, BLOCK_
                   BLOCK_H: tl.constexpr, K_SPLIT: tl.constexpr, DOT_PRECISION: tl.constexpr,
                   ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr, WORK: tl.constexpr,
                   READ: tl.constexpr, FMA: tl.constexpr, IN_IO_LAYOUT: tl.constexpr,
-                  IN_THREAD_SUM: tl.constexpr, STATE_IN_RUNS: tl.constexpr):
+                  IN_THREAD_SUM: tl.constexpr):
     """[BLOCK_N, BLOCK_B]: the slice times the tile's rows of a [B, H] state in global memory, which
     other programs wrote this launch (.cg: read through L2, never a stale L1 line); with READ another exchange
     than L2, of the state in the cluster's slots `slot` instead (dsmem.py); with FMA by fma_slice_product;
@@ -305,7 +300,7 @@ def slice_product(u3, state_ptr, tile, B, H, slot, BLOCK_N: tl.constexpr, BLOCK_
         acc = tl.zeros((BLOCK_N, BLOCK_B), ACC_DTYPE)
     elif FMA and WORK == FULL_STEP:
         acc = fma_slice_product(u3, state_ptr, tile, B, H, BLOCK_N, BLOCK_B, BLOCK_H, K_SPLIT, ACC_DTYPE,
-                                IN_THREAD_SUM, STATE_IN_RUNS)
+                                IN_THREAD_SUM)
     else:
         rows, row_mask = tile_rows(tile, B, BLOCK_B)
         KC: tl.constexpr = BLOCK_H // K_SPLIT
@@ -333,30 +328,28 @@ def slice_product(u3, state_ptr, tile, B, H, slot, BLOCK_N: tl.constexpr, BLOCK_
 @triton.jit
 def fma_slice_product(m, state_ptr, tile, B, H, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr,
                       BLOCK_H: tl.constexpr, K_SPLIT: tl.constexpr, ACC_DTYPE: tl.constexpr,
-                      IN_THREAD_SUM: tl.constexpr, STATE_IN_RUNS: tl.constexpr):
-    """slice_product by FMA, for the slice m held as [BLOCK_H, BLOCK_N] (load_pinned_slice with FMA): a pair of
-    batch rows at a time, sum_k m[k, n] v[k] for each, each thread summing its k rows in registers before the lanes'
-    and warps' sums meet. Each pair's rows are loaded while the pair before is summed (with STATE_IN_RUNS the first
-    of them: rows_ahead): the barriers keep the compiler from moving the loads up itself, and each load waits on L2.
-    With IN_THREAD_SUM each pair's lanes' sums are spread over those lanes and the warps' parts of
-    every row summed once a tile, in each thread (rows_by_warp; compile audit, sm_90, forward at H = 2048: no bank
-    conflicts where there were 3072 wavefronts a step, 30 CTA barriers instead of 48, 838 instructions instead of
-    1289; at 128 registers, the form whose pairs are joined one after another: joined at once, or a row at a time, a
-    pass spilled); else the pair's products side by side share one tl.sum over the lanes and warps (48 CTA barriers
-    per step of one 8-row tile, not 60 a row at a time). A tl.dot by FMA would hold U once per lane along the batch,
-    and a [BLOCK_H, BLOCK_N, BLOCK_B] product takes a layout with the lanes along n and b: both hold U many times
-    over."""
+                      IN_THREAD_SUM: tl.constexpr):
+    """slice_product by FMA, for the slice m held as [BLOCK_H, BLOCK_N] (load_pinned_slice with FMA): a pair of batch
+    rows at a time, sum_k m[k, n] v[k] for each, each thread summing its k rows in registers before the lanes' and
+    warps' sums meet. Each pair's rows are loaded while the pair before is summed: the barriers keep the compiler from
+    moving the loads up itself, and each load waits on L2. With IN_THREAD_SUM each pair's lanes' sums are spread over
+    those lanes and the warps' parts of every row summed once a tile, in each thread (rows_by_warp; compile audit,
+    sm_90, forward at H = 2048: no bank conflicts where there were 3072 wavefronts a step, 30 CTA barriers instead of
+    48, 838 instructions instead of 1289; at 128 registers, the form whose pairs are joined one after another: joined at
+    once, or a row at a time, a pass spilled); else the pair's products side by side share one tl.sum over the lanes and
+    warps (48 CTA barriers per step of one 8-row tile, not 60 a row at a time). A tl.dot by FMA would hold U once per
+    lane along the batch, and a [BLOCK_H, BLOCK_N, BLOCK_B] product takes a layout with the lanes along n and b: both
+    hold U many times over."""
     tl.static_assert(BLOCK_B % 2 == 0)  # rows in pairs
     row = tile * BLOCK_B
     if IN_THREAD_SUM:
         tl.static_assert(BLOCK_B <= 8 or BLOCK_B == 16)
         if BLOCK_B <= 8:
-            parts = rows_by_warp(m, state_ptr, row, B, H, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, ACC_DTYPE,
-                                 STATE_IN_RUNS)
+            parts = rows_by_warp(m, state_ptr, row, B, H, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, ACC_DTYPE)
         else:
             parts = side_by_side(
-                rows_by_warp(m, state_ptr, row, B, H, 8, BLOCK_N, BLOCK_H, K_SPLIT, ACC_DTYPE, STATE_IN_RUNS),
-                rows_by_warp(m, state_ptr, row + 8, B, H, 8, BLOCK_N, BLOCK_H, K_SPLIT, ACC_DTYPE, STATE_IN_RUNS))
+                rows_by_warp(m, state_ptr, row, B, H, 8, BLOCK_N, BLOCK_H, K_SPLIT, ACC_DTYPE),
+                rows_by_warp(m, state_ptr, row + 8, B, H, 8, BLOCK_N, BLOCK_H, K_SPLIT, ACC_DTYPE))
         return sum_leading(parts)
     acc = tl.zeros((BLOCK_N, BLOCK_B), ACC_DTYPE)
     ahead = state_pair(state_ptr, row, B, H, BLOCK_H, ACC_DTYPE)
@@ -372,46 +365,32 @@ def fma_slice_product(m, state_ptr, tile, B, H, BLOCK_N: tl.constexpr, BLOCK_B: 
 
 @triton.jit
 def rows_by_warp(m, state_ptr, row, B, H, ROWS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr,
-                 WARPS: tl.constexpr, ACC_DTYPE: tl.constexpr, IN_RUNS: tl.constexpr):
+                 WARPS: tl.constexpr, ACC_DTYPE: tl.constexpr):
     """[WARPS, BLOCK_N, ROWS] (ROWS 2, 4 or 8): each warp's part of the products of rows row ... row + ROWS - 1 (its
-    k summed), a pair at a time, what rows_ahead loads of each pair issued while the pair before is summed."""
-    a0, a1 = rows_ahead(state_ptr, row, B, H, BLOCK_H, ACC_DTYPE, IN_RUNS)
-    parts, a0, a1 = pair_then_ahead(m, state_ptr, row, a0, a1, B, H, ROWS > 2, BLOCK_N, BLOCK_H, WARPS, ACC_DTYPE,
-                                    IN_RUNS)
+    k summed), a pair at a time, each pair's rows loaded while the pair before is summed."""
+    a0, a1 = state_pair(state_ptr, row, B, H, BLOCK_H, ACC_DTYPE)
+    parts, a0, a1 = pair_then_ahead(m, state_ptr, row, a0, a1, B, H, ROWS > 2, BLOCK_N, BLOCK_H, WARPS, ACC_DTYPE)
     if ROWS > 2:
         second, a0, a1 = pair_then_ahead(m, state_ptr, row + 2, a0, a1, B, H, ROWS > 4, BLOCK_N, BLOCK_H, WARPS,
-                                         ACC_DTYPE, IN_RUNS)
+                                         ACC_DTYPE)
         parts = side_by_side(parts, second)
     if ROWS > 4:
         later, a0, a1 = pair_then_ahead(m, state_ptr, row + 4, a0, a1, B, H, True, BLOCK_N, BLOCK_H, WARPS,
-                                        ACC_DTYPE, IN_RUNS)
+                                        ACC_DTYPE)
         last, a0, a1 = pair_then_ahead(m, state_ptr, row + 6, a0, a1, B, H, False, BLOCK_N, BLOCK_H, WARPS,
-                                       ACC_DTYPE, IN_RUNS)
+                                       ACC_DTYPE)
         parts = side_by_side(parts, side_by_side(later, last))
     return parts
 
 
 @triton.jit
-def rows_ahead(state_ptr, row, B, H, BLOCK_H: tl.constexpr, ACC_DTYPE: tl.constexpr, IN_RUNS: tl.constexpr):
-    """What is loaded of the pair at `row` before the pair ahead of it is summed: both rows (state_pair), or with
-    IN_RUNS the first, twice (state_in_runs: 16 registers a row; both rows ahead spilled)."""
-    if IN_RUNS:
-        first = state_in_runs(state_ptr, row, B, H, BLOCK_H)
-        return first, first
-    else:
-        return state_pair(state_ptr, row, B, H, BLOCK_H, ACC_DTYPE)
-
-
-@triton.jit
-def pair_then_ahead(m, state_ptr, row, a0, a1, B, H, MORE: tl.constexpr, BLOCK_N: tl.constexpr,
-                    BLOCK_H: tl.constexpr, WARPS: tl.constexpr, ACC_DTYPE: tl.constexpr, IN_RUNS: tl.constexpr):
-    """(pair_by_warp of the pair at `row`, whose rows_ahead are a0 and a1, then rows_ahead of the pair after it if
-    MORE, issued before this pair's product)."""
-    v0, v1 = a0, a1
-    if IN_RUNS:
-        v1 = state_in_runs(state_ptr, row + 1, B, H, BLOCK_H)
+def pair_then_ahead(m, state_ptr, row, v0, v1, B, H, MORE: tl.constexpr, BLOCK_N: tl.constexpr,
+                    BLOCK_H: tl.constexpr, WARPS: tl.constexpr, ACC_DTYPE: tl.constexpr):
+    """(pair_by_warp of the pair at `row`, whose rows are v0 and v1, then the rows of the pair after it (state_pair)
+    if MORE, loaded before this pair's product; else v0 and v1 again)."""
+    a0, a1 = v0, v1
     if MORE:
-        a0, a1 = rows_ahead(state_ptr, row + 2, B, H, BLOCK_H, ACC_DTYPE, IN_RUNS)
+        a0, a1 = state_pair(state_ptr, row + 2, B, H, BLOCK_H, ACC_DTYPE)
     return pair_by_warp(m, v0, v1, BLOCK_N, BLOCK_H, WARPS), a0, a1
 
 
@@ -440,20 +419,6 @@ def state_pair(state_ptr, row, B, H, BLOCK_H: tl.constexpr, ACC_DTYPE: tl.conste
     second = tl.load(state_ptr + (row + 1) * H + offs_k, mask=(offs_k < H) & (row + 1 < B), other=0.0,
                      cache_modifier=".cg")
     return first.to(ACC_DTYPE), second.to(ACC_DTYPE)
-
-
-@triton.jit
-def state_in_runs(state_ptr, row, B, H, BLOCK_H: tl.constexpr):
-    """[BLOCK_H] fp32: row `row` of a [B, H] state other programs wrote this launch, read from L2 (.cg) in the
-    consumer's layout (an inline-asm load takes it: here fma_slice's), each thread's runs of FMA_RUN consecutive k by
-    one 16-byte load, whose 4 words fill the run's registers in order (fma_slice; tests/test_audit.py checks the
-    layout). Nothing masked, so the launcher takes it only where H = BLOCK_H and every state row is 16-byte aligned:
-    rows past B read row B - 1, whose products the tile's masked store drops. Not pure: it must not move above the
-    barrier that orders it after the other programs' stores."""
-    tl.static_assert((FMA_RUN == 4) & (state_ptr.dtype.element_ty == tl.float32))
-    return tl.inline_asm_elementwise("ld.global.cg.v4.f32 {$0, $1, $2, $3}, [$4];", "=r,=r,=r,=r,l,l,l,l",
-                                     [state_ptr + tl.minimum(row, B - 1) * H + tl.arange(0, BLOCK_H)],
-                                     dtype=tl.float32, is_pure=False, pack=FMA_RUN)
 
 
 @triton.jit
@@ -594,8 +559,7 @@ def tile_input(ptr, first, t, tile, group, cols, B, H, BLOCK_B: tl.constexpr, IN
 def tile_product(u3, state_ptr, tile, B, H, slot, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr,
                  BLOCK_H: tl.constexpr, K_SPLIT: tl.constexpr, DOT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
                  UPCAST_DOT: tl.constexpr, WORK: tl.constexpr, READ: tl.constexpr, FMA: tl.constexpr,
-                 IN_IO_LAYOUT: tl.constexpr, IN_THREAD_SUM: tl.constexpr, STATE_IN_RUNS: tl.constexpr,
-                 K_CLUSTER: tl.constexpr, k0):
+                 IN_IO_LAYOUT: tl.constexpr, IN_THREAD_SUM: tl.constexpr, K_CLUSTER: tl.constexpr, k0):
     """[BLOCK_N, BLOCK_B]: this program's columns of the step's product for one batch tile, the state read at
     state_ptr (a dsmem READ's from slot 1 - slot: slice_product). With K_CLUSTER, the product over this program's
     range of K (from k0) of its cluster's columns, summed over the cluster in partial slot `slot`
@@ -603,11 +567,11 @@ def tile_product(u3, state_ptr, tile, B, H, slot, BLOCK_N: tl.constexpr, BLOCK_B
     if K_CLUSTER > 1:
         partial = slice_product(u3, state_ptr + k0, tile, B, H, 1 - slot, BLOCK_N * K_CLUSTER, BLOCK_B,
                                 BLOCK_H // K_CLUSTER, K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, WORK, READ, FMA,
-                                False, IN_THREAD_SUM, STATE_IN_RUNS)
+                                False, IN_THREAD_SUM)
         return sum_partials(partial, slot, BLOCK_N, BLOCK_B, K_CLUSTER)
     else:
         return slice_product(u3, state_ptr, tile, B, H, 1 - slot, BLOCK_N, BLOCK_B, BLOCK_H, K_SPLIT, DOT_PRECISION,
-                             ACC_DTYPE, UPCAST_DOT, WORK, READ, FMA, IN_IO_LAYOUT, IN_THREAD_SUM, STATE_IN_RUNS)
+                             ACC_DTYPE, UPCAST_DOT, WORK, READ, FMA, IN_IO_LAYOUT, IN_THREAD_SUM)
 
 
 @triton.jit
@@ -617,7 +581,7 @@ def forward_tile(u3, prev_ptr, xw, bias, y_ptr, t, tile, cols, B, H, slot, send,
                  DOT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr,
                  WORK: tl.constexpr, TANH_FORM: tl.constexpr, READ: tl.constexpr, WRITE: tl.constexpr,
                  FMA: tl.constexpr, IN_IO_LAYOUT: tl.constexpr, IN_THREAD_SUM: tl.constexpr,
-                 STATE_IN_RUNS: tl.constexpr, K_CLUSTER: tl.constexpr, k0):
+                 K_CLUSTER: tl.constexpr, k0):
     """Step t of one batch tile: y_t[:, cols] = act(xw_t[:, cols] + b_hh[cols] + prev U[cols, :]^T), xw_t's tile and
     b_hh[cols] (bias, [BLOCK_N]; None: none) given; prev read through the exchange READ (slot 1 - slot of a dsmem
     one), the result passed on through WRITE (slot `slot`; send: a later step reads it). With K_CLUSTER, the product
@@ -629,7 +593,7 @@ def forward_tile(u3, prev_ptr, xw, bias, y_ptr, t, tile, cols, B, H, slot, send,
     if bias is not None:  # not on the step's serial chain: it needs xw alone
         a += bias[:, None]
     a += tile_product(u3, prev_ptr, tile, B, H, slot, BLOCK_N, BLOCK_B, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE,
-                      UPCAST_DOT, WORK, READ, FMA, IN_IO_LAYOUT, IN_THREAD_SUM, STATE_IN_RUNS, K_CLUSTER, k0)
+                      UPCAST_DOT, WORK, READ, FMA, IN_IO_LAYOUT, IN_THREAD_SUM, K_CLUSTER, k0)
     # Without IN_IO_LAYOUT, tl.sum over the warps left every warp holding all of a (Triton's slice layout), so every
     # warp computed the whole tile's activation (at H = 1024 with 32 x 16 tiles, 16 tanh a thread against 2): the
     # approx TANH_FORM makes each one instruction, not about ten.
@@ -644,8 +608,7 @@ def backward_tile(u3, next_ptr, h, dy, dhn_ptr, da_ptr, t, tile, cols, B, H, slo
                   BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, K_SPLIT: tl.constexpr,
                   DOT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr,
                   WORK: tl.constexpr, READ: tl.constexpr, WRITE: tl.constexpr, FMA: tl.constexpr,
-                  IN_IO_LAYOUT: tl.constexpr, IN_THREAD_SUM: tl.constexpr, STATE_IN_RUNS: tl.constexpr,
-                  K_CLUSTER: tl.constexpr, k0):
+                  IN_IO_LAYOUT: tl.constexpr, IN_THREAD_SUM: tl.constexpr, K_CLUSTER: tl.constexpr, k0):
     """Reverse step t of one batch tile, h_t's and dy_t's tiles given:
     da_t[:, cols] = (dy_t[:, cols] + dh_n[:, cols] + da_{t+1} U[:, cols]) * act'(h_t[:, cols]), da_{t+1} read at
     next_ptr (slots and K_CLUSTER as in forward_tile), dL/dh_n at dhn_ptr ([B, H]; None: none, as at every step but a
@@ -655,7 +618,7 @@ def backward_tile(u3, next_ptr, h, dy, dhn_ptr, da_ptr, t, tile, cols, B, H, slo
     h = h.to(ACC_DTYPE)
     g = dy.to(ACC_DTYPE) + tile_product(u3, next_ptr, tile, B, H, slot, BLOCK_N, BLOCK_B, BLOCK_H, K_SPLIT,
                                         DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, WORK, READ, FMA, IN_IO_LAYOUT,
-                                        IN_THREAD_SUM, STATE_IN_RUNS, K_CLUSTER, k0)
+                                        IN_THREAD_SUM, K_CLUSTER, k0)
     if dhn_ptr is not None:  # loaded after the product, not held across it (fp32 at H = 2048 spilled so)
         g += tl.load(dhn_ptr + out, mask=out_mask, other=0.0).to(ACC_DTYPE)
     da = (g * activation_grad_from_output(h, ACTIVATION)).to(da_ptr.dtype.element_ty)
@@ -695,7 +658,6 @@ def split_forward_kernel(
     FMA: tl.constexpr,            # the product by FMA (fma_slice_product), not tl.dot
     IN_IO_LAYOUT: tl.constexpr,   # the product converted into the loads' layout (layouts.converts_product)
     IN_THREAD_SUM: tl.constexpr,  # the K_SPLIT partial products summed in each thread (layouts.sum_leading)
-    STATE_IN_RUNS: tl.constexpr,  # the FMA product's state rows read in its own layout (state_in_runs)
     K_CLUSTER: tl.constexpr,      # > 1: the product's K split over clusters of this many programs (SplitBlocks)
 ):
     cols, u3, t, slices, group, groups, tiles, k0 = program_start(u_ptr, pin, t_first, B, H, False, BLOCK_B, BLOCK_N,
@@ -708,7 +670,7 @@ def split_forward_kernel(
     # keeps its load out of the loops.
     forward_tile(u3, h0_ptr, step_tile(xw_ptr, t, group, cols, B, H, BLOCK_B, True), bias, y_ptr, t, group, cols, B,
                  H, 0, T > 1, CLUSTER, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE,
-                 UPCAST_DOT, WORK, TANH_FORM, L2, EXCHANGE, FMA, IN_IO_LAYOUT, IN_THREAD_SUM, STATE_IN_RUNS, K_CLUSTER,
+                 UPCAST_DOT, WORK, TANH_FORM, L2, EXCHANGE, FMA, IN_IO_LAYOUT, IN_THREAD_SUM, K_CLUSTER,
                  k0)
     uses = 1  # tiles run so far: where programs run several, they take K_CLUSTER's partial slots in turn
     if not ONE_TILE:  # the group's other tiles (with ONE_TILE there are none: launcher-checked)
@@ -716,7 +678,7 @@ def split_forward_kernel(
             forward_tile(u3, h0_ptr, step_tile(xw_ptr, t, tile, cols, B, H, BLOCK_B, True), bias, y_ptr, t, tile,
                          cols, B, H, uses % 2, False, CLUSTER, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT,
                          DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, WORK, TANH_FORM, L2, L2, FMA, IN_IO_LAYOUT,
-                         IN_THREAD_SUM, STATE_IN_RUNS, K_CLUSTER, k0)
+                         IN_THREAD_SUM, K_CLUSTER, k0)
             uses += 1
     if INPUTS_AHEAD:  # the group's first tile of the next step's xw
         xw_ahead = step_tile(xw_ptr, t + t_step, group, cols, B, H, BLOCK_B, T > 1)
@@ -737,13 +699,13 @@ def split_forward_kernel(
             xw = tile_input(xw_ptr, xw_first, t, group, group, cols, B, H, BLOCK_B, INPUTS_AHEAD, ONE_TILE)
             forward_tile(u3, prev_ptr, xw, bias, y_ptr, t, group, cols, B, H, s % 2, s + 1 < T, CLUSTER,
                          ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, WORK,
-                         TANH_FORM, EXCHANGE, EXCHANGE, FMA, IN_IO_LAYOUT, IN_THREAD_SUM, STATE_IN_RUNS, K_CLUSTER, k0)
+                         TANH_FORM, EXCHANGE, EXCHANGE, FMA, IN_IO_LAYOUT, IN_THREAD_SUM, K_CLUSTER, k0)
         else:
             for tile in range(group, tiles, groups):
                 xw = tile_input(xw_ptr, xw_first, t, tile, group, cols, B, H, BLOCK_B, INPUTS_AHEAD, ONE_TILE)
                 forward_tile(u3, prev_ptr, xw, bias, y_ptr, t, tile, cols, B, H, uses % 2, False, CLUSTER,
                              ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, WORK,
-                             TANH_FORM, L2, L2, FMA, IN_IO_LAYOUT, IN_THREAD_SUM, STATE_IN_RUNS, K_CLUSTER, k0)
+                             TANH_FORM, L2, L2, FMA, IN_IO_LAYOUT, IN_THREAD_SUM, K_CLUSTER, k0)
                 uses += 1
     program_end(EXCHANGE, K_CLUSTER)
 
@@ -770,7 +732,6 @@ def split_backward_kernel(
     DOT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr,
     WORK: tl.constexpr, EXCHANGE: tl.constexpr, FMA: tl.constexpr, IN_IO_LAYOUT: tl.constexpr,
     IN_THREAD_SUM: tl.constexpr,
-    STATE_IN_RUNS: tl.constexpr,
     K_CLUSTER: tl.constexpr,
     # as in split_forward_kernel
 ):
@@ -781,15 +742,14 @@ def split_backward_kernel(
     backward_tile(u3, da_in_ptr, step_tile(y_ptr, t, group, cols, B, H, BLOCK_B, True),
                   step_tile(dy_ptr, t, group, cols, B, H, BLOCK_B, True), dhn_ptr, da_ptr, t, group, cols, B, H, 0,
                   T > 1, CLUSTER, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE,
-                  UPCAST_DOT, WORK, L2, EXCHANGE, FMA, IN_IO_LAYOUT, IN_THREAD_SUM, STATE_IN_RUNS, K_CLUSTER, k0)
+                  UPCAST_DOT, WORK, L2, EXCHANGE, FMA, IN_IO_LAYOUT, IN_THREAD_SUM, K_CLUSTER, k0)
     uses = 1  # as in split_forward_kernel
     if not ONE_TILE:  # the group's other tiles, as in split_forward_kernel
         for tile in range(group + groups, tiles, groups):
             backward_tile(u3, da_in_ptr, step_tile(y_ptr, t, tile, cols, B, H, BLOCK_B, True),
                           step_tile(dy_ptr, t, tile, cols, B, H, BLOCK_B, True), dhn_ptr, da_ptr, t, tile, cols, B,
                           H, uses % 2, False, CLUSTER, ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION,
-                          ACC_DTYPE, UPCAST_DOT, WORK, L2, L2, FMA, IN_IO_LAYOUT, IN_THREAD_SUM, STATE_IN_RUNS,
-                          K_CLUSTER, k0)
+                          ACC_DTYPE, UPCAST_DOT, WORK, L2, L2, FMA, IN_IO_LAYOUT, IN_THREAD_SUM, K_CLUSTER, k0)
             uses += 1
     if INPUTS_AHEAD:  # the group's first tile of the next reverse step's h and dy
         h_ahead = step_tile(y_ptr, t + t_step, group, cols, B, H, BLOCK_B, T > 1)
@@ -813,14 +773,14 @@ def split_backward_kernel(
             dy = tile_input(dy_ptr, dy_first, t, group, group, cols, B, H, BLOCK_B, INPUTS_AHEAD, ONE_TILE)
             backward_tile(u3, next_ptr, h, dy, None, da_ptr, t, group, cols, B, H, s % 2, s + 1 < T, CLUSTER,
                           ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT, WORK,
-                          EXCHANGE, EXCHANGE, FMA, IN_IO_LAYOUT, IN_THREAD_SUM, STATE_IN_RUNS, K_CLUSTER, k0)
+                          EXCHANGE, EXCHANGE, FMA, IN_IO_LAYOUT, IN_THREAD_SUM, K_CLUSTER, k0)
         else:
             for tile in range(group, tiles, groups):
                 h = tile_input(y_ptr, h_first, t, tile, group, cols, B, H, BLOCK_B, INPUTS_AHEAD, ONE_TILE)
                 dy = tile_input(dy_ptr, dy_first, t, tile, group, cols, B, H, BLOCK_B, INPUTS_AHEAD, ONE_TILE)
                 backward_tile(u3, next_ptr, h, dy, None, da_ptr, t, tile, cols, B, H, uses % 2, False, CLUSTER,
                               ACTIVATION, BLOCK_B, BLOCK_N, BLOCK_H, K_SPLIT, DOT_PRECISION, ACC_DTYPE, UPCAST_DOT,
-                              WORK, L2, L2, FMA, IN_IO_LAYOUT, IN_THREAD_SUM, STATE_IN_RUNS, K_CLUSTER, k0)
+                              WORK, L2, L2, FMA, IN_IO_LAYOUT, IN_THREAD_SUM, K_CLUSTER, k0)
                 uses += 1
     program_end(EXCHANGE, K_CLUSTER)
 
@@ -958,7 +918,7 @@ def split_forward(xw: torch.Tensor, h0: torch.Tensor | None, u: torch.Tensor, re
         raise ValueError(f"work must be one of {', '.join(STEP_WORKS)}, got {work!r}")
     y = torch.empty_like(xw)
     order = time_order(xw.shape[0], reverse)
-    keywords = _keywords(config, nonlinearity, xw.dtype, False, use_barrier, work, (y,) if h0 is None else (h0, y))
+    keywords = _keywords(config, nonlinearity, xw.dtype, False, use_barrier, work)
     u = u.t().contiguous() if config.FMA else u  # the FMA product's forward reads U^T row-major, as its backward U
     _launch_all_steps(split_forward_kernel, lambda h, first: (xw, h, u, b_hh, y), h0, y, order[0],
                       -1 if reverse else 1, config, keywords)
@@ -974,7 +934,7 @@ def split_backward(y: torch.Tensor, dy: torch.Tensor | None, u: torch.Tensor, re
     contiguous."""
     da = torch.empty_like(y)
     order = time_order(y.shape[0], not reverse)  # backward walks the forward order in reverse
-    keywords = _keywords(config, nonlinearity, y.dtype, True, use_barrier, FULL_STEP.value, (da,))
+    keywords = _keywords(config, nonlinearity, y.dtype, True, use_barrier, FULL_STEP.value)
     # nothing flows back into the first reverse step but dy (and dh_n): its da_{t+1} is zeros
     _launch_all_steps(split_backward_kernel, lambda da_in, first: (y, dy, u, dh_n if first else None, da, da_in),
                       None, da, order[0], 1 if reverse else -1, config, keywords)
@@ -982,14 +942,10 @@ def split_backward(y: torch.Tensor, dy: torch.Tensor | None, u: torch.Tensor, re
 
 
 def _keywords(config: SplitBlocks, nonlinearity: str, dtype: torch.dtype, backward: bool,
-              use_barrier: bool | None, work: str, states: tuple[torch.Tensor, ...]) -> dict:
+              use_barrier: bool | None, work: str) -> dict:
     """launch_keywords here; use_barrier=True runs the barrier path in the interpreter (tests, one-program
-    grids); work: what a step does (STEP_WORKS); states: the [.., B, H] tensors given whose rows the steps read (a
-    first state of zeros the launcher makes, zeroed, is aligned)."""
+    grids); work: what a step does (STEP_WORKS)."""
     keywords = launch_keywords(config, nonlinearity, dtype, interpreting(), backward)
-    # state_in_runs reads whole runs unmasked: H filling BLOCK_H, every row 16-byte aligned
-    keywords["STATE_IN_RUNS"] &= (states[0].shape[-1] == config.BLOCK_H
-                                  and all(state.data_ptr() % 16 == 0 for state in states))
     if use_barrier is not None:
         keywords["USE_BARRIER"] = use_barrier
     keywords["WORK"] = work

@@ -451,57 +451,6 @@ def test_the_fp32_split_product_at_h2048_multiplies_each_element_of_u_once_per_b
     assert not {"HMMA", "HGMMA"} & set(loop["opcodes"])
 
 
-STATE_IN_RUNS_LOADS = """
-import json, re, torch
-from kernels import audit, dispatch, split
-LOAD = re.compile(r'tt\\.elementwise_inline_asm "ld\\.global\\.cg\\.v4\\.f32.*-> tensor<\\d+xf32, '
-                  r'#ttg\\.slice<\\{dim = (\\d), parent = (#\\w+)\\}>>')
-facts = {}
-for H, B, clustered in ((2048, 8, False), (2048, 64, False), (256, 8, True)):
-    dispatch.SPLIT_CLUSTERS = clustered
-    plan = dispatch.plan_for(H, B, torch.float32)
-    for in_runs in (True, False):
-        split.STATE_IN_RUNS = in_runs
-        for job in audit.audit_jobs(plan=plan.name, dtype="float32", nonlinearity="tanh", arch=90):
-            row = audit.compile_one(job)  # compiles; compile_for below finds it in Triton's cache
-            compiled = audit.compile_for(audit._kernel(job.tier, job.kernel), job.dtype, job.keywords, 90)
-            ttgir = compiled.asm["ttgir"]
-            runs = []  # the first two k bases of each load's registers, where it takes a linear layout (the product's)
-            for dim, parent in LOAD.findall(ttgir):
-                linear = re.search(re.escape(parent) + r" = #ttg\\.linear<\\{register = (\\[.*?\\]\\]),", ttgir)
-                if linear:
-                    runs.append([b[1 - int(dim)] for b in json.loads(linear.group(1)) if b[1 - int(dim)]][:2])
-            one_tile = plan.config.forward.ONE_TILE
-            loop = audit.compiled_time_loop(compiled) if in_runs and one_tile else []  # what the test counts
-            facts[f"{H} {B} {job.kernel} {in_runs}"] = {
-                "runs": runs, "spill": row.spill_bytes, "wavefronts": row.smem_wavefronts,
-                "barriers": row.bar_per_step, "loads": sum(i.startswith("LDG.E.128") for i in loop),
-                "one_tile": one_tile, **plan.config.forward.keywords()}
-print(json.dumps(facts))
-"""
-
-
-def test_the_fma_products_state_read_in_runs_fills_each_runs_registers_in_order():
-    """split.STATE_IN_RUNS (inline PTX, which the interpreter cannot run): each 16-byte load writes a run's 4
-    consecutive k into 4 registers in the order the load gives them, so the layout the loads take, the product's
-    (fma_slice's), must hold each run's k in consecutive registers, in order: its first two register bases k + 1 and
-    k + 2. Triton leaves dead copies of these side-effecting loads in other layouts, which ptxas drops: one tile's
-    step issues each thread's 16-byte loads of each row once. Against the coalesced read: fewer shared-memory
-    wavefronts (no conversion) and CTA barriers, no spills. fp32 at H = 2048 one tile (B = 8) and the tile loop
-    (B = 64), and the clusters' H = 256."""
-    facts = json.loads(compiled_without_interpreter(STATE_IN_RUNS_LOADS))
-    for key, on in facts.items():
-        if not key.endswith("True"):
-            continue
-        off = facts[key.replace("True", "False")]
-        assert on["runs"] and all(run == [1, 2] for run in on["runs"]) and not off["runs"], (key, on["runs"])
-        assert on["spill"] == off["spill"] == 0, key
-        assert on["wavefronts"] < off["wavefronts"] and on["barriers"] < off["barriers"], (key, on, off)
-        if on["one_tile"]:  # a run of 4 k a thread, the lanes along n sharing it: BLOCK_H / (warps * lanes * 4) a row
-            lanes_k = 32 // (on["BLOCK_N"] // 4)
-            assert on["loads"] == on["BLOCK_B"] * on["BLOCK_H"] // (on["num_warps"] * lanes_k * 4), (key, on)
-
-
 FMA_TIER_LOOPS = """
 import json, torch
 from kernels import audit, fma
@@ -640,7 +589,6 @@ def test_an_audit_in_another_process_gets_this_processs_kernel_switches(monkeypa
                 (fma, "INTERLEAVED_CHAINS", False, True),
                 (layouts, "PRODUCT_TO_IO_LAYOUT", "all", "fp32"), (split, "INPUTS_AHEAD", False, True),
                 (split, "INPUTS_AFTER_ARRIVAL", False, True), (split, "IN_THREAD_SUM", False, True),
-                (split, "STATE_IN_RUNS", True, False),
                 (dispatch, "SPLIT_TILE_LOOP_STAGES", 3, 1), (dispatch, "SPLIT_LOOPED_BLOCK_B", 8, 16),
                 (dispatch, "SPLIT_CLUSTERS", True, False),
                 (dispatch, "SPLIT_CLUSTER_EXCHANGE", "dsmem-push", "l2"), (dispatch, "SPLIT_K_CLUSTER", 4, 1)]
@@ -653,7 +601,6 @@ def test_an_audit_in_another_process_gets_this_processs_kernel_switches(monkeypa
                          "--product-to-io-layout", "all",
                          "--portable-tanh", "--fma-u-copied", "--fma-chains-in-runs",
                          "--split-inputs-in-step", "--split-inputs-before-arrival", "--split-tl-sum",
-                         "--split-state-in-runs",
                          "--split-tile-loop-stages", "3", "--split-looped-block-b", "8", "--split-clusters",
                          "--split-cluster-exchange", "dsmem-push", "--split-k-cluster", "4"]
     for module, name, _, off in switches:

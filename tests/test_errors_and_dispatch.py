@@ -300,28 +300,6 @@ def test_split_sums_in_each_thread_but_in_fp32s_pipelined_tile_loop_before_sm90(
     assert not any(any(summed(c, dt)) for dt, _, _, c in pairs)
 
 
-def test_the_fma_product_reads_the_state_in_runs_only_where_its_unmasked_loads_are_safe(monkeypatch):
-    """split.STATE_IN_RUNS (off by default): the launch keywords take it for the FMA product with its in-thread sum,
-    compiled only (inline PTX); the launcher then keeps it where H fills BLOCK_H and every state row it reads starts
-    16-byte aligned, since its loads read whole runs of 4 k unmasked."""
-    fma = SPLIT_CONFIGS[(torch.float32, 2048)].forward
-    mma = SPLIT_CONFIGS[(torch.bfloat16, 2048)].forward
-    def in_runs(blocks, interpreted=False):
-        return split.launch_keywords(blocks, "tanh", blocks_dtype[blocks], interpreted, backward=False)["STATE_IN_RUNS"]
-    blocks_dtype = {fma: torch.float32, mma: torch.bfloat16,
-                    dataclasses.replace(fma, IN_THREAD_SUM=False): torch.float32}
-    assert not any(in_runs(b) for b in blocks_dtype)  # the default
-    monkeypatch.setattr(split, "STATE_IN_RUNS", True)
-    assert [in_runs(b) for b in blocks_dtype] == [True, False, False] and not in_runs(fma, interpreted=True)
-    monkeypatch.setattr(split, "interpreting", lambda: False)
-    def launched(h0, y):
-        return split._keywords(fma, "tanh", torch.float32, False, True, split.FULL_STEP.value, (h0, y))["STATE_IN_RUNS"]
-    state = torch.zeros(3, 5, 2048)
-    assert launched(state[0], state)
-    assert not launched(torch.zeros(5 * 2048 + 1)[1:].view(5, 2048), state)  # h0 4 bytes past a 16-byte boundary
-    assert not launched(torch.zeros(5, 2000), torch.zeros(3, 5, 2000))  # H short of BLOCK_H: k past H read unmasked
-
-
 def test_split_runs_several_tiles_per_program_in_wider_slices_at_h512_and_h2048(monkeypatch):
     """SPLIT_LOOPED_CONFIGS: 16-bit H = 2048 where programs run several tiles per step (B > 32 on 132 SMs) takes 64
     slices of 32 rows and two batch groups of 16-row tiles (SPLIT_LOOPED_BLOCK_B), not one group of 128 16-row slices

@@ -8,7 +8,7 @@ import pytest
 import torch
 import triton
 
-from kernels import TritonRNN, barrier_status, dispatch, plan_for, prefetch, resident, split, streams
+from kernels import TritonRNN, barrier_status, dispatch, plan_for, prefetch, resident, streams
 from kernels.dispatch import recurrence_backward, recurrence_forward, resident_limit
 from kernels.fragments import within_padding_bound
 from kernels.occupancy import max_active_clusters
@@ -196,23 +196,6 @@ def test_split_by_fma_matches_float64(B, nonlinearity):
     if plan_for(2048, B, torch.float32, "cuda").tier != "split":
         pytest.skip("fp32 at H = 2048 needs 128 SMs for the split tier")
     check_long_sequence("split", torch.float32, 2048, B, nonlinearity)
-
-
-@pytest.mark.parametrize("H,B,nonlinearity,clustered", [(2048, 5, "tanh", False), (2048, 64, "relu", False),
-                                                         (2000, 8, "tanh", False), (256, 5, "relu", True)])
-def test_split_by_fma_reading_the_state_in_runs_matches_float64(H, B, nonlinearity, clustered, monkeypatch):
-    """split.STATE_IN_RUNS (inline PTX, never run in the interpreter): each thread's runs of the state read from L2
-    into the product's registers, at fp32 accuracy against the float64 loop: a partial tile (B = 5, whose rows past B
-    read row B - 1), the tile loop (B = 64), the clusters' H = 256, and H = 2000, where the launcher keeps the
-    coalesced read (k past H)."""
-    monkeypatch.setattr(split, "STATE_IN_RUNS", True)
-    monkeypatch.setattr(dispatch, "SPLIT_CLUSTERS", clustered)
-    if plan_for(H, B, torch.float32, "cuda").tier != "split":
-        pytest.skip("needs 128 SMs (H = 2048) or thread-block clusters (sm_90)")
-    launched, launch = [], split._launch
-    monkeypatch.setattr(split, "_launch", lambda *args: launched.append(args[-1]["STATE_IN_RUNS"]) or launch(*args))
-    check_long_sequence("split", torch.float32, H, B, nonlinearity)
-    assert launched and set(launched) == {H in (256, 2048)}
 
 
 def filling_batch(H, dtype):
