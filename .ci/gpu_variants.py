@@ -217,6 +217,11 @@ VARIANTS = {  # name -> a context manager factory
     "l2-prefetch-16": lambda: switched(prefetch, "L2_PREFETCH_STEPS", 16),
     # the prefetch where a launch's streams outgrow half of L2, not all of it (prefetch.STREAMED_L2_SHARE)
     "l2-prefetch-over-half": lambda: switched(prefetch, "STREAMED_L2_SHARE", 0.5),
+    # the prefetch in every launch of those kernels, whatever they stream (STREAMED_L2_SHARE 0), and in every backward
+    # launch that reads dy as given (prefetch.COLD_GRADIENT): the upstream gradient comes from outside the call, cold
+    # in L2 after do_bench's flush, however small (L2_COLD_DY)
+    "l2-prefetch-always": lambda: switched(prefetch, "STREAMED_L2_SHARE", 0.0),
+    "l2-prefetch-dy": lambda: switched(prefetch, "COLD_GRADIENT", True),
     # Everything in order on one stream: a bidirectional layer's directions one after the other (--bidirectional)
     "one-stream": lambda: switched(streams, "OVERLAP", False),
     # the fma, resident and split kernels without b_hh, which the input GEMM adds as b_ih + b_hh, summed at a launch of
@@ -247,6 +252,14 @@ FMA_L2 = [(dt, 128, b) for dt in ("float32", "bfloat16") for b in (8, 64)]  # th
 # the timing's noise)
 L2_WINDOW = [("bfloat16", 64, 32), ("bfloat16", 64, 8), ("bfloat16", 256, 8), ("float32", 128, 64),
              ("float32", 128, 8)]
+# Where a launch's streams fit L2, so that no kernel prefetches, yet the backward's dy is read cold (the upstream
+# gradient, made before the call; do_bench flushes L2 before each call): on the H200 (T = 4096, no prefetch in the fma
+# tier then) its backward (forward+backward less forward) took 0.42 / 0.68 us a step at fp32 H = 64 / 128, B = 8,
+# against the forward's 0.24 / 0.32, and 0.34 / 0.49 at B = 64, where each program does the same work; bf16 at 128 0.57
+# at B = 8, 0.36 at 64 (results/variants/20261127-h200-untimed/fma_chains.csv); the resident tier's bf16 at H = 64
+# beside them
+L2_COLD_DY = [(dt, h, b) for dt, h in (("float32", 64), ("float32", 128), ("bfloat16", 64), ("bfloat16", 128))
+              for b in (8, 64)]
 SPLIT_16BIT = [("bfloat16", h, b) for h in (512, 1024) for b in (8, 64)]  # the split tier's, one tile per program
 FP32 = [("float32", h, b) for h in (128, 256, 512) for b in (8, 64)]
 FP32_RESIDENT = [("float32", h, b) for h in (64, 128) for b in (8, 64)]  # the fp32 fma and resident tiers' sizes
@@ -334,6 +347,8 @@ COMPARED = {  # variant -> the cases it is timed on, each beside today's form ("
     "no-l2-prefetch": RESIDENT_L2 + FMA_L2,
     "l2-prefetch-16": RESIDENT_L2,
     "l2-prefetch-over-half": L2_WINDOW,
+    "l2-prefetch-always": L2_COLD_DY,
+    "l2-prefetch-dy": L2_COLD_DY,
     "one-stream": OVERLAPPING,
     "b-hh-summed": FUSED_ENDS,
     "fma-u-copied": FMA_CHAINS,

@@ -456,7 +456,7 @@ def fma_backward(y: torch.Tensor, dy: torch.Tensor | None, u_columns: torch.Tens
     da = torch.empty_like(y)
     dh0 = torch.empty((B, H), dtype=dh0_dtype or accumulator_dtype(y.dtype), device=y.device)
     keywords = launch_keywords(config, nonlinearity, y.dtype, interpreting(), backward=True)
-    keywords["L2_PREFETCH_STEPS"] = prefetch_distance(keywords, (y, dy, da))
+    keywords["L2_PREFETCH_STEPS"] = prefetch_distance(keywords, (y, dy, da), cold=dy)
     fma_backward_kernel[(B,)](y, dy, u_columns, dh_n, da, dh0, T, B, H, 0 if reverse else T - 1,
                               1 if reverse else -1, **keywords)
     return da, dh0

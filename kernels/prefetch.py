@@ -34,6 +34,16 @@ the lease's `l2-prefetch` stage times both.
 
 The fma tier's kernels take the prefetch too, by the same rule: its fp32 step at H = 128, T = 4096 took 0.52 us at
 B = 64 against 0.35 at B = 8, the same gap (not yet timed with the prefetch).
+
+The rule's premise, that the call itself left a launch's inputs in L2, does not hold for the backward's dy: the upstream
+gradient is made before the call (rnnbench makes it once per case, and triton.testing.do_bench flushes L2 before every
+call), so where it is read as given (the fma tier, the resident tier's converted tiles; fragment order's copy of it is
+made in the call) every step's rows of it may come from HBM, however small the streams. On the H200 (T = 4096, before
+the fma tier prefetched) the fma backward, forward+backward less forward, took 0.42 / 0.68 us a step at fp32 H = 64 /
+128, B = 8, against its forward's 0.24 / 0.32 (whose xw the input GEMM had just written), and 0.34 / 0.49 at B = 64,
+where each program does the same work (results/variants/20261127-h200-untimed/fma_chains.csv): a step's latency, not
+its work. With COLD_GRADIENT (off, not yet timed: .ci/gpu_variants.py l2-prefetch-dy) a backward launch that reads dy
+as given prefetches whatever its streams' size.
 """
 import torch
 import triton
@@ -47,6 +57,9 @@ L2_PREFETCH_STEPS = 4
 # The share of the device's L2 that a launch's streams must exceed for the prefetch (prefetch_distance; module
 # docstring): 1.0, L2's size, the side of it each timed case was faster on.
 STREAMED_L2_SHARE = 1.0
+# Whether a backward launch that reads the upstream gradient dy as the caller gave it prefetches, whatever its streams'
+# size (module docstring): off, not yet timed
+COLD_GRADIENT = False
 
 
 @triton.jit
@@ -67,11 +80,15 @@ def prefetch_l2(base, valid, B, H, BLOCK_B: tl.constexpr):
         [tl.where(valid, start, 0), tl.where(valid, size, 0)], dtype=tl.int32, is_pure=False, pack=1)
 
 
-def prefetch_distance(keywords: dict, streams: tuple[torch.Tensor | None, ...]) -> int:
+def prefetch_distance(keywords: dict, streams: tuple[torch.Tensor | None, ...],
+                      cold: torch.Tensor | None = None) -> int:
     """keywords' L2_PREFETCH_STEPS where the [T, B, H] tensors a launch reads or writes once (streams) outgrow
     STREAMED_L2_SHARE of the device's L2 cache, else 0: where they fit, the prefetch only adds instructions (module
     docstring). A tensor given twice, read and written over (fragment order's copies), counts once; None (a tensor the
-    launch does not get, dy where the loss reads h_n alone) not at all."""
+    launch does not get, dy where the loss reads h_n alone) not at all. cold: a stream that the call did not write
+    (the backward's dy as given): with COLD_GRADIENT, reason enough to prefetch."""
+    if COLD_GRADIENT and cold is not None:
+        return keywords["L2_PREFETCH_STEPS"]
     given = {id(t): t for t in streams if t is not None}.values()
     streamed = sum(t.numel() * t.element_size() for t in given)
     return keywords["L2_PREFETCH_STEPS"] if streamed > STREAMED_L2_SHARE * l2_cache_bytes(streams[0].device) else 0

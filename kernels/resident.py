@@ -497,9 +497,10 @@ def resident_backward(y: torch.Tensor, dy: torch.Tensor | None, u: torch.Tensor,
                                fragment_order=fragments.within_padding_bound(B, H, config.BLOCK_B, config.BLOCK_H))
 
     def launch(states: torch.Tensor, gradients: torch.Tensor | None, da: torch.Tensor):  # prefetch by y, dy and da
+        cold = None if keywords["FRAGMENTS"] else gradients  # dy as given; its fragment-order copy is the call's
         resident_backward_kernel[(cdiv(B, config.BLOCK_B),)](
             states, gradients, u, dh_n, da, dh0, PIN, T, B, H, 0 if reverse else T - 1, 1 if reverse else -1,
-            **keywords | {"L2_PREFETCH_STEPS": prefetch_distance(keywords, (states, gradients, da))})
+            **keywords | {"L2_PREFETCH_STEPS": prefetch_distance(keywords, (states, gradients, da), cold)})
     if keywords["FRAGMENTS"]:  # da written over dy's copy in fragment order (without dy, a buffer of its own)
         if dy is None:
             da = fragments.empty_fragment_order(T, B, config.BLOCK_B, config.BLOCK_H, y.dtype, y.device)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.nn.utils.rnn import PackedSequence, pack_sequence
 
-from kernels import TritonRNN, dispatch, plan_for, prefetch, split
+from kernels import TritonRNN, dispatch, fma, plan_for, prefetch, split
 from kernels.dispatch import (
     FMA_CONFIGS,
     RESIDENT_CONFIGS,
@@ -20,6 +20,8 @@ from kernels.dispatch import (
     _fma_plan,
     _resident_plan,
     _split_plan,
+    recurrence_backward,
+    recurrence_forward,
     resident_limit,
     served_sizes,
 )
@@ -191,6 +193,28 @@ def test_launches_prefetch_into_l2_only_where_their_streams_outgrow_it(monkeypat
     # over half of L2 (prefetch.STREAMED_L2_SHARE, the lease's variant): 40 MiB then takes it, 24 MiB not
     monkeypatch.setattr(prefetch, "STREAMED_L2_SHARE", 0.5)
     assert [distance(20, 128), distance(12, 128)] == [4, 0]
+    # a stream the call did not write (the backward's dy as given) with prefetch.COLD_GRADIENT: whatever the size
+    small = tuple(torch.empty((16, 2, 16), dtype=torch.bfloat16, device="meta") for _ in range(3))
+    assert prefetch.prefetch_distance(on, small, cold=small[1]) == 0
+    monkeypatch.setattr(prefetch, "COLD_GRADIENT", True)
+    assert prefetch.prefetch_distance(on, small, cold=small[1]) == 4 and prefetch.prefetch_distance(on, small) == 0
+    assert prefetch.prefetch_distance({"L2_PREFETCH_STEPS": 0}, small, cold=small[1]) == 0  # off stays off
+    # in every launch (STREAMED_L2_SHARE 0, the lease's l2-prefetch-always): the smallest streams take it too
+    monkeypatch.setattr(prefetch, "STREAMED_L2_SHARE", 0.0)
+    assert [distance(1, 16), distance(8, 64, tensors=3)] == [4, 4]
+
+
+def test_the_fma_backward_names_dy_as_the_stream_its_call_did_not_write(monkeypatch):
+    """The fma backward reads dy as its caller gave it (prefetch.COLD_GRADIENT's case); none where the loss reads h_n
+    alone; the forward's xw is the call's own."""
+    cold_reads = []
+    monkeypatch.setattr(fma, "prefetch_distance", lambda keywords, streams, cold=None: cold_reads.append(cold) or 0)
+    plan = plan_for(16, 2, torch.float32, kernel="fma")
+    xw, h0, u, dy = (torch.randn(*shape) for shape in ((3, 2, 16), (2, 16), (16, 16), (3, 2, 16)))
+    y, _ = recurrence_forward(plan, xw, h0, u, "tanh", False)
+    recurrence_backward(plan, y, dy, u, "tanh", False)
+    recurrence_backward(plan, y, None, u, "tanh", False)
+    assert cold_reads[0] is None and cold_reads[1] is dy and cold_reads[2] is None
 
 
 def test_split_tier_needs_a_slice_per_sm_and_runs_every_batch_tile_in_one_launch():

@@ -110,10 +110,15 @@ def test_the_resident_launchers_take_fragment_order_only_within_the_padding_boun
 @pytest.mark.parametrize("B", [8, 3])
 def test_the_l2_prefetch_is_decided_by_the_tensors_each_kernel_streams(B, device, monkeypatch):
     """prefetch.prefetch_distance weighs what a launch reads and writes: in fragment order (B = 8) the copies, twice
-    xw's size here; with the tiles converted (B = 3) xw and y, then y, dy and da."""
-    streamed = []
-    monkeypatch.setattr(resident, "prefetch_distance", lambda keywords, streams: streamed.append(
-        [tuple(t.shape) for t in streams]) or 0)
+    xw's size here; with the tiles converted (B = 3) xw and y, then y, dy and da, dy read as given (cold: not written
+    by the call, prefetch.COLD_GRADIENT), where fragment order reads the call's copy of it."""
+    streamed, cold_reads = [], []
+
+    def distance(keywords, streams, cold=None):
+        streamed.append([tuple(t.shape) for t in streams])
+        cold_reads.append(cold)
+        return 0
+    monkeypatch.setattr(resident, "prefetch_distance", distance)
     xw, h0, u = (torch.randn(*shape, device=device, dtype=torch.bfloat16) / 8 for shape in ((3, B, 64), (B, 64),
                                                                                              (64, 64)))
     plan = plan_for(64, B, torch.bfloat16, device, kernel="resident")
@@ -121,6 +126,7 @@ def test_the_l2_prefetch_is_decided_by_the_tensors_each_kernel_streams(B, device
     recurrence_backward(plan, y, xw, u, "tanh", False)
     copy, tensor = (3, 16 * 64), (3, B, 64)
     assert streamed == ([[copy] * 2, [copy] * 3] if B == 8 else [[tensor] * 2, [tensor] * 3])
+    assert cold_reads[0] is None and (cold_reads[1] is None if B == 8 else cold_reads[1].data_ptr() == xw.data_ptr())
 
 
 @pytest.mark.parametrize("B,spared", [(16, True), (3, False)])

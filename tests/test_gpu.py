@@ -68,7 +68,7 @@ def test_resident_limit_long_sequence_in_fragment_order(dtype, nonlinearity, B, 
     monkeypatch.setattr(resident, "FRAGMENT_IO", True)
     distances = []
 
-    def distance(keywords, streams):  # whatever the launch streams
+    def distance(keywords, streams, cold=None):  # whatever the launch streams
         distances.append(keywords["L2_PREFETCH_STEPS"] if l2_prefetch == "forced" else 0)
         return distances[-1]
     monkeypatch.setattr(resident, "prefetch_distance", distance)
