@@ -41,9 +41,9 @@ call), so where it is read as given (the fma tier, the resident tier's converted
 made in the call) every step's rows of it may come from HBM, however small the streams. On the H200 (T = 4096, before
 the fma tier prefetched) the fma backward, forward+backward less forward, took 0.42 / 0.68 us a step at fp32 H = 64 /
 128, B = 8, against its forward's 0.24 / 0.32 (whose xw the input GEMM had just written), and 0.34 / 0.49 at B = 64,
-where each program does the same work (results/variants/20261127-h200-untimed/fma_chains.csv): a step's latency, not
-its work. With COLD_GRADIENT (off, not yet timed: .ci/gpu_variants.py l2-prefetch-dy) a backward launch that reads dy
-as given prefetches whatever its streams' size.
+where each program does the same work (results/variants/20261127-h200-untimed/fma_chains.csv), which points at a
+step's latency, not its work (read from these times, not measured). With COLD_GRADIENT (off, not yet timed: `bash
+.ci/gpu cold-dy`) a backward launch that reads dy as given prefetches whatever its streams' size.
 """
 import torch
 import triton
