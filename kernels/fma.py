@@ -163,6 +163,10 @@ U_ITSELF_MULTIPLE = 16
 # (launch_keywords): at 16, 4 k a chain, it took 13-18% more stall cycles per step on sm_80 and sm_90 (compile audit).
 INTERLEAVED_CHAINS = True
 INTERLEAVED_MIN_BLOCK_H = 32
+# Steps ahead of its use that the backward loads each step's dy: 1, or 2, one more register a row, for a dy read cold
+# from HBM whose latency may exceed a step (prefetch.py, COLD_GRADIENT: the same question answered by an L2 prefetch,
+# which costs its address arithmetic every step). Not yet timed: `bash .ci/gpu cold-dy`, variant fma-dy-2-ahead.
+DY_STEPS_AHEAD = 1
 
 
 @dataclass(frozen=True)
@@ -181,8 +185,8 @@ def launch_keywords(config: FmaBlocks, nonlinearity: str, dtype: torch.dtype, in
                                 "STREAM_HALF": config.BLOCK_H > HELD_MAX_BLOCK_H,
                                 "INTERLEAVED_CHAINS": INTERLEAVED_CHAINS and config.BLOCK_H >= INTERLEAVED_MIN_BLOCK_H,
                                 "L2_PREFETCH_STEPS": 0 if interpreted else prefetch.L2_PREFETCH_STEPS} | (
-        {} if backward else {"TANH_FORM": tanh_form(dtype, interpreted),
-                             "U_ITSELF": reads_u_itself(hidden_size, config, backward)})
+        {"DY_AHEAD": DY_STEPS_AHEAD} if backward else {"TANH_FORM": tanh_form(dtype, interpreted),
+                                                       "U_ITSELF": reads_u_itself(hidden_size, config, backward)})
 
 
 def reads_u_itself(hidden_size: int | None, config: FmaBlocks, backward: bool) -> bool:
@@ -369,6 +373,7 @@ def fma_backward_kernel(
     ACTIVATION: tl.constexpr, BLOCK_H: tl.constexpr, STREAM_HALF: tl.constexpr,  # as in fma_forward_kernel
     L2_PREFETCH_STEPS: tl.constexpr,  # h's and dy's rows this many steps ahead prefetched into L2 (0: none)
     INTERLEAVED_CHAINS: tl.constexpr,  # as in fma_forward_kernel
+    DY_AHEAD: tl.constexpr,  # steps ahead of its use that each step's dy is loaded: 1 or 2 (DY_STEPS_AHEAD)
 ):
     offs = tl.arange(0, BLOCK_H)
     mask = offs < H
@@ -381,10 +386,12 @@ def fma_backward_kernel(
     dy = load_row(dy_ptr, t * stride + row, mask, BLOCK_H).to(tl.float32)  # carried in fp32
     if dhn_ptr is not None:
         dy += tl.load(dhn_ptr + row, mask=mask, other=0.0).to(tl.float32)
+    if DY_AHEAD == 2:  # the next reverse step's dy, before the loop, which loads the one after it each step
+        dy_next = load_row(dy_ptr, (t + t_step) * stride + row, mask & (T > 1), BLOCK_H)
     for s in range(0, T):
-        # The next reverse step's inputs, loaded while this step computes.
+        # The next reverse step's inputs (dy's DY_AHEAD steps ahead), loaded while this step computes.
         h_next = tl.load(y_ptr + (t + t_step) * stride + row, mask=mask & (s + 1 < T), other=0.0)
-        dy_next = load_row(dy_ptr, (t + t_step) * stride + row, mask & (s + 1 < T), BLOCK_H)
+        dy_ahead = load_row(dy_ptr, (t + DY_AHEAD * t_step) * stride + row, mask & (s + DY_AHEAD < T), BLOCK_H)
         if L2_PREFETCH_STEPS:
             ahead = (t + L2_PREFETCH_STEPS * t_step) * stride
             prefetch_l2(y_ptr + ahead, s + L2_PREFETCH_STEPS < T, B, H, 1)
@@ -394,7 +401,11 @@ def fma_backward_kernel(
         da = g * activation_grad_from_output(h.to(tl.float32), ACTIVATION)
         tl.store(da_ptr + t * stride + row, da.to(da_ptr.dtype.element_ty), mask=mask)
         t += t_step
-        h, dy = h_next, dy_next.to(tl.float32)
+        h = h_next
+        if DY_AHEAD == 2:
+            dy, dy_next = dy_next.to(tl.float32), dy_ahead
+        else:
+            dy = dy_ahead.to(tl.float32)
     tl.store(dh0_ptr + row, vector_product(held, u_fp32_ptr, da, BLOCK_H, STREAM_HALF, INTERLEAVED_CHAINS), mask=mask)
 
 
