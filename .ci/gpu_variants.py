@@ -222,9 +222,9 @@ VARIANTS = {  # name -> a context manager factory
     # in L2 after do_bench's flush, however small (L2_COLD_DY)
     "l2-prefetch-always": lambda: switched(prefetch, "STREAMED_L2_SHARE", 0.0),
     "l2-prefetch-dy": lambda: switched(prefetch, "COLD_GRADIENT", True),
-    # the fma backward loading each step's dy two steps ahead into registers, not one (fma.DY_STEPS_AHEAD): the same
-    # question without the prefetch's address arithmetic each step
-    "fma-dy-2-ahead": lambda: switched(fma, "DY_STEPS_AHEAD", 2),
+    # the fma backward loading each step's dy one step ahead, as it did (today's: two, fma.DY_STEPS_AHEAD, for a dy
+    # read cold; the prefetch above asks the same question at the cost of its address arithmetic each step)
+    "fma-dy-1-ahead": lambda: switched(fma, "DY_STEPS_AHEAD", 1),
     # Everything in order on one stream: a bidirectional layer's directions one after the other (--bidirectional)
     "one-stream": lambda: switched(streams, "OVERLAP", False),
     # the fma, resident and split kernels without b_hh, which the input GEMM adds as b_ih + b_hh, summed at a launch of
@@ -352,7 +352,7 @@ COMPARED = {  # variant -> the cases it is timed on, each beside today's form ("
     "l2-prefetch-over-half": L2_WINDOW,
     "l2-prefetch-always": L2_COLD_DY,
     "l2-prefetch-dy": L2_COLD_DY,
-    "fma-dy-2-ahead": [c for c in L2_COLD_DY if c[0] == "float32" or c[1] == 128],  # the fma tier's
+    "fma-dy-1-ahead": [c for c in L2_COLD_DY if c[0] == "float32" or c[1] == 128],  # the fma tier's
     "one-stream": OVERLAPPING,
     "b-hh-summed": FUSED_ENDS,
     "fma-u-copied": FMA_CHAINS,

@@ -163,10 +163,13 @@ U_ITSELF_MULTIPLE = 16
 # (launch_keywords): at 16, 4 k a chain, it took 13-18% more stall cycles per step on sm_80 and sm_90 (compile audit).
 INTERLEAVED_CHAINS = True
 INTERLEAVED_MIN_BLOCK_H = 32
-# Steps ahead of its use that the backward loads each step's dy: 1, or 2, one more register a row, for a dy read cold
-# from HBM whose latency may exceed a step (prefetch.py, COLD_GRADIENT: the same question answered by an L2 prefetch,
-# which costs its address arithmetic every step). Not yet timed: `bash .ci/gpu cold-dy`, variant fma-dy-2-ahead.
-DY_STEPS_AHEAD = 1
+# Steps ahead of its use that the backward loads each step's dy: 2, or 1 as the forward its xw. The upstream gradient
+# comes from outside the call, so it may be read from HBM, whose latency can exceed a step of this tier (prefetch.py,
+# COLD_GRADIENT, the figures that suggest it: the backward at B = 8 took 1.75-2.1x the forward's time a step on an
+# H200). Chosen from the compile audit (sm_90, backward without the L2 prefetch, 2 against 1: 2-5 more time-loop
+# instructions, stall cycles -5% to +5%, no more registers, no spills; the L2 prefetch's form costs 27 more
+# instructions at BLOCK_H = 64): not yet timed, `bash .ci/gpu cold-dy` (fma-dy-1-ahead is the form it replaced).
+DY_STEPS_AHEAD = 2
 
 
 @dataclass(frozen=True)

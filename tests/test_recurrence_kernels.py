@@ -167,16 +167,18 @@ def test_fma_kernels_with_chains_of_consecutive_k_match_float64_reference(shape,
                             "tanh", False, device)
 
 
+@pytest.mark.parametrize("ahead", [1, 2])
 @pytest.mark.parametrize("dtype,shape", [(torch.float32, (1, 2, 16)), (torch.float32, (2, 3, 48)),
                                          (torch.float32, (5, 2, 200)), (torch.bfloat16, (4, 3, 100))], ids=case_id)
 @pytest.mark.parametrize("nonlinearity,reverse", [("tanh", False), ("relu", True)])
-def test_the_fma_backward_loading_dy_two_steps_ahead_matches_float64_reference(dtype, shape, nonlinearity, reverse,
-                                                                               device, monkeypatch):
-    """fma.DY_STEPS_AHEAD = 2 (.ci/gpu_variants.py fma-dy-2-ahead): each step's dy loaded two steps before its use,
-    at T = 1 and 2 (nothing or one step past the first to load ahead), U held whole and half streamed, 16-bit I/O."""
-    monkeypatch.setattr(fma, "DY_STEPS_AHEAD", 2)
+def test_the_fma_backward_loading_dy_one_or_two_steps_ahead_matches_float64_reference(ahead, dtype, shape, nonlinearity,
+                                                                                      reverse, device, monkeypatch):
+    """fma.DY_STEPS_AHEAD (2, and 1 as before: .ci/gpu_variants.py fma-dy-1-ahead): each step's dy loaded that many
+    steps before its use, at T = 1 and 2 (nothing or one step past the first to load ahead), U held whole and half
+    streamed, 16-bit I/O."""
+    monkeypatch.setattr(fma, "DY_STEPS_AHEAD", ahead)
     plan = plan_for(shape[2], shape[1], dtype, device, kernel="fma")
-    assert fma.launch_keywords(plan.config.backward, nonlinearity, dtype, True, backward=True)["DY_AHEAD"] == 2
+    assert fma.launch_keywords(plan.config.backward, nonlinearity, dtype, True, backward=True)["DY_AHEAD"] == ahead
     check_against_reference(plan, dtype, shape, nonlinearity, reverse, device)
 
 
