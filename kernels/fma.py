@@ -34,7 +34,10 @@ thread through shared memory: one store, one barrier, and BLOCK_H / 4 loads of 1
 for the whole warp (a broadcast); a second barrier lets the next step's store reuse the buffer. Each step's input
 is loaded a step ahead, before those barriers, so the layer's forward stores the states over xw (xw_spare; the compile
 audit checks that order in every configuration, audit.output_over_input): a forward call needs no [T, B, H] buffer
-for them.
+for them. The backward loads each step's dy prefetch.GRADIENT_STEPS_AHEAD steps ahead (2): the upstream gradient,
+made outside the call, may come from HBM, whose latency can pass this tier's step (prefetch.py; set from the compile
+audit, sm_90 fp32 without the L2 prefetch, 2 against 1: 2-5 more time-loop instructions, stall cycles -5% to +5%, no
+more registers, no spills; not yet timed).
 
 Triton picks a tensor's layout from how it is loaded, not from how it is used, so the launchers store
 M by columns (by_columns: k = 4 j + e at [j, n, e]) and the kernels load it as one flat run. Triton
@@ -163,13 +166,6 @@ U_ITSELF_MULTIPLE = 16
 # (launch_keywords): at 16, 4 k a chain, it took 13-18% more stall cycles per step on sm_80 and sm_90 (compile audit).
 INTERLEAVED_CHAINS = True
 INTERLEAVED_MIN_BLOCK_H = 32
-# Steps ahead of its use that the backward loads each step's dy: 2, or 1 as the forward its xw. The upstream gradient
-# comes from outside the call, so it may be read from HBM, whose latency can exceed a step of this tier (prefetch.py,
-# COLD_GRADIENT, the figures that suggest it: the backward at B = 8 took 1.75-2.1x the forward's time a step on an
-# H200). Chosen from the compile audit (sm_90, backward without the L2 prefetch, 2 against 1: 2-5 more time-loop
-# instructions, stall cycles -5% to +5%, no more registers, no spills; the L2 prefetch's form costs 27 more
-# instructions at BLOCK_H = 64): not yet timed, `bash .ci/gpu cold-dy` (fma-dy-1-ahead is the form it replaced).
-DY_STEPS_AHEAD = 2
 
 
 @dataclass(frozen=True)
@@ -188,7 +184,7 @@ def launch_keywords(config: FmaBlocks, nonlinearity: str, dtype: torch.dtype, in
                                 "STREAM_HALF": config.BLOCK_H > HELD_MAX_BLOCK_H,
                                 "INTERLEAVED_CHAINS": INTERLEAVED_CHAINS and config.BLOCK_H >= INTERLEAVED_MIN_BLOCK_H,
                                 "L2_PREFETCH_STEPS": 0 if interpreted else prefetch.L2_PREFETCH_STEPS} | (
-        {"DY_AHEAD": DY_STEPS_AHEAD} if backward else {"TANH_FORM": tanh_form(dtype, interpreted),
+        {"DY_AHEAD": prefetch.GRADIENT_STEPS_AHEAD} if backward else {"TANH_FORM": tanh_form(dtype, interpreted),
                                                        "U_ITSELF": reads_u_itself(hidden_size, config, backward)})
 
 
@@ -376,7 +372,7 @@ def fma_backward_kernel(
     ACTIVATION: tl.constexpr, BLOCK_H: tl.constexpr, STREAM_HALF: tl.constexpr,  # as in fma_forward_kernel
     L2_PREFETCH_STEPS: tl.constexpr,  # h's and dy's rows this many steps ahead prefetched into L2 (0: none)
     INTERLEAVED_CHAINS: tl.constexpr,  # as in fma_forward_kernel
-    DY_AHEAD: tl.constexpr,  # steps ahead of its use that each step's dy is loaded: 1 or 2 (DY_STEPS_AHEAD)
+    DY_AHEAD: tl.constexpr,  # steps ahead of its use that each step's dy is loaded: 1 or 2 (prefetch.py)
 ):
     offs = tl.arange(0, BLOCK_H)
     mask = offs < H

@@ -42,8 +42,14 @@ made in the call) every step's rows of it may come from HBM, however small the s
 the fma tier prefetched) the fma backward, forward+backward less forward, took 0.42 / 0.68 us a step at fp32 H = 64 /
 128, B = 8, against its forward's 0.24 / 0.32 (whose xw the input GEMM had just written), and 0.34 / 0.49 at B = 64,
 where each program does the same work (results/variants/20261127-h200-untimed/fma_chains.csv), which points at a
-step's latency, not its work (read from these times, not measured). With COLD_GRADIENT (off, not yet timed: `bash
-.ci/gpu cold-dy`) a backward launch that reads dy as given prefetches whatever its streams' size.
+step's latency, not its work (read from these times, not measured). The resident tier shows the same where its step is
+as short: bf16 at H = 64, T = 4096, its backward took 0.46-0.50 us a step with the tiles converted (dy read as given)
+against 0.26 in fragment order (dy's copy, made in the call), where the forwards differed by 0.02-0.08
+(results/variants/20261128-h200-fragments/variants.csv); at H = 256, whose step is about three times as long, the
+backwards were within 6%. Two remedies, neither timed yet (`bash .ci/gpu cold-dy`): the backward kernels whose step is
+short load each step's dy GRADIENT_STEPS_AHEAD steps ahead, into registers (the default since 2026-11-29, set from the
+compile audit: fma.py, resident.py); with COLD_GRADIENT (off) a backward launch that reads dy as given prefetches it
+whatever its streams' size, at the cost of its address arithmetic every step.
 """
 import torch
 import triton
@@ -60,6 +66,10 @@ STREAMED_L2_SHARE = 1.0
 # Whether a backward launch that reads the upstream gradient dy as the caller gave it prefetches, whatever its streams'
 # size (module docstring): off, not yet timed
 COLD_GRADIENT = False
+# Steps ahead of its use that a backward kernel with a short step loads each step's dy as given (the fma tier's; the
+# resident tier's at 16-bit BLOCK_H <= 64 with its tiles converted): 2, or 1 as the forwards load their input
+# (module docstring)
+GRADIENT_STEPS_AHEAD = 2
 
 
 @triton.jit
