@@ -41,15 +41,15 @@ call), so where it is read as given (the fma tier, the resident tier's converted
 made in the call) every step's rows of it may come from HBM, however small the streams. On the H200 (T = 4096, before
 the fma tier prefetched) the fma backward, forward+backward less forward, took 0.42 / 0.68 us a step at fp32 H = 64 /
 128, B = 8, against its forward's 0.24 / 0.32 (whose xw the input GEMM had just written), and 0.34 / 0.49 at B = 64,
-where each program does the same work (results/variants/20261127-h200-untimed/fma_chains.csv), which points at a
-step's latency, not its work (read from these times, not measured). The resident tier shows the same where its step is
-as short: bf16 at H = 64, T = 4096, its backward took 0.46-0.50 us a step with the tiles converted (dy read as given)
-against 0.26 in fragment order (dy's copy, made in the call), where the forwards differed by 0.02-0.08
-(results/variants/20261128-h200-fragments/variants.csv); at H = 256, whose step is about three times as long, the
-backwards were within 6%. Two remedies, neither timed yet (`bash .ci/gpu cold-dy`): the backward kernels whose step is
-short load each step's dy GRADIENT_STEPS_AHEAD steps ahead, into registers (the default since 2026-11-29, set from the
-compile audit: fma.py, resident.py); with COLD_GRADIENT (off) a backward launch that reads dy as given prefetches it
-whatever its streams' size, at the cost of its address arithmetic every step.
+where each program does the same work (results/variants/20261127-h200-untimed/fma_chains.csv), which points at a step's
+latency, not its work (read from these times, not measured). The resident tier shows the same where its step is as
+short: bf16 at H = 64, T = 4096, B = 8-64, its backward took 0.46-0.50 us a step with the tiles converted (dy read as
+given) against 0.26-0.33 in fragment order (dy's copy, made in the call), whose forward was 0.02-0.08 faster at B = 8
+and 16 and 0.10 slower at 64 (results/variants/20261128-h200-fragments/variants.csv); at H = 256, whose step is about
+three times as long, the backwards were within 6%. Two remedies, neither timed yet (`bash .ci/gpu cold-dy`): the
+backward kernels whose step is short load each step's dy GRADIENT_STEPS_AHEAD steps ahead, into registers (the default
+since 2026-11-29, set from the compile audit: fma.py, resident.py); with COLD_GRADIENT (off) a backward launch that
+reads dy as given prefetches it whatever its streams' size, at the cost of its address arithmetic every step.
 """
 import torch
 import triton

@@ -112,7 +112,7 @@ ACC_LAYOUT_IO_MAX_BLOCK_H = {"forward": 128, "backward": 0}
 FRAGMENT_IO = False
 # The largest BLOCK_H whose 16-bit backward, tiles converted, loads dy prefetch.GRADIENT_STEPS_AHEAD steps ahead: its
 # step is short of HBM's latency there (prefetch.py: on an H200 at H = 64 the backward took 0.46-0.50 us a step reading
-# dy as given, 0.26 in fragment order, which reads the call's copy of it, where the forwards differed by 0.02-0.08).
+# dy as given, 0.26-0.33 in fragment order, which reads the call's copy of it, whose forward was within 0.1 us).
 # Compile audit, sm_90 bf16 tanh without the L2 prefetch, two steps ahead against one: 122 time-loop instructions a
 # step against 104 at BLOCK_H = 64, stall cycles 192 against 179, 2 more registers, no spills (sm_80: 427 against
 # 370). 16-bit BLOCK_H = 128 runs here only past the fma tier's batch (fma.py), whose steps take about as long as HBM's
