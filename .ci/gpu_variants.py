@@ -222,10 +222,6 @@ VARIANTS = {  # name -> a context manager factory
     # in L2 after do_bench's flush, however small (L2_COLD_DY)
     "l2-prefetch-always": lambda: switched(prefetch, "STREAMED_L2_SHARE", 0.0),
     "l2-prefetch-dy": lambda: switched(prefetch, "COLD_GRADIENT", True),
-    # the fma and resident backward kernels loading each step's dy one step ahead, as they did (today's: two where the
-    # step is short, prefetch.GRADIENT_STEPS_AHEAD, for a dy read cold; the prefetch above asks the same question at
-    # the cost of its address arithmetic each step)
-    "dy-1-ahead": lambda: switched(prefetch, "GRADIENT_STEPS_AHEAD", 1),
     # Everything in order on one stream: a bidirectional layer's directions one after the other (--bidirectional)
     "one-stream": lambda: switched(streams, "OVERLAP", False),
     # the fma, resident and split kernels without b_hh, which the input GEMM adds as b_ih + b_hh, summed at a launch of
@@ -353,7 +349,6 @@ COMPARED = {  # variant -> the cases it is timed on, each beside today's form ("
     "l2-prefetch-over-half": L2_WINDOW,
     "l2-prefetch-always": L2_COLD_DY,
     "l2-prefetch-dy": L2_COLD_DY,
-    "dy-1-ahead": L2_COLD_DY,
     "one-stream": OVERLAPPING,
     "b-hh-summed": FUSED_ENDS,
     "fma-u-copied": FMA_CHAINS,

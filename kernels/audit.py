@@ -78,9 +78,7 @@ kernels' tile loop software-pipelined over N stages (dispatch.SPLIT_TILE_LOOP_ST
 `--l2-prefetch-steps N` the resident kernels with their step inputs prefetched into L2 N steps ahead
 (prefetch.L2_PREFETCH_STEPS), `--portable-tanh` the fp32 forward kernels with tanh's portable form
 (activations.FTZ_TANH_ON off), `--fma-chains-in-runs` the fma kernels with each of their product's
-chains summing a run of consecutive k (fma.INTERLEAVED_CHAINS off), `--dy-steps-ahead 1` the fma and
-resident backward kernels loading each step's dy one step ahead, not two (prefetch.GRADIENT_STEPS_AHEAD),
-`--product-to-io-layout
+chains summing a run of consecutive k (fma.INTERLEAVED_CHAINS off), `--product-to-io-layout
 all|fp32|none` the resident and split kernels with the product converted into their step tiles'
 layout in those dtypes (layouts.PRODUCT_TO_IO_LAYOUT), `--split-tl-sum` the split kernels with their
 warps' partial products summed by Triton's tl.sum (split.IN_THREAD_SUM off), so that the
@@ -808,10 +806,6 @@ def kernel_switches() -> tuple[KernelSwitch, ...]:
         KernelSwitch("--fma-chains-in-runs", fma, "INTERLEAVED_CHAINS", {"action": "store_false"},
                      "the fma kernels' product summed in chains of consecutive k, not interleaved "
                      "(fma.INTERLEAVED_CHAINS off)"),
-        KernelSwitch("--dy-steps-ahead", prefetch, "GRADIENT_STEPS_AHEAD",
-                     {"type": int, "choices": (1, 2), "metavar": "N"},
-                     "steps ahead of its use that the fma and resident backward kernels with a short step load each "
-                     "step's dy (default: prefetch.GRADIENT_STEPS_AHEAD)"),
         KernelSwitch("--split-inputs-in-step", split, "INPUTS_AHEAD", {"action": "store_false"},
                      "the split kernels with each step's input read in the step, not a step ahead "
                      "(split.INPUTS_AHEAD off)"),

@@ -34,10 +34,7 @@ thread through shared memory: one store, one barrier, and BLOCK_H / 4 loads of 1
 for the whole warp (a broadcast); a second barrier lets the next step's store reuse the buffer. Each step's input
 is loaded a step ahead, before those barriers, so the layer's forward stores the states over xw (xw_spare; the compile
 audit checks that order in every configuration, audit.output_over_input): a forward call needs no [T, B, H] buffer
-for them. The backward loads each step's dy prefetch.GRADIENT_STEPS_AHEAD steps ahead (2): the upstream gradient,
-made outside the call, may come from HBM, whose latency can pass this tier's step (prefetch.py; set from the compile
-audit, sm_90 fp32 without the L2 prefetch, 2 against 1: 2-5 more time-loop instructions, stall cycles -5% to +5%, no
-more registers, no spills; not yet timed).
+for them.
 
 Triton picks a tensor's layout from how it is loaded, not from how it is used, so the launchers store
 M by columns (by_columns: k = 4 j + e at [j, n, e]) and the kernels load it as one flat run. Triton
@@ -184,8 +181,8 @@ def launch_keywords(config: FmaBlocks, nonlinearity: str, dtype: torch.dtype, in
                                 "STREAM_HALF": config.BLOCK_H > HELD_MAX_BLOCK_H,
                                 "INTERLEAVED_CHAINS": INTERLEAVED_CHAINS and config.BLOCK_H >= INTERLEAVED_MIN_BLOCK_H,
                                 "L2_PREFETCH_STEPS": 0 if interpreted else prefetch.L2_PREFETCH_STEPS} | (
-        {"DY_AHEAD": prefetch.GRADIENT_STEPS_AHEAD} if backward else {"TANH_FORM": tanh_form(dtype, interpreted),
-                                                       "U_ITSELF": reads_u_itself(hidden_size, config, backward)})
+        {} if backward else {"TANH_FORM": tanh_form(dtype, interpreted),
+                             "U_ITSELF": reads_u_itself(hidden_size, config, backward)})
 
 
 def reads_u_itself(hidden_size: int | None, config: FmaBlocks, backward: bool) -> bool:
@@ -372,7 +369,6 @@ def fma_backward_kernel(
     ACTIVATION: tl.constexpr, BLOCK_H: tl.constexpr, STREAM_HALF: tl.constexpr,  # as in fma_forward_kernel
     L2_PREFETCH_STEPS: tl.constexpr,  # h's and dy's rows this many steps ahead prefetched into L2 (0: none)
     INTERLEAVED_CHAINS: tl.constexpr,  # as in fma_forward_kernel
-    DY_AHEAD: tl.constexpr,  # steps ahead of its use that each step's dy is loaded: 1 or 2 (prefetch.py)
 ):
     offs = tl.arange(0, BLOCK_H)
     mask = offs < H
@@ -385,12 +381,10 @@ def fma_backward_kernel(
     dy = load_row(dy_ptr, t * stride + row, mask, BLOCK_H).to(tl.float32)  # carried in fp32
     if dhn_ptr is not None:
         dy += tl.load(dhn_ptr + row, mask=mask, other=0.0).to(tl.float32)
-    if DY_AHEAD == 2:  # the next reverse step's dy, before the loop, which loads the one after it each step
-        dy_next = load_row(dy_ptr, (t + t_step) * stride + row, mask & (T > 1), BLOCK_H)
     for s in range(0, T):
-        # The next reverse step's inputs (dy's DY_AHEAD steps ahead), loaded while this step computes.
+        # The next reverse step's inputs, loaded while this step computes.
         h_next = tl.load(y_ptr + (t + t_step) * stride + row, mask=mask & (s + 1 < T), other=0.0)
-        dy_ahead = load_row(dy_ptr, (t + DY_AHEAD * t_step) * stride + row, mask & (s + DY_AHEAD < T), BLOCK_H)
+        dy_next = load_row(dy_ptr, (t + t_step) * stride + row, mask & (s + 1 < T), BLOCK_H)
         if L2_PREFETCH_STEPS:
             ahead = (t + L2_PREFETCH_STEPS * t_step) * stride
             prefetch_l2(y_ptr + ahead, s + L2_PREFETCH_STEPS < T, B, H, 1)
@@ -400,11 +394,7 @@ def fma_backward_kernel(
         da = g * activation_grad_from_output(h.to(tl.float32), ACTIVATION)
         tl.store(da_ptr + t * stride + row, da.to(da_ptr.dtype.element_ty), mask=mask)
         t += t_step
-        h = h_next
-        if DY_AHEAD == 2:
-            dy, dy_next = dy_next.to(tl.float32), dy_ahead
-        else:
-            dy = dy_ahead.to(tl.float32)
+        h, dy = h_next, dy_next.to(tl.float32)
     tl.store(dh0_ptr + row, vector_product(held, u_fp32_ptr, da, BLOCK_H, STREAM_HALF, INTERLEAVED_CHAINS), mask=mask)
 
 

@@ -46,10 +46,17 @@ latency, not its work (read from these times, not measured). The resident tier s
 short: bf16 at H = 64, T = 4096, B = 8-64, its backward took 0.46-0.50 us a step with the tiles converted (dy read as
 given) against 0.26-0.33 in fragment order (dy's copy, made in the call), whose forward was 0.02-0.08 faster at B = 8
 and 16 and 0.10 slower at 64 (results/variants/20261128-h200-fragments/variants.csv); at H = 256, whose step is about
-three times as long, the backwards were within 6%. Two remedies, neither timed yet (`bash .ci/gpu cold-dy`): the
-backward kernels whose step is short load each step's dy GRADIENT_STEPS_AHEAD steps ahead, into registers (the default
-since 2026-11-29, set from the compile audit: fma.py, resident.py); with COLD_GRADIENT (off) a backward launch that
-reads dy as given prefetches it whatever its streams' size, at the cost of its address arithmetic every step.
+three times as long, the backwards were within 6%. With COLD_GRADIENT (off, not yet timed: `bash .ci/gpu cold-dy`) a
+backward launch that reads dy as given prefetches it whatever its streams' size, at the cost of the prefetch's address
+arithmetic every step (the fma backward at fp32 H = 64: 141 time-loop instructions a step against 114, sm_90).
+
+Tried and dropped (compile audit, 2026-11-29): loading dy two steps ahead into registers instead. It adds 2-5
+instructions a step to the fma backward, but not the step of latency it is for: a loop-carried value loaded ahead is
+handed from one iteration to the next by a register move, which waits for the load, and with two in flight ptxas moves
+the newer into the older's register at the top of the next iteration (MOV R81, R90 before that iteration's own loads,
+sm_90 fp32 H = 64; likewise with tl.range's loop_unroll_factor=2), where the one-step form moves it late in the same
+iteration (MOV R90, R83, 96 instructions after its LDG, of 114). So either form waits for each load about a step after
+issuing it; the prefetch, which holds no register, does not.
 """
 import torch
 import triton
@@ -66,10 +73,6 @@ STREAMED_L2_SHARE = 1.0
 # Whether a backward launch that reads the upstream gradient dy as the caller gave it prefetches, whatever its streams'
 # size (module docstring): off, not yet timed
 COLD_GRADIENT = False
-# Steps ahead of its use that a backward kernel with a short step loads each step's dy as given (the fma tier's; the
-# resident tier's at 16-bit BLOCK_H <= 64 with its tiles converted): 2, or 1 as the forwards load their input
-# (module docstring)
-GRADIENT_STEPS_AHEAD = 2
 
 
 @triton.jit

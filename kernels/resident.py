@@ -110,15 +110,6 @@ ACC_LAYOUT_IO_MAX_BLOCK_H = {"forward": 128, "backward": 0}
 # in both tries, the step's time out before pytest's summary), and its backward was never checked against float64 on
 # a GPU: off until .ci/gpu's `fragments` stage shows its tests passing.
 FRAGMENT_IO = False
-# The largest BLOCK_H whose 16-bit backward, tiles converted, loads dy prefetch.GRADIENT_STEPS_AHEAD steps ahead: its
-# step is short of HBM's latency there (prefetch.py: on an H200 at H = 64 the backward took 0.46-0.50 us a step reading
-# dy as given, 0.26-0.33 in fragment order, which reads the call's copy of it, whose forward was within 0.1 us).
-# Compile audit, sm_90 bf16 tanh without the L2 prefetch, two steps ahead against one: 122 time-loop instructions a
-# step against 104 at BLOCK_H = 64, stall cycles 192 against 179, 2 more registers, no spills (sm_80: 427 against
-# 370). 16-bit BLOCK_H = 128 runs here only past the fma tier's batch (fma.py), whose steps take about as long as HBM's
-# latency, and at 256 the step is about three times as long, with 16 warps' 128 registers a thread no room for another
-# tile. Not yet timed: `bash .ci/gpu cold-dy`.
-GRADIENT_AHEAD_MAX_BLOCK_H = 64
 # fp32's product (module docstring): Triton's tf32x3, three dots each waited for, or the terms of 3xTF32
 # in one dot (one-dot-k, one-dot-m), read at every launch. The one-dot products are not yet timed:
 # tf32x3 stays until a GPU says otherwise (.ci/gpu_variants.py --variant fp32-tf32x3 fp32-one-dot-k ...).
@@ -155,11 +146,7 @@ def launch_keywords(config: ResidentBlocks, nonlinearity: str, dtype: torch.dtyp
     prefetched = (not interpreted and dtype in SIXTEEN_BIT
                   and not (backward and config.BLOCK_H >= 256 and not keywords["FRAGMENTS"]))
     keywords["L2_PREFETCH_STEPS"] = prefetch.L2_PREFETCH_STEPS if prefetched else 0
-    if backward:  # dy as given further ahead where the step is short (prefetch.GRADIENT_STEPS_AHEAD; fragment order
-        # reads the call's copy of it)
-        short_step = dtype in SIXTEEN_BIT and config.BLOCK_H <= GRADIENT_AHEAD_MAX_BLOCK_H
-        keywords["DY_AHEAD"] = prefetch.GRADIENT_STEPS_AHEAD if short_step and not keywords["FRAGMENTS"] else 1
-    else:  # the backward has no tanh: act' comes from h
+    if not backward:  # the backward has no tanh: act' comes from h
         keywords["TANH_FORM"] = tanh_form(dtype, interpreted)
     return keywords
 
@@ -422,7 +409,6 @@ def resident_backward_kernel(
     ACC_DTYPE: tl.constexpr, UPCAST_DOT: tl.constexpr, ACC_LAYOUT_IO: tl.constexpr, FRAGMENTS: tl.constexpr,
     IN_IO_LAYOUT: tl.constexpr,  # as in resident_forward_kernel
     L2_PREFETCH_STEPS: tl.constexpr,  # h's and dy's tiles this many steps ahead prefetched into L2 (0: none)
-    DY_AHEAD: tl.constexpr,  # steps ahead of its use that each step's dy is loaded: 1 or 2 (prefetch.py)
 ):
     IO_DTYPE: tl.constexpr = da_ptr.dtype.element_ty
     tile, mask = step_tile(B, H, BLOCK_B, BLOCK_H, FRAGMENTS)
@@ -444,22 +430,14 @@ def resident_backward_kernel(
     h = load_tile(y_ptr + (t + t_step) * stride, tile, mask, T > 1, ACC_LAYOUT_IO, FRAGMENTS)
     dy = load_gradient(dy_ptr, (t + t_step) * stride, tile, mask, T > 1, ACC_LAYOUT_IO, FRAGMENTS, BLOCK_B,
                        BLOCK_H)
-    if DY_AHEAD == 2:  # and the one after it, which the loop loads two steps ahead
-        dy_after = load_gradient(dy_ptr, (t + 2 * t_step) * stride, tile, mask, T > 2, ACC_LAYOUT_IO, FRAGMENTS,
-                                 BLOCK_B, BLOCK_H)
     for s in range(1, T):
         t += t_step
         h_t = h.to(ACC_DTYPE)
         dy_t = dy.to(ACC_DTYPE)
-        # Step t-1's inputs (dy's DY_AHEAD steps ahead), loaded while this step computes.
+        # Step t-1's inputs, loaded while this step computes.
         h = load_tile(y_ptr + (t + t_step) * stride, tile, mask, s + 1 < T, ACC_LAYOUT_IO, FRAGMENTS)
-        if DY_AHEAD == 2:
-            dy = dy_after
-            dy_after = load_gradient(dy_ptr, (t + 2 * t_step) * stride, tile, mask, s + 2 < T, ACC_LAYOUT_IO,
-                                     FRAGMENTS, BLOCK_B, BLOCK_H)
-        else:
-            dy = load_gradient(dy_ptr, (t + t_step) * stride, tile, mask, s + 1 < T, ACC_LAYOUT_IO, FRAGMENTS,
-                               BLOCK_B, BLOCK_H)
+        dy = load_gradient(dy_ptr, (t + t_step) * stride, tile, mask, s + 1 < T, ACC_LAYOUT_IO, FRAGMENTS, BLOCK_B,
+                           BLOCK_H)
         if L2_PREFETCH_STEPS:
             ahead = (t + L2_PREFETCH_STEPS * t_step) * stride
             prefetch_l2(y_ptr + ahead, s + L2_PREFETCH_STEPS < T, rows, columns, BLOCK_B)

@@ -586,7 +586,7 @@ def test_an_audit_in_another_process_gets_this_processs_kernel_switches(monkeypa
     switches = [(resident, "FP32_PRODUCT", "one-dot-m", "tf32x3"), (resident, "FRAGMENT_IO", True, False),
                 (dispatch, "B_HH_IN_KERNEL", False, True), (prefetch, "L2_PREFETCH_STEPS", 16, 4),
                 (activations, "FTZ_TANH_ON", False, True), (fma, "READ_U_ITSELF", False, True),
-                (fma, "INTERLEAVED_CHAINS", False, True), (prefetch, "GRADIENT_STEPS_AHEAD", 1, 2),
+                (fma, "INTERLEAVED_CHAINS", False, True),
                 (layouts, "PRODUCT_TO_IO_LAYOUT", "all", "fp32"), (split, "INPUTS_AHEAD", False, True),
                 (split, "INPUTS_AFTER_ARRIVAL", False, True), (split, "IN_THREAD_SUM", False, True),
                 (dispatch, "SPLIT_TILE_LOOP_STAGES", 3, 1), (dispatch, "SPLIT_LOOPED_BLOCK_B", 8, 16),
@@ -599,7 +599,7 @@ def test_an_audit_in_another_process_gets_this_processs_kernel_switches(monkeypa
     assert arguments == ["--fp32-product", "one-dot-m", "--resident-fragments", "--b-hh-summed",
                          "--l2-prefetch-steps", "16",
                          "--product-to-io-layout", "all",
-                         "--portable-tanh", "--fma-u-copied", "--fma-chains-in-runs", "--dy-steps-ahead", "1",
+                         "--portable-tanh", "--fma-u-copied", "--fma-chains-in-runs",
                          "--split-inputs-in-step", "--split-inputs-before-arrival", "--split-tl-sum",
                          "--split-tile-loop-stages", "3", "--split-looped-block-b", "8", "--split-clusters",
                          "--split-cluster-exchange", "dsmem-push", "--split-k-cluster", "4"]

@@ -9,7 +9,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels import barrier, dispatch, fma, frames, layouts, prefetch, resident, split
+from kernels import barrier, dispatch, fma, frames, layouts, resident, split
 from kernels.dispatch import TIERS, KernelPlan, plan_for, recurrence_backward, recurrence_forward, recurrence_operand
 from kernels.launch import LaunchConfig
 from kernels.runtime import device_facts, interpreting
@@ -165,39 +165,6 @@ def test_fma_kernels_with_chains_of_consecutive_k_match_float64_reference(shape,
     monkeypatch.setattr(fma, "INTERLEAVED_CHAINS", False)
     check_against_reference(plan_for(shape[2], shape[1], torch.float32, device, kernel="fma"), torch.float32, shape,
                             "tanh", False, device)
-
-
-def test_the_backwards_with_a_short_step_load_dy_two_steps_ahead(monkeypatch):
-    """prefetch.GRADIENT_STEPS_AHEAD where a backward's step is shorter than HBM's latency and it reads dy as given:
-    every fma configuration, the resident tier's 16-bit ones up to BLOCK_H = 64 with their tiles converted; not in
-    fragment order (dy's copy, made in the call), nor at 16-bit 256 or in fp32 (longer steps)."""
-    for (dtype, block_h), config in dispatch.FMA_CONFIGS.items():
-        assert fma.launch_keywords(config.backward, "tanh", dtype, False, True)["DY_AHEAD"] == 2, (dtype, block_h)
-    for fragment_io in (False, True):
-        monkeypatch.setattr(resident, "FRAGMENT_IO", fragment_io)
-        for (dtype, block_h), config in dispatch.RESIDENT_CONFIGS.items():
-            keywords = resident.launch_keywords(config.backward, "tanh", dtype, False, True)
-            short = dtype in (torch.bfloat16, torch.float16) and block_h <= 64 and not keywords["FRAGMENTS"]
-            assert keywords["DY_AHEAD"] == (2 if short else 1), (dtype, block_h, fragment_io)
-
-
-@pytest.mark.parametrize("ahead", [1, 2])
-@pytest.mark.parametrize("tier,dtype,shape", [("fma", torch.float32, (1, 2, 16)), ("fma", torch.float32, (2, 3, 48)),
-                                              ("fma", torch.float32, (5, 2, 200)), ("fma", torch.bfloat16, (4, 3, 100)),
-                                              ("resident", torch.bfloat16, (2, 5, 48)),
-                                              ("resident", torch.float16, (4, 20, 64))], ids=case_id)
-@pytest.mark.parametrize("nonlinearity,reverse", [("tanh", False), ("relu", True)])
-def test_the_backward_loading_dy_one_or_two_steps_ahead_matches_float64_reference(ahead, tier, dtype, shape,
-                                                                                  nonlinearity, reverse, device,
-                                                                                  monkeypatch):
-    """prefetch.GRADIENT_STEPS_AHEAD (2, and 1 as before: .ci/gpu_variants.py dy-1-ahead): the fma and resident
-    backward kernels load each step's dy that many steps before its use, at T = 1 and 2 (nothing or one step past the
-    first to load ahead), U held whole and half streamed, 16-bit I/O, two batch tiles."""
-    monkeypatch.setattr(prefetch, "GRADIENT_STEPS_AHEAD", ahead)
-    plan = plan_for(shape[2], shape[1], dtype, device, kernel=tier)
-    keywords = TIERS[tier].launch_keywords(plan.config.backward, nonlinearity, dtype, True, True)
-    assert keywords["DY_AHEAD"] == ahead
-    check_against_reference(plan, dtype, shape, nonlinearity, reverse, device)
 
 
 @pytest.mark.parametrize("shape", [s for s in SHAPES if s[2] <= 128] + [(4, 3, 128), (3, 2, 200), (4, 3, 256)],
