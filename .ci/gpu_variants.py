@@ -252,14 +252,14 @@ FMA_L2 = [(dt, 128, b) for dt in ("float32", "bfloat16") for b in (8, 64)]  # th
 # the timing's noise)
 L2_WINDOW = [("bfloat16", 64, 32), ("bfloat16", 64, 8), ("bfloat16", 256, 8), ("float32", 128, 64),
              ("float32", 128, 8)]
-# Where a launch's streams fit L2, so that no kernel prefetches, yet the backward's dy is read cold (the upstream
-# gradient, made before the call; do_bench flushes L2 before each call): on the H200 (T = 4096, no prefetch in the fma
-# tier then) its backward (forward+backward less forward) took 0.42 / 0.68 us a step at fp32 H = 64 / 128, B = 8,
-# against the forward's 0.24 / 0.32, and 0.34 / 0.49 at B = 64, where each program does the same work; bf16 at 128 0.57
-# at B = 8, 0.36 at 64 (results/variants/20261127-h200-untimed/fma_chains.csv); the resident tier's bf16 at H = 64
-# beside them
-L2_COLD_DY = [(dt, h, b) for dt, h in (("float32", 64), ("float32", 128), ("bfloat16", 64), ("bfloat16", 128))
-              for b in (8, 64)]
+# Where a backward's streams (y, dy, da at T = 4096) fit even an H100's 50 MiB of L2, so that no launch prefetches
+# today, yet its dy is read cold (the upstream gradient, made before the call; do_bench flushes L2 before each call):
+# on the H200 (T = 4096, no prefetch in the fma tier then) the fma backward (forward+backward less forward) took 0.42 /
+# 0.68 us a step at fp32 H = 64 / 128, B = 8, against the forward's 0.24 / 0.32; bf16 at 128 0.57 against 0.30
+# (results/variants/20261127-h200-untimed/fma_chains.csv, fma_16bit.csv); the resident tier's bf16 at H = 64 beside
+# them. At B = 64 these streams outgrow L2 and the launches prefetch already
+L2_COLD_DY = [("float32", 64, 8), ("float32", 64, 16), ("float32", 128, 8), ("bfloat16", 64, 8), ("bfloat16", 64, 16),
+              ("bfloat16", 128, 8), ("bfloat16", 128, 16)]
 SPLIT_16BIT = [("bfloat16", h, b) for h in (512, 1024) for b in (8, 64)]  # the split tier's, one tile per program
 FP32 = [("float32", h, b) for h in (128, 256, 512) for b in (8, 64)]
 FP32_RESIDENT = [("float32", h, b) for h in (64, 128) for b in (8, 64)]  # the fp32 fma and resident tiers' sizes

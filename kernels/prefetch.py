@@ -46,9 +46,12 @@ latency, not its work (read from these times, not measured). The resident tier s
 short: bf16 at H = 64, T = 4096, B = 8-64, its backward took 0.46-0.50 us a step with the tiles converted (dy read as
 given) against 0.26-0.33 in fragment order (dy's copy, made in the call), whose forward was 0.02-0.08 faster at B = 8
 and 16 and 0.10 slower at 64 (results/variants/20261128-h200-fragments/variants.csv); at H = 256, whose step is about
-three times as long, the backwards were within 6%. With COLD_GRADIENT (off, not yet timed: `bash .ci/gpu cold-dy`) a
-backward launch that reads dy as given prefetches it whatever its streams' size, at the cost of the prefetch's address
-arithmetic every step (the fma backward at fp32 H = 64: 141 time-loop instructions a step against 114, sm_90).
+three times as long, the backwards were within 3-7% at B = 8-64 (fragment order's 10% slower at 256). Not every dy is
+cold: a lower layer's in a stack is the dX GEMM's output of the layer above, just written, and a bidirectional layer's
+backward may get a contiguous copy. With COLD_GRADIENT (off, not yet timed: `bash .ci/gpu cold-dy`) a backward launch
+that reads dy as given prefetches its step inputs (dy's rows and y's) whatever its streams' size, at the cost of the
+prefetch's address arithmetic every step (the fma backward at fp32 H = 64: 141 time-loop instructions a step against
+114, sm_90).
 
 Tried and dropped (compile audit, 2026-11-29): loading dy two steps ahead into registers instead. It adds 2-5
 instructions a step to the fma backward, but not the step of latency it is for: a loop-carried value loaded ahead is
@@ -70,8 +73,8 @@ L2_PREFETCH_STEPS = 4
 # The share of the device's L2 that a launch's streams must exceed for the prefetch (prefetch_distance; module
 # docstring): 1.0, L2's size, the side of it each timed case was faster on.
 STREAMED_L2_SHARE = 1.0
-# Whether a backward launch that reads the upstream gradient dy as the caller gave it prefetches, whatever its streams'
-# size (module docstring): off, not yet timed
+# Whether a backward launch that reads the upstream gradient dy as the caller gave it prefetches its step inputs (y's
+# rows too), whatever its streams' size (module docstring): off, not yet timed
 COLD_GRADIENT = False
 
 

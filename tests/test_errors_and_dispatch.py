@@ -204,13 +204,13 @@ def test_launches_prefetch_into_l2_only_where_their_streams_outgrow_it(monkeypat
     assert [distance(1, 16), distance(8, 64, tensors=3)] == [4, 4]
 
 
-def test_the_fma_backward_names_dy_as_the_stream_its_call_did_not_write(monkeypatch):
+def test_the_fma_backward_names_dy_as_the_stream_its_call_did_not_write(device, monkeypatch):
     """The fma backward reads dy as its caller gave it (prefetch.COLD_GRADIENT's case); none where the loss reads h_n
     alone; the forward's xw is the call's own."""
     cold_reads = []
     monkeypatch.setattr(fma, "prefetch_distance", lambda keywords, streams, cold=None: cold_reads.append(cold) or 0)
-    plan = plan_for(16, 2, torch.float32, kernel="fma")
-    xw, h0, u, dy = (torch.randn(*shape) for shape in ((3, 2, 16), (2, 16), (16, 16), (3, 2, 16)))
+    plan = plan_for(16, 2, torch.float32, device, kernel="fma")
+    xw, h0, u, dy = (torch.randn(*shape, device=device) for shape in ((3, 2, 16), (2, 16), (16, 16), (3, 2, 16)))
     y, _ = recurrence_forward(plan, xw, h0, u, "tanh", False)
     recurrence_backward(plan, y, dy, u, "tanh", False)
     recurrence_backward(plan, y, None, u, "tanh", False)

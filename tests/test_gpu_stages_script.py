@@ -140,8 +140,8 @@ def test_each_variants_step_times_something_for_each_variant_and_filter_value_it
 
 
 def test_the_untimed_stage_tests_and_times_what_the_last_lease_left_open():
-    """`untimed`, a lease's first command: the clusters' stress tests (16-bit H = 512's clusters are a default never
-    stressed on a GPU) and the status left unread (the default); and it times
+    """`untimed`, the lease command after `fragments`: the clusters' stress tests (16-bit H = 512's clusters are a
+    default never stressed on a GPU) and the status left unread (the default); and it times
     each form the last lease left untimed beside today's: H = 512 at the grid barrier, the split calls with their host
     sync, H = 256's clusters; and the cost of a layer call apart from its steps."""
     steps = steps_running(PYTEST, "untimed")
