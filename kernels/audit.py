@@ -4,7 +4,8 @@ machine without one.
 For each configuration and target (sm_80, sm_90) it runs Triton's full pipeline (triton.compile
 with a GPUTarget, no device needed) on the keywords the launcher passes (each tier's
 launch_keywords), specialised as the JIT specialises a typical launch (16-byte aligned tensors,
-H a multiple of 16, h_0 and b_hh given, h_0 copied into the states' frame (frames.py), no dL/dh_n:
+T and H multiples of 16, the forward direction, whose forward kernels get t_step = 1 as a constant:
+_typical_integers; h_0 and b_hh given, h_0 copied into the states' frame (frames.py), no dL/dh_n:
 absent_in_a_typical_launch), and reports:
 
 - registers per thread and spills: from the cubin, via the cuobjdump shipped in the triton wheel.
@@ -270,10 +271,19 @@ def _signature(fn, dtype: str, constexprs: dict) -> dict:
     return sig
 
 
-def _aligned(fn, signature: dict) -> dict:
-    """The JIT's specialisation of a typical launch: pointers 16-byte aligned, H a multiple of 16."""
+def _typical_integers(fn) -> tuple[dict, tuple[str, ...]]:
+    """(the integer arguments the JIT compiles as constants, those it marks as multiples of 16) at a typical launch:
+    the forward direction, T and H multiples of 16. Triton specialises every integer argument equal to 1 into a
+    constant and marks every one divisible by 16 (native_specialize_impl), so a forward launch runs t_step = 1 and
+    t_first = 0 as such; its backward runs t_step = -1 from t_first = T - 1, neither specialised."""
+    forward = "t_step" in fn.arg_names and "forward" in fn.__name__
+    return ({"t_step": 1} if forward else {}), ("T", "H") + (("t_first",) if forward else ())
+
+
+def _aligned(fn, signature: dict, multiples_of_16: tuple[str, ...]) -> dict:
+    """The JIT's specialisation of a typical launch: pointers 16-byte aligned, these integers multiples of 16."""
     return {(fn.arg_names.index(arg),): [["tt.divisibility", 16]] for arg, ty in signature.items()
-            if ty.startswith("*") or arg == "H"}
+            if ty.startswith("*") or (arg in multiples_of_16 and ty == "i32")}
 
 
 def _nvidia_tool(name: str, cubin: bytes, *args: str) -> str:
@@ -648,8 +658,11 @@ def compile_for(fn, dtype: str, keywords: dict, arch: int, absent: tuple[str, ..
     constexprs = {k: v for k, v in keywords.items() if k not in COMPILE_OPTIONS}
     absent = absent_in_a_typical_launch() if absent is None else absent
     constexprs |= {arg: None for arg in absent if arg in fn.arg_names}
+    constants, multiples_of_16 = _typical_integers(fn)
+    constexprs |= constants
     signature = _signature(fn, dtype, constexprs) | (pointers or {})
-    src = ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=_aligned(fn, signature))
+    src = ASTSource(fn=fn, signature=signature, constexprs=constexprs,
+                    attrs=_aligned(fn, signature, multiples_of_16))
     return triton.compile(src, target=GPUTarget("cuda", arch, 32),
                           options={k: v for k, v in keywords.items() if k in COMPILE_OPTIONS})
 

@@ -294,6 +294,27 @@ def test_output_over_input_wants_a_waiting_barrier_between_each_load_and_the_nex
     assert output_over_input(loop) == allowed
 
 
+@pytest.mark.parametrize("tier", PERSISTENT_TIERS)
+def test_the_audit_specialises_the_integers_as_the_jit_does_a_forward_directions_launch(tier):
+    """Triton compiles an integer argument equal to 1 as a constant and marks one divisible by 16; the audit's
+    compiles must do the same for what a layer's forward direction passes (T = 1024, B = 8, H = 64): its forward
+    steps with t_step = 1 from t_first = 0, its backward with t_step = -1 from t_first = T - 1."""
+    from triton.backends.compiler import BaseBackend
+    from triton.runtime.jit import native_specialize_impl
+
+    from kernels.audit import _typical_integers
+    for kernel, forward in zip(TIERS[tier].kernels, (True, False)):
+        launch = {"T": 1024, "B": 8, "H": 64, "t_first": 0 if forward else 1023, "t_step": 1 if forward else -1}
+        constants, multiples_of_16 = _typical_integers(kernel)
+        for arg, value in launch.items():
+            if arg not in kernel.arg_names:
+                continue
+            kind, attribute = native_specialize_impl(BaseBackend, value, False, True, True)
+            audited = ("constexpr", constants[arg]) if arg in constants else ("i32", "D" if arg in multiples_of_16
+                                                                               else "")
+            assert audited == (kind, attribute), (kernel.__name__, arg)
+
+
 def test_straight_line_wants_a_time_loop_with_no_branch_inside_and_every_barrier_taken():
     """output_over_input reads the time loop as one sequence: an inner loop, a forward branch (which could skip the
     barrier between a load and a store) or a barrier under a predicate would break that reading."""
