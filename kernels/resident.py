@@ -201,7 +201,8 @@ def load_pinned_u(u_ptr, pin, H, BLOCK_H: tl.constexpr, TRANSPOSE: tl.constexpr,
 
 @triton.jit
 def load_tile(base, tile, mask, valid, ACC_LAYOUT_IO: tl.constexpr, FRAGMENTS: tl.constexpr):
-    """tl.load(base + tile, mask & valid, other=0) of a tile at step_tile's offsets (valid: a scalar condition), as
+    """tl.load(base + tile, mask & valid, other=0) of a tile at step_tile's offsets (valid: a scalar condition, a
+    Python bool where the JIT made T = 1 a constant: tl.cast, not .to), as
     [BLOCK_H, BLOCK_B]. With FRAGMENTS the tile is in the accumulator's layout as loaded (fragments.py). With
     ACC_LAYOUT_IO (16-bit) by inline PTX, which the compiler lays out as it likes: the tile then arrives in the
     accumulator's layout too, at the cost of addressing each element (module docstring). The masked-off
@@ -212,7 +213,7 @@ def load_tile(base, tile, mask, valid, ACC_LAYOUT_IO: tl.constexpr, FRAGMENTS: t
         bits = tl.inline_asm_elementwise(
             "{ .reg .pred p, q; .reg .b64 a; setp.ne.s32 p, $2, -1; setp.ne.b32 q, $3, 0; and.pred p, p, q; "
             "cvt.u64.u32 a, $2; add.s64 a, a, $1; mov.b16 $0, 0; @p ld.global.b16 $0, [a]; }", "=h,l,r,r",
-            [base.to(tl.int64, bitcast=True), tl.where(mask, tile * 2, -1), valid.to(tl.int32)], dtype=tl.int16,
+            [base.to(tl.int64, bitcast=True), tl.where(mask, tile * 2, -1), tl.cast(valid, tl.int32)], dtype=tl.int16,
             is_pure=True, pack=1)
         return bits.to(base.dtype.element_ty, bitcast=True)
     else:

@@ -690,7 +690,7 @@ from kernels import audit
 from kernels.dispatch import TIERS, plan_for
 usage = {}
 for dtype, hidden, batch in ((torch.float32, 128, 8), (torch.bfloat16, 256, 16), (torch.float32, 64, 200),
-                             (torch.bfloat16, 512, 8), (torch.float32, 2048, 8)):
+                             (torch.bfloat16, 64, 8), (torch.bfloat16, 512, 8), (torch.float32, 2048, 8)):
     plan = plan_for(hidden, batch, dtype)
     tier = TIERS[plan.tier]
     no_h0 = () if plan.tier == "split" else ("h0_ptr",)  # the split launcher gives zeros (split.zeroed)
@@ -699,14 +699,18 @@ for dtype, hidden, batch in ((torch.float32, 128, 8), (torch.bfloat16, 256, 16),
     inference = {"inference": ("h0_copy_ptr", "u_columns_ptr")} if plan.tier == "fma" else {}
     # dL/dh_0 written in the I/O dtype (h_0's, where it needs a gradient): 16-bit, where the kernel makes it
     dh0_in_io = {"dh0 in io dtype": ()} if tier.makes_dh0 and dtype != torch.float32 else {}
-    for backward, forms in ((False, {"typical": None, **unframed, **inference, "no h0 no b_hh": no_h0 + ("b_hh_ptr",)}),
-                            (True, {"typical": None, "dh_n": (), "dh_n no dy": ("dy_ptr",), **dh0_in_io})):
+    for backward, forms in ((False, {"typical": None, **unframed, **inference, "no h0 no b_hh": no_h0 + ("b_hh_ptr",),
+                                     "one step": None}),
+                            (True, {"typical": None, "dh_n": (), "dh_n no dy": ("dy_ptr",), **dh0_in_io,
+                                    "one step": None})):
         blocks = plan.config.backward if backward else plan.config.forward
         keywords = tier.launch_keywords(blocks, "tanh", dtype, interpreted=False, backward=backward)
         for form, absent in forms.items():
             pointers = {"dh0_ptr": "*" + audit.TRITON_DTYPE[str(dtype)]} if form == "dh0 in io dtype" else None
-            compiled = audit.compile_for(tier.kernels[backward], str(dtype), keywords, 90, absent, pointers)
-            usage[f"{plan.name} {'backward' if backward else 'forward'} {form}"] = audit.resource_usage(
+            # T = 1 (a decoder's step, checkpointed BPTT's last segment of one step): the JIT compiles it as a constant
+            one_step = {"T": 1} if form == "one step" else {}
+            compiled = audit.compile_for(tier.kernels[backward], str(dtype), keywords | one_step, 90, absent, pointers)
+            usage[f"{plan.name} {dtype} {'backward' if backward else 'forward'} {form}"] = audit.resource_usage(
                 compiled.asm["cubin"])
 print(json.dumps(usage))
 """
@@ -719,11 +723,13 @@ def test_the_kernels_compile_for_launches_the_audit_does_not_run():
     the split tier's launcher always gives one) and b_hh (bias=False), the fma and resident forward given h_0 with no
     frame to copy it into (a frozen U; inference, where the fma forward writes no operand for a backward either),
     backward given dL/dh_n, with and without dy (a loss reading the output and h_n, or h_n alone), and writing
-    dL/dh_0 in 16-bit (an h_0 that needs a gradient): fma fp32 H = 128,
-    resident bf16 256 and fp32 64 (3xTF32), split bf16 512 (clusters of 8) and fp32 2048 (by FMA, at 16 warps' limit
-    of 128 registers). None spills, and without dy none takes more registers than with it."""
+    dL/dh_0 in 16-bit (an h_0 that needs a gradient), and a sequence of one step, which the JIT compiles with T a
+    constant (Triton makes an integer argument equal to 1 one; the 16-bit resident forward at BLOCK_H <= 128 once
+    failed to compile so): fma fp32 H = 128, resident bf16 256 and 64 (its tiles loaded by inline PTX) and fp32 64
+    (3xTF32), split bf16 512 (clusters of 8) and fp32 2048 (by FMA, at 16 warps' limit of 128 registers). None
+    spills, and without dy none takes more registers than with it."""
     usage = json.loads(compiled_without_interpreter(ATYPICAL_LAUNCHES))
-    assert len(usage) == 30 and {name.split("(")[0] for name in usage} == {"fma", "resident", "split"}
+    assert len(usage) == 49 and {name.split("(")[0] for name in usage} == {"fma", "resident", "split"}
     for name, (registers, spilled) in usage.items():
         assert spilled == 0, (name, usage)
         if name.endswith(" no dy"):
