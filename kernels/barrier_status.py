@@ -25,12 +25,16 @@ Off the GPU (the interpreter) the status is read at once either way: nothing run
 
 A split call captured into a CUDA graph (torch.cuda.graph, torch.cuda.make_graphed_callables) cannot read it
 either way: no host sync may happen while a stream is captured. Its status tensor, which each replay clears and
-the barrier sets, is kept instead, and check_barriers() reads it once the device is done: call that after
-replays to learn whether a barrier gave up in one of them.
+the barrier sets, is kept instead, and check_barriers() reads it once the device is done: call that after a
+replay to learn whether a barrier gave up in it. Each replay clears what the one before left, so a timeout in
+an earlier replay is lost unless it is read before the next (rnnbench times many replays and then reads the
+last one's, so it would not report a timeout in an earlier one). Capture inside `capture()`: where the capture
+fails, the statuses it kept, which no replay will ever write, are let go.
 """
 from __future__ import annotations
 
 import atexit
+import contextlib
 import sys
 
 import torch
@@ -61,7 +65,7 @@ def read_status(status: torch.Tensor) -> None:
     copy = torch.empty(1, dtype=status.dtype, pin_memory=True)
     copy.copy_(status, non_blocking=True)
     copied = torch.cuda.Event()
-    copied.record()
+    copied.record(torch.cuda.current_stream(status.device))  # the copy's stream, whatever the current device
     _UNREAD.append((copied, copy))
 
 
@@ -77,6 +81,18 @@ def check_barriers(wait: bool = True) -> None:
             torch.cuda.synchronize(device)
         if any(status.item() for status in _CAPTURED):
             raise RuntimeError(f"{TIMED_OUT} (in a split call replayed from a CUDA graph)")
+
+
+@contextlib.contextmanager
+def capture():
+    """Around a CUDA graph's capture: where the capture raises, the statuses of the split calls captured in it are let
+    go, since no replay will write them (read, they would be garbage: a false timeout in every later check)."""
+    kept = len(_CAPTURED)
+    try:
+        yield
+    except BaseException:
+        del _CAPTURED[kept:]
+        raise
 
 
 def forget_captured() -> None:

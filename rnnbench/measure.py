@@ -138,8 +138,9 @@ def graph_replay(call: Callable[[], object], device: torch.device) -> Callable[[
     with torch.cuda.stream(side):
         call()
     torch.cuda.current_stream(device).wait_stream(side)
+    from kernels import barrier_status
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
+    with barrier_status.capture(), torch.cuda.graph(graph):
         call()
     return graph.replay
 

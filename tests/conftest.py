@@ -22,6 +22,16 @@ def device() -> str:
     return "cpu" if interpreting() else "cuda"
 
 
+@pytest.fixture(autouse=True)
+def barriers_read_as_each_test_ends():
+    """On a GPU a split call returns without reading its barriers' status (kernels/barrier_status.py): read it as
+    each test ends, so that a barrier that gave up fails the test that had it, not a later one, or none."""
+    yield
+    if torch.cuda.is_available():
+        from kernels.barrier_status import check_barriers
+        check_barriers()
+
+
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
         return

@@ -115,3 +115,20 @@ def test_the_statuses_of_captured_calls_are_read_by_check_barriers_alone_and_kep
     assert captured == [clean, timed_out]
     timed_out.zero_()  # as the next replay would leave it
     check_barriers()
+
+
+def test_a_failed_capture_lets_go_of_the_statuses_it_kept(captured):
+    """barrier_status.capture() around a CUDA graph's capture (rnnbench's measure.graph_replay): where the capture
+    raises, the statuses of the calls captured in it go, since no replay will write them; those kept before stay,
+    and a capture that succeeds keeps its own."""
+    earlier, failed, succeeded = status(False), status(True), status(False)
+    captured.append(earlier)
+    with pytest.raises(ValueError, match="capture-unsafe"):
+        with barrier_status.capture():
+            captured.append(failed)
+            raise ValueError("a capture-unsafe call")
+    assert captured == [earlier]
+    check_barriers()  # the failed capture's status, never written, is not read
+    with barrier_status.capture():
+        captured.append(succeeded)
+    assert captured == [earlier, succeeded]
