@@ -140,8 +140,12 @@ def graph_replay(call: Callable[[], object], device: torch.device) -> Callable[[
     torch.cuda.current_stream(device).wait_stream(side)
     from kernels import barrier_status
     graph = torch.cuda.CUDAGraph()
-    with barrier_status.capture(), torch.cuda.graph(graph):
-        call()
+    stream = torch.cuda.current_stream(device)
+    try:
+        with barrier_status.capture(), torch.cuda.graph(graph):
+            call()
+    finally:  # where ending a failed capture raises, torch.cuda.graph's exit leaves its capture stream current
+        torch.cuda.set_stream(stream)
     return graph.replay
 
 

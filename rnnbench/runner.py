@@ -200,12 +200,19 @@ def replayed(call, ctx: Context, metric: str, unit: str, values: Callable[[Calla
     try:
         replay = measure.graph_replay(call, ctx.device)
     except Exception as err:  # the backend cannot be captured (a host sync, a capture-unsafe call)
-        return [Measured(metric, unit,
-                         error=f"not measured: CUDA graph capture failed: {type(err).__name__}: {first_line(err)}")]
+        return [Measured(metric, unit, error=f"not measured: CUDA graph capture failed: {capture_failure(err)}")]
     try:
         return values(replay)
     finally:
         measure.release_graphs()
+
+
+def capture_failure(err: BaseException) -> str:
+    """What broke a capture, the error raised while another was being handled after that one: ending a capture the
+    call broke raises CUDA's "operation failed due to a previous error during capture", which names no cause."""
+    text = f"{type(err).__name__}: {first_line(err)}"
+    before = err.__context__
+    return text if before is None else f"{type(before).__name__}: {first_line(before)}; then {text}"
 
 
 def graph_step_values(job: Job, ctx: Context, replay: Callable) -> list[Measured]:

@@ -505,6 +505,54 @@ def test_a_call_that_cannot_be_captured_is_not_measured_and_the_job_goes_on(monk
     assert "released" not in events and {v.metric for v in plain} >= ({"latency"} if graphs == "both" else set())
 
 
+def test_a_capture_the_call_broke_is_reported_by_the_calls_error_then_cudas(monkeypatch):
+    """Ending a capture that the call broke raises CUDA's own error, which names no cause, while the call's is being
+    handled: the row names both, the call's first."""
+    def broken(call):
+        try:
+            raise RuntimeError("CUDA error: operation not permitted when stream is capturing")
+        except RuntimeError:
+            raise RuntimeError("CUDA error: operation failed due to a previous error during capture") from None
+    runner, _ = cuda_stand_ins(monkeypatch, broken)
+    ctx = runner.Context(graphs_scenario(True), torch.device("cuda"), folder=None)
+    job = runner.Job("bench", "eager", "forward", "float32", Case(4, 2, 8, 8))
+    (refused,) = runner.speed_values(job, ctx, measure.MeasuredCall(None, None, lambda: None), probe_ms=None)
+    assert refused.error == ("not measured: CUDA graph capture failed: RuntimeError: CUDA error: operation not "
+                             "permitted when stream is capturing; then RuntimeError: CUDA error: operation failed due "
+                             "to a previous error during capture")
+
+
+def test_a_failed_capture_leaves_the_stream_it_found_current(monkeypatch):
+    """torch.cuda.graph makes its capture stream current and, where ending a failed capture raises, leaves it so:
+    every later job would run there. graph_replay restores the stream it found, and lets the error through. CUDA's
+    calls stood in: a stream is a name."""
+    import contextlib
+
+    class Stream:
+        def __init__(self, device=None, name="side"):
+            self.name = name
+
+        def wait_stream(self, other):
+            pass
+    main = Stream(name="main")
+    current = [main]
+
+    @contextlib.contextmanager
+    def graph(cuda_graph):
+        current[0] = Stream(name="capture")
+        yield
+        raise RuntimeError("CUDA error: operation failed due to a previous error during capture")
+    monkeypatch.setattr(torch.cuda, "Stream", Stream)
+    monkeypatch.setattr(torch.cuda, "stream", lambda stream: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: current[0])
+    monkeypatch.setattr(torch.cuda, "set_stream", lambda stream: current.__setitem__(0, stream))
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", lambda: None)
+    monkeypatch.setattr(torch.cuda, "graph", graph)
+    with pytest.raises(RuntimeError, match="during capture"):
+        measure.graph_replay(lambda: None, torch.device("cuda"))
+    assert current == [main]
+
+
 def test_cuda_graphs_on_a_cpu_run_time_the_calls_as_usual_and_say_so():
     from rnnbench import runner
     for on in (True, "both", False):
