@@ -62,7 +62,8 @@ exit codes:
   1    an internal error of rnnbench (it prints a traceback)
   2    a usage error: a bad scenario file or argument, a missing run folder, a --metric not in the runs
   3    run: at least one job failed (an exception, out of memory, a wrong output, a crash); every
-       other job was measured, and the report lists the failures
+       other job was measured, and the report lists the failures; or a CUDA error left the GPU
+       unusable, and --resume runs the jobs after it in a new process
   128+N  run: stopped by signal N (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP); what was measured is kept,
        and --resume runs the rest, the job that was cut short included
   141  the reader of the output went away (e.g. `rnnbench list | head -3`)"""
@@ -294,6 +295,11 @@ def cmd_run(args) -> int:
         print(f"\ninterrupted by {signal.Signals(signum).name}; what was measured is in {folder.csv}. Continue with:\n"
               f"  rnnbench run {args.scenario} --resume {folder.path}", file=sys.stderr)
         return 128 + signum
+    except runner.DeviceFailed as err:
+        print(f"\nrnnbench: the GPU can run nothing more in this process, {err}; what was measured is in "
+              f"{folder.csv}. Continue in a new process with:\n  rnnbench run {args.scenario} --resume {folder.path}",
+              file=sys.stderr)
+        return EXIT_UNITS_FAILED
     path = report.build(folder.path)
     outcomes = job_outcomes(folder.rows())
     counts = Counter(outcome for outcome, _ in outcomes.values())

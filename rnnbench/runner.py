@@ -336,8 +336,12 @@ def attempted(job: Job, ctx: Context) -> list[dict]:
         return [error_row(job, ctx, out_of_memory(err))]
     except Exception as err:  # one failing job must never stop the run
         return [error_row(job, ctx, f"{type(err).__name__}: {first_line(err)}")]
-    finally:
-        release_memory(ctx.device)
+
+
+class DeviceFailed(RuntimeError):
+    """The GPU can run nothing more in this process: releasing a job's memory raised a CUDA error, which stays for
+    the life of the CUDA context (an illegal address, a device-side assert). The job's rows are kept; the run stops
+    (cli: --resume runs the rest in a new process)."""
 
 
 def release_memory(device: torch.device) -> None:
@@ -413,6 +417,10 @@ def run_job(job: Job, ctx: Context) -> None:
     ctx.folder.append(rows)
     record_not_run(ctx, rows)
     ctx.folder.log_job(job, started, time.perf_counter() - clock, job_outcomes(rows)[job.key()][0], memory)
+    try:  # after the rows are kept: a CUDA error here would replace them, and every later job would fail on it
+        release_memory(ctx.device)
+    except RuntimeError as err:
+        raise DeviceFailed(f"after {job.describe()}: {type(err).__name__}: {first_line(err)}") from err
 
 
 class Interrupted(KeyboardInterrupt):

@@ -247,6 +247,30 @@ def test_resume_after_a_crash_keeps_rows_and_skips_the_crashing_job(tiny, capsys
     assert run_tiny(tiny) == 2 and "already holds a run" in capsys.readouterr().err
 
 
+def test_a_cuda_error_that_outlives_its_job_stops_the_run_with_the_jobs_rows_kept(tiny, monkeypatch, capsys):
+    """A CUDA error such as an illegal address stays for the life of the process: the first sync after the job that
+    had it (releasing its memory) raises it again, as would every later job. The job's rows are kept, the run stops
+    with exit 3 and says how to go on, and --resume runs the jobs after it (stand-in: the third release raises)."""
+    planned = runner.plan(load_scenario(tiny, "full"))
+    releases = []
+
+    def release(device):
+        releases.append(device)
+        if len(releases) == 3:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered\nCUDA kernel errors might be ...")
+    monkeypatch.setattr(runner, "release_memory", release)
+    assert run_tiny(tiny) == EXIT_UNITS_FAILED
+    err = capsys.readouterr().err
+    assert (f"the GPU can run nothing more in this process, after {planned[2].describe()}: RuntimeError: CUDA error: "
+            "an illegal memory access was encountered;") in err and "--resume" in err and "Traceback" not in err
+    run_dir = tiny.parent / "out" / "tiny" / "r"
+    assert list(dict.fromkeys(job_keys(run_dir))) == [job.key() for job in planned[:3]]
+    assert RunFolder(run_dir).inflight() is None  # the job has its rows: not a crash, not run again
+    monkeypatch.setattr(runner, "release_memory", lambda device: None)
+    assert run_tiny(tiny, "--resume", str(run_dir)) == 0
+    assert list(dict.fromkeys(job_keys(run_dir))) == [job.key() for job in planned]
+
+
 def test_resume_refuses_a_changed_scenario(tiny, capsys):
     assert run_tiny(tiny) == 0
     tiny.write_text(yaml.safe_dump({**TINY, "seed": 7}))
