@@ -492,9 +492,9 @@ def cmd_exchange(args) -> int:
             rows.append(exchange.exchange_row(hidden, batch, getattr(torch, args.dtype), args.steps, device))
         except ValueError as err:  # the split tier does not serve this shape here
             tqdm.write(f"H={hidden} B={batch}: skipped: {err}", file=sys.stderr)
-        except RuntimeError as err:
+        except Exception as err:  # a launch's, a barrier's, or Triton's (out of resources, a compile error)
             failed += 1
-            tqdm.write(f"H={hidden} B={batch}: failed: {err}", file=sys.stderr)
+            tqdm.write(f"H={hidden} B={batch}: failed: {type(err).__name__}: {err}", file=sys.stderr)
     print(exchange.exchange_table(rows, args.at_most_us))
     if args.at_most_us is not None:
         print(exchange.bound_tally(rows, args.at_most_us))

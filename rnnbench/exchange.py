@@ -60,9 +60,11 @@ def exchange_row(hidden: int, batch: int, dtype: torch.dtype, steps: int, device
     xw = torch.randn(steps, batch, hidden, generator=gen, device=device).to(dtype)
     h0 = torch.zeros(batch, hidden, device=device, dtype=dtype)
     u = (torch.randn(hidden, hidden, generator=gen, device=device) * 0.9 / hidden ** 0.5).to(dtype)
-    full, exchange, barrier = (us_per_step(partial(split_forward, xw, h0, u, False, blocks, "tanh", work=work), steps)
-                               for work in STEP_WORKS)
-    check_barriers()  # the calls return without reading their barriers' status: a row whose barrier gave up fails
+    try:
+        full, exchange, barrier = (us_per_step(partial(split_forward, xw, h0, u, False, blocks, "tanh", work=work),
+                                               steps) for work in STEP_WORKS)
+    finally:  # the calls return without reading their barriers' status: this shape's, read here, fail its own row
+        check_barriers()
     slices, groups = split_grid(batch, hidden, blocks, device_facts(device)[0], device)
     return {"hidden": hidden, "batch": batch, "dtype": str(dtype).removeprefix("torch."),
             "programs": f"{slices}x{groups}",

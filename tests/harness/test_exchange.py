@@ -3,6 +3,7 @@ import csv
 
 import pytest
 import torch
+from triton.runtime.errors import OutOfResources
 
 from rnnbench import exchange
 from rnnbench.cli import main
@@ -75,14 +76,18 @@ def test_each_shape_is_timed_skipped_with_its_reason_or_counted_failed(monkeypat
             raise ValueError("not served here")
         if hidden == 2048:
             raise RuntimeError("boom")
+        if hidden == 4096:
+            raise OutOfResources(232448, 196608, "shared memory")
         return next(r for r in ROWS if r["batch"] == batch)
     monkeypatch.setattr(cli, "device_here", lambda: torch.device("cuda"))
     monkeypatch.setattr(exchange, "exchange_row", row)
     out = tmp_path / "rows.csv"
-    assert main(["exchange", "--hidden", "1024", "2048", "--batch", "1", "8", "64", "--at-most-us", "1",
+    assert main(["exchange", "--hidden", "1024", "2048", "4096", "--batch", "1", "8", "64", "--at-most-us", "1",
                  "--csv", str(out)]) == 3
     printed = capsys.readouterr()
-    assert "H=1024 B=1: skipped: not served here" in printed.err and "H=2048 B=8: failed: boom" in printed.err
+    assert "H=1024 B=1: skipped: not served here" in printed.err
+    assert "H=2048 B=8: failed: RuntimeError: boom" in printed.err
+    assert "H=4096 B=64: failed: OutOfResources: out of resource: shared memory" in printed.err  # Triton's own
     assert printed.out.splitlines()[-1] == ("exchange at most 1 µs a step: met in 1 of 2 rows; "
                                             "the worst 1.48 µs at H=1024 B=64")
     assert [r["batch"] for r in csv.DictReader(out.open())] == ["8", "64"]
