@@ -18,6 +18,7 @@ from torch.nn.utils.rnn import PackedSequence
 from .autograd import ElmanRecurrence
 from .dispatch import KERNEL_CHOICES, SUPPORTED_DTYPES, KernelPlan, plan_for
 from .driver import packed_batch_size, rnn_forward
+from .runtime import launching_on
 from .streams import Beside, side_stream
 
 
@@ -76,10 +77,11 @@ class TritonRNN(torch.nn.RNN):
                                          grad_enabled)
 
         stream = side_stream(plan, features.device) if self.bidirectional else None  # for the reverse directions
-        return rnn_forward(input, hx, weights, layer_fn=layer, num_layers=self.num_layers,
-                           nonlinearity=self.nonlinearity, bidirectional=self.bidirectional,
-                           batch_first=self.batch_first, dropout=self.dropout if self.training else 0.0,
-                           beside=None if stream is None else lambda: Beside(stream))
+        with launching_on(features.device):  # autograd runs a device's backward with that device current
+            return rnn_forward(input, hx, weights, layer_fn=layer, num_layers=self.num_layers,
+                               nonlinearity=self.nonlinearity, bidirectional=self.bidirectional,
+                               batch_first=self.batch_first, dropout=self.dropout if self.training else 0.0,
+                               beside=None if stream is None else lambda: Beside(stream))
 
     def _batch_size(self, input: torch.Tensor | PackedSequence) -> int:
         if isinstance(input, PackedSequence):

@@ -5,6 +5,7 @@ the kernels are *defined* (at `import kernels`), so it must be set before that i
 """
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -31,6 +32,12 @@ def triton_mode(device: torch.device | str | None = None) -> str | None:
     if torch.cuda.is_available() and (device is None or device.type == "cuda"):
         return "cuda"
     return None
+
+
+def launching_on(device: torch.device):
+    """The context in which Triton launches on device: it launches on the current device's stream, which need not be
+    the device the tensors are on (a model on cuda:1 while torch.cuda.current_device() is 0)."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
 def capturing(device: torch.device) -> bool:

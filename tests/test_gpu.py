@@ -101,6 +101,25 @@ def test_fma_16_bit_long_sequence(dtype, H, nonlinearity, B):
     check_long_sequence("fma", dtype, H, B, nonlinearity)
 
 
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_a_layer_on_a_gpu_that_is_not_the_current_one_runs_there():
+    """Triton launches on the current device: the layer makes its tensors' device current, as torch.nn.RNN needs
+    no torch.cuda.set_device. Its outputs and gradients equal those of the same layer called with its device current
+    (autograd runs the backward with it current either way)."""
+    torch.manual_seed(0)
+    rnn = TritonRNN(16, 64, num_layers=2, bidirectional=True, device="cuda:1")
+    x = torch.randn(40, 3, 16, device="cuda:1")
+    results = []
+    for current in (0, 1):
+        rnn.zero_grad()
+        with torch.cuda.device(current):
+            out, h_n = rnn(x)
+            (out.square().sum() + h_n.sum()).backward()
+        results.append([out, h_n] + [p.grad.clone() for p in rnn.parameters()])
+    for elsewhere, here in zip(*results):
+        assert elsewhere.device == torch.device("cuda:1") and torch.equal(elsewhere, here)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_layer_matches_cudnn(dtype):
     torch.manual_seed(0)
