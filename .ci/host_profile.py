@@ -190,13 +190,17 @@ def main(argv: list[str] | None = None) -> int:
                      "--stub-launches")
     args.out.mkdir(parents=True, exist_ok=True)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    report = [f"# Host time per layer call on {where}{', Triton launches stubbed' if args.stub_launches else ''} "
-              f"(.ci/host_profile.py)", launch_costs(args, device)]
-    print(report[-1], flush=True)
-    for dtype, hidden in args.case:
-        report.append(profile_case(dtype, hidden, args, device))
-        print("\n".join(line for line in report[-1].splitlines() if line.startswith("## ")), flush=True)
-    (args.out / "host_profile.txt").write_text("\n\n".join(report) + "\n")
+    report = args.out / "host_profile.txt"
+    heading = (f"# Host time per layer call on {where}{', Triton launches stubbed' if args.stub_launches else ''} "
+               f"(.ci/host_profile.py)")
+    costs = launch_costs(args, device)
+    print(costs, flush=True)
+    report.write_text(f"{heading}\n\n{costs}\n")
+    for dtype, hidden in args.case:  # each case's section kept as it ends: a step cut short keeps what it profiled
+        section = profile_case(dtype, hidden, args, device)
+        print("\n".join(line for line in section.splitlines() if line.startswith("## ")), flush=True)
+        with report.open("a") as f:
+            f.write(f"\n{section}\n")
     return 0
 
 

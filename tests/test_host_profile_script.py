@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
 import torch
 
 from helpers import load_ci_script
@@ -108,3 +109,22 @@ def test_each_timed_call_starts_with_the_device_idle_and_the_profile_sees_the_ca
     assert events == ["sync", "call"] * 3 + ["sync"]
     profiled = {name for _, _, name in script.pstats.Stats(profile).stats}
     assert "call" in profiled and "synchronize" not in profiled
+
+
+def test_each_case_is_kept_as_it_ends(monkeypatch, tmp_path):
+    """A lease's step can be cut short by its time limit, or a case can raise: the report holds the launch costs and
+    every case profiled before that."""
+    script = load_ci_script("host_profile")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    monkeypatch.setattr(script, "launch_costs", lambda args, device: "## launch costs: stood in")
+
+    def profile_case(dtype, hidden, args, device):
+        if hidden == 32:
+            raise RuntimeError("cut short")
+        return f"## {dtype} H={hidden}: stood in"
+    monkeypatch.setattr(script, "profile_case", profile_case)
+    with pytest.raises(RuntimeError, match="cut short"):
+        script.main(["--out", str(tmp_path), "--case", "float32:16", "float32:32"])
+    report = (tmp_path / "host_profile.txt").read_text().splitlines()
+    assert [line for line in report if line.startswith("## ")] == ["## launch costs: stood in",
+                                                                   "## torch.float32 H=16: stood in"]
