@@ -503,13 +503,13 @@ def main(argv=None) -> int:
     text = summary(rows)
     (args.out / "summary.txt").write_text(text + "\n")
     print(text)
-    return 0
+    return 1 if any("error" in row for row in rows) else 0  # the step's exit code in steps.txt says so too
 
 
 def summary(rows: list[dict]) -> str:
     """Each variant beside today's form ("current") on the cases both ran: its time per step and its peak memory as
     ratios to today's (below 1: the variant is faster, or needs less), forward and forward+backward, and both
-    relative errors against float64."""
+    relative errors against float64; and every case that failed, today's form's too."""
     def case(row):
         return row["dtype"], row["hidden"], row["batch"]
 
@@ -520,11 +520,14 @@ def summary(rows: list[dict]) -> str:
              f"{'mem f+b':>7} {'its error':>10} {'today':>10}"]
     for row in rows:
         base = today.get(case(row))
-        if row["variant"] == "current" or base is None:
-            continue
         head = f"{row['variant']:<26} {row['dtype']:<9} {row['hidden']:>5} {row['batch']:>4}"
         if "error" in row:
             lines.append(f"{head} failed: {row['error']}")
+            continue
+        if row["variant"] == "current":
+            continue
+        if base is None:
+            lines.append(f"{head} ran; no times of today's form there to compare with")
             continue
         ratios = [f"{row[k] / base[k]:.3f}" if row.get(k) and base.get(k) else "n/a"
                   for k in ("triton_fwd_us_per_step", "triton_fb_us_per_step", "triton_fwd_peak_mib",

@@ -151,17 +151,20 @@ def test_a_bidirectional_run_times_bidirectional_layers(variants, tmp_path, devi
 def test_the_summary_gives_each_variants_time_as_a_ratio_to_todays_on_the_same_case(variants, tmp_path):
     """summary.txt, what a lease's reader decides a default by: each variant's time per step and peak memory over
     today's ("current") on the same (dtype, H, B), forward and forward+backward, both errors beside; a failed case
-    says so, and a case today's form did not run has nothing to compare with."""
+    says so, today's form's too, and a case where today's form has no times says there is nothing to compare with."""
     case = {"dtype": "float32", "hidden": 2048}
     rows = [{"variant": "current", **case, "batch": 8, "triton_fwd_us_per_step": 10.0, "triton_fb_us_per_step": 20.0,
              "triton_fwd_peak_mib": 100.0, "triton_fb_peak_mib": 300.0, "triton_rel_err": 1e-6},
             {"variant": "faster", **case, "batch": 8, "triton_fwd_us_per_step": 8.0, "triton_fb_us_per_step": 25.0,
              "triton_fwd_peak_mib": 150.0, "triton_fb_peak_mib": 300.0, "triton_rel_err": 2e-6},
             {"variant": "broken", **case, "batch": 8, "error": "RuntimeError: no"},
+            {"variant": "current", **case, "batch": 64, "error": "RuntimeError: today's"},
             {"variant": "faster", **case, "batch": 64, "triton_fwd_us_per_step": 1.0, "triton_fb_us_per_step": 1.0}]
     lines = [line.split() for line in variants.summary(rows).splitlines()[1:]]
     assert lines == [["faster", "float32", "2048", "8", "0.800", "1.250", "1.500", "1.000", "2.00e-06", "1.00e-06"],
-                     ["broken", "float32", "2048", "8", "failed:", "RuntimeError:", "no"]]
+                     ["broken", "float32", "2048", "8", "failed:", "RuntimeError:", "no"],
+                     ["current", "float32", "2048", "64", "failed:", "RuntimeError:", "today's"],
+                     "faster float32 2048 64 ran; no times of today's form there to compare with".split()]
     assert variants.main(["--out", str(tmp_path), "--device", "cpu", "--seq-len", "2", "--hidden", "64",
                           "--batch", "8", "--variant", "current", "fp32-tf32x3"]) == 0
     written = (tmp_path / "summary.txt").read_text().splitlines()
@@ -198,3 +201,18 @@ def test_the_cases_are_compiled_in_other_processes_first(variants, tmp_path, dev
     assert [r["plan"].split("(")[0] for r in rows] == ["fma", "resident"] and not any(r.get("error") for r in rows)
     assert variants.compile_case(("current", "no-such-dtype", 64, 8, 2, "cpu", False)).startswith("AttributeError")
     assert variants.default_compile_workers("cpu") == 0 and 1 <= variants.default_compile_workers("cuda") <= 8
+
+
+def test_a_failed_case_fails_the_step(variants, tmp_path, monkeypatch):
+    """A lease reads each step's exit code in steps.txt: one failed case makes it 1, the other cases kept."""
+    timed = variants.time_case
+
+    def time_case(variant, *rest):
+        if variant == "fp32-tf32x3":
+            raise RuntimeError("no")
+        return timed(variant, *rest)
+    monkeypatch.setattr(variants, "time_case", time_case)
+    assert variants.main(["--out", str(tmp_path), "--device", "cpu", "--seq-len", "2", "--hidden", "64",
+                          "--batch", "8", "--variant", "current", "fp32-tf32x3"]) == 1
+    written = (tmp_path / "summary.txt").read_text().splitlines()
+    assert written[1].split() == ["fp32-tf32x3", "float32", "64", "8", "failed:", "RuntimeError:", "no"]
