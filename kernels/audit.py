@@ -52,10 +52,13 @@ absent_in_a_typical_launch), and reports:
   - stall/step: the cycles one warp takes to issue a step when nothing waits on memory or a barrier: the
     stall count ptxas writes into each instruction's control bits (the cycles before the warp's next issue,
     which cover fixed latencies such as an FFMA's result), summed over the time loop (stall_cycles in the
-    JSON); reported, not checked. On the H200's Nsight Compute reports (results/variants/20261127-h200/ncu/)
-    the issued and fixed-latency cycles per step (stall reasons "selected" + "wait") were 470 and 1018 in the
-    fma forward at H = 128 and 256, where this counts 485 and 985; in the split forward at H = 1024, 774
-    against 909, this count including the loop's code that rarely runs (the barrier's poll and give-up paths).
+    JSON); reported, not checked. On the H200's Nsight Compute reports (results/variants/20261127-h200/ncu/,
+    kernels of 68fba7a) the issued and fixed-latency cycles per step (stall reasons "selected" + "wait") were
+    470 and 1018 in the fma forward at H = 128 and 256, where this counts 465 and 989 on those kernels compiled
+    as their launches were (t_step = 1 a constant: 201 and 409 instructions a step, Nsight Compute's counts;
+    with t_step an i32, as the audit compiled it before 2026-11-29, 485 and 985, and 407 instructions at 256);
+    in the split forward at H = 1024, 774 against 922, this count including the loop's code that rarely runs
+    (the barrier's poll and give-up paths).
     The JSON also lists every barrier-like instruction of the loop by opcode (barrier_kinds): BAR.*,
     the mbarrier operations SYNCS.*, the warpgroup fences of wgmma WARPGROUP.* (which wait for
     the warp's own wgmma, not for other warps), the cluster barrier's UCGABAR_ARV and UCGABAR_WAIT, and the

@@ -202,31 +202,6 @@ def test_stall_cycles_sums_the_stall_counts_of_the_outer_loop():
     assert stall_cycles(listing(("EXIT", 3))) == 0
 
 
-# The fma forward, fp32, B = 8 (no L2 prefetch), as Nsight Compute profiled it on the H200 (commit 68fba7a: chains of
-# consecutive k), at H = 128 and 256
-NCU_FMA_STALLS = """
-import json, torch
-from kernels import audit, dispatch, fma
-fma.INTERLEAVED_CHAINS = False
-stalls = {}
-for block_h in (128, 256):
-    blocks = dispatch.FMA_CONFIGS[(torch.float32, block_h)].forward
-    keywords = fma.launch_keywords(blocks, "tanh", torch.float32, False, False) | {"L2_PREFETCH_STEPS": 0}
-    stalls[block_h] = audit.stall_cycles(audit.compiled_sass(audit.compile_for(fma.fma_forward_kernel,
-                                                                                "torch.float32", keywords, 90)))
-print(json.dumps(stalls))
-"""
-
-
-def test_stall_cycles_agree_with_nsight_computes_issue_and_fixed_latency_cycles():
-    """stall/step against the cycles per step Nsight Compute counted issuing or waiting on fixed latencies (stall
-    reasons "selected" + "wait", per issued instruction, times the instructions per warp and step), in the same
-    kernels: 470 and 1018 (results/variants/20261127-h200/ncu/README.md)."""
-    stalls = json.loads(compiled_without_interpreter(NCU_FMA_STALLS))
-    for block_h, measured in (("128", 470), ("256", 1018)):
-        assert abs(stalls[block_h] - measured) <= 0.1 * measured, stalls
-
-
 # The fp32 fma forward at H = 128 with each tanh form it can take on a GPU (activations.py), and bf16's
 TANH_FORMS = """
 import json, torch
