@@ -23,7 +23,7 @@ import yaml
 
 from rnnbench import __version__, exchange, launches, measure, report, runner, targets
 from rnnbench import profile as profiling
-from rnnbench.backends import BACKENDS
+from rnnbench.backends import BACKENDS, first_line
 from rnnbench.environment import capture
 from rnnbench.results import (
     CSV_NAME,
@@ -484,6 +484,7 @@ def cmd_exchange(args) -> int:
         raise UsageError("exchange needs a CUDA GPU: the split tier's programs exchange state while resident "
                          "at the same time, which the Triton interpreter cannot do")
     from tqdm import tqdm
+    from triton.errors import TritonError
     rows, failed = [], 0
     shapes = [(hidden, batch) for hidden in args.hidden for batch in args.batch]
     # a bar on stderr where it is a terminal: each shape compiles and times three kernels
@@ -492,9 +493,9 @@ def cmd_exchange(args) -> int:
             rows.append(exchange.exchange_row(hidden, batch, getattr(torch, args.dtype), args.steps, device))
         except ValueError as err:  # the split tier does not serve this shape here
             tqdm.write(f"H={hidden} B={batch}: skipped: {err}", file=sys.stderr)
-        except Exception as err:  # a launch's, a barrier's, or Triton's (out of resources, a compile error)
+        except (RuntimeError, TritonError) as err:  # a launch's, a barrier's, Triton's (out of resources, a compile)
             failed += 1
-            tqdm.write(f"H={hidden} B={batch}: failed: {type(err).__name__}: {err}", file=sys.stderr)
+            tqdm.write(f"H={hidden} B={batch}: failed: {type(err).__name__}: {first_line(err)}", file=sys.stderr)
     print(exchange.exchange_table(rows, args.at_most_us))
     if args.at_most_us is not None:
         print(exchange.bound_tally(rows, args.at_most_us))

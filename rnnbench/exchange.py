@@ -64,7 +64,7 @@ def exchange_row(hidden: int, batch: int, dtype: torch.dtype, steps: int, device
         full, exchange, barrier = (us_per_step(partial(split_forward, xw, h0, u, False, blocks, "tanh", work=work),
                                                steps) for work in STEP_WORKS)
     finally:  # the calls return without reading their barriers' status: this shape's, read here, fail its own row
-        check_barriers()
+        check_barriers()  # a timeout raised here wins over the timing's error, kept as its context: it explains it
     slices, groups = split_grid(batch, hidden, blocks, device_facts(device)[0], device)
     return {"hidden": hidden, "batch": batch, "dtype": str(dtype).removeprefix("torch."),
             "programs": f"{slices}x{groups}",

@@ -207,12 +207,17 @@ def replayed(call, ctx: Context, metric: str, unit: str, values: Callable[[Calla
         measure.release_graphs()
 
 
+CAPTURE_BROKEN = "previous error during capture"  # CUDA's error as it ends a capture that a call broke
+
+
 def capture_failure(err: BaseException) -> str:
-    """What broke a capture, the error raised while another was being handled after that one: ending a capture the
-    call broke raises CUDA's "operation failed due to a previous error during capture", which names no cause."""
+    """What broke a capture: where ending it raised CUDA's error, which names no cause, while the call's was being
+    handled (torch.cuda.graph's exit), the call's first."""
     text = f"{type(err).__name__}: {first_line(err)}"
     before = err.__context__
-    return text if before is None else f"{type(before).__name__}: {first_line(before)}; then {text}"
+    if before is None or err.__suppress_context__ or CAPTURE_BROKEN not in str(err):
+        return text
+    return f"{type(before).__name__}: {first_line(before)}; then {text}"
 
 
 def graph_step_values(job: Job, ctx: Context, replay: Callable) -> list[Measured]:

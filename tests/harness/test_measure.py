@@ -505,14 +505,29 @@ def test_a_call_that_cannot_be_captured_is_not_measured_and_the_job_goes_on(monk
     assert "released" not in events and {v.metric for v in plain} >= ({"latency"} if graphs == "both" else set())
 
 
+class EndedCapture:
+    """torch.cuda.graph's exit as it meets a call's error: ending the capture raises CUDA's own error while the
+    call's is being handled."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        raise RuntimeError("CUDA error: operation failed due to a previous error during capture")
+
+
 def test_a_capture_the_call_broke_is_reported_by_the_calls_error_then_cudas(monkeypatch):
-    """Ending a capture that the call broke raises CUDA's own error, which names no cause, while the call's is being
-    handled: the row names both, the call's first."""
+    """The row names both errors, the call's first; an error of the call's own that came while it handled another
+    is the call's alone."""
     def broken(call):
-        try:
+        with EndedCapture():
             raise RuntimeError("CUDA error: operation not permitted when stream is capturing")
-        except RuntimeError:
-            raise RuntimeError("CUDA error: operation failed due to a previous error during capture") from None
+
+    def handled(call):
+        try:
+            {}["k"]
+        except KeyError:
+            raise ValueError("a call's own error, raised as it handled a KeyError")
     runner, _ = cuda_stand_ins(monkeypatch, broken)
     ctx = runner.Context(graphs_scenario(True), torch.device("cuda"), folder=None)
     job = runner.Job("bench", "eager", "forward", "float32", Case(4, 2, 8, 8))
@@ -520,6 +535,10 @@ def test_a_capture_the_call_broke_is_reported_by_the_calls_error_then_cudas(monk
     assert refused.error == ("not measured: CUDA graph capture failed: RuntimeError: CUDA error: operation not "
                              "permitted when stream is capturing; then RuntimeError: CUDA error: operation failed due "
                              "to a previous error during capture")
+    monkeypatch.setattr(measure, "graph_replay", lambda call, device: handled(call))
+    (refused,) = runner.speed_values(job, ctx, measure.MeasuredCall(None, None, lambda: None), probe_ms=None)
+    assert refused.error == ("not measured: CUDA graph capture failed: ValueError: a call's own error, raised as it "
+                             "handled a KeyError")
 
 
 def test_a_failed_capture_leaves_the_stream_it_found_current(monkeypatch):
