@@ -52,13 +52,8 @@ absent_in_a_typical_launch), and reports:
   - stall/step: the cycles one warp takes to issue a step when nothing waits on memory or a barrier: the
     stall count ptxas writes into each instruction's control bits (the cycles before the warp's next issue,
     which cover fixed latencies such as an FFMA's result), summed over the time loop (stall_cycles in the
-    JSON); reported, not checked. On the H200's Nsight Compute reports (results/variants/20261127-h200/ncu/,
-    kernels of 68fba7a) the issued and fixed-latency cycles per step (stall reasons "selected" + "wait") were
-    470 and 1018 in the fma forward at H = 128 and 256, where this counts 465 and 989 on those kernels compiled
-    as their launches were (t_step = 1 a constant: 201 and 409 instructions a step, Nsight Compute's counts;
-    with t_step an i32, as the audit compiled it before 2026-11-29, 485 and 985, and 407 instructions at 256);
-    in the split forward at H = 1024, 774 against 922, this count including the loop's code that rarely runs
-    (the barrier's poll and give-up paths).
+    JSON); reported, not checked. How it compares with the cycles Nsight Compute counted on an H200 (stall
+    reasons "selected" + "wait"): results/variants/20261127-h200/ncu/README.md.
     The JSON also lists every barrier-like instruction of the loop by opcode (barrier_kinds): BAR.*,
     the mbarrier operations SYNCS.*, the warpgroup fences of wgmma WARPGROUP.* (which wait for
     the warp's own wgmma, not for other warps), the cluster barrier's UCGABAR_ARV and UCGABAR_WAIT, and the
@@ -277,8 +272,9 @@ def _signature(fn, dtype: str, constexprs: dict) -> dict:
 def _typical_integers(fn) -> tuple[dict, tuple[str, ...]]:
     """(the integer arguments the JIT compiles as constants, those it marks as multiples of 16) at a typical launch:
     the forward direction, T and H multiples of 16. Triton specialises every integer argument equal to 1 into a
-    constant and marks every one divisible by 16 (native_specialize_impl), so a forward launch runs t_step = 1 and
-    t_first = 0 as such; its backward runs t_step = -1 from t_first = T - 1, neither specialised."""
+    constant and marks every one divisible by 16 (native_specialize_impl): a forward launch's t_step = 1 is a
+    constant and its t_first = 0 a multiple of 16; its backward runs t_step = -1 from t_first = T - 1, neither
+    specialised."""
     forward = "t_step" in fn.arg_names and "forward" in fn.__name__
     return ({"t_step": 1} if forward else {}), ("T", "H") + (("t_first",) if forward else ())
 

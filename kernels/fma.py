@@ -19,17 +19,17 @@ BLOCK_H = 16 a warp's 32 lanes take two per column). A thread sums over its colu
 registers (one FFMA per element per step), so nothing is summed across lanes or warps. The sum runs in CHAINS
 independent chains, joined at the end: one would be BLOCK_H dependent FFMAs, each waiting out the last's
 latency. Chain c takes the k with k % CHAINS == c (INTERLEAVED_CHAINS), so that each 16-byte load of the state
-(4 consecutive k) gives every chain its next FFMA and the chains' FFMAs alternate: compile audit, sm_90, fp32 at
-BLOCK_H = 128, 330/253 stall cycles per step forward/backward (the issue time of a warp when nothing waits on
-memory, audit.stall_cycles) against 485/442 with each chain a run of consecutive k, whose 4 FFMAs per load ptxas
-issued back to back, each waiting out the last (Nsight Compute on the H200 counted 470 such cycles per step in
-that forward, of its 746); at 256, 694/659 against 985/1044; 11-45% fewer from BLOCK_H = 32 on. On sm_80, whose
-ptxas schedules the runs better, it saves 19-25% at 256 and in the backward at 128, but costs 3-12% at 32 and 64
-and 4% in the forward at 128. On an H200 (T = 4096, fp32 H = 64-256 and bf16 128, B = 8 and 64) runs took 0.99-1.20x
-the interleaved chains' time forward and 0.80-1.62x forward+backward: faster only in fp32 at H = 128, B = 8's
-forward+backward (0.80 against 1.00 us per step; at B = 64 0.99 against 0.93), likely noise: the interleaved backward
-took longer there at B = 8 than at B = 64, for the same work per program (results/variants/20261127-h200-untimed/
-fma_chains.csv). The new state then reaches every
+(4 consecutive k) gives every chain its next FFMA and the chains' FFMAs alternate: compile audit (2026-11-29),
+sm_90, fp32 at BLOCK_H = 128, 269/253 stall cycles per step forward/backward (the issue time of a warp when nothing
+waits on memory, audit.stall_cycles) against 386/442 with each chain a run of consecutive k, whose 4 FFMAs per load
+ptxas issues back to back, each waiting out the last (Nsight Compute on the H200 counted 470 such cycles per step
+in the forward of 68fba7a, of its 746); at 256, 681/659 against 1023/1044; 17-43% fewer from BLOCK_H = 32 on. On
+sm_80, whose ptxas schedules the runs better, it saves 18-20% at 256 and in the backward at 128, but costs 5-20% at
+32 and 64 and 4% in the forward at 128. On an H200 (T = 4096, fp32 H = 64-256 and bf16 128, B = 8 and 64) runs took
+0.99-1.20x the interleaved chains' time forward and 0.80-1.62x forward+backward: faster only in fp32 at H = 128,
+B = 8's forward+backward (0.80 against 1.00 us per step; at B = 64 0.99 against 0.93), likely noise: the interleaved
+backward took longer there at B = 8 than at B = 64, for the same work per program
+(results/variants/20261127-h200-untimed/fma_chains.csv). The new state then reaches every
 thread through shared memory: one store, one barrier, and BLOCK_H / 4 loads of 16 bytes, each at one address
 for the whole warp (a broadcast); a second barrier lets the next step's store reuse the buffer. Each step's input
 is loaded a step ahead, before those barriers, so the layer's forward stores the states over xw (xw_spare; the compile
