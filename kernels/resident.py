@@ -214,7 +214,7 @@ def load_tile(base, tile, mask, valid, ACC_LAYOUT_IO: tl.constexpr, FRAGMENTS: t
             "{ .reg .pred p, q; .reg .b64 a; setp.ne.s32 p, $2, -1; setp.ne.b32 q, $3, 0; and.pred p, p, q; "
             "cvt.u64.u32 a, $2; add.s64 a, a, $1; mov.b16 $0, 0; @p ld.global.b16 $0, [a]; }", "=h,l,r,r",
             [base.to(tl.int64, bitcast=True), tl.where(mask, tile * 2, -1), tl.cast(valid, tl.int32)], dtype=tl.int16,
-            is_pure=True, pack=1)
+            is_pure=False, pack=1)  # a load: not to be moved across a barrier, as a pure op may be
         return bits.to(base.dtype.element_ty, bitcast=True)
     else:
         return tl.load(base + tile, mask=mask & valid, other=0.0)
